@@ -1,0 +1,34 @@
+"""celltrials: cell-therapy clinical-trial intelligence.
+
+Ingest registry records into one deduplicated DuckDB store, classify every
+trial by a versioned taxonomy, analyse and report the landscape.
+
+    >>> import celltrials
+    >>> db = celltrials.open("celltrials.duckdb")   # doctest: +SKIP
+    >>> db.trials().head()                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celltrials.store import Store
+
+
+def open(path: str | None = None, *, read_only: bool = False) -> Store:  # noqa: A001
+    """Open (creating if needed) a celltrials store. ``path`` defaults to
+    ``$CELLTRIALS_DB`` or ``./celltrials.duckdb``."""
+    from celltrials.store import Store
+
+    return Store.open(path, read_only=read_only)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Store":
+        from celltrials.store import Store
+
+        return Store
+    raise AttributeError(name)

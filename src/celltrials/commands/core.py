@@ -1,0 +1,3 @@
+"""Core commands: ingest, stats, show, dups, export."""
+
+from __future__ import annotations
