@@ -55,7 +55,10 @@ class UnknownFormatError(DataFileError):
 
 
 class RecordError(DataFileError):
-    """A single bad record. ``position`` is 1-based (row, array index, element)."""
+    """A single bad record. ``position`` is 1-based (row, array index, element).
+
+    The message is built when shown, so a parser can fill in ``path`` later.
+    """
 
     def __init__(
         self,
@@ -69,13 +72,24 @@ class RecordError(DataFileError):
         self.reason = reason
         self.position = position
         self.record_id = record_id
+        super().__init__(reason, path=path, hint=hint)
+
+    @property  # type: ignore[override]
+    def message(self) -> str:
         where = []
-        if position is not None:
-            where.append(f"record {position}")
-        if record_id:
-            where.append(f"id {record_id}")
-        msg = f"{', '.join(where)}: {reason}" if where else reason
-        super().__init__(msg, path=path, hint=hint)
+        if self.position is not None:
+            where.append(f"record {self.position}")
+        if self.record_id:
+            where.append(f"id {self.record_id}")
+        msg = f"{', '.join(where)}: {self.reason}" if where else self.reason
+        return f"{self.path}: {msg}" if self.path else msg
+
+    @message.setter
+    def message(self, value: str) -> None:  # set by the base class; the property rebuilds it
+        pass
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class TaxonomyError(CelltrialsError):

@@ -1,0 +1,106 @@
+"""Registry sources: one module per export format, chosen by sniffing content.
+
+``parse_file(path)`` yields :class:`~celltrials.models.ParsedRecord` for good
+records and :class:`~celltrials.errors.RecordError` for bad ones; a file that
+cannot be read at all raises :class:`~celltrials.errors.DataFileError`.
+The file extension is never trusted: the first bytes decide.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from celltrials.errors import DataFileError, UnknownFormatError
+from celltrials.sources import ctgov_csv, ctgov_json, ictrp
+from celltrials.sources.base import ParseItem, ParseStream
+
+__all__ = ["FORMATS", "ParseItem", "ParseStream", "parse_file", "sniff"]
+
+#: format name → what it is, for messages and `celltrials stats`
+FORMATS = {
+    "ctgov_json": "ClinicalTrials.gov API v2 JSON (study, array or API page)",
+    "ctgov_ndjson": "ClinicalTrials.gov API v2 NDJSON",
+    "ctgov_zip": "ZIP of ClinicalTrials.gov API v2 JSON files",
+    "ctgov_csv_classic": "ClinicalTrials.gov classic website CSV",
+    "ctgov_csv": "ClinicalTrials.gov website CSV",
+    "ictrp_csv": "WHO ICTRP CSV export",
+    "ictrp_xml": "WHO ICTRP XML export",
+    "ictrp_xlsx": "WHO ICTRP Excel export",
+}
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    format: str
+    text: str | None = None  # decoded text for CSV formats, reused by the parser
+
+
+def _decode(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(
+            f"invalid UTF-8 at byte {exc.start}", path=str(path),
+            hint="Re-export the file as UTF-8 (registry exports are UTF-8).",
+        ) from None
+
+
+def sniff(path: Path) -> Sniffed:
+    """Decide a file's format from its content."""
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if not head.strip():
+        raise UnknownFormatError("file is empty", path=str(path))
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile as exc:
+            raise DataFileError(f"broken zip archive ({exc})", path=str(path)) from None
+        if "xl/workbook.xml" in names:
+            return Sniffed("ictrp_xlsx")
+        if any(n.lower().endswith(".json") for n in names):
+            return Sniffed("ctgov_zip")
+        raise UnknownFormatError("zip archive holds no registry JSON files", path=str(path))
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith(b"<"):
+        if b"Trials_downloaded_from_ICTRP" in head:
+            return Sniffed("ictrp_xml")
+        raise UnknownFormatError("XML that is not a WHO ICTRP export", path=str(path))
+    if stripped[:1] in (b"{", b"["):
+        first_line = stripped.split(b"\n", 1)[0].strip()
+        rest = stripped.split(b"\n", 1)[1].lstrip() if b"\n" in stripped else b""
+        if stripped[:1] == b"{" and first_line.endswith(b"}") and rest.startswith(b"{"):
+            return Sniffed("ctgov_ndjson")
+        return Sniffed("ctgov_json")
+    text = _decode(path.read_bytes(), path)
+    first = text.split("\n", 1)[0]
+    if "NCT Number" in first:
+        return Sniffed("ctgov_csv_classic" if '"Title"' in first or ",Title," in first else "ctgov_csv", text)
+    if first.lstrip('"').startswith("TrialID"):
+        return Sniffed("ictrp_csv", text)
+    raise UnknownFormatError("not a recognised registry export (no NCT Number / TrialID header, not JSON/XML/XLSX)", path=str(path))
+
+
+def parse_file(path: str | Path, sniffed: Sniffed | None = None) -> ParseStream:
+    """Parse one registry export of any supported format."""
+    p = Path(path)
+    s = sniffed or sniff(p)
+    if s.format == "ctgov_json":
+        yield from ctgov_json.parse_json(p)
+    elif s.format == "ctgov_ndjson":
+        yield from ctgov_json.parse_ndjson(p)
+    elif s.format == "ctgov_zip":
+        yield from ctgov_json.parse_zip(p)
+    elif s.format in ("ctgov_csv_classic", "ctgov_csv"):
+        yield from ctgov_csv.parse(p, s.text)
+    elif s.format == "ictrp_csv":
+        yield from ictrp.parse_csv(p, s.text)
+    elif s.format == "ictrp_xml":
+        yield from ictrp.parse_xml(p)
+    elif s.format == "ictrp_xlsx":
+        yield from ictrp.parse_xlsx(p)
+    else:  # pragma: no cover - sniff only returns the names above
+        raise UnknownFormatError(f"no parser for {s.format}", path=str(p))

@@ -1,0 +1,262 @@
+"""ClinicalTrials.gov API v2 study objects, in every shape users meet.
+
+One study object; a JSON array (the website's "Download → JSON"); an API
+page ``{"studies": [...], "nextPageToken": ...}``; NDJSON (one study per
+line); and a ``.zip`` of per-study JSON files (the registry's bulk
+download). All of them go through :func:`parse_study`, which the live API
+client uses too.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from celltrials.errors import DataFileError, RecordError
+from celltrials.models import (
+    CHANNEL_CTGOV,
+    Arm,
+    Intervention,
+    Outcome,
+    ParsedRecord,
+    Sponsor,
+)
+from celltrials.normalize import (
+    DateError,
+    clean_text,
+    normalize_countries,
+    normalize_enrollment,
+    normalize_phase,
+    normalize_sponsor_class,
+    normalize_status,
+    parse_date,
+)
+from celltrials.registry_ids import canonical_id, find_ids
+from celltrials.sources.base import ParseStream
+
+FORMAT = "ctgov_json"
+
+
+def _date(struct: Any, field: str, nct: str, position: int) -> Any:
+    value = struct.get("date") if isinstance(struct, dict) else struct
+    try:
+        return parse_date(value)
+    except DateError as exc:
+        raise RecordError(f"{field}: {exc}", position=position, record_id=nct) from None
+
+
+def parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -> ParsedRecord:
+    """Turn one API v2 study object into a :class:`ParsedRecord`.
+
+    Raises :class:`RecordError` for a study without an NCT id or with an
+    impossible date.
+    """
+    if not isinstance(study, dict):
+        raise RecordError(f"expected a study object, found {type(study).__name__}", position=position)
+    ps = study.get("protocolSection")
+    if not isinstance(ps, dict):
+        raise RecordError("no protocolSection", position=position)
+    ident = ps.get("identificationModule") or {}
+    nct = clean_text(ident.get("nctId"))
+    primary = canonical_id(nct, is_primary=True) if nct else None
+    if primary is None or primary.registry != "ctgov":
+        raise RecordError(f"no valid nctId (found {nct!r})" if nct else "record has no nctId", position=position)
+    ids = [primary]
+    seen = {primary.key}
+    for sec in ident.get("secondaryIdInfos") or []:
+        for rid in find_ids(str(sec.get("id", ""))):
+            if rid.key not in seen:
+                seen.add(rid.key)
+                ids.append(rid)
+    for alias in ps.get("identificationModule", {}).get("nctIdAliases") or []:
+        rid = canonical_id(alias)
+        if rid and rid.key not in seen:
+            seen.add(rid.key)
+            ids.append(rid)
+
+    status = ps.get("statusModule") or {}
+    sponsor_mod = ps.get("sponsorCollaboratorsModule") or {}
+    desc = ps.get("descriptionModule") or {}
+    cond = ps.get("conditionsModule") or {}
+    design = ps.get("designModule") or {}
+    arms_mod = ps.get("armsInterventionsModule") or {}
+    outcomes_mod = ps.get("outcomesModule") or {}
+    elig = ps.get("eligibilityModule") or {}
+    locs = (ps.get("contactsLocationsModule") or {}).get("locations") or []
+    derived = study.get("derivedSection") or {}
+    browse = derived.get("conditionBrowseModule") or {}
+
+    sponsors: list[Sponsor] = []
+    lead = sponsor_mod.get("leadSponsor") or {}
+    if lead.get("name"):
+        sponsors.append(Sponsor(clean_text(lead["name"]), "lead", normalize_sponsor_class(lead.get("class"), lead["name"])))
+    for col in sponsor_mod.get("collaborators") or []:
+        if col.get("name"):
+            sponsors.append(Sponsor(clean_text(col["name"]), "collaborator", normalize_sponsor_class(col.get("class"), col["name"])))
+
+    enroll = design.get("enrollmentInfo") or {}
+    phases = design.get("phases") or []
+    phase_raw = "|".join(phases)
+    outcomes: list[Outcome] = []
+    for kind, key in (("primary", "primaryOutcomes"), ("secondary", "secondaryOutcomes"), ("other", "otherOutcomes")):
+        for o in outcomes_mod.get(key) or []:
+            outcomes.append(Outcome(kind, clean_text(o.get("measure")), clean_text(o.get("timeFrame")), clean_text(o.get("description"))))
+
+    return ParsedRecord(
+        channel=CHANNEL_CTGOV,
+        source_format=source_format,
+        record_id=primary.key,
+        registry="ctgov",
+        raw=study,
+        ids=ids,
+        title=clean_text(ident.get("briefTitle")),
+        official_title=clean_text(ident.get("officialTitle")),
+        acronym=clean_text(ident.get("acronym")),
+        brief_summary=(desc.get("briefSummary") or "").strip(),
+        detailed_description=(desc.get("detailedDescription") or "").strip(),
+        keywords=[clean_text(k) for k in cond.get("keywords") or []],
+        status=normalize_status(status.get("overallStatus")),
+        status_raw=status.get("overallStatus") or "",
+        why_stopped=clean_text(status.get("whyStopped")),
+        phase=normalize_phase(phase_raw) if phases else "UNKNOWN",
+        phase_raw=phase_raw,
+        study_type=clean_text(design.get("studyType")),
+        start_date=_date(status.get("startDateStruct"), "startDate", nct, position),
+        completion_date=_date(status.get("completionDateStruct") or status.get("primaryCompletionDateStruct"), "completionDate", nct, position),
+        registration_date=_date(status.get("studyFirstSubmitDate") or status.get("studyFirstPostDateStruct"), "studyFirstSubmitDate", nct, position),
+        last_update=_date(status.get("lastUpdatePostDateStruct") or status.get("lastUpdateSubmitDate"), "lastUpdatePostDate", nct, position),
+        enrollment=normalize_enrollment(enroll.get("count"), enroll.get("type")) if enroll.get("count") is not None else None,
+        conditions=[clean_text(c) for c in cond.get("conditions") or []],
+        mesh_terms=[m.get("term", "") for m in browse.get("meshes") or []],
+        mesh_ancestors=[m.get("term", "") for m in browse.get("ancestors") or []],
+        interventions=[
+            Intervention(
+                type=clean_text(i.get("type")).upper(),
+                name=clean_text(i.get("name")),
+                description=(i.get("description") or "").strip(),
+                other_names=[clean_text(n) for n in i.get("otherNames") or []],
+                arm_labels=[clean_text(n) for n in i.get("armGroupLabels") or []],
+            )
+            for i in arms_mod.get("interventions") or []
+        ],
+        arms=[
+            Arm(
+                label=clean_text(a.get("label")),
+                type=clean_text(a.get("type")).upper(),
+                description=(a.get("description") or "").strip(),
+                intervention_names=[clean_text(n) for n in a.get("interventionNames") or []],
+            )
+            for a in arms_mod.get("armGroups") or []
+        ],
+        countries=normalize_countries([loc.get("country", "") for loc in locs]),
+        sponsors=sponsors,
+        outcomes=outcomes,
+        eligibility=(elig.get("eligibilityCriteria") or "").strip(),
+        has_results=bool(study.get("hasResults")) or "resultsSection" in study,
+        url=f"https://clinicaltrials.gov/study/{primary.key}",
+        position=position,
+    )
+
+
+def iter_studies(obj: Any) -> Iterator[Any]:
+    """The study objects in a parsed JSON document of any supported shape."""
+    if isinstance(obj, list):
+        yield from obj
+    elif isinstance(obj, dict) and isinstance(obj.get("studies"), list):
+        yield from obj["studies"]
+    elif isinstance(obj, dict) and "protocolSection" in obj:
+        yield obj
+    else:
+        raise DataFileError("JSON is neither a study, an array of studies, nor an API page with 'studies'")
+
+
+def _parse_stream(studies: Iterator[Any]) -> ParseStream:
+    for pos, study in enumerate(studies, start=1):
+        try:
+            yield parse_study(study, position=pos)
+        except RecordError as exc:
+            exc.position = exc.position or pos
+            yield exc
+
+
+def load_json_bytes(data: bytes, path: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        reason = "invalid UTF-8" if "utf-8" in str(exc).lower() else f"malformed or truncated JSON ({exc})"
+        raise DataFileError(reason, path=path) from None
+
+
+def parse_json(path: Path) -> ParseStream:
+    data = path.read_bytes()
+    yield from _with_path(_parse_stream(iter_studies_checked(load_json_bytes(data, str(path)), str(path))), path)
+
+
+def iter_studies_checked(obj: Any, path: str) -> Iterator[Any]:
+    try:
+        yield from iter_studies(obj)
+    except DataFileError as exc:
+        raise DataFileError(exc.message, path=path) from None
+
+
+def parse_ndjson(path: Path) -> ParseStream:
+    def studies() -> Iterator[Any]:
+        with path.open("rb") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    yield RecordError(f"line {lineno}: malformed JSON ({exc})", position=lineno)
+
+    for pos, item in enumerate(studies(), start=1):
+        if isinstance(item, RecordError):
+            item.path = str(path)
+            yield item
+            continue
+        try:
+            yield parse_study(item, position=pos)
+        except RecordError as exc:
+            exc.path = str(path)
+            yield exc
+
+
+def parse_zip(path: Path) -> ParseStream:
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise DataFileError(f"broken zip archive ({exc})", path=str(path)) from None
+    with zf:
+        names = sorted(n for n in zf.namelist() if n.lower().endswith(".json") and not n.endswith("/"))
+        pos = 0
+        for name in names:
+            member = f"{path}!{name}"
+            obj = load_json_bytes(zf.read(name), member)
+            for study in iter_studies_checked(obj, member):
+                pos += 1
+                try:
+                    yield parse_study(study, position=pos)
+                except RecordError as exc:
+                    exc.path = member
+                    yield exc
+
+
+def parse_bytes(data: bytes, source: str) -> ParseStream:
+    """Parse an API response body (used by the live client)."""
+    obj = load_json_bytes(data, source)
+    yield from _with_path(_parse_stream(iter_studies_checked(obj, source)), Path(source))
+
+
+def _with_path(stream: ParseStream, path: Path) -> ParseStream:
+    for item in stream:
+        if isinstance(item, RecordError) and not item.path:
+            item.path = str(path)
+        yield item
+
+
+__all__ = ["FORMAT", "iter_studies", "parse_bytes", "parse_json", "parse_ndjson", "parse_study", "parse_zip"]

@@ -1,0 +1,552 @@
+"""The trial store: one embedded DuckDB file.
+
+Tables (schema version 1)::
+
+    records                every record version ever ingested, raw JSON kept
+    record_ids             registry ids named by each record version
+    record_conditions      conditions, MeSH terms and MeSH ancestors
+    record_interventions   type, name, description, other names, arm labels
+    record_arms / record_countries / record_sponsors / record_outcomes
+    trial_records          trial_id → its records (is_primary marks the one it shows)
+    ingests                one row per ingested file or API page
+    meta                   key/value (sync checkpoints and the like)
+
+Views over the *current* version of each trial's primary record:
+``trials``, ``trial_ids``, ``conditions``, ``interventions``, ``arms``,
+``countries``, ``sponsors``, ``outcomes``.
+
+A *record* is identified by (channel, record_id): ClinicalTrials.gov and
+ICTRP each version their own copies. A newer version never erases an older
+one; ``records.is_current`` marks the one in use. Trials are the connected
+components of records that share any registry id (:mod:`celltrials.dedup`).
+
+Other modules extend the schema with numbered migrations registered through
+:func:`register_migration` (2: classification, 3: sync, 4: products, 5: results).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pandas as pd
+import pyarrow as pa
+
+from celltrials.errors import StoreError
+from celltrials.models import ParsedRecord
+from celltrials.sources import ctgov_csv, ictrp
+from celltrials.sources.base import content_hash
+
+DEFAULT_DB = "celltrials.duckdb"
+
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE SEQUENCE IF NOT EXISTS ingest_seq START 1;
+CREATE TABLE IF NOT EXISTS ingests (
+    ingest_id INTEGER PRIMARY KEY, source VARCHAR, format VARCHAR, source_sha256 VARCHAR,
+    started_at TIMESTAMP, finished_at TIMESTAMP,
+    n_records INTEGER, n_new INTEGER, n_bad INTEGER
+);
+CREATE TABLE IF NOT EXISTS records (
+    record_key VARCHAR PRIMARY KEY,
+    channel VARCHAR NOT NULL, record_id VARCHAR NOT NULL, registry VARCHAR, source_format VARCHAR,
+    source VARCHAR, position INTEGER, content_hash VARCHAR NOT NULL,
+    last_update DATE, ingest_id INTEGER, ingested_at TIMESTAMP, is_current BOOLEAN,
+    title VARCHAR, official_title VARCHAR, acronym VARCHAR, brief_summary VARCHAR,
+    detailed_description VARCHAR, keywords VARCHAR[],
+    status VARCHAR, status_raw VARCHAR, why_stopped VARCHAR, phase VARCHAR, phase_raw VARCHAR,
+    study_type VARCHAR,
+    start_date DATE, start_date_precision VARCHAR,
+    completion_date DATE, completion_date_precision VARCHAR,
+    registration_date DATE,
+    enrollment INTEGER, enrollment_type VARCHAR, enrollment_raw VARCHAR,
+    lead_sponsor VARCHAR, sponsor_class VARCHAR,
+    eligibility VARCHAR, has_results BOOLEAN, url VARCHAR,
+    raw JSON
+);
+CREATE TABLE IF NOT EXISTS record_ids (record_key VARCHAR, id_key VARCHAR, id_raw VARCHAR, registry VARCHAR, is_primary BOOLEAN);
+CREATE TABLE IF NOT EXISTS record_conditions (record_key VARCHAR, condition VARCHAR, kind VARCHAR);
+CREATE TABLE IF NOT EXISTS record_interventions (
+    record_key VARCHAR, idx INTEGER, type VARCHAR, name VARCHAR, description VARCHAR,
+    other_names VARCHAR[], arm_labels VARCHAR[]);
+CREATE TABLE IF NOT EXISTS record_arms (
+    record_key VARCHAR, idx INTEGER, label VARCHAR, type VARCHAR, description VARCHAR,
+    intervention_names VARCHAR[]);
+CREATE TABLE IF NOT EXISTS record_countries (record_key VARCHAR, country VARCHAR);
+CREATE TABLE IF NOT EXISTS record_sponsors (record_key VARCHAR, name VARCHAR, role VARCHAR, class VARCHAR);
+CREATE TABLE IF NOT EXISTS record_outcomes (record_key VARCHAR, kind VARCHAR, measure VARCHAR, time_frame VARCHAR, description VARCHAR);
+CREATE TABLE IF NOT EXISTS trial_records (trial_id VARCHAR, record_key VARCHAR, is_primary BOOLEAN, n_records INTEGER, merge_reason VARCHAR);
+
+CREATE OR REPLACE VIEW trials AS
+SELECT tr.trial_id, r.record_id AS primary_record_id, r.record_key AS primary_record_key,
+       r.registry, r.channel, r.source_format, r.title, r.official_title, r.acronym,
+       r.brief_summary, r.detailed_description, r.status, r.status_raw, r.why_stopped,
+       r.phase, r.phase_raw, r.study_type, r.start_date, r.start_date_precision,
+       r.completion_date, r.completion_date_precision, r.registration_date, r.last_update,
+       r.enrollment, r.enrollment_type, r.enrollment_raw, r.lead_sponsor, r.sponsor_class,
+       r.has_results, r.url, r.keywords, tr.n_records, r.source
+FROM trial_records tr JOIN records r USING (record_key)
+WHERE tr.is_primary;
+
+CREATE OR REPLACE VIEW trial_ids AS
+SELECT DISTINCT tr.trial_id, i.id_key, i.id_raw, i.registry
+FROM trial_records tr JOIN record_ids i USING (record_key);
+
+CREATE OR REPLACE VIEW conditions AS
+SELECT tr.trial_id, c.condition, c.kind FROM trial_records tr JOIN record_conditions c USING (record_key) WHERE tr.is_primary;
+CREATE OR REPLACE VIEW interventions AS
+SELECT tr.trial_id, x.idx, x.type, x.name, x.description, x.other_names, x.arm_labels
+FROM trial_records tr JOIN record_interventions x USING (record_key) WHERE tr.is_primary;
+CREATE OR REPLACE VIEW arms AS
+SELECT tr.trial_id, a.idx, a.label, a.type, a.description, a.intervention_names
+FROM trial_records tr JOIN record_arms a USING (record_key) WHERE tr.is_primary;
+CREATE OR REPLACE VIEW countries AS
+SELECT DISTINCT tr.trial_id, c.country FROM trial_records tr JOIN record_countries c USING (record_key) WHERE tr.is_primary;
+CREATE OR REPLACE VIEW sponsors AS
+SELECT tr.trial_id, s.name, s.role, s.class FROM trial_records tr JOIN record_sponsors s USING (record_key) WHERE tr.is_primary;
+CREATE OR REPLACE VIEW outcomes AS
+SELECT tr.trial_id, o.kind, o.measure, o.time_frame, o.description
+FROM trial_records tr JOIN record_outcomes o USING (record_key) WHERE tr.is_primary;
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[duckdb.DuckDBPyConnection], None]
+
+
+def _v1(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(SCHEMA_V1)
+
+
+_MIGRATIONS: dict[int, Migration] = {1: Migration(1, "core", _v1)}
+
+
+def register_migration(version: int, name: str, apply: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+    """Add a schema step; stores apply pending steps in version order on open.
+
+    ``apply`` must be idempotent (``CREATE … IF NOT EXISTS``) since a store
+    made by an older celltrials runs it once when first opened by a newer one.
+    """
+    existing = _MIGRATIONS.get(version)
+    if existing and existing.name != name:
+        raise ValueError(f"migration {version} already registered as {existing.name!r}")
+    _MIGRATIONS[version] = Migration(version, name, apply)
+
+
+def _load_extension_migrations() -> None:
+    # Modules that own schema steps register them on import.
+    import importlib
+
+    for mod in ("celltrials.classify", "celltrials.sync", "celltrials.products", "celltrials.analysis.results"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(mod)
+
+
+# Record fields that change between exports of the same content (ranks, export stamps).
+_VOLATILE = {
+    "ctgov_csv_classic": ctgov_csv.VOLATILE,
+    "ctgov_csv": ctgov_csv.VOLATILE,
+    "ictrp_csv": ictrp.VOLATILE,
+    "ictrp_xml": ictrp.VOLATILE,
+    "ictrp_xlsx": ictrp.VOLATILE,
+}
+
+#: richer formats win ties between versions with the same update date
+FORMAT_RANK = {
+    "ctgov_json": 5, "ctgov_csv": 3, "ctgov_csv_classic": 2,
+    "ictrp_xml": 2, "ictrp_xlsx": 2, "ictrp_csv": 2,
+}
+
+
+@dataclass
+class AddResult:
+    n_records: int = 0
+    n_new: int = 0
+    n_unchanged: int = 0
+
+
+def record_key(rec: ParsedRecord, digest: str) -> str:
+    return f"{rec.channel}:{rec.record_id}:{digest[:16]}"
+
+
+class Store:
+    """A celltrials DuckDB store. Use :func:`celltrials.open` to get one."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
+        self.con = con
+        self.path = path
+        self._depth = 0
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
+        db = str(path or os.environ.get("CELLTRIALS_DB") or DEFAULT_DB)
+        if read_only and db != ":memory:" and not Path(db).exists():
+            raise StoreError(f"no store at {db}", hint="Run `celltrials ingest PATH` first, or pass --db.")
+        try:
+            con = duckdb.connect(db, read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open store {db}: {exc}") from None
+        store = cls(con, db)
+        if not read_only:
+            store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        try:
+            row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
+        except duckdb.CatalogException:
+            return 0
+        return int(row[0] or 0) if row else 0
+
+    def migrate(self) -> None:
+        _load_extension_migrations()
+        self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+        done = {r[0] for r in self.con.execute("SELECT version FROM schema_version").fetchall()}
+        newest = max(_MIGRATIONS)
+        if done and max(done) > newest:
+            raise StoreError(
+                f"store {self.path} has schema version {max(done)}, newer than this celltrials ({newest})",
+                hint="Upgrade celltrials.",
+            )
+        for version in sorted(_MIGRATIONS):
+            if version in done:
+                continue
+            m = _MIGRATIONS[version]
+            with self.transaction():
+                m.apply(self.con)
+                self.con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [version, m.name, _now()])
+
+    # ------------------------------------------------------------ transactions
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One all-or-nothing unit; nested uses join the outer transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.con
+            finally:
+                self._depth -= 1
+            return
+        self.con.execute("BEGIN TRANSACTION")
+        self._depth = 1
+        try:
+            yield self.con
+        except BaseException:
+            self._depth = 0
+            self.con.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.con.execute("COMMIT")
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    # ----------------------------------------------------------------- writing
+    def begin_ingest(self, source: str, fmt: str, sha256: str | None = None) -> int:
+        row = self.con.execute("SELECT nextval('ingest_seq')").fetchone()
+        assert row is not None
+        ingest_id = int(row[0])
+        self.con.execute(
+            "INSERT INTO ingests (ingest_id, source, format, source_sha256, started_at) VALUES (?, ?, ?, ?, ?)",
+            [ingest_id, source, fmt, sha256, _now()],
+        )
+        return ingest_id
+
+    def finish_ingest(self, ingest_id: int, result: AddResult, n_bad: int) -> None:
+        self.con.execute(
+            "UPDATE ingests SET finished_at=?, n_records=?, n_new=?, n_bad=? WHERE ingest_id=?",
+            [_now(), result.n_records, result.n_new, n_bad, ingest_id],
+        )
+
+    def add_records(self, records: Iterable[ParsedRecord], *, source: str, ingest_id: int | None = None,
+                    merge: bool = True) -> AddResult:
+        """Store record versions not seen before and re-merge trials.
+
+        Runs inside the caller's transaction if there is one, else its own.
+        """
+        with self.transaction():
+            result = self._insert(list(records), source, ingest_id)
+            if merge and result.n_new:
+                self.merge_trials()
+        return result
+
+    def _insert(self, records: list[ParsedRecord], source: str, ingest_id: int | None) -> AddResult:
+        result = AddResult(n_records=len(records))
+        if not records:
+            return result
+        now = _now()
+        keyed: dict[str, ParsedRecord] = {}
+        for rec in records:
+            digest = content_hash(rec.raw, exclude=_VOLATILE.get(rec.source_format, ()))
+            keyed.setdefault(record_key(rec, digest) + "|" + digest, rec)
+        keys = [k.split("|", 1)[0] for k in keyed]
+        existing = set()
+        if keys:
+            existing = {r[0] for r in self.con.execute(
+                "SELECT record_key FROM records WHERE record_key IN (SELECT unnest(?))", [keys]).fetchall()}
+        cols: dict[str, list[Any]] = {c: [] for c in _RECORD_COLUMNS}
+        child: dict[str, dict[str, list[Any]]] = {t: {c: [] for c in cs} for t, cs in _CHILD_COLUMNS.items()}
+        touched: set[tuple[str, str]] = set()
+        for combo, rec in keyed.items():
+            key, digest = combo.split("|", 1)
+            if key in existing:
+                result.n_unchanged += 1
+                continue
+            existing.add(key)
+            result.n_new += 1
+            touched.add((rec.channel, rec.record_id))
+            _record_row(cols, rec, key, digest, source, ingest_id, now)
+            _child_rows(child, rec, key)
+        result.n_unchanged += len(records) - len(keyed)
+        if result.n_new:
+            self._append("records", cols)
+            for table, data in child.items():
+                if data[next(iter(data))]:
+                    self._append(table, data)
+            self._refresh_current(touched)
+        return result
+
+    def _append(self, table: str, data: dict[str, list[Any]]) -> None:
+        arrow = pa.table({k: pa.array(v, type=_ARROW_TYPES.get(k)) for k, v in data.items()})
+        names = ", ".join(data)
+        self.con.register("_incoming", arrow)
+        try:
+            self.con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _incoming")
+        finally:
+            self.con.unregister("_incoming")
+
+    def _refresh_current(self, touched: set[tuple[str, str]]) -> None:
+        """Mark, per (channel, record_id), the version in use: latest registry
+        update date, then the richer format, then the latest ingest."""
+        pairs = pa.table({"channel": [t[0] for t in touched], "record_id": [t[1] for t in touched]})
+        self.con.register("_touched", pairs)
+        try:
+            rank_sql = " ".join(f"WHEN '{k}' THEN {v}" for k, v in FORMAT_RANK.items())
+            self.con.execute(f"""
+                UPDATE records SET is_current = (ranked.rn = 1)
+                FROM (
+                    SELECT r.record_key, row_number() OVER (
+                        PARTITION BY r.channel, r.record_id
+                        ORDER BY r.last_update DESC NULLS LAST,
+                                 CASE r.source_format {rank_sql} ELSE 0 END DESC,
+                                 r.ingested_at DESC, r.record_key DESC) AS rn
+                    FROM records r JOIN _touched t USING (channel, record_id)
+                ) ranked
+                WHERE records.record_key = ranked.record_key
+            """)
+        finally:
+            self.con.unregister("_touched")
+
+    def merge_trials(self) -> None:
+        """Recompute trials as connected components of current records sharing ids."""
+        from celltrials.dedup import group_records
+
+        recs = self.con.execute("""
+            SELECT record_key, channel, record_id, registry, source_format, last_update, ingested_at
+            FROM records WHERE is_current""").fetchall()
+        ids = self.con.execute("""
+            SELECT i.record_key, i.id_key FROM record_ids i JOIN records r USING (record_key)
+            WHERE r.is_current""").fetchall()
+        rows = group_records(recs, ids)
+        self.con.execute("DELETE FROM trial_records")
+        if rows:
+            self._append("trial_records", {
+                "trial_id": [r[0] for r in rows], "record_key": [r[1] for r in rows],
+                "is_primary": [r[2] for r in rows], "n_records": [r[3] for r in rows],
+                "merge_reason": [r[4] for r in rows],
+            })
+
+    # ----------------------------------------------------------------- reading
+    def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+        return self.con.execute(sql, params or []).df()
+
+    def trials(self) -> pd.DataFrame:
+        """One row per merged trial (its primary record's normalised fields)."""
+        return self.query("SELECT * FROM trials ORDER BY trial_id")
+
+    def records(self, *, current_only: bool = True, with_raw: bool = False) -> pd.DataFrame:
+        cols = "*" if with_raw else "* EXCLUDE (raw)"
+        where = "WHERE is_current" if current_only else ""
+        return self.query(f"SELECT {cols} FROM records {where} ORDER BY channel, record_id, ingested_at")
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A child view by name: conditions, interventions, arms, countries, sponsors, outcomes, trial_ids."""
+        allowed = {"conditions", "interventions", "arms", "countries", "sponsors", "outcomes", "trial_ids", "trial_records", "ingests"}
+        if name not in allowed:
+            raise StoreError(f"unknown table {name!r}", hint=f"One of: {', '.join(sorted(allowed))}")
+        return self.query(f"SELECT * FROM {name}")
+
+    def resolve(self, any_id: str) -> str | None:
+        """The trial id for any registry id (primary or secondary, any spelling)."""
+        from celltrials.registry_ids import canonical_id, trial_id_for
+
+        text = any_id.strip()
+        row = self.con.execute("SELECT trial_id FROM trial_records tr JOIN records r USING (record_key) WHERE r.record_id = ? OR tr.trial_id = ? LIMIT 1", [text, trial_id_for(text)]).fetchone()
+        if row:
+            return str(row[0])
+        rid = canonical_id(text)
+        if rid:
+            row = self.con.execute("SELECT trial_id FROM trial_ids WHERE id_key = ? LIMIT 1", [rid.key]).fetchone()
+            if row:
+                return str(row[0])
+        return None
+
+    def trial(self, any_id: str) -> dict[str, Any] | None:
+        """A trial with its ids, child rows and every source record (newest first)."""
+        trial_id = self.resolve(any_id)
+        if trial_id is None:
+            return None
+        t = self.query("SELECT * FROM trials WHERE trial_id = ?", [trial_id]).to_dict("records")[0]
+        out: dict[str, Any] = {k: _plain(v) for k, v in t.items()}
+        out["ids"] = self.query("SELECT id_key, id_raw, registry FROM trial_ids WHERE trial_id=? ORDER BY id_key", [trial_id]).to_dict("records")
+        for name in ("conditions", "interventions", "arms", "countries", "sponsors", "outcomes"):
+            df = self.query(f"SELECT * EXCLUDE (trial_id) FROM {name} WHERE trial_id = ?", [trial_id])
+            out[name] = [{k: _plain(v) for k, v in row.items()} for row in df.to_dict("records")]
+        recs = self.query("""
+            SELECT r.record_key, r.channel, r.record_id, r.registry, r.source_format, r.source, r.position,
+                   r.content_hash, r.last_update, r.ingested_at, r.is_current, tr.is_primary, tr.merge_reason
+            FROM records r
+            LEFT JOIN trial_records tr USING (record_key)
+            WHERE (r.channel, r.record_id) IN (
+                SELECT (r2.channel, r2.record_id) FROM trial_records t2 JOIN records r2 USING (record_key) WHERE t2.trial_id = ?)
+            ORDER BY r.channel, r.record_id, r.ingested_at DESC""", [trial_id])
+        out["records"] = [{k: _plain(v) for k, v in row.items()} for row in recs.to_dict("records")]
+        return out
+
+    def raw_record(self, record_key: str) -> Any:
+        row = self.con.execute("SELECT raw FROM records WHERE record_key = ?", [record_key]).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+
+# ------------------------------------------------------------------ row making
+_RECORD_COLUMNS = [
+    "record_key", "channel", "record_id", "registry", "source_format", "source", "position",
+    "content_hash", "last_update", "ingest_id", "ingested_at", "is_current",
+    "title", "official_title", "acronym", "brief_summary", "detailed_description", "keywords",
+    "status", "status_raw", "why_stopped", "phase", "phase_raw", "study_type",
+    "start_date", "start_date_precision", "completion_date", "completion_date_precision",
+    "registration_date", "enrollment", "enrollment_type", "enrollment_raw",
+    "lead_sponsor", "sponsor_class", "eligibility", "has_results", "url", "raw",
+]
+_CHILD_COLUMNS = {
+    "record_ids": ["record_key", "id_key", "id_raw", "registry", "is_primary"],
+    "record_conditions": ["record_key", "condition", "kind"],
+    "record_interventions": ["record_key", "idx", "type", "name", "description", "other_names", "arm_labels"],
+    "record_arms": ["record_key", "idx", "label", "type", "description", "intervention_names"],
+    "record_countries": ["record_key", "country"],
+    "record_sponsors": ["record_key", "name", "role", "class"],
+    "record_outcomes": ["record_key", "kind", "measure", "time_frame", "description"],
+}
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "position": pa.int32(), "ingest_id": pa.int32(), "enrollment": pa.int64(), "idx": pa.int32(),
+    "last_update": pa.date32(), "start_date": pa.date32(), "completion_date": pa.date32(),
+    "registration_date": pa.date32(), "ingested_at": pa.timestamp("us"),
+    "keywords": pa.list_(pa.string()), "other_names": pa.list_(pa.string()),
+    "arm_labels": pa.list_(pa.string()), "intervention_names": pa.list_(pa.string()),
+    "is_current": pa.bool_(), "has_results": pa.bool_(), "is_primary": pa.bool_(),
+    "n_records": pa.int32(),
+}
+for _c in _RECORD_COLUMNS + [c for cs in _CHILD_COLUMNS.values() for c in cs] + ["trial_id", "merge_reason"]:
+    _ARROW_TYPES.setdefault(_c, pa.string())
+
+
+def _record_row(cols: dict[str, list[Any]], rec: ParsedRecord, key: str, digest: str,
+                source: str, ingest_id: int | None, now: datetime) -> None:
+    lead = next((s for s in rec.sponsors if s.role == "lead"), None)
+    values = {
+        "record_key": key, "channel": rec.channel, "record_id": rec.record_id, "registry": rec.registry,
+        "source_format": rec.source_format, "source": source, "position": rec.position,
+        "content_hash": digest, "last_update": rec.last_update.value if rec.last_update else None,
+        "ingest_id": ingest_id, "ingested_at": now, "is_current": False,
+        "title": rec.title, "official_title": rec.official_title, "acronym": rec.acronym,
+        "brief_summary": rec.brief_summary, "detailed_description": rec.detailed_description,
+        "keywords": rec.keywords, "status": rec.status, "status_raw": rec.status_raw,
+        "why_stopped": rec.why_stopped, "phase": rec.phase, "phase_raw": rec.phase_raw,
+        "study_type": rec.study_type,
+        "start_date": rec.start_date.value if rec.start_date else None,
+        "start_date_precision": rec.start_date.precision if rec.start_date else None,
+        "completion_date": rec.completion_date.value if rec.completion_date else None,
+        "completion_date_precision": rec.completion_date.precision if rec.completion_date else None,
+        "registration_date": rec.registration_date.value if rec.registration_date else None,
+        "enrollment": rec.enrollment.count if rec.enrollment else None,
+        "enrollment_type": rec.enrollment.kind if rec.enrollment else None,
+        "enrollment_raw": rec.enrollment.raw if rec.enrollment else None,
+        "lead_sponsor": lead.name if lead else None,
+        "sponsor_class": lead.sponsor_class if lead else None,
+        "eligibility": rec.eligibility, "has_results": rec.has_results, "url": rec.url,
+        "raw": orjson.dumps(rec.raw, default=str).decode(),
+    }
+    for k, v in values.items():
+        cols[k].append(v)
+
+
+def _child_rows(child: dict[str, dict[str, list[Any]]], rec: ParsedRecord, key: str) -> None:
+    def add(table: str, *values: Any) -> None:
+        for col, v in zip(_CHILD_COLUMNS[table], (key, *values), strict=True):
+            child[table][col].append(v)
+
+    for rid in rec.ids:
+        add("record_ids", rid.key, rid.raw, rid.registry, rid.is_primary)
+    for c in rec.conditions:
+        add("record_conditions", c, "condition")
+    for c in rec.mesh_terms:
+        add("record_conditions", c, "mesh")
+    for c in rec.mesh_ancestors:
+        add("record_conditions", c, "mesh_ancestor")
+    for c in rec.keywords:
+        add("record_conditions", c, "keyword")
+    for i, x in enumerate(rec.interventions):
+        add("record_interventions", i, x.type, x.name, x.description, x.other_names, x.arm_labels)
+    for i, a in enumerate(rec.arms):
+        add("record_arms", i, a.label, a.type, a.description, a.intervention_names)
+    for c in rec.countries:
+        add("record_countries", c)
+    for s in rec.sponsors:
+        add("record_sponsors", s.name, s.role, s.sponsor_class)
+    for o in rec.outcomes:
+        add("record_outcomes", o.kind, o.measure, o.time_frame, o.description)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _plain(v: Any) -> Any:
+    """JSON-friendly values out of pandas/numpy/duckdb types."""
+    if v is None:
+        return None
+    if isinstance(v, float) and v != v:
+        return None
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat()
+    if v is pd.NaT:
+        return None
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return v
