@@ -1,0 +1,151 @@
+"""Forest and funnel plots for a :func:`celltrials.analysis.meta.meta_analysis` result.
+
+Both plots are drawn from the result dict alone (nothing is recomputed), with
+matplotlib's object API (no pyplot state) and the Okabe–Ito colour-blind-safe
+palette. Ratio measures (RR, OR) are drawn on a log axis labelled in natural
+units; PLO on the proportion scale.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.patches import Polygon
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+from celltrials.analysis.meta import NATURAL_LABELS, back_transform
+
+BLUE = "#0072B2"  # Okabe–Ito
+VERMILLION = "#D55E00"
+GREY = "#666666"
+LIGHT = "#E8E8E8"
+_RATIO_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2f}" if abs(x) < 100 else f"{x:.3g}"
+
+
+def _p(p: float) -> str:
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
+
+
+def forest_plot(result: dict[str, Any]) -> Figure:
+    measure = result["measure"]
+    studies = result["studies"]
+    k = len(studies)
+    ratio = measure in ("RR", "OR")
+
+    def nat(x: float) -> float:
+        return back_transform(measure, x)
+
+    n_rows = k + 3
+    fig = Figure(figsize=(8.0, 0.32 * n_rows + 1.3))
+    ax = fig.add_axes((0.30, 0.12, 0.40, 0.80))
+    ax.set_ylim(-2.2, k + 0.8)
+    trans = ax.get_yaxis_transform()  # x in axes fraction, y in data units
+
+    max_w = max(s["weight"] for s in studies) or 1.0
+    for i, s in enumerate(studies):
+        y = k - i
+        lo, hi, est = nat(s["ci_low"]), nat(s["ci_high"]), nat(s["yi"])
+        ax.plot([lo, hi], [y, y], color="black", lw=1.0, solid_capstyle="butt", zorder=2)
+        size = 4 + 9 * math.sqrt(s["weight"] / max_w)
+        ax.plot([est], [y], marker="s", ms=size, color=BLUE, mec=BLUE, zorder=3)
+        ax.text(-0.04, y, s["study"], transform=trans, ha="right", va="center", fontsize=9)
+        ax.text(1.04, y, f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]", transform=trans, ha="left", va="center", fontsize=9)
+        ax.text(1.70, y, f"{s['weight']:.1f}%", transform=trans, ha="right", va="center", fontsize=9)
+
+    # pooled diamond
+    yd = -1.0
+    est, lo, hi = nat(result["estimate"]), nat(result["ci_low"]), nat(result["ci_high"])
+    ax.add_patch(
+        Polygon([(lo, yd), (est, yd + 0.38), (hi, yd), (est, yd - 0.38)], closed=True, color=VERMILLION, zorder=3)
+    )
+    model = "Fixed-effect model" if result["method"] == "FE" else f"Random-effects model ({result['method']})"
+    ax.text(-0.04, yd, model, transform=trans, ha="right", va="center", fontsize=9, fontweight="bold")
+    ax.text(1.04, yd, f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]", transform=trans, ha="left", va="center", fontsize=9, fontweight="bold")
+    ax.text(1.70, yd, "100%", transform=trans, ha="right", va="center", fontsize=9, fontweight="bold")
+    if result["method"] != "FE":
+        plo, phi = nat(result["pi_low"]), nat(result["pi_high"])
+        ax.plot([plo, phi], [yd - 0.75, yd - 0.75], color=VERMILLION, lw=1.2, zorder=2)
+        ax.text(-0.04, yd - 0.75, "Prediction interval", transform=trans, ha="right", va="center", fontsize=8, color=GREY)
+        ax.text(1.04, yd - 0.75, f"[{_fmt(plo)}, {_fmt(phi)}]", transform=trans, ha="left", va="center", fontsize=8, color=GREY)
+    ax.axvline(est, color=VERMILLION, lw=0.8, ls=":", zorder=1)
+
+    # headers
+    level = round(100 * result["level"])
+    name = NATURAL_LABELS.get(measure, measure)
+    ax.text(-0.04, k + 0.8, "Study", transform=trans, ha="right", va="bottom", fontsize=9, fontweight="bold")
+    ax.text(1.04, k + 0.8, f"{name} [{level}% CI]", transform=trans, ha="left", va="bottom", fontsize=9, fontweight="bold")
+    ax.text(1.70, k + 0.8, "Weight", transform=trans, ha="right", va="bottom", fontsize=9, fontweight="bold")
+
+    if ratio:
+        ax.set_xscale("log")
+        ax.axvline(1.0, color=GREY, lw=0.8, ls="--", zorder=1)
+        xmin, xmax = ax.get_xlim()
+        ticks = [t for t in _RATIO_TICKS if xmin <= t <= xmax]
+        if len(ticks) >= 2:
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    elif measure in ("RD", "MD", "SMD", "GEN"):
+        ax.axvline(0.0, color=GREY, lw=0.8, ls="--", zorder=1)
+    title = f"{name} (log scale)" if ratio else {"PLO": "Proportion", "PR": "Proportion"}.get(measure, result["scale"].capitalize())
+    ax.set_xlabel(title, fontsize=9)
+    ax.set_yticks([])
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(axis="x", labelsize=8)
+    foot = (
+        f"Heterogeneity: τ² = {result['tau2']:.3f}; I² = {result['i2']:.1f}%; "
+        f"Q = {result['q']:.2f}, df = {result['q_df']}"
+        + (f", {_p(result['q_p'])}" if result["q_p"] is not None else "")
+    )
+    ax.text(0.5, -0.11, foot, transform=ax.transAxes, ha="center", va="top", fontsize=8, color=GREY)
+    return fig
+
+
+def funnel_plot(result: dict[str, Any]) -> Figure:
+    studies = result["studies"]
+    yi = [s["yi"] for s in studies]
+    se = [math.sqrt(s["vi"]) for s in studies]
+    est = result["estimate"]
+    z = 1.959963984540054
+    top = max(se) * 1.08
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.fill(
+        [est - z * top, est, est + z * top], [top, 0, top],
+        facecolor=LIGHT, edgecolor=GREY, lw=0.8, ls="--", zorder=0, label="Pseudo 95% CI region",
+    )
+    ax.axvline(est, color=VERMILLION, lw=1.0, zorder=1, label="Pooled estimate")
+    ax.scatter(yi, se, s=28, color=BLUE, edgecolor="white", linewidth=0.5, zorder=3, label="Studies")
+    ax.set_ylim(top, 0)
+    ax.set_xlabel(result["scale"].capitalize(), fontsize=9)
+    ax.set_ylabel("Standard error", fontsize=9)
+    ax.tick_params(labelsize=8)
+    for side in ("right", "top"):
+        ax.spines[side].set_visible(False)
+    egger = result.get("egger")
+    if egger:
+        ax.set_title(f"Egger's test: intercept {egger['intercept']:.2f}, {_p(egger['p'])}", fontsize=9)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def write_plots(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write forest.svg/.png and funnel.svg/.png into ``out_dir``; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in (("forest", forest_plot(result)), ("funnel", funnel_plot(result))):
+        for ext in ("svg", "png"):
+            path = out / f"{name}.{ext}"
+            fig.savefig(path, dpi=200, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
+            written.append(path)
+    return written

@@ -1,0 +1,156 @@
+"""Evidence-synthesis commands: ``meta`` (meta-analysis of a CSV)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from celltrials.cli import Context, cli, echo_json, pass_ctx
+from celltrials.errors import AnalysisError
+
+
+def _parse_cols(pairs: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        role, sep, col = pair.partition("=")
+        if not sep or not role.strip() or not col.strip():
+            raise AnalysisError(f"--col {pair!r} is not ROLE=COLUMN", hint="Write e.g. --col ai=tpos.")
+        out[role.strip()] = col.strip()
+    return out
+
+
+def _f(x: Any, digits: int = 4) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+@cli.command(context_settings={"max_content_width": 100})
+@click.argument("input_csv", metavar="INPUT.csv", type=click.Path(dir_okay=False))
+@click.option(
+    "--measure",
+    required=True,
+    type=click.Choice(["RR", "OR", "RD", "MD", "SMD", "PLO", "PR", "GEN"], case_sensitive=False),
+    help="RR/OR/RD: ai,bi,ci,di or ai,n1i,ci,n2i. MD/SMD: m1i,sd1i,n1i,m2i,sd2i,n2i "
+    "(SMD = Hedges' g, exact correction). PLO/PR: xi,ni. GEN: yi,vi or yi,sei.",
+)
+@click.option(
+    "--method",
+    default="REML",
+    show_default=True,
+    type=click.Choice(["FE", "DL", "REML", "PM", "ML"], case_sensitive=False),
+    help="FE = fixed effect; others = random effects with that tau² estimator.",
+)
+@click.option("--test", "test", default="z", show_default=True, type=click.Choice(["z", "knha"], case_sensitive=False), help="Wald z or Knapp–Hartung t.")
+@click.option("--col", "cols", multiple=True, metavar="ROLE=COLUMN", help="Map a role to your column, e.g. --col ai=tpos (repeatable).")
+@click.option("--label", default=None, help="Column with study labels (default: study/trial/label/author/name/id if present).")
+@click.option("--by", default=None, metavar="COLUMN", help="Subgroup analysis by COLUMN with the test for subgroup differences.")
+@click.option("--leave-one-out", is_flag=True, help="Refit omitting each study in turn.")
+@click.option("--level", default=95.0, show_default=True, type=float, help="Confidence level in percent.")
+@click.option("--plot-dir", default=None, type=click.Path(file_okay=False), help="Write forest.svg/png and funnel.svg/png here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@pass_ctx
+def meta(
+    ctx: Context,
+    input_csv: str,
+    measure: str,
+    method: str,
+    test: str,
+    cols: tuple[str, ...],
+    label: str | None,
+    by: str | None,
+    leave_one_out: bool,
+    level: float,
+    plot_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Meta-analyse INPUT.csv (one row per study).
+
+    Column names follow R's metafor (ai, bi, ci, di, n1i, n2i, m1i, sd1i, xi,
+    ni, yi, vi, sei); map your own with --col. Zero cells: studies with a zero
+    cell get 0.5 added to all four cells of their 2x2 table (RR, OR, RD), or to
+    events and non-events when xi = 0 or xi = ni (PLO, PR), as metafor's escalc
+    does by default. Prints the pooled estimate, CI, prediction interval,
+    tau², I², H², Q, back-transformed values for RR/OR/PLO, Egger's test.
+    """
+    from celltrials.analysis.meta import meta_analysis_csv
+
+    if not 0 < level < 100:
+        raise AnalysisError(f"--level {level} is not between 0 and 100", hint="Use e.g. --level 95.")
+    result = meta_analysis_csv(
+        input_csv,
+        measure,
+        method=method,
+        test=test,
+        columns=_parse_cols(cols),
+        label=label,
+        by=by,
+        leave_one_out=leave_one_out,
+        level=level / 100,
+    )
+    if plot_dir is not None:
+        from celltrials.analysis.plots_meta import write_plots
+
+        paths = write_plots(result, plot_dir)
+    else:
+        paths = []
+    if as_json:
+        echo_json(result)
+        return
+    _render(result, paths, quiet=ctx.quiet)
+
+
+def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    lvl = round(100 * r["level"])
+    model = "fixed-effect" if r["method"] == "FE" else f"random-effects ({r['method']})"
+    con.print(f"[bold]{r['measure']}[/bold] meta-analysis, {model}, test {r['test']}, k = {r['k']} ({r['scale']})")
+    t = Table("", "estimate", "SE", f"{lvl}% CI", "prediction interval", "p")
+    t.add_row(
+        "pooled",
+        _f(r["estimate"]),
+        _f(r["se"]),
+        f"{_f(r['ci_low'])} to {_f(r['ci_high'])}",
+        f"{_f(r['pi_low'])} to {_f(r['pi_high'])}",
+        _f(r["p"], 4),
+    )
+    bt = r["back_transformed"]
+    if bt:
+        t.add_row(
+            "back-transformed",
+            _f(bt["estimate"]),
+            "",
+            f"{_f(bt['ci_low'])} to {_f(bt['ci_high'])}",
+            f"{_f(bt['pi_low'])} to {_f(bt['pi_high'])}",
+            "",
+        )
+    con.print(t)
+    con.print(
+        f"tau² = {_f(r['tau2'])}, I² = {_f(r['i2'], 2)}%, H² = {_f(r['h2'], 2)}, "
+        f"Q({r['q_df']}) = {_f(r['q'])}, p = {_f(r['q_p'])}"
+    )
+    if r["egger"]:
+        e = r["egger"]
+        con.print(f"Egger's test: intercept {_f(e['intercept'])} (SE {_f(e['se'])}), t({e['df']}) = {_f(e['t'], 3)}, p = {_f(e['p'])}")
+    if r["continuity_corrected"]:
+        con.print(f"0.5 added to the cells of: {', '.join(r['continuity_corrected'])}")
+    st = Table("study", "yi", "vi", "weight %", *(["group"] if r["subgroups"] else []))
+    for s in r["studies"]:
+        st.add_row(s["study"], _f(s["yi"]), _f(s["vi"]), _f(s["weight"], 1), *([s["group"]] if r["subgroups"] else []))
+    con.print(st)
+    if r["subgroups"]:
+        sg = r["subgroups"]
+        gt = Table("subgroup", "k", "estimate", f"{lvl}% CI", "tau²", "I² %", title=f"Subgroups by {sg['by']}")
+        for g in sg["groups"]:
+            gt.add_row(g["group"], str(g["k"]), _f(g["estimate"]), f"{_f(g['ci_low'])} to {_f(g['ci_high'])}", _f(g["tau2"]), _f(g["i2"], 1))
+        con.print(gt)
+        con.print(f"Test for subgroup differences: Q_between({sg['q_between_df']}) = {_f(sg['q_between'])}, p = {_f(sg['q_between_p'])}")
+    if r["leave_one_out"]:
+        lt = Table("omitted", "estimate", f"{lvl}% CI", "tau²", "I² %", title="Leave-one-out")
+        for row in r["leave_one_out"]:
+            lt.add_row(row["omitted"], _f(row["estimate"]), f"{_f(row['ci_low'])} to {_f(row['ci_high'])}", _f(row["tau2"]), _f(row["i2"], 1))
+        con.print(lt)
+    if paths and not quiet:
+        con.print("Plots: " + ", ".join(str(p) for p in paths))
