@@ -101,7 +101,9 @@ def load_meta(path: str | Path | None = None) -> CatalogMeta:
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise TaxonomyError(f"{p}: meta file not found", hint="Each catalog CSV needs a NAME.meta.yaml beside it.") from exc
+        raise TaxonomyError(
+            f"{p}: meta file not found", hint="Each catalog CSV needs a NAME.meta.yaml beside it."
+        ) from exc
     except yaml.YAMLError as exc:
         raise TaxonomyError(f"{p}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -118,7 +120,15 @@ def load_meta(path: str | Path | None = None) -> CatalogMeta:
     if not isinstance(allowed_raw, dict):
         problems.append("`allowed` must map column names to lists of values")
     else:
-        for col in ("cell_type", "msc_source", "origin", "gene_modified", "approval_type", "status", "verification"):
+        for col in (
+            "cell_type",
+            "msc_source",
+            "origin",
+            "gene_modified",
+            "approval_type",
+            "status",
+            "verification",
+        ):
             vals = allowed_raw.get(col)
             if not isinstance(vals, list) or not vals:
                 problems.append(f"`allowed.{col}` must be a non-empty list")
@@ -230,7 +240,10 @@ def check_catalog(df: pd.DataFrame, meta: CatalogMeta | None = None) -> list[Fin
             add("msc_source", f"is {src!r} but cell_type does not include msc")
         atype = rec["approval_type"].strip()
         if atype and atype not in meta.allowed["approval_type"]:
-            add("approval_type", f"{atype!r} is not one of {sorted(meta.allowed['approval_type'])} (or blank)")
+            add(
+                "approval_type",
+                f"{atype!r} is not one of {sorted(meta.allowed['approval_type'])} (or blank)",
+            )
         adate = rec["approval_date"].strip()
         if adate and not _valid_date(adate):
             add("approval_date", f"{adate!r} is not a valid date YYYY-MM-DD or YYYY-MM")
@@ -312,6 +325,8 @@ def _normalize_with_map(text: str) -> tuple[str, list[int]]:
     every run of anything else (spaces, punctuation, symbols such as ™ ®)
     becomes a single space.
     """
+    if text.isascii():
+        return _normalize_ascii(text)
     out: list[str] = []
     pos: list[int] = []
     for i, ch in enumerate(text):
@@ -332,6 +347,24 @@ def _normalize_with_map(text: str) -> tuple[str, list[int]]:
         elif out and out[-1] != " ":
             out.append(" ")
             pos.append(i)
+    return "".join(out), pos
+
+
+_ASCII_RUN = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9]+")
+
+
+def _normalize_ascii(text: str) -> tuple[str, list[int]]:
+    """Fast path of :func:`_normalize_with_map` for ASCII text (same result)."""
+    out: list[str] = []
+    pos: list[int] = []
+    for m in _ASCII_RUN.finditer(text):
+        run = m.group(0)
+        if run[0].isalnum():
+            out.append(run.lower())
+            pos.extend(range(m.start(), m.end()))
+        elif out:
+            out.append(" ")
+            pos.append(m.start())
     return "".join(out), pos
 
 
@@ -360,6 +393,25 @@ def alias_rejection(alias: str, meta: CatalogMeta) -> str | None:
 def product_name_alias(product: str) -> str:
     """The product name without a trailing qualifier in parentheses."""
     return re.sub(r"\s*\([^)]*\)\s*$", "", product).strip()
+
+
+def _trie_regex(words: list[str]) -> str:
+    """A regex matching exactly ``words`` (longest first), each followed by its edge check."""
+    trie: dict[str, Any] = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = w  # end marker
+
+    def emit(node: dict[str, Any]) -> str:
+        alts = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+        if "" in node:
+            last = node[""][-1]
+            alts.append(r"(?![0-9a-z])" if _is_cjk(last) else r"(?![^\W_])")
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return emit(trie)
 
 
 @dataclass(frozen=True)
@@ -393,17 +445,23 @@ class ProductMatcher:
     snippet_chars: int = 60
 
     def __post_init__(self) -> None:
-        parts: list[str] = []
-        for norm in sorted(self.aliases, key=lambda a: (-len(a), a)):
-            # Latin-script edges must not touch another letter/digit; CJK edges
-            # only must not touch a Latin letter/digit (CJK has no spaces).
-            left = r"(?<![^\W_])" if not _is_cjk(norm[0]) else r"(?<![0-9a-z])"
-            right = r"(?![^\W_])" if not _is_cjk(norm[-1]) else r"(?![0-9a-z])"
-            parts.append(left + re.escape(norm) + right)
-        self._regex: re.Pattern[str] | None = re.compile("|".join(parts)) if parts else None
+        # One regex: the aliases as a prefix trie (so the engine does not try
+        # hundreds of alternatives at every position). Latin-script edges must
+        # not touch another letter/digit; CJK edges only must not touch a
+        # Latin letter/digit (CJK text has no spaces between words).
+        groups: list[str] = []
+        latin = [a for a in self.aliases if not _is_cjk(a[0])]
+        cjk = [a for a in self.aliases if _is_cjk(a[0])]
+        if latin:
+            groups.append(r"(?<![^\W_])" + _trie_regex(latin))
+        if cjk:
+            groups.append(r"(?<![0-9a-z])" + _trie_regex(cjk))
+        self._regex: re.Pattern[str] | None = re.compile("|".join(groups)) if groups else None
 
     @classmethod
-    def from_catalog(cls, catalog: pd.DataFrame | None = None, meta: CatalogMeta | None = None) -> ProductMatcher:
+    def from_catalog(
+        cls, catalog: pd.DataFrame | None = None, meta: CatalogMeta | None = None
+    ) -> ProductMatcher:
         df = catalog if catalog is not None else load_catalog()
         meta = meta or load_meta()
         table: dict[str, dict[str, str]] = {}
@@ -447,7 +505,11 @@ class ProductMatcher:
                 if m.product in seen:
                     continue
                 seen.add(m.product)
-                links.append(ProductLink(m.product, name, m.alias, _snippet(text, m.start, m.end, self.snippet_chars)))
+                links.append(
+                    ProductLink(
+                        m.product, name, m.alias, _snippet(text, m.start, m.end, self.snippet_chars)
+                    )
+                )
         return links
 
 
@@ -468,8 +530,8 @@ def catalog_records(df: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     """The catalog as JSON-ready records (aliases split into lists)."""
     df = df if df is not None else load_catalog()
     recs: list[dict[str, Any]] = []
-    for rec in df.astype(str).to_dict("records"):
-        rec = dict(rec)
+    for raw in df.astype(str).to_dict("records"):
+        rec: dict[str, Any] = {str(k): v for k, v in raw.items()}
         rec["aliases"] = split_aliases(rec["aliases"])
         recs.append(rec)
     return recs
