@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 import shutil
 from pathlib import Path
@@ -198,7 +199,7 @@ def test_missing_column_and_bad_meta(tmp_path: Path) -> None:
 def _mentions_prochymal(text: str) -> bool:
     """Independent reference: word tokens, 'prochymal' or 'remestemcel' + 'l'."""
     toks = re.findall(r"[a-z0-9]+", text.lower())
-    pairs = set(zip(toks, toks[1:], strict=False))
+    pairs = set(itertools.pairwise(toks))
     return "prochymal" in toks or ("remestemcel", "l") in pairs
 
 
