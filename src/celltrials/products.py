@@ -535,3 +535,209 @@ def catalog_records(df: pd.DataFrame | None = None) -> list[dict[str, Any]]:
         rec["aliases"] = split_aliases(rec["aliases"])
         recs.append(rec)
     return recs
+
+
+# ----------------------------------------------------------------------------- store
+
+#: product_links: one row per (trial, product, field) with the alias and a text snippet
+PRODUCT_LINKS_DDL = """
+CREATE TABLE IF NOT EXISTS product_links (
+    trial_id VARCHAR NOT NULL,
+    product VARCHAR NOT NULL,
+    regulators VARCHAR,
+    field VARCHAR NOT NULL,
+    alias VARCHAR NOT NULL,
+    snippet VARCHAR,
+    catalog_version VARCHAR
+);
+"""
+
+#: trial text fields searched for product names (brief summaries and detailed
+#: descriptions are not: they often cite other products as background)
+LINK_FIELDS: tuple[str, ...] = (
+    "title",
+    "official_title",
+    "intervention_name",
+    "intervention_other_name",
+    "intervention_description",
+)
+
+
+def _migrate_products(con: Any) -> None:
+    con.execute(PRODUCT_LINKS_DDL)
+
+
+def _register() -> None:
+    from celltrials.store import register_migration
+
+    register_migration(4, "products", _migrate_products)
+
+
+_register()
+
+
+def trial_texts(store: Any) -> pd.DataFrame:
+    """Long table (trial_id, field, text) of the store's texts that :func:`link_products` searches."""
+    return store.query(
+        """
+        SELECT trial_id, 'title' AS field, title AS text FROM trials WHERE title IS NOT NULL
+        UNION ALL
+        SELECT trial_id, 'official_title', official_title FROM trials WHERE official_title IS NOT NULL
+        UNION ALL
+        SELECT trial_id, 'intervention_name', name FROM interventions WHERE name IS NOT NULL
+        UNION ALL
+        SELECT trial_id, 'intervention_other_name', unnest(other_names) FROM interventions
+        UNION ALL
+        SELECT trial_id, 'intervention_description', description FROM interventions
+            WHERE description IS NOT NULL
+        """
+    )
+
+
+def find_links(
+    texts: pd.DataFrame,
+    matcher: ProductMatcher | None = None,
+    catalog: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Links for a long table of texts (columns trial_id, field, text).
+
+    One row per (trial_id, product, field): the first mention in the first
+    text of that field, in ``LINK_FIELDS`` order then input order.
+    """
+    catalog = catalog if catalog is not None else load_catalog()
+    matcher = matcher or ProductMatcher.from_catalog(catalog)
+    regs = catalog.groupby("product")["regulator"].agg(lambda s: "; ".join(dict.fromkeys(s)))
+    version = str(catalog.attrs.get("version", ""))
+    rows: list[dict[str, str]] = []
+    seen: set[tuple[str, str, str]] = set()
+    order = {f: i for i, f in enumerate(LINK_FIELDS)}
+    ordered = texts.assign(_o=texts["field"].map(order).fillna(len(order))).sort_values(
+        ["trial_id", "_o"], kind="stable"
+    )
+    for trial_id, field_name, text in ordered[["trial_id", "field", "text"]].itertuples(
+        index=False
+    ):
+        if not isinstance(text, str) or not text:
+            continue
+        for link in matcher.match_trial({str(field_name): text}):
+            key = (str(trial_id), link.product, link.field)
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append(
+                {
+                    "trial_id": str(trial_id),
+                    "product": link.product,
+                    "regulators": str(regs.get(link.product, "")),
+                    "field": link.field,
+                    "alias": link.alias,
+                    "snippet": link.snippet,
+                    "catalog_version": version,
+                }
+            )
+    cols = ["trial_id", "product", "regulators", "field", "alias", "snippet", "catalog_version"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def link_products(store: Any, catalog: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Find catalog products in every trial of ``store`` and (re)write ``product_links``.
+
+    Returns the links (trial_id, product, regulators, field, alias, snippet,
+    catalog_version); the table is replaced in one transaction.
+    """
+    catalog = catalog if catalog is not None else load_catalog()
+    links = find_links(trial_texts(store), catalog=catalog)
+    with store.transaction() as con:
+        con.execute(PRODUCT_LINKS_DDL)
+        con.execute("DELETE FROM product_links")
+        if len(links):
+            con.register("_new_product_links", links)
+            con.execute("INSERT INTO product_links SELECT * FROM _new_product_links")
+            con.unregister("_new_product_links")
+    return links
+
+
+def stored_links(store: Any) -> pd.DataFrame:
+    """The ``product_links`` table (empty frame if links were never computed)."""
+    try:
+        return store.query("SELECT * FROM product_links ORDER BY trial_id, product, field")
+    except Exception:  # table missing in a read-only store of an older schema
+        cols = ["trial_id", "product", "regulators", "field", "alias", "snippet", "catalog_version"]
+        return pd.DataFrame(columns=cols)
+
+
+def _first_date(values: pd.Series) -> str:
+    dates = sorted(v for v in values if v)
+    return dates[0] if dates else ""
+
+
+def product_summary(catalog: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
+    """One row per catalog product: vocabulary fields, regulators, first
+    approval date, statuses and the number of distinct linked trials."""
+    n_trials = (
+        links.groupby("product")["trial_id"].nunique() if len(links) else pd.Series(dtype=int)
+    )
+    out = []
+    for product, g in catalog.groupby("product", sort=True):
+        out.append(
+            {
+                "product": str(product),
+                "inn_or_code": _join(g["inn_or_code"]),
+                "cell_type": _join(g["cell_type"]),
+                "msc_source": _join(g["msc_source"]),
+                "gene_modified": _join(g["gene_modified"]),
+                "regulators": _join(g["regulator"]),
+                "first_approval": _first_date(g["approval_date"]),
+                "status": _join(g["status"]),
+                "verification": "verified"
+                if (g["verification"] == "verified").all()
+                else "unverified",
+                "n_trials": int(n_trials.get(product, 0)),
+            }
+        )
+    df = pd.DataFrame(out)
+    return df.sort_values(
+        ["n_trials", "product"], ascending=[False, True], kind="stable"
+    ).reset_index(drop=True)
+
+
+def _join(values: pd.Series) -> str:
+    return "; ".join(dict.fromkeys(v for v in values if v))
+
+
+def resolve_product(name: str, catalog: pd.DataFrame | None = None) -> str | None:
+    """The catalog product a name or alias refers to (case/punctuation-insensitive)."""
+    catalog = catalog if catalog is not None else load_catalog()
+    key = normalize(name)
+    for product in catalog["product"]:
+        if normalize(product) == key:
+            return str(product)
+    for product, aliases in catalog[["product", "aliases"]].itertuples(index=False):
+        if key in {normalize(a) for a in [product_name_alias(product), *split_aliases(aliases)]}:
+            return str(product)
+    return None
+
+
+def product_trials(store: Any, product: str) -> pd.DataFrame:
+    """Trials linked to ``product`` (from ``product_links``), by phase then start date.
+
+    Columns: trial_id, title, phase, status, start_date, registration_date,
+    fields (where the product was named), aliases.
+    """
+    from celltrials.normalize import PHASES
+
+    df = store.query(
+        """
+        SELECT l.trial_id, t.title, t.phase, t.status, t.start_date, t.registration_date,
+               string_agg(DISTINCT l.field, '; ' ORDER BY l.field) AS fields,
+               string_agg(DISTINCT l.alias, '; ' ORDER BY l.alias) AS aliases
+        FROM product_links l JOIN trials t USING (trial_id)
+        WHERE l.product = ?
+        GROUP BY ALL
+        """,
+        [product],
+    )
+    rank = {p: i for i, p in enumerate(PHASES)}
+    df["_rank"] = df["phase"].map(rank).fillna(len(rank))
+    df = df.sort_values(["_rank", "start_date", "trial_id"], kind="stable", na_position="last")
+    return df.drop(columns="_rank").reset_index(drop=True)
