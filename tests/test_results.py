@@ -226,3 +226,59 @@ def test_export_outcomes(store: Any, tmp_path: Path) -> None:
     assert hit[0]["n"] == denom["value"]
     assert hit[0]["time frame"] == om["timeFrame"]
     assert hit[0]["units"] == om["unitOfMeasure"]
+
+
+# ------------------------------------------------------------------ CLI
+
+
+@pytest.fixture(scope="module")
+def db_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    import celltrials
+    from celltrials.ingest import ingest_paths
+
+    path = str(tmp_path_factory.mktemp("clistore") / "c.duckdb")
+    with celltrials.open(path) as db:
+        ingest_paths(db, [FIXTURES])
+    return path
+
+
+def test_cli_results_json_equals_library(db_path: str) -> None:
+    from click.testing import CliRunner
+
+    from celltrials.analysis.results import tables_to_records
+    from celltrials.cli import cli
+
+    result = CliRunner().invoke(cli, ["--db", db_path, "results", "NCT02210780", "--json"])
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.output)
+    assert got == tables_to_records(parse_results(load("NCT02210780")))
+    assert got["outcomes"][0]["n"] == int(
+        load("NCT02210780")["resultsSection"]["outcomeMeasuresModule"]["outcomeMeasures"][0]["denoms"][0]["counts"][0]["value"]
+    )
+
+
+def test_cli_results_tables_and_export(db_path: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from celltrials.cli import cli
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--db", db_path, "results", "NCT02210780"])
+    assert result.exit_code == 0, result.output
+    title = load("NCT02210780")["resultsSection"]["outcomeMeasuresModule"]["outcomeMeasures"][0]["title"]
+    assert "[primary]" in result.output
+    assert "83.7" in result.output and "Placebo qw" in result.output
+    assert "Adverse events" in result.output and title.split()[0] in result.output
+
+    result = runner.invoke(cli, ["--db", db_path, "results", "NCT00465816"])
+    assert result.exit_code == 0 and "no results posted" in result.output
+
+    out = tmp_path / "all.csv"
+    result = runner.invoke(cli, ["--db", db_path, "results", "--export", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    with out.open(newline="", encoding="utf-8") as fh:
+        assert summary == {"path": str(out), "rows": len(list(csv.DictReader(fh)))}
+
+    result = runner.invoke(cli, ["--db", db_path, "results"])
+    assert isinstance(result.exception, AnalysisError)

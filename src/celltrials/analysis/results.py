@@ -379,3 +379,15 @@ def export_outcomes(con: Any, path: str | Path) -> int:
                 )])  # fmt: skip
                 n += 1
     return n
+
+
+def tables_to_records(tables: dict[str, pd.DataFrame]) -> dict[str, list[dict[str, Any]]]:
+    """JSON-ready form of :func:`parse_results`'s tables (NaN/NA become ``None``)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, df in tables.items():
+        rows = []
+        for rec in df.astype(object).to_dict(orient="records"):
+            rows.append({str(k): (None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v)
+                         for k, v in rec.items()})
+        out[name] = rows
+    return out

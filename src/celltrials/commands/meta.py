@@ -154,3 +154,112 @@ def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
         con.print(lt)
     if paths and not quiet:
         con.print("Plots: " + ", ".join(str(p) for p in paths))
+
+
+@cli.command(context_settings={"max_content_width": 100})
+@click.argument("trial_id", metavar="ID", required=False)
+@click.option("--export", "export_path", default=None, type=click.Path(dir_okay=False), metavar="FILE.csv",
+              help="Write the outcome rows of every stored trial with posted results to FILE.csv.")
+@click.option("--limit", default=25, show_default=True, type=click.IntRange(min=1), help="Rows shown per table.")
+@click.option("--json", "as_json", is_flag=True, help="Print all result tables (or the export summary) as JSON.")
+@pass_ctx
+def results(ctx: Context, trial_id: str | None, export_path: str | None, limit: int, as_json: bool) -> None:
+    """Posted results of trial ID (outcomes, analyses, adverse events, flow), or --export them all.
+
+    Reads the latest ClinicalTrials.gov API v2 JSON stored for the trial.
+    """
+    from celltrials.analysis.results import export_outcomes, results_for_store, tables_to_records
+
+    if (trial_id is None) == (export_path is None):
+        raise AnalysisError(
+            "give either a trial ID or --export FILE.csv",
+            hint="e.g. `celltrials results NCT02210780` or `celltrials results --export outcomes.csv`.",
+        )
+    with ctx.open_store(read_only=True) as store:
+        if export_path is not None:
+            n = export_outcomes(store, export_path)
+            if as_json:
+                echo_json({"path": export_path, "rows": n})
+            else:
+                click.echo(f"Wrote {n} outcome rows to {export_path}")
+            return
+        assert trial_id is not None
+        tables = results_for_store(store, trial_id)
+    if as_json:
+        echo_json(tables_to_records(tables))
+        return
+    _render_results(trial_id, tables, limit)
+
+
+def _num_text(x: Any) -> str:
+    import pandas as pd
+
+    if x is None or (not isinstance(x, str) and pd.isna(x)):
+        return ""
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return str(x)
+
+
+def _render_results(trial_id: str, tables: dict[str, Any], limit: int) -> None:
+    from rich.console import Console
+    from rich.markup import escape as esc
+    from rich.table import Table
+
+    con = Console()
+    out = tables["outcomes"]
+    if all(df.empty for df in tables.values()):
+        con.print(f"{esc(trial_id)}: no results posted on ClinicalTrials.gov (in the stored record).")
+        return
+
+    def more(df: Any) -> None:
+        if len(df) > limit:
+            con.print(f"[dim]… {len(df) - limit} more rows (use --limit or --json)[/dim]")
+
+    con.print(f"[bold]{esc(trial_id)}: {out['outcome_index'].nunique()} outcome measures[/bold]")
+    for _, om in out.groupby("outcome_index", sort=True):
+        first = om.iloc[0]
+        has_sub = bool(om["class_title"].notna().any() or om["category_title"].notna().any())
+        t = Table(
+            "group", *(["class / category"] if has_sub else []), "n", "value", "dispersion",
+            title=esc(f"{first.outcome_title} [{str(first.outcome_type or '').lower()}]"),
+            caption=esc(f"{first.param_type or ''} · {first.units or ''} · {first.time_frame or ''}"),
+            title_justify="left", caption_justify="left",
+        )
+        for r in om.head(limit).itertuples(index=False):
+            sub = " / ".join(str(x) for x in (r.class_title, r.category_title) if isinstance(x, str) and x)
+            disp = ""
+            if r.dispersion_value == r.dispersion_value:  # not NaN
+                disp = f"{r.dispersion_type}: {_num_text(r.dispersion_value)}"
+            elif r.lower_limit == r.lower_limit or r.upper_limit == r.upper_limit:
+                disp = f"{r.dispersion_type}: {_num_text(r.lower_limit)} to {_num_text(r.upper_limit)}"
+            t.add_row(esc(r.group_title or r.group_id or ""), *([esc(sub)] if has_sub else []),
+                      _num_text(r.n), esc(r.value_raw or ""), esc(disp))
+        con.print(t)
+        more(om)
+    an = tables["analyses"]
+    if not an.empty:
+        t = Table("outcome", "groups", "estimate", "CI", "p", "method", title="Statistical analyses")
+        for r in an.head(limit).itertuples(index=False):
+            ci = f"{_num_text(r.ci_low)} to {_num_text(r.ci_high)}" if r.ci_low == r.ci_low else ""
+            t.add_row(esc(r.outcome_title or ""), esc(r.group_ids), esc(f"{r.param_type or ''} {_num_text(r.param_value)}".strip()),
+                      ci, esc(r.p_value or ""), esc(r.statistical_method or ""))
+        con.print(t)
+        more(an)
+    ae = tables["adverse_events"]
+    if not ae.empty:
+        t = Table("type", "term", "organ system", "group", "affected / at risk", title="Adverse events")
+        shown = ae.sort_values(["event_type", "num_affected"], ascending=[False, False], na_position="last")
+        for r in shown.head(limit).itertuples(index=False):
+            t.add_row(r.event_type, esc(r.term or ""), esc(r.organ_system or ""), esc(r.group_title or r.group_id or ""),
+                      f"{_num_text(r.num_affected)} / {_num_text(r.num_at_risk)}")
+        con.print(t)
+        more(ae)
+    pf = tables["participant_flow"]
+    if not pf.empty:
+        t = Table("period", "milestone / reason", "group", "participants", title="Participant flow")
+        for r in pf.head(limit).itertuples(index=False):
+            t.add_row(esc(r.period or ""), esc(r.type or ""), esc(r.group_title or r.group_id or ""), _num_text(r.num_subjects))
+        con.print(t)
+        more(pf)
+    con.print(f"[dim]{len(tables['baseline'])} baseline rows not shown; use --json for all tables.[/dim]")
