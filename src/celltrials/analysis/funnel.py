@@ -122,11 +122,8 @@ def catalog_groups(catalog: pd.DataFrame) -> pd.DataFrame:
     df["approval"] = pd.to_datetime(
         df["approval_date"].where(df["approval_date"] != ""), errors="coerce", format="mixed"
     )
-    return (
-        df.groupby(["product", "family", "msc_source"], as_index=False)["approval"]
-        .min()
-        .rename(columns={"approval": "first_approval"})
-    )
+    first = df.groupby(["product", "family", "msc_source"])["approval"].min()
+    return first.rename("first_approval").reset_index()
 
 
 def years_to_approval(
