@@ -66,6 +66,8 @@ def forest_plot(result: dict[str, Any]) -> Figure:
         Polygon([(lo, yd), (est, yd + 0.38), (hi, yd), (est, yd - 0.38)], closed=True, color=VERMILLION, zorder=3)
     )
     model = "Fixed-effect model" if result["method"] == "FE" else f"Random-effects model ({result['method']})"
+    if result["test"] == "knha":
+        model += ", Knapp–Hartung"
     ax.text(-0.04, yd, model, transform=trans, ha="right", va="center", fontsize=9, fontweight="bold")
     ax.text(1.04, yd, f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]", transform=trans, ha="left", va="center", fontsize=9, fontweight="bold")
     ax.text(1.70, yd, "100%", transform=trans, ha="right", va="center", fontsize=9, fontweight="bold")
@@ -106,7 +108,8 @@ def forest_plot(result: dict[str, Any]) -> Figure:
         f"Q = {result['q']:.2f}, df = {result['q_df']}"
         + (f", {_p(result['q_p'])}" if result["q_p"] is not None else "")
     )
-    ax.text(0.5, -0.11, foot, transform=ax.transAxes, ha="center", va="top", fontsize=8, color=GREY)
+    ax.annotate(foot, xy=(0.5, 0.0), xycoords="axes fraction", xytext=(0, -40), textcoords="offset points",
+                ha="center", va="top", fontsize=8, color=GREY)
     return fig
 
 

@@ -24,6 +24,10 @@ def _f(x: Any, digits: int = 4) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+def _pv(p: Any) -> str:
+    return "= —" if p is None else "< 0.0001" if p < 1e-4 else f"= {p:.4f}"
+
+
 @cli.command(context_settings={"max_content_width": 100})
 @click.argument("input_csv", metavar="INPUT.csv", type=click.Path(dir_okay=False))
 @click.option(
@@ -114,7 +118,7 @@ def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
         _f(r["se"]),
         f"{_f(r['ci_low'])} to {_f(r['ci_high'])}",
         f"{_f(r['pi_low'])} to {_f(r['pi_high'])}",
-        _f(r["p"], 4),
+        _pv(r["p"]).removeprefix("= "),
     )
     bt = r["back_transformed"]
     if bt:
@@ -129,11 +133,11 @@ def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
     con.print(t)
     con.print(
         f"tau² = {_f(r['tau2'])}, I² = {_f(r['i2'], 2)}%, H² = {_f(r['h2'], 2)}, "
-        f"Q({r['q_df']}) = {_f(r['q'])}, p = {_f(r['q_p'])}"
+        f"Q({r['q_df']}) = {_f(r['q'])}, p {_pv(r['q_p'])}"
     )
     if r["egger"]:
         e = r["egger"]
-        con.print(f"Egger's test: intercept {_f(e['intercept'])} (SE {_f(e['se'])}), t({e['df']}) = {_f(e['t'], 3)}, p = {_f(e['p'])}")
+        con.print(f"Egger's test: intercept {_f(e['intercept'])} (SE {_f(e['se'])}), t({e['df']}) = {_f(e['t'], 3)}, p {_pv(e['p'])}")
     if r["continuity_corrected"]:
         con.print(f"0.5 added to the cells of: {', '.join(r['continuity_corrected'])}")
     st = Table("study", "yi", "vi", "weight %", *(["group"] if r["subgroups"] else []))
@@ -146,7 +150,7 @@ def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
         for g in sg["groups"]:
             gt.add_row(g["group"], str(g["k"]), _f(g["estimate"]), f"{_f(g['ci_low'])} to {_f(g['ci_high'])}", _f(g["tau2"]), _f(g["i2"], 1))
         con.print(gt)
-        con.print(f"Test for subgroup differences: Q_between({sg['q_between_df']}) = {_f(sg['q_between'])}, p = {_f(sg['q_between_p'])}")
+        con.print(f"Test for subgroup differences: Q_between({sg['q_between_df']}) = {_f(sg['q_between'])}, p {_pv(sg['q_between_p'])}")
     if r["leave_one_out"]:
         lt = Table("omitted", "estimate", f"{lvl}% CI", "tau²", "I² %", title="Leave-one-out")
         for row in r["leave_one_out"]:
