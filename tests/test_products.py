@@ -187,7 +187,9 @@ def test_missing_column_and_bad_meta(tmp_path: Path) -> None:
     assert [(f.line, f.column) for f in check_catalog(df)] == [(None, "verification")]
     path = _write_catalog(tmp_path, _good_rows())
     meta = tmp_path / "products.meta.yaml"
-    meta.write_text(meta.read_text(encoding="utf-8").replace('version: "', 'old_version: "'), encoding="utf-8")
+    meta.write_text(
+        meta.read_text(encoding="utf-8").replace('version: "', 'old_version: "'), encoding="utf-8"
+    )
     with pytest.raises(TaxonomyError, match="version"):
         load_catalog(path)
     assert "version" in check_file(path)[0].problem
@@ -217,13 +219,17 @@ def test_finds_every_prochymal_trial(matcher: ProductMatcher) -> None:
         for r in rows
         if any(
             link.product == "Prochymal"
-            for link in matcher.match_trial({"title": r["Title"], "interventions": r["Interventions"]})
+            for link in matcher.match_trial(
+                {"title": r["Title"], "interventions": r["Interventions"]}
+            )
         )
     }
     assert found == expected
     assert len(found) == 14
     # both approved names of remestemcel-L are linked, each with its evidence
-    links = matcher.match_trial({"title": rows[0]["Title"], "interventions": rows[0]["Interventions"]})
+    links = matcher.match_trial(
+        {"title": rows[0]["Title"], "interventions": rows[0]["Interventions"]}
+    )
     assert {(lk.product, lk.field, lk.alias) for lk in links} == {
         ("Prochymal", "title", "Prochymal"),
         ("Ryoncil", "title", "Prochymal"),
@@ -236,12 +242,17 @@ def test_finds_every_prochymal_trial(matcher: ProductMatcher) -> None:
 def test_prochymal_in_the_big_msc_export(matcher: ProductMatcher) -> None:
     rows = read_rows(MSC_CSV)
     assert len(rows) == 1389
-    expected = {r["NCT Number"] for r in rows if _mentions_prochymal(r["Title"] + " | " + r["Interventions"])}
+    expected = {
+        r["NCT Number"]
+        for r in rows
+        if _mentions_prochymal(r["Title"] + " | " + r["Interventions"])
+    }
     found = {
         r["NCT Number"]
         for r in rows
         if any(
-            m.product == "Ryoncil" for m in matcher.find(r["Title"]) + matcher.find(r["Interventions"])
+            m.product == "Ryoncil"
+            for m in matcher.find(r["Title"]) + matcher.find(r["Interventions"])
         )
     }
     assert found == expected
@@ -324,9 +335,9 @@ def test_variants_match(matcher: ProductMatcher, text: str, product: str, matche
 
 def test_generic_and_ambiguous_aliases_are_dropped(matcher: ProductMatcher) -> None:
     dropped = {(p, a): why for p, a, why in matcher.dropped}
-    assert dropped[("Temcell HS Inj.", "human (allogeneic) bone marrow-derived mesenchymal stem cells")] == (
-        "only generic words"
-    )
+    assert dropped[
+        ("Temcell HS Inj.", "human (allogeneic) bone marrow-derived mesenchymal stem cells")
+    ] == ("only generic words")
     assert dropped[("Zalmoxis", "TK")].startswith("shorter than")
     assert dropped[("Zynteglo", "LentiGlobin")] == "in the stop-list"
     assert all(len(a.replace(" ", "")) >= 2 for a in matcher.aliases)
@@ -361,3 +372,89 @@ def test_alias_between_separators_is_found(before: str, alias: str, after: str, 
     assert end >= start + len(alias)  # a longer alias may continue into `after`
     if end == start + len(alias):
         assert {h.product for h in hits} == {p for p, _ in _MATCHER.aliases[alias]}
+
+
+# ----------------------------------------------------------------------------- store + CLI
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import celltrials
+    from celltrials.ingest import ingest_paths
+
+    path = tmp_path_factory.mktemp("store") / "products.duckdb"
+    store = celltrials.open(str(path))
+    ingest_paths(store, [PROCHYMAL_CSV, MSC_CSV])
+    store.close()
+    return path
+
+
+def test_link_products_writes_evidence(store_path: Path) -> None:
+    import celltrials
+    from celltrials.products import link_products, stored_links
+
+    with celltrials.open(str(store_path)) as store:
+        assert store.schema_version() >= 4
+        links = link_products(store)
+        again = stored_links(store)
+    assert len(again) == len(links) > 0
+    assert set(again.columns) >= {"trial_id", "product", "regulators", "field", "alias", "snippet"}
+    rows = read_rows(PROCHYMAL_CSV) + read_rows(MSC_CSV)
+    expected = {
+        r["NCT Number"]
+        for r in rows
+        if _mentions_prochymal(r["Title"] + " | " + r["Interventions"])
+    }
+    got = set(links.loc[links["product"] == "Ryoncil", "trial_id"])
+    assert expected <= got  # the store also searches official titles and other names
+    for rec in links.to_dict("records"):
+        assert normalize(str(rec["alias"])) in normalize(str(rec["snippet"]))
+    assert links.loc[links["product"] == "Ryoncil", "regulators"].eq("FDA").all()
+
+
+def test_cli_products_json_equals_library(store_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    import celltrials
+    from celltrials.cli import cli
+    from celltrials.products import json_records, product_detail, products_table
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["--db", str(store_path), "products", "--json"])
+    assert res.exit_code == 0, res.output
+    with celltrials.open(str(store_path)) as store:
+        lib = json_records(products_table(store))
+        detail = product_detail(store, "Prochymal™")
+    assert json.loads(res.output) == lib
+    counts = {r["product"]: r["n_trials"] for r in lib}
+    assert counts["Ryoncil"] == counts["Prochymal"] >= 15 and counts["Cartistem"] >= 1
+
+    res = runner.invoke(cli, ["--db", str(store_path), "products", "show", "Prochymal™", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == detail
+    assert detail["product"] == "Prochymal" and len(detail["trials"]) == counts["Prochymal"]
+    assert sum(detail["by_phase"].values()) == len(detail["trials"])
+
+    res = runner.invoke(cli, ["--db", str(store_path), "products", "show", "Cx601"])
+    assert res.exit_code == 0 and res.output.startswith("Alofisel")
+    res = runner.invoke(cli, ["--db", str(store_path), "products", "show", "NoSuchCell"])
+    assert res.exit_code != 0
+
+
+def test_cli_products_check(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from celltrials.cli import cli
+
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["products", "--check"])
+    assert ok.exit_code == 0 and "0 finding" in ok.output
+    rows = _good_rows()
+    rows[1]["approval_date"] = "2012-5-17"
+    bad = runner.invoke(
+        cli, ["products", "--check", "--catalog", str(_write_catalog(tmp_path, rows))]
+    )
+    assert bad.exit_code == 1
+    assert "line 3 (Prochymal) [approval_date]" in bad.output

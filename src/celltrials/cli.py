@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
 _COMMAND_MODULES = [
     "celltrials.commands.core",
     "celltrials.commands.meta",
+    "celltrials.commands.products",
 ]
 
 

@@ -741,3 +741,62 @@ def product_trials(store: Any, product: str) -> pd.DataFrame:
     df["_rank"] = df["phase"].map(rank).fillna(len(rank))
     df = df.sort_values(["_rank", "start_date", "trial_id"], kind="stable", na_position="last")
     return df.drop(columns="_rank").reset_index(drop=True)
+
+
+def _json_value(v: Any) -> Any:
+    if v is None or v is pd.NaT:
+        return None
+    if isinstance(v, pd.Timestamp):
+        return None if pd.isna(v) else v.date().isoformat()
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, float) and v != v:  # NaN
+        return None
+    if hasattr(v, "item"):  # numpy scalar
+        return _json_value(v.item())
+    return v
+
+
+def json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame rows as JSON-ready dicts (dates ISO, missing values None)."""
+    return [{str(k): _json_value(v) for k, v in row.items()} for row in df.to_dict("records")]
+
+
+def products_table(store: Any, *, relink: bool = True) -> pd.DataFrame:
+    """Catalog products with their number of linked trials in ``store``.
+
+    With ``relink`` (default) the links are recomputed first
+    (:func:`link_products`); otherwise the stored ``product_links`` are used.
+    """
+    catalog = load_catalog()
+    links = link_products(store, catalog) if relink else stored_links(store)
+    return product_summary(catalog, links)
+
+
+def product_detail(store: Any, name: str, *, relink: bool = True) -> dict[str, Any]:
+    """One product (by name or any alias): its catalog rows and linked trials.
+
+    Returns ``{"product", "approvals": [catalog rows], "trials": [...],
+    "by_phase": {phase: n}}``; trials are ordered by phase then start date.
+    Raises :class:`~celltrials.errors.ConfigError` for an unknown name.
+    """
+    from celltrials.errors import ConfigError
+
+    catalog = load_catalog()
+    product = resolve_product(name, catalog)
+    if product is None:
+        raise ConfigError(
+            f"no product {name!r} in the catalog",
+            hint="List products with `celltrials products`; names, INNs and code names all work.",
+        )
+    if relink:
+        link_products(store, catalog)
+    trials = product_trials(store, product)
+    rows = catalog[catalog["product"] == product]
+    by_phase = trials.groupby("phase", sort=False).size() if len(trials) else pd.Series(dtype=int)
+    return {
+        "product": product,
+        "approvals": json_records(rows.drop(columns=["notes"])),
+        "trials": json_records(trials),
+        "by_phase": {str(k): int(v) for k, v in by_phase.items()},
+    }
