@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
 # on ``cli`` when imported; keeping them apart keeps this file small.
 _COMMAND_MODULES = [
     "celltrials.commands.core",
+    "celltrials.commands.pipeline",
     "celltrials.commands.meta",
     "celltrials.commands.products",
 ]

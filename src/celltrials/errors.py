@@ -74,7 +74,7 @@ class RecordError(DataFileError):
         self.record_id = record_id
         super().__init__(reason, path=path, hint=hint)
 
-    @property  # type: ignore[override]
+    @property
     def message(self) -> str:
         where = []
         if self.position is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

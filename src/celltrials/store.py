@@ -421,11 +421,11 @@ class Store:
         if trial_id is None:
             return None
         t = self.query("SELECT * FROM trials WHERE trial_id = ?", [trial_id]).to_dict("records")[0]
-        out: dict[str, Any] = {k: _plain(v) for k, v in t.items()}
+        out: dict[str, Any] = {str(k): _plain(v) for k, v in t.items()}
         out["ids"] = self.query("SELECT id_key, id_raw, registry FROM trial_ids WHERE trial_id=? ORDER BY id_key", [trial_id]).to_dict("records")
         for name in ("conditions", "interventions", "arms", "countries", "sponsors", "outcomes"):
             df = self.query(f"SELECT * EXCLUDE (trial_id) FROM {name} WHERE trial_id = ?", [trial_id])
-            out[name] = [{k: _plain(v) for k, v in row.items()} for row in df.to_dict("records")]
+            out[name] = [{str(k): _plain(v) for k, v in row.items()} for row in df.to_dict("records")]
         recs = self.query("""
             SELECT r.record_key, r.channel, r.record_id, r.registry, r.source_format, r.source, r.position,
                    r.content_hash, r.last_update, r.ingested_at, r.is_current, tr.is_primary, tr.merge_reason
@@ -434,7 +434,7 @@ class Store:
             WHERE (r.channel, r.record_id) IN (
                 SELECT (r2.channel, r2.record_id) FROM trial_records t2 JOIN records r2 USING (record_key) WHERE t2.trial_id = ?)
             ORDER BY r.channel, r.record_id, r.ingested_at DESC""", [trial_id])
-        out["records"] = [{k: _plain(v) for k, v in row.items()} for row in recs.to_dict("records")]
+        out["records"] = [{str(k): _plain(v) for k, v in row.items()} for row in recs.to_dict("records")]
         return out
 
     def raw_record(self, record_key: str) -> Any:
@@ -541,12 +541,12 @@ def _plain(v: Any) -> Any:
         return None
     if isinstance(v, float) and v != v:
         return None
-    if hasattr(v, "tolist"):
-        return v.tolist()
     if isinstance(v, pd.Timestamp):
-        return v.isoformat()
+        return v.date().isoformat() if v == v.normalize() else v.isoformat()
     if v is pd.NaT:
         return None
     if hasattr(v, "isoformat"):
         return v.isoformat()
+    if hasattr(v, "tolist"):
+        return v.tolist()
     return v

@@ -12,6 +12,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from celltrials.errors import DataFileError, UnknownFormatError
 from celltrials.sources import ctgov_csv, ctgov_json, ictrp
 from celltrials.sources.base import ParseItem, ParseStream
@@ -69,10 +71,20 @@ def sniff(path: Path) -> Sniffed:
         if b"Trials_downloaded_from_ICTRP" in head:
             return Sniffed("ictrp_xml")
         raise UnknownFormatError("XML that is not a WHO ICTRP export", path=str(path))
-    if stripped[:1] in (b"{", b"["):
-        first_line = stripped.split(b"\n", 1)[0].strip()
-        rest = stripped.split(b"\n", 1)[1].lstrip() if b"\n" in stripped else b""
-        if stripped[:1] == b"{" and first_line.endswith(b"}") and rest.startswith(b"{"):
+    if stripped[:1] == b"[":
+        return Sniffed("ctgov_json")
+    if stripped[:1] == b"{":
+        # NDJSON: the first line is a whole JSON object and another object follows
+        with path.open("rb") as fh:
+            first_line = fh.readline().lstrip(b"\xef\xbb\xbf \t")
+            second = fh.readline()
+            while second and not second.strip():
+                second = fh.readline()
+        if second.lstrip().startswith(b"{"):
+            try:
+                orjson.loads(first_line)
+            except orjson.JSONDecodeError:
+                return Sniffed("ctgov_json")
             return Sniffed("ctgov_ndjson")
         return Sniffed("ctgov_json")
     text = _decode(path.read_bytes(), path)

@@ -72,11 +72,11 @@ def parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -
             if rid.key not in seen:
                 seen.add(rid.key)
                 ids.append(rid)
-    for alias in ps.get("identificationModule", {}).get("nctIdAliases") or []:
-        rid = canonical_id(alias)
-        if rid and rid.key not in seen:
-            seen.add(rid.key)
-            ids.append(rid)
+    for alias in ident.get("nctIdAliases") or []:
+        alias_id = canonical_id(alias)
+        if alias_id and alias_id.key not in seen:
+            seen.add(alias_id.key)
+            ids.append(alias_id)
 
     status = ps.get("statusModule") or {}
     sponsor_mod = ps.get("sponsorCollaboratorsModule") or {}

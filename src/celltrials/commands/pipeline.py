@@ -1,0 +1,42 @@
+"""``celltrials run``: the main job in one command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+
+from celltrials.cli import Context, cli, echo_json, pass_ctx
+
+
+@cli.command()
+@click.argument("paths", nargs=-1)
+@click.option("--out", default="celltrials-report", show_default=True, help="Report folder.")
+@click.option("--skip-bad", is_flag=True, help="Ingest good records of files that contain bad ones.")
+@click.option("--base-url", envvar="CELLTRIALS_CTGOV_URL", default=None, help="ClinicalTrials.gov API v2 base URL (online mode).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def run(ctx: Context, paths: tuple[str, ...], out: str, skip_bad: bool, base_url: str | None, as_json: bool) -> None:
+    """Ingest PATHS (or, with none, fetch the cell-therapy preset live), classify, and write the report."""
+    from celltrials.pipeline import run_pipeline
+
+    console = Console(stderr=True)
+    with ctx.open_store() as store:
+        if not ctx.quiet and not as_json:
+            console.print(f"[bold]celltrials[/bold] → store {store.path}")
+        result = run_pipeline(store, list(paths), out, skip_bad=skip_bad, base_url=base_url)
+    data = result.to_dict()
+    if as_json:
+        echo_json(data)
+    elif not ctx.quiet:
+        if result.ingest:
+            console.print(f"ingested {result.ingest.n_records:,} records ({result.ingest.n_new:,} new) from {len(result.ingest.files)} files")
+            for f in result.ingest.findings:
+                console.print(f"  {'skipped' if f.severity == 'notice' else '[red]bad[/red]'} {f}", highlight=False)
+        for step, summary in result.steps.items():
+            console.print(f"{step}: {summary}")
+        if result.report_path:
+            console.print(f"report: [bold]{result.report_path}[/bold]")
+    if result.ingest and not result.ingest.clean:
+        sys.exit(1)

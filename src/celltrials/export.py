@@ -1,0 +1,72 @@
+"""One row per trial, for spreadsheets and data frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from celltrials.errors import ConfigError
+from celltrials.store import Store
+
+FORMATS = ("csv", "parquet", "xlsx")
+
+
+def trials_table(store: Store) -> pd.DataFrame:
+    """Primary id, every merged id, and the normalised fields of each trial
+    (multi-valued fields joined with ``; ``). Classifier labels are added
+    when the store has them."""
+    df = store.query("""
+        WITH ids AS (
+            SELECT trial_id, string_agg(DISTINCT id_raw, '; ' ORDER BY id_raw) AS all_ids
+            FROM (SELECT tr.trial_id, r.record_id AS id_raw FROM trial_records tr JOIN records r USING (record_key)
+                  UNION SELECT trial_id, id_key FROM trial_ids)
+            GROUP BY 1),
+        ctry AS (SELECT trial_id, string_agg(country, '; ' ORDER BY country) AS countries FROM countries GROUP BY 1),
+        cond AS (SELECT trial_id, string_agg(condition, '; ') AS conditions FROM conditions WHERE kind = 'condition' GROUP BY 1),
+        intr AS (SELECT trial_id, string_agg(CASE WHEN type <> '' THEN type || ': ' ELSE '' END || name, '; ' ORDER BY idx) AS interventions
+                 FROM interventions GROUP BY 1)
+        SELECT t.trial_id, ids.all_ids, t.registry, t.title, t.official_title, t.status, t.why_stopped,
+               t.phase, t.study_type,
+               CAST(t.start_date AS VARCHAR) AS start_date, t.start_date_precision,
+               CAST(t.completion_date AS VARCHAR) AS completion_date,
+               CAST(t.registration_date AS VARCHAR) AS registration_date,
+               CAST(t.last_update AS VARCHAR) AS last_update,
+               t.enrollment, t.enrollment_type, t.enrollment_raw,
+               t.lead_sponsor, t.sponsor_class, ctry.countries, cond.conditions, intr.interventions,
+               t.n_records, t.url
+        FROM trials t
+        LEFT JOIN ids USING (trial_id) LEFT JOIN ctry USING (trial_id)
+        LEFT JOIN cond USING (trial_id) LEFT JOIN intr USING (trial_id)
+        ORDER BY t.trial_id""")
+    labels = _labels(store)
+    if labels is not None:
+        df = df.merge(labels, on="trial_id", how="left")
+    return df
+
+
+def _labels(store: Store) -> pd.DataFrame | None:
+    """Classifier labels, one row per trial, if ``celltrials classify`` has run."""
+    has = store.con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'").fetchone()
+    if not has or not has[0]:
+        return None
+    from celltrials import classify
+
+    getter = getattr(classify, "labels_frame", None)
+    return getter(store) if getter else None
+
+
+def export_trials(store: Store, fmt: str, out: str | Path) -> Path:
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}", hint=f"Use one of: {', '.join(FORMATS)}.")
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df = trials_table(store)
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    elif fmt == "parquet":
+        df.to_parquet(path, index=False)
+    else:
+        df.to_excel(path, index=False, sheet_name="trials")
+    return path

@@ -1,0 +1,57 @@
+"""Shared fixtures: paths to the real registry exports and a store built from them."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import celltrials
+from celltrials.ingest import ingest_paths
+from celltrials.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+DATA = SHARED / "data"
+GOLD = SHARED / "gold"
+TESTDATA = Path(__file__).resolve().parent / "data"
+
+MSC_CSV = DATA / "ctgov-classic-csv" / "msc_mesenchymal_stem_or_stromal.csv"
+PROCHYMAL_CSV = DATA / "ctgov-classic-csv" / "msc_prochymal.csv"
+GENERAL_JSON = DATA / "ctgov-v2-json" / "ctg-studies-50-general.json"
+AACT_DIR = DATA / "ctgov-v2-json" / "aact-fixtures"
+CAR_JSON = DATA / "ctgov-v2-json" / "reconstructed" / "car_cell_therapy_2026-08-22.json"
+CAR2_JSON = DATA / "ctgov-v2-json" / "reconstructed" / "car_cell_therapy_part2_2026-08-22.json"
+ICTRP_CSV = DATA / "ictrp" / "ictrp_covid19_1135_trials.csv"
+ICTRP_XML = DATA / "ictrp" / "ictrp_results_18mar2020.xml"
+ICTRP_XLSX = DATA / "ictrp" / "ictrp_covid19_web_7jul2020.xlsx"
+
+if not DATA.is_dir():  # pragma: no cover - CI always has ../shared beside the clone
+    raise RuntimeError(f"the shared registry data is missing: expected {DATA}")
+
+
+@pytest.fixture(scope="session")
+def full_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with every file in ../shared/data ingested (built once per session)."""
+    path = tmp_path_factory.mktemp("full") / "full.duckdb"
+    with celltrials.open(path) as store:
+        report = ingest_paths(store, [DATA])
+        assert report.clean, [str(f) for f in report.findings]
+    return path
+
+
+@pytest.fixture()
+def full_store(full_store_path: Path, tmp_path: Path) -> Iterator[Store]:
+    """A private, writable copy of the full store."""
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(full_store_path, copy)
+    with celltrials.open(copy) as store:
+        yield store
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[Store]:
+    with celltrials.open(tmp_path / "t.duckdb") as s:
+        yield s
