@@ -1,0 +1,525 @@
+"""Rule-based cell-therapy classifier (issue 7).
+
+The rules are data (``taxonomy/taxonomy.yaml``); this module decides *where*
+to look. It labels the **investigational product**: what the experimental arm
+receives, read from intervention names / other names / descriptions,
+experimental-arm texts and titles. Eligibility criteria, outcomes and
+comparator arms are never read for product labels, and a cell mention that
+follows a background cue in the same clause ("after autologous stem cell
+transplant", "previously treated with CAR-T", "without MSC") is ignored.
+Summaries are read only when titles and interventions name a product
+generically ("stem cell product", a code name of type Biological).
+
+Every label carries :class:`Evidence` (field, value, source field, matched
+text and its span in that source field's text).
+
+Speed: each field is one compiled alternation (see
+:mod:`celltrials.taxonomy.loader`), so a trial costs a handful of regex scans
+per text; see ``benchmarks/classify.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from celltrials.models import ParsedRecord
+from celltrials.taxonomy.loader import CompiledField, Hit, Taxonomy, default_taxonomy
+
+# segment roles
+TITLE = "title"
+INTERVENTION = "intervention"
+ARM = "arm"
+COMPARATOR = "comparator"
+KEYWORD = "keyword"
+SUMMARY = "summary"
+CONDITION = "condition"
+MESH = "mesh"
+
+_PRIMARY_ROLES = frozenset({TITLE, INTERVENTION, ARM, KEYWORD})
+_COMPARATOR_ARM_TYPES = frozenset({"ACTIVE_COMPARATOR", "PLACEBO_COMPARATOR", "SHAM_COMPARATOR", "NO_INTERVENTION"})
+_IMMUNE_TARGETED = frozenset({"car_t", "car_nk", "tcr_t", "macrophage", "gamma_delta_t"})
+_CLAUSE_BREAK = re.compile(r"[.;:,()\[\]\n|]")
+_CONJUNCTION = re.compile(r"(?<!\w)(?:and|or|plus|with|versus|vs\.?|combined|combination|together|followed|then|compared)(?!\w)|[,;+&/]", re.I)
+_WS = re.compile(r"\s+")
+_IND_TIER = {CONDITION: 0, MESH: 0, TITLE: 1, KEYWORD: 1, SUMMARY: 2}
+
+LABEL_COLUMNS = [
+    "registry_id", "is_cell_therapy", "cell_type", "msc_source", "origin", "product_form",
+    "indication_group", "therapeutic_area",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One piece of trial text with the field it came from and its role."""
+
+    source: str  # e.g. "title", "interventions[0].name", "conditions[1]"
+    role: str
+    text: str
+    procedure: bool = False  # from an intervention of registry type PROCEDURE / DEVICE
+
+
+@dataclass(slots=True)
+class TrialText:
+    """The texts of one trial the classifier reads (one or several merged records)."""
+
+    trial_id: str
+    segments: list[Segment] = field(default_factory=list)
+
+    @classmethod
+    def from_record(cls, rec: ParsedRecord, trial_id: str | None = None) -> TrialText:
+        return cls.from_records([rec], trial_id or rec.record_id)
+
+    @classmethod
+    def from_records(cls, recs: Sequence[ParsedRecord], trial_id: str | None = None) -> TrialText:
+        """Merge the texts of several records of one trial (identical texts once)."""
+        tid = trial_id or (recs[0].record_id if recs else "")
+        segs: list[Segment] = []
+        seen: set[tuple[str, str]] = set()
+        multi = len(recs) > 1
+
+        def add(source: str, role: str, text: str, procedure: bool = False, rec_i: int = 0) -> None:
+            if not text:
+                return
+            text = str(text)
+            key = (role, _WS.sub(" ", text.strip().lower()))
+            if not key[1] or key in seen:
+                return
+            seen.add(key)
+            src = f"records[{rec_i}].{source}" if multi else source
+            segs.append(Segment(src, role, text, procedure))
+
+        for ri, rec in enumerate(recs):
+            add("title", TITLE, rec.title, rec_i=ri)
+            add("official_title", TITLE, rec.official_title, rec_i=ri)
+            add("acronym", TITLE, rec.acronym, rec_i=ri)
+            comp_arms = {a.label.strip().lower() for a in rec.arms if (a.type or "").upper() in _COMPARATOR_ARM_TYPES}
+            exp_arms = {a.label.strip().lower() for a in rec.arms if (a.type or "").upper() not in _COMPARATOR_ARM_TYPES}
+            for i, iv in enumerate(rec.interventions):
+                labels = {x.strip().lower() for x in iv.arm_labels}
+                comparator = bool(labels) and labels <= comp_arms and not (labels & exp_arms)
+                itype = (iv.type or "").upper()
+                proc = itype in ("PROCEDURE", "DEVICE", "RADIATION", "BEHAVIORAL", "DIAGNOSTIC_TEST")
+                role = COMPARATOR if comparator else INTERVENTION
+                add(f"interventions[{i}].name", role, iv.name, proc, ri)
+                for j, other in enumerate(iv.other_names):
+                    add(f"interventions[{i}].other_names[{j}]", role, other, proc, ri)
+                add(f"interventions[{i}].description", role, iv.description, proc, ri)
+            for i, arm in enumerate(rec.arms):
+                role = COMPARATOR if (arm.type or "").upper() in _COMPARATOR_ARM_TYPES else ARM
+                add(f"arms[{i}].label", role, arm.label, rec_i=ri)
+                add(f"arms[{i}].description", role, arm.description, rec_i=ri)
+            for i, kw in enumerate(rec.keywords):
+                add(f"keywords[{i}]", KEYWORD, kw, rec_i=ri)
+            for i, cond in enumerate(rec.conditions):
+                add(f"conditions[{i}]", CONDITION, cond, rec_i=ri)
+            for i, term in enumerate(rec.mesh_terms):
+                add(f"mesh_terms[{i}]", MESH, term, rec_i=ri)
+            for i, term in enumerate(rec.mesh_ancestors):
+                add(f"mesh_ancestors[{i}]", MESH, term, rec_i=ri)
+            add("brief_summary", SUMMARY, rec.brief_summary, rec_i=ri)
+            add("detailed_description", SUMMARY, rec.detailed_description, rec_i=ri)
+        return cls(tid, segs)
+
+    def text_of(self, source: str) -> str:
+        for s in self.segments:
+            if s.source == source:
+                return s.text
+        return ""
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for s in self.segments:
+            h.update(f"{s.source}\x1f{s.role}\x1f{s.text}\x1e".encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    field: str
+    value: str
+    source_field: str
+    text: str
+    start: int
+    end: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "field": self.field, "value": self.value, "source_field": self.source_field,
+            "text": self.text, "start": self.start, "end": self.end,
+        }
+
+
+@dataclass(slots=True)
+class TrialLabels:
+    trial_id: str
+    is_cell_therapy: bool
+    cell_type: list[str]
+    msc_source: list[str]
+    origin: str
+    product_form: list[str]
+    indication_group: str
+    therapeutic_area: list[str]
+    targets: list[str] = field(default_factory=list)
+    dose: list[str] = field(default_factory=list)
+    route: list[str] = field(default_factory=list)
+    combinations: list[str] = field(default_factory=list)
+    manufacturing: list[str] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    taxonomy_version: str = ""
+    input_hash: str = ""
+
+    def to_row(self, registry_id: str | None = None) -> dict[str, str]:
+        """One row of the labels file (multi-values ``;``-joined, sorted)."""
+        return {
+            "registry_id": registry_id or self.trial_id,
+            "is_cell_therapy": "yes" if self.is_cell_therapy else "no",
+            "cell_type": ";".join(sorted(self.cell_type)),
+            "msc_source": ";".join(sorted(self.msc_source)),
+            "origin": self.origin,
+            "product_form": ";".join(sorted(self.product_form)),
+            "indication_group": self.indication_group,
+            "therapeutic_area": ";".join(sorted(self.therapeutic_area)),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = dict(self.to_row())
+        d["trial_id"] = self.trial_id
+        d.pop("registry_id")
+        d.update({
+            "targets": self.targets, "dose": self.dose, "route": self.route,
+            "combinations": self.combinations, "manufacturing": self.manufacturing,
+            "taxonomy_version": self.taxonomy_version, "input_hash": self.input_hash,
+            "evidence": [e.to_dict() for e in self.evidence],
+        })
+        return d
+
+
+# ---------------------------------------------------------------------------
+# internals
+
+
+@dataclass(slots=True)
+class _Mention:
+    seg: Segment
+    hit: Hit
+    values: dict[str, tuple[str, ...]]
+
+
+def _mask(text: str, fld: CompiledField) -> str:
+    """Blank out exclusion matches (keeping offsets)."""
+    out = None
+    for h in fld.hits(text):
+        if out is None:
+            out = list(text)
+        out[h.start:h.end] = " " * (h.end - h.start)
+    return text if out is None else "".join(out)
+
+
+def _is_background(tax: Taxonomy, text: str, start: int) -> bool:
+    lo = max(0, start - 80)
+    window = text[lo:start]
+    # cut at the last clause break
+    last = -1
+    for m in _CLAUSE_BREAK.finditer(window):
+        last = m.end()
+    if last >= 0:
+        window = window[last:]
+    if not window.strip():
+        return False
+    return tax.background_cue.search(window) is not None
+
+
+def _derivative_attached(text: str, hit: Hit, derivs: list[Hit]) -> bool:
+    """Whether a cell mention only names the source of an EV/secretome product."""
+    for d in derivs:
+        if d.start >= hit.end:
+            gap = text[hit.end:d.start]
+        elif d.end <= hit.start:
+            gap = text[d.end:hit.start]
+        else:
+            return True
+        if len(gap) <= 40 and not _CONJUNCTION.search(gap):
+            return True
+    return False
+
+
+class Classifier:
+    """Applies a :class:`Taxonomy` to :class:`TrialText`."""
+
+    def __init__(self, taxonomy: Taxonomy | None = None) -> None:
+        self.tax = taxonomy or default_taxonomy()
+
+    # -- helpers ---------------------------------------------------------
+    def _cell_mentions(self, segs: Iterable[Segment], masked: dict[int, str]) -> tuple[list[_Mention], list[_Mention]]:
+        tax = self.tax
+        found: list[_Mention] = []
+        background: list[_Mention] = []
+        for seg in segs:
+            text = masked.setdefault(id(seg), _mask(seg.text, tax.exclusions))
+            for h in tax.products.hits(text):
+                m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
+                (background if _is_background(tax, text, h.start) else found).append(m)
+            for h in tax.cell_type.hits(text):
+                m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
+                (background if _is_background(tax, text, h.start) else found).append(m)
+        return found, background
+
+    @staticmethod
+    def _ev(out: list[Evidence], fld: str, value: str, seg: Segment, h: Hit) -> None:
+        out.append(Evidence(fld, value, seg.source, seg.text[h.start:h.end], h.start, h.end))
+
+    def _scan(self, fld: CompiledField, segs: Iterable[Segment], masked: dict[int, str] | None = None,
+              skip_background: bool = True) -> list[tuple[Segment, Hit]]:
+        out: list[tuple[Segment, Hit]] = []
+        for seg in segs:
+            text = masked.get(id(seg), seg.text) if masked is not None else seg.text
+            for h in fld.hits(text):
+                if skip_background and _is_background(self.tax, text, h.start):
+                    continue
+                out.append((seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end])))
+        return out
+
+    # -- main ------------------------------------------------------------
+    def classify(self, trial: TrialText) -> TrialLabels:
+        tax = self.tax
+        segs = trial.segments
+        primary = [s for s in segs if s.role in _PRIMARY_ROLES]
+        summaries = [s for s in segs if s.role == SUMMARY]
+        masked: dict[int, str] = {}
+        evidence: list[Evidence] = []
+
+        found, _bg = self._cell_mentions(primary, masked)
+        # hsc (primary_only): only from titles or non-procedure interventions
+        found = [m for m in found if not (
+            tax.cell_type_option(m.hit.entry.value, "primary_only") and "cell_type" in m.values
+            and m.values["cell_type"] == (m.hit.entry.value,) and m.seg.procedure
+        )]
+        if not found and summaries:
+            cue = any(tax.generic_cell_cues.search(masked.get(id(s), s.text)) for s in primary)
+            generic_hits = self._scan(tax.generic_fallback, primary, masked)
+            deriv_primary = self._scan(tax.product_form, primary, masked)
+            if cue or generic_hits or deriv_primary:
+                sfound, _ = self._cell_mentions(summaries, masked)
+                found = [m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")]
+        if not found:
+            for seg, h in self._scan(tax.generic_fallback, primary, masked):
+                found.append(_Mention(seg, h, {"cell_type": (tax.generic_fallback_cell_type,)}))
+
+        cell_types: set[str] = set()
+        for m in found:
+            for v in m.values.get("cell_type", ()):
+                cell_types.add(v)
+
+        # ---- indication: specific rules before generic words; conditions/MeSH before titles ----
+        best: tuple[tuple[int, int, int], Segment, Hit] | None = None
+        for seg in segs:
+            tier = _IND_TIER.get(seg.role)
+            if tier is None:
+                continue
+            text = seg.text if seg.role != SUMMARY else seg.text[:600]
+            for h in self._indication_hits(text, cell_types):
+                key = (int(bool(h.entry.options.get("generic"))), tier, int(h.entry.options["rank"]))
+                if best is None or key < best[0]:
+                    best = (key, seg, h)
+        if best is not None and best[0][1] == _IND_TIER[SUMMARY] and best[0][0]:
+            best = None  # generic words in a summary are too weak
+        if best is not None:
+            _, seg, h = best
+            group = h.entry.labels["indication_group"][0]
+            areas = list(h.entry.labels["therapeutic_area"])
+            self._ev(evidence, "indication_group", group, seg, h)
+            for a in areas:
+                self._ev(evidence, "therapeutic_area", a, seg, h)
+        elif cell_types & tax.oncology_cell_types:
+            group, areas = "oncology", ["solid_tumor"]
+        else:
+            group, areas = tax.default_indication[0], [tax.default_indication[1]]
+
+        # drop background-prone types (HSCT) when another cell product is tested
+        if len(cell_types) > 1:
+            for v in list(cell_types):
+                drop_in = tax.cell_type_option(v, "dropped_with_other_cells_in")
+                if drop_in and set(areas) & drop_in:
+                    cell_types.discard(v)
+                    found = [m for m in found if v not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1]
+
+        if not cell_types:
+            return TrialLabels(
+                trial.trial_id, False, [], [], "", [], group, areas, evidence=evidence,
+                taxonomy_version=tax.version, input_hash=trial.digest(),
+            )
+
+        for m in found:
+            for v in m.values.get("cell_type", ()):
+                if v in cell_types:
+                    self._ev(evidence, "cell_type", v, m.seg, m.hit)
+
+        product_segs: list[Segment] = []
+        seen_ids: set[int] = set()
+        for m in found:
+            if id(m.seg) not in seen_ids:
+                seen_ids.add(id(m.seg))
+                product_segs.append(m.seg)
+
+        # ---- msc source ----
+        msc_source: list[str] = []
+        if "msc" in cell_types:
+            src: set[str] = set()
+            for m in found:
+                for v in m.values.get("msc_source", ()):
+                    src.add(v)
+                    self._ev(evidence, "msc_source", v, m.seg, m.hit)
+            if not src:
+                msc_segs = [m.seg for m in found if "msc" in m.values.get("cell_type", ())]
+                seen_src: set[int] = set()
+                for seg in msc_segs:
+                    if id(seg) in seen_src:
+                        continue
+                    seen_src.add(id(seg))
+                    for s2, h in self._scan(tax.msc_source, [seg], masked):
+                        text2 = masked.get(id(s2), s2.text)
+                        if tax.msc_source_target_cue.search(text2[max(0, h.start - 40):h.start]):
+                            continue
+                        src.add(h.entry.value)
+                        self._ev(evidence, "msc_source", h.entry.value, s2, h)
+            msc_source = sorted(src) if src else ["unspecified"]
+
+        # ---- origin ----
+        stated: set[str] = set()
+        for m in found:
+            for v in m.values.get("origin", ()):
+                stated.add(v)
+                self._ev(evidence, "origin", v, m.seg, m.hit)
+        for seg, h in self._scan(tax.origin, product_segs, masked):
+            stated.add(h.entry.value)
+            self._ev(evidence, "origin", h.entry.value, seg, h)
+        if "both" in stated or {"autologous", "allogeneic"} <= stated:
+            origin = "both"
+        elif stated:
+            origin = next(iter(stated))
+        else:
+            srcs = set(msc_source)
+            if not srcs - {"unspecified"}:
+                for s2, h in self._scan(tax.msc_source, product_segs, masked):
+                    if tax.implied_origin_by_source.get(h.entry.value, "unspecified") != "unspecified":
+                        srcs.add(h.entry.value)
+                        evidence.append(Evidence("origin", tax.implied_origin_by_source[h.entry.value], s2.source, h.text, h.start, h.end))
+            implied = {tax.implied_origin_by_source.get(s, "") for s in srcs} - {"", "unspecified"}
+            implied |= {tax.implied_origin_by_cell_type.get(c, "") for c in cell_types} - {"", "unspecified"}
+            origin = next(iter(implied)) if len(implied) == 1 else "unspecified"
+            if origin != "unspecified":
+                for e in list(evidence):
+                    if e.field in ("msc_source", "cell_type") and (
+                        tax.implied_origin_by_source.get(e.value) == origin
+                        or tax.implied_origin_by_cell_type.get(e.value) == origin
+                    ):
+                        evidence.append(Evidence("origin", origin, e.source_field, e.text, e.start, e.end))
+                        break
+
+        # ---- product form ----
+        forms: set[str] = set()
+        for m in found:
+            for v in m.values.get("product_form", ()):
+                forms.add(v)
+                self._ev(evidence, "product_form", v, m.seg, m.hit)
+        deriv_segs = product_segs + [s for s in primary if s not in product_segs and s.role != KEYWORD]
+        plain_cells = False
+        by_seg: dict[int, list[Hit]] = {}
+        for seg, h in self._scan(tax.product_form, deriv_segs, masked):
+            v = h.entry.value
+            if v in ("extracellular_vesicles", "secretome"):
+                by_seg.setdefault(id(seg), []).append(h)
+                forms.add(v)
+                self._ev(evidence, "product_form", v, seg, h)
+            elif v == "composite" and seg in product_segs:
+                forms.add(v)
+                self._ev(evidence, "product_form", v, seg, h)
+            elif v == "gene_modified" and seg in product_segs:
+                weak = tax.product_form_weak.regex.fullmatch(h.text) is not None
+                if weak and cell_types & tax.engineered_by_definition:
+                    continue
+                forms.add(v)
+                self._ev(evidence, "product_form", v, seg, h)
+        for m in found:
+            if m.values.get("product_form"):
+                continue
+            derivs = by_seg.get(id(m.seg), [])
+            if not derivs or not _derivative_attached(masked.get(id(m.seg), m.seg.text), m.hit, derivs):
+                plain_cells = True
+        if plain_cells and not forms & {"composite", "gene_modified"}:
+            forms.add("cells")
+        if not forms:
+            forms.add("cells")
+
+        # ---- descriptors ----
+        desc_segs = product_segs + [s for s in primary if s not in product_segs and s.role in (INTERVENTION, ARM)]
+        targets: list[str] = []
+        if cell_types & _IMMUNE_TARGETED:
+            tsegs = [s for s in primary]
+            hits = self._scan(tax.targets, tsegs, masked, skip_background=False)
+            if not hits and summaries:
+                hits = self._scan(tax.targets, summaries, masked, skip_background=False)
+            for seg, h in hits:
+                if h.entry.value not in targets:
+                    targets.append(h.entry.value)
+                self._ev(evidence, "targets", h.entry.value, seg, h)
+        route = self._values(tax.routes, desc_segs, masked, "route", evidence)
+        combos = self._values(tax.combinations, [s for s in primary if s.role in (INTERVENTION, ARM, TITLE)], masked, "combinations", evidence)
+        manufacturing = self._values(tax.manufacturing, product_segs, masked, "manufacturing", evidence)
+        doses: list[str] = []
+        for seg, h in self._scan(tax.doses, desc_segs, masked, skip_background=False):
+            d = _WS.sub(" ", h.text.strip())
+            if d not in doses:
+                doses.append(d)
+            self._ev(evidence, "dose", d, seg, h)
+
+        return TrialLabels(
+            trial.trial_id, True, sorted(cell_types), msc_source, origin, sorted(forms), group,
+            sorted(areas), targets, doses, route, combos, manufacturing, evidence,
+            taxonomy_version=tax.version, input_hash=trial.digest(),
+        )
+
+    def _indication_hits(self, text: str, cell_types: set[str]) -> list[Hit]:
+        out: list[Hit] = []
+        rescan = False
+        for h in self.tax.indications.hits(text):
+            allowed = h.entry.options.get("cell_types")
+            if allowed is not None and not (cell_types & allowed):
+                rescan = True
+                continue
+            out.append(h)
+        if rescan:
+            out.extend(h for h in self.tax.indications_unlimited.hits(text) if "cell_types" not in h.entry.options)
+        return out
+
+    def _values(self, fld: CompiledField, segs: list[Segment], masked: dict[int, str], name: str,
+                evidence: list[Evidence]) -> list[str]:
+        out: list[str] = []
+        for seg, h in self._scan(fld, segs, masked):
+            v = h.entry.value
+            if v not in out:
+                out.append(v)
+            self._ev(evidence, name, v, seg, h)
+        return out
+
+
+_DEFAULT: Classifier | None = None
+
+
+def classify(trial: TrialText | ParsedRecord | Sequence[ParsedRecord], taxonomy: Taxonomy | None = None) -> TrialLabels:
+    """Classify one trial (a :class:`TrialText`, a record, or the records of one trial)."""
+    global _DEFAULT
+    if isinstance(trial, ParsedRecord):
+        trial = TrialText.from_record(trial)
+    elif not isinstance(trial, TrialText):
+        trial = TrialText.from_records(list(trial))
+    if taxonomy is not None:
+        return Classifier(taxonomy).classify(trial)
+    if _DEFAULT is None:
+        _DEFAULT = Classifier()
+    return _DEFAULT.classify(trial)

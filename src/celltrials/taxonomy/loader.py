@@ -1,0 +1,476 @@
+"""Load and validate the cell-therapy taxonomy (``taxonomy.yaml``).
+
+The YAML file is data: synonyms are regular expressions a domain expert can
+edit without touching Python. This module checks every entry (known keys
+only, values from TAXONOMY.md, patterns that compile, no named groups) and
+compiles *one combined regular expression per field*, so that classifying a
+trial costs one scan per text and field instead of a loop over hundreds of
+patterns. A match is mapped back to its entry through the name of the
+top-level group that matched (``m.lastgroup``).
+
+Errors are :class:`celltrials.errors.TaxonomyError` naming the file and the
+entry at fault.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from celltrials.errors import TaxonomyError
+
+DEFAULT_PATH = Path(__file__).with_name("taxonomy.yaml")
+
+#: The label vocabulary of TAXONOMY.md (the schema; synonyms live in YAML).
+TAXONOMY_VALUES: dict[str, tuple[str, ...]] = {
+    "is_cell_therapy": ("yes", "no"),
+    "cell_type": (
+        "car_t", "car_nk", "tcr_t", "til", "nk", "cik", "dc", "treg", "virus_specific_t",
+        "gamma_delta_t", "macrophage", "other_immune", "msc", "hsc", "ipsc_derived",
+        "esc_derived", "mononuclear_cells", "neural_stem", "other_stem", "somatic_other",
+    ),
+    "msc_source": (
+        "umbilical_cord", "bone_marrow", "adipose", "placenta", "amnion", "dental_pulp",
+        "endometrium_menstrual", "cord_blood", "other", "unspecified",
+    ),
+    "origin": ("autologous", "allogeneic", "both", "unspecified"),
+    "product_form": ("cells", "extracellular_vesicles", "secretome", "gene_modified", "composite"),
+    "indication_group": ("oncology", "degenerative", "immune_mediated", "other"),
+    "therapeutic_area": (
+        "hematologic_malignancy", "solid_tumor", "musculoskeletal", "neurological",
+        "cardiovascular", "respiratory", "hepatic", "renal", "metabolic_endocrine",
+        "autoimmune_inflammatory", "gvhd_transplant", "skin_wound", "ophthalmic",
+        "reproductive", "infectious", "hematologic_nonmalignant", "other",
+    ),
+}
+
+_TOP_KEYS = {
+    "version", "values", "products", "cell_type", "generic_fallback", "generic_cell_cues",
+    "exclusions", "background_cues", "comparator_prefixes", "msc_source", "origin",
+    "implied_origin", "msc_source_target_cues", "product_form", "engineered_by_definition", "indications",
+    "indication_fallback", "targets", "routes", "combinations", "manufacturing", "doses",
+}
+_REQUIRED_KEYS = {"version", "values", "cell_type", "msc_source", "origin", "product_form", "indications"}
+_PATTERN_KEYS = ("patterns", "case_sensitive_patterns")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One taxonomy entry: the labels a match implies plus entry options."""
+
+    name: str
+    labels: Mapping[str, tuple[str, ...]]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def value(self) -> str:
+        """The entry's single value (for single-field entries)."""
+        for vals in self.labels.values():
+            if vals:
+                return vals[0]
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    entry: Entry
+    start: int
+    end: int
+    text: str
+
+
+class CompiledField:
+    """All patterns of one field as one compiled alternation with word boundaries."""
+
+    def __init__(self, entries: Sequence[Entry], alternatives: Sequence[list[str]]) -> None:
+        self.entries = list(entries)
+        parts = []
+        for i, alts in enumerate(alternatives):
+            if alts:
+                parts.append(f"(?P<e{i}>{'|'.join(alts)})")
+        body = "|".join(parts) if parts else "(?!)"
+        self.regex: re.Pattern[str] = re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
+
+    def hits(self, text: str) -> Iterator[Hit]:
+        entries = self.entries
+        for m in self.regex.finditer(text):
+            name = m.lastgroup
+            if name is None:  # pragma: no cover - every alternative is a named group
+                continue
+            yield Hit(entries[int(name[1:])], m.start(), m.end(), m.group())
+
+    def search(self, text: str) -> bool:
+        return self.regex.search(text) is not None
+
+
+@dataclass(slots=True)
+class Taxonomy:
+    version: str
+    path: str
+    products: CompiledField
+    cell_type: CompiledField
+    generic_fallback_cell_type: str
+    generic_fallback: CompiledField
+    generic_cell_cues: CompiledField
+    exclusions: CompiledField
+    background_cue: re.Pattern[str]
+    comparator_prefix: re.Pattern[str]
+    msc_source: CompiledField
+    origin: CompiledField
+    implied_origin_by_source: dict[str, str]
+    implied_origin_by_cell_type: dict[str, str]
+    product_form: CompiledField
+    product_form_weak: CompiledField
+    engineered_by_definition: frozenset[str]
+    indications: CompiledField
+    indications_unlimited: CompiledField
+    msc_source_target_cue: re.Pattern[str]
+    oncology_cell_types: frozenset[str]
+    default_indication: tuple[str, str]
+    targets: CompiledField
+    routes: CompiledField
+    combinations: CompiledField
+    manufacturing: CompiledField
+    doses: CompiledField
+    raw: dict[str, Any]
+
+    def cell_type_option(self, value: str, option: str) -> Any:
+        for e in self.cell_type.entries:
+            if e.value == value:
+                return e.options.get(option)
+        return None
+
+
+# ---------------------------------------------------------------------------
+# validation helpers
+
+
+class _Ctx:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, where: str, msg: str) -> TaxonomyError:
+        return TaxonomyError(
+            f"{self.path}: {where}: {msg}",
+            hint="Fix the named entry in taxonomy.yaml; values must be those of TAXONOMY.md.",
+        )
+
+
+def _as_list(x: Any) -> list[Any]:
+    if x is None:
+        return []
+    if isinstance(x, list):
+        return x
+    return [x]
+
+
+def _check_pattern(ctx: _Ctx, where: str, pat: Any) -> str:
+    if not isinstance(pat, str) or not pat.strip():
+        raise ctx.fail(where, f"pattern must be a non-empty string, got {pat!r}")
+    try:
+        compiled = re.compile(pat, re.IGNORECASE)
+    except re.error as exc:
+        raise ctx.fail(where, f"pattern {pat!r} does not compile: {exc}") from None
+    if compiled.groupindex:
+        raise ctx.fail(where, f"pattern {pat!r} must not contain named groups")
+    if compiled.match(""):
+        raise ctx.fail(where, f"pattern {pat!r} matches the empty string")
+    return pat
+
+
+def _alternatives(ctx: _Ctx, where: str, item: Mapping[str, Any], *, required: bool = True) -> list[str]:
+    alts: list[str] = []
+    for key in _PATTERN_KEYS:
+        raw = item.get(key)
+        if raw is None:
+            continue
+        if not isinstance(raw, list):
+            raise ctx.fail(where, f"'{key}' must be a list of regular expressions")
+        for p in raw:
+            pat = _check_pattern(ctx, where, p)
+            alts.append(f"(?-i:{pat})" if key == "case_sensitive_patterns" else f"(?:{pat})")
+    if required and not alts:
+        raise ctx.fail(where, "entry has no patterns")
+    return alts
+
+
+def _check_value(ctx: _Ctx, where: str, fld: str, value: Any) -> str:
+    allowed = TAXONOMY_VALUES.get(fld)
+    if not isinstance(value, str):
+        raise ctx.fail(where, f"{fld} value must be a string, got {value!r}")
+    if allowed is not None and value not in allowed:
+        raise ctx.fail(where, f"unknown {fld} value {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _check_keys(ctx: _Ctx, where: str, item: Any, allowed: set[str]) -> Mapping[str, Any]:
+    if not isinstance(item, dict):
+        raise ctx.fail(where, f"expected a mapping, got {type(item).__name__}")
+    unknown = set(item) - allowed
+    if unknown:
+        raise ctx.fail(where, f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(allowed))}")
+    return item
+
+
+def _value_field(ctx: _Ctx, section: str, data: Any, fld: str | None, extra_keys: set[str] = frozenset()) -> CompiledField:  # type: ignore[assignment]
+    """A list of ``{value, patterns, case_sensitive_patterns, ...}`` entries."""
+    if not isinstance(data, list):
+        raise ctx.fail(section, "expected a list of entries")
+    entries: list[Entry] = []
+    alts: list[list[str]] = []
+    for i, item in enumerate(data):
+        where = f"{section}[{i}]"
+        item = _check_keys(ctx, where, item, {"value", *_PATTERN_KEYS, *extra_keys})
+        if "value" not in item:
+            raise ctx.fail(where, "missing 'value'")
+        value = item["value"]
+        where = f"{section}[{i}] ({value})"
+        if fld is not None:
+            _check_value(ctx, where, fld, value)
+        elif not isinstance(value, str) or not value:
+            raise ctx.fail(where, "value must be a non-empty string")
+        options = {k: item[k] for k in extra_keys if k in item}
+        entries.append(Entry(str(value), {fld or section: (str(value),)}, options))
+        alts.append(_alternatives(ctx, where, item))
+    return CompiledField(entries, alts)
+
+
+def _pattern_list(ctx: _Ctx, section: str, data: Any) -> list[str]:
+    if not isinstance(data, list) or not data:
+        raise ctx.fail(section, "expected a non-empty list of regular expressions")
+    return [_check_pattern(ctx, f"{section}[{i}]", p) for i, p in enumerate(data)]
+
+
+def _single(name: str, pats: list[str]) -> CompiledField:
+    return CompiledField([Entry(name, {})], [[f"(?:{p})" for p in pats]])
+
+
+# ---------------------------------------------------------------------------
+
+
+def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
+    """Read, validate and compile a taxonomy YAML file (default: the packaged one)."""
+    p = Path(path) if path is not None else DEFAULT_PATH
+    ctx = _Ctx(str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TaxonomyError(f"{p}: cannot read taxonomy: {exc}", hint="Check the path of the taxonomy file.") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ctx.fail("file", f"not valid YAML: {exc}") from None
+    return build_taxonomy(raw, source=str(p))
+
+
+def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
+    """Validate and compile an already parsed taxonomy mapping."""
+    ctx = _Ctx(source)
+    if not isinstance(raw, dict):
+        raise ctx.fail("file", "top level must be a mapping")
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ctx.fail("top level", f"unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    missing = _REQUIRED_KEYS - set(raw)
+    if missing:
+        raise ctx.fail("top level", f"missing key(s) {', '.join(sorted(missing))}")
+    version = raw["version"]
+    if not isinstance(version, str) or not re.fullmatch(r"\d{4}\.\d{1,2}\.\d+", version):
+        raise ctx.fail("version", f"version must be a string like '2026.11.1', got {version!r}")
+
+    # values must agree with TAXONOMY.md exactly
+    values = _check_keys(ctx, "values", raw["values"], set(TAXONOMY_VALUES))
+    for fld, allowed in TAXONOMY_VALUES.items():
+        got = values.get(fld)
+        if not isinstance(got, list) or [str(v) for v in got] != list(allowed):
+            raise ctx.fail(f"values.{fld}", f"must list exactly the TAXONOMY.md values {list(allowed)}")
+
+    # products: entries implying several labels
+    prod_entries: list[Entry] = []
+    prod_alts: list[list[str]] = []
+    label_fields = ("cell_type", "msc_source", "origin", "product_form")
+    for i, item in enumerate(_as_list(raw.get("products"))):
+        where = f"products[{i}]"
+        item = _check_keys(ctx, where, item, {"name", *_PATTERN_KEYS, *label_fields})
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise ctx.fail(where, "missing 'name'")
+        where = f"products[{i}] ({name})"
+        labels: dict[str, tuple[str, ...]] = {}
+        for fld in label_fields:
+            if fld in item:
+                labels[fld] = tuple(_check_value(ctx, where, fld, v) for v in _as_list(item[fld]))
+        if "cell_type" not in labels:
+            raise ctx.fail(where, "a product must name its cell_type")
+        prod_entries.append(Entry(name, labels))
+        prod_alts.append(_alternatives(ctx, where, item))
+    products = CompiledField(prod_entries, prod_alts)
+
+    # cell types (ordered by precedence)
+    ct_raw = raw["cell_type"]
+    if not isinstance(ct_raw, list):
+        raise ctx.fail("cell_type", "expected a list of entries")
+    ct_entries: list[Entry] = []
+    ct_alts: list[list[str]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(ct_raw):
+        where = f"cell_type[{i}]"
+        item = _check_keys(ctx, where, item, {"value", *_PATTERN_KEYS, "primary_only", "dropped_with_other_cells_in"})
+        value = _check_value(ctx, where, "cell_type", item.get("value"))
+        where = f"cell_type[{i}] ({value})"
+        if value in seen:
+            raise ctx.fail(where, "duplicate cell_type entry")
+        seen.add(value)
+        opts: dict[str, Any] = {}
+        if "primary_only" in item:
+            if not isinstance(item["primary_only"], bool):
+                raise ctx.fail(where, "primary_only must be true/false")
+            opts["primary_only"] = item["primary_only"]
+        if "dropped_with_other_cells_in" in item:
+            opts["dropped_with_other_cells_in"] = frozenset(
+                _check_value(ctx, where, "therapeutic_area", v) for v in _as_list(item["dropped_with_other_cells_in"])
+            )
+        ct_entries.append(Entry(value, {"cell_type": (value,)}, opts))
+        ct_alts.append(_alternatives(ctx, where, item))
+    cell_type = CompiledField(ct_entries, ct_alts)
+
+    gf = _check_keys(ctx, "generic_fallback", raw.get("generic_fallback") or {"cell_type": "other_stem", "patterns": ["stem cells?"]}, {"cell_type", "patterns"})
+    gf_value = _check_value(ctx, "generic_fallback", "cell_type", gf.get("cell_type"))
+    generic_fallback = _single("generic", _pattern_list(ctx, "generic_fallback.patterns", gf.get("patterns")))
+    generic_cues = _single("generic_cue", _pattern_list(ctx, "generic_cell_cues", raw.get("generic_cell_cues") or ["cells?"]))
+
+    # exclusions
+    ex_entries: list[Entry] = []
+    ex_alts: list[list[str]] = []
+    for i, item in enumerate(_as_list(raw.get("exclusions"))):
+        where = f"exclusions[{i}]"
+        item = _check_keys(ctx, where, item, {"name", *_PATTERN_KEYS})
+        ex_entries.append(Entry(str(item.get("name", where)), {}))
+        ex_alts.append(_alternatives(ctx, where, item))
+    exclusions = CompiledField(ex_entries, ex_alts)
+
+    cues = _pattern_list(ctx, "background_cues", raw.get("background_cues") or ["prior"])
+    background_cue = re.compile(r"(?<!\w)(?:" + "|".join(f"(?:{c})" for c in cues) + r")(?:\W+\w+){0,4}?\W*$", re.IGNORECASE)
+    comps = _pattern_list(ctx, "comparator_prefixes", raw.get("comparator_prefixes") or ["control\\s*:"])
+    comparator_prefix = re.compile(r"^\s*(?:" + "|".join(f"(?:{c})" for c in comps) + ")", re.IGNORECASE)
+
+    msc_source = _value_field(ctx, "msc_source", raw["msc_source"], "msc_source")
+    origin = _value_field(ctx, "origin", raw["origin"], "origin")
+
+    io = _check_keys(ctx, "implied_origin", raw.get("implied_origin") or {}, {"by_msc_source", "by_cell_type"})
+    by_src: dict[str, str] = {}
+    for k, v in _check_keys(ctx, "implied_origin.by_msc_source", io.get("by_msc_source") or {}, set(TAXONOMY_VALUES["msc_source"])).items():
+        by_src[k] = _check_value(ctx, f"implied_origin.by_msc_source.{k}", "origin", v)
+    by_ct: dict[str, str] = {}
+    for k, v in _check_keys(ctx, "implied_origin.by_cell_type", io.get("by_cell_type") or {}, set(TAXONOMY_VALUES["cell_type"])).items():
+        by_ct[k] = _check_value(ctx, f"implied_origin.by_cell_type.{k}", "origin", v)
+
+    # product forms (+ weak gene_modified patterns)
+    pf_raw = raw["product_form"]
+    if not isinstance(pf_raw, list):
+        raise ctx.fail("product_form", "expected a list of entries")
+    pf_entries: list[Entry] = []
+    pf_alts: list[list[str]] = []
+    weak_entries: list[Entry] = []
+    weak_alts: list[list[str]] = []
+    for i, item in enumerate(pf_raw):
+        where = f"product_form[{i}]"
+        item = _check_keys(ctx, where, item, {"value", *_PATTERN_KEYS, "weak_patterns"})
+        value = _check_value(ctx, where, "product_form", item.get("value"))
+        where = f"product_form[{i}] ({value})"
+        pf_entries.append(Entry(value, {"product_form": (value,)}))
+        pf_alts.append(_alternatives(ctx, where, item))
+        if "weak_patterns" in item:
+            weak_entries.append(Entry(value, {"product_form": (value,)}))
+            weak_alts.append([f"(?:{p})" for p in _pattern_list(ctx, f"{where}.weak_patterns", item["weak_patterns"])])
+    product_form = CompiledField(pf_entries, pf_alts)
+    product_form_weak = CompiledField(weak_entries, weak_alts)
+    engineered = frozenset(
+        _check_value(ctx, "engineered_by_definition", "cell_type", v) for v in _as_list(raw.get("engineered_by_definition"))
+    )
+
+    # indications
+    ind_raw = raw["indications"]
+    if not isinstance(ind_raw, list) or not ind_raw:
+        raise ctx.fail("indications", "expected a non-empty list of rules")
+    ind_entries: list[Entry] = []
+    ind_alts: list[list[str]] = []
+    for i, item in enumerate(ind_raw):
+        where = f"indications[{i}]"
+        item = _check_keys(ctx, where, item, {*_PATTERN_KEYS, "indication_group", "therapeutic_area", "cell_types", "generic"})
+        group = _check_value(ctx, where, "indication_group", item.get("indication_group"))
+        areas = tuple(_check_value(ctx, where, "therapeutic_area", v) for v in _as_list(item.get("therapeutic_area")))
+        if not areas:
+            raise ctx.fail(where, "missing therapeutic_area")
+        opts: dict[str, Any] = {"rank": i, "generic": bool(item.get("generic", False))}
+        if "cell_types" in item:
+            opts["cell_types"] = frozenset(_check_value(ctx, where, "cell_type", v) for v in _as_list(item["cell_types"]))
+        ind_entries.append(Entry(f"indications[{i}]", {"indication_group": (group,), "therapeutic_area": areas}, opts))
+        ind_alts.append(_alternatives(ctx, where, item))
+    indications = CompiledField(ind_entries, ind_alts)
+    # the same rules without those limited to some cell types (rescan when such a rule is not allowed)
+    indications_unlimited = CompiledField(
+        ind_entries, [a if "cell_types" not in e.options else [] for e, a in zip(ind_entries, ind_alts, strict=True)]
+    )
+    tcues = _pattern_list(ctx, "msc_source_target_cues", raw.get("msc_source_target_cues") or ["for"])
+    msc_source_target_cue = re.compile(r"(?<!\w)(?:" + "|".join(f"(?:{c})" for c in tcues) + r")(?:\W+\w+){0,2}?\W*$", re.IGNORECASE)
+    fb = _check_keys(ctx, "indication_fallback", raw.get("indication_fallback") or {}, {"oncology_cell_types", "default"})
+    onc_types = frozenset(_check_value(ctx, "indication_fallback", "cell_type", v) for v in _as_list(fb.get("oncology_cell_types")))
+    dflt = _check_keys(ctx, "indication_fallback.default", fb.get("default") or {"indication_group": "other", "therapeutic_area": "other"}, {"indication_group", "therapeutic_area"})
+    default_ind = (
+        _check_value(ctx, "indication_fallback.default", "indication_group", dflt.get("indication_group")),
+        _check_value(ctx, "indication_fallback.default", "therapeutic_area", dflt.get("therapeutic_area")),
+    )
+
+    targets = _value_field(ctx, "targets", raw.get("targets") or [], None)
+    routes = _value_field(ctx, "routes", raw.get("routes") or [], None)
+    combinations = _value_field(ctx, "combinations", raw.get("combinations") or [], None)
+    manufacturing = _value_field(ctx, "manufacturing", raw.get("manufacturing") or [], None)
+    doses = _single("dose", _pattern_list(ctx, "doses", raw.get("doses") or ["\\d+ cells/kg"]))
+
+    return Taxonomy(
+        version=version,
+        path=source,
+        products=products,
+        cell_type=cell_type,
+        generic_fallback_cell_type=gf_value,
+        generic_fallback=generic_fallback,
+        generic_cell_cues=generic_cues,
+        exclusions=exclusions,
+        background_cue=background_cue,
+        comparator_prefix=comparator_prefix,
+        msc_source=msc_source,
+        origin=origin,
+        implied_origin_by_source=by_src,
+        implied_origin_by_cell_type=by_ct,
+        product_form=product_form,
+        product_form_weak=product_form_weak,
+        engineered_by_definition=engineered,
+        indications=indications,
+        indications_unlimited=indications_unlimited,
+        msc_source_target_cue=msc_source_target_cue,
+        oncology_cell_types=onc_types,
+        default_indication=default_ind,
+        targets=targets,
+        routes=routes,
+        combinations=combinations,
+        manufacturing=manufacturing,
+        doses=doses,
+        raw=raw,
+    )
+
+
+@lru_cache(maxsize=4)
+def _cached(path: str) -> Taxonomy:
+    return load_taxonomy(path)
+
+
+def default_taxonomy() -> Taxonomy:
+    """The packaged taxonomy, loaded once per process."""
+    return _cached(str(DEFAULT_PATH))
