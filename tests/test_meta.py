@@ -404,3 +404,16 @@ def test_plots_for_each_measure_kind(tmp_path: Path) -> None:
         res = meta_analysis(pd.DataFrame(rows).astype(str), measure, method="FE")
         paths = write_plots(res, tmp_path / measure)
         assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_json_is_strict_when_statistics_are_undefined(tmp_path: Path) -> None:
+    # identical effects: Knapp–Hartung scale 0 -> undefined test statistic; subgroup of 1 -> no Q p-value
+    rows = {"yi": [0.2, 0.2, 0.2], "vi": [0.01, 0.02, 0.03], "g": ["a", "a", "b"]}
+    result = CliRunner().invoke(cli, ["meta", str(write_csv(tmp_path, rows)), "--measure", "GEN", "--test", "knha",
+                                      "--by", "g", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert out["estimate"] == pytest.approx(0.2)
+    assert out["tau2"] == 0.0
+    single = next(g for g in out["subgroups"]["groups"] if g["group"] == "b")
+    assert single["k"] == 1 and single["q_p"] is None and single["estimate"] == pytest.approx(0.2)

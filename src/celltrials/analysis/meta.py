@@ -369,13 +369,15 @@ def egger_test(y: np.ndarray, v: np.ndarray) -> dict[str, Any] | None:
         return None
     sei = np.sqrt(v)
     exog = sm.add_constant(1 / sei, has_constant="add")
-    res = sm.OLS(y / sei, exog).fit()
+    with np.errstate(divide="ignore", invalid="ignore"):  # a perfect fit has zero residual variance
+        res = sm.OLS(y / sei, exog).fit()
+        p = float(res.pvalues[0])
     return {
         "intercept": float(res.params[0]),
         "se": float(res.bse[0]),
         "t": float(res.tvalues[0]),
         "df": int(res.df_resid),
-        "p": float(res.pvalues[0]),
+        "p": p,
         "slope": float(res.params[1]),
     }
 
@@ -476,8 +478,9 @@ def meta_analysis(
             r.pop("weights")
             sub.append(_with_back(measure, {"group": g, **r}))
         est = np.array([s["estimate"] for s in sub])
-        wg = 1 / np.array([s["se"] for s in sub]) ** 2
-        qb = float(wg @ (est - wg @ est / wg.sum()) ** 2)
+        with np.errstate(divide="ignore", invalid="ignore"):  # SE 0 (KNHA, identical effects): undefined
+            wg = 1 / np.array([s["se"] for s in sub]) ** 2
+            qb = float(wg @ (est - wg @ est / wg.sum()) ** 2)
         out["subgroups"] = {
             "by": by,
             "groups": sub,
@@ -499,7 +502,22 @@ def meta_analysis(
     else:
         out["leave_one_out"] = None
     out["studies"] = studies
-    return out
+    return _json_safe(out)
+
+
+def _json_safe(obj: Any) -> Any:
+    """Plain Python types only; NaN/inf become ``None`` so the dict is valid JSON."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
 
 
 def meta_analysis_csv(path: str | Path, measure: str, **options: Any) -> dict[str, Any]:
