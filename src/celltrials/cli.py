@@ -77,6 +77,7 @@ _COMMAND_MODULES = [
     "celltrials.commands.pipeline",
     "celltrials.commands.meta",
     "celltrials.commands.products",
+    "celltrials.commands.sync",
 ]
 
 

@@ -1,0 +1,3 @@
+from celltrials.cli import main
+
+main()

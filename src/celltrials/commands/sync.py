@@ -1,0 +1,228 @@
+"""Live registry commands: ``fetch``, ``update``, ``sync-status``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from celltrials.cli import Context, cli, echo_json, pass_ctx
+from celltrials.errors import ConfigError
+
+_STATUSES = (
+    "ACTIVE_NOT_RECRUITING", "COMPLETED", "ENROLLING_BY_INVITATION", "NOT_YET_RECRUITING", "RECRUITING",
+    "SUSPENDED", "TERMINATED", "WITHDRAWN", "AVAILABLE", "NO_LONGER_AVAILABLE", "TEMPORARILY_NOT_AVAILABLE",
+    "APPROVED_FOR_MARKETING", "WITHHELD", "UNKNOWN",
+)
+
+
+def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    from celltrials.sync import DEFAULT_BACKOFF, DEFAULT_MAX_RETRIES, DEFAULT_RATE, DEFAULT_TIMEOUT
+
+    opts = [
+        click.option("--rate", default=DEFAULT_RATE, show_default=True, type=float, metavar="PER_MIN",
+                     help="Most requests per minute (0 = no limit, for a local mirror). "
+                          "ClinicalTrials.gov is commonly quoted at ~50/min per IP."),
+        click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, type=float, metavar="SECONDS",
+                     help="Connect/read timeout per request."),
+        click.option("--max-retries", default=DEFAULT_MAX_RETRIES, show_default=True, type=click.IntRange(0),
+                     help="Retries on 429, 5xx, timeouts and broken connections before giving up."),
+        click.option("--backoff", default=DEFAULT_BACKOFF, show_default=True, type=float, metavar="SECONDS",
+                     help="Base of the exponential backoff (full jitter); Retry-After wins."),
+        click.option("--page-size", default=1000, show_default=True, type=click.IntRange(1, 1000),
+                     help="Studies per page (the API's maximum is 1000)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the library's result as JSON."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@contextmanager
+def _reporter(quiet: bool, as_json: bool) -> Iterator[Any]:
+    """A progress callback drawing rich bars on stderr (None when quiet)."""
+    if quiet or as_json:
+        yield None, None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from celltrials.sync import RetryEvent, SyncEvent
+
+    console = Console(stderr=True)
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[pages]} pages"), TimeElapsedColumn(), console=console, transient=False)
+    tasks: dict[str, Any] = {}
+
+    def on_event(ev: SyncEvent) -> None:
+        if ev.kind == "query_start":
+            tasks[ev.query] = bars.add_task(ev.query, total=ev.total_count, completed=ev.studies_seen,
+                                            pages=max(ev.page - 1, 0))
+            if ev.message:
+                bars.console.print(f"[cyan]{ev.query}[/cyan]: {ev.message}")
+        elif ev.kind == "page":
+            bars.update(tasks[ev.query], total=ev.total_count, completed=ev.studies_seen, pages=ev.page)
+        elif ev.kind == "restart":
+            bars.console.print(f"[yellow]{ev.query}[/yellow]: {ev.message}")
+            bars.update(tasks[ev.query], completed=0, pages=0)
+        elif ev.kind == "query_done":
+            bars.update(tasks[ev.query], total=ev.studies_seen, completed=ev.studies_seen)
+        elif ev.kind == "study":
+            if "ids" not in tasks:
+                tasks["ids"] = bars.add_task("studies", total=ev.total_count, pages=0)
+            bars.update(tasks["ids"], completed=ev.studies_seen)
+
+    def on_retry(ev: RetryEvent) -> None:
+        bars.console.print(f"[yellow]{ev.reason}[/yellow] (attempt {ev.attempt}/{ev.max_attempts}); "
+                           f"retrying in {ev.delay:.1f} s")
+
+    with bars:
+        yield on_event, on_retry
+
+
+def _run(ctx: Context, as_json: bool, work: Callable[[Any, Any], Any]) -> Any:
+    store = ctx.open_store()
+    try:
+        with _reporter(ctx.quiet, as_json) as (on_event, on_retry):
+            try:
+                return work(store, (on_event, on_retry))
+            except KeyboardInterrupt:
+                click.echo("Interrupted; every committed page is kept. Rerun the same command to resume.", err=True)
+                sys.exit(130)
+    finally:
+        store.close()
+
+
+def _summary(result: Any, quiet: bool) -> None:
+    if quiet:
+        return
+    for r in result.runs:
+        resumed = f", resumed at page {r.resumed_from_page}" if r.resumed else ""
+        restarted = " (saved token refused; restarted)" if r.restarted else ""
+        click.echo(f"{r.name}: {r.status}, {r.pages_done} pages, {r.studies_seen} studies "
+                   f"({r.n_new} new versions) this run{resumed}{restarted}")
+    for s in result.studies:
+        click.echo(f"{s['nct_id']}: {'new version stored' if s['new'] else 'unchanged'}")
+
+
+@cli.command(context_settings={"max_content_width": 100})
+@click.option("--cond", default=None, help="Conditions (query.cond, Essie syntax).")
+@click.option("--intr", default=None, help="Interventions (query.intr).")
+@click.option("--term", default=None, help="Other terms (query.term).")
+@click.option("--advanced", default=None, help="Essie filter (filter.advanced), e.g. AREA[Phase]PHASE3.")
+@click.option("--status", "statuses", multiple=True, metavar="STATUS",
+              help=f"Overall status filter (filter.overallStatus; repeat or comma-join): {', '.join(_STATUSES)}.")
+@click.option("--preset", default=None, help="A maintained query from taxonomy/presets.yaml, e.g. cell-therapy.")
+@click.option("--name", default="", help="A name for the saved query (default: made from its parameters).")
+@click.option("--id", "ids", multiple=True, metavar="NCT",
+              help="Refresh these studies only (/studies/{nctId}; repeat or comma-join).")
+@click.option("--base-url", envvar="CELLTRIALS_CTGOV_URL", default=None,
+              help="API base URL (default https://clinicaltrials.gov/api/v2, env CELLTRIALS_CTGOV_URL).")
+@_client_options
+@pass_ctx
+def fetch(ctx: Context, cond: str | None, intr: str | None, term: str | None, advanced: str | None,
+          statuses: tuple[str, ...], preset: str | None, name: str, ids: tuple[str, ...], base_url: str | None,
+          rate: float, timeout: float, max_retries: int, backoff: float, page_size: int, as_json: bool) -> None:
+    """Download studies from ClinicalTrials.gov into the store.
+
+    Pages of up to 1000 studies are parsed like files and committed one page
+    per transaction together with the checkpoint; rerunning the same command
+    after an interruption (Ctrl-C, network loss, kill) resumes from the last
+    committed page. The query is saved for `celltrials update`.
+    """
+    from celltrials import sync
+
+    status_list = [s for v in statuses for s in v.split(",") if s.strip()]
+    bad = [s for s in status_list if s.strip().upper() not in _STATUSES]
+    if bad:
+        raise ConfigError(f"unknown --status {', '.join(bad)}", hint=f"One of: {', '.join(_STATUSES)}.")
+    url = base_url or sync.DEFAULT_BASE_URL
+
+    def work(store: Any, cbs: Any) -> Any:
+        on_event, on_retry = cbs
+        client = sync.CtgovClient(url, rate=rate, timeout=timeout, max_retries=max_retries, backoff=backoff,
+                                  on_retry=on_retry)
+        with client:
+            if ids:
+                if cond or intr or term or advanced or status_list or preset:
+                    raise ConfigError("--id cannot be combined with query options")
+                return sync.fetch_ids(store, ids, client=client, progress=on_event)
+            query: Any
+            if preset:
+                if cond or intr or term:
+                    raise ConfigError("--preset cannot be combined with --cond/--intr/--term",
+                                      hint="Add filters with --advanced or --status.")
+                p = sync.get_preset(preset)
+                query = [q.with_filters(advanced=advanced, status=status_list) for q in p.as_queries()]
+            else:
+                query = sync.Query.build(cond=cond, intr=intr, term=term, advanced=advanced, status=status_list,
+                                         name=name)
+            return sync.fetch(store, query, client=client, page_size=page_size, progress=on_event)
+
+    result = _run(ctx, as_json, work)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        _summary(result, ctx.quiet)
+
+
+@cli.command(context_settings={"max_content_width": 100})
+@_client_options
+@pass_ctx
+def update(ctx: Context, rate: float, timeout: float, max_retries: int, backoff: float, page_size: int,
+           as_json: bool) -> None:
+    """Rerun every saved query for studies updated since its last complete sync.
+
+    Adds AREA[LastUpdatePostDate]RANGE[<start date of the last complete
+    sync>,MAX] to filter.advanced; new versions of studies are stored next to
+    the old ones (history). Each query uses the base URL it was saved with.
+    """
+    from celltrials import sync
+
+    def work(store: Any, cbs: Any) -> Any:
+        on_event, on_retry = cbs
+        client = sync.CtgovClient(sync.DEFAULT_BASE_URL, rate=rate, timeout=timeout, max_retries=max_retries,
+                                  backoff=backoff, on_retry=on_retry)
+        with client:
+            return sync.update(store, client=client, page_size=page_size, progress=on_event)
+
+    result = _run(ctx, as_json, work)
+    if as_json:
+        echo_json(result.to_dict())
+    elif not result.runs and not ctx.quiet:
+        click.echo("No saved queries; run `celltrials fetch` first.")
+    else:
+        _summary(result, ctx.quiet)
+
+
+@cli.command("sync-status", context_settings={"max_content_width": 100})
+@click.option("--json", "as_json", is_flag=True, help="Print the library's result as JSON.")
+@pass_ctx
+def sync_status(ctx: Context, as_json: bool) -> None:
+    """Saved queries: last complete sync, pages done, studies seen."""
+    from celltrials import sync
+
+    store = ctx.open_store()
+    try:
+        rows = sync.sync_status(store)
+    finally:
+        store.close()
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("No saved queries; run `celltrials fetch` first.")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("query", "id", "last complete sync", "last run", "pages", "studies seen", "total", "base URL")
+    for r in rows:
+        run = r["last_run"] or {}
+        t.add_row(r["name"], r["query_id"], r["last_complete_sync"] or "never",
+                  f"{run.get('kind', '')} {run.get('status', '')}".strip(), str(run.get("pages_done", "")),
+                  str(run.get("studies_seen", "")), str(run.get("total_count") or ""), r["base_url"])
+    Console().print(t)
