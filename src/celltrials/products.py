@@ -478,6 +478,11 @@ class ProductMatcher:
         return cls(aliases=aliases, dropped=sorted(dropped))
 
     @property
+    def pattern(self) -> re.Pattern[str] | None:
+        """The single compiled regular expression holding every usable alias."""
+        return self._regex
+
+    @property
     def products(self) -> list[str]:
         return sorted({p for prods in self.aliases.values() for p, _ in prods})
 
