@@ -295,11 +295,15 @@ def normalize_sponsor_class(raw: str | None, name: str = "") -> str:
     return "unknown"
 
 
+_PADDING = re.compile(r"[ \t\r\f\v]{2,}|[\t\r\f\v]")
+
+
 def clean_text(value: object) -> str:
     """Trim and collapse the runs of padding whitespace registries ship."""
     if value is None:
         return ""
-    text = str(value)
-    if not text.strip():
+    text = value if isinstance(value, str) else str(value)
+    text = text.strip()
+    if not text:
         return ""
-    return re.sub(r"[ \t\r\f\v]+", " ", text).strip()
+    return _PADDING.sub(" ", text) if _PADDING.search(text) else text
