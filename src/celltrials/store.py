@@ -21,7 +21,7 @@ one; ``records.is_current`` marks the one in use. Trials are the connected
 components of records that share any registry id (:mod:`celltrials.dedup`).
 
 Other modules extend the schema with numbered migrations registered through
-:func:`register_migration` (2: classification, 3: sync, 4: products, 5: results).
+:func:`register_migration` (2: classification, 3: sync, 4: products).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def _load_extension_migrations() -> None:
     # Modules that own schema steps register them on import.
     import importlib
 
-    for mod in ("celltrials.classify", "celltrials.sync", "celltrials.products", "celltrials.analysis.results"):
+    for mod in ("celltrials.classify", "celltrials.sync", "celltrials.products"):
         with contextlib.suppress(ImportError):
             importlib.import_module(mod)
 
