@@ -45,6 +45,8 @@ _IMMUNE_TARGETED = frozenset({"car_t", "car_nk", "tcr_t", "macrophage", "gamma_d
 _CLAUSE_BREAK = re.compile(r"[.;:,()\[\]\n|]")
 _CONJUNCTION = re.compile(r"(?<!\w)(?:and|or|plus|with|versus|vs\.?|combined|combination|together|followed|then|compared)(?!\w)|[,;+&/]", re.I)
 _WS = re.compile(r"\s+")
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
+_CODE_NAME = re.compile(r"(?<![\w-])[A-Za-z]{1,12}[- ]?\d{2,}[\w-]*")
 _IND_TIER = {CONDITION: 0, MESH: 0, TITLE: 1, KEYWORD: 1, SUMMARY: 2}
 
 LABEL_COLUMNS = [
@@ -300,7 +302,11 @@ class Classifier:
             and m.values["cell_type"] == (m.hit.entry.value,) and m.seg.procedure
         )]
         if not found and summaries:
-            cue = any(tax.generic_cell_cues.search(masked.get(id(s), s.text)) for s in primary)
+            cue = any(
+                tax.generic_cell_cues.search(masked.get(id(s), s.text))
+                or (s.role == INTERVENTION and _CODE_NAME.search(s.text))
+                for s in primary
+            )
             generic_hits = self._scan(tax.generic_fallback, primary, masked)
             deriv_primary = self._scan(tax.product_form, primary, masked)
             if cue or generic_hits or deriv_primary:
@@ -340,9 +346,14 @@ class Classifier:
         else:
             group, areas = tax.default_indication[0], [tax.default_indication[1]]
 
-        # drop background-prone types (HSCT) when another cell product is tested
+        # drop catch-all / background-prone types when a more specific product is tested
         if len(cell_types) > 1:
             for v in list(cell_types):
+                with_types = tax.cell_type_option(v, "dropped_with_cell_types")
+                if with_types and cell_types & with_types:
+                    cell_types.discard(v)
+                    found = [m for m in found if v not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1]
+                    continue
                 drop_in = tax.cell_type_option(v, "dropped_with_other_cells_in")
                 if drop_in and set(areas) & drop_in:
                     cell_types.discard(v)
@@ -398,6 +409,19 @@ class Classifier:
         for seg, h in self._scan(tax.origin, product_segs, masked):
             stated.add(h.entry.value)
             self._ev(evidence, "origin", h.entry.value, seg, h)
+        if not stated and summaries:
+            for seg in summaries:
+                text = masked.setdefault(id(seg), _mask(seg.text, tax.exclusions))
+                for sm in _SENTENCE.finditer(text):
+                    sent = sm.group()
+                    if not (tax.cell_type.search(sent) or tax.products.search(sent)):
+                        continue
+                    for h in tax.origin.hits(sent):
+                        if _is_background(tax, sent, h.start):
+                            continue
+                        a, b = sm.start() + h.start, sm.start() + h.end
+                        stated.add(h.entry.value)
+                        evidence.append(Evidence("origin", h.entry.value, seg.source, seg.text[a:b], a, b))
         if "both" in stated or {"autologous", "allogeneic"} <= stated:
             origin = "both"
         elif stated:
@@ -459,6 +483,11 @@ class Classifier:
         # ---- descriptors ----
         desc_segs = product_segs + [s for s in primary if s not in product_segs and s.role in (INTERVENTION, ARM)]
         targets: list[str] = []
+        for m in found:
+            for v in m.values.get("targets", ()):
+                if v not in targets:
+                    targets.append(v)
+                self._ev(evidence, "targets", v, m.seg, m.hit)
         if cell_types & _IMMUNE_TARGETED:
             tsegs = [s for s in primary]
             hits = self._scan(tax.targets, tsegs, masked, skip_background=False)

@@ -297,7 +297,7 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
     label_fields = ("cell_type", "msc_source", "origin", "product_form")
     for i, item in enumerate(_as_list(raw.get("products"))):
         where = f"products[{i}]"
-        item = _check_keys(ctx, where, item, {"name", *_PATTERN_KEYS, *label_fields})
+        item = _check_keys(ctx, where, item, {"name", *_PATTERN_KEYS, *label_fields, "targets"})
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise ctx.fail(where, "missing 'name'")
@@ -306,6 +306,8 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
         for fld in label_fields:
             if fld in item:
                 labels[fld] = tuple(_check_value(ctx, where, fld, v) for v in _as_list(item[fld]))
+        if "targets" in item:
+            labels["targets"] = tuple(str(v) for v in _as_list(item["targets"]))
         if "cell_type" not in labels:
             raise ctx.fail(where, "a product must name its cell_type")
         prod_entries.append(Entry(name, labels))
@@ -321,7 +323,7 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
     seen: set[str] = set()
     for i, item in enumerate(ct_raw):
         where = f"cell_type[{i}]"
-        item = _check_keys(ctx, where, item, {"value", *_PATTERN_KEYS, "primary_only", "dropped_with_other_cells_in"})
+        item = _check_keys(ctx, where, item, {"value", *_PATTERN_KEYS, "primary_only", "dropped_with_other_cells_in", "dropped_with_cell_types"})
         value = _check_value(ctx, where, "cell_type", item.get("value"))
         where = f"cell_type[{i}] ({value})"
         if value in seen:
@@ -335,6 +337,10 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
         if "dropped_with_other_cells_in" in item:
             opts["dropped_with_other_cells_in"] = frozenset(
                 _check_value(ctx, where, "therapeutic_area", v) for v in _as_list(item["dropped_with_other_cells_in"])
+            )
+        if "dropped_with_cell_types" in item:
+            opts["dropped_with_cell_types"] = frozenset(
+                _check_value(ctx, where, "cell_type", v) for v in _as_list(item["dropped_with_cell_types"])
             )
         ct_entries.append(Entry(value, {"cell_type": (value,)}, opts))
         ct_alts.append(_alternatives(ctx, where, item))
@@ -429,6 +435,11 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
     )
 
     targets = _value_field(ctx, "targets", raw.get("targets") or [], None)
+    target_values = {e.value for e in targets.entries}
+    for e in products.entries:
+        for tv in e.labels.get("targets", ()):
+            if tv not in target_values:
+                raise ctx.fail(f"products ({e.name})", f"unknown target {tv!r}; add it to 'targets' first")
     routes = _value_field(ctx, "routes", raw.get("routes") or [], None)
     combinations = _value_field(ctx, "combinations", raw.get("combinations") or [], None)
     manufacturing = _value_field(ctx, "manufacturing", raw.get("manufacturing") or [], None)
