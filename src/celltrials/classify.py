@@ -552,3 +552,230 @@ def classify(trial: TrialText | ParsedRecord | Sequence[ParsedRecord], taxonomy:
     if _DEFAULT is None:
         _DEFAULT = Classifier()
     return _DEFAULT.classify(trial)
+
+
+# ---------------------------------------------------------------------------
+# store integration (schema migration 2: classification)
+
+_LABEL_TABLES = """
+CREATE TABLE IF NOT EXISTS labels (
+    trial_id VARCHAR PRIMARY KEY, is_cell_therapy BOOLEAN, cell_type VARCHAR, msc_source VARCHAR,
+    origin VARCHAR, product_form VARCHAR, indication_group VARCHAR, therapeutic_area VARCHAR,
+    targets VARCHAR, dose VARCHAR, route VARCHAR, combinations VARCHAR, manufacturing VARCHAR,
+    taxonomy_version VARCHAR, classified_at TIMESTAMP, input_hash VARCHAR);
+CREATE TABLE IF NOT EXISTS label_evidence (
+    trial_id VARCHAR, field VARCHAR, value VARCHAR, source_field VARCHAR, text VARCHAR,
+    start INTEGER, "end" INTEGER);
+"""
+
+_LABEL_COLS = [
+    "trial_id", "is_cell_therapy", "cell_type", "msc_source", "origin", "product_form",
+    "indication_group", "therapeutic_area", "targets", "dose", "route", "combinations",
+    "manufacturing", "taxonomy_version", "classified_at", "input_hash",
+]
+_EVIDENCE_COLS = ["trial_id", "field", "value", "source_field", "text", "start", "end"]
+
+
+def _migrate_v2(con: Any) -> None:
+    con.execute(_LABEL_TABLES)
+
+
+def _register() -> None:
+    from celltrials.store import register_migration
+
+    register_migration(2, "classification", _migrate_v2)
+
+
+_register()
+
+
+def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> list[TrialText]:
+    """The texts of every merged trial in ``store`` (all its current records, primary first)."""
+    from celltrials.models import Arm, Intervention
+
+    con = store.con
+    rows = con.execute("""
+        SELECT tr.trial_id, r.record_key, r.record_id, r.channel, r.source_format, r.registry,
+               r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description
+        FROM trial_records tr JOIN records r USING (record_key)
+        ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""").fetchall()
+    wanted = set(trial_ids) if trial_ids is not None else None
+    recs: dict[str, ParsedRecord] = {}
+    by_trial: dict[str, list[ParsedRecord]] = {}
+    for tid, key, rid, channel, fmt, registry, title, otitle, acr, summ, desc in rows:
+        if wanted is not None and tid not in wanted:
+            continue
+        rec = ParsedRecord(
+            channel=channel or "", source_format=fmt or "", record_id=rid or "", registry=registry or "",
+            raw={}, title=title or "", official_title=otitle or "", acronym=acr or "",
+            brief_summary=summ or "", detailed_description=desc or "",
+        )
+        recs[key] = rec
+        by_trial.setdefault(tid, []).append(rec)
+    for key, cond, kind in con.execute("SELECT record_key, condition, kind FROM record_conditions").fetchall():
+        rec = recs.get(key)
+        if rec is None or not cond:
+            continue
+        if kind == "mesh":
+            rec.mesh_terms.append(cond)
+        elif kind == "mesh_ancestor":
+            rec.mesh_ancestors.append(cond)
+        elif kind == "keyword":
+            rec.keywords.append(cond)
+        else:
+            rec.conditions.append(cond)
+    for key, _idx, typ, name, desc, other, arms in con.execute(
+        "SELECT record_key, idx, type, name, description, other_names, arm_labels FROM record_interventions ORDER BY record_key, idx"
+    ).fetchall():
+        rec = recs.get(key)
+        if rec is not None:
+            rec.interventions.append(Intervention(typ or "", name or "", desc or "", list(other or []), list(arms or [])))
+    for key, _idx, label, typ, desc, names in con.execute(
+        "SELECT record_key, idx, label, type, description, intervention_names FROM record_arms ORDER BY record_key, idx"
+    ).fetchall():
+        rec = recs.get(key)
+        if rec is not None:
+            rec.arms.append(Arm(label or "", typ or "", desc or "", list(names or [])))
+    return [TrialText.from_records(rs, tid) for tid, rs in by_trial.items()]
+
+
+def classify_store(
+    store: Any,
+    only_changed: bool = False,
+    progress: Any = None,
+    taxonomy: Taxonomy | None = None,
+) -> dict[str, Any]:
+    """Classify every trial in ``store`` into tables ``labels`` and ``label_evidence``.
+
+    ``only_changed`` skips trials whose input hash and taxonomy version match
+    their stored labels. ``progress(done, total)`` is called now and then.
+    Returns a summary dict.
+    """
+    import time
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    clf = Classifier(taxonomy)
+    store.con.execute(_LABEL_TABLES)
+    texts = store_trial_texts(store)
+    existing: dict[str, tuple[str, str]] = {}
+    if only_changed:
+        for tid, ver, h in store.con.execute("SELECT trial_id, taxonomy_version, input_hash FROM labels").fetchall():
+            existing[tid] = (ver, h)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    lab_rows: list[dict[str, Any]] = []
+    ev_rows: list[dict[str, Any]] = []
+    skipped = 0
+    counts: dict[str, int] = {}
+    total = len(texts)
+    for i, tt in enumerate(texts):
+        if only_changed and existing.get(tt.trial_id) == (clf.tax.version, tt.digest()):
+            skipped += 1
+            continue
+        lab = clf.classify(tt)
+        row = lab.to_row()
+        lab_rows.append({
+            "trial_id": lab.trial_id, "is_cell_therapy": lab.is_cell_therapy,
+            **{k: row[k] for k in LABEL_COLUMNS[2:]},
+            "targets": ";".join(lab.targets), "dose": ";".join(lab.dose), "route": ";".join(lab.route),
+            "combinations": ";".join(lab.combinations), "manufacturing": ";".join(lab.manufacturing),
+            "taxonomy_version": lab.taxonomy_version, "classified_at": now, "input_hash": lab.input_hash,
+        })
+        for e in lab.evidence:
+            ev_rows.append({"trial_id": lab.trial_id, **{k: getattr(e, k) for k in ("field", "value", "source_field", "text", "start", "end")}})
+        for ct in lab.cell_type:
+            counts[ct] = counts.get(ct, 0) + 1
+        if progress is not None and (i % 500 == 0 or i == total - 1):
+            progress(i + 1, total)
+    labels_df = pd.DataFrame(lab_rows, columns=_LABEL_COLS)
+    ev_df = pd.DataFrame(ev_rows, columns=_EVIDENCE_COLS)
+    ev_df["start"] = ev_df["start"].astype("int32")
+    ev_df["end"] = ev_df["end"].astype("int32")
+    with store.transaction() as con:
+        current = {t.trial_id for t in texts}
+        if only_changed:
+            con.register("_new_labels", labels_df)
+            con.execute("DELETE FROM labels WHERE trial_id IN (SELECT trial_id FROM _new_labels)")
+            con.execute("DELETE FROM label_evidence WHERE trial_id IN (SELECT trial_id FROM _new_labels)")
+            stale = [t for t in existing if t not in current]
+            if stale:
+                con.execute("DELETE FROM labels WHERE trial_id IN (SELECT UNNEST(?))", [stale])
+                con.execute("DELETE FROM label_evidence WHERE trial_id IN (SELECT UNNEST(?))", [stale])
+        else:
+            con.execute("DELETE FROM labels")
+            con.execute("DELETE FROM label_evidence")
+            con.register("_new_labels", labels_df)
+        con.register("_new_evidence", ev_df)
+        con.execute(f"INSERT INTO labels ({', '.join(_LABEL_COLS)}) SELECT {', '.join(_LABEL_COLS)} FROM _new_labels")
+        con.execute('INSERT INTO label_evidence SELECT trial_id, field, value, source_field, text, start, "end" FROM _new_evidence')
+        con.unregister("_new_labels")
+        con.unregister("_new_evidence")
+    n_cell = int(store.con.execute("SELECT count(*) FROM labels WHERE is_cell_therapy").fetchone()[0])
+    return {
+        "trials": total,
+        "classified": len(lab_rows),
+        "skipped_unchanged": skipped,
+        "cell_therapy_trials": n_cell,
+        "cell_types": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+        "taxonomy_version": clf.tax.version,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def labels_rows(store: Any) -> list[dict[str, str]]:
+    """The labels file: one row per trial under its primary id, plus one row per
+    other id of the trial (secondary registry ids, other records' ids) with the same labels."""
+    con = store.con
+    con.execute(_LABEL_TABLES)
+    labs = con.execute(f"""
+        SELECT t.primary_record_id, l.trial_id, {', '.join('l.' + c for c in LABEL_COLUMNS[1:])}
+        FROM labels l JOIN trials t USING (trial_id) ORDER BY l.trial_id""").fetchall()
+    ids: dict[str, list[str]] = {}
+    for tid, rid in con.execute("""
+        SELECT DISTINCT tr.trial_id, r.record_id FROM trial_records tr JOIN records r USING (record_key)
+        UNION SELECT DISTINCT trial_id, id_raw FROM trial_ids""").fetchall():
+        if rid:
+            ids.setdefault(tid, []).append(str(rid).strip())
+    out: list[dict[str, str]] = []
+    for primary, tid, is_ct, *rest in labs:
+        base = {"is_cell_therapy": "yes" if is_ct else "no", **dict(zip(LABEL_COLUMNS[2:], (r or "" for r in rest), strict=True))}
+        seen = {primary}
+        out.append({"registry_id": primary, **base})
+        for other in sorted(set(ids.get(tid, [])) - seen):
+            if other not in seen:
+                seen.add(other)
+                out.append({"registry_id": other, **base})
+    return out
+
+
+def store_evidence(store: Any, trial_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Evidence rows by trial id (all trials, or one)."""
+    con = store.con
+    con.execute(_LABEL_TABLES)
+    sql = 'SELECT trial_id, field, value, source_field, text, start, "end" FROM label_evidence'
+    params: list[Any] = []
+    if trial_id is not None:
+        sql += " WHERE trial_id = ?"
+        params.append(trial_id)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for tid, fld, val, src, text, start, end in con.execute(sql, params).fetchall():
+        out.setdefault(tid, []).append({"field": fld, "value": val, "source_field": src, "text": text, "start": start, "end": end})
+    return out
+
+
+def evaluate_store(store: Any, gold: Any) -> dict[str, Any]:
+    """Evaluate the store's labels against a gold CSV (any registry id of a trial matches)."""
+    from celltrials.evaluate import evaluate
+
+    rows = labels_rows(store)
+    ev_by_trial = store_evidence(store)
+    trial_of: dict[str, str] = {}
+    for tid, rid in store.con.execute("""
+        SELECT DISTINCT tr.trial_id, r.record_id FROM trial_records tr JOIN records r USING (record_key)
+        UNION SELECT DISTINCT trial_id, id_raw FROM trial_ids""").fetchall():
+        if rid:
+            trial_of.setdefault(str(rid).strip(), tid)
+    evidence = {r["registry_id"]: ev_by_trial.get(trial_of.get(r["registry_id"], ""), []) for r in rows}
+    return evaluate(rows, gold, evidence)
