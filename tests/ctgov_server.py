@@ -119,7 +119,8 @@ class CtgovServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="ctgov-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="ctgov-server",
+                                        daemon=True)
         self._thread.start()
         return self
 

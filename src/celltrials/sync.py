@@ -796,6 +796,22 @@ def fetch(
     return result
 
 
+def fetch_preset(
+    store: Store,
+    name: str,
+    *,
+    client: CtgovClient | None = None,
+    base_url: str | None = None,
+    page_size: int = PAGE_SIZE,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """:func:`fetch` of a maintained preset (e.g. ``"cell-therapy"``), as a JSON-ready dict
+    with the preset's name and version added."""
+    preset = get_preset(name)
+    result = fetch(store, preset, client=client, base_url=base_url, page_size=page_size, progress=progress)
+    return {"preset": preset.name, "preset_version": preset.version, **result.to_dict()}
+
+
 def _check_url(base_url: str, params: Mapping[str, str], page_size: int) -> None:
     n = len(request_url(base_url, params, "x" * 64, page_size).encode())
     if n > MAX_URL_BYTES:
@@ -929,6 +945,6 @@ def _iso(v: Any) -> str | None:
 
 __all__ = [
     "DEFAULT_BASE_URL", "DEFAULT_RATE", "CtgovClient", "PhraseMatcher", "Preset", "Query", "QueryRun",
-    "SyncEvent", "SyncResult", "fetch", "fetch_ids", "get_preset", "load_presets", "parse_retry_after",
+    "SyncEvent", "SyncResult", "fetch", "fetch_ids", "fetch_preset", "get_preset", "load_presets", "parse_retry_after",
     "preset_recall", "record_text", "sync_status", "update",
 ]
