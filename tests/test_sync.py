@@ -39,7 +39,14 @@ from celltrials.sync import (
     sync_status,
     update,
 )
-from ctgov_server import CAR_FILES, GENERAL_FILE, CtgovServer, load_studies, nct_id, real_studies
+from tests.ctgov_server import (
+    CAR_FILES,
+    GENERAL_FILE,
+    CtgovServer,
+    load_studies,
+    nct_id,
+    real_studies,
+)
 
 pytestmark = pytest.mark.skipif(not GENERAL_FILE.exists(), reason="shared data not available")
 
