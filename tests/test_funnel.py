@@ -188,10 +188,13 @@ def test_funnel_from_store(rows: list[dict[str, str]]) -> None:
     store = celltrials.open(":memory:")
     ingest_paths(store, [MSC_CSV])
     with pytest.raises(AnalysisError, match="labels"):
-        funnel(store)
+        funnel(store)  # not classified yet
     labels = _input(rows)[["trial_id", "cell_type", "msc_source"]]
     store.con.register("_labels", labels)
-    store.con.execute("CREATE TABLE labels AS SELECT * FROM _labels")
+    store.con.execute(
+        "INSERT INTO labels (trial_id, is_cell_therapy, cell_type, msc_source) "
+        "SELECT trial_id, true, cell_type, msc_source FROM _labels"
+    )
     links = link_products(store)
     assert set(links["product"]) >= {"Prochymal", "Ryoncil", "Cartistem"}
     got = funnel(store)
@@ -236,3 +239,47 @@ def test_funnel_input_errors() -> None:
     ]
     with pytest.raises(AnalysisError, match="cannot group"):
         funnel_frame(df, by=("sponsor",))
+
+
+def test_funnel_on_classifier_labels() -> None:
+    """End to end: ingest, classify (the project's classifier), link, funnel;
+    counts re-derived with plain pandas from the stored tables."""
+    from celltrials.classify import classify_store
+
+    store = celltrials.open(":memory:")
+    ingest_paths(store, [MSC_CSV])
+    classify_store(store)
+    link_products(store)
+    got = funnel(store)
+
+    lab = store.query("SELECT trial_id, is_cell_therapy, cell_type, msc_source FROM labels")
+    tr = store.query("SELECT trial_id, phase, status FROM trials")
+    df = lab[lab["is_cell_therapy"]].merge(tr, on="trial_id")
+    recs = []
+    for r in df.to_dict("records"):
+        for fam in [c for c in (r["cell_type"] or "").split(";") if c]:
+            srcs = [x for x in (r["msc_source"] or "").split(";") if x] or ["unspecified"]
+            for src in srcs if fam == "msc" else [""]:
+                recs.append({**r, "family": fam, "msc_source": src})
+    exp = pd.DataFrame(recs).drop_duplicates(["family", "msc_source", "trial_id"])
+    exp["p2"] = exp["phase"].map(
+        lambda p: p in {"PHASE1_PHASE2", "PHASE2", "PHASE2_PHASE3", "PHASE3", "PHASE4"}
+    )
+    exp["p3"] = exp["phase"].map(lambda p: p in {"PHASE2_PHASE3", "PHASE3", "PHASE4"})
+    exp["stop"] = exp["status"].map(lambda s: s in {"TERMINATED", "WITHDRAWN"})
+    agg = (
+        exp.groupby(["family", "msc_source"])
+        .agg(
+            registered=("trial_id", "size"),
+            reached_phase2=("p2", "sum"),
+            reached_phase3=("p3", "sum"),
+            stopped=("stop", "sum"),
+        )
+        .reset_index()
+    )
+    cols = ["family", "msc_source", "registered", "reached_phase2", "reached_phase3", "stopped"]
+    pd.testing.assert_frame_equal(got[cols], agg[cols], check_dtype=False)
+    msc = got[got["family"] == "msc"]
+    assert msc["registered"].sum() > 1000
+    bm = msc[msc["msc_source"] == "bone_marrow"].iloc[0]
+    assert bm["linked_products"] >= 2 and bm["approved_products"] >= 9

@@ -139,7 +139,14 @@ def years_to_approval(
         catalog = load_catalog()
     t = explode_labels(trials).drop_duplicates("trial_id")[["trial_id", "first_date"]]
     lk = links[["trial_id", "product"]].astype(str).drop_duplicates().merge(t, on="trial_id")
-    cols = ["product", "n_linked_trials", "first_trial_id", "first_trial_date", "first_approval", "years"]
+    cols = [
+        "product",
+        "n_linked_trials",
+        "first_trial_id",
+        "first_trial_date",
+        "first_approval",
+        "years",
+    ]
     if lk.empty:
         return pd.DataFrame(columns=cols)
     approvals = catalog_groups(catalog).groupby("product")["first_approval"].min()
@@ -214,7 +221,9 @@ def funnel_frame(
     joined["median_years_to_approval"] = float("nan")
     if links is not None and len(links):
         yta = years_to_approval(trials, links, catalog)
-        yta = yta.merge(products[["product", *keys]].drop_duplicates(), on="product") if keys else yta
+        yta = (
+            yta.merge(products[["product", *keys]].drop_duplicates(), on="product") if keys else yta
+        )
         for i, row in joined.iterrows():
             sel = yta
             for k in keys:
@@ -249,7 +258,8 @@ def _connection(con: Any) -> Any:
 
 
 def trials_from_store(con: Any) -> pd.DataFrame:
-    """Funnel input from a store: ``trials`` joined with the classifier's ``labels``."""
+    """Funnel input from a store: ``trials`` joined with the classifier's ``labels``
+    (schema migration 2; only rows with ``is_cell_therapy`` true)."""
     c = _connection(con)
     try:
         labels = c.execute("SELECT * FROM labels").df()
@@ -261,6 +271,13 @@ def trials_from_store(con: Any) -> pd.DataFrame:
     for col in ("trial_id", "cell_type"):
         if col not in labels.columns:
             raise AnalysisError(f"the `labels` table lacks column {col!r}")
+    if labels.empty:
+        raise AnalysisError(
+            "the store's `labels` table is empty",
+            hint="Classify the trials first (celltrials classify), or use funnel_frame() on a DataFrame.",
+        )
+    if "is_cell_therapy" in labels.columns:
+        labels = labels[labels["is_cell_therapy"].fillna(False).astype(bool)]
     if "msc_source" not in labels.columns:
         labels["msc_source"] = None
     trials = c.execute(
