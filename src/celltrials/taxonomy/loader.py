@@ -19,6 +19,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from re import _constants as _c  # type: ignore[attr-defined]
+from re import _parser  # type: ignore[attr-defined]
 from typing import Any
 
 import yaml
@@ -85,19 +87,80 @@ class Hit:
     text: str
 
 
+_REPEATS = {_c.MAX_REPEAT, _c.MIN_REPEAT, getattr(_c, "POSSESSIVE_REPEAT", _c.MAX_REPEAT)}
+
+
+def _seq_anchors(seq: Any) -> frozenset[str] | None:
+    """Lower-case literals one of which every match of ``seq`` contains (None: unknown)."""
+    best: frozenset[str] | None = None
+    best_len = 0
+    run: list[str] = []
+
+    def consider(cands: frozenset[str] | None) -> None:
+        nonlocal best, best_len
+        if cands:
+            n = min(len(c) for c in cands)
+            if n > best_len:
+                best, best_len = cands, n
+
+    for op, av in seq:
+        if op is _c.LITERAL:
+            run.append(chr(av))
+            continue
+        consider(frozenset({"".join(run).lower()}) if run else None)
+        run = []
+        if op is _c.SUBPATTERN:
+            consider(_seq_anchors(av[-1]))
+        elif op is _c.BRANCH:
+            subs = [_seq_anchors(a) for a in av[1]]
+            if all(x is not None for x in subs):
+                consider(frozenset().union(*[x for x in subs if x is not None]))
+        elif op in _REPEATS and av[0] >= 1:
+            consider(_seq_anchors(av[2]))
+    consider(frozenset({"".join(run).lower()}) if run else None)
+    return best if best_len >= 2 else None
+
+
+def pattern_anchors(pattern: str) -> frozenset[str] | None:
+    """Literal strings (lower case) one of which every match of ``pattern`` contains,
+    or None when the pattern has no such literal of two characters or more."""
+    try:
+        return _seq_anchors(_parser.parse(pattern, re.IGNORECASE))
+    except Exception:  # pragma: no cover - patterns are validated before
+        return None
+
+
 class CompiledField:
-    """All patterns of one field as one compiled alternation with word boundaries."""
+    """All patterns of one field as one compiled alternation with word boundaries.
+
+    A cheap *trigger* (the literal anchors every pattern's matches contain,
+    searched in the lower-cased text) lets :meth:`hits` skip texts that cannot
+    match; it only skips work, never changes results.
+    """
 
     def __init__(self, entries: Sequence[Entry], alternatives: Sequence[list[str]]) -> None:
         self.entries = list(entries)
         parts = []
+        anchors: set[str] = set()
+        gated = True
         for i, alts in enumerate(alternatives):
             if alts:
                 parts.append(f"(?P<e{i}>{'|'.join(alts)})")
+            for a in alts:
+                got = pattern_anchors(a)
+                if got is None:
+                    gated = False
+                else:
+                    anchors |= got
         body = "|".join(parts) if parts else "(?!)"
         self.regex: re.Pattern[str] = re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
+        self.trigger: re.Pattern[str] | None = None
+        if gated and anchors:
+            self.trigger = re.compile("|".join(re.escape(a) for a in sorted(anchors, key=lambda x: (-len(x), x))))
 
-    def hits(self, text: str) -> Iterator[Hit]:
+    def hits(self, text: str, lower: str | None = None) -> Iterator[Hit]:
+        if self.trigger is not None and self.trigger.search(lower if lower is not None else text.lower()) is None:
+            return
         entries = self.entries
         for m in self.regex.finditer(text):
             name = m.lastgroup
@@ -105,7 +168,9 @@ class CompiledField:
                 continue
             yield Hit(entries[int(name[1:])], m.start(), m.end(), m.group())
 
-    def search(self, text: str) -> bool:
+    def search(self, text: str, lower: str | None = None) -> bool:
+        if self.trigger is not None and self.trigger.search(lower if lower is not None else text.lower()) is None:
+            return False
         return self.regex.search(text) is not None
 
 
