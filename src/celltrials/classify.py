@@ -419,9 +419,9 @@ class Classifier:
                     for h in tax.origin.hits(sent):
                         if _is_background(tax, sent, h.start):
                             continue
-                        a, b = sm.start() + h.start, sm.start() + h.end
+                        s0, s1 = sm.start() + h.start, sm.start() + h.end
                         stated.add(h.entry.value)
-                        evidence.append(Evidence("origin", h.entry.value, seg.source, seg.text[a:b], a, b))
+                        evidence.append(Evidence("origin", h.entry.value, seg.source, seg.text[s0:s1], s0, s1))
         if "both" in stated or {"autologous", "allogeneic"} <= stated:
             origin = "both"
         elif stated:
@@ -613,9 +613,10 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
         recs[key] = rec
         by_trial.setdefault(tid, []).append(rec)
     for key, cond, kind in con.execute("SELECT record_key, condition, kind FROM record_conditions").fetchall():
-        rec = recs.get(key)
-        if rec is None or not cond:
+        crec = recs.get(key)
+        if crec is None or not cond:
             continue
+        rec = crec
         if kind == "mesh":
             rec.mesh_terms.append(cond)
         elif kind == "mesh_ancestor":
@@ -627,15 +628,15 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
     for key, _idx, typ, name, desc, other, arms in con.execute(
         "SELECT record_key, idx, type, name, description, other_names, arm_labels FROM record_interventions ORDER BY record_key, idx"
     ).fetchall():
-        rec = recs.get(key)
-        if rec is not None:
-            rec.interventions.append(Intervention(typ or "", name or "", desc or "", list(other or []), list(arms or [])))
+        irec = recs.get(key)
+        if irec is not None:
+            irec.interventions.append(Intervention(typ or "", name or "", desc or "", list(other or []), list(arms or [])))
     for key, _idx, label, typ, desc, names in con.execute(
         "SELECT record_key, idx, label, type, description, intervention_names FROM record_arms ORDER BY record_key, idx"
     ).fetchall():
-        rec = recs.get(key)
-        if rec is not None:
-            rec.arms.append(Arm(label or "", typ or "", desc or "", list(names or [])))
+        arec = recs.get(key)
+        if arec is not None:
+            arec.arms.append(Arm(label or "", typ or "", desc or "", list(names or [])))
     return [TrialText.from_records(rs, tid) for tid, rs in by_trial.items()]
 
 

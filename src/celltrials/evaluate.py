@@ -71,7 +71,8 @@ def _table(obj: pd.DataFrame | str | Path | Sequence[Mapping[str, Any]], what: s
     if missing:
         raise ConfigError(f"{what} lacks column(s) {', '.join(missing)}", hint="Use the columns of `celltrials labels`.")
     out: dict[str, dict[str, Any]] = {}
-    for row in df.to_dict("records"):
+    for rec in df.to_dict("records"):
+        row = {str(k): v for k, v in rec.items()}
         rid = str(row["registry_id"]).strip()
         if rid and rid not in out:
             out[rid] = row

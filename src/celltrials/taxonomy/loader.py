@@ -479,10 +479,10 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
         areas = tuple(_check_value(ctx, where, "therapeutic_area", v) for v in _as_list(item.get("therapeutic_area")))
         if not areas:
             raise ctx.fail(where, "missing therapeutic_area")
-        opts: dict[str, Any] = {"rank": i, "generic": bool(item.get("generic", False))}
+        iopts: dict[str, Any] = {"rank": i, "generic": bool(item.get("generic", False))}
         if "cell_types" in item:
-            opts["cell_types"] = frozenset(_check_value(ctx, where, "cell_type", v) for v in _as_list(item["cell_types"]))
-        ind_entries.append(Entry(f"indications[{i}]", {"indication_group": (group,), "therapeutic_area": areas}, opts))
+            iopts["cell_types"] = frozenset(_check_value(ctx, where, "cell_type", v) for v in _as_list(item["cell_types"]))
+        ind_entries.append(Entry(f"indications[{i}]", {"indication_group": (group,), "therapeutic_area": areas}, iopts))
         ind_alts.append(_alternatives(ctx, where, item))
     indications = CompiledField(ind_entries, ind_alts)
     # the same rules without those limited to some cell types (rescan when such a rule is not allowed)
