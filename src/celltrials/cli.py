@@ -78,6 +78,7 @@ _COMMAND_MODULES = [
     "celltrials.commands.meta",
     "celltrials.commands.products",
     "celltrials.commands.sync",
+    "celltrials.commands.report",
 ]
 
 

@@ -1,0 +1,748 @@
+"""The cell-therapy trial landscape: trial selection and one table per report section.
+
+Every section function returns a :class:`pandas.DataFrame` whose count
+columns (``n_trials``) come with the trial ids behind them (``trial_ids``,
+a sorted list), so every number in a report can list its trials.
+
+Counting rules (stated in the report's methods section):
+
+* one trial = one deduplicated trial of the store (records merged across
+  registries count once), shown through its primary record;
+* a trial with several cell types / MSC sources / therapeutic areas / targets
+  / product forms / countries counts once under each, so bars of such
+  sections can add up to more than the number of trials;
+* the *family* of a trial follows its cell types: ``immune``, ``stem_stromal``
+  or ``other`` (``somatic_other``); a trial with cell types of two families
+  counts in both; a trial without a cell type is ``unassigned``;
+* the start year is the year of the registry start date; the year of the
+  latest registry update in the store (:func:`data_date`) is the current,
+  partial year; start dates after that date are planned starts.
+
+Usage::
+
+    sel = select_trials(store.con, Filters(country=("China",), start_year=(2019, 2024)))
+    immune_by_cell_type(store.con, sel)
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import date
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from celltrials.errors import ConfigError
+
+# ----------------------------------------------------------------- vocabulary
+IMMUNE = ("car_t", "car_nk", "tcr_t", "til", "nk", "cik", "dc", "treg", "virus_specific_t",
+          "gamma_delta_t", "macrophage", "other_immune")
+STEM_STROMAL = ("msc", "hsc", "ipsc_derived", "esc_derived", "mononuclear_cells", "neural_stem",
+                "other_stem")
+OTHER = ("somatic_other",)
+CELL_TYPES = IMMUNE + STEM_STROMAL + OTHER
+FAMILIES = ("immune", "stem_stromal", "other", "unassigned")
+FAMILY_OF = {**dict.fromkeys(IMMUNE, "immune"), **dict.fromkeys(STEM_STROMAL, "stem_stromal"),
+             **dict.fromkeys(OTHER, "other")}
+INDICATION_GROUPS = ("oncology", "degenerative", "immune_mediated", "other")
+MSC_SOURCES = ("umbilical_cord", "bone_marrow", "adipose", "placenta", "amnion", "dental_pulp",
+               "endometrium_menstrual", "cord_blood", "other", "unspecified")
+PRODUCT_FORMS = ("cells", "extracellular_vesicles", "secretome", "gene_modified", "composite")
+THERAPEUTIC_AREAS = ("hematologic_malignancy", "solid_tumor", "musculoskeletal", "neurological",
+                     "cardiovascular", "respiratory", "hepatic", "renal", "metabolic_endocrine",
+                     "autoimmune_inflammatory", "gvhd_transplant", "skin_wound", "ophthalmic",
+                     "reproductive", "infectious", "hematologic_nonmalignant", "other")
+STOPPED = ("TERMINATED", "WITHDRAWN", "SUSPENDED")
+PHASES = ("EARLY_PHASE1", "PHASE1", "PHASE1_PHASE2", "PHASE2", "PHASE2_PHASE3", "PHASE3",
+          "PHASE4", "NOT_APPLICABLE", "UNKNOWN")
+
+LABELS: dict[str, str] = {
+    "car_t": "CAR-T", "car_nk": "CAR-NK", "tcr_t": "TCR-T", "til": "TIL", "nk": "NK",
+    "cik": "CIK", "dc": "Dendritic cells", "treg": "Treg", "virus_specific_t": "Virus-specific T",
+    "gamma_delta_t": "γδ T", "macrophage": "Macrophage", "other_immune": "Other immune",
+    "msc": "MSC", "hsc": "HSC", "ipsc_derived": "iPSC-derived", "esc_derived": "ESC-derived",
+    "mononuclear_cells": "Mononuclear cells", "neural_stem": "Neural stem",
+    "other_stem": "Other stem", "somatic_other": "Other somatic",
+    "immune": "Immune cells", "stem_stromal": "Stem/stromal cells", "other": "Other",
+    "unassigned": "No cell type", "oncology": "Oncology", "degenerative": "Degenerative",
+    "immune_mediated": "Immune-mediated",
+    "umbilical_cord": "Umbilical cord", "bone_marrow": "Bone marrow", "adipose": "Adipose",
+    "placenta": "Placenta", "amnion": "Amnion", "dental_pulp": "Dental pulp",
+    "endometrium_menstrual": "Endometrium/menstrual", "cord_blood": "Cord blood",
+    "unspecified": "Unspecified", "cells": "Cells", "extracellular_vesicles": "Extracellular vesicles",
+    "secretome": "Secretome", "gene_modified": "Gene-modified", "composite": "Composite",
+    "hematologic_malignancy": "Haematologic malignancy", "solid_tumor": "Solid tumour",
+    "musculoskeletal": "Musculoskeletal", "neurological": "Neurological",
+    "cardiovascular": "Cardiovascular", "respiratory": "Respiratory", "hepatic": "Hepatic",
+    "renal": "Renal", "metabolic_endocrine": "Metabolic/endocrine",
+    "autoimmune_inflammatory": "Autoimmune/inflammatory", "gvhd_transplant": "GvHD/transplant",
+    "skin_wound": "Skin/wound", "ophthalmic": "Ophthalmic", "reproductive": "Reproductive",
+    "infectious": "Infectious", "hematologic_nonmalignant": "Haematologic non-malignant",
+    "industry": "Industry", "academic_other": "Academic/other", "government": "Government",
+    "EARLY_PHASE1": "Early phase 1", "PHASE1": "Phase 1", "PHASE1_PHASE2": "Phase 1/2",
+    "PHASE2": "Phase 2", "PHASE2_PHASE3": "Phase 2/3", "PHASE3": "Phase 3", "PHASE4": "Phase 4",
+    "NOT_APPLICABLE": "Not applicable", "UNKNOWN": "Unknown", "not_classified": "Not classified",
+    "NOT_YET_RECRUITING": "Not yet recruiting", "RECRUITING": "Recruiting",
+    "ENROLLING_BY_INVITATION": "Enrolling by invitation", "ACTIVE_NOT_RECRUITING": "Active, not recruiting",
+    "COMPLETED": "Completed", "SUSPENDED": "Suspended", "TERMINATED": "Terminated", "WITHDRAWN": "Withdrawn",
+    "AVAILABLE": "Available", "NO_LONGER_AVAILABLE": "No longer available",
+    "TEMPORARILY_NOT_AVAILABLE": "Temporarily not available", "APPROVED_FOR_MARKETING": "Approved for marketing",
+    "WITHHELD": "Withheld",
+}
+
+
+def label(code: Any) -> str:
+    """Human label of a taxonomy/registry code; other values (targets,
+    countries, sponsors) as they are."""
+    if code is None or (isinstance(code, float) and code != code):
+        return "—"
+    s = str(code)
+    return LABELS.get(s, s)
+
+
+# -------------------------------------------------------------------- filters
+@dataclass(frozen=True)
+class Filters:
+    """Which trials a report covers. Fields combine with AND; values within a
+    field with OR. Empty means no restriction.
+
+    ``scope`` is ``"cell_therapy"`` (trials classified as cell therapy, the
+    default) or ``"all"`` (every trial in the store, classified or not).
+    """
+
+    country: tuple[str, ...] = ()
+    registry: tuple[str, ...] = ()
+    start_year: tuple[int | None, int | None] = (None, None)
+    status: tuple[str, ...] = ()
+    phase: tuple[str, ...] = ()
+    cell_type: tuple[str, ...] = ()
+    indication_group: tuple[str, ...] = ()
+    title: str | None = None
+    scope: str = "cell_therapy"
+
+    def describe(self) -> dict[str, str]:
+        """Non-empty filters as display strings (for the methods section)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "start_year":
+                lo, hi = v
+                if lo is not None or hi is not None:
+                    out["start_year"] = f"{lo if lo is not None else '…'}–{hi if hi is not None else '…'}"
+            elif f.name == "scope":
+                out["scope"] = "cell-therapy trials" if v == "cell_therapy" else "all trials in the store"
+            elif isinstance(v, tuple) and v:
+                out[f.name] = ", ".join(v)
+            elif isinstance(v, str) and v:
+                out[f.name] = v
+        return out
+
+
+def parse_year_range(text: str | None) -> tuple[int | None, int | None]:
+    """``"2019-2024"`` → (2019, 2024); ``"2019"`` → (2019, 2019); ``"2019-"`` → (2019, None)."""
+    if text is None or not text.strip():
+        return (None, None)
+    m = re.fullmatch(r"\s*(\d{4})?\s*(?:(-|–|\.\.|:)\s*(\d{4})?)?\s*", text)
+    if not m or not (m.group(1) or m.group(3)):
+        raise ConfigError(f"start year {text!r} is not YEAR or FROM-TO",
+                          hint="Write e.g. --start-year 2019-2024, --start-year 2020 or --start-year 2019-.")
+    lo = int(m.group(1)) if m.group(1) else None
+    hi = int(m.group(3)) if m.group(3) else (lo if not m.group(2) else None)
+    if lo is not None and hi is not None and lo > hi:
+        raise ConfigError(f"start year range {text!r} runs backwards", hint="Write FROM-TO with FROM ≤ TO.")
+    return (lo, hi)
+
+
+def _norm_phase(value: str) -> str:
+    v = re.sub(r"[\s/\-]+", "_", value.strip().upper())
+    v = {"1": "PHASE1", "2": "PHASE2", "3": "PHASE3", "4": "PHASE4", "1_2": "PHASE1_PHASE2",
+         "2_3": "PHASE2_PHASE3", "0": "EARLY_PHASE1", "NA": "NOT_APPLICABLE", "N_A": "NOT_APPLICABLE"}.get(v, v)
+    v = re.sub(r"^PHASE_?(\d)_PHASE_?(\d)$", r"PHASE\1_PHASE\2", v)
+    v = re.sub(r"^PHASE_(\d)$", r"PHASE\1", v)
+    v = re.sub(r"^PHASE(\d)_(\d)$", r"PHASE\1_PHASE\2", v)
+    if v not in PHASES:
+        raise ConfigError(f"unknown phase {value!r}", hint="Use one of: " + ", ".join(PHASES) + " (or 1, 2, 1/2, 3…).")
+    return v
+
+
+def _norm_choice(value: str, allowed: Iterable[str], what: str) -> str:
+    v = value.strip().lower().replace("-", "_").replace(" ", "_")
+    allowed = tuple(allowed)
+    if v not in allowed:
+        raise ConfigError(f"unknown {what} {value!r}", hint=f"Use one of: {', '.join(allowed)}.")
+    return v
+
+
+def make_filters(*, country: Iterable[str] = (), registry: Iterable[str] = (),
+                 start_year: str | tuple[int | None, int | None] | None = None,
+                 status: Iterable[str] = (), phase: Iterable[str] = (),
+                 cell_type: Iterable[str] = (), indication_group: Iterable[str] = (),
+                 title: str | None = None, scope: str = "cell_therapy") -> Filters:
+    """Validated, normalised :class:`Filters` from user input (case-insensitive).
+
+    ``cell_type`` also accepts a family name (``immune``, ``stem_stromal``,
+    ``other``), which stands for all its cell types.
+    """
+    cts: list[str] = []
+    for c in cell_type:
+        v = _norm_choice(c, (*CELL_TYPES, "immune", "stem_stromal", "stem", "other"), "cell type")
+        cts.extend({"immune": IMMUNE, "stem_stromal": STEM_STROMAL, "stem": STEM_STROMAL,
+                    "other": OTHER}.get(v, (v,)))
+    if scope not in ("cell_therapy", "all"):
+        raise ConfigError(f"unknown scope {scope!r}", hint="Use cell_therapy or all.")
+    years = start_year if isinstance(start_year, tuple) else parse_year_range(start_year)
+    return Filters(
+        country=tuple(dict.fromkeys(c.strip() for c in country if c.strip())),
+        registry=tuple(dict.fromkeys(r.strip().lower() for r in registry if r.strip())),
+        start_year=years,
+        status=tuple(dict.fromkeys(s.strip().upper().replace(" ", "_").replace("-", "_") for s in status if s.strip())),
+        phase=tuple(dict.fromkeys(_norm_phase(p) for p in phase)),
+        cell_type=tuple(dict.fromkeys(cts)),
+        indication_group=tuple(dict.fromkeys(_norm_choice(g, INDICATION_GROUPS, "indication group")
+                                             for g in indication_group)),
+        title=title.strip() if title and title.strip() else None,
+        scope=scope,
+    )
+
+
+# ------------------------------------------------------------- label access
+LABEL_VIEW = "_landscape_labels"
+_MULTI = ("cell_type", "msc_source", "product_form", "therapeutic_area", "targets")
+_SINGLE = ("is_cell_therapy", "origin", "indication_group")
+
+
+def has_labels(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(_one(con, "SELECT count(*) FROM information_schema.tables "
+                         "WHERE table_name = 'labels' AND table_schema = 'main'"))
+
+
+def _label_columns(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = 'labels' AND table_schema = 'main'").fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def ensure_label_view(con: duckdb.DuckDBPyConnection) -> bool:
+    """Create the temp view ``_landscape_labels`` (one row per trial, list
+    columns for multi-valued fields, ``is_cell_therapy`` as BOOLEAN, and
+    ``families``) over the classifier's ``labels`` table, whatever its exact
+    storage (lists or ``;``-joined text). Returns whether any trial is labelled."""
+    cols = _label_columns(con) if has_labels(con) else {}
+    if cols and not _one(con, "SELECT count(*) > 0 FROM (SELECT 1 FROM labels LIMIT 1)"):
+        cols = {}
+    exprs = ["trial_id"]
+    if not cols:
+        exprs = ["NULL::VARCHAR AS trial_id", "NULL::BOOLEAN AS is_cell_therapy"]
+        exprs += [f"NULL::VARCHAR[] AS {c}" for c in _MULTI]
+        exprs += ["NULL::VARCHAR AS origin", "NULL::VARCHAR AS indication_group"]
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {LABEL_VIEW} AS SELECT {', '.join(exprs)}, "
+                    "NULL::VARCHAR[] AS families WHERE false")
+        return False
+    ict = cols.get("is_cell_therapy", "")
+    if ict == "BOOLEAN":
+        exprs.append("is_cell_therapy")
+    elif ict:
+        exprs.append("lower(trim(CAST(is_cell_therapy AS VARCHAR))) IN ('yes', 'true', '1') AS is_cell_therapy")
+    else:
+        exprs.append("true AS is_cell_therapy")
+    for c in _MULTI:
+        t = cols.get(c)
+        if t is None:
+            exprs.append(f"[]::VARCHAR[] AS {c}")
+        elif t.endswith("[]"):
+            exprs.append(f"list_sort(list_distinct(list_filter(coalesce({c}, []), lambda x: x IS NOT NULL AND trim(x) <> ''))) AS {c}")
+        else:
+            exprs.append(f"list_sort(list_distinct(list_filter(string_split(coalesce({c}, ''), ';'), "
+                         f"lambda x: trim(x) <> '').list_transform(lambda x: trim(x)))) AS {c}")
+    for c in ("origin", "indication_group"):
+        exprs.append(f"nullif(trim({c}), '') AS {c}" if c in cols else f"NULL::VARCHAR AS {c}")
+    fam_case = (
+        "list_sort(list_distinct(list_transform(cell_type, lambda x: CASE "
+        f"WHEN x IN ({_in(IMMUNE)}) THEN 'immune' WHEN x IN ({_in(STEM_STROMAL)}) THEN 'stem_stromal' "
+        "ELSE 'other' END)))"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {LABEL_VIEW} AS "
+        f"WITH l AS (SELECT {', '.join(exprs)} FROM labels) "
+        f"SELECT *, CASE WHEN len(cell_type) = 0 THEN ['unassigned'] ELSE {fam_case} END AS families FROM l"
+    )
+    return True
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:
+    """The single value of a one-row, one-column query."""
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _in(values: Iterable[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+# ------------------------------------------------------------------ selection
+SELECT_COLUMNS = """
+    t.trial_id, t.primary_record_id, t.registry, t.title, t.status,
+    nullif(trim(t.why_stopped), '') AS why_stopped, coalesce(t.phase, 'UNKNOWN') AS phase,
+    t.study_type, t.start_date, year(t.start_date) AS start_year, t.registration_date, t.last_update,
+    t.enrollment, coalesce(t.enrollment_type, 'UNKNOWN') AS enrollment_type,
+    t.lead_sponsor, coalesce(t.sponsor_class, 'unknown') AS sponsor_class, t.url, t.n_records, t.source,
+    l.is_cell_therapy, coalesce(l.cell_type, []) AS cell_type, coalesce(l.msc_source, []) AS msc_source,
+    l.origin, coalesce(l.product_form, []) AS product_form, l.indication_group,
+    coalesce(l.therapeutic_area, []) AS therapeutic_area, coalesce(l.targets, []) AS targets,
+    coalesce(l.families, ['unassigned']) AS families"""
+
+
+def selection_sql(filters: Filters) -> tuple[str, list[Any]]:
+    """The SQL (with ``?`` parameters) that selects the report's trials."""
+    where: list[str] = []
+    params: list[Any] = []
+    if filters.scope == "cell_therapy":
+        where.append("l.is_cell_therapy")
+    if filters.country:
+        where.append("t.trial_id IN (SELECT trial_id FROM countries WHERE lower(country) IN "
+                     "(SELECT lower(unnest(?::VARCHAR[]))))")
+        params.append(list(filters.country))
+    if filters.registry:
+        where.append("lower(t.registry) IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(filters.registry))
+    lo, hi = filters.start_year
+    if lo is not None:
+        where.append("year(t.start_date) >= ?")
+        params.append(lo)
+    if hi is not None:
+        where.append("year(t.start_date) <= ?")
+        params.append(hi)
+    if filters.status:
+        where.append("upper(t.status) IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(filters.status))
+    if filters.phase:
+        where.append("coalesce(t.phase, 'UNKNOWN') IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(filters.phase))
+    if filters.cell_type:
+        where.append("len(list_intersect(coalesce(l.cell_type, []), ?::VARCHAR[])) > 0")
+        params.append(list(filters.cell_type))
+    if filters.indication_group:
+        where.append("l.indication_group IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(filters.indication_group))
+    if filters.title:
+        where.append("contains(lower(coalesce(t.title, '')), lower(?))")
+        params.append(filters.title)
+    sql = (f"SELECT {SELECT_COLUMNS}\nFROM trials t LEFT JOIN {LABEL_VIEW} l USING (trial_id)"
+           + ("\nWHERE " + "\n  AND ".join(where) if where else "") + "\nORDER BY t.trial_id")
+    return sql, params
+
+
+def select_trials(con: duckdb.DuckDBPyConnection, filters: Filters | None = None) -> pd.DataFrame:
+    """The trials a report covers, one row per trial, with their labels."""
+    filters = filters or Filters()
+    ensure_label_view(con)
+    sql, params = selection_sql(filters)
+    return con.execute(sql, params).df()
+
+
+_SEL_TOKENS: dict[int, str] = {}
+
+
+@contextmanager
+def _selected(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> Iterator[str]:
+    """Expose ``trials`` (its trial ids) to SQL as the temp table ``_sel``
+    (joined with the trial and label views) for the section queries.
+
+    The table is built once per (connection, DataFrame): section functions
+    called in a row on the same selection reuse it."""
+    token = trials.attrs.get("_landscape_token")
+    if token is None or _SEL_TOKENS.get(id(con)) != token:
+        ensure_label_view(con)
+        ids = pd.DataFrame({"trial_id": trials["trial_id"].astype(str)})
+        con.register("_sel_ids", ids)
+        try:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _sel AS SELECT {SELECT_COLUMNS} "
+                f"FROM _sel_ids s JOIN trials t USING (trial_id) LEFT JOIN {LABEL_VIEW} l USING (trial_id)")
+        finally:
+            con.unregister("_sel_ids")
+        token = uuid.uuid4().hex
+        trials.attrs["_landscape_token"] = token
+        _SEL_TOKENS[id(con)] = token
+    yield "_sel"
+
+
+def _q(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+    df = con.execute(sql, params or []).df()
+    if "trial_ids" in df.columns:
+        df["trial_ids"] = [list(x) if x is not None else [] for x in df["trial_ids"]]
+    if "n_trials" in df.columns:
+        df["n_trials"] = df["n_trials"].astype("int64")
+    return df
+
+
+def _count_by(con: duckdb.DuckDBPyConnection, key_expr: str, where: str = "true",
+              order: str = "n_trials DESC, key", unnest: bool = False) -> pd.DataFrame:
+    inner = f"unnest({key_expr})" if unnest else key_expr
+    return _q(con, f"""
+        WITH k AS (SELECT trial_id, {inner} AS key FROM _sel WHERE {where})
+        SELECT key, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+        FROM k WHERE key IS NOT NULL GROUP BY key ORDER BY {order}""")
+
+
+def _order_by(df: pd.DataFrame, column: str, order: Iterable[str]) -> pd.DataFrame:
+    rank = {v: i for i, v in enumerate(order)}
+    return df.sort_values(column, key=lambda s: s.map(lambda v: rank.get(v, len(rank))), kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- data dates
+def data_date(con: duckdb.DuckDBPyConnection) -> date | None:
+    """The latest registry update date of any trial in the store: the 'as of'
+    date of the data (never the wall clock)."""
+    v = _one(con, "SELECT max(last_update) FROM trials")
+    return v if isinstance(v, date) else None
+
+
+# ------------------------------------------------------------------- sections
+def headline(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Key figures: trials, patients (actual / anticipated / type not stated),
+    countries, registries, first and last start year, missing and planned starts.
+
+    ``value`` is an integer (dates as ISO text in ``text``)."""
+    dd = data_date(con)
+    with _selected(con, trials):
+        rows: list[dict[str, Any]] = []
+
+        def add(metric: str, sql_value: str, sql_ids: str, params: list[Any] | None = None,
+                ids_params: list[Any] | None = None) -> None:
+            v = _one(con, sql_value, params)
+            ids = _one(con, sql_ids, ids_params if ids_params is not None else params)
+            rows.append({"metric": metric, "value": None if v is None else int(v),
+                         "trial_ids": sorted(ids) if ids else []})
+
+        add("trials", "SELECT count(*) FROM _sel", "SELECT list(trial_id) FROM _sel")
+        add("patients_total", "SELECT coalesce(sum(enrollment), 0) FROM _sel WHERE enrollment IS NOT NULL",
+            "SELECT list(trial_id) FROM _sel WHERE enrollment IS NOT NULL")
+        for metric, kind in (("patients_actual", "ACTUAL"), ("patients_anticipated", "ESTIMATED"),
+                             ("patients_type_not_stated", "UNKNOWN")):
+            add(metric, "SELECT coalesce(sum(enrollment), 0) FROM _sel WHERE enrollment IS NOT NULL AND enrollment_type = ?",
+                "SELECT list(trial_id) FROM _sel WHERE enrollment IS NOT NULL AND enrollment_type = ?", [kind])
+        add("trials_without_enrollment", "SELECT count(*) FROM _sel WHERE enrollment IS NULL",
+            "SELECT list(trial_id) FROM _sel WHERE enrollment IS NULL")
+        add("countries", "SELECT count(DISTINCT country) FROM countries WHERE trial_id IN (SELECT trial_id FROM _sel)",
+            "SELECT list(DISTINCT trial_id) FROM countries WHERE trial_id IN (SELECT trial_id FROM _sel)")
+        add("registries", "SELECT count(DISTINCT registry) FROM _sel", "SELECT list(trial_id) FROM _sel WHERE registry IS NOT NULL")
+        cutoff = [dd] if dd else [date.max]
+        add("first_start_year", "SELECT min(start_year) FROM _sel WHERE start_date <= ?",
+            "SELECT list(trial_id) FROM _sel WHERE start_date <= ? AND start_year = "
+            "(SELECT min(start_year) FROM _sel WHERE start_date <= ?)", cutoff, cutoff * 2)
+        add("last_start_year", "SELECT max(start_year) FROM _sel WHERE start_date <= ?",
+            "SELECT list(trial_id) FROM _sel WHERE start_date <= ? AND start_year = "
+            "(SELECT max(start_year) FROM _sel WHERE start_date <= ?)", cutoff, cutoff * 2)
+        add("start_date_missing", "SELECT count(*) FROM _sel WHERE start_date IS NULL",
+            "SELECT list(trial_id) FROM _sel WHERE start_date IS NULL")
+        add("start_after_data_date", "SELECT count(*) FROM _sel WHERE start_date > ?",
+            "SELECT list(trial_id) FROM _sel WHERE start_date > ?", cutoff)
+        add("merged_trials", "SELECT count(*) FROM _sel WHERE n_records > 1",
+            "SELECT list(trial_id) FROM _sel WHERE n_records > 1")
+    df = pd.DataFrame(rows)
+    df["value"] = df["value"].astype("Int64")
+    df["n_trials"] = [len(x) for x in df["trial_ids"]]
+    return df
+
+
+def registries(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials by the registry of their primary record."""
+    with _selected(con, trials):
+        return _count_by(con, "registry").rename(columns={"key": "registry"})
+
+
+def snapshots(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per ingested source file: format, when ingested, records read,
+    trials of the report shown from it, and the latest registry update date
+    among its records (the snapshot date of the source)."""
+    with _selected(con, trials):
+        df = _q(con, """
+            WITH src AS (
+                SELECT source, any_value(format) AS format, min(started_at) AS first_ingested,
+                       max(finished_at) AS last_ingested, sum(n_records) AS n_records_read,
+                       sum(n_bad) AS n_bad
+                FROM ingests GROUP BY source),
+            upd AS (SELECT source, max(last_update) AS latest_update, string_agg(DISTINCT registry, ', ' ORDER BY registry) AS registries
+                    FROM records GROUP BY source),
+            shown AS (SELECT source, count(*) AS n_trials, list(trial_id ORDER BY trial_id) AS trial_ids
+                      FROM _sel GROUP BY source)
+            SELECT src.source, src.format, upd.registries, src.first_ingested, src.last_ingested,
+                   src.n_records_read, src.n_bad, upd.latest_update,
+                   coalesce(shown.n_trials, 0) AS n_trials, coalesce(shown.trial_ids, []) AS trial_ids
+            FROM src LEFT JOIN upd USING (source) LEFT JOIN shown USING (source)
+            ORDER BY src.source""")
+    return df
+
+
+def immune_by_cell_type(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Immune-cell trials by immune cell type (a trial counts under each of its types)."""
+    with _selected(con, trials):
+        df = _q(con, f"""
+            WITH k AS (SELECT trial_id, unnest(cell_type) AS key FROM _sel)
+            SELECT key AS cell_type, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+            FROM k WHERE key IN ({_in(IMMUNE)}) GROUP BY key ORDER BY n_trials DESC, key""")
+    return df
+
+
+def stem_by_indication(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Stem/stromal-cell trials by indication group."""
+    with _selected(con, trials):
+        df = _count_by(con, "coalesce(indication_group, 'not_classified')",
+                       where="list_contains(families, 'stem_stromal')").rename(columns={"key": "indication_group"})
+    return _order_by(df, "indication_group", (*INDICATION_GROUPS, "not_classified"))
+
+
+def stem_by_cell_type(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Stem/stromal-cell trials by stem/stromal cell type."""
+    with _selected(con, trials):
+        return _q(con, f"""
+            WITH k AS (SELECT trial_id, unnest(cell_type) AS key FROM _sel)
+            SELECT key AS cell_type, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+            FROM k WHERE key IN ({_in(STEM_STROMAL)}) GROUP BY key ORDER BY n_trials DESC, key""")
+
+
+def msc_by_source(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """MSC trials by MSC tissue source (an MSC trial without a source is
+    'unspecified'); most trials first, 'other' and 'unspecified' last."""
+    with _selected(con, trials):
+        df = _count_by(con, "CASE WHEN len(msc_source) = 0 THEN ['unspecified'] ELSE msc_source END",
+                       where="list_contains(cell_type, 'msc')", unnest=True).rename(columns={"key": "msc_source"})
+    rank = df["msc_source"].map({"other": 1, "unspecified": 2}).fillna(0)
+    return df.assign(_r=rank).sort_values(["_r", "n_trials", "msc_source"], ascending=[True, False, True],
+                                          kind="stable").drop(columns="_r").reset_index(drop=True)
+
+
+def _by_family_and(con: duckdb.DuckDBPyConnection, key_expr: str, name: str) -> pd.DataFrame:
+    return _q(con, f"""
+        WITH k AS (SELECT trial_id, {key_expr} AS key, unnest(families) AS family FROM _sel)
+        SELECT key AS {name}, family, count(DISTINCT trial_id) AS n_trials,
+               list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+        FROM k GROUP BY ALL ORDER BY {name}, family""")
+
+
+def start_year_by_family(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials per start year and cell-type family, up to the year of the data
+    date; ``partial`` marks that year (the data do not cover all of it).
+    Trials without a start date or starting after the data date are left out
+    (counted in :func:`headline`)."""
+    dd = data_date(con)
+    cutoff = dd or date.max
+    with _selected(con, trials):
+        df = _q(con, """
+            WITH k AS (SELECT trial_id, start_year, unnest(families) AS family FROM _sel
+                       WHERE start_date IS NOT NULL AND start_date <= ?)
+            SELECT start_year AS year, family, count(DISTINCT trial_id) AS n_trials,
+                   list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+            FROM k GROUP BY ALL ORDER BY year, family""", [cutoff])
+    df["year"] = df["year"].astype("int64")
+    df["partial"] = df["year"] == (dd.year if dd else -1)
+    return df
+
+
+def phase_by_family(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials by phase and family."""
+    with _selected(con, trials):
+        df = _by_family_and(con, "phase", "phase")
+    return _order_by(df, "phase", PHASES)
+
+
+STATUS_ORDER = ("NOT_YET_RECRUITING", "RECRUITING", "ENROLLING_BY_INVITATION", "ACTIVE_NOT_RECRUITING",
+                "COMPLETED", "SUSPENDED", "TERMINATED", "WITHDRAWN", "UNKNOWN")
+
+
+def status_by_family(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials by overall status and family."""
+    with _selected(con, trials):
+        df = _by_family_and(con, "coalesce(status, 'UNKNOWN')", "status")
+    return _order_by(df, "status", STATUS_ORDER)
+
+
+def stopped_reasons(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Terminated, withdrawn and suspended trials by the reason their record
+    states (``why_stopped``); ``(no reason given)`` when it states none."""
+    with _selected(con, trials):
+        df = _q(con, f"""
+            SELECT * FROM (
+                SELECT status, coalesce(why_stopped, '(no reason given)') AS reason,
+                       count(*) AS n_trials, list(trial_id ORDER BY trial_id) AS trial_ids
+                FROM _sel WHERE status IN ({_in(STOPPED)}) GROUP BY ALL)
+            ORDER BY status, (reason = '(no reason given)'), n_trials DESC, reason""")
+    return _order_by(df, "status", STOPPED)
+
+
+def countries(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials by country (a multinational trial counts in each country)."""
+    with _selected(con, trials):
+        return _q(con, """
+            SELECT c.country, count(DISTINCT c.trial_id) AS n_trials, list(DISTINCT c.trial_id ORDER BY c.trial_id) AS trial_ids
+            FROM countries c JOIN _sel USING (trial_id) WHERE c.country IS NOT NULL
+            GROUP BY c.country ORDER BY n_trials DESC, c.country""")
+
+
+def sponsors(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials by lead sponsor (with its class), most trials first; all sponsors."""
+    with _selected(con, trials):
+        return _q(con, """
+            SELECT lead_sponsor, any_value(sponsor_class ORDER BY sponsor_class) AS sponsor_class,
+                   count(*) AS n_trials, list(trial_id ORDER BY trial_id) AS trial_ids
+            FROM _sel WHERE lead_sponsor IS NOT NULL AND trim(lead_sponsor) <> ''
+            GROUP BY lead_sponsor ORDER BY n_trials DESC, lead_sponsor""")
+
+
+def sponsor_classes(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials by the class of their lead sponsor: industry, academic/other, government, unknown."""
+    with _selected(con, trials):
+        df = _count_by(con, "sponsor_class").rename(columns={"key": "sponsor_class"})
+    return _order_by(df, "sponsor_class", ("industry", "academic_other", "government", "unknown"))
+
+
+def msc_source_by_area(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """MSC trials by MSC source × therapeutic area (non-zero cells only)."""
+    with _selected(con, trials):
+        df = _q(con, """
+            WITH k AS (SELECT trial_id,
+                              unnest(CASE WHEN len(msc_source) = 0 THEN ['unspecified'] ELSE msc_source END) AS msc_source
+                       FROM _sel WHERE list_contains(cell_type, 'msc')),
+                 a AS (SELECT trial_id, unnest(CASE WHEN len(therapeutic_area) = 0 THEN ['not_classified']
+                                                    ELSE therapeutic_area END) AS therapeutic_area
+                       FROM _sel WHERE list_contains(cell_type, 'msc'))
+            SELECT msc_source, therapeutic_area, count(DISTINCT trial_id) AS n_trials,
+                   list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+            FROM k JOIN a USING (trial_id) GROUP BY ALL ORDER BY msc_source, therapeutic_area""")
+    return df
+
+
+def car_t_targets_by_area(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """CAR-T trials by target antigen × therapeutic area (non-zero cells only;
+    a CAR-T trial without a recognised target is 'unspecified')."""
+    with _selected(con, trials):
+        df = _q(con, """
+            WITH k AS (SELECT trial_id, unnest(CASE WHEN len(targets) = 0 THEN ['unspecified'] ELSE targets END) AS target
+                       FROM _sel WHERE list_contains(cell_type, 'car_t')),
+                 a AS (SELECT trial_id, unnest(CASE WHEN len(therapeutic_area) = 0 THEN ['not_classified']
+                                                    ELSE therapeutic_area END) AS therapeutic_area
+                       FROM _sel WHERE list_contains(cell_type, 'car_t'))
+            SELECT target, therapeutic_area, count(DISTINCT trial_id) AS n_trials,
+                   list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+            FROM k JOIN a USING (trial_id) GROUP BY ALL ORDER BY target, therapeutic_area""")
+    return df
+
+
+def product_form_by_year(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials per start year and product form (up to the data date; the data
+    year is ``partial``)."""
+    dd = data_date(con)
+    with _selected(con, trials):
+        df = _q(con, """
+            WITH k AS (SELECT trial_id, start_year, unnest(product_form) AS product_form FROM _sel
+                       WHERE start_date IS NOT NULL AND start_date <= ?)
+            SELECT start_year AS year, product_form, count(DISTINCT trial_id) AS n_trials,
+                   list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+            FROM k GROUP BY ALL ORDER BY year, product_form""", [dd or date.max])
+    df["year"] = df["year"].astype("int64")
+    df["partial"] = df["year"] == (dd.year if dd else -1)
+    return df
+
+
+def exclusions(con: duckdb.DuckDBPyConnection, filters: Filters) -> pd.DataFrame:
+    """Trials of the store left out of the report, by reason: not classified
+    yet, classified as not cell therapy, or outside the filters."""
+    ensure_label_view(con)
+    sel_sql, params = selection_sql(filters)
+    df = _q(con, f"""
+        WITH sel AS (SELECT trial_id FROM ({sel_sql})),
+             r AS (
+                SELECT t.trial_id, CASE
+                    WHEN l.trial_id IS NULL AND ? THEN 'not classified'
+                    WHEN NOT l.is_cell_therapy AND ? THEN 'classified as not cell therapy'
+                    ELSE 'outside the filters' END AS reason
+                FROM trials t LEFT JOIN {LABEL_VIEW} l USING (trial_id)
+                WHERE t.trial_id NOT IN (SELECT trial_id FROM sel))
+        SELECT reason, count(*) AS n_trials, list(trial_id ORDER BY trial_id) AS trial_ids
+        FROM r GROUP BY reason ORDER BY reason""",
+        [*params, filters.scope == "cell_therapy", filters.scope == "cell_therapy"])
+    return _order_by(df, "reason", ("not classified", "classified as not cell therapy", "outside the filters"))
+
+
+def unclassified_fields(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """Report trials missing a label the sections need: no cell type, no
+    indication group, MSC without a source, CAR-T without a target."""
+    with _selected(con, trials):
+        return _q(con, """
+            SELECT * FROM (
+              SELECT 'no cell type' AS gap, count(*) AS n_trials, coalesce(list(trial_id ORDER BY trial_id), []) AS trial_ids FROM _sel WHERE len(cell_type) = 0
+              UNION ALL SELECT 'no indication group', count(*), coalesce(list(trial_id ORDER BY trial_id), []) FROM _sel WHERE indication_group IS NULL
+              UNION ALL SELECT 'MSC without a stated source', count(*), coalesce(list(trial_id ORDER BY trial_id), []) FROM _sel
+                        WHERE list_contains(cell_type, 'msc') AND (len(msc_source) = 0 OR list_contains(msc_source, 'unspecified'))
+              UNION ALL SELECT 'CAR-T without a recognised target', count(*), coalesce(list(trial_id ORDER BY trial_id), []) FROM _sel
+                        WHERE list_contains(cell_type, 'car_t') AND len(targets) = 0
+              UNION ALL SELECT 'no start date', count(*), coalesce(list(trial_id ORDER BY trial_id), []) FROM _sel WHERE start_date IS NULL)
+            """)
+
+
+def taxonomy_version(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The taxonomy version the stored labels carry (or the packaged one)."""
+    if has_labels(con):
+        cols = _label_columns(con)
+        for c in ("taxonomy_version", "version"):
+            if c in cols:
+                rows = con.execute(f"SELECT DISTINCT {c} FROM labels WHERE {c} IS NOT NULL ORDER BY 1").fetchall()
+                if rows:
+                    return ", ".join(str(r[0]) for r in rows)
+    try:
+        from importlib.resources import files
+
+        import yaml
+
+        text = files("celltrials.taxonomy").joinpath("taxonomy.yaml").read_text(encoding="utf-8")
+        v = yaml.safe_load(text).get("version")
+        return f"{v} (packaged; labels carry no version)" if v else None
+    except (OSError, ValueError, ImportError, AttributeError):
+        return None
+
+
+#: section name → function(con, trials) in report order
+SECTIONS: dict[str, Callable[[duckdb.DuckDBPyConnection, pd.DataFrame], pd.DataFrame]] = {
+    "headline": headline,
+    "registries": registries,
+    "immune_by_cell_type": immune_by_cell_type,
+    "stem_by_indication": stem_by_indication,
+    "stem_by_cell_type": stem_by_cell_type,
+    "msc_by_source": msc_by_source,
+    "start_year_by_family": start_year_by_family,
+    "phase_by_family": phase_by_family,
+    "status_by_family": status_by_family,
+    "stopped_reasons": stopped_reasons,
+    "countries": countries,
+    "sponsors": sponsors,
+    "sponsor_classes": sponsor_classes,
+    "msc_source_by_area": msc_source_by_area,
+    "car_t_targets_by_area": car_t_targets_by_area,
+    "product_form_by_year": product_form_by_year,
+    "unclassified_fields": unclassified_fields,
+    "snapshots": snapshots,
+}
+
+
+def trial_list(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """The report's trials for listing: id, title, registry, status, phase,
+    start date, registry link (ICTRP search link when the record has none)."""
+    df = trials[["trial_id", "registry", "title", "status", "phase", "start_date", "url"]].copy()
+    missing = df["url"].isna() | (df["url"].astype(str).str.strip() == "")
+    df.loc[missing, "url"] = "https://trialsearch.who.int/Trial2.aspx?TrialID=" + df.loc[missing, "trial_id"].astype(str)
+    return df
+
+
+__all__ = [
+    "CELL_TYPES", "FAMILIES", "IMMUNE", "OTHER", "SECTIONS", "STEM_STROMAL", "Filters",
+    *(name for name in SECTIONS), "car_t_targets_by_area", "data_date", "exclusions",
+    "label", "make_filters", "parse_year_range", "select_trials", "selection_sql", "taxonomy_version",
+    "trial_list", "unclassified_fields",
+]

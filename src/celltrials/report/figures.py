@@ -1,0 +1,258 @@
+"""Report charts: one small chart description, drawn twice.
+
+A :class:`Chart` holds exactly the numbers of a section table (and the count
+id of every bar or cell, so the HTML can list the trials behind it). It is
+drawn as a Plotly figure (a plain JSON-able dict, for the interactive HTML)
+and as a Matplotlib figure (SVG + PNG for publication), with one colour-blind
+safe palette (Okabe–Ito) and sequential ``viridis`` for heatmaps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Okabe & Ito (2008) colour-blind safe palette
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+GREY = "#999999"
+COLORS: dict[str, str] = {
+    "immune": "#0072B2", "stem_stromal": "#E69F00", "other": "#009E73", "unassigned": GREY,
+    "industry": "#D55E00", "academic_other": "#56B4E9", "government": "#009E73", "unknown": GREY,
+    "registered": "#56B4E9", "reached_phase2": "#0072B2", "reached_phase3": "#009E73",
+    "approved_products": "#D55E00",
+}
+#: sequential light-to-dark blue (ColorBrewer Blues), readable for colour-blind readers
+HEAT_SCALE = [[0.0, "#deebf7"], [0.25, "#9ecae1"], [0.5, "#4292c6"], [0.75, "#2171b5"], [1.0, "#08306b"]]
+FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
+
+
+@dataclass
+class Series:
+    name: str
+    values: list[int]
+    count_ids: list[str | None]
+    color: str = OKABE_ITO[0]
+    #: per point: True draws the bar hatched (e.g. a partial year)
+    hatched: list[bool] = field(default_factory=list)
+    #: per point colours (overrides ``color``), e.g. one colour per sponsor class
+    point_colors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Chart:
+    id: str
+    title: str
+    kind: str  # "hbar" | "bar" | "stacked" | "grouped" | "hstacked" | "heatmap"
+    categories: list[str]
+    series: list[Series] = field(default_factory=list)
+    x_title: str = ""
+    y_title: str = ""
+    note: str = ""
+    # heatmap only: rows (y) × columns (categories)
+    rows: list[str] = field(default_factory=list)
+    z: list[list[int]] = field(default_factory=list)
+    z_ids: list[list[str | None]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        if self.kind == "heatmap":
+            return not any(v for row in self.z for v in row)
+        return not any(v for s in self.series for v in s.values)
+
+
+def palette(i: int) -> str:
+    return OKABE_ITO[i % len(OKABE_ITO)]
+
+
+# --------------------------------------------------------------------- plotly
+def to_plotly(chart: Chart) -> dict[str, Any]:
+    """A Plotly figure as a plain dict (``data`` + ``layout``); every point's
+    ``customdata`` is its count id (the key of its trial list)."""
+    layout: dict[str, Any] = {
+        "font": {"family": FONT, "size": 13, "color": "#222"},
+        "margin": {"l": 10, "r": 20, "t": 10, "b": 10},
+        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+        "hoverlabel": {"font": {"family": FONT}},
+        "legend": {"orientation": "h", "y": 1.0, "x": 0, "yanchor": "bottom", "traceorder": "normal"},
+        "xaxis": {"automargin": True, "title": {"text": chart.x_title}, "gridcolor": "#e5e5e5",
+                  "zeroline": False},
+        "yaxis": {"automargin": True, "title": {"text": chart.y_title}, "gridcolor": "#e5e5e5",
+                  "zeroline": False},
+    }
+    data: list[dict[str, Any]] = []
+    n = len(chart.categories)
+    if chart.kind == "heatmap":
+        text = [[str(v) if v else "" for v in row] for row in chart.z]
+        z = [[v if v else None for v in row] for row in chart.z]  # empty cells stay blank
+        data.append({
+            "type": "heatmap", "x": chart.categories, "y": chart.rows, "z": z, "hoverongaps": False,
+            "customdata": chart.z_ids, "text": text, "texttemplate": "%{text}",
+            "colorscale": HEAT_SCALE, "zmin": 0, "xgap": 1, "ygap": 1,
+            "hovertemplate": "%{y} × %{x}: %{z} trials<br>click to list them<extra></extra>",
+            "colorbar": {"title": {"text": "trials"}, "thickness": 12},
+        })
+        layout["xaxis"].update({"tickangle": -35, "gridcolor": "rgba(0,0,0,0)", "type": "category"})
+        layout["yaxis"].update({"autorange": "reversed", "gridcolor": "rgba(0,0,0,0)", "type": "category"})
+        layout["height"] = max(320, 34 * len(chart.rows) + 170)
+        return {"data": data, "layout": layout}
+    horizontal = chart.kind in ("hbar", "hstacked")
+    for s in chart.series:
+        trace: dict[str, Any] = {
+            "type": "bar", "name": s.name, "customdata": s.count_ids,
+            "marker": {"color": s.point_colors or s.color, "line": {"width": 0}},
+            "hovertemplate": ("%{y}" if horizontal else "%{x}") + f"{' · ' + s.name if len(chart.series) > 1 else ''}"
+                             ": %{" + ("x" if horizontal else "y") + "} trials<br>click to list them<extra></extra>",
+        }
+        if s.hatched and any(s.hatched):
+            trace["marker"]["pattern"] = {"shape": ["/" if h else "" for h in s.hatched], "solidity": 0.45}
+        if horizontal:
+            trace.update({"orientation": "h", "y": chart.categories, "x": s.values})
+        else:
+            trace.update({"x": chart.categories, "y": s.values})
+        if len(chart.series) == 1:
+            trace["text"] = [str(v) for v in s.values]
+            trace["textposition"] = "outside"
+            trace["cliponaxis"] = False
+            trace["showlegend"] = False
+        data.append(trace)
+    if chart.kind in ("stacked", "hstacked"):
+        layout["barmode"] = "stack"
+    elif chart.kind == "grouped":
+        layout["barmode"] = "group"
+    if horizontal:
+        layout["yaxis"].update({"autorange": "reversed", "type": "category", "gridcolor": "rgba(0,0,0,0)"})
+        layout["height"] = max(150, 26 * n + 90)
+        layout["bargap"] = 0.25 if n > 3 else 0.45
+    else:
+        layout["xaxis"].update({"type": "category", "gridcolor": "rgba(0,0,0,0)"})
+        layout["height"] = 420
+    if len(chart.series) > 1:
+        layout["margin"]["t"] = 40
+    return {"data": data, "layout": layout}
+
+
+# ----------------------------------------------------------------- matplotlib
+def _mpl() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({
+        "font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 11,
+        "axes.titleweight": "bold", "axes.labelsize": 9, "axes.spines.top": False,
+        "axes.spines.right": False, "axes.edgecolor": "#444444", "xtick.color": "#333333",
+        "ytick.color": "#333333", "legend.frameon": False, "svg.fonttype": "none",
+        "svg.hashsalt": "celltrials", "hatch.color": "white", "hatch.linewidth": 1.0,
+    })
+    return plt
+
+
+def _wrap(text: str, width: int = 34) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def draw_matplotlib(chart: Chart, out_dir: Path, *, dpi: int = 200) -> list[Path]:
+    """Write ``<id>.svg`` and ``<id>.png`` into ``out_dir``; returns the paths."""
+    plt = _mpl()
+    n = len(chart.categories)
+    if chart.kind == "heatmap":
+        w = max(6.0, 0.55 * n + 3.0)
+        h = max(3.0, 0.36 * len(chart.rows) + 2.2)
+    elif chart.kind in ("hbar", "hstacked"):
+        w, h = 7.0, max(2.4, 0.28 * n + 1.3)
+    else:
+        w, h = max(6.5, min(12.0, 0.32 * n + 3.0)), 4.0
+    fig, ax = plt.subplots(figsize=(w, h), layout="constrained")
+    try:
+        _draw(ax, chart, plt)
+        ax.set_title(chart.title, loc="left")
+        if chart.note:
+            fig.text(0.0, 0.0, chart.note, fontsize=7.5, color="#555555", ha="left", va="bottom",
+                     transform=fig.transFigure)
+            engine: Any = fig.get_layout_engine()
+            engine.set(rect=(0, 0.05, 1, 0.95))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = [out_dir / f"{chart.id}.svg", out_dir / f"{chart.id}.png"]
+        fig.savefig(paths[0], metadata={"Date": None})
+        fig.savefig(paths[1], dpi=dpi)
+    finally:
+        plt.close(fig)
+    return paths
+
+
+def _draw(ax: Any, chart: Chart, plt: Any) -> None:
+    import numpy as np
+
+    cats = [_wrap(c) for c in chart.categories]
+    n = len(cats)
+    if chart.kind == "heatmap":
+        z = np.array(chart.z, dtype=float) if chart.z else np.zeros((0, n))
+        masked = np.ma.masked_where(z == 0, z)
+        from matplotlib.colors import LinearSegmentedColormap
+
+        stops: Any = [(float(p), str(c)) for p, c in HEAT_SCALE]
+        cmap = LinearSegmentedColormap.from_list("heat", stops)
+        cmap.set_bad("#f6f6f6")
+        im = ax.imshow(masked, cmap=cmap, aspect="auto", vmin=0, vmax=max(1.0, float(z.max()) if z.size else 1.0))
+        ax.set_xticks(range(n), cats, rotation=40, ha="right")
+        ax.set_yticks(range(len(chart.rows)), [_wrap(r, 28) for r in chart.rows])
+        ax.tick_params(length=0)
+        for sp in ax.spines.values():
+            sp.set_visible(False)
+        vmax = float(z.max()) if z.size else 1.0
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                if z[i, j]:
+                    ax.text(j, i, f"{int(z[i, j])}", ha="center", va="center", fontsize=7,
+                            color="white" if z[i, j] > 0.45 * vmax else "#111111")
+        cb = plt.colorbar(im, ax=ax, shrink=0.8, pad=0.02)
+        cb.set_label("trials")
+        cb.outline.set_visible(False)
+        ax.set_xlabel(chart.x_title)
+        ax.set_ylabel(chart.y_title)
+        return
+    horizontal = chart.kind in ("hbar", "hstacked")
+    pos = np.arange(n)
+    k = len(chart.series)
+    left = np.zeros(n)
+    width = 0.8 / k if chart.kind == "grouped" else 0.75
+    for i, s in enumerate(chart.series):
+        vals = np.array(s.values, dtype=float)
+        hatches = [("///" if h else "") for h in s.hatched] if s.hatched else [""] * n
+        offs = pos + (i - (k - 1) / 2) * width if chart.kind == "grouped" else pos
+        if horizontal:
+            bars = ax.barh(offs, vals, height=width, left=left if chart.kind == "hstacked" else None,
+                           color=s.point_colors or s.color, label=s.name, edgecolor="white", linewidth=0.4)
+        else:
+            bars = ax.bar(offs, vals, width=width, bottom=left if chart.kind == "stacked" else None,
+                          color=s.point_colors or s.color, label=s.name, edgecolor="white", linewidth=0.4)
+        for b, hatch in zip(bars, hatches, strict=False):
+            if hatch:
+                b.set_hatch(hatch)
+        if k == 1:
+            labels = [f"{int(v)}" if v else "" for v in vals]
+            ax.bar_label(bars, labels=labels, padding=2, fontsize=7.5, color="#333333")
+        if chart.kind in ("stacked", "hstacked"):
+            left = left + vals
+    if horizontal:
+        ax.set_yticks(pos, cats)
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", length=0)
+        ax.xaxis.grid(True, color="#e5e5e5", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.set_xlabel(chart.x_title or "trials")
+        ax.set_ylabel(chart.y_title)
+        ax.margins(x=0.08)
+    else:
+        step = max(1, int(np.ceil(n / 30)))
+        ax.set_xticks(pos[::step], cats[::step], rotation=45 if n > 8 or max((len(c) for c in cats), default=0) > 10 else 0,
+                      ha="right" if n > 8 or max((len(c) for c in cats), default=0) > 10 else "center")
+        ax.yaxis.grid(True, color="#e5e5e5", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.set_ylabel(chart.y_title or "trials")
+        ax.set_xlabel(chart.x_title)
+        ax.margins(y=0.1)
+    if k > 1:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
