@@ -725,11 +725,20 @@ def classify_store(
     }
 
 
+def _require_labels(store: Any) -> None:
+    from celltrials.errors import StoreError
+
+    row = store.con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'").fetchone()
+    if not row or not row[0] or not store.con.execute("SELECT count(*) FROM labels").fetchone()[0]:
+        raise StoreError("the store has no labels yet", hint="Run `celltrials classify` first.")
+
+
 def labels_rows(store: Any) -> list[dict[str, str]]:
     """The labels file: one row per trial under its primary id, plus one row per
     other id of the trial (secondary registry ids, other records' ids) with the same labels."""
     con = store.con
-    con.execute(_LABEL_TABLES)
+    _require_labels(store)
     labs = con.execute(f"""
         SELECT t.primary_record_id, l.trial_id, {', '.join('l.' + c for c in LABEL_COLUMNS[1:])}
         FROM labels l JOIN trials t USING (trial_id) ORDER BY l.trial_id""").fetchall()
@@ -754,7 +763,7 @@ def labels_rows(store: Any) -> list[dict[str, str]]:
 def store_evidence(store: Any, trial_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Evidence rows by trial id (all trials, or one)."""
     con = store.con
-    con.execute(_LABEL_TABLES)
+    _require_labels(store)
     sql = 'SELECT trial_id, field, value, source_field, text, start, "end" FROM label_evidence'
     params: list[Any] = []
     if trial_id is not None:
@@ -780,3 +789,31 @@ def evaluate_store(store: Any, gold: Any) -> dict[str, Any]:
             trial_of.setdefault(str(rid).strip(), tid)
     evidence = {r["registry_id"]: ev_by_trial.get(trial_of.get(r["registry_id"], ""), []) for r in rows}
     return evaluate(rows, gold, evidence)
+
+
+def explain_trial(store: Any, any_id: str) -> dict[str, Any]:
+    """A trial's stored labels with their evidence and the text around each match."""
+    from celltrials.errors import ConfigError
+
+    _require_labels(store)
+    trial_id = store.resolve(any_id)
+    if trial_id is None:
+        raise ConfigError(f"no trial with id {any_id!r}", hint="Ids of any registry work, e.g. NCT04293692.")
+    cols = ["trial_id", *LABEL_COLUMNS[1:], "targets", "dose", "route", "combinations", "manufacturing",
+            "taxonomy_version", "classified_at", "input_hash"]
+    row = store.con.execute(f"SELECT {', '.join(cols)} FROM labels WHERE trial_id = ?", [trial_id]).fetchone()
+    if row is None:
+        raise ConfigError(f"trial {trial_id} has no labels", hint="Run `celltrials classify` again.")
+    labels = {c: (v.isoformat() if hasattr(v, "isoformat") else v) for c, v in zip(cols, row, strict=True)}
+    labels["is_cell_therapy"] = "yes" if labels["is_cell_therapy"] else "no"
+    texts = store_trial_texts(store, [trial_id])
+    tt = texts[0] if texts else TrialText(trial_id)
+    evidence = []
+    for e in store_evidence(store, trial_id).get(trial_id, []):
+        full = tt.text_of(e["source_field"])
+        a, b = int(e["start"]), int(e["end"])
+        lo, hi = max(0, a - 60), min(len(full), b + 60)
+        evidence.append({**e, "before": full[lo:a], "after": full[b:hi],
+                         "context_start": lo, "context_end": hi})
+    title = store.con.execute("SELECT title FROM trials WHERE trial_id = ?", [trial_id]).fetchone()
+    return {"trial_id": trial_id, "title": title[0] if title else "", "labels": labels, "evidence": evidence}

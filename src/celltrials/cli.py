@@ -79,6 +79,7 @@ _COMMAND_MODULES = [
     "celltrials.commands.products",
     "celltrials.commands.sync",
     "celltrials.commands.report",
+    "celltrials.commands.classify",
 ]
 
 

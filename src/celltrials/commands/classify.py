@@ -1,0 +1,178 @@
+"""Classification commands: classify, labels, evaluate, explain (issue 7)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from celltrials.cli import Context, cli, echo_json, pass_ctx
+
+
+@cli.command("classify")
+@click.option("--changed-only", is_flag=True, help="Only trials whose text or taxonomy version changed since the last run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_ctx
+def classify_cmd(ctx: Context, changed_only: bool, as_json: bool) -> None:
+    """Label every trial in the store (cell type, MSC source, origin, form, indication)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from celltrials.classify import classify_store
+
+    console = Console(stderr=True)
+    with ctx.open_store() as store:
+        if not ctx.quiet and not as_json and console.is_terminal:
+            with Progress(TextColumn("classify"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
+                task = bar.add_task("classify", total=None)
+
+                def progress(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                summary = classify_store(store, only_changed=changed_only, progress=progress)
+        else:
+            summary = classify_store(store, only_changed=changed_only)
+    if as_json:
+        echo_json(summary)
+        return
+    if ctx.quiet:
+        return
+    out = Console()
+    out.print(f"Classified [bold]{summary['classified']:,}[/bold] of {summary['trials']:,} trials "
+              f"({summary['skipped_unchanged']:,} unchanged) in {summary['seconds']} s; "
+              f"[bold]{summary['cell_therapy_trials']:,}[/bold] cell-therapy trials "
+              f"(taxonomy {summary['taxonomy_version']}).")
+    if summary["cell_types"]:
+        t = Table(title="Cell types (trials classified in this run)")
+        t.add_column("cell_type")
+        t.add_column("trials", justify="right")
+        for k, v in summary["cell_types"].items():
+            t.add_row(k, f"{v:,}")
+        out.print(t)
+
+
+@cli.command("labels")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="CSV file to write (default: stdout).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@pass_ctx
+def labels_cmd(ctx: Context, out_path: str | None, as_json: bool) -> None:
+    """Write the labels file: one row per trial id (primary and every merged secondary id)."""
+    from celltrials.classify import LABEL_COLUMNS, labels_rows
+
+    with ctx.open_store(read_only=True) as store:
+        rows = labels_rows(store)
+    if as_json:
+        echo_json(rows)
+        return
+    if out_path:
+        with open(out_path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=LABEL_COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+        if not ctx.quiet:
+            click.echo(f"Wrote {len(rows):,} rows to {out_path}", err=True)
+    else:
+        w = csv.DictWriter(sys.stdout, fieldnames=LABEL_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+@cli.command("evaluate")
+@click.option("--gold", "gold_path", type=click.Path(exists=True, dir_okay=False), required=True, help="Gold labels CSV (columns of `celltrials labels`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@click.option("--max-disagreements", default=50, show_default=True, help="How many disagreements to print.")
+@pass_ctx
+def evaluate_cmd(ctx: Context, gold_path: str, as_json: bool, max_disagreements: int) -> None:
+    """Compare the store's labels with a gold file: accuracy, per-value P/R/F1, macro-F1, disagreements."""
+    from celltrials.classify import evaluate_store
+
+    with ctx.open_store(read_only=True) as store:
+        result = evaluate_store(store, gold_path)
+    if as_json:
+        echo_json(result)
+        return
+    _print_evaluation(result, max_disagreements)
+
+
+def _print_evaluation(result: dict[str, Any], max_disagreements: int) -> None:
+    out = Console()
+    ict = result["is_cell_therapy"]
+    out.print(f"Gold rows: {result['n_gold']}, matched: {result['n_matched']}"
+              + (f", missing: {', '.join(result['missing'])}" if result["missing"] else ""))
+    out.print(f"is_cell_therapy: accuracy {ict['accuracy']:.3f}, precision {ict['precision']:.3f}, "
+              f"recall {ict['recall']:.3f}, [bold]F1 {ict['f1']:.3f}[/bold]")
+    t = Table(title="Per field")
+    for c in ("field", "accuracy", "n", "macro-F1"):
+        t.add_column(c, justify="left" if c == "field" else "right")
+    for field, acc in result["accuracy"].items():
+        mf = result["macro_f1"].get(field)
+        t.add_row(field, f"{acc['accuracy']:.3f}", str(acc["n"]), "" if mf is None else f"{mf:.3f}")
+    out.print(t)
+    t = Table(title="Per value")
+    for c in ("field", "value", "precision", "recall", "F1", "support"):
+        t.add_column(c, justify="left" if c in ("field", "value") else "right")
+    for field, vals in result["per_value"].items():
+        for v, m in vals.items():
+            t.add_row(field, v, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    out.print(t)
+    dis = result["disagreements"]
+    out.print(f"[bold]{len(dis)} disagreement(s)[/bold]" + (f" (first {max_disagreements})" if len(dis) > max_disagreements else ""))
+    for d in dis[:max_disagreements]:
+        line = Text()
+        line.append(f"{d['registry_id']} ", style="bold")
+        line.append(f"{d['field']}: ")
+        line.append(d["predicted"] or "∅", style="red")
+        line.append(" vs gold ")
+        line.append(d["gold"] or "∅", style="green")
+        if d.get("note"):
+            line.append(f"  ({d['note']})", style="dim")
+        out.print(line)
+        for e in d["evidence"][:4]:
+            out.print(Text(f"    {e['value']} ← {e['source_field']}: “{e['text']}”", style="dim"))
+
+
+@cli.command("explain")
+@click.argument("trial_id")
+@click.option("--json", "as_json", is_flag=True, help="Print labels and evidence as JSON.")
+@pass_ctx
+def explain_cmd(ctx: Context, trial_id: str, as_json: bool) -> None:
+    """Why a trial got its labels: each label with the registry text it rests on, highlighted."""
+    from celltrials.classify import explain_trial
+
+    with ctx.open_store(read_only=True) as store:
+        result = explain_trial(store, trial_id)
+    if as_json:
+        echo_json(result)
+        return
+    out = Console()
+    labels = result["labels"]
+    out.print(Text(f"{result['trial_id']}  {result['title']}", style="bold"))
+    out.print(Text(f"taxonomy {labels['taxonomy_version']}, classified {labels['classified_at']}", style="dim"))
+    t = Table(show_header=True)
+    t.add_column("field")
+    t.add_column("label")
+    for k in ("is_cell_therapy", "cell_type", "msc_source", "origin", "product_form", "indication_group",
+              "therapeutic_area", "targets", "dose", "route", "combinations", "manufacturing"):
+        t.add_row(k, str(labels.get(k) or "–"))
+    out.print(t)
+    by_field: dict[str, list[dict[str, Any]]] = {}
+    for e in result["evidence"]:
+        by_field.setdefault(e["field"], []).append(e)
+    if not by_field:
+        out.print("No evidence: nothing in the titles or interventions names a cell product.")
+    for field, evs in by_field.items():
+        out.print(Text(field, style="bold underline"))
+        for e in evs:
+            line = Text("  ")
+            line.append(f"{e['value']}", style="bold cyan")
+            line.append(f"  [{e['source_field']} {e['start']}:{e['end']}]  ", style="dim")
+            line.append("…" if e["context_start"] > 0 else "")
+            line.append(e["before"])
+            line.append(e["text"], style="bold black on yellow")
+            line.append(e["after"])
+            line.append("…" if e["after"] and e["context_end"] - e["end"] >= 60 else "")
+            out.print(line)
