@@ -263,10 +263,14 @@ class Classifier:
         background: list[_Mention] = []
         for seg in segs:
             text = masked.setdefault(id(seg), _mask(seg.text, tax.exclusions))
+            spans: list[tuple[int, int]] = []
             for h in tax.products.hits(text):
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
                 (background if _is_background(tax, text, h.start) else found).append(m)
+                spans.append((h.start, h.end))
             for h in tax.cell_type.hits(text):
+                if any(a < h.end and h.start < b for a, b in spans):
+                    continue  # a named product decides for its own span
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
                 (background if _is_background(tax, text, h.start) else found).append(m)
         return found, background
