@@ -222,9 +222,9 @@ def test_connection_closed_mid_body_is_retried(server: CtgovServer, store: Store
 
 
 def test_response_slower_than_timeout_is_retried(server: CtgovServer, store: Store) -> None:
-    server.add_fault("slow", delay=1.0, page=1)
+    server.add_fault("slow", delay=3.0, page=1)
     sleeps = Sleeps()
-    with make_client(server.base_url, sleeps, timeout=0.2) as client:
+    with make_client(server.base_url, sleeps, timeout=0.5) as client:
         fetch(store, QUERY, client=client, page_size=200)
     assert len(sleeps) == 1
     assert_exact(store, server.served_ids())

@@ -219,10 +219,12 @@ def sync_status(ctx: Context, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("query", "id", "last complete sync", "last run", "pages", "studies seen", "total", "base URL")
+    t = Table("query", "last complete sync", "last run", "pages", "studies seen", "total")
     for r in rows:
         run = r["last_run"] or {}
-        t.add_row(r["name"], r["query_id"], r["last_complete_sync"] or "never",
+        where = "" if r["base_url"] == sync.DEFAULT_BASE_URL else f"\n[dim]{r['base_url']}[/dim]"
+        last = (r["last_complete_sync"] or "never")[:16].replace("T", " ")
+        t.add_row(f"{r['name']} [dim]({r['query_id']})[/dim]{where}", last,
                   f"{run.get('kind', '')} {run.get('status', '')}".strip(), str(run.get("pages_done", "")),
-                  str(run.get("studies_seen", "")), str(run.get("total_count") or ""), r["base_url"])
+                  str(run.get("studies_seen", "")), str(run.get("total_count") or ""))
     Console().print(t)
