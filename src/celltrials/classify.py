@@ -39,10 +39,10 @@ SUMMARY = "summary"
 CONDITION = "condition"
 MESH = "mesh"
 
-_PRIMARY_ROLES = frozenset({TITLE, INTERVENTION, ARM, KEYWORD})
+_PRIMARY_ROLES = frozenset({TITLE, INTERVENTION, ARM})
 _COMPARATOR_ARM_TYPES = frozenset({"ACTIVE_COMPARATOR", "PLACEBO_COMPARATOR", "SHAM_COMPARATOR", "NO_INTERVENTION"})
 _IMMUNE_TARGETED = frozenset({"car_t", "car_nk", "tcr_t", "macrophage", "gamma_delta_t"})
-_CLAUSE_BREAK = re.compile(r"[.;:,()\[\]\n|]")
+_CLAUSE_BREAK = re.compile(r"[.;:,\[\]\n|]")
 _CONJUNCTION = re.compile(r"(?<!\w)(?:and|or|plus|with|versus|vs\.?|combined|combination|together|followed|then|compared)(?!\w)|[,;+&/]", re.I)
 _WS = re.compile(r"\s+")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
@@ -295,7 +295,8 @@ class Classifier:
         tax = self.tax
         segs = trial.segments
         primary = [s for s in segs if s.role in _PRIMARY_ROLES]
-        summaries = [s for s in segs if s.role == SUMMARY]
+        # keywords describe the setting as often as the product: read like summaries
+        summaries = [s for s in segs if s.role == SUMMARY or s.role == KEYWORD]
         masked: dict[int, str] = {}
         evidence: list[Evidence] = []
 
@@ -331,7 +332,7 @@ class Classifier:
             tier = _IND_TIER.get(seg.role)
             if tier is None:
                 continue
-            text = seg.text if seg.role != SUMMARY else seg.text[:600]
+            text = seg.text[:600] if seg.role == SUMMARY else seg.text
             for h in self._indication_hits(text, cell_types):
                 key = (int(bool(h.entry.options.get("generic"))), tier, int(h.entry.options["rank"]))
                 if best is None or key < best[0]:
