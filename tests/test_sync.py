@@ -322,9 +322,10 @@ def test_ctrl_c_between_pages_resumes(server: CtgovServer, store: Store) -> None
     with make_client(server.base_url) as client, pytest.raises(KeyboardInterrupt):
         fetch(store, QUERY, client=client, page_size=100, progress=interrupt)
     assert len(current_ids(store)) == 200
-    with make_client(server.base_url) as client:
-        result = fetch(store, QUERY, client=client, page_size=100)
-    assert result.runs[0].resumed_from_page == 3
+    with make_client(server.base_url) as client:  # a different page size: the run keeps its own
+        result = fetch(store, QUERY, client=client, page_size=1000)
+    run = result.runs[0]
+    assert (run.resumed_from_page, run.page_size, run.pages, run.pages_done) == (3, 100, 3, 5)
     assert_exact(store, server.served_ids())
 
 

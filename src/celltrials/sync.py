@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS sync_runs (
     run_id INTEGER PRIMARY KEY, query_id VARCHAR, kind VARCHAR, params JSON,
     started_at TIMESTAMP, updated_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
     next_page_token VARCHAR, pages_done INTEGER, studies_seen INTEGER, n_new INTEGER,
-    total_count INTEGER, error VARCHAR
+    total_count INTEGER, page_size INTEGER, error VARCHAR
 );
 """
 
@@ -585,6 +585,7 @@ class QueryRun:
     n_new: int = 0
     total_count: int | None = None
     next_page_token: str | None = None
+    page_size: int = PAGE_SIZE  # a resumed run keeps the page size it began with
     restarted: bool = False  # the saved page token was refused; the run began again at page 1
 
 
@@ -627,17 +628,18 @@ def _save_query(store: Store, query: Query, base_url: str) -> str:
 
 
 def _open_run(store: Store, qid: str, kind: str, params: dict[str, str] | None, name: str,
-              base_url: str) -> QueryRun:
+              base_url: str, page_size: int) -> QueryRun:
     """The unfinished run of this query and kind to resume, or a new one."""
     row = store.con.execute(
-        "SELECT run_id, params, next_page_token, pages_done, studies_seen, n_new, total_count FROM sync_runs "
+        "SELECT run_id, params, next_page_token, pages_done, studies_seen, n_new, total_count, page_size "
+        "FROM sync_runs "
         "WHERE query_id = ? AND kind = ? AND status <> 'complete' ORDER BY run_id DESC LIMIT 1",
         [qid, kind],
     ).fetchone()
     if row is not None:
         run = QueryRun(qid, name, kind, int(row[0]), orjson.loads(row[1]), base_url, resumed=True,
                        pages_done=int(row[3] or 0), studies_seen=int(row[4] or 0),
-                       total_count=row[6], next_page_token=row[2])
+                       total_count=row[6], next_page_token=row[2], page_size=int(row[7] or page_size))
         run.resumed_from_page = run.pages_done + 1
         with store.transaction():
             store.con.execute("UPDATE sync_runs SET status = 'running', updated_at = ?, error = NULL WHERE run_id = ?",
@@ -651,10 +653,11 @@ def _open_run(store: Store, qid: str, kind: str, params: dict[str, str] | None, 
         now = _now()
         store.con.execute(
             "INSERT INTO sync_runs (run_id, query_id, kind, params, started_at, updated_at, status, "
-            "next_page_token, pages_done, studies_seen, n_new) VALUES (?, ?, ?, ?, ?, ?, 'running', NULL, 0, 0, 0)",
-            [run_id, qid, kind, orjson.dumps(params).decode(), now, now],
+            "next_page_token, pages_done, studies_seen, n_new, page_size) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running', NULL, 0, 0, 0, ?)",
+            [run_id, qid, kind, orjson.dumps(params).decode(), now, now, page_size],
         )
-    return QueryRun(qid, name, kind, run_id, params, base_url)
+    return QueryRun(qid, name, kind, run_id, params, base_url, page_size=page_size)
 
 
 def _parse_page(studies: list[Any], label: str) -> list[ParsedRecord]:
@@ -675,8 +678,8 @@ def _parse_page(studies: list[Any], label: str) -> list[ParsedRecord]:
     return records
 
 
-def _run_query(store: Store, client: CtgovClient, run: QueryRun, page_size: int,
-               progress: Progress | None) -> None:
+def _run_query(store: Store, client: CtgovClient, run: QueryRun, progress: Progress | None) -> None:
+    page_size = run.page_size
     token = run.next_page_token
     page = run.pages_done + 1
     if progress:
@@ -787,9 +790,9 @@ def fetch(
             _check_url(url, q.as_params(), page_size)
             with store.transaction():
                 qid = _save_query(store, q, url)
-            run = _open_run(store, qid, "full", q.as_params(), q.name, url)
+            run = _open_run(store, qid, "full", q.as_params(), q.name, url, page_size)
             result.runs.append(run)
-            _run_query(store, cl, run, page_size, progress)
+            _run_query(store, cl, run, progress)
     finally:
         if own:
             cl.close()
@@ -843,16 +846,16 @@ def update(
         for qid, name, params_json, base_url, last_started in rows:
             params = orjson.loads(params_json)
             if last_started is None:
-                run = _open_run(store, qid, "full", params, name, base_url)
+                run = _open_run(store, qid, "full", params, name, base_url, page_size)
             else:
                 pending = store.con.execute(
                     "SELECT 1 FROM sync_runs WHERE query_id = ? AND kind = 'update' AND status <> 'complete'",
                     [qid]).fetchone()
                 eff = dict(params)
                 eff["filter.advanced"] = and_advanced(params.get("filter.advanced"), since_filter(last_started))
-                run = _open_run(store, qid, "update", None if pending else eff, name, base_url)
+                run = _open_run(store, qid, "update", None if pending else eff, name, base_url, page_size)
             result.runs.append(run)
-            _run_query(store, cl, run, page_size, progress)
+            _run_query(store, cl, run, progress)
     finally:
         if own:
             cl.close()
