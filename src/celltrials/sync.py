@@ -413,7 +413,7 @@ class CtgovClient:
         self._http = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": f"celltrials/{__version__} (+https://github.com/celltrials)", "Accept": "application/json"},
+            headers={"User-Agent": f"celltrials/{__version__} (python-httpx)", "Accept": "application/json"},
             follow_redirects=True,
         )
 
