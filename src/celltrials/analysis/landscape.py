@@ -343,7 +343,7 @@ def select_trials(con: duckdb.DuckDBPyConnection, filters: Filters | None = None
     filters = filters or Filters()
     ensure_label_view(con)
     sql, params = selection_sql(filters)
-    return con.execute(sql, params).df()
+    return con.sql(sql, params=params).to_arrow_table().to_pandas()
 
 
 _SEL_TOKENS: dict[int, str] = {}
@@ -409,43 +409,43 @@ def headline(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
     """Key figures: trials, patients (actual / anticipated / type not stated),
     countries, registries, first and last start year, missing and planned starts.
 
-    ``value`` is an integer (dates as ISO text in ``text``)."""
+    ``value`` is an integer; ``trial_ids`` the trials behind it (for the
+    patient sums: the trials whose enrollment is summed)."""
     dd = data_date(con)
+    cutoff = dd or date.max
+    # metric, value expression, which trials stand behind it (a filter on _sel)
+    metrics = [
+        ("trials", "count(*)", "true"),
+        ("patients_total", "coalesce(sum(enrollment), 0)", "enrollment IS NOT NULL"),
+        ("patients_actual", "coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'ACTUAL'), 0)",
+         "enrollment IS NOT NULL AND enrollment_type = 'ACTUAL'"),
+        ("patients_anticipated", "coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'ESTIMATED'), 0)",
+         "enrollment IS NOT NULL AND enrollment_type = 'ESTIMATED'"),
+        ("patients_type_not_stated", "coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'UNKNOWN'), 0)",
+         "enrollment IS NOT NULL AND enrollment_type = 'UNKNOWN'"),
+        ("trials_without_enrollment", "count(*) FILTER (WHERE enrollment IS NULL)", "enrollment IS NULL"),
+        ("countries", "any_value(c.n)", "trial_id IN (SELECT trial_id FROM countries WHERE country IS NOT NULL)"),
+        ("registries", "count(DISTINCT registry)", "registry IS NOT NULL"),
+        ("first_start_year", "any_value(y.y0)", "dated AND start_year = y.y0"),
+        ("last_start_year", "any_value(y.y1)", "dated AND start_year = y.y1"),
+        ("start_date_missing", "count(*) FILTER (WHERE start_date IS NULL)", "start_date IS NULL"),
+        ("start_after_data_date", "count(*) FILTER (WHERE start_date > ?)", "start_date > ?"),
+        ("merged_trials", "count(*) FILTER (WHERE n_records > 1)", "n_records > 1"),
+    ]
+    cols = []
+    for i, (_, value, where) in enumerate(metrics):
+        cols.append(f"{value} AS v{i}")
+        cols.append(f"coalesce(list(trial_id ORDER BY trial_id) FILTER (WHERE {where}), []) AS ids{i}")
     with _selected(con, trials):
-        rows: list[dict[str, Any]] = []
-
-        def add(metric: str, sql_value: str, sql_ids: str, params: list[Any] | None = None,
-                ids_params: list[Any] | None = None) -> None:
-            v = _one(con, sql_value, params)
-            ids = _one(con, sql_ids, ids_params if ids_params is not None else params)
-            rows.append({"metric": metric, "value": None if v is None else int(v),
-                         "trial_ids": sorted(ids) if ids else []})
-
-        add("trials", "SELECT count(*) FROM _sel", "SELECT list(trial_id) FROM _sel")
-        add("patients_total", "SELECT coalesce(sum(enrollment), 0) FROM _sel WHERE enrollment IS NOT NULL",
-            "SELECT list(trial_id) FROM _sel WHERE enrollment IS NOT NULL")
-        for metric, kind in (("patients_actual", "ACTUAL"), ("patients_anticipated", "ESTIMATED"),
-                             ("patients_type_not_stated", "UNKNOWN")):
-            add(metric, "SELECT coalesce(sum(enrollment), 0) FROM _sel WHERE enrollment IS NOT NULL AND enrollment_type = ?",
-                "SELECT list(trial_id) FROM _sel WHERE enrollment IS NOT NULL AND enrollment_type = ?", [kind])
-        add("trials_without_enrollment", "SELECT count(*) FROM _sel WHERE enrollment IS NULL",
-            "SELECT list(trial_id) FROM _sel WHERE enrollment IS NULL")
-        add("countries", "SELECT count(DISTINCT country) FROM countries WHERE trial_id IN (SELECT trial_id FROM _sel)",
-            "SELECT list(DISTINCT trial_id) FROM countries WHERE trial_id IN (SELECT trial_id FROM _sel)")
-        add("registries", "SELECT count(DISTINCT registry) FROM _sel", "SELECT list(trial_id) FROM _sel WHERE registry IS NOT NULL")
-        cutoff = [dd] if dd else [date.max]
-        add("first_start_year", "SELECT min(start_year) FROM _sel WHERE start_date <= ?",
-            "SELECT list(trial_id) FROM _sel WHERE start_date <= ? AND start_year = "
-            "(SELECT min(start_year) FROM _sel WHERE start_date <= ?)", cutoff, cutoff * 2)
-        add("last_start_year", "SELECT max(start_year) FROM _sel WHERE start_date <= ?",
-            "SELECT list(trial_id) FROM _sel WHERE start_date <= ? AND start_year = "
-            "(SELECT max(start_year) FROM _sel WHERE start_date <= ?)", cutoff, cutoff * 2)
-        add("start_date_missing", "SELECT count(*) FROM _sel WHERE start_date IS NULL",
-            "SELECT list(trial_id) FROM _sel WHERE start_date IS NULL")
-        add("start_after_data_date", "SELECT count(*) FROM _sel WHERE start_date > ?",
-            "SELECT list(trial_id) FROM _sel WHERE start_date > ?", cutoff)
-        add("merged_trials", "SELECT count(*) FROM _sel WHERE n_records > 1",
-            "SELECT list(trial_id) FROM _sel WHERE n_records > 1")
+        row = con.execute(f"""
+            WITH s AS (SELECT *, start_date <= ? AS dated FROM _sel),
+                 y AS (SELECT min(start_year) FILTER (WHERE dated) AS y0,
+                              max(start_year) FILTER (WHERE dated) AS y1 FROM s),
+                 c AS (SELECT count(DISTINCT country) AS n FROM countries
+                       WHERE trial_id IN (SELECT trial_id FROM _sel) AND country IS NOT NULL)
+            SELECT {", ".join(cols)} FROM s, y, c""", [cutoff, cutoff, cutoff]).fetchall()[0]
+    rows = [{"metric": m, "value": None if row[2 * i] is None else int(row[2 * i]),
+             "trial_ids": list(row[2 * i + 1])} for i, (m, _, _) in enumerate(metrics)]
     df = pd.DataFrame(rows)
     df["value"] = df["value"].astype("Int64")
     df["n_trials"] = [len(x) for x in df["trial_ids"]]

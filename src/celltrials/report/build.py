@@ -437,14 +437,26 @@ def _funnel(sel: pd.DataFrame, con: Any) -> tuple[pd.DataFrame | None, dict[str,
     except Exception:  # no product_links table: no years to approval
         links = None
     fr = F.funnel_frame(inp, links=links)
-    ex = F.explode_labels(inp)
+    # the trials behind each stage count, by the funnel module's own definitions
+    stages = {"registered": "true",
+              "reached_phase2": f"phase IN ({L._in(sorted(F.REACHED_PHASE2))})",
+              "reached_phase3": f"phase IN ({L._in(sorted(F.REACHED_PHASE3))})",
+              "stopped": f"status IN ({L._in(sorted(F.STOPPED))})"}
+    cols = ", ".join(f"coalesce(list(DISTINCT trial_id ORDER BY trial_id) FILTER (WHERE {w}), []) AS {k}"
+                     for k, w in stages.items())
+    with L._selected(con, sel):
+        df = con.execute(f"""
+            WITH f AS (SELECT trial_id, phase, coalesce(status, '') AS status, unnest(cell_type) AS family,
+                              msc_source FROM _sel),
+                 g AS (SELECT trial_id, phase, status, family,
+                              unnest(CASE WHEN family <> 'msc' THEN [''] WHEN len(msc_source) = 0
+                                          THEN ['unspecified'] ELSE msc_source END) AS msc_source FROM f)
+            SELECT family, msc_source, {cols} FROM g GROUP BY ALL""").df()
     ids: dict[str, list[str]] = {}
-    for (fam, src), g in ex.groupby(["family", "msc_source"], sort=False):
-        key = _cid("funnel", fam, src)
-        ids[key + "|registered"] = sorted(set(g["trial_id"]))
-        ids[key + "|reached_phase2"] = sorted(set(g.loc[g["phase"].isin(F.REACHED_PHASE2), "trial_id"]))
-        ids[key + "|reached_phase3"] = sorted(set(g.loc[g["phase"].isin(F.REACHED_PHASE3), "trial_id"]))
-        ids[key + "|stopped"] = sorted(set(g.loc[g["status"].isin(F.STOPPED), "trial_id"]))
+    for r in _rows(df):
+        key = _cid("funnel", r.family, r.msc_source)
+        for k in stages:
+            ids[f"{key}|{k}"] = list(getattr(r, k))
     return fr, ids, ""
 
 
@@ -488,10 +500,14 @@ def _funnel_chapter(counts: _Counts, fr: pd.DataFrame, ids: dict[str, list[str]]
 
 # ------------------------------------------------------------------ outputs
 def _csv_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """List columns (trial ids) joined with ';' for CSV and Excel."""
     out = df.copy()
     for c in out.columns:
-        if len(out) and out[c].map(lambda v: isinstance(v, list | np.ndarray)).any():
-            out[c] = out[c].map(lambda v: ";".join(str(x) for x in v) if isinstance(v, list | np.ndarray) else v)
+        if out[c].dtype != object or not len(out):
+            continue
+        first = next((v for v in out[c] if v is not None), None)
+        if isinstance(first, list | np.ndarray):
+            out[c] = [";".join(map(str, v)) if isinstance(v, list | np.ndarray) else v for v in out[c]]
     return out
 
 
@@ -502,8 +518,8 @@ def _write_xlsx(path: Path, tables: dict[str, pd.DataFrame], about: list[tuple[s
 
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("about")
-    for k, v in about:
-        ws.append([k, v])
+    for key, text in about:
+        ws.append([key, text])
     for name, df in tables.items():
         ws = wb.create_sheet(name[:31])
         header = []
@@ -531,17 +547,23 @@ def _write_xlsx(path: Path, tables: dict[str, pd.DataFrame], about: list[tuple[s
 
 def _json_for_script(obj: Any) -> str:
     """JSON safe inside a <script> element."""
-    s = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
+    s = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
     return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _encode_lists(lists: dict[str, list[str]], index: dict[str, int]) -> dict[str, list[int]]:
-    """Trial lists as delta-encoded indices into the page's trial table."""
-    out: dict[str, list[int]] = {}
-    for cid, ids in lists.items():
-        idx = np.fromiter((index[t] for t in ids if t in index), dtype=np.int64)
-        idx.sort()
-        out[cid] = np.diff(idx, prepend=0).tolist() if idx.size else []
+def _encode_lists(lists: dict[str, list[str]], trial_ids: pd.Index) -> dict[str, np.ndarray]:
+    """Trial lists as delta-encoded positions in the page's (sorted) trial table."""
+    keys = list(lists)
+    lengths = np.fromiter((len(lists[k]) for k in keys), dtype=np.int64, count=len(keys))
+    flat = [t for k in keys for t in lists[k]]
+    pos = trial_ids.get_indexer(pd.Index(flat, dtype=object)) if flat else np.zeros(0, dtype=np.int64)
+    out: dict[str, np.ndarray] = {}
+    start = 0
+    for k, n in zip(keys, lengths.tolist(), strict=True):
+        idx = pos[start:start + n]
+        start += n
+        idx = np.sort(idx[idx >= 0])
+        out[k] = np.diff(idx, prepend=0) if idx.size else np.zeros(0, dtype=np.int64)
     return out
 
 
@@ -565,7 +587,7 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
     ``store`` is a :class:`celltrials.store.Store` (or a DuckDB connection).
     ``figures=False`` skips the Matplotlib SVG/PNG files; ``jobs`` worker
     processes draw them while the tables and the HTML are written (default:
-    CPUs − 1, at most 3; 0 draws them in this process).
+    the number of CPUs, at most 3; 0 draws them in this process).
     Raises :class:`AnalysisError` when no trial matches the filters.
     """
     con = getattr(store, "con", store)
@@ -679,15 +701,19 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
 
         t = step(4, "writing report.html")
         html = out / "report.html"
-        trial_rows = [[r.trial_id, r.title or "", r.url, r.registry or "", L.label(r.status), L.label(r.phase),
-                       _day(r.start_date)]
-                      for r in _rows(trials_list)]
-        index = {row[0]: i for i, row in enumerate(trial_rows)}
+        tl = trials_list
+        starts = pd.to_datetime(tl["start_date"], errors="coerce").dt.strftime("%Y-%m-%d").fillna("")
+        trial_rows = list(zip(
+            tl["trial_id"].astype(str).tolist(), tl["title"].fillna("").astype(str).tolist(),
+            tl["url"].astype(str).tolist(), tl["registry"].fillna("").astype(str).tolist(),
+            [L.label(x) for x in tl["status"].tolist()], [L.label(x) for x in tl["phase"].tolist()],
+            starts.tolist(), strict=True))
+        trial_index = pd.Index(tl["trial_id"].astype(str).tolist(), dtype=object)
         page_data = {
             "version": celltrials.__version__,
             "counts": counts.counts,
             "trials": trial_rows,
-            "lists": _encode_lists(counts.lists, index),
+            "lists": _encode_lists(counts.lists, trial_index),
             "charts": {c.id: to_plotly(c) for c in charts if not c.empty},
         }
         _render_html(html, {
@@ -730,7 +756,7 @@ class _Drawing:
         self.charts = charts
         self.out_dir = out_dir
         cpus = os.cpu_count() or 1
-        n = jobs if jobs is not None else (max(1, min(3, cpus - 1)) if cpus > 1 else 0)
+        n = jobs if jobs is not None else (min(3, cpus) if cpus > 1 else 0)
         self.pool: ProcessPoolExecutor | None = None
         self.futures: list[Future[list[Path]]] = []
         if n > 0 and len(charts) > 1:

@@ -23,7 +23,7 @@ COLORS: dict[str, str] = {
     "approved_products": "#D55E00",
 }
 #: sequential light-to-dark blue (ColorBrewer Blues), readable for colour-blind readers
-HEAT_SCALE = [[0.0, "#deebf7"], [0.25, "#9ecae1"], [0.5, "#4292c6"], [0.75, "#2171b5"], [1.0, "#08306b"]]
+HEAT_SCALE: list[tuple[float, str]] = [(0.0, "#deebf7"), (0.25, "#9ecae1"), (0.5, "#4292c6"), (0.75, "#2171b5"), (1.0, "#08306b")]
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 
 
@@ -88,7 +88,7 @@ def to_plotly(chart: Chart) -> dict[str, Any]:
         data.append({
             "type": "heatmap", "x": chart.categories, "y": chart.rows, "z": z, "hoverongaps": False,
             "customdata": chart.z_ids, "text": text, "texttemplate": "%{text}",
-            "colorscale": HEAT_SCALE, "zmin": 0, "xgap": 1, "ygap": 1,
+            "colorscale": [list(x) for x in HEAT_SCALE], "zmin": 0, "xgap": 1, "ygap": 1,
             "hovertemplate": "%{y} × %{x}: %{z} trials<br>click to list them<extra></extra>",
             "colorbar": {"title": {"text": "trials"}, "thickness": 12},
         })
@@ -173,6 +173,9 @@ def draw_matplotlib(chart: Chart, out_dir: Path, *, dpi: int = 200) -> list[Path
                      transform=fig.transFigure)
             engine: Any = fig.get_layout_engine()
             engine.set(rect=(0, 0.05, 1, 0.95))
+        # lay out once, then freeze it for both files (constrained layout would rerun per save)
+        fig.draw_without_rendering()
+        fig.set_layout_engine("none")
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = [out_dir / f"{chart.id}.svg", out_dir / f"{chart.id}.png"]
         fig.savefig(paths[0], metadata={"Date": None})
@@ -192,7 +195,7 @@ def _draw(ax: Any, chart: Chart, plt: Any) -> None:
         masked = np.ma.masked_where(z == 0, z)
         from matplotlib.colors import LinearSegmentedColormap
 
-        stops: Any = [(float(p), str(c)) for p, c in HEAT_SCALE]
+        stops: Any = list(HEAT_SCALE)
         cmap = LinearSegmentedColormap.from_list("heat", stops)
         cmap.set_bad("#f6f6f6")
         im = ax.imshow(masked, cmap=cmap, aspect="auto", vmin=0, vmax=max(1.0, float(z.max()) if z.size else 1.0))
