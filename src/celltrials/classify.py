@@ -77,9 +77,14 @@ class TrialText:
         return cls.from_records([rec], trial_id or rec.record_id)
 
     @classmethod
-    def from_records(cls, recs: Sequence[ParsedRecord], trial_id: str | None = None) -> TrialText:
-        """Merge the texts of several records of one trial (identical texts once)."""
+    def from_records(cls, recs: Sequence[ParsedRecord], trial_id: str | None = None,
+                     taxonomy: Taxonomy | None = None) -> TrialText:
+        """Merge the texts of several records of one trial (identical texts once).
+
+        Interventions given only to comparator arms (registry arm type, or an
+        ICTRP group label such as "Control group") are kept as comparator text."""
         tid = trial_id or (recs[0].record_id if recs else "")
+        comp_re = (taxonomy or default_taxonomy()).comparator_prefix
         segs: list[Segment] = []
         seen: set[tuple[str, str]] = set()
         multi = len(recs) > 1
@@ -103,7 +108,9 @@ class TrialText:
             exp_arms = {a.label.strip().lower() for a in rec.arms if (a.type or "").upper() not in _COMPARATOR_ARM_TYPES}
             for i, iv in enumerate(rec.interventions):
                 labels = {x.strip().lower() for x in iv.arm_labels}
-                comparator = bool(labels) and labels <= comp_arms and not (labels & exp_arms)
+                comparator = (bool(labels) and labels <= comp_arms and not (labels & exp_arms)) or (
+                    bool(iv.arm_labels) and all(comp_re.match(x.strip() + ":") for x in iv.arm_labels)
+                ) or bool(comp_re.match(iv.name))
                 itype = (iv.type or "").upper()
                 proc = itype in ("PROCEDURE", "DEVICE", "RADIATION", "BEHAVIORAL", "DIAGNOSTIC_TEST")
                 role = COMPARATOR if comparator else INTERVENTION

@@ -1,0 +1,255 @@
+"""The classifier on real registry phrasings, the investigational-product rule,
+evidence spans, store integration and CLI, and the dev-gold quality gate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import celltrials
+from celltrials.classify import (
+    COMPARATOR,
+    INTERVENTION,
+    TrialText,
+    classify,
+    classify_store,
+    evaluate_store,
+    explain_trial,
+    labels_rows,
+)
+from celltrials.cli import cli
+from celltrials.models import Intervention, ParsedRecord
+from celltrials.sources import parse_file
+from tests.conftest import CAR2_JSON, CAR_JSON, GENERAL_JSON, GOLD, ICTRP_CSV, MSC_CSV
+
+
+@lru_cache(maxsize=1)
+def _records() -> dict[str, list[ParsedRecord]]:
+    out: dict[str, list[ParsedRecord]] = {}
+    for path in (MSC_CSV, ICTRP_CSV, CAR_JSON, CAR2_JSON, GENERAL_JSON):
+        for item in parse_file(path):
+            if isinstance(item, ParsedRecord):
+                out.setdefault(item.record_id, []).append(item)
+    return out
+
+
+def lab(record_id: str):  # type: ignore[no-untyped-def]
+    return classify(TrialText.from_records(_records()[record_id], record_id))
+
+
+def _rec(**kw: object) -> ParsedRecord:
+    base: dict[str, object] = {"channel": "ctgov", "source_format": "t", "record_id": "X", "registry": "ctgov", "raw": {}}
+    base.update(kw)
+    return ParsedRecord(**base)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- investigational product only
+
+
+@pytest.mark.parametrize("record_id", [
+    "NCT04268537",       # eligibility: "history of organ, bone marrow or hematopoietic stem cell transplantation"
+    "ChiCTR2000029806",  # eligibility: "History of organ, bone marrow or hematopoietic stem cell transplant"
+    "EUCTR2020-001172-15-DK",  # eligibility: "immunocompromised patients (... stem cell transplants)"
+])
+def test_cells_named_only_in_eligibility_do_not_label(record_id: str) -> None:
+    recs = _records()[record_id]
+    assert any("stem cell transplant" in r.eligibility.lower() for r in recs)
+    assert not lab(record_id).is_cell_therapy
+
+
+def test_background_transplant_in_title_is_not_the_product() -> None:
+    # NCT05827016: "Iberdomide Maintenance Versus Lenalidomide Maintenance Therapy Following
+    # Autologous Stem Cell Transplant (ASCT) ..." (the ASCT is background, keywords too)
+    r = lab("NCT05827016")
+    assert not r.is_cell_therapy and r.cell_type == []
+
+
+def test_prior_hsct_in_a_car_t_trial_is_not_hsc() -> None:
+    # NCT04516551: "Anti-CD19 Allo-CAR-T Cells for Relapsed B Cell Malignancies After HSCT"
+    r = lab("NCT04516551")
+    assert r.cell_type == ["car_t"]
+    assert r.origin == "allogeneic"
+    assert "CD19" in r.targets
+
+
+def test_msc_for_gvhd_after_allo_hsct() -> None:
+    # NCT04692376 (classic CSV): "MSC for Treatment of cGVHD After Allo-HSCT"
+    r = lab("NCT04692376")
+    assert r.cell_type == ["msc"]
+    assert (r.indication_group, r.therapeutic_area) == ("immune_mediated", ["gvhd_transplant"])
+
+
+def test_negated_and_comparator_mentions() -> None:
+    # NCT04288102's placebo: "Saline containing 1% Human serum albumin（solution without UC-MSCs）"
+    placebo = _rec(title="Placebo", interventions=[Intervention(type="BIOLOGICAL", name="Saline containing 1% Human serum albumin（solution without UC-MSCs）")])
+    assert not classify(placebo).is_cell_therapy
+    # ICTRP group texts (ChiCTR2000030224): a control group is a comparator, not the product
+    tt = TrialText.from_record(_records()["ChiCTR2000030224"][0])
+    # ("1 the critical group :injecting Mesenchymal stem cells;...;3 the control group of the
+    # critical group:injecting normal saline"; the parser splits group label and text)
+    roles = {s.source: (s.role, s.text) for s in tt.segments if s.role in (INTERVENTION, COMPARATOR)}
+    assert roles["interventions[0].name"] == (INTERVENTION, "injecting Mesenchymal stem cells")
+    assert roles["interventions[2].name"] == (COMPARATOR, "injecting normal saline")
+
+
+def test_prp_is_not_cell_therapy() -> None:
+    # NCT02468492: "Pilot Synovial Fluid Molecular/Stem Cell Response to PRP in Knee Osteoarthritis"
+    assert not lab("NCT02468492").is_cell_therapy
+
+
+# ---------------------------------------------------------------- labels on real phrasings
+
+
+def test_versus_designs_carry_both() -> None:
+    assert lab("NCT01087996").origin == "both"  # BIOLOGICAL: Auto-hMSCs / Allo-hMSCs (POSEIDON)
+    r = lab("NCT05008588")  # Conditioned Medium and Umbilical Cord-Mesenchymal Stem Cells
+    assert r.product_form == ["cells", "secretome"] and r.msc_source == ["umbilical_cord"]
+    assert lab("ChiCTR2000030944").cell_type == ["msc", "nk"]  # human NK cells and UC-MSCs
+
+
+def test_msc_derived_exosomes_are_msc_extracellular_vesicles() -> None:
+    r = lab("NCT04276987")  # BIOLOGICAL: MSCs-derived exosomes
+    assert (r.cell_type, r.product_form) == (["msc"], ["extracellular_vesicles"])
+    assert "inhaled" in r.route  # "Inhalation of Mesenchymal Stem Cells Exosomes"
+
+
+def test_car_nk_takes_precedence_over_nk() -> None:
+    r = lab("NCT02892695")  # "CAR-NK cells"
+    assert "car_nk" in r.cell_type and "nk" not in r.cell_type
+
+
+def test_product_code_names() -> None:
+    r = lab("NCT02890953")  # DRUG: Pneumostem (hUCB-MSC)
+    assert (r.cell_type, r.msc_source, r.origin) == (["msc"], ["cord_blood"], "allogeneic")
+    r = lab("NCT04331613")  # Biological: CAStem
+    assert (r.cell_type, r.origin) == (["esc_derived"], "allogeneic")
+    r = lab("NCT01733186")  # CARTISTEM® is cord-blood MSC, not a CAR-T
+    assert r.cell_type == ["msc"]
+
+
+def test_mononuclear_cord_blood_implies_allogeneic() -> None:
+    r = lab("ChiCTR2000029572")  # "umbilical cord blood mononuclear cells"
+    assert (r.cell_type, r.msc_source, r.origin) == (["mononuclear_cells"], [], "allogeneic")
+
+
+def test_dose_and_route() -> None:
+    r = lab("ChiCTR2000030835")  # "routine treatment + MSc (2 x10^6 / kg / time)"
+    assert any("10^6 / kg" in d for d in r.dose)
+    assert "intravenous" in lab("ChiCTR2000030866").route  # "Intravenous infusion of MSC"
+
+
+def test_combinations_and_manufacturing() -> None:
+    r = lab("ChiCTR2000029580")  # "Ruxolitinib combined with mesenchymal stem cells"
+    assert "targeted_therapy" in r.combinations
+    r = lab("NCT04796441")  # "Universal CAR-γδT Cell Injection"
+    assert r.cell_type == ["car_t"] and "universal" in r.manufacturing and r.origin == "allogeneic"
+
+
+with (GOLD / "immune_examples.csv").open(encoding="utf-8") as _fh:
+    IMMUNE = list(csv.DictReader(_fh))
+
+
+@pytest.mark.parametrize("row", IMMUNE, ids=[r["registry_id"] for r in IMMUNE])
+def test_immune_examples(row: dict[str, str]) -> None:
+    ivs = []
+    for part in row["interventions"].split("|"):
+        if part.strip():
+            typ, _, name = part.partition(": ")
+            ivs.append(Intervention(type=typ.upper(), name=name) if name else Intervention(name=typ))
+    rec = _rec(record_id=row["registry_id"], title=row["title"], interventions=ivs,
+               conditions=[c for c in row["conditions"].split("|") if c])
+    r = classify(rec)
+    got = r.to_row()
+    for f in ("is_cell_therapy", "cell_type", "product_form", "indication_group", "therapeutic_area"):
+        assert got[f] == row[f], f
+    if row["registry_id"] != "NCT02870244":  # title does not say the tyrosinase TCR is autologous
+        assert got["origin"] == row["origin"]
+        assert sorted(r.targets) == sorted(t for t in row["targets"].split(";") if t)
+
+
+# ---------------------------------------------------------------- evidence
+
+
+def test_evidence_spans_point_at_the_text() -> None:
+    recs = _records()
+    checked = 0
+    for rid in list(recs)[:1500]:
+        tt = TrialText.from_records(recs[rid], rid)
+        for e in classify(tt).evidence:
+            assert tt.text_of(e.source_field)[e.start:e.end] == e.text, (rid, e)
+            checked += 1
+    assert checked > 1000
+
+
+def test_every_label_has_evidence() -> None:
+    r = lab("NCT04293692")  # BIOLOGICAL: UC-MSCs; COVID-19
+    fields = {e.field for e in r.evidence}
+    assert {"cell_type", "msc_source", "origin", "indication_group", "therapeutic_area"} <= fields
+    ev = next(e for e in r.evidence if e.field == "cell_type")
+    assert ev.source_field.endswith("interventions[0].name") and ev.text == "UC-MSCs"
+
+
+# ---------------------------------------------------------------- store, CLI, quality gate
+
+
+@pytest.fixture(scope="module")
+def classified_db(full_store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("cls") / "c.duckdb"
+    shutil.copy(full_store_path, db)
+    with celltrials.open(db) as store:
+        summary = classify_store(store)
+        assert summary["classified"] == summary["trials"] > 8000
+        again = classify_store(store, only_changed=True)
+        assert again["classified"] == 0 and again["skipped_unchanged"] == summary["trials"]
+    return db
+
+
+def test_dev_gold_quality_gate(classified_db: Path) -> None:
+    with celltrials.open(classified_db, read_only=True) as store:
+        r = evaluate_store(store, GOLD / "dev.csv")
+    assert r["missing"] == []
+    acc = {f: v["accuracy"] for f, v in r["accuracy"].items()}
+    assert r["is_cell_therapy"]["f1"] >= 0.97
+    assert r["macro_f1"]["cell_type"] >= 0.93
+    for f in ("msc_source", "origin", "product_form", "indication_group"):
+        assert acc[f] >= 0.90, (f, acc[f])
+    assert acc["therapeutic_area"] >= 0.80
+
+
+def test_labels_rows_cover_secondary_ids(classified_db: Path) -> None:
+    with celltrials.open(classified_db, read_only=True) as store:
+        rows = labels_rows(store)
+        by_id = {r["registry_id"]: r for r in rows}
+        # NCT04293692 is also in the ICTRP export; every id of a merged trial gets its labels
+        tid = store.resolve("NCT04293692")
+        ids = {r[0] for r in store.con.execute("SELECT id_raw FROM trial_ids WHERE trial_id = ?", [tid]).fetchall()}
+    assert by_id["NCT04293692"]["cell_type"] == "msc"
+    for i in ids:
+        assert by_id[i.strip()] == {**by_id["NCT04293692"], "registry_id": i.strip()}
+    assert len(rows) >= 8085
+
+
+def test_cli_json_equals_library(classified_db: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(cli, ["--db", str(classified_db), "evaluate", "--gold", str(GOLD / "dev.csv"), "--json"])
+    assert res.exit_code == 0, res.output
+    with celltrials.open(classified_db, read_only=True) as store:
+        lib = evaluate_store(store, GOLD / "dev.csv")
+        expl = explain_trial(store, "ChiCTR2000030944")
+    assert json.loads(res.output) == json.loads(json.dumps(lib, default=str))
+    res = runner.invoke(cli, ["--db", str(classified_db), "explain", "ChiCTR2000030944", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == json.loads(json.dumps(expl, default=str))
+    res = runner.invoke(cli, ["--db", str(classified_db), "explain", "ChiCTR2000030944"])
+    assert res.exit_code == 0 and "NK cells" in res.output and "msc" in res.output
+    out = tmp_path / "labels.csv"
+    res = runner.invoke(cli, ["--db", str(classified_db), "labels", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    head = out.read_text(encoding="utf-8").splitlines()[0]
+    assert head == "registry_id,is_cell_therapy,cell_type,msc_source,origin,product_form,indication_group,therapeutic_area"
