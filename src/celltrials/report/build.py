@@ -95,6 +95,8 @@ class Cell:
     num: bool = False
     href: str | None = None
     cls: str = ""
+    #: the count opens its trial list in the page
+    listed: bool = False
 
 
 @dataclass
@@ -153,7 +155,7 @@ class _Counts:
 
     def cell(self, cid: str, n: int, trial_ids: Iterable[str] | None) -> Cell:
         self.add(cid, n, trial_ids)
-        return Cell(_fmt(n), count_id=cid, num=True)
+        return Cell(_fmt(n), count_id=cid, num=True, listed=trial_ids is not None)
 
 
 def _one_d(counts: _Counts, name: str, df: pd.DataFrame, key: str, *, title: str, description: str,
@@ -651,7 +653,8 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
             Cell(_day(r.latest_update) or "—"),
             counts.cell(_cid("snapshots", key, "trials"), r.n_trials, r.trial_ids),
         ])
-    exc_rows = [[Cell(r.reason), counts.cell(_cid("exclusions", r.reason), r.n_trials, r.trial_ids)]
+    # trials left out are not in the page's trial table: their lists are in tables/exclusions.csv
+    exc_rows = [[Cell(r.reason), counts.cell(_cid("exclusions", r.reason), r.n_trials, None)]
                 for r in _rows(secs["exclusions"])]
     gap_rows = [[Cell(r.gap), counts.cell(_cid("unclassified_fields", r.gap), r.n_trials, r.trial_ids)]
                 for r in _rows(secs["unclassified_fields"])]
@@ -726,7 +729,8 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
                                   "latest registry update", "trials in report"], src_rows,
                                  note=f"Paths relative to {root}." if root else ""),
             "snapshot_dates": _snapshot_dates(snap),
-            "exclusions": TableView(["reason", "trials"], exc_rows),
+            "exclusions": TableView(["reason", "trials"], exc_rows,
+                                note="The trial ids of each reason are in tables/exclusions.csv."),
             "gaps": TableView(["label gap", "trials"], gap_rows),
             "merged": {"trials": int(merged[0]), "records": int(merged[1])},
             "sql": sql, "params": params, "taxonomy_version": tax_version,

@@ -1,0 +1,122 @@
+"""Shared set-up of the report tests (imported by test_report*.py; not a conftest).
+
+The classified store and the default report are built once per test session
+(the cache below) from the session's ingest of ../shared/data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import celltrials
+from celltrials.analysis.landscape import Filters
+from celltrials.classify import classify_store
+from celltrials.report.build import ReportResult, build_report
+
+_CACHE: dict[str, Any] = {}
+
+
+def classified_store_path(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path) -> Path:
+    """The full real-data store, classified by celltrials.classify (read it read-only)."""
+    if "store" not in _CACHE:
+        path = tmp_path_factory.mktemp("report-store") / "classified.duckdb"
+        shutil.copy(full_store_path, path)
+        store = celltrials.open(path)
+        try:
+            classify_store(store)
+        finally:
+            store.close()
+        _CACHE["store"] = path
+    return Path(_CACHE["store"])
+
+
+def default_report(tmp_path_factory: pytest.TempPathFactory, store_path: Path) -> ReportResult:
+    """The report of all cell-therapy trials of the classified store."""
+    if "report" not in _CACHE:
+        out = tmp_path_factory.mktemp("report-out")
+        with celltrials.open(store_path, read_only=True) as store:
+            _CACHE["report"] = build_report(store, out, Filters())
+    result: ReportResult = _CACHE["report"]
+    return result
+
+
+class PageParser(HTMLParser):
+    """Collects what the tests read from report.html: the text of every
+    element carrying ``data-count-id`` / ``data-date-id``, the embedded JSON
+    and the chart containers."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.counts: list[tuple[str, str]] = []
+        self.dates: list[tuple[str, str]] = []
+        self.charts: list[str] = []
+        self.scripts: dict[str, str] = {}
+        self.external: list[str] = []
+        self._open: list[tuple[str, str, str, list[str]]] = []  # (tag, kind, id, text parts)
+        self._script_id: str | None = None
+        self._script_text: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag in ("script", "link", "img", "iframe") and (a.get("src") or (tag == "link" and a.get("href"))):
+            self.external.append(a.get("src") or a.get("href", ""))
+        if tag == "script":
+            self._in_script = True
+            self._script_id = a.get("id")
+            self._script_text = []
+            return
+        if "data-count-id" in a:
+            self._open.append((tag, "count", a["data-count-id"], []))
+        elif "data-date-id" in a:
+            self._open.append((tag, "date", a["data-date-id"], []))
+        if tag == "div" and "data-chart" in a:
+            self.charts.append(a["data-chart"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            if self._script_id:
+                self.scripts[self._script_id] = "".join(self._script_text)
+            self._in_script = False
+            self._script_id = None
+            return
+        if self._open and self._open[-1][0] == tag:
+            _, kind, cid, parts = self._open.pop()
+            text = "".join(parts).strip()
+            (self.counts if kind == "count" else self.dates).append((cid, text))
+            for other in self._open:
+                other[3].append(text)
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self._script_text.append(data)
+        elif self._open:
+            self._open[-1][3].append(data)
+
+
+def parse_page(html: Path) -> tuple[PageParser, dict[str, Any]]:
+    p = PageParser()
+    p.feed(html.read_text(encoding="utf-8"))
+    p.close()
+    return p, json.loads(p.scripts["report-data"])
+
+
+def number(text: str) -> int:
+    assert re.fullmatch(r"-?[\d,]+", text), f"not a number: {text!r}"
+    return int(text.replace(",", ""))
+
+
+def decode_list(page_data: dict[str, Any], cid: str) -> list[str]:
+    """The trial ids a count id opens in the page (delta-encoded positions)."""
+    pos, out = 0, []
+    for d in page_data["lists"][cid]:
+        pos += d
+        out.append(page_data["trials"][pos][0])
+    return out
