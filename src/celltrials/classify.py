@@ -426,9 +426,10 @@ class Classifier:
                 text = masked.setdefault(id(seg), _mask(seg.text, tax.exclusions))
                 for sm in _SENTENCE.finditer(text):
                     sent = sm.group()
-                    if not (tax.cell_type.search(sent) or tax.products.search(sent)):
+                    ohits = list(tax.origin.hits(sent))
+                    if not ohits or not (tax.cell_type.search(sent) or tax.products.search(sent)):
                         continue
-                    for h in tax.origin.hits(sent):
+                    for h in ohits:
                         if _is_background(tax, sent, h.start):
                             continue
                         s0, s1 = sm.start() + h.start, sm.start() + h.end
