@@ -95,6 +95,7 @@ def to_plotly(chart: Chart) -> dict[str, Any]:
         layout["xaxis"].update({"tickangle": -35, "gridcolor": "rgba(0,0,0,0)", "type": "category"})
         layout["yaxis"].update({"autorange": "reversed", "gridcolor": "rgba(0,0,0,0)", "type": "category"})
         layout["height"] = max(320, 34 * len(chart.rows) + 170)
+        layout["margin"]["t"] = 34  # room for the mode bar above the cells
         return {"data": data, "layout": layout}
     horizontal = chart.kind in ("hbar", "hstacked")
     for s in chart.series:
@@ -129,6 +130,12 @@ def to_plotly(chart: Chart) -> dict[str, Any]:
         layout["height"] = 420
     if len(chart.series) > 1:
         layout["margin"]["t"] = 40
+    # value axis from 0 with headroom for the tallest (stacked) bar and its label
+    if chart.kind in ("stacked", "hstacked"):
+        top = max((sum(v) for v in zip(*(s.values for s in chart.series), strict=True)), default=0)
+    else:
+        top = max((v for s in chart.series for v in s.values), default=0)
+    layout["xaxis" if horizontal else "yaxis"]["range"] = [0, max(1.0, top * (1.12 if len(chart.series) == 1 else 1.05))]
     return {"data": data, "layout": layout}
 
 
