@@ -341,7 +341,7 @@ class Classifier:
                 continue
             text = seg.text[:600] if seg.role == SUMMARY else seg.text
             for h in self._indication_hits(text, cell_types):
-                key = (int(bool(h.entry.options.get("generic"))), tier, int(h.entry.options["rank"]))
+                key = (int(bool(h.entry.options.get("generic"))), int(h.entry.options["rank"]), tier)
                 if best is None or key < best[0]:
                     best = (key, seg, h)
         if best is not None and best[0][1] == _IND_TIER[SUMMARY] and best[0][0]:
