@@ -393,9 +393,20 @@ def test_filters_combine(store_path: Path, tmp_path: Path) -> None:
     assert data["counts"]["headline:trials"] == len(want)
     assert set(decode_list(data, "headline:trials")) == want
     html = res.html.read_text(encoding="utf-8")
-    assert "country: china" in html and "start year: 2019–2024" in html
+    assert "country: China" in html and "start year: 2019–2024" in html  # as the store spells it
     # trials outside the filters are listed as excluded, with the count
     assert data["counts"]["exclusions:outside the filters"] == len(everything - got)
+
+
+def test_progress_callback(store_path: Path, tmp_path: Path) -> None:
+    from celltrials.report.build import ReportProgress
+
+    events: list[ReportProgress] = []
+    with celltrials.open(store_path, read_only=True) as store:
+        build_report(store, tmp_path / "p", L.make_filters(cell_type=["car_nk"]), progress=events.append,
+                     figures=False)
+    assert [e.step for e in events] == ["select", "sections", "tables", "workbook", "html", "figures", "done"]
+    assert [e.index for e in events] == list(range(7)) and {e.total for e in events} == {6}
 
 
 def test_title_registry_status_indication_filters(store_path: Path) -> None:

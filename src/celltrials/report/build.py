@@ -16,13 +16,13 @@ the charts, so a reader (or a test) can check each number against the store.
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from os.path import commonpath
@@ -36,6 +36,7 @@ import pandas as pd
 import celltrials
 from celltrials.analysis import landscape as L
 from celltrials.errors import AnalysisError, ConfigError
+from celltrials.report._draw import chart_to_dict
 from celltrials.report.figures import (
     COLORS,
     GREY,
@@ -396,7 +397,7 @@ def _build_chapters(counts: _Counts, secs: dict[str, pd.DataFrame], dd: date | N
     years = list(range(int(pf["year"].min()), int(pf["year"].max()) + 1)) if len(pf) else []
     py = dd.year if dd else None
     t_pf, s_pf, _ = _pivot(counts, "product_form_by_year", pf, "year", "product_form", key_order=years,
-                           col_order=list(L.PRODUCT_FORMS),
+                           col_order=list(L.PRODUCT_FORMS), colors=COLORS,
                            key_text=lambda y: f"{y} (partial)" if y == py else str(y))
     for s in s_pf:
         s.hatched = [y == py for y in years]
@@ -588,8 +589,8 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
 
     ``store`` is a :class:`celltrials.store.Store` (or a DuckDB connection).
     ``figures=False`` skips the Matplotlib SVG/PNG files; ``jobs`` worker
-    processes draw them while the tables and the HTML are written (default:
-    the number of CPUs, at most 3; 0 draws them in this process).
+    subprocesses draw them while the tables and the HTML are written
+    (default: the number of CPUs, at most 3; 0 draws them in this process).
     Raises :class:`AnalysisError` when no trial matches the filters.
     """
     con = getattr(store, "con", store)
@@ -664,6 +665,12 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
     counts.add("methods:merged_trials_store", int(merged[0]), None)
     counts.add("methods:merged_records_store", int(merged[1]), None)
     sql, params = L.selection_sql(filters)
+    described = filters.describe()
+    if filters.country:  # as the store spells them
+        names = [r[0] for r in con.execute(
+            "SELECT DISTINCT country FROM countries WHERE lower(country) IN (SELECT lower(unnest(?::VARCHAR[]))) "
+            "ORDER BY 1", [list(filters.country)]).fetchall()]
+        described["country"] = ", ".join(names) or described["country"]
     tax_version = L.taxonomy_version(con)
     registries_present = sorted({str(x) for x in secs["registries"]["registry"]})
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -691,7 +698,7 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
             ("generated", generated),
             ("data as of (latest registry update)", dd.isoformat() if dd else "unknown"),
             ("trials", str(len(sel))),
-            ("filters", "; ".join(f"{k}: {v}" for k, v in filters.describe().items())),
+            ("filters", "; ".join(f"{k}: {v}" for k, v in described.items())),
             ("taxonomy version", tax_version or "unknown"),
             ("data sources", "ClinicalTrials.gov; WHO International Clinical Trials Registry Platform (ICTRP) and its source registers"),
             ("trial_ids", "each count's trials, ';'-separated (long lists truncated here; complete in tables/*.csv)"),
@@ -723,7 +730,7 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
             "title": "Cell-therapy clinical-trial landscape",
             "version": celltrials.__version__, "generated": generated,
             "data_date": dd.isoformat() if dd else None, "partial_year": dd.year if dd else None,
-            "n_trials": len(sel), "filters": filters.describe(), "cards": cards, "chapters": chapters,
+            "n_trials": len(sel), "filters": described, "cards": cards, "chapters": chapters,
             "charts_empty": {c.id for c in charts if c.empty},
             "sources": TableView(["file", "format", "registries", "ingested", "records read",
                                   "latest registry update", "trials in report"], src_rows,
@@ -749,40 +756,58 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
             drawing.close()
     if progress:
         progress(ReportProgress("done", len(steps), len(steps), str(html)))
-    return ReportResult(out, html, xlsx, fig_paths, table_paths, len(sel), dd, filters.describe(), secs, timings)
+    return ReportResult(out, html, xlsx, fig_paths, table_paths, len(sel), dd, described, secs, timings)
 
 
 class _Drawing:
-    """Matplotlib figures drawn by worker processes while the main process
-    writes tables and HTML (inline when ``jobs`` is 0 or no pool can start)."""
+    """Matplotlib figures drawn by worker subprocesses (``python -m
+    celltrials.report._draw``) while this process writes the tables and the
+    HTML; inline when ``jobs`` is 0. Charts a worker failed on are drawn
+    inline, so a broken worker costs time, never figures."""
 
     def __init__(self, charts: list[Chart], out_dir: Path, jobs: int | None) -> None:
         self.charts = charts
         self.out_dir = out_dir
         cpus = os.cpu_count() or 1
         n = jobs if jobs is not None else (min(3, cpus) if cpus > 1 else 0)
-        self.pool: ProcessPoolExecutor | None = None
-        self.futures: list[Future[list[Path]]] = []
-        if n > 0 and len(charts) > 1:
-            self.pool = ProcessPoolExecutor(max_workers=min(n, len(charts)),
-                                            mp_context=multiprocessing.get_context("forkserver"))
-            # slowest first: long time axes and heatmaps
-            order = sorted(charts, key=lambda c: -(len(c.categories) * max(1, len(c.series)) + 10 * len(c.rows)))
-            self.futures = [self.pool.submit(draw_matplotlib, c, out_dir) for c in order]
+        n = min(n, len(charts))
+        self.procs: list[tuple[subprocess.Popen[str], list[Chart], Path]] = []
+        if n < 1 or len(charts) < 2:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # slowest first, dealt round-robin so the workers finish together
+        order = sorted(charts, key=lambda c: -(len(c.categories) * max(1, len(c.series)) + 10 * len(c.rows)))
+        groups = [order[i::n] for i in range(n)]
+        for i, group in enumerate(groups):
+            spec = out_dir / f".charts-{os.getpid()}-{i}.json"
+            spec.write_text(json.dumps([chart_to_dict(c) for c in group]), encoding="utf-8")
+            env = {**os.environ, "MPLBACKEND": "Agg"}
+            proc = subprocess.Popen([sys.executable, "-m", "celltrials.report._draw", str(spec), str(out_dir)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            self.procs.append((proc, group, spec))
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-            self.pool = None
+        for proc, _, spec in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+            spec.unlink(missing_ok=True)
+        self.procs = []
 
     def result(self) -> list[Path]:
-        if self.pool is None:
+        if not self.procs:
             return [p for c in self.charts for p in draw_matplotlib(c, self.out_dir)]
+        paths: list[Path] = []
         try:
-            paths = [p for f in self.futures for p in f.result()]
-        except BrokenProcessPool:  # e.g. a __main__ that worker processes cannot import
-            self.close()
-            return [p for c in self.charts for p in draw_matplotlib(c, self.out_dir)]
+            for proc, group, _ in self.procs:
+                stdout, _err = proc.communicate()
+                done = {Path(line) for line in stdout.splitlines() if line.strip()}
+                for c in group:
+                    want = [self.out_dir / f"{c.id}.svg", self.out_dir / f"{c.id}.png"]
+                    if proc.returncode == 0 and all(w in done for w in want):
+                        paths.extend(want)
+                    else:  # the worker failed on it: draw it here
+                        paths.extend(draw_matplotlib(c, self.out_dir))
         finally:
             self.close()
         return sorted(paths)

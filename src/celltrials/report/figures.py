@@ -21,6 +21,8 @@ COLORS: dict[str, str] = {
     "industry": "#D55E00", "academic_other": "#56B4E9", "government": "#009E73", "unknown": GREY,
     "registered": "#56B4E9", "reached_phase2": "#0072B2", "reached_phase3": "#009E73",
     "approved_products": "#D55E00",
+    "cells": "#0072B2", "extracellular_vesicles": "#E69F00", "secretome": "#009E73",
+    "gene_modified": "#CC79A7", "composite": "#D55E00",
 }
 #: sequential light-to-dark blue (ColorBrewer Blues), readable for colour-blind readers
 HEAT_SCALE: list[tuple[float, str]] = [(0.0, "#deebf7"), (0.25, "#9ecae1"), (0.5, "#4292c6"), (0.75, "#2171b5"), (1.0, "#08306b")]

@@ -1,0 +1,46 @@
+"""Worker process for the report's Matplotlib figures.
+
+    python -m celltrials.report._draw CHARTS.json OUT_DIR
+
+``CHARTS.json`` is a list of :class:`celltrials.report.figures.Chart` as
+dicts; each is drawn as ``OUT_DIR/<id>.svg`` and ``.png``; the written paths
+are printed one per line. :func:`celltrials.report.build.build_report` runs
+a few of these beside its own work. A plain subprocess (not
+``multiprocessing``) never re-imports the caller's ``__main__``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from celltrials.report.figures import Chart, Series, draw_matplotlib
+
+
+def chart_to_dict(chart: Chart) -> dict[str, Any]:
+    return asdict(chart)
+
+
+def chart_from_dict(d: dict[str, Any]) -> Chart:
+    d = dict(d)
+    d["series"] = [Series(**s) for s in d.get("series", [])]
+    return Chart(**d)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    charts = [chart_from_dict(d) for d in json.loads(Path(argv[0]).read_text(encoding="utf-8"))]
+    out = Path(argv[1])
+    for c in charts:
+        for p in draw_matplotlib(c, out):
+            print(p, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
