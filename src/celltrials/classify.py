@@ -257,6 +257,31 @@ def _derivative_attached(text: str, hit: Hit, derivs: list[Hit]) -> bool:
     return False
 
 
+_DERIVED = re.compile(r"\s*\)?\s*[-–]?\s*derived\b", re.I)
+_PLURIPOTENT = frozenset({"ipsc_derived", "esc_derived"})
+
+
+def _drop_sources(found: list[_Mention]) -> list[_Mention]:
+    """"X-derived Y" names one product: Y made from X. Keep Y (or X when X is a
+    pluripotent line: the product is then ipsc/esc-derived)."""
+    drop: set[int] = set()
+    by_seg: dict[int, list[_Mention]] = {}
+    for m in found:
+        by_seg.setdefault(id(m.seg), []).append(m)
+    for ms in by_seg.values():
+        ms.sort(key=lambda m: m.hit.start)
+        for a, b in zip(ms, ms[1:], strict=False):
+            text = a.seg.text
+            dm = _DERIVED.match(text, a.hit.end)
+            if dm is None or b.hit.start - dm.end() > 40 or "cell_type" not in a.values or "cell_type" not in b.values:
+                continue
+            if set(a.values["cell_type"]) & _PLURIPOTENT:
+                drop.add(id(b))
+            elif a.values["cell_type"] != b.values["cell_type"]:
+                drop.add(id(a))
+    return [m for m in found if id(m) not in drop] if drop else found
+
+
 class Classifier:
     """Applies a :class:`Taxonomy` to :class:`TrialText`."""
 
@@ -280,7 +305,7 @@ class Classifier:
                     continue  # a named product decides for its own span
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
                 (background if _is_background(tax, text, h.start) else found).append(m)
-        return found, background
+        return _drop_sources(found), background
 
     @staticmethod
     def _ev(out: list[Evidence], fld: str, value: str, seg: Segment, h: Hit) -> None:
@@ -414,13 +439,14 @@ class Classifier:
 
         # ---- origin ----
         stated: set[str] = set()
-        for m in found:
-            for v in m.values.get("origin", ()):
-                stated.add(v)
-                self._ev(evidence, "origin", v, m.seg, m.hit)
         for seg, h in self._scan(tax.origin, product_segs, masked):
             stated.add(h.entry.value)
             self._ev(evidence, "origin", h.entry.value, seg, h)
+        if not stated:  # a named product's known origin, when the record states none
+            for m in found:
+                for v in m.values.get("origin", ()):
+                    stated.add(v)
+                    self._ev(evidence, "origin", v, m.seg, m.hit)
         if not stated and summaries:
             for seg in summaries:
                 text = masked.setdefault(id(seg), _mask(seg.text, tax.exclusions))
