@@ -24,6 +24,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from celltrials.models import ParsedRecord
@@ -270,7 +271,7 @@ def _drop_sources(found: list[_Mention]) -> list[_Mention]:
         by_seg.setdefault(id(m.seg), []).append(m)
     for ms in by_seg.values():
         ms.sort(key=lambda m: m.hit.start)
-        for a, b in zip(ms, ms[1:], strict=False):
+        for a, b in pairwise(ms):
             text = a.seg.text
             dm = _DERIVED.match(text, a.hit.end)
             if dm is None or b.hit.start - dm.end() > 40 or "cell_type" not in a.values or "cell_type" not in b.values:
