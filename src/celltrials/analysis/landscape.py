@@ -339,14 +339,26 @@ def selection_sql(filters: Filters) -> tuple[str, list[Any]]:
 
 
 def select_trials(con: duckdb.DuckDBPyConnection, filters: Filters | None = None) -> pd.DataFrame:
-    """The trials a report covers, one row per trial, with their labels."""
+    """The trials a report covers, one row per trial, with their labels.
+
+    The selection is also kept on the connection (temp table ``_sel``), so
+    section functions called with the returned frame do not select again."""
     filters = filters or Filters()
     ensure_label_view(con)
     sql, params = selection_sql(filters)
-    return con.sql(sql, params=params).to_arrow_table().to_pandas()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _sel AS {sql}", params)
+    df = con.sql("SELECT * FROM _sel ORDER BY trial_id").to_arrow_table().to_pandas()
+    _remember(con, df)
+    return df
 
 
 _SEL_TOKENS: dict[int, str] = {}
+
+
+def _remember(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> None:
+    token = uuid.uuid4().hex
+    trials.attrs["_landscape_token"] = token
+    _SEL_TOKENS[id(con)] = token
 
 
 @contextmanager
@@ -357,7 +369,13 @@ def _selected(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> Iterator[
     The table is built once per (connection, DataFrame): section functions
     called in a row on the same selection reuse it."""
     token = trials.attrs.get("_landscape_token")
-    if token is None or _SEL_TOKENS.get(id(con)) != token:
+    fresh = token is not None and _SEL_TOKENS.get(id(con)) == token
+    if fresh:
+        try:
+            fresh = _one(con, "SELECT count(*) FROM _sel") == len(trials)
+        except duckdb.CatalogException:  # another connection that reused the id
+            fresh = False
+    if not fresh:
         ensure_label_view(con)
         ids = pd.DataFrame({"trial_id": trials["trial_id"].astype(str)})
         con.register("_sel_ids", ids)
@@ -367,9 +385,7 @@ def _selected(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> Iterator[
                 f"FROM _sel_ids s JOIN trials t USING (trial_id) LEFT JOIN {LABEL_VIEW} l USING (trial_id)")
         finally:
             con.unregister("_sel_ids")
-        token = uuid.uuid4().hex
-        trials.attrs["_landscape_token"] = token
-        _SEL_TOKENS[id(con)] = token
+        _remember(con, trials)
     yield "_sel"
 
 

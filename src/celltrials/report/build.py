@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -36,7 +37,7 @@ import pandas as pd
 import celltrials
 from celltrials.analysis import landscape as L
 from celltrials.errors import AnalysisError, ConfigError
-from celltrials.report._draw import chart_to_dict
+from celltrials.report._draw import chart_to_dict, claim
 from celltrials.report.figures import (
     COLORS,
     GREY,
@@ -589,8 +590,8 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
 
     ``store`` is a :class:`celltrials.store.Store` (or a DuckDB connection).
     ``figures=False`` skips the Matplotlib SVG/PNG files; ``jobs`` worker
-    subprocesses draw them while the tables and the HTML are written
-    (default: the number of CPUs, at most 3; 0 draws them in this process).
+    subprocesses draw them while the tables and the HTML are written, then
+    this process helps (default: CPUs − 1, at most 3; 0: all drawn here).
     Raises :class:`AnalysisError` when no trial matches the filters.
     """
     con = getattr(store, "con", store)
@@ -762,52 +763,53 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
 class _Drawing:
     """Matplotlib figures drawn by worker subprocesses (``python -m
     celltrials.report._draw``) while this process writes the tables and the
-    HTML; inline when ``jobs`` is 0. Charts a worker failed on are drawn
-    inline, so a broken worker costs time, never figures."""
+    HTML; then this process draws what the workers have not claimed yet,
+    from the other end of the list. ``jobs`` = 0 draws everything here. A
+    chart a worker claimed but did not finish is drawn here too, so a broken
+    worker costs time, never figures."""
 
     def __init__(self, charts: list[Chart], out_dir: Path, jobs: int | None) -> None:
-        self.charts = charts
-        self.out_dir = out_dir
+        import tempfile
+
         cpus = os.cpu_count() or 1
-        n = jobs if jobs is not None else (min(3, cpus) if cpus > 1 else 0)
-        n = min(n, len(charts))
-        self.procs: list[tuple[subprocess.Popen[str], list[Chart], Path]] = []
+        n = jobs if jobs is not None else min(3, cpus - 1)
+        # slowest first: workers start on those, this process takes the quick ones at the end
+        self.charts = sorted(charts, key=lambda c: -(len(c.categories) * max(1, len(c.series)) + 10 * len(c.rows)))
+        self.out_dir = out_dir
+        self.procs: list[subprocess.Popen[str]] = []
+        self.claims = Path(tempfile.mkdtemp(prefix="celltrials-figures-"))
         if n < 1 or len(charts) < 2:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        # slowest first, dealt round-robin so the workers finish together
-        order = sorted(charts, key=lambda c: -(len(c.categories) * max(1, len(c.series)) + 10 * len(c.rows)))
-        groups = [order[i::n] for i in range(n)]
-        for i, group in enumerate(groups):
-            spec = out_dir / f".charts-{os.getpid()}-{i}.json"
-            spec.write_text(json.dumps([chart_to_dict(c) for c in group]), encoding="utf-8")
-            env = {**os.environ, "MPLBACKEND": "Agg"}
-            proc = subprocess.Popen([sys.executable, "-m", "celltrials.report._draw", str(spec), str(out_dir)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            self.procs.append((proc, group, spec))
+        spec = self.claims / "charts.json"
+        spec.write_text(json.dumps([chart_to_dict(c) for c in self.charts]), encoding="utf-8")
+        env = {**os.environ, "MPLBACKEND": "Agg"}
+        for _ in range(min(n, len(charts) - 1)):
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "celltrials.report._draw", str(spec), str(out_dir), str(self.claims)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
 
     def close(self) -> None:
-        for proc, _, spec in self.procs:
+        for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
-            spec.unlink(missing_ok=True)
         self.procs = []
+        shutil.rmtree(self.claims, ignore_errors=True)
 
     def result(self) -> list[Path]:
-        if not self.procs:
-            return [p for c in self.charts for p in draw_matplotlib(c, self.out_dir)]
-        paths: list[Path] = []
         try:
-            for proc, group, _ in self.procs:
-                stdout, _err = proc.communicate()
-                done = {Path(line) for line in stdout.splitlines() if line.strip()}
-                for c in group:
-                    want = [self.out_dir / f"{c.id}.svg", self.out_dir / f"{c.id}.png"]
-                    if proc.returncode == 0 and all(w in done for w in want):
-                        paths.extend(want)
-                    else:  # the worker failed on it: draw it here
-                        paths.extend(draw_matplotlib(c, self.out_dir))
+            for c in reversed(self.charts):
+                if claim(self.claims, c.id):
+                    draw_matplotlib(c, self.out_dir)
+            for proc in self.procs:
+                proc.communicate()
+            paths: list[Path] = []
+            for c in self.charts:
+                want = [self.out_dir / f"{c.id}.svg", self.out_dir / f"{c.id}.png"]
+                if not all(w.is_file() and w.stat().st_size for w in want):  # a worker failed on it
+                    want = draw_matplotlib(c, self.out_dir)
+                paths.extend(want)
         finally:
             self.close()
         return sorted(paths)
