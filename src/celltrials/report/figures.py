@@ -114,10 +114,11 @@ def to_plotly(chart: Chart) -> dict[str, Any]:
         else:
             trace.update({"x": chart.categories, "y": s.values})
         if len(chart.series) == 1:
-            trace["text"] = [str(v) for v in s.values]
+            trace["text"] = [str(v) if v else "" for v in s.values]
             trace["textposition"] = "outside"
             trace["cliponaxis"] = False
-            trace["showlegend"] = False
+            # a lone series that is a category (one family) keeps its legend entry
+            trace["showlegend"] = s.name != "trials"
         data.append(trace)
     if chart.kind in ("stacked", "hstacked"):
         layout["barmode"] = "stack"
@@ -266,5 +267,5 @@ def _draw(ax: Any, chart: Chart, plt: Any) -> None:
         ax.set_ylabel(chart.y_title or "trials")
         ax.set_xlabel(chart.x_title)
         ax.margins(y=0.1)
-    if k > 1:
+    if k > 1 or (k == 1 and chart.series[0].name != "trials"):
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
