@@ -39,6 +39,7 @@ KEYWORD = "keyword"
 SUMMARY = "summary"
 CONDITION = "condition"
 MESH = "mesh"
+MESH_ANCESTOR = "mesh_ancestor"
 
 _PRIMARY_ROLES = frozenset({TITLE, INTERVENTION, ARM})
 _COMPARATOR_ARM_TYPES = frozenset({"ACTIVE_COMPARATOR", "PLACEBO_COMPARATOR", "SHAM_COMPARATOR", "NO_INTERVENTION"})
@@ -48,7 +49,7 @@ _CONJUNCTION = re.compile(r"(?<!\w)(?:and|or|plus|with|versus|vs\.?|combined|com
 _WS = re.compile(r"\s+")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
 _CODE_NAME = re.compile(r"(?<![\w-])[A-Za-z]{1,12}[- ]?\d{2,}[\w-]*")
-_IND_TIER = {CONDITION: 0, MESH: 0, TITLE: 1, KEYWORD: 1, SUMMARY: 2}
+_IND_TIER = {CONDITION: 0, MESH: 1, TITLE: 2, MESH_ANCESTOR: 3, KEYWORD: 3, SUMMARY: 4}
 
 LABEL_COLUMNS = [
     "registry_id", "is_cell_therapy", "cell_type", "msc_source", "origin", "product_form",
@@ -130,7 +131,7 @@ class TrialText:
             for i, term in enumerate(rec.mesh_terms):
                 add(f"mesh_terms[{i}]", MESH, term, rec_i=ri)
             for i, term in enumerate(rec.mesh_ancestors):
-                add(f"mesh_ancestors[{i}]", MESH, term, rec_i=ri)
+                add(f"mesh_ancestors[{i}]", MESH_ANCESTOR, term, rec_i=ri)
             add("brief_summary", SUMMARY, rec.brief_summary, rec_i=ri)
             add("detailed_description", SUMMARY, rec.detailed_description, rec_i=ri)
         return cls(tid, segs)
@@ -367,7 +368,8 @@ class Classifier:
                 continue
             text = seg.text[:600] if seg.role == SUMMARY else seg.text
             for h in self._indication_hits(text, cell_types):
-                key = (int(bool(h.entry.options.get("generic"))), int(h.entry.options["rank"]), tier)
+                key = (int(bool(h.entry.options.get("generic"))), int(not h.entry.options.get("priority")),
+                       tier, int(h.entry.options["rank"]))
                 if best is None or key < best[0]:
                     best = (key, seg, h)
         if best is not None and best[0][1] == _IND_TIER[SUMMARY] and best[0][0]:

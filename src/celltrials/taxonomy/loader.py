@@ -344,7 +344,11 @@ def _check_pattern(ctx: _Ctx, where: str, pat: Any) -> str:
 
 
 def _alternatives(ctx: _Ctx, where: str, item: Mapping[str, Any], *, required: bool = True) -> list[str]:
+    """An entry's patterns; one listed under ``case_sensitive_patterns`` is only
+    matched case-sensitively, even if it is also listed under ``patterns``."""
     alts: list[str] = []
+    cs = item.get("case_sensitive_patterns")
+    cs_set = set(cs) if isinstance(cs, list) else set()
     for key in _PATTERN_KEYS:
         raw = item.get(key)
         if raw is None:
@@ -352,6 +356,8 @@ def _alternatives(ctx: _Ctx, where: str, item: Mapping[str, Any], *, required: b
         if not isinstance(raw, list):
             raise ctx.fail(where, f"'{key}' must be a list of regular expressions")
         for p in raw:
+            if key == "patterns" and p in cs_set:
+                continue
             pat = _check_pattern(ctx, where, p)
             alts.append(f"(?-i:{pat})" if key == "case_sensitive_patterns" else f"(?:{pat})")
     if required and not alts:
@@ -568,12 +574,12 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
     ind_alts: list[list[str]] = []
     for i, item in enumerate(ind_raw):
         where = f"indications[{i}]"
-        item = _check_keys(ctx, where, item, {*_PATTERN_KEYS, "indication_group", "therapeutic_area", "cell_types", "generic"})
+        item = _check_keys(ctx, where, item, {*_PATTERN_KEYS, "indication_group", "therapeutic_area", "cell_types", "generic", "priority"})
         group = _check_value(ctx, where, "indication_group", item.get("indication_group"))
         areas = tuple(_check_value(ctx, where, "therapeutic_area", v) for v in _as_list(item.get("therapeutic_area")))
         if not areas:
             raise ctx.fail(where, "missing therapeutic_area")
-        iopts: dict[str, Any] = {"rank": i, "generic": bool(item.get("generic", False))}
+        iopts: dict[str, Any] = {"rank": i, "generic": bool(item.get("generic", False)), "priority": bool(item.get("priority", False))}
         if "cell_types" in item:
             iopts["cell_types"] = frozenset(_check_value(ctx, where, "cell_type", v) for v in _as_list(item["cell_types"]))
         ind_entries.append(Entry(f"indications[{i}]", {"indication_group": (group,), "therapeutic_area": areas}, iopts))
