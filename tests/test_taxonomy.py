@@ -249,3 +249,18 @@ def test_value_from_a_real_phrasing(field: str, value: str, record_id: str, phra
     if value not in ("unspecified", "cells"):
         texts = [e.text.lower() for e in lab.evidence if e.field == field and e.value == value]
         assert any(t in phrase.lower() or phrase.lower() in t for t in texts), texts
+
+
+def test_case_sensitive_abbreviations_stay_case_sensitive() -> None:
+    # NCT05844332 (general JSON) summary: "... in all patients ..." is not ALL (acute lymphoblastic leukaemia);
+    # the loader matches a pattern listed under case_sensitive_patterns only case-sensitively.
+    tax = default_taxonomy()
+    assert [h.text for h in tax.indications.hits("treated in all patients")] == []
+    assert [h.text for h in tax.indications.hits("relapsed ALL")] == ["ALL"]
+    assert [h.text for h in tax.cell_type.hits("Polyvalent Immunoglobulin (ICAR) and OSCAR")] == []
+
+
+def test_gvhd_in_a_title_outranks_leukaemia_conditions() -> None:
+    # NCT00504803 (classic CSV): MSC to prevent GvHD in haematological malignancies
+    r = classify(TrialText.from_records(_records()["NCT00504803"], "NCT00504803"))
+    assert (r.indication_group, r.therapeutic_area) == ("immune_mediated", ["gvhd_transplant"])
