@@ -12,13 +12,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from celltrials.store import Store
 
 
-def open(path: str | None = None, *, read_only: bool = False) -> Store:  # noqa: A001
+def open(path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
     """Open (creating if needed) a celltrials store. ``path`` defaults to
     ``$CELLTRIALS_DB`` or ``./celltrials.duckdb``."""
     from celltrials.store import Store
