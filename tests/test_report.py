@@ -434,6 +434,19 @@ def test_bad_filters_raise_with_hints(store_path: Path, tmp_path: Path) -> None:
     assert "Loosen" in exc2.value.hint
 
 
+def test_rebuild_into_the_same_folder_drops_stale_files(store_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "same"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "my-notes.png").write_bytes(b"mine")
+    with celltrials.open(store_path, read_only=True) as store:
+        first = build_report(store, out, L.Filters(), jobs=0)
+        assert (out / "figures" / "msc_by_source.svg").is_file()
+        second = build_report(store, out, L.make_filters(cell_type=["car_nk"], country=["China"]), jobs=0)
+    assert len(second.figures) < len(first.figures)
+    assert sorted((out / "figures").glob("*.svg")) == sorted(p for p in second.figures if p.suffix == ".svg")
+    assert (out / "figures" / "my-notes.png").read_bytes() == b"mine"  # not ours: kept
+
+
 def test_unclassified_store(tmp_path: Path) -> None:
     path = tmp_path / "u.duckdb"
     with celltrials.open(path) as store:

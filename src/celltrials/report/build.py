@@ -751,6 +751,7 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
         t = step(5, "finishing figures")
         fig_paths = drawing.result() if drawing else []
         timings["figures_wait"] = time.perf_counter() - t
+        _remove_stale(out, {p.name for p in fig_paths}, {p.name for p in table_paths})
         timings["total"] = time.perf_counter() - t_all
     finally:
         if drawing:
@@ -813,6 +814,22 @@ class _Drawing:
         finally:
             self.close()
         return sorted(paths)
+
+
+#: every file name a report can write under figures/ and tables/
+_KNOWN_STEMS = {*L.SECTIONS, "exclusions", "funnel", "trials"}
+
+
+def _remove_stale(out: Path, figures: set[str], tables: set[str]) -> None:
+    """Remove report files of an earlier run into the same folder that this
+    run did not write (e.g. the figure of a section now empty); other files
+    are left alone."""
+    for folder, written, exts in ((out / "figures", figures, (".svg", ".png")), (out / "tables", tables, (".csv",))):
+        for stem in _KNOWN_STEMS:
+            for ext in exts:
+                p = folder / f"{stem}{ext}"
+                if p.name not in written and p.is_file():
+                    p.unlink()
 
 
 def _day(v: Any) -> str:

@@ -206,8 +206,7 @@ def _draw(ax: Any, chart: Chart, plt: Any) -> None:
         from matplotlib.colors import LinearSegmentedColormap
 
         stops: Any = list(HEAT_SCALE)
-        cmap = LinearSegmentedColormap.from_list("heat", stops)
-        cmap.set_bad("#f6f6f6")
+        cmap = LinearSegmentedColormap.from_list("heat", stops).with_extremes(bad="#f6f6f6")
         im = ax.imshow(masked, cmap=cmap, aspect="auto", vmin=0, vmax=max(1.0, float(z.max()) if z.size else 1.0))
         ax.set_xticks(range(n), cats, rotation=40, ha="right")
         ax.set_yticks(range(len(chart.rows)), [_wrap(r, 28) for r in chart.rows])
