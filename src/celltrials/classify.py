@@ -284,6 +284,42 @@ def _drop_sources(found: list[_Mention]) -> list[_Mention]:
     return [m for m in found if id(m) not in drop] if drop else found
 
 
+class _Masks:
+    """Exclusion-masked segment texts (PRP, lab counts, lymphoma... blanked).
+
+    Masking costs a scan, so segments in ``lazy`` are masked only once a field
+    could match them at all (a match in the masked text is always a match in
+    the raw text too)."""
+
+    __slots__ = ("done", "exclusions", "lazy")
+
+    def __init__(self, exclusions: CompiledField) -> None:
+        self.exclusions = exclusions
+        self.done: dict[int, str] = {}
+        self.lazy: set[int] = set()
+
+    def force(self, seg: Segment) -> str:
+        t = self.done.get(id(seg))
+        if t is None:
+            t = self.done[id(seg)] = _mask(seg.text, self.exclusions)
+            self.lazy.discard(id(seg))
+        return t
+
+    def peek(self, seg: Segment) -> str:
+        return self.done.get(id(seg), seg.text)
+
+    def text(self, seg: Segment, fld: CompiledField) -> str | None:
+        """The text to scan for ``fld``; None when ``fld`` cannot match it."""
+        t = self.done.get(id(seg))
+        if t is not None:
+            return t
+        if id(seg) not in self.lazy:
+            return seg.text
+        if not fld.search(seg.text):
+            return None
+        return self.force(seg)
+
+
 class Classifier:
     """Applies a :class:`Taxonomy` to :class:`TrialText`."""
 
@@ -291,12 +327,15 @@ class Classifier:
         self.tax = taxonomy or default_taxonomy()
 
     # -- helpers ---------------------------------------------------------
-    def _cell_mentions(self, segs: Iterable[Segment], masked: dict[int, str]) -> tuple[list[_Mention], list[_Mention]]:
+    def _cell_mentions(self, segs: Iterable[Segment], masked: _Masks) -> tuple[list[_Mention], list[_Mention]]:
         tax = self.tax
         found: list[_Mention] = []
         background: list[_Mention] = []
         for seg in segs:
-            text = masked.setdefault(id(seg), _mask(seg.text, tax.exclusions))
+            if id(seg) not in masked.done and not (tax.cell_type.search(seg.text) or tax.products.search(seg.text)):
+                masked.lazy.add(id(seg))
+                continue
+            text = masked.force(seg)
             spans: list[tuple[int, int]] = []
             for h in tax.products.hits(text):
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
@@ -313,11 +352,13 @@ class Classifier:
     def _ev(out: list[Evidence], fld: str, value: str, seg: Segment, h: Hit) -> None:
         out.append(Evidence(fld, value, seg.source, seg.text[h.start:h.end], h.start, h.end))
 
-    def _scan(self, fld: CompiledField, segs: Iterable[Segment], masked: dict[int, str] | None = None,
+    def _scan(self, fld: CompiledField, segs: Iterable[Segment], masked: _Masks | None = None,
               skip_background: bool = True) -> list[tuple[Segment, Hit]]:
         out: list[tuple[Segment, Hit]] = []
         for seg in segs:
-            text = masked.get(id(seg), seg.text) if masked is not None else seg.text
+            text = masked.text(seg, fld) if masked is not None else seg.text
+            if text is None:
+                continue
             for h in fld.hits(text):
                 if skip_background and _is_background(self.tax, text, h.start):
                     continue
@@ -331,7 +372,7 @@ class Classifier:
         primary = [s for s in segs if s.role in _PRIMARY_ROLES]
         # keywords describe the setting as often as the product: read like summaries
         summaries = [s for s in segs if s.role == SUMMARY or s.role == KEYWORD]
-        masked: dict[int, str] = {}
+        masked = _Masks(tax.exclusions)
         evidence: list[Evidence] = []
 
         found, _bg = self._cell_mentions(primary, masked)
@@ -342,7 +383,7 @@ class Classifier:
         )]
         if not found and summaries:
             cue = any(
-                tax.generic_cell_cues.search(masked.get(id(s), s.text))
+                tax.generic_cell_cues.search(masked.text(s, tax.generic_cell_cues) or "")
                 or (s.role == INTERVENTION and _CODE_NAME.search(s.text))
                 for s in primary
             )
@@ -433,7 +474,7 @@ class Classifier:
                         continue
                     seen_src.add(id(seg))
                     for s2, h in self._scan(tax.msc_source, [seg], masked):
-                        text2 = masked.get(id(s2), s2.text)
+                        text2 = masked.peek(s2)
                         if tax.msc_source_target_cue.search(text2[max(0, h.start - 40):h.start]):
                             continue
                         src.add(h.entry.value)
@@ -452,7 +493,7 @@ class Classifier:
                     self._ev(evidence, "origin", v, m.seg, m.hit)
         if not stated and summaries:
             for seg in summaries:
-                text = masked.setdefault(id(seg), _mask(seg.text, tax.exclusions))
+                text = masked.force(seg)
                 for sm in _SENTENCE.finditer(text):
                     sent = sm.group()
                     ohits = list(tax.origin.hits(sent))
@@ -515,7 +556,7 @@ class Classifier:
             if m.values.get("product_form"):
                 continue
             derivs = by_seg.get(id(m.seg), [])
-            if not derivs or not _derivative_attached(masked.get(id(m.seg), m.seg.text), m.hit, derivs):
+            if not derivs or not _derivative_attached(masked.peek(m.seg), m.hit, derivs):
                 plain_cells = True
         if plain_cells and not forms & {"composite", "gene_modified"}:
             forms.add("cells")
@@ -568,7 +609,7 @@ class Classifier:
             out.extend(h for h in self.tax.indications_unlimited.hits(text) if "cell_types" not in h.entry.options)
         return out
 
-    def _values(self, fld: CompiledField, segs: list[Segment], masked: dict[int, str], name: str,
+    def _values(self, fld: CompiledField, segs: list[Segment], masked: _Masks, name: str,
                 evidence: list[Evidence]) -> list[str]:
         out: list[str] = []
         for seg, h in self._scan(fld, segs, masked):
