@@ -332,16 +332,24 @@ class Classifier:
         found: list[_Mention] = []
         background: list[_Mention] = []
         for seg in segs:
-            if id(seg) not in masked.done and not (tax.cell_type.search(seg.text) or tax.products.search(seg.text)):
-                masked.lazy.add(id(seg))
-                continue
+            prod_hits: list[Hit] | None = None
+            cell_hits: list[Hit] | None = None
+            if id(seg) not in masked.done:
+                prod_hits = list(tax.products.hits(seg.text))
+                cell_hits = list(tax.cell_type.hits(seg.text))
+                if not prod_hits and not cell_hits:
+                    masked.lazy.add(id(seg))
+                    continue
             text = masked.force(seg)
+            if text != seg.text or prod_hits is None or cell_hits is None:
+                prod_hits = list(tax.products.hits(text))
+                cell_hits = list(tax.cell_type.hits(text))
             spans: list[tuple[int, int]] = []
-            for h in tax.products.hits(text):
+            for h in prod_hits:
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
                 (background if _is_background(tax, text, h.start) else found).append(m)
                 spans.append((h.start, h.end))
-            for h in tax.cell_type.hits(text):
+            for h in cell_hits:
                 if any(a < h.end and h.start < b for a, b in spans):
                     continue  # a named product decides for its own span
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
@@ -402,7 +410,7 @@ class Classifier:
                 cell_types.add(v)
 
         # ---- indication: specific rules before generic words; conditions/MeSH before titles ----
-        best: tuple[tuple[int, int, int], Segment, Hit] | None = None
+        best: tuple[tuple[int, int, int, int], Segment, Hit] | None = None
         for seg in segs:
             tier = _IND_TIER.get(seg.role)
             if tier is None:
