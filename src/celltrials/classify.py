@@ -411,17 +411,22 @@ class Classifier:
 
         # ---- indication: specific rules before generic words; conditions/MeSH before titles ----
         best: tuple[tuple[int, int, int, int], Segment, Hit] | None = None
-        for seg in segs:
-            tier = _IND_TIER.get(seg.role)
-            if tier is None:
-                continue
+        settled: int | None = None  # tier where a specific rule was found: later tiers can only win by priority
+        for seg in sorted((x for x in segs if x.role in _IND_TIER), key=lambda x: _IND_TIER[x.role]):
+            tier = _IND_TIER[seg.role]
+            if settled is not None and tier > settled and best is not None and not best[0][1]:
+                break  # a priority rule already won
             text = seg.text[:600] if seg.role == SUMMARY else seg.text
-            for h in self._indication_hits(text, cell_types):
+            ind_hits = (self.tax.indications_priority.hits(text) if settled is not None and tier > settled
+                        else self._indication_hits(text, cell_types))
+            for h in ind_hits:
                 key = (int(bool(h.entry.options.get("generic"))), int(not h.entry.options.get("priority")),
                        tier, int(h.entry.options["rank"]))
                 if best is None or key < best[0]:
                     best = (key, seg, h)
-        if best is not None and best[0][1] == _IND_TIER[SUMMARY] and best[0][0]:
+            if settled is None and best is not None and not best[0][0]:
+                settled = tier
+        if best is not None and best[0][2] == _IND_TIER[SUMMARY] and best[0][0]:
             best = None  # generic words in a summary are too weak
         if best is not None:
             _, seg, h = best

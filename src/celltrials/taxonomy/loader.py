@@ -289,6 +289,7 @@ class Taxonomy:
     engineered_by_definition: frozenset[str]
     indications: CompiledField
     indications_unlimited: CompiledField
+    indications_priority: CompiledField
     msc_source_target_cue: re.Pattern[str]
     oncology_cell_types: frozenset[str]
     default_indication: tuple[str, str]
@@ -585,6 +586,9 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
         ind_entries.append(Entry(f"indications[{i}]", {"indication_group": (group,), "therapeutic_area": areas}, iopts))
         ind_alts.append(_alternatives(ctx, where, item))
     indications = CompiledField(ind_entries, ind_alts)
+    indications_priority = CompiledField(
+        ind_entries, [a if e.options.get("priority") else [] for e, a in zip(ind_entries, ind_alts, strict=True)]
+    )
     # the same rules without those limited to some cell types (rescan when such a rule is not allowed)
     indications_unlimited = CompiledField(
         ind_entries, [a if "cell_types" not in e.options else [] for e, a in zip(ind_entries, ind_alts, strict=True)]
@@ -630,6 +634,7 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
         engineered_by_definition=engineered,
         indications=indications,
         indications_unlimited=indications_unlimited,
+        indications_priority=indications_priority,
         msc_source_target_cue=msc_source_target_cue,
         oncology_cell_types=onc_types,
         default_indication=default_ind,
