@@ -378,7 +378,8 @@ def _build_chapters(counts: _Counts, secs: dict[str, pd.DataFrame], dd: date | N
     ms_rows = [s for s in L.MSC_SOURCES if s in set(ms["msc_source"])]
     ct = secs["car_t_targets_by_area"]
     tot = ct.groupby("target")["n_trials"].sum().sort_values(ascending=False, kind="stable") if len(ct) else pd.Series(dtype=int)
-    top_targets = sorted(tot.index, key=lambda t: (t == "unspecified", -int(tot[t]), str(t)))[:TOP_TARGETS]
+    named = sorted((t for t in tot.index if t != "unspecified"), key=lambda t: (-int(tot[t]), str(t)))
+    top_targets = named[:TOP_TARGETS] + (["unspecified"] if "unspecified" in tot.index else [])
     ct_top = ct[ct["target"].isin(top_targets)]
     area_order = [*L.THERAPEUTIC_AREAS, "not_classified"]
     chapters.append(Chapter("heatmaps", "Sources, targets and therapeutic areas", "", [
@@ -389,8 +390,8 @@ def _build_chapters(counts: _Counts, secs: dict[str, pd.DataFrame], dd: date | N
         _heatmap(counts, "car_t_targets_by_area", ct_top, "target", "therapeutic_area",
                  title=f"CAR-T targets × therapeutic area (top {TOP_TARGETS} targets)", row_order=top_targets,
                  col_order=area_order, row_header="target", x_title="therapeutic area", y_title="CAR-T target",
-                 description="CAR-T trials by target antigen; multi-target products count under each target. "
-                             "All targets in tables/car_t_targets_by_area.csv."),
+                 description="CAR-T trials by target antigen; multi-target products count under each target; "
+                             "'Unspecified': no target recognised. All targets in tables/car_t_targets_by_area.csv."),
     ], notice=not_labelled))
 
     # (7) product forms

@@ -98,6 +98,7 @@ def to_plotly(chart: Chart) -> dict[str, Any]:
         layout["yaxis"].update({"autorange": "reversed", "gridcolor": "rgba(0,0,0,0)", "type": "category"})
         layout["height"] = max(320, 34 * len(chart.rows) + 170)
         layout["margin"]["t"] = 34  # room for the mode bar above the cells
+        layout["margin"]["l"] = 110  # the first rotated column label reaches left of the cells
         return {"data": data, "layout": layout}
     horizontal = chart.kind in ("hbar", "hstacked")
     for s in chart.series:
