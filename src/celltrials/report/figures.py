@@ -190,7 +190,7 @@ def draw_matplotlib(chart: Chart, out_dir: Path, *, dpi: int = 200) -> list[Path
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = [out_dir / f"{chart.id}.svg", out_dir / f"{chart.id}.png"]
         fig.savefig(paths[0], metadata={"Date": None})
-        fig.savefig(paths[1], dpi=dpi)
+        fig.savefig(paths[1], dpi=dpi, pil_kwargs={"compress_level": 1})  # lossless; fast to write
     finally:
         plt.close(fig)
     return paths
