@@ -1,8 +1,10 @@
 """Worker process for the report's Matplotlib figures.
 
     python -m celltrials.report._draw CHARTS.json OUT_DIR CLAIM_DIR
+    python -m celltrials.report._draw - OUT_DIR CLAIM_DIR      (path of CHARTS.json on stdin)
 
-``CHARTS.json`` is a list of :class:`celltrials.report.figures.Chart` as
+With ``-`` the worker imports Matplotlib first and then waits for the path
+on its standard input (an empty input: nothing to draw). ``CHARTS.json`` is a list of :class:`celltrials.report.figures.Chart` as
 dicts; each is drawn as ``OUT_DIR/<id>.svg`` and ``.png`` unless another
 process has claimed it first (an exclusive ``CLAIM_DIR/<id>`` file, see
 :func:`claim`); the written paths are printed one per line.
@@ -21,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from celltrials.report.figures import Chart, Series, draw_matplotlib
+from celltrials.report.figures import Chart, Series, _mpl, draw_matplotlib
 
 
 def chart_to_dict(chart: Chart) -> dict[str, Any]:
@@ -48,7 +50,13 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2
-    charts = [chart_from_dict(d) for d in json.loads(Path(argv[0]).read_text(encoding="utf-8"))]
+    spec = argv[0]
+    if spec == "-":
+        _mpl()  # the slow imports, done while the caller is still selecting trials
+        spec = sys.stdin.readline().strip()
+        if not spec:
+            return 0
+    charts = [chart_from_dict(d) for d in json.loads(Path(spec).read_text(encoding="utf-8"))]
     out, claims = Path(argv[1]), Path(argv[2])
     for c in charts:
         if claim(claims, c.id):

@@ -16,6 +16,7 @@ the charts, so a reader (or a test) can check each number against the store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -600,7 +601,6 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
     out = Path(out_dir)
     timings: dict[str, float] = {}
     steps = ["select", "sections", "tables", "workbook", "html", "figures"]
-    drawing: _Drawing | None = None
     t_all = time.perf_counter()
 
     def step(i: int, msg: str = "") -> float:
@@ -616,6 +616,16 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
         raise ConfigError(f"cannot write the report to {out}: {exc.strerror}",
                           hint="Pass --out a folder you can write to.") from None
 
+    drawing = _Drawing(out / "figures", jobs) if figures else None  # workers start importing now
+    try:
+        return _build(con, out, filters, progress, drawing, steps, step, timings, t_all)
+    finally:
+        if drawing:
+            drawing.close()
+
+
+def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, drawing: _Drawing | None,
+           steps: list[str], step: Callable[..., float], timings: dict[str, float], t_all: float) -> ReportResult:
     t = step(0, "selecting trials")
     labelled = L.ensure_label_view(con)
     if filters.scope == "cell_therapy" and not labelled:
@@ -678,85 +688,82 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     charts = [s.chart for ch in chapters for s in ch.sections if s.chart is not None]
-    drawing = _Drawing([c for c in charts if not c.empty], out / "figures", jobs) if figures else None
-    try:
+    if drawing:
+        drawing.start([c for c in charts if not c.empty])
 
-        # tables/*.csv
-        t = step(2, "writing tables")
-        table_paths: list[Path] = []
-        csv_frames: dict[str, pd.DataFrame] = {}
-        trials_list = L.trial_list(con, sel)
-        for name, df in [*secs.items(), ("trials", trials_list)]:
-            frame = _csv_frame(df)
-            csv_frames[name] = frame
-            p = out / "tables" / f"{name}.csv"
-            frame.to_csv(p, index=False)
-            table_paths.append(p)
-        timings["tables"] = time.perf_counter() - t
+    # tables/*.csv
+    t = step(2, "writing tables")
+    table_paths: list[Path] = []
+    csv_frames: dict[str, pd.DataFrame] = {}
+    trials_list = L.trial_list(con, sel)
+    for name, df in [*secs.items(), ("trials", trials_list)]:
+        frame = _csv_frame(df)
+        csv_frames[name] = frame
+        p = out / "tables" / f"{name}.csv"
+        frame.to_csv(p, index=False)
+        table_paths.append(p)
+    timings["tables"] = time.perf_counter() - t
 
-        about = [
-            ("report", "celltrials landscape report"),
-            ("celltrials version", celltrials.__version__),
-            ("generated", generated),
-            ("data as of (latest registry update)", dd.isoformat() if dd else "unknown"),
-            ("trials", str(len(sel))),
-            ("filters", "; ".join(f"{k}: {v}" for k, v in described.items())),
-            ("taxonomy version", tax_version or "unknown"),
-            ("data sources", "ClinicalTrials.gov; WHO International Clinical Trials Registry Platform (ICTRP) and its source registers"),
-            ("trial_ids", "each count's trials, ';'-separated (long lists truncated here; complete in tables/*.csv)"),
-        ("trials", "the list of the report's trials (id, registry, title, status, phase, start, link) is tables/trials.csv"),
-        ]
-        t = step(3, "writing report.xlsx")
-        xlsx = out / "report.xlsx"
-        _write_xlsx(xlsx, {k: v for k, v in csv_frames.items() if k != "trials"}, about)
-        timings["workbook"] = time.perf_counter() - t
+    about = [
+        ("report", "celltrials landscape report"),
+        ("celltrials version", celltrials.__version__),
+        ("generated", generated),
+        ("data as of (latest registry update)", dd.isoformat() if dd else "unknown"),
+        ("trials", str(len(sel))),
+        ("filters", "; ".join(f"{k}: {v}" for k, v in described.items())),
+        ("taxonomy version", tax_version or "unknown"),
+        ("data sources", "ClinicalTrials.gov; WHO International Clinical Trials Registry Platform (ICTRP) and its source registers"),
+        ("trial_ids", "each count's trials, ';'-separated (long lists truncated here; complete in tables/*.csv)"),
+    ("trials", "the list of the report's trials (id, registry, title, status, phase, start, link) is tables/trials.csv"),
+    ]
+    t = step(3, "writing report.xlsx")
+    xlsx = out / "report.xlsx"
+    _write_xlsx(xlsx, {k: v for k, v in csv_frames.items() if k != "trials"}, about)
+    timings["workbook"] = time.perf_counter() - t
 
-        t = step(4, "writing report.html")
-        html = out / "report.html"
-        tl = trials_list
-        starts = pd.to_datetime(tl["start_date"], errors="coerce").dt.strftime("%Y-%m-%d").fillna("")
-        trial_rows = list(zip(
-            tl["trial_id"].astype(str).tolist(), tl["title"].fillna("").astype(str).tolist(),
-            tl["url"].astype(str).tolist(), tl["registry"].fillna("").astype(str).tolist(),
-            [L.label(x) for x in tl["status"].tolist()], [L.label(x) for x in tl["phase"].tolist()],
-            starts.tolist(), strict=True))
-        trial_index = pd.Index(tl["trial_id"].astype(str).tolist(), dtype=object)
-        page_data = {
-            "version": celltrials.__version__,
-            "counts": counts.counts,
-            "trials": trial_rows,
-            "lists": _encode_lists(counts.lists, trial_index),
-            "charts": {c.id: to_plotly(c) for c in charts if not c.empty},
-        }
-        _render_html(html, {
-            "title": "Cell-therapy clinical-trial landscape",
-            "version": celltrials.__version__, "generated": generated,
-            "data_date": dd.isoformat() if dd else None, "partial_year": dd.year if dd else None,
-            "n_trials": len(sel), "filters": described, "cards": cards, "chapters": chapters,
-            "charts_empty": {c.id for c in charts if c.empty},
-            "sources": TableView(["file", "format", "registries", "ingested", "records read",
-                                  "latest registry update", "trials in report"], src_rows,
-                                 note=f"Paths relative to {root}." if root else ""),
-            "snapshot_dates": _snapshot_dates(snap),
-            "exclusions": TableView(["reason", "trials"], exc_rows,
-                                note="The trial ids of each reason are in tables/exclusions.csv."),
-            "gaps": TableView(["label gap", "trials"], gap_rows),
-            "merged": {"trials": int(merged[0]), "records": int(merged[1])},
-            "sql": sql, "params": params, "taxonomy_version": tax_version,
-            "registries_present": registries_present, "labelled": labelled,
-            "python": platform.python_version(),
-            "page_data": _json_for_script(page_data),
-        })
-        timings["html"] = time.perf_counter() - t
+    t = step(4, "writing report.html")
+    html = out / "report.html"
+    tl = trials_list
+    starts = pd.to_datetime(tl["start_date"], errors="coerce").dt.strftime("%Y-%m-%d").fillna("")
+    trial_rows = list(zip(
+        tl["trial_id"].astype(str).tolist(), tl["title"].fillna("").astype(str).tolist(),
+        tl["url"].astype(str).tolist(), tl["registry"].fillna("").astype(str).tolist(),
+        [L.label(x) for x in tl["status"].tolist()], [L.label(x) for x in tl["phase"].tolist()],
+        starts.tolist(), strict=True))
+    trial_index = pd.Index(tl["trial_id"].astype(str).tolist(), dtype=object)
+    page_data = {
+        "version": celltrials.__version__,
+        "counts": counts.counts,
+        "trials": trial_rows,
+        "lists": _encode_lists(counts.lists, trial_index),
+        "charts": {c.id: to_plotly(c) for c in charts if not c.empty},
+    }
+    _render_html(html, {
+        "title": "Cell-therapy clinical-trial landscape",
+        "version": celltrials.__version__, "generated": generated,
+        "data_date": dd.isoformat() if dd else None, "partial_year": dd.year if dd else None,
+        "n_trials": len(sel), "filters": described, "cards": cards, "chapters": chapters,
+        "charts_empty": {c.id for c in charts if c.empty},
+        "sources": TableView(["file", "format", "registries", "ingested", "records read",
+                              "latest registry update", "trials in report"], src_rows,
+                             note=f"Paths relative to {root}." if root else ""),
+        "snapshot_dates": _snapshot_dates(snap),
+        "exclusions": TableView(["reason", "trials"], exc_rows,
+                            note="The trial ids of each reason are in tables/exclusions.csv."),
+        "gaps": TableView(["label gap", "trials"], gap_rows),
+        "merged": {"trials": int(merged[0]), "records": int(merged[1])},
+        "sql": sql, "params": params, "taxonomy_version": tax_version,
+        "registries_present": registries_present, "labelled": labelled,
+        "python": platform.python_version(),
+        "page_data": _json_for_script(page_data),
+    })
+    timings["html"] = time.perf_counter() - t
 
-        t = step(5, "finishing figures")
-        fig_paths = drawing.result() if drawing else []
-        timings["figures_wait"] = time.perf_counter() - t
-        _remove_stale(out, {p.name for p in fig_paths}, {p.name for p in table_paths})
-        timings["total"] = time.perf_counter() - t_all
-    finally:
-        if drawing:
-            drawing.close()
+    t = step(5, "finishing figures")
+    fig_paths = drawing.result() if drawing else []
+    timings["figures_wait"] = time.perf_counter() - t
+    _remove_stale(out, {p.name for p in fig_paths}, {p.name for p in table_paths})
+    timings["total"] = time.perf_counter() - t_all
     if progress:
         progress(ReportProgress("done", len(steps), len(steps), str(html)))
     return ReportResult(out, html, xlsx, fig_paths, table_paths, len(sel), dd, described, secs, timings)
@@ -764,38 +771,49 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
 
 class _Drawing:
     """Matplotlib figures drawn by worker subprocesses (``python -m
-    celltrials.report._draw``) while this process writes the tables and the
-    HTML; then this process draws what the workers have not claimed yet,
-    from the other end of the list. ``jobs`` = 0 draws everything here. A
-    chart a worker claimed but did not finish is drawn here too, so a broken
-    worker costs time, never figures."""
+    celltrials.report._draw``): started first, they import Matplotlib while
+    the trials are selected, draw the charts they are handed (:meth:`start`)
+    while this process writes the tables and the HTML; then this process
+    draws what they have not claimed yet, from the other end of the list.
+    ``jobs`` = 0 draws everything here. A chart a worker claimed but did not
+    finish is drawn here too, so a broken worker costs time, never figures."""
 
-    def __init__(self, charts: list[Chart], out_dir: Path, jobs: int | None) -> None:
+    def __init__(self, out_dir: Path, jobs: int | None) -> None:
         import tempfile
 
         cpus = os.cpu_count() or 1
         n = jobs if jobs is not None else min(3, cpus - 1)
-        # slowest first: workers start on those, this process takes the quick ones at the end
-        self.charts = sorted(charts, key=lambda c: -(len(c.categories) * max(1, len(c.series)) + 10 * len(c.rows)))
+        self.charts: list[Chart] = []
         self.out_dir = out_dir
         self.procs: list[subprocess.Popen[str]] = []
         self.claims = Path(tempfile.mkdtemp(prefix="celltrials-figures-"))
-        if n < 1 or len(charts) < 2:
-            return
-        out_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "MPLBACKEND": "Agg"}
+        for _ in range(max(0, n)):
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "celltrials.report._draw", "-", str(out_dir), str(self.claims)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+
+    def start(self, charts: list[Chart]) -> None:
+        """Hand the charts to the workers (slowest first: workers start on
+        those, this process takes the quick ones at the end)."""
+        self.charts = sorted(charts, key=lambda c: -(len(c.categories) * max(1, len(c.series)) + 10 * len(c.rows)))
         spec = self.claims / "charts.json"
         spec.write_text(json.dumps([chart_to_dict(c) for c in self.charts]), encoding="utf-8")
-        env = {**os.environ, "MPLBACKEND": "Agg"}
-        for _ in range(min(n, len(charts) - 1)):
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celltrials.report._draw", str(spec), str(out_dir), str(self.claims)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        for proc in self.procs:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(f"{spec}\n")
+                proc.stdin.close()
+            except (OSError, ValueError):  # the worker died: its share is drawn here
+                pass
+            proc.stdin = None  # handed over; communicate() must not touch it again
 
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
-            proc.communicate()
+            with contextlib.suppress(OSError, ValueError):
+                proc.communicate()
         self.procs = []
         shutil.rmtree(self.claims, ignore_errors=True)
 
