@@ -2,8 +2,8 @@
 
 ``run_pipeline`` ingests the given exports (or, with none, fetches the
 maintained cell-therapy preset from the live ClinicalTrials.gov API), then
-classifies every trial, links trials to approved products, and writes the
-report. Each step reports progress through the same callback.
+classifies the trials that changed, links trials to approved products, and
+writes the report. Each step reports progress through the same callback.
 """
 
 from __future__ import annotations
@@ -39,7 +39,13 @@ def run_pipeline(
     skip_bad: bool = False,
     progress: Callable[[Any], None] | None = None,
     base_url: str | None = None,
+    filters: Any = None,
 ) -> PipelineResult:
+    """ingest (or fetch) → classify → link products → report."""
+    from celltrials.classify import classify_store
+    from celltrials.products import link_products
+    from celltrials.report.build import build_report
+
     result = PipelineResult()
     if paths:
         result.ingest = ingest_paths(store, paths, skip_bad=skip_bad, progress=progress)
@@ -47,4 +53,11 @@ def run_pipeline(
         from celltrials import sync
 
         result.steps["fetch"] = sync.fetch_preset(store, "cell-therapy", base_url=base_url, progress=progress)
+    summary = classify_store(store, only_changed=True)
+    result.steps["classify"] = {k: summary[k] for k in ("trials", "classified", "skipped_unchanged", "cell_therapy_trials", "taxonomy_version") if k in summary}
+    links = link_products(store)
+    result.steps["products"] = {"links": len(links), "trials": int(links["trial_id"].nunique()) if len(links) else 0}
+    report = build_report(store, out_dir, filters)
+    result.steps["report"] = {"trials": report.n_trials, "figures": len(report.figures), "tables": len(report.tables)}
+    result.report_path = report.html
     return result
