@@ -156,7 +156,7 @@ def test_a_synonym_is_added_in_yaml_only() -> None:
                        interventions=[Intervention(type="DRUG", name="XCEL-UMC-BETA")])
     raw = copy.deepcopy(RAW)
     for p in raw["products"]:
-        p["patterns"] = [x for x in p["patterns"] if "XCEL" not in x]
+        p["patterns"] = [x for x in p.get("patterns", []) if "XCEL" not in x]
     assert not Classifier(build_taxonomy(raw)).classify(TrialText.from_record(rec)).is_cell_therapy
     lab = classify(rec)
     assert lab.is_cell_therapy and lab.cell_type == ["msc"] and lab.msc_source == ["umbilical_cord"]
