@@ -517,6 +517,19 @@ def _csv_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    """CSV through Arrow's writer (C++; about 20× pandas on long id lists)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError):  # an odd mixed column: pandas copes
+        df.to_csv(path, index=False)
+        return
+    pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed"))
+
+
 def _write_xlsx(path: Path, tables: dict[str, pd.DataFrame], about: list[tuple[str, str]]) -> None:
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
@@ -700,7 +713,7 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
         frame = _csv_frame(df)
         csv_frames[name] = frame
         p = out / "tables" / f"{name}.csv"
-        frame.to_csv(p, index=False)
+        _write_csv(frame, p)
         table_paths.append(p)
     timings["tables"] = time.perf_counter() - t
 
