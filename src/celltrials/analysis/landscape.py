@@ -758,7 +758,9 @@ def trial_list(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataF
 
 __all__ = [
     "CELL_TYPES", "FAMILIES", "IMMUNE", "OTHER", "SECTIONS", "STEM_STROMAL", "Filters",
-    *(name for name in SECTIONS), "car_t_targets_by_area", "data_date", "exclusions",
-    "label", "make_filters", "parse_year_range", "select_trials", "selection_sql", "taxonomy_version",
-    "trial_list", "unclassified_fields",
+    "car_t_targets_by_area", "countries", "data_date", "exclusions", "headline", "immune_by_cell_type",
+    "label", "make_filters", "msc_by_source", "msc_source_by_area", "parse_year_range", "phase_by_family",
+    "product_form_by_year", "registries", "select_trials", "selection_sql", "snapshots", "sponsor_classes",
+    "sponsors", "start_year_by_family", "status_by_family", "stem_by_cell_type", "stem_by_indication",
+    "stopped_reasons", "taxonomy_version", "trial_list", "unclassified_fields",
 ]
