@@ -106,6 +106,23 @@ def test_offline_and_no_console_errors(page: Page) -> None:
     assert page.page.evaluate("typeof Plotly") == "object"
 
 
+def test_rendered_numbers_equal_the_page_data(page: Page) -> None:
+    """What a reader sees: every count element, as rendered, shows the number
+    the page's data (cross-checked in test_report.py) holds for it."""
+    bad = page.page.evaluate("""() => {
+        const data = JSON.parse(document.getElementById('report-data').textContent);
+        const out = [];
+        for (const el of document.querySelectorAll('[data-count-id]')) {
+            const n = Number(el.textContent.trim().replace(/,/g, ''));
+            if (n !== data.counts[el.dataset.countId]) out.push([el.dataset.countId, el.textContent]);
+        }
+        const cards = Array.from(document.querySelectorAll('.card .big')).map(e => e.innerText.trim());
+        return {bad: out, n: document.querySelectorAll('[data-count-id]').length, cards: cards};
+    }""")
+    assert bad["bad"] == [] and bad["n"] > 300
+    assert all(c and c != "—" for c in bad["cards"])  # the headline numbers are visible
+
+
 def _click_center(page: Any, locator: Any) -> None:
     locator.scroll_into_view_if_needed()
     box = locator.bounding_box()
