@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from celltrials.normalize import (
     DateError,
+    country_from_location,
     normalize_countries,
     normalize_country,
     normalize_enrollment,
@@ -177,6 +178,20 @@ def test_enrollment_sums_groups(sizes: list[int]) -> None:
 )
 def test_normalize_country(raw: str, expected: str | None) -> None:
     assert normalize_country(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("location", "country"),
+    [  # classic CSV "Locations" entries
+        ("Uppsala University Hospital, Uppsala, Sweden", "Sweden"),
+        ("Seoul National University Hospital, Seoul, Korea, Republic of", "Korea, Republic of"),
+        ("Royan Institute, Tehran, Iran, Islamic Republic of", "Iran, Islamic Republic of"),
+        ("Medical Surgical Associates Center, St. John's, Antigua and Barbuda", "Antigua and Barbuda"),
+        ("Sweden", "Sweden"),
+    ],
+)
+def test_country_from_location(location: str, country: str) -> None:
+    assert country_from_location(location) == country
 
 
 def test_normalize_countries_dedups_keeping_order() -> None:

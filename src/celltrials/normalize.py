@@ -260,6 +260,23 @@ def normalize_country(raw: str) -> str | None:
     return text[0].upper() + text[1:] if text.islower() else text
 
 
+def is_known_country(text: str) -> bool:
+    """Whether ``text`` is a canonical name or a listed spelling of one."""
+    return text.strip().lower() in _country_aliases()
+
+
+def country_from_location(location: str) -> str:
+    """The country part of a classic-CSV location ("Facility, City, Country").
+
+    Country names with a comma ("Korea, Republic of", "Iran, Islamic Republic
+    of") take the last two parts.
+    """
+    parts = [p.strip() for p in location.split(",")]
+    if len(parts) >= 2 and is_known_country(f"{parts[-2]}, {parts[-1]}"):
+        return f"{parts[-2]}, {parts[-1]}"
+    return parts[-1]
+
+
 def normalize_countries(values: list[str]) -> list[str]:
     """Canonical, de-duplicated, order-preserving country list."""
     out: list[str] = []

@@ -18,6 +18,7 @@ from celltrials.models import CHANNEL_CTGOV, Intervention, Outcome, ParsedRecord
 from celltrials.normalize import (
     DateError,
     clean_text,
+    country_from_location,
     normalize_countries,
     normalize_enrollment,
     normalize_phase,
@@ -77,10 +78,6 @@ def split_intervention(text: str) -> Intervention:
         kind = m.group(1).strip().upper().replace(" ", "_").replace("/SURGERY", "")
         return Intervention(type=kind, name=clean_text(m.group(2)))
     return Intervention(name=clean_text(text))
-
-
-def _location_country(loc: str) -> str:
-    return loc.rsplit(",", 1)[-1].strip()
 
 
 def parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecord:
@@ -147,7 +144,7 @@ def parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecord
         enrollment=enrollment,
         conditions=split_list(get("conditions")),
         interventions=[split_intervention(t) for t in split_list(get("interventions"))],
-        countries=normalize_countries([_location_country(x) for x in split_list(get("locations"))]),
+        countries=normalize_countries([country_from_location(x) for x in split_list(get("locations"))]),
         sponsors=sponsors,
         outcomes=outcomes,
         has_results=get("results").strip().lower() in {"has results", "yes"},
