@@ -28,7 +28,7 @@ Progress = Callable[["ProgressEvent"], None]
 
 @dataclass
 class ProgressEvent:
-    kind: str  # "file_start" | "records" | "file_done" | "skipped"
+    kind: str  # "file_start" | "records" | "file_done" | "skipped" | "step" (pipeline stage)
     path: str
     n: int = 0
     total_files: int = 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celltrials.ingest import IngestReport, ingest_paths
+from celltrials.ingest import IngestReport, ProgressEvent, ingest_paths
 from celltrials.store import Store
 
 
@@ -46,17 +46,26 @@ def run_pipeline(
     from celltrials.products import link_products
     from celltrials.report.build import build_report
 
+    def step(name: str) -> None:
+        if progress:
+            progress(ProgressEvent("step", "", message=name))
+
     result = PipelineResult()
     if paths:
+        step("ingest")
         result.ingest = ingest_paths(store, paths, skip_bad=skip_bad, progress=progress)
     else:
         from celltrials import sync
 
+        step("fetch")
         result.steps["fetch"] = sync.fetch_preset(store, "cell-therapy", base_url=base_url, progress=progress)
+    step("classify")
     summary = classify_store(store, only_changed=True)
     result.steps["classify"] = {k: summary[k] for k in ("trials", "classified", "skipped_unchanged", "cell_therapy_trials", "taxonomy_version") if k in summary}
+    step("link products")
     links = link_products(store)
     result.steps["products"] = {"links": len(links), "trials": int(links["trial_id"].nunique()) if len(links) else 0}
+    step("report")
     report = build_report(store, out_dir, filters)
     result.steps["report"] = {"trials": report.n_trials, "figures": len(report.figures), "tables": len(report.tables)}
     result.report_path = report.html

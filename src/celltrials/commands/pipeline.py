@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -22,10 +24,22 @@ def run(ctx: Context, paths: tuple[str, ...], out: str, skip_bad: bool, base_url
     from celltrials.pipeline import run_pipeline
 
     console = Console(stderr=True)
+    show = not ctx.quiet and not as_json
     with ctx.open_store() as store:
-        if not ctx.quiet and not as_json:
+        if show:
             console.print(f"[bold]celltrials[/bold] → store {store.path}")
-        result = run_pipeline(store, list(paths), out, skip_bad=skip_bad, base_url=base_url)
+        with console.status("starting", spinner="dots") as status:
+
+            def progress(ev: Any) -> None:
+                if not show:
+                    return
+                if getattr(ev, "kind", "") == "step":
+                    status.update(f"[bold]{ev.message}[/bold]")
+                elif getattr(ev, "kind", "") == "file_start":
+                    status.update(f"[bold]ingest[/bold] {ev.file_index}/{ev.total_files} {Path(ev.path).name}")
+
+            result = run_pipeline(store, list(paths), out, skip_bad=skip_bad, base_url=base_url,
+                                  progress=progress)
     data = result.to_dict()
     if as_json:
         echo_json(data)
