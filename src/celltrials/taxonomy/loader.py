@@ -14,13 +14,14 @@ entry at fault.
 
 from __future__ import annotations
 
+import _sre
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
+from re import _compiler, _parser  # type: ignore[attr-defined]
 from re import _constants as _c  # type: ignore[attr-defined]
-from re import _parser  # type: ignore[attr-defined]
 from typing import Any
 
 import yaml
@@ -197,7 +198,323 @@ def _in_chars(items: Any) -> set[str] | None:
     return chars
 
 
+# ---------------------------------------------------------------------------
+# fast engine: one pattern per field, dispatched inside the regex engine
+#
+# The matching rule of :class:`CompiledField` (see there) is: at every word
+# start p (a non-space character not preceded by a word character) at or after
+# the end of the previous hit, the alternatives of the bucket of
+# ``text[p].lower()`` (or the "anywhere" alternatives when there is no such
+# bucket) are tried in entry order; the first that matches, followed by a
+# non-word character or the end, is the hit. The bucket loop ran in Python at
+# every word start. Here the same rule is compiled into one pattern
+#
+#     \W (?: [D(c1)] (?:rest|rest|...) | [D(c2)] (...) | ... | anywhere )
+#
+# searched by the C engine: ``\W`` is the character before a word start (the
+# engine skips to candidates with a character-set scan), ``D(c)`` the characters
+# whose ``lower()`` is the bucket key c, and each alternative of the bucket
+# follows with its first character peeled off (``(?:a|b)x`` is distributed
+# into ``ax|bx``, ``a?x`` into ``ax|x``: both keep the leftmost-first order).
+# Case-insensitivity is spelled out as character classes (``[cC]``) and the
+# pattern is compiled without IGNORECASE: the engine then skips a failing
+# alternative on its first character without backtracking. An alternative
+# that cannot be peeled is re-matched from p inside ``(?<=(?=...).)``. An empty
+# group after each alternative names its entry (``lastindex``) and marks the
+# end of the hit. Position 0 is tried with the same pattern without ``\W``.
+# Anything the translation does not support falls back to the bucket loop.
+
+
+class _Unsupported(Exception):
+    pass
+
+
+@lru_cache(maxsize=1)
+def _case_tables() -> tuple[dict[int, list[int]], dict[str, list[str]]]:
+    """(codepoints by their regex-engine lower case, characters by ``str.lower()``)."""
+    by_sre: dict[int, list[int]] = {}
+    by_str: dict[str, list[str]] = {}
+    tolower = _sre.unicode_tolower
+    for cp in range(0x110000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        lo = tolower(cp)
+        if lo != cp:
+            by_sre.setdefault(lo, []).append(cp)
+        ch = chr(cp)
+        low = ch.lower()
+        if low != ch:
+            by_str.setdefault(low, []).append(ch)
+    return by_sre, by_str
+
+
+def _fold_set(cps: set[int]) -> set[int]:
+    """The characters the engine matches, case-insensitively, for lower-cased ``cps``."""
+    by_sre, _ = _case_tables()
+    fixes = _compiler._EXTRA_CASES
+    targets = set(cps)
+    for lo in list(targets):
+        targets.update(fixes.get(lo, ()))
+    out = {t for t in targets if _sre.unicode_tolower(t) == t}
+    for t in targets:
+        out.update(by_sre.get(t, ()))
+    return out
+
+
+def _literal_set(cp: int, icase: bool) -> set[int]:
+    if not icase or not _sre.unicode_iscased(cp):
+        return {cp}
+    return _fold_set({_sre.unicode_tolower(cp)})
+
+
+def _class_set(items: Any, icase: bool) -> set[int] | None:
+    """The characters a class of literals/ranges matches (None: has categories/negation)."""
+    raw: set[int] = set()
+    for op, av in items:
+        if op is _c.LITERAL:
+            raw.add(av)
+        elif op is _c.RANGE:
+            if av[1] - av[0] > 2000:
+                raise _Unsupported("wide range")
+            raw.update(range(av[0], av[1] + 1))
+        else:
+            return None
+    if not icase or not any(_sre.unicode_iscased(x) for x in raw):
+        return raw
+    return _fold_set({_sre.unicode_tolower(x) for x in raw})
+
+
+def _esc(cp: int) -> str:
+    return re.escape(chr(cp))
+
+
+def _ranges_src(cps: set[int]) -> str:
+    out: list[str] = []
+    run: list[int] = []
+    for x in sorted(cps):
+        if run and x == run[-1] + 1:
+            run.append(x)
+            continue
+        if run:
+            out.append(_esc(run[0]) + ("-" + _esc(run[-1]) if len(run) > 2 else "".join(_esc(y) for y in run[1:])))
+        run = [x]
+    if run:
+        out.append(_esc(run[0]) + ("-" + _esc(run[-1]) if len(run) > 2 else "".join(_esc(y) for y in run[1:])))
+    return "".join(out)
+
+
+def _set_src(cps: set[int], negate: bool = False) -> str:
+    if len(cps) == 1 and not negate:
+        return _esc(next(iter(cps)))
+    return "[" + ("^" if negate else "") + _ranges_src(cps) + "]"
+
+
+_CAT_SRC = {
+    _c.CATEGORY_DIGIT: r"\d", _c.CATEGORY_NOT_DIGIT: r"\D", _c.CATEGORY_SPACE: r"\s",
+    _c.CATEGORY_NOT_SPACE: r"\S", _c.CATEGORY_WORD: r"\w", _c.CATEGORY_NOT_WORD: r"\W",
+}
+_AT_SRC = {
+    _c.AT_BEGINNING: "^", _c.AT_END: "$", _c.AT_BEGINNING_STRING: r"\A", _c.AT_END_STRING: r"\Z",
+    _c.AT_BOUNDARY: r"\b", _c.AT_NON_BOUNDARY: r"\B",
+}
+
+# a parsed item with the case-insensitivity in force where it stands
+_Item = tuple[bool, Any, Any]
+
+
+def _items(seq: Any, icase: bool) -> list[_Item]:
+    return [(icase, op, av) for op, av in seq]
+
+
+def _in_src(items: Any, icase: bool) -> str:
+    cps = _class_set(items, icase)
+    if cps is not None:
+        return _set_src(cps)
+    negate = False
+    parts: list[str] = []
+    plain: list[Any] = []
+    for op, av in items:
+        if op is _c.NEGATE:
+            negate = True
+        elif op is _c.CATEGORY:
+            if av not in _CAT_SRC:
+                raise _Unsupported(f"category {av}")
+            parts.append(_CAT_SRC[av])
+        else:
+            plain.append((op, av))
+    # categories are tested on the lower-cased character when the class has cased
+    # members; \w \d \s and their negations do not change under lower-casing
+    sub = _class_set(plain, icase) or set()
+    return "[" + ("^" if negate else "") + "".join(parts) + _ranges_src(sub) + "]"
+
+
+def _src(items: list[_Item]) -> str:
+    """Regular-expression source for ``items``, case made explicit (compile without flags)."""
+    out: list[str] = []
+    for icase, op, av in items:
+        if op is _c.LITERAL:
+            cps = _literal_set(av, icase)
+            out.append(_esc(av) if len(cps) == 1 else _set_src(cps))
+        elif op is _c.NOT_LITERAL:
+            out.append(_set_src(_literal_set(av, icase), negate=True))
+        elif op is _c.IN:
+            out.append(_in_src(av, icase))
+        elif op is _c.ANY:
+            out.append(".")
+        elif op is _c.CATEGORY:
+            if av not in _CAT_SRC:
+                raise _Unsupported(f"category {av}")
+            out.append(_CAT_SRC[av])
+        elif op is _c.AT:
+            if av not in _AT_SRC:
+                raise _Unsupported(f"at {av}")
+            out.append(_AT_SRC[av])
+        elif op is _c.BRANCH:
+            out.append("(?:" + "|".join(_src(_items(a, icase)) for a in av[1]) + ")")
+        elif op is _c.SUBPATTERN:
+            _group, add, rem, p = av
+            if (add | rem) & ~re.IGNORECASE:
+                raise _Unsupported("inline flags")
+            sub_icase = (icase or bool(add & re.IGNORECASE)) and not rem & re.IGNORECASE
+            out.append("(?:" + _src(_items(p, sub_icase)) + ")")
+        elif op in _REPEATS:
+            lo, hi, p = av
+            rep = f"{{{lo},{'' if hi is _c.MAXREPEAT else hi}}}"
+            if op is _c.MIN_REPEAT:
+                rep += "?"
+            elif op is not _c.MAX_REPEAT:
+                rep += "+"
+            out.append("(?:" + _src(_items(p, icase)) + ")" + rep)
+        elif op in (_c.ASSERT, _c.ASSERT_NOT):
+            direction, p = av
+            kind = ("=" if op is _c.ASSERT else "!") if direction == 1 else ("<=" if op is _c.ASSERT else "<!")
+            out.append(f"(?{kind}" + _src(_items(p, icase)) + ")")
+        else:
+            raise _Unsupported(f"op {op}")
+    return "".join(out)
+
+
+_MAX_PIECES = 64
+
+
+def _first_set(item: _Item) -> set[int] | None:
+    icase, op, av = item
+    if op is _c.LITERAL:
+        return _literal_set(av, icase)
+    if op is _c.IN:
+        return _class_set(av, icase)
+    return None
+
+
+def _peel(items: list[_Item], dc: set[int]) -> list[tuple[bool, str]]:
+    """``items`` at a character of ``dc`` as ordered pieces: (True, source after that
+    character) or (False, source from that character on)."""
+    if not items:
+        raise _Unsupported("empty")
+    first, rest = items[0], items[1:]
+    icase, op, av = first
+    fs = _first_set(first)
+    if fs is not None:
+        inter = fs & dc
+        if not inter:
+            return []
+        guard = "" if inter >= dc else "(?<=" + _set_src(inter) + ")"
+        return [(True, guard + _src(rest))]
+    if op is _c.SUBPATTERN:
+        group, add, rem, p = av
+        if group is None and not (add | rem) & ~re.IGNORECASE:
+            sub_icase = (icase or bool(add & re.IGNORECASE)) and not rem & re.IGNORECASE
+            return _peel(_items(p, sub_icase) + rest, dc)
+    elif op is _c.BRANCH:
+        out: list[tuple[bool, str]] = []
+        for a in av[1]:
+            out.extend(_peel(_items(a, icase) + rest, dc))
+            if len(out) > _MAX_PIECES:
+                raise _Unsupported("too many pieces")
+        return out
+    elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and av[0] == 0 and av[1] == 1:
+        body = _items(av[2], icase)
+        if av[2].getwidth()[0] == 0:
+            return [(False, _src(items))]
+        with_it = _peel(body + rest, dc)
+        without = _peel(rest, dc) if rest else []
+        return with_it + without if op is _c.MAX_REPEAT else without + with_it
+    return [(False, _src(items))]
+
+
+@lru_cache(maxsize=1)
+def _ascii_lookalikes() -> re.Pattern[str]:
+    """Non-ASCII characters that match an ASCII letter case-insensitively, or
+    whose ``lower()`` has one (K KELVIN SIGN, LONG S, DOTTED I...)."""
+    _, by_str = _case_tables()
+    out: set[int] = set()
+    for lo in range(128):
+        out |= {x for x in _fold_set({lo}) if x >= 128}
+    for low, chars in by_str.items():
+        if any(c.isascii() for c in low):
+            out |= {ord(c) for c in chars if not c.isascii()}
+    return re.compile(_set_src(out) if out else "(?!)")
+
+
+_MAX_VARIANTS = 8
+
+
+class _FastField:
+    """The compiled one-pattern form of a field (see the comment above)."""
+
+    __slots__ = ("entries", "rx")
+
+    def __init__(self, entries: list[Entry], buckets: dict[str, list[tuple[int, str]]],
+                 anywhere: list[tuple[int, str]], drop: frozenset[str] = frozenset()) -> None:
+        _, by_str = _case_tables()
+        parsed: dict[str, Any] = {}
+        branches: list[str] = []
+        entries_of: list[Entry] = []
+        all_d: set[int] = set()
+
+        def parse(alt: str) -> list[_Item]:
+            seq = parsed.get(alt)
+            if seq is None:
+                seq = parsed[alt] = _parser.parse(alt, re.IGNORECASE)
+            return _items(seq, True)
+
+        def marker(i: int) -> str:
+            entries_of.append(entries[i])
+            return f"(?P<g{len(entries_of) - 1}>)"
+
+        for key, items in buckets.items():
+            chars = ([key] if len(key) == 1 and key.lower() == key else []) + by_str.get(key, [])
+            dc = {ord(ch) for ch in chars if not ch.isspace()}
+            if not dc:
+                continue
+            all_d |= dc
+            pieces: list[str] = []
+            for i, alt in items:
+                if alt in drop:
+                    continue
+                for peeled, src in _peel(parse(alt), dc):
+                    if peeled:
+                        pieces.append(src + r"(?!\w)" + marker(i))
+                    else:
+                        pieces.append(r"(?<=(?=" + src + r"(?!\w)" + marker(i) + r")[\s\S])")
+            if pieces:
+                branches.append(_set_src(dc) + "(?:" + "|".join(pieces) + ")")
+        if any(alt not in drop for _, alt in anywhere):
+            pieces = [_src(parse(alt)) + r"(?!\w)" + marker(i) for i, alt in anywhere if alt not in drop]
+            guard = "(?!" + _set_src(all_d) + ")" if all_d else ""
+            branches.append(guard + r"(?=\S)(?:" + "|".join(pieces) + ")")
+        body = "(?:" + "|".join(branches) + ")" if branches else "(?!)"
+        # ``\W`` first: the engine scans for candidate positions in C. Position 0
+        # is matched in " " + text.
+        self.rx = re.compile(r"\W" + body)
+        idx: list[Entry | None] = [None] * (self.rx.groups + 1)
+        for name, g in self.rx.groupindex.items():
+            idx[g] = entries_of[int(name[1:])]
+        self.entries = idx
+
 _STARTS = re.compile(r"(?<!\w)\S")
+# word-initial letters, most frequent first (the order the fast pattern tries buckets in)
+_START_FREQ = "tscapmdbfhirelonwguvkyjqxz0123456789"
 
 
 class CompiledField:
@@ -218,22 +535,96 @@ class CompiledField:
             if alts:
                 parts.append(f"(?P<e{i}>{'|'.join(alts)})")
         body = "|".join(parts) if parts else "(?!)"
-        self.regex: re.Pattern[str] = re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
+        self._regex_src = rf"(?<!\w)(?:{body})(?!\w)"
         # bucket alternatives by first character
         per_char: dict[str, list[tuple[int, str]]] = {}
         anywhere: list[tuple[int, str]] = []
+        nullable = False
         for i, alts in enumerate(alternatives):
             for a in alts:
-                fc = _first_chars(_parser.parse(a, re.IGNORECASE))
+                parsed = _parser.parse(a, re.IGNORECASE)
+                nullable = nullable or parsed.getwidth()[0] == 0
+                fc = _first_chars(parsed)
                 if fc is None or "" in fc:
                     anywhere.append((i, a))
                 else:
                     for ch in fc:
                         per_char.setdefault(ch, []).append((i, a))
-        self._buckets: dict[str, re.Pattern[str]] = {}
-        for ch, items in per_char.items():
-            self._buckets[ch] = self._compile(items + anywhere)
-        self._anywhere = self._compile(anywhere) if anywhere else None
+        self._per_char = per_char
+        self._anywhere_items = anywhere
+        self._nullable = nullable
+        self._variants: dict[frozenset[int], _FastField | None] = {}
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        """The whole field as one case-insensitive alternation with word boundaries."""
+        return re.compile(self._regex_src, re.IGNORECASE)
+
+    @cached_property
+    def _buckets(self) -> dict[str, re.Pattern[str]]:
+        return {ch: self._compile(items + self._anywhere_items) for ch, items in self._per_char.items()}
+
+    @cached_property
+    def _anywhere(self) -> re.Pattern[str] | None:
+        return self._compile(self._anywhere_items) if self._anywhere_items else None
+
+    @cached_property
+    def _prunable(self) -> list[tuple[tuple[str, ...], frozenset[str]]]:
+        """Alternatives that can start almost anywhere (``[a-z]*leuk...``), costly at
+        every word start, grouped by the literals one of which each match contains
+        (ASCII only): a text without any of them cannot match them."""
+        groups: dict[frozenset[str], set[str]] = {}
+        wide = {a for _, a in self._anywhere_items}
+        counts: dict[str, int] = {}
+        for items in self._per_char.values():
+            for _, a in items:
+                counts[a] = counts.get(a, 0) + 1
+        wide |= {a for a, n in counts.items() if n > 8}
+        for a in sorted(wide):
+            anchors = pattern_anchors(a)
+            if anchors and all(x.isascii() for x in anchors):
+                groups.setdefault(anchors, set()).add(a)
+        return [(tuple(sorted(k)), frozenset(v)) for k, v in sorted(groups.items(), key=lambda kv: sorted(kv[0]))]
+
+    def _variant(self, text: str) -> _FastField | None:
+        """The one-pattern engine for ``text``, compiled on first use (None: the field
+        needs the bucket loop). Alternatives whose literals ``text`` lacks are left out."""
+        variants = self._variants
+        groups = self._prunable
+        key: frozenset[int] | None = None
+        if groups:
+            if text.isascii() or _ascii_lookalikes().search(text) is None:
+                low = text.lower()
+                key = frozenset(k for k, (anchors, _) in enumerate(groups) if any(a in low for a in anchors))
+            else:
+                key = frozenset(range(len(groups)))
+        else:
+            key = frozenset()
+        fast = variants.get(key, False)
+        if fast is not False:
+            return fast  # type: ignore[return-value]
+        if len(variants) >= _MAX_VARIANTS:
+            key = frozenset(range(len(groups)))  # every alternative: right for any text
+            fast = variants.get(key, False)
+            if fast is not False:
+                return fast  # type: ignore[return-value]
+        fast = self._compile_variant(key)
+        variants[key] = fast
+        return fast
+
+    def _compile_variant(self, key: frozenset[int]) -> _FastField | None:
+        if self._nullable:
+            return None
+        drop: frozenset[str] = frozenset().union(*(alts for k, (_, alts) in enumerate(self._prunable) if k not in key))
+        order = {ch: n for n, ch in enumerate(_START_FREQ)}
+        keys = sorted(self._per_char, key=lambda ch: order.get(ch, len(order)))
+        anywhere = self._anywhere_items
+        try:
+            return _FastField(
+                self.entries, {ch: sorted(self._per_char[ch] + anywhere, key=lambda x: x[0]) for ch in keys},
+                anywhere, drop)
+        except (_Unsupported, re.error, RecursionError, OverflowError):
+            return None
 
     @staticmethod
     def _compile(items: list[tuple[int, str]]) -> re.Pattern[str]:
@@ -243,7 +634,32 @@ class CompiledField:
         body = "|".join(f"(?P<e{i}>{'|'.join(alts)})" for i, alts in by_entry.items())
         return re.compile(rf"(?:{body})(?!\w)", re.IGNORECASE)
 
-    def hits(self, text: str, lower: str | None = None) -> Iterator[Hit]:
+    def hits(self, text: str, lower: str | None = None) -> list[Hit]:
+        """The field's matches in ``text``, left to right (``lower`` is unused)."""
+        fast = self._variant(text)
+        if fast is None:
+            return list(self._bucket_hits(text))
+        out: list[Hit] = []
+        entries = fast.entries
+        search = fast.rx.search
+        pos = 0
+        m = fast.rx.match(" " + text)  # a hit at position 0 (the pattern starts with \W)
+        if m is not None:
+            g = m.lastindex
+            end = m.start(g) - 1  # type: ignore[arg-type]
+            out.append(Hit(entries[g], 0, end, text[:end]))  # type: ignore[arg-type,index]
+            pos = end - 1
+        m = search(text, pos)
+        while m is not None:
+            g = m.lastindex
+            start = m.start() + 1
+            end = m.start(g)  # type: ignore[arg-type]
+            out.append(Hit(entries[g], start, end, text[start:end]))  # type: ignore[arg-type,index]
+            m = search(text, end - 1)
+        return out
+
+    def _bucket_hits(self, text: str) -> Iterator[Hit]:
+        """The reference implementation of :meth:`hits` (a Python loop over word starts)."""
         entries = self.entries
         buckets = self._buckets
         anywhere = self._anywhere
@@ -265,7 +681,11 @@ class CompiledField:
             yield Hit(entries[int(name[1:])], p, last, m.group())
 
     def search(self, text: str, lower: str | None = None) -> bool:
-        return next(self.hits(text), None) is not None
+        """Whether the field matches anywhere in ``text``."""
+        fast = self._variant(text)
+        if fast is None:
+            return next(self._bucket_hits(text), None) is not None
+        return fast.rx.match(" " + text) is not None or fast.rx.search(text) is not None
 
 
 @dataclass(slots=True)
