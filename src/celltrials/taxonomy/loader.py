@@ -326,71 +326,84 @@ def _items(seq: Any, icase: bool) -> list[_Item]:
     return [(icase, op, av) for op, av in seq]
 
 
-def _in_src(items: Any, icase: bool) -> str:
-    cps = _class_set(items, icase)
-    if cps is not None:
-        return _set_src(cps)
-    negate = False
-    parts: list[str] = []
-    plain: list[Any] = []
+def _class_items_src(items: Any) -> str:
+    out: list[str] = []
     for op, av in items:
         if op is _c.NEGATE:
-            negate = True
-        elif op is _c.CATEGORY:
-            if av not in _CAT_SRC:
-                raise _Unsupported(f"category {av}")
-            parts.append(_CAT_SRC[av])
-        else:
-            plain.append((op, av))
-    # categories are tested on the lower-cased character when the class has cased
-    # members; \w \d \s and their negations do not change under lower-casing
-    sub = _class_set(plain, icase) or set()
-    return "[" + ("^" if negate else "") + "".join(parts) + _ranges_src(sub) + "]"
-
-
-def _src(items: list[_Item]) -> str:
-    """Regular-expression source for ``items``, case made explicit (compile without flags)."""
-    out: list[str] = []
-    for icase, op, av in items:
-        if op is _c.LITERAL:
-            cps = _literal_set(av, icase)
-            out.append(_esc(av) if len(cps) == 1 else _set_src(cps))
-        elif op is _c.NOT_LITERAL:
-            out.append(_set_src(_literal_set(av, icase), negate=True))
-        elif op is _c.IN:
-            out.append(_in_src(av, icase))
-        elif op is _c.ANY:
-            out.append(".")
-        elif op is _c.CATEGORY:
-            if av not in _CAT_SRC:
-                raise _Unsupported(f"category {av}")
+            out.insert(0, "^")
+        elif op is _c.LITERAL:
+            out.append(_esc(av))
+        elif op is _c.RANGE:
+            out.append(_esc(av[0]) + "-" + _esc(av[1]))
+        elif op is _c.CATEGORY and av in _CAT_SRC:
             out.append(_CAT_SRC[av])
-        elif op is _c.AT:
-            if av not in _AT_SRC:
-                raise _Unsupported(f"at {av}")
-            out.append(_AT_SRC[av])
-        elif op is _c.BRANCH:
-            out.append("(?:" + "|".join(_src(_items(a, icase)) for a in av[1]) + ")")
-        elif op is _c.SUBPATTERN:
-            _group, add, rem, p = av
-            if (add | rem) & ~re.IGNORECASE:
-                raise _Unsupported("inline flags")
-            sub_icase = (icase or bool(add & re.IGNORECASE)) and not rem & re.IGNORECASE
-            out.append("(?:" + _src(_items(p, sub_icase)) + ")")
-        elif op in _REPEATS:
-            lo, hi, p = av
-            rep = f"{{{lo},{'' if hi is _c.MAXREPEAT else hi}}}"
-            if op is _c.MIN_REPEAT:
-                rep += "?"
-            elif op is not _c.MAX_REPEAT:
-                rep += "+"
-            out.append("(?:" + _src(_items(p, icase)) + ")" + rep)
-        elif op in (_c.ASSERT, _c.ASSERT_NOT):
-            direction, p = av
-            kind = ("=" if op is _c.ASSERT else "!") if direction == 1 else ("<=" if op is _c.ASSERT else "<!")
-            out.append(f"(?{kind}" + _src(_items(p, icase)) + ")")
         else:
-            raise _Unsupported(f"op {op}")
+            raise _Unsupported(f"class item {op}")
+    return "[" + "".join(out) + "]"
+
+
+def _unit_src(icase: bool, op: Any, av: Any) -> str:
+    """Source of one parsed item, to stand inside a scope of its case flag."""
+    if op is _c.LITERAL:
+        return _esc(av)
+    if op is _c.NOT_LITERAL:
+        return "[^" + _esc(av) + "]"
+    if op is _c.IN:
+        return _class_items_src(av)
+    if op is _c.ANY:
+        return "."
+    if op is _c.CATEGORY:
+        if av not in _CAT_SRC:
+            raise _Unsupported(f"category {av}")
+        return _CAT_SRC[av]
+    if op is _c.AT:
+        if av not in _AT_SRC:
+            raise _Unsupported(f"at {av}")
+        return _AT_SRC[av]
+    if op is _c.BRANCH:
+        return "(?:" + "|".join(_src(_items(a, icase)) for a in av[1]) + ")"
+    if op is _c.SUBPATTERN:
+        _group, add, rem, p = av
+        if (add | rem) & ~re.IGNORECASE:
+            raise _Unsupported("inline flags")
+        sub_icase = (icase or bool(add & re.IGNORECASE)) and not rem & re.IGNORECASE
+        return "(?:" + _src(_items(p, sub_icase)) + ")"
+    if op in _REPEATS:
+        lo, hi, p = av
+        rep = f"{{{lo},{'' if hi is _c.MAXREPEAT else hi}}}"
+        if op is _c.MIN_REPEAT:
+            rep += "?"
+        elif op is not _c.MAX_REPEAT:
+            rep += "+"
+        return "(?:" + _src(_items(p, icase)) + ")" + rep
+    if op in (_c.ASSERT, _c.ASSERT_NOT):
+        direction, p = av
+        kind = ("=" if op is _c.ASSERT else "!") if direction == 1 else ("<=" if op is _c.ASSERT else "<!")
+        return f"(?{kind}" + _src(_items(p, icase)) + ")"
+    raise _Unsupported(f"op {op}")
+
+
+def _src(items: list[_Item], explicit_first: bool = False) -> str:
+    """Regular-expression source for ``items``, to be compiled without flags: runs of
+    items are scoped ``(?i:...)`` / ``(?-i:...)`` as they were matched; with
+    ``explicit_first`` a leading literal is spelled as the class of characters it
+    matches (``[cC]``), so that the engine can skip the alternative on it cheaply."""
+    out: list[str] = []
+    if explicit_first and items:
+        fs = _first_set(items[0])
+        if fs is not None:
+            out.append(_set_src(fs))
+            items = items[1:]
+    run: list[str] = []
+    run_icase: bool | None = None
+    for icase, op, av in items:
+        if run_icase is not None and icase != run_icase:
+            out.append(("(?i:" if run_icase else "(?-i:") + "".join(run) + ")")
+            run = []
+        run_icase = icase
+        run.append(_unit_src(icase, op, av))
+    if run:
+        out.append(("(?i:" if run_icase else "(?-i:") + "".join(run) + ")")
     return "".join(out)
 
 
@@ -419,7 +432,7 @@ def _peel(items: list[_Item], dc: set[int]) -> list[tuple[bool, str]]:
         if not inter:
             return []
         guard = "" if inter >= dc else "(?<=" + _set_src(inter) + ")"
-        return [(True, guard + _src(rest))]
+        return [(True, guard + _src(rest, explicit_first=True))]
     if op is _c.SUBPATTERN:
         group, add, rem, p = av
         if group is None and not (add | rem) & ~re.IGNORECASE:
@@ -553,7 +566,7 @@ class CompiledField:
         self._per_char = per_char
         self._anywhere_items = anywhere
         self._nullable = nullable
-        self._variants: dict[frozenset[int], _FastField | None] = {}
+        self._variants: dict[int, _FastField | None] = {}
 
     @cached_property
     def regex(self) -> re.Pattern[str]:
@@ -586,25 +599,31 @@ class CompiledField:
                 groups.setdefault(anchors, set()).add(a)
         return [(tuple(sorted(k)), frozenset(v)) for k, v in sorted(groups.items(), key=lambda kv: sorted(kv[0]))]
 
+    @cached_property
+    def _anchor_bits(self) -> tuple[tuple[int, tuple[str, ...]], ...]:
+        return tuple((1 << k, anchors) for k, (anchors, _) in enumerate(self._prunable))
+
     def _variant(self, text: str) -> _FastField | None:
         """The one-pattern engine for ``text``, compiled on first use (None: the field
         needs the bucket loop). Alternatives whose literals ``text`` lacks are left out."""
-        variants = self._variants
-        groups = self._prunable
-        key: frozenset[int] | None = None
-        if groups:
+        bits = self._anchor_bits
+        key = 0
+        if bits:
             if text.isascii() or _ascii_lookalikes().search(text) is None:
                 low = text.lower()
-                key = frozenset(k for k, (anchors, _) in enumerate(groups) if any(a in low for a in anchors))
+                for bit, anchors in bits:
+                    for a in anchors:
+                        if a in low:
+                            key |= bit
+                            break
             else:
-                key = frozenset(range(len(groups)))
-        else:
-            key = frozenset()
+                key = (1 << len(bits)) - 1
+        variants = self._variants
         fast = variants.get(key, False)
         if fast is not False:
             return fast  # type: ignore[return-value]
         if len(variants) >= _MAX_VARIANTS:
-            key = frozenset(range(len(groups)))  # every alternative: right for any text
+            key = (1 << len(bits)) - 1  # every alternative: right for any text
             fast = variants.get(key, False)
             if fast is not False:
                 return fast  # type: ignore[return-value]
@@ -612,10 +631,12 @@ class CompiledField:
         variants[key] = fast
         return fast
 
-    def _compile_variant(self, key: frozenset[int]) -> _FastField | None:
+    def _compile_variant(self, key: int) -> _FastField | None:
+        """The engine without the prunable alternatives whose bit is not in ``key``."""
         if self._nullable:
             return None
-        drop: frozenset[str] = frozenset().union(*(alts for k, (_, alts) in enumerate(self._prunable) if k not in key))
+        drop: frozenset[str] = frozenset().union(
+            *(alts for k, (_, alts) in enumerate(self._prunable) if not key >> k & 1))
         order = {ch: n for n, ch in enumerate(_START_FREQ)}
         keys = sorted(self._per_char, key=lambda ch: order.get(ch, len(order)))
         anywhere = self._anywhere_items
