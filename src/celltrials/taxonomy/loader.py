@@ -663,20 +663,16 @@ class CompiledField:
         out: list[Hit] = []
         entries = fast.entries
         search = fast.rx.search
-        pos = 0
-        m = fast.rx.match(" " + text)  # a hit at position 0 (the pattern starts with \W)
-        if m is not None:
-            g = m.lastindex
-            end = m.start(g) - 1  # type: ignore[arg-type]
-            out.append(Hit(entries[g], 0, end, text[:end]))  # type: ignore[arg-type,index]
-            pos = end - 1
-        m = search(text, pos)
+        # the pattern starts with the \W before a word start: search " " + text, so
+        # that position 0 needs no other call (offsets in ``padded`` are one more)
+        padded = " " + text
+        m = search(padded)
         while m is not None:
             g = m.lastindex
-            start = m.start() + 1
-            end = m.start(g)  # type: ignore[arg-type]
+            start = m.start()
+            end = m.start(g) - 1  # type: ignore[arg-type]
             out.append(Hit(entries[g], start, end, text[start:end]))  # type: ignore[arg-type,index]
-            m = search(text, end - 1)
+            m = search(padded, end)
         return out
 
     def _bucket_hits(self, text: str) -> Iterator[Hit]:
@@ -706,7 +702,7 @@ class CompiledField:
         fast = self._variant(text)
         if fast is None:
             return next(self._bucket_hits(text), None) is not None
-        return fast.rx.match(" " + text) is not None or fast.rx.search(text) is not None
+        return fast.rx.search(" " + text) is not None
 
 
 @dataclass(slots=True)
