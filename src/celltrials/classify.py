@@ -389,6 +389,7 @@ class Classifier:
             tax.cell_type_option(m.hit.entry.value, "primary_only") and "cell_type" in m.values
             and m.values["cell_type"] == (m.hit.entry.value,) and m.seg.procedure
         )]
+        generic_hits: list[tuple[Segment, Hit]] | None = None
         if not found and summaries:
             cue = any(
                 tax.generic_cell_cues.search(masked.text(s, tax.generic_cell_cues) or "")
@@ -396,12 +397,16 @@ class Classifier:
                 for s in primary
             )
             generic_hits = self._scan(tax.generic_fallback, primary, masked)
+            # always scanned: a scan masks the segments it could match (see _Masks)
             deriv_primary = self._scan(tax.product_form, primary, masked)
             if cue or generic_hits or deriv_primary:
                 sfound, _ = self._cell_mentions(summaries, masked)
                 found = [m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")]
         if not found:
-            for seg, h in self._scan(tax.generic_fallback, primary, masked):
+            # the same scan as above when it ran (masking is a function of the text)
+            if generic_hits is None:
+                generic_hits = self._scan(tax.generic_fallback, primary, masked)
+            for seg, h in generic_hits:
                 found.append(_Mention(seg, h, {"cell_type": (tax.generic_fallback_cell_type,)}))
 
         cell_types: set[str] = set()
