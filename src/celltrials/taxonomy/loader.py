@@ -469,7 +469,7 @@ def _ascii_lookalikes() -> re.Pattern[str]:
     return re.compile(_set_src(out) if out else "(?!)")
 
 
-_MAX_VARIANTS = 4
+_MAX_VARIANTS = 8
 
 
 class _FastField:
@@ -597,6 +597,13 @@ class CompiledField:
             anchors = pattern_anchors(a)
             if anchors and all(x.isascii() for x in anchors):
                 groups.setdefault(anchors, set()).add(a)
+        # a group whose every literal contains a literal of another group is present
+        # only with it: fold it in (fewer distinct variants, each still right)
+        for k in sorted(groups, key=lambda g: (len(g), sorted(g))):
+            for other in groups:
+                if other != k and k in groups and all(any(o in x for o in other) for x in k):
+                    groups[other] |= groups.pop(k)
+                    break
         return [(tuple(sorted(k)), frozenset(v)) for k, v in sorted(groups.items(), key=lambda kv: sorted(kv[0]))]
 
     @cached_property
@@ -623,7 +630,10 @@ class CompiledField:
         if fast is not False:
             return fast  # type: ignore[return-value]
         if len(variants) >= _MAX_VARIANTS:
-            key = (1 << len(bits)) - 1  # every alternative: right for any text
+            # a compiled variant keeping more alternatives is right too: the smallest
+            full = (1 << len(bits)) - 1  # every alternative: right for any text
+            supersets = [k for k in variants if not key & ~k]
+            key = min(supersets, key=lambda k: bin(k).count("1")) if supersets else full
             fast = variants.get(key, False)
             if fast is not False:
                 return fast  # type: ignore[return-value]
