@@ -1,0 +1,37 @@
+"""Cells studied in the laboratory are not cell therapy (TAXONOMY.md: "cells used
+only as a laboratory tool"). Real records from the classic MSC export."""
+
+from __future__ import annotations
+
+import pytest
+
+from celltrials.classify import classify
+from celltrials.models import ParsedRecord
+from celltrials.sources import parse_file
+from tests.conftest import MSC_CSV
+
+RECORDS = {r.record_id: r for r in parse_file(MSC_CSV) if isinstance(r, ParsedRecord)}
+
+
+@pytest.mark.parametrize(
+    "nct",
+    [
+        "NCT02375568",  # Large-scale Expansion and Characterization of Mesenchymal Stem Cells for Clinical Application
+        "NCT01668576",  # Properties of Mesenchymal Stem Cells in Lung Transplant
+        "NCT01213953",  # Isolation and Authentication of Mesenchymal Stem Cell-like Progenitor Cells From the Degenerated Intervertebral Disc
+        "NCT02941666",  # Human Mesenchymal Stem Cells in the Synovial Fluid of the Hip
+        "NCT01323894",  # Osteogenic Effects in Human Mesenchymal Stem Cells Enhanced by Wnt Signaling
+        "NCT04713436",  # The Effects of Antibiotic Combinations on Stem Cells
+        "NCT05187936",  # Pre-clinical Models for Mesenchymal Stem Cell Therapy in Hemophilic Arthropathy
+    ],
+)
+def test_laboratory_studies_of_cells_are_not_cell_therapy(nct: str) -> None:
+    assert classify(RECORDS[nct]).is_cell_therapy is False
+
+
+def test_cell_preparation_inside_a_therapy_still_labels() -> None:
+    # NCT02330978: intervention "Culture and isolation of autologous bone-marrow mesenchymal stem cells"
+    labels = classify(RECORDS["NCT02330978"])
+    assert labels.is_cell_therapy
+    assert "msc" in labels.cell_type and "bone_marrow" in labels.msc_source
+    assert labels.origin == "autologous"
