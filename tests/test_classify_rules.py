@@ -1,5 +1,5 @@
-"""Cells studied in the laboratory are not cell therapy (TAXONOMY.md: "cells used
-only as a laboratory tool"). Real records from the classic MSC export."""
+"""Rules added after reading misclassified real records: laboratory studies of cells,
+antigen-targeted T cells (TAXONOMY.md: cells used only as a laboratory tool are not labelled)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,17 @@ def test_cell_preparation_inside_a_therapy_still_labels() -> None:
     assert labels.is_cell_therapy
     assert "msc" in labels.cell_type and "bone_marrow" in labels.msc_source
     assert labels.origin == "autologous"
+
+
+def test_antigen_targeted_t_cells_are_car_t() -> None:
+    import json
+
+    from tests.conftest import CAR_JSON
+
+    study = next(s for s in json.loads(CAR_JSON.read_text())
+                 if s["protocolSection"]["identificationModule"]["nctId"] == "NCT05651178")
+    from celltrials.sources.ctgov_json import parse_study
+
+    labels = classify(parse_study(study))  # "Human CD19-CD22 Targeted T Cells Injection for ... CNS Leukemia/Lymphoma"
+    assert labels.is_cell_therapy and list(labels.cell_type) == ["car_t"]
+    assert {"CD19", "CD22"} <= set(labels.targets)
