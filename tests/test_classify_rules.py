@@ -23,6 +23,10 @@ RECORDS = {r.record_id: r for r in parse_file(MSC_CSV) if isinstance(r, ParsedRe
         "NCT01323894",  # Osteogenic Effects in Human Mesenchymal Stem Cells Enhanced by Wnt Signaling
         "NCT04713436",  # The Effects of Antibiotic Combinations on Stem Cells
         "NCT05187936",  # Pre-clinical Models for Mesenchymal Stem Cell Therapy in Hemophilic Arthropathy
+        "NCT01366911",  # Stem Cells Predicting Orthopedic Outcomes
+        "NCT05167188",  # Evaluation of GvHD Damage on Medullary Mesenchymal Stem Cells
+        "NCT04397471",  # A Study to Collect Bone Marrow for Process Development and Production of BM-MSC ...
+        "NCT04281797",  # Intestinal Microbiome Dynamics in Solid Organ and Stem Cell Transplant Recipients
     ],
 )
 def test_laboratory_studies_of_cells_are_not_cell_therapy(nct: str) -> None:
