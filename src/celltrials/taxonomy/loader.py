@@ -419,9 +419,14 @@ def _first_set(item: _Item) -> set[int] | None:
     return None
 
 
-def _peel(items: list[_Item], dc: set[int]) -> list[tuple[bool, str]]:
-    """``items`` at a character of ``dc`` as ordered pieces: (True, source after that
-    character) or (False, source from that character on)."""
+# a piece of an alternative at a dispatch character: (characters the dispatch
+# character must be, when not all of them; what follows it, or None; or the source
+# that matches from the dispatch character on)
+_Piece = tuple[frozenset[int] | None, list[_Item] | None, str]
+
+
+def _peel(items: list[_Item], dc: set[int]) -> list[_Piece]:
+    """``items`` at a character of ``dc`` as ordered pieces."""
     if not items:
         raise _Unsupported("empty")
     first, rest = items[0], items[1:]
@@ -431,15 +436,14 @@ def _peel(items: list[_Item], dc: set[int]) -> list[tuple[bool, str]]:
         inter = fs & dc
         if not inter:
             return []
-        guard = "" if inter >= dc else "(?<=" + _set_src(inter) + ")"
-        return [(True, guard + _src(rest, explicit_first=True))]
+        return [(None if inter >= dc else frozenset(inter), rest, "")]
     if op is _c.SUBPATTERN:
         group, add, rem, p = av
         if group is None and not (add | rem) & ~re.IGNORECASE:
             sub_icase = (icase or bool(add & re.IGNORECASE)) and not rem & re.IGNORECASE
             return _peel(_items(p, sub_icase) + rest, dc)
     elif op is _c.BRANCH:
-        out: list[tuple[bool, str]] = []
+        out: list[_Piece] = []
         for a in av[1]:
             out.extend(_peel(_items(a, icase) + rest, dc))
             if len(out) > _MAX_PIECES:
@@ -448,11 +452,46 @@ def _peel(items: list[_Item], dc: set[int]) -> list[tuple[bool, str]]:
     elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and av[0] == 0 and av[1] == 1:
         body = _items(av[2], icase)
         if av[2].getwidth()[0] == 0:
-            return [(False, _src(items))]
+            return [(None, None, _src(items))]
         with_it = _peel(body + rest, dc)
         without = _peel(rest, dc) if rest else []
         return with_it + without if op is _c.MAX_REPEAT else without + with_it
-    return [(False, _src(items))]
+    return [(None, None, _src(items))]
+
+
+class _Bucket:
+    """The pieces of one dispatch character, grouped by the character after it.
+
+    A piece joins an earlier group of the same second characters only when no
+    piece in between can start with one of them (such pieces never match at the
+    same place, so their order does not matter); anything else keeps its place."""
+
+    def __init__(self) -> None:
+        self.groups: list[tuple[frozenset[int] | None, list[str]]] = []
+        self.open: dict[frozenset[int], int] = {}
+
+    def add(self, second: frozenset[int] | None, src: str) -> None:
+        if second is None:
+            self.groups.append((None, [src]))
+            self.open.clear()
+            return
+        gi = self.open.get(second)
+        if gi is None:
+            for other in [k for k in self.open if k & second]:
+                del self.open[other]
+            self.groups.append((second, [src]))
+            gi = self.open[second] = len(self.groups) - 1
+        else:
+            self.groups[gi][1].append(src)
+
+    def src(self) -> str:
+        parts = []
+        for second, members in self.groups:
+            if second is None:
+                parts.append(members[0])
+            else:
+                parts.append(_set_src(set(second)) + "(?:" + "|".join(members) + ")")
+        return "(?:" + "|".join(parts) + ")"
 
 
 @lru_cache(maxsize=1)
@@ -501,21 +540,28 @@ class _FastField:
             if not dc:
                 continue
             all_d |= dc
-            pieces: list[str] = []
+            bucket = _Bucket()
             for i, alt in items:
                 if alt in drop:
                     continue
-                for peeled, src in _peel(parse(alt), dc):
-                    if peeled:
-                        pieces.append(src + r"(?!\w)" + marker(i))
+                for guard, rest, full in _peel(parse(alt), dc):
+                    mark = r"(?!\w)" + marker(i)
+                    if rest is None:  # matched again from the dispatch character
+                        bucket.add(None, r"(?<=(?=" + full + mark + r")[\s\S])")
+                        continue
+                    second = _first_set(rest[0]) if rest else None
+                    if second is None:
+                        pre = "" if guard is None else "(?<=" + _set_src(set(guard)) + ")"
+                        bucket.add(None, pre + _src(rest, explicit_first=True) + mark)
                     else:
-                        pieces.append(r"(?<=(?=" + src + r"(?!\w)" + marker(i) + r")[\s\S])")
-            if pieces:
-                branches.append(_set_src(dc) + "(?:" + "|".join(pieces) + ")")
+                        pre = "" if guard is None else "(?<=" + _set_src(set(guard)) + r"[\s\S])"
+                        bucket.add(frozenset(second), pre + _src(rest[1:], explicit_first=True) + mark)
+            if bucket.groups:
+                branches.append(_set_src(dc) + bucket.src())
         if any(alt not in drop for _, alt in anywhere):
             pieces = [_src(parse(alt)) + r"(?!\w)" + marker(i) for i, alt in anywhere if alt not in drop]
-            guard = "(?!" + _set_src(all_d) + ")" if all_d else ""
-            branches.append(guard + r"(?=\S)(?:" + "|".join(pieces) + ")")
+            not_dispatched = "(?!" + _set_src(all_d) + ")" if all_d else ""
+            branches.append(not_dispatched + r"(?=\S)(?:" + "|".join(pieces) + ")")
         body = "(?:" + "|".join(branches) + ")" if branches else "(?!)"
         # ``\W`` first: the engine scans for candidate positions in C. Position 0
         # is matched in " " + text.
