@@ -364,10 +364,18 @@ class Classifier:
               skip_background: bool = True) -> list[tuple[Segment, Hit]]:
         out: list[tuple[Segment, Hit]] = []
         for seg in segs:
-            text = masked.text(seg, fld) if masked is not None else seg.text
-            if text is None:
-                continue
-            for h in fld.hits(text):
+            text: str
+            if masked is None or id(seg) not in masked.lazy:
+                text = masked.done.get(id(seg), seg.text) if masked is not None else seg.text
+                hits = fld.hits(text)
+            else:  # as masked.text(), without scanning the raw text twice
+                hits = fld.hits(seg.text)
+                if not hits:
+                    continue
+                text = masked.force(seg)
+                if text is not seg.text:
+                    hits = fld.hits(text)
+            for h in hits:
                 if skip_background and _is_background(self.tax, text, h.start):
                     continue
                 out.append((seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end])))
