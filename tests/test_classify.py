@@ -16,6 +16,7 @@ import celltrials
 from celltrials.classify import (
     COMPARATOR,
     INTERVENTION,
+    TrialLabels,
     TrialText,
     classify,
     classify_store,
@@ -39,7 +40,7 @@ def _records() -> dict[str, list[ParsedRecord]]:
     return out
 
 
-def lab(record_id: str):  # type: ignore[no-untyped-def]
+def lab(record_id: str) -> TrialLabels:
     return classify(TrialText.from_records(_records()[record_id], record_id))
 
 
@@ -253,3 +254,108 @@ def test_cli_json_equals_library(classified_db: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     head = out.read_text(encoding="utf-8").splitlines()[0]
     assert head == "registry_id,is_cell_therapy,cell_type,msc_source,origin,product_form,indication_group,therapeutic_area"
+
+
+# ---------------------------------------------------------------------------
+# the one-pattern matching engine of the taxonomy loader (CompiledField.hits)
+# must give exactly the hits of the reference loop over word starts
+
+
+_TRICKY = [
+    "",
+    " ",
+    "CAR-T",
+    "car-t cells and CAR T-cells; CART19, huCART19-IL18 (CAR-NK) NK-92",
+    "(MSC)-derived exosomes, UC-MSC+BM-MSC/AD-MSCs, hUC-MSCs",
+    "Wharton's jelly, Wharton s jelly-derived mesenchymal stromal cells",
+    "ſtem cells, K\u212aRAS, \u0130PSC-derived, \u0131psc, MSC\u017f",  # Unicode case look-alikes
+    "γδ T cells, Vγ9Vδ2 T cells, gamma-delta T, γδT",
+    "2 x 10^6 cells/kg, 1×10⁶ MSC/kg, 5e6 cells, 100 million cells",
+    "  allogeneic  (autologous) \n[umbilical cord]-derived, non-Hodgkin lymphoma; B-ALL; ALL",
+    "lymphoblastic leukaemia and leukemias, multiple myeloma, glioblastoma, carcinomas",
+    "kidney transplant recipients; graft-versus-host disease (GVHD); aGVHD",
+    "intravenous infusion, intrathecal, intra-articular injection; IV; i.v.",
+    "T-cell receptor repertoire sequencing of blood cells drawn for analysis",
+]
+
+
+@lru_cache(maxsize=1)
+def _probe_texts() -> list[str]:
+    texts = list(_TRICKY)
+    for path in (MSC_CSV, CAR_JSON, GENERAL_JSON, ICTRP_CSV):
+        for i, rec in enumerate(parse_file(path)):
+            if i >= 40:
+                break
+            if isinstance(rec, ParsedRecord):
+                texts.extend(s.text for s in TrialText.from_record(rec).segments)
+    return texts
+
+
+def _triples(hits: object) -> list[tuple[str, int, int, str]]:
+    return [(h.entry.name, h.start, h.end, h.text) for h in hits]  # type: ignore[attr-defined]
+
+
+def test_field_hits_equal_the_reference_loop_for_every_pattern_variant() -> None:
+    from celltrials.taxonomy.loader import CompiledField, default_taxonomy
+
+    tax = default_taxonomy()
+    texts = _probe_texts()
+    fields = [getattr(tax, k) for k in tax.__slots__ if isinstance(getattr(tax, k), CompiledField)]
+    assert len(fields) > 10
+    for fld in fields:
+        for text in texts:
+            want = _triples(fld._bucket_hits(text))
+            assert _triples(fld.hits(text)) == want, text
+            assert fld.search(text) == bool(want)
+        # every variant (alternatives left out for lack of their literals) agrees
+        # on the texts it would be chosen for, and the full one on every text
+        full = (1 << len(fld._prunable)) - 1
+        for key in {0, full, *(1 << k for k in range(len(fld._prunable)))}:
+            variant = fld._compile_variant(key)
+            assert variant is not None
+            for text in texts:
+                padded = " " + text
+                got = []
+                m = variant.rx.search(padded)
+                while m is not None:
+                    g = m.lastindex
+                    got.append((variant.entries[g].name, m.start(), m.start(g) - 1))
+                    m = variant.rx.search(padded, m.start(g) - 1)
+                want3 = [w[:3] for w in _triples(fld._bucket_hits(text))]
+                low = text.lower()
+                needed = {k for k, (anchors, _) in enumerate(fld._prunable) if any(a in low for a in anchors)}
+                if key == full or (text.isascii() and all(key >> k & 1 for k in needed)):
+                    assert got == want3, (key, text)
+
+
+def test_pattern_constructs_match_as_in_the_reference_loop() -> None:
+    from celltrials.taxonomy.loader import CompiledField, Entry
+
+    alts = [
+        ["(?-i:CAR)[- ]?(?-i:T)(?:[- ]cells?)?", "(?:allo-?|auto-?)?HSCT?s?"],
+        ["(?:adipose|fat|lipo\\w*)[- ](?:derived )?(?:stem|stromal) cells?", "[a-z]*leuka?emi\\w*"],
+        ["γδ ?T", "(?:gd|γδ)[- ]?T(?: cells?)?", "T(?:[- ]cells?)??"],
+        ["\\d+(?:\\.\\d+)?\\s*(?:x|×)\\s*10\\^?\\d+(?: cells)?", "(?<=\\s)NK(?= cells)", "NK(?! cells)\\w*"],
+        ["[A-Za-z0-9-]*CAR-?NK\\w*", "MSC\\w*", "(?:s|z)?tem cells?"],
+    ]
+    entries = [Entry(f"e{i}", {"x": (str(i),)}) for i in range(len(alts))]
+    fld = CompiledField(entries, [[f"(?:{a})" for a in row] for row in alts])
+    texts = [
+        *_TRICKY,
+        "allo-HSCT and autoHSCTs, CAR-T cell, car t, CAR T",
+        "adipose-derived stem cells, lipoaspirate stromal cell, preleukemia",
+        "γδ T cells, GD-T cells, T cell, T-cells, T",
+        "2.5 x 10^6 cells, 3×106, the NK cells and NK-92 NKT",
+        "anti-CD19CAR-NK92, MSCs, stem cells, ſtem cell, ztem cells",
+    ]
+    for text in texts:
+        assert _triples(fld.hits(text)) == _triples(fld._bucket_hits(text)), text
+
+
+def test_unsupported_patterns_fall_back_to_the_reference_loop() -> None:
+    from celltrials.taxonomy.loader import CompiledField, Entry
+
+    fld = CompiledField([Entry("dot", {"x": ("dot",)})], [["(?:a(?s:.)b)"]])  # an inline flag other than i
+    assert fld._variant("a-b") is None
+    assert _triples(fld.hits("x a-b A\nb ab")) == [("dot", 2, 5, "a-b"), ("dot", 6, 9, "A\nb")]
+    assert fld.search("a b") and not fld.search("ab")
