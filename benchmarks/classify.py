@@ -7,7 +7,8 @@ Every record of ../shared/data is parsed once (not timed) and turned into a
 classified in one process, one core (CPU time of this process, so other load on the
 machine does not count). Rows: per source format, then all formats
 together. The classifier keeps no cache between trials, so a replicated trial
-costs the same as a new one.
+costs the same as a new one. (The taxonomy compiles a few pattern variants per
+field the first time a text needs them; that time counts in the first rows.)
 """
 
 from __future__ import annotations

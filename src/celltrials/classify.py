@@ -13,9 +13,9 @@ generically ("stem cell product", a code name of type Biological).
 Every label carries :class:`Evidence` (field, value, source field, matched
 text and its span in that source field's text).
 
-Speed: each field is one compiled alternation (see
-:mod:`celltrials.taxonomy.loader`), so a trial costs a handful of regex scans
-per text; see ``benchmarks/classify.py``.
+Speed: each field is one compiled pattern searched in the regex engine (see
+:class:`celltrials.taxonomy.loader.CompiledField`), so a trial costs a handful
+of regex scans per text and little Python; see ``benchmarks/classify.py``.
 """
 
 from __future__ import annotations

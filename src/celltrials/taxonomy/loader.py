@@ -3,10 +3,10 @@
 The YAML file is data: synonyms are regular expressions a domain expert can
 edit without touching Python. This module checks every entry (known keys
 only, values from TAXONOMY.md, patterns that compile, no named groups) and
-compiles *one combined regular expression per field*, so that classifying a
-trial costs one scan per text and field instead of a loop over hundreds of
-patterns. A match is mapped back to its entry through the name of the
-top-level group that matched (``m.lastgroup``).
+compiles *one regular expression per field*, so that classifying a trial costs
+one scan per text and field in the regex engine instead of a Python loop over
+word starts and patterns (see :class:`CompiledField`). A match is mapped back to
+its entry through the empty group that closes its alternative (``m.lastindex``).
 
 Errors are :class:`celltrials.errors.TaxonomyError` naming the file and the
 entry at fault.
@@ -579,12 +579,14 @@ _START_FREQ = "tscapmdbfhirelonwguvkyjqxz0123456789"
 class CompiledField:
     """All patterns of one field, matched leftmost-first with entry precedence.
 
-    ``regex`` is the whole field as one alternation with word boundaries. For
-    speed, :meth:`hits` does not run it: the alternatives are also compiled in
-    *buckets* by the (lower-case) character a match can start with, and only
-    the bucket of each word-start character is tried there. The result is the
-    same as ``regex.finditer`` (first listed entry wins at a position, matches
-    do not overlap).
+    The rule: at each word start (a non-space character not preceded by a word
+    character) at or after the end of the previous hit, the alternatives that can
+    start with that character (by ``lower()``) are tried in entry order; the first
+    that matches, followed by a non-word character, is the hit. :meth:`_bucket_hits`
+    is that rule as a Python loop (the reference, and the fallback); :meth:`hits`
+    runs it as one compiled pattern per field (see ``_FastField``), in pattern
+    variants without the alternatives whose literals the text lacks.
+    ``regex`` is the whole field as one plain alternation with word boundaries.
     """
 
     def __init__(self, entries: Sequence[Entry], alternatives: Sequence[list[str]]) -> None:
