@@ -508,7 +508,7 @@ def _ascii_lookalikes() -> re.Pattern[str]:
     return re.compile(_set_src(out) if out else "(?!)")
 
 
-_MAX_VARIANTS = 8
+_MAX_VARIANTS = 4
 
 
 class _FastField:
