@@ -120,7 +120,7 @@ def expand_paths(paths: Iterable[str | Path], report: IngestReport) -> list[Path
                     if f.suffix.lower() in DATA_EXTENSIONS:
                         out.append(f)
                     else:
-                        report.findings.append(Finding(str(f), "not registry data (by extension); skipped", severity="notice"))
+                        report.findings.append(Finding(str(f), "not registry data (by extension)", severity="notice"))
             elif p.is_file():
                 out.append(p)
             else:
@@ -164,7 +164,7 @@ def ingest_paths(
         except UnknownFormatError as exc:
             if path.resolve() not in explicit and path.suffix.lower() == ".csv" and "header" in exc.message:
                 # a CSV that is not a registry export (e.g. a labels table next to the data)
-                report.findings.append(Finding(str(path), "CSV without a registry id column (NCT Number / TrialID); skipped", severity="notice"))
+                report.findings.append(Finding(str(path), "CSV without a registry id column (NCT Number / TrialID)", severity="notice"))
                 if progress:
                     progress(ProgressEvent("skipped", str(path), message="not a registry export"))
                 continue
