@@ -26,13 +26,14 @@ Schema step 3 (``sync``) adds ``sync_queries`` and ``sync_runs``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
@@ -781,11 +782,9 @@ def fetch(
     """
     if not 1 <= page_size <= PAGE_SIZE:
         raise ConfigError(f"page size {page_size} is not between 1 and {PAGE_SIZE}")
-    own = client is None
-    cl = client or CtgovClient(base_url or DEFAULT_BASE_URL)
-    url = normalize_base_url(base_url) if base_url else cl.base_url
     result = SyncResult()
-    try:
+    with _client(client, base_url or DEFAULT_BASE_URL) as cl:
+        url = normalize_base_url(base_url) if base_url else cl.base_url
         for q in _queries(query):
             _check_url(url, q.as_params(), page_size)
             with store.transaction():
@@ -793,10 +792,20 @@ def fetch(
             run = _open_run(store, qid, "full", q.as_params(), q.name, url, page_size)
             result.runs.append(run)
             _run_query(store, cl, run, progress)
-    finally:
-        if own:
-            cl.close()
     return result
+
+
+@contextlib.contextmanager
+def _client(client: CtgovClient | None, base_url: str | None = None) -> Iterator[CtgovClient]:
+    """The caller's client, or a new one that is closed afterwards."""
+    if client is not None:
+        yield client
+        return
+    own = CtgovClient(base_url) if base_url else CtgovClient()
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 def fetch_preset(
@@ -839,10 +848,8 @@ def update(
     rows = store.con.execute(
         "SELECT query_id, name, params, base_url, last_complete_started FROM sync_queries ORDER BY created_at, query_id"
     ).fetchall()
-    own = client is None
-    cl = client or CtgovClient()
     result = SyncResult()
-    try:
+    with _client(client) as cl:
         for qid, name, params_json, base_url, last_started in rows:
             params = orjson.loads(params_json)
             if last_started is None:
@@ -856,9 +863,6 @@ def update(
                 run = _open_run(store, qid, "update", None if pending else eff, name, base_url, page_size)
             result.runs.append(run)
             _run_query(store, cl, run, progress)
-    finally:
-        if own:
-            cl.close()
     return result
 
 
@@ -882,11 +886,9 @@ def fetch_ids(
                 wanted.append(nct)
     if not wanted:
         raise ConfigError("no NCT ids given")
-    own = client is None
-    cl = client or CtgovClient(base_url or DEFAULT_BASE_URL)
-    url = normalize_base_url(base_url) if base_url else cl.base_url
     result = SyncResult()
-    try:
+    with _client(client, base_url or DEFAULT_BASE_URL) as cl:
+        url = normalize_base_url(base_url) if base_url else cl.base_url
         records = []
         for i, nct in enumerate(wanted, start=1):
             study = cl.study(nct, base_url=url)
@@ -907,9 +909,6 @@ def fetch_ids(
                 store.finish_ingest(ingest_id, added, 0)
                 result.studies.append({"nct_id": rec.record_id, "new": bool(added.n_new),
                                        "last_update": rec.last_update.isoformat() if rec.last_update else None})
-    finally:
-        if own:
-            cl.close()
     return result
 
 

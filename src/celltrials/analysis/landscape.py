@@ -619,36 +619,33 @@ def sponsor_classes(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.
     return _order_by(df, "sponsor_class", ("industry", "academic_other", "government", "unknown"))
 
 
-def msc_source_by_area(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
-    """MSC trials by MSC source × therapeutic area (non-zero cells only)."""
+def _cell_type_by_area(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame, cell_type: str,
+                       column: str, key: str) -> pd.DataFrame:
+    """Trials of one cell type by a multi-valued label (``column``, named ``key``)
+    × therapeutic area; an empty label counts as 'unspecified', an empty area
+    as 'not_classified'. Non-zero cells only."""
     with _selected(con, trials):
-        df = _q(con, """
+        return _q(con, f"""
             WITH k AS (SELECT trial_id,
-                              unnest(CASE WHEN len(msc_source) = 0 THEN ['unspecified'] ELSE msc_source END) AS msc_source
-                       FROM _sel WHERE list_contains(cell_type, 'msc')),
+                              unnest(CASE WHEN len({column}) = 0 THEN ['unspecified'] ELSE {column} END) AS {key}
+                       FROM _sel WHERE list_contains(cell_type, '{cell_type}')),
                  a AS (SELECT trial_id, unnest(CASE WHEN len(therapeutic_area) = 0 THEN ['not_classified']
                                                     ELSE therapeutic_area END) AS therapeutic_area
-                       FROM _sel WHERE list_contains(cell_type, 'msc'))
-            SELECT msc_source, therapeutic_area, count(DISTINCT trial_id) AS n_trials,
+                       FROM _sel WHERE list_contains(cell_type, '{cell_type}'))
+            SELECT {key}, therapeutic_area, count(DISTINCT trial_id) AS n_trials,
                    list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
-            FROM k JOIN a USING (trial_id) GROUP BY ALL ORDER BY msc_source, therapeutic_area""")
-    return df
+            FROM k JOIN a USING (trial_id) GROUP BY ALL ORDER BY {key}, therapeutic_area""")
+
+
+def msc_source_by_area(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
+    """MSC trials by MSC source × therapeutic area (non-zero cells only)."""
+    return _cell_type_by_area(con, trials, "msc", "msc_source", "msc_source")
 
 
 def car_t_targets_by_area(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
     """CAR-T trials by target antigen × therapeutic area (non-zero cells only;
     a CAR-T trial without a recognised target is 'unspecified')."""
-    with _selected(con, trials):
-        df = _q(con, """
-            WITH k AS (SELECT trial_id, unnest(CASE WHEN len(targets) = 0 THEN ['unspecified'] ELSE targets END) AS target
-                       FROM _sel WHERE list_contains(cell_type, 'car_t')),
-                 a AS (SELECT trial_id, unnest(CASE WHEN len(therapeutic_area) = 0 THEN ['not_classified']
-                                                    ELSE therapeutic_area END) AS therapeutic_area
-                       FROM _sel WHERE list_contains(cell_type, 'car_t'))
-            SELECT target, therapeutic_area, count(DISTINCT trial_id) AS n_trials,
-                   list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
-            FROM k JOIN a USING (trial_id) GROUP BY ALL ORDER BY target, therapeutic_area""")
-    return df
+    return _cell_type_by_area(con, trials, "car_t", "targets", "target")
 
 
 def product_form_by_year(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
