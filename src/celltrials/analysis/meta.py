@@ -885,7 +885,8 @@ def meta_analysis(
     else:
         out["leave_one_out"] = None
     out["studies"] = studies
-    return _json_safe(out)
+    result: dict[str, Any] = _json_safe(out)
+    return result
 
 
 def _subgroups(

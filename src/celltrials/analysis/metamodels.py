@@ -75,7 +75,7 @@ def estimate_tau2(y: np.ndarray, v: np.ndarray, x: np.ndarray, method: str) -> f
     if method == "PM":
         def q_excess(t: float) -> float:
             pm, _ = _p_matrix(v, x, t)
-            return float(y @ pm @ y) - (k - p)
+            return float(y @ pm @ y) - float(k - p)
 
         if q_excess(0.0) <= 0:
             return 0.0
@@ -153,7 +153,7 @@ def _loglik(y: np.ndarray, v: np.ndarray, x: np.ndarray, tau2: float, reml: bool
         ll -= 0.5 * (k - p) * math.log(2 * math.pi) - 0.5 * float(np.linalg.slogdet(xtwx_inv)[1])
     else:
         ll -= 0.5 * k * math.log(2 * math.pi)
-    return ll
+    return float(ll)
 
 
 def tau2_confint(
