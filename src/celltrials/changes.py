@@ -53,7 +53,8 @@ def parse_date(text: str | date | None, what: str = "--since") -> date | None:
 
 
 def _con(con: Any) -> duckdb.DuckDBPyConnection:
-    return getattr(con, "con", con)
+    c: duckdb.DuckDBPyConnection = getattr(con, "con", con)
+    return c
 
 
 def changes(con: Any, since: date | str, until: date | str | None = None, *,
