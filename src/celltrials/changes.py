@@ -23,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
@@ -141,6 +142,10 @@ def changes(con: Any, since: date | str, until: date | str | None = None, *,
             "total": len(rows), "changes": out}
 
 
+HISTORY_FIELDS = ("title", "status", "phase", "study_type", "start_date", "completion_date", "enrollment",
+                  "enrollment_type", "lead_sponsor", "has_results", "why_stopped")
+
+
 def record_history(con: Any, trial_id: str) -> list[dict[str, Any]]:
     """Every stored version of each record of a trial, oldest first, with the
     fields that differ from the record's previous version.
@@ -149,17 +154,22 @@ def record_history(con: Any, trial_id: str) -> list[dict[str, Any]]:
     "record_key", "last_update", "ingested_at", "source", "source_format",
     "is_current", "changed": {field: [old, new]}}]}``."""
     c = _con(con)
-    fields = ("title", "status", "phase", "study_type", "start_date", "completion_date", "enrollment",
-              "enrollment_type", "lead_sponsor", "has_results", "why_stopped")
     rows = c.execute(f"""
         SELECT r.channel, r.record_id, r.record_key, r.last_update, r.ingested_at, r.source, r.source_format,
-               r.is_current, {", ".join("r." + f for f in fields)}
+               r.is_current, {", ".join("r." + f for f in HISTORY_FIELDS)}
         FROM records r
         WHERE (r.channel, r.record_id) IN (
             SELECT (r2.channel, r2.record_id) FROM trial_records t2 JOIN records r2 USING (record_key)
             WHERE t2.trial_id = ?)
         ORDER BY r.channel, r.record_id, r.last_update NULLS FIRST, r.ingested_at, r.record_key""",
         [trial_id]).fetchall()
+    return history_from_rows(rows)
+
+
+def history_from_rows(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """:func:`record_history` of rows (channel, record_id, record_key,
+    last_update, ingested_at, source, source_format, is_current, *HISTORY_FIELDS)
+    ordered by record, then oldest first."""
     out: list[dict[str, Any]] = []
     prev: tuple[Any, ...] | None = None
     for row in rows:
@@ -169,7 +179,7 @@ def record_history(con: Any, trial_id: str) -> list[dict[str, Any]]:
             prev = None
         changed: dict[str, list[Any]] = {}
         if prev is not None:
-            for f, a, b in zip(fields, prev, vals, strict=True):
+            for f, a, b in zip(HISTORY_FIELDS, prev, vals, strict=True):
                 if a != b:
                     changed[f] = [_plain(a), _plain(b)]
         out[-1]["versions"].append({
@@ -187,4 +197,4 @@ def _plain(v: Any) -> Any:
     return v.isoformat() if hasattr(v, "isoformat") else v
 
 
-__all__ = ["KINDS", "changes", "parse_date", "record_history"]
+__all__ = ["HISTORY_FIELDS", "KINDS", "changes", "history_from_rows", "parse_date", "record_history"]

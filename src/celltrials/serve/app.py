@@ -118,10 +118,20 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
                                      check_every=config.check_every)
     limiter = anyio.CapacityLimiter(8)
 
-    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+    async def run(fn: Callable[..., Any], *args: Any, cache: str | None = None) -> Any:
+        """``fn(cursor, *args)`` on the current snapshot in a worker thread;
+        with ``cache``, the result is kept per snapshot under that key (a
+        snapshot never changes, so neither does the answer)."""
         def work() -> Any:
-            with mgr.use() as (_snap, cur):
-                return fn(cur, *args)
+            with mgr.use() as (snap, cur):
+                if cache is not None:
+                    hit = snap.cache_get(cache)
+                    if hit is not None:
+                        return hit
+                out = fn(cur, *args)
+                if cache is not None:
+                    snap.cache_put(cache, out)
+                return out
 
         return await anyio.to_thread.run_sync(work, limiter=limiter)
 
@@ -137,7 +147,8 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
     # ------------------------------------------------------------ handlers
     async def overview(request: Request) -> Response:
         query = Q.parse_query(request.query_params)
-        data = await run(Q.overview, query)
+
+        data = await run(Q.overview, query, cache="overview?" + urlencode(query.params()))
         if wants_json(request):
             return JSON(data)
         return page(request, "overview.html.j2", {"data": data, "query": query, "params": query.params(),
@@ -146,13 +157,9 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
     async def trials(request: Request) -> Response:
         query = Q.parse_query(request.query_params)
 
-        def both(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-            out = Q.trial_page(cur, query)
-            if not wants_json(request) or request.query_params.get("facets") in ("1", "true"):
-                out["facets"] = Q.facets(cur, query)
-            return out
-
-        data = await run(both)
+        data = await run(Q.trial_page, query)
+        if not wants_json(request) or request.query_params.get("facets") in ("1", "true"):
+            data = {**data, "facets": await run(Q.facets, query, cache="facets?" + urlencode(query.params()))}
         if wants_json(request):
             return JSON(data)
         return page(request, "trials.html.j2", {"data": data, "query": query, "params": query.params(),
@@ -162,7 +169,15 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
         any_id = request.path_params["trial_id"]
         if len(any_id) > 200:
             raise HTTPException(404, "no such trial")
-        data = await run(Q.trial_detail, any_id)
+        def detail(cur: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+            snap = mgr.current()
+            texts = snap.cursor("texts")
+            try:
+                return Q.trial_detail(cur, any_id, texts)
+            finally:
+                snap.give_back(texts, "texts")
+
+        data = await run(detail)
         if data is None:
             raise HTTPException(404, f"No trial with id {any_id!r} in the store.")
         if wants_json(request):
