@@ -58,33 +58,10 @@ def _con(con: Any) -> duckdb.DuckDBPyConnection:
     return c
 
 
-def changes(con: Any, since: date | str, until: date | str | None = None, *,
-            within: tuple[str, list[Any]] | None = None, limit: int | None = None) -> dict[str, Any]:
-    """Changes dated ``since`` ≤ date ≤ ``until`` (no upper bound by default).
-
-    ``within`` optionally restricts to the trials selected by a SQL query
-    (returning a ``trial_id`` column) and its parameters. ``limit`` caps the
-    listed rows (the counts are always complete).
-
-    Returns ``{"since", "until", "counts": {kind: n}, "changes": [{"date",
-    "kind", "trial_id", "record_id", "registry", "title", "old", "new",
-    "previous_date"}]}`` newest first.
-    """
-    c = _con(con)
-    lo = parse_date(since)
-    if lo is None:
-        raise ConfigError("a start date is needed", hint="Pass --since YYYY-MM-DD.")
-    hi = parse_date(until, "--until")
-    if hi is not None and hi < lo:
-        raise ConfigError(f"--until {hi} is before --since {lo}", hint="Swap the dates.")
-    scope = ""
-    scope_params: list[Any] = []
-    if within is not None:
-        scope = f" AND a.trial_id IN (SELECT trial_id FROM ({within[0]}))"
-        scope_params = list(within[1])
-    hi_sql = " AND a.d <= ?" if hi is not None else ""
-    hi_params: list[Any] = [hi] if hi is not None else []
-    sql = f"""
+def all_changes_sql() -> str:
+    """SQL of every change in the store (columns d, kind, trial_id, record_id,
+    registry, title, old, new, prev_d); :func:`changes` filters it."""
+    return f"""
         WITH v AS (
             SELECT r.channel, r.record_id, r.registry, r.last_update, r.status, r.phase, r.enrollment,
                    r.enrollment_type, coalesce(r.has_results, false) AS has_results,
@@ -126,20 +103,55 @@ def changes(con: Any, since: date | str, until: date | str | None = None, *,
             SELECT registration_date, 'new_trial', trial_id, primary_record_id, registry, NULL, status, NULL
             FROM trials WHERE registration_date IS NOT NULL)
         SELECT a.d, a.kind, a.trial_id, a.record_id, a.registry, t.title, a.old, a.new, a.prev_d
-        FROM all_changes a LEFT JOIN trials t USING (trial_id)
+        FROM all_changes a LEFT JOIN trials t USING (trial_id)"""
+
+
+def changes(con: Any, since: date | str, until: date | str | None = None, *,
+            within: tuple[str, list[Any]] | None = None, limit: int | None = None,
+            table: str | None = None) -> dict[str, Any]:
+    """Changes dated ``since`` ≤ date ≤ ``until`` (no upper bound by default).
+
+    ``within`` optionally restricts to the trials selected by a SQL query
+    (returning a ``trial_id`` column) and its parameters. ``limit`` caps the
+    listed rows (the counts are always complete). ``table`` names a
+    precomputed copy of :func:`all_changes_sql` to read instead.
+
+    Returns ``{"since", "until", "counts": {kind: n}, "changes": [{"date",
+    "kind", "trial_id", "record_id", "registry", "title", "old", "new",
+    "previous_date"}]}`` newest first.
+    """
+    c = _con(con)
+    lo = parse_date(since)
+    if lo is None:
+        raise ConfigError("a start date is needed", hint="Pass --since YYYY-MM-DD.")
+    hi = parse_date(until, "--until")
+    if hi is not None and hi < lo:
+        raise ConfigError(f"--until {hi} is before --since {lo}", hint="Swap the dates.")
+    scope = ""
+    scope_params: list[Any] = []
+    if within is not None:
+        scope = f" AND a.trial_id IN (SELECT trial_id FROM ({within[0]}))"
+        scope_params = list(within[1])
+    hi_sql = " AND a.d <= ?" if hi is not None else ""
+    hi_params: list[Any] = [hi] if hi is not None else []
+    src = table or f"({all_changes_sql()})"
+    sql = f"""
+        SELECT a.d, a.kind, a.trial_id, a.record_id, a.registry, a.title, a.old, a.new, a.prev_d
+        FROM {src} a
         WHERE a.d >= ?{hi_sql}{scope}
         ORDER BY a.d DESC, a.kind, a.trial_id, a.record_id"""
     params = [lo, *hi_params, *scope_params]
-    rows = c.execute(sql, params).fetchall()
     counts = dict.fromkeys(KINDS, 0)
-    for r in rows:
-        counts[r[1]] = counts.get(r[1], 0) + 1
-    shown = rows if limit is None else rows[:limit]
+    for kind, n in c.execute(f"SELECT a.kind, count(*) FROM {src} a WHERE a.d >= ?{hi_sql}{scope} GROUP BY 1",
+                             params).fetchall():
+        counts[kind] = int(n)
+    shown = c.execute(sql + (" LIMIT ?" if limit is not None else ""),
+                      [*params, *([limit] if limit is not None else [])]).fetchall()
     out = [{"date": r[0].isoformat() if r[0] else None, "kind": r[1], "trial_id": r[2], "record_id": r[3],
             "registry": r[4], "title": r[5], "old": r[6], "new": r[7],
             "previous_date": r[8].isoformat() if r[8] else None} for r in shown]
     return {"since": lo.isoformat(), "until": hi.isoformat() if hi else None, "counts": counts,
-            "total": len(rows), "changes": out}
+            "total": sum(counts.values()), "changes": out}
 
 
 HISTORY_FIELDS = ("title", "status", "phase", "study_type", "start_date", "completion_date", "enrollment",
@@ -197,4 +209,4 @@ def _plain(v: Any) -> Any:
     return v.isoformat() if hasattr(v, "isoformat") else v
 
 
-__all__ = ["HISTORY_FIELDS", "KINDS", "changes", "history_from_rows", "parse_date", "record_history"]
+__all__ = ["HISTORY_FIELDS", "KINDS", "all_changes_sql", "changes", "history_from_rows", "parse_date", "record_history"]

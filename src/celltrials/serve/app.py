@@ -49,7 +49,7 @@ from celltrials.changes import KINDS
 from celltrials.changes import changes as store_changes
 from celltrials.errors import CelltrialsError, ConfigError
 from celltrials.serve import queries as Q
-from celltrials.serve.snapshot import SnapshotManager
+from celltrials.serve.snapshot import Snapshot, SnapshotManager
 
 log = logging.getLogger("celltrials.serve")
 STATIC = Path(__file__).parent / "static"
@@ -118,17 +118,38 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
                                      check_every=config.check_every)
     limiter = anyio.CapacityLimiter(8)
 
-    async def run(fn: Callable[..., Any], *args: Any, cache: str | None = None) -> Any:
-        """``fn(cursor, *args)`` on the current snapshot in a worker thread;
-        with ``cache``, the result is kept per snapshot under that key (a
-        snapshot never changes, so neither does the answer)."""
+    def warm(snap: Snapshot) -> None:
+        """Answer the landing pages (no filters) once, right after a snapshot loads."""
+        if not snap.acquire():
+            return
+        try:
+            cur = snap.cursor()
+            try:
+                q = Q.parse_query([])
+                key = urlencode(q.params())
+                snap.cache_put("overview?" + key, Q.overview(cur, q))
+                snap.cache_put("facets?" + key, Q.facets(cur, q))
+            finally:
+                snap.give_back(cur)
+        except Exception:  # a warm cache is an optimisation only
+            log.exception("warming the snapshot cache")
+        finally:
+            snap.release()
+
+    mgr.on_swap = warm
+
+    async def run(fn: Callable[..., Any], *args: Any, cache: str | None = None, pass_snapshot: bool = False) -> Any:
+        """``fn(cursor, *args)`` (or ``fn(snapshot, cursor, *args)``) on the
+        current snapshot in a worker thread; with ``cache``, the result is kept
+        per snapshot under that key (a snapshot never changes, so neither does
+        the answer)."""
         def work() -> Any:
             with mgr.use() as (snap, cur):
                 if cache is not None:
                     hit = snap.cache_get(cache)
                     if hit is not None:
                         return hit
-                out = fn(cur, *args)
+                out = fn(snap, cur, *args) if pass_snapshot else fn(cur, *args)
                 if cache is not None:
                     snap.cache_put(cache, out)
                 return out
@@ -169,15 +190,14 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
         any_id = request.path_params["trial_id"]
         if len(any_id) > 200:
             raise HTTPException(404, "no such trial")
-        def detail(cur: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
-            snap = mgr.current()
+        def detail(snap: Snapshot, cur: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
             texts = snap.cursor("texts")
             try:
                 return Q.trial_detail(cur, any_id, texts)
             finally:
                 snap.give_back(texts, "texts")
 
-        data = await run(detail)
+        data = await run(detail, pass_snapshot=True)
         if data is None:
             raise HTTPException(404, f"No trial with id {any_id!r} in the store.")
         if wants_json(request):
@@ -206,7 +226,7 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
             dd = ls.data_date(cur)
             since = since_txt or ((dd or date.today()) - timedelta(days=30)).isoformat()
             sql, params = Q.selection(query)
-            return store_changes(cur, since, until_txt, within=(sql, params), limit=limit)
+            return store_changes(cur, since, until_txt, within=(sql, params), limit=limit, table=Q.CHANGES)
 
         data = await run(work)
         data["filters"] = query.describe()

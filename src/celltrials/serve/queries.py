@@ -40,6 +40,7 @@ from celltrials.store import Store
 from celltrials.store import _plain as _store_plain
 
 ST = "memory.main.st"
+CHANGES = "memory.main.changes_all"  # every change of the snapshot (celltrials.changes.all_changes_sql)
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
 MAX_Q_LEN = 200
@@ -305,6 +306,9 @@ def _memory_copies(con: duckdb.DuckDBPyConnection, has_links: bool) -> dict[str,
             UNION ALL SELECT upper(id_key), trial_id FROM memory.main.v_trial_ids
             UNION ALL SELECT upper(id_raw), trial_id FROM memory.main.v_trial_ids)
         WHERE k IS NOT NULL ORDER BY k""")
+    from celltrials.changes import all_changes_sql
+
+    con.execute(f"CREATE OR REPLACE TABLE {CHANGES} AS SELECT * FROM ({all_changes_sql()}) ORDER BY d DESC")
     texts: dict[str, str] = dict(main)
     con.execute("CREATE OR REPLACE TABLE memory.main.t_trial_records AS SELECT * FROM trial_records ORDER BY trial_id")
     texts["trial_records"] = "memory.main.t_trial_records"
@@ -412,15 +416,25 @@ LIST_COLUMNS = ("trial_id", "primary_record_id", "registry", "title", "status", 
 def trial_page(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
     """``{"count", "page", "per_page", "pages", "sort", "trials": [...]}`` for one page."""
     w, p = where(conditions(query))
-    n = int(con.execute(f"SELECT count(*) FROM {ST} WHERE {w}", p).fetchone()[0])  # type: ignore[index]
+
+    def fetch(page: int) -> tuple[int | None, list[tuple[Any, ...]]]:
+        # one scan: the page's row ids (narrow sort) with the total, then their columns
+        rows = con.execute(
+            f"WITH ids AS (SELECT rowid AS rid, count(*) OVER () AS n FROM {ST} WHERE {w} "
+            f"ORDER BY {SORTS[query.sort]} LIMIT ? OFFSET ?) "
+            f"SELECT {', '.join(LIST_COLUMNS)}, (SELECT any_value(n) FROM ids) FROM {ST} "
+            f"WHERE rowid IN (SELECT rid FROM ids) ORDER BY {SORTS[query.sort]}",
+            [*p, query.per_page, (page - 1) * query.per_page]).fetchall()
+        return (int(rows[0][-1]) if rows else None), [r[:-1] for r in rows]
+
+    page = query.page
+    n, rows = fetch(page)
+    if n is None:  # an empty selection, or a page past its end: count, then show the last page
+        n = int(con.execute(f"SELECT count(*) FROM {ST} WHERE {w}", p).fetchone()[0])  # type: ignore[index]
+        page = min(page, max(1, math.ceil(n / query.per_page)))
+        if n:
+            _, rows = fetch(page)
     pages = max(1, math.ceil(n / query.per_page))
-    page = min(query.page, pages)
-    # the page's row ids first (narrow sort), then its columns
-    rows = con.execute(
-        f"SELECT {', '.join(LIST_COLUMNS)} FROM {ST} WHERE rowid IN ("
-        f"SELECT rowid FROM {ST} WHERE {w} ORDER BY {SORTS[query.sort]} LIMIT ? OFFSET ?) "
-        f"ORDER BY {SORTS[query.sort]}",
-        [*p, query.per_page, (page - 1) * query.per_page]).fetchall()
     trials = [{c: _plain(v) for c, v in zip(LIST_COLUMNS, r, strict=True)} for r in rows]
     for t in trials:
         t["registry_url"] = registry_url(t["trial_id"], t["url"])

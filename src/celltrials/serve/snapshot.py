@@ -201,6 +201,8 @@ class SnapshotManager:
         self._refresh_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: called (in a background thread) with each new snapshot once it serves
+        self.on_swap: Callable[[Snapshot], None] | None = None
 
     # ------------------------------------------------------------- public
     def start(self, wait: float = 30.0) -> None:
@@ -325,6 +327,8 @@ class SnapshotManager:
         self.status.info = snap.info
         if old is not None:
             old.retire()
+        if self.on_swap is not None:
+            threading.Thread(target=self.on_swap, args=(snap,), name="celltrials-warm", daemon=True).start()
         return True
 
 
