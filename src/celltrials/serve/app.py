@@ -247,7 +247,8 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
             "Content-Disposition": f'attachment; filename="celltrials-{stamp}.{fmt}"'})
 
     async def status(request: Request) -> Response:
-        return JSON({**mgr.status.to_dict(), "snapshot": mgr.status.info, "version": __version__})
+        info = {k: v for k, v in mgr.status.info.items() if k != "shadows"}
+        return JSON({**mgr.status.to_dict(), "snapshot": info, "version": __version__})
 
     # ------------------------------------------------------------- errors
     async def on_error(request: Request, exc: Exception) -> Response:
