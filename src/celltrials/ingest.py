@@ -10,31 +10,19 @@ from __future__ import annotations
 
 import glob
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from celltrials.errors import DataFileError, RecordError, UnknownFormatError
 from celltrials.models import ParsedRecord
+from celltrials.progress import Progress, ProgressEvent, logger
 from celltrials.sources import parse_file, sniff
 from celltrials.store import AddResult, Store
 
 #: extensions that hold registry data; anything else in a folder is a note and skipped
 DATA_EXTENSIONS = {".json", ".ndjson", ".jsonl", ".csv", ".xml", ".xlsx", ".zip"}
-
-Progress = Callable[["ProgressEvent"], None]
-
-
-@dataclass
-class ProgressEvent:
-    kind: str  # "file_start" | "records" | "file_done" | "skipped" | "step" (pipeline stage)
-    path: str
-    n: int = 0
-    total_files: int = 0
-    file_index: int = 0
-    message: str = ""
-
 
 @dataclass
 class Finding:
@@ -157,7 +145,7 @@ def ingest_paths(
     explicit = {Path(str(p)).resolve() for p in paths if Path(str(p)).is_file()}
     for f in report.findings:
         if progress:
-            progress(ProgressEvent("skipped", f.path, message=f.reason))
+            progress(ProgressEvent("ingest", "skipped", f.path, message=f.reason))
     for index, path in enumerate(files, start=1):
         try:
             sniffed = sniff(path)
@@ -166,7 +154,7 @@ def ingest_paths(
                 # a CSV that is not a registry export (e.g. a labels table next to the data)
                 report.findings.append(Finding(str(path), "CSV without a registry id column (NCT Number / TrialID)", severity="notice"))
                 if progress:
-                    progress(ProgressEvent("skipped", str(path), message="not a registry export"))
+                    progress(ProgressEvent("ingest", "skipped", str(path), message="not a registry export"))
                 continue
             finding = Finding(str(path), exc.reason if isinstance(exc, RecordError) else exc.message.split(": ", 1)[-1])
             report.findings.append(finding)
@@ -181,8 +169,9 @@ def ingest_paths(
             continue
         result = FileResult(str(path), sniffed.format)
         report.files.append(result)
+        logger.info("ingest %s (%s)", path, sniffed.format)
         if progress:
-            progress(ProgressEvent("file_start", str(path), total_files=len(files), file_index=index))
+            progress(ProgressEvent("ingest", "file_start", str(path), done=index - 1, total=len(files), index=index))
         try:
             _ingest_file(store, path, sniffed, result, report, skip_bad, progress, batch_size)
         except DataFileError as exc:
@@ -194,7 +183,8 @@ def ingest_paths(
             if not skip_bad:
                 raise IngestAborted(finding, report) from None
         if progress:
-            progress(ProgressEvent("file_done", str(path), n=result.n_records, total_files=len(files), file_index=index))
+            progress(ProgressEvent("ingest", "file_done", str(path), done=index, total=len(files), index=index,
+                                   n=result.n_records))
     return report
 
 
@@ -231,7 +221,7 @@ def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, rep
             total.n_new += added.n_new
             total.n_unchanged += added.n_unchanged
             if progress:
-                progress(ProgressEvent("records", str(path), n=len(batch)))
+                progress(ProgressEvent("ingest", "records", str(path), n=len(batch)))
         if total.n_new:
             store.merge_trials()
         store.finish_ingest(ingest_id, total, result.n_bad)
