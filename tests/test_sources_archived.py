@@ -281,3 +281,21 @@ def test_parse_results_reads_converted_objects() -> None:
             t = parse_results(ctgov_v1.to_v2(d))
             assert len(t["event_groups"]) == len(d["EventGroupId"])
             break
+
+
+def test_v1_outcome_attribution_counts() -> None:
+    # 49 trials post outcome values (counted from the lists); the re-assembly attributes every
+    # measurement in 19 of them (README) and never attributes a value it cannot place
+    with_values = attributed = 0
+    for _, d in v1_members():
+        if not d.get("OutcomeMeasurementValue"):
+            continue
+        with_values += 1
+        notes = ctgov_v1.conversion_notes(d)
+        out = parse_results(ctgov_v1.to_v2(d))["outcomes"]
+        if not any(n.startswith("outcome measurements") for n in notes):
+            attributed += 1
+            assert out["value_raw"].tolist() == d["OutcomeMeasurementValue"]
+        else:
+            assert out["value_raw"].isna().all()
+    assert (with_values, attributed) == (49, 19)
