@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from celltrials.cli import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx
 from celltrials.errors import AnalysisError
 
 # the same tuples as celltrials.analysis.meta (not imported here: keeps `celltrials --help` fast)

@@ -546,7 +546,7 @@ def parse_json(path: Path) -> ParseStream:
     try:
         studies = list(iter_v1_studies(obj))
     except DataFileError as exc:
-        raise DataFileError(exc.message, path=str(path)) from None
+        raise DataFileError(exc.reason, path=str(path)) from None
     yield from _stream(iter(studies), str(path))
 
 
@@ -565,7 +565,7 @@ def parse_zip(path: Path) -> ParseStream:
             try:
                 studies = list(iter_v1_studies(obj))
             except DataFileError as exc:
-                raise DataFileError(exc.message, path=member) from None
+                raise DataFileError(exc.reason, path=member) from None
             for item in _stream(iter(studies), member, pos):
                 pos += 1
                 yield item
