@@ -118,6 +118,13 @@ def _offsets(runs: list[list[Any]]) -> list[int]:
     return offs
 
 
+def _count(v: Any) -> Any:
+    """An enrollment count as the API v2 integer (text that is not a whole number stays text,
+    so the shared validation names it)."""
+    text = str(v).strip().replace(",", "")
+    return int(text) if text.isdigit() else v
+
+
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None and v != [] and v != {}}
 
@@ -205,7 +212,7 @@ def _protocol(d: dict[str, Any]) -> dict[str, Any]:
         "designModule": _drop_none({
             "studyType": _first(d, "StudyType"),
             "phases": _l(d, "Phase"),
-            "enrollmentInfo": _drop_none({"count": enroll, "type": _first(d, "EnrollmentType")}) if enroll else None,
+            "enrollmentInfo": _drop_none({"count": _count(enroll), "type": _first(d, "EnrollmentType")}) if enroll else None,
         }),
         "armsInterventionsModule": _drop_none({"armGroups": arms, "interventions": interventions}),
         "outcomesModule": _drop_none(outcomes),

@@ -93,7 +93,8 @@ def _protocol(root: ET.Element) -> dict[str, Any]:
     enroll = root.find("enrollment")
     enroll_info = None
     if enroll is not None and (enroll.text or "").strip():
-        enroll_info = _drop_none({"count": (enroll.text or "").strip(), "type": enroll.get("type")})
+        text = (enroll.text or "").strip().replace(",", "")
+        enroll_info = _drop_none({"count": int(text) if text.isdigit() else text, "type": enroll.get("type")})
     return {
         "identificationModule": _drop_none({
             "nctId": _t(root, "id_info/nct_id"),
