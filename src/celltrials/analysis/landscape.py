@@ -747,7 +747,10 @@ SECTIONS: dict[str, Callable[[duckdb.DuckDBPyConnection, pd.DataFrame], pd.DataF
 def trial_list(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
     """The report's trials for listing: id, title, registry, status, phase,
     start date, registry link (ICTRP search link when the record has none)."""
+    from celltrials.safety import safe_url
+
     df = trials[["trial_id", "registry", "title", "status", "phase", "start_date", "url"]].copy()
+    df["url"] = [safe_url(u) for u in df["url"]]  # only http(s) links ever reach the page
     missing = df["url"].isna() | (df["url"].astype(str).str.strip() == "")
     df.loc[missing, "url"] = "https://trialsearch.who.int/Trial2.aspx?TrialID=" + df.loc[missing, "trial_id"].astype(str)
     return df
