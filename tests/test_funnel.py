@@ -298,6 +298,7 @@ def test_funnel_from_store(rows: list[dict[str, str]]) -> None:
     _check(got, _expected(_raw_recs(rows), pairs))
 
 
+@pytest.mark.unit
 def test_funnel_input_errors() -> None:
     with pytest.raises(AnalysisError, match="lacks column"):
         funnel_frame(pd.DataFrame({"trial_id": ["NCT1"], "phase": ["PHASE1"]}))

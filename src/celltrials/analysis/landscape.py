@@ -347,7 +347,7 @@ def select_trials(con: duckdb.DuckDBPyConnection, filters: Filters | None = None
     ensure_label_view(con)
     sql, params = selection_sql(filters)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _sel AS {sql}", params)
-    df = con.sql("SELECT * FROM _sel ORDER BY trial_id").to_arrow_table().to_pandas()
+    df: pd.DataFrame = con.sql("SELECT * FROM _sel ORDER BY trial_id").to_arrow_table().to_pandas()
     _remember(con, df)
     return df
 
