@@ -170,6 +170,7 @@ def funnel(ref: Reference) -> str:
         "approved, no trial here | median years to approval (n) | approved before first trial |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    r: Any
     for r in fr.itertuples(index=False):
         group = label(r.family) + (f" · {label(r.msc_source)}" if r.msc_source else "")
         med = float(r.median_years_to_approval)
