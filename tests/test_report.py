@@ -446,13 +446,14 @@ def test_filters_combine(store_path: Path, tmp_path: Path) -> None:
 
 
 def test_progress_callback(store_path: Path, tmp_path: Path) -> None:
-    from celltrials.report.build import ReportProgress
+    from celltrials.progress import ProgressEvent
 
-    events: list[ReportProgress] = []
+    events: list[ProgressEvent] = []
     with celltrials.open(store_path, read_only=True) as store:
         build_report(store, tmp_path / "p", L.make_filters(cell_type=["car_nk"]), progress=events.append,
                      figures=False)
-    assert [e.step for e in events] == ["select", "sections", "tables", "workbook", "html", "figures", "done"]
+    assert {e.stage for e in events} == {"report"}
+    assert [e.item for e in events] == ["select", "sections", "tables", "workbook", "html", "figures", "done"]
     assert [e.index for e in events] == list(range(7)) and {e.total for e in events} == {6}
 
 

@@ -38,6 +38,7 @@ import pandas as pd
 import celltrials
 from celltrials.analysis import landscape as L
 from celltrials.errors import AnalysisError, ConfigError
+from celltrials.progress import Progress, ProgressEvent
 from celltrials.report._draw import chart_to_dict, claim
 from celltrials.report.figures import (
     COLORS,
@@ -55,17 +56,7 @@ TOP_TARGETS = 15
 XLSX_CELL_LIMIT = 32_000
 
 
-@dataclass
-class ReportProgress:
-    """What :func:`build_report` is doing: ``step`` of ``total``."""
 
-    step: str
-    index: int
-    total: int
-    message: str = ""
-
-
-Progress = Callable[[ReportProgress], None]
 
 
 @dataclass
@@ -680,7 +671,7 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
 
     def step(i: int, msg: str = "") -> float:
         if progress:
-            progress(ReportProgress(steps[i], i, len(steps), msg))
+            progress(ProgressEvent("report", "step", steps[i], done=i, total=len(steps), index=i, message=msg))
         return time.perf_counter()
 
     try:
@@ -842,7 +833,8 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
     _remove_stale(out, {p.name for p in fig_paths}, {p.name for p in table_paths})
     timings["total"] = time.perf_counter() - t_all
     if progress:
-        progress(ReportProgress("done", len(steps), len(steps), str(html)))
+        progress(ProgressEvent("report", "done", "done", done=len(steps), total=len(steps), index=len(steps),
+                              message=str(html)))
     return ReportResult(out, html, xlsx, fig_paths, table_paths, len(sel), dd, described, secs, timings)
 
 
