@@ -1139,3 +1139,90 @@ def explain_trial(store: Any, any_id: str) -> dict[str, Any]:
                          "context_start": lo, "context_end": hi})
     title = store.con.execute("SELECT title FROM trials WHERE trial_id = ?", [trial_id]).fetchone()
     return {"trial_id": trial_id, "title": title[0] if title else "", "labels": labels, "evidence": evidence}
+
+
+# ---------------------------------------------------------------------------
+# agreement with the third-party labels of the reconstructed CAR corpus
+
+_TP_ORIGIN = {"Autologous": "autologous", "Allogeneic/Off-the-shelf": "allogeneic", "Unclear": "unspecified"}
+_TP_TARGET_ALIASES = {"claudin 18.2": "Claudin18.2", "mesothelin": "mesothelin", "nkg2d-l": "NKG2D", "slamf7": "CS1",
+                      "egfrviii": "EGFRvIII", "il13ra2": "IL13Ra2", "b7-h3": "B7-H3", "cll1": "CLL1"}
+_TP_NO_TARGET = frozenset({"other_or_unknown", "car-t_unspecified", "car-nk", ""})
+
+
+def _tp_targets(raw: str) -> frozenset[str]:
+    text = raw.strip()
+    if ":" in text:  # "CAR-NK: CD19"
+        text = text.split(":", 1)[1].strip()
+    text = re.sub(r"\s+dual$|\s+triple$", "", text, flags=re.I)
+    out = set()
+    for part in text.split("/"):
+        p = part.strip()
+        if p.lower() in _TP_NO_TARGET:
+            continue
+        out.add(_TP_TARGET_ALIASES.get(p.lower(), p))
+    return frozenset(out)
+
+
+def third_party_agreement(store: Any, path: Any) -> dict[str, Any]:
+    """Agreement of the store's labels with ``third_party_labels.csv`` (product
+    type and CAR target of the reconstructed CAR trials; a second opinion, not
+    gold). Rows whose trial is not in the store are counted in ``missing``.
+
+    * origin: theirs Autologous / Allogeneic/Off-the-shelf / Unclear against our
+      origin (``exact``: same of autologous / allogeneic / unspecified, over the
+      trials both call cell therapy; ``where_both_state``: over those where both
+      say autologous or allogeneic). Their "In vivo" rows are counted apart
+      (``in_vivo_not_cell_therapy``: how many we call not cell therapy).
+    * target: their target category ("CD19/BCMA dual", "CAR-NK: CD19"...) as a
+      set against our targets, over the trials where both name at least one:
+      ``exact`` (same set) and ``overlap`` (a target in common).
+    """
+    import csv
+    from pathlib import Path
+
+    p = Path(path)
+    with p.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    labels = {tid: (ict, origin, targets) for tid, ict, origin, targets in store.con.execute(
+        "SELECT trial_id, is_cell_therapy, origin, targets FROM labels").fetchall()}
+    missing = 0
+    o_n = o_exact = o_both_n = o_both = 0
+    iv_n = iv_no = 0
+    t_n = t_exact = t_overlap = 0
+    for r in rows:
+        tid = store.resolve(r["registry_id"].strip())
+        if tid is None or tid not in labels:
+            missing += 1
+            continue
+        ict, origin, targets = labels[tid]
+        if r["product_type"] == "In vivo":
+            iv_n += 1
+            iv_no += int(not ict)
+            continue
+        if not ict:
+            continue
+        theirs = _TP_ORIGIN.get(r["product_type"])
+        if theirs is not None:
+            o_n += 1
+            o_exact += int(origin == theirs)
+            if theirs != "unspecified" and origin in ("autologous", "allogeneic"):
+                o_both_n += 1
+                o_both += int(origin == theirs)
+        tt = _tp_targets(r["target_category"])
+        ours = frozenset(t for t in (targets or "").split(";") if t)
+        if tt and ours:
+            t_n += 1
+            t_exact += int(tt == ours)
+            t_overlap += int(bool(tt & ours))
+
+    def frac(a: int, b: int) -> float:
+        return round(a / b, 4) if b else 0.0
+
+    return {
+        "rows": len(rows), "missing": missing,
+        "origin": {"n": o_n, "exact": frac(o_exact, o_n), "where_both_state_n": o_both_n,
+                   "where_both_state": frac(o_both, o_both_n)},
+        "in_vivo": {"n": iv_n, "not_cell_therapy": iv_no},
+        "target": {"n": t_n, "exact": frac(t_exact, t_n), "overlap": frac(t_overlap, t_n)},
+    }
