@@ -80,6 +80,7 @@ _COMMAND_MODULES = [
     "celltrials.commands.sync",
     "celltrials.commands.report",
     "celltrials.commands.classify",
+    "celltrials.commands.quality",
 ]
 
 
