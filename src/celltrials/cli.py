@@ -23,6 +23,7 @@ from celltrials.commands import (  # noqa: F401  (imported for their @cli.comman
     products,
     quality,
     report,
+    serve,
     sync,
 )
 from celltrials.commands.base import Context, cli, echo_json, pass_ctx

@@ -8,16 +8,18 @@ with ``skip_bad=True`` good records go in and bad ones are listed.
 
 from __future__ import annotations
 
-import glob
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from celltrials.errors import DataFileError, RecordError, UnknownFormatError
+from celltrials.fswalk import expand_glob, walk_files
 from celltrials.models import ParsedRecord
 from celltrials.sources import parse_file, sniff
+from celltrials.sources.validate import unstorable_reason
 from celltrials.store import AddResult, Store
 
 #: extensions that hold registry data; anything else in a folder is a note and skipped
@@ -35,6 +37,9 @@ class ProgressEvent:
     file_index: int = 0
     message: str = ""
 
+    def __post_init__(self) -> None:
+        self.path = display_path(self.path)
+
 
 @dataclass
 class Finding:
@@ -43,6 +48,9 @@ class Finding:
     position: int | None = None
     record_id: str | None = None
     severity: str = "error"  # "error" (bad data) | "notice" (skipped file)
+
+    def __post_init__(self) -> None:
+        self.path = display_path(self.path)
 
     def __str__(self) -> str:
         where = ", ".join(x for x in (f"record {self.position}" if self.position else "", f"id {self.record_id}" if self.record_id else "") if x)
@@ -58,6 +66,9 @@ class FileResult:
     n_unchanged: int = 0
     n_bad: int = 0
     committed: bool = False
+
+    def __post_init__(self) -> None:
+        self.path = display_path(self.path)
 
 
 @dataclass
@@ -87,6 +98,17 @@ class IngestReport:
         }
 
 
+def display_path(path: str | Path) -> str:
+    """A path as text that can be printed and stored: a file name that is not
+    valid UTF-8 (kept by Python as surrogate escapes) shows its bad bytes as ``\\xNN``."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
+
+
 class IngestAborted(DataFileError):
     """Raised (strict mode) after rolling back the file with the bad record."""
 
@@ -99,6 +121,9 @@ class IngestAborted(DataFileError):
         )
 
 
+_NO_SUCH_PATH = "Check the path (folders are read recursively; quote globs such as 'data/**/*.json')."
+
+
 def expand_paths(paths: Iterable[str | Path], report: IngestReport) -> list[Path]:
     """Files to read: files as given, folders recursively, globs expanded.
 
@@ -108,13 +133,13 @@ def expand_paths(paths: Iterable[str | Path], report: IngestReport) -> list[Path
     out: list[Path] = []
     for item in paths:
         text = str(item)
-        matches = sorted(glob.glob(text, recursive=True)) if any(c in text for c in "*?[") else [text]
+        matches = expand_glob(text) if any(c in text for c in "*?[") else [text]
         if not matches:
-            raise DataFileError("no such file or folder", path=text)
+            raise DataFileError("no such file or folder", path=display_path(text), hint=_NO_SUCH_PATH)
         for m in matches:
             p = Path(m)
             if p.is_dir():
-                for f in sorted(x for x in p.rglob("*") if x.is_file()):
+                for f in walk_files(p):  # links followed, each real folder once: no loops
                     if f.name.startswith("."):
                         continue
                     if f.suffix.lower() in DATA_EXTENSIONS:
@@ -124,7 +149,7 @@ def expand_paths(paths: Iterable[str | Path], report: IngestReport) -> list[Path
             elif p.is_file():
                 out.append(p)
             else:
-                raise DataFileError("no such file or folder", path=text)
+                raise DataFileError("no such file or folder", path=display_path(text), hint=_NO_SUCH_PATH)
     seen: set[Path] = set()
     unique = []
     for p in out:
@@ -162,19 +187,20 @@ def ingest_paths(
         try:
             sniffed = sniff(path)
         except UnknownFormatError as exc:
-            if path.resolve() not in explicit and path.suffix.lower() == ".csv" and "header" in exc.message:
+            if path.resolve() not in explicit and path.suffix.lower() == ".csv" and exc.no_id_column:
                 # a CSV that is not a registry export (e.g. a labels table next to the data)
                 report.findings.append(Finding(str(path), "CSV without a registry id column (NCT Number / TrialID)", severity="notice"))
                 if progress:
                     progress(ProgressEvent("skipped", str(path), message="not a registry export"))
                 continue
-            finding = Finding(str(path), exc.reason if isinstance(exc, RecordError) else exc.message.split(": ", 1)[-1])
+            finding = Finding(str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
             report.findings.append(finding)
             if not skip_bad:
                 raise IngestAborted(finding, report) from None
             continue
-        except DataFileError as exc:
-            finding = Finding(str(path), exc.message.split(": ", 1)[-1])
+        except (DataFileError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, DataFileError) else f"cannot read the file ({exc.strerror or exc})"
+            finding = Finding(getattr(exc, "path", "") or str(path), reason)
             report.findings.append(finding)
             if not skip_bad:
                 raise IngestAborted(finding, report) from None
@@ -188,7 +214,7 @@ def ingest_paths(
         except DataFileError as exc:
             if isinstance(exc, IngestAborted):
                 raise
-            finding = Finding(str(path), exc.message.split(": ", 1)[-1] if exc.path else exc.message)
+            finding = Finding(exc.path or str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
             report.findings.append(finding)
             result.n_new = result.n_unchanged = 0
             if not skip_bad:
@@ -209,9 +235,31 @@ def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def _drop_unstorable(records: list[ParsedRecord], path: Path, result: FileResult, report: IngestReport,
+                     skip_bad: bool, error: Exception) -> list[ParsedRecord]:
+    """After a batch failed to store: find the records that cannot be stored,
+    report them as findings and return the others (re-raise if none is to blame)."""
+    keep = []
+    blamed = False
+    for rec in records:
+        reason = unstorable_reason(rec.raw)
+        if reason is None:
+            keep.append(rec)
+            continue
+        blamed = True
+        finding = Finding(str(path), reason, rec.position or None, rec.record_id)
+        report.findings.append(finding)
+        result.n_bad += 1
+        if not skip_bad:
+            raise IngestAborted(finding, report)
+    if not blamed:
+        raise error
+    return keep
+
+
 def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, report: IngestReport,
                  skip_bad: bool, progress: Progress | None, batch_size: int) -> None:
-    source = str(path.resolve())
+    source = display_path(path.resolve())
     with store.transaction():
         ingest_id = store.begin_ingest(source, sniffed.format, _sha256(path))
         total = AddResult()
@@ -226,7 +274,11 @@ def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, rep
                         raise IngestAborted(finding, report)
                 else:
                     good.append(item)
-            added = store.add_records(good, source=source, ingest_id=ingest_id, merge=False)
+            try:
+                added = store.add_records(good, source=source, ingest_id=ingest_id, merge=False)
+            except (TypeError, ValueError, OverflowError) as exc:  # e.g. a record nested too deep to hash
+                good = _drop_unstorable(good, path, result, report, skip_bad, exc)
+                added = store.add_records(good, source=source, ingest_id=ingest_id, merge=False)
             total.n_records += added.n_records
             total.n_new += added.n_new
             total.n_unchanged += added.n_unchanged

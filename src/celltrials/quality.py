@@ -132,7 +132,7 @@ class CheckReport:
         return self.n_unmapped == 0
 
     def to_dict(self) -> dict[str, Any]:
-        out = _plain(asdict(self))
+        out: dict[str, Any] = _plain(asdict(self))
         out["ok"] = self.ok
         return out
 
