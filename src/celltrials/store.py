@@ -206,11 +206,12 @@ _VOLATILE = {
     "ictrp_csv": ictrp.VOLATILE,
     "ictrp_xml": ictrp.VOLATILE,
     "ictrp_xlsx": ictrp.VOLATILE,
+    "ctgov_v1_json": ("Rank",),
 }
 
 #: richer formats win ties between versions with the same update date
 FORMAT_RANK = {
-    "ctgov_json": 5, "ctgov_csv": 3, "ctgov_csv_classic": 2,
+    "ctgov_json": 5, "ctgov_xml": 4, "ctgov_v1_json": 4, "ctgov_csv": 3, "ctgov_csv_classic": 2,
     "ictrp_xml": 2, "ictrp_xlsx": 2, "ictrp_csv": 2,
 }
 
