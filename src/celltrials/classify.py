@@ -28,6 +28,7 @@ from itertools import pairwise
 from typing import Any
 
 from celltrials.models import ParsedRecord
+from celltrials.progress import Progress, ProgressEvent
 from celltrials.taxonomy.loader import CompiledField, Entry, Hit, Taxonomy, default_taxonomy
 
 # segment roles
@@ -883,13 +884,14 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
 def classify_store(
     store: Any,
     only_changed: bool = False,
-    progress: Any = None,
+    progress: Progress | None = None,
     taxonomy: Taxonomy | None = None,
 ) -> dict[str, Any]:
     """Classify every trial in ``store`` into tables ``labels`` and ``label_evidence``.
 
     ``only_changed`` skips trials whose input hash and taxonomy version match
-    their stored labels. ``progress(done, total)`` is called now and then.
+    their stored labels. ``progress`` receives a ``classify``/``trials``
+    :class:`~celltrials.progress.ProgressEvent` now and then.
     Returns a summary dict.
     """
     import time
@@ -929,7 +931,7 @@ def classify_store(
         for ct in lab.cell_type:
             counts[ct] = counts.get(ct, 0) + 1
         if progress is not None and (i % 500 == 0 or i == total - 1):
-            progress(i + 1, total)
+            progress(ProgressEvent("classify", "trials", done=i + 1, total=total))
     labels_df = pd.DataFrame(lab_rows, columns=_LABEL_COLS)
     ev_df = pd.DataFrame(ev_rows, columns=_EVIDENCE_COLS)
     ev_df["start"] = ev_df["start"].astype("int32")
