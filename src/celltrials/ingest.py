@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,28 +18,13 @@ from typing import Any
 from celltrials.errors import DataFileError, RecordError, UnknownFormatError
 from celltrials.fswalk import expand_glob, walk_files
 from celltrials.models import ParsedRecord
+from celltrials.progress import Progress, ProgressEvent, logger
 from celltrials.sources import parse_file, sniff
 from celltrials.sources.validate import unstorable_reason
 from celltrials.store import AddResult, Store
 
 #: extensions that hold registry data; anything else in a folder is a note and skipped
 DATA_EXTENSIONS = {".json", ".ndjson", ".jsonl", ".csv", ".xml", ".xlsx", ".zip"}
-
-Progress = Callable[["ProgressEvent"], None]
-
-
-@dataclass
-class ProgressEvent:
-    kind: str  # "file_start" | "records" | "file_done" | "skipped" | "step" (pipeline stage)
-    path: str
-    n: int = 0
-    total_files: int = 0
-    file_index: int = 0
-    message: str = ""
-
-    def __post_init__(self) -> None:
-        self.path = display_path(self.path)
-
 
 @dataclass
 class Finding:
@@ -182,7 +167,7 @@ def ingest_paths(
     explicit = {Path(str(p)).resolve() for p in paths if Path(str(p)).is_file()}
     for f in report.findings:
         if progress:
-            progress(ProgressEvent("skipped", f.path, message=f.reason))
+            progress(ProgressEvent("ingest", "skipped", f.path, message=f.reason))
     for index, path in enumerate(files, start=1):
         try:
             sniffed = sniff(path)
@@ -191,7 +176,7 @@ def ingest_paths(
                 # a CSV that is not a registry export (e.g. a labels table next to the data)
                 report.findings.append(Finding(str(path), "CSV without a registry id column (NCT Number / TrialID)", severity="notice"))
                 if progress:
-                    progress(ProgressEvent("skipped", str(path), message="not a registry export"))
+                    progress(ProgressEvent("ingest", "skipped", display_path(path), message="not a registry export"))
                 continue
             finding = Finding(str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
             report.findings.append(finding)
@@ -207,8 +192,9 @@ def ingest_paths(
             continue
         result = FileResult(str(path), sniffed.format)
         report.files.append(result)
+        logger.info("ingest %s (%s)", path, sniffed.format)
         if progress:
-            progress(ProgressEvent("file_start", str(path), total_files=len(files), file_index=index))
+            progress(ProgressEvent("ingest", "file_start", display_path(path), done=index - 1, total=len(files), index=index))
         try:
             _ingest_file(store, path, sniffed, result, report, skip_bad, progress, batch_size)
         except DataFileError as exc:
@@ -220,7 +206,8 @@ def ingest_paths(
             if not skip_bad:
                 raise IngestAborted(finding, report) from None
         if progress:
-            progress(ProgressEvent("file_done", str(path), n=result.n_records, total_files=len(files), file_index=index))
+            progress(ProgressEvent("ingest", "file_done", display_path(path), done=index, total=len(files), index=index,
+                                   n=result.n_records))
     return report
 
 
@@ -283,7 +270,7 @@ def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, rep
             total.n_new += added.n_new
             total.n_unchanged += added.n_unchanged
             if progress:
-                progress(ProgressEvent("records", str(path), n=len(batch)))
+                progress(ProgressEvent("ingest", "records", display_path(path), n=len(batch)))
         if total.n_new:
             store.merge_trials()
         store.finish_ingest(ingest_id, total, result.n_bad)
