@@ -21,6 +21,7 @@ from celltrials.commands import (  # noqa: F401  (imported for their @cli.comman
     meta,
     pipeline,
     products,
+    quality,
     report,
     serve,
     sync,
