@@ -241,6 +241,12 @@ class Store:
         db = str(path or os.environ.get("CELLTRIALS_DB") or DEFAULT_DB)
         if read_only and db != ":memory:" and not Path(db).exists():
             raise StoreError(f"no store at {db}", hint="Run `celltrials ingest PATH` first, or pass --db.")
+        if not read_only and db != ":memory:" and not Path(db).parent.is_dir():
+            try:
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder for store {db}: {exc.strerror}",
+                                 hint="Pass --db a path in a folder you can write to.") from None
         con = _connect(db, read_only)
         store = cls(con, db)
         if not read_only:
@@ -431,8 +437,23 @@ class Store:
         return self.con.execute(sql, params or []).df()
 
     def trials(self) -> pd.DataFrame:
-        """One row per merged trial (its primary record's normalised fields)."""
+        """One row per merged trial (its primary record's normalised fields),
+        with the classifier's labels when ``celltrials classify`` has run."""
+        cols = self._label_columns()
+        if cols:
+            picked = ", ".join(f'l."{c}"' for c in cols)
+            return self.query(f"SELECT t.*, {picked} FROM trials t LEFT JOIN labels l USING (trial_id) ORDER BY trial_id")
         return self.query("SELECT * FROM trials ORDER BY trial_id")
+
+    def _has_labels(self) -> bool:
+        row = self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'").fetchone()
+        return bool(row and row[0])
+
+    def _label_columns(self) -> list[str]:
+        """The labels table's columns a reader wants (not the key, not the run's input hash)."""
+        rows = self.con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'labels' "
+                                "ORDER BY ordinal_position").fetchall()
+        return [r[0] for r in rows if r[0] not in ("trial_id", "input_hash")]
 
     def records(self, *, current_only: bool = True, with_raw: bool = False) -> pd.DataFrame:
         cols = "*" if with_raw else "* EXCLUDE (raw)"
@@ -441,7 +462,10 @@ class Store:
 
     def table(self, name: str) -> pd.DataFrame:
         """A child view by name: conditions, interventions, arms, countries, sponsors, outcomes, trial_ids."""
-        allowed = {"conditions", "interventions", "arms", "countries", "regions", "sponsors", "outcomes", "trial_ids", "trial_records", "ingests"}
+        allowed = {"conditions", "interventions", "arms", "countries", "regions", "sponsors", "outcomes", "trial_ids", "trial_records", "ingests",
+                   "labels", "label_evidence"}
+        if name in ("labels", "label_evidence") and not self._has_labels():
+            raise StoreError(f"no {name} in {self.path}", hint="Run `celltrials classify` first.")
         if name not in allowed:
             raise StoreError(f"unknown table {name!r}", hint=f"One of: {', '.join(sorted(allowed))}")
         return self.query(f"SELECT * FROM {name}")
@@ -481,6 +505,12 @@ class Store:
                 SELECT (r2.channel, r2.record_id) FROM trial_records t2 JOIN records r2 USING (record_key) WHERE t2.trial_id = ?)
             ORDER BY r.channel, r.record_id, r.ingested_at DESC""", [trial_id])
         out["records"] = [{str(k): _plain(v) for k, v in row.items()} for row in recs.to_dict("records")]
+        out["labels"] = None
+        cols = self._label_columns()
+        if cols:
+            picked = ", ".join(f'"{c}"' for c in cols)
+            lab = self.query(f"SELECT {picked} FROM labels WHERE trial_id = ?", [trial_id]).to_dict("records")
+            out["labels"] = {str(k): _plain(v) for k, v in lab[0].items()} if lab else None
         return out
 
     def raw_record(self, record_key: str) -> Any:
@@ -536,7 +566,13 @@ def _connect(db: str, read_only: bool) -> duckdb.DuckDBPyConnection:
         except duckdb.Error as exc:
             holder = lock_holder(str(exc))
             if holder is None:
-                raise StoreError(f"cannot open store {db}: {exc}") from None
+                text = str(exc)
+                damaged = any(w in text for w in ("not a valid DuckDB database", "Corrupt database",
+                                                  "Could not read enough bytes"))
+                raise StoreError(
+                    f"cannot open store {db}: {text.splitlines()[0] if text else type(exc).__name__}",
+                    hint=("The file is damaged, truncated or not a celltrials store: move it aside and rebuild "
+                          "it with `celltrials ingest` (or pass --db another file)." if damaged else None)) from None
             if time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
