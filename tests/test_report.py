@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import date
 from os.path import commonpath
@@ -139,8 +139,13 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
     e.group("stopped_reasons", ((f"{r['status']}|{(r['why_stopped'] or '').strip() or '(no reason given)'}", r["trial_id"])
                                 for r in rows if r["status"] in ("TERMINATED", "WITHDRAWN", "SUSPENDED")))
     e.group("countries", zip(countries["country"], countries["trial_id"], strict=True))
-    e.group("sponsors", ((r["lead_sponsor"], r["trial_id"]) for r in rows
-                         if isinstance(r["lead_sponsor"], str) and r["lead_sponsor"].strip()))
+    # spellings of one sponsor (same lead_sponsor_key) count under their most common spelling
+    spelled = [r for r in rows if isinstance(r["lead_sponsor"], str) and r["lead_sponsor"].strip()]
+    spellings: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in spelled:
+        spellings[r["lead_sponsor_key"]][r["lead_sponsor"]] += 1
+    shown_as = {k: min(c, key=lambda name: (-c[name], name)) for k, c in spellings.items()}
+    e.group("sponsors", ((shown_as[r["lead_sponsor_key"]], r["trial_id"]) for r in spelled))
     e.group("sponsor_classes", ((r["sponsor_class"] or "unknown", r["trial_id"]) for r in rows))
     e.group("msc_source_by_area", ((f"{s}|{a}", r["trial_id"]) for r in msc for s in (r["msc_source"] or ["unspecified"])
                                    for a in (r["therapeutic_area"] or ["not_classified"])))

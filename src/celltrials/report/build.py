@@ -448,7 +448,8 @@ def _build_chapters(counts: _Counts, secs: dict[str, pd.DataFrame], dd: date | N
     sp_table = TableView(["lead sponsor", "class", "trials"], sp_rows,
                          note=f"Top {TOP_SPONSORS_TABLE} of {len(sp):,} lead sponsors; all in tables/sponsors.csv.")
     sp_view = SectionView("sponsors", f"Top {TOP_N} lead sponsors",
-                          "Lead sponsor as registered (names not merged across spellings), coloured by class.",
+                          "Lead sponsor, coloured by class; spellings of one sponsor (case, accents, punctuation, "
+                          "repaired encoding) count together under the most common one (all in tables/sponsors.csv).",
                           Chart("sponsors", f"Top {TOP_N} lead sponsors", "hstacked",
                                 [str(r.lead_sponsor) for r in _rows(top)], sp_series,
                                 x_title="trials"), sp_table)
