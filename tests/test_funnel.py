@@ -220,6 +220,7 @@ def test_funnel_from_store(rows: list[dict[str, str]]) -> None:
         assert row["linked_products"] == len(names & linked)
 
 
+@pytest.mark.unit
 def test_funnel_input_errors() -> None:
     with pytest.raises(AnalysisError, match="lacks column"):
         funnel_frame(pd.DataFrame({"trial_id": ["NCT1"], "phase": ["PHASE1"]}))

@@ -20,6 +20,8 @@ from celltrials.normalize import (
     parse_date,
 )
 
+pytestmark = pytest.mark.unit
+
 EUCTR_PHASE_III = (
     "Human pharmacology (Phase I): no\nTherapeutic exploratory (Phase II): no\n"
     "Therapeutic confirmatory - (Phase III): yes\nTherapeutic use (Phase IV): no\n"

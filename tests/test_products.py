@@ -25,6 +25,8 @@ from celltrials.products import (
     normalize,
 )
 
+pytestmark = pytest.mark.unit
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = SHARED / "data"
 PROCHYMAL_CSV = DATA / "ctgov-classic-csv" / "msc_prochymal.csv"
@@ -58,6 +60,7 @@ def test_shipped_catalog_is_valid_and_versioned() -> None:
     assert set(df["verification"]) == {"verified", "unverified"}
 
 
+@pytest.mark.data
 def test_catalog_keeps_every_reference_row() -> None:
     ref = read_rows(REFERENCE)
     df = load_catalog()
@@ -96,6 +99,7 @@ def _taxonomy_values(field: str) -> set[str]:
     return set(re.findall(r"`([a-z_]+)`", row.split("|")[2]))
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("field", ["cell_type", "msc_source", "origin"])
 def test_allowed_values_follow_taxonomy_md(field: str) -> None:
     expected = _taxonomy_values(field)
@@ -205,6 +209,7 @@ def _mentions_prochymal(text: str) -> bool:
     return "prochymal" in toks or ("remestemcel", "l") in pairs
 
 
+@pytest.mark.data
 def test_finds_every_prochymal_trial(matcher: ProductMatcher) -> None:
     rows = read_rows(PROCHYMAL_CSV)
     assert len(rows) == 14
@@ -239,6 +244,7 @@ def test_finds_every_prochymal_trial(matcher: ProductMatcher) -> None:
     assert all("Prochymal™" in lk.snippet for lk in links)
 
 
+@pytest.mark.data
 def test_prochymal_in_the_big_msc_export(matcher: ProductMatcher) -> None:
     rows = read_rows(MSC_CSV)
     assert len(rows) == 1389
@@ -259,6 +265,7 @@ def test_prochymal_in_the_big_msc_export(matcher: ProductMatcher) -> None:
     assert len(found) >= 15
 
 
+@pytest.mark.data
 def test_every_match_is_a_whole_word_alias(matcher: ProductMatcher) -> None:
     rows = read_rows(MSC_CSV)
     n = 0
@@ -299,6 +306,7 @@ def test_no_match_on_look_alikes_and_generic_text(matcher: ProductMatcher, text:
     assert matcher.find(text) == []
 
 
+@pytest.mark.data
 def test_real_titles_without_products_do_not_match(matcher: ProductMatcher) -> None:
     rows = read_rows(MSC_CSV)
     names = {normalize(a) for a in matcher.aliases}
@@ -392,6 +400,7 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.data
 def test_link_products_writes_evidence(store_path: Path) -> None:
     import celltrials
     from celltrials.products import link_products, stored_links
@@ -415,6 +424,7 @@ def test_link_products_writes_evidence(store_path: Path) -> None:
     assert links.loc[links["product"] == "Ryoncil", "regulators"].eq("FDA").all()
 
 
+@pytest.mark.data
 def test_cli_products_json_equals_library(store_path: Path) -> None:
     import json
 

@@ -61,13 +61,50 @@ def main(argv: list[str] | None = None) -> None:
     except CelltrialsError as exc:
         if debug:
             raise
-        click.secho(f"Error: {exc.message}", fg="red", err=True)
-        if exc.hint:
-            click.echo(f"Hint: {exc.hint}", err=True)
-        sys.exit(1)
+        _fail(exc)
     except SystemExit:
         raise
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        click.echo("\nInterrupted. Files are ingested one transaction each: the store keeps every file "
+                   "finished before Ctrl-C and nothing of the one in progress; rerun to continue.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: no traceback without --debug
+        if debug:
+            raise
+        _fail(_as_user_error(exc))
     sys.exit(0)
+
+
+def _fail(exc: CelltrialsError) -> None:
+    click.secho(f"Error: {exc.message}", fg="red", err=True)
+    if exc.hint:
+        click.echo(f"Hint: {exc.hint}", err=True)
+    sys.exit(1)
+
+
+def _as_user_error(exc: BaseException) -> CelltrialsError:
+    """One error path for faults that escaped the library's own checks:
+    the store (DuckDB), the file system, memory, anything else."""
+    import duckdb
+
+    from celltrials.errors import StoreError
+
+    if isinstance(exc, duckdb.Error):
+        return StoreError(
+            f"the store failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            hint="If the store file is damaged or truncated, move it aside and rebuild it with "
+                 "`celltrials ingest`; check free disk space (--db chooses another file).")
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return CelltrialsError(f"{where}{exc.strerror or exc}",
+                               hint="Check that the path exists and is readable/writable and that the disk is not full.")
+    if isinstance(exc, MemoryError | RecursionError):
+        return CelltrialsError(f"out of resources: {type(exc).__name__}",
+                               hint="The input is too large or too deeply nested; rerun with --debug for details.")
+    return CelltrialsError(f"unexpected {type(exc).__name__}: {exc}",
+                           hint="This is a bug in celltrials; rerun with --debug and report the traceback.")
 
 
 # Commands live in the modules below (one per area) and register themselves

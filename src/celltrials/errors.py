@@ -110,3 +110,13 @@ class PageError(FetchError):
 
 class AnalysisError(CelltrialsError):
     hint = "See the command's --help for the expected input columns."
+
+
+class OutputError(CelltrialsError):
+    """An output file or folder cannot be written (names the path and why)."""
+
+    hint = "Choose a writable location with --out."
+
+    def __init__(self, message: str, *, path: str = "", hint: str | None = None) -> None:
+        self.path = path
+        super().__init__(message, hint=hint)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from celltrials.errors import ConfigError
@@ -46,27 +47,50 @@ def trials_table(store: Store) -> pd.DataFrame:
 
 
 def _labels(store: Store) -> pd.DataFrame | None:
-    """Classifier labels, one row per trial, if ``celltrials classify`` has run."""
+    """Classifier labels, one row per trial, if ``celltrials classify`` has run
+    (multi-values ``; ``-joined; the run's input hash left out)."""
     has = store.con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'").fetchone()
     if not has or not has[0]:
         return None
-    from celltrials import classify
+    df = store.query("SELECT * FROM labels")
+    df = df.drop(columns=[c for c in ("input_hash",) if c in df.columns])
+    for col in df.columns:
+        if df[col].dtype == object:
+            df[col] = ["; ".join(map(str, v)) if isinstance(v, list | tuple | np.ndarray) else v for v in df[col]]
+    return df
 
-    getter = getattr(classify, "labels_frame", None)
-    return getter(store) if getter else None
+
+#: file name endings each format writes
+SUFFIXES = {"csv": (".csv",), "parquet": (".parquet", ".pq"), "xlsx": (".xlsx",)}
 
 
-def export_trials(store: Store, fmt: str, out: str | Path) -> Path:
+def export_trials(store: Store, fmt: str, out: str | Path, *, force: bool = False) -> Path:
+    """Write :func:`trials_table` as csv, parquet or xlsx.
+
+    Text cells of csv/xlsx are spreadsheet-safe (see :mod:`celltrials.safety`);
+    parquet keeps values exactly (it is typed and never evaluated). An
+    existing file is kept unless ``force``; a name ending in another format's
+    suffix is an error.
+    """
+    from celltrials.outputs import check_output_file, write_atomic
+    from celltrials.safety import safe_frame
+
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}", hint=f"Use one of: {', '.join(FORMATS)}.")
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    for other, endings in SUFFIXES.items():
+        if other != fmt and suffix in endings:
+            raise ConfigError(
+                f"--format {fmt} but {path.name} ends in {path.suffix}",
+                hint=f"Use --format {other}, or name the file *{SUFFIXES[fmt][0]}.")
+    check_output_file(path, force=force)
     df = trials_table(store)
     if fmt == "csv":
-        df.to_csv(path, index=False)
+        write_atomic(path, lambda tmp: safe_frame(df).to_csv(tmp, index=False))
     elif fmt == "parquet":
-        df.to_parquet(path, index=False)
+        write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
     else:
-        df.to_excel(path, index=False, sheet_name="trials")
+        write_atomic(path, lambda tmp: safe_frame(df, xlsx=True).to_excel(tmp, index=False, sheet_name="trials", engine="openpyxl"))
     return path

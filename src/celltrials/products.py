@@ -30,6 +30,7 @@ import pandas as pd
 import yaml
 
 from celltrials.errors import TaxonomyError
+from celltrials.store import Store
 
 COLUMNS: tuple[str, ...] = (
     "product",
@@ -581,7 +582,7 @@ def _register() -> None:
 _register()
 
 
-def trial_texts(store: Any) -> pd.DataFrame:
+def trial_texts(store: Store) -> pd.DataFrame:
     """Long table (trial_id, field, text) of the store's texts that :func:`link_products` searches."""
     return store.query(
         """
@@ -644,7 +645,7 @@ def find_links(
     return pd.DataFrame(rows, columns=cols)
 
 
-def link_products(store: Any, catalog: pd.DataFrame | None = None) -> pd.DataFrame:
+def link_products(store: Store, catalog: pd.DataFrame | None = None) -> pd.DataFrame:
     """Find catalog products in every trial of ``store`` and (re)write ``product_links``.
 
     Returns the links (trial_id, product, regulators, field, alias, snippet,
@@ -662,7 +663,7 @@ def link_products(store: Any, catalog: pd.DataFrame | None = None) -> pd.DataFra
     return links
 
 
-def stored_links(store: Any) -> pd.DataFrame:
+def stored_links(store: Store) -> pd.DataFrame:
     """The ``product_links`` table (empty frame if links were never computed)."""
     try:
         return store.query("SELECT * FROM product_links ORDER BY trial_id, product, field")
@@ -723,7 +724,7 @@ def resolve_product(name: str, catalog: pd.DataFrame | None = None) -> str | Non
     return None
 
 
-def product_trials(store: Any, product: str) -> pd.DataFrame:
+def product_trials(store: Store, product: str) -> pd.DataFrame:
     """Trials linked to ``product`` (from ``product_links``), by phase then start date.
 
     Columns: trial_id, title, phase, status, start_date, registration_date,
@@ -767,7 +768,7 @@ def json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(k): _json_value(v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
-def products_table(store: Any, *, relink: bool = True) -> pd.DataFrame:
+def products_table(store: Store, *, relink: bool = True) -> pd.DataFrame:
     """Catalog products with their number of linked trials in ``store``.
 
     With ``relink`` (default) the links are recomputed first
@@ -778,7 +779,7 @@ def products_table(store: Any, *, relink: bool = True) -> pd.DataFrame:
     return product_summary(catalog, links)
 
 
-def product_detail(store: Any, name: str, *, relink: bool = True) -> dict[str, Any]:
+def product_detail(store: Store, name: str, *, relink: bool = True) -> dict[str, Any]:
     """One product (by name or any alias): its catalog rows and linked trials.
 
     Returns ``{"product", "approvals": [catalog rows], "trials": [...],

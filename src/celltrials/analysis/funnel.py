@@ -280,7 +280,7 @@ def trials_from_store(con: Any) -> pd.DataFrame:
         labels = labels[labels["is_cell_therapy"].fillna(False).astype(bool)]
     if "msc_source" not in labels.columns:
         labels["msc_source"] = None
-    trials = c.execute(
+    trials: pd.DataFrame = c.execute(
         "SELECT trial_id, phase, status, start_date, registration_date FROM trials"
     ).df()
     return trials.merge(labels[["trial_id", "cell_type", "msc_source"]], on="trial_id", how="inner")

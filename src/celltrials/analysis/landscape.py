@@ -347,7 +347,7 @@ def select_trials(con: duckdb.DuckDBPyConnection, filters: Filters | None = None
     ensure_label_view(con)
     sql, params = selection_sql(filters)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _sel AS {sql}", params)
-    df = con.sql("SELECT * FROM _sel ORDER BY trial_id").to_arrow_table().to_pandas()
+    df: pd.DataFrame = con.sql("SELECT * FROM _sel ORDER BY trial_id").to_arrow_table().to_pandas()
     _remember(con, df)
     return df
 
@@ -747,7 +747,10 @@ SECTIONS: dict[str, Callable[[duckdb.DuckDBPyConnection, pd.DataFrame], pd.DataF
 def trial_list(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
     """The report's trials for listing: id, title, registry, status, phase,
     start date, registry link (ICTRP search link when the record has none)."""
+    from celltrials.safety import safe_url
+
     df = trials[["trial_id", "registry", "title", "status", "phase", "start_date", "url"]].copy()
+    df["url"] = [safe_url(u) for u in df["url"]]  # only http(s) links ever reach the page
     missing = df["url"].isna() | (df["url"].astype(str).str.strip() == "")
     df.loc[missing, "url"] = "https://trialsearch.who.int/Trial2.aspx?TrialID=" + df.loc[missing, "trial_id"].astype(str)
     return df

@@ -258,7 +258,7 @@ def _tau2_likelihood(y: np.ndarray, v: np.ndarray, reml: bool) -> float:
         s = -0.5 * w.sum() + 0.5 * float(w**2 @ (y - mu) ** 2)
         if reml:
             s += 0.5 * float((w**2).sum() / w.sum())
-        return s
+        return float(s)
 
     if score(0.0) <= 0:
         return 0.0
@@ -502,7 +502,8 @@ def meta_analysis(
     else:
         out["leave_one_out"] = None
     out["studies"] = studies
-    return _json_safe(out)
+    result: dict[str, Any] = _json_safe(out)
+    return result
 
 
 def _json_safe(obj: Any) -> Any:

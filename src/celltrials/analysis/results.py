@@ -364,7 +364,17 @@ def export_outcomes(con: Any, path: str | Path) -> int:
     the registry's text as posted (e.g. ``"83.7"``, ``"NA"``). Returns the
     number of rows written.
     """
+    from celltrials.outputs import ensure_dir, write_atomic
+    from celltrials.safety import safe_cell
+
     out = Path(path)
+    ensure_dir(out.parent)
+    count = [0]
+    write_atomic(out, lambda tmp: _write_outcomes(con, tmp, count, safe_cell))
+    return count[0]
+
+
+def _write_outcomes(con: Any, out: Path, count: list[int], safe_cell: Any) -> None:
     n = 0
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -372,13 +382,13 @@ def export_outcomes(con: Any, path: str | Path) -> int:
         for study in _studies_with_results(con):
             df = parse_results(study)["outcomes"]
             for r in df.itertuples(index=False):
-                writer.writerow([_cell(v) for v in (
+                writer.writerow([safe_cell(_cell(v)) for v in (
                     r.nct_id, r.outcome_title, r.time_frame, r.group_title, r.n, r.value_raw,
                     r.dispersion_type, r.dispersion_value, r.units, r.outcome_type, r.param_type,
                     r.class_title, r.category_title, r.lower_limit, r.upper_limit,
                 )])  # fmt: skip
                 n += 1
-    return n
+    count[0] = n
 
 
 def tables_to_records(tables: dict[str, pd.DataFrame]) -> dict[str, list[dict[str, Any]]]:

@@ -68,11 +68,22 @@ def labels_cmd(ctx: Context, out_path: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
+    from celltrials.safety import safe_row
+
+    rows = [safe_row(r) for r in rows]  # registry ids are untrusted text: no live formulas
     if out_path:
-        with open(out_path, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=LABEL_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
+        from pathlib import Path
+
+        from celltrials.outputs import ensure_dir, write_atomic
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, fieldnames=LABEL_COLUMNS)
+                w.writeheader()
+                w.writerows(rows)
+
+        ensure_dir(Path(out_path).parent)
+        write_atomic(out_path, write)
         if not ctx.quiet:
             click.echo(f"Wrote {len(rows):,} rows to {out_path}", err=True)
     else:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from celltrials.cli import Context, cli, echo_json, pass_ctx
 from celltrials.ingest import IngestAborted, IngestReport, ProgressEvent, ingest_paths
+from celltrials.safety import escape_markup as esc
 
 
 def _console() -> Console:
@@ -24,16 +25,16 @@ def _print_report(report: IngestReport, console: Console) -> None:
     for col in ("file", "format", "records", "new", "unchanged", "bad"):
         table.add_column(col, justify="right" if col not in ("file", "format") else "left")
     for fr in report.files:
-        table.add_row(Path(fr.path).name, fr.format, str(fr.n_records), str(fr.n_new), str(fr.n_unchanged), str(fr.n_bad))
+        table.add_row(esc(Path(fr.path).name), fr.format, str(fr.n_records), str(fr.n_new), str(fr.n_unchanged), str(fr.n_bad))
     console.print(table)
     notices = [f for f in report.findings if f.severity == "notice"]
     errors = [f for f in report.findings if f.severity == "error"]
     for f in notices:
-        console.print(f"[dim]skipped {f}[/dim]")
+        console.print(f"[dim]skipped {esc(f)}[/dim]")
     if errors:
         console.print(f"[red]{len(errors)} bad record(s) or file(s) not ingested:[/red]")
         for f in errors[:200]:
-            console.print(f"  [red]•[/red] {f}", markup=False, highlight=False)
+            console.print(f"  [red]•[/red] {esc(f)}", highlight=False)
         if len(errors) > 200:
             console.print(f"  … and {len(errors) - 200} more (use --json for all)")
 
@@ -107,13 +108,13 @@ def stats(ctx: Context, as_json: bool) -> None:
     for c in ("registry", "records", "trials"):
         t.add_column(c, justify="left" if c == "registry" else "right")
     for r in result["by_registry"]:
-        t.add_row(str(r["registry"]), f"{r['records']:,}", f"{r['trials']:,}")
+        t.add_row(esc(r["registry"]), f"{r['records']:,}", f"{r['trials']:,}")
     console.print(t)
     t = Table(title="By source")
     for c in ("source", "format", "records", "current"):
         t.add_column(c, justify="left" if c in ("source", "format") else "right")
     for r in result["by_source"]:
-        t.add_row(str(r["source"]), str(r["format"]), f"{r['records']:,}", f"{r['current_records']:,}")
+        t.add_row(esc(r["source"]), esc(r["format"]), f"{r['records']:,}", f"{r['current_records']:,}")
     console.print(t)
 
 
@@ -140,9 +141,9 @@ def show(ctx: Context, trial_id: str, as_json: bool, raw: bool) -> None:
 
 def _render_trial(t: dict[str, Any]) -> None:
     console = Console()
-    console.print(f"[bold]{t['trial_id']}[/bold]  {t['title']}")
+    console.print(f"[bold]{esc(t['trial_id'])}[/bold]  {esc(t['title'])}", highlight=False)
     if t.get("official_title") and t["official_title"] != t["title"]:
-        console.print(f"[dim]{t['official_title']}[/dim]")
+        console.print(f"[dim]{esc(t['official_title'])}[/dim]", highlight=False)
     rows = [
         ("ids", ", ".join(i["id_raw"] for i in t["ids"])),
         ("status", f"{t['status']}" + (f" — {t['why_stopped']}" if t.get("why_stopped") else "")),
@@ -158,13 +159,13 @@ def _render_trial(t: dict[str, Any]) -> None:
     table.add_column(style="bold cyan")
     table.add_column()
     for k, v in rows:
-        table.add_row(k, str(v))
+        table.add_row(k, esc(v))
     console.print(table)
     rt = Table(title="Source records")
     for c in ("record", "registry", "format", "source", "last update", "current", "primary"):
         rt.add_column(c)
     for r in t["records"]:
-        rt.add_row(r["record_id"], r["registry"], r["source_format"], f"{r['source']}#{r['position']}",
+        rt.add_row(esc(r["record_id"]), esc(r["registry"]), esc(r["source_format"]), esc(f"{r['source']}#{r['position']}"),
                    str(r["last_update"] or ""), "yes" if r["is_current"] else "old", "yes" if r["is_primary"] else "")
     console.print(rt)
 
@@ -188,20 +189,24 @@ def dups(ctx: Context, limit: int | None, as_json: bool) -> None:
         table.add_column(c)
     for g in groups:
         recs = "\n".join(f"{'*' if r['is_primary'] else ' '} {r['record_id']} ({r['channel']}, {r['format']})" for r in g["records"])
-        table.add_row(g["trial_id"], recs, g["reason"])
+        table.add_row(esc(g["trial_id"]), esc(recs), esc(g["reason"]))
     console.print(table)
     console.print("[dim]* = primary record[/dim]")
 
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "xlsx"]), default="csv", show_default=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Output file (default trials.FORMAT).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Output file (default trials.FORMAT); its folder is created.")
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @pass_ctx
-def export(ctx: Context, fmt: str, out: str | None) -> None:
-    """One row per trial: primary id, all merged ids, normalised fields (and labels)."""
+def export(ctx: Context, fmt: str, out: str | None, force: bool) -> None:
+    """One row per trial: primary id, all merged ids, normalised fields (and labels).
+
+    Text cells of csv/xlsx are neutralised against formula injection
+    (a leading = + - @ tab or CR gets a ' in front)."""
     from celltrials.export import export_trials
 
     with ctx.open_store(read_only=True) as store:
-        path = export_trials(store, fmt, out or f"trials.{fmt}")
+        path = export_trials(store, fmt, out or f"trials.{fmt}", force=force)
     if not ctx.quiet:
         click.echo(f"wrote {path}", err=True)

@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 
 from celltrials.cli import Context, cli, echo_json, pass_ctx
+from celltrials.safety import escape_markup as esc
 
 
 @cli.command()
@@ -27,7 +28,7 @@ def run(ctx: Context, paths: tuple[str, ...], out: str, skip_bad: bool, base_url
     show = not ctx.quiet and not as_json
     with ctx.open_store() as store:
         if show:
-            console.print(f"[bold]celltrials[/bold] → store {store.path}")
+            console.print(f"[bold]celltrials[/bold] → store {esc(store.path)}")
         with console.status("starting", spinner="dots") as status:
 
             def progress(ev: Any) -> None:
@@ -36,7 +37,7 @@ def run(ctx: Context, paths: tuple[str, ...], out: str, skip_bad: bool, base_url
                 if getattr(ev, "kind", "") == "step":
                     status.update(f"[bold]{ev.message}[/bold]")
                 elif getattr(ev, "kind", "") == "file_start":
-                    status.update(f"[bold]ingest[/bold] {ev.file_index}/{ev.total_files} {Path(ev.path).name}")
+                    status.update(f"[bold]ingest[/bold] {ev.file_index}/{ev.total_files} {esc(Path(ev.path).name)}")
 
             result = run_pipeline(store, list(paths), out, skip_bad=skip_bad, base_url=base_url,
                                   progress=progress)
@@ -47,10 +48,10 @@ def run(ctx: Context, paths: tuple[str, ...], out: str, skip_bad: bool, base_url
         if result.ingest:
             console.print(f"ingested {result.ingest.n_records:,} records ({result.ingest.n_new:,} new) from {len(result.ingest.files)} files")
             for f in result.ingest.findings:
-                console.print(f"  {'skipped' if f.severity == 'notice' else '[red]bad[/red]'} {f}", highlight=False)
+                console.print(f"  {'skipped' if f.severity == 'notice' else '[red]bad[/red]'} {esc(f)}", highlight=False)
         for step, summary in result.steps.items():
             console.print(f"{step}: {summary}")
         if result.report_path:
-            console.print(f"report: [bold]{result.report_path}[/bold]")
+            console.print(f"report: [bold]{esc(result.report_path)}[/bold]")
     if result.ingest and not result.ingest.clean:
         sys.exit(1)

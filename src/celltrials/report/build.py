@@ -522,6 +522,9 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    from celltrials.safety import safe_frame
+
+    df = safe_frame(df)  # registry text: no cell may start a formula
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError):  # an odd mixed column: pandas copes
@@ -535,15 +538,17 @@ def _write_xlsx(path: Path, tables: dict[str, pd.DataFrame], about: list[tuple[s
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Font
 
+    from celltrials.safety import safe_xlsx_cell
+
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("about")
     for key, text in about:
-        ws.append([key, text])
+        ws.append([safe_xlsx_cell(key), safe_xlsx_cell(text)])
     for name, df in tables.items():
         ws = wb.create_sheet(name[:31])
         header = []
         for c in df.columns:
-            cell = WriteOnlyCell(ws, value=str(c))
+            cell = WriteOnlyCell(ws, value=safe_xlsx_cell(str(c)))
             cell.font = Font(bold=True)
             header.append(cell)
         ws.append(header)
@@ -559,7 +564,7 @@ def _write_xlsx(path: Path, tables: dict[str, pd.DataFrame], about: list[tuple[s
                     v = v.to_pydatetime()
                 elif isinstance(v, np.generic):
                     v = v.item()
-                vals.append(v)
+                vals.append(safe_xlsx_cell(v))
             ws.append(vals)
     wb.save(path)
 

@@ -27,6 +27,7 @@ from celltrials.normalize import (
     parse_date,
 )
 from celltrials.registry_ids import canonical_id, find_ids
+from celltrials.safety import safe_url
 from celltrials.sources.base import ParseStream, split_list
 
 # our field → (classic header, current header)
@@ -148,7 +149,7 @@ def parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecord
         sponsors=sponsors,
         outcomes=outcomes,
         has_results=get("results").strip().lower() in {"has results", "yes"},
-        url=get("url").strip() or f"https://clinicaltrials.gov/study/{primary.key}",
+        url=safe_url(get("url")) or f"https://clinicaltrials.gov/study/{primary.key}",
         position=position,
     )
 

@@ -31,6 +31,7 @@ from celltrials.normalize import (
     parse_date,
 )
 from celltrials.registry_ids import canonical_id, find_ids
+from celltrials.safety import safe_url
 from celltrials.sources.base import ParseStream
 
 #: change between two exports of the same record; left out of its hash
@@ -140,7 +141,7 @@ def parse_row(row: dict[str, Any], source_format: str, position: int) -> ParsedR
         outcomes=outcomes,
         eligibility="\n".join(x for x in (inclusion, exclusion) if x),
         has_results=_text(row, "results_yes_no").strip().lower() == "yes",
-        url=clean_text(_text(row, "web_address")),
+        url=safe_url(clean_text(_text(row, "web_address"))),  # http(s) only; the raw text stays in raw
         position=position,
     )
 

@@ -1,0 +1,105 @@
+"""Registry text is untrusted: one place that makes it safe for each output.
+
+* **Spreadsheets** (CSV and XLSX, every writer): a cell that starts with
+  ``= + - @``, a tab or a carriage return would be read by Excel / LibreOffice
+  as a formula (CSV/formula injection). Following OWASP's CSV-injection
+  guidance, such a cell is prefixed with a single quote so it is read as
+  text. The full-width forms (``＝ ＋ － ＠``) are treated the same, since
+  some spreadsheet locales fold them. XLSX cannot hold XML-illegal control
+  characters (NUL, …); they are replaced by U+FFFD.
+* **Links**: only ``http://`` and ``https://`` URLs are ever rendered as
+  links (``javascript:``, ``data:``, ``file:`` … are dropped).
+* **Terminal**: registry text printed through rich is escaped, so
+  ``[industry]`` is shown as written and never read as a style tag.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+
+#: first characters that make a spreadsheet cell a formula (OWASP), plus full-width forms
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+#: characters an XLSX (XML 1.0) cell cannot hold; openpyxl raises IllegalCharacterError on them
+_XLSX_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+_SAFE_SCHEMES = ("http", "https")
+
+
+def is_formula_like(value: object) -> bool:
+    """True for a string a spreadsheet would evaluate (leading spaces ignored)."""
+    return isinstance(value, str) and value.lstrip(" ").startswith(FORMULA_PREFIXES)
+
+
+def safe_cell(value: Any) -> Any:
+    """A spreadsheet-safe version of one cell value (non-strings unchanged)."""
+    if isinstance(value, str) and is_formula_like(value):
+        return "'" + value
+    return value
+
+
+def safe_xlsx_cell(value: Any) -> Any:
+    """:func:`safe_cell` plus removal of characters XLSX cannot store."""
+    if isinstance(value, str):
+        if _XLSX_ILLEGAL.search(value):
+            value = _XLSX_ILLEGAL.sub("\ufffd", value)
+        return safe_cell(value)
+    return value
+
+
+def _safe_seq(values: Any, cell: Any) -> list[Any]:
+    return [cell(v) for v in values]
+
+
+def safe_frame(df: pd.DataFrame, *, xlsx: bool = False) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells (and column names) are spreadsheet-safe."""
+    cell = safe_xlsx_cell if xlsx else safe_cell
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+            out[col] = pd.Series(_safe_seq(s.tolist(), cell), index=s.index, dtype=object)
+    out.columns = [cell(c) if isinstance(c, str) else c for c in out.columns]
+    return out
+
+
+def safe_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row (``csv.DictWriter``) with spreadsheet-safe values."""
+    return {k: safe_cell(v) for k, v in row.items()}
+
+
+def safe_url(value: object) -> str:
+    """``value`` if it is an absolute http(s) URL with a host, else ``""``.
+
+    Control characters and whitespace inside the URL (which browsers strip
+    before reading the scheme, e.g. ``java\\tscript:``) make it unsafe too.
+    """
+    if not isinstance(value, str):
+        return ""
+    text = value.strip()
+    if not text or any(ord(c) < 0x21 or c == "\x7f" for c in text):
+        return ""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return ""
+    if parts.scheme.lower() not in _SAFE_SCHEMES or not parts.netloc:
+        return ""
+    return text
+
+
+def escape_markup(value: object) -> str:
+    """Text for rich's console: ``[...]`` shown literally, never parsed as markup."""
+    from rich.markup import escape
+
+    return escape("" if value is None else str(value))
+
+
+__all__ = [
+    "FORMULA_PREFIXES", "escape_markup", "is_formula_like", "safe_cell", "safe_frame", "safe_row",
+    "safe_url", "safe_xlsx_cell",
+]
