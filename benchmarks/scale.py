@@ -306,12 +306,17 @@ def worker(spec: dict[str, Any]) -> None:
 
 def run(kind: str, **spec: Any) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", json.dumps({"kind": kind, **spec})]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"{kind} failed")
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    return dict(json.loads(line[7:]))
+    res = dict(json.loads(line[7:]))
+    # CPU seconds of the whole subprocess (start-up and corpus reading included): steadier than wall time here
+    res["cpu"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return res
 
 
 # ------------------------------------------------------------------ driver
@@ -331,7 +336,8 @@ def bench_corpus(kind: str, n: int, steps: set[str], work: Path, rows: list[str]
         rate = r["n"] / r["seconds"] if r["seconds"] else 0.0
         ratio = f"{r['seconds'] / floor:6.2f}x" if floor else f"{'':>7}"
         dbs = f"{_db_mb(db):8,.0f}" if db else f"{'':>8}"
-        rows.append(f"{kind:<9} {step:<26} {r['n']:>9,} {r['seconds']:>8.2f} {rate:>10,.0f} {r['rss_mb']:>8,.0f} {dbs} {ratio} {extra}")
+        rows.append(f"{kind:<9} {step:<26} {r['n']:>9,} {r['seconds']:>8.2f} {r['cpu']:>7.1f} {rate:>10,.0f} "
+                    f"{r['rss_mb']:>8,.0f} {dbs} {ratio} {extra}")
         print(rows[-1], flush=True)
 
     floor1 = floor_all = None
@@ -449,7 +455,7 @@ def main() -> None:
             f"command: benchmarks/scale.py --n {args.n} --corpora {args.corpora} --steps {args.steps}",
             f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine; timings move by ±10-25 %)",
             "",
-            f"{'corpus':<9} {'step':<26} {'items':>9} {'seconds':>8} {'items/s':>10} {'peak MB':>8} {'DB MB':>8} {'/floor1':>7}"]
+            f"{'corpus':<9} {'step':<26} {'items':>9} {'seconds':>8} {'cpu s':>7} {'items/s':>10} {'peak MB':>8} {'DB MB':>8} {'/floor1':>7}"]
     print("\n".join(head), flush=True)
     rows: list[str] = []
     checks: list[str] = []
