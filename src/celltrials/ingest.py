@@ -329,6 +329,8 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
                 assert isinstance(item, ParsedRecord)
                 staged.items.append(_prepared(item))
             staged.n_bad = result.n_bad
+            if progress:
+                progress(ProgressEvent("records", str(path), n=len(staged.items) + result.n_bad))
             group.add(staged)
         else:
             group.flush()

@@ -280,7 +280,7 @@ def country_from_location(location: str) -> str:
 def normalize_countries(values: list[str]) -> list[str]:
     """Canonical, de-duplicated, order-preserving country list."""
     out: list[str] = []
-    for value in values:
+    for value in dict.fromkeys(values):  # a study lists one country per site: normalise each spelling once
         c = normalize_country(value)
         if c and c not in out:
             out.append(c)

@@ -607,7 +607,7 @@ def _record_row(cols: dict[str, list[Any]], rec: ParsedRecord, key: str, digest:
         "lead_sponsor": lead.name if lead else None,
         "sponsor_class": lead.sponsor_class if lead else None,
         "eligibility": rec.eligibility, "has_results": rec.has_results, "url": rec.url,
-        "raw": raw.decode(),
+        "raw": raw,  # UTF-8 bytes: Arrow takes them without re-encoding
     }
     for k, v in values.items():
         cols[k].append(v)
