@@ -28,7 +28,7 @@ from itertools import pairwise
 from typing import Any
 
 from celltrials.models import ParsedRecord
-from celltrials.taxonomy.loader import CompiledField, Hit, Taxonomy, default_taxonomy
+from celltrials.taxonomy.loader import CompiledField, Entry, Hit, Taxonomy, default_taxonomy
 
 # segment roles
 TITLE = "title"
@@ -47,6 +47,7 @@ _IMMUNE_TARGETED = frozenset({"car_t", "car_nk", "tcr_t", "macrophage", "gamma_d
 _CLAUSE_BREAK = re.compile(r"[.;:,\[\]\n|]")
 _CONJUNCTION = re.compile(r"(?<!\w)(?:and|or|plus|with|versus|vs\.?|combined|combination|together|followed|then|compared)(?!\w)|[,;+&/]", re.I)
 _WS = re.compile(r"\s+")
+_SENTENCE_BREAK = re.compile(r"[;|\n]|[.:](?:\s|$)")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
 _CODE_NAME = re.compile(r"(?<![\w-])[A-Za-z]{1,12}[- ]?\d{2,}[\w-]*")
 _IND_TIER = {CONDITION: 0, MESH: 1, TITLE: 2, MESH_ANCESTOR: 3, KEYWORD: 3, SUMMARY: 4}
@@ -259,6 +260,32 @@ def _derivative_attached(text: str, hit: Hit, derivs: list[Hit]) -> bool:
     return False
 
 
+_NOT_A_CODE = re.compile(r"(?i)covid[- ]?19|sars[- ]cov[- ]?2|h1n1|h7n9|ncov[- ]?2019|2019[- ]ncov|phase[- ]?\d+|type[- ]?\d|day[- ]?\d+|week[- ]?\d+|cd\d+|il[- ]?\d+|[a-z]+[- ]?20\d\d")
+
+
+def _names_code(text: str, pos: int, codes: list[str]) -> bool:
+    """Whether the sentence of ``text`` around ``pos`` names one of ``codes``."""
+    lo = max(text.rfind(". ", 0, pos), text.rfind("\n", 0, pos)) + 1
+    hi = min((i for i in (text.find(". ", pos), text.find("\n", pos)) if i >= 0), default=len(text))
+    sentence = text[lo:hi].lower()
+    return any(c.lower() in sentence for c in codes)
+
+
+def _describes_other_cells(seg: Segment, h: Hit, found: list[_Mention], other: list[_Mention]) -> bool:
+    """Whether the cell mention an origin word belongs to (the next one after it in
+    the same text, or the one containing it) is not the investigational product."""
+    best: tuple[int, bool] | None = None
+    for kept, ms in ((True, found), (False, other)):
+        for m in ms:
+            if m.seg is not seg or m.hit.end <= h.start:
+                continue
+            dist = max(0, m.hit.start - h.end)
+            if dist <= 60 and (best is None or dist < best[0]):
+                best = (dist, kept)
+    return best is not None and not best[1]
+
+
+_VAGUE_CANCER = re.compile(r"(?i)neoplasms?|malignan\w*|tumou?rs?|metasta\w*|oncolog\w*|hematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)|haematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)")
 _DERIVED = re.compile(r"\s*\)?\s*[-–]?\s*derived\b", re.I)
 _PLURIPOTENT = frozenset({"ipsc_derived", "esc_derived"})
 
@@ -345,16 +372,63 @@ class Classifier:
                 prod_hits = list(tax.products.hits(text))
                 cell_hits = list(tax.cell_type.hits(text))
             spans: list[tuple[int, int]] = []
+            seg_found: list[_Mention] = []
             for h in prod_hits:
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
-                (background if _is_background(tax, text, h.start) else found).append(m)
+                (background if _is_background(tax, text, h.start) else seg_found).append(m)
                 spans.append((h.start, h.end))
             for h in cell_hits:
                 if any(a < h.end and h.start < b for a, b in spans):
                     continue  # a named product decides for its own span
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
-                (background if _is_background(tax, text, h.start) else found).append(m)
+                (background if _is_background(tax, text, h.start) else seg_found).append(m)
+            if seg_found and tax.engineering is not None:
+                seg_found = self._place_receptors(seg, text, seg_found, spans)
+            found.extend(seg_found)
         return _drop_sources(found), background
+
+    def _place_receptors(self, seg: Segment, text: str, mentions: list[_Mention],
+                         product_spans: list[tuple[int, int]]) -> list[_Mention]:
+        """The engineering model: a receptor (CAR, TCR, TCR-like CAR) placed on a base
+        cell names one product, whose cell types the taxonomy maps (CAR on NK =
+        car_nk, CAR on virus-specific T / NKT / γδ T = car_t, CAR-DC = dc...). The
+        placed product replaces the cell-type matches it overlaps."""
+        eng = self.tax.engineering
+        assert eng is not None
+        recs = eng.receptors.hits(text)
+        if not recs:
+            return mentions
+        bases = [b for b in eng.bases.hits(text) if not any(r.start < b.end and b.start < r.end for r in recs)]
+        out = list(mentions)
+        for r in recs:
+            if _is_background(self.tax, text, r.start):
+                continue
+            base = r.entry.options.get("base")
+            s0, s1 = r.start, r.end
+            if base is None:
+                best: tuple[int, Hit] | None = None
+                for b in bases:
+                    gap = text[r.end:b.start] if b.start >= r.end else text[b.end:r.start]
+                    if len(gap) > eng.window or _SENTENCE_BREAK.search(gap):
+                        continue
+                    if best is None or len(gap) < best[0]:
+                        best = (len(gap), b)
+                if best is None:
+                    continue
+                b = best[1]
+                base = b.entry.value
+                s0, s1 = min(r.start, b.start), max(r.end, b.end)
+            cts = eng.cell_types.get((r.entry.value, base))
+            if cts is None or any(a < s1 and s0 < b_ for a, b_ in product_spans):
+                continue
+            over = [m for m in out if m.hit.start < s1 and s0 < m.hit.end]
+            if not over or {v for m in over for v in m.values.get("cell_type", ())} == set(cts):
+                continue  # nothing to correct (the cell-type match already says it)
+            out = [m for m in out if not (m.hit.start < s1 and s0 < m.hit.end)]
+            entry = Entry(f"engineering: {r.entry.value} on {base}", {"cell_type": cts},
+                          {"receptor": r.entry.value, "base": base})
+            out.append(_Mention(seg, Hit(entry, s0, s1, seg.text[s0:s1]), {"cell_type": cts}))
+        return out
 
     @staticmethod
     def _ev(out: list[Evidence], fld: str, value: str, seg: Segment, h: Hit) -> None:
@@ -391,25 +465,45 @@ class Classifier:
         masked = _Masks(tax.exclusions)
         evidence: list[Evidence] = []
 
-        found, _bg = self._cell_mentions(primary, masked)
+        found, background = self._cell_mentions(primary, masked)
         # hsc (primary_only): only from titles or non-procedure interventions
         found = [m for m in found if not (
             tax.cell_type_option(m.hit.entry.value, "primary_only") and "cell_type" in m.values
             and m.values["cell_type"] == (m.hit.entry.value,) and m.seg.procedure
         )]
+        # cells as the *subject* of a study (imaging, exercise, questionnaires... of
+        # CAR-T or HSCT recipients): named in titles but given in no intervention
+        subject_study = (
+            tax.study_subject_cues is not None and (bool(found) or bool(summaries))
+            and not any(m.seg.role in (INTERVENTION, ARM) for m in found)
+            and any(s.role in (TITLE, INTERVENTION) and tax.study_subject_cues.search(s.text) for s in primary)
+        )
+        if subject_study:
+            background.extend(found)
+            found = []
         generic_hits: list[tuple[Segment, Hit]] | None = None
-        if not found and summaries:
+        if not found and summaries and not subject_study:
             cue = any(
                 tax.generic_cell_cues.search(masked.text(s, tax.generic_cell_cues) or "")
                 or (s.role == INTERVENTION and _CODE_NAME.search(s.text))
                 for s in primary
             )
+            # a code name in a title ("S103 in myasthenia gravis"): the summary
+            # sentences that name it say what it is
+            codes = [] if cue else [
+                m.group() for s in primary if s.role == TITLE for m in _CODE_NAME.finditer(s.text)
+                if not _NOT_A_CODE.fullmatch(m.group())
+            ]
             generic_hits = self._scan(tax.generic_fallback, primary, masked)
             # always scanned: a scan masks the segments it could match (see _Masks)
             deriv_primary = self._scan(tax.product_form, primary, masked)
             if cue or generic_hits or deriv_primary:
                 sfound, _ = self._cell_mentions(summaries, masked)
                 found = [m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")]
+            elif codes:
+                sfound, _ = self._cell_mentions(summaries, masked)
+                found = [m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")
+                         and _names_code(m.seg.text, m.hit.start, codes)]
         if not found:
             # the same scan as above when it ran (masking is a function of the text)
             if generic_hits is None:
@@ -429,6 +523,8 @@ class Classifier:
             tier = _IND_TIER[seg.role]
             if settled is not None and tier > settled and best is not None and not best[0][1]:
                 break  # a priority rule already won
+            if settled is not None and tier > settled and seg.role == SUMMARY:
+                break  # a summary's passing mention ("without increasing GVHD") cannot outrank a condition
             text = seg.text[:600] if seg.role == SUMMARY else seg.text
             ind_hits = (self.tax.indications_priority.hits(text) if settled is not None and tier > settled
                         else self._indication_hits(text, cell_types))
@@ -448,6 +544,18 @@ class Classifier:
             self._ev(evidence, "indication_group", group, seg, h)
             for a in areas:
                 self._ev(evidence, "therapeutic_area", a, seg, h)
+            if group == "oncology" and seg.role == CONDITION:
+                # conditions naming blood cancers and solid cancers: the trial targets both
+                for cseg in segs:
+                    if cseg.role != CONDITION:
+                        continue
+                    for ch in self._indication_hits(cseg.text, cell_types):
+                        extra = ch.entry.labels["therapeutic_area"]
+                        if (ch.entry.labels["indication_group"][0] == "oncology" and not ch.entry.options.get("generic")
+                                and not set(extra) <= set(areas) and not _VAGUE_CANCER.fullmatch(ch.text)):
+                            areas.extend(a for a in extra if a not in areas)
+                            for a in extra:
+                                self._ev(evidence, "therapeutic_area", a, cseg, ch)
         elif cell_types & tax.oncology_cell_types:
             group, areas = "oncology", ["solid_tumor"]
         else:
@@ -462,8 +570,10 @@ class Classifier:
                     found = [m for m in found if v not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1]
                     continue
                 drop_in = tax.cell_type_option(v, "dropped_with_other_cells_in")
-                if drop_in and set(areas) & drop_in:
+                named = any(v in m.values.get("cell_type", ()) and len(m.values["cell_type"]) > 1 for m in found)
+                if drop_in and set(areas) & drop_in and not named:  # a named product keeps all its cell types
                     cell_types.discard(v)
+                    background.extend(m for m in found if m.values.get("cell_type", ()) == (v,))
                     found = [m for m in found if v not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1]
 
         if not cell_types:
@@ -510,6 +620,8 @@ class Classifier:
         # ---- origin ----
         stated: set[str] = set()
         for seg, h in self._scan(tax.origin, product_segs, masked):
+            if _describes_other_cells(seg, h, found, background):
+                continue  # "autologous HSCT followed by CAR-T": the word is about the HSCT
             stated.add(h.entry.value)
             self._ev(evidence, "origin", h.entry.value, seg, h)
         if not stated:  # a named product's known origin, when the record states none
@@ -578,6 +690,19 @@ class Classifier:
                     continue
                 forms.add(v)
                 self._ev(evidence, "product_form", v, seg, h)
+        if tax.engineering is not None:  # edits beyond the receptor: gene_modified
+            by_definition = bool(cell_types & tax.engineered_by_definition)
+            edit_segs = product_segs + [s for s in primary if s not in product_segs and s.role != KEYWORD]
+            for seg, h in self._scan(tax.engineering.edits, edit_segs, masked):
+                if h.entry.options.get("weak") and by_definition:
+                    continue
+                forms.add("gene_modified")
+                self._ev(evidence, "product_form", "gene_modified", seg, h)
+                self._ev(evidence, "engineering", f"edit:{h.entry.value}", seg, h)
+        for m in found:
+            opts = m.hit.entry.options
+            if "receptor" in opts:
+                self._ev(evidence, "engineering", f"{opts['receptor']} on {opts['base']}", m.seg, m.hit)
         for m in found:
             if m.values.get("product_form"):
                 continue

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import glob
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -19,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from celltrials.errors import DataFileError, RecordError, UnknownFormatError
+from celltrials.fswalk import expand_glob, walk_files
 from celltrials.models import ParsedRecord
 from celltrials.sources import parse_file, sniff
+from celltrials.sources.validate import unstorable_reason
 from celltrials.store import AddResult, Staged, Store, raw_and_digest
 
 #: extensions that hold registry data; anything else in a folder is a note and skipped
@@ -38,6 +39,9 @@ class ProgressEvent:
     file_index: int = 0
     message: str = ""
 
+    def __post_init__(self) -> None:
+        self.path = display_path(self.path)
+
 
 @dataclass
 class Finding:
@@ -46,6 +50,9 @@ class Finding:
     position: int | None = None
     record_id: str | None = None
     severity: str = "error"  # "error" (bad data) | "notice" (skipped file)
+
+    def __post_init__(self) -> None:
+        self.path = display_path(self.path)
 
     def __str__(self) -> str:
         where = ", ".join(x for x in (f"record {self.position}" if self.position else "", f"id {self.record_id}" if self.record_id else "") if x)
@@ -62,6 +69,9 @@ class FileResult:
     n_bad: int = 0
     committed: bool = False
     skipped_unchanged: bool = False  # same content as an earlier clean ingest: not read again
+
+    def __post_init__(self) -> None:
+        self.path = display_path(self.path)
 
 
 @dataclass
@@ -91,6 +101,17 @@ class IngestReport:
         }
 
 
+def display_path(path: str | Path) -> str:
+    """A path as text that can be printed and stored: a file name that is not
+    valid UTF-8 (kept by Python as surrogate escapes) shows its bad bytes as ``\\xNN``."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
+
+
 class IngestAborted(DataFileError):
     """Raised (strict mode) after rolling back the file with the bad record."""
 
@@ -103,6 +124,9 @@ class IngestAborted(DataFileError):
         )
 
 
+_NO_SUCH_PATH = "Check the path (folders are read recursively; quote globs such as 'data/**/*.json')."
+
+
 def expand_paths(paths: Iterable[str | Path], report: IngestReport) -> list[Path]:
     """Files to read: files as given, folders recursively, globs expanded.
 
@@ -112,13 +136,13 @@ def expand_paths(paths: Iterable[str | Path], report: IngestReport) -> list[Path
     out: list[Path] = []
     for item in paths:
         text = str(item)
-        matches = sorted(glob.glob(text, recursive=True)) if any(c in text for c in "*?[") else [text]
+        matches = expand_glob(text) if any(c in text for c in "*?[") else [text]
         if not matches:
-            raise DataFileError("no such file or folder", path=text)
+            raise DataFileError("no such file or folder", path=display_path(text), hint=_NO_SUCH_PATH)
         for m in matches:
             p = Path(m)
             if p.is_dir():
-                for f in sorted(x for x in p.rglob("*") if x.is_file()):
+                for f in walk_files(p):  # links followed, each real folder once: no loops
                     if f.name.startswith("."):
                         continue
                     if f.suffix.lower() in DATA_EXTENSIONS:
@@ -128,7 +152,7 @@ def expand_paths(paths: Iterable[str | Path], report: IngestReport) -> list[Path
             elif p.is_file():
                 out.append(p)
             else:
-                raise DataFileError("no such file or folder", path=text)
+                raise DataFileError("no such file or folder", path=display_path(text), hint=_NO_SUCH_PATH)
     seen: set[Path] = set()
     unique = []
     for p in out:
@@ -222,7 +246,7 @@ class _Group:
         store = self.store
         with store.transaction():
             ingest_ids = store.new_ingest_ids(len(files))
-            items: list[Staged] = [(rec, raw, digest, str(f.path.resolve()), ingest_id)
+            items: list[Staged] = [(rec, raw, digest, display_path(f.path.resolve()), ingest_id)
                      for f, ingest_id in zip(files, ingest_ids, strict=True) for rec, raw, digest in f.items]
             flags = store.add_staged(items)
             store.settle(ingest_ids)
@@ -233,7 +257,7 @@ class _Group:
                 f.result.n_unchanged = n - f.result.n_new
                 pos += n
             store.record_ingests([
-                (ingest_id, str(f.path.resolve()), f.result.format, f.sha256, f.size, f.mtime_ns,
+                (ingest_id, display_path(f.path.resolve()), f.result.format, f.sha256, f.size, f.mtime_ns,
                  f.result.n_records, f.result.n_new, f.n_bad)
                 for f, ingest_id in zip(files, ingest_ids, strict=True)])
         for f in files:
@@ -283,11 +307,15 @@ def ingest_paths(
 def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: set[Path], known: _Known,
               group: _Group, report: IngestReport, skip_bad: bool, force: bool, progress: Progress | None,
               batch_size: int) -> None:
-    st = path.stat()
-    resolved = str(path.resolve())
-    sha = None if force else known.by_stat.get((resolved, st.st_size, st.st_mtime_ns))
-    if sha is None:
-        sha = _sha256(path)
+    try:
+        st = path.stat()
+        resolved = display_path(path.resolve())
+        sha = None if force else known.by_stat.get((resolved, st.st_size, st.st_mtime_ns))
+        if sha is None:
+            sha = _sha256(path)
+    except OSError as exc:
+        _unreadable(exc, path, report, skip_bad)
+        return
     if not force and sha in known.by_sha:
         _, fmt, n = known.by_sha[sha]
         report.files.append(FileResult(str(path), fmt, n_records=n, n_unchanged=n, skipped_unchanged=True))
@@ -299,22 +327,19 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
     try:
         sniffed = sniff(path)
     except UnknownFormatError as exc:
-        if path.resolve() not in explicit and path.suffix.lower() == ".csv" and "header" in exc.message:
+        if path.resolve() not in explicit and path.suffix.lower() == ".csv" and exc.no_id_column:
             # a CSV that is not a registry export (e.g. a labels table next to the data)
             report.findings.append(Finding(str(path), "CSV without a registry id column (NCT Number / TrialID)", severity="notice"))
             if progress:
                 progress(ProgressEvent("skipped", str(path), message="not a registry export"))
             return
-        finding = Finding(str(path), exc.reason if isinstance(exc, RecordError) else exc.message.split(": ", 1)[-1])
+        finding = Finding(str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
         report.findings.append(finding)
         if not skip_bad:
             raise IngestAborted(finding, report) from None
         return
-    except DataFileError as exc:
-        finding = Finding(str(path), exc.message.split(": ", 1)[-1])
-        report.findings.append(finding)
-        if not skip_bad:
-            raise IngestAborted(finding, report) from None
+    except (DataFileError, OSError) as exc:
+        _unreadable(exc, path, report, skip_bad)
         return
     result = FileResult(str(path), sniffed.format)
     report.files.append(result)
@@ -327,7 +352,9 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
                 if _bad(item, path, result, report, skip_bad):
                     continue
                 assert isinstance(item, ParsedRecord)
-                staged.items.append(_prepared(item))
+                prepared = _prepared(item, path, result, report, skip_bad)
+                if prepared:
+                    staged.items.append(prepared)
             staged.n_bad = result.n_bad
             if progress:
                 progress(ProgressEvent("records", str(path), n=len(staged.items) + result.n_bad))
@@ -340,13 +367,21 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
     except DataFileError as exc:
         if isinstance(exc, IngestAborted):
             raise
-        finding = Finding(str(path), exc.message.split(": ", 1)[-1] if exc.path else exc.message)
+        finding = Finding(exc.path or str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
         report.findings.append(finding)
         result.n_new = result.n_unchanged = 0
         if not skip_bad:
             raise IngestAborted(finding, report) from None
     if progress:
         progress(ProgressEvent("file_done", str(path), n=result.n_records, total_files=total_files, file_index=index))
+
+
+def _unreadable(exc: DataFileError | OSError, path: Path, report: IngestReport, skip_bad: bool) -> None:
+    reason = exc.reason if isinstance(exc, DataFileError) else f"cannot read the file ({exc.strerror or exc})"
+    finding = Finding(getattr(exc, "path", "") or str(path), reason)
+    report.findings.append(finding)
+    if not skip_bad:
+        raise IngestAborted(finding, report) from None
 
 
 def _bad(item: Any, path: Path, result: FileResult, report: IngestReport, skip_bad: bool) -> bool:
@@ -360,10 +395,21 @@ def _bad(item: Any, path: Path, result: FileResult, report: IngestReport, skip_b
     return True
 
 
-def _prepared(rec: ParsedRecord) -> tuple[ParsedRecord, bytes, str]:
+def _prepared(rec: ParsedRecord, path: Path, result: FileResult, report: IngestReport,
+              skip_bad: bool) -> tuple[ParsedRecord, bytes, str] | None:
     """The record with its stored raw JSON and content hash; the parsed raw
-    object is let go (the bytes are all the store needs of it)."""
-    raw, digest = raw_and_digest(rec)
+    object is let go (the bytes are all the store needs of it). None (and a
+    finding) for a record whose content cannot be stored as JSON."""
+    try:
+        raw, digest = raw_and_digest(rec)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # e.g. nested too deep to hash
+        reason = unstorable_reason(rec.raw) or f"content cannot be stored as JSON ({type(exc).__name__})"
+        finding = Finding(str(path), reason, rec.position or None, rec.record_id)
+        report.findings.append(finding)
+        result.n_bad += 1
+        if not skip_bad:
+            raise IngestAborted(finding, report) from None
+        return None
     rec.raw = {}
     return rec, raw, digest
 
@@ -372,7 +418,7 @@ def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, rep
                  skip_bad: bool, progress: Progress | None, batch_size: int, sha: str, st: os.stat_result) -> None:
     """A large file: parsed and written batch by batch inside one transaction
     (a bad record or a broken file rolls all of it back)."""
-    source = str(path.resolve())
+    source = display_path(path.resolve())
     with store.transaction():
         ingest_id = store.begin_ingest(source, sniffed.format, sha, size=st.st_size, mtime_ns=st.st_mtime_ns)
         total = AddResult()
@@ -391,7 +437,10 @@ def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, rep
             if _bad(item, path, result, report, skip_bad):
                 continue
             assert isinstance(item, ParsedRecord)
-            rec, raw, digest = _prepared(item)
+            prepared = _prepared(item, path, result, report, skip_bad)
+            if prepared is None:
+                continue
+            rec, raw, digest = prepared
             batch.append((rec, raw, digest, source, ingest_id))
             n_bytes += len(raw)
             if len(batch) >= batch_size or n_bytes >= BATCH_BYTES:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from celltrials.cli import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx
 
 
 @cli.command("classify")

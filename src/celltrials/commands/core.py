@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from celltrials.cli import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx
 from celltrials.ingest import IngestAborted, IngestReport, ProgressEvent, ingest_paths
 from celltrials.safety import escape_markup as esc
 
@@ -92,7 +92,7 @@ def ingest(ctx: Context, paths: tuple[str, ...], skip_bad: bool, force: bool, as
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON (what the library returns).")
 @pass_ctx
 def stats(ctx: Context, as_json: bool) -> None:
     """Records vs trials by registry and source, and merged duplicates."""
@@ -123,7 +123,7 @@ def stats(ctx: Context, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("trial_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the trial as JSON (what the library returns).")
 @click.option("--raw", is_flag=True, help="Also print each source record verbatim.")
 @pass_ctx
 def show(ctx: Context, trial_id: str, as_json: bool, raw: bool) -> None:
@@ -174,8 +174,8 @@ def _render_trial(t: dict[str, Any]) -> None:
 
 
 @cli.command()
-@click.option("--limit", type=int, default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=int, default=None, help="Show at most this many merged trials.")
+@click.option("--json", "as_json", is_flag=True, help="Print the merged trials as JSON.")
 @pass_ctx
 def dups(ctx: Context, limit: int | None, as_json: bool) -> None:
     """Trials merged from several records, and the shared ids that merged them."""
@@ -198,7 +198,7 @@ def dups(ctx: Context, limit: int | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "xlsx"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "xlsx"]), default="csv", show_default=True, help="File format of the export.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Output file (default trials.FORMAT); its folder is created.")
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @pass_ctx

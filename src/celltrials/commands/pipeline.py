@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from celltrials.cli import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx
 from celltrials.safety import escape_markup as esc
 
 
@@ -18,7 +18,7 @@ from celltrials.safety import escape_markup as esc
 @click.option("--out", default="celltrials-report", show_default=True, help="Report folder.")
 @click.option("--skip-bad", is_flag=True, help="Ingest good records of files that contain bad ones.")
 @click.option("--base-url", envvar="CELLTRIALS_CTGOV_URL", default=None, help="ClinicalTrials.gov API v2 base URL (online mode).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @pass_ctx
 def run(ctx: Context, paths: tuple[str, ...], out: str, skip_bad: bool, base_url: str | None, as_json: bool) -> None:
     """Ingest PATHS (or, with none, fetch the cell-therapy preset live), classify, and write the report."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from celltrials.cli import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx
 
 
 @cli.command(context_settings={"max_content_width": 100})

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from celltrials.cli import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx
 from celltrials.errors import ConfigError
 
 _STATUSES = (

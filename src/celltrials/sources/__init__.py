@@ -8,9 +8,12 @@ The file extension is never trusted: the first bytes decide.
 
 from __future__ import annotations
 
+import csv
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import orjson
 
@@ -39,8 +42,13 @@ class Sniffed:
     text: str | None = None  # decoded text for CSV formats, reused by the parser
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def _decode(data: bytes, path: Path) -> str:
     try:
+        if data.startswith(_UTF16_BOMS):  # Excel's "Unicode text" and some XML tools write UTF-16
+            return data.decode("utf-16")
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataFileError(
@@ -59,13 +67,19 @@ def sniff(path: Path) -> Sniffed:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except zipfile.BadZipFile as exc:
+        except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
             raise DataFileError(f"broken zip archive ({exc})", path=str(path)) from None
         if "xl/workbook.xml" in names:
             return Sniffed("ictrp_xlsx")
         if any(n.lower().endswith(".json") for n in names):
             return Sniffed("ctgov_zip")
         raise UnknownFormatError("zip archive holds no registry JSON files", path=str(path))
+    if head.startswith(_UTF16_BOMS):
+        text16 = head.decode("utf-16", errors="ignore").lstrip(" \t\r\n")
+        if text16.startswith("<"):
+            if "Trials_downloaded_from_ICTRP" in text16:
+                return Sniffed("ictrp_xml")  # expat reads UTF-16 with a byte-order mark itself
+            raise UnknownFormatError("XML that is not a WHO ICTRP export", path=str(path))
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped.startswith(b"<"):
         if b"Trials_downloaded_from_ICTRP" in head:
@@ -93,13 +107,30 @@ def sniff(path: Path) -> Sniffed:
         return Sniffed("ctgov_csv_classic" if '"Title"' in first or ",Title," in first else "ctgov_csv", text)
     if first.lstrip('"').startswith("TrialID"):
         return Sniffed("ictrp_csv", text)
-    raise UnknownFormatError("not a recognised registry export (no NCT Number / TrialID header, not JSON/XML/XLSX)", path=str(path))
+    raise UnknownFormatError("not a recognised registry export (no NCT Number / TrialID header, not JSON/XML/XLSX)",
+                             path=str(path), no_id_column=True)
 
 
 def parse_file(path: str | Path, sniffed: Sniffed | None = None) -> ParseStream:
-    """Parse one registry export of any supported format."""
+    """Parse one registry export of any supported format.
+
+    Faults of the file as a whole (truncated archive, corrupt sheet, an
+    unreadable CSV line) end the stream with a :class:`DataFileError` naming
+    the file and the reason, never another exception type.
+    """
     p = Path(path)
     s = sniffed or sniff(p)
+    try:
+        yield from _parse(p, s)
+    except DataFileError as exc:
+        if not exc.path:
+            raise DataFileError(exc.reason, path=str(p), hint=exc.hint) from None
+        raise
+    except (csv.Error, OSError, EOFError, zipfile.BadZipFile, zlib.error, ET.ParseError) as exc:
+        raise DataFileError(f"unreadable file ({type(exc).__name__}: {exc})", path=str(p)) from None
+
+
+def _parse(p: Path, s: Sniffed) -> ParseStream:
     if s.format == "ctgov_json":
         yield from ctgov_json.parse_json(p)
     elif s.format == "ctgov_ndjson":

@@ -29,6 +29,7 @@ from celltrials.normalize import (
 from celltrials.registry_ids import canonical_id, find_ids
 from celltrials.safety import safe_url
 from celltrials.sources.base import ParseStream, split_list
+from celltrials.sources.validate import check_record, guard
 
 # our field → (classic header, current header)
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -82,6 +83,13 @@ def split_intervention(text: str) -> Intervention:
 
 
 def parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecord:
+    """One CSV row as a record; a :class:`RecordError` for a bad one."""
+    rec = guard(lambda: _parse_row(row, classic, position), position=position,
+                record_id=lambda: (row.get("NCT Number") or "").strip() or None)
+    return check_record(rec)
+
+
+def _parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecord:
     col = 0 if classic else 1
 
     def get(field: str) -> str:

@@ -10,6 +10,7 @@ client uses too.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from celltrials.normalize import (
 )
 from celltrials.registry_ids import canonical_id, find_ids
 from celltrials.sources.base import ParseStream
+from celltrials.sources.validate import check_record, check_study_lists, check_study_shape, guard
 
 FORMAT = "ctgov_json"
 
@@ -52,9 +54,28 @@ def _date(struct: Any, field: str, nct: str, position: int) -> Any:
 def parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -> ParsedRecord:
     """Turn one API v2 study object into a :class:`ParsedRecord`.
 
-    Raises :class:`RecordError` for a study without an NCT id or with an
-    impossible date.
+    Raises :class:`RecordError` for a study without an NCT id, with an
+    impossible date, with a field whose JSON type is not the API schema's,
+    or with a value out of bounds (:mod:`celltrials.sources.validate`).
     """
+    pos = position or None
+    if not isinstance(study, dict):
+        check_study_shape(study, position=pos)
+    check_study_lists(study, position=pos)
+
+    def nct() -> str | None:
+        return str(study["protocolSection"]["identificationModule"]["nctId"])
+
+    try:
+        rec = guard(lambda: _parse_study(study, position=position, source_format=source_format),
+                    position=pos, record_id=nct)
+    except RecordError:
+        check_study_shape(study, position=pos)  # name the field whose type is wrong, if one is
+        raise
+    return check_record(rec)
+
+
+def _parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -> ParsedRecord:
     if not isinstance(study, dict):
         raise RecordError(f"expected a study object, found {type(study).__name__}", position=position)
     ps = study.get("protocolSection")
@@ -184,6 +205,8 @@ def _parse_stream(studies: Iterator[Any]) -> ParseStream:
 
 
 def load_json_bytes(data: bytes, path: str) -> Any:
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (Windows tools write one)
+        data = data[3:]
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -244,13 +267,15 @@ def iter_studies_checked(obj: Any, path: str) -> Iterator[Any]:
     try:
         yield from iter_studies(obj)
     except DataFileError as exc:
-        raise DataFileError(exc.message, path=path) from None
+        raise DataFileError(exc.reason, path=path) from None
 
 
 def parse_ndjson(path: Path) -> ParseStream:
     def studies() -> Iterator[Any]:
         with path.open("rb") as fh:
             for lineno, line in enumerate(fh, start=1):
+                if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]
                 if not line.strip():
                     continue
                 try:
@@ -273,21 +298,58 @@ def parse_ndjson(path: Path) -> ParseStream:
 def parse_zip(path: Path) -> ParseStream:
     try:
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
         raise DataFileError(f"broken zip archive ({exc})", path=str(path)) from None
     with zf:
         names = sorted(n for n in zf.namelist() if n.lower().endswith(".json") and not n.endswith("/"))
         pos = 0
         for name in names:
             member = f"{path}!{name}"
-            obj = load_json_bytes(zf.read(name), member)
-            for study in iter_studies_checked(obj, member):
+            try:
+                data = read_member(zf, name)
+            except DataFileError as exc:  # one damaged member is a finding; the others are read
+                yield RecordError(exc.reason, path=member)
+                continue
+            try:
+                obj = load_json_bytes(data, member)
+                studies = list(iter_studies_checked(obj, member))
+            except DataFileError as exc:  # one damaged member is a finding; the others are read
+                yield RecordError(exc.reason, path=member)
+                continue
+            for study in studies:
                 pos += 1
                 try:
                     yield parse_study(study, position=pos)
                 except RecordError as exc:
                     exc.path = member
                     yield exc
+
+
+#: largest zip member read (uncompressed); a bigger one is a finding, not a memory blow-up
+MAX_MEMBER_BYTES = 1 << 30
+
+
+def read_member(zf: zipfile.ZipFile, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
+    """One zip member's bytes, streamed with a size cap; a damaged member
+    (bad CRC, corrupt deflate data, encryption, unknown compression method,
+    truncated archive) is a :class:`DataFileError` with the reason."""
+    info = zf.getinfo(name)
+    if info.flag_bits & 0x1:
+        raise DataFileError("zip member is encrypted (password protected); celltrials cannot read it")
+    if info.file_size > limit:
+        raise DataFileError(f"zip member is {info.file_size:,} bytes uncompressed, over the {limit:,}-byte limit")
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(limit + 1)
+    except NotImplementedError as exc:
+        raise DataFileError(f"zip member uses an unsupported compression method ({exc})") from None
+    except zipfile.BadZipFile as exc:
+        raise DataFileError(f"damaged zip member ({exc})") from None
+    except (zlib.error, EOFError, OSError, RuntimeError, ValueError) as exc:
+        raise DataFileError(f"damaged zip member ({type(exc).__name__}: {exc})") from None
+    if len(data) > limit:
+        raise DataFileError(f"zip member is over the {limit:,}-byte limit when uncompressed")
+    return data
 
 
 def parse_bytes(data: bytes, source: str) -> ParseStream:

@@ -30,9 +30,10 @@ from celltrials.normalize import (
     normalize_status,
     parse_date,
 )
-from celltrials.registry_ids import canonical_id, find_ids
+from celltrials.registry_ids import canonical_id, find_ids, fold_id
 from celltrials.safety import safe_url
 from celltrials.sources.base import ParseStream
+from celltrials.sources.validate import check_record, check_trial_id, guard
 
 #: change between two exports of the same record; left out of its hash
 VOLATILE = ("export_date",)
@@ -88,10 +89,23 @@ def split_conditions(text: str) -> list[str]:
 
 
 def parse_row(row: dict[str, Any], source_format: str, position: int) -> ParsedRecord:
-    trial_id = clean_text(_text(row, "trialid"))
+    """One ICTRP row as a record; a :class:`RecordError` for a bad one
+    (no or malformed TrialID, impossible date, out-of-range target size)."""
+    rec = guard(lambda: _parse_row(row, source_format, position), position=position,
+                record_id=lambda: clean_text(_text(row, "trialid")) or None)
+    return check_record(rec)
+
+
+def _parse_row(row: dict[str, Any], source_format: str, position: int) -> ParsedRecord:
+    trial_id = fold_id(clean_text(_text(row, "trialid")))
     if not trial_id:
         raise RecordError("record has no TrialID", position=position)
     primary = canonical_id(trial_id, is_primary=True)
+    try:
+        check_trial_id(trial_id, known=primary is not None, position=position)
+    except RecordError as exc:
+        exc.record_id = None  # the id is what is wrong; the reason quotes it
+        raise
     registry = primary.registry if primary else "other"
     ids = [primary] if primary else []
     for extra in find_ids(_text(row, "secondary_ids") + " " + _text(row, "secondary_id")):
@@ -200,26 +214,42 @@ def parse_xml(path: Path) -> ParseStream:
 def parse_xlsx(path: Path) -> ParseStream:
     import openpyxl
 
+    fh = path.open("rb")  # a file object: openpyxl would refuse a real workbook named .csv
     try:
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many types for broken workbooks
-        raise DataFileError(f"unreadable Excel workbook ({exc})", path=str(path)) from None
-    try:
-        ws = wb.worksheets[0]
-        it = ws.iter_rows(values_only=True)
-        header = [snake(str(h or "")) for h in next(it, ())]
-        if "trialid" not in header:
-            raise DataFileError("first sheet has no TrialID column", path=str(path))
+        try:
+            wb = openpyxl.load_workbook(fh, read_only=True, data_only=True)
+        except Exception as exc:  # openpyxl raises many types for broken workbooks
+            raise DataFileError(f"unreadable Excel workbook ({type(exc).__name__}: {exc})", path=str(path)) from None
+        try:
+            state = {"pos": 0}
+            try:
+                ws = wb.worksheets[0]
+                it = ws.iter_rows(values_only=True)
+                header = [snake(str(h or "")) for h in next(it, ())]
+            except Exception as exc:  # a corrupt sheet (bad XML, damaged zip member)
+                raise DataFileError(f"unreadable Excel sheet ({type(exc).__name__}: {exc})", path=str(path)) from None
+            if "trialid" not in header:
+                raise DataFileError("first sheet has no TrialID column", path=str(path))
 
-        def rows() -> Iterator[tuple[int, dict[str, Any]]]:
-            for pos, values in enumerate(it, start=1):
-                if not any(v not in (None, "") for v in values):
-                    continue
-                yield pos, {h: v for h, v in zip(header, values, strict=False) if h}
+            def rows() -> Iterator[tuple[int, dict[str, Any]]]:
+                while True:
+                    try:
+                        values = next(it)
+                    except StopIteration:
+                        return
+                    except Exception as exc:  # the sheet breaks off: name where
+                        raise DataFileError(f"unreadable Excel sheet after row {state['pos']} "
+                                            f"({type(exc).__name__}: {exc})", path=str(path)) from None
+                    state["pos"] += 1
+                    if not any(v not in (None, "") for v in values):
+                        continue
+                    yield state["pos"], {h: v for h, v in zip(header, values, strict=False) if h}
 
-        yield from _rows_to_records(rows(), "ictrp_xlsx", str(path))
+            yield from _rows_to_records(rows(), "ictrp_xlsx", str(path))
+        finally:
+            wb.close()
     finally:
-        wb.close()
+        fh.close()
 
 
 def parse_csv(path: Path, text: str | None = None) -> ParseStream:
