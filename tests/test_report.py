@@ -170,18 +170,46 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
         acc[cid].add(tid)
     for cid, s in acc.items():
         e.add(cid, s)
+    # approved products: active substances (products.csv's `substance`), the stage = those named by a
+    # trial of the group (product_links), the rest apart; time to approval from the first naming trial's start
     catalog = pd.read_csv(REPO / "src/celltrials/taxonomy/products.csv", dtype=str).fillna("")
-    products: dict[str, set[str]] = defaultdict(set)
+    sub_of = dict(zip(catalog["product"], catalog["substance"], strict=True))
+    group_subs: dict[str, set[str]] = defaultdict(set)
+    first_approval: dict[str, pd.Timestamp] = {}
     for r in catalog.to_dict("records"):
         for c in _split(r["cell_type"]):
             for s in ((_split(r["msc_source"]) or ["unspecified"]) if c == "msc" else [""]):
-                products[f"funnel:{c}|{s}|approved_products"].add(r["product"])
+                group_subs[f"funnel:{c}|{s}"].add(r["substance"])
+        if r["approval_date"]:
+            d = pd.Timestamp(r["approval_date"] if len(r["approval_date"]) == 10 else r["approval_date"] + "-01")
+            first_approval[r["substance"]] = min(first_approval.get(r["substance"], d), d)
+    links = con.execute("SELECT DISTINCT trial_id, product FROM product_links").df()
+    starts = dict(zip(t["trial_id"], t["start"], strict=True))
+    named: dict[str, set[str]] = defaultdict(set)
+    for tid, prod in links.itertuples(index=False):
+        if tid in starts:
+            named[sub_of[prod]].add(tid)
+    for sub, tids in named.items():
+        e.add(f"funnel_products:{sub}", tids)
+    before = set()
+    for sub, tids in named.items():
+        dated = [starts[x] for x in tids if pd.notna(starts[x])]
+        if dated and sub in first_approval and first_approval[sub] < min(dated):
+            before.add(sub)
     for cid in [c for c in e.n if c.startswith("funnel:") and c.endswith("|registered")]:
         group = cid.removesuffix("|registered")
         for stage in ("reached_phase2", "reached_phase3", "stopped"):
             if f"{group}|{stage}" not in e.n:
                 e.add(f"{group}|{stage}", ())
-        e.n[f"{group}|approved_products"] = len(products.get(f"{group}|approved_products", set()))
+        subs = group_subs.get(group, set())
+        members = e.ids[cid]
+        with_trials = {x for x in subs if named[x] & members}
+        e.add(f"{group}|approved_products", {x for s in with_trials for x in named[s] & members}, len(with_trials))
+        e.n[f"{group}|approved_no_trials"] = len(subs - with_trials)
+        e.n[f"{group}|approved_before_first_trial"] = len(with_trials & before)
+        for sub in subs:  # every catalog product of a group shown is listed, with or without trials
+            if f"funnel_products:{sub}" not in e.n:
+                e.add(f"funnel_products:{sub}", ())
 
     # methods
     ing = con.execute("SELECT source, sum(n_records) AS n FROM ingests GROUP BY source").df()
@@ -277,6 +305,25 @@ def test_every_count_opens_exactly_its_trials(report: ReportResult, expected: An
     nct = next(r for r in data["trials"] if r[0].startswith("NCT"))
     assert "clinicaltrials.gov" in nct[2].lower()
     assert all(row[2].startswith("http") for row in by_id.values())
+
+
+def test_funnel_figure_draws_every_stage_its_title_names(report: ReportResult) -> None:
+    _, data = parse_page(report.html)
+    html = report.html.read_text(encoding="utf-8")
+    title = re.search(r'data-chart="funnel" role="img" aria-label="([^"]+)"', html)
+    assert title is not None
+    stages = [x.strip() for x in title.group(1).split(":", 1)[1].split("→")]
+    assert stages == ["trials", "phase 2", "phase 3", "approved products"]
+    traces = data["charts"]["funnel"]["data"]
+    assert len(traces) == len(stages)
+    for stage, tr in zip(stages, traces, strict=True):
+        assert stage in tr["name"] and any(tr["y"]), (stage, tr["name"])
+    svg = (report.out_dir / "figures" / "funnel.svg").read_text(encoding="utf-8")
+    for tr in traces:
+        assert tr["name"] in svg
+    # no product x regulator rows: remestemcel-L is one product of bone-marrow MSC
+    assert data["counts"]["funnel:msc|bone_marrow|approved_products"] >= 1
+    assert "remestemcel-L (Ryoncil, Prochymal)" in html
 
 
 def test_charts_draw_the_table_numbers(report: ReportResult) -> None:
@@ -399,13 +446,14 @@ def test_filters_combine(store_path: Path, tmp_path: Path) -> None:
 
 
 def test_progress_callback(store_path: Path, tmp_path: Path) -> None:
-    from celltrials.report.build import ReportProgress
+    from celltrials.progress import ProgressEvent
 
-    events: list[ReportProgress] = []
+    events: list[ProgressEvent] = []
     with celltrials.open(store_path, read_only=True) as store:
         build_report(store, tmp_path / "p", L.make_filters(cell_type=["car_nk"]), progress=events.append,
                      figures=False)
-    assert [e.step for e in events] == ["select", "sections", "tables", "workbook", "html", "figures", "done"]
+    assert {e.stage for e in events} == {"report"}
+    assert [e.item for e in events] == ["select", "sections", "tables", "workbook", "html", "figures", "done"]
     assert [e.index for e in events] == list(range(7)) and {e.total for e in events} == {6}
 
 

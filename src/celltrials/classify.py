@@ -28,6 +28,7 @@ from itertools import pairwise
 from typing import Any
 
 from celltrials.models import ParsedRecord
+from celltrials.progress import Progress, ProgressEvent
 from celltrials.taxonomy.loader import CompiledField, Entry, Hit, Taxonomy, default_taxonomy
 
 # segment roles
@@ -828,12 +829,15 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
     from celltrials.models import Arm, Intervention
 
     con = store.con
-    rows = con.execute("""
+    wanted = set(trial_ids) if trial_ids is not None else None
+    # a few trials (explain, the dashboard): filter in SQL, not over the whole store
+    few = wanted is not None and len(wanted) <= 1000
+    rows = con.execute(f"""
         SELECT tr.trial_id, r.record_key, r.record_id, r.channel, r.source_format, r.registry,
                r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description
         FROM trial_records tr JOIN records r USING (record_key)
-        ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""").fetchall()
-    wanted = set(trial_ids) if trial_ids is not None else None
+        {"WHERE tr.trial_id IN (SELECT unnest(?::VARCHAR[]))" if few else ""}
+        ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""", [sorted(wanted or ())] if few else []).fetchall()
     recs: dict[str, ParsedRecord] = {}
     by_trial: dict[str, list[ParsedRecord]] = {}
     for tid, key, rid, channel, fmt, registry, title, otitle, acr, summ, desc in rows:
@@ -846,7 +850,10 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
         )
         recs[key] = rec
         by_trial.setdefault(tid, []).append(rec)
-    for key, cond, kind in con.execute("SELECT record_key, condition, kind FROM record_conditions").fetchall():
+    keys_sql = "WHERE record_key IN (SELECT unnest(?::VARCHAR[]))" if few else ""
+    keys: list[Any] = [list(recs)] if few else []
+    for key, cond, kind in con.execute(f"SELECT record_key, condition, kind FROM record_conditions {keys_sql}",
+                                       keys).fetchall():
         crec = recs.get(key)
         if crec is None or not cond:
             continue
@@ -860,14 +867,14 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
         else:
             rec.conditions.append(cond)
     for key, _idx, typ, name, desc, other, arms in con.execute(
-        "SELECT record_key, idx, type, name, description, other_names, arm_labels FROM record_interventions ORDER BY record_key, idx"
-    ).fetchall():
+        f"SELECT record_key, idx, type, name, description, other_names, arm_labels FROM record_interventions {keys_sql} ORDER BY record_key, idx",
+        keys).fetchall():
         irec = recs.get(key)
         if irec is not None:
             irec.interventions.append(Intervention(typ or "", name or "", desc or "", list(other or []), list(arms or [])))
     for key, _idx, label, typ, desc, names in con.execute(
-        "SELECT record_key, idx, label, type, description, intervention_names FROM record_arms ORDER BY record_key, idx"
-    ).fetchall():
+        f"SELECT record_key, idx, label, type, description, intervention_names FROM record_arms {keys_sql} ORDER BY record_key, idx",
+        keys).fetchall():
         arec = recs.get(key)
         if arec is not None:
             arec.arms.append(Arm(label or "", typ or "", desc or "", list(names or [])))
@@ -877,13 +884,14 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
 def classify_store(
     store: Any,
     only_changed: bool = False,
-    progress: Any = None,
+    progress: Progress | None = None,
     taxonomy: Taxonomy | None = None,
 ) -> dict[str, Any]:
     """Classify every trial in ``store`` into tables ``labels`` and ``label_evidence``.
 
     ``only_changed`` skips trials whose input hash and taxonomy version match
-    their stored labels. ``progress(done, total)`` is called now and then.
+    their stored labels. ``progress`` receives a ``classify``/``trials``
+    :class:`~celltrials.progress.ProgressEvent` now and then.
     Returns a summary dict.
     """
     import time
@@ -923,7 +931,7 @@ def classify_store(
         for ct in lab.cell_type:
             counts[ct] = counts.get(ct, 0) + 1
         if progress is not None and (i % 500 == 0 or i == total - 1):
-            progress(i + 1, total)
+            progress(ProgressEvent("classify", "trials", done=i + 1, total=total))
     labels_df = pd.DataFrame(lab_rows, columns=_LABEL_COLS)
     ev_df = pd.DataFrame(ev_rows, columns=_EVIDENCE_COLS)
     ev_df["start"] = ev_df["start"].astype("int32")

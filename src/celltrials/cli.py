@@ -22,6 +22,7 @@ from celltrials.commands import (  # noqa: F401  (imported for their @cli.comman
     pipeline,
     products,
     report,
+    serve,
     sync,
 )
 from celltrials.commands.base import Context, cli, echo_json, pass_ctx

@@ -12,7 +12,7 @@ import contextlib
 import gc
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,28 +20,13 @@ from typing import Any
 from celltrials.errors import DataFileError, RecordError, UnknownFormatError
 from celltrials.fswalk import expand_glob, walk_files
 from celltrials.models import ParsedRecord
+from celltrials.progress import Progress, ProgressEvent, logger
 from celltrials.sources import parse_file, sniff
 from celltrials.sources.validate import unstorable_reason
 from celltrials.store import AddResult, Staged, Store, raw_and_digest
 
 #: extensions that hold registry data; anything else in a folder is a note and skipped
 DATA_EXTENSIONS = {".json", ".ndjson", ".jsonl", ".csv", ".xml", ".xlsx", ".zip"}
-
-Progress = Callable[["ProgressEvent"], None]
-
-
-@dataclass
-class ProgressEvent:
-    kind: str  # "file_start" | "records" | "file_done" | "skipped" | "step" (pipeline stage)
-    path: str
-    n: int = 0
-    total_files: int = 0
-    file_index: int = 0
-    message: str = ""
-
-    def __post_init__(self) -> None:
-        self.path = display_path(self.path)
-
 
 @dataclass
 class Finding:
@@ -289,7 +274,7 @@ def ingest_paths(
     explicit = {Path(str(p)).resolve() for p in paths if Path(str(p)).is_file()}
     for f in report.findings:
         if progress:
-            progress(ProgressEvent("skipped", f.path, message=f.reason))
+            progress(ProgressEvent("ingest", "skipped", f.path, message=f.reason))
     known = _Known.load(store)
     group = _Group(store, known, progress, batch_size)
     with _gc_paused():
@@ -322,7 +307,7 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
         reason = "unchanged: this content was ingested before (same SHA-256); --force reads it again"
         report.findings.append(Finding(str(path), reason, severity="notice"))
         if progress:
-            progress(ProgressEvent("skipped", str(path), message="unchanged since it was last ingested"))
+            progress(ProgressEvent("ingest", "skipped", display_path(path), message="unchanged since it was last ingested"))
         return
     try:
         sniffed = sniff(path)
@@ -331,7 +316,7 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
             # a CSV that is not a registry export (e.g. a labels table next to the data)
             report.findings.append(Finding(str(path), "CSV without a registry id column (NCT Number / TrialID)", severity="notice"))
             if progress:
-                progress(ProgressEvent("skipped", str(path), message="not a registry export"))
+                progress(ProgressEvent("ingest", "skipped", display_path(path), message="not a registry export"))
             return
         finding = Finding(str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
         report.findings.append(finding)
@@ -341,10 +326,11 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
     except (DataFileError, OSError) as exc:
         _unreadable(exc, path, report, skip_bad)
         return
+    logger.info("ingest %s (%s)", path, sniffed.format)
     result = FileResult(str(path), sniffed.format)
     report.files.append(result)
     if progress:
-        progress(ProgressEvent("file_start", str(path), total_files=total_files, file_index=index))
+        progress(ProgressEvent("ingest", "file_start", display_path(path), done=index - 1, total=total_files, index=index))
     try:
         if st.st_size <= SMALL_FILE_BYTES:
             staged = _Staged(path, result, sha, st.st_size, st.st_mtime_ns, 0, [])
@@ -357,7 +343,7 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
                     staged.items.append(prepared)
             staged.n_bad = result.n_bad
             if progress:
-                progress(ProgressEvent("records", str(path), n=len(staged.items) + result.n_bad))
+                progress(ProgressEvent("ingest", "records", display_path(path), n=len(staged.items) + result.n_bad))
             group.add(staged)
         else:
             group.flush()
@@ -373,7 +359,8 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
         if not skip_bad:
             raise IngestAborted(finding, report) from None
     if progress:
-        progress(ProgressEvent("file_done", str(path), n=result.n_records, total_files=total_files, file_index=index))
+        progress(ProgressEvent("ingest", "file_done", display_path(path), done=index, total=total_files, index=index,
+                               n=result.n_records))
 
 
 def _unreadable(exc: DataFileError | OSError, path: Path, report: IngestReport, skip_bad: bool) -> None:
@@ -430,7 +417,7 @@ def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, rep
             total.n_records += len(batch)
             total.n_new += sum(flags)
             if progress:
-                progress(ProgressEvent("records", str(path), n=len(batch)))
+                progress(ProgressEvent("ingest", "records", display_path(path), n=len(batch)))
             batch.clear()
 
         for item in parse_file(path, sniffed):

@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -169,11 +171,12 @@ _VOLATILE = {
     "ictrp_csv": ictrp.VOLATILE,
     "ictrp_xml": ictrp.VOLATILE,
     "ictrp_xlsx": ictrp.VOLATILE,
+    "ctgov_v1_json": ("Rank",),
 }
 
 #: richer formats win ties between versions with the same update date
 FORMAT_RANK = {
-    "ctgov_json": 5, "ctgov_csv": 3, "ctgov_csv_classic": 2,
+    "ctgov_json": 5, "ctgov_xml": 4, "ctgov_v1_json": 4, "ctgov_csv": 3, "ctgov_csv_classic": 2,
     "ictrp_xml": 2, "ictrp_xlsx": 2, "ictrp_csv": 2,
 }
 
@@ -207,10 +210,7 @@ class Store:
         db = str(path or os.environ.get("CELLTRIALS_DB") or DEFAULT_DB)
         if read_only and db != ":memory:" and not Path(db).exists():
             raise StoreError(f"no store at {db}", hint="Run `celltrials ingest PATH` first, or pass --db.")
-        try:
-            con = duckdb.connect(db, read_only=read_only)
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot open store {db}: {exc}") from None
+        con = _connect(db, read_only)
         store = cls(con, db)
         if not read_only:
             store.migrate()
@@ -539,6 +539,70 @@ class Store:
     def raw_record(self, record_key: str) -> Any:
         row = self.con.execute("SELECT raw FROM records WHERE record_key = ?", [record_key]).fetchone()
         return orjson.loads(row[0]) if row else None
+
+
+# ------------------------------------------------------------------ locking
+_LOCK_RE = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
+
+
+@dataclass
+class LockHolder:
+    """The process holding a DuckDB store (from DuckDB's lock error)."""
+
+    pid: int
+    executable: str
+    command: str
+
+    def describe(self) -> str:
+        return f"process {self.pid} ({self.command or self.executable})"
+
+
+def lock_holder(message: str) -> LockHolder | None:
+    """Parse DuckDB's "Conflicting lock is held in EXE (PID N)" error; the
+    command line comes from /proc when readable."""
+    m = _LOCK_RE.search(message)
+    if not m:
+        return None
+    pid = int(m.group("pid"))
+    cmd = ""
+    with contextlib.suppress(OSError):
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        parts = [p.decode("utf-8", "replace") for p in raw.split(b"\0") if p]
+        cmd = " ".join(Path(p).name if i == 0 else p for i, p in enumerate(parts))[:200]
+    return LockHolder(pid, m.group("exe"), cmd)
+
+
+def _connect(db: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open the DuckDB file. DuckDB lets one process write a file and, while
+    it does, no other process open it; any open connection keeps writers out.
+    A locked store is retried for ``CELLTRIALS_LOCK_WAIT`` seconds (default 10;
+    e.g. while ``celltrials serve`` copies its snapshot), then the error names
+    the process holding it."""
+    try:
+        wait = float(os.environ.get("CELLTRIALS_LOCK_WAIT", "10"))
+    except ValueError:
+        wait = 10.0
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return duckdb.connect(db, read_only=read_only)
+        except duckdb.Error as exc:
+            holder = lock_holder(str(exc))
+            if holder is None:
+                raise StoreError(f"cannot open store {db}: {exc}") from None
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            if read_only:
+                raise StoreError(
+                    f"store {db} is being written by {holder.describe()}; DuckDB lets no other process "
+                    "read a store while one writes it",
+                    hint="Run this command again when that process has finished "
+                         "(a running `celltrials serve` keeps showing its last snapshot meanwhile).") from None
+            raise StoreError(
+                f"store {db} is in use by {holder.describe()}; DuckDB lets only one process write a store, "
+                "and none while another has it open",
+                hint="Wait for that process to finish (or stop it), then run this command again.") from None
 
 
 # ------------------------------------------------------------------ row making

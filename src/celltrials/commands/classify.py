@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from celltrials.commands.base import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
 
 
 @cli.command("classify")
@@ -20,22 +20,11 @@ from celltrials.commands.base import Context, cli, echo_json, pass_ctx
 @pass_ctx
 def classify_cmd(ctx: Context, changed_only: bool, as_json: bool) -> None:
     """Label every trial in the store (cell type, MSC source, origin, form, indication)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from celltrials.classify import classify_store
 
     console = Console(stderr=True)
-    with ctx.open_store() as store:
-        if not ctx.quiet and not as_json and console.is_terminal:
-            with Progress(TextColumn("classify"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
-                task = bar.add_task("classify", total=None)
-
-                def progress(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
-
-                summary = classify_store(store, only_changed=changed_only, progress=progress)
-        else:
-            summary = classify_store(store, only_changed=changed_only)
+    with ctx.open_store() as store, progress_display(not ctx.quiet and not as_json, console) as progress:
+        summary = classify_store(store, only_changed=changed_only, progress=progress)
     if as_json:
         echo_json(summary)
         return

@@ -8,11 +8,10 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from celltrials.commands.base import Context, cli, echo_json, pass_ctx
-from celltrials.ingest import IngestAborted, IngestReport, ProgressEvent, ingest_paths
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
+from celltrials.ingest import IngestAborted, IngestReport, ingest_paths
 from celltrials.safety import escape_markup as esc
 
 
@@ -58,23 +57,8 @@ def ingest(ctx: Context, paths: tuple[str, ...], skip_bad: bool, force: bool, as
     store = ctx.open_store()
     show = not ctx.quiet and not as_json and console.is_terminal
     try:
-        if show:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[records]} records"), TimeElapsedColumn(),
-                          console=console, transient=True) as bar:
-                task = bar.add_task("files", total=None, records=0)
-
-                def progress(ev: ProgressEvent) -> None:
-                    if ev.kind == "file_start":
-                        bar.update(task, total=ev.total_files, description=Path(ev.path).name)
-                    elif ev.kind == "records":
-                        bar.update(task, records=bar.tasks[0].fields["records"] + ev.n)
-                    elif ev.kind == "file_done":
-                        bar.update(task, completed=ev.file_index)
-
-                report = ingest_paths(store, list(paths), skip_bad=skip_bad, force=force, progress=progress)
-        else:
-            report = ingest_paths(store, list(paths), skip_bad=skip_bad, force=force)
+        with progress_display(show, console) as progress:
+            report = ingest_paths(store, list(paths), skip_bad=skip_bad, force=force, progress=progress)
     except IngestAborted as exc:
         if as_json:
             echo_json(exc.report.to_dict())

@@ -240,7 +240,9 @@ def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
 def results(ctx: Context, trial_id: str | None, export_path: str | None, limit: int, as_json: bool) -> None:
     """Posted results of trial ID (outcomes, analyses, adverse events, flow), or --export them all.
 
-    Reads the latest ClinicalTrials.gov API v2 JSON stored for the trial.
+    Reads the latest ClinicalTrials.gov record stored for the trial: API v2
+    JSON, legacy XML or API v1 study fields (re-assembled where the v1
+    flattening is unambiguous).
     """
     from celltrials.analysis.results import export_outcomes, results_for_store, tables_to_records
 
@@ -329,6 +331,17 @@ def _render_results(trial_id: str, tables: dict[str, Any], limit: int) -> None:
                       f"{_num_text(r.num_affected)} / {_num_text(r.num_at_risk)}")
         con.print(t)
         more(ae)
+    eg = tables["event_groups"]
+    if not eg.empty:
+        t = Table("group", "serious: affected / at risk", "deaths: affected / at risk", "other: affected / at risk",
+                  title="Adverse-event groups (totals)")
+        for r in eg.head(limit).itertuples(index=False):
+            t.add_row(esc(r.group_title or r.group_id or ""),
+                      f"{_num_text(r.serious_num_affected)} / {_num_text(r.serious_num_at_risk)}",
+                      f"{_num_text(r.deaths_num_affected)} / {_num_text(r.deaths_num_at_risk)}",
+                      f"{_num_text(r.other_num_affected)} / {_num_text(r.other_num_at_risk)}")
+        con.print(t)
+        more(eg)
     pf = tables["participant_flow"]
     if not pf.empty:
         t = Table("period", "milestone / reason", "group", "participants", title="Participant flow")

@@ -40,6 +40,7 @@ import pandas as pd
 import celltrials
 from celltrials.analysis import landscape as L
 from celltrials.errors import AnalysisError, ConfigError
+from celltrials.progress import Progress, ProgressEvent
 from celltrials.report._draw import chart_to_dict, claim
 from celltrials.report.figures import (
     COLORS,
@@ -57,17 +58,7 @@ TOP_TARGETS = 15
 XLSX_CELL_LIMIT = 32_000
 
 
-@dataclass
-class ReportProgress:
-    """What :func:`build_report` is doing: ``step`` of ``total``."""
 
-    step: str
-    index: int
-    total: int
-    message: str = ""
-
-
-Progress = Callable[[ReportProgress], None]
 
 
 @dataclass
@@ -415,7 +406,7 @@ def _build_chapters(counts: _Counts, secs: dict[str, pd.DataFrame], dd: date | N
 
     # funnel
     if funnel is not None and len(funnel):
-        chapters.append(_funnel_chapter(counts, funnel, funnel_ids))
+        chapters.append(_funnel_chapter(counts, funnel, funnel_ids, secs.get("funnel_products")))
     else:
         chapters.append(Chapter("funnel", "Development funnel", "", [], notice=funnel_error or
                                 "No funnel: no labelled trials."))
@@ -430,21 +421,24 @@ def _funnel_input(sel: pd.DataFrame) -> pd.DataFrame:
     return sel[["trial_id", "cell_type", "msc_source", "phase", "status", "start_date", "registration_date"]]
 
 
-def _funnel(sel: pd.DataFrame, con: Any) -> tuple[pd.DataFrame | None, dict[str, list[str]], str]:
+def _funnel(sel: pd.DataFrame, con: Any) -> tuple[pd.DataFrame | None, dict[str, list[str]], str,
+                                                  pd.DataFrame | None]:
     """The development funnel of :mod:`celltrials.analysis.funnel` over the
-    report's trials, plus the trial ids behind each stage count."""
+    report's trials, the trial ids behind each stage count, and the table of
+    approved products (one row per active substance)."""
     try:
         from celltrials.analysis import funnel as F
     except ImportError:  # pragma: no cover - funnel module not installed
-        return None, {}, "The development-funnel module (celltrials.analysis.funnel) is not available."
+        return None, {}, "The development-funnel module (celltrials.analysis.funnel) is not available.", None
     inp = _funnel_input(sel)
     if not inp["cell_type"].map(len).any():
-        return None, {}, "No funnel: the report's trials carry no cell-type labels."
+        return None, {}, "No funnel: the report's trials carry no cell-type labels.", None
     try:
         links = con.execute("SELECT trial_id, product FROM product_links").df()
-    except Exception:  # no product_links table: no years to approval
+    except Exception:  # no product_links table: no product is linked to trials
         links = None
     fr = F.funnel_frame(inp, links=links)
+    products = F.product_table(inp, links=links)
     # the trials behind each stage count, by the funnel module's own definitions
     stages = {"registered": "true",
               "reached_phase2": f"phase IN ({L._in(sorted(F.REACHED_PHASE2))})",
@@ -465,10 +459,23 @@ def _funnel(sel: pd.DataFrame, con: Any) -> tuple[pd.DataFrame | None, dict[str,
         key = _cid("funnel", r.family, r.msc_source)
         for k in stages:
             ids[f"{key}|{k}"] = list(getattr(r, k))
-    return fr, ids, ""
+    for r in _rows(fr):  # the group's trials that name its approved products
+        ids[_cid("funnel", r.family, r.msc_source) + "|approved_products"] = list(r.approved_trial_ids)
+    return fr, ids, "", products
 
 
-def _funnel_chapter(counts: _Counts, fr: pd.DataFrame, ids: dict[str, list[str]]) -> Chapter:
+def _years_text(r: Any) -> str:
+    if r.approved_before_first_trial:
+        return f"approved {r.years_before:.1f} years before its first registered trial started"
+    if r.years is not None and r.years == r.years:
+        return f"{r.years:.1f}"
+    if not r.n_trials:
+        return "no registered trial in this report"
+    return "unknown (no approval date or no trial start date)"
+
+
+def _funnel_chapter(counts: _Counts, fr: pd.DataFrame, ids: dict[str, list[str]],
+                    products: pd.DataFrame | None = None) -> Chapter:
     rows = []
     fr = fr.sort_values(["registered", "family", "msc_source"], ascending=[False, True, True], kind="stable")
 
@@ -482,28 +489,69 @@ def _funnel_chapter(counts: _Counts, fr: pd.DataFrame, ids: dict[str, list[str]]
             cid = f"{base}|{stage}"
             row.append(counts.cell(cid, getattr(r, stage), ids.get(cid, [])))
         cid = f"{base}|approved_products"
-        counts.add(cid, int(r.approved_products), None)
-        row.append(Cell(_fmt(r.approved_products), count_id=cid, num=True))
+        counts.add(cid, int(r.approved_products), ids.get(cid, []))
+        row.append(Cell(_fmt(r.approved_products), count_id=cid, num=True, listed=True))
         row.append(Cell(str(r.approved_product_names or "")))
+        med = r.median_years_to_approval
+        row.append(Cell(f"{med:.1f} (n = {r.n_with_years})" if med == med else "–", num=True))
+        cid = f"{base}|approved_before_first_trial"
+        counts.add(cid, int(r.approved_before_first_trial), None)
+        row.append(Cell(_fmt(r.approved_before_first_trial), count_id=cid, num=True))
+        cid = f"{base}|approved_no_trials"
+        counts.add(cid, int(r.approved_no_trials), None)
+        row.append(Cell(_fmt(r.approved_no_trials), count_id=cid, num=True))
+        row.append(Cell(str(r.approved_no_trials_names or "")))
         rows.append(row)
     top = fr.head(FUNNEL_TOP)
     cats = [group_text(r.family, r.msc_source) for r in _rows(top)]
     series = []
-    for stage, name in (("registered", "registered"), ("reached_phase2", "reached phase 2"),
-                        ("reached_phase3", "reached phase 3")):
+    for stage, name in (("registered", "registered trials"), ("reached_phase2", "reached phase 2"),
+                        ("reached_phase3", "reached phase 3"),
+                        ("approved_products", "approved products (with registered trials)")):
         series.append(Series(name, [int(v) for v in top[stage]],
                              [f"{_cid('funnel', r.family, r.msc_source)}|{stage}" for r in _rows(top)],
                              color=COLORS[stage]))
     table = TableView(["cell type · MSC source", "registered", "reached phase 2", "reached phase 3",
-                       "terminated/withdrawn", "approved products", "approved products (any regulator)"], rows,
-                      note="Approved products count catalog products (any regulator, any status) of that cell "
-                           "type and MSC source, not trials.")
-    return Chapter("funnel", "Development funnel", "", [SectionView(
+                       "terminated/withdrawn", "approved products with registered trials here",
+                       "those products (brands)", "median years, first trial start → first approval (n)",
+                       "approved before their first registered trial", "approved, no registered trial here",
+                       "those products (brands)"], rows,
+                      note="A product is an active substance: brands, code names and regulators are approvals of "
+                           "it (Prochymal and Ryoncil are one product, remestemcel-L). The approved stage counts "
+                           "the group's catalog products named by at least one of its registered trials (click to "
+                           "list those trials); the group's other catalog products were approved without a "
+                           "registered trial in this report and are shown apart. Years to approval run from the "
+                           "start of the earliest registered trial naming the product to its first approval by any "
+                           "regulator; products approved before that trial started are counted apart, not as "
+                           "negative years.")
+    sections = [SectionView(
         "funnel", "From registered trials to approved products",
         "Per cell type (and MSC source): trials, trials that reached phase 2 (phase 1/2 counts) and phase 3, "
-        "and approved products in the celltrials catalog (celltrials.analysis.funnel).",
-        Chart("funnel", f"Development funnel (top {FUNNEL_TOP} groups)", "grouped", cats, series,
-              y_title="trials"), table)])
+        "and approved products (active substances in the celltrials catalog) that at least one of those trials "
+        "names (celltrials.analysis.funnel).",
+        Chart("funnel", "Development funnel: trials → phase 2 → phase 3 → approved products", "grouped",
+              cats, series, y_title="trials; approved products (log scale)", log_scale=True,
+              note=f"The {len(cats)} cell types with most trials. The last bar of each group counts approved "
+                   "products (active substances) named by its trials, the others count trials; log scale. "
+                   "Approved products without a registered trial here are listed in the table."),
+        table)]
+    if products is not None and len(products):
+        prow = []
+        for r in _rows(products):
+            cid = _cid("funnel_products", r.substance)
+            prow.append([Cell(str(r.substance)), Cell(str(r.products)), Cell(group_text(r.family, r.msc_source)),
+                         Cell(str(r.regulators)), Cell(str(r.first_approval) or "–"),
+                         counts.cell(cid, r.n_trials, r.trial_ids),
+                         Cell(_day(r.first_trial_start) or "–"), Cell(_years_text(r))])
+        sections.append(SectionView(
+            "funnel_products", "Approved products and time to approval",
+            "Every catalog product (active substance) of the cell types above: its brands and regulators, the "
+            "report's trials that name it, and the years from the start of the first of them to the first "
+            "approval.", None,
+            TableView(["product (active substance)", "brands", "cell type · MSC source", "regulators",
+                       "first approval", "trials naming it", "first trial start",
+                       "years to approval"], prow)))
+    return Chapter("funnel", "Development funnel", "", sections)
 
 
 # ------------------------------------------------------------------ outputs
@@ -655,7 +703,7 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
 
     def step(i: int, msg: str = "") -> float:
         if progress:
-            progress(ReportProgress(steps[i], i, len(steps), msg))
+            progress(ProgressEvent("report", "step", steps[i], done=i, total=len(steps), index=i, message=msg))
         return time.perf_counter()
 
     try:
@@ -691,12 +739,14 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
     secs: dict[str, pd.DataFrame] = {name: fn(con, sel) for name, fn in L.SECTIONS.items()}
     secs["exclusions"] = L.exclusions(con, filters)
     dd = L.data_date(con)
-    fr, funnel_ids, funnel_error = _funnel(sel, con)
+    fr, funnel_ids, funnel_error, funnel_products = _funnel(sel, con)
     if fr is not None:
         f_tab = fr.copy()
         f_tab["trial_ids"] = [funnel_ids.get(_cid("funnel", r.family, r.msc_source) + "|registered", [])
                               for r in _rows(fr)]
         secs["funnel"] = f_tab
+    if funnel_products is not None:
+        secs["funnel_products"] = funnel_products
     timings["sections"] = time.perf_counter() - t
 
     counts = _Counts()
@@ -814,7 +864,8 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
     _remove_stale(out, {p.name for p in fig_paths}, {p.name for p in table_paths})
     timings["total"] = time.perf_counter() - t_all
     if progress:
-        progress(ReportProgress("done", len(steps), len(steps), str(html)))
+        progress(ProgressEvent("report", "done", "done", done=len(steps), total=len(steps), index=len(steps),
+                              message=str(html)))
     return ReportResult(out, html, xlsx, fig_paths, table_paths, len(sel), dd, described, secs, timings)
 
 
@@ -885,7 +936,7 @@ class _Drawing:
 
 
 #: every file name a report can write under figures/ and tables/
-_KNOWN_STEMS = {*L.SECTIONS, "exclusions", "funnel", "trials"}
+_KNOWN_STEMS = {*L.SECTIONS, "exclusions", "funnel", "funnel_products", "trials"}
 
 
 def _remove_stale(out: Path, figures: set[str], tables: set[str]) -> None:

@@ -55,6 +55,8 @@ class Chart:
     rows: list[str] = field(default_factory=list)
     z: list[list[int]] = field(default_factory=list)
     z_ids: list[list[str | None]] = field(default_factory=list)
+    #: value axis on a log scale (e.g. a funnel from thousands of trials to a few products)
+    log_scale: bool = False
 
     @property
     def empty(self) -> bool:
@@ -139,7 +141,10 @@ def to_plotly(chart: Chart) -> dict[str, Any]:
         top = max((sum(v) for v in zip(*(s.values for s in chart.series), strict=True)), default=0)
     else:
         top = max((v for s in chart.series for v in s.values), default=0)
-    layout["xaxis" if horizontal else "yaxis"]["range"] = [0, max(1.0, top * (1.12 if len(chart.series) == 1 else 1.05))]
+    if chart.log_scale:
+        layout["xaxis" if horizontal else "yaxis"]["type"] = "log"
+    else:
+        layout["xaxis" if horizontal else "yaxis"]["range"] = [0, max(1.0, top * (1.12 if len(chart.series) == 1 else 1.05))]
     return {"data": data, "layout": layout}
 
 
@@ -180,10 +185,16 @@ def draw_matplotlib(chart: Chart, out_dir: Path, *, dpi: int = 200) -> list[Path
         _draw(ax, chart, plt)
         ax.set_title(chart.title, loc="left")
         if chart.note:
-            fig.text(0.0, 0.0, chart.note, fontsize=7.5, color="#555555", ha="left", va="bottom",
-                     transform=fig.transFigure)
+            import textwrap
+
+            # wrapped to the figure's width; the figure grows to hold it
+            lines = [ln for para in chart.note.split("\n") for ln in textwrap.wrap(para, max(40, int(w * 17)))]
+            extra = 0.13 * len(lines) + 0.06
+            fig.set_size_inches(w, h + extra)
+            fig.text(0.005, 0.005, "\n".join(lines), fontsize=7.5, color="#555555", ha="left", va="bottom",
+                     transform=fig.transFigure, linespacing=1.25)
             engine: Any = fig.get_layout_engine()
-            engine.set(rect=(0, 0.05, 1, 0.95))
+            engine.set(rect=(0, extra / (h + extra), 1, 1 - extra / (h + extra)))
         # lay out once, then freeze it for both files (constrained layout would rerun per save)
         fig.draw_without_rendering()
         fig.set_layout_engine("none")
@@ -249,6 +260,11 @@ def _draw(ax: Any, chart: Chart, plt: Any) -> None:
             ax.bar_label(bars, labels=labels, padding=2, fontsize=7.5, color="#333333")
         if chart.kind in ("stacked", "hstacked"):
             left = left + vals
+    if chart.log_scale:
+        from matplotlib.ticker import FuncFormatter
+
+        (ax.set_xscale if horizontal else ax.set_yscale)("log", nonpositive="clip")
+        (ax.xaxis if horizontal else ax.yaxis).set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     if horizontal:
         ax.set_yticks(pos, cats)
         ax.invert_yaxis()
