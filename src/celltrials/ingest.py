@@ -342,6 +342,7 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
                 if prepared:
                     staged.items.append(prepared)
             staged.n_bad = result.n_bad
+            result.n_records = len(staged.items)  # new/unchanged are known once the group is written
             if progress:
                 progress(ProgressEvent("ingest", "records", display_path(path), n=len(staged.items) + result.n_bad))
             group.add(staged)

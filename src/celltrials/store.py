@@ -20,8 +20,10 @@ ICTRP each version their own copies. A newer version never erases an older
 one; ``records.is_current`` marks the one in use. Trials are the connected
 components of records that share any registry id (:mod:`celltrials.dedup`).
 
-Other modules extend the schema with numbered migrations registered through
-:func:`register_migration` (2: classification, 3: sync, 4: products).
+The store owns the whole schema: :data:`MIGRATIONS` lists every named,
+numbered step (1 core, 2 classification labels, 3 sync runs, 4 product
+links, 5 ingested files' size and mtime); a store applies those it lacks
+when opened for writing.
 """
 
 from __future__ import annotations
@@ -137,31 +139,64 @@ def _v5_ingest_file_stat(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE ingests ADD COLUMN IF NOT EXISTS source_mtime_ns BIGINT")
 
 
-_MIGRATIONS: dict[int, Migration] = {
-    1: Migration(1, "core", _v1),
-    5: Migration(5, "ingest_file_stat", _v5_ingest_file_stat),
-}
+#: classifier output (:mod:`celltrials.classify` writes it)
+SCHEMA_LABELS = """
+CREATE TABLE IF NOT EXISTS labels (
+    trial_id VARCHAR PRIMARY KEY, is_cell_therapy BOOLEAN, cell_type VARCHAR, msc_source VARCHAR,
+    origin VARCHAR, product_form VARCHAR, indication_group VARCHAR, therapeutic_area VARCHAR,
+    targets VARCHAR, dose VARCHAR, route VARCHAR, combinations VARCHAR, manufacturing VARCHAR,
+    taxonomy_version VARCHAR, classified_at TIMESTAMP, input_hash VARCHAR);
+CREATE TABLE IF NOT EXISTS label_evidence (
+    trial_id VARCHAR, field VARCHAR, value VARCHAR, source_field VARCHAR, text VARCHAR,
+    start INTEGER, "end" INTEGER);
+"""
+
+#: saved live-registry queries and their runs (:mod:`celltrials.sync`)
+SCHEMA_SYNC = """
+CREATE TABLE IF NOT EXISTS sync_queries (
+    query_id VARCHAR PRIMARY KEY, name VARCHAR, params JSON, base_url VARCHAR,
+    created_at TIMESTAMP, last_complete_sync TIMESTAMP, last_complete_started DATE
+);
+CREATE SEQUENCE IF NOT EXISTS sync_run_seq START 1;
+CREATE TABLE IF NOT EXISTS sync_runs (
+    run_id INTEGER PRIMARY KEY, query_id VARCHAR, kind VARCHAR, params JSON,
+    started_at TIMESTAMP, updated_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
+    next_page_token VARCHAR, pages_done INTEGER, studies_seen INTEGER, n_new INTEGER,
+    total_count INTEGER, page_size INTEGER, error VARCHAR
+);
+"""
+
+#: trials linked to catalogued products (:mod:`celltrials.products`)
+SCHEMA_PRODUCTS = """
+CREATE TABLE IF NOT EXISTS product_links (
+    trial_id VARCHAR NOT NULL,
+    product VARCHAR NOT NULL,
+    regulators VARCHAR,
+    field VARCHAR NOT NULL,
+    alias VARCHAR NOT NULL,
+    snippet VARCHAR,
+    catalog_version VARCHAR
+);
+"""
 
 
-def register_migration(version: int, name: str, apply: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
-    """Add a schema step; stores apply pending steps in version order on open.
+def _ddl(sql: str) -> Callable[[duckdb.DuckDBPyConnection], None]:
+    def apply(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(sql)
 
-    ``apply`` must be idempotent (``CREATE … IF NOT EXISTS``) since a store
-    made by an older celltrials runs it once when first opened by a newer one.
-    """
-    existing = _MIGRATIONS.get(version)
-    if existing and existing.name != name:
-        raise ValueError(f"migration {version} already registered as {existing.name!r}")
-    _MIGRATIONS[version] = Migration(version, name, apply)
+    return apply
 
 
-def _load_extension_migrations() -> None:
-    # Modules that own schema steps register them on import.
-    import importlib
-
-    for mod in ("celltrials.classify", "celltrials.sync", "celltrials.products"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(mod)
+#: every schema step, in the order a store applies the ones it lacks (each
+#: idempotent: a store made by an older celltrials runs the new ones once)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "core", _v1),
+    Migration(2, "classification", _ddl(SCHEMA_LABELS)),
+    Migration(3, "sync", _ddl(SCHEMA_SYNC)),
+    Migration(4, "products", _ddl(SCHEMA_PRODUCTS)),
+    Migration(5, "ingest_file_stat", _v5_ingest_file_stat),
+)
+_MIGRATIONS: dict[int, Migration] = {m.version: m for m in MIGRATIONS}
 
 
 # Record fields that change between exports of the same content (ranks, export stamps).
@@ -233,7 +268,6 @@ class Store:
         return int(row[0] or 0) if row else 0
 
     def migrate(self) -> None:
-        _load_extension_migrations()
         self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
         done = {r[0] for r in self.con.execute("SELECT version FROM schema_version").fetchall()}
         newest = max(_MIGRATIONS)
