@@ -36,23 +36,23 @@ def test_a_new_store_has_every_table_without_importing_other_modules(tmp_path: P
     tables = json.loads(out[0])
     assert {"records", "trial_records", "ingests", "labels", "label_evidence", "sync_queries", "sync_runs",
             "product_links"} <= set(tables)
-    assert json.loads(out[1]) == [m.version for m in MIGRATIONS] == [1, 2, 3, 4, 5]
+    assert json.loads(out[1]) == [m.version for m in MIGRATIONS] == [1, 2, 3, 4, 5, 6]
     assert json.loads(out[2]) == []
     assert len({m.name for m in MIGRATIONS}) == len(MIGRATIONS)
 
 
-def test_a_store_from_before_migration_5_is_upgraded(tmp_path: Path) -> None:
+def test_a_store_from_before_the_ingest_file_stat_migration_is_upgraded(tmp_path: Path) -> None:
     import duckdb
 
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
     con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
-    for m in MIGRATIONS[:4]:
+    for m in MIGRATIONS[:-1]:
         m.apply(con)
         con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.name])
     con.close()
     with celltrials.open(db) as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == MIGRATIONS[-1].version == 6
         cols = {r[0] for r in store.con.execute("DESCRIBE ingests").fetchall()}
         assert {"source_size", "source_mtime_ns"} <= cols
         assert ingest_paths(store, [PROCHYMAL_CSV]).n_new == 14

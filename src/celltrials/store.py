@@ -21,9 +21,11 @@ one; ``records.is_current`` marks the one in use. Trials are the connected
 components of records that share any registry id (:mod:`celltrials.dedup`).
 
 The store owns the whole schema: :data:`MIGRATIONS` lists every named,
-numbered step (1 core, 2 classification labels, 3 sync runs, 4 product
-links, 5 ingested files' size and mtime); a store applies those it lacks
-when opened for writing.
+numbered step; a store applies those it lacks when opened for writing.
+Migration 5 keeps raw values beside canonical ones: ``study_type_raw``,
+``lead_sponsor_raw`` / ``lead_sponsor_key``, ISO codes and the raw value of
+each country row, ``record_regions`` (continents named in country fields)
+and ``record_text_repairs`` (every repaired text with its raw form).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import pyarrow as pa
 
 from celltrials.errors import StoreError
 from celltrials.models import ParsedRecord
+from celltrials.normalize import finish_record
 from celltrials.sources import ctgov_csv, ictrp
 from celltrials.sources.base import content_hash
 
@@ -133,7 +136,49 @@ def _v1(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA_V1)
 
 
-def _v5_ingest_file_stat(con: duckdb.DuckDBPyConnection) -> None:
+SCHEMA_V5 = """
+ALTER TABLE records ADD COLUMN IF NOT EXISTS study_type_raw VARCHAR;
+ALTER TABLE records ADD COLUMN IF NOT EXISTS lead_sponsor_raw VARCHAR;
+ALTER TABLE records ADD COLUMN IF NOT EXISTS lead_sponsor_key VARCHAR;
+ALTER TABLE record_countries ADD COLUMN IF NOT EXISTS country_raw VARCHAR;
+ALTER TABLE record_countries ADD COLUMN IF NOT EXISTS iso2 VARCHAR;
+ALTER TABLE record_countries ADD COLUMN IF NOT EXISTS iso3 VARCHAR;
+ALTER TABLE record_sponsors ADD COLUMN IF NOT EXISTS name_raw VARCHAR;
+ALTER TABLE record_sponsors ADD COLUMN IF NOT EXISTS name_key VARCHAR;
+CREATE TABLE IF NOT EXISTS record_regions (record_key VARCHAR, region VARCHAR, region_raw VARCHAR);
+CREATE TABLE IF NOT EXISTS record_text_repairs (
+    record_key VARCHAR, field VARCHAR, kinds VARCHAR[], raw VARCHAR, repaired VARCHAR);
+
+CREATE OR REPLACE VIEW trials AS
+SELECT tr.trial_id, r.record_id AS primary_record_id, r.record_key AS primary_record_key,
+       r.registry, r.channel, r.source_format, r.title, r.official_title, r.acronym,
+       r.brief_summary, r.detailed_description, r.status, r.status_raw, r.why_stopped,
+       r.phase, r.phase_raw, r.study_type, r.start_date, r.start_date_precision,
+       r.completion_date, r.completion_date_precision, r.registration_date, r.last_update,
+       r.enrollment, r.enrollment_type, r.enrollment_raw, r.lead_sponsor, r.sponsor_class,
+       r.has_results, r.url, r.keywords, tr.n_records, r.source,
+       r.study_type_raw, r.lead_sponsor_raw, r.lead_sponsor_key
+FROM trial_records tr JOIN records r USING (record_key)
+WHERE tr.is_primary;
+
+CREATE OR REPLACE VIEW countries AS
+SELECT DISTINCT tr.trial_id, c.country, c.iso2, c.iso3
+FROM trial_records tr JOIN record_countries c USING (record_key) WHERE tr.is_primary AND c.country IS NOT NULL;
+CREATE OR REPLACE VIEW regions AS
+SELECT DISTINCT tr.trial_id, g.region FROM trial_records tr JOIN record_regions g USING (record_key) WHERE tr.is_primary;
+CREATE OR REPLACE VIEW sponsors AS
+SELECT tr.trial_id, s.name, s.role, s.class, s.name_raw, s.name_key
+FROM trial_records tr JOIN record_sponsors s USING (record_key) WHERE tr.is_primary;
+"""
+
+
+def _v5(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(SCHEMA_V5)
+
+
+
+
+def _v6_ingest_file_stat(con: duckdb.DuckDBPyConnection) -> None:
     # size and modification time of an ingested file: unchanged files are skipped without re-hashing
     con.execute("ALTER TABLE ingests ADD COLUMN IF NOT EXISTS source_size BIGINT")
     con.execute("ALTER TABLE ingests ADD COLUMN IF NOT EXISTS source_mtime_ns BIGINT")
@@ -194,7 +239,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "classification", _ddl(SCHEMA_LABELS)),
     Migration(3, "sync", _ddl(SCHEMA_SYNC)),
     Migration(4, "products", _ddl(SCHEMA_PRODUCTS)),
-    Migration(5, "ingest_file_stat", _v5_ingest_file_stat),
+    Migration(5, "raw beside canonical", _v5),
+    Migration(6, "ingest_file_stat", _v6_ingest_file_stat),
 )
 _MIGRATIONS: dict[int, Migration] = {m.version: m for m in MIGRATIONS}
 
@@ -245,6 +291,12 @@ class Store:
         db = str(path or os.environ.get("CELLTRIALS_DB") or DEFAULT_DB)
         if read_only and db != ":memory:" and not Path(db).exists():
             raise StoreError(f"no store at {db}", hint="Run `celltrials ingest PATH` first, or pass --db.")
+        if not read_only and db != ":memory:" and not Path(db).parent.is_dir():
+            try:
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder for store {db}: {exc.strerror}",
+                                 hint="Pass --db a path in a folder you can write to.") from None
         con = _connect(db, read_only)
         store = cls(con, db)
         if not read_only:
@@ -518,8 +570,23 @@ class Store:
         return self.con.execute(sql, params or []).df()
 
     def trials(self) -> pd.DataFrame:
-        """One row per merged trial (its primary record's normalised fields)."""
+        """One row per merged trial (its primary record's normalised fields),
+        with the classifier's labels when ``celltrials classify`` has run."""
+        cols = self._label_columns()
+        if cols:
+            picked = ", ".join(f'l."{c}"' for c in cols)
+            return self.query(f"SELECT t.*, {picked} FROM trials t LEFT JOIN labels l USING (trial_id) ORDER BY trial_id")
         return self.query("SELECT * FROM trials ORDER BY trial_id")
+
+    def _has_labels(self) -> bool:
+        row = self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'").fetchone()
+        return bool(row and row[0])
+
+    def _label_columns(self) -> list[str]:
+        """The labels table's columns a reader wants (not the key, not the run's input hash)."""
+        rows = self.con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'labels' "
+                                "ORDER BY ordinal_position").fetchall()
+        return [r[0] for r in rows if r[0] not in ("trial_id", "input_hash")]
 
     def records(self, *, current_only: bool = True, with_raw: bool = False) -> pd.DataFrame:
         cols = "*" if with_raw else "* EXCLUDE (raw)"
@@ -528,7 +595,10 @@ class Store:
 
     def table(self, name: str) -> pd.DataFrame:
         """A child view by name: conditions, interventions, arms, countries, sponsors, outcomes, trial_ids."""
-        allowed = {"conditions", "interventions", "arms", "countries", "sponsors", "outcomes", "trial_ids", "trial_records", "ingests"}
+        allowed = {"conditions", "interventions", "arms", "countries", "regions", "sponsors", "outcomes", "trial_ids", "trial_records", "ingests",
+                   "labels", "label_evidence"}
+        if name in ("labels", "label_evidence") and not self._has_labels():
+            raise StoreError(f"no {name} in {self.path}", hint="Run `celltrials classify` first.")
         if name not in allowed:
             raise StoreError(f"unknown table {name!r}", hint=f"One of: {', '.join(sorted(allowed))}")
         return self.query(f"SELECT * FROM {name}")
@@ -568,6 +638,12 @@ class Store:
                 SELECT (r2.channel, r2.record_id) FROM trial_records t2 JOIN records r2 USING (record_key) WHERE t2.trial_id = ?)
             ORDER BY r.channel, r.record_id, r.ingested_at DESC""", [trial_id])
         out["records"] = [{str(k): _plain(v) for k, v in row.items()} for row in recs.to_dict("records")]
+        out["labels"] = None
+        cols = self._label_columns()
+        if cols:
+            picked = ", ".join(f'"{c}"' for c in cols)
+            lab = self.query(f"SELECT {picked} FROM labels WHERE trial_id = ?", [trial_id]).to_dict("records")
+            out["labels"] = {str(k): _plain(v) for k, v in lab[0].items()} if lab else None
         return out
 
     def raw_record(self, record_key: str) -> Any:
@@ -623,7 +699,13 @@ def _connect(db: str, read_only: bool) -> duckdb.DuckDBPyConnection:
         except duckdb.Error as exc:
             holder = lock_holder(str(exc))
             if holder is None:
-                raise StoreError(f"cannot open store {db}: {exc}") from None
+                text = str(exc)
+                damaged = any(w in text for w in ("not a valid DuckDB database", "Corrupt database",
+                                                  "Could not read enough bytes"))
+                raise StoreError(
+                    f"cannot open store {db}: {text.splitlines()[0] if text else type(exc).__name__}",
+                    hint=("The file is damaged, truncated or not a celltrials store: move it aside and rebuild "
+                          "it with `celltrials ingest` (or pass --db another file)." if damaged else None)) from None
             if time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
@@ -648,14 +730,17 @@ _RECORD_COLUMNS = [
     "start_date", "start_date_precision", "completion_date", "completion_date_precision",
     "registration_date", "enrollment", "enrollment_type", "enrollment_raw",
     "lead_sponsor", "sponsor_class", "eligibility", "has_results", "url", "raw",
+    "study_type_raw", "lead_sponsor_raw", "lead_sponsor_key",
 ]
 _CHILD_COLUMNS = {
     "record_ids": ["record_key", "id_key", "id_raw", "registry", "is_primary"],
     "record_conditions": ["record_key", "condition", "kind"],
     "record_interventions": ["record_key", "idx", "type", "name", "description", "other_names", "arm_labels"],
     "record_arms": ["record_key", "idx", "label", "type", "description", "intervention_names"],
-    "record_countries": ["record_key", "country"],
-    "record_sponsors": ["record_key", "name", "role", "class"],
+    "record_countries": ["record_key", "country", "country_raw", "iso2", "iso3"],
+    "record_regions": ["record_key", "region", "region_raw"],
+    "record_sponsors": ["record_key", "name", "role", "class", "name_raw", "name_key"],
+    "record_text_repairs": ["record_key", "field", "kinds", "raw", "repaired"],
     "record_outcomes": ["record_key", "kind", "measure", "time_frame", "description"],
 }
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -664,6 +749,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "registration_date": pa.date32(), "ingested_at": pa.timestamp("us"),
     "keywords": pa.list_(pa.string()), "other_names": pa.list_(pa.string()),
     "arm_labels": pa.list_(pa.string()), "intervention_names": pa.list_(pa.string()),
+    "kinds": pa.list_(pa.string()),
     "is_current": pa.bool_(), "has_results": pa.bool_(), "is_primary": pa.bool_(),
     "n_records": pa.int32(),
 }
@@ -674,6 +760,7 @@ for _c in _RECORD_COLUMNS + [c for cs in _CHILD_COLUMNS.values() for c in cs] + 
 def raw_and_digest(rec: ParsedRecord) -> tuple[bytes, str]:
     """The raw JSON to store and the content hash, from one serialisation
     when no volatile key is left out (the stored text is the hashed, key-sorted one)."""
+    finish_record(rec)  # no-op for parser output; completes records built elsewhere
     exclude = _VOLATILE.get(rec.source_format, ())
     if exclude:
         return orjson.dumps(rec.raw, default=str), content_hash(rec.raw, exclude=exclude)
@@ -706,6 +793,9 @@ def _record_row(cols: dict[str, list[Any]], rec: ParsedRecord, key: str, digest:
         "sponsor_class": lead.sponsor_class if lead else None,
         "eligibility": rec.eligibility, "has_results": rec.has_results, "url": rec.url,
         "raw": raw,  # UTF-8 bytes: Arrow takes them without re-encoding
+        "study_type_raw": rec.study_type_raw,
+        "lead_sponsor_raw": lead.name_raw if lead else None,
+        "lead_sponsor_key": lead.key if lead else None,
     }
     for k, v in values.items():
         cols[k].append(v)
@@ -730,10 +820,19 @@ def _child_rows(child: dict[str, dict[str, list[Any]]], rec: ParsedRecord, key: 
         add("record_interventions", i, x.type, x.name, x.description, x.other_names, x.arm_labels)
     for i, a in enumerate(rec.arms):
         add("record_arms", i, a.label, a.type, a.description, a.intervention_names)
-    for c in rec.countries:
-        add("record_countries", c)
+    seen_places: set[tuple[str, str]] = set()
+    for raw, place in rec.places:
+        if (raw, place.name) in seen_places:
+            continue
+        seen_places.add((raw, place.name))
+        if place.kind == "region":
+            add("record_regions", place.name, raw)
+        else:
+            add("record_countries", place.name or None, raw, place.iso2, place.iso3)
     for s in rec.sponsors:
-        add("record_sponsors", s.name, s.role, s.sponsor_class)
+        add("record_sponsors", s.name, s.role, s.sponsor_class, s.name_raw, s.key)
+    for fix in rec.repairs:
+        add("record_text_repairs", fix.field, list(fix.kinds), fix.raw, fix.repaired)
     for o in rec.outcomes:
         add("record_outcomes", o.kind, o.measure, o.time_frame, o.description)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,9 @@ def show(ctx: Context, trial_id: str, as_json: bool, raw: bool) -> None:
         echo_json(trial)
         return
     _render_trial(trial)
+    for key, rec in (trial.get("raw_records") or {}).items():
+        click.echo(f"\n# raw record {key}")
+        click.echo(json.dumps(rec, indent=2, ensure_ascii=False, default=str))
 
 
 def _render_trial(t: dict[str, Any]) -> None:
@@ -142,6 +146,11 @@ def _render_trial(t: dict[str, Any]) -> None:
         ("interventions", "; ".join((f"{i['type']}: " if i["type"] else "") + i["name"] for i in t["interventions"])),
         ("url", t.get("url") or ""),
     ]
+    labels = t.get("labels") or {}
+    if labels.get("classified_at"):
+        rows.append(("labels", ", ".join(f"{k} {v}" for k, v in labels.items()
+                                          if k in ("cell_type", "msc_source", "origin", "product_form",
+                                                   "indication_group", "therapeutic_area") and v)))
     table = Table(show_header=False, box=None)
     table.add_column(style="bold cyan")
     table.add_column()
@@ -158,7 +167,7 @@ def _render_trial(t: dict[str, Any]) -> None:
 
 
 @cli.command()
-@click.option("--limit", type=int, default=None, help="Show at most this many merged trials.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Show at most this many merged trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print the merged trials as JSON.")
 @pass_ctx
 def dups(ctx: Context, limit: int | None, as_json: bool) -> None:

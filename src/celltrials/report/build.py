@@ -128,6 +128,19 @@ def _rows(df: pd.DataFrame) -> Iterator[Any]:
     return it
 
 
+def _quality_summary(con: Any) -> dict[str, Any] | None:
+    """The store-wide `celltrials check` totals for the methods section
+    (None for a store written before raw values were kept beside canonical ones)."""
+    import duckdb
+
+    from celltrials.quality import check
+
+    try:
+        return check(con).summary()
+    except duckdb.Error:
+        return None
+
+
 def _fmt(n: Any) -> str:
     return f"{int(n):,}"
 
@@ -776,6 +789,7 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
         FROM trial_records WHERE n_records > 1""").fetchall()[0]
     counts.add("methods:merged_trials_store", int(merged[0]), None)
     counts.add("methods:merged_records_store", int(merged[1]), None)
+    quality = _quality_summary(con)
     sql, params = L.selection_sql(filters)
     described = filters.describe()
     if filters.country:  # as the store spells them
@@ -851,6 +865,7 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
                             note="The trial ids of each reason are in tables/exclusions.csv."),
         "gaps": TableView(["label gap", "trials"], gap_rows),
         "merged": {"trials": int(merged[0]), "records": int(merged[1])},
+        "quality": quality,
         "sql": sql, "params": params, "taxonomy_version": tax_version,
         "registries_present": registries_present, "labelled": labelled,
         "python": platform.python_version(),

@@ -29,7 +29,7 @@ from celltrials.models import (
 from celltrials.normalize import (
     DateError,
     clean_text,
-    normalize_countries,
+    finish_record,
     normalize_enrollment,
     normalize_phase,
     normalize_sponsor_class,
@@ -127,7 +127,7 @@ def _parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) 
         for o in outcomes_mod.get(key) or []:
             outcomes.append(Outcome(kind, clean_text(o.get("measure")), clean_text(o.get("timeFrame")), clean_text(o.get("description"))))
 
-    return ParsedRecord(
+    return finish_record(ParsedRecord(
         channel=CHANNEL_CTGOV,
         source_format=source_format,
         record_id=primary.key,
@@ -145,7 +145,7 @@ def _parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) 
         why_stopped=clean_text(status.get("whyStopped")),
         phase=normalize_phase(phase_raw) if phases else "UNKNOWN",
         phase_raw=phase_raw,
-        study_type=clean_text(design.get("studyType")),
+        study_type_raw=clean_text(design.get("studyType")),
         start_date=_date(status.get("startDateStruct"), "startDate", nct, position),
         completion_date=_date(status.get("completionDateStruct") or status.get("primaryCompletionDateStruct"), "completionDate", nct, position),
         registration_date=_date(status.get("studyFirstSubmitDate") or status.get("studyFirstPostDateStruct"), "studyFirstSubmitDate", nct, position),
@@ -173,14 +173,14 @@ def _parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) 
             )
             for a in arms_mod.get("armGroups") or []
         ],
-        countries=normalize_countries([loc.get("country", "") for loc in locs]),
+        countries_raw=[loc["country"] for loc in locs if isinstance(loc.get("country"), str) and loc["country"].strip()],
         sponsors=sponsors,
         outcomes=outcomes,
         eligibility=(elig.get("eligibilityCriteria") or "").strip(),
         has_results=bool(study.get("hasResults")) or "resultsSection" in study,
         url=f"https://clinicaltrials.gov/study/{primary.key}",
         position=position,
-    )
+    ))
 
 
 def iter_studies(obj: Any) -> Iterator[Any]:

@@ -23,7 +23,7 @@ from celltrials.models import CHANNEL_ICTRP, Intervention, Outcome, ParsedRecord
 from celltrials.normalize import (
     DateError,
     clean_text,
-    normalize_countries,
+    finish_record,
     normalize_enrollment,
     normalize_phase,
     normalize_sponsor_class,
@@ -129,7 +129,7 @@ def _parse_row(row: dict[str, Any], source_format: str, position: int) -> Parsed
     outcomes = [Outcome("primary", clean_text(p)) for p in re.split(r";|\n", _text(row, "primary_outcome")) if p.strip()]
     outcomes += [Outcome("secondary", clean_text(p)) for p in re.split(r";|\n", _text(row, "secondary_outcome")) if p.strip()]
     phase_raw = _text(row, "phase")
-    return ParsedRecord(
+    return finish_record(ParsedRecord(
         channel=CHANNEL_ICTRP,
         source_format=source_format,
         record_id=trial_id,
@@ -143,21 +143,21 @@ def _parse_row(row: dict[str, Any], source_format: str, position: int) -> Parsed
         status_raw=_text(row, "recruitment_status"),
         phase=normalize_phase(phase_raw),
         phase_raw=phase_raw,
-        study_type=clean_text(_text(row, "study_type")),
+        study_type_raw=_text(row, "study_type"),
         start_date=date_of("date_enrollement", "date_enrollment"),
         registration_date=date_of("date_registration3", "date_registration"),
         last_update=date_of("last_refreshed_on"),
         enrollment=normalize_enrollment(_text(row, "target_size").strip() or None, "UNKNOWN"),
         conditions=split_conditions(_text(row, "condition")),
         interventions=split_interventions(_text(row, "intervention")),
-        countries=normalize_countries(re.split(r"[;\n]", _text(row, "countries"))),
+        countries_raw=[c for c in re.split(r"[;\n]", _text(row, "countries")) if c.strip()],
         sponsors=[Sponsor(sponsor, "lead", normalize_sponsor_class(None, sponsor))] if sponsor else [],
         outcomes=outcomes,
         eligibility="\n".join(x for x in (inclusion, exclusion) if x),
         has_results=_text(row, "results_yes_no").strip().lower() == "yes",
         url=safe_url(clean_text(_text(row, "web_address"))),  # http(s) only; the raw text stays in raw
         position=position,
-    )
+    ))
 
 
 def _rows_to_records(rows: Iterator[tuple[int, dict[str, Any]]], source_format: str, path: str) -> ParseStream:
