@@ -4,6 +4,8 @@
 
     report.html        one file, opens offline (plotly.js inline), interactive;
                        every count opens the list of its trials with registry links
+    report-lists.js    only for large reports: the trial table and lists behind
+                       the counts, loaded on the first click (keep it beside report.html)
     report.xlsx        one sheet per table
     tables/*.csv       the table behind every figure (trial ids in ``trial_ids``)
     figures/*.svg/png  publication figures (Matplotlib, Okabe–Ito palette)
@@ -733,6 +735,36 @@ def _encode_lists(lists: dict[str, list[str]], trial_ids: pd.Index) -> dict[str,
     return out
 
 
+#: the trial table and the trial lists behind the counts stay inside
+#: report.html up to this size; above it they go to LISTS_FILE beside it,
+#: loaded by the page on the first click (a <script> element, so it works
+#: offline from the folder) — report.html stays small at any number of trials
+INLINE_LISTS_MAX_BYTES = 8 << 20
+LISTS_FILE = "report-lists.js"
+
+
+def _place_lists(out: Path, page_data: dict[str, Any], lists: dict[str, Any]) -> None:
+    text = _json_for_script(lists)
+    side = out / LISTS_FILE
+    if len(text) <= INLINE_LISTS_MAX_BYTES:
+        page_data.update(lists)
+        side.unlink(missing_ok=True)
+        return
+    page_data["lists_src"] = LISTS_FILE
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(f"window.celltrialsLists({text});\n", encoding="utf-8")
+    tmp.replace(side)
+
+
+def read_lists_file(path: Path) -> dict[str, Any]:
+    """The ``trials`` and ``lists`` of a report's side file (for checks and tests)."""
+    text = path.read_text(encoding="utf-8").strip()
+    prefix, suffix = "window.celltrialsLists(", ");"
+    if not (text.startswith(prefix) and text.endswith(suffix)):
+        raise ValueError(f"{path} is not a celltrials report lists file")
+    return dict(orjson.loads(text[len(prefix):-len(suffix)]))
+
+
 def _relative_sources(paths: list[str]) -> tuple[str, dict[str, str]]:
     real = [p for p in paths if p]
     if not real:
@@ -898,13 +930,12 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
         [L.label(x) for x in tl["status"].tolist()], [L.label(x) for x in tl["phase"].tolist()],
         starts.tolist(), strict=True))
     trial_index = pd.Index(tl["trial_id"].astype(str).tolist(), dtype=object)
-    page_data = {
+    page_data: dict[str, Any] = {
         "version": celltrials.__version__,
         "counts": counts.counts,
-        "trials": trial_rows,
-        "lists": _encode_lists(counts.lists, trial_index),
         "charts": {c.id: to_plotly(c) for c in charts if not c.empty},
     }
+    _place_lists(out, page_data, {"trials": trial_rows, "lists": _encode_lists(counts.lists, trial_index)})
     _render_html(html, {
         "title": "Cell-therapy clinical-trial landscape",
         "version": celltrials.__version__, "generated": generated,
