@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 import yaml
 
-from celltrials.errors import TaxonomyError
+from celltrials.errors import StoreError, TaxonomyError
 from celltrials.normalize import (
     countries_version,
     parse_date_lenient,
@@ -214,9 +214,20 @@ def coverage_windows(store: Store | duckdb.DuckDBPyConnection) -> list[CoverageW
     return out
 
 
+def _require_raw_columns(con: duckdb.DuckDBPyConnection) -> None:
+    cols = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'records'").fetchall()}
+    if "study_type_raw" not in cols:
+        raise StoreError("the store predates the data-quality audit (no raw values beside canonical ones)",
+                         hint="Open it for writing once (e.g. `celltrials ingest` of any file) to upgrade it; "
+                              "records ingested before keep their old normalisation, so re-ingest the "
+                              "sources into a new store for a full audit.")
+
+
 def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
     """Audit every record version in the store, per source file and field."""
     reviewed = reviewed_unmappable()
+    _require_raw_columns(_con(store))
     windows = {w.source: w for w in coverage_windows(store)}
     con = _con(store)
     scalar = con.execute("""
