@@ -17,8 +17,10 @@ from celltrials.cli import Context, cli, echo_json, pass_ctx
 @cli.command("classify")
 @click.option("--changed-only", is_flag=True, help="Only trials whose text or taxonomy version changed since the last run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: all cores for a large store; 1: no workers). Labels do not depend on it.")
 @pass_ctx
-def classify_cmd(ctx: Context, changed_only: bool, as_json: bool) -> None:
+def classify_cmd(ctx: Context, changed_only: bool, as_json: bool, jobs: int | None) -> None:
     """Label every trial in the store (cell type, MSC source, origin, form, indication)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -33,9 +35,9 @@ def classify_cmd(ctx: Context, changed_only: bool, as_json: bool) -> None:
                 def progress(done: int, total: int) -> None:
                     bar.update(task, completed=done, total=total)
 
-                summary = classify_store(store, only_changed=changed_only, progress=progress)
+                summary = classify_store(store, only_changed=changed_only, progress=progress, jobs=jobs)
         else:
-            summary = classify_store(store, only_changed=changed_only)
+            summary = classify_store(store, only_changed=changed_only, jobs=jobs)
     if as_json:
         echo_json(summary)
         return
