@@ -11,4 +11,7 @@ if [ ! -x .venv/bin/celltrials ] || [ pyproject.toml -nt .venv/.installed ]; the
   .venv/bin/python -m pip install -q -e .
   touch .venv/.installed
 fi
-exec .venv/bin/celltrials run --out "${CELLTRIALS_OUT:-celltrials-report}" "$@"
+.venv/bin/celltrials run --out "${CELLTRIALS_OUT:-celltrials-report}" "$@"
+echo
+echo "Explore it in the dashboard (read-only, this machine only; Ctrl-C stops it):"
+echo "  .venv/bin/celltrials${CELLTRIALS_DB:+ --db \"$CELLTRIALS_DB\"} serve    # then open http://127.0.0.1:8000/"

@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 if [ -f scripts/ensure_chromium.sh ]; then bash scripts/ensure_chromium.sh; fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -n auto --dist loadfile "$@"

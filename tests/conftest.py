@@ -28,8 +28,26 @@ ICTRP_CSV = DATA / "ictrp" / "ictrp_covid19_1135_trials.csv"
 ICTRP_XML = DATA / "ictrp" / "ictrp_results_18mar2020.xml"
 ICTRP_XLSX = DATA / "ictrp" / "ictrp_covid19_web_7jul2020.xlsx"
 
-if not DATA.is_dir():  # pragma: no cover - CI always has ../shared beside the clone
-    raise RuntimeError(f"the shared registry data is missing: expected {DATA}")
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test not marked ``unit`` reads ../shared and is marked ``data``.
+
+    Opting in to ``unit`` (rather than out of ``data``) keeps a new test that
+    reads the shared exports from slipping into ``pytest -m "not data"``; an
+    explicit ``data`` mark on a test wins over a module-wide ``unit``.
+    """
+    for item in items:
+        if item.get_closest_marker("unit") is None or item.get_closest_marker("data") is not None:
+            item.add_marker(pytest.mark.data)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("data") is not None and not DATA.is_dir():
+        pytest.fail(
+            f"the shared registry data is missing: expected {DATA} "
+            '(clone beside ../shared, or run only `pytest -m "not data"`)',
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ evidence spans, store integration and CLI, and the dev-gold quality gate."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import shutil
@@ -22,6 +23,7 @@ from celltrials.classify import (
     classify,
     classify_store,
     evaluate_store,
+    evaluate_store_many,
     explain_trial,
     labels_rows,
 )
@@ -153,8 +155,13 @@ def test_combinations_and_manufacturing() -> None:
     assert r.cell_type == ["car_t"] and "universal" in r.manufacturing and r.origin == "allogeneic"
 
 
-with (GOLD / "immune_examples.csv").open(encoding="utf-8") as _fh:
-    IMMUNE = list(csv.DictReader(_fh))
+IMMUNE_EXAMPLES = GOLD / "immune_examples.csv"
+# Read at collection only when present, so `pytest -m "not data"` collects without ../shared.
+IMMUNE = (
+    list(csv.DictReader(io.StringIO(IMMUNE_EXAMPLES.read_text(encoding="utf-8"))))
+    if IMMUNE_EXAMPLES.is_file()
+    else []
+)
 
 
 @pytest.mark.parametrize("row", IMMUNE, ids=[r["registry_id"] for r in IMMUNE])
@@ -212,16 +219,23 @@ def classified_db(full_store_path: Path, tmp_path_factory: pytest.TempPathFactor
     return db
 
 
-def test_dev_gold_quality_gate(classified_db: Path) -> None:
+def test_gold_quality_gate(classified_db: Path) -> None:
+    """Issue 10's targets on dev.csv + immune_dev.csv together (the thresholds are
+    written out here, independently of celltrials.evaluate.TARGETS)."""
+    golds = [GOLD / "dev.csv", GOLD / "immune_dev.csv"]
     with celltrials.open(classified_db, read_only=True) as store:
-        r = evaluate_store(store, GOLD / "dev.csv")
-    assert r["missing"] == []
+        many = evaluate_store_many(store, golds)
+    r = many["combined"]
+    assert r["missing"] == [] and all(f["missing"] == [] for f in many["files"].values())
     acc = {f: v["accuracy"] for f, v in r["accuracy"].items()}
-    assert r["is_cell_therapy"]["f1"] >= 0.97
-    assert r["macro_f1"]["cell_type"] >= 0.93
+    assert r["is_cell_therapy"]["f1"] >= 0.98
+    assert r["macro_f1"]["cell_type"] >= 0.95
     for f in ("msc_source", "origin", "product_form", "indication_group"):
-        assert acc[f] >= 0.90, (f, acc[f])
-    assert acc["therapeutic_area"] >= 0.80
+        assert acc[f] >= 0.93, (f, acc[f])
+    assert acc["therapeutic_area"] >= 0.90
+    # and the dev set alone keeps the round-1 gate
+    d = many["files"]["dev.csv"]
+    assert d["is_cell_therapy"]["f1"] >= 0.97 and d["macro_f1"]["cell_type"] >= 0.93
 
 
 def test_labels_rows_cover_secondary_ids(classified_db: Path) -> None:
@@ -303,6 +317,22 @@ def _triples(hits: object) -> list[tuple[str, int, int, str]]:
 _WORD_START = re.compile(r"(?<!\w)\S")
 
 
+def _all_fields(tax: object) -> list[object]:
+    """Every CompiledField of a taxonomy, also those inside its sections."""
+    from dataclasses import fields, is_dataclass
+
+    from celltrials.taxonomy.engine import CompiledField
+
+    out: list[object] = []
+    for f in fields(tax):  # type: ignore[arg-type]
+        v = getattr(tax, f.name)
+        if isinstance(v, CompiledField):
+            out.append(v)
+        elif is_dataclass(v) and not isinstance(v, type):
+            out.extend(_all_fields(v))
+    return out
+
+
 _REFERENCE: dict[int, tuple[object, re.Pattern[str], list[object]]] = {}
 
 
@@ -333,8 +363,8 @@ def test_field_hits_equal_the_reference_loop_for_every_pattern_variant() -> None
 
     tax = default_taxonomy()
     texts = _probe_texts()
-    fields = [getattr(tax, k) for k in tax.__slots__ if isinstance(getattr(tax, k), CompiledField)]
-    assert len(fields) > 10
+    fields = _all_fields(tax)
+    assert len(fields) > 10 and all(isinstance(f, CompiledField) for f in fields)
     for fld in fields:
         for text in texts:
             want = _reference_hits(fld, text)
@@ -342,6 +372,7 @@ def test_field_hits_equal_the_reference_loop_for_every_pattern_variant() -> None
             assert fld.search(text) == bool(want)
 
 
+@pytest.mark.unit
 def test_case_look_alikes_match_as_the_regex_engine_folds_them() -> None:
     # LONG S, KELVIN SIGN and DOTTED CAPITAL I match s, k and i case-insensitively in
     # Python's regex engine: the literal prefilter must not drop those patterns
@@ -352,6 +383,7 @@ def test_case_look_alikes_match_as_the_regex_engine_folds_them() -> None:
     assert [h.entry.value for h in tax.cell_type.hits("\u0130PSC-derived cardiomyocytes")] == ["ipsc_derived"]
 
 
+@pytest.mark.unit
 def test_pattern_constructs_match_as_in_the_reference_loop() -> None:
     from celltrials.taxonomy.loader import CompiledField, Entry
 
@@ -378,6 +410,7 @@ def test_pattern_constructs_match_as_in_the_reference_loop() -> None:
         assert _triples(fld.hits(text)) == _reference_hits(fld, text), text
 
 
+@pytest.mark.unit
 def test_backreferences_keep_their_group_numbers() -> None:
     from celltrials.taxonomy.loader import CompiledField, Entry
 
@@ -385,6 +418,7 @@ def test_backreferences_keep_their_group_numbers() -> None:
     assert _triples(fld.hits("aac, abc xyx xyy")) == [("rep", 0, 3, "aac"), ("first", 5, 8, "abc"), ("rep", 9, 12, "xyx")]
 
 
+@pytest.mark.unit
 def test_pattern_analysis_literals_and_bounded_repeats() -> None:
     from celltrials.taxonomy.engine import MAX_REPEAT, analyse
 
@@ -404,6 +438,7 @@ def test_pattern_analysis_literals_and_bounded_repeats() -> None:
     assert analyse("NK(?= cells)").anchors == frozenset({"nk"})  # not " cells": a lookahead's text is not in the match
 
 
+@pytest.mark.unit
 def test_classification_work_is_linear_in_text_length() -> None:
     # issue 12: a title of repeated words made classify quadratic (a pattern such as
     # "(?:mesenchymal|stem)[\w -]*?cells? (?:in|from) the" rescanned the rest of the
@@ -413,8 +448,7 @@ def test_classification_work_is_linear_in_text_length() -> None:
     from celltrials.taxonomy.engine import CompiledField
 
     clf = Classifier()
-    tax = clf.tax
-    fields = [getattr(tax, k) for k in tax.__slots__ if isinstance(getattr(tax, k), CompiledField)]
+    fields: list[CompiledField] = _all_fields(clf.tax)  # type: ignore[assignment]
     for fld in fields:
         assert all(info.reach is not None for info in fld.infos), [i.source for i in fld.infos if i.reach is None]
 

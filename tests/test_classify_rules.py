@@ -3,6 +3,8 @@ antigen-targeted T cells (TAXONOMY.md: cells used only as a laboratory tool are 
 
 from __future__ import annotations
 
+from functools import cache
+
 import pytest
 
 from celltrials.classify import classify
@@ -10,7 +12,11 @@ from celltrials.models import ParsedRecord
 from celltrials.sources import parse_file
 from tests.conftest import MSC_CSV
 
-RECORDS = {r.record_id: r for r in parse_file(MSC_CSV) if isinstance(r, ParsedRecord)}
+
+@cache
+def msc_records() -> dict[str, ParsedRecord]:
+    """The classic MSC CSV's records by id (read on first use, not at collection)."""
+    return {r.record_id: r for r in parse_file(MSC_CSV) if isinstance(r, ParsedRecord)}
 
 
 @pytest.mark.parametrize(
@@ -30,12 +36,12 @@ RECORDS = {r.record_id: r for r in parse_file(MSC_CSV) if isinstance(r, ParsedRe
     ],
 )
 def test_laboratory_studies_of_cells_are_not_cell_therapy(nct: str) -> None:
-    assert classify(RECORDS[nct]).is_cell_therapy is False
+    assert classify(msc_records()[nct]).is_cell_therapy is False
 
 
 def test_cell_preparation_inside_a_therapy_still_labels() -> None:
     # NCT02330978: intervention "Culture and isolation of autologous bone-marrow mesenchymal stem cells"
-    labels = classify(RECORDS["NCT02330978"])
+    labels = classify(msc_records()["NCT02330978"])
     assert labels.is_cell_therapy
     assert "msc" in labels.cell_type and "bone_marrow" in labels.msc_source
     assert labels.origin == "autologous"

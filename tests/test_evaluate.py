@@ -37,6 +37,7 @@ def result() -> dict:
     return evaluate(pred, gold, evidence=ev)
 
 
+@pytest.mark.unit
 def test_is_cell_therapy_by_hand(result: dict) -> None:
     # gold yes = A,B,D; predicted yes = A,B,C (D missing → no): TP 2, FP 1, FN 1
     ict = result["is_cell_therapy"]
@@ -49,6 +50,7 @@ def test_is_cell_therapy_by_hand(result: dict) -> None:
     assert result["n_gold"] == 4 and result["n_matched"] == 3
 
 
+@pytest.mark.unit
 def test_product_fields_over_gold_positive_rows(result: dict) -> None:
     # cell_type over A, B, D: A right; B {msc} vs {msc, nk}; D {} vs {car_t}
     acc = result["accuracy"]["cell_type"]
@@ -62,6 +64,7 @@ def test_product_fields_over_gold_positive_rows(result: dict) -> None:
     assert result["accuracy"]["msc_source"] == {"accuracy": 1.0, "correct": 3, "n": 3}
 
 
+@pytest.mark.unit
 def test_indication_over_all_rows(result: dict) -> None:
     acc = result["accuracy"]["indication_group"]
     assert (acc["correct"], acc["n"]) == (2, 4)
@@ -75,6 +78,7 @@ def test_indication_over_all_rows(result: dict) -> None:
     assert result["macro_f1"]["indication_group"] == pytest.approx((2 / 3 + 1) / 4, abs=1e-4)
 
 
+@pytest.mark.unit
 def test_disagreements_carry_evidence(result: dict) -> None:
     d = [x for x in result["disagreements"] if x["registry_id"] == "B" and x["field"] == "indication_group"]
     assert d == [{"registry_id": "B", "field": "indication_group", "predicted": "degenerative",
@@ -85,6 +89,7 @@ def test_disagreements_carry_evidence(result: dict) -> None:
     assert not [x for x in result["disagreements"] if x["registry_id"] == "A"]
 
 
+@pytest.mark.unit
 def test_reads_csv_files_and_checks_columns(tmp_path: Path) -> None:
     g = tmp_path / "g.csv"
     pd.DataFrame(GOLD_ROWS, columns=COLS).to_csv(g, index=False)

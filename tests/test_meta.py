@@ -17,6 +17,8 @@ from celltrials.analysis.plots_meta import write_plots
 from celltrials.cli import cli
 from celltrials.errors import AnalysisError
 
+pytestmark = pytest.mark.unit
+
 DATA = Path(__file__).parent / "data"
 BCG = DATA / "dat_bcg.csv"
 BCG_COLS = ["--col", "ai=tpos", "--col", "bi=tneg", "--col", "ci=cpos", "--col", "di=cneg"]

@@ -20,6 +20,8 @@ from celltrials.normalize import (
     parse_date,
 )
 
+pytestmark = pytest.mark.unit
+
 EUCTR_PHASE_III = (
     "Human pharmacology (Phase I): no\nTherapeutic exploratory (Phase II): no\n"
     "Therapeutic confirmatory - (Phase III): yes\nTherapeutic use (Phase IV): no\n"
@@ -52,7 +54,7 @@ EUCTR_PHASE_II_III = (
         ("Phase II", "PHASE2"),
         ("", "UNKNOWN"),
         (None, "UNKNOWN"),
-        ("New Treatment Measure Clinical Study", "UNKNOWN"),
+        ("New Treatment Measure Clinical Study", "NOT_APPLICABLE"),  # ChiCTR non-drug category
     ],
 )
 def test_normalize_phase(raw: str | None, expected: str) -> None:
@@ -72,7 +74,7 @@ def test_normalize_phase(raw: str | None, expected: str) -> None:
         ("Recruiting", "RECRUITING"),
         ("Not Recruiting", "ACTIVE_NOT_RECRUITING"),  # ICTRP
         ("Not recruiting", "ACTIVE_NOT_RECRUITING"),
-        ("Authorised", "NOT_YET_RECRUITING"),  # EU-CTR via ICTRP
+        ("Authorised", "UNKNOWN"),  # EU-CTR via ICTRP: authorised, recruitment not stated
         ("ACTIVE_NOT_RECRUITING", "ACTIVE_NOT_RECRUITING"),  # API v2
         ("", "UNKNOWN"),
     ],

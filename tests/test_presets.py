@@ -30,6 +30,8 @@ from celltrials.sync import (
     request_url,
 )
 
+pytestmark = pytest.mark.unit
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = SHARED / "data"
 MSC_CSV = DATA / "ctgov-classic-csv" / "msc_mesenchymal_stem_or_stromal.csv"
@@ -94,22 +96,20 @@ def test_bad_preset_data_is_rejected() -> None:
 
 # Floors a little under the measured values (2026-11-24): MSC 1,358/1,389 = 97.8 %,
 # CAR 2,400/2,587 = 92.8 %, AML 90/90 = 100 %; general 5/50 = 10 % (not a match-all net).
-@pytest.mark.skipif(not MSC_CSV.exists(), reason="shared data not available")
+@pytest.mark.data
 @pytest.mark.parametrize(("name", "paths", "n", "floor"), [
     ("msc_classic_csv", [MSC_CSV], 1389, 0.97),
     ("car_reconstructed", CAR_JSON, 2587, 0.92),
     ("aml_cart_full_json", [AML_JSON], 90, 0.99),
 ])
 def test_preset_recall_on_shared_sets(preset: Preset, name: str, paths: list[Path], n: int, floor: float) -> None:
-    if not all(p.exists() for p in paths):
-        pytest.skip(f"{name} not available")
     res = preset_recall(preset, records(*paths))
     assert res["n"] == n
     assert res["recall"] >= floor, (name, res["recall"], res["missed"][:20])
     assert res["hits"] + len(res["missed"]) == n
 
 
-@pytest.mark.skipif(not GENERAL_JSON.exists(), reason="shared data not available")
+@pytest.mark.data
 def test_preset_is_not_a_match_all(preset: Preset) -> None:
     res = preset_recall(preset, records(GENERAL_JSON))
     assert res["n"] == 50 and res["recall"] <= 0.2

@@ -23,7 +23,10 @@ from celltrials.products import (
     load_catalog,
     load_meta,
     normalize,
+    substances,
 )
+
+pytestmark = pytest.mark.unit
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = SHARED / "data"
@@ -58,6 +61,7 @@ def test_shipped_catalog_is_valid_and_versioned() -> None:
     assert set(df["verification"]) == {"verified", "unverified"}
 
 
+@pytest.mark.data
 def test_catalog_keeps_every_reference_row() -> None:
     ref = read_rows(REFERENCE)
     df = load_catalog()
@@ -96,6 +100,7 @@ def _taxonomy_values(field: str) -> set[str]:
     return set(re.findall(r"`([a-z_]+)`", row.split("|")[2]))
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("field", ["cell_type", "msc_source", "origin"])
 def test_allowed_values_follow_taxonomy_md(field: str) -> None:
     expected = _taxonomy_values(field)
@@ -195,6 +200,47 @@ def test_missing_column_and_bad_meta(tmp_path: Path) -> None:
     assert "version" in check_file(path)[0].problem
 
 
+def test_substance_key_makes_one_product_of_its_approvals() -> None:
+    rows = read_rows(DEFAULT_CATALOG)
+    by_sub: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        assert r["substance"].strip(), r["product"]
+        by_sub.setdefault(r["substance"], []).append(r)
+    got = substances().set_index("substance")
+    assert sorted(got.index) == sorted(by_sub)
+    # remestemcel-L: Prochymal (Health Canada, Medsafe) and Ryoncil (FDA) are one product
+    rem = got.loc["remestemcel-L"]
+    assert set(rem["products"].split("; ")) == {"Prochymal", "Ryoncil"}
+    assert set(rem["regulators"].split("; ")) == {"FDA", "Health Canada", "Medsafe"}
+    assert rem["n_approvals"] == 3 and rem["first_approval"] == "2012-05-17"
+    for sub, rs in by_sub.items():
+        assert got.loc[sub, "n_approvals"] == len(rs)
+        dates = sorted(r["approval_date"] for r in rs if r["approval_date"])
+        assert got.loc[sub, "first_approval"] == (dates[0] if dates else "")
+        # one cell type and MSC source per substance (its funnel group)
+        assert len({(r["cell_type"], r["msc_source"]) for r in rs}) == 1, sub
+    # one INN across brands and regulators
+    assert got.loc["axicabtagene ciloleucel", "products"] == "Yescarta; Yikaida"
+    assert got.loc["atidarsagene autotemcel", "products"] == "Libmeldy; Lenmeldy"
+    assert len(got) < len({r["product"] for r in rows}) < len(rows)
+
+
+def test_substance_rows_must_agree(tmp_path: Path) -> None:
+    rows = _good_rows()  # Ryoncil/FDA, Prochymal/Health Canada, Prochymal/Medsafe, Temcell
+    rows[2]["substance"] = "prochymal"  # the same product under another substance
+    rows[3]["substance"] = "remestemcel-L"  # Temcell joined to remestemcel-L ...
+    rows[3]["origin"] = "allogeneic"
+    findings = check_file(_write_catalog(tmp_path, rows))
+    assert [(f.line, f.column) for f in findings] == [(4, "substance")], findings
+    assert "same product" in findings[0].problem
+    rows = _good_rows()
+    rows[1]["msc_source"] = "adipose"  # remestemcel-L in two funnel groups
+    rows[3]["substance"] = ""
+    findings = check_file(_write_catalog(tmp_path, rows))
+    assert [(f.line, f.column) for f in findings] == [(5, "substance"), (3, "msc_source")], findings
+    assert "same substance 'remestemcel-L'" in findings[1].problem
+
+
 # ----------------------------------------------------------------------------- matching
 
 
@@ -205,6 +251,7 @@ def _mentions_prochymal(text: str) -> bool:
     return "prochymal" in toks or ("remestemcel", "l") in pairs
 
 
+@pytest.mark.data
 def test_finds_every_prochymal_trial(matcher: ProductMatcher) -> None:
     rows = read_rows(PROCHYMAL_CSV)
     assert len(rows) == 14
@@ -239,6 +286,7 @@ def test_finds_every_prochymal_trial(matcher: ProductMatcher) -> None:
     assert all("Prochymal™" in lk.snippet for lk in links)
 
 
+@pytest.mark.data
 def test_prochymal_in_the_big_msc_export(matcher: ProductMatcher) -> None:
     rows = read_rows(MSC_CSV)
     assert len(rows) == 1389
@@ -259,6 +307,7 @@ def test_prochymal_in_the_big_msc_export(matcher: ProductMatcher) -> None:
     assert len(found) >= 15
 
 
+@pytest.mark.data
 def test_every_match_is_a_whole_word_alias(matcher: ProductMatcher) -> None:
     rows = read_rows(MSC_CSV)
     n = 0
@@ -299,6 +348,7 @@ def test_no_match_on_look_alikes_and_generic_text(matcher: ProductMatcher, text:
     assert matcher.find(text) == []
 
 
+@pytest.mark.data
 def test_real_titles_without_products_do_not_match(matcher: ProductMatcher) -> None:
     rows = read_rows(MSC_CSV)
     names = {normalize(a) for a in matcher.aliases}
@@ -392,6 +442,7 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.data
 def test_link_products_writes_evidence(store_path: Path) -> None:
     import celltrials
     from celltrials.products import link_products, stored_links
@@ -415,6 +466,7 @@ def test_link_products_writes_evidence(store_path: Path) -> None:
     assert links.loc[links["product"] == "Ryoncil", "regulators"].eq("FDA").all()
 
 
+@pytest.mark.data
 def test_cli_products_json_equals_library(store_path: Path) -> None:
     import json
 

@@ -55,6 +55,7 @@ def _write(tmp_path: Path, raw: Any) -> Path:
 # ---------------------------------------------------------------- vocabulary
 
 
+@pytest.mark.unit
 def test_default_taxonomy_loads_with_version() -> None:
     tax = default_taxonomy()
     assert re.fullmatch(r"\d{4}\.\d{1,2}\.\d+", tax.version)
@@ -74,6 +75,7 @@ def test_vocabulary_is_that_of_taxonomy_md() -> None:
     assert listed - set(TAXONOMY_VALUES["indication_group"]) == set(TAXONOMY_VALUES["cell_type"])
 
 
+@pytest.mark.unit
 def test_every_cell_type_has_an_entry() -> None:
     tax = default_taxonomy()
     assert {e.value for e in tax.cell_type.entries} == set(TAXONOMY_VALUES["cell_type"])
@@ -82,6 +84,7 @@ def test_every_cell_type_has_an_entry() -> None:
 # ---------------------------------------------------------------- validation
 
 
+@pytest.mark.unit
 def test_rejects_unknown_value(tmp_path: Path) -> None:
     raw = copy.deepcopy(RAW)
     raw["cell_type"][0]["value"] = "stem_cells"
@@ -90,6 +93,7 @@ def test_rejects_unknown_value(tmp_path: Path) -> None:
     assert str(tmp_path) in str(ei.value)
 
 
+@pytest.mark.unit
 def test_rejects_bad_regex_naming_the_entry(tmp_path: Path) -> None:
     raw = copy.deepcopy(RAW)
     raw["msc_source"][1]["patterns"].append("umbilical (cord")
@@ -97,6 +101,7 @@ def test_rejects_bad_regex_naming_the_entry(tmp_path: Path) -> None:
         load_taxonomy(_write(tmp_path, raw))
 
 
+@pytest.mark.unit
 def test_rejects_unknown_key(tmp_path: Path) -> None:
     raw = copy.deepcopy(RAW)
     raw["products"][0]["synonyms"] = ["x"]
@@ -108,6 +113,7 @@ def test_rejects_unknown_key(tmp_path: Path) -> None:
         load_taxonomy(_write(tmp_path, raw))
 
 
+@pytest.mark.unit
 def test_rejects_named_groups_and_empty_matches() -> None:
     raw = copy.deepcopy(RAW)
     raw["origin"][1]["patterns"].append("(?P<x>donor)")
@@ -119,6 +125,7 @@ def test_rejects_named_groups_and_empty_matches() -> None:
         build_taxonomy(raw)
 
 
+@pytest.mark.unit
 def test_rejects_values_list_differing_from_guide_and_bad_version() -> None:
     raw = copy.deepcopy(RAW)
     raw["values"]["origin"] = ["autologous", "allogeneic"]
@@ -130,6 +137,7 @@ def test_rejects_values_list_differing_from_guide_and_bad_version() -> None:
         build_taxonomy(raw)
 
 
+@pytest.mark.unit
 def test_rejects_unknown_indication_area_and_product_target() -> None:
     raw = copy.deepcopy(RAW)
     raw["indications"][0]["therapeutic_area"] = "gvhd"
@@ -141,6 +149,7 @@ def test_rejects_unknown_indication_area_and_product_target() -> None:
         build_taxonomy(raw)
 
 
+@pytest.mark.unit
 def test_rejects_invalid_yaml(tmp_path: Path) -> None:
     p = tmp_path / "bad.yaml"
     p.write_text("version: '2026.1.1'\ncell_type: [\n", encoding="utf-8")
@@ -148,6 +157,7 @@ def test_rejects_invalid_yaml(tmp_path: Path) -> None:
         load_taxonomy(p)
 
 
+@pytest.mark.unit
 def test_a_synonym_is_added_in_yaml_only() -> None:
     # NCT04390139 (classic CSV) names its product only by the code XCEL-UMC-BETA;
     # a taxonomy without that synonym cannot label the intervention.
@@ -175,7 +185,7 @@ REAL = [
     ("cell_type", "dc", "NCT05207995", "Dendritic Cells"),
     ("cell_type", "treg", "NCT03460795", "Regulatory T Cells"),
     ("cell_type", "virus_specific_t", "NCT00085930", "EBV Specific CTLs"),
-    ("cell_type", "gamma_delta_t", "NCT05731219", "gdT cell"),
+    ("cell_type", "gamma_delta_t", "NCT07204496", "γδ-T Cell Injection"),
     ("cell_type", "macrophage", "NCT06224738", "Macrophages Therapy"),
     ("cell_type", "other_immune", "NCT00790413", "Donor Lymphocyte Infusion"),
     ("cell_type", "msc", "NCT04447833", "Mesenchymal Stromal Cell"),
@@ -220,7 +230,9 @@ REAL = [
     ("therapeutic_area", "hepatic", "NCT03863002", "Liver Failure"),
     ("therapeutic_area", "renal", "NCT02166489", "Renal Failure"),
     ("therapeutic_area", "metabolic_endocrine", "NCT02302599", "Type 2 Diabetes"),
-    ("therapeutic_area", "autoimmune_inflammatory", "NCT01219465", "Diabetes Mellitus, Type 1"),
+    ("therapeutic_area", "autoimmune_inflammatory", "NCT05018858", "Lupus"),
+    # type 1 diabetes is immune-mediated but its area is the endocrine system (immune_dev.csv NCT05207995)
+    ("therapeutic_area", "metabolic_endocrine", "NCT01219465", "Diabetes Mellitus, Type 1"),
     ("therapeutic_area", "autoimmune_inflammatory", "NCT03765957", "Psoriasis"),
     ("therapeutic_area", "gvhd_transplant", "NCT02387151", "Rejection"),
     ("therapeutic_area", "skin_wound", "NCT02323789", "Epidermolysis Bullosa"),
@@ -232,6 +244,7 @@ REAL = [
 ]
 
 
+@pytest.mark.unit
 def test_real_phrasings_cover_every_value() -> None:
     covered = {(f, v) for f, v, _, _ in REAL}
     for field in ("cell_type", "msc_source", "origin", "product_form", "indication_group", "therapeutic_area"):
@@ -251,6 +264,7 @@ def test_value_from_a_real_phrasing(field: str, value: str, record_id: str, phra
         assert any(t in phrase.lower() or phrase.lower() in t for t in texts), texts
 
 
+@pytest.mark.unit
 def test_case_sensitive_abbreviations_stay_case_sensitive() -> None:
     # NCT05844332 (general JSON) summary: "... in all patients ..." is not ALL (acute lymphoblastic leukaemia);
     # the loader matches a pattern listed under case_sensitive_patterns only case-sensitively.

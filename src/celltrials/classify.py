@@ -30,7 +30,9 @@ from itertools import pairwise
 from typing import Any
 
 from celltrials.models import ParsedRecord
-from celltrials.taxonomy.loader import CompiledField, Hit, Taxonomy, default_taxonomy
+from celltrials.progress import Progress, ProgressEvent
+from celltrials.store import SCHEMA_LABELS
+from celltrials.taxonomy.loader import CompiledField, Entry, Hit, Taxonomy, default_taxonomy
 
 # segment roles
 TITLE = "title"
@@ -49,6 +51,7 @@ _IMMUNE_TARGETED = frozenset({"car_t", "car_nk", "tcr_t", "macrophage", "gamma_d
 _CLAUSE_BREAK = re.compile(r"[.;:,\[\]\n|]")
 _CONJUNCTION = re.compile(r"(?<!\w)(?:and|or|plus|with|versus|vs\.?|combined|combination|together|followed|then|compared)(?!\w)|[,;+&/]", re.I)
 _WS = re.compile(r"\s+")
+_SENTENCE_BREAK = re.compile(r"[;|\n]|[.:](?:\s|$)")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
 _CODE_NAME = re.compile(r"(?<![\w-])[A-Za-z]{1,12}[- ]?\d{2,}[\w-]*")
 _IND_TIER = {CONDITION: 0, MESH: 1, TITLE: 2, MESH_ANCESTOR: 3, KEYWORD: 3, SUMMARY: 4}
@@ -274,6 +277,43 @@ def _derivative_attached(text: str, hit: Hit, derivs: list[Hit]) -> bool:
     return False
 
 
+_NOT_A_CODE = re.compile(r"(?i)covid[- ]?19|sars[- ]cov[- ]?2|h1n1|h7n9|ncov[- ]?2019|2019[- ]ncov|phase[- ]?\d+|type[- ]?\d|day[- ]?\d+|week[- ]?\d+|cd\d+|il[- ]?\d+|[a-z]+[- ]?20\d\d")
+
+
+def _subject_study(cues: CompiledField, primary: list[Segment]) -> bool:
+    """A title naming a study-subject cue (imaging, exercise...), or intervention
+    names that are all mostly such cues."""
+    if any(s.role == TITLE and cues.search(s.text) for s in primary):
+        return True
+    names = [s for s in primary if s.role == INTERVENTION and s.source.endswith(".name")]
+    return bool(names) and all(
+        2 * sum(h.end - h.start for h in cues.hits(s.text)) >= len(s.text.strip()) for s in names
+    )
+
+
+def _names_code(text: str, pos: int, codes: list[str]) -> bool:
+    """Whether the sentence of ``text`` around ``pos`` names one of ``codes``."""
+    lo = max(text.rfind(". ", 0, pos), text.rfind("\n", 0, pos)) + 1
+    hi = min((i for i in (text.find(". ", pos), text.find("\n", pos)) if i >= 0), default=len(text))
+    sentence = text[lo:hi].lower()
+    return any(c.lower() in sentence for c in codes)
+
+
+def _describes_other_cells(seg: Segment, h: Hit, found: list[_Mention], other: list[_Mention]) -> bool:
+    """Whether the cell mention an origin word belongs to (the next one after it in
+    the same text, or the one containing it) is not the investigational product."""
+    best: tuple[int, bool] | None = None
+    for kept, ms in ((True, found), (False, other)):
+        for m in ms:
+            if m.seg is not seg or m.hit.end <= h.start:
+                continue
+            dist = max(0, m.hit.start - h.end)
+            if dist <= 60 and (best is None or dist < best[0]):
+                best = (dist, kept)
+    return best is not None and not best[1]
+
+
+_VAGUE_CANCER = re.compile(r"(?i)neoplasms?|malignan\w*|tumou?rs?|metasta\w*|oncolog\w*|hematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)|haematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)")
 _DERIVED = re.compile(r"\s*\)?\s*[-–]?\s*derived\b", re.I)
 _PLURIPOTENT = frozenset({"ipsc_derived", "esc_derived"})
 
@@ -360,9 +400,10 @@ class Classifier:
                 prod_hits = list(tax.products.hits(text))
                 cell_hits = list(tax.cell_type.hits(text))
             spans: list[tuple[int, int]] = []
+            seg_found: list[_Mention] = []
             for h in prod_hits:
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
-                (background if _is_background(tax, text, h.start) else found).append(m)
+                (background if _is_background(tax, text, h.start) else seg_found).append(m)
                 spans.append((h.start, h.end))
             for h in cell_hits:
                 # spans are ordered and disjoint: only the last one starting before h.end can overlap
@@ -370,8 +411,54 @@ class Classifier:
                 if j >= 0 and spans[j][1] > h.start:
                     continue  # a named product decides for its own span
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
-                (background if _is_background(tax, text, h.start) else found).append(m)
+                (background if _is_background(tax, text, h.start) else seg_found).append(m)
+            if seg_found and tax.engineering is not None:
+                seg_found = self._place_receptors(seg, text, seg_found, spans)
+            found.extend(seg_found)
         return _drop_sources(found), background
+
+    def _place_receptors(self, seg: Segment, text: str, mentions: list[_Mention],
+                         product_spans: list[tuple[int, int]]) -> list[_Mention]:
+        """The engineering model: a receptor (CAR, TCR, TCR-like CAR) placed on a base
+        cell names one product, whose cell types the taxonomy maps (CAR on NK =
+        car_nk, CAR on virus-specific T / NKT / γδ T = car_t, CAR-DC = dc...). The
+        placed product replaces the cell-type matches it overlaps."""
+        eng = self.tax.engineering
+        assert eng is not None
+        recs = eng.receptors.hits(text)
+        if not recs:
+            return mentions
+        bases = [b for b in eng.bases.hits(text) if not any(r.start < b.end and b.start < r.end for r in recs)]
+        out = list(mentions)
+        for r in recs:
+            if _is_background(self.tax, text, r.start):
+                continue
+            base = r.entry.options.get("base")
+            s0, s1 = r.start, r.end
+            if base is None:
+                best: tuple[int, Hit] | None = None
+                for b in bases:
+                    gap = text[r.end:b.start] if b.start >= r.end else text[b.end:r.start]
+                    if len(gap) > eng.window or _SENTENCE_BREAK.search(gap):
+                        continue
+                    if best is None or len(gap) < best[0]:
+                        best = (len(gap), b)
+                if best is None:
+                    continue
+                b = best[1]
+                base = b.entry.value
+                s0, s1 = min(r.start, b.start), max(r.end, b.end)
+            cts = eng.cell_types.get((r.entry.value, base))
+            if cts is None or any(a < s1 and s0 < b_ for a, b_ in product_spans):
+                continue
+            over = [m for m in out if m.hit.start < s1 and s0 < m.hit.end]
+            if not over or {v for m in over for v in m.values.get("cell_type", ())} == set(cts):
+                continue  # nothing to correct (the cell-type match already says it)
+            out = [m for m in out if not (m.hit.start < s1 and s0 < m.hit.end)]
+            entry = Entry(f"engineering: {r.entry.value} on {base}", {"cell_type": cts},
+                          {"receptor": r.entry.value, "base": base})
+            out.append(_Mention(seg, Hit(entry, s0, s1, seg.text[s0:s1]), {"cell_type": cts}))
+        return out
 
     @staticmethod
     def _ev(out: list[Evidence], fld: str, value: str, seg: Segment, h: Hit) -> None:
@@ -408,31 +495,69 @@ class Classifier:
         masked = _Masks(tax.exclusions)
         evidence: list[Evidence] = []
 
-        found, _bg = self._cell_mentions(primary, masked)
+        found, background = self._cell_mentions(primary, masked)
         # hsc (primary_only): only from titles or non-procedure interventions
         found = [m for m in found if not (
             tax.cell_type_option(m.hit.entry.value, "primary_only") and "cell_type" in m.values
             and m.values["cell_type"] == (m.hit.entry.value,) and m.seg.procedure
         )]
+        # cells as the *subject* of a study (imaging, exercise, questionnaires... of
+        # CAR-T or HSCT recipients): named in titles but given in no intervention
+        subject_study = (
+            tax.study_subject_cues is not None and (bool(found) or bool(summaries))
+            and not any(m.seg.role in (INTERVENTION, ARM) for m in found)
+            and _subject_study(tax.study_subject_cues, primary)
+        )
+        if subject_study:
+            background.extend(found)
+            found = []
         generic_hits: list[tuple[Segment, Hit]] | None = None
-        if not found and summaries:
+        if not found and summaries and not subject_study:
             cue = any(
                 tax.generic_cell_cues.search(masked.text(s, tax.generic_cell_cues) or "")
                 or (s.role == INTERVENTION and _CODE_NAME.search(s.text))
                 for s in primary
             )
+            # a code name in a title ("S103 in myasthenia gravis"): the summary
+            # sentences that name it say what it is
+            codes = [] if cue else [
+                m.group() for s in primary if s.role == TITLE for m in _CODE_NAME.finditer(s.text)
+                if not _NOT_A_CODE.fullmatch(m.group())
+            ]
             generic_hits = self._scan(tax.generic_fallback, primary, masked)
             # always scanned: a scan masks the segments it could match (see _Masks)
             deriv_primary = self._scan(tax.product_form, primary, masked)
             if cue or generic_hits or deriv_primary:
                 sfound, _ = self._cell_mentions(summaries, masked)
                 found = [m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")]
+            elif codes:
+                sfound, _ = self._cell_mentions(summaries, masked)
+                found = [m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")
+                         and _names_code(m.seg.text, m.hit.start, codes)]
         if not found:
             # the same scan as above when it ran (masking is a function of the text)
             if generic_hits is None:
                 generic_hits = self._scan(tax.generic_fallback, primary, masked)
             for seg, h in generic_hits:
                 found.append(_Mention(seg, h, {"cell_type": (tax.generic_fallback_cell_type,)}))
+
+        # in vivo CAR: a vector / LNP makes CAR cells in the patient; no cells are given
+        ivc = tax.in_vivo_car
+        if ivc is not None and found and any(v in ivc.cell_types for m in found for v in m.values.get("cell_type", ())):
+            ivc_cue = next(((s, h) for s in primary if s.role in (TITLE, INTERVENTION)
+                        for h in ivc.cues.hits(s.text) if not _is_background(tax, s.text, h.start)), None)
+            if ivc_cue is None:
+                ivc_cue = next(((s, h) for s in summaries if s.role == SUMMARY for h in ivc.summary_cues.hits(s.text)), None)
+            if ivc_cue is not None:
+                self._ev(evidence, "in_vivo_car", "no cells given", ivc_cue[0], ivc_cue[1])
+                kept = []
+                for m in found:
+                    rest = tuple(v for v in m.values.get("cell_type", ()) if v not in ivc.cell_types)
+                    if rest:
+                        kept.append(_Mention(m.seg, m.hit, {**m.values, "cell_type": rest}))
+                    else:
+                        background.append(m)
+                found = kept
 
         cell_types: set[str] = set()
         for m in found:
@@ -446,6 +571,8 @@ class Classifier:
             tier = _IND_TIER[seg.role]
             if settled is not None and tier > settled and best is not None and not best[0][1]:
                 break  # a priority rule already won
+            if settled is not None and tier > settled and seg.role == SUMMARY:
+                break  # a summary's passing mention ("without increasing GVHD") cannot outrank a condition
             text = seg.text[:600] if seg.role == SUMMARY else seg.text
             ind_hits = (self.tax.indications_priority.hits(text) if settled is not None and tier > settled
                         else self._indication_hits(text, cell_types))
@@ -465,6 +592,18 @@ class Classifier:
             self._ev(evidence, "indication_group", group, seg, h)
             for a in areas:
                 self._ev(evidence, "therapeutic_area", a, seg, h)
+            if group == "oncology" and seg.role == CONDITION:
+                # conditions naming blood cancers and solid cancers: the trial targets both
+                for cseg in segs:
+                    if cseg.role != CONDITION:
+                        continue
+                    for ch in self._indication_hits(cseg.text, cell_types):
+                        extra = ch.entry.labels["therapeutic_area"]
+                        if (ch.entry.labels["indication_group"][0] == "oncology" and not ch.entry.options.get("generic")
+                                and not set(extra) <= set(areas) and not _VAGUE_CANCER.fullmatch(ch.text)):
+                            areas.extend(a for a in extra if a not in areas)
+                            for a in extra:
+                                self._ev(evidence, "therapeutic_area", a, cseg, ch)
         elif cell_types & tax.oncology_cell_types:
             group, areas = "oncology", ["solid_tumor"]
         else:
@@ -479,8 +618,10 @@ class Classifier:
                     found = [m for m in found if v not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1]
                     continue
                 drop_in = tax.cell_type_option(v, "dropped_with_other_cells_in")
-                if drop_in and set(areas) & drop_in:
+                named = any(v in m.values.get("cell_type", ()) and len(m.values["cell_type"]) > 1 for m in found)
+                if drop_in and set(areas) & drop_in and not named:  # a named product keeps all its cell types
                     cell_types.discard(v)
+                    background.extend(m for m in found if m.values.get("cell_type", ()) == (v,))
                     found = [m for m in found if v not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1]
 
         if not cell_types:
@@ -527,6 +668,8 @@ class Classifier:
         # ---- origin ----
         stated: set[str] = set()
         for seg, h in self._scan(tax.origin, product_segs, masked):
+            if _describes_other_cells(seg, h, found, background):
+                continue  # "autologous HSCT followed by CAR-T": the word is about the HSCT
             stated.add(h.entry.value)
             self._ev(evidence, "origin", h.entry.value, seg, h)
         if not stated:  # a named product's known origin, when the record states none
@@ -595,6 +738,19 @@ class Classifier:
                     continue
                 forms.add(v)
                 self._ev(evidence, "product_form", v, seg, h)
+        if tax.engineering is not None:  # edits beyond the receptor: gene_modified
+            by_definition = bool(cell_types & tax.engineered_by_definition)
+            edit_segs = product_segs + [s for s in primary if s not in product_segs and s.role != KEYWORD]
+            for seg, h in self._scan(tax.engineering.edits, edit_segs, masked):
+                if h.entry.options.get("weak") and by_definition:
+                    continue
+                forms.add("gene_modified")
+                self._ev(evidence, "product_form", "gene_modified", seg, h)
+                self._ev(evidence, "engineering", f"edit:{h.entry.value}", seg, h)
+        for m in found:
+            opts = m.hit.entry.options
+            if "receptor" in opts:
+                self._ev(evidence, "engineering", f"{opts['receptor']} on {opts['base']}", m.seg, m.hit)
         for m in found:
             if m.values.get("product_form"):
                 continue
@@ -683,16 +839,7 @@ def classify(trial: TrialText | ParsedRecord | Sequence[ParsedRecord], taxonomy:
 # ---------------------------------------------------------------------------
 # store integration (schema migration 2: classification)
 
-_LABEL_TABLES = """
-CREATE TABLE IF NOT EXISTS labels (
-    trial_id VARCHAR PRIMARY KEY, is_cell_therapy BOOLEAN, cell_type VARCHAR, msc_source VARCHAR,
-    origin VARCHAR, product_form VARCHAR, indication_group VARCHAR, therapeutic_area VARCHAR,
-    targets VARCHAR, dose VARCHAR, route VARCHAR, combinations VARCHAR, manufacturing VARCHAR,
-    taxonomy_version VARCHAR, classified_at TIMESTAMP, input_hash VARCHAR);
-CREATE TABLE IF NOT EXISTS label_evidence (
-    trial_id VARCHAR, field VARCHAR, value VARCHAR, source_field VARCHAR, text VARCHAR,
-    start INTEGER, "end" INTEGER);
-"""
+_LABEL_TABLES = SCHEMA_LABELS  # the store owns the schema (migration 2)
 
 _LABEL_COLS = [
     "trial_id", "is_cell_therapy", "cell_type", "msc_source", "origin", "product_form",
@@ -702,30 +849,20 @@ _LABEL_COLS = [
 _EVIDENCE_COLS = ["trial_id", "field", "value", "source_field", "text", "start", "end"]
 
 
-def _migrate_v2(con: Any) -> None:
-    con.execute(_LABEL_TABLES)
-
-
-def _register() -> None:
-    from celltrials.store import register_migration
-
-    register_migration(2, "classification", _migrate_v2)
-
-
-_register()
-
-
 def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> list[TrialText]:
     """The texts of every merged trial in ``store`` (all its current records, primary first)."""
     from celltrials.models import Arm, Intervention
 
     con = store.con
-    rows = con.execute("""
+    wanted = set(trial_ids) if trial_ids is not None else None
+    # a few trials (explain, the dashboard): filter in SQL, not over the whole store
+    few = wanted is not None and len(wanted) <= 1000
+    rows = con.execute(f"""
         SELECT tr.trial_id, r.record_key, r.record_id, r.channel, r.source_format, r.registry,
                r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description
         FROM trial_records tr JOIN records r USING (record_key)
-        ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""").fetchall()
-    wanted = set(trial_ids) if trial_ids is not None else None
+        {"WHERE tr.trial_id IN (SELECT unnest(?::VARCHAR[]))" if few else ""}
+        ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""", [sorted(wanted or ())] if few else []).fetchall()
     recs: dict[str, ParsedRecord] = {}
     by_trial: dict[str, list[ParsedRecord]] = {}
     for tid, key, rid, channel, fmt, registry, title, otitle, acr, summ, desc in rows:
@@ -738,7 +875,10 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
         )
         recs[key] = rec
         by_trial.setdefault(tid, []).append(rec)
-    for key, cond, kind in con.execute("SELECT record_key, condition, kind FROM record_conditions").fetchall():
+    keys_sql = "WHERE record_key IN (SELECT unnest(?::VARCHAR[]))" if few else ""
+    keys: list[Any] = [list(recs)] if few else []
+    for key, cond, kind in con.execute(f"SELECT record_key, condition, kind FROM record_conditions {keys_sql}",
+                                       keys).fetchall():
         crec = recs.get(key)
         if crec is None or not cond:
             continue
@@ -752,14 +892,14 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
         else:
             rec.conditions.append(cond)
     for key, _idx, typ, name, desc, other, arms in con.execute(
-        "SELECT record_key, idx, type, name, description, other_names, arm_labels FROM record_interventions ORDER BY record_key, idx"
-    ).fetchall():
+        f"SELECT record_key, idx, type, name, description, other_names, arm_labels FROM record_interventions {keys_sql} ORDER BY record_key, idx",
+        keys).fetchall():
         irec = recs.get(key)
         if irec is not None:
             irec.interventions.append(Intervention(typ or "", name or "", desc or "", list(other or []), list(arms or [])))
     for key, _idx, label, typ, desc, names in con.execute(
-        "SELECT record_key, idx, label, type, description, intervention_names FROM record_arms ORDER BY record_key, idx"
-    ).fetchall():
+        f"SELECT record_key, idx, label, type, description, intervention_names FROM record_arms {keys_sql} ORDER BY record_key, idx",
+        keys).fetchall():
         arec = recs.get(key)
         if arec is not None:
             arec.arms.append(Arm(label or "", typ or "", desc or "", list(names or [])))
@@ -769,14 +909,15 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
 def classify_store(
     store: Any,
     only_changed: bool = False,
-    progress: Any = None,
+    progress: Progress | None = None,
     taxonomy: Taxonomy | None = None,
     jobs: int | None = None,
 ) -> dict[str, Any]:
     """Classify every trial in ``store`` into tables ``labels`` and ``label_evidence``.
 
     ``only_changed`` skips trials whose input hash and taxonomy version match
-    their stored labels. ``progress(done, total)`` is called now and then.
+    their stored labels. ``progress`` receives a ``classify``/``trials``
+    :class:`~celltrials.progress.ProgressEvent` now and then.
     ``jobs``: worker processes (None: all cores when the store is large enough;
     1: this process); the labels do not depend on it
     (:func:`celltrials.classify_parallel.classify_many`).
@@ -807,7 +948,11 @@ def classify_store(
         skipped = total - len(todo)
     from celltrials.classify_parallel import classify_many
 
-    for lab in classify_many(todo, jobs=jobs, taxonomy=taxonomy, progress=progress):
+    def report(done: int, _n: int) -> None:
+        if progress is not None:
+            progress(ProgressEvent("classify", "trials", done=skipped + done, total=total))
+
+    for lab in classify_many(todo, jobs=jobs, taxonomy=taxonomy, progress=report):
         row = lab.to_row()
         lab_rows.append({
             "trial_id": lab.trial_id, "is_cell_therapy": lab.is_cell_therapy,
@@ -853,6 +998,43 @@ def classify_store(
         "taxonomy_version": clf.tax.version,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def unknown_products(store: Any, taxonomy: Taxonomy | None = None, limit_examples: int = 5) -> list[dict[str, Any]]:
+    """Intervention names of cell-therapy trials that name no known product.
+
+    A trial counts when the classifier labels it cell therapy; an intervention
+    name (not a comparator) counts when it looks like a product code (letters
+    and digits, e.g. "QN-019a", "JY231 Injection"), and no product synonym,
+    code name, cell-type word, combination partner (chemotherapy, antibodies...)
+    or target-only word matches it. Names are grouped case-insensitively; rows
+    are ``{"name", "trials", "example_ids"}``, most frequent first, so a curator
+    can grow ``taxonomy/code_names.csv``."""
+    clf = Classifier(taxonomy)
+    tax = clf.tax
+    counts: dict[str, dict[str, Any]] = {}
+    for tt in store_trial_texts(store):
+        names = [s for s in tt.segments if s.role == INTERVENTION and s.source.endswith(".name")]
+        if not names:
+            continue
+        lab = clf.classify(tt)
+        if not lab.is_cell_therapy:
+            continue
+        seen: set[str] = set()
+        for seg in names:
+            name = _WS.sub(" ", seg.text.strip())
+            key = name.lower()
+            if key in seen or not _CODE_NAME.search(name) or _NOT_A_CODE.fullmatch(_CODE_NAME.search(name).group()):  # type: ignore[union-attr]
+                continue
+            if (tax.products.search(name) or tax.cell_type.search(name) or tax.combinations.search(name)
+                    or tax.exclusions.search(name)):
+                continue
+            seen.add(key)
+            row = counts.setdefault(key, {"name": name, "trials": 0, "example_ids": []})
+            row["trials"] += 1
+            if len(row["example_ids"]) < limit_examples:
+                row["example_ids"].append(tt.trial_id)
+    return sorted(counts.values(), key=lambda r: (-r["trials"], r["name"].lower()))
 
 
 def _require_labels(store: Any) -> None:
@@ -909,6 +1091,20 @@ def evaluate_store(store: Any, gold: Any) -> dict[str, Any]:
     """Evaluate the store's labels against a gold CSV (any registry id of a trial matches)."""
     from celltrials.evaluate import evaluate
 
+    rows, evidence = _rows_with_evidence(store)
+    return evaluate(rows, gold, evidence)
+
+
+def evaluate_store_many(store: Any, golds: Sequence[Any]) -> dict[str, Any]:
+    """Evaluate the store's labels against several gold CSVs, each and together
+    (see :func:`celltrials.evaluate.evaluate_many`)."""
+    from celltrials.evaluate import evaluate_many
+
+    rows, evidence = _rows_with_evidence(store)
+    return evaluate_many(rows, golds, evidence)
+
+
+def _rows_with_evidence(store: Any) -> tuple[list[dict[str, str]], dict[str, list[dict[str, Any]]]]:
     rows = labels_rows(store)
     ev_by_trial = store_evidence(store)
     trial_of: dict[str, str] = {}
@@ -918,7 +1114,7 @@ def evaluate_store(store: Any, gold: Any) -> dict[str, Any]:
         if rid:
             trial_of.setdefault(str(rid).strip(), tid)
     evidence = {r["registry_id"]: ev_by_trial.get(trial_of.get(r["registry_id"], ""), []) for r in rows}
-    return evaluate(rows, gold, evidence)
+    return rows, evidence
 
 
 def explain_trial(store: Any, any_id: str) -> dict[str, Any]:
@@ -947,3 +1143,90 @@ def explain_trial(store: Any, any_id: str) -> dict[str, Any]:
                          "context_start": lo, "context_end": hi})
     title = store.con.execute("SELECT title FROM trials WHERE trial_id = ?", [trial_id]).fetchone()
     return {"trial_id": trial_id, "title": title[0] if title else "", "labels": labels, "evidence": evidence}
+
+
+# ---------------------------------------------------------------------------
+# agreement with the third-party labels of the reconstructed CAR corpus
+
+_TP_ORIGIN = {"Autologous": "autologous", "Allogeneic/Off-the-shelf": "allogeneic", "Unclear": "unspecified"}
+_TP_TARGET_ALIASES = {"claudin 18.2": "Claudin18.2", "mesothelin": "mesothelin", "nkg2d-l": "NKG2D", "slamf7": "CS1",
+                      "egfrviii": "EGFRvIII", "il13ra2": "IL13Ra2", "b7-h3": "B7-H3", "cll1": "CLL1"}
+_TP_NO_TARGET = frozenset({"other_or_unknown", "car-t_unspecified", "car-nk", ""})
+
+
+def _tp_targets(raw: str) -> frozenset[str]:
+    text = raw.strip()
+    if ":" in text:  # "CAR-NK: CD19"
+        text = text.split(":", 1)[1].strip()
+    text = re.sub(r"\s+dual$|\s+triple$", "", text, flags=re.I)
+    out = set()
+    for part in text.split("/"):
+        p = part.strip()
+        if p.lower() in _TP_NO_TARGET:
+            continue
+        out.add(_TP_TARGET_ALIASES.get(p.lower(), p))
+    return frozenset(out)
+
+
+def third_party_agreement(store: Any, path: Any) -> dict[str, Any]:
+    """Agreement of the store's labels with ``third_party_labels.csv`` (product
+    type and CAR target of the reconstructed CAR trials; a second opinion, not
+    gold). Rows whose trial is not in the store are counted in ``missing``.
+
+    * origin: theirs Autologous / Allogeneic/Off-the-shelf / Unclear against our
+      origin (``exact``: same of autologous / allogeneic / unspecified, over the
+      trials both call cell therapy; ``where_both_state``: over those where both
+      say autologous or allogeneic). Their "In vivo" rows are counted apart
+      (``in_vivo_not_cell_therapy``: how many we call not cell therapy).
+    * target: their target category ("CD19/BCMA dual", "CAR-NK: CD19"...) as a
+      set against our targets, over the trials where both name at least one:
+      ``exact`` (same set) and ``overlap`` (a target in common).
+    """
+    import csv
+    from pathlib import Path
+
+    p = Path(path)
+    with p.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    labels = {tid: (ict, origin, targets) for tid, ict, origin, targets in store.con.execute(
+        "SELECT trial_id, is_cell_therapy, origin, targets FROM labels").fetchall()}
+    missing = 0
+    o_n = o_exact = o_both_n = o_both = 0
+    iv_n = iv_no = 0
+    t_n = t_exact = t_overlap = 0
+    for r in rows:
+        tid = store.resolve(r["registry_id"].strip())
+        if tid is None or tid not in labels:
+            missing += 1
+            continue
+        ict, origin, targets = labels[tid]
+        if r["product_type"] == "In vivo":
+            iv_n += 1
+            iv_no += int(not ict)
+            continue
+        if not ict:
+            continue
+        theirs = _TP_ORIGIN.get(r["product_type"])
+        if theirs is not None:
+            o_n += 1
+            o_exact += int(origin == theirs)
+            if theirs != "unspecified" and origin in ("autologous", "allogeneic"):
+                o_both_n += 1
+                o_both += int(origin == theirs)
+        tt = _tp_targets(r["target_category"])
+        ours = frozenset(t for t in (targets or "").split(";") if t)
+        if tt and ours:
+            t_n += 1
+            t_exact += int(tt == ours)
+            t_overlap += int(bool(tt & ours))
+
+    def frac(a: int, b: int) -> float:
+        return round(a / b, 4) if b else 0.0
+
+    return {
+        "rows": len(rows), "missing": missing,
+        "origin": {"n": o_n, "exact": frac(o_exact, o_n), "where_both_state_n": o_both_n,
+                   "where_both_state": frac(o_both, o_both_n)},
+        "in_vivo": {"n": iv_n, "not_cell_therapy": iv_no},
+        "target": {"n": t_n, "exact": frac(t_exact, t_n), "overlap": frac(t_overlap, t_n)},
+    }

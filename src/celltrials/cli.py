@@ -1,60 +1,43 @@
 """The ``celltrials`` command line: a thin click layer over the library.
 
 Each command parses its arguments, calls one library function and renders
-the result; ``--json`` prints exactly what the library returned.
+the result; ``--json`` prints exactly what the library returned. Commands
+live in ``celltrials.commands`` (one module per area) and register on the
+group in ``celltrials.commands.base``; importing them here is what puts them
+on the command line.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
+import duckdb
 
-from celltrials import __version__
-from celltrials.errors import CelltrialsError
+from celltrials.commands import (  # noqa: F401  (imported for their @cli.command registrations)
+    classify,
+    core,
+    meta,
+    pipeline,
+    products,
+    quality,
+    report,
+    serve,
+    sync,
+)
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx
+from celltrials.errors import CelltrialsError, StoreError
 
-
-class Context:
-    def __init__(self, db: str | None, quiet: bool, debug: bool) -> None:
-        self.db = db
-        self.quiet = quiet
-        self.debug = debug
-
-    def open_store(self, read_only: bool = False) -> Any:
-        import celltrials
-
-        return celltrials.open(self.db, read_only=read_only)
-
-
-pass_ctx = click.make_pass_decorator(Context)
-
-
-def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="celltrials")
-@click.option("--db", envvar="CELLTRIALS_DB", default=None, help="DuckDB store (default ./celltrials.duckdb, env CELLTRIALS_DB).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or notices.")
-@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
-@click.pass_context
-def cli(ctx: click.Context, db: str | None, quiet: bool, debug: bool) -> None:
-    """celltrials: cell-therapy clinical-trial intelligence."""
-    ctx.obj = Context(db, quiet, debug)
+__all__ = ["Context", "cli", "echo_json", "main", "pass_ctx"]
 
 
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("CELLTRIALS_DEBUG"))
     try:
         cli.main(args=argv, prog_name="celltrials", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort:  # click's form of Ctrl-C (KeyboardInterrupt) and of an aborted prompt
+        _interrupted()
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -67,14 +50,20 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         if debug:
             raise
-        click.echo("\nInterrupted. Files are ingested one transaction each: the store keeps every file "
-                   "finished before Ctrl-C and nothing of the one in progress; rerun to continue.", err=True)
-        sys.exit(130)
+        _interrupted()
     except Exception as exc:  # the last line of defence: no traceback without --debug
         if debug:
             raise
+        if isinstance(exc, duckdb.InterruptException):  # Ctrl-C while DuckDB was working
+            _interrupted()
         _fail(_as_user_error(exc))
     sys.exit(0)
+
+
+def _interrupted() -> None:
+    click.echo("\nInterrupted. The store keeps everything committed before Ctrl-C (ingest: every file "
+               "finished; fetch: every page) and nothing half-written; rerun the command to continue.", err=True)
+    sys.exit(130)
 
 
 def _fail(exc: CelltrialsError) -> None:
@@ -87,15 +76,16 @@ def _fail(exc: CelltrialsError) -> None:
 def _as_user_error(exc: BaseException) -> CelltrialsError:
     """One error path for faults that escaped the library's own checks:
     the store (DuckDB), the file system, memory, anything else."""
-    import duckdb
-
-    from celltrials.errors import StoreError
-
     if isinstance(exc, duckdb.Error):
-        return StoreError(
-            f"the store failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            hint="If the store file is damaged or truncated, move it aside and rebuild it with "
-                 "`celltrials ingest`; check free disk space (--db chooses another file).")
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        if isinstance(exc, duckdb.IOException | duckdb.InternalException | duckdb.FatalException | duckdb.SerializationException) \
+                or "Corrupt" in first:
+            return StoreError(
+                f"the store failed: {first or type(exc).__name__}",
+                hint="Check free disk space. If the store file is damaged or truncated, move it aside and rebuild "
+                     "it with `celltrials ingest` (--db chooses another file).")
+        return StoreError(f"the store failed: {type(exc).__name__}: {first}",
+                          hint="This is likely a bug in celltrials; rerun with --debug and report the traceback.")
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         return CelltrialsError(f"{where}{exc.strerror or exc}",
@@ -105,30 +95,3 @@ def _as_user_error(exc: BaseException) -> CelltrialsError:
                                hint="The input is too large or too deeply nested; rerun with --debug for details.")
     return CelltrialsError(f"unexpected {type(exc).__name__}: {exc}",
                            hint="This is a bug in celltrials; rerun with --debug and report the traceback.")
-
-
-# Commands live in the modules below (one per area) and register themselves
-# on ``cli`` when imported; keeping them apart keeps this file small.
-_COMMAND_MODULES = [
-    "celltrials.commands.core",
-    "celltrials.commands.pipeline",
-    "celltrials.commands.meta",
-    "celltrials.commands.products",
-    "celltrials.commands.sync",
-    "celltrials.commands.report",
-    "celltrials.commands.classify",
-]
-
-
-def _load_commands(modules: list[str], register: Callable[[str], Any]) -> None:
-    for name in modules:
-        register(name)
-
-
-def _import(name: str) -> Any:
-    import importlib
-
-    return importlib.import_module(name)
-
-
-_load_commands(_COMMAND_MODULES, _import)

@@ -44,6 +44,7 @@ class DataFileError(CelltrialsError):
 
     def __init__(self, message: str, *, path: str = "", hint: str | None = None) -> None:
         self.path = path
+        self.reason = message  # the bare reason, without the path (structured; never parse .message)
         super().__init__(f"{path}: {message}" if path else message, hint=hint)
 
 
@@ -52,6 +53,10 @@ class UnknownFormatError(DataFileError):
         "celltrials reads ClinicalTrials.gov API v2 JSON/NDJSON/ZIP, ClinicalTrials.gov CSV "
         "exports and WHO ICTRP CSV/XML/XLSX exports."
     )
+
+    def __init__(self, message: str, *, path: str = "", hint: str | None = None, no_id_column: bool = False) -> None:
+        self.no_id_column = no_id_column  # a text table without an NCT Number / TrialID column
+        super().__init__(message, path=path, hint=hint)
 
 
 class RecordError(DataFileError):

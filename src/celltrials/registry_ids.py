@@ -10,13 +10,16 @@ ids and never merge trials.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from celltrials.models import RegistryId
 
 # (registry, pattern, canonical form); patterns are anchored on word edges.
+# EU-CTR suffixes a member state's code to each national record, and ``3RD``
+# to the record of a trial's sites in third countries.
 _PATTERNS: list[tuple[str, str]] = [
     ("ctgov", r"NCT\d{8}"),
-    ("euctr", r"(?:EUCTR|EudraCT(?:\s*(?:Number|No\.?|number))?[:\s]*)?\d{4}-\d{6}-\d{2}(?:-\d{2})?(?:-[A-Z]{2,3})?"),
+    ("euctr", r"(?:EUCTR|EudraCT(?:\s*(?:Number|No\.?|number))?[:\s]*)?\d{4}-\d{6}-\d{2}(?:-\d{2})?(?:-(?:[A-Z]{2,3}|3RD))?"),
     ("chictr", r"ChiCTR-?[A-Za-z]{0,4}-?\d{6,12}"),
     ("isrctn", r"ISRCTN\d{8}"),
     ("anzctr", r"ACTRN\d{14}"),
@@ -42,9 +45,36 @@ _COMBINED = re.compile(
 _EU_CORE = re.compile(r"(\d{4}-\d{6}-\d{2})")
 
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def fold_id(text: str) -> str:
+    """Registry-id text with Unicode compatibility forms folded to ASCII:
+    full-width letters and digits (``ＮＣＴ０４３１５９８７``), and decimal digits of
+    any script (Arabic-Indic ``٠٤٣``, Devanagari, …) become ``0-9``; the
+    Unicode dashes become ``-``. ASCII text is returned unchanged (fast path)."""
+    if not _NON_ASCII.search(text):
+        return text
+    text = unicodedata.normalize("NFKC", text)
+    out = []
+    for ch in text:
+        if ch.isascii():
+            out.append(ch)
+            continue
+        d = unicodedata.decimal(ch, None)
+        if d is not None:
+            out.append(str(d))
+        elif unicodedata.category(ch) == "Pd":
+            out.append("-")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def canonical_id(raw: str, *, is_primary: bool = False) -> RegistryId | None:
-    """The canonical id for ``raw`` if the whole string is a registry id."""
-    text = raw.strip()
+    """The canonical id for ``raw`` if the whole string is a registry id
+    (digits of any script count as their ASCII digits)."""
+    text = fold_id(raw.strip())
     m = _COMBINED.fullmatch(text)
     if not m:
         return None
@@ -55,7 +85,7 @@ def find_ids(text: str) -> list[RegistryId]:
     """All registry ids mentioned in free text (``Other IDs``, secondary ids)."""
     out: list[RegistryId] = []
     seen: set[str] = set()
-    for m in _COMBINED.finditer(text or ""):
+    for m in _COMBINED.finditer(fold_id(text or "")):
         rid = _make(m, False)
         if rid.key not in seen:
             seen.add(rid.key)
@@ -90,5 +120,5 @@ def registry_of(record_id: str) -> str:
 def trial_id_for(record_id: str) -> str:
     """The id a merged trial is named by: the record id, except that EU-CTR's
     member-state suffix is dropped (one EudraCT number is one trial)."""
-    m = re.fullmatch(r"(EUCTR\d{4}-\d{6}-\d{2})-[A-Z]{2,3}", record_id.strip(), re.IGNORECASE)
+    m = re.fullmatch(r"(EUCTR\d{4}-\d{6}-\d{2})-(?:[A-Z]{2,3}|3RD)", record_id.strip(), re.IGNORECASE)
     return m.group(1).upper() if m else record_id.strip()

@@ -6,8 +6,13 @@ from typing import Any
 
 import click
 
-from celltrials.cli import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx
 from celltrials.errors import AnalysisError
+
+# the same tuples as celltrials.analysis.meta (not imported here: keeps `celltrials --help` fast)
+MEASURES = ("RR", "OR", "RD", "MD", "SMD", "SMDH", "ROM", "PLO", "PR", "PFT", "IRR", "IRLN", "ZCOR", "GEN")
+METHODS = ("FE", "DL", "REML", "PM", "ML", "MH", "PETO")
+TO_CHOICES = ("only0", "all", "if0all", "none")
 
 
 def _parse_cols(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -29,25 +34,59 @@ def _pv(p: Any) -> str:
 
 
 @cli.command(context_settings={"max_content_width": 100})
-@click.argument("input_csv", metavar="INPUT.csv", type=click.Path(dir_okay=False))
+@click.argument("input_csv", metavar="[INPUT.csv]", required=False, type=click.Path(dir_okay=False))
+@click.option("--from-store", "from_store", is_flag=True,
+              help="Build the study rows from the results posted in the store (needs --outcome and --out).")
+@click.option("--outcome", default=None, metavar="TEXT",
+              help="With --from-store: 'serious adverse events' (or SAE), 'deaths', 'other adverse events' "
+              "(adverse-event totals per arm), or text in a posted outcome measure's title.")
+@click.option("--time-frame", "time_frame", default=None, metavar="TEXT", help="With --from-store: the outcome's time frame contains TEXT.")
+@click.option("--experimental-arm", "experimental_arm", default=None, metavar="REGEX",
+              help="With --from-store: use only cell arms whose title matches REGEX (e.g. 'MSC|mesenchymal').")
+@click.option("--extra", default=None, type=click.Path(dir_okay=False), metavar="FILE.csv",
+              help="With --from-store: add values extracted from papers (template: celltrials meta-template).")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="With --from-store: folder for studies.csv (the study rows) and meta.json (the result).")
+@click.option("--country", multiple=True, metavar="NAME", help="With --from-store: report filter (repeatable).")
+@click.option("--registry", multiple=True, metavar="NAME", help="With --from-store: report filter (repeatable).")
+@click.option("--start-year", default=None, metavar="FROM-TO", help="With --from-store: report filter.")
+@click.option("--status", multiple=True, metavar="STATUS", help="With --from-store: report filter (repeatable).")
+@click.option("--phase", multiple=True, metavar="PHASE", help="With --from-store: report filter (repeatable).")
+@click.option("--cell-type", multiple=True, metavar="TYPE", help="With --from-store: report filter, e.g. msc (repeatable).")
+@click.option("--indication-group", multiple=True, metavar="GROUP", help="With --from-store: report filter (repeatable).")
+@click.option("--title", default=None, metavar="TEXT", help="With --from-store: title contains TEXT.")
+@click.option("--all-trials", is_flag=True, help="With --from-store: every trial, not only those classified as cell therapy.")
 @click.option(
     "--measure",
     required=True,
-    type=click.Choice(["RR", "OR", "RD", "MD", "SMD", "PLO", "PR", "GEN"], case_sensitive=False),
-    help="RR/OR/RD: ai,bi,ci,di or ai,n1i,ci,n2i. MD/SMD: m1i,sd1i,n1i,m2i,sd2i,n2i "
-    "(SMD = Hedges' g, exact correction). PLO/PR: xi,ni. GEN: yi,vi or yi,sei.",
+    type=click.Choice(list(MEASURES), case_sensitive=False),
+    help="RR/OR/RD: ai,bi,ci,di or ai,n1i,ci,n2i. MD/SMD/SMDH/ROM: m1i,sd1i,n1i,m2i,sd2i,n2i "
+    "(SMD = Hedges' g, exact correction; SMDH = Bonett's heteroscedastic; ROM = log ratio of means). "
+    "PLO/PR/PFT: xi,ni. IRR: x1i,t1i,x2i,t2i. IRLN: xi,ti. ZCOR: ri,ni. GEN: yi,vi or yi,sei.",
 )
 @click.option(
     "--method",
     default="REML",
     show_default=True,
-    type=click.Choice(["FE", "DL", "REML", "PM", "ML"], case_sensitive=False),
-    help="FE = fixed effect; others = random effects with that tau² estimator.",
+    type=click.Choice(list(METHODS), case_sensitive=False),
+    help="FE = fixed effect (inverse variance); DL/REML/PM/ML = random effects with that tau² estimator; "
+    "MH = Mantel–Haenszel (OR, RR, RD, IRR); PETO = Peto's odds ratio.",
 )
 @click.option("--test", "test", default="z", show_default=True, type=click.Choice(["z", "knha"], case_sensitive=False), help="Wald z or Knapp–Hartung t.")
 @click.option("--col", "cols", multiple=True, metavar="ROLE=COLUMN", help="Map a role to your column, e.g. --col ai=tpos (repeatable).")
 @click.option("--label", default=None, help="Column with study labels (default: study/trial/label/author/name/id if present).")
+@click.option("--add", "add", default=0.5, show_default=True, type=float, help="Continuity correction added to zero cells.")
+@click.option("--to", "to", default="only0", show_default=True, type=click.Choice(list(TO_CHOICES)),
+              help="Where --add goes: studies with a zero cell, all studies, all if any has a zero, nowhere.")
+@click.option("--drop00/--keep00", "drop00", default=None,
+              help="Drop studies with no events (or only events) in both groups [default: drop for MH/PETO, keep otherwise].")
+@click.option("--mods", default=None, metavar="COL[,COL…]",
+              help="Meta-regression on these columns (numeric, or categorical dummy coded; force with COL:cat / COL:num).")
 @click.option("--by", default=None, metavar="COLUMN", help="Subgroup analysis by COLUMN with the test for subgroup differences.")
+@click.option("--by-tau2", "by_tau2", default="separate", show_default=True, type=click.Choice(["separate", "common"]),
+              help="Subgroups with their own tau² each, or one tau² common to all (a mixed-effects model).")
+@click.option("--tau2-ci", "tau2_ci", default="QP", show_default=True, type=click.Choice(["QP", "PL"], case_sensitive=False),
+              help="CI for tau², I², H²: Q-profile, or profile likelihood (ML/REML).")
 @click.option("--leave-one-out", is_flag=True, help="Refit omitting each study in turn.")
 @click.option("--level", default=95.0, show_default=True, type=float, help="Confidence level in percent.")
 @click.option("--plot-dir", default=None, type=click.Path(file_okay=False), help="Write forest.svg/png and funnel.svg/png here.")
@@ -55,13 +94,34 @@ def _pv(p: Any) -> str:
 @pass_ctx
 def meta(
     ctx: Context,
-    input_csv: str,
+    input_csv: str | None,
+    from_store: bool,
+    outcome: str | None,
+    time_frame: str | None,
+    experimental_arm: str | None,
+    extra: str | None,
+    out_dir: str | None,
+    country: tuple[str, ...],
+    registry: tuple[str, ...],
+    start_year: str | None,
+    status: tuple[str, ...],
+    phase: tuple[str, ...],
+    cell_type: tuple[str, ...],
+    indication_group: tuple[str, ...],
+    title: str | None,
+    all_trials: bool,
     measure: str,
     method: str,
     test: str,
     cols: tuple[str, ...],
     label: str | None,
+    add: float,
+    to: str,
+    drop00: bool | None,
+    mods: str | None,
     by: str | None,
+    by_tau2: str,
+    tau2_ci: str,
     leave_one_out: bool,
     level: float,
     plot_dir: str | None,
@@ -70,27 +130,55 @@ def meta(
     """Meta-analyse INPUT.csv (one row per study).
 
     Column names follow R's metafor (ai, bi, ci, di, n1i, n2i, m1i, sd1i, xi,
-    ni, yi, vi, sei); map your own with --col. Zero cells: studies with a zero
-    cell get 0.5 added to all four cells of their 2x2 table (RR, OR, RD), or to
-    events and non-events when xi = 0 or xi = ni (PLO, PR), as metafor's escalc
-    does by default. Prints the pooled estimate, CI, prediction interval,
-    tau², I², H², Q, back-transformed values for RR/OR/PLO, Egger's test.
+    ni, ti, x1i, t1i, ri, yi, vi, sei); map your own with --col. Zero cells:
+    studies with a zero cell get --add (0.5) added to all four cells of their
+    2x2 table (RR, OR, RD), or to events and non-events when xi = 0 or xi = ni
+    (PLO, PR), as metafor's escalc does by default (--to, --drop00 change
+    that). With MH and PETO the correction only affects the per-study values
+    (Q, plots); the pooled estimate uses the raw counts, as metafor does.
+    Prints the pooled estimate, CI, prediction interval, tau² with its SE and
+    CI, I², H² (with CIs), Q, back-transformed values, Egger's test; with
+    --mods the meta-regression (coefficients, QM, QE, R²).
+
+    --from-store builds INPUT from the results posted in the store instead:
+    one row per trial for --outcome (cell arms vs control arms, combined when
+    there are several), every choice listed with the record id, the trial's
+    labels (cell type, MSC source, origin, route, dose) as columns usable in
+    --mods and --by; studies.csv and meta.json are written to --out.
     """
     from celltrials.analysis.meta import meta_analysis_csv
 
     if not 0 < level < 100:
         raise AnalysisError(f"--level {level} is not between 0 and 100", hint="Use e.g. --level 95.")
-    result = meta_analysis_csv(
-        input_csv,
-        measure,
-        method=method,
-        test=test,
-        columns=_parse_cols(cols),
-        label=label,
-        by=by,
-        leave_one_out=leave_one_out,
-        level=level / 100,
-    )
+    options: dict[str, Any] = {
+        "method": method, "test": test, "add": add, "to": to, "drop00": drop00, "mods": mods, "by": by,
+        "by_tau2": by_tau2, "tau2_ci": tau2_ci, "leave_one_out": leave_one_out, "level": level / 100,
+    }
+    if from_store:
+        if input_csv is not None:
+            raise AnalysisError("give either INPUT.csv or --from-store, not both")
+        if not outcome or not out_dir:
+            raise AnalysisError("--from-store needs --outcome TEXT and --out DIR",
+                                hint="e.g. --from-store --outcome 'serious adverse events' --out sae/.")
+        from celltrials.analysis.landscape import make_filters
+        from celltrials.analysis.meta_store import meta_from_store
+
+        filters = make_filters(country=country, registry=registry, start_year=start_year, status=status,
+                               phase=phase, cell_type=cell_type, indication_group=indication_group, title=title,
+                               scope="all" if all_trials else "cell_therapy")
+        with ctx.open_store(read_only=True) as store:
+            result = meta_from_store(store, outcome, measure, out_dir=out_dir, filters=filters,
+                                     time_frame=time_frame, extra=extra, experimental_arm=experimental_arm,
+                                     **options)
+    else:
+        if input_csv is None:
+            raise AnalysisError("give INPUT.csv (one row per study) or --from-store",
+                                hint="See `celltrials meta --help`.")
+        for name, val in (("--outcome", outcome), ("--out", out_dir), ("--extra", extra), ("--time-frame", time_frame),
+                          ("--experimental-arm", experimental_arm)):
+            if val:
+                raise AnalysisError(f"{name} only applies with --from-store")
+        result = meta_analysis_csv(input_csv, measure, columns=_parse_cols(cols), label=label, **options)
     if plot_dir is not None:
         from celltrials.analysis.plots_meta import write_plots
 
@@ -105,11 +193,13 @@ def meta(
 
 def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
     from rich.console import Console
+    from rich.markup import escape as esc
     from rich.table import Table
 
     con = Console()
     lvl = round(100 * r["level"])
-    model = "fixed-effect" if r["method"] == "FE" else f"random-effects ({r['method']})"
+    model = {"FE": "fixed-effect (inverse variance)", "MH": "fixed-effect, Mantel–Haenszel",
+             "PETO": "fixed-effect, Peto"}.get(r["method"], f"random-effects ({r['method']})")
     con.print(f"[bold]{r['measure']}[/bold] meta-analysis, {model}, test {r['test']}, k = {r['k']} ({r['scale']})")
     t = Table("", "estimate", "SE", f"{lvl}% CI", "prediction interval", "p")
     t.add_row(
@@ -131,33 +221,97 @@ def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
             "",
         )
     con.print(t)
-    con.print(
-        f"tau² = {_f(r['tau2'])}, I² = {_f(r['i2'], 2)}%, H² = {_f(r['h2'], 2)}, "
-        f"Q({r['q_df']}) = {_f(r['q'])}, p {_pv(r['q_p'])}"
-    )
+    tau = f"tau² = {_f(r['tau2'])}"
+    if r.get("tau2_se") is not None:
+        tau += f" (SE {_f(r['tau2_se'])})"
+    if r.get("tau2_ci_low") is not None:
+        tau += f", {lvl}% CI {_f(r['tau2_ci_low'])} to {_f(r['tau2_ci_high'])} ({r['tau2_ci_method']})"
+    con.print(tau)
+    i2 = f"I² = {_f(r['i2'], 2)}%"
+    h2 = f"H² = {_f(r['h2'], 2)}"
+    if r.get("i2_ci_low") is not None:
+        i2 += f" ({_f(r['i2_ci_low'], 2)} to {_f(r['i2_ci_high'], 2)})"
+        h2 += f" ({_f(r['h2_ci_low'], 2)} to {_f(r['h2_ci_high'], 2)})"
+    con.print(f"{i2}, {h2}, Q({r['q_df']}) = {_f(r['q'])}, p {_pv(r['q_p'])}")
+    if r.get("cmh") is not None:
+        con.print(f"Cochran–Mantel–Haenszel test: CMH = {_f(r['cmh'])}, df = 1, p {_pv(r['cmh_p'])}")
+    if r.get("tarone") is not None:
+        con.print(f"Tarone's test for heterogeneity: X² = {_f(r['tarone'])}, df = {r['tarone_df']}, p {_pv(r['tarone_p'])}")
     if r["egger"]:
         e = r["egger"]
         con.print(f"Egger's test: intercept {_f(e['intercept'])} (SE {_f(e['se'])}), t({e['df']}) = {_f(e['t'], 3)}, p {_pv(e['p'])}")
     if r["continuity_corrected"]:
-        con.print(f"0.5 added to the cells of: {', '.join(r['continuity_corrected'])}")
+        con.print(f"{r['add']:g} added to the cells of: " + esc(", ".join(r["continuity_corrected"])))
+    if r.get("dropped_00"):
+        con.print("Dropped (no events or only events in both groups): " + esc(", ".join(r["dropped_00"])))
     st = Table("study", "yi", "vi", "weight %", *(["group"] if r["subgroups"] else []))
     for s in r["studies"]:
-        st.add_row(s["study"], _f(s["yi"]), _f(s["vi"]), _f(s["weight"], 1), *([s["group"]] if r["subgroups"] else []))
+        st.add_row(esc(s["study"]), _f(s["yi"]), _f(s["vi"]), _f(s["weight"], 1),
+                   *([esc(s["group"])] if r["subgroups"] else []))
     con.print(st)
+    reg = r.get("meta_regression")
+    if reg:
+        stat = "t" if r["test"] == "knha" else "z"
+        ct = Table("coefficient", "estimate", "SE", stat, "p", f"{lvl}% CI", title=f"Meta-regression ({reg['model']}, k = {reg['k']})")
+        for c in reg["coefficients"]:
+            ct.add_row(esc(c["name"]), _f(c["estimate"]), _f(c["se"]), _f(c["stat"]), _pv(c["p"]).removeprefix("= "),
+                       f"{_f(c['ci_low'])} to {_f(c['ci_high'])}")
+        con.print(ct)
+        for col, cd in reg["coding"].items():
+            if cd["type"] == "categorical":
+                con.print(esc(f"{col}: categorical, reference level {cd['reference']!r}; dummies {', '.join(cd['dummies'])}"))
+        if reg["qm"] is not None:
+            qm = (f"F({reg['qm_df']}, {reg['qm_df2']})" if reg["qm_test"] == "F" else f"QM({reg['qm_df']})")
+            con.print(f"Test of moderators: {qm} = {_f(reg['qm'])}, p {_pv(reg['qm_p'])}")
+        con.print(f"Residual heterogeneity: QE({reg['qe_df']}) = {_f(reg['qe'])}, p {_pv(reg['qe_p'])}; "
+                  f"tau² = {_f(reg['tau2'])}" + (f" (SE {_f(reg['tau2_se'])})" if reg["tau2_se"] is not None else "")
+                  + f", I² = {_f(reg['i2'], 2)}%, R² = {_f(reg['r2'], 2)}%")
     if r["subgroups"]:
         sg = r["subgroups"]
-        gt = Table("subgroup", "k", "estimate", f"{lvl}% CI", "tau²", "I² %", title=f"Subgroups by {sg['by']}")
+        how = "one common tau²" if sg["tau2_model"] == "common" else "a separate tau² per subgroup"
+        gt = Table("subgroup", "k", "estimate", f"{lvl}% CI", "tau²", "I² %", title=esc(f"Subgroups by {sg['by']} ({how})"))
         for g in sg["groups"]:
-            gt.add_row(g["group"], str(g["k"]), _f(g["estimate"]), f"{_f(g['ci_low'])} to {_f(g['ci_high'])}", _f(g["tau2"]), _f(g["i2"], 1))
+            gt.add_row(esc(g["group"]), str(g["k"]), _f(g["estimate"]), f"{_f(g['ci_low'])} to {_f(g['ci_high'])}", _f(g["tau2"]), _f(g["i2"], 1))
         con.print(gt)
-        con.print(f"Test for subgroup differences: Q_between({sg['q_between_df']}) = {_f(sg['q_between'])}, p {_pv(sg['q_between_p'])}")
+        qb = f"F({sg['q_between_df']}, {sg['q_between_df2']})" if sg["q_between_test"] == "F" else f"Q_between({sg['q_between_df']})"
+        con.print(f"Test for subgroup differences: {qb} = {_f(sg['q_between'])}, p {_pv(sg['q_between_p'])}")
     if r["leave_one_out"]:
         lt = Table("omitted", "estimate", f"{lvl}% CI", "tau²", "I² %", title="Leave-one-out")
         for row in r["leave_one_out"]:
-            lt.add_row(row["omitted"], _f(row["estimate"]), f"{_f(row['ci_low'])} to {_f(row['ci_high'])}", _f(row["tau2"]), _f(row["i2"], 1))
+            lt.add_row(esc(row["omitted"]), _f(row["estimate"]), f"{_f(row['ci_low'])} to {_f(row['ci_high'])}", _f(row["tau2"]), _f(row["i2"], 1))
         con.print(lt)
+    fs = r.get("from_store")
+    if fs:
+        ct = Table("trial", "experimental arm(s)", "control arm(s)", "used / why not",
+                   title=esc(f"Trials with posted results for {fs['outcome']!r} ({fs['trials_with_results']} of "
+                             f"{fs['trials_selected']} selected trials; {fs['rows']} rows)"))
+        for c in fs["choices"]:
+            groups = c.get("groups") or []
+            exp = "; ".join(str(g["title"]) for g in groups if g.get("role") == "experimental")
+            ctl = "; ".join(str(g["title"]) for g in groups if g.get("role") == "control")
+            rec = str(c.get("record_id") or c.get("source") or "")
+            trial = str(c.get("trial_id") or "") + (f" ({rec})" if rec and rec != c.get("trial_id") else "")
+            ct.add_row(esc(trial), esc(exp), esc(ctl), "used" if c.get("used") else esc(str(c.get("reason") or "")))
+        con.print(ct)
+        con.print(esc(f"Outcome and time frame of every row, and why each arm was used: {fs['studies_csv']} "
+                      "and meta.json beside it (--json prints the same)."))
     if paths and not quiet:
-        con.print("Plots: " + ", ".join(str(p) for p in paths))
+        con.print("Plots: " + esc(", ".join(str(p) for p in paths)))
+
+
+@cli.command("meta-template", context_settings={"max_content_width": 100})
+@click.argument("kind", type=click.Choice(["binary", "continuous"]))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
+def meta_template(kind: str, out_path: str) -> None:
+    """Write the CSV template for values extracted from papers (for meta --from-store --extra).
+
+    binary: study,trial_id,source,outcome,time_frame,experimental_arm,control_arm,ai,n1i,ci,n2i,notes.
+    continuous: … m1i,sd1i,n1i,m2i,sd2i,n2i,notes. study and source (DOI, PMID) are required.
+    """
+    from celltrials.analysis.meta_store import write_template
+
+    write_template(kind, out_path)
+    click.echo(f"Wrote the {kind} template to {out_path}")
 
 
 @cli.command(context_settings={"max_content_width": 100})
@@ -170,7 +324,9 @@ def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
 def results(ctx: Context, trial_id: str | None, export_path: str | None, limit: int, as_json: bool) -> None:
     """Posted results of trial ID (outcomes, analyses, adverse events, flow), or --export them all.
 
-    Reads the latest ClinicalTrials.gov API v2 JSON stored for the trial.
+    Reads the latest ClinicalTrials.gov record stored for the trial: API v2
+    JSON, legacy XML or API v1 study fields (re-assembled where the v1
+    flattening is unambiguous).
     """
     from celltrials.analysis.results import export_outcomes, results_for_store, tables_to_records
 
@@ -259,6 +415,17 @@ def _render_results(trial_id: str, tables: dict[str, Any], limit: int) -> None:
                       f"{_num_text(r.num_affected)} / {_num_text(r.num_at_risk)}")
         con.print(t)
         more(ae)
+    eg = tables["event_groups"]
+    if not eg.empty:
+        t = Table("group", "serious: affected / at risk", "deaths: affected / at risk", "other: affected / at risk",
+                  title="Adverse-event groups (totals)")
+        for r in eg.head(limit).itertuples(index=False):
+            t.add_row(esc(r.group_title or r.group_id or ""),
+                      f"{_num_text(r.serious_num_affected)} / {_num_text(r.serious_num_at_risk)}",
+                      f"{_num_text(r.deaths_num_affected)} / {_num_text(r.deaths_num_at_risk)}",
+                      f"{_num_text(r.other_num_affected)} / {_num_text(r.other_num_at_risk)}")
+        con.print(t)
+        more(eg)
     pf = tables["participant_flow"]
     if not pf.empty:
         t = Table("period", "milestone / reason", "group", "participants", title="Participant flow")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from celltrials.cli import Context, cli, echo_json
+from celltrials.commands.base import Context, cli, echo_json
 
 
 @cli.group(invoke_without_command=True)

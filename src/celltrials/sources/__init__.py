@@ -8,14 +8,18 @@ The file extension is never trusted: the first bytes decide.
 
 from __future__ import annotations
 
+import csv
+import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import orjson
 
 from celltrials.errors import DataFileError, UnknownFormatError
-from celltrials.sources import ctgov_csv, ctgov_json, ictrp
+from celltrials.sources import ctgov_csv, ctgov_json, ctgov_v1, ctgov_xml, ictrp
 from celltrials.sources.base import ParseItem, ParseStream
 
 __all__ = ["FORMATS", "ParseItem", "ParseStream", "parse_file", "sniff"]
@@ -25,6 +29,10 @@ FORMATS = {
     "ctgov_json": "ClinicalTrials.gov API v2 JSON (study, array or API page)",
     "ctgov_ndjson": "ClinicalTrials.gov API v2 NDJSON",
     "ctgov_zip": "ZIP of ClinicalTrials.gov API v2 JSON files",
+    "ctgov_v1_json": "ClinicalTrials.gov API v1 study-fields JSON (retired 2024)",
+    "ctgov_v1_zip": "ZIP of ClinicalTrials.gov API v1 study-fields JSON files",
+    "ctgov_xml": "ClinicalTrials.gov legacy XML (<clinical_study>)",
+    "ctgov_xml_zip": "ZIP of ClinicalTrials.gov legacy XML files",
     "ctgov_csv_classic": "ClinicalTrials.gov classic website CSV",
     "ctgov_csv": "ClinicalTrials.gov website CSV",
     "ictrp_csv": "WHO ICTRP CSV export",
@@ -39,14 +47,27 @@ class Sniffed:
     text: str | None = None  # decoded text for CSV formats, reused by the parser
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def _decode(data: bytes, path: Path) -> str:
     try:
+        if data.startswith(_UTF16_BOMS):  # Excel's "Unicode text" and some XML tools write UTF-16
+            return data.decode("utf-16")
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataFileError(
             f"invalid UTF-8 at byte {exc.start}", path=str(path),
             hint="Re-export the file as UTF-8 (registry exports are UTF-8).",
         ) from None
+
+
+# API v1 study fields: PascalCase field names with list values, or the API's response wrapper
+_V1_HEAD = re.compile(rb'"(?:StudyFieldsResponse|NCTId|Rank|Acronym|BriefTitle)"\s*:')
+
+
+def _is_v1_head(head: bytes) -> bool:
+    return b'"protocolSection"' not in head and b'"studies"' not in head and _V1_HEAD.search(head) is not None
 
 
 def sniff(path: Path) -> Sniffed:
@@ -59,18 +80,39 @@ def sniff(path: Path) -> Sniffed:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except zipfile.BadZipFile as exc:
+        except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
             raise DataFileError(f"broken zip archive ({exc})", path=str(path)) from None
         if "xl/workbook.xml" in names:
             return Sniffed("ictrp_xlsx")
-        if any(n.lower().endswith(".json") for n in names):
-            return Sniffed("ctgov_zip")
-        raise UnknownFormatError("zip archive holds no registry JSON files", path=str(path))
+        first_json = next((n for n in sorted(names) if n.lower().endswith(".json") and not n.endswith("/")), None)
+        first_xml = next((n for n in sorted(names) if n.lower().endswith(".xml") and not n.endswith("/")), None)
+        try:
+            if first_json is not None:
+                with zipfile.ZipFile(path) as zf, zf.open(first_json) as member:
+                    member_head = member.read(4096)
+                return Sniffed("ctgov_v1_zip" if _is_v1_head(member_head) else "ctgov_zip")
+            if first_xml is not None:
+                with zipfile.ZipFile(path) as zf, zf.open(first_xml) as member:
+                    if b"<clinical_study" in member.read(4096):
+                        return Sniffed("ctgov_xml_zip")
+        except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError, zlib.error) as exc:
+            raise DataFileError(f"broken zip archive ({exc})", path=str(path)) from None
+        raise UnknownFormatError("zip archive holds no registry JSON or XML files", path=str(path))
+    if head.startswith(_UTF16_BOMS):
+        text16 = head.decode("utf-16", errors="ignore").lstrip(" \t\r\n")
+        if text16.startswith("<"):
+            if "Trials_downloaded_from_ICTRP" in text16:
+                return Sniffed("ictrp_xml")  # expat reads UTF-16 with a byte-order mark itself
+            raise UnknownFormatError("XML that is not a WHO ICTRP export", path=str(path))
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped.startswith(b"<"):
         if b"Trials_downloaded_from_ICTRP" in head:
             return Sniffed("ictrp_xml")
-        raise UnknownFormatError("XML that is not a WHO ICTRP export", path=str(path))
+        if b"<clinical_study" in head:
+            return Sniffed("ctgov_xml")
+        raise UnknownFormatError("XML that is neither a WHO ICTRP export nor a ClinicalTrials.gov <clinical_study>", path=str(path))
+    if stripped[:1] in (b"[", b"{") and _is_v1_head(head):
+        return Sniffed("ctgov_v1_json")
     if stripped[:1] == b"[":
         return Sniffed("ctgov_json")
     if stripped[:1] == b"{":
@@ -93,19 +135,44 @@ def sniff(path: Path) -> Sniffed:
         return Sniffed("ctgov_csv_classic" if '"Title"' in first or ",Title," in first else "ctgov_csv", text)
     if first.lstrip('"').startswith("TrialID"):
         return Sniffed("ictrp_csv", text)
-    raise UnknownFormatError("not a recognised registry export (no NCT Number / TrialID header, not JSON/XML/XLSX)", path=str(path))
+    raise UnknownFormatError("not a recognised registry export (no NCT Number / TrialID header, not JSON/XML/XLSX)",
+                             path=str(path), no_id_column=True)
 
 
 def parse_file(path: str | Path, sniffed: Sniffed | None = None) -> ParseStream:
-    """Parse one registry export of any supported format."""
+    """Parse one registry export of any supported format.
+
+    Faults of the file as a whole (truncated archive, corrupt sheet, an
+    unreadable CSV line) end the stream with a :class:`DataFileError` naming
+    the file and the reason, never another exception type.
+    """
     p = Path(path)
     s = sniffed or sniff(p)
+    try:
+        yield from _parse(p, s)
+    except DataFileError as exc:
+        if not exc.path:
+            raise DataFileError(exc.reason, path=str(p), hint=exc.hint) from None
+        raise
+    except (csv.Error, OSError, EOFError, zipfile.BadZipFile, zlib.error, ET.ParseError) as exc:
+        raise DataFileError(f"unreadable file ({type(exc).__name__}: {exc})", path=str(p)) from None
+
+
+def _parse(p: Path, s: Sniffed) -> ParseStream:
     if s.format == "ctgov_json":
         yield from ctgov_json.parse_json(p)
     elif s.format == "ctgov_ndjson":
         yield from ctgov_json.parse_ndjson(p)
     elif s.format == "ctgov_zip":
         yield from ctgov_json.parse_zip(p)
+    elif s.format == "ctgov_v1_json":
+        yield from ctgov_v1.parse_json(p)
+    elif s.format == "ctgov_v1_zip":
+        yield from ctgov_v1.parse_zip(p)
+    elif s.format == "ctgov_xml":
+        yield from ctgov_xml.parse_xml(p)
+    elif s.format == "ctgov_xml_zip":
+        yield from ctgov_xml.parse_zip(p)
     elif s.format in ("ctgov_csv_classic", "ctgov_csv"):
         yield from ctgov_csv.parse(p, s.text)
     elif s.format == "ictrp_csv":

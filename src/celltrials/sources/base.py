@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +11,12 @@ import orjson
 
 from celltrials.errors import RecordError
 from celltrials.models import ParsedRecord
+
+#: a CSV field may be long: a real ClinicalTrials.gov "Locations" cell lists 7,000+ sites,
+#: over Python's default limit of 131,072 characters. 1 GiB bounds it (fits a C long everywhere).
+CSV_FIELD_LIMIT = 1 << 30
+if csv.field_size_limit() < CSV_FIELD_LIMIT:
+    csv.field_size_limit(CSV_FIELD_LIMIT)
 
 #: what a parser yields: a good record, or a bad one described as an error
 ParseItem = ParsedRecord | RecordError

@@ -19,7 +19,7 @@ from celltrials.normalize import (
     DateError,
     clean_text,
     country_from_location,
-    normalize_countries,
+    finish_record,
     normalize_enrollment,
     normalize_phase,
     normalize_sponsor_class,
@@ -29,6 +29,7 @@ from celltrials.normalize import (
 from celltrials.registry_ids import canonical_id, find_ids
 from celltrials.safety import safe_url
 from celltrials.sources.base import ParseStream, split_list
+from celltrials.sources.validate import check_record, guard
 
 # our field → (classic header, current header)
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -82,6 +83,13 @@ def split_intervention(text: str) -> Intervention:
 
 
 def parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecord:
+    """One CSV row as a record; a :class:`RecordError` for a bad one."""
+    rec = guard(lambda: _parse_row(row, classic, position), position=position,
+                record_id=lambda: (row.get("NCT Number") or "").strip() or None)
+    return check_record(rec)
+
+
+def _parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecord:
     col = 0 if classic else 1
 
     def get(field: str) -> str:
@@ -123,7 +131,7 @@ def parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecord
     completion = date("completion") or date("primary_completion")
     registered = date("first_posted")
     last_update = date("last_update")
-    return ParsedRecord(
+    return finish_record(ParsedRecord(
         channel=CHANNEL_CTGOV,
         source_format="ctgov_csv_classic" if classic else "ctgov_csv",
         record_id=primary.key,
@@ -137,7 +145,7 @@ def parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecord
         status_raw=get("status"),
         phase=normalize_phase(phases),
         phase_raw=phases,
-        study_type=clean_text(get("study_type")).split(":")[0].upper().replace(" ", "_"),
+        study_type_raw=get("study_type"),
         start_date=start,  # type: ignore[arg-type]
         completion_date=completion,  # type: ignore[arg-type]
         registration_date=registered,  # type: ignore[arg-type]
@@ -145,13 +153,13 @@ def parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecord
         enrollment=enrollment,
         conditions=split_list(get("conditions")),
         interventions=[split_intervention(t) for t in split_list(get("interventions"))],
-        countries=normalize_countries([country_from_location(x) for x in split_list(get("locations"))]),
+        countries_raw=[country_from_location(x) for x in split_list(get("locations"))],
         sponsors=sponsors,
         outcomes=outcomes,
         has_results=get("results").strip().lower() in {"has results", "yes"},
         url=safe_url(get("url")) or f"https://clinicaltrials.gov/study/{primary.key}",
         position=position,
-    )
+    ))
 
 
 def parse_csv_text(text: str, path: str) -> ParseStream:

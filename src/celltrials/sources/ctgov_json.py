@@ -10,6 +10,7 @@ client uses too.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from celltrials.models import (
 from celltrials.normalize import (
     DateError,
     clean_text,
-    normalize_countries,
+    finish_record,
     normalize_enrollment,
     normalize_phase,
     normalize_sponsor_class,
@@ -37,6 +38,7 @@ from celltrials.normalize import (
 )
 from celltrials.registry_ids import canonical_id, find_ids
 from celltrials.sources.base import ParseStream
+from celltrials.sources.validate import check_record, check_study_lists, check_study_shape, guard
 
 FORMAT = "ctgov_json"
 
@@ -52,9 +54,28 @@ def _date(struct: Any, field: str, nct: str, position: int) -> Any:
 def parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -> ParsedRecord:
     """Turn one API v2 study object into a :class:`ParsedRecord`.
 
-    Raises :class:`RecordError` for a study without an NCT id or with an
-    impossible date.
+    Raises :class:`RecordError` for a study without an NCT id, with an
+    impossible date, with a field whose JSON type is not the API schema's,
+    or with a value out of bounds (:mod:`celltrials.sources.validate`).
     """
+    pos = position or None
+    if not isinstance(study, dict):
+        check_study_shape(study, position=pos)
+    check_study_lists(study, position=pos)
+
+    def nct() -> str | None:
+        return str(study["protocolSection"]["identificationModule"]["nctId"])
+
+    try:
+        rec = guard(lambda: _parse_study(study, position=position, source_format=source_format),
+                    position=pos, record_id=nct)
+    except RecordError:
+        check_study_shape(study, position=pos)  # name the field whose type is wrong, if one is
+        raise
+    return check_record(rec)
+
+
+def _parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -> ParsedRecord:
     if not isinstance(study, dict):
         raise RecordError(f"expected a study object, found {type(study).__name__}", position=position)
     ps = study.get("protocolSection")
@@ -106,7 +127,7 @@ def parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -
         for o in outcomes_mod.get(key) or []:
             outcomes.append(Outcome(kind, clean_text(o.get("measure")), clean_text(o.get("timeFrame")), clean_text(o.get("description"))))
 
-    return ParsedRecord(
+    return finish_record(ParsedRecord(
         channel=CHANNEL_CTGOV,
         source_format=source_format,
         record_id=primary.key,
@@ -124,7 +145,7 @@ def parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -
         why_stopped=clean_text(status.get("whyStopped")),
         phase=normalize_phase(phase_raw) if phases else "UNKNOWN",
         phase_raw=phase_raw,
-        study_type=clean_text(design.get("studyType")),
+        study_type_raw=clean_text(design.get("studyType")),
         start_date=_date(status.get("startDateStruct"), "startDate", nct, position),
         completion_date=_date(status.get("completionDateStruct") or status.get("primaryCompletionDateStruct"), "completionDate", nct, position),
         registration_date=_date(status.get("studyFirstSubmitDate") or status.get("studyFirstPostDateStruct"), "studyFirstSubmitDate", nct, position),
@@ -152,14 +173,14 @@ def parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -
             )
             for a in arms_mod.get("armGroups") or []
         ],
-        countries=normalize_countries([loc.get("country", "") for loc in locs]),
+        countries_raw=[loc["country"] for loc in locs if isinstance(loc.get("country"), str) and loc["country"].strip()],
         sponsors=sponsors,
         outcomes=outcomes,
         eligibility=(elig.get("eligibilityCriteria") or "").strip(),
         has_results=bool(study.get("hasResults")) or "resultsSection" in study,
         url=f"https://clinicaltrials.gov/study/{primary.key}",
         position=position,
-    )
+    ))
 
 
 def iter_studies(obj: Any) -> Iterator[Any]:
@@ -184,6 +205,8 @@ def _parse_stream(studies: Iterator[Any]) -> ParseStream:
 
 
 def load_json_bytes(data: bytes, path: str) -> Any:
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (Windows tools write one)
+        data = data[3:]
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -191,22 +214,68 @@ def load_json_bytes(data: bytes, path: str) -> Any:
         raise DataFileError(reason, path=path) from None
 
 
+#: JSON arrays larger than this are split into studies by DuckDB's JSON
+#: reader as they are read, instead of being loaded whole (bounded memory)
+STREAM_MIN_BYTES = 64 << 20
+#: the largest study object the streaming reader accepts (its read buffer follows it)
+STREAM_MAX_OBJECT = 16 << 20
+
+
 def parse_json(path: Path) -> ParseStream:
+    if path.stat().st_size >= STREAM_MIN_BYTES and _starts_array(path):
+        yield from _with_path(_parse_stream(_stream_array(path)), path)
+        return
     data = path.read_bytes()
     yield from _with_path(_parse_stream(iter_studies_checked(load_json_bytes(data, str(path)), str(path))), path)
+
+
+def _starts_array(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"["
+
+
+def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
+    """The elements of a top-level JSON array, parsed one by one.
+
+    DuckDB's ``read_json_objects`` finds the element boundaries (in C++,
+    streaming); each element's text is parsed with orjson. A malformed or
+    truncated file raises :class:`DataFileError` when the reader reaches it.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads = 1")
+        literal = "'" + str(path).replace("'", "''") + "'"
+        reader = con.sql(f"SELECT json FROM read_json_objects({literal}, format = 'array', "
+                         f"maximum_object_size = {STREAM_MAX_OBJECT})").to_arrow_reader(batch)
+        while True:
+            try:
+                chunk = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (duckdb.Error, OSError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise DataFileError(f"malformed or truncated JSON ({first})", path=str(path)) from None
+            for text in chunk.column(0).to_pylist():
+                yield orjson.loads(text)
+    finally:
+        con.close()
 
 
 def iter_studies_checked(obj: Any, path: str) -> Iterator[Any]:
     try:
         yield from iter_studies(obj)
     except DataFileError as exc:
-        raise DataFileError(exc.message, path=path) from None
+        raise DataFileError(exc.reason, path=path) from None
 
 
 def parse_ndjson(path: Path) -> ParseStream:
     def studies() -> Iterator[Any]:
         with path.open("rb") as fh:
             for lineno, line in enumerate(fh, start=1):
+                if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]
                 if not line.strip():
                     continue
                 try:
@@ -229,21 +298,58 @@ def parse_ndjson(path: Path) -> ParseStream:
 def parse_zip(path: Path) -> ParseStream:
     try:
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
         raise DataFileError(f"broken zip archive ({exc})", path=str(path)) from None
     with zf:
         names = sorted(n for n in zf.namelist() if n.lower().endswith(".json") and not n.endswith("/"))
         pos = 0
         for name in names:
             member = f"{path}!{name}"
-            obj = load_json_bytes(zf.read(name), member)
-            for study in iter_studies_checked(obj, member):
+            try:
+                data = read_member(zf, name)
+            except DataFileError as exc:  # one damaged member is a finding; the others are read
+                yield RecordError(exc.reason, path=member)
+                continue
+            try:
+                obj = load_json_bytes(data, member)
+                studies = list(iter_studies_checked(obj, member))
+            except DataFileError as exc:  # one damaged member is a finding; the others are read
+                yield RecordError(exc.reason, path=member)
+                continue
+            for study in studies:
                 pos += 1
                 try:
                     yield parse_study(study, position=pos)
                 except RecordError as exc:
                     exc.path = member
                     yield exc
+
+
+#: largest zip member read (uncompressed); a bigger one is a finding, not a memory blow-up
+MAX_MEMBER_BYTES = 1 << 30
+
+
+def read_member(zf: zipfile.ZipFile, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
+    """One zip member's bytes, streamed with a size cap; a damaged member
+    (bad CRC, corrupt deflate data, encryption, unknown compression method,
+    truncated archive) is a :class:`DataFileError` with the reason."""
+    info = zf.getinfo(name)
+    if info.flag_bits & 0x1:
+        raise DataFileError("zip member is encrypted (password protected); celltrials cannot read it")
+    if info.file_size > limit:
+        raise DataFileError(f"zip member is {info.file_size:,} bytes uncompressed, over the {limit:,}-byte limit")
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(limit + 1)
+    except NotImplementedError as exc:
+        raise DataFileError(f"zip member uses an unsupported compression method ({exc})") from None
+    except zipfile.BadZipFile as exc:
+        raise DataFileError(f"damaged zip member ({exc})") from None
+    except (zlib.error, EOFError, OSError, RuntimeError, ValueError) as exc:
+        raise DataFileError(f"damaged zip member ({type(exc).__name__}: {exc})") from None
+    if len(data) > limit:
+        raise DataFileError(f"zip member is over the {limit:,}-byte limit when uncompressed")
+    return data
 
 
 def parse_bytes(data: bytes, source: str) -> ParseStream:

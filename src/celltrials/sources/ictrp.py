@@ -18,21 +18,25 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeET
+
 from celltrials.errors import DataFileError, RecordError
 from celltrials.models import CHANNEL_ICTRP, Intervention, Outcome, ParsedRecord, Sponsor
 from celltrials.normalize import (
     DateError,
     clean_text,
-    normalize_countries,
+    finish_record,
     normalize_enrollment,
     normalize_phase,
     normalize_sponsor_class,
     normalize_status,
     parse_date,
 )
-from celltrials.registry_ids import canonical_id, find_ids
+from celltrials.registry_ids import canonical_id, find_ids, fold_id
 from celltrials.safety import safe_url
 from celltrials.sources.base import ParseStream
+from celltrials.sources.validate import check_record, check_trial_id, guard
 
 #: change between two exports of the same record; left out of its hash
 VOLATILE = ("export_date",)
@@ -88,10 +92,23 @@ def split_conditions(text: str) -> list[str]:
 
 
 def parse_row(row: dict[str, Any], source_format: str, position: int) -> ParsedRecord:
-    trial_id = clean_text(_text(row, "trialid"))
+    """One ICTRP row as a record; a :class:`RecordError` for a bad one
+    (no or malformed TrialID, impossible date, out-of-range target size)."""
+    rec = guard(lambda: _parse_row(row, source_format, position), position=position,
+                record_id=lambda: clean_text(_text(row, "trialid")) or None)
+    return check_record(rec)
+
+
+def _parse_row(row: dict[str, Any], source_format: str, position: int) -> ParsedRecord:
+    trial_id = fold_id(clean_text(_text(row, "trialid")))
     if not trial_id:
         raise RecordError("record has no TrialID", position=position)
     primary = canonical_id(trial_id, is_primary=True)
+    try:
+        check_trial_id(trial_id, known=primary is not None, position=position)
+    except RecordError as exc:
+        exc.record_id = None  # the id is what is wrong; the reason quotes it
+        raise
     registry = primary.registry if primary else "other"
     ids = [primary] if primary else []
     for extra in find_ids(_text(row, "secondary_ids") + " " + _text(row, "secondary_id")):
@@ -115,7 +132,7 @@ def parse_row(row: dict[str, Any], source_format: str, position: int) -> ParsedR
     outcomes = [Outcome("primary", clean_text(p)) for p in re.split(r";|\n", _text(row, "primary_outcome")) if p.strip()]
     outcomes += [Outcome("secondary", clean_text(p)) for p in re.split(r";|\n", _text(row, "secondary_outcome")) if p.strip()]
     phase_raw = _text(row, "phase")
-    return ParsedRecord(
+    return finish_record(ParsedRecord(
         channel=CHANNEL_ICTRP,
         source_format=source_format,
         record_id=trial_id,
@@ -129,21 +146,21 @@ def parse_row(row: dict[str, Any], source_format: str, position: int) -> ParsedR
         status_raw=_text(row, "recruitment_status"),
         phase=normalize_phase(phase_raw),
         phase_raw=phase_raw,
-        study_type=clean_text(_text(row, "study_type")),
+        study_type_raw=_text(row, "study_type"),
         start_date=date_of("date_enrollement", "date_enrollment"),
         registration_date=date_of("date_registration3", "date_registration"),
         last_update=date_of("last_refreshed_on"),
         enrollment=normalize_enrollment(_text(row, "target_size").strip() or None, "UNKNOWN"),
         conditions=split_conditions(_text(row, "condition")),
         interventions=split_interventions(_text(row, "intervention")),
-        countries=normalize_countries(re.split(r"[;\n]", _text(row, "countries"))),
+        countries_raw=[c for c in re.split(r"[;\n]", _text(row, "countries")) if c.strip()],
         sponsors=[Sponsor(sponsor, "lead", normalize_sponsor_class(None, sponsor))] if sponsor else [],
         outcomes=outcomes,
         eligibility="\n".join(x for x in (inclusion, exclusion) if x),
         has_results=_text(row, "results_yes_no").strip().lower() == "yes",
         url=safe_url(clean_text(_text(row, "web_address"))),  # http(s) only; the raw text stays in raw
         position=position,
-    )
+    ))
 
 
 def _rows_to_records(rows: Iterator[tuple[int, dict[str, Any]]], source_format: str, path: str) -> ParseStream:
@@ -183,43 +200,70 @@ def parse_csv_text(text: str, path: str) -> ParseStream:
 
 
 def parse_xml(path: Path) -> ParseStream:
+    """Stream ``<Trial>`` elements (memory stays bounded on large exports);
+    defusedxml refuses entity declarations and external references."""
+    where = str(path)
     try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise DataFileError(f"malformed XML ({exc})", path=str(path)) from None
+        events = SafeET.iterparse(where, events=("start", "end"))
+        _, root = next(events)
+    except (ET.ParseError, DefusedXmlException) as exc:
+        raise DataFileError(f"malformed XML ({exc})", path=where) from None
     if root.tag != "Trials_downloaded_from_ICTRP":
-        raise DataFileError(f"unexpected XML root <{root.tag}>", path=str(path))
+        raise DataFileError(f"unexpected XML root <{root.tag}>", path=where)
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
-        for pos, trial in enumerate(root.iter("Trial"), start=1):
-            yield pos, {snake(child.tag): (child.text or "") for child in trial}
+        pos = 0
+        try:
+            for event, el in events:
+                if event == "end" and el.tag == "Trial":
+                    pos += 1
+                    yield pos, {snake(child.tag): (child.text or "") for child in el}
+                    root.clear()  # drop the trials already read
+        except (ET.ParseError, DefusedXmlException) as exc:
+            raise DataFileError(f"malformed XML after trial {pos} ({exc})", path=where) from None
 
-    yield from _rows_to_records(rows(), "ictrp_xml", str(path))
+    yield from _rows_to_records(rows(), "ictrp_xml", where)
 
 
 def parse_xlsx(path: Path) -> ParseStream:
     import openpyxl
 
+    fh = path.open("rb")  # a file object: openpyxl would refuse a real workbook named .csv
     try:
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many types for broken workbooks
-        raise DataFileError(f"unreadable Excel workbook ({exc})", path=str(path)) from None
-    try:
-        ws = wb.worksheets[0]
-        it = ws.iter_rows(values_only=True)
-        header = [snake(str(h or "")) for h in next(it, ())]
-        if "trialid" not in header:
-            raise DataFileError("first sheet has no TrialID column", path=str(path))
+        try:
+            wb = openpyxl.load_workbook(fh, read_only=True, data_only=True)
+        except Exception as exc:  # openpyxl raises many types for broken workbooks
+            raise DataFileError(f"unreadable Excel workbook ({type(exc).__name__}: {exc})", path=str(path)) from None
+        try:
+            state = {"pos": 0}
+            try:
+                ws = wb.worksheets[0]
+                it = ws.iter_rows(values_only=True)
+                header = [snake(str(h or "")) for h in next(it, ())]
+            except Exception as exc:  # a corrupt sheet (bad XML, damaged zip member)
+                raise DataFileError(f"unreadable Excel sheet ({type(exc).__name__}: {exc})", path=str(path)) from None
+            if "trialid" not in header:
+                raise DataFileError("first sheet has no TrialID column", path=str(path))
 
-        def rows() -> Iterator[tuple[int, dict[str, Any]]]:
-            for pos, values in enumerate(it, start=1):
-                if not any(v not in (None, "") for v in values):
-                    continue
-                yield pos, {h: v for h, v in zip(header, values, strict=False) if h}
+            def rows() -> Iterator[tuple[int, dict[str, Any]]]:
+                while True:
+                    try:
+                        values = next(it)
+                    except StopIteration:
+                        return
+                    except Exception as exc:  # the sheet breaks off: name where
+                        raise DataFileError(f"unreadable Excel sheet after row {state['pos']} "
+                                            f"({type(exc).__name__}: {exc})", path=str(path)) from None
+                    state["pos"] += 1
+                    if not any(v not in (None, "") for v in values):
+                        continue
+                    yield state["pos"], {h: v for h, v in zip(header, values, strict=False) if h}
 
-        yield from _rows_to_records(rows(), "ictrp_xlsx", str(path))
+            yield from _rows_to_records(rows(), "ictrp_xlsx", str(path))
+        finally:
+            wb.close()
     finally:
-        wb.close()
+        fh.close()
 
 
 def parse_csv(path: Path, text: str | None = None) -> ParseStream:

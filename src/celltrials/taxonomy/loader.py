@@ -57,9 +57,35 @@ _TOP_KEYS = {
     "exclusions", "background_cues", "comparator_prefixes", "msc_source", "origin",
     "implied_origin", "msc_source_target_cues", "product_form", "engineered_by_definition", "indications",
     "indication_fallback", "targets", "routes", "combinations", "manufacturing", "doses",
+    "engineering", "code_names", "study_subject_cues", "in_vivo_car",
 }
 _REQUIRED_KEYS = {"version", "values", "cell_type", "msc_source", "origin", "product_form", "indications"}
 _PATTERN_KEYS = ("patterns", "case_sensitive_patterns")
+
+
+@dataclass(frozen=True, slots=True)
+class Engineering:
+    """The engineering model (``engineering`` in taxonomy.yaml): a product is a
+    *base cell* plus *engineering* — a receptor (CAR, TCR, TCR-like CAR) and extra
+    edits (armour, knock-out, switch, dominant-negative receptor, mRNA...).
+    ``cell_types[(receptor, base)]`` maps a receptor placed on a base cell to the
+    guide's cell types; an edit makes the product ``gene_modified``."""
+
+    receptors: CompiledField  # entry value = receptor; option "base" when the word names the cell too
+    bases: CompiledField  # entry value = base cell
+    cell_types: Mapping[tuple[str, str], tuple[str, ...]]
+    window: int  # max characters between a receptor and the base cell it is placed on
+    edits: CompiledField  # entry value = edit kind; option "weak" (not for engineered_by_definition types)
+
+
+@dataclass(frozen=True, slots=True)
+class InVivoCar:
+    """In vivo CAR (no cells given): cues in titles / intervention names, stricter
+    cues in summaries, and the cell types such a trial does not get."""
+
+    cues: CompiledField
+    summary_cues: CompiledField
+    cell_types: frozenset[str]
 
 
 @dataclass(slots=True)
@@ -93,6 +119,9 @@ class Taxonomy:
     manufacturing: CompiledField
     doses: CompiledField
     raw: dict[str, Any]
+    engineering: Engineering | None = None
+    study_subject_cues: CompiledField | None = None
+    in_vivo_car: InVivoCar | None = None
 
     def cell_type_option(self, value: str, option: str) -> Any:
         for e in self.cell_type.entries:
@@ -407,6 +436,17 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
     combinations = _value_field(ctx, "combinations", raw.get("combinations") or [], None)
     manufacturing = _value_field(ctx, "manufacturing", raw.get("manufacturing") or [], None)
     doses = _single("dose", _pattern_list(ctx, "doses", raw.get("doses") or ["\\d+ cells/kg"]))
+    engineering = _engineering(ctx, raw["engineering"]) if raw.get("engineering") is not None else None
+    code_names = raw.get("code_names")
+    if code_names is not None:
+        from celltrials.taxonomy.code_names import code_name_entries
+
+        if not isinstance(code_names, str) or not code_names.strip():
+            raise ctx.fail("code_names", "must be the file name of the code-name list (CSV)")
+        base_dir = Path(source).parent if Path(source).is_file() else DEFAULT_PATH.parent
+        cn_entries, cn_alts = code_name_entries(base_dir / code_names, {e.value for e in targets.entries})
+        # YAML products first: at one text position the entry listed first wins
+        products = CompiledField([*prod_entries, *cn_entries], [*prod_alts, *cn_alts])
 
     return Taxonomy(
         version=version,
@@ -438,6 +478,99 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
         manufacturing=manufacturing,
         doses=doses,
         raw=raw,
+        engineering=engineering,
+        in_vivo_car=_in_vivo_car(ctx, raw["in_vivo_car"]) if raw.get("in_vivo_car") is not None else None,
+        study_subject_cues=(_single("study_subject", _pattern_list(ctx, "study_subject_cues", raw["study_subject_cues"]))
+                            if raw.get("study_subject_cues") is not None else None),
+    )
+
+
+_RECEPTORS = ("car", "tcr", "tcr_like_car")
+
+
+def _in_vivo_car(ctx: _Ctx, data: Any) -> InVivoCar:
+    ivc = _check_keys(ctx, "in_vivo_car", data, {"cues", "summary_cues", "cell_types"})
+    cts = frozenset(_check_value(ctx, "in_vivo_car.cell_types", "cell_type", v) for v in _as_list(ivc.get("cell_types")))
+    if not cts:
+        raise ctx.fail("in_vivo_car.cell_types", "expected a non-empty list of cell types")
+    return InVivoCar(
+        cues=_single("in_vivo_car", _pattern_list(ctx, "in_vivo_car.cues", ivc.get("cues"))),
+        summary_cues=_single("in_vivo_car", _pattern_list(ctx, "in_vivo_car.summary_cues", ivc.get("summary_cues"))),
+        cell_types=cts,
+    )
+
+
+def _engineering(ctx: _Ctx, data: Any) -> Engineering:
+    """Validate the ``engineering`` section (see :class:`Engineering`)."""
+    eng = _check_keys(ctx, "engineering", data, {"receptors", "base_cells", "cell_types", "window", "edits"})
+    for key in ("receptors", "base_cells", "cell_types", "edits"):
+        if not isinstance(eng.get(key), list) or not eng[key]:
+            raise ctx.fail(f"engineering.{key}", "expected a non-empty list")
+    bases: list[Entry] = []
+    base_alts: list[list[str]] = []
+    for i, item in enumerate(eng["base_cells"]):
+        where = f"engineering.base_cells[{i}]"
+        item = _check_keys(ctx, where, item, {"value", *_PATTERN_KEYS})
+        value = item.get("value")
+        if not isinstance(value, str) or not re.fullmatch(r"[a-z_]+", value):
+            raise ctx.fail(where, f"value must be a lower-case name, got {value!r}")
+        bases.append(Entry(value, {"base": (value,)}))
+        base_alts.append(_alternatives(ctx, f"{where} ({value})", item))
+    base_names = {e.value for e in bases}
+    receptors: list[Entry] = []
+    rec_alts: list[list[str]] = []
+    for i, item in enumerate(eng["receptors"]):
+        where = f"engineering.receptors[{i}]"
+        item = _check_keys(ctx, where, item, {"value", "base", *_PATTERN_KEYS})
+        value = item.get("value")
+        if value not in _RECEPTORS:
+            raise ctx.fail(where, f"unknown receptor {value!r}; allowed: {', '.join(_RECEPTORS)}")
+        opts: dict[str, Any] = {}
+        if "base" in item:
+            if item["base"] not in base_names:
+                raise ctx.fail(where, f"unknown base cell {item['base']!r}; add it to engineering.base_cells")
+            opts["base"] = item["base"]
+        receptors.append(Entry(value, {"receptor": (value,)}, opts))
+        rec_alts.append(_alternatives(ctx, f"{where} ({value})", item))
+    mapping: dict[tuple[str, str], tuple[str, ...]] = {}
+    for i, item in enumerate(eng["cell_types"]):
+        where = f"engineering.cell_types[{i}]"
+        item = _check_keys(ctx, where, item, {"receptor", "base", "cell_type"})
+        rec, base = item.get("receptor"), item.get("base")
+        if rec not in _RECEPTORS:
+            raise ctx.fail(where, f"unknown receptor {rec!r}; allowed: {', '.join(_RECEPTORS)}")
+        if base not in base_names:
+            raise ctx.fail(where, f"unknown base cell {base!r}; add it to engineering.base_cells")
+        cts = tuple(_check_value(ctx, where, "cell_type", v) for v in _as_list(item.get("cell_type")))
+        if not cts:
+            raise ctx.fail(where, "missing cell_type")
+        if (rec, base) in mapping:
+            raise ctx.fail(where, f"duplicate mapping for receptor {rec} on {base}")
+        mapping[(rec, base)] = cts
+    for rec in {e.value for e in receptors}:
+        if not any(r == rec for r, _ in mapping):
+            raise ctx.fail("engineering.cell_types", f"receptor {rec!r} is never mapped to a cell type")
+    window = eng.get("window", 40)
+    if not isinstance(window, int) or isinstance(window, bool) or not 0 < window <= 200:
+        raise ctx.fail("engineering.window", f"must be an integer between 1 and 200, got {window!r}")
+    edits: list[Entry] = []
+    edit_alts: list[list[str]] = []
+    for i, item in enumerate(eng["edits"]):
+        where = f"engineering.edits[{i}]"
+        item = _check_keys(ctx, where, item, {"value", "weak", *_PATTERN_KEYS})
+        value = item.get("value")
+        if not isinstance(value, str) or not re.fullmatch(r"[a-z_]+", value):
+            raise ctx.fail(where, f"value must be a lower-case name, got {value!r}")
+        if not isinstance(item.get("weak", False), bool):
+            raise ctx.fail(where, "weak must be true/false")
+        edits.append(Entry(value, {"edit": (value,)}, {"weak": bool(item.get("weak", False))}))
+        edit_alts.append(_alternatives(ctx, f"{where} ({value})", item))
+    return Engineering(
+        receptors=CompiledField(receptors, rec_alts),
+        bases=CompiledField(bases, base_alts),
+        cell_types=mapping,
+        window=window,
+        edits=CompiledField(edits, edit_alts),
     )
 
 
