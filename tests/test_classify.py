@@ -22,6 +22,7 @@ from celltrials.classify import (
     classify,
     classify_store,
     evaluate_store,
+    evaluate_store_many,
     explain_trial,
     labels_rows,
 )
@@ -217,16 +218,23 @@ def classified_db(full_store_path: Path, tmp_path_factory: pytest.TempPathFactor
     return db
 
 
-def test_dev_gold_quality_gate(classified_db: Path) -> None:
+def test_gold_quality_gate(classified_db: Path) -> None:
+    """Issue 10's targets on dev.csv + immune_dev.csv together (the thresholds are
+    written out here, independently of celltrials.evaluate.TARGETS)."""
+    golds = [GOLD / "dev.csv", GOLD / "immune_dev.csv"]
     with celltrials.open(classified_db, read_only=True) as store:
-        r = evaluate_store(store, GOLD / "dev.csv")
-    assert r["missing"] == []
+        many = evaluate_store_many(store, golds)
+    r = many["combined"]
+    assert r["missing"] == [] and all(f["missing"] == [] for f in many["files"].values())
     acc = {f: v["accuracy"] for f, v in r["accuracy"].items()}
-    assert r["is_cell_therapy"]["f1"] >= 0.97
-    assert r["macro_f1"]["cell_type"] >= 0.93
+    assert r["is_cell_therapy"]["f1"] >= 0.98
+    assert r["macro_f1"]["cell_type"] >= 0.95
     for f in ("msc_source", "origin", "product_form", "indication_group"):
-        assert acc[f] >= 0.90, (f, acc[f])
-    assert acc["therapeutic_area"] >= 0.80
+        assert acc[f] >= 0.93, (f, acc[f])
+    assert acc["therapeutic_area"] >= 0.90
+    # and the dev set alone keeps the round-1 gate
+    d = many["files"]["dev.csv"]
+    assert d["is_cell_therapy"]["f1"] >= 0.97 and d["macro_f1"]["cell_type"] >= 0.93
 
 
 def test_labels_rows_cover_secondary_ids(classified_db: Path) -> None:

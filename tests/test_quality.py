@@ -195,3 +195,46 @@ def test_report_methods_show_the_check_summary(full_store_path: Path, tmp_path: 
     assert "Data-quality check" in page
     assert f"{summary['n_records']:,} record versions" in page
     assert f"{summary['n_repairs']:,} text repairs" in page
+
+
+def test_sponsor_chart_groups_spellings_of_one_sponsor(full_store: celltrials.Store) -> None:
+    from celltrials.analysis import landscape as L
+
+    con = full_store.con
+    L.ensure_label_view(con)
+    sel = L.select_trials(con, L.Filters(scope="all"))
+    table = L.sponsors(con, sel)
+    # independently: trials whose lead sponsor reads APHP in any spelling, folded by hand
+    raw = con.execute("SELECT trial_id, lead_sponsor_raw FROM trials WHERE lead_sponsor_raw IS NOT NULL").fetchall()
+
+    def folded(name: str) -> str:
+        return "".join(ch for ch in name.lower() if ch.isalnum())
+
+    # the WHO export's Mac Roman mojibake is "H\u221a\u00a5pitaux" (√ and ¥), which folds to "hpitaux"
+    wanted = {"assistancepubliquehôpitauxdeparis", "assistancepubliquehopitauxdeparis",
+              "assistancepubliquehpitauxdeparis"}
+    aphp_trials = {tid for tid, name in raw if folded(name) in wanted}
+    rows = [r for r in table.itertuples() if any(folded(s) in wanted for s in r.spellings)]
+    assert len(rows) == 1, [r.lead_sponsor for r in rows]
+    assert set(rows[0].trial_ids) == aphp_trials and len(aphp_trials) > 5
+    assert rows[0].lead_sponsor == "Assistance Publique - Hôpitaux de Paris"
+    assert len(rows[0].spellings) >= 2
+    assert table["lead_sponsor"].is_unique
+    assert int(table["n_trials"].sum()) == sum(1 for _, name in raw if name.strip())
+
+
+def test_implausible_start_dates_are_flagged(full_store_path: Path) -> None:
+    wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True, data_only=True)
+    try:
+        it = wb.worksheets[0].iter_rows(values_only=True)
+        header = list(next(it))
+        tid, start = header.index("TrialID"), header.index("Date enrollement")
+        far = sorted(str(v[tid]).strip() for v in it
+                     if v[start] is not None and (v[start].year if isinstance(v[start], datetime)
+                                                  else int(str(v[start])[-4:])) > 2031)
+    finally:
+        wb.close()
+    with celltrials.open(full_store_path, read_only=True) as store:
+        src = next(s for s in check(store).sources if s.format == "ictrp_xlsx")
+    assert far and src.n_start_implausible == len(far)
+    assert src.example_start_implausible == far[0]

@@ -58,7 +58,7 @@ _TOP_KEYS = {
     "exclusions", "background_cues", "comparator_prefixes", "msc_source", "origin",
     "implied_origin", "msc_source_target_cues", "product_form", "engineered_by_definition", "indications",
     "indication_fallback", "targets", "routes", "combinations", "manufacturing", "doses",
-    "engineering", "code_names", "study_subject_cues",
+    "engineering", "code_names", "study_subject_cues", "in_vivo_car",
 }
 _REQUIRED_KEYS = {"version", "values", "cell_type", "msc_source", "origin", "product_form", "indications"}
 _PATTERN_KEYS = ("patterns", "case_sensitive_patterns")
@@ -779,6 +779,16 @@ class Engineering:
     edits: CompiledField  # entry value = edit kind; option "weak" (not for engineered_by_definition types)
 
 
+@dataclass(frozen=True, slots=True)
+class InVivoCar:
+    """In vivo CAR (no cells given): cues in titles / intervention names, stricter
+    cues in summaries, and the cell types such a trial does not get."""
+
+    cues: CompiledField
+    summary_cues: CompiledField
+    cell_types: frozenset[str]
+
+
 @dataclass(slots=True)
 class Taxonomy:
     version: str
@@ -812,6 +822,7 @@ class Taxonomy:
     raw: dict[str, Any]
     engineering: Engineering | None = None
     study_subject_cues: CompiledField | None = None
+    in_vivo_car: InVivoCar | None = None
 
     def cell_type_option(self, value: str, option: str) -> Any:
         for e in self.cell_type.entries:
@@ -1169,12 +1180,25 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
         doses=doses,
         raw=raw,
         engineering=engineering,
+        in_vivo_car=_in_vivo_car(ctx, raw["in_vivo_car"]) if raw.get("in_vivo_car") is not None else None,
         study_subject_cues=(_single("study_subject", _pattern_list(ctx, "study_subject_cues", raw["study_subject_cues"]))
                             if raw.get("study_subject_cues") is not None else None),
     )
 
 
 _RECEPTORS = ("car", "tcr", "tcr_like_car")
+
+
+def _in_vivo_car(ctx: _Ctx, data: Any) -> InVivoCar:
+    ivc = _check_keys(ctx, "in_vivo_car", data, {"cues", "summary_cues", "cell_types"})
+    cts = frozenset(_check_value(ctx, "in_vivo_car.cell_types", "cell_type", v) for v in _as_list(ivc.get("cell_types")))
+    if not cts:
+        raise ctx.fail("in_vivo_car.cell_types", "expected a non-empty list of cell types")
+    return InVivoCar(
+        cues=_single("in_vivo_car", _pattern_list(ctx, "in_vivo_car.cues", ivc.get("cues"))),
+        summary_cues=_single("in_vivo_car", _pattern_list(ctx, "in_vivo_car.summary_cues", ivc.get("summary_cues"))),
+        cell_types=cts,
+    )
 
 
 def _engineering(ctx: _Ctx, data: Any) -> Engineering:
