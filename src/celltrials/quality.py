@@ -162,8 +162,16 @@ class CheckReport:
 @functools.cache
 def reviewed_unmappable() -> dict[tuple[str, str], str]:
     """(field, raw value) → reason, from ``data/unmappable.yaml``."""
-    text = resources.files("celltrials.data").joinpath("unmappable.yaml").read_text("utf-8")
-    data = yaml.safe_load(text)
+    return load_unmappable(resources.files("celltrials.data").joinpath("unmappable.yaml").read_text("utf-8"))
+
+
+def load_unmappable(text: str) -> dict[tuple[str, str], str]:
+    """Validate unmappable.yaml (given as text): every entry names a checked
+    field, a raw value and a reason."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TaxonomyError(f"celltrials/data/unmappable.yaml: not valid YAML ({exc})", hint="Fix the file.") from None
     where = "celltrials/data/unmappable.yaml"
     if not isinstance(data, dict) or set(data) != {"version", "values"} or not isinstance(data["values"], list):
         raise TaxonomyError(f"{where}: top-level keys must be version and values (a list)", hint="Fix the file.")
