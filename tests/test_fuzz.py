@@ -36,7 +36,7 @@ from typing import Any
 import openpyxl
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import celltrials
@@ -97,6 +97,8 @@ def ingest_checked(path: Path, tmp: Path, strict: bool) -> tuple[IngestReport, s
         assert "Traceback" not in f.reason
         json.dumps(f.__dict__)  # printable / serialisable
     assert n_rows is not None and n_rows[0] == sum(fr.n_new for fr in report.files if fr.committed)
+    event("file unreadable" if file_failed(report) else
+          "record finding" if any(f.severity == "error" for f in report.findings) else "all stored")
     if strict:
         try:
             with celltrials.open(tmp / "strict.duckdb") as store:
