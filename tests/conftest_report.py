@@ -19,7 +19,7 @@ import celltrials
 from celltrials.analysis.landscape import Filters
 from celltrials.classify import classify_store
 from celltrials.products import link_products
-from celltrials.report.build import ReportResult, build_report
+from celltrials.report.build import ReportResult, build_report, read_lists_file
 
 _CACHE: dict[str, Any] = {}
 
@@ -108,7 +108,10 @@ def parse_page(html: Path) -> tuple[PageParser, dict[str, Any]]:
     p = PageParser()
     p.feed(html.read_text(encoding="utf-8"))
     p.close()
-    return p, json.loads(p.scripts["report-data"])
+    data = json.loads(p.scripts["report-data"])
+    if "lists_src" in data:  # a large report: trial table and lists beside the page
+        data.update(read_lists_file(html.parent / data["lists_src"]))
+    return p, data
 
 
 def number(text: str) -> int:

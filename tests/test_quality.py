@@ -221,3 +221,20 @@ def test_sponsor_chart_groups_spellings_of_one_sponsor(full_store: celltrials.St
     assert len(rows[0].spellings) >= 2
     assert table["lead_sponsor"].is_unique
     assert int(table["n_trials"].sum()) == sum(1 for _, name in raw if name.strip())
+
+
+def test_implausible_start_dates_are_flagged(full_store_path: Path) -> None:
+    wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True, data_only=True)
+    try:
+        it = wb.worksheets[0].iter_rows(values_only=True)
+        header = list(next(it))
+        tid, start = header.index("TrialID"), header.index("Date enrollement")
+        far = sorted(str(v[tid]).strip() for v in it
+                     if v[start] is not None and (v[start].year if isinstance(v[start], datetime)
+                                                  else int(str(v[start])[-4:])) > 2031)
+    finally:
+        wb.close()
+    with celltrials.open(full_store_path, read_only=True) as store:
+        src = next(s for s in check(store).sources if s.format == "ictrp_xlsx")
+    assert far and src.n_start_implausible == len(far)
+    assert src.example_start_implausible == far[0]

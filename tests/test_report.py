@@ -359,20 +359,112 @@ def test_partial_year_and_snapshot_dates(report: ReportResult, expected: Any) ->
     page, _data = parse_page(report.html)
     html = report.html.read_text(encoding="utf-8")
     assert f"data as of <strong>{dd.isoformat()}</strong>" in html
-    assert f"{dd.year} (partial)" in html
+    assert f"{dd.year} (partial: Immune cells" in html
     sy = report.sections["start_year_by_family"]
     assert set(sy.loc[sy["partial"], "year"]) == {dd.year}
     assert sy["year"].max() == dd.year
-    # snapshot date per source format = latest registry update among its records
+    # the headline states each source's window (snapshot date), per source with trials here
     with celltrials.open(report_store_path(report), read_only=True) as store:
-        want = dict(store.con.execute("""
-        SELECT i.format, strftime(max(r.last_update), '%Y-%m-%d') FROM records r
-        JOIN (SELECT DISTINCT source, format FROM ingests) i USING (source)
-        WHERE r.source IN (SELECT source FROM trials WHERE trial_id IN (SELECT trial_id FROM labels WHERE is_cell_therapy))
-            GROUP BY i.format""").fetchall())
+        snap = _snapshots(store.con)
+        shown_sources = {r[0] for r in store.con.execute("""
+            SELECT DISTINCT source FROM trials WHERE trial_id IN (SELECT trial_id FROM labels WHERE is_cell_therapy)
+            """).fetchall()}
+        ingested = [r[0] for r in store.con.execute("SELECT DISTINCT source FROM ingests").fetchall()]
+    root = Path(commonpath([str(Path(s).parent) for s in ingested]))
+    want = {str(Path(src).relative_to(root)): snap[src].isoformat() for src in shown_sources}
     shown = {cid.split(":", 1)[1]: re.search(r"(\d{4}-\d{2}-\d{2})\s*$", text).group(1)  # type: ignore[union-attr]
-             for cid, text in page.dates}
+             for cid, text in page.dates if cid.startswith("window:")}
     assert shown == want
+    assert want["ctgov-classic-csv/msc_mesenchymal_stem_or_stromal.csv"] == "2022-10-05"
+
+
+def _snapshots(con: Any) -> dict[str, date]:
+    """Snapshot date per source file: the later of the latest registry update
+    among its records and the export stamp the file states (ICTRP's "Export
+    date", kept verbatim in each record's raw JSON)."""
+    from datetime import datetime
+
+    out: dict[str, date] = {}
+    for src, upd, stamps in con.execute("""
+            SELECT source, max(last_update), list(DISTINCT raw->>'$.export_date')
+            FROM records GROUP BY source""").fetchall():
+        days = [upd] if upd else []
+        for st in stamps or []:
+            if not st:
+                continue
+            for fmt in ("%m/%d/%Y %I:%M:%S %p", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
+                try:
+                    days.append(datetime.strptime(st, fmt).date())
+                    break
+                except ValueError:
+                    pass
+            else:
+                raise AssertionError(f"unreadable export stamp {st!r} in {src}")
+        if days:
+            out[src] = max(days)
+    return out
+
+
+def _expected_marks(t: pd.DataFrame, key: str, snap: dict[str, date]) -> dict[tuple[str, int], str]:
+    """(series, year) -> 'partial' / 'not_covered' for a per-year chart, by the rule
+    stated in the report: sources (of the trials' primary records) supplying
+    >= 10 % of a series' charted trials mark the years after their snapshot
+    year (not covered) and their snapshot year (partial)."""
+    dated = t[t["dated"]]
+    years = range(int(dated["year"].min()), int(dated["year"].max()) + 1)
+    rows = [(v, r["source"], r["trial_id"]) for r in dated.to_dict("records") for v in r[key]]
+    df = pd.DataFrame(rows, columns=["series", "source", "trial_id"]).drop_duplicates()
+    out: dict[tuple[str, int], str] = {}
+    for series, g in df.groupby("series"):
+        share = g.groupby("source")["trial_id"].nunique() / len(g)
+        for y in years:
+            ended = sum(v for src, v in share.items() if src in snap and snap[src].year < y)
+            ending = sum(v for src, v in share.items() if src in snap and snap[src].year == y)
+            if ended >= 0.10:
+                out[(series, y)] = "not_covered"
+            elif ended + ending >= 0.10 and ending > 0:
+                out[(series, y)] = "partial"
+    return out
+
+
+@pytest.mark.parametrize(("chart", "key"), [("start_year_by_family", "fams"),
+                                            ("product_form_by_year", "product_form")])
+def test_year_charts_mark_the_years_their_sources_do_not_cover(report: ReportResult, expected: Any,
+                                                               chart: str, key: str) -> None:
+    _e, t, _dd = expected
+    with celltrials.open(report_store_path(report), read_only=True) as store:
+        snap = _snapshots(store.con)
+    want = _expected_marks(t, key, snap)
+    # the MSC classic CSV export ends 2022-10-05: stem/stromal trials after 2022 are not covered
+    assert next(d for src, d in snap.items() if Path(src).name == MSC_CSV.name) == date(2022, 10, 5)
+    if chart == "start_year_by_family":
+        assert want[("stem_stromal", 2022)] == "partial"
+        assert all(want[("stem_stromal", y)] == "not_covered" for y in range(2023, 2027))
+        assert want[("immune", 2026)] == "partial" and ("immune", 2022) not in want
+    _, data = parse_page(report.html)
+    fig = data["charts"][chart]
+    names = {L.label(series): series for series, _ in want}
+    got: dict[tuple[str, int], str] = {}
+    for tr in fig["data"]:
+        shapes = tr["marker"].get("pattern", {}).get("shape", [""] * len(tr["x"]))
+        for x, shape in zip(tr["x"], shapes, strict=True):
+            if shape:
+                got[(names.get(tr["name"], tr["name"]), int(x))] = {"/": "partial", "x": "not_covered"}[shape]
+        if "opacity" in tr["marker"]:  # faded exactly where not covered
+            assert [o < 1 for o in tr["marker"]["opacity"]] == [s == "x" for s in shapes]
+    # a mark for every series drawn (series without bars in a year still count in the note)
+    drawn = {L.label(str(c)) for c in {s for s, _ in want}} & {tr["name"] for tr in fig["data"]}
+    assert {k: v for k, v in got.items()} == {k: v for k, v in want.items() if L.label(k[0]) in drawn}
+    # the reason is on the chart: boundary lines at each material snapshot, the note names the windows
+    texts = [a["text"] for a in fig["layout"]["annotations"]]
+    assert any(tx.startswith("data end 2022-10-05") for tx in texts)
+    html = report.html.read_text(encoding="utf-8")
+    svg = (report.out_dir / "figures" / f"{chart}.svg").read_text(encoding="utf-8")
+    assert "data end 2022-10-05" in svg and "year not covered by the data" in svg
+    assert "msc_mesenchymal_stem_or_stromal.csv" in html and "2023–2026 not covered" in html
+    cov = pd.read_csv(report.out_dir / "tables" / "year_coverage.csv")
+    cov = cov[(cov["chart"] == chart) & (cov["status"] != "covered")]
+    assert {(r.series, int(r.year)): r.status for r in cov.itertuples()} == want
 
 
 def report_store_path(report: ReportResult) -> Path:

@@ -29,6 +29,7 @@ from typing import Any
 
 from celltrials.models import ParsedRecord
 from celltrials.progress import Progress, ProgressEvent
+from celltrials.store import SCHEMA_LABELS
 from celltrials.taxonomy.loader import CompiledField, Entry, Hit, Taxonomy, default_taxonomy
 
 # segment roles
@@ -821,16 +822,7 @@ def classify(trial: TrialText | ParsedRecord | Sequence[ParsedRecord], taxonomy:
 # ---------------------------------------------------------------------------
 # store integration (schema migration 2: classification)
 
-_LABEL_TABLES = """
-CREATE TABLE IF NOT EXISTS labels (
-    trial_id VARCHAR PRIMARY KEY, is_cell_therapy BOOLEAN, cell_type VARCHAR, msc_source VARCHAR,
-    origin VARCHAR, product_form VARCHAR, indication_group VARCHAR, therapeutic_area VARCHAR,
-    targets VARCHAR, dose VARCHAR, route VARCHAR, combinations VARCHAR, manufacturing VARCHAR,
-    taxonomy_version VARCHAR, classified_at TIMESTAMP, input_hash VARCHAR);
-CREATE TABLE IF NOT EXISTS label_evidence (
-    trial_id VARCHAR, field VARCHAR, value VARCHAR, source_field VARCHAR, text VARCHAR,
-    start INTEGER, "end" INTEGER);
-"""
+_LABEL_TABLES = SCHEMA_LABELS  # the store owns the schema (migration 2)
 
 _LABEL_COLS = [
     "trial_id", "is_cell_therapy", "cell_type", "msc_source", "origin", "product_form",
@@ -838,19 +830,6 @@ _LABEL_COLS = [
     "manufacturing", "taxonomy_version", "classified_at", "input_hash",
 ]
 _EVIDENCE_COLS = ["trial_id", "field", "value", "source_field", "text", "start", "end"]
-
-
-def _migrate_v2(con: Any) -> None:
-    con.execute(_LABEL_TABLES)
-
-
-def _register() -> None:
-    from celltrials.store import register_migration
-
-    register_migration(2, "classification", _migrate_v2)
-
-
-_register()
 
 
 def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> list[TrialText]:

@@ -433,7 +433,7 @@ def normalize_countries(values: list[str]) -> list[str]:
     """Canonical, de-duplicated, order-preserving country list (regions and
     placeholders left out; lists in one value split)."""
     out: list[str] = []
-    for value in values:
+    for value in dict.fromkeys(values):  # a study lists one country per site: resolve each spelling once
         places = resolve_places(value)
         names = [p.name for p in places if p.kind == "country"] if places is not None else [normalize_country(value)]
         for c in names:

@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from celltrials.errors import TaxonomyError
-from celltrials.store import Store
+from celltrials.store import SCHEMA_PRODUCTS, Store
 
 COLUMNS: tuple[str, ...] = (
     "product",
@@ -580,17 +580,7 @@ def catalog_records(df: pd.DataFrame | None = None) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- store
 
 #: product_links: one row per (trial, product, field) with the alias and a text snippet
-PRODUCT_LINKS_DDL = """
-CREATE TABLE IF NOT EXISTS product_links (
-    trial_id VARCHAR NOT NULL,
-    product VARCHAR NOT NULL,
-    regulators VARCHAR,
-    field VARCHAR NOT NULL,
-    alias VARCHAR NOT NULL,
-    snippet VARCHAR,
-    catalog_version VARCHAR
-);
-"""
+PRODUCT_LINKS_DDL = SCHEMA_PRODUCTS  # the store owns the schema (migration 4)
 
 #: trial text fields searched for product names (brief summaries and detailed
 #: descriptions are not: they often cite other products as background)
@@ -603,17 +593,6 @@ LINK_FIELDS: tuple[str, ...] = (
 )
 
 
-def _migrate_products(con: Any) -> None:
-    con.execute(PRODUCT_LINKS_DDL)
-
-
-def _register() -> None:
-    from celltrials.store import register_migration
-
-    register_migration(4, "products", _migrate_products)
-
-
-_register()
 
 
 def trial_texts(store: Store) -> pd.DataFrame:

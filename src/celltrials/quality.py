@@ -112,6 +112,9 @@ class SourceQuality:
     n_without_last_update: int = 0
     n_without_any_date: int = 0
     n_without_ids: int = 0  # no registry id recognised in the record
+    #: start dates more than 10 years after the source's snapshot or before 1900 (typos such as 2641)
+    n_start_implausible: int = 0
+    example_start_implausible: str | None = None
     n_sponsor_spellings: int = 0  # distinct raw lead-sponsor names
     n_sponsors: int = 0  # distinct canonical lead sponsors they group into
 
@@ -286,6 +289,7 @@ def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
             n_without_start_date=s["no_start"], n_without_registration_date=s["no_reg"],
             n_without_last_update=s["no_upd"], n_without_any_date=s["no_any"], n_without_ids=s["no_ids"],
             n_sponsor_spellings=len(s["sp_raw"]), n_sponsors=len(s["sp_key"]),
+            **_implausible_starts(con, source, windows[source].snapshot_date),
         ))
     return CheckReport(
         vocabulary_versions=_versions(),
@@ -296,6 +300,15 @@ def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
         n_repairs=sum(r.count for s in sources for r in s.repairs),
         sources=sources,
     )
+
+
+def _implausible_starts(con: duckdb.DuckDBPyConnection, source: str, snapshot: date | None) -> dict[str, Any]:
+    limit = date(snapshot.year + 10, 12, 31) if snapshot else date(2100, 1, 1)
+    row = con.execute("""
+        SELECT count(*), min(record_id) FROM records
+        WHERE source = ? AND (start_date > ? OR start_date < DATE '1900-01-01')""", [source, limit]).fetchone()
+    n = int(row[0]) if row else 0
+    return {"n_start_implausible": n, "example_start_implausible": row[1] if row and n else None}
 
 
 class _Tally:

@@ -20,9 +20,9 @@ ICTRP each version their own copies. A newer version never erases an older
 one; ``records.is_current`` marks the one in use. Trials are the connected
 components of records that share any registry id (:mod:`celltrials.dedup`).
 
-Other modules extend the schema with numbered migrations registered through
-:func:`register_migration` (2: classification, 3: sync, 4: products).
-Migration 5 (here) keeps raw values beside canonical ones: ``study_type_raw``,
+The store owns the whole schema: :data:`MIGRATIONS` lists every named,
+numbered step; a store applies those it lacks when opened for writing.
+Migration 5 keeps raw values beside canonical ones: ``study_type_raw``,
 ``lead_sponsor_raw`` / ``lead_sponsor_key``, ISO codes and the raw value of
 each country row, ``record_regions`` (continents named in country fields)
 and ``record_text_repairs`` (every repaired text with its raw form).
@@ -31,6 +31,7 @@ and ``record_text_repairs`` (every repaired text with its raw form).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import time
@@ -48,7 +49,7 @@ import pyarrow as pa
 from celltrials.errors import StoreError
 from celltrials.models import ParsedRecord
 from celltrials.normalize import finish_record
-from celltrials.sources import ctgov_csv, ictrp
+from celltrials.sources import FORMATS, volatile_fields
 from celltrials.sources.base import content_hash
 
 DEFAULT_DB = "celltrials.duckdb"
@@ -175,45 +176,77 @@ def _v5(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA_V5)
 
 
-_MIGRATIONS: dict[int, Migration] = {1: Migration(1, "core", _v1), 5: Migration(5, "raw beside canonical", _v5)}
 
 
-def register_migration(version: int, name: str, apply: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
-    """Add a schema step; stores apply pending steps in version order on open.
-
-    ``apply`` must be idempotent (``CREATE … IF NOT EXISTS``) since a store
-    made by an older celltrials runs it once when first opened by a newer one.
-    """
-    existing = _MIGRATIONS.get(version)
-    if existing and existing.name != name:
-        raise ValueError(f"migration {version} already registered as {existing.name!r}")
-    _MIGRATIONS[version] = Migration(version, name, apply)
+def _v6_ingest_file_stat(con: duckdb.DuckDBPyConnection) -> None:
+    # size and modification time of an ingested file: unchanged files are skipped without re-hashing
+    con.execute("ALTER TABLE ingests ADD COLUMN IF NOT EXISTS source_size BIGINT")
+    con.execute("ALTER TABLE ingests ADD COLUMN IF NOT EXISTS source_mtime_ns BIGINT")
 
 
-def _load_extension_migrations() -> None:
-    # Modules that own schema steps register them on import.
-    import importlib
+#: classifier output (:mod:`celltrials.classify` writes it)
+SCHEMA_LABELS = """
+CREATE TABLE IF NOT EXISTS labels (
+    trial_id VARCHAR PRIMARY KEY, is_cell_therapy BOOLEAN, cell_type VARCHAR, msc_source VARCHAR,
+    origin VARCHAR, product_form VARCHAR, indication_group VARCHAR, therapeutic_area VARCHAR,
+    targets VARCHAR, dose VARCHAR, route VARCHAR, combinations VARCHAR, manufacturing VARCHAR,
+    taxonomy_version VARCHAR, classified_at TIMESTAMP, input_hash VARCHAR);
+CREATE TABLE IF NOT EXISTS label_evidence (
+    trial_id VARCHAR, field VARCHAR, value VARCHAR, source_field VARCHAR, text VARCHAR,
+    start INTEGER, "end" INTEGER);
+"""
 
-    for mod in ("celltrials.classify", "celltrials.sync", "celltrials.products"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(mod)
+#: saved live-registry queries and their runs (:mod:`celltrials.sync`)
+SCHEMA_SYNC = """
+CREATE TABLE IF NOT EXISTS sync_queries (
+    query_id VARCHAR PRIMARY KEY, name VARCHAR, params JSON, base_url VARCHAR,
+    created_at TIMESTAMP, last_complete_sync TIMESTAMP, last_complete_started DATE
+);
+CREATE SEQUENCE IF NOT EXISTS sync_run_seq START 1;
+CREATE TABLE IF NOT EXISTS sync_runs (
+    run_id INTEGER PRIMARY KEY, query_id VARCHAR, kind VARCHAR, params JSON,
+    started_at TIMESTAMP, updated_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
+    next_page_token VARCHAR, pages_done INTEGER, studies_seen INTEGER, n_new INTEGER,
+    total_count INTEGER, page_size INTEGER, error VARCHAR
+);
+"""
+
+#: trials linked to catalogued products (:mod:`celltrials.products`)
+SCHEMA_PRODUCTS = """
+CREATE TABLE IF NOT EXISTS product_links (
+    trial_id VARCHAR NOT NULL,
+    product VARCHAR NOT NULL,
+    regulators VARCHAR,
+    field VARCHAR NOT NULL,
+    alias VARCHAR NOT NULL,
+    snippet VARCHAR,
+    catalog_version VARCHAR
+);
+"""
 
 
-# Record fields that change between exports of the same content (ranks, export stamps).
-_VOLATILE = {
-    "ctgov_csv_classic": ctgov_csv.VOLATILE,
-    "ctgov_csv": ctgov_csv.VOLATILE,
-    "ictrp_csv": ictrp.VOLATILE,
-    "ictrp_xml": ictrp.VOLATILE,
-    "ictrp_xlsx": ictrp.VOLATILE,
-    "ctgov_v1_json": ("Rank",),
-}
+def _ddl(sql: str) -> Callable[[duckdb.DuckDBPyConnection], None]:
+    def apply(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(sql)
 
-#: richer formats win ties between versions with the same update date
-FORMAT_RANK = {
-    "ctgov_json": 5, "ctgov_xml": 4, "ctgov_v1_json": 4, "ctgov_csv": 3, "ctgov_csv_classic": 2,
-    "ictrp_xml": 2, "ictrp_xlsx": 2, "ictrp_csv": 2,
-}
+    return apply
+
+
+#: every schema step, in the order a store applies the ones it lacks (each
+#: idempotent: a store made by an older celltrials runs the new ones once)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "core", _v1),
+    Migration(2, "classification", _ddl(SCHEMA_LABELS)),
+    Migration(3, "sync", _ddl(SCHEMA_SYNC)),
+    Migration(4, "products", _ddl(SCHEMA_PRODUCTS)),
+    Migration(5, "raw beside canonical", _v5),
+    Migration(6, "ingest_file_stat", _v6_ingest_file_stat),
+)
+_MIGRATIONS: dict[int, Migration] = {m.version: m for m in MIGRATIONS}
+
+
+#: a record ready to store: (record, raw JSON, content hash, source, ingest_id)
+Staged = tuple[ParsedRecord, bytes, str, str, int | None]
 
 
 @dataclass
@@ -270,7 +303,6 @@ class Store:
         return int(row[0] or 0) if row else 0
 
     def migrate(self) -> None:
-        _load_extension_migrations()
         self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
         done = {r[0] for r in self.con.execute("SELECT version FROM schema_version").fetchall()}
         newest = max(_MIGRATIONS)
@@ -317,15 +349,36 @@ class Store:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
     # ----------------------------------------------------------------- writing
-    def begin_ingest(self, source: str, fmt: str, sha256: str | None = None) -> int:
+    def begin_ingest(self, source: str, fmt: str, sha256: str | None = None, *,
+                     size: int | None = None, mtime_ns: int | None = None) -> int:
         row = self.con.execute("SELECT nextval('ingest_seq')").fetchone()
         assert row is not None
         ingest_id = int(row[0])
         self.con.execute(
-            "INSERT INTO ingests (ingest_id, source, format, source_sha256, started_at) VALUES (?, ?, ?, ?, ?)",
-            [ingest_id, source, fmt, sha256, _now()],
+            "INSERT INTO ingests (ingest_id, source, format, source_sha256, source_size, source_mtime_ns, started_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [ingest_id, source, fmt, sha256, size, mtime_ns, _now()],
         )
         return ingest_id
+
+    def new_ingest_ids(self, n: int) -> list[int]:
+        """``n`` fresh ingest ids (for :meth:`record_ingests`)."""
+        return [int(r[0]) for r in self.con.execute("SELECT nextval('ingest_seq') FROM range(?)", [n]).fetchall()]
+
+    def record_ingests(self, rows: list[tuple[int, str, str, str, int, int, int, int, int]]) -> None:
+        """Finished ingests of several files at once: (ingest_id, source, format,
+        sha256, size, mtime_ns, n_records, n_new, n_bad)."""
+        now = _now()
+        cols = ["ingest_id", "source", "format", "source_sha256", "source_size", "source_mtime_ns",
+                "n_records", "n_new", "n_bad"]
+        table = pa.table({c: [r[k] for r in rows] for k, c in enumerate(cols)}).append_column(
+            "started_at", pa.array([now] * len(rows), pa.timestamp("us"))).append_column(
+            "finished_at", pa.array([now] * len(rows), pa.timestamp("us")))
+        self.con.register("_ingests", table)
+        try:
+            self.con.execute("INSERT INTO ingests BY NAME SELECT * FROM _ingests")
+        finally:
+            self.con.unregister("_ingests")
 
     def finish_ingest(self, ingest_id: int, result: AddResult, n_bad: int) -> None:
         self.con.execute(
@@ -335,52 +388,77 @@ class Store:
 
     def add_records(self, records: Iterable[ParsedRecord], *, source: str, ingest_id: int | None = None,
                     merge: bool = True) -> AddResult:
-        """Store record versions not seen before and re-merge trials.
+        """Store record versions not seen before, mark the current versions
+        and re-merge the trials they reach.
 
         Runs inside the caller's transaction if there is one, else its own.
+        With ``merge=False`` the caller settles later: :meth:`settle` with
+        the ingest ids (current versions and trials are stale until then).
         """
         with self.transaction():
-            result = self._insert(list(records), source, ingest_id)
+            items = [(rec, *raw_and_digest(rec), source, ingest_id) for rec in records]
+            flags = self._insert(items)
+            result = AddResult(n_records=len(items), n_new=sum(flags))
+            result.n_unchanged = result.n_records - result.n_new
             if merge and result.n_new:
-                self.merge_trials()
+                touched = {(it[0].channel, it[0].record_id) for it, new in zip(items, flags, strict=True) if new}
+                self.con.register("_touched_in", pa.table({"channel": [t[0] for t in touched],
+                                                           "record_id": [t[1] for t in touched]}))
+                try:
+                    self._settle_touched("SELECT channel, record_id FROM _touched_in", [])
+                finally:
+                    self.con.unregister("_touched_in")
         return result
 
-    def _insert(self, records: list[ParsedRecord], source: str, ingest_id: int | None) -> AddResult:
-        result = AddResult(n_records=len(records))
-        if not records:
-            return result
+    def add_staged(self, items: list[Staged]) -> list[bool]:
+        """Insert (record, raw JSON, content hash, source, ingest_id) items,
+        e.g. of several files at once (``raw`` and the hash from
+        :func:`raw_and_digest`), without settling (see :meth:`settle`).
+        Returns True for each record version new to the store."""
+        with self.transaction():
+            return self._insert(items)
+
+    def settle(self, ingest_ids: list[int]) -> None:
+        """Mark current versions and re-merge the trials reachable from the
+        records these ingests added (inside the caller's transaction)."""
+        if ingest_ids:
+            with self.transaction():
+                self._settle_touched("SELECT DISTINCT channel, record_id FROM records WHERE ingest_id IN (SELECT unnest(?))",
+                                     [ingest_ids])
+
+    def _settle_touched(self, touched_sql: str, params: list[Any]) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE _touched AS {touched_sql}", params)
+        try:
+            self._refresh_current()
+            self._merge_touched()
+        finally:
+            self.con.execute("DROP TABLE IF EXISTS _touched")
+
+    def _insert(self, items: list[Staged]) -> list[bool]:
+        flags = [False] * len(items)
+        if not items:
+            return flags
         now = _now()
-        keyed: dict[str, ParsedRecord] = {}
-        for rec in records:
-            finish_record(rec)  # no-op for parser output; completes records built elsewhere
-            digest = content_hash(rec.raw, exclude=_VOLATILE.get(rec.source_format, ()))
-            keyed.setdefault(record_key(rec, digest) + "|" + digest, rec)
-        keys = [k.split("|", 1)[0] for k in keyed]
-        existing = set()
-        if keys:
-            existing = {r[0] for r in self.con.execute(
-                "SELECT record_key FROM records WHERE record_key IN (SELECT unnest(?))", [keys]).fetchall()}
+        keyed: dict[str, int] = {}  # record_key -> item index
+        for n, (rec, _, digest, _, _) in enumerate(items):
+            keyed.setdefault(record_key(rec, digest), n)
+        existing = {r[0] for r in self.con.execute(
+            "SELECT record_key FROM records WHERE record_key IN (SELECT unnest(?))", [list(keyed)]).fetchall()}
         cols: dict[str, list[Any]] = {c: [] for c in _RECORD_COLUMNS}
         child: dict[str, dict[str, list[Any]]] = {t: {c: [] for c in cs} for t, cs in _CHILD_COLUMNS.items()}
-        touched: set[tuple[str, str]] = set()
-        for combo, rec in keyed.items():
-            key, digest = combo.split("|", 1)
+        for key, n in keyed.items():
             if key in existing:
-                result.n_unchanged += 1
                 continue
-            existing.add(key)
-            result.n_new += 1
-            touched.add((rec.channel, rec.record_id))
-            _record_row(cols, rec, key, digest, source, ingest_id, now)
+            flags[n] = True
+            rec, raw, digest, source, ingest_id = items[n]
+            _record_row(cols, rec, key, digest, source, ingest_id, now, raw)
             _child_rows(child, rec, key)
-        result.n_unchanged += len(records) - len(keyed)
-        if result.n_new:
+        if cols["record_key"]:
             self._append("records", cols)
             for table, data in child.items():
                 if data[next(iter(data))]:
                     self._append(table, data)
-            self._refresh_current(touched)
-        return result
+        return flags
 
     def _append(self, table: str, data: dict[str, list[Any]]) -> None:
         arrow = pa.table({k: pa.array(v, type=_ARROW_TYPES.get(k)) for k, v in data.items()})
@@ -391,40 +469,78 @@ class Store:
         finally:
             self.con.unregister("_incoming")
 
-    def _refresh_current(self, touched: set[tuple[str, str]]) -> None:
-        """Mark, per (channel, record_id), the version in use: latest registry
-        update date, then the richer format, then the latest ingest."""
-        pairs = pa.table({"channel": [t[0] for t in touched], "record_id": [t[1] for t in touched]})
-        self.con.register("_touched", pairs)
+    def _refresh_current(self) -> None:
+        """Mark, per touched (channel, record_id), the version in use: latest
+        registry update date, then the richer format, then the latest ingest."""
+        rank_sql = " ".join(f"WHEN '{k}' THEN {f.rank}" for k, f in FORMATS.items() if f.rank)
+        self.con.execute(f"""
+            UPDATE records SET is_current = (ranked.rn = 1)
+            FROM (
+                SELECT r.record_key, row_number() OVER (
+                    PARTITION BY r.channel, r.record_id
+                    ORDER BY r.last_update DESC NULLS LAST,
+                             CASE r.source_format {rank_sql} ELSE 0 END DESC,
+                             r.ingested_at DESC, r.record_key DESC) AS rn
+                FROM records r JOIN _touched t USING (channel, record_id)
+            ) ranked
+            WHERE records.record_key = ranked.record_key AND records.is_current IS DISTINCT FROM (ranked.rn = 1)
+        """)
+
+    def _merge_touched(self) -> None:
+        """Re-merge only the trials reachable from the touched records.
+
+        Trials are connected components of current records sharing ids. The
+        components after this change that contain a touched record are made
+        of: the touched pairs' current records, and the (old) trials holding
+        either an earlier version of a touched pair or a record sharing an id
+        with a touched pair's current record — an untouched record linked to
+        one of those was already in the same old trial. So only those trials
+        are recomputed and rewritten; the result equals :meth:`merge_trials`.
+        """
+        self.con.execute("""
+            CREATE OR REPLACE TEMP TABLE _affected AS
+            WITH cur AS (
+                SELECT r.record_key FROM records r JOIN _touched USING (channel, record_id) WHERE r.is_current
+            ), old AS (
+                SELECT tr.trial_id FROM trial_records tr JOIN records r USING (record_key)
+                JOIN _touched USING (channel, record_id)
+                UNION
+                SELECT tr.trial_id FROM record_ids i JOIN trial_records tr USING (record_key)
+                WHERE i.id_key IN (SELECT i2.id_key FROM record_ids i2 JOIN cur USING (record_key))
+            )
+            SELECT DISTINCT trial_id, record_key FROM (
+                SELECT trial_id, record_key FROM trial_records WHERE trial_id IN (SELECT trial_id FROM old)
+                UNION ALL
+                SELECT NULL AS trial_id, record_key FROM cur
+            )""")
         try:
-            rank_sql = " ".join(f"WHEN '{k}' THEN {v}" for k, v in FORMAT_RANK.items())
-            self.con.execute(f"""
-                UPDATE records SET is_current = (ranked.rn = 1)
-                FROM (
-                    SELECT r.record_key, row_number() OVER (
-                        PARTITION BY r.channel, r.record_id
-                        ORDER BY r.last_update DESC NULLS LAST,
-                                 CASE r.source_format {rank_sql} ELSE 0 END DESC,
-                                 r.ingested_at DESC, r.record_key DESC) AS rn
-                    FROM records r JOIN _touched t USING (channel, record_id)
-                ) ranked
-                WHERE records.record_key = ranked.record_key
-            """)
+            recs = self.con.execute("""
+                SELECT record_key, channel, record_id, registry, source_format, last_update, ingested_at
+                FROM records WHERE is_current AND record_key IN (SELECT record_key FROM _affected)""").fetchall()
+            ids = self.con.execute("""
+                SELECT i.record_key, i.id_key FROM record_ids i
+                WHERE i.record_key IN (SELECT record_key FROM records
+                                       WHERE is_current AND record_key IN (SELECT record_key FROM _affected))""").fetchall()
+            self.con.execute("DELETE FROM trial_records WHERE trial_id IN (SELECT trial_id FROM _affected WHERE trial_id IS NOT NULL)")
+            self._write_trials(recs, ids)
         finally:
-            self.con.unregister("_touched")
+            self.con.execute("DROP TABLE IF EXISTS _affected")
 
     def merge_trials(self) -> None:
-        """Recompute trials as connected components of current records sharing ids."""
-        from celltrials.dedup import group_records
-
+        """Recompute all trials as connected components of current records sharing ids."""
         recs = self.con.execute("""
             SELECT record_key, channel, record_id, registry, source_format, last_update, ingested_at
             FROM records WHERE is_current""").fetchall()
         ids = self.con.execute("""
             SELECT i.record_key, i.id_key FROM record_ids i JOIN records r USING (record_key)
             WHERE r.is_current""").fetchall()
-        rows = group_records(recs, ids)
         self.con.execute("DELETE FROM trial_records")
+        self._write_trials(recs, ids)
+
+    def _write_trials(self, recs: list[Any], ids: list[Any]) -> None:
+        from celltrials.dedup import group_records
+
+        rows = group_records(recs, ids)
         if rows:
             self._append("trial_records", {
                 "trial_id": [r[0] for r in rows], "record_key": [r[1] for r in rows],
@@ -624,8 +740,19 @@ for _c in _RECORD_COLUMNS + [c for cs in _CHILD_COLUMNS.values() for c in cs] + 
     _ARROW_TYPES.setdefault(_c, pa.string())
 
 
+def raw_and_digest(rec: ParsedRecord) -> tuple[bytes, str]:
+    """The raw JSON to store and the content hash, from one serialisation
+    when no volatile key is left out (the stored text is the hashed, key-sorted one)."""
+    finish_record(rec)  # no-op for parser output; completes records built elsewhere
+    exclude = volatile_fields(rec.source_format)
+    if exclude:
+        return orjson.dumps(rec.raw, default=str), content_hash(rec.raw, exclude=exclude)
+    raw = orjson.dumps(rec.raw, option=orjson.OPT_SORT_KEYS, default=str)
+    return raw, hashlib.sha256(raw).hexdigest()
+
+
 def _record_row(cols: dict[str, list[Any]], rec: ParsedRecord, key: str, digest: str,
-                source: str, ingest_id: int | None, now: datetime) -> None:
+                source: str, ingest_id: int | None, now: datetime, raw: bytes) -> None:
     lead = next((s for s in rec.sponsors if s.role == "lead"), None)
     values = {
         "record_key": key, "channel": rec.channel, "record_id": rec.record_id, "registry": rec.registry,
@@ -648,7 +775,7 @@ def _record_row(cols: dict[str, list[Any]], rec: ParsedRecord, key: str, digest:
         "lead_sponsor": lead.name if lead else None,
         "sponsor_class": lead.sponsor_class if lead else None,
         "eligibility": rec.eligibility, "has_results": rec.has_results, "url": rec.url,
-        "raw": orjson.dumps(rec.raw, default=str).decode(),
+        "raw": raw,  # UTF-8 bytes: Arrow takes them without re-encoding
         "study_type_raw": rec.study_type_raw,
         "lead_sponsor_raw": lead.name_raw if lead else None,
         "lead_sponsor_key": lead.key if lead else None,

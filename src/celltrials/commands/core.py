@@ -42,21 +42,24 @@ def _print_report(report: IngestReport, console: Console) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--skip-bad", is_flag=True, help="Ingest the good records of a file and list the bad ones (default: stop, store unchanged for that file).")
+@click.option("--force", is_flag=True, help="Read files again even when their content was ingested before (default: skip them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON.")
 @pass_ctx
-def ingest(ctx: Context, paths: tuple[str, ...], skip_bad: bool, as_json: bool) -> None:
+def ingest(ctx: Context, paths: tuple[str, ...], skip_bad: bool, force: bool, as_json: bool) -> None:
     """Ingest registry exports: files, folders (recursively), globs, zips.
 
     Formats are recognised by content: ClinicalTrials.gov API v2 JSON
     (study, array, API page, NDJSON, zip), ClinicalTrials.gov CSV (classic and
-    current), WHO ICTRP CSV/XML/XLSX. Exit code 0 only when every record went in.
+    current), WHO ICTRP CSV/XML/XLSX. A file whose content was ingested
+    cleanly before is skipped (--force reads it again). Exit code 0 only
+    when every record went in.
     """
     console = _console()
     store = ctx.open_store()
     show = not ctx.quiet and not as_json and console.is_terminal
     try:
         with progress_display(show, console) as progress:
-            report = ingest_paths(store, list(paths), skip_bad=skip_bad, progress=progress)
+            report = ingest_paths(store, list(paths), skip_bad=skip_bad, force=force, progress=progress)
     except IngestAborted as exc:
         if as_json:
             echo_json(exc.report.to_dict())

@@ -214,9 +214,53 @@ def load_json_bytes(data: bytes, path: str) -> Any:
         raise DataFileError(reason, path=path) from None
 
 
+#: JSON arrays larger than this are split into studies by DuckDB's JSON
+#: reader as they are read, instead of being loaded whole (bounded memory)
+STREAM_MIN_BYTES = 64 << 20
+#: the largest study object the streaming reader accepts (its read buffer follows it)
+STREAM_MAX_OBJECT = 16 << 20
+
+
 def parse_json(path: Path) -> ParseStream:
+    if path.stat().st_size >= STREAM_MIN_BYTES and _starts_array(path):
+        yield from _with_path(_parse_stream(_stream_array(path)), path)
+        return
     data = path.read_bytes()
     yield from _with_path(_parse_stream(iter_studies_checked(load_json_bytes(data, str(path)), str(path))), path)
+
+
+def _starts_array(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"["
+
+
+def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
+    """The elements of a top-level JSON array, parsed one by one.
+
+    DuckDB's ``read_json_objects`` finds the element boundaries (in C++,
+    streaming); each element's text is parsed with orjson. A malformed or
+    truncated file raises :class:`DataFileError` when the reader reaches it.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads = 1")
+        literal = "'" + str(path).replace("'", "''") + "'"
+        reader = con.sql(f"SELECT json FROM read_json_objects({literal}, format = 'array', "
+                         f"maximum_object_size = {STREAM_MAX_OBJECT})").to_arrow_reader(batch)
+        while True:
+            try:
+                chunk = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (duckdb.Error, OSError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise DataFileError(f"malformed or truncated JSON ({first})", path=str(path)) from None
+            for text in chunk.column(0).to_pylist():
+                yield orjson.loads(text)
+    finally:
+        con.close()
 
 
 def iter_studies_checked(obj: Any, path: str) -> Iterator[Any]:

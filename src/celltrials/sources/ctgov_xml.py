@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeET
+
 from celltrials.errors import DataFileError, RecordError
 from celltrials.models import ParsedRecord
 from celltrials.sources import ctgov_json
@@ -288,10 +291,10 @@ def _results(root: ET.Element) -> dict[str, Any] | None:
 
 
 def _root(text: str, where: str) -> ET.Element:
-    if "<!ENTITY" in text[:20000]:
-        raise RecordError("XML declares entities; registry exports never do (refused)")
     try:
-        root = ET.fromstring(text)
+        root = SafeET.fromstring(text)
+    except DefusedXmlException as exc:  # entity declarations, external references
+        raise RecordError(f"XML refused: {exc}; registry exports never declare entities") from None
     except ET.ParseError as exc:
         raise RecordError(f"malformed XML ({exc})") from None
     if root.tag != "clinical_study":

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeET
+
 from celltrials.errors import DataFileError, RecordError
 from celltrials.models import CHANNEL_ICTRP, Intervention, Outcome, ParsedRecord, Sponsor
 from celltrials.normalize import (
@@ -197,18 +200,29 @@ def parse_csv_text(text: str, path: str) -> ParseStream:
 
 
 def parse_xml(path: Path) -> ParseStream:
+    """Stream ``<Trial>`` elements (memory stays bounded on large exports);
+    defusedxml refuses entity declarations and external references."""
+    where = str(path)
     try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise DataFileError(f"malformed XML ({exc})", path=str(path)) from None
+        events = SafeET.iterparse(where, events=("start", "end"))
+        _, root = next(events)
+    except (ET.ParseError, DefusedXmlException) as exc:
+        raise DataFileError(f"malformed XML ({exc})", path=where) from None
     if root.tag != "Trials_downloaded_from_ICTRP":
-        raise DataFileError(f"unexpected XML root <{root.tag}>", path=str(path))
+        raise DataFileError(f"unexpected XML root <{root.tag}>", path=where)
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
-        for pos, trial in enumerate(root.iter("Trial"), start=1):
-            yield pos, {snake(child.tag): (child.text or "") for child in trial}
+        pos = 0
+        try:
+            for event, el in events:
+                if event == "end" and el.tag == "Trial":
+                    pos += 1
+                    yield pos, {snake(child.tag): (child.text or "") for child in el}
+                    root.clear()  # drop the trials already read
+        except (ET.ParseError, DefusedXmlException) as exc:
+            raise DataFileError(f"malformed XML after trial {pos} ({exc})", path=where) from None
 
-    yield from _rows_to_records(rows(), "ictrp_xml", str(path))
+    yield from _rows_to_records(rows(), "ictrp_xml", where)
 
 
 def parse_xlsx(path: Path) -> ParseStream:

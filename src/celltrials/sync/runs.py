@@ -20,7 +20,7 @@ from celltrials.errors import ConfigError, FetchError, PageError, RecordError
 from celltrials.models import ParsedRecord
 from celltrials.progress import Progress, ProgressEvent
 from celltrials.sources.ctgov_json import FORMAT, parse_study
-from celltrials.store import Store, register_migration
+from celltrials.store import Store
 from celltrials.sync.client import CtgovClient, _page_label, _TokenRefused
 from celltrials.sync.presets import Preset, get_preset
 from celltrials.sync.queries import (
@@ -37,26 +37,7 @@ from celltrials.sync.queries import (
 _NCT = re.compile(r"^NCT\d{8}$")
 
 # ------------------------------------------------------------------ schema v3
-SCHEMA_SYNC = """
-CREATE TABLE IF NOT EXISTS sync_queries (
-    query_id VARCHAR PRIMARY KEY, name VARCHAR, params JSON, base_url VARCHAR,
-    created_at TIMESTAMP, last_complete_sync TIMESTAMP, last_complete_started DATE
-);
-CREATE SEQUENCE IF NOT EXISTS sync_run_seq START 1;
-CREATE TABLE IF NOT EXISTS sync_runs (
-    run_id INTEGER PRIMARY KEY, query_id VARCHAR, kind VARCHAR, params JSON,
-    started_at TIMESTAMP, updated_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
-    next_page_token VARCHAR, pages_done INTEGER, studies_seen INTEGER, n_new INTEGER,
-    total_count INTEGER, page_size INTEGER, error VARCHAR
-);
-"""
-
-
-def _migrate(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(SCHEMA_SYNC)
-
-
-register_migration(3, "sync", _migrate)
+# the store owns the schema: sync_queries and sync_runs are its migration 3 (SCHEMA_SYNC)
 
 
 # -------------------------------------------------------------- sync results
