@@ -258,6 +258,11 @@ def test_autologous_word_about_background_transplant_is_not_the_car_t_origin() -
     _assert_gold("NCT07034755", "cell_type", "origin")
 
 
+def test_origin_stated_on_a_catch_all_name_of_the_product() -> None:
+    # NCT00621452: title "Genetically Engineered Lymphocytes", intervention "therapeutic autologous lymphocytes"
+    _assert_gold("NCT00621452", "origin")
+
+
 def test_autoimmune_indications_take_the_organ_system() -> None:
     for rid in ("NCT07224373", "NCT06958939", "NCT05207995", "NCT07592754"):  # MS, MG, T1D, NMOSD
         _assert_gold(rid, "indication_group", "therapeutic_area")

@@ -248,5 +248,5 @@ def test_msc_sae_example_matches_readme(v1_store: Store, tmp_path: Path) -> None
     # the README shows exactly what scripts/sae_example.py prints for these results
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = sae_example.markdown(results)
-    assert block in readme, "README's worked example is out of date: run scripts/sae_example.py"
+    assert block in readme, "README's worked example is out of date: run scripts/sae_example.py --write-readme"
     assert re.search(r"Mantel–Haenszel OR \d\.\d\d \(95% CI", block)

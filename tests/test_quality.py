@@ -238,3 +238,22 @@ def test_implausible_start_dates_are_flagged(full_store_path: Path) -> None:
         src = next(s for s in check(store).sources if s.format == "ictrp_xlsx")
     assert far and src.n_start_implausible == len(far)
     assert src.example_start_implausible == far[0]
+
+
+def test_check_on_a_store_from_before_migration_5_says_how_to_upgrade(tmp_path: Path) -> None:
+    import duckdb
+
+    from celltrials.store import MIGRATIONS
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    for m in MIGRATIONS:
+        if m.version < 5:
+            m.apply(con)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.name])
+    con.close()
+    res = _cli("check", "--strict", db=db)
+    assert res.returncode == 1
+    assert "predates the data-quality audit" in res.stderr and "Hint:" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -593,11 +593,14 @@ class Classifier:
             group, areas = tax.default_indication[0], [tax.default_indication[1]]
 
         # drop catch-all / background-prone types when a more specific product is tested
+        catchall: list[Segment] = []
         if len(cell_types) > 1:
             for v in list(cell_types):
                 with_types = tax.cell_type_option(v, "dropped_with_cell_types")
                 if with_types and cell_types & with_types:
                     cell_types.discard(v)
+                    # a catch-all name of the same product ("therapeutic autologous lymphocytes"): its words still describe it
+                    catchall.extend(m.seg for m in found if m.values.get("cell_type", ()) == (v,))
                     found = [m for m in found if v not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1]
                     continue
                 drop_in = tax.cell_type_option(v, "dropped_with_other_cells_in")
@@ -650,7 +653,8 @@ class Classifier:
 
         # ---- origin ----
         stated: set[str] = set()
-        for seg, h in self._scan(tax.origin, product_segs, masked):
+        origin_segs = product_segs + [s for s in dict.fromkeys(catchall) if s not in product_segs]
+        for seg, h in self._scan(tax.origin, origin_segs, masked):
             if _describes_other_cells(seg, h, found, background):
                 continue  # "autologous HSCT followed by CAR-T": the word is about the HSCT
             stated.add(h.entry.value)

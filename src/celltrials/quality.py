@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 import yaml
 
-from celltrials.errors import TaxonomyError
+from celltrials.errors import StoreError, TaxonomyError
 from celltrials.normalize import (
     countries_version,
     parse_date_lenient,
@@ -162,8 +162,16 @@ class CheckReport:
 @functools.cache
 def reviewed_unmappable() -> dict[tuple[str, str], str]:
     """(field, raw value) → reason, from ``data/unmappable.yaml``."""
-    text = resources.files("celltrials.data").joinpath("unmappable.yaml").read_text("utf-8")
-    data = yaml.safe_load(text)
+    return load_unmappable(resources.files("celltrials.data").joinpath("unmappable.yaml").read_text("utf-8"))
+
+
+def load_unmappable(text: str) -> dict[tuple[str, str], str]:
+    """Validate unmappable.yaml (given as text): every entry names a checked
+    field, a raw value and a reason."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TaxonomyError(f"celltrials/data/unmappable.yaml: not valid YAML ({exc})", hint="Fix the file.") from None
     where = "celltrials/data/unmappable.yaml"
     if not isinstance(data, dict) or set(data) != {"version", "values"} or not isinstance(data["values"], list):
         raise TaxonomyError(f"{where}: top-level keys must be version and values (a list)", hint="Fix the file.")
@@ -214,9 +222,20 @@ def coverage_windows(store: Store | duckdb.DuckDBPyConnection) -> list[CoverageW
     return out
 
 
+def _require_raw_columns(con: duckdb.DuckDBPyConnection) -> None:
+    cols = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'records'").fetchall()}
+    if "study_type_raw" not in cols:
+        raise StoreError("the store predates the data-quality audit (no raw values beside canonical ones)",
+                         hint="Open it for writing once (e.g. `celltrials ingest` of any file) to upgrade it; "
+                              "records ingested before keep their old normalisation, so re-ingest the "
+                              "sources into a new store for a full audit.")
+
+
 def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
     """Audit every record version in the store, per source file and field."""
     reviewed = reviewed_unmappable()
+    _require_raw_columns(_con(store))
     windows = {w.source: w for w in coverage_windows(store)}
     con = _con(store)
     scalar = con.execute("""

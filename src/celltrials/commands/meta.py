@@ -397,6 +397,9 @@ def _render_results(trial_id: str, tables: dict[str, Any], limit: int) -> None:
                       _num_text(r.n), esc(r.value_raw or ""), esc(disp))
         con.print(t)
         more(om)
+    if out["comment"].fillna("").str.startswith("value not attributable").any():
+        con.print("[dim]Some values are empty: this record is from an API v1 study-fields archive whose flattened "
+                  "lists do not say which measure they belong to (see celltrials.sources.ctgov_v1).[/dim]")
     an = tables["analyses"]
     if not an.empty:
         t = Table("outcome", "groups", "estimate", "CI", "p", "method", title="Statistical analyses")

@@ -130,11 +130,12 @@ def _quality_summary(con: Any) -> dict[str, Any] | None:
     (None for a store written before raw values were kept beside canonical ones)."""
     import duckdb
 
+    from celltrials.errors import StoreError
     from celltrials.quality import check
 
     try:
         return check(con).summary()
-    except duckdb.Error:
+    except (duckdb.Error, StoreError):
         return None
 
 
