@@ -19,8 +19,10 @@ from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress
 @click.option("--unknown-products", is_flag=True,
               help="Do not label: list intervention names of cell-therapy trials that match no product synonym or code name, with counts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: all cores for a large store; 1: no workers). Labels do not depend on it.")
 @pass_ctx
-def classify_cmd(ctx: Context, changed_only: bool, unknown_products: bool, as_json: bool) -> None:
+def classify_cmd(ctx: Context, changed_only: bool, unknown_products: bool, as_json: bool, jobs: int | None) -> None:
     """Label every trial in the store (cell type, MSC source, origin, form, indication)."""
     from celltrials.classify import classify_store
 
@@ -29,7 +31,7 @@ def classify_cmd(ctx: Context, changed_only: bool, unknown_products: bool, as_js
         return
     console = Console(stderr=True)
     with ctx.open_store() as store, progress_display(not ctx.quiet and not as_json, console) as progress:
-        summary = classify_store(store, only_changed=changed_only, progress=progress)
+        summary = classify_store(store, only_changed=changed_only, progress=progress, jobs=jobs)
     if as_json:
         echo_json(summary)
         return
