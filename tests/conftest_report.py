@@ -18,19 +18,22 @@ import pytest
 import celltrials
 from celltrials.analysis.landscape import Filters
 from celltrials.classify import classify_store
-from celltrials.report.build import ReportResult, build_report
+from celltrials.products import link_products
+from celltrials.report.build import ReportResult, build_report, read_lists_file
 
 _CACHE: dict[str, Any] = {}
 
 
 def classified_store_path(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path) -> Path:
-    """The full real-data store, classified by celltrials.classify (read it read-only)."""
+    """The full real-data store, classified by celltrials.classify and linked to
+    the product catalog, as `celltrials run` leaves it (read it read-only)."""
     if "store" not in _CACHE:
         path = tmp_path_factory.mktemp("report-store") / "classified.duckdb"
         shutil.copy(full_store_path, path)
         store = celltrials.open(path)
         try:
             classify_store(store)
+            link_products(store)
         finally:
             store.close()
         _CACHE["store"] = path
@@ -105,7 +108,10 @@ def parse_page(html: Path) -> tuple[PageParser, dict[str, Any]]:
     p = PageParser()
     p.feed(html.read_text(encoding="utf-8"))
     p.close()
-    return p, json.loads(p.scripts["report-data"])
+    data = json.loads(p.scripts["report-data"])
+    if "lists_src" in data:  # a large report: trial table and lists beside the page
+        data.update(read_lists_file(html.parent / data["lists_src"]))
+    return p, data
 
 
 def number(text: str) -> int:

@@ -64,7 +64,7 @@ def test_python_api_returns_dataframes(full_store_path: Path) -> None:
         trials = db.trials()
         assert isinstance(trials, pd.DataFrame) and trials["trial_id"].is_unique
         countries = db.table("countries")
-        assert set(countries.columns) == {"trial_id", "country"}
+        assert set(countries.columns) == {"trial_id", "country", "iso2", "iso3"}
         china = db.query("SELECT count(DISTINCT trial_id) AS n FROM countries WHERE country = 'China'")["n"][0]
         assert china == countries[countries["country"] == "China"]["trial_id"].nunique() > 1000
         t = db.trial("ChiCTR2000029580")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import itertools
-import math
 import re
+import statistics
+from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -42,6 +44,8 @@ def _rows() -> list[dict[str, str]]:
 
 def _source(text: str) -> str:
     t = text.lower()
+    if "prochymal" in t or "remestemcel" in t:  # bone-marrow MSCs
+        return "bone_marrow"
     if "umbilical" in t or "wharton" in t:
         return "umbilical_cord"
     if "adipose" in t:
@@ -76,44 +80,132 @@ def _mentions_remestemcel(r: dict[str, str]) -> bool:
     )
 
 
-def _expected(rows: list[dict[str, str]]) -> pd.DataFrame:
-    """Independent computation from the raw export strings."""
-    recs = []
-    for r in rows:
-        phases = [int(d) for d in re.findall(r"Phase (\d)", r["Phases"])]
-        top = max(phases, default=0)
-        for fam in _cell_types(r["Title"]):
-            recs.append(
-                {
-                    "family": fam,
-                    "msc_source": (_source(r["Title"] + " " + r["Interventions"]) or "unspecified")
-                    if fam == "msc"
-                    else "",
-                    "p2": top >= 2,
-                    "p3": top >= 3,
-                    "stop": r["Status"] in ("Terminated", "Withdrawn"),
-                }
-            )
-    df = pd.DataFrame(recs)
-    exp = df.groupby(["family", "msc_source"]).agg(
-        registered=("p2", "size"),
-        reached_phase2=("p2", "sum"),
-        reached_phase3=("p3", "sum"),
-        stopped=("stop", "sum"),
-    )
+def _start(text: str) -> datetime | None:
+    for fmt in ("%B %d, %Y", "%B %Y"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            pass
+    return None
+
+
+def _catalog() -> list[dict[str, str]]:
     with DEFAULT_CATALOG.open(encoding="utf-8", newline="") as f:
-        cat = list(csv.DictReader(f))
-    exp["approved_products"] = [
-        len(
+        return list(csv.DictReader(f))
+
+
+def _day(text: str) -> datetime:
+    return datetime.strptime(text if len(text) == 10 else text + "-01", "%Y-%m-%d")
+
+
+def _catalog_products() -> tuple[dict[tuple[str, str], set[str]], dict[str, str], dict[str, datetime]]:
+    """From products.csv with the csv module: the substances of each
+    (cell_type, msc_source) group, the substance of each brand, and each
+    substance's first approval (a YYYY-MM date is its first day)."""
+    groups: dict[tuple[str, str], set[str]] = defaultdict(set)
+    sub_of: dict[str, str] = {}
+    first: dict[str, datetime] = {}
+    for c in _catalog():
+        sub = c["substance"]
+        sub_of[c["product"]] = sub
+        groups[(c["cell_type"], c["msc_source"] if c["cell_type"] == "msc" else "")].add(sub)
+        if c["approval_date"]:
+            d = _day(c["approval_date"])
+            first[sub] = min(first.get(sub, d), d)
+    return groups, sub_of, first
+
+
+def _expected(
+    recs: list[dict[str, Any]], links: list[tuple[str, str]] | None = None
+) -> pd.DataFrame:
+    """The funnel from per-trial dicts (trial_id, cell_types, sources, phase,
+    status, start) and trial -> brand links, computed with plain Python."""
+    groups, sub_of, first_approval = _catalog_products()
+    named: dict[str, set[str]] = defaultdict(set)  # substance -> trials naming it
+    for tid, brand in links or []:
+        named[sub_of[brand]].add(tid)
+    first_start: dict[str, datetime] = {}
+    starts = {r["trial_id"]: r["start"] for r in recs}
+    for sub, tids in named.items():
+        dated = [starts[t] for t in tids if t in starts and starts[t] is not None]
+        if dated:
+            first_start[sub] = min(dated)
+    members: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:
+        for fam in r["cell_types"]:
+            for src in (r["sources"] or ["unspecified"]) if fam == "msc" else [""]:
+                members[(fam, src)].append(r)
+    out = []
+    for (fam, src), rs in members.items():
+        ids = {r["trial_id"] for r in rs}
+        top = {r["trial_id"]: r["top_phase"] for r in rs}
+        subs = groups.get((fam, src), set())
+        with_trials = {s for s in subs if named[s] & ids}
+        years, before = [], []
+        for sub in with_trials:
+            if sub in first_start and sub in first_approval:
+                gap = (first_approval[sub] - first_start[sub]).days / 365.25
+                (before if gap < 0 else years).append(round(gap, 2))
+        out.append(
             {
-                c["product"]
-                for c in cat
-                if c["cell_type"] == fam and (fam != "msc" or c["msc_source"] == src)
+                "family": fam,
+                "msc_source": src,
+                "registered": len(ids),
+                "reached_phase2": sum(1 for v in top.values() if v >= 2),
+                "reached_phase3": sum(1 for v in top.values() if v >= 3),
+                "stopped": len({r["trial_id"] for r in rs if r["stopped"]}),
+                "approved_products": len(with_trials),
+                "approved_no_trials": len(subs - with_trials),
+                "catalog_products": len(subs),
+                "n_with_years": len(years),
+                "median_years_to_approval": statistics.median(years) if years else float("nan"),
+                "approved_before_first_trial": len(before),
+                "approved_trial_ids": sorted({t for s in with_trials for t in named[s] & ids}),
             }
         )
-        for fam, src in exp.index
+    return pd.DataFrame(out).sort_values(["family", "msc_source"]).reset_index(drop=True)
+
+
+def _raw_recs(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "trial_id": r["NCT Number"],
+            "cell_types": _cell_types(r["Title"]),
+            "sources": [s for s in [_source(r["Title"] + " " + r["Interventions"])] if s],
+            "top_phase": max((int(d) for d in re.findall(r"Phase (\d)", r["Phases"])), default=0),
+            "stopped": r["Status"] in ("Terminated", "Withdrawn"),
+            "start": _start(r["Start Date"]),
+        }
+        for r in rows
     ]
-    return exp.reset_index()
+
+
+COLS = [
+    "family",
+    "msc_source",
+    "registered",
+    "reached_phase2",
+    "reached_phase3",
+    "stopped",
+    "approved_products",
+    "approved_no_trials",
+    "catalog_products",
+    "n_with_years",
+    "median_years_to_approval",
+    "approved_before_first_trial",
+    "approved_trial_ids",
+]
+
+
+def _check(got: pd.DataFrame, exp: pd.DataFrame) -> None:
+    got = got.assign(approved_trial_ids=got["approved_trial_ids"].map(list))
+    pd.testing.assert_frame_equal(
+        got[COLS].reset_index(drop=True), exp[COLS], check_dtype=False, check_exact=False
+    )
+    # no stage has more products than trials behind it, and no duration is negative
+    assert (got["approved_products"] <= got["approved_trial_ids"].map(len)).all()
+    assert (got["approved_products"] + got["approved_no_trials"] == got["catalog_products"]).all()
+    assert not (got["median_years_to_approval"] < 0).any()
 
 
 @pytest.fixture(scope="module")
@@ -124,64 +216,68 @@ def rows() -> list[dict[str, str]]:
 
 
 def test_funnel_counts_equal_independent_computation(rows: list[dict[str, str]]) -> None:
-    got = funnel_frame(_input(rows))
-    exp = _expected(rows)
-    cols = [
-        "family",
-        "msc_source",
-        "registered",
-        "reached_phase2",
-        "reached_phase3",
-        "stopped",
-        "approved_products",
-    ]
-    pd.testing.assert_frame_equal(
-        got[cols].reset_index(drop=True),
-        exp[cols].sort_values(["family", "msc_source"]).reset_index(drop=True),
-        check_dtype=False,
-    )
+    got = funnel_frame(_input(rows))  # no links: no product is known to have registered trials
+    exp = _expected(_raw_recs(rows))
+    _check(got, exp)
+    assert (got["approved_products"] == 0).all()
     assert (got["share_stopped"] == got["stopped"] / got["registered"]).all()
     assert set(got["family"]) == {"msc", "mononuclear_cells"}
     mono = got[got["family"] == "mononuclear_cells"].iloc[0]
-    assert mono["msc_source"] == "" and mono["approved_product_names"] == "AutoStem; Queencell"
+    assert mono["msc_source"] == "" and mono["approved_no_trials_names"] == "AutoStem; Queencell"
     bm = got[(got["family"] == "msc") & (got["msc_source"] == "bone_marrow")].iloc[0]
-    assert {"Prochymal", "Ryoncil", "Temcell HS Inj."} <= set(
-        bm["approved_product_names"].split("; ")
-    )
+    # remestemcel-L (Prochymal, Ryoncil) is one product
+    assert "remestemcel-L (Ryoncil, Prochymal)" in bm["approved_no_trials_names"].split("; ")
+    assert "Prochymal" not in bm["approved_no_trials_names"].split("; ")
 
 
-def test_years_to_approval_for_remestemcel(rows: list[dict[str, str]]) -> None:
+def test_remestemcel_is_one_product_with_one_time_to_approval(rows: list[dict[str, str]]) -> None:
     linked = [r for r in rows if _mentions_remestemcel(r)]
     assert len(linked) >= 15
-    links = pd.DataFrame(
-        [
-            {"trial_id": r["NCT Number"], "product": p}
-            for r in linked
-            for p in ("Prochymal", "Ryoncil")
-        ]
-    )
-    first = min(linked, key=lambda r: datetime.strptime(r["First Posted"], "%B %d, %Y"))
-    first_day = datetime.strptime(first["First Posted"], "%B %d, %Y")
-    expected = {
-        "Prochymal": round((datetime(2012, 5, 17) - first_day).days / 365.25, 2),
-        "Ryoncil": round((datetime(2024, 12, 18) - first_day).days / 365.25, 2),
-    }
-    yta = years_to_approval(_input(rows), links).set_index("product")
-    assert yta.loc["Prochymal", "first_trial_id"] == first["NCT Number"]
-    assert yta.loc["Prochymal", "years"] == expected["Prochymal"]
-    assert yta.loc["Ryoncil", "years"] == expected["Ryoncil"]
-    assert yta.loc["Ryoncil", "n_linked_trials"] == len(linked)
+    links = [(r["NCT Number"], p) for r in linked for p in ("Prochymal", "Ryoncil")]
+    link_df = pd.DataFrame(links, columns=["trial_id", "product"])
+    first = min((r for r in linked if _start(r["Start Date"])), key=lambda r: _start(r["Start Date"]))
+    # first approval of remestemcel-L by any regulator: Health Canada, 17 May 2012
+    expected_years = round((datetime(2012, 5, 17) - _start(first["Start Date"])).days / 365.25, 2)
 
-    got = funnel_frame(_input(rows), links=links)
-    bm = got[(got["family"] == "msc") & (got["msc_source"] == "bone_marrow")].iloc[0]
-    assert bm["linked_products"] == 2
-    assert math.isclose(
-        bm["median_years_to_approval"], (expected["Prochymal"] + expected["Ryoncil"]) / 2
+    yta = years_to_approval(_input(rows), link_df).set_index("substance")
+    assert list(yta.index) == ["remestemcel-L"]
+    rem = yta.loc["remestemcel-L"]
+    assert rem["first_trial_id"] == first["NCT Number"]
+    assert rem["years"] == expected_years > 0 and not rem["approved_before_first_trial"]
+    assert rem["n_linked_trials"] == len(linked)
+
+    got = funnel_frame(_input(rows), links=link_df)
+    _check(got, _expected(_raw_recs(rows), links))
+    stage = got[got["approved_products"] > 0]
+    assert set(stage["approved_product_names"]) == {"remestemcel-L (Ryoncil, Prochymal)"}
+    assert (stage["approved_products"] == 1).all()
+
+
+def test_approved_before_first_registered_trial_is_shown_apart() -> None:
+    """Hearticellgram-AMI was approved in July 2011; a trial starting in 2013
+    that names it gives no negative duration but an 'approved before' count."""
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["T1", "T2"],
+            "cell_type": ["msc", "msc"],
+            "msc_source": ["bone_marrow", "bone_marrow"],
+            "phase": ["PHASE2", "PHASE3"],
+            "status": ["COMPLETED", "COMPLETED"],
+            "start_date": ["2013-09-01", "2005-04-27"],
+        }
     )
-    others = got[got["msc_source"] != "bone_marrow"]
-    assert (others["linked_products"] == 0).all() and others[
-        "median_years_to_approval"
-    ].isna().all()
+    links = pd.DataFrame({"trial_id": ["T1", "T2"], "product": ["Hearticellgram-AMI", "Ryoncil"]})
+    yta = years_to_approval(trials, links).set_index("substance")
+    hc = yta.loc["Hearticellgram-AMI"]
+    assert hc["approved_before_first_trial"] and pd.isna(hc["years"])
+    assert hc["years_before"] == round((datetime(2013, 9, 1) - datetime(2011, 7, 1)).days / 365.25, 2)
+    got = funnel_frame(trials, links=links).iloc[0]
+    assert got["approved_products"] == 2 and got["approved_before_first_trial"] == 1
+    assert got["approved_before_first_trial_names"] == "Hearticellgram-AMI"
+    assert got["n_with_years"] == 1
+    assert got["median_years_to_approval"] == round(
+        (datetime(2012, 5, 17) - datetime(2005, 4, 27)).days / 365.25, 2
+    )
 
 
 def test_funnel_from_store(rows: list[dict[str, str]]) -> None:
@@ -198,26 +294,8 @@ def test_funnel_from_store(rows: list[dict[str, str]]) -> None:
     links = link_products(store)
     assert set(links["product"]) >= {"Prochymal", "Ryoncil", "Cartistem"}
     got = funnel(store)
-    exp = _expected(rows)
-    cols = [
-        "family",
-        "msc_source",
-        "registered",
-        "reached_phase2",
-        "reached_phase3",
-        "stopped",
-        "approved_products",
-    ]
-    pd.testing.assert_frame_equal(
-        got[cols].reset_index(drop=True),
-        exp[cols].sort_values(["family", "msc_source"]).reset_index(drop=True),
-        check_dtype=False,
-    )
-    # products of a group named in the store's trials, via product_links
-    linked = set(links["product"])
-    for _, row in got.iterrows():
-        names = set(filter(None, row["approved_product_names"].split("; ")))
-        assert row["linked_products"] == len(names & linked)
+    pairs = list(links[["trial_id", "product"]].itertuples(index=False, name=None))
+    _check(got, _expected(_raw_recs(rows), pairs))
 
 
 @pytest.mark.unit
@@ -242,45 +320,46 @@ def test_funnel_input_errors() -> None:
         funnel_frame(df, by=("sponsor",))
 
 
-def test_funnel_on_classifier_labels() -> None:
-    """End to end: ingest, classify (the project's classifier), link, funnel;
-    counts re-derived with plain pandas from the stored tables."""
-    from celltrials.classify import classify_store
+def test_funnel_on_the_classified_reference_store(
+    tmp_path_factory: pytest.TempPathFactory, full_store_path: Path
+) -> None:
+    """All of ../shared/data, classified and linked: the funnel re-derived with
+    plain pandas from the stored labels, trials, product links and products.csv."""
+    from tests.conftest_report import classified_store_path
 
-    store = celltrials.open(":memory:")
-    ingest_paths(store, [MSC_CSV])
-    classify_store(store)
-    link_products(store)
-    got = funnel(store)
-
-    lab = store.query("SELECT trial_id, is_cell_therapy, cell_type, msc_source FROM labels")
-    tr = store.query("SELECT trial_id, phase, status FROM trials")
+    with celltrials.open(classified_store_path(tmp_path_factory, full_store_path), read_only=True) as store:
+        got = funnel(store)
+        lab = store.query("SELECT trial_id, is_cell_therapy, cell_type, msc_source FROM labels")
+        tr = store.query("SELECT trial_id, phase, status, start_date FROM trials")
+        links = store.query("SELECT trial_id, product FROM product_links")
     df = lab[lab["is_cell_therapy"]].merge(tr, on="trial_id")
-    recs = []
-    for r in df.to_dict("records"):
-        for fam in [c for c in (r["cell_type"] or "").split(";") if c]:
-            srcs = [x for x in (r["msc_source"] or "").split(";") if x] or ["unspecified"]
-            for src in srcs if fam == "msc" else [""]:
-                recs.append({**r, "family": fam, "msc_source": src})
-    exp = pd.DataFrame(recs).drop_duplicates(["family", "msc_source", "trial_id"])
-    exp["p2"] = exp["phase"].map(
-        lambda p: p in {"PHASE1_PHASE2", "PHASE2", "PHASE2_PHASE3", "PHASE3", "PHASE4"}
-    )
-    exp["p3"] = exp["phase"].map(lambda p: p in {"PHASE2_PHASE3", "PHASE3", "PHASE4"})
-    exp["stop"] = exp["status"].map(lambda s: s in {"TERMINATED", "WITHDRAWN"})
-    agg = (
-        exp.groupby(["family", "msc_source"])
-        .agg(
-            registered=("trial_id", "size"),
-            reached_phase2=("p2", "sum"),
-            reached_phase3=("p3", "sum"),
-            stopped=("stop", "sum"),
-        )
-        .reset_index()
-    )
-    cols = ["family", "msc_source", "registered", "reached_phase2", "reached_phase3", "stopped"]
-    pd.testing.assert_frame_equal(got[cols], agg[cols], check_dtype=False)
-    msc = got[got["family"] == "msc"]
-    assert msc["registered"].sum() > 1000
-    bm = msc[msc["msc_source"] == "bone_marrow"].iloc[0]
-    assert bm["linked_products"] >= 2 and bm["approved_products"] >= 9
+    recs = [
+        {
+            "trial_id": r["trial_id"],
+            "cell_types": [c for c in (r["cell_type"] or "").split(";") if c],
+            "sources": [x for x in (r["msc_source"] or "").split(";") if x],
+            "top_phase": max((int(d) for d in re.findall(r"\d", r["phase"] or "")), default=0),
+            "stopped": r["status"] in ("TERMINATED", "WITHDRAWN"),
+            "start": None if pd.isna(r["start_date"]) else pd.Timestamp(r["start_date"]).to_pydatetime(),
+        }
+        for r in df.to_dict("records")
+    ]
+    pairs = list(links.itertuples(index=False, name=None))
+    _check(got, _expected(recs, pairs))
+    by = got.set_index(["family", "msc_source"])
+    # remestemcel-L is one product; CAR-T counts products, not product x regulator rows
+    assert "remestemcel-L (Ryoncil, Prochymal)" in by.loc[("msc", "bone_marrow"), "approved_product_names"]
+    assert by.loc[("car_t", ""), "approved_products"] >= 10
+    assert "Yescarta" not in by.loc[("car_t", ""), "approved_product_names"].split("; ")
+    # products sit in the cell-type group the classifier gives the trials naming them: every product
+    # named by a classified cell-therapy trial reaches the approved stage of its own catalog group
+    _, sub_of, _ = _catalog_products()
+    typed = {r["trial_id"] for r in recs if r["cell_types"]}
+    named = {sub_of[p] for tid, p in pairs if tid in typed}
+    at_stage = {s.split(" (")[0] for names in got["approved_product_names"] for s in names.split("; ") if s}
+    assert named == at_stage, named ^ at_stage
+    # groups whose catalog products outnumber their trials say so: the products stand apart
+    for key in [("somatic_other", ""), ("hsc", "")]:
+        row = by.loc[key]
+        assert row["approved_products"] <= len(row["approved_trial_ids"]) <= row["registered"]
+        assert row["approved_no_trials"] == row["catalog_products"] - row["approved_products"] > 0

@@ -54,7 +54,7 @@ EUCTR_PHASE_II_III = (
         ("Phase II", "PHASE2"),
         ("", "UNKNOWN"),
         (None, "UNKNOWN"),
-        ("New Treatment Measure Clinical Study", "UNKNOWN"),
+        ("New Treatment Measure Clinical Study", "NOT_APPLICABLE"),  # ChiCTR non-drug category
     ],
 )
 def test_normalize_phase(raw: str | None, expected: str) -> None:
@@ -74,7 +74,7 @@ def test_normalize_phase(raw: str | None, expected: str) -> None:
         ("Recruiting", "RECRUITING"),
         ("Not Recruiting", "ACTIVE_NOT_RECRUITING"),  # ICTRP
         ("Not recruiting", "ACTIVE_NOT_RECRUITING"),
-        ("Authorised", "NOT_YET_RECRUITING"),  # EU-CTR via ICTRP
+        ("Authorised", "UNKNOWN"),  # EU-CTR via ICTRP: authorised, recruitment not stated
         ("ACTIVE_NOT_RECRUITING", "ACTIVE_NOT_RECRUITING"),  # API v2
         ("", "UNKNOWN"),
     ],

@@ -23,6 +23,7 @@ from celltrials.products import (
     load_catalog,
     load_meta,
     normalize,
+    substances,
 )
 
 pytestmark = pytest.mark.unit
@@ -197,6 +198,47 @@ def test_missing_column_and_bad_meta(tmp_path: Path) -> None:
     with pytest.raises(TaxonomyError, match="version"):
         load_catalog(path)
     assert "version" in check_file(path)[0].problem
+
+
+def test_substance_key_makes_one_product_of_its_approvals() -> None:
+    rows = read_rows(DEFAULT_CATALOG)
+    by_sub: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        assert r["substance"].strip(), r["product"]
+        by_sub.setdefault(r["substance"], []).append(r)
+    got = substances().set_index("substance")
+    assert sorted(got.index) == sorted(by_sub)
+    # remestemcel-L: Prochymal (Health Canada, Medsafe) and Ryoncil (FDA) are one product
+    rem = got.loc["remestemcel-L"]
+    assert set(rem["products"].split("; ")) == {"Prochymal", "Ryoncil"}
+    assert set(rem["regulators"].split("; ")) == {"FDA", "Health Canada", "Medsafe"}
+    assert rem["n_approvals"] == 3 and rem["first_approval"] == "2012-05-17"
+    for sub, rs in by_sub.items():
+        assert got.loc[sub, "n_approvals"] == len(rs)
+        dates = sorted(r["approval_date"] for r in rs if r["approval_date"])
+        assert got.loc[sub, "first_approval"] == (dates[0] if dates else "")
+        # one cell type and MSC source per substance (its funnel group)
+        assert len({(r["cell_type"], r["msc_source"]) for r in rs}) == 1, sub
+    # one INN across brands and regulators
+    assert got.loc["axicabtagene ciloleucel", "products"] == "Yescarta; Yikaida"
+    assert got.loc["atidarsagene autotemcel", "products"] == "Libmeldy; Lenmeldy"
+    assert len(got) < len({r["product"] for r in rows}) < len(rows)
+
+
+def test_substance_rows_must_agree(tmp_path: Path) -> None:
+    rows = _good_rows()  # Ryoncil/FDA, Prochymal/Health Canada, Prochymal/Medsafe, Temcell
+    rows[2]["substance"] = "prochymal"  # the same product under another substance
+    rows[3]["substance"] = "remestemcel-L"  # Temcell joined to remestemcel-L ...
+    rows[3]["origin"] = "allogeneic"
+    findings = check_file(_write_catalog(tmp_path, rows))
+    assert [(f.line, f.column) for f in findings] == [(4, "substance")], findings
+    assert "same product" in findings[0].problem
+    rows = _good_rows()
+    rows[1]["msc_source"] = "adipose"  # remestemcel-L in two funnel groups
+    rows[3]["substance"] = ""
+    findings = check_file(_write_catalog(tmp_path, rows))
+    assert [(f.line, f.column) for f in findings] == [(5, "substance"), (3, "msc_source")], findings
+    assert "same substance 'remestemcel-L'" in findings[1].problem
 
 
 # ----------------------------------------------------------------------------- matching

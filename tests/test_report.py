@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import date
 from os.path import commonpath
@@ -139,8 +139,13 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
     e.group("stopped_reasons", ((f"{r['status']}|{(r['why_stopped'] or '').strip() or '(no reason given)'}", r["trial_id"])
                                 for r in rows if r["status"] in ("TERMINATED", "WITHDRAWN", "SUSPENDED")))
     e.group("countries", zip(countries["country"], countries["trial_id"], strict=True))
-    e.group("sponsors", ((r["lead_sponsor"], r["trial_id"]) for r in rows
-                         if isinstance(r["lead_sponsor"], str) and r["lead_sponsor"].strip()))
+    # spellings of one sponsor (same lead_sponsor_key) count under their most common spelling
+    spelled = [r for r in rows if isinstance(r["lead_sponsor"], str) and r["lead_sponsor"].strip()]
+    spellings: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in spelled:
+        spellings[r["lead_sponsor_key"]][r["lead_sponsor"]] += 1
+    shown_as = {k: min(c, key=lambda name: (-c[name], name)) for k, c in spellings.items()}
+    e.group("sponsors", ((shown_as[r["lead_sponsor_key"]], r["trial_id"]) for r in spelled))
     e.group("sponsor_classes", ((r["sponsor_class"] or "unknown", r["trial_id"]) for r in rows))
     e.group("msc_source_by_area", ((f"{s}|{a}", r["trial_id"]) for r in msc for s in (r["msc_source"] or ["unspecified"])
                                    for a in (r["therapeutic_area"] or ["not_classified"])))
@@ -170,18 +175,46 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
         acc[cid].add(tid)
     for cid, s in acc.items():
         e.add(cid, s)
+    # approved products: active substances (products.csv's `substance`), the stage = those named by a
+    # trial of the group (product_links), the rest apart; time to approval from the first naming trial's start
     catalog = pd.read_csv(REPO / "src/celltrials/taxonomy/products.csv", dtype=str).fillna("")
-    products: dict[str, set[str]] = defaultdict(set)
+    sub_of = dict(zip(catalog["product"], catalog["substance"], strict=True))
+    group_subs: dict[str, set[str]] = defaultdict(set)
+    first_approval: dict[str, pd.Timestamp] = {}
     for r in catalog.to_dict("records"):
         for c in _split(r["cell_type"]):
             for s in ((_split(r["msc_source"]) or ["unspecified"]) if c == "msc" else [""]):
-                products[f"funnel:{c}|{s}|approved_products"].add(r["product"])
+                group_subs[f"funnel:{c}|{s}"].add(r["substance"])
+        if r["approval_date"]:
+            d = pd.Timestamp(r["approval_date"] if len(r["approval_date"]) == 10 else r["approval_date"] + "-01")
+            first_approval[r["substance"]] = min(first_approval.get(r["substance"], d), d)
+    links = con.execute("SELECT DISTINCT trial_id, product FROM product_links").df()
+    starts = dict(zip(t["trial_id"], t["start"], strict=True))
+    named: dict[str, set[str]] = defaultdict(set)
+    for tid, prod in links.itertuples(index=False):
+        if tid in starts:
+            named[sub_of[prod]].add(tid)
+    for sub, tids in named.items():
+        e.add(f"funnel_products:{sub}", tids)
+    before = set()
+    for sub, tids in named.items():
+        dated = [starts[x] for x in tids if pd.notna(starts[x])]
+        if dated and sub in first_approval and first_approval[sub] < min(dated):
+            before.add(sub)
     for cid in [c for c in e.n if c.startswith("funnel:") and c.endswith("|registered")]:
         group = cid.removesuffix("|registered")
         for stage in ("reached_phase2", "reached_phase3", "stopped"):
             if f"{group}|{stage}" not in e.n:
                 e.add(f"{group}|{stage}", ())
-        e.n[f"{group}|approved_products"] = len(products.get(f"{group}|approved_products", set()))
+        subs = group_subs.get(group, set())
+        members = e.ids[cid]
+        with_trials = {x for x in subs if named[x] & members}
+        e.add(f"{group}|approved_products", {x for s in with_trials for x in named[s] & members}, len(with_trials))
+        e.n[f"{group}|approved_no_trials"] = len(subs - with_trials)
+        e.n[f"{group}|approved_before_first_trial"] = len(with_trials & before)
+        for sub in subs:  # every catalog product of a group shown is listed, with or without trials
+            if f"funnel_products:{sub}" not in e.n:
+                e.add(f"funnel_products:{sub}", ())
 
     # methods
     ing = con.execute("SELECT source, sum(n_records) AS n FROM ingests GROUP BY source").df()
@@ -279,6 +312,25 @@ def test_every_count_opens_exactly_its_trials(report: ReportResult, expected: An
     assert all(row[2].startswith("http") for row in by_id.values())
 
 
+def test_funnel_figure_draws_every_stage_its_title_names(report: ReportResult) -> None:
+    _, data = parse_page(report.html)
+    html = report.html.read_text(encoding="utf-8")
+    title = re.search(r'data-chart="funnel" role="img" aria-label="([^"]+)"', html)
+    assert title is not None
+    stages = [x.strip() for x in title.group(1).split(":", 1)[1].split("→")]
+    assert stages == ["trials", "phase 2", "phase 3", "approved products"]
+    traces = data["charts"]["funnel"]["data"]
+    assert len(traces) == len(stages)
+    for stage, tr in zip(stages, traces, strict=True):
+        assert stage in tr["name"] and any(tr["y"]), (stage, tr["name"])
+    svg = (report.out_dir / "figures" / "funnel.svg").read_text(encoding="utf-8")
+    for tr in traces:
+        assert tr["name"] in svg
+    # no product x regulator rows: remestemcel-L is one product of bone-marrow MSC
+    assert data["counts"]["funnel:msc|bone_marrow|approved_products"] >= 1
+    assert "remestemcel-L (Ryoncil, Prochymal)" in html
+
+
 def test_charts_draw_the_table_numbers(report: ReportResult) -> None:
     page, data = parse_page(report.html)
     assert set(page.charts) == set(data["charts"])
@@ -307,20 +359,112 @@ def test_partial_year_and_snapshot_dates(report: ReportResult, expected: Any) ->
     page, _data = parse_page(report.html)
     html = report.html.read_text(encoding="utf-8")
     assert f"data as of <strong>{dd.isoformat()}</strong>" in html
-    assert f"{dd.year} (partial)" in html
+    assert f"{dd.year} (partial: Immune cells" in html
     sy = report.sections["start_year_by_family"]
     assert set(sy.loc[sy["partial"], "year"]) == {dd.year}
     assert sy["year"].max() == dd.year
-    # snapshot date per source format = latest registry update among its records
+    # the headline states each source's window (snapshot date), per source with trials here
     with celltrials.open(report_store_path(report), read_only=True) as store:
-        want = dict(store.con.execute("""
-        SELECT i.format, strftime(max(r.last_update), '%Y-%m-%d') FROM records r
-        JOIN (SELECT DISTINCT source, format FROM ingests) i USING (source)
-        WHERE r.source IN (SELECT source FROM trials WHERE trial_id IN (SELECT trial_id FROM labels WHERE is_cell_therapy))
-            GROUP BY i.format""").fetchall())
+        snap = _snapshots(store.con)
+        shown_sources = {r[0] for r in store.con.execute("""
+            SELECT DISTINCT source FROM trials WHERE trial_id IN (SELECT trial_id FROM labels WHERE is_cell_therapy)
+            """).fetchall()}
+        ingested = [r[0] for r in store.con.execute("SELECT DISTINCT source FROM ingests").fetchall()]
+    root = Path(commonpath([str(Path(s).parent) for s in ingested]))
+    want = {str(Path(src).relative_to(root)): snap[src].isoformat() for src in shown_sources}
     shown = {cid.split(":", 1)[1]: re.search(r"(\d{4}-\d{2}-\d{2})\s*$", text).group(1)  # type: ignore[union-attr]
-             for cid, text in page.dates}
+             for cid, text in page.dates if cid.startswith("window:")}
     assert shown == want
+    assert want["ctgov-classic-csv/msc_mesenchymal_stem_or_stromal.csv"] == "2022-10-05"
+
+
+def _snapshots(con: Any) -> dict[str, date]:
+    """Snapshot date per source file: the later of the latest registry update
+    among its records and the export stamp the file states (ICTRP's "Export
+    date", kept verbatim in each record's raw JSON)."""
+    from datetime import datetime
+
+    out: dict[str, date] = {}
+    for src, upd, stamps in con.execute("""
+            SELECT source, max(last_update), list(DISTINCT raw->>'$.export_date')
+            FROM records GROUP BY source""").fetchall():
+        days = [upd] if upd else []
+        for st in stamps or []:
+            if not st:
+                continue
+            for fmt in ("%m/%d/%Y %I:%M:%S %p", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
+                try:
+                    days.append(datetime.strptime(st, fmt).date())
+                    break
+                except ValueError:
+                    pass
+            else:
+                raise AssertionError(f"unreadable export stamp {st!r} in {src}")
+        if days:
+            out[src] = max(days)
+    return out
+
+
+def _expected_marks(t: pd.DataFrame, key: str, snap: dict[str, date]) -> dict[tuple[str, int], str]:
+    """(series, year) -> 'partial' / 'not_covered' for a per-year chart, by the rule
+    stated in the report: sources (of the trials' primary records) supplying
+    >= 10 % of a series' charted trials mark the years after their snapshot
+    year (not covered) and their snapshot year (partial)."""
+    dated = t[t["dated"]]
+    years = range(int(dated["year"].min()), int(dated["year"].max()) + 1)
+    rows = [(v, r["source"], r["trial_id"]) for r in dated.to_dict("records") for v in r[key]]
+    df = pd.DataFrame(rows, columns=["series", "source", "trial_id"]).drop_duplicates()
+    out: dict[tuple[str, int], str] = {}
+    for series, g in df.groupby("series"):
+        share = g.groupby("source")["trial_id"].nunique() / len(g)
+        for y in years:
+            ended = sum(v for src, v in share.items() if src in snap and snap[src].year < y)
+            ending = sum(v for src, v in share.items() if src in snap and snap[src].year == y)
+            if ended >= 0.10:
+                out[(series, y)] = "not_covered"
+            elif ended + ending >= 0.10 and ending > 0:
+                out[(series, y)] = "partial"
+    return out
+
+
+@pytest.mark.parametrize(("chart", "key"), [("start_year_by_family", "fams"),
+                                            ("product_form_by_year", "product_form")])
+def test_year_charts_mark_the_years_their_sources_do_not_cover(report: ReportResult, expected: Any,
+                                                               chart: str, key: str) -> None:
+    _e, t, _dd = expected
+    with celltrials.open(report_store_path(report), read_only=True) as store:
+        snap = _snapshots(store.con)
+    want = _expected_marks(t, key, snap)
+    # the MSC classic CSV export ends 2022-10-05: stem/stromal trials after 2022 are not covered
+    assert next(d for src, d in snap.items() if Path(src).name == MSC_CSV.name) == date(2022, 10, 5)
+    if chart == "start_year_by_family":
+        assert want[("stem_stromal", 2022)] == "partial"
+        assert all(want[("stem_stromal", y)] == "not_covered" for y in range(2023, 2027))
+        assert want[("immune", 2026)] == "partial" and ("immune", 2022) not in want
+    _, data = parse_page(report.html)
+    fig = data["charts"][chart]
+    names = {L.label(series): series for series, _ in want}
+    got: dict[tuple[str, int], str] = {}
+    for tr in fig["data"]:
+        shapes = tr["marker"].get("pattern", {}).get("shape", [""] * len(tr["x"]))
+        for x, shape in zip(tr["x"], shapes, strict=True):
+            if shape:
+                got[(names.get(tr["name"], tr["name"]), int(x))] = {"/": "partial", "x": "not_covered"}[shape]
+        if "opacity" in tr["marker"]:  # faded exactly where not covered
+            assert [o < 1 for o in tr["marker"]["opacity"]] == [s == "x" for s in shapes]
+    # a mark for every series drawn (series without bars in a year still count in the note)
+    drawn = {L.label(str(c)) for c in {s for s, _ in want}} & {tr["name"] for tr in fig["data"]}
+    assert {k: v for k, v in got.items()} == {k: v for k, v in want.items() if L.label(k[0]) in drawn}
+    # the reason is on the chart: boundary lines at each material snapshot, the note names the windows
+    texts = [a["text"] for a in fig["layout"]["annotations"]]
+    assert any(tx.startswith("data end 2022-10-05") for tx in texts)
+    html = report.html.read_text(encoding="utf-8")
+    svg = (report.out_dir / "figures" / f"{chart}.svg").read_text(encoding="utf-8")
+    assert "data end 2022-10-05" in svg and "year not covered by the data" in svg
+    assert "msc_mesenchymal_stem_or_stromal.csv" in html and "2023–2026 not covered" in html
+    cov = pd.read_csv(report.out_dir / "tables" / "year_coverage.csv")
+    cov = cov[(cov["chart"] == chart) & (cov["status"] != "covered")]
+    assert {(r.series, int(r.year)): r.status for r in cov.itertuples()} == want
 
 
 def report_store_path(report: ReportResult) -> Path:
@@ -399,13 +543,14 @@ def test_filters_combine(store_path: Path, tmp_path: Path) -> None:
 
 
 def test_progress_callback(store_path: Path, tmp_path: Path) -> None:
-    from celltrials.report.build import ReportProgress
+    from celltrials.progress import ProgressEvent
 
-    events: list[ReportProgress] = []
+    events: list[ProgressEvent] = []
     with celltrials.open(store_path, read_only=True) as store:
         build_report(store, tmp_path / "p", L.make_filters(cell_type=["car_nk"]), progress=events.append,
                      figures=False)
-    assert [e.step for e in events] == ["select", "sections", "tables", "workbook", "html", "figures", "done"]
+    assert {e.stage for e in events} == {"report"}
+    assert [e.item for e in events] == ["select", "sections", "tables", "workbook", "html", "figures", "done"]
     assert [e.index for e in events] == list(range(7)) and {e.total for e in events} == {6}
 
 

@@ -23,13 +23,13 @@ from click.testing import CliRunner
 import celltrials
 from celltrials.cli import cli
 from celltrials.errors import ConfigError, FetchError, PageError
+from celltrials.progress import ProgressEvent
 from celltrials.store import Store
 from celltrials.sync import (
     DEFAULT_BASE_URL,
     MAX_URL_BYTES,
     CtgovClient,
     Query,
-    SyncEvent,
     fetch,
     fetch_ids,
     fetch_preset,
@@ -107,7 +107,7 @@ def assert_exact(store: Store, served: set[str]) -> None:
 
 # ------------------------------------------------------------ happy path
 def test_full_sync_pages_through_real_studies(store: Store, all_studies: list[dict[str, Any]]) -> None:
-    events: list[SyncEvent] = []
+    events: list[ProgressEvent] = []
     with CtgovServer(all_studies) as srv, make_client(srv.base_url) as client:
         result = fetch(store, QUERY, client=client, progress=events.append)
         reqs = srv.page_requests()
@@ -124,7 +124,8 @@ def test_full_sync_pages_through_real_studies(store: Store, all_studies: list[di
     # one ingest row per page; progress saw the total
     assert store.con.execute("SELECT count(*) FROM ingests WHERE format = 'ctgov_api'").fetchone() == (3,)
     pages = [e for e in events if e.kind == "page"]
-    assert [e.studies_seen for e in pages] == [1000, 2000, 2637] and pages[0].total_count == 2637
+    assert [e.done for e in pages] == [1000, 2000, 2637] and pages[0].total == 2637
+    assert [e.index for e in pages] == [1, 2, 3] and {e.stage for e in events} == {"sync"}
     status = sync_status(store)
     assert len(status) == 1 and status[0]["last_complete_sync"] is not None
     assert status[0]["last_run"]["pages_done"] == 3 and status[0]["last_run"]["studies_seen"] == 2637
@@ -315,8 +316,8 @@ def test_rate_limit_spaces_requests() -> None:
 
 # ------------------------------------------------------------------ resume
 def test_ctrl_c_between_pages_resumes(server: CtgovServer, store: Store) -> None:
-    def interrupt(ev: SyncEvent) -> None:
-        if ev.kind == "page" and ev.page == 2:
+    def interrupt(ev: ProgressEvent) -> None:
+        if ev.kind == "page" and ev.index == 2:
             raise KeyboardInterrupt
 
     with make_client(server.base_url) as client, pytest.raises(KeyboardInterrupt):

@@ -13,21 +13,25 @@ generically ("stem cell product", a code name of type Biological).
 Every label carries :class:`Evidence` (field, value, source field, matched
 text and its span in that source field's text).
 
-Speed: each field is one compiled pattern searched in the regex engine (see
-:class:`celltrials.taxonomy.loader.CompiledField`), so a trial costs a handful
-of regex scans per text and little Python; see ``benchmarks/classify.py``.
+Speed: each field's patterns are matched by :mod:`celltrials.taxonomy.engine`
+(a literal prefilter, then a few compiled patterns; linear in text length);
+:func:`celltrials.classify_parallel.classify_many` spreads trials over cores;
+see ``benchmarks/classify.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
 from celltrials.models import ParsedRecord
+from celltrials.progress import Progress, ProgressEvent
+from celltrials.store import SCHEMA_LABELS
 from celltrials.taxonomy.loader import CompiledField, Entry, Hit, Taxonomy, default_taxonomy
 
 # segment roles
@@ -246,9 +250,22 @@ def _is_background(tax: Taxonomy, text: str, start: int) -> bool:
     return tax.background_cue.search(window) is not None
 
 
+def _hit_start(h: Hit) -> int:
+    return h.start
+
+
+def _hit_end(h: Hit) -> int:
+    return h.end
+
+
 def _derivative_attached(text: str, hit: Hit, derivs: list[Hit]) -> bool:
-    """Whether a cell mention only names the source of an EV/secretome product."""
-    for d in derivs:
+    """Whether a cell mention only names the source of an EV/secretome product.
+
+    ``derivs`` are one segment's hits, in order: only those within 40 characters
+    can qualify, found by bisection (linear time over a long text)."""
+    lo = bisect_left(derivs, hit.start - 40, key=_hit_end)
+    hi = bisect_right(derivs, hit.end + 40, key=_hit_start)
+    for d in derivs[lo:hi]:
         if d.start >= hit.end:
             gap = text[hit.end:d.start]
         elif d.end <= hit.start:
@@ -261,6 +278,17 @@ def _derivative_attached(text: str, hit: Hit, derivs: list[Hit]) -> bool:
 
 
 _NOT_A_CODE = re.compile(r"(?i)covid[- ]?19|sars[- ]cov[- ]?2|h1n1|h7n9|ncov[- ]?2019|2019[- ]ncov|phase[- ]?\d+|type[- ]?\d|day[- ]?\d+|week[- ]?\d+|cd\d+|il[- ]?\d+|[a-z]+[- ]?20\d\d")
+
+
+def _subject_study(cues: CompiledField, primary: list[Segment]) -> bool:
+    """A title naming a study-subject cue (imaging, exercise...), or intervention
+    names that are all mostly such cues."""
+    if any(s.role == TITLE and cues.search(s.text) for s in primary):
+        return True
+    names = [s for s in primary if s.role == INTERVENTION and s.source.endswith(".name")]
+    return bool(names) and all(
+        2 * sum(h.end - h.start for h in cues.hits(s.text)) >= len(s.text.strip()) for s in names
+    )
 
 
 def _names_code(text: str, pos: int, codes: list[str]) -> bool:
@@ -378,7 +406,9 @@ class Classifier:
                 (background if _is_background(tax, text, h.start) else seg_found).append(m)
                 spans.append((h.start, h.end))
             for h in cell_hits:
-                if any(a < h.end and h.start < b for a, b in spans):
+                # spans are ordered and disjoint: only the last one starting before h.end can overlap
+                j = bisect_left(spans, (h.end,)) - 1
+                if j >= 0 and spans[j][1] > h.start:
                     continue  # a named product decides for its own span
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
                 (background if _is_background(tax, text, h.start) else seg_found).append(m)
@@ -476,7 +506,7 @@ class Classifier:
         subject_study = (
             tax.study_subject_cues is not None and (bool(found) or bool(summaries))
             and not any(m.seg.role in (INTERVENTION, ARM) for m in found)
-            and any(s.role in (TITLE, INTERVENTION) and tax.study_subject_cues.search(s.text) for s in primary)
+            and _subject_study(tax.study_subject_cues, primary)
         )
         if subject_study:
             background.extend(found)
@@ -510,6 +540,24 @@ class Classifier:
                 generic_hits = self._scan(tax.generic_fallback, primary, masked)
             for seg, h in generic_hits:
                 found.append(_Mention(seg, h, {"cell_type": (tax.generic_fallback_cell_type,)}))
+
+        # in vivo CAR: a vector / LNP makes CAR cells in the patient; no cells are given
+        ivc = tax.in_vivo_car
+        if ivc is not None and found and any(v in ivc.cell_types for m in found for v in m.values.get("cell_type", ())):
+            ivc_cue = next(((s, h) for s in primary if s.role in (TITLE, INTERVENTION)
+                        for h in ivc.cues.hits(s.text) if not _is_background(tax, s.text, h.start)), None)
+            if ivc_cue is None:
+                ivc_cue = next(((s, h) for s in summaries if s.role == SUMMARY for h in ivc.summary_cues.hits(s.text)), None)
+            if ivc_cue is not None:
+                self._ev(evidence, "in_vivo_car", "no cells given", ivc_cue[0], ivc_cue[1])
+                kept = []
+                for m in found:
+                    rest = tuple(v for v in m.values.get("cell_type", ()) if v not in ivc.cell_types)
+                    if rest:
+                        kept.append(_Mention(m.seg, m.hit, {**m.values, "cell_type": rest}))
+                    else:
+                        background.append(m)
+                found = kept
 
         cell_types: set[str] = set()
         for m in found:
@@ -562,11 +610,14 @@ class Classifier:
             group, areas = tax.default_indication[0], [tax.default_indication[1]]
 
         # drop catch-all / background-prone types when a more specific product is tested
+        catchall: list[Segment] = []
         if len(cell_types) > 1:
             for v in list(cell_types):
                 with_types = tax.cell_type_option(v, "dropped_with_cell_types")
                 if with_types and cell_types & with_types:
                     cell_types.discard(v)
+                    # a catch-all name of the same product ("therapeutic autologous lymphocytes"): its words still describe it
+                    catchall.extend(m.seg for m in found if m.values.get("cell_type", ()) == (v,))
                     found = [m for m in found if v not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1]
                     continue
                 drop_in = tax.cell_type_option(v, "dropped_with_other_cells_in")
@@ -619,7 +670,8 @@ class Classifier:
 
         # ---- origin ----
         stated: set[str] = set()
-        for seg, h in self._scan(tax.origin, product_segs, masked):
+        origin_segs = product_segs + [s for s in dict.fromkeys(catchall) if s not in product_segs]
+        for seg, h in self._scan(tax.origin, origin_segs, masked):
             if _describes_other_cells(seg, h, found, background):
                 continue  # "autologous HSCT followed by CAR-T": the word is about the HSCT
             stated.add(h.entry.value)
@@ -791,16 +843,7 @@ def classify(trial: TrialText | ParsedRecord | Sequence[ParsedRecord], taxonomy:
 # ---------------------------------------------------------------------------
 # store integration (schema migration 2: classification)
 
-_LABEL_TABLES = """
-CREATE TABLE IF NOT EXISTS labels (
-    trial_id VARCHAR PRIMARY KEY, is_cell_therapy BOOLEAN, cell_type VARCHAR, msc_source VARCHAR,
-    origin VARCHAR, product_form VARCHAR, indication_group VARCHAR, therapeutic_area VARCHAR,
-    targets VARCHAR, dose VARCHAR, route VARCHAR, combinations VARCHAR, manufacturing VARCHAR,
-    taxonomy_version VARCHAR, classified_at TIMESTAMP, input_hash VARCHAR);
-CREATE TABLE IF NOT EXISTS label_evidence (
-    trial_id VARCHAR, field VARCHAR, value VARCHAR, source_field VARCHAR, text VARCHAR,
-    start INTEGER, "end" INTEGER);
-"""
+_LABEL_TABLES = SCHEMA_LABELS  # the store owns the schema (migration 2)
 
 _LABEL_COLS = [
     "trial_id", "is_cell_therapy", "cell_type", "msc_source", "origin", "product_form",
@@ -808,19 +851,6 @@ _LABEL_COLS = [
     "manufacturing", "taxonomy_version", "classified_at", "input_hash",
 ]
 _EVIDENCE_COLS = ["trial_id", "field", "value", "source_field", "text", "start", "end"]
-
-
-def _migrate_v2(con: Any) -> None:
-    con.execute(_LABEL_TABLES)
-
-
-def _register() -> None:
-    from celltrials.store import register_migration
-
-    register_migration(2, "classification", _migrate_v2)
-
-
-_register()
 
 
 def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> list[TrialText]:
@@ -883,13 +913,18 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
 def classify_store(
     store: Any,
     only_changed: bool = False,
-    progress: Any = None,
+    progress: Progress | None = None,
     taxonomy: Taxonomy | None = None,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Classify every trial in ``store`` into tables ``labels`` and ``label_evidence``.
 
     ``only_changed`` skips trials whose input hash and taxonomy version match
-    their stored labels. ``progress(done, total)`` is called now and then.
+    their stored labels. ``progress`` receives a ``classify``/``trials``
+    :class:`~celltrials.progress.ProgressEvent` now and then.
+    ``jobs``: worker processes (None: all cores when the store is large enough;
+    1: this process); the labels do not depend on it
+    (:func:`celltrials.classify_parallel.classify_many`).
     Returns a summary dict.
     """
     import time
@@ -911,11 +946,17 @@ def classify_store(
     skipped = 0
     counts: dict[str, int] = {}
     total = len(texts)
-    for i, tt in enumerate(texts):
-        if only_changed and existing.get(tt.trial_id) == (clf.tax.version, tt.digest()):
-            skipped += 1
-            continue
-        lab = clf.classify(tt)
+    todo = texts
+    if only_changed:
+        todo = [tt for tt in texts if existing.get(tt.trial_id) != (clf.tax.version, tt.digest())]
+        skipped = total - len(todo)
+    from celltrials.classify_parallel import classify_many
+
+    def report(done: int, _n: int) -> None:
+        if progress is not None:
+            progress(ProgressEvent("classify", "trials", done=skipped + done, total=total))
+
+    for lab in classify_many(todo, jobs=jobs, taxonomy=taxonomy, progress=report):
         row = lab.to_row()
         lab_rows.append({
             "trial_id": lab.trial_id, "is_cell_therapy": lab.is_cell_therapy,
@@ -928,8 +969,6 @@ def classify_store(
             ev_rows.append({"trial_id": lab.trial_id, **{k: getattr(e, k) for k in ("field", "value", "source_field", "text", "start", "end")}})
         for ct in lab.cell_type:
             counts[ct] = counts.get(ct, 0) + 1
-        if progress is not None and (i % 500 == 0 or i == total - 1):
-            progress(i + 1, total)
     labels_df = pd.DataFrame(lab_rows, columns=_LABEL_COLS)
     ev_df = pd.DataFrame(ev_rows, columns=_EVIDENCE_COLS)
     ev_df["start"] = ev_df["start"].astype("int32")
@@ -963,6 +1002,43 @@ def classify_store(
         "taxonomy_version": clf.tax.version,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def unknown_products(store: Any, taxonomy: Taxonomy | None = None, limit_examples: int = 5) -> list[dict[str, Any]]:
+    """Intervention names of cell-therapy trials that name no known product.
+
+    A trial counts when the classifier labels it cell therapy; an intervention
+    name (not a comparator) counts when it looks like a product code (letters
+    and digits, e.g. "QN-019a", "JY231 Injection"), and no product synonym,
+    code name, cell-type word, combination partner (chemotherapy, antibodies...)
+    or target-only word matches it. Names are grouped case-insensitively; rows
+    are ``{"name", "trials", "example_ids"}``, most frequent first, so a curator
+    can grow ``taxonomy/code_names.csv``."""
+    clf = Classifier(taxonomy)
+    tax = clf.tax
+    counts: dict[str, dict[str, Any]] = {}
+    for tt in store_trial_texts(store):
+        names = [s for s in tt.segments if s.role == INTERVENTION and s.source.endswith(".name")]
+        if not names:
+            continue
+        lab = clf.classify(tt)
+        if not lab.is_cell_therapy:
+            continue
+        seen: set[str] = set()
+        for seg in names:
+            name = _WS.sub(" ", seg.text.strip())
+            key = name.lower()
+            if key in seen or not _CODE_NAME.search(name) or _NOT_A_CODE.fullmatch(_CODE_NAME.search(name).group()):  # type: ignore[union-attr]
+                continue
+            if (tax.products.search(name) or tax.cell_type.search(name) or tax.combinations.search(name)
+                    or tax.exclusions.search(name)):
+                continue
+            seen.add(key)
+            row = counts.setdefault(key, {"name": name, "trials": 0, "example_ids": []})
+            row["trials"] += 1
+            if len(row["example_ids"]) < limit_examples:
+                row["example_ids"].append(tt.trial_id)
+    return sorted(counts.values(), key=lambda r: (-r["trials"], r["name"].lower()))
 
 
 def _require_labels(store: Any) -> None:
@@ -1019,6 +1095,20 @@ def evaluate_store(store: Any, gold: Any) -> dict[str, Any]:
     """Evaluate the store's labels against a gold CSV (any registry id of a trial matches)."""
     from celltrials.evaluate import evaluate
 
+    rows, evidence = _rows_with_evidence(store)
+    return evaluate(rows, gold, evidence)
+
+
+def evaluate_store_many(store: Any, golds: Sequence[Any]) -> dict[str, Any]:
+    """Evaluate the store's labels against several gold CSVs, each and together
+    (see :func:`celltrials.evaluate.evaluate_many`)."""
+    from celltrials.evaluate import evaluate_many
+
+    rows, evidence = _rows_with_evidence(store)
+    return evaluate_many(rows, golds, evidence)
+
+
+def _rows_with_evidence(store: Any) -> tuple[list[dict[str, str]], dict[str, list[dict[str, Any]]]]:
     rows = labels_rows(store)
     ev_by_trial = store_evidence(store)
     trial_of: dict[str, str] = {}
@@ -1028,7 +1118,7 @@ def evaluate_store(store: Any, gold: Any) -> dict[str, Any]:
         if rid:
             trial_of.setdefault(str(rid).strip(), tid)
     evidence = {r["registry_id"]: ev_by_trial.get(trial_of.get(r["registry_id"], ""), []) for r in rows}
-    return evaluate(rows, gold, evidence)
+    return rows, evidence
 
 
 def explain_trial(store: Any, any_id: str) -> dict[str, Any]:
@@ -1057,3 +1147,90 @@ def explain_trial(store: Any, any_id: str) -> dict[str, Any]:
                          "context_start": lo, "context_end": hi})
     title = store.con.execute("SELECT title FROM trials WHERE trial_id = ?", [trial_id]).fetchone()
     return {"trial_id": trial_id, "title": title[0] if title else "", "labels": labels, "evidence": evidence}
+
+
+# ---------------------------------------------------------------------------
+# agreement with the third-party labels of the reconstructed CAR corpus
+
+_TP_ORIGIN = {"Autologous": "autologous", "Allogeneic/Off-the-shelf": "allogeneic", "Unclear": "unspecified"}
+_TP_TARGET_ALIASES = {"claudin 18.2": "Claudin18.2", "mesothelin": "mesothelin", "nkg2d-l": "NKG2D", "slamf7": "CS1",
+                      "egfrviii": "EGFRvIII", "il13ra2": "IL13Ra2", "b7-h3": "B7-H3", "cll1": "CLL1"}
+_TP_NO_TARGET = frozenset({"other_or_unknown", "car-t_unspecified", "car-nk", ""})
+
+
+def _tp_targets(raw: str) -> frozenset[str]:
+    text = raw.strip()
+    if ":" in text:  # "CAR-NK: CD19"
+        text = text.split(":", 1)[1].strip()
+    text = re.sub(r"\s+dual$|\s+triple$", "", text, flags=re.I)
+    out = set()
+    for part in text.split("/"):
+        p = part.strip()
+        if p.lower() in _TP_NO_TARGET:
+            continue
+        out.add(_TP_TARGET_ALIASES.get(p.lower(), p))
+    return frozenset(out)
+
+
+def third_party_agreement(store: Any, path: Any) -> dict[str, Any]:
+    """Agreement of the store's labels with ``third_party_labels.csv`` (product
+    type and CAR target of the reconstructed CAR trials; a second opinion, not
+    gold). Rows whose trial is not in the store are counted in ``missing``.
+
+    * origin: theirs Autologous / Allogeneic/Off-the-shelf / Unclear against our
+      origin (``exact``: same of autologous / allogeneic / unspecified, over the
+      trials both call cell therapy; ``where_both_state``: over those where both
+      say autologous or allogeneic). Their "In vivo" rows are counted apart
+      (``in_vivo_not_cell_therapy``: how many we call not cell therapy).
+    * target: their target category ("CD19/BCMA dual", "CAR-NK: CD19"...) as a
+      set against our targets, over the trials where both name at least one:
+      ``exact`` (same set) and ``overlap`` (a target in common).
+    """
+    import csv
+    from pathlib import Path
+
+    p = Path(path)
+    with p.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    labels = {tid: (ict, origin, targets) for tid, ict, origin, targets in store.con.execute(
+        "SELECT trial_id, is_cell_therapy, origin, targets FROM labels").fetchall()}
+    missing = 0
+    o_n = o_exact = o_both_n = o_both = 0
+    iv_n = iv_no = 0
+    t_n = t_exact = t_overlap = 0
+    for r in rows:
+        tid = store.resolve(r["registry_id"].strip())
+        if tid is None or tid not in labels:
+            missing += 1
+            continue
+        ict, origin, targets = labels[tid]
+        if r["product_type"] == "In vivo":
+            iv_n += 1
+            iv_no += int(not ict)
+            continue
+        if not ict:
+            continue
+        theirs = _TP_ORIGIN.get(r["product_type"])
+        if theirs is not None:
+            o_n += 1
+            o_exact += int(origin == theirs)
+            if theirs != "unspecified" and origin in ("autologous", "allogeneic"):
+                o_both_n += 1
+                o_both += int(origin == theirs)
+        tt = _tp_targets(r["target_category"])
+        ours = frozenset(t for t in (targets or "").split(";") if t)
+        if tt and ours:
+            t_n += 1
+            t_exact += int(tt == ours)
+            t_overlap += int(bool(tt & ours))
+
+    def frac(a: int, b: int) -> float:
+        return round(a / b, 4) if b else 0.0
+
+    return {
+        "rows": len(rows), "missing": missing,
+        "origin": {"n": o_n, "exact": frac(o_exact, o_n), "where_both_state_n": o_both_n,
+                   "where_both_state": frac(o_both, o_both_n)},
+        "in_vivo": {"n": iv_n, "not_cell_therapy": iv_no},
+        "target": {"n": t_n, "exact": frac(t_exact, t_n), "overlap": frac(t_overlap, t_n)},
+    }

@@ -21,6 +21,7 @@ from celltrials.commands import (  # noqa: F401  (imported for their @cli.comman
     meta,
     pipeline,
     products,
+    quality,
     report,
     serve,
     sync,
@@ -35,9 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("CELLTRIALS_DEBUG"))
     try:
         cli.main(args=argv, prog_name="celltrials", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort:  # click's form of Ctrl-C (KeyboardInterrupt) and of an aborted prompt
+        _interrupted()
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -50,14 +50,20 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         if debug:
             raise
-        click.echo("\nInterrupted. Files are ingested one transaction each: the store keeps every file "
-                   "finished before Ctrl-C and nothing of the one in progress; rerun to continue.", err=True)
-        sys.exit(130)
+        _interrupted()
     except Exception as exc:  # the last line of defence: no traceback without --debug
         if debug:
             raise
+        if isinstance(exc, duckdb.InterruptException):  # Ctrl-C while DuckDB was working
+            _interrupted()
         _fail(_as_user_error(exc))
     sys.exit(0)
+
+
+def _interrupted() -> None:
+    click.echo("\nInterrupted. The store keeps everything committed before Ctrl-C (ingest: every file "
+               "finished; fetch: every page) and nothing half-written; rerun the command to continue.", err=True)
+    sys.exit(130)
 
 
 def _fail(exc: CelltrialsError) -> None:
@@ -71,10 +77,15 @@ def _as_user_error(exc: BaseException) -> CelltrialsError:
     """One error path for faults that escaped the library's own checks:
     the store (DuckDB), the file system, memory, anything else."""
     if isinstance(exc, duckdb.Error):
-        return StoreError(
-            f"the store failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            hint="If the store file is damaged or truncated, move it aside and rebuild it with "
-                 "`celltrials ingest`; check free disk space (--db chooses another file).")
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        if isinstance(exc, duckdb.IOException | duckdb.InternalException | duckdb.FatalException | duckdb.SerializationException) \
+                or "Corrupt" in first:
+            return StoreError(
+                f"the store failed: {first or type(exc).__name__}",
+                hint="Check free disk space. If the store file is damaged or truncated, move it aside and rebuild "
+                     "it with `celltrials ingest` (--db chooses another file).")
+        return StoreError(f"the store failed: {type(exc).__name__}: {first}",
+                          hint="This is likely a bug in celltrials; rerun with --debug and report the traceback.")
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         return CelltrialsError(f"{where}{exc.strerror or exc}",

@@ -150,3 +150,80 @@ def evaluate(
         "macro_f1": macro,
         "disagreements": disagreements,
     }
+
+
+#: Quality targets of issue 10, on dev.csv + immune_dev.csv together:
+#: (field, measure, threshold) with measure "f1" (is_cell_therapy), "macro_f1" or "accuracy".
+TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("is_cell_therapy", "f1", 0.98),
+    ("cell_type", "macro_f1", 0.95),
+    ("msc_source", "accuracy", 0.93),
+    ("origin", "accuracy", 0.93),
+    ("product_form", "accuracy", 0.93),
+    ("indication_group", "accuracy", 0.93),
+    ("therapeutic_area", "accuracy", 0.90),
+)
+
+
+def combined_gold(golds: Sequence[str | Path]) -> pd.DataFrame:
+    """Several gold files as one table (a registry id in two files: the first wins)."""
+    frames = []
+    for g in golds:
+        p = Path(g)
+        if not p.exists():
+            raise ConfigError(f"gold file not found: {p}", hint="Pass the path of a labels CSV.")
+        frames.append(pd.read_csv(p, dtype=str, keep_default_na=False))
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["registry_id", *FIELDS])
+    return df.drop_duplicates("registry_id", keep="first")
+
+
+def evaluate_many(
+    labels: pd.DataFrame | str | Path | Sequence[Mapping[str, Any]],
+    golds: Sequence[str | Path],
+    evidence: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """Score ``labels`` against each gold file and against all of them together.
+
+    Returns ``{"files": {name: result}, "combined": result, "targets": [...]}``
+    where each result is what :func:`evaluate` returns and ``targets`` lists
+    each quality target with the combined value and whether it is met."""
+    files = {Path(g).name: evaluate(labels, g, evidence) for g in golds}
+    combined = evaluate(labels, combined_gold(golds), evidence)
+    return {"files": files, "combined": combined, "targets": target_checks(combined)}
+
+
+def measure(result: Mapping[str, Any], field: str, kind: str) -> float:
+    """One number of an :func:`evaluate` result: ``f1`` of is_cell_therapy, a
+    field's ``macro_f1`` or its ``accuracy``."""
+    if kind == "f1":
+        return float(result["is_cell_therapy"]["f1"])
+    if kind == "macro_f1":
+        return float(result["macro_f1"].get(field, 0.0))
+    return float(result["accuracy"][field]["accuracy"])
+
+
+def target_checks(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"field": f, "measure": k, "target": t, "value": measure(result, f, k), "met": measure(result, f, k) >= t}
+        for f, k, t in TARGETS
+    ]
+
+
+def accuracy_markdown(many: Mapping[str, Any]) -> str:
+    """The README table of :func:`evaluate_many`: per field accuracy (macro-F1) on
+    each gold file and on all together, with the target."""
+    names = list(many["files"])
+    head = "| field | " + " | ".join(f"{n} ({many['files'][n]['n_gold']} rows)" for n in names) + " | together | target (together) |"
+    lines = [head, "|---" * (len(names) + 3) + "|"]
+    for f, kind, t in TARGETS:
+        cells = []
+        for res in [*(many["files"][n] for n in names), many["combined"]]:
+            if f == "is_cell_therapy":
+                cells.append(f"{res['accuracy'][f]['accuracy']:.3f} (F1 {res['is_cell_therapy']['f1']:.3f})")
+            else:
+                acc = res["accuracy"][f]
+                mf = res["macro_f1"].get(f)
+                cells.append(f"{acc['accuracy']:.3f}" + (f" ({mf:.3f})" if mf is not None and acc["n"] else "") + f" n={acc['n']}")
+        what = {"f1": "F1", "macro_f1": "macro-F1", "accuracy": "accuracy"}[kind]
+        lines.append(f"| {f} | " + " | ".join(cells) + f" | {what} ≥ {t:.2f} |")
+    return "\n".join(lines)

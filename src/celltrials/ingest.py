@@ -8,9 +8,11 @@ with ``skip_bad=True`` good records go in and bad ones are listed.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,28 +20,13 @@ from typing import Any
 from celltrials.errors import DataFileError, RecordError, UnknownFormatError
 from celltrials.fswalk import expand_glob, walk_files
 from celltrials.models import ParsedRecord
+from celltrials.progress import Progress, ProgressEvent, logger
 from celltrials.sources import parse_file, sniff
 from celltrials.sources.validate import unstorable_reason
-from celltrials.store import AddResult, Store
+from celltrials.store import AddResult, Staged, Store, raw_and_digest
 
 #: extensions that hold registry data; anything else in a folder is a note and skipped
 DATA_EXTENSIONS = {".json", ".ndjson", ".jsonl", ".csv", ".xml", ".xlsx", ".zip"}
-
-Progress = Callable[["ProgressEvent"], None]
-
-
-@dataclass
-class ProgressEvent:
-    kind: str  # "file_start" | "records" | "file_done" | "skipped" | "step" (pipeline stage)
-    path: str
-    n: int = 0
-    total_files: int = 0
-    file_index: int = 0
-    message: str = ""
-
-    def __post_init__(self) -> None:
-        self.path = display_path(self.path)
-
 
 @dataclass
 class Finding:
@@ -66,6 +53,7 @@ class FileResult:
     n_unchanged: int = 0
     n_bad: int = 0
     committed: bool = False
+    skipped_unchanged: bool = False  # same content as an earlier clean ingest: not read again
 
     def __post_init__(self) -> None:
         self.path = display_path(self.path)
@@ -163,9 +151,104 @@ def expand_paths(paths: Iterable[str | Path], report: IngestReport) -> list[Path
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: files up to this size are parsed whole and written together with their
+#: neighbours (one transaction for many small files); larger files stream
+SMALL_FILE_BYTES = 8 << 20
+#: a batch of staged records is written once it holds this many bytes of raw JSON
+BATCH_BYTES = 32 << 20
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Parsed records are acyclic (refcounting frees them); the cyclic
+    collector would only rescan the growing heap. Paused while ingesting."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@dataclass
+class _Known:
+    """Files already ingested cleanly: by content hash, and by (path, size, mtime)."""
+
+    by_sha: dict[str, tuple[int, str, int]]
+    by_stat: dict[tuple[str, int, int], str]
+
+    @classmethod
+    def load(cls, store: Store) -> _Known:
+        rows = store.con.execute("""
+            SELECT source_sha256, ingest_id, format, n_records, source, source_size, source_mtime_ns FROM ingests
+            WHERE finished_at IS NOT NULL AND source_sha256 IS NOT NULL AND coalesce(n_bad, 0) = 0
+            ORDER BY ingest_id""").fetchall()
+        known = cls({}, {})
+        for sha, ingest_id, fmt, n, source, size, mtime in rows:
+            known.by_sha.setdefault(sha, (ingest_id, fmt, n or 0))
+            if size is not None and mtime is not None:
+                known.by_stat[(source, size, mtime)] = sha
+        return known
+
+
+@dataclass
+class _Staged:
+    path: Path
+    result: FileResult
+    sha256: str
+    size: int
+    mtime_ns: int
+    n_bad: int
+    items: list[tuple[ParsedRecord, bytes, str]]
+
+
+class _Group:
+    """Small files parsed whole, written together in one transaction."""
+
+    def __init__(self, store: Store, known: _Known, progress: Progress | None, batch_size: int) -> None:
+        self.store, self.known, self.progress, self.batch_size = store, known, progress, batch_size
+        self.files: list[_Staged] = []
+        self.n_items = 0
+        self.n_bytes = 0
+
+    def add(self, staged: _Staged) -> None:
+        self.files.append(staged)
+        self.n_items += len(staged.items)
+        self.n_bytes += sum(len(raw) for _, raw, _ in staged.items)
+        if self.n_items >= self.batch_size or self.n_bytes >= BATCH_BYTES or len(self.files) >= 10_000:
+            self.flush()
+
+    def flush(self) -> None:
+        files, self.files, self.n_items, self.n_bytes = self.files, [], 0, 0
+        if not files:
+            return
+        store = self.store
+        with store.transaction():
+            ingest_ids = store.new_ingest_ids(len(files))
+            items: list[Staged] = [(rec, raw, digest, display_path(f.path.resolve()), ingest_id)
+                     for f, ingest_id in zip(files, ingest_ids, strict=True) for rec, raw, digest in f.items]
+            flags = store.add_staged(items)
+            store.settle(ingest_ids)
+            pos = 0
+            for f in files:
+                n = len(f.items)
+                f.result.n_records, f.result.n_new = n, sum(flags[pos:pos + n])
+                f.result.n_unchanged = n - f.result.n_new
+                pos += n
+            store.record_ingests([
+                (ingest_id, display_path(f.path.resolve()), f.result.format, f.sha256, f.size, f.mtime_ns,
+                 f.result.n_records, f.result.n_new, f.n_bad)
+                for f, ingest_id in zip(files, ingest_ids, strict=True)])
+        for f in files:
+            f.result.committed = True
+            if not f.n_bad:
+                self.known.by_sha.setdefault(f.sha256, (0, f.result.format, f.result.n_records))
 
 
 def ingest_paths(
@@ -173,119 +256,188 @@ def ingest_paths(
     paths: Iterable[str | Path],
     *,
     skip_bad: bool = False,
+    force: bool = False,
     progress: Progress | None = None,
     batch_size: int = 5000,
 ) -> IngestReport:
-    """Ingest files, folders and globs into ``store``; see module docstring."""
+    """Ingest files, folders and globs into ``store``; see module docstring.
+
+    A file whose content (SHA-256) was ingested cleanly before is skipped
+    with a notice (a file at the same path with the same size and
+    modification time is taken as unchanged without re-hashing);
+    ``force=True`` reads it again. Small files are written together, many
+    per transaction; each larger file streams in batches inside its own
+    transaction. Either way a file is stored whole or not at all.
+    """
     report = IngestReport()
     files = expand_paths(paths, report)
     explicit = {Path(str(p)).resolve() for p in paths if Path(str(p)).is_file()}
     for f in report.findings:
         if progress:
-            progress(ProgressEvent("skipped", f.path, message=f.reason))
-    for index, path in enumerate(files, start=1):
+            progress(ProgressEvent("ingest", "skipped", f.path, message=f.reason))
+    known = _Known.load(store)
+    group = _Group(store, known, progress, batch_size)
+    with _gc_paused():
         try:
-            sniffed = sniff(path)
-        except UnknownFormatError as exc:
-            if path.resolve() not in explicit and path.suffix.lower() == ".csv" and exc.no_id_column:
-                # a CSV that is not a registry export (e.g. a labels table next to the data)
-                report.findings.append(Finding(str(path), "CSV without a registry id column (NCT Number / TrialID)", severity="notice"))
-                if progress:
-                    progress(ProgressEvent("skipped", str(path), message="not a registry export"))
-                continue
-            finding = Finding(str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
-            report.findings.append(finding)
-            if not skip_bad:
-                raise IngestAborted(finding, report) from None
-            continue
-        except (DataFileError, OSError) as exc:
-            reason = exc.reason if isinstance(exc, DataFileError) else f"cannot read the file ({exc.strerror or exc})"
-            finding = Finding(getattr(exc, "path", "") or str(path), reason)
-            report.findings.append(finding)
-            if not skip_bad:
-                raise IngestAborted(finding, report) from None
-            continue
-        result = FileResult(str(path), sniffed.format)
-        report.files.append(result)
-        if progress:
-            progress(ProgressEvent("file_start", str(path), total_files=len(files), file_index=index))
-        try:
-            _ingest_file(store, path, sniffed, result, report, skip_bad, progress, batch_size)
-        except DataFileError as exc:
-            if isinstance(exc, IngestAborted):
-                raise
-            finding = Finding(exc.path or str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
-            report.findings.append(finding)
-            result.n_new = result.n_unchanged = 0
-            if not skip_bad:
-                raise IngestAborted(finding, report) from None
-        if progress:
-            progress(ProgressEvent("file_done", str(path), n=result.n_records, total_files=len(files), file_index=index))
+            for index, path in enumerate(files, start=1):
+                _one_file(store, path, index, len(files), explicit, known, group, report,
+                          skip_bad, force, progress, batch_size)
+        except IngestAborted:
+            group.flush()  # the files before the bad one stay
+            raise
+        group.flush()
     return report
 
 
-def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: set[Path], known: _Known,
+              group: _Group, report: IngestReport, skip_bad: bool, force: bool, progress: Progress | None,
+              batch_size: int) -> None:
+    try:
+        st = path.stat()
+        resolved = display_path(path.resolve())
+        sha = None if force else known.by_stat.get((resolved, st.st_size, st.st_mtime_ns))
+        if sha is None:
+            sha = _sha256(path)
+    except OSError as exc:
+        _unreadable(exc, path, report, skip_bad)
+        return
+    if not force and sha in known.by_sha:
+        _, fmt, n = known.by_sha[sha]
+        report.files.append(FileResult(str(path), fmt, n_records=n, n_unchanged=n, skipped_unchanged=True))
+        reason = "unchanged: this content was ingested before (same SHA-256); --force reads it again"
+        report.findings.append(Finding(str(path), reason, severity="notice"))
+        if progress:
+            progress(ProgressEvent("ingest", "skipped", display_path(path), message="unchanged since it was last ingested"))
+        return
+    try:
+        sniffed = sniff(path)
+    except UnknownFormatError as exc:
+        if path.resolve() not in explicit and path.suffix.lower() == ".csv" and exc.no_id_column:
+            # a CSV that is not a registry export (e.g. a labels table next to the data)
+            report.findings.append(Finding(str(path), "CSV without a registry id column (NCT Number / TrialID)", severity="notice"))
+            if progress:
+                progress(ProgressEvent("ingest", "skipped", display_path(path), message="not a registry export"))
+            return
+        finding = Finding(str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
+        report.findings.append(finding)
+        if not skip_bad:
+            raise IngestAborted(finding, report) from None
+        return
+    except (DataFileError, OSError) as exc:
+        _unreadable(exc, path, report, skip_bad)
+        return
+    logger.info("ingest %s (%s)", path, sniffed.format)
+    result = FileResult(str(path), sniffed.format)
+    report.files.append(result)
+    if progress:
+        progress(ProgressEvent("ingest", "file_start", display_path(path), done=index - 1, total=total_files, index=index))
+    try:
+        if st.st_size <= SMALL_FILE_BYTES:
+            staged = _Staged(path, result, sha, st.st_size, st.st_mtime_ns, 0, [])
+            for item in parse_file(path, sniffed):
+                if _bad(item, path, result, report, skip_bad):
+                    continue
+                assert isinstance(item, ParsedRecord)
+                prepared = _prepared(item, path, result, report, skip_bad)
+                if prepared:
+                    staged.items.append(prepared)
+            staged.n_bad = result.n_bad
+            result.n_records = len(staged.items)  # new/unchanged are known once the group is written
+            if progress:
+                progress(ProgressEvent("ingest", "records", display_path(path), n=len(staged.items) + result.n_bad))
+            group.add(staged)
+        else:
+            group.flush()
+            _ingest_file(store, path, sniffed, result, report, skip_bad, progress, batch_size, sha, st)
+            if not result.n_bad:
+                known.by_sha.setdefault(sha, (0, result.format, result.n_records))
+    except DataFileError as exc:
+        if isinstance(exc, IngestAborted):
+            raise
+        finding = Finding(exc.path or str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
+        report.findings.append(finding)
+        result.n_new = result.n_unchanged = 0
+        if not skip_bad:
+            raise IngestAborted(finding, report) from None
+    if progress:
+        progress(ProgressEvent("ingest", "file_done", display_path(path), done=index, total=total_files, index=index,
+                               n=result.n_records))
 
 
-def _drop_unstorable(records: list[ParsedRecord], path: Path, result: FileResult, report: IngestReport,
-                     skip_bad: bool, error: Exception) -> list[ParsedRecord]:
-    """After a batch failed to store: find the records that cannot be stored,
-    report them as findings and return the others (re-raise if none is to blame)."""
-    keep = []
-    blamed = False
-    for rec in records:
-        reason = unstorable_reason(rec.raw)
-        if reason is None:
-            keep.append(rec)
-            continue
-        blamed = True
+def _unreadable(exc: DataFileError | OSError, path: Path, report: IngestReport, skip_bad: bool) -> None:
+    reason = exc.reason if isinstance(exc, DataFileError) else f"cannot read the file ({exc.strerror or exc})"
+    finding = Finding(getattr(exc, "path", "") or str(path), reason)
+    report.findings.append(finding)
+    if not skip_bad:
+        raise IngestAborted(finding, report) from None
+
+
+def _bad(item: Any, path: Path, result: FileResult, report: IngestReport, skip_bad: bool) -> bool:
+    if not isinstance(item, RecordError):
+        return False
+    finding = Finding(item.path or str(path), item.reason, item.position, item.record_id)
+    report.findings.append(finding)
+    result.n_bad += 1
+    if not skip_bad:
+        raise IngestAborted(finding, report)
+    return True
+
+
+def _prepared(rec: ParsedRecord, path: Path, result: FileResult, report: IngestReport,
+              skip_bad: bool) -> tuple[ParsedRecord, bytes, str] | None:
+    """The record with its stored raw JSON and content hash; the parsed raw
+    object is let go (the bytes are all the store needs of it). None (and a
+    finding) for a record whose content cannot be stored as JSON."""
+    try:
+        raw, digest = raw_and_digest(rec)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # e.g. nested too deep to hash
+        reason = unstorable_reason(rec.raw) or f"content cannot be stored as JSON ({type(exc).__name__})"
         finding = Finding(str(path), reason, rec.position or None, rec.record_id)
         report.findings.append(finding)
         result.n_bad += 1
         if not skip_bad:
-            raise IngestAborted(finding, report)
-    if not blamed:
-        raise error
-    return keep
+            raise IngestAborted(finding, report) from None
+        return None
+    rec.raw = {}
+    return rec, raw, digest
 
 
 def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, report: IngestReport,
-                 skip_bad: bool, progress: Progress | None, batch_size: int) -> None:
+                 skip_bad: bool, progress: Progress | None, batch_size: int, sha: str, st: os.stat_result) -> None:
+    """A large file: parsed and written batch by batch inside one transaction
+    (a bad record or a broken file rolls all of it back)."""
     source = display_path(path.resolve())
     with store.transaction():
-        ingest_id = store.begin_ingest(source, sniffed.format, _sha256(path))
+        ingest_id = store.begin_ingest(source, sniffed.format, sha, size=st.st_size, mtime_ns=st.st_mtime_ns)
         total = AddResult()
-        for batch in _batches(parse_file(path, sniffed), batch_size):
-            good: list[ParsedRecord] = []
-            for item in batch:
-                if isinstance(item, RecordError):
-                    finding = Finding(item.path or str(path), item.reason, item.position, item.record_id)
-                    report.findings.append(finding)
-                    result.n_bad += 1
-                    if not skip_bad:
-                        raise IngestAborted(finding, report)
-                else:
-                    good.append(item)
-            try:
-                added = store.add_records(good, source=source, ingest_id=ingest_id, merge=False)
-            except (TypeError, ValueError, OverflowError) as exc:  # e.g. a record nested too deep to hash
-                good = _drop_unstorable(good, path, result, report, skip_bad, exc)
-                added = store.add_records(good, source=source, ingest_id=ingest_id, merge=False)
-            total.n_records += added.n_records
-            total.n_new += added.n_new
-            total.n_unchanged += added.n_unchanged
+        batch: list[Staged] = []
+        n_bytes = 0
+
+        def write() -> None:
+            flags = store.add_staged(batch)
+            total.n_records += len(batch)
+            total.n_new += sum(flags)
             if progress:
-                progress(ProgressEvent("records", str(path), n=len(batch)))
-        if total.n_new:
-            store.merge_trials()
+                progress(ProgressEvent("ingest", "records", display_path(path), n=len(batch)))
+            batch.clear()
+
+        for item in parse_file(path, sniffed):
+            if _bad(item, path, result, report, skip_bad):
+                continue
+            assert isinstance(item, ParsedRecord)
+            prepared = _prepared(item, path, result, report, skip_bad)
+            if prepared is None:
+                continue
+            rec, raw, digest = prepared
+            batch.append((rec, raw, digest, source, ingest_id))
+            n_bytes += len(raw)
+            if len(batch) >= batch_size or n_bytes >= BATCH_BYTES:
+                write()
+                n_bytes = 0
+        if batch:
+            write()
+        total.n_unchanged = total.n_records - total.n_new
+        store.settle([ingest_id])
         store.finish_ingest(ingest_id, total, result.n_bad)
     result.n_records, result.n_new, result.n_unchanged = total.n_records, total.n_new, total.n_unchanged
     result.committed = True

@@ -60,6 +60,33 @@ class Sponsor:
     name: str
     role: str  # "lead" | "collaborator"
     sponsor_class: str  # "industry" | "academic_other" | "government" | "unknown"
+    #: the name as the registry wrote it (before text repair)
+    name_raw: str = ""
+    #: grouping key: case, accents, punctuation and spacing folded
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A country (ISO 3166-1 codes) or a region named in a country field.
+
+    ``kind`` is ``country``, ``region`` or ``unmapped`` (text that names
+    neither; kept as given, codes None)."""
+
+    kind: str
+    name: str
+    iso2: str | None = None
+    iso3: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextRepair:
+    """One repaired text value: where, what it was, what it became, and why."""
+
+    field: str  # title, official_title, acronym, sponsor, condition, intervention_name, ...
+    raw: str
+    repaired: str
+    kinds: tuple[str, ...]  # excel_escape | html | mojibake
 
 
 @dataclass(slots=True)
@@ -100,7 +127,9 @@ class ParsedRecord:
     why_stopped: str = ""
     phase: str = "UNKNOWN"
     phase_raw: str = ""
+    #: interventional | observational | expanded_access | other | unknown
     study_type: str = ""
+    study_type_raw: str = ""
     start_date: PartialDate | None = None
     completion_date: PartialDate | None = None
     registration_date: PartialDate | None = None
@@ -111,7 +140,13 @@ class ParsedRecord:
     mesh_ancestors: list[str] = field(default_factory=list)
     interventions: list[Intervention] = field(default_factory=list)
     arms: list[Arm] = field(default_factory=list)
+    #: canonical country names (regions and placeholders left out)
     countries: list[str] = field(default_factory=list)
+    #: the registry's country-field values as given (a value may list several)
+    countries_raw: list[str] = field(default_factory=list)
+    regions: list[str] = field(default_factory=list)
+    #: (raw value, place) for every country/region/unmapped value, in order
+    places: list[tuple[str, Place]] = field(default_factory=list)
     sponsors: list[Sponsor] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     eligibility: str = ""
@@ -119,3 +154,6 @@ class ParsedRecord:
     url: str = ""
     #: 1-based position of the record in its file (row / array index)
     position: int = 0
+    repairs: list[TextRepair] = field(default_factory=list)
+    #: set by :func:`celltrials.normalize.finish_record`
+    finished: bool = False

@@ -8,12 +8,17 @@ writes the report. Each step reports progress through the same callback.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celltrials.ingest import IngestReport, ProgressEvent, ingest_paths
+from celltrials import sync
+from celltrials.classify import classify_store
+from celltrials.ingest import IngestReport, ingest_paths
+from celltrials.products import link_products
+from celltrials.progress import Progress, ProgressEvent
+from celltrials.report.build import build_report
 from celltrials.store import Store
 
 
@@ -37,36 +42,31 @@ def run_pipeline(
     out_dir: str | Path,
     *,
     skip_bad: bool = False,
-    progress: Callable[[Any], None] | None = None,
+    progress: Progress | None = None,
     base_url: str | None = None,
     filters: Any = None,
 ) -> PipelineResult:
     """ingest (or fetch) → classify → link products → report."""
-    from celltrials.classify import classify_store
-    from celltrials.products import link_products
-    from celltrials.report.build import build_report
 
     def step(name: str) -> None:
         if progress:
-            progress(ProgressEvent("step", "", message=name))
+            progress(ProgressEvent("pipeline", "step", name, message=name))
 
     result = PipelineResult()
     if paths:
         step("ingest")
         result.ingest = ingest_paths(store, paths, skip_bad=skip_bad, progress=progress)
     else:
-        from celltrials import sync
-
         step("fetch")
         result.steps["fetch"] = sync.fetch_preset(store, "cell-therapy", base_url=base_url, progress=progress)
     step("classify")
-    summary = classify_store(store, only_changed=True)
+    summary = classify_store(store, only_changed=True, progress=progress)
     result.steps["classify"] = {k: summary[k] for k in ("trials", "classified", "skipped_unchanged", "cell_therapy_trials", "taxonomy_version") if k in summary}
     step("link products")
     links = link_products(store)
     result.steps["products"] = {"links": len(links), "trials": int(links["trial_id"].nunique()) if len(links) else 0}
     step("report")
-    report = build_report(store, out_dir, filters)
+    report = build_report(store, out_dir, filters, progress=progress)
     result.steps["report"] = {"trials": report.n_trials, "figures": len(report.figures), "tables": len(report.tables)}
     result.report_path = report.html
     return result

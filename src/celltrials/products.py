@@ -30,10 +30,11 @@ import pandas as pd
 import yaml
 
 from celltrials.errors import TaxonomyError
-from celltrials.store import Store
+from celltrials.store import SCHEMA_PRODUCTS, Store
 
 COLUMNS: tuple[str, ...] = (
     "product",
+    "substance",
     "inn_or_code",
     "cell_type",
     "msc_source",
@@ -53,6 +54,7 @@ COLUMNS: tuple[str, ...] = (
 )
 REQUIRED: tuple[str, ...] = (
     "product",
+    "substance",
     "cell_type",
     "origin",
     "gene_modified",
@@ -204,7 +206,8 @@ def check_catalog(df: pd.DataFrame, meta: CatalogMeta | None = None) -> list[Fin
     Checks: all columns present; required fields non-empty; controlled values
     (``meta.allowed``); ``msc_source`` set exactly for MSC rows; dates
     ``YYYY-MM-DD`` or ``YYYY-MM``; ``source_url`` http(s); aliases non-empty;
-    no duplicate product x regulator rows. ``line`` assumes the table was read
+    no duplicate product x regulator rows; one ``substance`` per product and,
+    per substance, one cell type, MSC source and gene-modified flag. ``line`` assumes the table was read
     from a CSV with one line per record (row 0 is line 2).
     """
     meta = meta or load_meta()
@@ -261,6 +264,37 @@ def check_catalog(df: pd.DataFrame, meta: CatalogMeta | None = None) -> list[Fin
             add("regulator", f"duplicate product x regulator row (first on line {seen[key]})")
         else:
             seen.setdefault(key, line)
+    # rows already reported are left out of the cross-row check (one problem, one finding)
+    findings.extend(_substance_findings(df, skip={f.line for f in findings}))
+    return findings
+
+
+#: columns every row of one substance must agree on (they decide its funnel group)
+SUBSTANCE_FIXED: tuple[str, ...] = ("cell_type", "msc_source", "gene_modified")
+
+
+def _substance_findings(df: pd.DataFrame, skip: set[int | None] | frozenset[int] = frozenset()) -> list[Finding]:
+    """A product name has one substance; a substance has one cell type, MSC
+    source and gene-modified flag (its approvals differ only by regulator,
+    brand, date and status)."""
+    findings: list[Finding] = []
+    recs: list[dict[str, str]] = [{str(k): str(v) for k, v in r.items()} for r in df.to_dict("records")]
+    first_sub: dict[str, tuple[str, int]] = {}
+    first_row: dict[str, tuple[dict[str, str], int]] = {}
+    for pos, rec in enumerate(recs):
+        line = pos + 2
+        product, sub = rec["product"].strip(), rec["substance"].strip()
+        if not product or not sub or line in skip:
+            continue
+        seen = first_sub.setdefault(product.casefold(), (sub, line))
+        if seen[0] != sub:
+            findings.append(Finding(line, product, "substance", f"{sub!r} differs from {seen[0]!r} "
+                                    f"on line {seen[1]} for the same product"))
+        base, base_line = first_row.setdefault(sub.casefold(), (rec, line))
+        for col in SUBSTANCE_FIXED:
+            if rec[col].strip() != base[col].strip():
+                findings.append(Finding(line, product, col, f"{rec[col].strip()!r} differs from "
+                                        f"{base[col].strip()!r} on line {base_line} (same substance {sub!r})"))
     return findings
 
 
@@ -546,17 +580,7 @@ def catalog_records(df: pd.DataFrame | None = None) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- store
 
 #: product_links: one row per (trial, product, field) with the alias and a text snippet
-PRODUCT_LINKS_DDL = """
-CREATE TABLE IF NOT EXISTS product_links (
-    trial_id VARCHAR NOT NULL,
-    product VARCHAR NOT NULL,
-    regulators VARCHAR,
-    field VARCHAR NOT NULL,
-    alias VARCHAR NOT NULL,
-    snippet VARCHAR,
-    catalog_version VARCHAR
-);
-"""
+PRODUCT_LINKS_DDL = SCHEMA_PRODUCTS  # the store owns the schema (migration 4)
 
 #: trial text fields searched for product names (brief summaries and detailed
 #: descriptions are not: they often cite other products as background)
@@ -569,17 +593,6 @@ LINK_FIELDS: tuple[str, ...] = (
 )
 
 
-def _migrate_products(con: Any) -> None:
-    con.execute(PRODUCT_LINKS_DDL)
-
-
-def _register() -> None:
-    from celltrials.store import register_migration
-
-    register_migration(4, "products", _migrate_products)
-
-
-_register()
 
 
 def trial_texts(store: Store) -> pd.DataFrame:
@@ -688,6 +701,7 @@ def product_summary(catalog: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
         out.append(
             {
                 "product": str(product),
+                "substance": _join(g["substance"]),
                 "inn_or_code": _join(g["inn_or_code"]),
                 "cell_type": _join(g["cell_type"]),
                 "msc_source": _join(g["msc_source"]),
@@ -705,6 +719,35 @@ def product_summary(catalog: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(
         ["n_trials", "product"], ascending=[False, True], kind="stable"
     ).reset_index(drop=True)
+
+
+def substances(catalog: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per active substance (the catalog's ``substance`` key): a
+    product in the funnel's sense. Brands, code names and regulators are
+    approvals of it (Prochymal and Ryoncil are both remestemcel-L).
+
+    Columns: substance, products (brand names, ``; ``), cell_type, msc_source,
+    regulators, n_approvals (catalog rows), first_approval (earliest stated
+    approval date, ``YYYY-MM-DD`` or ``YYYY-MM``; blank when none is stated),
+    status (``; ``-joined)."""
+    catalog = catalog if catalog is not None else load_catalog()
+    out = []
+    for sub, g in catalog.groupby("substance", sort=True):
+        out.append(
+            {
+                "substance": str(sub),
+                "products": _join(g["product"]),
+                "cell_type": str(g["cell_type"].iloc[0]),
+                "msc_source": str(g["msc_source"].iloc[0]),
+                "regulators": _join(g["regulator"]),
+                "n_approvals": len(g),
+                "first_approval": _first_date(g["approval_date"]),
+                "status": _join(g["status"]),
+            }
+        )
+    cols = ["substance", "products", "cell_type", "msc_source", "regulators", "n_approvals",
+            "first_approval", "status"]
+    return pd.DataFrame(out, columns=cols)
 
 
 def _join(values: pd.Series) -> str:

@@ -15,9 +15,11 @@ import unicodedata
 from celltrials.models import RegistryId
 
 # (registry, pattern, canonical form); patterns are anchored on word edges.
+# EU-CTR suffixes a member state's code to each national record, and ``3RD``
+# to the record of a trial's sites in third countries.
 _PATTERNS: list[tuple[str, str]] = [
     ("ctgov", r"NCT\d{8}"),
-    ("euctr", r"(?:EUCTR|EudraCT(?:\s*(?:Number|No\.?|number))?[:\s]*)?\d{4}-\d{6}-\d{2}(?:-\d{2})?(?:-[A-Z]{2,3})?"),
+    ("euctr", r"(?:EUCTR|EudraCT(?:\s*(?:Number|No\.?|number))?[:\s]*)?\d{4}-\d{6}-\d{2}(?:-\d{2})?(?:-(?:[A-Z]{2,3}|3RD))?"),
     ("chictr", r"ChiCTR-?[A-Za-z]{0,4}-?\d{6,12}"),
     ("isrctn", r"ISRCTN\d{8}"),
     ("anzctr", r"ACTRN\d{14}"),
@@ -118,5 +120,5 @@ def registry_of(record_id: str) -> str:
 def trial_id_for(record_id: str) -> str:
     """The id a merged trial is named by: the record id, except that EU-CTR's
     member-state suffix is dropped (one EudraCT number is one trial)."""
-    m = re.fullmatch(r"(EUCTR\d{4}-\d{6}-\d{2})-[A-Z]{2,3}", record_id.strip(), re.IGNORECASE)
+    m = re.fullmatch(r"(EUCTR\d{4}-\d{6}-\d{2})-(?:[A-Z]{2,3}|3RD)", record_id.strip(), re.IGNORECASE)
     return m.group(1).upper() if m else record_id.strip()

@@ -20,13 +20,18 @@ ICTRP each version their own copies. A newer version never erases an older
 one; ``records.is_current`` marks the one in use. Trials are the connected
 components of records that share any registry id (:mod:`celltrials.dedup`).
 
-Other modules extend the schema with numbered migrations registered through
-:func:`register_migration` (2: classification, 3: sync, 4: products).
+The store owns the whole schema: :data:`MIGRATIONS` lists every named,
+numbered step; a store applies those it lacks when opened for writing.
+Migration 5 keeps raw values beside canonical ones: ``study_type_raw``,
+``lead_sponsor_raw`` / ``lead_sponsor_key``, ISO codes and the raw value of
+each country row, ``record_regions`` (continents named in country fields)
+and ``record_text_repairs`` (every repaired text with its raw form).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import time
@@ -43,7 +48,8 @@ import pyarrow as pa
 
 from celltrials.errors import StoreError
 from celltrials.models import ParsedRecord
-from celltrials.sources import ctgov_csv, ictrp
+from celltrials.normalize import finish_record
+from celltrials.sources import FORMATS, volatile_fields
 from celltrials.sources.base import content_hash
 
 DEFAULT_DB = "celltrials.duckdb"
@@ -130,44 +136,117 @@ def _v1(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA_V1)
 
 
-_MIGRATIONS: dict[int, Migration] = {1: Migration(1, "core", _v1)}
+SCHEMA_V5 = """
+ALTER TABLE records ADD COLUMN IF NOT EXISTS study_type_raw VARCHAR;
+ALTER TABLE records ADD COLUMN IF NOT EXISTS lead_sponsor_raw VARCHAR;
+ALTER TABLE records ADD COLUMN IF NOT EXISTS lead_sponsor_key VARCHAR;
+ALTER TABLE record_countries ADD COLUMN IF NOT EXISTS country_raw VARCHAR;
+ALTER TABLE record_countries ADD COLUMN IF NOT EXISTS iso2 VARCHAR;
+ALTER TABLE record_countries ADD COLUMN IF NOT EXISTS iso3 VARCHAR;
+ALTER TABLE record_sponsors ADD COLUMN IF NOT EXISTS name_raw VARCHAR;
+ALTER TABLE record_sponsors ADD COLUMN IF NOT EXISTS name_key VARCHAR;
+CREATE TABLE IF NOT EXISTS record_regions (record_key VARCHAR, region VARCHAR, region_raw VARCHAR);
+CREATE TABLE IF NOT EXISTS record_text_repairs (
+    record_key VARCHAR, field VARCHAR, kinds VARCHAR[], raw VARCHAR, repaired VARCHAR);
+
+CREATE OR REPLACE VIEW trials AS
+SELECT tr.trial_id, r.record_id AS primary_record_id, r.record_key AS primary_record_key,
+       r.registry, r.channel, r.source_format, r.title, r.official_title, r.acronym,
+       r.brief_summary, r.detailed_description, r.status, r.status_raw, r.why_stopped,
+       r.phase, r.phase_raw, r.study_type, r.start_date, r.start_date_precision,
+       r.completion_date, r.completion_date_precision, r.registration_date, r.last_update,
+       r.enrollment, r.enrollment_type, r.enrollment_raw, r.lead_sponsor, r.sponsor_class,
+       r.has_results, r.url, r.keywords, tr.n_records, r.source,
+       r.study_type_raw, r.lead_sponsor_raw, r.lead_sponsor_key
+FROM trial_records tr JOIN records r USING (record_key)
+WHERE tr.is_primary;
+
+CREATE OR REPLACE VIEW countries AS
+SELECT DISTINCT tr.trial_id, c.country, c.iso2, c.iso3
+FROM trial_records tr JOIN record_countries c USING (record_key) WHERE tr.is_primary AND c.country IS NOT NULL;
+CREATE OR REPLACE VIEW regions AS
+SELECT DISTINCT tr.trial_id, g.region FROM trial_records tr JOIN record_regions g USING (record_key) WHERE tr.is_primary;
+CREATE OR REPLACE VIEW sponsors AS
+SELECT tr.trial_id, s.name, s.role, s.class, s.name_raw, s.name_key
+FROM trial_records tr JOIN record_sponsors s USING (record_key) WHERE tr.is_primary;
+"""
 
 
-def register_migration(version: int, name: str, apply: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
-    """Add a schema step; stores apply pending steps in version order on open.
-
-    ``apply`` must be idempotent (``CREATE … IF NOT EXISTS``) since a store
-    made by an older celltrials runs it once when first opened by a newer one.
-    """
-    existing = _MIGRATIONS.get(version)
-    if existing and existing.name != name:
-        raise ValueError(f"migration {version} already registered as {existing.name!r}")
-    _MIGRATIONS[version] = Migration(version, name, apply)
+def _v5(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(SCHEMA_V5)
 
 
-def _load_extension_migrations() -> None:
-    # Modules that own schema steps register them on import.
-    import importlib
-
-    for mod in ("celltrials.classify", "celltrials.sync", "celltrials.products"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(mod)
 
 
-# Record fields that change between exports of the same content (ranks, export stamps).
-_VOLATILE = {
-    "ctgov_csv_classic": ctgov_csv.VOLATILE,
-    "ctgov_csv": ctgov_csv.VOLATILE,
-    "ictrp_csv": ictrp.VOLATILE,
-    "ictrp_xml": ictrp.VOLATILE,
-    "ictrp_xlsx": ictrp.VOLATILE,
-}
+def _v6_ingest_file_stat(con: duckdb.DuckDBPyConnection) -> None:
+    # size and modification time of an ingested file: unchanged files are skipped without re-hashing
+    con.execute("ALTER TABLE ingests ADD COLUMN IF NOT EXISTS source_size BIGINT")
+    con.execute("ALTER TABLE ingests ADD COLUMN IF NOT EXISTS source_mtime_ns BIGINT")
 
-#: richer formats win ties between versions with the same update date
-FORMAT_RANK = {
-    "ctgov_json": 5, "ctgov_csv": 3, "ctgov_csv_classic": 2,
-    "ictrp_xml": 2, "ictrp_xlsx": 2, "ictrp_csv": 2,
-}
+
+#: classifier output (:mod:`celltrials.classify` writes it)
+SCHEMA_LABELS = """
+CREATE TABLE IF NOT EXISTS labels (
+    trial_id VARCHAR PRIMARY KEY, is_cell_therapy BOOLEAN, cell_type VARCHAR, msc_source VARCHAR,
+    origin VARCHAR, product_form VARCHAR, indication_group VARCHAR, therapeutic_area VARCHAR,
+    targets VARCHAR, dose VARCHAR, route VARCHAR, combinations VARCHAR, manufacturing VARCHAR,
+    taxonomy_version VARCHAR, classified_at TIMESTAMP, input_hash VARCHAR);
+CREATE TABLE IF NOT EXISTS label_evidence (
+    trial_id VARCHAR, field VARCHAR, value VARCHAR, source_field VARCHAR, text VARCHAR,
+    start INTEGER, "end" INTEGER);
+"""
+
+#: saved live-registry queries and their runs (:mod:`celltrials.sync`)
+SCHEMA_SYNC = """
+CREATE TABLE IF NOT EXISTS sync_queries (
+    query_id VARCHAR PRIMARY KEY, name VARCHAR, params JSON, base_url VARCHAR,
+    created_at TIMESTAMP, last_complete_sync TIMESTAMP, last_complete_started DATE
+);
+CREATE SEQUENCE IF NOT EXISTS sync_run_seq START 1;
+CREATE TABLE IF NOT EXISTS sync_runs (
+    run_id INTEGER PRIMARY KEY, query_id VARCHAR, kind VARCHAR, params JSON,
+    started_at TIMESTAMP, updated_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
+    next_page_token VARCHAR, pages_done INTEGER, studies_seen INTEGER, n_new INTEGER,
+    total_count INTEGER, page_size INTEGER, error VARCHAR
+);
+"""
+
+#: trials linked to catalogued products (:mod:`celltrials.products`)
+SCHEMA_PRODUCTS = """
+CREATE TABLE IF NOT EXISTS product_links (
+    trial_id VARCHAR NOT NULL,
+    product VARCHAR NOT NULL,
+    regulators VARCHAR,
+    field VARCHAR NOT NULL,
+    alias VARCHAR NOT NULL,
+    snippet VARCHAR,
+    catalog_version VARCHAR
+);
+"""
+
+
+def _ddl(sql: str) -> Callable[[duckdb.DuckDBPyConnection], None]:
+    def apply(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(sql)
+
+    return apply
+
+
+#: every schema step, in the order a store applies the ones it lacks (each
+#: idempotent: a store made by an older celltrials runs the new ones once)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "core", _v1),
+    Migration(2, "classification", _ddl(SCHEMA_LABELS)),
+    Migration(3, "sync", _ddl(SCHEMA_SYNC)),
+    Migration(4, "products", _ddl(SCHEMA_PRODUCTS)),
+    Migration(5, "raw beside canonical", _v5),
+    Migration(6, "ingest_file_stat", _v6_ingest_file_stat),
+)
+_MIGRATIONS: dict[int, Migration] = {m.version: m for m in MIGRATIONS}
+
+
+#: a record ready to store: (record, raw JSON, content hash, source, ingest_id)
+Staged = tuple[ParsedRecord, bytes, str, str, int | None]
 
 
 @dataclass
@@ -195,6 +274,12 @@ class Store:
         db = str(path or os.environ.get("CELLTRIALS_DB") or DEFAULT_DB)
         if read_only and db != ":memory:" and not Path(db).exists():
             raise StoreError(f"no store at {db}", hint="Run `celltrials ingest PATH` first, or pass --db.")
+        if not read_only and db != ":memory:" and not Path(db).parent.is_dir():
+            try:
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder for store {db}: {exc.strerror}",
+                                 hint="Pass --db a path in a folder you can write to.") from None
         con = _connect(db, read_only)
         store = cls(con, db)
         if not read_only:
@@ -218,7 +303,6 @@ class Store:
         return int(row[0] or 0) if row else 0
 
     def migrate(self) -> None:
-        _load_extension_migrations()
         self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
         done = {r[0] for r in self.con.execute("SELECT version FROM schema_version").fetchall()}
         newest = max(_MIGRATIONS)
@@ -265,15 +349,36 @@ class Store:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
     # ----------------------------------------------------------------- writing
-    def begin_ingest(self, source: str, fmt: str, sha256: str | None = None) -> int:
+    def begin_ingest(self, source: str, fmt: str, sha256: str | None = None, *,
+                     size: int | None = None, mtime_ns: int | None = None) -> int:
         row = self.con.execute("SELECT nextval('ingest_seq')").fetchone()
         assert row is not None
         ingest_id = int(row[0])
         self.con.execute(
-            "INSERT INTO ingests (ingest_id, source, format, source_sha256, started_at) VALUES (?, ?, ?, ?, ?)",
-            [ingest_id, source, fmt, sha256, _now()],
+            "INSERT INTO ingests (ingest_id, source, format, source_sha256, source_size, source_mtime_ns, started_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [ingest_id, source, fmt, sha256, size, mtime_ns, _now()],
         )
         return ingest_id
+
+    def new_ingest_ids(self, n: int) -> list[int]:
+        """``n`` fresh ingest ids (for :meth:`record_ingests`)."""
+        return [int(r[0]) for r in self.con.execute("SELECT nextval('ingest_seq') FROM range(?)", [n]).fetchall()]
+
+    def record_ingests(self, rows: list[tuple[int, str, str, str, int, int, int, int, int]]) -> None:
+        """Finished ingests of several files at once: (ingest_id, source, format,
+        sha256, size, mtime_ns, n_records, n_new, n_bad)."""
+        now = _now()
+        cols = ["ingest_id", "source", "format", "source_sha256", "source_size", "source_mtime_ns",
+                "n_records", "n_new", "n_bad"]
+        table = pa.table({c: [r[k] for r in rows] for k, c in enumerate(cols)}).append_column(
+            "started_at", pa.array([now] * len(rows), pa.timestamp("us"))).append_column(
+            "finished_at", pa.array([now] * len(rows), pa.timestamp("us")))
+        self.con.register("_ingests", table)
+        try:
+            self.con.execute("INSERT INTO ingests BY NAME SELECT * FROM _ingests")
+        finally:
+            self.con.unregister("_ingests")
 
     def finish_ingest(self, ingest_id: int, result: AddResult, n_bad: int) -> None:
         self.con.execute(
@@ -283,51 +388,77 @@ class Store:
 
     def add_records(self, records: Iterable[ParsedRecord], *, source: str, ingest_id: int | None = None,
                     merge: bool = True) -> AddResult:
-        """Store record versions not seen before and re-merge trials.
+        """Store record versions not seen before, mark the current versions
+        and re-merge the trials they reach.
 
         Runs inside the caller's transaction if there is one, else its own.
+        With ``merge=False`` the caller settles later: :meth:`settle` with
+        the ingest ids (current versions and trials are stale until then).
         """
         with self.transaction():
-            result = self._insert(list(records), source, ingest_id)
+            items = [(rec, *raw_and_digest(rec), source, ingest_id) for rec in records]
+            flags = self._insert(items)
+            result = AddResult(n_records=len(items), n_new=sum(flags))
+            result.n_unchanged = result.n_records - result.n_new
             if merge and result.n_new:
-                self.merge_trials()
+                touched = {(it[0].channel, it[0].record_id) for it, new in zip(items, flags, strict=True) if new}
+                self.con.register("_touched_in", pa.table({"channel": [t[0] for t in touched],
+                                                           "record_id": [t[1] for t in touched]}))
+                try:
+                    self._settle_touched("SELECT channel, record_id FROM _touched_in", [])
+                finally:
+                    self.con.unregister("_touched_in")
         return result
 
-    def _insert(self, records: list[ParsedRecord], source: str, ingest_id: int | None) -> AddResult:
-        result = AddResult(n_records=len(records))
-        if not records:
-            return result
+    def add_staged(self, items: list[Staged]) -> list[bool]:
+        """Insert (record, raw JSON, content hash, source, ingest_id) items,
+        e.g. of several files at once (``raw`` and the hash from
+        :func:`raw_and_digest`), without settling (see :meth:`settle`).
+        Returns True for each record version new to the store."""
+        with self.transaction():
+            return self._insert(items)
+
+    def settle(self, ingest_ids: list[int]) -> None:
+        """Mark current versions and re-merge the trials reachable from the
+        records these ingests added (inside the caller's transaction)."""
+        if ingest_ids:
+            with self.transaction():
+                self._settle_touched("SELECT DISTINCT channel, record_id FROM records WHERE ingest_id IN (SELECT unnest(?))",
+                                     [ingest_ids])
+
+    def _settle_touched(self, touched_sql: str, params: list[Any]) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE _touched AS {touched_sql}", params)
+        try:
+            self._refresh_current()
+            self._merge_touched()
+        finally:
+            self.con.execute("DROP TABLE IF EXISTS _touched")
+
+    def _insert(self, items: list[Staged]) -> list[bool]:
+        flags = [False] * len(items)
+        if not items:
+            return flags
         now = _now()
-        keyed: dict[str, ParsedRecord] = {}
-        for rec in records:
-            digest = content_hash(rec.raw, exclude=_VOLATILE.get(rec.source_format, ()))
-            keyed.setdefault(record_key(rec, digest) + "|" + digest, rec)
-        keys = [k.split("|", 1)[0] for k in keyed]
-        existing = set()
-        if keys:
-            existing = {r[0] for r in self.con.execute(
-                "SELECT record_key FROM records WHERE record_key IN (SELECT unnest(?))", [keys]).fetchall()}
+        keyed: dict[str, int] = {}  # record_key -> item index
+        for n, (rec, _, digest, _, _) in enumerate(items):
+            keyed.setdefault(record_key(rec, digest), n)
+        existing = {r[0] for r in self.con.execute(
+            "SELECT record_key FROM records WHERE record_key IN (SELECT unnest(?))", [list(keyed)]).fetchall()}
         cols: dict[str, list[Any]] = {c: [] for c in _RECORD_COLUMNS}
         child: dict[str, dict[str, list[Any]]] = {t: {c: [] for c in cs} for t, cs in _CHILD_COLUMNS.items()}
-        touched: set[tuple[str, str]] = set()
-        for combo, rec in keyed.items():
-            key, digest = combo.split("|", 1)
+        for key, n in keyed.items():
             if key in existing:
-                result.n_unchanged += 1
                 continue
-            existing.add(key)
-            result.n_new += 1
-            touched.add((rec.channel, rec.record_id))
-            _record_row(cols, rec, key, digest, source, ingest_id, now)
+            flags[n] = True
+            rec, raw, digest, source, ingest_id = items[n]
+            _record_row(cols, rec, key, digest, source, ingest_id, now, raw)
             _child_rows(child, rec, key)
-        result.n_unchanged += len(records) - len(keyed)
-        if result.n_new:
+        if cols["record_key"]:
             self._append("records", cols)
             for table, data in child.items():
                 if data[next(iter(data))]:
                     self._append(table, data)
-            self._refresh_current(touched)
-        return result
+        return flags
 
     def _append(self, table: str, data: dict[str, list[Any]]) -> None:
         arrow = pa.table({k: pa.array(v, type=_ARROW_TYPES.get(k)) for k, v in data.items()})
@@ -338,40 +469,78 @@ class Store:
         finally:
             self.con.unregister("_incoming")
 
-    def _refresh_current(self, touched: set[tuple[str, str]]) -> None:
-        """Mark, per (channel, record_id), the version in use: latest registry
-        update date, then the richer format, then the latest ingest."""
-        pairs = pa.table({"channel": [t[0] for t in touched], "record_id": [t[1] for t in touched]})
-        self.con.register("_touched", pairs)
+    def _refresh_current(self) -> None:
+        """Mark, per touched (channel, record_id), the version in use: latest
+        registry update date, then the richer format, then the latest ingest."""
+        rank_sql = " ".join(f"WHEN '{k}' THEN {f.rank}" for k, f in FORMATS.items() if f.rank)
+        self.con.execute(f"""
+            UPDATE records SET is_current = (ranked.rn = 1)
+            FROM (
+                SELECT r.record_key, row_number() OVER (
+                    PARTITION BY r.channel, r.record_id
+                    ORDER BY r.last_update DESC NULLS LAST,
+                             CASE r.source_format {rank_sql} ELSE 0 END DESC,
+                             r.ingested_at DESC, r.record_key DESC) AS rn
+                FROM records r JOIN _touched t USING (channel, record_id)
+            ) ranked
+            WHERE records.record_key = ranked.record_key AND records.is_current IS DISTINCT FROM (ranked.rn = 1)
+        """)
+
+    def _merge_touched(self) -> None:
+        """Re-merge only the trials reachable from the touched records.
+
+        Trials are connected components of current records sharing ids. The
+        components after this change that contain a touched record are made
+        of: the touched pairs' current records, and the (old) trials holding
+        either an earlier version of a touched pair or a record sharing an id
+        with a touched pair's current record — an untouched record linked to
+        one of those was already in the same old trial. So only those trials
+        are recomputed and rewritten; the result equals :meth:`merge_trials`.
+        """
+        self.con.execute("""
+            CREATE OR REPLACE TEMP TABLE _affected AS
+            WITH cur AS (
+                SELECT r.record_key FROM records r JOIN _touched USING (channel, record_id) WHERE r.is_current
+            ), old AS (
+                SELECT tr.trial_id FROM trial_records tr JOIN records r USING (record_key)
+                JOIN _touched USING (channel, record_id)
+                UNION
+                SELECT tr.trial_id FROM record_ids i JOIN trial_records tr USING (record_key)
+                WHERE i.id_key IN (SELECT i2.id_key FROM record_ids i2 JOIN cur USING (record_key))
+            )
+            SELECT DISTINCT trial_id, record_key FROM (
+                SELECT trial_id, record_key FROM trial_records WHERE trial_id IN (SELECT trial_id FROM old)
+                UNION ALL
+                SELECT NULL AS trial_id, record_key FROM cur
+            )""")
         try:
-            rank_sql = " ".join(f"WHEN '{k}' THEN {v}" for k, v in FORMAT_RANK.items())
-            self.con.execute(f"""
-                UPDATE records SET is_current = (ranked.rn = 1)
-                FROM (
-                    SELECT r.record_key, row_number() OVER (
-                        PARTITION BY r.channel, r.record_id
-                        ORDER BY r.last_update DESC NULLS LAST,
-                                 CASE r.source_format {rank_sql} ELSE 0 END DESC,
-                                 r.ingested_at DESC, r.record_key DESC) AS rn
-                    FROM records r JOIN _touched t USING (channel, record_id)
-                ) ranked
-                WHERE records.record_key = ranked.record_key
-            """)
+            recs = self.con.execute("""
+                SELECT record_key, channel, record_id, registry, source_format, last_update, ingested_at
+                FROM records WHERE is_current AND record_key IN (SELECT record_key FROM _affected)""").fetchall()
+            ids = self.con.execute("""
+                SELECT i.record_key, i.id_key FROM record_ids i
+                WHERE i.record_key IN (SELECT record_key FROM records
+                                       WHERE is_current AND record_key IN (SELECT record_key FROM _affected))""").fetchall()
+            self.con.execute("DELETE FROM trial_records WHERE trial_id IN (SELECT trial_id FROM _affected WHERE trial_id IS NOT NULL)")
+            self._write_trials(recs, ids)
         finally:
-            self.con.unregister("_touched")
+            self.con.execute("DROP TABLE IF EXISTS _affected")
 
     def merge_trials(self) -> None:
-        """Recompute trials as connected components of current records sharing ids."""
-        from celltrials.dedup import group_records
-
+        """Recompute all trials as connected components of current records sharing ids."""
         recs = self.con.execute("""
             SELECT record_key, channel, record_id, registry, source_format, last_update, ingested_at
             FROM records WHERE is_current""").fetchall()
         ids = self.con.execute("""
             SELECT i.record_key, i.id_key FROM record_ids i JOIN records r USING (record_key)
             WHERE r.is_current""").fetchall()
-        rows = group_records(recs, ids)
         self.con.execute("DELETE FROM trial_records")
+        self._write_trials(recs, ids)
+
+    def _write_trials(self, recs: list[Any], ids: list[Any]) -> None:
+        from celltrials.dedup import group_records
+
+        rows = group_records(recs, ids)
         if rows:
             self._append("trial_records", {
                 "trial_id": [r[0] for r in rows], "record_key": [r[1] for r in rows],
@@ -384,8 +553,23 @@ class Store:
         return self.con.execute(sql, params or []).df()
 
     def trials(self) -> pd.DataFrame:
-        """One row per merged trial (its primary record's normalised fields)."""
+        """One row per merged trial (its primary record's normalised fields),
+        with the classifier's labels when ``celltrials classify`` has run."""
+        cols = self._label_columns()
+        if cols:
+            picked = ", ".join(f'l."{c}"' for c in cols)
+            return self.query(f"SELECT t.*, {picked} FROM trials t LEFT JOIN labels l USING (trial_id) ORDER BY trial_id")
         return self.query("SELECT * FROM trials ORDER BY trial_id")
+
+    def _has_labels(self) -> bool:
+        row = self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'").fetchone()
+        return bool(row and row[0])
+
+    def _label_columns(self) -> list[str]:
+        """The labels table's columns a reader wants (not the key, not the run's input hash)."""
+        rows = self.con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'labels' "
+                                "ORDER BY ordinal_position").fetchall()
+        return [r[0] for r in rows if r[0] not in ("trial_id", "input_hash")]
 
     def records(self, *, current_only: bool = True, with_raw: bool = False) -> pd.DataFrame:
         cols = "*" if with_raw else "* EXCLUDE (raw)"
@@ -394,7 +578,10 @@ class Store:
 
     def table(self, name: str) -> pd.DataFrame:
         """A child view by name: conditions, interventions, arms, countries, sponsors, outcomes, trial_ids."""
-        allowed = {"conditions", "interventions", "arms", "countries", "sponsors", "outcomes", "trial_ids", "trial_records", "ingests"}
+        allowed = {"conditions", "interventions", "arms", "countries", "regions", "sponsors", "outcomes", "trial_ids", "trial_records", "ingests",
+                   "labels", "label_evidence"}
+        if name in ("labels", "label_evidence") and not self._has_labels():
+            raise StoreError(f"no {name} in {self.path}", hint="Run `celltrials classify` first.")
         if name not in allowed:
             raise StoreError(f"unknown table {name!r}", hint=f"One of: {', '.join(sorted(allowed))}")
         return self.query(f"SELECT * FROM {name}")
@@ -434,6 +621,12 @@ class Store:
                 SELECT (r2.channel, r2.record_id) FROM trial_records t2 JOIN records r2 USING (record_key) WHERE t2.trial_id = ?)
             ORDER BY r.channel, r.record_id, r.ingested_at DESC""", [trial_id])
         out["records"] = [{str(k): _plain(v) for k, v in row.items()} for row in recs.to_dict("records")]
+        out["labels"] = None
+        cols = self._label_columns()
+        if cols:
+            picked = ", ".join(f'"{c}"' for c in cols)
+            lab = self.query(f"SELECT {picked} FROM labels WHERE trial_id = ?", [trial_id]).to_dict("records")
+            out["labels"] = {str(k): _plain(v) for k, v in lab[0].items()} if lab else None
         return out
 
     def raw_record(self, record_key: str) -> Any:
@@ -489,7 +682,13 @@ def _connect(db: str, read_only: bool) -> duckdb.DuckDBPyConnection:
         except duckdb.Error as exc:
             holder = lock_holder(str(exc))
             if holder is None:
-                raise StoreError(f"cannot open store {db}: {exc}") from None
+                text = str(exc)
+                damaged = any(w in text for w in ("not a valid DuckDB database", "Corrupt database",
+                                                  "Could not read enough bytes"))
+                raise StoreError(
+                    f"cannot open store {db}: {text.splitlines()[0] if text else type(exc).__name__}",
+                    hint=("The file is damaged, truncated or not a celltrials store: move it aside and rebuild "
+                          "it with `celltrials ingest` (or pass --db another file)." if damaged else None)) from None
             if time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
@@ -514,14 +713,17 @@ _RECORD_COLUMNS = [
     "start_date", "start_date_precision", "completion_date", "completion_date_precision",
     "registration_date", "enrollment", "enrollment_type", "enrollment_raw",
     "lead_sponsor", "sponsor_class", "eligibility", "has_results", "url", "raw",
+    "study_type_raw", "lead_sponsor_raw", "lead_sponsor_key",
 ]
 _CHILD_COLUMNS = {
     "record_ids": ["record_key", "id_key", "id_raw", "registry", "is_primary"],
     "record_conditions": ["record_key", "condition", "kind"],
     "record_interventions": ["record_key", "idx", "type", "name", "description", "other_names", "arm_labels"],
     "record_arms": ["record_key", "idx", "label", "type", "description", "intervention_names"],
-    "record_countries": ["record_key", "country"],
-    "record_sponsors": ["record_key", "name", "role", "class"],
+    "record_countries": ["record_key", "country", "country_raw", "iso2", "iso3"],
+    "record_regions": ["record_key", "region", "region_raw"],
+    "record_sponsors": ["record_key", "name", "role", "class", "name_raw", "name_key"],
+    "record_text_repairs": ["record_key", "field", "kinds", "raw", "repaired"],
     "record_outcomes": ["record_key", "kind", "measure", "time_frame", "description"],
 }
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -530,6 +732,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "registration_date": pa.date32(), "ingested_at": pa.timestamp("us"),
     "keywords": pa.list_(pa.string()), "other_names": pa.list_(pa.string()),
     "arm_labels": pa.list_(pa.string()), "intervention_names": pa.list_(pa.string()),
+    "kinds": pa.list_(pa.string()),
     "is_current": pa.bool_(), "has_results": pa.bool_(), "is_primary": pa.bool_(),
     "n_records": pa.int32(),
 }
@@ -537,8 +740,19 @@ for _c in _RECORD_COLUMNS + [c for cs in _CHILD_COLUMNS.values() for c in cs] + 
     _ARROW_TYPES.setdefault(_c, pa.string())
 
 
+def raw_and_digest(rec: ParsedRecord) -> tuple[bytes, str]:
+    """The raw JSON to store and the content hash, from one serialisation
+    when no volatile key is left out (the stored text is the hashed, key-sorted one)."""
+    finish_record(rec)  # no-op for parser output; completes records built elsewhere
+    exclude = volatile_fields(rec.source_format)
+    if exclude:
+        return orjson.dumps(rec.raw, default=str), content_hash(rec.raw, exclude=exclude)
+    raw = orjson.dumps(rec.raw, option=orjson.OPT_SORT_KEYS, default=str)
+    return raw, hashlib.sha256(raw).hexdigest()
+
+
 def _record_row(cols: dict[str, list[Any]], rec: ParsedRecord, key: str, digest: str,
-                source: str, ingest_id: int | None, now: datetime) -> None:
+                source: str, ingest_id: int | None, now: datetime, raw: bytes) -> None:
     lead = next((s for s in rec.sponsors if s.role == "lead"), None)
     values = {
         "record_key": key, "channel": rec.channel, "record_id": rec.record_id, "registry": rec.registry,
@@ -561,7 +775,10 @@ def _record_row(cols: dict[str, list[Any]], rec: ParsedRecord, key: str, digest:
         "lead_sponsor": lead.name if lead else None,
         "sponsor_class": lead.sponsor_class if lead else None,
         "eligibility": rec.eligibility, "has_results": rec.has_results, "url": rec.url,
-        "raw": orjson.dumps(rec.raw, default=str).decode(),
+        "raw": raw,  # UTF-8 bytes: Arrow takes them without re-encoding
+        "study_type_raw": rec.study_type_raw,
+        "lead_sponsor_raw": lead.name_raw if lead else None,
+        "lead_sponsor_key": lead.key if lead else None,
     }
     for k, v in values.items():
         cols[k].append(v)
@@ -586,10 +803,19 @@ def _child_rows(child: dict[str, dict[str, list[Any]]], rec: ParsedRecord, key: 
         add("record_interventions", i, x.type, x.name, x.description, x.other_names, x.arm_labels)
     for i, a in enumerate(rec.arms):
         add("record_arms", i, a.label, a.type, a.description, a.intervention_names)
-    for c in rec.countries:
-        add("record_countries", c)
+    seen_places: set[tuple[str, str]] = set()
+    for raw, place in rec.places:
+        if (raw, place.name) in seen_places:
+            continue
+        seen_places.add((raw, place.name))
+        if place.kind == "region":
+            add("record_regions", place.name, raw)
+        else:
+            add("record_countries", place.name or None, raw, place.iso2, place.iso3)
     for s in rec.sponsors:
-        add("record_sponsors", s.name, s.role, s.sponsor_class)
+        add("record_sponsors", s.name, s.role, s.sponsor_class, s.name_raw, s.key)
+    for fix in rec.repairs:
+        add("record_text_repairs", fix.field, list(fix.kinds), fix.raw, fix.repaired)
     for o in rec.outcomes:
         add("record_outcomes", o.kind, o.measure, o.time_frame, o.description)
 

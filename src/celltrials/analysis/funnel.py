@@ -13,9 +13,14 @@ Input (one row per trial, or several rows per trial that are merged):
                    ``UNKNOWN``)
 ``status``         API v2 overall status (``COMPLETED``, ``TERMINATED``, …)
 ``start_date``     start date (datetime or ISO text)
-``registration_date``  optional; first-registration date, preferred over
-                   ``start_date`` for "years from first registered trial"
 =================  ==========================================================
+
+A **product** is an active substance: the catalog's ``substance`` column
+(:func:`celltrials.products.substances`). Brands, code names and regulators
+are approvals of it, so Prochymal (Health Canada, Medsafe) and Ryoncil (FDA)
+are one product, remestemcel-L. A product belongs to the group of its
+catalog ``cell_type`` (and ``msc_source``), the same taxonomy values the
+classifier gives trials.
 
 Definitions (per group of ``by``; the default groups by ``family`` — the
 taxonomy's ``cell_type`` value, a trial with several cell types counting in
@@ -28,18 +33,27 @@ each — and ``msc_source``, which is blank for non-MSC families):
 * ``reached_phase3``: ``PHASE2_PHASE3``, ``PHASE3`` or ``PHASE4``.
 * ``stopped`` / ``share_stopped``: trials whose status is ``TERMINATED`` or
   ``WITHDRAWN``, and their share of ``registered``.
-* ``approved_products``: distinct catalog products (any regulator, any
-  status: approved, withdrawn or expired) of that cell type and, for MSC,
-  that source; ``approved_product_names`` lists them.
-* ``linked_products`` / ``median_years_to_approval``: catalog products of
-  the group that are named in at least one input trial (``product_links``),
-  and the median over them of the years from the product's first registered
-  linked trial to its first approval (negative when the first registered
-  trial came after the approval, e.g. products approved before registries).
+* ``approved_products``: the funnel's last stage — the group's products
+  (any regulator, any status: approved, withdrawn or expired) named by at
+  least one of the group's registered trials (``links``: the trial → brand
+  links of :func:`celltrials.products.link_products`, mapped to substances);
+  ``approved_trial_ids`` are those trials, ``approved_product_names`` the
+  products. Every product at this stage has a registered trial behind it.
+* ``approved_no_trials`` / ``approved_no_trials_names``: the group's
+  catalog products that none of its registered trials names (approved
+  outside the registries in this data, or before registries existed):
+  shown apart, never as a funnel stage. ``catalog_products`` is the sum.
+* Time to approval (:func:`years_to_approval`), over the products at the
+  ``approved_products`` stage: from the start date of the earliest-starting
+  input trial naming the product to its first approval by any regulator.
+  ``median_years_to_approval`` is the median over the products approved
+  after that start (``n_with_years`` of them); products approved *before*
+  their first registered trial started are counted apart
+  (``approved_before_first_trial``, names in
+  ``approved_before_first_trial_names``), never as negative years.
 
-Groups come from the trials; a group with approved products but no trials
-is not listed. Catalog products are attributed to groups only through the
-``family`` and ``msc_source`` columns of ``by``.
+Groups come from the trials; a group with catalog products but no trials is
+not listed.
 """
 
 from __future__ import annotations
@@ -56,6 +70,27 @@ REACHED_PHASE3 = frozenset({"PHASE2_PHASE3", "PHASE3", "PHASE4"})
 STOPPED = frozenset({"TERMINATED", "WITHDRAWN"})
 INPUT_COLUMNS = ("trial_id", "cell_type", "msc_source", "phase", "status", "start_date")
 _CATALOG_KEYS = ("family", "msc_source")
+#: the funnel's stages, in order (the figure draws every one)
+STAGES = ("registered", "reached_phase2", "reached_phase3", "approved_products")
+FUNNEL_COLUMNS = (
+    "registered",
+    "reached_phase2",
+    "reached_phase3",
+    "approved_products",
+    "approved_no_trials",
+    "catalog_products",
+    "share_phase2",
+    "share_phase3",
+    "stopped",
+    "share_stopped",
+    "n_with_years",
+    "median_years_to_approval",
+    "approved_before_first_trial",
+    "approved_product_names",
+    "approved_no_trials_names",
+    "approved_before_first_trial_names",
+    "approved_trial_ids",
+)
 
 
 def _values(v: Any) -> list[str]:
@@ -83,7 +118,7 @@ def explode_labels(trials: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise AnalysisError(
             f"funnel input lacks column(s) {missing}",
-            hint=f"Pass a DataFrame with columns {list(INPUT_COLUMNS)} (registration_date optional).",
+            hint=f"Pass a DataFrame with columns {list(INPUT_COLUMNS)}.",
         )
     df = trials.copy()
     df["trial_id"] = df["trial_id"].astype(str)
@@ -98,77 +133,136 @@ def explode_labels(trials: pd.DataFrame) -> pd.DataFrame:
     df["phase"] = df["phase"].fillna("UNKNOWN").astype(str)
     df["status"] = df["status"].fillna("").astype(str)
     df["start_date"] = _dates(df["start_date"])
-    reg = _dates(df["registration_date"]) if "registration_date" in df.columns else df["start_date"]
-    df["first_date"] = reg.fillna(df["start_date"])
     return df.drop_duplicates(["trial_id", "family", "msc_source"]).reset_index(drop=True)
 
 
-def catalog_groups(catalog: pd.DataFrame) -> pd.DataFrame:
-    """Catalog products with ``family``/``msc_source`` and their first approval date."""
+def _catalog(catalog: pd.DataFrame | None) -> pd.DataFrame:
+    if catalog is None:
+        from celltrials.products import load_catalog
+
+        catalog = load_catalog()
+    return catalog
+
+
+def catalog_groups(catalog: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Products (substances) with ``family``/``msc_source`` and their first
+    approval date (``first_approval``, NaT when no row states a date)."""
+    from celltrials.products import substances
+
+    subs = substances(_catalog(catalog))
     rows = []
-    for rec in catalog.astype(str).to_dict("records"):
+    for rec in subs.to_dict("records"):
         for fam in _values(rec["cell_type"]):
             sources = (_values(rec["msc_source"]) or ["unspecified"]) if fam == "msc" else [""]
             for src in sources:
                 rows.append(
                     {
-                        "product": rec["product"],
+                        "substance": rec["substance"],
+                        "products": rec["products"],
                         "family": fam,
                         "msc_source": src,
-                        "approval_date": rec["approval_date"],
+                        "first_approval": rec["first_approval"],
                     }
                 )
-    df = pd.DataFrame(rows, columns=["product", "family", "msc_source", "approval_date"])
-    df["approval"] = pd.to_datetime(
-        df["approval_date"].where(df["approval_date"] != ""), errors="coerce", format="mixed"
+    cols = ["substance", "products", "family", "msc_source", "first_approval"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["first_approval"] = pd.to_datetime(
+        df["first_approval"].where(df["first_approval"] != ""), errors="coerce", format="mixed"
     )
-    first = df.groupby(["product", "family", "msc_source"])["approval"].min()
-    return first.rename("first_approval").reset_index()
+    return df
+
+
+def substance_links(links: pd.DataFrame | None, catalog: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Trial → brand links (columns trial_id, product) as trial → substance
+    links (trial_id, substance), one row per pair. Links to a product name
+    the catalog no longer has (links computed with another catalog version)
+    are left out: relink with :func:`celltrials.products.link_products`."""
+    if links is None or not len(links):
+        return pd.DataFrame(columns=["trial_id", "substance"])
+    cat = _catalog(catalog)
+    sub_of = dict(zip(cat["product"].astype(str), cat["substance"].astype(str), strict=True))
+    lk = links[["trial_id", "product"]].astype(str).drop_duplicates()
+    lk = lk.assign(substance=lk["product"].map(sub_of)).dropna(subset=["substance"])
+    return lk[["trial_id", "substance"]].drop_duplicates().reset_index(drop=True)
+
+
+def _trial_starts(trials: pd.DataFrame) -> pd.DataFrame:
+    """trial_id and start_date of every input trial (with or without a cell type)."""
+    missing = [c for c in ("trial_id", "start_date") if c not in trials.columns]
+    if missing:
+        raise AnalysisError(f"funnel input lacks column(s) {missing}",
+                            hint=f"Pass a DataFrame with columns {list(INPUT_COLUMNS)}.")
+    t = pd.DataFrame({"trial_id": trials["trial_id"].astype(str), "start_date": _dates(trials["start_date"])})
+    return t.sort_values("start_date", na_position="last").drop_duplicates("trial_id")
 
 
 def years_to_approval(
-    trials: pd.DataFrame, links: pd.DataFrame, catalog: pd.DataFrame | None = None
+    trials: pd.DataFrame, links: pd.DataFrame | None, catalog: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """Per linked product: first registered linked trial, first approval, years between.
+    """Per product (substance) named by an input trial: its first registered
+    trial (earliest start date among the input trials naming it), first
+    approval (any regulator) and the years between.
 
-    ``trials`` is the funnel input; ``links`` has columns trial_id, product.
+    ``trials`` is the funnel input; ``links`` has columns trial_id, product
+    (brand names). ``years`` is ``first_approval − first_trial_start`` in
+    years (365.25 days), only when that is not negative; a product approved
+    before its first registered trial started has
+    ``approved_before_first_trial`` True, ``years`` empty and the gap in
+    ``years_before`` (positive). Unknown dates leave all three empty/False.
     """
-    if catalog is None:
-        from celltrials.products import load_catalog
-
-        catalog = load_catalog()
-    t = explode_labels(trials).drop_duplicates("trial_id")[["trial_id", "first_date"]]
-    lk = links[["trial_id", "product"]].astype(str).drop_duplicates().merge(t, on="trial_id")
+    cat = _catalog(catalog)
     cols = [
-        "product",
+        "substance",
+        "products",
         "n_linked_trials",
         "first_trial_id",
-        "first_trial_date",
+        "first_trial_start",
         "first_approval",
         "years",
+        "approved_before_first_trial",
+        "years_before",
     ]
+    t = _trial_starts(trials)
+    lk = substance_links(links, cat).merge(t, on="trial_id")
     if lk.empty:
         return pd.DataFrame(columns=cols)
-    approvals = catalog_groups(catalog).groupby("product")["first_approval"].min()
+    groups = catalog_groups(cat).drop_duplicates("substance").set_index("substance")
     out = []
-    for product, g in lk.groupby("product", sort=True):
-        dated = g.dropna(subset=["first_date"]).sort_values(["first_date", "trial_id"])
+    for sub, g in lk.groupby("substance", sort=True):
+        dated = g.dropna(subset=["start_date"]).sort_values(["start_date", "trial_id"])
         first = dated.iloc[0] if len(dated) else None
-        approval = approvals.get(product)
-        years = None
+        approval = groups["first_approval"].get(sub)
+        years = before = None
+        approved_before = False
         if first is not None and approval is not None and not pd.isna(approval):
-            years = round((approval - first["first_date"]).days / 365.25, 2)
+            gap = round((approval - first["start_date"]).days / 365.25, 2)
+            if approval < first["start_date"]:
+                approved_before, before = True, -gap
+            else:
+                years = gap
         out.append(
             {
-                "product": str(product),
+                "substance": str(sub),
+                "products": str(groups["products"].get(sub, "")),
                 "n_linked_trials": int(g["trial_id"].nunique()),
                 "first_trial_id": None if first is None else first["trial_id"],
-                "first_trial_date": None if first is None else first["first_date"],
+                "first_trial_start": None if first is None else first["start_date"],
                 "first_approval": approval,
                 "years": years,
+                "approved_before_first_trial": approved_before,
+                "years_before": before,
             }
         )
     return pd.DataFrame(out, columns=cols)
+
+
+def _names(subs: Sequence[str], products: dict[str, str]) -> str:
+    """``substance (brands)`` for each product, ``; ``-joined."""
+    out = []
+    for s in sorted(subs, key=str.casefold):
+        brands = [b for b in products.get(s, "").split("; ") if b and b != s]
+        out.append(f"{s} ({', '.join(brands)})" if brands else s)
+    return "; ".join(out)
 
 
 def funnel_frame(
@@ -178,14 +272,14 @@ def funnel_frame(
     links: pd.DataFrame | None = None,
     by: Sequence[str] = ("family", "msc_source"),
 ) -> pd.DataFrame:
-    """The funnel for a trial table (see the module docstring for columns)."""
+    """The funnel for a trial table (see the module docstring for columns).
+
+    Without ``links`` no trial is known to name a product, so every catalog
+    product of a group is ``approved_no_trials``."""
     by = list(by)
     if not by:
         raise AnalysisError("funnel needs at least one grouping column")
-    if catalog is None:
-        from celltrials.products import load_catalog
-
-        catalog = load_catalog()
+    cat = _catalog(catalog)
     df = explode_labels(trials)
     unknown = [c for c in by if c not in df.columns]
     if unknown:
@@ -202,55 +296,108 @@ def funnel_frame(
     out["reached_phase2"] = distinct("_p2")
     out["reached_phase3"] = distinct("_p3")
     out["stopped"] = distinct("_stop")
-    out = out.fillna(0).astype(int)
+    out = out.fillna(0).astype(int).reset_index()
 
     keys = [c for c in by if c in _CATALOG_KEYS]
-    products = catalog_groups(catalog)
+    products = catalog_groups(cat)
+    brands = dict(zip(products["substance"], products["products"], strict=True))
+    slinks = substance_links(links, cat)
+    yta = years_to_approval(trials, links, cat).set_index("substance")
+    # trial ids of each group, and the group's catalog products
+    members = df.groupby(by)["trial_id"].agg(set)
     if keys:
-        names = products.groupby(keys)["product"].agg(lambda s: sorted(set(s)))
-        joined = out.reset_index().merge(names.rename("names").reset_index(), on=keys, how="left")
-        joined["names"] = [n if isinstance(n, list) else [] for n in joined["names"]]
-    else:
-        joined = out.reset_index()
-        joined["names"] = [sorted(set(products["product"]))] * len(joined)
-    joined["approved_products"] = joined["names"].map(len)
-    joined["approved_product_names"] = joined["names"].map("; ".join)
-
-    # years from first registered trial to approval, over products linked to input trials
-    joined["linked_products"] = 0
-    joined["median_years_to_approval"] = float("nan")
-    if links is not None and len(links):
-        yta = years_to_approval(trials, links, catalog)
-        yta = (
-            yta.merge(products[["product", *keys]].drop_duplicates(), on="product") if keys else yta
+        group_subs = products.groupby(keys)["substance"].agg(lambda s: sorted(set(s)))
+    rows = []
+    for rec in out.to_dict("records"):
+        gkey = tuple(rec[c] for c in by)
+        ids = members.loc[gkey if len(by) > 1 else gkey[0]]
+        if keys:
+            k = tuple(rec[c] for c in keys)
+            subs = list(group_subs.get(k if len(keys) > 1 else k[0], []))
+        else:
+            subs = sorted(set(products["substance"]))
+        named = slinks[slinks["trial_id"].isin(ids) & slinks["substance"].isin(subs)]
+        with_trials = sorted(set(named["substance"]))
+        without = [s for s in subs if s not in set(with_trials)]
+        y = yta.reindex(with_trials)
+        dated = pd.to_numeric(y["years"], errors="coerce").dropna()
+        before = [s for s in with_trials if bool(y.loc[s, "approved_before_first_trial"])]
+        rec.update(
+            approved_products=len(with_trials),
+            approved_no_trials=len(without),
+            catalog_products=len(subs),
+            n_with_years=len(dated),
+            median_years_to_approval=float(dated.median()) if len(dated) else float("nan"),
+            approved_before_first_trial=len(before),
+            approved_product_names=_names(with_trials, brands),
+            approved_no_trials_names=_names(without, brands),
+            approved_before_first_trial_names=_names(before, brands),
+            approved_trial_ids=sorted(set(named["trial_id"])),
         )
-        for i, row in joined.iterrows():
-            sel = yta
-            for k in keys:
-                sel = sel[sel[k] == row[k]]
-            joined.loc[i, "linked_products"] = int(sel["product"].nunique())
-            years = pd.to_numeric(sel.drop_duplicates("product")["years"], errors="coerce").dropna()
-            if len(years):
-                joined.loc[i, "median_years_to_approval"] = float(years.median())
-
+        rows.append(rec)
+    joined = pd.DataFrame(rows)
     joined["share_phase2"] = joined["reached_phase2"] / joined["registered"]
     joined["share_phase3"] = joined["reached_phase3"] / joined["registered"]
     joined["share_stopped"] = joined["stopped"] / joined["registered"]
-    cols = [
-        *by,
-        "registered",
-        "reached_phase2",
-        "reached_phase3",
-        "approved_products",
-        "share_phase2",
-        "share_phase3",
-        "stopped",
-        "share_stopped",
-        "linked_products",
-        "median_years_to_approval",
-        "approved_product_names",
-    ]
-    return joined[cols].sort_values(by, kind="stable").reset_index(drop=True)
+    return joined[[*by, *FUNNEL_COLUMNS]].sort_values(by, kind="stable").reset_index(drop=True)
+
+
+def product_table(
+    trials: pd.DataFrame,
+    *,
+    catalog: pd.DataFrame | None = None,
+    links: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per catalog product (substance) of the groups the trials fill:
+    its brands, group, regulators, first approval, the input trials naming it
+    (``n_trials``, ``trial_ids``) and the time to approval of
+    :func:`years_to_approval`. Sorted by group, then trials named (most first)."""
+    from celltrials.products import substances
+
+    cat = _catalog(catalog)
+    df = explode_labels(trials)
+    present = set(zip(df["family"], df["msc_source"], strict=True))
+    groups = catalog_groups(cat)
+    groups = groups[[(f, s) in present for f, s in zip(groups["family"], groups["msc_source"], strict=True)]]
+    subs = substances(cat).set_index("substance")
+    yta = years_to_approval(trials, links, cat).set_index("substance")
+    ids_of = (
+        substance_links(links, cat)
+        .merge(_trial_starts(trials)[["trial_id"]], on="trial_id")
+        .groupby("substance")["trial_id"]
+        .agg(lambda s: sorted(set(s)))
+    )
+    rows = []
+    for rec in groups.to_dict("records"):
+        sub = rec["substance"]
+        ids = list(ids_of.get(sub, []))
+        y = yta.loc[sub] if sub in yta.index else None
+        rows.append(
+            {
+                "substance": sub,
+                "products": rec["products"],
+                "family": rec["family"],
+                "msc_source": rec["msc_source"],
+                "regulators": subs.loc[sub, "regulators"],
+                "n_approvals": int(subs.loc[sub, "n_approvals"]),
+                "first_approval": subs.loc[sub, "first_approval"],
+                "n_trials": len(ids),
+                "trial_ids": ids,
+                "first_trial_id": None if y is None else y["first_trial_id"],
+                "first_trial_start": None if y is None else y["first_trial_start"],
+                "years": None if y is None else y["years"],
+                "approved_before_first_trial": False if y is None else bool(y["approved_before_first_trial"]),
+                "years_before": None if y is None else y["years_before"],
+            }
+        )
+    cols = ["substance", "products", "family", "msc_source", "regulators", "n_approvals", "first_approval",
+            "n_trials", "trial_ids", "first_trial_id", "first_trial_start", "years",
+            "approved_before_first_trial", "years_before"]
+    out = pd.DataFrame(rows, columns=cols)
+    out["_k"] = out["substance"].str.casefold()
+    out = out.sort_values(["family", "msc_source", "n_trials", "_k"], ascending=[True, True, False, True],
+                          kind="stable")
+    return out.drop(columns="_k").reset_index(drop=True)
 
 
 def _connection(con: Any) -> Any:
@@ -296,12 +443,13 @@ def funnel(
 
     Uses ``trials``, the classifier's ``labels`` (trial_id, cell_type,
     msc_source) and, when present, ``product_links`` (see
-    :func:`celltrials.products.link_products`).
+    :func:`celltrials.products.link_products`; without them no product has
+    registered trials, and all are ``approved_no_trials``).
     """
     c = _connection(con)
     trials = trials_from_store(c)
     try:
         links = c.execute("SELECT trial_id, product FROM product_links").df()
-    except Exception:  # no product_links table: no years-to-approval
+    except Exception:  # no product_links table: no product is linked to trials
         links = None
     return funnel_frame(trials, catalog=catalog, links=links, by=by)

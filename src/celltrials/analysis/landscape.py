@@ -603,13 +603,27 @@ def countries(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFr
 
 
 def sponsors(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials by lead sponsor (with its class), most trials first; all sponsors."""
+    """Trials by lead sponsor (with its class), most trials first; all sponsors.
+
+    Spellings of one sponsor (case, accents, punctuation, spacing, repaired
+    encoding: ``lead_sponsor_key``) count together under their most common
+    spelling; ``spellings`` lists them all."""
     with _selected(con, trials):
         return _q(con, """
-            SELECT lead_sponsor, any_value(sponsor_class ORDER BY sponsor_class) AS sponsor_class,
-                   count(*) AS n_trials, list(trial_id ORDER BY trial_id) AS trial_ids
-            FROM _sel WHERE lead_sponsor IS NOT NULL AND trim(lead_sponsor) <> ''
-            GROUP BY lead_sponsor ORDER BY n_trials DESC, lead_sponsor""")
+            WITH s AS (
+                SELECT x.trial_id, x.lead_sponsor, x.sponsor_class,
+                       coalesce(t.lead_sponsor_key, x.lead_sponsor) AS k
+                FROM _sel x JOIN trials t USING (trial_id)
+                WHERE x.lead_sponsor IS NOT NULL AND trim(x.lead_sponsor) <> ''),
+            spelt AS (SELECT k, lead_sponsor, count(*) AS n FROM s GROUP BY k, lead_sponsor),
+            named AS (SELECT k, first(lead_sponsor ORDER BY n DESC, lead_sponsor) AS name,
+                             list(lead_sponsor ORDER BY n DESC, lead_sponsor) AS spellings
+                      FROM spelt GROUP BY k)
+            SELECT named.name AS lead_sponsor, any_value(s.sponsor_class ORDER BY s.sponsor_class) AS sponsor_class,
+                   count(*) AS n_trials, list(s.trial_id ORDER BY s.trial_id) AS trial_ids,
+                   any_value(named.spellings) AS spellings
+            FROM s JOIN named USING (k)
+            GROUP BY s.k, named.name ORDER BY n_trials DESC, lead_sponsor""")
 
 
 def sponsor_classes(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:

@@ -49,11 +49,12 @@ separate τ² each or one common τ².
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -727,6 +728,29 @@ def meta_regression(
 # --------------------------------------------------------------------------- driver
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _overflow_is_an_error(fn: _F) -> _F:
+    """Numbers too large for double precision (counts of 1e308, effects whose
+    squares overflow) end in an :class:`AnalysisError` naming the problem,
+    not in numpy warnings and a misleading later error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with np.errstate(over="raise"):
+                return fn(*args, **kwargs)
+        except (FloatingPointError, OverflowError) as exc:
+            raise AnalysisError(
+                f"the input's numbers are too large to compute with in double precision ({exc})",
+                hint="Check the input for absurd counts, effects or variances (e.g. 1e308); "
+                     "rescale effects and variances to ordinary magnitudes.") from None
+
+    return cast(_F, wrapper)
+
+
+@_overflow_is_an_error
 def meta_analysis(
     data: pd.DataFrame,
     measure: str,

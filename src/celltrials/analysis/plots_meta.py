@@ -24,7 +24,7 @@ BLUE = "#0072B2"  # Okabe–Ito
 VERMILLION = "#D55E00"
 GREY = "#666666"
 LIGHT = "#E8E8E8"
-_RATIO_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+_RATIO_TICKS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 
 
 def _fmt(x: float) -> str:
@@ -123,7 +123,11 @@ def forest_plot(result: dict[str, Any]) -> Figure:
         ax.set_xscale("log")
         ax.axvline(1.0, color=GREY, lw=0.8, ls="--", zorder=1)
         xmin, xmax = ax.get_xlim()
-        ticks = [t for t in _RATIO_TICKS if xmin <= t <= xmax]
+        decades = math.log10(xmax / xmin) if xmin > 0 else 0.0
+        # fewer ticks on a wide axis so the labels do not run into each other
+        candidates = (_RATIO_TICKS if decades <= 2.2 else (0.01, 0.1, 0.5, 1, 2, 10, 100) if decades <= 3.5
+                      else (0.001, 0.01, 0.1, 1, 10, 100, 1000))
+        ticks = [t for t in candidates if xmin <= t <= xmax]
         if len(ticks) >= 2:
             ax.xaxis.set_major_locator(FixedLocator(ticks))
             ax.set_xticklabels([f"{t:g}" for t in ticks])

@@ -2,7 +2,7 @@
 
 :func:`parse_results` is pure: it takes one study object (as the API and the
 website's JSON download give it, and as the store keeps it in ``records.raw``)
-and returns five :class:`pandas.DataFrame` tables:
+and returns six :class:`pandas.DataFrame` tables:
 
 ``outcomes``
     one row per trial × outcome × group × class × category (one measurement):
@@ -21,6 +21,9 @@ and returns five :class:`pandas.DataFrame` tables:
     one row per period × milestone or drop/withdraw reason × group.
 ``baseline``
     one row per baseline measure × group × class × category.
+``event_groups``
+    one row per adverse-event group (arm): its totals of participants
+    affected / at risk for deaths, serious and other adverse events.
 
 Values the registry gives as text (``"83.7"``, ``"NA"``) become floats or
 NaN; the registry's own wording of types (``"Standard Deviation"`` or
@@ -41,7 +44,8 @@ from typing import Any
 
 import pandas as pd
 
-from celltrials.errors import AnalysisError
+from celltrials.errors import AnalysisError, CelltrialsError
+from celltrials.sources import RESULT_FORMATS
 
 OUTCOME_COLUMNS = [
     "nct_id", "outcome_index", "outcome_type", "outcome_title", "time_frame", "units", "param_type",
@@ -61,6 +65,10 @@ AE_COLUMNS = [
 FLOW_COLUMNS = [
     "nct_id", "period", "kind", "type", "group_id", "group_title", "num_subjects", "comment",
 ]  # fmt: skip
+EVENT_GROUP_COLUMNS = [
+    "nct_id", "group_id", "group_title", "group_description", "deaths_num_affected", "deaths_num_at_risk",
+    "serious_num_affected", "serious_num_at_risk", "other_num_affected", "other_num_at_risk",
+]  # fmt: skip
 BASELINE_COLUMNS = [
     "nct_id", "measure_title", "param_type", "dispersion_type", "units", "group_id", "group_title",
     "n", "class_title", "category_title", "value", "value_raw", "dispersion_value", "lower_limit",
@@ -72,8 +80,11 @@ TABLES = {
     "adverse_events": AE_COLUMNS,
     "participant_flow": FLOW_COLUMNS,
     "baseline": BASELINE_COLUMNS,
+    "event_groups": EVENT_GROUP_COLUMNS,
 }
-INT_COLUMNS = {"n", "num_affected", "num_at_risk", "num_events", "num_subjects", "ci_sides", "outcome_index"}
+INT_COLUMNS = {"n", "num_affected", "num_at_risk", "num_events", "num_subjects", "ci_sides", "outcome_index",
+               "deaths_num_affected", "deaths_num_at_risk", "serious_num_affected", "serious_num_at_risk",
+               "other_num_affected", "other_num_at_risk"}
 
 #: columns of :func:`export_outcomes`'s CSV (then outcome type, param type, class, category, limits)
 EXPORT_COLUMNS = [
@@ -153,7 +164,7 @@ def _group_titles(groups: list[Any]) -> dict[Any, Any]:
 
 
 def parse_results(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """Five tidy tables from one study's ``resultsSection`` (empty tables if it has none)."""
+    """Six tidy tables from one study's ``resultsSection`` (empty tables if it has none)."""
     if not isinstance(study, dict):
         raise AnalysisError(
             f"expected a ClinicalTrials.gov study object (a JSON object), got {type(study).__name__}",
@@ -230,6 +241,17 @@ def parse_results(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
                     "num_events": _num(st.get("numEvents")),
                 })
 
+    event_groups = [{
+        "nct_id": nct,
+        "group_id": g.get("id"),
+        "group_title": g.get("title"),
+        "group_description": g.get("description"),
+        **{col: _num(g.get(key)) for col, key in (
+            ("deaths_num_affected", "deathsNumAffected"), ("deaths_num_at_risk", "deathsNumAtRisk"),
+            ("serious_num_affected", "seriousNumAffected"), ("serious_num_at_risk", "seriousNumAtRisk"),
+            ("other_num_affected", "otherNumAffected"), ("other_num_at_risk", "otherNumAtRisk"))},
+    } for g in _list(ae_module, "eventGroups") if isinstance(g, dict)]
+
     flow: list[dict[str, Any]] = []
     pf = res.get("participantFlowModule") or {}
     pf_groups = _group_titles(_list(pf, "groups"))
@@ -276,6 +298,7 @@ def parse_results(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
         "adverse_events": _frame(aes, AE_COLUMNS),
         "participant_flow": _frame(flow, FLOW_COLUMNS),
         "baseline": _frame(baseline, BASELINE_COLUMNS),
+        "event_groups": _frame(event_groups, EVENT_GROUP_COLUMNS),
     }
 
 
@@ -291,15 +314,39 @@ def _load(raw: Any) -> Any:
     return json.loads(raw) if isinstance(raw, str | bytes) else raw
 
 
+_FORMATS_SQL = ", ".join(f"'{f}'" for f in RESULT_FORMATS)
+_ORDER = (
+    "ORDER BY last_update DESC NULLS LAST, "
+    "CASE source_format WHEN 'ctgov_json' THEN 3 WHEN 'ctgov_xml' THEN 2 ELSE 1 END DESC, ingested_at DESC"
+)
 _LATEST_RAW = (
-    "SELECT raw FROM records WHERE record_id = ? AND channel = 'ctgov' AND source_format = 'ctgov_json' "
-    "ORDER BY ingested_at DESC LIMIT 1"
+    f"SELECT raw, source_format FROM records WHERE record_id = ? AND channel = 'ctgov' "
+    f"AND source_format IN ({_FORMATS_SQL}) {_ORDER} LIMIT 1"
 )
 
 
+def study_object(raw: Any, source_format: str) -> dict[str, Any]:
+    """The API v2-shaped study object of a stored record: API v2 JSON as stored; legacy
+    XML and API v1 study fields converted (:mod:`celltrials.sources.ctgov_xml`,
+    :mod:`celltrials.sources.ctgov_v1`) so that :func:`parse_results` reads them all."""
+    obj = _load(raw)
+    if source_format == "ctgov_xml":
+        from celltrials.sources import ctgov_xml
+
+        return ctgov_xml.study_from_raw(obj)
+    if source_format == "ctgov_v1_json":
+        from celltrials.sources import ctgov_v1
+
+        return ctgov_v1.to_v2(obj)
+    if not isinstance(obj, dict):
+        raise AnalysisError("the stored record is not a JSON object")
+    return obj
+
+
 def study_from_store(con: Any, trial_id: str) -> dict[str, Any]:
-    """The latest ClinicalTrials.gov JSON study object stored for ``trial_id`` (an NCT id
-    or, when ``con`` is a Store, any id it can resolve)."""
+    """The latest ClinicalTrials.gov study object stored for ``trial_id`` (an NCT id
+    or, when ``con`` is a Store, any id it can resolve): the newest registry version
+    (last update), API v2 JSON before legacy XML before API v1 study fields."""
     db = _connection(con)
     nct = trial_id.strip().upper()
     row = db.execute(_LATEST_RAW, [nct]).fetchone()
@@ -308,7 +355,7 @@ def study_from_store(con: Any, trial_id: str) -> dict[str, Any]:
         if resolved is not None:
             hit = db.execute(
                 "SELECT r.record_id FROM trial_records tr JOIN records r USING (record_key) "
-                "WHERE tr.trial_id = ? AND r.channel = 'ctgov' AND r.source_format = 'ctgov_json' "
+                f"WHERE tr.trial_id = ? AND r.channel = 'ctgov' AND r.source_format IN ({_FORMATS_SQL}) "
                 "ORDER BY r.ingested_at DESC LIMIT 1",
                 [resolved],
             ).fetchone()
@@ -316,34 +363,38 @@ def study_from_store(con: Any, trial_id: str) -> dict[str, Any]:
                 row = db.execute(_LATEST_RAW, [hit[0]]).fetchone()
     if row is None:
         raise AnalysisError(
-            f"no ClinicalTrials.gov JSON record for {trial_id} in the store",
-            hint="Ingest the trial's API v2 JSON (celltrials ingest FILE.json); CSV exports carry no results.",
+            f"no ClinicalTrials.gov JSON or XML record for {trial_id} in the store",
+            hint="Ingest the trial's API v2 JSON, legacy XML or API v1 study fields (celltrials ingest FILE); "
+                 "CSV exports carry no results.",
         )
-    study = _load(row[0])
-    if not isinstance(study, dict):
-        raise AnalysisError(f"{trial_id}: the stored record is not a JSON object")
-    return study
+    try:
+        return study_object(row[0], row[1])
+    except CelltrialsError as exc:
+        raise AnalysisError(f"{trial_id}: {exc.message}") from None
 
 
 def results_for_store(con: Any, trial_id: str) -> dict[str, pd.DataFrame]:
-    """:func:`parse_results` of the latest stored ClinicalTrials.gov JSON for ``trial_id``."""
+    """:func:`parse_results` of the latest stored ClinicalTrials.gov record for ``trial_id``."""
     return parse_results(study_from_store(con, trial_id))
 
 
 def _studies_with_results(con: Any) -> Iterator[dict[str, Any]]:
     db = _connection(con)
     cur = db.execute(
-        "SELECT raw FROM records WHERE channel = 'ctgov' AND source_format = 'ctgov_json' "
-        "QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY ingested_at DESC) = 1 "
+        f"SELECT raw, source_format, record_id FROM records WHERE channel = 'ctgov' AND source_format IN ({_FORMATS_SQL}) "
+        f"QUALIFY row_number() OVER (PARTITION BY record_id {_ORDER}) = 1 "
         "ORDER BY record_id"
     )
     while True:
         batch = cur.fetchmany(500)
         if not batch:
             return
-        for (raw,) in batch:
-            study = _load(raw)
-            if isinstance(study, dict) and study.get("resultsSection"):
+        for raw, fmt, rid in batch:
+            try:
+                study = study_object(raw, fmt)
+            except CelltrialsError as exc:
+                raise AnalysisError(f"stored record {rid} ({fmt}): {exc.message}") from None
+            if study.get("resultsSection"):
                 yield study
 
 

@@ -11,31 +11,28 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from celltrials.commands.base import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
+from celltrials.safety import terminal_safe
 
 
 @cli.command("classify")
 @click.option("--changed-only", is_flag=True, help="Only trials whose text or taxonomy version changed since the last run.")
+@click.option("--unknown-products", is_flag=True,
+              help="Do not label: list intervention names of cell-therapy trials that match no product synonym or code name, with counts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: all cores for a large store; 1: no workers). Labels do not depend on it.")
 @pass_ctx
-def classify_cmd(ctx: Context, changed_only: bool, as_json: bool) -> None:
+def classify_cmd(ctx: Context, changed_only: bool, unknown_products: bool, as_json: bool, jobs: int | None) -> None:
     """Label every trial in the store (cell type, MSC source, origin, form, indication)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from celltrials.classify import classify_store
 
+    if unknown_products:
+        _print_unknown_products(ctx, as_json)
+        return
     console = Console(stderr=True)
-    with ctx.open_store() as store:
-        if not ctx.quiet and not as_json and console.is_terminal:
-            with Progress(TextColumn("classify"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
-                task = bar.add_task("classify", total=None)
-
-                def progress(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
-
-                summary = classify_store(store, only_changed=changed_only, progress=progress)
-        else:
-            summary = classify_store(store, only_changed=changed_only)
+    with ctx.open_store() as store, progress_display(not ctx.quiet and not as_json, console) as progress:
+        summary = classify_store(store, only_changed=changed_only, progress=progress, jobs=jobs)
     if as_json:
         echo_json(summary)
         return
@@ -53,6 +50,25 @@ def classify_cmd(ctx: Context, changed_only: bool, as_json: bool) -> None:
         for k, v in summary["cell_types"].items():
             t.add_row(k, f"{v:,}")
         out.print(t)
+
+
+def _print_unknown_products(ctx: Context, as_json: bool) -> None:
+    from celltrials.classify import unknown_products
+
+    with ctx.open_store(read_only=True) as store:
+        rows = unknown_products(store)
+    if as_json:
+        echo_json(rows)
+        return
+    out = Console()
+    t = Table(title=f"{len(rows):,} intervention names of cell-therapy trials that name no known product")
+    t.add_column("intervention name")
+    t.add_column("trials", justify="right")
+    t.add_column("e.g.")
+    for r in rows:
+        t.add_row(Text(r["name"]), str(r["trials"]), Text(", ".join(r["example_ids"])))
+    out.print(t)
+    out.print("Add the products you can identify, with a source, to taxonomy/code_names.csv.")
 
 
 @cli.command("labels")
@@ -93,20 +109,38 @@ def labels_cmd(ctx: Context, out_path: str | None, as_json: bool) -> None:
 
 
 @cli.command("evaluate")
-@click.option("--gold", "gold_path", type=click.Path(exists=True, dir_okay=False), required=True, help="Gold labels CSV (columns of `celltrials labels`).")
+@click.option("--gold", "gold_paths", type=click.Path(exists=True, dir_okay=False), required=True, multiple=True,
+              help="Gold labels CSV (columns of `celltrials labels`); repeat for several files (each and together are scored).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("--max-disagreements", default=50, show_default=True, help="How many disagreements to print.")
 @pass_ctx
-def evaluate_cmd(ctx: Context, gold_path: str, as_json: bool, max_disagreements: int) -> None:
-    """Compare the store's labels with a gold file: accuracy, per-value P/R/F1, macro-F1, disagreements."""
-    from celltrials.classify import evaluate_store
+def evaluate_cmd(ctx: Context, gold_paths: tuple[str, ...], as_json: bool, max_disagreements: int) -> None:
+    """Compare the store's labels with gold files: accuracy, per-value P/R/F1, macro-F1, disagreements.
+
+    With several --gold files each is scored, then all together against the quality targets."""
+    from celltrials.classify import evaluate_store, evaluate_store_many
 
     with ctx.open_store(read_only=True) as store:
-        result = evaluate_store(store, gold_path)
+        result = evaluate_store(store, gold_paths[0]) if len(gold_paths) == 1 else evaluate_store_many(store, gold_paths)
     if as_json:
         echo_json(result)
         return
-    _print_evaluation(result, max_disagreements)
+    if len(gold_paths) == 1:
+        _print_evaluation(result, max_disagreements)
+        return
+    out = Console()
+    for name, res in result["files"].items():
+        out.print(Text(f"== {name}", style="bold"))
+        _print_evaluation(res, max_disagreements)
+    out.print(Text("== all gold files together", style="bold"))
+    _print_evaluation(result["combined"], 0)
+    t = Table(title="Quality targets (all gold files together)")
+    for c in ("field", "measure", "value", "target", "met"):
+        t.add_column(c, justify="left" if c in ("field", "measure") else "right")
+    for chk in result["targets"]:
+        t.add_row(chk["field"], chk["measure"], f"{chk['value']:.3f}", f"{chk['target']:.2f}",
+                  Text("yes", style="green") if chk["met"] else Text("no", style="red"))
+    out.print(t)
 
 
 def _print_evaluation(result: dict[str, Any], max_disagreements: int) -> None:
@@ -143,7 +177,7 @@ def _print_evaluation(result: dict[str, Any], max_disagreements: int) -> None:
             line.append(f"  ({d['note']})", style="dim")
         out.print(line)
         for e in d["evidence"][:4]:
-            out.print(Text(f"    {e['value']} ← {e['source_field']}: “{e['text']}”", style="dim"))
+            out.print(Text(terminal_safe(f"    {e['value']} ← {e['source_field']}: “{e['text']}”"), style="dim"))
 
 
 @cli.command("explain")
@@ -161,7 +195,7 @@ def explain_cmd(ctx: Context, trial_id: str, as_json: bool) -> None:
         return
     out = Console()
     labels = result["labels"]
-    out.print(Text(f"{result['trial_id']}  {result['title']}", style="bold"))
+    out.print(Text(terminal_safe(f"{result['trial_id']}  {result['title']}"), style="bold"))
     out.print(Text(f"taxonomy {labels['taxonomy_version']}, classified {labels['classified_at']}", style="dim"))
     t = Table(show_header=True)
     t.add_column("field")
@@ -182,8 +216,8 @@ def explain_cmd(ctx: Context, trial_id: str, as_json: bool) -> None:
             line.append(f"{e['value']}", style="bold cyan")
             line.append(f"  [{e['source_field']} {e['start']}:{e['end']}]  ", style="dim")
             line.append("…" if e["context_start"] > 0 else "")
-            line.append(e["before"])
-            line.append(e["text"], style="bold black on yellow")
-            line.append(e["after"])
+            line.append(terminal_safe(e["before"]))
+            line.append(terminal_safe(e["text"]), style="bold black on yellow")
+            line.append(terminal_safe(e["after"]))
             line.append("…" if e["after"] and e["context_end"] - e["end"] >= 60 else "")
             out.print(line)

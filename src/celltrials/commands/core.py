@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from celltrials.commands.base import Context, cli, echo_json, pass_ctx
-from celltrials.ingest import IngestAborted, IngestReport, ProgressEvent, ingest_paths
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
+from celltrials.ingest import IngestAborted, IngestReport, ingest_paths
 from celltrials.safety import escape_markup as esc
 
 
@@ -42,36 +42,24 @@ def _print_report(report: IngestReport, console: Console) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--skip-bad", is_flag=True, help="Ingest the good records of a file and list the bad ones (default: stop, store unchanged for that file).")
+@click.option("--force", is_flag=True, help="Read files again even when their content was ingested before (default: skip them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON.")
 @pass_ctx
-def ingest(ctx: Context, paths: tuple[str, ...], skip_bad: bool, as_json: bool) -> None:
+def ingest(ctx: Context, paths: tuple[str, ...], skip_bad: bool, force: bool, as_json: bool) -> None:
     """Ingest registry exports: files, folders (recursively), globs, zips.
 
     Formats are recognised by content: ClinicalTrials.gov API v2 JSON
     (study, array, API page, NDJSON, zip), ClinicalTrials.gov CSV (classic and
-    current), WHO ICTRP CSV/XML/XLSX. Exit code 0 only when every record went in.
+    current), WHO ICTRP CSV/XML/XLSX. A file whose content was ingested
+    cleanly before is skipped (--force reads it again). Exit code 0 only
+    when every record went in.
     """
     console = _console()
     store = ctx.open_store()
     show = not ctx.quiet and not as_json and console.is_terminal
     try:
-        if show:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[records]} records"), TimeElapsedColumn(),
-                          console=console, transient=True) as bar:
-                task = bar.add_task("files", total=None, records=0)
-
-                def progress(ev: ProgressEvent) -> None:
-                    if ev.kind == "file_start":
-                        bar.update(task, total=ev.total_files, description=Path(ev.path).name)
-                    elif ev.kind == "records":
-                        bar.update(task, records=bar.tasks[0].fields["records"] + ev.n)
-                    elif ev.kind == "file_done":
-                        bar.update(task, completed=ev.file_index)
-
-                report = ingest_paths(store, list(paths), skip_bad=skip_bad, progress=progress)
-        else:
-            report = ingest_paths(store, list(paths), skip_bad=skip_bad)
+        with progress_display(show, console) as progress:
+            report = ingest_paths(store, list(paths), skip_bad=skip_bad, force=force, progress=progress)
     except IngestAborted as exc:
         if as_json:
             echo_json(exc.report.to_dict())
@@ -137,6 +125,9 @@ def show(ctx: Context, trial_id: str, as_json: bool, raw: bool) -> None:
         echo_json(trial)
         return
     _render_trial(trial)
+    for key, rec in (trial.get("raw_records") or {}).items():
+        click.echo(f"\n# raw record {key}")
+        click.echo(json.dumps(rec, indent=2, ensure_ascii=False, default=str))
 
 
 def _render_trial(t: dict[str, Any]) -> None:
@@ -155,6 +146,11 @@ def _render_trial(t: dict[str, Any]) -> None:
         ("interventions", "; ".join((f"{i['type']}: " if i["type"] else "") + i["name"] for i in t["interventions"])),
         ("url", t.get("url") or ""),
     ]
+    labels = t.get("labels") or {}
+    if labels.get("classified_at"):
+        rows.append(("labels", ", ".join(f"{k} {v}" for k, v in labels.items()
+                                          if k in ("cell_type", "msc_source", "origin", "product_form",
+                                                   "indication_group", "therapeutic_area") and v)))
     table = Table(show_header=False, box=None)
     table.add_column(style="bold cyan")
     table.add_column()
@@ -171,7 +167,7 @@ def _render_trial(t: dict[str, Any]) -> None:
 
 
 @cli.command()
-@click.option("--limit", type=int, default=None, help="Show at most this many merged trials.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Show at most this many merged trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print the merged trials as JSON.")
 @pass_ctx
 def dups(ctx: Context, limit: int | None, as_json: bool) -> None:

@@ -34,7 +34,28 @@ def _pv(p: Any) -> str:
 
 
 @cli.command(context_settings={"max_content_width": 100})
-@click.argument("input_csv", metavar="INPUT.csv", type=click.Path(dir_okay=False))
+@click.argument("input_csv", metavar="[INPUT.csv]", required=False, type=click.Path(dir_okay=False))
+@click.option("--from-store", "from_store", is_flag=True,
+              help="Build the study rows from the results posted in the store (needs --outcome and --out).")
+@click.option("--outcome", default=None, metavar="TEXT",
+              help="With --from-store: 'serious adverse events' (or SAE), 'deaths', 'other adverse events' "
+              "(adverse-event totals per arm), or text in a posted outcome measure's title.")
+@click.option("--time-frame", "time_frame", default=None, metavar="TEXT", help="With --from-store: the outcome's time frame contains TEXT.")
+@click.option("--experimental-arm", "experimental_arm", default=None, metavar="REGEX",
+              help="With --from-store: use only cell arms whose title matches REGEX (e.g. 'MSC|mesenchymal').")
+@click.option("--extra", default=None, type=click.Path(dir_okay=False), metavar="FILE.csv",
+              help="With --from-store: add values extracted from papers (template: celltrials meta-template).")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="With --from-store: folder for studies.csv (the study rows) and meta.json (the result).")
+@click.option("--country", multiple=True, metavar="NAME", help="With --from-store: report filter (repeatable).")
+@click.option("--registry", multiple=True, metavar="NAME", help="With --from-store: report filter (repeatable).")
+@click.option("--start-year", default=None, metavar="FROM-TO", help="With --from-store: report filter.")
+@click.option("--status", multiple=True, metavar="STATUS", help="With --from-store: report filter (repeatable).")
+@click.option("--phase", multiple=True, metavar="PHASE", help="With --from-store: report filter (repeatable).")
+@click.option("--cell-type", multiple=True, metavar="TYPE", help="With --from-store: report filter, e.g. msc (repeatable).")
+@click.option("--indication-group", multiple=True, metavar="GROUP", help="With --from-store: report filter (repeatable).")
+@click.option("--title", default=None, metavar="TEXT", help="With --from-store: title contains TEXT.")
+@click.option("--all-trials", is_flag=True, help="With --from-store: every trial, not only those classified as cell therapy.")
 @click.option(
     "--measure",
     required=True,
@@ -73,7 +94,22 @@ def _pv(p: Any) -> str:
 @pass_ctx
 def meta(
     ctx: Context,
-    input_csv: str,
+    input_csv: str | None,
+    from_store: bool,
+    outcome: str | None,
+    time_frame: str | None,
+    experimental_arm: str | None,
+    extra: str | None,
+    out_dir: str | None,
+    country: tuple[str, ...],
+    registry: tuple[str, ...],
+    start_year: str | None,
+    status: tuple[str, ...],
+    phase: tuple[str, ...],
+    cell_type: tuple[str, ...],
+    indication_group: tuple[str, ...],
+    title: str | None,
+    all_trials: bool,
     measure: str,
     method: str,
     test: str,
@@ -103,28 +139,46 @@ def meta(
     Prints the pooled estimate, CI, prediction interval, tau² with its SE and
     CI, I², H² (with CIs), Q, back-transformed values, Egger's test; with
     --mods the meta-regression (coefficients, QM, QE, R²).
+
+    --from-store builds INPUT from the results posted in the store instead:
+    one row per trial for --outcome (cell arms vs control arms, combined when
+    there are several), every choice listed with the record id, the trial's
+    labels (cell type, MSC source, origin, route, dose) as columns usable in
+    --mods and --by; studies.csv and meta.json are written to --out.
     """
     from celltrials.analysis.meta import meta_analysis_csv
 
     if not 0 < level < 100:
         raise AnalysisError(f"--level {level} is not between 0 and 100", hint="Use e.g. --level 95.")
-    result = meta_analysis_csv(
-        input_csv,
-        measure,
-        method=method,
-        test=test,
-        columns=_parse_cols(cols),
-        label=label,
-        add=add,
-        to=to,
-        drop00=drop00,
-        mods=mods,
-        by=by,
-        by_tau2=by_tau2,
-        tau2_ci=tau2_ci,
-        leave_one_out=leave_one_out,
-        level=level / 100,
-    )
+    options: dict[str, Any] = {
+        "method": method, "test": test, "add": add, "to": to, "drop00": drop00, "mods": mods, "by": by,
+        "by_tau2": by_tau2, "tau2_ci": tau2_ci, "leave_one_out": leave_one_out, "level": level / 100,
+    }
+    if from_store:
+        if input_csv is not None:
+            raise AnalysisError("give either INPUT.csv or --from-store, not both")
+        if not outcome or not out_dir:
+            raise AnalysisError("--from-store needs --outcome TEXT and --out DIR",
+                                hint="e.g. --from-store --outcome 'serious adverse events' --out sae/.")
+        from celltrials.analysis.landscape import make_filters
+        from celltrials.analysis.meta_store import meta_from_store
+
+        filters = make_filters(country=country, registry=registry, start_year=start_year, status=status,
+                               phase=phase, cell_type=cell_type, indication_group=indication_group, title=title,
+                               scope="all" if all_trials else "cell_therapy")
+        with ctx.open_store(read_only=True) as store:
+            result = meta_from_store(store, outcome, measure, out_dir=out_dir, filters=filters,
+                                     time_frame=time_frame, extra=extra, experimental_arm=experimental_arm,
+                                     **options)
+    else:
+        if input_csv is None:
+            raise AnalysisError("give INPUT.csv (one row per study) or --from-store",
+                                hint="See `celltrials meta --help`.")
+        for name, val in (("--outcome", outcome), ("--out", out_dir), ("--extra", extra), ("--time-frame", time_frame),
+                          ("--experimental-arm", experimental_arm)):
+            if val:
+                raise AnalysisError(f"{name} only applies with --from-store")
+        result = meta_analysis_csv(input_csv, measure, columns=_parse_cols(cols), label=label, **options)
     if plot_dir is not None:
         from celltrials.analysis.plots_meta import write_plots
 
@@ -226,8 +280,38 @@ def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
         for row in r["leave_one_out"]:
             lt.add_row(esc(row["omitted"]), _f(row["estimate"]), f"{_f(row['ci_low'])} to {_f(row['ci_high'])}", _f(row["tau2"]), _f(row["i2"], 1))
         con.print(lt)
+    fs = r.get("from_store")
+    if fs:
+        ct = Table("trial", "experimental arm(s)", "control arm(s)", "used / why not",
+                   title=esc(f"Trials with posted results for {fs['outcome']!r} ({fs['trials_with_results']} of "
+                             f"{fs['trials_selected']} selected trials; {fs['rows']} rows)"))
+        for c in fs["choices"]:
+            groups = c.get("groups") or []
+            exp = "; ".join(str(g["title"]) for g in groups if g.get("role") == "experimental")
+            ctl = "; ".join(str(g["title"]) for g in groups if g.get("role") == "control")
+            rec = str(c.get("record_id") or c.get("source") or "")
+            trial = str(c.get("trial_id") or "") + (f" ({rec})" if rec and rec != c.get("trial_id") else "")
+            ct.add_row(esc(trial), esc(exp), esc(ctl), "used" if c.get("used") else esc(str(c.get("reason") or "")))
+        con.print(ct)
+        con.print(esc(f"Outcome and time frame of every row, and why each arm was used: {fs['studies_csv']} "
+                      "and meta.json beside it (--json prints the same)."))
     if paths and not quiet:
         con.print("Plots: " + esc(", ".join(str(p) for p in paths)))
+
+
+@cli.command("meta-template", context_settings={"max_content_width": 100})
+@click.argument("kind", type=click.Choice(["binary", "continuous"]))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
+def meta_template(kind: str, out_path: str) -> None:
+    """Write the CSV template for values extracted from papers (for meta --from-store --extra).
+
+    binary: study,trial_id,source,outcome,time_frame,experimental_arm,control_arm,ai,n1i,ci,n2i,notes.
+    continuous: … m1i,sd1i,n1i,m2i,sd2i,n2i,notes. study and source (DOI, PMID) are required.
+    """
+    from celltrials.analysis.meta_store import write_template
+
+    write_template(kind, out_path)
+    click.echo(f"Wrote the {kind} template to {out_path}")
 
 
 @cli.command(context_settings={"max_content_width": 100})
@@ -240,7 +324,9 @@ def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
 def results(ctx: Context, trial_id: str | None, export_path: str | None, limit: int, as_json: bool) -> None:
     """Posted results of trial ID (outcomes, analyses, adverse events, flow), or --export them all.
 
-    Reads the latest ClinicalTrials.gov API v2 JSON stored for the trial.
+    Reads the latest ClinicalTrials.gov record stored for the trial: API v2
+    JSON, legacy XML or API v1 study fields (re-assembled where the v1
+    flattening is unambiguous).
     """
     from celltrials.analysis.results import export_outcomes, results_for_store, tables_to_records
 
@@ -311,6 +397,9 @@ def _render_results(trial_id: str, tables: dict[str, Any], limit: int) -> None:
                       _num_text(r.n), esc(r.value_raw or ""), esc(disp))
         con.print(t)
         more(om)
+    if out["comment"].fillna("").str.startswith("value not attributable").any():
+        con.print("[dim]Some values are empty: this record is from an API v1 study-fields archive whose flattened "
+                  "lists do not say which measure they belong to (see celltrials.sources.ctgov_v1).[/dim]")
     an = tables["analyses"]
     if not an.empty:
         t = Table("outcome", "groups", "estimate", "CI", "p", "method", title="Statistical analyses")
@@ -329,6 +418,17 @@ def _render_results(trial_id: str, tables: dict[str, Any], limit: int) -> None:
                       f"{_num_text(r.num_affected)} / {_num_text(r.num_at_risk)}")
         con.print(t)
         more(ae)
+    eg = tables["event_groups"]
+    if not eg.empty:
+        t = Table("group", "serious: affected / at risk", "deaths: affected / at risk", "other: affected / at risk",
+                  title="Adverse-event groups (totals)")
+        for r in eg.head(limit).itertuples(index=False):
+            t.add_row(esc(r.group_title or r.group_id or ""),
+                      f"{_num_text(r.serious_num_affected)} / {_num_text(r.serious_num_at_risk)}",
+                      f"{_num_text(r.deaths_num_affected)} / {_num_text(r.deaths_num_at_risk)}",
+                      f"{_num_text(r.other_num_affected)} / {_num_text(r.other_num_at_risk)}")
+        con.print(t)
+        more(eg)
     pf = tables["participant_flow"]
     if not pf.empty:
         t = Table("period", "milestone / reason", "group", "participants", title="Participant flow")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 
-from celltrials.commands.base import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
 from celltrials.safety import escape_markup as esc
 
 
@@ -29,16 +27,7 @@ def run(ctx: Context, paths: tuple[str, ...], out: str, skip_bad: bool, base_url
     with ctx.open_store() as store:
         if show:
             console.print(f"[bold]celltrials[/bold] → store {esc(store.path)}")
-        with console.status("starting", spinner="dots") as status:
-
-            def progress(ev: Any) -> None:
-                if not show:
-                    return
-                if getattr(ev, "kind", "") == "step":
-                    status.update(f"[bold]{ev.message}[/bold]")
-                elif getattr(ev, "kind", "") == "file_start":
-                    status.update(f"[bold]ingest[/bold] {ev.file_index}/{ev.total_files} {esc(Path(ev.path).name)}")
-
+        with progress_display(show, console) as progress:
             result = run_pipeline(store, list(paths), out, skip_bad=skip_bad, base_url=base_url,
                                   progress=progress)
     data = result.to_dict()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from celltrials.commands.base import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
 
 
 @cli.command(context_settings={"max_content_width": 100})
@@ -49,7 +49,7 @@ def report(
     repeated values of one filter with OR.
     """
     from celltrials.analysis.landscape import make_filters
-    from celltrials.report.build import ReportProgress, build_report
+    from celltrials.report.build import build_report
 
     filters = make_filters(
         country=country, registry=registry, start_year=start_year, status=status, phase=phase,
@@ -58,19 +58,8 @@ def report(
     )
     store = ctx.open_store(read_only=True)
     try:
-        if ctx.quiet or as_json:
-            result = build_report(store, out_dir, filters, figures=not no_figures)
-        else:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            with Progress(TextColumn("[bold]report[/bold] {task.description}"), BarColumn(),
-                          TimeElapsedColumn(), transient=True) as bar:
-                task = bar.add_task("starting", total=6)
-
-                def show(ev: ReportProgress) -> None:
-                    bar.update(task, completed=ev.index, total=ev.total, description=ev.message or ev.step)
-
-                result = build_report(store, out_dir, filters, progress=show, figures=not no_figures)
+        with progress_display(not ctx.quiet and not as_json) as progress:
+            result = build_report(store, out_dir, filters, progress=progress, figures=not no_figures)
     finally:
         store.close()
     if as_json:

@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from celltrials.commands.base import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
 from celltrials.errors import ConfigError
+from celltrials.progress import Progress
 
 _STATUSES = (
     "ACTIVE_NOT_RECRUITING", "COMPLETED", "ENROLLING_BY_INVITATION", "NOT_YET_RECRUITING", "RECRUITING",
@@ -42,45 +43,10 @@ def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextmanager
-def _reporter(quiet: bool, as_json: bool) -> Iterator[Any]:
-    """A progress callback drawing rich bars on stderr (None when quiet)."""
-    if quiet or as_json:
-        yield None, None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from celltrials.sync import RetryEvent, SyncEvent
-
-    console = Console(stderr=True)
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[pages]} pages"), TimeElapsedColumn(), console=console, transient=False)
-    tasks: dict[str, Any] = {}
-
-    def on_event(ev: SyncEvent) -> None:
-        if ev.kind == "query_start":
-            tasks[ev.query] = bars.add_task(ev.query, total=ev.total_count, completed=ev.studies_seen,
-                                            pages=max(ev.page - 1, 0))
-            if ev.message:
-                bars.console.print(f"[cyan]{ev.query}[/cyan]: {ev.message}")
-        elif ev.kind == "page":
-            bars.update(tasks[ev.query], total=ev.total_count, completed=ev.studies_seen, pages=ev.page)
-        elif ev.kind == "restart":
-            bars.console.print(f"[yellow]{ev.query}[/yellow]: {ev.message}")
-            bars.update(tasks[ev.query], completed=0, pages=0)
-        elif ev.kind == "query_done":
-            bars.update(tasks[ev.query], total=ev.studies_seen, completed=ev.studies_seen)
-        elif ev.kind == "study":
-            if "ids" not in tasks:
-                tasks["ids"] = bars.add_task("studies", total=ev.total_count, pages=0)
-            bars.update(tasks["ids"], completed=ev.studies_seen)
-
-    def on_retry(ev: RetryEvent) -> None:
-        bars.console.print(f"[yellow]{ev.reason}[/yellow] (attempt {ev.attempt}/{ev.max_attempts}); "
-                           f"retrying in {ev.delay:.1f} s")
-
-    with bars:
-        yield on_event, on_retry
+def _reporter(quiet: bool, as_json: bool) -> Iterator[tuple[Progress | None, Progress | None]]:
+    """The progress callback for pages and studies and the one for retries (None when quiet)."""
+    with progress_display(not quiet and not as_json) as draw:
+        yield draw, draw
 
 
 def _run(ctx: Context, as_json: bool, work: Callable[[Any, Any], Any]) -> Any:

@@ -4,6 +4,8 @@
 
     report.html        one file, opens offline (plotly.js inline), interactive;
                        every count opens the list of its trials with registry links
+    report-lists.js    only for large reports: the trial table and lists behind
+                       the counts, loaded on the first click (keep it beside report.html)
     report.xlsx        one sheet per table
     tables/*.csv       the table behind every figure (trial ids in ``trial_ids``)
     figures/*.svg/png  publication figures (Matplotlib, Okabe–Ito palette)
@@ -16,15 +18,12 @@ the charts, so a reader (or a test) can check each number against the store.
 
 from __future__ import annotations
 
-import contextlib
-import json
+import multiprocessing as mp
 import os
 import platform
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from os.path import commonpath
@@ -38,7 +37,7 @@ import pandas as pd
 import celltrials
 from celltrials.analysis import landscape as L
 from celltrials.errors import AnalysisError, ConfigError
-from celltrials.report._draw import chart_to_dict, claim
+from celltrials.progress import Progress, ProgressEvent
 from celltrials.report.figures import (
     COLORS,
     GREY,
@@ -46,6 +45,7 @@ from celltrials.report.figures import (
     Series,
     draw_matplotlib,
     palette,
+    prepare_matplotlib,
     to_plotly,
 )
 
@@ -55,17 +55,7 @@ TOP_TARGETS = 15
 XLSX_CELL_LIMIT = 32_000
 
 
-@dataclass
-class ReportProgress:
-    """What :func:`build_report` is doing: ``step`` of ``total``."""
 
-    step: str
-    index: int
-    total: int
-    message: str = ""
-
-
-Progress = Callable[[ReportProgress], None]
 
 
 @dataclass
@@ -133,6 +123,20 @@ def _rows(df: pd.DataFrame) -> Iterator[Any]:
     """A frame's rows as named tuples (typed loosely: columns vary by section)."""
     it: Iterator[Any] = df.itertuples(index=False)
     return it
+
+
+def _quality_summary(con: Any) -> dict[str, Any] | None:
+    """The store-wide `celltrials check` totals for the methods section
+    (None for a store written before raw values were kept beside canonical ones)."""
+    import duckdb
+
+    from celltrials.errors import StoreError
+    from celltrials.quality import check
+
+    try:
+        return check(con).summary()
+    except (duckdb.Error, StoreError):
+        return None
 
 
 def _fmt(n: Any) -> str:
@@ -220,6 +224,93 @@ def _heatmap(counts: _Counts, name: str, df: pd.DataFrame, row_key: str, col_key
     return SectionView(name, title, description, chart, table)
 
 
+# ------------------------------------------------------------ coverage marks
+#: per-year charts and the selection column of their series
+YEAR_CHARTS = {"start_year_by_family": "families", "product_form_by_year": "product_form"}
+
+
+def _year_coverage(sel: pd.DataFrame, dd: date | None, windows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Coverage marks (:func:`celltrials.analysis.coverage.year_coverage`) of
+    every per-year chart, over the trials those charts count (dated, starting
+    by the data date), and each series' sources."""
+    from celltrials.analysis import coverage as C
+
+    start = pd.to_datetime(sel["start_date"])
+    keep = start.notna() & (start <= pd.Timestamp(dd) if dd else start.notna())
+    dated = sel[keep]
+    years = list(range(int(start[keep].dt.year.min()), int(start[keep].dt.year.max()) + 1)) if keep.any() else []
+    marks, sources = [], []
+    for chart, key in YEAR_CHARTS.items():
+        marks.append(C.year_coverage(dated, key, windows, years).assign(chart=chart))
+        sources.append(C.series_sources(dated, key, windows).assign(chart=chart))
+    return pd.concat(marks, ignore_index=True), pd.concat(sources, ignore_index=True)
+
+
+class _YearMarks:
+    """The coverage marks of one per-year chart, applied to its series, its
+    table's year labels, its note and its boundary lines."""
+
+    def __init__(self, secs: dict[str, pd.DataFrame], chart: str, years: list[int]) -> None:
+        marks = secs.get("year_coverage")
+        sources = secs.get("year_coverage_sources")
+        self.chart, self.years = chart, years
+        self.marks = marks[marks["chart"] == chart] if marks is not None else pd.DataFrame()
+        self.sources = sources[sources["chart"] == chart] if sources is not None else pd.DataFrame()
+        self.status = {(r.series, int(r.year)): r for r in _rows(self.marks)}
+
+    def year_text(self, y: Any) -> str:
+        parts = []
+        for status, word in (("partial", "partial"), ("not_covered", "not covered")):
+            names = [L.label(r.series) for (s, yy), r in self.status.items() if yy == y and r.status == status]
+            if names:
+                parts.append(f"{word}: {', '.join(names)}")
+        return f"{y} ({'; '.join(parts)})" if parts else str(y)
+
+    def apply(self, series: list[Series], cols: list[str]) -> None:
+        for s, col in zip(series, cols, strict=True):
+            rs = [self.status.get((col, y)) for y in self.years]
+            s.hatched = [r is not None and r.status == "partial" for r in rs]
+            s.faded = [r is not None and r.status == "not_covered" for r in rs]
+            s.notes = ["" if r is None or r.status == "covered" else
+                       f"<br>{'covered in part' if r.status == 'partial' else 'NOT COVERED'}: sources of "
+                       f"{100 * (r.ended_share + (r.ending_share if r.status == 'partial' else 0)):.0f} % of "
+                       f"these trials {'end in' if r.status == 'partial' else 'ended before'} {r.year}"
+                       for r in rs]
+
+    def note(self) -> str:
+        from celltrials.analysis import coverage as C
+
+        if not len(self.marks):
+            return ""
+        lines = C.describe(self.marks, self.sources, L.label)
+        if not lines:
+            return ""
+        return ("Each source holds trials only up to its snapshot date. Hatched: a source with at least "
+                f"{C.MATERIAL_SHARE:.0%} of that series' trials ends during the year; crossed and faded: such "
+                "sources ended before it, so the bar is an undercount, not a trend. " + "; ".join(lines) + ".")
+
+    def vlines(self) -> list[dict[str, Any]]:
+        from celltrials.analysis import coverage as C
+
+        if not len(self.sources) or not self.years:
+            return []
+        src = self.sources[(self.sources["share"] >= C.MATERIAL_SHARE) & self.sources["snapshot_date"].notna()]
+        by_day: dict[date, list[str]] = {}
+        order = {c: i for i, c in enumerate([*L.FAMILIES, *L.PRODUCT_FORMS])}
+        for r in _rows(src):
+            d = r.snapshot_date
+            if self.years[0] <= d.year <= self.years[-1] and r.series not in by_day.setdefault(d, []):
+                by_day[d].append(r.series)
+        out = []
+        for d, series in sorted(by_day.items()):
+            frac = (d.timetuple().tm_yday - 1) / (366 if d.year % 4 == 0 else 365)
+            names = ", ".join(L.label(x) for x in sorted(series, key=lambda x: order.get(x, len(order))))
+            text = f"data end {d.isoformat()}: {names}"
+            out.append({"x": self.years.index(d.year) - 0.5 + frac,
+                        "text": text if len(text) <= 52 else text[:51] + "…"})
+        return out
+
+
 # ---------------------------------------------------------------- sections
 def _headline_cards(counts: _Counts, hl: pd.DataFrame) -> list[dict[str, Any]]:
     by = {r.metric: r for r in _rows(hl)}
@@ -258,19 +349,13 @@ def _family_sections(counts: _Counts, secs: dict[str, pd.DataFrame], dd: date | 
         years = list(range(int(sy["year"].min()), int(sy["year"].max()) + 1))
     else:
         years = []
-    partial_year = dd.year if dd else None
-
-    def year_text(y: Any) -> str:
-        return f"{y} (partial)" if y == partial_year else str(y)
-
-    table, series, _ = _pivot(counts, "start_year_by_family", sy, "year", "family", key_order=years,
-                              col_order=fam_order, key_text=year_text, colors=COLORS)
-    for s in series:
-        s.hatched = [y == partial_year for y in years]
-    note = (f"{partial_year} is partial: the data run to {dd.isoformat()} (latest registry update), "
-            "so its bar is hatched." if dd and partial_year in years else "")
+    marks = _YearMarks(secs, "start_year_by_family", years)
+    table, series, cols = _pivot(counts, "start_year_by_family", sy, "year", "family", key_order=years,
+                                 col_order=fam_order, key_text=marks.year_text, colors=COLORS)
+    marks.apply(series, cols)
+    note = marks.note()
     chart = Chart("start_year_by_family", "Trials per start year by cell-type family", "stacked",
-                  [str(y) for y in years], series, y_title="trials", note=note)
+                  [str(y) for y in years], series, y_title="trials", note=note, vlines=marks.vlines())
     table.note = note
     out.append(Chapter("time", "Trials over time", "", [SectionView(
         "start_year_by_family", "Trials per start year by cell-type family",
@@ -363,7 +448,8 @@ def _build_chapters(counts: _Counts, secs: dict[str, pd.DataFrame], dd: date | N
     sp_table = TableView(["lead sponsor", "class", "trials"], sp_rows,
                          note=f"Top {TOP_SPONSORS_TABLE} of {len(sp):,} lead sponsors; all in tables/sponsors.csv.")
     sp_view = SectionView("sponsors", f"Top {TOP_N} lead sponsors",
-                          "Lead sponsor as registered (names not merged across spellings), coloured by class.",
+                          "Lead sponsor, coloured by class; spellings of one sponsor (case, accents, punctuation, "
+                          "repaired encoding) count together under the most common one (all in tables/sponsors.csv).",
                           Chart("sponsors", f"Top {TOP_N} lead sponsors", "hstacked",
                                 [str(r.lead_sponsor) for r in _rows(top)], sp_series,
                                 x_title="trials"), sp_table)
@@ -398,22 +484,21 @@ def _build_chapters(counts: _Counts, secs: dict[str, pd.DataFrame], dd: date | N
     # (7) product forms
     pf = secs["product_form_by_year"]
     years = list(range(int(pf["year"].min()), int(pf["year"].max()) + 1)) if len(pf) else []
-    py = dd.year if dd else None
-    t_pf, s_pf, _ = _pivot(counts, "product_form_by_year", pf, "year", "product_form", key_order=years,
-                           col_order=list(L.PRODUCT_FORMS), colors=COLORS,
-                           key_text=lambda y: f"{y} (partial)" if y == py else str(y))
-    for s in s_pf:
-        s.hatched = [y == py for y in years]
+    pf_marks = _YearMarks(secs, "product_form_by_year", years)
+    t_pf, s_pf, pf_cols = _pivot(counts, "product_form_by_year", pf, "year", "product_form", key_order=years,
+                                 col_order=list(L.PRODUCT_FORMS), colors=COLORS, key_text=pf_marks.year_text)
+    pf_marks.apply(s_pf, pf_cols)
+    t_pf.note = pf_marks.note()
     chapters.append(Chapter("product_forms", "Product forms over time", "", [SectionView(
         "product_form_by_year", "Product forms per start year",
         "Cells, extracellular vesicles, secretome, gene-modified and composite products by start year "
-        "(a trial testing two forms counts under both; the data year is partial).",
+        "(a trial testing two forms counts under both; years the sources do not cover are marked).",
         Chart("product_form_by_year", "Product forms per start year", "stacked", [str(y) for y in years],
-              s_pf, y_title="trials"), t_pf)], notice=not_labelled))
+              s_pf, y_title="trials", note=t_pf.note, vlines=pf_marks.vlines()), t_pf)], notice=not_labelled))
 
     # funnel
     if funnel is not None and len(funnel):
-        chapters.append(_funnel_chapter(counts, funnel, funnel_ids))
+        chapters.append(_funnel_chapter(counts, funnel, funnel_ids, secs.get("funnel_products")))
     else:
         chapters.append(Chapter("funnel", "Development funnel", "", [], notice=funnel_error or
                                 "No funnel: no labelled trials."))
@@ -428,21 +513,24 @@ def _funnel_input(sel: pd.DataFrame) -> pd.DataFrame:
     return sel[["trial_id", "cell_type", "msc_source", "phase", "status", "start_date", "registration_date"]]
 
 
-def _funnel(sel: pd.DataFrame, con: Any) -> tuple[pd.DataFrame | None, dict[str, list[str]], str]:
+def _funnel(sel: pd.DataFrame, con: Any) -> tuple[pd.DataFrame | None, dict[str, list[str]], str,
+                                                  pd.DataFrame | None]:
     """The development funnel of :mod:`celltrials.analysis.funnel` over the
-    report's trials, plus the trial ids behind each stage count."""
+    report's trials, the trial ids behind each stage count, and the table of
+    approved products (one row per active substance)."""
     try:
         from celltrials.analysis import funnel as F
     except ImportError:  # pragma: no cover - funnel module not installed
-        return None, {}, "The development-funnel module (celltrials.analysis.funnel) is not available."
+        return None, {}, "The development-funnel module (celltrials.analysis.funnel) is not available.", None
     inp = _funnel_input(sel)
     if not inp["cell_type"].map(len).any():
-        return None, {}, "No funnel: the report's trials carry no cell-type labels."
+        return None, {}, "No funnel: the report's trials carry no cell-type labels.", None
     try:
         links = con.execute("SELECT trial_id, product FROM product_links").df()
-    except Exception:  # no product_links table: no years to approval
+    except Exception:  # no product_links table: no product is linked to trials
         links = None
     fr = F.funnel_frame(inp, links=links)
+    products = F.product_table(inp, links=links)
     # the trials behind each stage count, by the funnel module's own definitions
     stages = {"registered": "true",
               "reached_phase2": f"phase IN ({L._in(sorted(F.REACHED_PHASE2))})",
@@ -463,10 +551,23 @@ def _funnel(sel: pd.DataFrame, con: Any) -> tuple[pd.DataFrame | None, dict[str,
         key = _cid("funnel", r.family, r.msc_source)
         for k in stages:
             ids[f"{key}|{k}"] = list(getattr(r, k))
-    return fr, ids, ""
+    for r in _rows(fr):  # the group's trials that name its approved products
+        ids[_cid("funnel", r.family, r.msc_source) + "|approved_products"] = list(r.approved_trial_ids)
+    return fr, ids, "", products
 
 
-def _funnel_chapter(counts: _Counts, fr: pd.DataFrame, ids: dict[str, list[str]]) -> Chapter:
+def _years_text(r: Any) -> str:
+    if r.approved_before_first_trial:
+        return f"approved {r.years_before:.1f} years before its first registered trial started"
+    if r.years is not None and r.years == r.years:
+        return f"{r.years:.1f}"
+    if not r.n_trials:
+        return "no registered trial in this report"
+    return "unknown (no approval date or no trial start date)"
+
+
+def _funnel_chapter(counts: _Counts, fr: pd.DataFrame, ids: dict[str, list[str]],
+                    products: pd.DataFrame | None = None) -> Chapter:
     rows = []
     fr = fr.sort_values(["registered", "family", "msc_source"], ascending=[False, True, True], kind="stable")
 
@@ -480,28 +581,69 @@ def _funnel_chapter(counts: _Counts, fr: pd.DataFrame, ids: dict[str, list[str]]
             cid = f"{base}|{stage}"
             row.append(counts.cell(cid, getattr(r, stage), ids.get(cid, [])))
         cid = f"{base}|approved_products"
-        counts.add(cid, int(r.approved_products), None)
-        row.append(Cell(_fmt(r.approved_products), count_id=cid, num=True))
+        counts.add(cid, int(r.approved_products), ids.get(cid, []))
+        row.append(Cell(_fmt(r.approved_products), count_id=cid, num=True, listed=True))
         row.append(Cell(str(r.approved_product_names or "")))
+        med = r.median_years_to_approval
+        row.append(Cell(f"{med:.1f} (n = {r.n_with_years})" if med == med else "–", num=True))
+        cid = f"{base}|approved_before_first_trial"
+        counts.add(cid, int(r.approved_before_first_trial), None)
+        row.append(Cell(_fmt(r.approved_before_first_trial), count_id=cid, num=True))
+        cid = f"{base}|approved_no_trials"
+        counts.add(cid, int(r.approved_no_trials), None)
+        row.append(Cell(_fmt(r.approved_no_trials), count_id=cid, num=True))
+        row.append(Cell(str(r.approved_no_trials_names or "")))
         rows.append(row)
     top = fr.head(FUNNEL_TOP)
     cats = [group_text(r.family, r.msc_source) for r in _rows(top)]
     series = []
-    for stage, name in (("registered", "registered"), ("reached_phase2", "reached phase 2"),
-                        ("reached_phase3", "reached phase 3")):
+    for stage, name in (("registered", "registered trials"), ("reached_phase2", "reached phase 2"),
+                        ("reached_phase3", "reached phase 3"),
+                        ("approved_products", "approved products (with registered trials)")):
         series.append(Series(name, [int(v) for v in top[stage]],
                              [f"{_cid('funnel', r.family, r.msc_source)}|{stage}" for r in _rows(top)],
                              color=COLORS[stage]))
     table = TableView(["cell type · MSC source", "registered", "reached phase 2", "reached phase 3",
-                       "terminated/withdrawn", "approved products", "approved products (any regulator)"], rows,
-                      note="Approved products count catalog products (any regulator, any status) of that cell "
-                           "type and MSC source, not trials.")
-    return Chapter("funnel", "Development funnel", "", [SectionView(
+                       "terminated/withdrawn", "approved products with registered trials here",
+                       "those products (brands)", "median years, first trial start → first approval (n)",
+                       "approved before their first registered trial", "approved, no registered trial here",
+                       "those products (brands)"], rows,
+                      note="A product is an active substance: brands, code names and regulators are approvals of "
+                           "it (Prochymal and Ryoncil are one product, remestemcel-L). The approved stage counts "
+                           "the group's catalog products named by at least one of its registered trials (click to "
+                           "list those trials); the group's other catalog products were approved without a "
+                           "registered trial in this report and are shown apart. Years to approval run from the "
+                           "start of the earliest registered trial naming the product to its first approval by any "
+                           "regulator; products approved before that trial started are counted apart, not as "
+                           "negative years.")
+    sections = [SectionView(
         "funnel", "From registered trials to approved products",
         "Per cell type (and MSC source): trials, trials that reached phase 2 (phase 1/2 counts) and phase 3, "
-        "and approved products in the celltrials catalog (celltrials.analysis.funnel).",
-        Chart("funnel", f"Development funnel (top {FUNNEL_TOP} groups)", "grouped", cats, series,
-              y_title="trials"), table)])
+        "and approved products (active substances in the celltrials catalog) that at least one of those trials "
+        "names (celltrials.analysis.funnel).",
+        Chart("funnel", "Development funnel: trials → phase 2 → phase 3 → approved products", "grouped",
+              cats, series, y_title="trials; approved products (log scale)", log_scale=True,
+              note=f"The {len(cats)} cell types with most trials. The last bar of each group counts approved "
+                   "products (active substances) named by its trials, the others count trials; log scale. "
+                   "Approved products without a registered trial here are listed in the table."),
+        table)]
+    if products is not None and len(products):
+        prow = []
+        for r in _rows(products):
+            cid = _cid("funnel_products", r.substance)
+            prow.append([Cell(str(r.substance)), Cell(str(r.products)), Cell(group_text(r.family, r.msc_source)),
+                         Cell(str(r.regulators)), Cell(str(r.first_approval) or "–"),
+                         counts.cell(cid, r.n_trials, r.trial_ids),
+                         Cell(_day(r.first_trial_start) or "–"), Cell(_years_text(r))])
+        sections.append(SectionView(
+            "funnel_products", "Approved products and time to approval",
+            "Every catalog product (active substance) of the cell types above: its brands and regulators, the "
+            "report's trials that name it, and the years from the start of the first of them to the first "
+            "approval.", None,
+            TableView(["product (active substance)", "brands", "cell type · MSC source", "regulators",
+                       "first approval", "trials naming it", "first trial start",
+                       "years to approval"], prow)))
+    return Chapter("funnel", "Development funnel", "", sections)
 
 
 # ------------------------------------------------------------------ outputs
@@ -591,6 +733,36 @@ def _encode_lists(lists: dict[str, list[str]], trial_ids: pd.Index) -> dict[str,
     return out
 
 
+#: the trial table and the trial lists behind the counts stay inside
+#: report.html up to this size; above it they go to LISTS_FILE beside it,
+#: loaded by the page on the first click (a <script> element, so it works
+#: offline from the folder) — report.html stays small at any number of trials
+INLINE_LISTS_MAX_BYTES = 8 << 20
+LISTS_FILE = "report-lists.js"
+
+
+def _place_lists(out: Path, page_data: dict[str, Any], lists: dict[str, Any]) -> None:
+    text = _json_for_script(lists)
+    side = out / LISTS_FILE
+    if len(text) <= INLINE_LISTS_MAX_BYTES:
+        page_data.update(lists)
+        side.unlink(missing_ok=True)
+        return
+    page_data["lists_src"] = LISTS_FILE
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(f"window.celltrialsLists({text});\n", encoding="utf-8")
+    tmp.replace(side)
+
+
+def read_lists_file(path: Path) -> dict[str, Any]:
+    """The ``trials`` and ``lists`` of a report's side file (for checks and tests)."""
+    text = path.read_text(encoding="utf-8").strip()
+    prefix, suffix = "window.celltrialsLists(", ");"
+    if not (text.startswith(prefix) and text.endswith(suffix)):
+        raise ValueError(f"{path} is not a celltrials report lists file")
+    return dict(orjson.loads(text[len(prefix):-len(suffix)]))
+
+
 def _relative_sources(paths: list[str]) -> tuple[str, dict[str, str]]:
     real = [p for p in paths if p]
     if not real:
@@ -623,7 +795,7 @@ def build_report(store: Any, out_dir: str | Path, filters: L.Filters | None = No
 
     def step(i: int, msg: str = "") -> float:
         if progress:
-            progress(ReportProgress(steps[i], i, len(steps), msg))
+            progress(ProgressEvent("report", "step", steps[i], done=i, total=len(steps), index=i, message=msg))
         return time.perf_counter()
 
     try:
@@ -659,12 +831,18 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
     secs: dict[str, pd.DataFrame] = {name: fn(con, sel) for name, fn in L.SECTIONS.items()}
     secs["exclusions"] = L.exclusions(con, filters)
     dd = L.data_date(con)
-    fr, funnel_ids, funnel_error = _funnel(sel, con)
+    from celltrials.analysis.coverage import source_windows
+
+    windows = source_windows(con)
+    secs["year_coverage"], secs["year_coverage_sources"] = _year_coverage(sel, dd, windows)
+    fr, funnel_ids, funnel_error, funnel_products = _funnel(sel, con)
     if fr is not None:
         f_tab = fr.copy()
         f_tab["trial_ids"] = [funnel_ids.get(_cid("funnel", r.family, r.msc_source) + "|registered", [])
                               for r in _rows(fr)]
         secs["funnel"] = f_tab
+    if funnel_products is not None:
+        secs["funnel_products"] = funnel_products
     timings["sections"] = time.perf_counter() - t
 
     counts = _Counts()
@@ -694,6 +872,7 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
         FROM trial_records WHERE n_records > 1""").fetchall()[0]
     counts.add("methods:merged_trials_store", int(merged[0]), None)
     counts.add("methods:merged_records_store", int(merged[1]), None)
+    quality = _quality_summary(con)
     sql, params = L.selection_sql(filters)
     described = filters.describe()
     if filters.country:  # as the store spells them
@@ -749,13 +928,12 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
         [L.label(x) for x in tl["status"].tolist()], [L.label(x) for x in tl["phase"].tolist()],
         starts.tolist(), strict=True))
     trial_index = pd.Index(tl["trial_id"].astype(str).tolist(), dtype=object)
-    page_data = {
+    page_data: dict[str, Any] = {
         "version": celltrials.__version__,
         "counts": counts.counts,
-        "trials": trial_rows,
-        "lists": _encode_lists(counts.lists, trial_index),
         "charts": {c.id: to_plotly(c) for c in charts if not c.empty},
     }
+    _place_lists(out, page_data, {"trials": trial_rows, "lists": _encode_lists(counts.lists, trial_index)})
     _render_html(html, {
         "title": "Cell-therapy clinical-trial landscape",
         "version": celltrials.__version__, "generated": generated,
@@ -765,11 +943,12 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
         "sources": TableView(["file", "format", "registries", "ingested", "records read",
                               "latest registry update", "trials in report"], src_rows,
                              note=f"Paths relative to {root}." if root else ""),
-        "snapshot_dates": _snapshot_dates(snap),
+        "windows": _coverage_windows(snap, windows, rel),
         "exclusions": TableView(["reason", "trials"], exc_rows,
                             note="The trial ids of each reason are in tables/exclusions.csv."),
         "gaps": TableView(["label gap", "trials"], gap_rows),
         "merged": {"trials": int(merged[0]), "records": int(merged[1])},
+        "quality": quality,
         "sql": sql, "params": params, "taxonomy_version": tax_version,
         "registries_present": registries_present, "labelled": labelled,
         "python": platform.python_version(),
@@ -783,70 +962,58 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
     _remove_stale(out, {p.name for p in fig_paths}, {p.name for p in table_paths})
     timings["total"] = time.perf_counter() - t_all
     if progress:
-        progress(ReportProgress("done", len(steps), len(steps), str(html)))
+        progress(ProgressEvent("report", "done", "done", done=len(steps), total=len(steps), index=len(steps),
+                              message=str(html)))
     return ReportResult(out, html, xlsx, fig_paths, table_paths, len(sel), dd, described, secs, timings)
 
 
 class _Drawing:
-    """Matplotlib figures drawn by worker subprocesses (``python -m
-    celltrials.report._draw``): started first, they import Matplotlib while
-    the trials are selected, draw the charts they are handed (:meth:`start`)
-    while this process writes the tables and the HTML; then this process
-    draws what they have not claimed yet, from the other end of the list.
-    ``jobs`` = 0 draws everything here. A chart a worker claimed but did not
-    finish is drawn here too, so a broken worker costs time, never figures."""
+    """Matplotlib figures drawn by a :class:`~concurrent.futures.ProcessPoolExecutor`
+    (``forkserver`` processes: the store's DuckDB threads are never forked).
+    The workers start importing Matplotlib as soon as the report starts; the
+    charts are handed to them slowest first (:meth:`start`) while this process
+    writes the tables and the HTML; then this process draws, from the other end
+    of the list, every chart no worker has started yet (a cancelled future).
+    A chart whose worker failed is drawn here too, so a broken worker costs
+    time, never figures. ``jobs`` = 0 draws everything here."""
 
     def __init__(self, out_dir: Path, jobs: int | None) -> None:
-        import tempfile
-
         cpus = os.cpu_count() or 1
         n = jobs if jobs is not None else min(3, cpus - 1)
-        self.charts: list[Chart] = []
         self.out_dir = out_dir
-        self.procs: list[subprocess.Popen[str]] = []
-        self.claims = Path(tempfile.mkdtemp(prefix="celltrials-figures-"))
-        env = {**os.environ, "MPLBACKEND": "Agg"}
-        for _ in range(max(0, n)):
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celltrials.report._draw", "-", str(out_dir), str(self.claims)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        self.charts: list[Chart] = []
+        self.futures: list[Future[list[Path]]] = []
+        self.pool: ProcessPoolExecutor | None = None
+        if n > 0:
+            self.pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("forkserver"),
+                                            initializer=prepare_matplotlib)
+            for _ in range(n):  # start the workers (and their Matplotlib import) now
+                self.pool.submit(os.getpid)
 
     def start(self, charts: list[Chart]) -> None:
         """Hand the charts to the workers (slowest first: workers start on
         those, this process takes the quick ones at the end)."""
         self.charts = sorted(charts, key=lambda c: -(len(c.categories) * max(1, len(c.series)) + 10 * len(c.rows)))
-        spec = self.claims / "charts.json"
-        spec.write_text(json.dumps([chart_to_dict(c) for c in self.charts]), encoding="utf-8")
-        for proc in self.procs:
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(f"{spec}\n")
-                proc.stdin.close()
-            except (OSError, ValueError):  # the worker died: its share is drawn here
-                pass
-            proc.stdin = None  # handed over; communicate() must not touch it again
+        if self.pool is not None:
+            self.futures = [self.pool.submit(draw_matplotlib, c, self.out_dir) for c in self.charts]
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            with contextlib.suppress(OSError, ValueError):
-                proc.communicate()
-        self.procs = []
-        shutil.rmtree(self.claims, ignore_errors=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
     def result(self) -> list[Path]:
         try:
-            for c in reversed(self.charts):
-                if claim(self.claims, c.id):
+            if not self.futures:
+                return sorted(p for c in self.charts for p in draw_matplotlib(c, self.out_dir))
+            for c, fut in reversed(list(zip(self.charts, self.futures, strict=True))):
+                if fut.cancel():  # no worker has started it
                     draw_matplotlib(c, self.out_dir)
-            for proc in self.procs:
-                proc.communicate()
             paths: list[Path] = []
-            for c in self.charts:
+            for c, fut in zip(self.charts, self.futures, strict=True):
                 want = [self.out_dir / f"{c.id}.svg", self.out_dir / f"{c.id}.png"]
-                if not all(w.is_file() and w.stat().st_size for w in want):  # a worker failed on it
-                    want = draw_matplotlib(c, self.out_dir)
+                if not fut.cancelled() and fut.exception() is not None:
+                    want = draw_matplotlib(c, self.out_dir)  # the worker failed on it
                 paths.extend(want)
         finally:
             self.close()
@@ -854,7 +1021,8 @@ class _Drawing:
 
 
 #: every file name a report can write under figures/ and tables/
-_KNOWN_STEMS = {*L.SECTIONS, "exclusions", "funnel", "trials"}
+_KNOWN_STEMS = {*L.SECTIONS, "exclusions", "funnel", "funnel_products", "trials", "year_coverage",
+                "year_coverage_sources"}
 
 
 def _remove_stale(out: Path, figures: set[str], tables: set[str]) -> None:
@@ -881,14 +1049,18 @@ def _day(v: Any) -> str:
     return v.strftime("%Y-%m-%d") if hasattr(v, "strftime") else str(v)[:10]
 
 
-def _snapshot_dates(snap: pd.DataFrame) -> list[dict[str, str]]:
-    """Latest registry update per source format among sources with trials in the report."""
-    s = snap[(snap["n_trials"] > 0) & snap["latest_update"].notna()]
+def _coverage_windows(snap: pd.DataFrame, windows: pd.DataFrame, rel: dict[str, str]) -> list[dict[str, Any]]:
+    """The coverage window of every source with trials in the report (snapshot
+    date: :func:`celltrials.analysis.coverage.source_windows`), earliest end first."""
+    n = dict(zip(snap["source"], snap["n_trials"], strict=True))
     out = []
-    for fmt, g in s.groupby("format", sort=True):
-        out.append({"format": str(fmt), "date": _day(max(g["latest_update"])),
-                    "registries": ", ".join(sorted({str(x) for x in g["registries"].dropna()}))})
-    return out
+    for r in _rows(windows):
+        if not n.get(r.source):
+            continue
+        out.append({"file": rel.get(str(r.source), str(r.source)), "format": str(r.format),
+                    "registries": str(r.registries or ""), "date": _day(r.snapshot_date) or "unknown",
+                    "n_trials": int(n[r.source])})
+    return sorted(out, key=lambda w: (w["date"], w["file"]))
 
 
 _FORMAT_NAMES = {

@@ -39,6 +39,10 @@ class Series:
     hatched: list[bool] = field(default_factory=list)
     #: per point colours (overrides ``color``), e.g. one colour per sponsor class
     point_colors: list[str] = field(default_factory=list)
+    #: per point: True draws the bar faded and cross-hatched (e.g. a year the data do not cover)
+    faded: list[bool] = field(default_factory=list)
+    #: per point: a line added to the hover text (e.g. why the bar is marked)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -55,6 +59,10 @@ class Chart:
     rows: list[str] = field(default_factory=list)
     z: list[list[int]] = field(default_factory=list)
     z_ids: list[list[str | None]] = field(default_factory=list)
+    #: value axis on a log scale (e.g. a funnel from thousands of trials to a few products)
+    log_scale: bool = False
+    #: vertical dashed lines at category positions (``x``: index, fractions between), labelled ``text``
+    vlines: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -108,8 +116,16 @@ def to_plotly(chart: Chart) -> dict[str, Any]:
             "hovertemplate": ("%{y}" if horizontal else "%{x}") + f"{' · ' + s.name if len(chart.series) > 1 else ''}"
                              ": %{" + ("x" if horizontal else "y") + "} trials<br>click to list them<extra></extra>",
         }
-        if s.hatched and any(s.hatched):
-            trace["marker"]["pattern"] = {"shape": ["/" if h else "" for h in s.hatched], "solidity": 0.45}
+        faded = s.faded or [False] * n
+        if (s.hatched and any(s.hatched)) or any(faded):
+            hatched = s.hatched or [False] * n
+            trace["marker"]["pattern"] = {"shape": ["x" if f else "/" if h else "" for h, f in zip(hatched, faded, strict=True)],
+                                          "solidity": 0.45}
+        if any(faded):
+            trace["marker"]["opacity"] = [0.4 if f else 1.0 for f in faded]
+        if s.notes and any(s.notes):
+            trace["hovertext"] = s.notes
+            trace["hovertemplate"] = trace["hovertemplate"].replace("<br>click", "%{hovertext}<br>click")
         if horizontal:
             trace.update({"orientation": "h", "y": chart.categories, "x": s.values})
         else:
@@ -139,7 +155,23 @@ def to_plotly(chart: Chart) -> dict[str, Any]:
         top = max((sum(v) for v in zip(*(s.values for s in chart.series), strict=True)), default=0)
     else:
         top = max((v for s in chart.series for v in s.values), default=0)
-    layout["xaxis" if horizontal else "yaxis"]["range"] = [0, max(1.0, top * (1.12 if len(chart.series) == 1 else 1.05))]
+    if chart.vlines and not horizontal:
+        line = {"color": "#444444", "width": 1.2, "dash": "dash"}
+        layout["shapes"] = [{"type": "line", "xref": "x", "yref": "paper", "x0": v["x"], "x1": v["x"], "y0": 0,
+                             "y1": 1, "line": line} for v in chart.vlines]
+        layout["annotations"] = [{"xref": "x", "yref": "paper", "x": v["x"], "y": 0.99, "xanchor": "right",
+                                  "yanchor": "top", "textangle": -90, "showarrow": False, "text": v["text"],
+                                  "font": {"size": 11, "color": "#333333"}, "bgcolor": "rgba(255,255,255,0.75)"}
+                                 for v in chart.vlines]
+    if chart.log_scale:
+        import math
+
+        hi = math.log10(max(top, 1)) + 0.15
+        layout["xaxis" if horizontal else "yaxis"].update({
+            "type": "log", "range": [-0.15, hi],
+            "tickvals": [10 ** k for k in range(int(hi) + 1)], "ticktext": [f"{10 ** k:,}" for k in range(int(hi) + 1)]})
+    else:
+        layout["xaxis" if horizontal else "yaxis"]["range"] = [0, max(1.0, top * (1.12 if len(chart.series) == 1 else 1.05))]
     return {"data": data, "layout": layout}
 
 
@@ -164,6 +196,11 @@ def _wrap(text: str, width: int = 34) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def prepare_matplotlib() -> None:
+    """Import and configure Matplotlib (the slow part of a drawing worker's start)."""
+    _mpl()
+
+
 def draw_matplotlib(chart: Chart, out_dir: Path, *, dpi: int = 200) -> list[Path]:
     """Write ``<id>.svg`` and ``<id>.png`` into ``out_dir``; returns the paths."""
     plt = _mpl()
@@ -180,10 +217,16 @@ def draw_matplotlib(chart: Chart, out_dir: Path, *, dpi: int = 200) -> list[Path
         _draw(ax, chart, plt)
         ax.set_title(chart.title, loc="left")
         if chart.note:
-            fig.text(0.0, 0.0, chart.note, fontsize=7.5, color="#555555", ha="left", va="bottom",
-                     transform=fig.transFigure)
+            import textwrap
+
+            # wrapped to the figure's width; the figure grows to hold it
+            lines = [ln for para in chart.note.split("\n") for ln in textwrap.wrap(para, max(40, int(w * 17)))]
+            extra = 0.13 * len(lines) + 0.06
+            fig.set_size_inches(w, h + extra)
+            fig.text(0.005, 0.005, "\n".join(lines), fontsize=7.5, color="#555555", ha="left", va="bottom",
+                     transform=fig.transFigure, linespacing=1.25)
             engine: Any = fig.get_layout_engine()
-            engine.set(rect=(0, 0.05, 1, 0.95))
+            engine.set(rect=(0, extra / (h + extra), 1, 1 - extra / (h + extra)))
         # lay out once, then freeze it for both files (constrained layout would rerun per save)
         fig.draw_without_rendering()
         fig.set_layout_engine("none")
@@ -234,6 +277,8 @@ def _draw(ax: Any, chart: Chart, plt: Any) -> None:
     for i, s in enumerate(chart.series):
         vals = np.array(s.values, dtype=float)
         hatches = [("///" if h else "") for h in s.hatched] if s.hatched else [""] * n
+        faded = s.faded or [False] * n
+        hatches = ["xxx" if f else h for h, f in zip(hatches, faded, strict=True)]
         offs = pos + (i - (k - 1) / 2) * width if chart.kind == "grouped" else pos
         if horizontal:
             bars = ax.barh(offs, vals, height=width, left=left if chart.kind == "hstacked" else None,
@@ -241,14 +286,21 @@ def _draw(ax: Any, chart: Chart, plt: Any) -> None:
         else:
             bars = ax.bar(offs, vals, width=width, bottom=left if chart.kind == "stacked" else None,
                           color=s.point_colors or s.color, label=s.name, edgecolor="white", linewidth=0.4)
-        for b, hatch in zip(bars, hatches, strict=False):
+        for b, hatch, fade in zip(bars, hatches, faded, strict=False):
             if hatch:
                 b.set_hatch(hatch)
+            if fade:
+                b.set_alpha(0.4)
         if k == 1:
             labels = [f"{int(v)}" if v else "" for v in vals]
             ax.bar_label(bars, labels=labels, padding=2, fontsize=7.5, color="#333333")
         if chart.kind in ("stacked", "hstacked"):
             left = left + vals
+    if chart.log_scale:
+        from matplotlib.ticker import FuncFormatter
+
+        (ax.set_xscale if horizontal else ax.set_yscale)("log", nonpositive="clip")
+        (ax.xaxis if horizontal else ax.yaxis).set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     if horizontal:
         ax.set_yticks(pos, cats)
         ax.invert_yaxis()
@@ -267,5 +319,23 @@ def _draw(ax: Any, chart: Chart, plt: Any) -> None:
         ax.set_ylabel(chart.y_title or "trials")
         ax.set_xlabel(chart.x_title)
         ax.margins(y=0.1)
-    if k > 1 or (k == 1 and chart.series[0].name != "trials"):
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    marked = [(any(s.hatched), any(s.faded)) for s in chart.series]
+    if chart.vlines and not horizontal:
+        from matplotlib.transforms import blended_transform_factory
+
+        tr = blended_transform_factory(ax.transData, ax.transAxes)
+        for v in chart.vlines:
+            ax.axvline(v["x"], color="#444444", linestyle="--", linewidth=0.9)
+            ax.text(v["x"] - 0.08, 0.98, v["text"], transform=tr, rotation=90, ha="right", va="top", fontsize=7,
+                    color="#333333", bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
+    if k > 1 or (k == 1 and chart.series[0].name != "trials") or any(h or f for h, f in marked):
+        from matplotlib.patches import Patch
+
+        handles, labels = ax.get_legend_handles_labels()
+        if any(h for h, _ in marked):
+            handles.append(Patch(facecolor="#999999", hatch="///", edgecolor="white", linewidth=0))
+            labels.append("year covered in part")
+        if any(f for _, f in marked):
+            handles.append(Patch(facecolor="#999999", hatch="xxx", edgecolor="white", alpha=0.4, linewidth=0))
+            labels.append("year not covered by the data")
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)

@@ -19,7 +19,7 @@ from celltrials.normalize import (
     DateError,
     clean_text,
     country_from_location,
-    normalize_countries,
+    finish_record,
     normalize_enrollment,
     normalize_phase,
     normalize_sponsor_class,
@@ -131,7 +131,7 @@ def _parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecor
     completion = date("completion") or date("primary_completion")
     registered = date("first_posted")
     last_update = date("last_update")
-    return ParsedRecord(
+    return finish_record(ParsedRecord(
         channel=CHANNEL_CTGOV,
         source_format="ctgov_csv_classic" if classic else "ctgov_csv",
         record_id=primary.key,
@@ -145,7 +145,7 @@ def _parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecor
         status_raw=get("status"),
         phase=normalize_phase(phases),
         phase_raw=phases,
-        study_type=clean_text(get("study_type")).split(":")[0].upper().replace(" ", "_"),
+        study_type_raw=get("study_type"),
         start_date=start,  # type: ignore[arg-type]
         completion_date=completion,  # type: ignore[arg-type]
         registration_date=registered,  # type: ignore[arg-type]
@@ -153,13 +153,13 @@ def _parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecor
         enrollment=enrollment,
         conditions=split_list(get("conditions")),
         interventions=[split_intervention(t) for t in split_list(get("interventions"))],
-        countries=normalize_countries([country_from_location(x) for x in split_list(get("locations"))]),
+        countries_raw=[country_from_location(x) for x in split_list(get("locations"))],
         sponsors=sponsors,
         outcomes=outcomes,
         has_results=get("results").strip().lower() in {"has results", "yes"},
         url=safe_url(get("url")) or f"https://clinicaltrials.gov/study/{primary.key}",
         position=position,
-    )
+    ))
 
 
 def parse_csv_text(text: str, path: str) -> ParseStream:

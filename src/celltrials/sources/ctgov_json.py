@@ -29,7 +29,7 @@ from celltrials.models import (
 from celltrials.normalize import (
     DateError,
     clean_text,
-    normalize_countries,
+    finish_record,
     normalize_enrollment,
     normalize_phase,
     normalize_sponsor_class,
@@ -127,7 +127,7 @@ def _parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) 
         for o in outcomes_mod.get(key) or []:
             outcomes.append(Outcome(kind, clean_text(o.get("measure")), clean_text(o.get("timeFrame")), clean_text(o.get("description"))))
 
-    return ParsedRecord(
+    return finish_record(ParsedRecord(
         channel=CHANNEL_CTGOV,
         source_format=source_format,
         record_id=primary.key,
@@ -145,7 +145,7 @@ def _parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) 
         why_stopped=clean_text(status.get("whyStopped")),
         phase=normalize_phase(phase_raw) if phases else "UNKNOWN",
         phase_raw=phase_raw,
-        study_type=clean_text(design.get("studyType")),
+        study_type_raw=clean_text(design.get("studyType")),
         start_date=_date(status.get("startDateStruct"), "startDate", nct, position),
         completion_date=_date(status.get("completionDateStruct") or status.get("primaryCompletionDateStruct"), "completionDate", nct, position),
         registration_date=_date(status.get("studyFirstSubmitDate") or status.get("studyFirstPostDateStruct"), "studyFirstSubmitDate", nct, position),
@@ -173,14 +173,14 @@ def _parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) 
             )
             for a in arms_mod.get("armGroups") or []
         ],
-        countries=normalize_countries([loc.get("country", "") for loc in locs]),
+        countries_raw=[loc["country"] for loc in locs if isinstance(loc.get("country"), str) and loc["country"].strip()],
         sponsors=sponsors,
         outcomes=outcomes,
         eligibility=(elig.get("eligibilityCriteria") or "").strip(),
         has_results=bool(study.get("hasResults")) or "resultsSection" in study,
         url=f"https://clinicaltrials.gov/study/{primary.key}",
         position=position,
-    )
+    ))
 
 
 def iter_studies(obj: Any) -> Iterator[Any]:
@@ -214,9 +214,53 @@ def load_json_bytes(data: bytes, path: str) -> Any:
         raise DataFileError(reason, path=path) from None
 
 
+#: JSON arrays larger than this are split into studies by DuckDB's JSON
+#: reader as they are read, instead of being loaded whole (bounded memory)
+STREAM_MIN_BYTES = 64 << 20
+#: the largest study object the streaming reader accepts (its read buffer follows it)
+STREAM_MAX_OBJECT = 16 << 20
+
+
 def parse_json(path: Path) -> ParseStream:
+    if path.stat().st_size >= STREAM_MIN_BYTES and _starts_array(path):
+        yield from _with_path(_parse_stream(_stream_array(path)), path)
+        return
     data = path.read_bytes()
     yield from _with_path(_parse_stream(iter_studies_checked(load_json_bytes(data, str(path)), str(path))), path)
+
+
+def _starts_array(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"["
+
+
+def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
+    """The elements of a top-level JSON array, parsed one by one.
+
+    DuckDB's ``read_json_objects`` finds the element boundaries (in C++,
+    streaming); each element's text is parsed with orjson. A malformed or
+    truncated file raises :class:`DataFileError` when the reader reaches it.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads = 1")
+        literal = "'" + str(path).replace("'", "''") + "'"
+        reader = con.sql(f"SELECT json FROM read_json_objects({literal}, format = 'array', "
+                         f"maximum_object_size = {STREAM_MAX_OBJECT})").to_arrow_reader(batch)
+        while True:
+            try:
+                chunk = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (duckdb.Error, OSError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise DataFileError(f"malformed or truncated JSON ({first})", path=str(path)) from None
+            for text in chunk.column(0).to_pylist():
+                yield orjson.loads(text)
+    finally:
+        con.close()
 
 
 def iter_studies_checked(obj: Any, path: str) -> Iterator[Any]:

@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeET
+
 from celltrials.errors import DataFileError, RecordError
 from celltrials.models import CHANNEL_ICTRP, Intervention, Outcome, ParsedRecord, Sponsor
 from celltrials.normalize import (
     DateError,
     clean_text,
-    normalize_countries,
+    finish_record,
     normalize_enrollment,
     normalize_phase,
     normalize_sponsor_class,
@@ -129,7 +132,7 @@ def _parse_row(row: dict[str, Any], source_format: str, position: int) -> Parsed
     outcomes = [Outcome("primary", clean_text(p)) for p in re.split(r";|\n", _text(row, "primary_outcome")) if p.strip()]
     outcomes += [Outcome("secondary", clean_text(p)) for p in re.split(r";|\n", _text(row, "secondary_outcome")) if p.strip()]
     phase_raw = _text(row, "phase")
-    return ParsedRecord(
+    return finish_record(ParsedRecord(
         channel=CHANNEL_ICTRP,
         source_format=source_format,
         record_id=trial_id,
@@ -143,21 +146,21 @@ def _parse_row(row: dict[str, Any], source_format: str, position: int) -> Parsed
         status_raw=_text(row, "recruitment_status"),
         phase=normalize_phase(phase_raw),
         phase_raw=phase_raw,
-        study_type=clean_text(_text(row, "study_type")),
+        study_type_raw=_text(row, "study_type"),
         start_date=date_of("date_enrollement", "date_enrollment"),
         registration_date=date_of("date_registration3", "date_registration"),
         last_update=date_of("last_refreshed_on"),
         enrollment=normalize_enrollment(_text(row, "target_size").strip() or None, "UNKNOWN"),
         conditions=split_conditions(_text(row, "condition")),
         interventions=split_interventions(_text(row, "intervention")),
-        countries=normalize_countries(re.split(r"[;\n]", _text(row, "countries"))),
+        countries_raw=[c for c in re.split(r"[;\n]", _text(row, "countries")) if c.strip()],
         sponsors=[Sponsor(sponsor, "lead", normalize_sponsor_class(None, sponsor))] if sponsor else [],
         outcomes=outcomes,
         eligibility="\n".join(x for x in (inclusion, exclusion) if x),
         has_results=_text(row, "results_yes_no").strip().lower() == "yes",
         url=safe_url(clean_text(_text(row, "web_address"))),  # http(s) only; the raw text stays in raw
         position=position,
-    )
+    ))
 
 
 def _rows_to_records(rows: Iterator[tuple[int, dict[str, Any]]], source_format: str, path: str) -> ParseStream:
@@ -197,18 +200,29 @@ def parse_csv_text(text: str, path: str) -> ParseStream:
 
 
 def parse_xml(path: Path) -> ParseStream:
+    """Stream ``<Trial>`` elements (memory stays bounded on large exports);
+    defusedxml refuses entity declarations and external references."""
+    where = str(path)
     try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise DataFileError(f"malformed XML ({exc})", path=str(path)) from None
+        events = SafeET.iterparse(where, events=("start", "end"))
+        _, root = next(events)
+    except (ET.ParseError, DefusedXmlException) as exc:
+        raise DataFileError(f"malformed XML ({exc})", path=where) from None
     if root.tag != "Trials_downloaded_from_ICTRP":
-        raise DataFileError(f"unexpected XML root <{root.tag}>", path=str(path))
+        raise DataFileError(f"unexpected XML root <{root.tag}>", path=where)
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
-        for pos, trial in enumerate(root.iter("Trial"), start=1):
-            yield pos, {snake(child.tag): (child.text or "") for child in trial}
+        pos = 0
+        try:
+            for event, el in events:
+                if event == "end" and el.tag == "Trial":
+                    pos += 1
+                    yield pos, {snake(child.tag): (child.text or "") for child in el}
+                    root.clear()  # drop the trials already read
+        except (ET.ParseError, DefusedXmlException) as exc:
+            raise DataFileError(f"malformed XML after trial {pos} ({exc})", path=where) from None
 
-    yield from _rows_to_records(rows(), "ictrp_xml", str(path))
+    yield from _rows_to_records(rows(), "ictrp_xml", where)
 
 
 def parse_xlsx(path: Path) -> ParseStream:

@@ -26,6 +26,7 @@ and their offline recall check), ``client`` (HTTP, rate limit, retries) and
 ``runs`` (saved queries, checkpoints, resume, update; schema step 3).
 """
 
+from celltrials.progress import Progress, ProgressEvent
 from celltrials.sync.client import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_BACKOFF,
@@ -35,7 +36,6 @@ from celltrials.sync.client import (
     MAX_RETRY_AFTER,
     RETRY_STATUS,
     CtgovClient,
-    RetryEvent,
     parse_retry_after,
 )
 from celltrials.sync.presets import (
@@ -61,9 +61,7 @@ from celltrials.sync.queries import (
     since_filter,
 )
 from celltrials.sync.runs import (
-    Progress,
     QueryRun,
-    SyncEvent,
     SyncResult,
     fetch,
     fetch_ids,
@@ -75,8 +73,8 @@ from celltrials.sync.runs import (
 __all__ = [
     "DEFAULT_BACKOFF", "DEFAULT_BASE_URL", "DEFAULT_MAX_BACKOFF", "DEFAULT_MAX_RETRIES", "DEFAULT_RATE",
     "DEFAULT_TIMEOUT", "MAX_RETRY_AFTER", "MAX_URL_BYTES", "PAGE_SIZE", "QUERY_PARAMS", "RETRY_STATUS",
-    "CtgovClient", "PhraseMatcher", "Preset", "PresetQuery", "Progress", "Query", "QueryRun", "RetryEvent",
-    "SyncEvent", "SyncResult", "and_advanced", "essie_or", "fetch", "fetch_ids", "fetch_preset", "get_preset",
+    "CtgovClient", "PhraseMatcher", "Preset", "PresetQuery", "Progress", "ProgressEvent", "Query", "QueryRun",
+    "SyncResult", "and_advanced", "essie_or", "fetch", "fetch_ids", "fetch_preset", "get_preset",
     "load_presets", "normalize_base_url", "parse_retry_after", "preset_recall", "query_id", "record_text",
     "request_url", "since_filter", "sync_status", "update",
 ]

@@ -7,7 +7,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -18,6 +17,7 @@ import orjson
 
 from celltrials import __version__
 from celltrials.errors import ConfigError, FetchError, PageError
+from celltrials.progress import Progress, ProgressEvent, logger
 from celltrials.sync.queries import DEFAULT_BASE_URL, PAGE_SIZE, _page_params, normalize_base_url
 
 #: requests per minute; ClinicalTrials.gov is commonly quoted at ~50/min per IP
@@ -29,15 +29,6 @@ DEFAULT_MAX_BACKOFF = 120.0
 #: a Retry-After longer than this is not waited out: the sync stops (resumable)
 MAX_RETRY_AFTER = 900.0
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-
-@dataclass
-class RetryEvent:
-    url: str
-    attempt: int  # the attempt that failed, 1-based
-    max_attempts: int
-    reason: str
-    delay: float
-
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
@@ -82,7 +73,7 @@ class CtgovClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
-        on_retry: Callable[[RetryEvent], None] | None = None,
+        on_retry: Progress | None = None,
     ) -> None:
         if max_retries < 0:
             raise ConfigError("--max-retries must be 0 or more")
@@ -147,6 +138,7 @@ class CtgovClient:
         for attempt in range(1, attempts + 1):
             self._wait_for_slot()
             self.n_requests += 1
+            logger.debug("GET %s (attempt %d/%d)", shown, attempt, attempts)
             retry_after: float | None = None
             try:
                 resp = self._http.get(url, params=dict(params or {}))
@@ -168,7 +160,8 @@ class CtgovClient:
                 break
             delay = retry_after if retry_after is not None else self._backoff(attempt - 1)
             if self.on_retry:
-                self.on_retry(RetryEvent(shown, attempt, attempts, last, delay))
+                self.on_retry(ProgressEvent("sync", "retry", shown, done=attempt, total=attempts,
+                                            message=f"{last}; retrying in {delay:.1f} s"))
             if delay > 0:
                 self.sleep(delay)
             if retry_after is not None and self.rate:

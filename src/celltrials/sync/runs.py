@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,8 +18,9 @@ import orjson
 
 from celltrials.errors import ConfigError, FetchError, PageError, RecordError
 from celltrials.models import ParsedRecord
+from celltrials.progress import Progress, ProgressEvent
 from celltrials.sources.ctgov_json import FORMAT, parse_study
-from celltrials.store import Store, register_migration
+from celltrials.store import Store
 from celltrials.sync.client import CtgovClient, _page_label, _TokenRefused
 from celltrials.sync.presets import Preset, get_preset
 from celltrials.sync.queries import (
@@ -36,43 +37,10 @@ from celltrials.sync.queries import (
 _NCT = re.compile(r"^NCT\d{8}$")
 
 # ------------------------------------------------------------------ schema v3
-SCHEMA_SYNC = """
-CREATE TABLE IF NOT EXISTS sync_queries (
-    query_id VARCHAR PRIMARY KEY, name VARCHAR, params JSON, base_url VARCHAR,
-    created_at TIMESTAMP, last_complete_sync TIMESTAMP, last_complete_started DATE
-);
-CREATE SEQUENCE IF NOT EXISTS sync_run_seq START 1;
-CREATE TABLE IF NOT EXISTS sync_runs (
-    run_id INTEGER PRIMARY KEY, query_id VARCHAR, kind VARCHAR, params JSON,
-    started_at TIMESTAMP, updated_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
-    next_page_token VARCHAR, pages_done INTEGER, studies_seen INTEGER, n_new INTEGER,
-    total_count INTEGER, page_size INTEGER, error VARCHAR
-);
-"""
-
-
-def _migrate(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(SCHEMA_SYNC)
-
-
-register_migration(3, "sync", _migrate)
+# the store owns the schema: sync_queries and sync_runs are its migration 3 (SCHEMA_SYNC)
 
 
 # -------------------------------------------------------------- sync results
-@dataclass
-class SyncEvent:
-    kind: str  # "query_start" | "page" | "restart" | "query_done" | "study"
-    query: str
-    page: int = 0
-    n: int = 0
-    studies_seen: int = 0
-    total_count: int | None = None
-    message: str = ""
-
-
-Progress = Callable[[SyncEvent], None]
-
-
 @dataclass
 class QueryRun:
     query_id: str
@@ -188,9 +156,9 @@ def _run_query(store: Store, client: CtgovClient, run: QueryRun, progress: Progr
     token = run.next_page_token
     page = run.pages_done + 1
     if progress:
-        progress(SyncEvent("query_start", run.name, page=page, studies_seen=run.studies_seen,
-                           total_count=run.total_count,
-                           message=f"resuming at page {page}" if run.resumed else ""))
+        progress(ProgressEvent("sync", "query_start", run.name, index=page, done=run.studies_seen,
+                               total=run.total_count,
+                               message=f"resuming at page {page}" if run.resumed else ""))
     try:
         while True:
             label = f"{run.name}: {_page_label(page, token)}"
@@ -203,7 +171,8 @@ def _run_query(store: Store, client: CtgovClient, run: QueryRun, progress: Progr
                 # the store's content-hash dedup keeps already stored studies once)
                 run.restarted, token, page, run.pages_done, run.studies_seen = True, None, 1, 0, 0
                 if progress:
-                    progress(SyncEvent("restart", run.name, message="saved page token refused; starting again"))
+                    progress(ProgressEvent("sync", "restart", run.name,
+                                           message="saved page token refused; starting again"))
                 continue
             except PageError as exc:
                 raise PageError(f"{run.name}: {exc.message}", hint=exc.hint) from None
@@ -240,8 +209,8 @@ def _run_query(store: Store, client: CtgovClient, run: QueryRun, progress: Progr
                         [now, started[0].date(), run.query_id],
                     )
             if progress:
-                progress(SyncEvent("page", run.name, page=page, n=len(records), studies_seen=run.studies_seen,
-                                   total_count=run.total_count))
+                progress(ProgressEvent("sync", "page", run.name, index=page, n=len(records),
+                                       done=run.studies_seen, total=run.total_count))
             if done:
                 run.status = "complete"
                 break
@@ -258,8 +227,8 @@ def _run_query(store: Store, client: CtgovClient, run: QueryRun, progress: Progr
             pass
         raise
     if progress:
-        progress(SyncEvent("query_done", run.name, page=page, studies_seen=run.studies_seen,
-                           total_count=run.total_count))
+        progress(ProgressEvent("sync", "query_done", run.name, index=page, done=run.studies_seen,
+                               total=run.total_count))
 
 
 def _queries(query: Query | Preset | Sequence[Query]) -> list[Query]:
@@ -404,7 +373,7 @@ def fetch_ids(
                 raise PageError(f"{nct}: the server answered with study {rec.record_id}")
             records.append(rec)
             if progress:
-                progress(SyncEvent("study", nct, n=1, studies_seen=i, total_count=len(wanted)))
+                progress(ProgressEvent("sync", "study", nct, n=1, done=i, total=len(wanted)))
         with store.transaction():
             for rec in records:
                 source = f"{url}/studies/{rec.record_id}"

@@ -1,0 +1,477 @@
+"""Whole-registry scale: ingest against DuckDB's own JSON load, incremental files, report size.
+
+    .venv/bin/python benchmarks/scale.py [--n 100000] [--corpora mix,complete] [--steps ...] [--write]
+
+Corpora are built from the real ClinicalTrials.gov API v2 study objects in
+../shared/data and ../shared/data-extra, replicated with fresh NCT ids:
+
+* ``complete`` — only complete study objects (all modules, ~17 KB each: the
+  50 general studies, the 13 AACT fixtures, the 90 AML CAR-T studies), i.e.
+  what the live API returns;
+* ``mix`` — 75 % complete objects and 25 % of the reconstructed CAR records
+  (subset of modules, ~2 KB), a registry-like mix weighted toward complete ones.
+
+Secondary ids are kept: each digit run of six or more digits is shifted per
+replica, so registry ids keep their format and the links the real records
+have among themselves recur in every replica (no giant components); every
+50th study also names the previous study's NCT id as a secondary id, so
+two-record merges happen throughout.
+
+Each measurement runs in a fresh subprocess (peak RSS is that process's):
+
+* ``floor``: DuckDB ``read_json_objects`` of the corpus file + extraction of
+  the fields the store keeps (scalars, id/condition/intervention/arm/outcome/
+  location/sponsor lists, raw JSON) into a table of a DuckDB file, 1 thread
+  and all threads;
+* ``ingest``: ``celltrials.ingest.ingest_paths`` of the corpus (one file) into
+  an empty store; ``reingest``: the same file again (unchanged);
+  ``incremental``: a 1,000-study file (900 new studies, 100 newer versions of
+  stored ones) into the big store and into an empty store;
+* ``split``: the corpus as files of 1,000 studies into an empty store (vs one
+  file; the trial count must be the same);
+* ``onefiles``: 10,000 one-study files vs one file with the same 10,000
+  studies (issue 12's pathological case);
+* ``classify`` and ``report`` (``build_report`` of every trial) on the big store;
+* ``peers``: ``pandas.json_normalize`` + Parquet of the complete corpus
+  (at most 20,000 studies) beside celltrials on the same file.
+
+``--write`` puts the result table with machine and date into BENCHMARKS.md
+(between the ``scale`` markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATA = SHARED / "data"
+EXTRA = SHARED / "data-extra"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+
+COMPLETE_SOURCES = [
+    DATA / "ctgov-v2-json" / "ctg-studies-50-general.json",
+    *sorted((DATA / "ctgov-v2-json" / "aact-fixtures").glob("NCT*.json")),
+    EXTRA / "aml-cart-v2-json" / "raw_trials.json",
+]
+RECONSTRUCTED_SOURCES = [
+    DATA / "ctgov-v2-json" / "reconstructed" / "car_cell_therapy_2026-08-22.json",
+    DATA / "ctgov-v2-json" / "reconstructed" / "car_cell_therapy_part2_2026-08-22.json",
+]
+
+_NCT = "@@NCT@@"
+_SEC = "@@SEC{}@@"
+_PAIR = "@@PAIR@@"
+_PLACEHOLDER = re.compile(r"@@(NCT|SEC\d+|PAIR)@@")
+
+
+# ------------------------------------------------------------------ corpora
+def _studies(paths: list[Path]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for p in paths:
+        obj = orjson.loads(p.read_bytes())
+        out += obj if isinstance(obj, list) else [obj]
+    return out
+
+
+class _Template:
+    """One real study as JSON text with placeholders for its ids."""
+
+    def __init__(self, study: dict[str, Any], pair: bool) -> None:
+        s = json.loads(json.dumps(study))
+        ident = s["protocolSection"]["identificationModule"]
+        ident["nctId"] = _NCT
+        self.secondary: list[str] = []
+        for info in ident.get("secondaryIdInfos") or []:
+            self.secondary.append(str(info.get("id", "")))
+            info["id"] = _SEC.format(len(self.secondary) - 1)
+        for k, alias in enumerate(ident.get("nctIdAliases") or []):
+            self.secondary.append(str(alias))
+            ident["nctIdAliases"][k] = _SEC.format(len(self.secondary) - 1)
+        if pair:
+            ident.setdefault("secondaryIdInfos", []).append({"id": _PAIR, "type": "OTHER", "domain": "benchmark pair"})
+        text = orjson.dumps(s).decode()
+        self.parts = _PLACEHOLDER.split(text)  # text, name, text, name, ..., text
+
+    def render(self, nct: str, replica: int, pair_nct: str) -> str:
+        out = []
+        for k, part in enumerate(self.parts):
+            if k % 2 == 0:
+                out.append(part)
+            elif part == "NCT":
+                out.append(nct)
+            elif part == "PAIR":
+                out.append(pair_nct)
+            else:
+                out.append(_shift(self.secondary[int(part[3:])], replica))
+        return "".join(out)
+
+
+def _shift(text: str, replica: int) -> str:
+    if not replica:
+        return text
+
+    def sub(m: re.Match[str]) -> str:
+        d = m.group(0)
+        return f"{(int(d) + replica * 7919) % 10 ** len(d):0{len(d)}d}"
+
+    return re.sub(r"\d{6,}", sub, text)
+
+
+class Corpus:
+    """Deterministic study texts: study i of a corpus kind, with NCT id base+i."""
+
+    def __init__(self, kind: str) -> None:
+        complete = _studies(COMPLETE_SOURCES)
+        self.kind = kind
+        self.complete = [(_Template(s, False), _Template(s, True)) for s in complete]
+        self.recon = [(_Template(s, False), _Template(s, True)) for s in _studies(RECONSTRUCTED_SOURCES)] if kind == "mix" else []
+
+    def study(self, i: int, base: int = 10_000_000, update: bool = False) -> str:
+        if self.recon and i % 4 == 3:
+            pool, j = self.recon, (i // 4) % len(self.recon)
+            replica = (i // 4) // len(self.recon)
+        else:
+            pool = self.complete
+            j = (i - (i // 4 if self.recon else 0)) % len(self.complete)
+            replica = (i - (i // 4 if self.recon else 0)) // len(self.complete)
+        tpl = pool[j][1 if i % 50 == 49 else 0]
+        text = tpl.render(f"NCT{base + i:08d}", replica, f"NCT{base + i - 1:08d}")
+        if update:  # a newer version of the same study: later update date, another status
+            text = re.sub(r'"lastUpdatePostDateStruct":\{"date":"[^"]*"', '"lastUpdatePostDateStruct":{"date":"2030-01-15"', text, count=1)
+            text = re.sub(r'"overallStatus":"[A-Z_]+"', '"overallStatus":"COMPLETED"', text, count=1)
+        return text
+
+
+def write_array(path: Path, texts: Any) -> int:
+    n = 0
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("[")
+        for t in texts:
+            fh.write(("," if n else "") + t)
+            n += 1
+        fh.write("]")
+    return n
+
+
+def build(corpus: Corpus, n: int, work: Path, steps: set[str]) -> dict[str, Path]:
+    paths: dict[str, Path] = {"big": work / "big.json"}
+    write_array(paths["big"], (corpus.study(i) for i in range(n)))
+    if "incremental" in steps:
+        paths["inc"] = work / "inc.json"
+        step = max(1, n // 100)
+        write_array(paths["inc"], [corpus.study(n + i) for i in range(900)] +
+                    [corpus.study(k * step, update=True) for k in range(100)])
+    if "split" in steps:
+        d = work / "split"
+        d.mkdir()
+        for f in range(0, n, 1000):
+            write_array(d / f"part{f // 1000:05d}.json", (corpus.study(i) for i in range(f, min(n, f + 1000))))
+        paths["split"] = d
+    if "onefiles" in steps:
+        m = min(n, 10_000)
+        d = work / "one"
+        d.mkdir()
+        for i in range(m):
+            (d / f"NCT{i:08d}.json").write_text(corpus.study(i), encoding="utf-8")
+        paths["one"] = d
+        paths["one_big"] = work / "one_big.json"
+        write_array(paths["one_big"], (corpus.study(i) for i in range(m)))
+    if "peers" in steps:
+        m = min(n, 20_000)
+        paths["peer"] = work / "peer.json"
+        write_array(paths["peer"], (corpus.study(i) for i in range(m)))
+    return paths
+
+
+# ------------------------------------------------------------------ measured steps (run in a subprocess)
+_SCALARS = [
+    "$.protocolSection.identificationModule.nctId", "$.protocolSection.identificationModule.briefTitle",
+    "$.protocolSection.identificationModule.officialTitle", "$.protocolSection.identificationModule.acronym",
+    "$.protocolSection.descriptionModule.briefSummary", "$.protocolSection.descriptionModule.detailedDescription",
+    "$.protocolSection.statusModule.overallStatus", "$.protocolSection.statusModule.whyStopped",
+    "$.protocolSection.statusModule.startDateStruct.date", "$.protocolSection.statusModule.completionDateStruct.date",
+    "$.protocolSection.statusModule.studyFirstSubmitDate", "$.protocolSection.statusModule.lastUpdatePostDateStruct.date",
+    "$.protocolSection.designModule.studyType", "$.protocolSection.designModule.enrollmentInfo.count",
+    "$.protocolSection.designModule.enrollmentInfo.type",
+    "$.protocolSection.sponsorCollaboratorsModule.leadSponsor.name",
+    "$.protocolSection.sponsorCollaboratorsModule.leadSponsor.class",
+    "$.protocolSection.eligibilityModule.eligibilityCriteria", "$.hasResults",
+]
+_LISTS = [
+    "$.protocolSection.identificationModule.secondaryIdInfos", "$.protocolSection.designModule.phases",
+    "$.protocolSection.conditionsModule.conditions", "$.protocolSection.conditionsModule.keywords",
+    "$.protocolSection.armsInterventionsModule.interventions", "$.protocolSection.armsInterventionsModule.armGroups",
+    "$.protocolSection.outcomesModule", "$.protocolSection.contactsLocationsModule.locations",
+    "$.protocolSection.sponsorCollaboratorsModule.collaborators", "$.derivedSection.conditionBrowseModule",
+]
+
+
+def _floor(path: str, db: str, threads: int) -> dict[str, Any]:
+    import duckdb
+
+    con = duckdb.connect(db)
+    if threads:
+        con.execute(f"SET threads = {threads}")
+    t = time.perf_counter()
+    scal = ", ".join(f"'{p}'" for p in _SCALARS)
+    lists = ", ".join(f"'{p}'" for p in _LISTS)
+    con.execute(f"""CREATE TABLE floor AS
+        SELECT json_extract_string(json, [{scal}]) AS scalars, json_extract(json, [{lists}]) AS lists, json AS raw
+        FROM read_json_objects('{path}', format = 'array')""")
+    dt = time.perf_counter() - t
+    n = con.execute("SELECT count(*) FROM floor").fetchall()[0][0]
+    con.close()
+    return {"seconds": dt, "n": n}
+
+
+def _ingest(db: str, paths: list[str], force: bool) -> dict[str, Any]:
+    import celltrials
+    from celltrials.ingest import ingest_paths
+
+    kw: dict[str, Any] = {"force": True} if force else {}
+    with celltrials.open(db) as store:
+        t = time.perf_counter()
+        report = ingest_paths(store, paths, **kw)
+        dt = time.perf_counter() - t
+        n_trials = store.con.execute("SELECT count(*) FROM trials").fetchall()[0][0]
+        n_current = store.con.execute("SELECT count(*) FROM records WHERE is_current").fetchall()[0][0]
+    assert report.clean, [str(f) for f in report.findings][:5]
+    return {"seconds": dt, "n": report.n_records, "n_new": report.n_new, "trials": n_trials, "current": n_current}
+
+
+def _classify(db: str) -> dict[str, Any]:
+    import celltrials
+    from celltrials.classify import classify_store
+
+    with celltrials.open(db) as store:
+        t = time.perf_counter()
+        summary = classify_store(store)
+        dt = time.perf_counter() - t
+    return {"seconds": dt, "n": int(summary.get("n_classified", summary.get("classified", 0)) or 0)}
+
+
+def _report(db: str, out: str) -> dict[str, Any]:
+    import celltrials
+    from celltrials.analysis.landscape import Filters
+    from celltrials.report.build import build_report
+
+    with celltrials.open(db, read_only=True) as store:
+        t = time.perf_counter()
+        res = build_report(store, out, Filters(scope="all"), figures=True)
+        dt = time.perf_counter() - t
+    size = sum(p.stat().st_size for p in Path(out).iterdir() if p.is_file() and p.name != "report.xlsx")
+    return {"seconds": dt, "n": res.n_trials, "html_mb": res.html.stat().st_size / 1e6, "files_mb": size / 1e6}
+
+
+def _pandas_peer(path: str, out: str) -> dict[str, Any]:
+    import pandas as pd
+
+    t = time.perf_counter()
+    studies = orjson.loads(Path(path).read_bytes())
+    df = pd.json_normalize(studies)
+    # nested lists (conditions, interventions, ...) as JSON text, as a Parquet file cannot hold mixed objects
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = [orjson.dumps(v).decode() if isinstance(v, list | dict) else v for v in df[c]]
+    df.to_parquet(out)
+    return {"seconds": time.perf_counter() - t, "n": len(df)}
+
+
+def worker(spec: dict[str, Any]) -> None:
+    import gc
+
+    gc.collect()
+    kind = spec.pop("kind")
+    fn = {"floor": _floor, "ingest": _ingest, "classify": _classify, "report": _report, "pandas": _pandas_peer}[kind]
+    res = fn(**spec)
+    res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def run(kind: str, **spec: Any) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", json.dumps({"kind": kind, **spec})]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"{kind} failed")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    res = dict(json.loads(line[7:]))
+    # CPU seconds of the whole subprocess (start-up and corpus reading included): steadier than wall time here
+    res["cpu"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return res
+
+
+# ------------------------------------------------------------------ driver
+def _db_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 1e6
+
+
+def bench_corpus(kind: str, n: int, steps: set[str], work: Path, rows: list[str], checks: list[str]) -> None:
+    t = time.perf_counter()
+    corpus = Corpus(kind)
+    paths = build(corpus, n, work, steps)
+    size = paths["big"].stat().st_size
+    rows.append(f"-- corpus {kind}: {n:,} studies, {size / 1e6:,.0f} MB JSON array "
+                f"({size / n / 1e3:.1f} KB/study), built in {time.perf_counter() - t:.0f} s")
+
+    def line(step: str, r: dict[str, Any], floor: float | None = None, db: Path | None = None, extra: str = "") -> None:
+        rate = r["n"] / r["seconds"] if r["seconds"] else 0.0
+        ratio = f"{r['seconds'] / floor:6.2f}x" if floor else f"{'':>7}"
+        dbs = f"{_db_mb(db):8,.0f}" if db else f"{'':>8}"
+        rows.append(f"{kind:<9} {step:<26} {r['n']:>9,} {r['seconds']:>8.2f} {r['cpu']:>7.1f} {rate:>10,.0f} "
+                    f"{r['rss_mb']:>8,.0f} {dbs} {ratio} {extra}")
+        print(rows[-1], flush=True)
+
+    floor1 = floor_all = None
+    if "floor" in steps:
+        r = run("floor", path=str(paths["big"]), db=str(work / "floor1.duckdb"), threads=1)
+        floor1 = r["seconds"]
+        line("duckdb floor, 1 thread", r, db=work / "floor1.duckdb")
+        r = run("floor", path=str(paths["big"]), db=str(work / "floorN.duckdb"), threads=0)
+        floor_all = r["seconds"]
+        line(f"duckdb floor, {os.cpu_count()} threads", r, db=work / "floorN.duckdb")
+        for p in work.glob("floor*.duckdb*"):
+            p.unlink()
+    big_db = work / "big.duckdb"
+    one_file = None
+    if "ingest" in steps:
+        r = run("ingest", db=str(big_db), paths=[str(paths["big"])], force=False)
+        one_file = r["seconds"]
+        line("ingest (one file)", r, floor1, big_db, f"(x floor all threads: {r['seconds'] / floor_all:.2f})" if floor_all else "")
+        big_trials = r["trials"]
+        if "reingest" in steps:
+            r = run("ingest", db=str(big_db), paths=[str(paths["big"])], force=False)
+            line("re-ingest unchanged", r, None, big_db)
+            checks.append(f"{kind}: unchanged re-ingest {r['seconds']:.2f} s (target < 1 s), {r['n_new']} new records")
+        if "incremental" in steps:
+            r_big = run("ingest", db=str(big_db), paths=[str(paths["inc"])], force=False)
+            line("1k file into big store", r_big, None, big_db)
+            empty = work / "empty.duckdb"
+            r_empty = run("ingest", db=str(empty), paths=[str(paths["inc"])], force=False)
+            line("1k file into empty store", r_empty, None, empty)
+            for p in work.glob("empty.duckdb*"):
+                p.unlink()
+            checks.append(f"{kind}: 1k file into the {n:,} store / into an empty store = "
+                          f"{r_big['seconds'] / r_empty['seconds']:.2f} (target <= 2)")
+        if "split" in steps:
+            split_db = work / "split.duckdb"
+            r = run("ingest", db=str(split_db), paths=[str(paths["split"])], force=False)
+            line(f"{-(-n // 1000)} files of 1k", r, floor1, split_db)
+            checks.append(f"{kind}: {-(-n // 1000)} files of 1k / one file = {r['seconds'] / one_file:.2f} (target <= 1.3); "
+                          f"trials {r['trials']:,} vs {big_trials:,} ({'same' if r['trials'] == big_trials else 'DIFFERENT'})")
+            for p in work.glob("split.duckdb*"):
+                p.unlink()
+    if "onefiles" in steps:
+        a, b = work / "one_a.duckdb", work / "one_b.duckdb"
+        ra = run("ingest", db=str(a), paths=[str(paths["one_big"])], force=False)
+        line(f"{ra['n']:,} studies, one file", ra, None, a)
+        rb = run("ingest", db=str(b), paths=[str(paths["one"])], force=False)
+        line(f"{rb['n']:,} one-study files", rb, None, b)
+        checks.append(f"{kind}: {rb['n']:,} one-study files / one file = {rb['seconds'] / ra['seconds']:.2f} (target <= 3)")
+        for p in work.glob("one_*.duckdb*"):
+            p.unlink()
+    if "classify" in steps and big_db.exists():
+        r = run("classify", db=str(big_db))
+        line("classify", r, None, big_db)
+    if "report" in steps and big_db.exists():
+        r = run("report", db=str(big_db), out=str(work / "report"))
+        line("report (all trials)", r, None, None, f"report.html {r['html_mb']:.1f} MB, folder {r['files_mb']:.1f} MB")
+        checks.append(f"{kind}: report of {r['n']:,} trials {r['seconds']:.1f} s, report.html {r['html_mb']:.1f} MB (target < 25 MB at 560k)")
+    if "peers" in steps and kind == "complete":
+        peer_db = work / "peer.duckdb"
+        r = run("ingest", db=str(peer_db), paths=[str(paths["peer"])], force=False)
+        line("celltrials (peer file)", r, None, peer_db)
+        r = run("pandas", path=str(paths["peer"]), out=str(work / "peer.parquet"))
+        line("pandas json_normalize+pq", r, None, None)
+    for p in work.iterdir():
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+        mem = int(next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")).split()[1]) / 1024 ** 2
+    except (OSError, StopIteration, ValueError):
+        mem = 0.0
+    import duckdb
+
+    return (f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}, "
+            f"DuckDB {duckdb.__version__}, {platform.system()} {platform.machine()}")
+
+
+def write_md(text: str) -> None:
+    begin, end = "<!-- scale:begin (written by benchmarks/scale.py --write) -->", "<!-- scale:end -->"
+    md = BENCHMARKS_MD.read_text(encoding="utf-8")
+    block = f"{begin}\n{text}\n{end}"
+    if begin in md and end in md:
+        md = md[: md.index(begin)] + block + md[md.index(end) + len(end):]
+    else:
+        md = md.rstrip("\n") + "\n\n## Whole-registry scale — `benchmarks/scale.py`\n\n" + block + "\n"
+    BENCHMARKS_MD.write_text(md, encoding="utf-8")
+
+
+ALL_STEPS = "floor,ingest,reingest,incremental,split,onefiles,classify,report,peers"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000, help="studies per corpus (560000 and 1000000 are the issue's sizes)")
+    ap.add_argument("--corpora", default="mix,complete")
+    ap.add_argument("--steps", default=ALL_STEPS)
+    ap.add_argument("--tmp", type=Path, default=None, help="work folder (default: a temporary folder)")
+    ap.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    steps = set(args.steps.split(","))
+    head = [f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {machine()}",
+            f"command: benchmarks/scale.py --n {args.n} --corpora {args.corpora} --steps {args.steps}",
+            f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine; timings move by ±10-25 %)",
+            "",
+            f"{'corpus':<9} {'step':<26} {'items':>9} {'seconds':>8} {'cpu s':>7} {'items/s':>10} {'peak MB':>8} {'DB MB':>8} {'/floor1':>7}"]
+    print("\n".join(head), flush=True)
+    rows: list[str] = []
+    checks: list[str] = []
+    work = Path(args.tmp or tempfile.mkdtemp(prefix="ct-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for kind in args.corpora.split(","):
+            bench_corpus(kind, args.n, steps, work, rows, checks)
+    finally:
+        if not args.tmp:
+            shutil.rmtree(work, ignore_errors=True)
+    text = "\n".join(["```", *head, *rows, "", *checks, "```"])
+    print("\n" + "\n".join(checks))
+    if args.write:
+        write_md(text)
+
+
+if __name__ == "__main__":
+    main()

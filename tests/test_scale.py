@@ -1,0 +1,273 @@
+"""Scale behaviour of ingest: unchanged files skipped, incremental merging,
+streaming large files, many small files per transaction, kill -9."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import celltrials
+from celltrials.ingest import IngestAborted, ingest_paths
+from celltrials.sources import ctgov_json
+from celltrials.store import Store
+from tests.conftest import (
+    AACT_DIR,
+    CAR2_JSON,
+    CAR_JSON,
+    GENERAL_JSON,
+    ICTRP_CSV,
+    ICTRP_XLSX,
+    ICTRP_XML,
+    MSC_CSV,
+    PROCHYMAL_CSV,
+    REPO,
+)
+from tests.test_ingest import independent_counts, snapshot
+
+pytestmark = pytest.mark.data
+
+
+def _groups(store: Store) -> set[frozenset[str]]:
+    ours = store.query("""
+        SELECT trial_id, list(r.channel || ':' || r.record_id) AS members
+        FROM trial_records JOIN records r USING (record_key) GROUP BY 1""")
+    return {frozenset(m) for m in ours["members"]}
+
+
+def _trial_rows(store: Store) -> set[tuple[object, ...]]:
+    return set(store.con.execute(
+        "SELECT trial_id, record_key, is_primary, n_records, merge_reason FROM trial_records").fetchall())
+
+
+# ------------------------------------------------------------ unchanged files
+def test_unchanged_file_is_skipped_and_force_reads_it(tmp_path: Path, store: Store) -> None:
+    first = ingest_paths(store, [PROCHYMAL_CSV])
+    assert first.n_new == 14 and not first.files[0].skipped_unchanged
+    n_ingests = snapshot(store)[-1]
+    again = ingest_paths(store, [PROCHYMAL_CSV])
+    f = again.files[0]
+    assert f.skipped_unchanged and f.n_records == f.n_unchanged == 14 and again.n_new == 0
+    assert again.clean and any("unchanged" in x.reason and x.severity == "notice" for x in again.findings)
+    assert snapshot(store)[-1] == n_ingests  # not read: no ingest recorded
+    # same bytes under another name (new path and mtime): recognised by its SHA-256
+    copy = tmp_path / "copy.csv"
+    shutil.copy(PROCHYMAL_CSV, copy)
+    assert ingest_paths(store, [copy]).files[0].skipped_unchanged
+    forced = ingest_paths(store, [copy], force=True)
+    assert not forced.files[0].skipped_unchanged and forced.files[0].n_unchanged == 14
+    assert snapshot(store)[-1] == n_ingests + 1
+    # one changed byte: read again (its changed record is a new version)
+    text = PROCHYMAL_CSV.read_text(encoding="utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text)))
+    rows[1][rows[0].index("Title")] += " (edited)"
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    copy.write_text(buf.getvalue(), encoding="utf-8")
+    changed = ingest_paths(store, [copy])
+    assert not changed.files[0].skipped_unchanged and changed.n_new == 1
+
+
+def test_file_with_bad_records_is_not_skipped_later(tmp_path: Path, store: Store) -> None:
+    studies = json.loads(GENERAL_JSON.read_text())[:4]
+    del studies[1]["protocolSection"]["identificationModule"]["nctId"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(studies))
+    first = ingest_paths(store, [path], skip_bad=True)
+    assert first.files[0].n_bad == 1
+    again = ingest_paths(store, [path], skip_bad=True)  # read again, so the bad record is reported again
+    assert not again.files[0].skipped_unchanged and again.files[0].n_bad == 1 and not again.clean
+
+
+# ------------------------------------------------------------ incremental merge
+def _split_reference_data(out: Path, rng: random.Random) -> list[Path]:
+    """../shared/data cut into many small files of each format (the XML and
+    XLSX exports stay whole), in a shuffled order."""
+    files: list[Path] = [ICTRP_XML, ICTRP_XLSX, *sorted(AACT_DIR.glob("*.json"))]
+    for src in (GENERAL_JSON, CAR_JSON, CAR2_JSON):
+        studies = json.loads(src.read_text())
+        for k in range(0, len(studies), 97):
+            p = out / f"{src.stem}_{k:05d}.json"
+            p.write_text(json.dumps(studies[k:k + 97]))
+            files.append(p)
+    for src in (MSC_CSV, PROCHYMAL_CSV, ICTRP_CSV):
+        with src.open(encoding="utf-8-sig", newline="") as fh:
+            rows = list(csv.reader(fh))
+        for k in range(1, len(rows), 83):
+            p = out / f"{src.stem}_{k:05d}.csv"
+            with p.open("w", encoding="utf-8", newline="") as fh:
+                csv.writer(fh).writerows([rows[0], *rows[k:k + 83]])
+            files.append(p)
+    rng.shuffle(files)
+    return files
+
+
+def test_incremental_merge_equals_full_remerge_on_split_reference_data(tmp_path: Path) -> None:
+    """Every group of files re-merges only the trials it reaches; after ~80
+    such steps in a random order (newer ICTRP versions sometimes first), the
+    trials equal a full re-merge and the components computed from the raw
+    files with the standard library."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    files = _split_reference_data(parts, random.Random(15))
+    assert len(files) > 60
+    db = tmp_path / "inc.duckdb"
+    with celltrials.open(db) as store:
+        for k in range(0, len(files), 3):  # 3 files per call, and groups of ~100 records
+            report = ingest_paths(store, files[k:k + 3], batch_size=100)
+            assert report.clean, [str(f) for f in report.findings if f.severity == "error"]
+        n_ingests = store.con.execute("SELECT count(*) FROM ingests").fetchall()[0][0]
+        assert n_ingests == len(files)
+        incremental = _trial_rows(store)
+        groups = _groups(store)
+        n_current = store.con.execute("SELECT count(*) FROM records WHERE is_current").fetchall()[0][0]
+        store.merge_trials()
+        assert _trial_rows(store) == incremental
+    n_records, n_trials, expected = independent_counts()
+    assert n_current == n_records
+    assert len(groups) == n_trials and groups == expected
+
+
+def test_update_of_a_merged_trial_splits_and_joins_trials(tmp_path: Path, store: Store) -> None:
+    """A newer version that drops a secondary id splits the trial it linked;
+    one that adds an id joins two trials — only those trials are rewritten."""
+    studies = json.loads(GENERAL_JSON.read_text())
+    a, b = json.loads(json.dumps(studies[0])), json.loads(json.dumps(studies[1]))
+    b_id = b["protocolSection"]["identificationModule"]["nctId"]
+    a["protocolSection"]["identificationModule"].setdefault("secondaryIdInfos", []).append({"id": b_id})
+    v1 = tmp_path / "v1.json"
+    v1.write_text(json.dumps([a, b, *studies[2:10]]))
+    ingest_paths(store, [v1])
+    before = _trial_rows(store)
+    a_id = a["protocolSection"]["identificationModule"]["nctId"]
+    assert store.resolve(a_id) == store.resolve(b_id)
+    a2 = json.loads(json.dumps(a))
+    a2["protocolSection"]["identificationModule"]["secondaryIdInfos"].pop()
+    a2["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"] = {"date": "2031-01-01"}
+    v2 = tmp_path / "v2.json"
+    v2.write_text(json.dumps([a2]))
+    ingest_paths(store, [v2])
+    assert store.resolve(a_id) != store.resolve(b_id)
+    after = _trial_rows(store)
+    untouched = {r for r in before if r[0] not in {a_id, b_id}}
+    assert untouched <= after  # the other 8 trials' rows are as they were
+    store.merge_trials()
+    assert _trial_rows(store) == after
+
+
+# ------------------------------------------------------------ streaming, small files
+def test_streamed_json_array_stores_the_same_as_whole_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with celltrials.open(tmp_path / "whole.duckdb") as whole:
+        ingest_paths(whole, [CAR_JSON])
+        expected = whole.con.execute("SELECT record_key, title, raw FROM records ORDER BY 1").fetchall()
+    monkeypatch.setattr(ctgov_json, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr("celltrials.ingest.SMALL_FILE_BYTES", 0)
+    with celltrials.open(tmp_path / "streamed.duckdb") as streamed:
+        report = ingest_paths(streamed, [CAR_JSON], batch_size=300)
+        assert report.clean and report.n_new == len(json.loads(CAR_JSON.read_text()))
+        got = streamed.con.execute("SELECT record_key, title, raw FROM records ORDER BY 1").fetchall()
+    assert got == expected
+    # the stored raw JSON is the registry's study object
+    by_id = {s["protocolSection"]["identificationModule"]["nctId"]: s for s in json.loads(CAR_JSON.read_text())}
+    key, _, raw = got[0]
+    assert json.loads(raw) == by_id[key.split(":")[1]]
+
+
+@pytest.mark.parametrize("cut", ["truncated", "bad record"])
+def test_bad_large_file_changes_nothing(cut: str, tmp_path: Path, full_store: Store,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ctgov_json, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr("celltrials.ingest.SMALL_FILE_BYTES", 0)
+    studies = json.loads(CAR_JSON.read_text())
+    for k, s in enumerate(studies):
+        s["protocolSection"]["identificationModule"]["nctId"] = f"NCT{98000000 + k:08d}"
+    path = tmp_path / "big.json"
+    if cut == "truncated":
+        path.write_text(json.dumps(studies)[:-3000])
+    else:
+        studies[-5]["protocolSection"]["statusModule"]["startDateStruct"] = {"date": "2023-02-30"}
+        path.write_text(json.dumps(studies))
+    before = snapshot(full_store)
+    with pytest.raises(IngestAborted) as info:
+        ingest_paths(full_store, [path], batch_size=200)  # several batches written before the failure
+    assert str(path) in str(info.value)
+    assert snapshot(full_store) == before
+
+
+def test_many_one_study_files_share_transactions_but_not_fate(tmp_path: Path, store: Store) -> None:
+    """One-study files are written many per transaction, yet each is its own
+    ingest, and a bad one stops the run with the files before it stored."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    studies = json.loads(GENERAL_JSON.read_text())
+    for k, s in enumerate(studies):
+        (folder / f"s{k:03d}.json").write_text(json.dumps(s))
+    report = ingest_paths(store, [folder])
+    assert report.clean and report.n_new == len(studies) and all(f.committed and f.n_new == 1 for f in report.files)
+    rows = store.con.execute("SELECT source, n_records, n_new, finished_at IS NOT NULL FROM ingests ORDER BY source").fetchall()
+    assert [(Path(r[0]).name, r[1], r[2], r[3]) for r in rows] == [(f"s{k:03d}.json", 1, 1, True) for k in range(len(studies))]
+    assert store.con.execute("SELECT count(*) FROM trials").fetchall()[0][0] == len(studies)
+    # a bad file in the middle: the ones before it stay, it and the ones after do not
+    folder2 = tmp_path / "two"
+    folder2.mkdir()
+    for k, s in enumerate(json.loads(CAR2_JSON.read_text())[:30]):
+        if k == 20:
+            s = {"protocolSection": {"identificationModule": {}}}
+        (folder2 / f"t{k:03d}.json").write_text(json.dumps(s))
+    with pytest.raises(IngestAborted) as info:
+        ingest_paths(store, [folder2])
+    assert "t020.json" in str(info.value)
+    assert [f.committed for f in info.value.report.files] == [True] * 20 + [False]
+    assert store.con.execute("SELECT count(*) FROM trials").fetchall()[0][0] == len(studies) + 20
+
+
+# ------------------------------------------------------------ kill -9
+_KILL_SCRIPT = """
+import sys
+import celltrials
+from celltrials import ingest
+from celltrials.sources import ctgov_json
+ctgov_json.STREAM_MIN_BYTES = 0
+ingest.SMALL_FILE_BYTES = 0
+def progress(ev):
+    if ev.kind == "records":
+        print("BATCH", flush=True)
+        sys.stdin.readline()  # wait here to be killed
+with celltrials.open(sys.argv[1]) as store:
+    ingest.ingest_paths(store, [sys.argv[2]], batch_size=200, progress=progress)
+"""
+
+
+def test_kill_9_during_streaming_ingest_leaves_store_as_before(tmp_path: Path) -> None:
+    db = tmp_path / "killed.duckdb"
+    with celltrials.open(db) as store:
+        ingest_paths(store, [PROCHYMAL_CSV])
+        before = snapshot(store)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(db), str(CAR_JSON)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + 300
+            while proc.stdout.readline().strip() != "BATCH":
+                assert time.monotonic() < deadline and proc.poll() is None
+            proc.send_signal(signal.SIGKILL)  # 200 records written, the file's transaction open
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    with celltrials.open(db) as store:
+        assert snapshot(store) == before
+        report = ingest_paths(store, [CAR_JSON])  # a rerun completes
+        assert report.clean and report.n_new == len(json.loads(CAR_JSON.read_text()))
