@@ -424,14 +424,19 @@ def machine() -> str:
             f"DuckDB {duckdb.__version__}, {platform.system()} {platform.machine()}")
 
 
-def write_md(text: str) -> None:
-    begin, end = "<!-- scale:begin (written by benchmarks/scale.py --write) -->", "<!-- scale:end -->"
+def write_md(text: str, key: str) -> None:
+    """Put ``text`` into BENCHMARKS.md in the block of this run's corpora and
+    size (other runs' blocks stay)."""
+    begin, end = f"<!-- scale:{key}:begin (written by benchmarks/scale.py --write) -->", f"<!-- scale:{key}:end -->"
+    heading = "## Whole-registry scale — `benchmarks/scale.py`"
     md = BENCHMARKS_MD.read_text(encoding="utf-8")
     block = f"{begin}\n{text}\n{end}"
     if begin in md and end in md:
         md = md[: md.index(begin)] + block + md[md.index(end) + len(end):]
+    elif heading in md:
+        md = md.rstrip("\n") + "\n\n" + block + "\n"
     else:
-        md = md.rstrip("\n") + "\n\n## Whole-registry scale — `benchmarks/scale.py`\n\n" + block + "\n"
+        md = md.rstrip("\n") + f"\n\n{heading}\n\n" + block + "\n"
     BENCHMARKS_MD.write_text(md, encoding="utf-8")
 
 
@@ -470,7 +475,7 @@ def main() -> None:
     text = "\n".join(["```", *head, *rows, "", *checks, "```"])
     print("\n" + "\n".join(checks))
     if args.write:
-        write_md(text)
+        write_md(text, f"{args.corpora.replace(',', '+')}-{args.n}")
 
 
 if __name__ == "__main__":
