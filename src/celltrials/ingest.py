@@ -275,6 +275,7 @@ def ingest_paths(
     for f in report.findings:
         if progress:
             progress(ProgressEvent("ingest", "skipped", f.path, message=f.reason))
+    store.discard_unfinished_ingests()  # left by a process killed while staging a file
     known = _Known.load(store)
     group = _Group(store, known, progress, batch_size)
     with _gc_paused():
@@ -404,23 +405,30 @@ def _prepared(rec: ParsedRecord, path: Path, result: FileResult, report: IngestR
 
 def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, report: IngestReport,
                  skip_bad: bool, progress: Progress | None, batch_size: int, sha: str, st: os.stat_result) -> None:
-    """A large file: parsed and written batch by batch inside one transaction
-    (a bad record or a broken file rolls all of it back)."""
+    """A large file, staged then published: its batches are committed one by
+    one as an unfinished ingest (records no trial shows yet; memory stays
+    bounded by a batch), then one short transaction marks the current
+    versions, merges the trials they reach and finishes the ingest. A bad
+    record, a broken file or any error deletes what was staged; a process
+    killed meanwhile leaves an unfinished ingest that the next writer
+    deletes (:meth:`Store.discard_unfinished_ingests`). Either way the store
+    ends as if the file had not been read."""
     source = display_path(path.resolve())
     with store.transaction():
         ingest_id = store.begin_ingest(source, sniffed.format, sha, size=st.st_size, mtime_ns=st.st_mtime_ns)
-        total = AddResult()
-        batch: list[Staged] = []
-        n_bytes = 0
+    total = AddResult()
+    batch: list[Staged] = []
+    n_bytes = 0
 
-        def write() -> None:
-            flags = store.add_staged(batch)
-            total.n_records += len(batch)
-            total.n_new += sum(flags)
-            if progress:
-                progress(ProgressEvent("ingest", "records", display_path(path), n=len(batch)))
-            batch.clear()
+    def write() -> None:
+        flags = store.add_staged(batch)  # its own transaction: committed, not yet published
+        total.n_records += len(batch)
+        total.n_new += sum(flags)
+        if progress:
+            progress(ProgressEvent("ingest", "records", display_path(path), n=len(batch)))
+        batch.clear()
 
+    try:
         for item in parse_file(path, sniffed):
             if _bad(item, path, result, report, skip_bad):
                 continue
@@ -437,8 +445,12 @@ def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, rep
         if batch:
             write()
         total.n_unchanged = total.n_records - total.n_new
-        store.settle([ingest_id])
-        store.finish_ingest(ingest_id, total, result.n_bad)
+        with store.transaction():
+            store.settle([ingest_id])
+            store.finish_ingest(ingest_id, total, result.n_bad)
+    except BaseException:
+        store.discard_ingests([ingest_id])
+        raise
     result.n_records, result.n_new, result.n_unchanged = total.n_records, total.n_new, total.n_unchanged
     result.committed = True
 

@@ -301,6 +301,7 @@ class Store:
         store = cls(con, db)
         if not read_only:
             store.migrate()
+            store.discard_unfinished_ingests()  # a file being staged when its process was killed
         return store
 
     def close(self) -> None:
@@ -377,6 +378,25 @@ class Store:
             [ingest_id, source, fmt, sha256, size, mtime_ns, _now()],
         )
         return ingest_id
+
+    def discard_ingests(self, ingest_ids: list[int]) -> None:
+        """Delete everything these (unpublished) ingests stored, and their rows in ``ingests``."""
+        if not ingest_ids:
+            return
+        with self.transaction():
+            keys = "SELECT record_key FROM records WHERE ingest_id IN (SELECT unnest(?::INTEGER[]))"
+            for table in _CHILD_COLUMNS:
+                self.con.execute(f"DELETE FROM {table} WHERE record_key IN ({keys})", [ingest_ids])
+            self.con.execute("DELETE FROM records WHERE ingest_id IN (SELECT unnest(?::INTEGER[]))", [ingest_ids])
+            self.con.execute("DELETE FROM ingests WHERE ingest_id IN (SELECT unnest(?::INTEGER[]))", [ingest_ids])
+
+    def discard_unfinished_ingests(self) -> list[int]:
+        """Delete the records of file ingests that were being staged when their
+        process died (an ingest row without ``finished_at``); returns their ids."""
+        ids = [int(r[0]) for r in self.con.execute(
+            "SELECT ingest_id FROM ingests WHERE finished_at IS NULL").fetchall()]
+        self.discard_ingests(ids)
+        return ids
 
     def new_ingest_ids(self, n: int) -> list[int]:
         """``n`` fresh ingest ids (for :meth:`record_ingests`)."""
