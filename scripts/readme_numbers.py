@@ -193,6 +193,20 @@ def funnel(ref: Reference) -> str:
                                f"{FUNNEL_MIN_TRIALS} trials; all in the report's `tables/funnel.csv`.")
 
 
+@block("coverage")
+def coverage(ref: Reference) -> str:
+    from celltrials.analysis import coverage as C
+    from celltrials.analysis import landscape as L
+    from celltrials.report.build import _year_coverage
+
+    con = ref.store.con
+    sel = L.select_trials(con, L.Filters())
+    marks, sources = _year_coverage(sel, L.data_date(con), C.source_windows(con))
+    chart = "start_year_by_family"
+    lines = C.describe(marks[marks["chart"] == chart], sources[sources["chart"] == chart], L.label)
+    return "\n".join(f"* {line}." for line in lines)
+
+
 @block("preset-recall")
 def preset_recall(ref: Reference) -> str:
     from celltrials.models import ParsedRecord

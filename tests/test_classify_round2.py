@@ -258,6 +258,11 @@ def test_autologous_word_about_background_transplant_is_not_the_car_t_origin() -
     _assert_gold("NCT07034755", "cell_type", "origin")
 
 
+def test_origin_stated_on_a_catch_all_name_of_the_product() -> None:
+    # NCT00621452: title "Genetically Engineered Lymphocytes", intervention "therapeutic autologous lymphocytes"
+    _assert_gold("NCT00621452", "origin")
+
+
 def test_autoimmune_indications_take_the_organ_system() -> None:
     for rid in ("NCT07224373", "NCT06958939", "NCT05207995", "NCT07592754"):  # MS, MG, T1D, NMOSD
         _assert_gold(rid, "indication_group", "therapeutic_area")
@@ -352,3 +357,21 @@ def test_cli_several_gold_files_and_unknown_products_json_equal_library(round2_d
     # a listed name matches no code name; known code names are never listed
     assert "qn-019a" not in names and "nkr-2 cells" not in names
     assert all(r["trials"] >= 1 and r["example_ids"] for r in unknown)
+
+
+def test_covid_indication_conventions(round2_db: Path) -> None:
+    """TAXONOMY.md: lung fibrosis left after COVID-19 is degenerative + respiratory; a
+    study of its psychological/social effects is other + other; a product calming
+    the host response is immune_mediated + respiratory (the last two read from dev.csv)."""
+    dev = {r["registry_id"]: r for r in _gold_rows(GOLD / "dev.csv")}
+    with celltrials.open(round2_db, read_only=True) as store:
+        def ind(rid: str) -> tuple[str, str]:
+            row = store.con.execute("SELECT indication_group, therapeutic_area FROM labels WHERE trial_id = ?",
+                                    [store.resolve(rid)]).fetchone()
+            assert row is not None, rid
+            return row[0], row[1]
+
+        # "human umbilical cord mesenchymal stem cells in the treatment of ... (COVID-19) induced pulmonary fibrosis"
+        assert ind("ChiCTR2000031430") == ("degenerative", "respiratory")
+        for rid in ("NCT04331106", "ChiCTR2000029580"):  # survey; MSC + ruxolitinib for COVID-19 pneumonia
+            assert ind(rid) == (dev[rid]["indication_group"], dev[rid]["therapeutic_area"]), rid

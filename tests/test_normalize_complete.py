@@ -333,3 +333,71 @@ def test_finish_record_is_idempotent() -> None:
 def _record(**fields: object) -> ParsedRecord:
     return ParsedRecord(channel="ictrp", source_format="ictrp_csv", record_id="X1", registry="other",
                         raw={}, **fields)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------ vocabulary files are validated
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('version: "1"\nnames: {ZZ: Nowhere}\n', "'ZZ' is not an ISO 3166-1 alpha-2 code"),
+        ('version: "1"\naliases: {QQ: [Somewhere]}\n', "'QQ' is not an ISO 3166-1 alpha-2 code"),
+        ('version: "1"\nregions: {Asia: [China]}\n', "region alias 'China' is also a country"),
+        ('version: "1"\ncountry: {}\n', "top-level keys"),
+        ('names: {}\n', "top-level keys"),
+        ('version: "1"\nnames: [a, b]\n', "names must be a mapping"),
+        ('version: "1"\nnames: {a: [\n', "not valid YAML"),
+    ],
+)
+def test_countries_yaml_is_validated(text: str, message: str) -> None:
+    from celltrials.errors import TaxonomyError
+    from celltrials.normalize import load_place_tables
+
+    with pytest.raises(TaxonomyError, match=r"countries\.yaml") as info:
+        load_place_tables(text)
+    assert message in str(info.value) and info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('version: "1"\nstudy_types: {quasi_experimental: [Quasi]}\n', "'quasi_experimental' is not one of"),
+        ('version: "1"\nstudy_types: {interventional: [Cohort], observational: [cohort]}\n',
+         "'cohort' is listed under interventional and observational"),
+        ('version: "1"\nstudy_types: {interventional: Cohort}\n', "spellings must be a list"),
+        ('study_types: {}\n', "top-level keys"),
+    ],
+)
+def test_study_types_yaml_is_validated(text: str, message: str) -> None:
+    from celltrials.errors import TaxonomyError
+    from celltrials.normalize import load_study_types
+
+    with pytest.raises(TaxonomyError, match=r"study_types\.yaml") as info:
+        load_study_types(text)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('version: "1"\nvalues: [{field: sponsor, raw: x, reason: because it is}]\n', "field must be one of"),
+        ('version: "1"\nvalues: [{field: country, raw: "??", reason: " "}]\n', "needs a reason"),
+        ('version: "1"\nvalues: [{field: country, raw: "??"}]\n', "needs exactly field, raw, reason"),
+        ('values: []\n', "top-level keys"),
+    ],
+)
+def test_unmappable_yaml_is_validated(text: str, message: str) -> None:
+    from celltrials.errors import TaxonomyError
+    from celltrials.quality import load_unmappable
+
+    with pytest.raises(TaxonomyError, match=r"unmappable\.yaml") as info:
+        load_unmappable(text)
+    assert message in str(info.value)
+
+
+def test_shipped_vocabulary_files_load_with_versions() -> None:
+    from celltrials.normalize import countries_version, load_study_types
+    from celltrials.quality import unmappable_version
+
+    assert countries_version() and unmappable_version()
+    version, table = load_study_types('version: "9"\nstudy_types: {other: [Misc]}\n')
+    assert version == "9" and table == {"other": "other", "misc": "other"}

@@ -221,3 +221,39 @@ def test_sponsor_chart_groups_spellings_of_one_sponsor(full_store: celltrials.St
     assert len(rows[0].spellings) >= 2
     assert table["lead_sponsor"].is_unique
     assert int(table["n_trials"].sum()) == sum(1 for _, name in raw if name.strip())
+
+
+def test_implausible_start_dates_are_flagged(full_store_path: Path) -> None:
+    wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True, data_only=True)
+    try:
+        it = wb.worksheets[0].iter_rows(values_only=True)
+        header = list(next(it))
+        tid, start = header.index("TrialID"), header.index("Date enrollement")
+        far = sorted(str(v[tid]).strip() for v in it
+                     if v[start] is not None and (v[start].year if isinstance(v[start], datetime)
+                                                  else int(str(v[start])[-4:])) > 2031)
+    finally:
+        wb.close()
+    with celltrials.open(full_store_path, read_only=True) as store:
+        src = next(s for s in check(store).sources if s.format == "ictrp_xlsx")
+    assert far and src.n_start_implausible == len(far)
+    assert src.example_start_implausible == far[0]
+
+
+def test_check_on_a_store_from_before_migration_5_says_how_to_upgrade(tmp_path: Path) -> None:
+    import duckdb
+
+    from celltrials.store import MIGRATIONS
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    for m in MIGRATIONS:
+        if m.version < 5:
+            m.apply(con)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.name])
+    con.close()
+    res = _cli("check", "--strict", db=db)
+    assert res.returncode == 1
+    assert "predates the data-quality audit" in res.stderr and "Hint:" in res.stderr
+    assert "Traceback" not in res.stderr

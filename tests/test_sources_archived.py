@@ -299,3 +299,18 @@ def test_v1_outcome_attribution_counts() -> None:
         else:
             assert out["value_raw"].isna().all()
     assert (with_values, attributed) == (49, 19)
+
+
+def test_v1_results_cli_says_why_values_are_empty(v1_store: tuple[Store, Any], tmp_path: Path) -> None:
+    import shutil
+
+    store, _ = v1_store
+    store.con.execute("CHECKPOINT")
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(store.path, db)
+    result = CliRunner().invoke(cli, ["--db", str(db), "results", "NCT00587990"])
+    assert result.exit_code == 0, result.output
+    assert "API v1 study-fields archive" in " ".join(result.output.split())
+    assert "Adverse-event groups (totals)" in result.output
+    result = CliRunner().invoke(cli, ["--db", str(db), "results", "NCT01270139"])
+    assert "API v1 study-fields archive" not in " ".join(result.output.split())

@@ -321,12 +321,22 @@ def _vocabulary_error(file: str, message: str) -> Exception:
 
 @functools.cache
 def _place_tables() -> _PlaceTables:
+    return load_place_tables(resources.files("celltrials.data").joinpath("countries.yaml").read_text("utf-8"))
+
+
+def load_place_tables(text: str) -> _PlaceTables:
+    """Validate countries.yaml (given as text) and build the lookup tables."""
     import pycountry
 
-    text = resources.files("celltrials.data").joinpath("countries.yaml").read_text("utf-8")
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise _vocabulary_error("countries.yaml", f"not valid YAML ({exc})") from None
     if not isinstance(data, dict) or set(data) - {"version", "names", "aliases", "extra", "regions"} or "version" not in data:
         raise _vocabulary_error("countries.yaml", "top-level keys must be version, names, aliases, extra, regions")
+    for key in ("names", "aliases", "extra", "regions"):
+        if not isinstance(data.get(key) or {}, dict):
+            raise _vocabulary_error("countries.yaml", f"{key} must be a mapping")
     names: dict[str, str] = data.get("names") or {}
     by_code: dict[str, Place] = {}
     by_key: dict[str, Place] = {}
@@ -462,12 +472,23 @@ def _study_key(text: str) -> str:
 
 @functools.cache
 def _study_type_table() -> tuple[str, dict[str, str]]:
-    text = resources.files("celltrials.data").joinpath("study_types.yaml").read_text("utf-8")
-    data = yaml.safe_load(text)
+    return load_study_types(resources.files("celltrials.data").joinpath("study_types.yaml").read_text("utf-8"))
+
+
+def load_study_types(text: str) -> tuple[str, dict[str, str]]:
+    """Validate study_types.yaml (given as text): (version, spelling key → study type)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise _vocabulary_error("study_types.yaml", f"not valid YAML ({exc})") from None
     if not isinstance(data, dict) or set(data) != {"version", "study_types"}:
         raise _vocabulary_error("study_types.yaml", "top-level keys must be version and study_types")
     table: dict[str, str] = {}
+    if not isinstance(data["study_types"], dict):
+        raise _vocabulary_error("study_types.yaml", "study_types must map each study type to a list of spellings")
     for canonical, spellings in data["study_types"].items():
+        if not isinstance(spellings, list | type(None)):
+            raise _vocabulary_error("study_types.yaml", f"{canonical}: spellings must be a list")
         if canonical not in STUDY_TYPES:
             raise _vocabulary_error("study_types.yaml", f"{canonical!r} is not one of {', '.join(STUDY_TYPES)}")
         for spelling in [canonical, *(spellings or [])]:

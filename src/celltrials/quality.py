@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 import yaml
 
-from celltrials.errors import TaxonomyError
+from celltrials.errors import StoreError, TaxonomyError
 from celltrials.normalize import (
     countries_version,
     parse_date_lenient,
@@ -112,6 +112,9 @@ class SourceQuality:
     n_without_last_update: int = 0
     n_without_any_date: int = 0
     n_without_ids: int = 0  # no registry id recognised in the record
+    #: start dates more than 10 years after the source's snapshot or before 1900 (typos such as 2641)
+    n_start_implausible: int = 0
+    example_start_implausible: str | None = None
     n_sponsor_spellings: int = 0  # distinct raw lead-sponsor names
     n_sponsors: int = 0  # distinct canonical lead sponsors they group into
 
@@ -159,8 +162,16 @@ class CheckReport:
 @functools.cache
 def reviewed_unmappable() -> dict[tuple[str, str], str]:
     """(field, raw value) → reason, from ``data/unmappable.yaml``."""
-    text = resources.files("celltrials.data").joinpath("unmappable.yaml").read_text("utf-8")
-    data = yaml.safe_load(text)
+    return load_unmappable(resources.files("celltrials.data").joinpath("unmappable.yaml").read_text("utf-8"))
+
+
+def load_unmappable(text: str) -> dict[tuple[str, str], str]:
+    """Validate unmappable.yaml (given as text): every entry names a checked
+    field, a raw value and a reason."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TaxonomyError(f"celltrials/data/unmappable.yaml: not valid YAML ({exc})", hint="Fix the file.") from None
     where = "celltrials/data/unmappable.yaml"
     if not isinstance(data, dict) or set(data) != {"version", "values"} or not isinstance(data["values"], list):
         raise TaxonomyError(f"{where}: top-level keys must be version and values (a list)", hint="Fix the file.")
@@ -211,9 +222,20 @@ def coverage_windows(store: Store | duckdb.DuckDBPyConnection) -> list[CoverageW
     return out
 
 
+def _require_raw_columns(con: duckdb.DuckDBPyConnection) -> None:
+    cols = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'records'").fetchall()}
+    if "study_type_raw" not in cols:
+        raise StoreError("the store predates the data-quality audit (no raw values beside canonical ones)",
+                         hint="Open it for writing once (e.g. `celltrials ingest` of any file) to upgrade it; "
+                              "records ingested before keep their old normalisation, so re-ingest the "
+                              "sources into a new store for a full audit.")
+
+
 def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
     """Audit every record version in the store, per source file and field."""
     reviewed = reviewed_unmappable()
+    _require_raw_columns(_con(store))
     windows = {w.source: w for w in coverage_windows(store)}
     con = _con(store)
     scalar = con.execute("""
@@ -286,6 +308,7 @@ def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
             n_without_start_date=s["no_start"], n_without_registration_date=s["no_reg"],
             n_without_last_update=s["no_upd"], n_without_any_date=s["no_any"], n_without_ids=s["no_ids"],
             n_sponsor_spellings=len(s["sp_raw"]), n_sponsors=len(s["sp_key"]),
+            **_implausible_starts(con, source, windows[source].snapshot_date),
         ))
     return CheckReport(
         vocabulary_versions=_versions(),
@@ -296,6 +319,15 @@ def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
         n_repairs=sum(r.count for s in sources for r in s.repairs),
         sources=sources,
     )
+
+
+def _implausible_starts(con: duckdb.DuckDBPyConnection, source: str, snapshot: date | None) -> dict[str, Any]:
+    limit = date(snapshot.year + 10, 12, 31) if snapshot else date(2100, 1, 1)
+    row = con.execute("""
+        SELECT count(*), min(record_id) FROM records
+        WHERE source = ? AND (start_date > ? OR start_date < DATE '1900-01-01')""", [source, limit]).fetchone()
+    n = int(row[0]) if row else 0
+    return {"n_start_implausible": n, "example_start_implausible": row[1] if row and n else None}
 
 
 class _Tally:

@@ -49,7 +49,7 @@ import pyarrow as pa
 from celltrials.errors import StoreError
 from celltrials.models import ParsedRecord
 from celltrials.normalize import finish_record
-from celltrials.sources import ctgov_csv, ictrp
+from celltrials.sources import FORMATS, volatile_fields
 from celltrials.sources.base import content_hash
 
 DEFAULT_DB = "celltrials.duckdb"
@@ -243,23 +243,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "ingest_file_stat", _v6_ingest_file_stat),
 )
 _MIGRATIONS: dict[int, Migration] = {m.version: m for m in MIGRATIONS}
-
-
-# Record fields that change between exports of the same content (ranks, export stamps).
-_VOLATILE = {
-    "ctgov_csv_classic": ctgov_csv.VOLATILE,
-    "ctgov_csv": ctgov_csv.VOLATILE,
-    "ictrp_csv": ictrp.VOLATILE,
-    "ictrp_xml": ictrp.VOLATILE,
-    "ictrp_xlsx": ictrp.VOLATILE,
-    "ctgov_v1_json": ("Rank",),
-}
-
-#: richer formats win ties between versions with the same update date
-FORMAT_RANK = {
-    "ctgov_json": 5, "ctgov_xml": 4, "ctgov_v1_json": 4, "ctgov_csv": 3, "ctgov_csv_classic": 2,
-    "ictrp_xml": 2, "ictrp_xlsx": 2, "ictrp_csv": 2,
-}
 
 
 #: a record ready to store: (record, raw JSON, content hash, source, ingest_id)
@@ -509,7 +492,7 @@ class Store:
     def _refresh_current(self) -> None:
         """Mark, per touched (channel, record_id), the version in use: latest
         registry update date, then the richer format, then the latest ingest."""
-        rank_sql = " ".join(f"WHEN '{k}' THEN {v}" for k, v in FORMAT_RANK.items())
+        rank_sql = " ".join(f"WHEN '{k}' THEN {f.rank}" for k, f in FORMATS.items() if f.rank)
         self.con.execute(f"""
             UPDATE records SET is_current = (ranked.rn = 1)
             FROM (
@@ -781,7 +764,7 @@ def raw_and_digest(rec: ParsedRecord) -> tuple[bytes, str]:
     """The raw JSON to store and the content hash, from one serialisation
     when no volatile key is left out (the stored text is the hashed, key-sorted one)."""
     finish_record(rec)  # no-op for parser output; completes records built elsewhere
-    exclude = _VOLATILE.get(rec.source_format, ())
+    exclude = volatile_fields(rec.source_format)
     if exclude:
         return orjson.dumps(rec.raw, default=str), content_hash(rec.raw, exclude=exclude)
     raw = orjson.dumps(rec.raw, option=orjson.OPT_SORT_KEYS, default=str)

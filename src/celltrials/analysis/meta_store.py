@@ -47,8 +47,9 @@ from typing import Any
 
 import pandas as pd
 
-from celltrials.analysis.results import RESULT_FORMATS, parse_results, study_object
+from celltrials.analysis.results import parse_results, study_object
 from celltrials.errors import AnalysisError, CelltrialsError
+from celltrials.sources import RESULT_FORMATS
 
 BINARY_MEASURES = ("RR", "OR", "RD")
 CONTINUOUS_MEASURES = ("MD", "SMD", "SMDH", "ROM")

@@ -45,6 +45,7 @@ from typing import Any
 import pandas as pd
 
 from celltrials.errors import AnalysisError, CelltrialsError
+from celltrials.sources import RESULT_FORMATS
 
 OUTCOME_COLUMNS = [
     "nct_id", "outcome_index", "outcome_type", "outcome_title", "time_frame", "units", "param_type",
@@ -313,8 +314,6 @@ def _load(raw: Any) -> Any:
     return json.loads(raw) if isinstance(raw, str | bytes) else raw
 
 
-#: stored formats that carry ClinicalTrials.gov results, richest first
-RESULT_FORMATS = ("ctgov_json", "ctgov_xml", "ctgov_v1_json")
 _FORMATS_SQL = ", ".join(f"'{f}'" for f in RESULT_FORMATS)
 _ORDER = (
     "ORDER BY last_update DESC NULLS LAST, "

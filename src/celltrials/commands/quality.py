@@ -44,13 +44,21 @@ def _print(report: object, console: Console) -> None:
     console.print(Text(f"{report.n_records:,} record versions from {len(report.sources)} sources; "
                        f"{report.n_unmapped:,} unmapped values, {report.n_reviewed:,} reviewed as unmappable, "
                        f"{report.n_repairs:,} text repairs."))
-    fields = Table(title="Mapping to the canonical vocabulary")
-    for c in ("source", "field", "values", "mapped", "reviewed", "unmapped", "missing", "distinct raw"):
-        fields.add_column(c, justify="left" if c in ("source", "field") else "right")
+    fields = Table(title="Raw values mapped to the canonical vocabulary (mapped/values)")
+    fields.add_column("source")
+    for c in ("study type", "phase", "status", "country", "repairs"):
+        fields.add_column(c, justify="right")
     for s in report.sources:
+        cells: list[Text | str] = [Text(Path(s.source).name)]
         for f in s.fields:
-            fields.add_row(Text(Path(s.source).name), f.field, f"{f.n_values:,}", f"{f.n_mapped:,}",
-                           f"{f.n_reviewed:,}", f"{f.n_unmapped:,}", f"{f.n_missing:,}", f"{f.n_distinct_raw:,}")
+            cell = Text(f"{f.n_mapped:,}/{f.n_values:,}")
+            if f.n_reviewed:
+                cell.append(f" +{f.n_reviewed} reviewed", style="yellow")
+            if f.n_unmapped:
+                cell.append(f" {f.n_unmapped} unmapped", style="bold red")
+            cells.append(cell)
+        cells.append(f"{sum(r.count for r in s.repairs):,}")
+        fields.add_row(*cells)
     console.print(fields)
     for s in report.sources:
         for f in s.fields:
@@ -66,7 +74,7 @@ def _print(report: object, console: Console) -> None:
         cov.add_column(c, justify="right" if c == "records" else "left")
 
     def span(a: object, b: object) -> str:
-        return f"{a or '–'} … {b or '–'}"
+        return f"{a or '–'}…{b or '–'}"
 
     for s in report.sources:
         w = s.coverage
@@ -74,11 +82,11 @@ def _print(report: object, console: Console) -> None:
                     span(w.start_first, w.start_last), span(w.last_update_first, w.last_update_last),
                     str(w.snapshot_date or "–"))
     console.print(cov)
-    gaps = Table(title="Records without dates or ids, text repairs")
-    for c in ("source", "no start", "no registration", "no update", "no date", "no id", "repairs", "sponsor spellings → sponsors"):
+    gaps = Table(title="Records without dates or ids; lead-sponsor spellings → sponsors")
+    for c in ("source", "no start", "no registration", "no update", "no date", "no id", "odd start", "sponsors"):
         gaps.add_column(c, justify="left" if c == "source" else "right")
     for s in report.sources:
         gaps.add_row(Text(Path(s.source).name), str(s.n_without_start_date), str(s.n_without_registration_date),
                      str(s.n_without_last_update), str(s.n_without_any_date), str(s.n_without_ids),
-                     str(sum(r.count for r in s.repairs)), f"{s.n_sponsor_spellings} → {s.n_sponsors}")
+                     str(s.n_start_implausible), f"{s.n_sponsor_spellings:,} → {s.n_sponsors:,}")
     console.print(gaps)

@@ -18,15 +18,12 @@ the charts, so a reader (or a test) can check each number against the store.
 
 from __future__ import annotations
 
-import contextlib
-import json
+import multiprocessing as mp
 import os
 import platform
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from os.path import commonpath
@@ -41,7 +38,6 @@ import celltrials
 from celltrials.analysis import landscape as L
 from celltrials.errors import AnalysisError, ConfigError
 from celltrials.progress import Progress, ProgressEvent
-from celltrials.report._draw import chart_to_dict, claim
 from celltrials.report.figures import (
     COLORS,
     GREY,
@@ -49,6 +45,7 @@ from celltrials.report.figures import (
     Series,
     draw_matplotlib,
     palette,
+    prepare_matplotlib,
     to_plotly,
 )
 
@@ -133,11 +130,12 @@ def _quality_summary(con: Any) -> dict[str, Any] | None:
     (None for a store written before raw values were kept beside canonical ones)."""
     import duckdb
 
+    from celltrials.errors import StoreError
     from celltrials.quality import check
 
     try:
         return check(con).summary()
-    except duckdb.Error:
+    except (duckdb.Error, StoreError):
         return None
 
 
@@ -970,65 +968,52 @@ def _build(con: Any, out: Path, filters: L.Filters, progress: Progress | None, d
 
 
 class _Drawing:
-    """Matplotlib figures drawn by worker subprocesses (``python -m
-    celltrials.report._draw``): started first, they import Matplotlib while
-    the trials are selected, draw the charts they are handed (:meth:`start`)
-    while this process writes the tables and the HTML; then this process
-    draws what they have not claimed yet, from the other end of the list.
-    ``jobs`` = 0 draws everything here. A chart a worker claimed but did not
-    finish is drawn here too, so a broken worker costs time, never figures."""
+    """Matplotlib figures drawn by a :class:`~concurrent.futures.ProcessPoolExecutor`
+    (``forkserver`` processes: the store's DuckDB threads are never forked).
+    The workers start importing Matplotlib as soon as the report starts; the
+    charts are handed to them slowest first (:meth:`start`) while this process
+    writes the tables and the HTML; then this process draws, from the other end
+    of the list, every chart no worker has started yet (a cancelled future).
+    A chart whose worker failed is drawn here too, so a broken worker costs
+    time, never figures. ``jobs`` = 0 draws everything here."""
 
     def __init__(self, out_dir: Path, jobs: int | None) -> None:
-        import tempfile
-
         cpus = os.cpu_count() or 1
         n = jobs if jobs is not None else min(3, cpus - 1)
-        self.charts: list[Chart] = []
         self.out_dir = out_dir
-        self.procs: list[subprocess.Popen[str]] = []
-        self.claims = Path(tempfile.mkdtemp(prefix="celltrials-figures-"))
-        env = {**os.environ, "MPLBACKEND": "Agg"}
-        for _ in range(max(0, n)):
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celltrials.report._draw", "-", str(out_dir), str(self.claims)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        self.charts: list[Chart] = []
+        self.futures: list[Future[list[Path]]] = []
+        self.pool: ProcessPoolExecutor | None = None
+        if n > 0:
+            self.pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("forkserver"),
+                                            initializer=prepare_matplotlib)
+            for _ in range(n):  # start the workers (and their Matplotlib import) now
+                self.pool.submit(os.getpid)
 
     def start(self, charts: list[Chart]) -> None:
         """Hand the charts to the workers (slowest first: workers start on
         those, this process takes the quick ones at the end)."""
         self.charts = sorted(charts, key=lambda c: -(len(c.categories) * max(1, len(c.series)) + 10 * len(c.rows)))
-        spec = self.claims / "charts.json"
-        spec.write_text(json.dumps([chart_to_dict(c) for c in self.charts]), encoding="utf-8")
-        for proc in self.procs:
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(f"{spec}\n")
-                proc.stdin.close()
-            except (OSError, ValueError):  # the worker died: its share is drawn here
-                pass
-            proc.stdin = None  # handed over; communicate() must not touch it again
+        if self.pool is not None:
+            self.futures = [self.pool.submit(draw_matplotlib, c, self.out_dir) for c in self.charts]
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            with contextlib.suppress(OSError, ValueError):
-                proc.communicate()
-        self.procs = []
-        shutil.rmtree(self.claims, ignore_errors=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
     def result(self) -> list[Path]:
         try:
-            for c in reversed(self.charts):
-                if claim(self.claims, c.id):
+            if not self.futures:
+                return sorted(p for c in self.charts for p in draw_matplotlib(c, self.out_dir))
+            for c, fut in reversed(list(zip(self.charts, self.futures, strict=True))):
+                if fut.cancel():  # no worker has started it
                     draw_matplotlib(c, self.out_dir)
-            for proc in self.procs:
-                proc.communicate()
             paths: list[Path] = []
-            for c in self.charts:
+            for c, fut in zip(self.charts, self.futures, strict=True):
                 want = [self.out_dir / f"{c.id}.svg", self.out_dir / f"{c.id}.png"]
-                if not all(w.is_file() and w.stat().st_size for w in want):  # a worker failed on it
-                    want = draw_matplotlib(c, self.out_dir)
+                if not fut.cancelled() and fut.exception() is not None:
+                    want = draw_matplotlib(c, self.out_dir)  # the worker failed on it
                 paths.extend(want)
         finally:
             self.close()

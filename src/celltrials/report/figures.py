@@ -196,6 +196,11 @@ def _wrap(text: str, width: int = 34) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def prepare_matplotlib() -> None:
+    """Import and configure Matplotlib (the slow part of a drawing worker's start)."""
+    _mpl()
+
+
 def draw_matplotlib(chart: Chart, out_dir: Path, *, dpi: int = 200) -> list[Path]:
     """Write ``<id>.svg`` and ``<id>.png`` into ``out_dir``; returns the paths."""
     plt = _mpl()

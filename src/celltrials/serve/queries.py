@@ -35,6 +35,7 @@ import pandas as pd
 
 from celltrials.analysis import landscape as ls
 from celltrials.errors import CelltrialsError, ConfigError
+from celltrials.safety import safe_frame
 
 ST = "memory.main.st"
 MAX_PAGE_SIZE = 200
@@ -602,16 +603,6 @@ def export_frame(con: duckdb.DuckDBPyConnection, query: Query) -> pd.DataFrame:
     return con.execute(f"SELECT {', '.join(cols)} FROM {ST} WHERE {w} ORDER BY {SORTS[query.sort]}", p).df()
 
 
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _defuse(v: Any) -> Any:
-    """Spreadsheet-safe text: a value a spreadsheet would run as a formula gets a leading '."""
-    if isinstance(v, str) and v.startswith(_FORMULA):
-        return "'" + v
-    return v
-
-
 def export_bytes(df: pd.DataFrame, fmt: str) -> bytes:
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}", hint="Use csv, xlsx or parquet.")
@@ -619,14 +610,10 @@ def export_bytes(df: pd.DataFrame, fmt: str) -> bytes:
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         return buf.getvalue()
-    safe = df.copy()
-    for c in safe.columns:
-        if pd.api.types.is_object_dtype(safe[c]) or pd.api.types.is_string_dtype(safe[c]):
-            safe[c] = safe[c].map(_defuse, na_action="ignore")
-    if fmt == "csv":
-        return safe.to_csv(index=False).encode("utf-8")
+    if fmt == "csv":  # text cells through the one spreadsheet-safety helper (OWASP CSV injection)
+        return safe_frame(df).to_csv(index=False).encode("utf-8")
     buf = io.BytesIO()
-    safe.to_excel(buf, index=False, sheet_name="trials")
+    safe_frame(df, xlsx=True).to_excel(buf, index=False, sheet_name="trials")
     return buf.getvalue()
 
 

@@ -12,6 +12,7 @@ import csv
 import re
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -22,23 +23,81 @@ from celltrials.errors import DataFileError, UnknownFormatError
 from celltrials.sources import ctgov_csv, ctgov_json, ctgov_v1, ctgov_xml, ictrp
 from celltrials.sources.base import ParseItem, ParseStream
 
-__all__ = ["FORMATS", "ParseItem", "ParseStream", "parse_file", "sniff"]
+__all__ = [
+    "FORMATS", "RESULT_FORMATS", "ParseItem", "ParseStream", "SourceFormat", "format_rank", "parse_file", "sniff",
+    "volatile_fields",
+]
 
-#: format name → what it is, for messages and `celltrials stats`
-FORMATS = {
-    "ctgov_json": "ClinicalTrials.gov API v2 JSON (study, array or API page)",
-    "ctgov_ndjson": "ClinicalTrials.gov API v2 NDJSON",
-    "ctgov_zip": "ZIP of ClinicalTrials.gov API v2 JSON files",
-    "ctgov_v1_json": "ClinicalTrials.gov API v1 study-fields JSON (retired 2024)",
-    "ctgov_v1_zip": "ZIP of ClinicalTrials.gov API v1 study-fields JSON files",
-    "ctgov_xml": "ClinicalTrials.gov legacy XML (<clinical_study>)",
-    "ctgov_xml_zip": "ZIP of ClinicalTrials.gov legacy XML files",
-    "ctgov_csv_classic": "ClinicalTrials.gov classic website CSV",
-    "ctgov_csv": "ClinicalTrials.gov website CSV",
-    "ictrp_csv": "WHO ICTRP CSV export",
-    "ictrp_xml": "WHO ICTRP XML export",
-    "ictrp_xlsx": "WHO ICTRP Excel export",
-}
+@dataclass(frozen=True)
+class SourceFormat:
+    """One registry export format: the one place that knows it.
+
+    ``record_format`` is the ``source_format`` its records carry (a zip or
+    NDJSON file holds records of a plain format); the remaining fields are
+    read for record formats: ``volatile_fields`` change between exports of
+    the same content (ranks, export stamps) and are left out of the content
+    hash; ``rank`` breaks ties between versions with the same update date
+    (richer formats win); ``has_results`` formats can carry posted results.
+    """
+
+    name: str
+    description: str
+    parse: Callable[[Path, str | None], ParseStream]
+    record_format: str = ""
+    volatile_fields: tuple[str, ...] = ()
+    rank: int = 0
+    has_results: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.record_format:
+            object.__setattr__(self, "record_format", self.name)
+
+
+def _no_text(parse: Callable[[Path], ParseStream]) -> Callable[[Path, str | None], ParseStream]:
+    return lambda path, _text: parse(path)
+
+
+#: every supported format by name, sniffed by content (:func:`sniff`)
+FORMATS: dict[str, SourceFormat] = {f.name: f for f in (
+    SourceFormat("ctgov_json", "ClinicalTrials.gov API v2 JSON (study, array or API page)",
+                 _no_text(ctgov_json.parse_json), rank=5, has_results=True),
+    SourceFormat("ctgov_ndjson", "ClinicalTrials.gov API v2 NDJSON", _no_text(ctgov_json.parse_ndjson),
+                 record_format="ctgov_json"),
+    SourceFormat("ctgov_zip", "ZIP of ClinicalTrials.gov API v2 JSON files", _no_text(ctgov_json.parse_zip),
+                 record_format="ctgov_json"),
+    SourceFormat("ctgov_v1_json", "ClinicalTrials.gov API v1 study-fields JSON (retired 2024)",
+                 _no_text(ctgov_v1.parse_json), volatile_fields=ctgov_v1.VOLATILE, rank=4, has_results=True),
+    SourceFormat("ctgov_v1_zip", "ZIP of ClinicalTrials.gov API v1 study-fields JSON files",
+                 _no_text(ctgov_v1.parse_zip), record_format="ctgov_v1_json"),
+    SourceFormat("ctgov_xml", "ClinicalTrials.gov legacy XML (<clinical_study>)", _no_text(ctgov_xml.parse_xml),
+                 rank=4, has_results=True),
+    SourceFormat("ctgov_xml_zip", "ZIP of ClinicalTrials.gov legacy XML files", _no_text(ctgov_xml.parse_zip),
+                 record_format="ctgov_xml"),
+    SourceFormat("ctgov_csv_classic", "ClinicalTrials.gov classic website CSV", ctgov_csv.parse,
+                 volatile_fields=ctgov_csv.VOLATILE, rank=2),
+    SourceFormat("ctgov_csv", "ClinicalTrials.gov website CSV", ctgov_csv.parse,
+                 volatile_fields=ctgov_csv.VOLATILE, rank=3),
+    SourceFormat("ictrp_csv", "WHO ICTRP CSV export", ictrp.parse_csv, volatile_fields=ictrp.VOLATILE, rank=2),
+    SourceFormat("ictrp_xml", "WHO ICTRP XML export", _no_text(ictrp.parse_xml),
+                 volatile_fields=ictrp.VOLATILE, rank=2),
+    SourceFormat("ictrp_xlsx", "WHO ICTRP Excel export", _no_text(ictrp.parse_xlsx),
+                 volatile_fields=ictrp.VOLATILE, rank=2),
+)}
+
+#: record formats that can carry ClinicalTrials.gov results, richest first
+RESULT_FORMATS = tuple(sorted((f.name for f in FORMATS.values() if f.has_results),
+                              key=lambda n: -FORMATS[n].rank))
+
+
+def volatile_fields(record_format: str) -> tuple[str, ...]:
+    """Fields of a record of this format that the content hash leaves out."""
+    f = FORMATS.get(record_format)
+    return f.volatile_fields if f else ()
+
+
+def format_rank(record_format: str) -> int:
+    f = FORMATS.get(record_format)
+    return f.rank if f else 0
 
 
 @dataclass(frozen=True)
@@ -159,27 +218,7 @@ def parse_file(path: str | Path, sniffed: Sniffed | None = None) -> ParseStream:
 
 
 def _parse(p: Path, s: Sniffed) -> ParseStream:
-    if s.format == "ctgov_json":
-        yield from ctgov_json.parse_json(p)
-    elif s.format == "ctgov_ndjson":
-        yield from ctgov_json.parse_ndjson(p)
-    elif s.format == "ctgov_zip":
-        yield from ctgov_json.parse_zip(p)
-    elif s.format == "ctgov_v1_json":
-        yield from ctgov_v1.parse_json(p)
-    elif s.format == "ctgov_v1_zip":
-        yield from ctgov_v1.parse_zip(p)
-    elif s.format == "ctgov_xml":
-        yield from ctgov_xml.parse_xml(p)
-    elif s.format == "ctgov_xml_zip":
-        yield from ctgov_xml.parse_zip(p)
-    elif s.format in ("ctgov_csv_classic", "ctgov_csv"):
-        yield from ctgov_csv.parse(p, s.text)
-    elif s.format == "ictrp_csv":
-        yield from ictrp.parse_csv(p, s.text)
-    elif s.format == "ictrp_xml":
-        yield from ictrp.parse_xml(p)
-    elif s.format == "ictrp_xlsx":
-        yield from ictrp.parse_xlsx(p)
-    else:  # pragma: no cover - sniff only returns the names above
+    fmt = FORMATS.get(s.format)
+    if fmt is None:  # pragma: no cover - sniff only returns registered names
         raise UnknownFormatError(f"no parser for {s.format}", path=str(p))
+    yield from fmt.parse(p, s.text)
