@@ -176,6 +176,23 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+#: DuckDB checkpoints (rewrites the table's last, partly filled row group)
+#: when its write-ahead log passes this size; 16 MiB by default, i.e. after
+#: nearly every file — fewer checkpoints while ingesting many files
+CHECKPOINT_BYTES = 256 << 20
+
+
+@contextlib.contextmanager
+def _checkpoint_threshold(store: Store, size: int) -> Iterator[None]:
+    row = store.con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+    store.con.execute(f"SET checkpoint_threshold = '{size}B'")
+    try:
+        yield
+    finally:
+        if row:
+            store.con.execute(f"SET checkpoint_threshold = '{row[0]}'")
+
+
 @dataclass
 class _Known:
     """Files already ingested cleanly: by content hash, and by (path, size, mtime)."""
@@ -278,7 +295,7 @@ def ingest_paths(
     store.discard_unfinished_ingests()  # left by a process killed while staging a file
     known = _Known.load(store)
     group = _Group(store, known, progress, batch_size)
-    with _gc_paused():
+    with _gc_paused(), _checkpoint_threshold(store, CHECKPOINT_BYTES):
         try:
             for index, path in enumerate(files, start=1):
                 _one_file(store, path, index, len(files), explicit, known, group, report,

@@ -698,7 +698,11 @@ def _connect(db: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + wait
     while True:
         try:
-            return duckdb.connect(db, read_only=read_only)
+            con = duckdb.connect(db, read_only=read_only)
+            # no progress bar: DuckDB draws one on stdout for queries over 2 s (e.g. merging on a busy
+            # machine), which would break `--json` output
+            con.execute("SET enable_progress_bar = false")
+            return con
         except duckdb.Error as exc:
             holder = lock_holder(str(exc))
             if holder is None:
