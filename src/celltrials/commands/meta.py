@@ -170,6 +170,7 @@ def meta(
             result = meta_from_store(store, outcome, measure, out_dir=out_dir, filters=filters,
                                      time_frame=time_frame, extra=extra, experimental_arm=experimental_arm,
                                      **options)
+        plot_dir = plot_dir or out_dir  # the forest and funnel plots go beside studies.csv
     else:
         if input_csv is None:
             raise AnalysisError("give INPUT.csv (one row per study) or --from-store",
