@@ -99,6 +99,10 @@ def test_car_on_another_t_cell_is_car_t(rid: str, what: str) -> None:
         ("NCT06254807", ["macrophage"], "CAR-monocytes (CT-0525)"),
         ("NCT01430390", ["car_t"], "EBV-CTLs genetically targeted to the CD19 antigen"),
         ("NCT02414269", ["car_t"], "autologous T cells genetically engineered to target mesothelin"),
+        ("NCT05487651", ["car_t"], "allogeneic NK T-cells expressing a CD19-specific CAR"),
+        ("NCT05976906", ["car_t"], "chimeric natural killer receptor modified T cells"),
+        ("NCT07095075", ["car_nk"], "LUCAR-DKS1 NK cells"),
+        ("NCT04264078", ["car_t"], "U-CAR-T for T/NK cell malignancies (the disease is not a product)"),
     ],
 )
 def test_receptor_placed_on_its_cell(rid: str, expected: list[str], what: str) -> None:
