@@ -1,69 +1,159 @@
-"""Classifier throughput on one core: the real records of ../shared/data, replicated.
+"""Classifier throughput: real ClinicalTrials.gov API-JSON trials, replicated.
 
-    .venv/bin/python benchmarks/classify.py [--n 100000]
+    .venv/bin/python benchmarks/classify.py [--n 100000] [--before REV] [--write]
 
-Every record of ../shared/data is parsed once (not timed) and turned into a
-:class:`celltrials.classify.TrialText`; the list is repeated up to N trials and
-classified in one process, one core (CPU time of this process, so other load on the
-machine does not count). Rows: per source format, then all formats
-together. The classifier keeps no cache between trials, so a replicated trial
-costs the same as a new one. (The taxonomy compiles a few pattern variants per
-field the first time a text needs them; that time counts in the first rows.)
+Every API-JSON record in ../shared/data is parsed once (not timed) into a
+:class:`celltrials.classify.TrialText`; the list is repeated (new trial ids)
+up to N trials and classified in memory. Each configuration runs in a fresh
+process (``--child``), so compiling the taxonomy and starting workers count:
+
+* ``before``: the source tree of git revision REV (default ``main``) — the
+  engine being replaced — on one core, trial by trial;
+* ``after``: this tree's :func:`celltrials.classify_parallel.classify_many`
+  with ``jobs=1`` and with every core.
+
+Wall time includes process start-up of the workers; "cpu" is this process's
+CPU time (workers not included). A second table times one trial whose title
+is a phrase repeated to 100,000 and 200,000 characters (issue 12: quadratic
+before). ``--write`` replaces the section between the markers in BENCHMARKS.md
+with the printed tables, machine and date.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import os
 import platform
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from io import BytesIO
 from pathlib import Path
 
-from celltrials.classify import Classifier, TrialText
-from celltrials.models import ParsedRecord
-from celltrials.sources import parse_file
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+BEGIN = "<!-- benchmarks/classify.py: begin -->"
+END = "<!-- benchmarks/classify.py: end -->"
+PHRASE = "exosomes from mesenchymal stem cells of the umbilical cord (MSC-EVs) in the bone marrow of "
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+def _texts() -> list:  # type: ignore[type-arg]
+    from celltrials.classify import TrialText
+    from celltrials.models import ParsedRecord
+    from celltrials.sources import parse_file
 
-def _texts() -> dict[str, list[TrialText]]:
-    by_format: dict[str, list[TrialText]] = {}
-    for path in sorted(DATA.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in (".csv", ".json", ".xml", ".xlsx") or "third_party" in path.name:
-            continue
+    out = []
+    for path in sorted(DATA.rglob("*.json")):
         for item in parse_file(path):
-            if isinstance(item, ParsedRecord):
-                by_format.setdefault(item.source_format, []).append(TrialText.from_record(item))
-    return by_format
+            if isinstance(item, ParsedRecord) and item.source_format.startswith("ctgov_json"):
+                out.append(TrialText.from_record(item))
+    return out
 
 
-def _run(clf: Classifier, texts: list[TrialText], n: int) -> tuple[int, float, int]:
-    reps = [texts[i % len(texts)] for i in range(n)]
-    t0 = time.process_time()
-    cell = 0
-    for tt in reps:
-        if clf.classify(tt).is_cell_therapy:
-            cell += 1
-    return n, time.process_time() - t0, cell
+def child(n: int, jobs: int, mode: str) -> dict[str, object]:
+    """One measurement in this process (``mode``: ``before``: old Classifier loop;
+    ``after``: classify_many; ``long``: the long-title trials)."""
+    from celltrials.classify import Classifier, Segment, TrialText
+
+    if mode == "long":
+        clf = Classifier()
+        clf.classify(TrialText("warm", [Segment("title", "title", "stem cells")]))
+        out: dict[str, object] = {}
+        for size in (100_000, 200_000):
+            title = (PHRASE * (size // len(PHRASE) + 1))[:size]
+            t0 = time.perf_counter()
+            clf.classify(TrialText("long", [Segment("title", "title", title)]))
+            out[str(size)] = time.perf_counter() - t0
+        return out
+    base = _texts()
+    reps = [TrialText(f"{t.trial_id}#{i // len(base)}", t.segments) for i, t in enumerate(base[i % len(base)] for i in range(n))]
+    t0, c0 = time.perf_counter(), time.process_time()
+    if mode == "before":
+        clf = Classifier()
+        cell = sum(clf.classify(t).is_cell_therapy for t in reps)
+    else:
+        from celltrials.classify_parallel import classify_many
+
+        cell = sum(lab.is_cell_therapy for lab in classify_many(reps, jobs=jobs))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"real": len(base), "n": n, "wall": wall, "cpu": cpu, "cell": cell}
+
+
+def _run(src: Path, n: int, jobs: int, mode: str) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    cmd = [sys.executable, __file__, "--child", mode, "--n", str(n), "--jobs", str(jobs)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _export(rev: str, into: Path) -> str:
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    blob = subprocess.run(["git", "archive", rev, "src"], cwd=ROOT, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=BytesIO(blob)) as tar:
+        tar.extractall(into, filter="data")
+    return sha
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=100_000, help="trials to classify in the 'all formats' row")
+    ap.add_argument("--n", type=int, default=100_000, help="trials to classify")
+    ap.add_argument("--before", default="main", help="git revision with the engine to compare against")
+    ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md between the markers")
+    ap.add_argument("--child", choices=("before", "after", "long"), help=argparse.SUPPRESS)
+    ap.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    by_format = _texts()
-    clf = Classifier()
-    clf.classify(next(iter(by_format.values()))[0])  # compile/warm up
-    print(f"celltrials classifier benchmark — taxonomy {clf.tax.version}, Python {platform.python_version()}, "
-          f"{platform.machine()}, one core")
-    print(f"{'input':<22}{'records':>9}{'trials':>10}{'seconds':>10}{'trials/s':>11}{'cell-therapy':>14}")
-    rows = []
-    for fmt, texts in sorted(by_format.items()):
-        n = min(args.n, max(len(texts), 20_000))
-        rows.append((fmt, len(texts), *_run(clf, texts, n)))
-    everything = [t for ts in by_format.values() for t in ts]
-    rows.append(("all formats", len(everything), *_run(clf, everything, args.n)))
-    for name, n_real, n, secs, cell in rows:
-        print(f"{name:<22}{n_real:>9,}{n:>10,}{secs:>10.2f}{n / secs:>11,.0f}{cell / n:>13.1%}")
+    if args.child:
+        print(json.dumps(child(args.n, args.jobs, args.child)))
+        return
+    cores = _cores()
+    with tempfile.TemporaryDirectory() as tmp:
+        sha = _export(args.before, Path(tmp))
+        old_src = Path(tmp) / "src"
+        new_src = ROOT / "src"
+        runs = [
+            (f"before ({sha}), 1 core", _run(old_src, args.n, 1, "before")),
+            ("after, 1 core (--jobs 1)", _run(new_src, args.n, 1, "after")),
+            (f"after, {cores} cores (--jobs {cores})", _run(new_src, args.n, cores, "after")),
+        ]
+        long_runs = [(f"before ({sha})", _run(old_src, 0, 1, "long")), ("after", _run(new_src, 0, 1, "long"))]
+    lines = [
+        f"python benchmarks/classify.py --n {args.n} --before {args.before}",
+        f"{'configuration':<32}{'trials':>9}{'wall s':>9}{'trials/s':>10}{'cpu s':>8}{'cell-therapy':>14}",
+    ]
+    for name, r in runs:
+        n, wall = int(r["n"]), float(r["wall"])  # type: ignore[arg-type]
+        lines.append(f"{name:<32}{n:>9,}{wall:>9.1f}{n / wall:>10,.0f}{float(r['cpu']):>8.1f}"  # type: ignore[arg-type]
+                     f"{int(r['cell']) / n:>13.1%}")  # type: ignore[call-overload]
+    lines.append(f"({runs[0][1]['real']:,} real API-JSON trials, repeated; wall time includes taxonomy compile and worker start-up)")
+    lines.append("")
+    lines.append(f"{'one trial, title of':<32}{'100,000 chars':>15}{'200,000 chars':>15}")
+    for name, r in long_runs:
+        lines.append(f"{name:<32}{float(r['100000']):>14.2f}s{float(r['200000']):>14.2f}s")  # type: ignore[arg-type]
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        machine = (f"{platform.machine()}, {cores} cores visible, Python {platform.python_version()}, "
+                   f"load average {os.getloadavg()[0]:.1f} at the end; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
+        section = f"{BEGIN}\n```\n{table}\n```\n\n{machine}\n{END}"
+        path = ROOT / "BENCHMARKS.md"
+        text = path.read_text(encoding="utf-8")
+        if BEGIN in text and END in text:
+            text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+        else:
+            raise SystemExit(f"{path}: markers {BEGIN} / {END} not found")
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,20 @@
 """The README's worked example: pooled risk of serious adverse events, MSC arms vs control.
 
-    python scripts/sae_example.py [../shared/data-extra/ctgov-v1-studyfields] [--out DIR]
+    python scripts/sae_example.py [../shared/data-extra/ctgov-v1-studyfields] [--out DIR] [--write-readme]
 
 Ingests the API v1 MSC archive into a fresh store, classifies it, runs
 ``celltrials meta --from-store --outcome "serious adverse events"`` with
 Mantel–Haenszel and Peto odds ratios over the trials labelled MSC, and prints
-the Markdown that the README shows (numbers, trials and arms used). Nothing
-in the README's example is typed by hand.
+the Markdown that the README shows (numbers, trials and arms used);
+``--write-readme`` puts it between the README's ``<!-- sae-example … -->``
+markers. Nothing in the README's example is typed by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,7 @@ def markdown(results: dict[str, Any]) -> str:
     fs = mh["from_store"]
     used = [c for c in fs["choices"] if c.get("used")]
     lines = [
-        f"MSC trials selected: {fs['trials_selected']:,}; with posted results: {fs['trials_with_results']}; "
+        f"Trials labelled MSC with posted results: {fs['trials_with_results']}; "
         f"with an MSC arm and a control arm: {fs['rows']} (k = {mh['k']}).",
         "",
         f"* Mantel–Haenszel OR {fmt_ci(mh)}; I² = {mh['i2']:.1f} % (Q({mh['q_df']}) = {mh['q']:.2f}, "
@@ -84,14 +86,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("archive", nargs="?", default=str(DEFAULT))
     ap.add_argument("--out", default=None, help="keep the store and outputs here (default: a temporary folder)")
+    ap.add_argument("--write-readme", action="store_true", help="replace the example in README.md")
     args = ap.parse_args()
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        print(markdown(run(Path(args.archive), out)))
+        text = markdown(run(Path(args.archive), out))
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            print(markdown(run(Path(args.archive), Path(tmp))))
+            text = markdown(run(Path(args.archive), Path(tmp)))
+    print(text)
+    if args.write_readme:
+        readme = ROOT / "README.md"
+        old = readme.read_text(encoding="utf-8")
+        pattern = re.compile(r"(<!-- sae-example[^>]*-->\n).*?(\n<!-- /sae-example -->)", re.S)
+        if not pattern.search(old):
+            raise SystemExit("README.md has no <!-- sae-example --> block")
+        readme.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), old, count=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -271,8 +272,10 @@ def test_cli_json_equals_library(classified_db: Path, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------
-# the one-pattern matching engine of the taxonomy loader (CompiledField.hits)
-# must give exactly the hits of the reference loop over word starts
+# the pattern engine (celltrials.taxonomy.engine.CompiledField.hits) must give
+# exactly the hits of the matching rule written as a plain loop: at each word start
+# at or after the previous hit, the first alternative (entry order, then pattern
+# order) that matches there followed by a non-word character
 
 
 _TRICKY = [
@@ -283,13 +286,15 @@ _TRICKY = [
     "(MSC)-derived exosomes, UC-MSC+BM-MSC/AD-MSCs, hUC-MSCs",
     "Wharton's jelly, Wharton s jelly-derived mesenchymal stromal cells",
     "ſtem cells, K\u212aRAS, \u0130PSC-derived, \u0131psc, MSC\u017f",  # Unicode case look-alikes
-    "γδ T cells, Vγ9Vδ2 T cells, gamma-delta T, γδT",
+    "ſTEM CELLS and \u212aRAS-specific T cells; \u0130PSCs",
+    "γδ T cells, Vγ9Vδ2 T cells, gamma-delta T, γδT, ΓΔ T cells",
     "2 x 10^6 cells/kg, 1×10⁶ MSC/kg, 5e6 cells, 100 million cells",
     "  allogeneic  (autologous) \n[umbilical cord]-derived, non-Hodgkin lymphoma; B-ALL; ALL",
     "lymphoblastic leukaemia and leukemias, multiple myeloma, glioblastoma, carcinomas",
     "kidney transplant recipients; graft-versus-host disease (GVHD); aGVHD",
     "intravenous infusion, intrathecal, intra-articular injection; IV; i.v.",
     "T-cell receptor repertoire sequencing of blood cells drawn for analysis",
+    "characterization of the human bone marrow mesenchymal stromal cells in the bone marrow of",
 ]
 
 
@@ -309,37 +314,73 @@ def _triples(hits: object) -> list[tuple[str, int, int, str]]:
     return [(h.entry.name, h.start, h.end, h.text) for h in hits]  # type: ignore[attr-defined]
 
 
+_WORD_START = re.compile(r"(?<!\w)\S")
+
+
+def _all_fields(tax: object) -> list[object]:
+    """Every CompiledField of a taxonomy, also those inside its sections."""
+    from dataclasses import fields, is_dataclass
+
+    from celltrials.taxonomy.engine import CompiledField
+
+    out: list[object] = []
+    for f in fields(tax):  # type: ignore[arg-type]
+        v = getattr(tax, f.name)
+        if isinstance(v, CompiledField):
+            out.append(v)
+        elif is_dataclass(v) and not isinstance(v, type):
+            out.extend(_all_fields(v))
+    return out
+
+
+_REFERENCE: dict[int, tuple[object, re.Pattern[str], list[object]]] = {}
+
+
+def _reference_hits(fld: object, text: str) -> list[tuple[str, int, int, str]]:
+    """The matching rule as a loop over word starts: at each, the field's patterns
+    (as written in the taxonomy) as one plain alternation, first alternative first."""
+    ref = _REFERENCE.get(id(fld))
+    if ref is None or ref[0] is not fld:
+        owners = [e for e, row in zip(fld.entries, fld.alternatives, strict=True) for _ in row]  # type: ignore[attr-defined]
+        body = "|".join(f"(?P<a{k}>{a})" for k, a in enumerate(a for row in fld.alternatives for a in row))  # type: ignore[attr-defined]
+        ref = _REFERENCE[id(fld)] = (fld, re.compile(f"(?:{body or '(?!)'})(?!\\w)", re.IGNORECASE), owners)
+    _, rx, owners = ref
+    out = []
+    last = 0
+    for sm in _WORD_START.finditer(text):
+        p = sm.start()
+        if p < last:
+            continue
+        m = rx.match(text, p)
+        if m is not None and m.end() > p:
+            out.append((owners[int(m.lastgroup[1:])].name, p, m.end(), m.group()))  # type: ignore[attr-defined,index]
+            last = m.end()
+    return out
+
+
 def test_field_hits_equal_the_reference_loop_for_every_pattern_variant() -> None:
     from celltrials.taxonomy.loader import CompiledField, default_taxonomy
 
     tax = default_taxonomy()
     texts = _probe_texts()
-    fields = [getattr(tax, k) for k in tax.__slots__ if isinstance(getattr(tax, k), CompiledField)]
-    assert len(fields) > 10
+    fields = _all_fields(tax)
+    assert len(fields) > 10 and all(isinstance(f, CompiledField) for f in fields)
     for fld in fields:
         for text in texts:
-            want = _triples(fld._bucket_hits(text))
+            want = _reference_hits(fld, text)
             assert _triples(fld.hits(text)) == want, text
             assert fld.search(text) == bool(want)
-        # every variant (alternatives left out for lack of their literals) agrees
-        # on the texts it would be chosen for, and the full one on every text
-        full = (1 << len(fld._prunable)) - 1
-        for key in {0, full, *(1 << k for k in range(len(fld._prunable)))}:
-            variant = fld._compile_variant(key)
-            assert variant is not None
-            for text in texts:
-                padded = " " + text
-                got = []
-                m = variant.rx.search(padded)
-                while m is not None:
-                    g = m.lastindex
-                    got.append((variant.entries[g].name, m.start(), m.start(g) - 1))
-                    m = variant.rx.search(padded, m.start(g) - 1)
-                want3 = [w[:3] for w in _triples(fld._bucket_hits(text))]
-                low = text.lower()
-                needed = {k for k, (anchors, _) in enumerate(fld._prunable) if any(a in low for a in anchors)}
-                if key == full or (text.isascii() and all(key >> k & 1 for k in needed)):
-                    assert got == want3, (key, text)
+
+
+@pytest.mark.unit
+def test_case_look_alikes_match_as_the_regex_engine_folds_them() -> None:
+    # LONG S, KELVIN SIGN and DOTTED CAPITAL I match s, k and i case-insensitively in
+    # Python's regex engine: the literal prefilter must not drop those patterns
+    from celltrials.taxonomy.loader import default_taxonomy
+
+    tax = default_taxonomy()
+    assert [h.text for h in tax.generic_fallback.hits("ſtem cells from ſTEM CELL banks")] == ["ſtem cells", "ſTEM CELL"]
+    assert [h.entry.value for h in tax.cell_type.hits("\u0130PSC-derived cardiomyocytes")] == ["ipsc_derived"]
 
 
 @pytest.mark.unit
@@ -352,6 +393,7 @@ def test_pattern_constructs_match_as_in_the_reference_loop() -> None:
         ["γδ ?T", "(?:gd|γδ)[- ]?T(?: cells?)?", "T(?:[- ]cells?)??"],
         ["\\d+(?:\\.\\d+)?\\s*(?:x|×)\\s*10\\^?\\d+(?: cells)?", "(?<=\\s)NK(?= cells)", "NK(?! cells)\\w*"],
         ["[A-Za-z0-9-]*CAR-?NK\\w*", "MSC\\w*", "(?:s|z)?tem cells?"],
+        ["(?x: e f )", "(?s:g.h)", "\\x41\\u0042C\\N{LATIN SMALL LETTER D}", "[]x]+y\\}"],
     ]
     entries = [Entry(f"e{i}", {"x": (str(i),)}) for i in range(len(alts))]
     fld = CompiledField(entries, [[f"(?:{a})" for a in row] for row in alts])
@@ -362,16 +404,78 @@ def test_pattern_constructs_match_as_in_the_reference_loop() -> None:
         "γδ T cells, GD-T cells, T cell, T-cells, T",
         "2.5 x 10^6 cells, 3×106, the NK cells and NK-92 NKT",
         "anti-CD19CAR-NK92, MSCs, stem cells, ſtem cell, ztem cells",
+        "aac ef g\nh GHX abcd ]x]y} x]]Y}",
     ]
     for text in texts:
-        assert _triples(fld.hits(text)) == _triples(fld._bucket_hits(text)), text
+        assert _triples(fld.hits(text)) == _reference_hits(fld, text), text
 
 
 @pytest.mark.unit
-def test_unsupported_patterns_fall_back_to_the_reference_loop() -> None:
+def test_backreferences_keep_their_group_numbers() -> None:
     from celltrials.taxonomy.loader import CompiledField, Entry
 
-    fld = CompiledField([Entry("dot", {"x": ("dot",)})], [["(?:a(?s:.)b)"]])  # an inline flag other than i
-    assert fld._variant("a-b") is None
-    assert _triples(fld.hits("x a-b A\nb ab")) == [("dot", 2, 5, "a-b"), ("dot", 6, 9, "A\nb")]
-    assert fld.search("a b") and not fld.search("ab")
+    fld = CompiledField([Entry("first", {}), Entry("rep", {})], [["(?:abc)"], ["(?:(a)\\1c)", "(?:(x)y\\1)"]])
+    assert _triples(fld.hits("aac, abc xyx xyy")) == [("rep", 0, 3, "aac"), ("first", 5, 8, "abc"), ("rep", 9, 12, "xyx")]
+
+
+@pytest.mark.unit
+def test_pattern_analysis_literals_and_bounded_repeats() -> None:
+    from celltrials.taxonomy.engine import MAX_REPEAT, analyse
+
+    info = analyse("(?:mesenchymal|stromal)[\\w -]*?cells? (?:in|from) the")
+    assert info.anchors == frozenset({"mesenchymal", "stromal"})
+    assert info.source == f"(?:mesenchymal|stromal)[\\w -]{{0,{MAX_REPEAT}}}?cells? (?:in|from) the"
+    assert info.reach is not None
+    assert analyse("CAR-?T\\w+").source == f"CAR-?T\\w{{1,{MAX_REPEAT}}}"
+    assert analyse("a{2,}b{3}").source == f"a{{2,{MAX_REPEAT}}}b{{3}}"
+    assert analyse("x{}y").anchors == frozenset({"x{}y"})  # a brace that is no repeat is a literal
+    # what the analysis does not follow keeps the pattern as written, without a literal
+    for pat in ("(a)\\1", "(?x: a b )", "(?(1)a|b)"):
+        info = analyse(pat)
+        assert info.source == pat and info.anchors is None and info.reach is None
+    assert analyse("cells?").anchors == frozenset({"cell"})
+    assert analyse("(?:s|z)?tem cells?").anchors == frozenset({"tem cell"})
+    assert analyse("NK(?= cells)").anchors == frozenset({"nk"})  # not " cells": a lookahead's text is not in the match
+
+
+@pytest.mark.unit
+def test_classification_work_is_linear_in_text_length() -> None:
+    # issue 12: a title of repeated words made classify quadratic (a pattern such as
+    # "(?:mesenchymal|stem)[\w -]*?cells? (?:in|from) the" rescanned the rest of the
+    # text at every word start). Every packaged pattern now has a bounded reach, and
+    # the number of regex searches grows linearly with the text.
+    from celltrials.classify import TITLE, Classifier, Segment
+    from celltrials.taxonomy.engine import CompiledField
+
+    clf = Classifier()
+    fields: list[CompiledField] = _all_fields(clf.tax)  # type: ignore[assignment]
+    for fld in fields:
+        assert all(info.reach is not None for info in fld.infos), [i.source for i in fld.infos if i.reach is None]
+
+    class Counting:
+        def __init__(self, rx: re.Pattern[str]) -> None:
+            self.rx, self.calls = rx, 0
+
+        def search(self, *args: object) -> re.Match[str] | None:
+            self.calls += 1
+            return self.rx.search(*args)  # type: ignore[arg-type]
+
+    saved = {id(f): f._clusters for f in fields}
+    counters: list[Counting] = []
+    try:
+        for f in fields:
+            wrapped = [(Counting(rx), alt_of) for rx, alt_of in f._clusters]
+            counters.extend(c for c, _ in wrapped)
+            f._clusters = wrapped  # type: ignore[assignment]
+        calls = []
+        phrase = "exosomes from mesenchymal stem cells of the umbilical cord (MSC-EVs) in the bone marrow of "
+        for n in (200, 400, 800):
+            for c in counters:
+                c.calls = 0
+            labels = clf.classify(TrialText("x", [Segment("title", TITLE, phrase * n)]))
+            assert labels.is_cell_therapy
+            calls.append(sum(c.calls for c in counters))
+    finally:
+        for f in fields:
+            f._clusters = saved[id(f)]
+    assert calls[1] <= 2 * calls[0] + 50 and calls[2] <= 2 * calls[1] + 50, calls

@@ -351,6 +351,13 @@ def test_funnel_on_the_classified_reference_store(
     assert "remestemcel-L (Ryoncil, Prochymal)" in by.loc[("msc", "bone_marrow"), "approved_product_names"]
     assert by.loc[("car_t", ""), "approved_products"] >= 10
     assert "Yescarta" not in by.loc[("car_t", ""), "approved_product_names"].split("; ")
+    # products sit in the cell-type group the classifier gives the trials naming them: every product
+    # named by a classified cell-therapy trial reaches the approved stage of its own catalog group
+    _, sub_of, _ = _catalog_products()
+    typed = {r["trial_id"] for r in recs if r["cell_types"]}
+    named = {sub_of[p] for tid, p in pairs if tid in typed}
+    at_stage = {s.split(" (")[0] for names in got["approved_product_names"] for s in names.split("; ") if s}
+    assert named == at_stage, named ^ at_stage
     # groups whose catalog products outnumber their trials say so: the products stand apart
     for key in [("somatic_other", ""), ("hsc", "")]:
         row = by.loc[key]

@@ -13,15 +13,17 @@ generically ("stem cell product", a code name of type Biological).
 Every label carries :class:`Evidence` (field, value, source field, matched
 text and its span in that source field's text).
 
-Speed: each field is one compiled pattern searched in the regex engine (see
-:class:`celltrials.taxonomy.loader.CompiledField`), so a trial costs a handful
-of regex scans per text and little Python; see ``benchmarks/classify.py``.
+Speed: each field's patterns are matched by :mod:`celltrials.taxonomy.engine`
+(a literal prefilter, then a few compiled patterns; linear in text length);
+:func:`celltrials.classify_parallel.classify_many` spreads trials over cores;
+see ``benchmarks/classify.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -248,9 +250,22 @@ def _is_background(tax: Taxonomy, text: str, start: int) -> bool:
     return tax.background_cue.search(window) is not None
 
 
+def _hit_start(h: Hit) -> int:
+    return h.start
+
+
+def _hit_end(h: Hit) -> int:
+    return h.end
+
+
 def _derivative_attached(text: str, hit: Hit, derivs: list[Hit]) -> bool:
-    """Whether a cell mention only names the source of an EV/secretome product."""
-    for d in derivs:
+    """Whether a cell mention only names the source of an EV/secretome product.
+
+    ``derivs`` are one segment's hits, in order: only those within 40 characters
+    can qualify, found by bisection (linear time over a long text)."""
+    lo = bisect_left(derivs, hit.start - 40, key=_hit_end)
+    hi = bisect_right(derivs, hit.end + 40, key=_hit_start)
+    for d in derivs[lo:hi]:
         if d.start >= hit.end:
             gap = text[hit.end:d.start]
         elif d.end <= hit.start:
@@ -298,6 +313,8 @@ def _describes_other_cells(seg: Segment, h: Hit, found: list[_Mention], other: l
     return best is not None and not best[1]
 
 
+_CAR_ON_OTHER_CELLS = frozenset({"car_nk", "macrophage", "dc"})
+_NAMES_T_CELLS = re.compile(r"(?i)(?<![a-z])T(?![a-z])|T[- ]?cells?|T[- ]?lymphocytes?|CAR-?T|CART|STAR|TRuC|CTL|γδ|gamma|NKT")
 _VAGUE_CANCER = re.compile(r"(?i)neoplasms?|malignan\w*|tumou?rs?|metasta\w*|oncolog\w*|hematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)|haematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)")
 _DERIVED = re.compile(r"\s*\)?\s*[-–]?\s*derived\b", re.I)
 _PLURIPOTENT = frozenset({"ipsc_derived", "esc_derived"})
@@ -391,7 +408,9 @@ class Classifier:
                 (background if _is_background(tax, text, h.start) else seg_found).append(m)
                 spans.append((h.start, h.end))
             for h in cell_hits:
-                if any(a < h.end and h.start < b for a, b in spans):
+                # spans are ordered and disjoint: only the last one starting before h.end can overlap
+                j = bisect_left(spans, (h.end,)) - 1
+                if j >= 0 and spans[j][1] > h.start:
                     continue  # a named product decides for its own span
                 m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
                 (background if _is_background(tax, text, h.start) else seg_found).append(m)
@@ -591,6 +610,15 @@ class Classifier:
             group, areas = "oncology", ["solid_tumor"]
         else:
             group, areas = tax.default_indication[0], [tax.default_indication[1]]
+
+        # a bare CAR word ("CD19-CAR", "chimeric antigen receptor") names no cell: when the
+        # trial's CAR product is another cell (CAR-NK, CAR-M, CAR-DC) it is that product
+        if "car_t" in cell_types and cell_types & _CAR_ON_OTHER_CELLS:
+            car_t_ms = [m for m in found if m.values.get("cell_type", ()) == ("car_t",)]
+            if car_t_ms and not any(_NAMES_T_CELLS.search(m.hit.text) for m in car_t_ms):
+                cell_types.discard("car_t")
+                found = [m for m in found if m not in car_t_ms]
+                background.extend(car_t_ms)
 
         # drop catch-all / background-prone types when a more specific product is tested
         catchall: list[Segment] = []
@@ -898,12 +926,16 @@ def classify_store(
     only_changed: bool = False,
     progress: Progress | None = None,
     taxonomy: Taxonomy | None = None,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Classify every trial in ``store`` into tables ``labels`` and ``label_evidence``.
 
     ``only_changed`` skips trials whose input hash and taxonomy version match
     their stored labels. ``progress`` receives a ``classify``/``trials``
     :class:`~celltrials.progress.ProgressEvent` now and then.
+    ``jobs``: worker processes (None: all cores when the store is large enough;
+    1: this process); the labels do not depend on it
+    (:func:`celltrials.classify_parallel.classify_many`).
     Returns a summary dict.
     """
     import time
@@ -925,11 +957,17 @@ def classify_store(
     skipped = 0
     counts: dict[str, int] = {}
     total = len(texts)
-    for i, tt in enumerate(texts):
-        if only_changed and existing.get(tt.trial_id) == (clf.tax.version, tt.digest()):
-            skipped += 1
-            continue
-        lab = clf.classify(tt)
+    todo = texts
+    if only_changed:
+        todo = [tt for tt in texts if existing.get(tt.trial_id) != (clf.tax.version, tt.digest())]
+        skipped = total - len(todo)
+    from celltrials.classify_parallel import classify_many
+
+    def report(done: int, _n: int) -> None:
+        if progress is not None:
+            progress(ProgressEvent("classify", "trials", done=skipped + done, total=total))
+
+    for lab in classify_many(todo, jobs=jobs, taxonomy=taxonomy, progress=report):
         row = lab.to_row()
         lab_rows.append({
             "trial_id": lab.trial_id, "is_cell_therapy": lab.is_cell_therapy,
@@ -942,8 +980,6 @@ def classify_store(
             ev_rows.append({"trial_id": lab.trial_id, **{k: getattr(e, k) for k in ("field", "value", "source_field", "text", "start", "end")}})
         for ct in lab.cell_type:
             counts[ct] = counts.get(ct, 0) + 1
-        if progress is not None and (i % 500 == 0 or i == total - 1):
-            progress(ProgressEvent("classify", "trials", done=i + 1, total=total))
     labels_df = pd.DataFrame(lab_rows, columns=_LABEL_COLS)
     ev_df = pd.DataFrame(ev_rows, columns=_EVIDENCE_COLS)
     ev_df["start"] = ev_df["start"].astype("int32")

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
+from celltrials.safety import terminal_safe
 
 
 @cli.command("classify")
@@ -19,8 +20,10 @@ from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress
 @click.option("--unknown-products", is_flag=True,
               help="Do not label: list intervention names of cell-therapy trials that match no product synonym or code name, with counts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: all cores for a large store; 1: no workers). Labels do not depend on it.")
 @pass_ctx
-def classify_cmd(ctx: Context, changed_only: bool, unknown_products: bool, as_json: bool) -> None:
+def classify_cmd(ctx: Context, changed_only: bool, unknown_products: bool, as_json: bool, jobs: int | None) -> None:
     """Label every trial in the store (cell type, MSC source, origin, form, indication)."""
     from celltrials.classify import classify_store
 
@@ -29,7 +32,7 @@ def classify_cmd(ctx: Context, changed_only: bool, unknown_products: bool, as_js
         return
     console = Console(stderr=True)
     with ctx.open_store() as store, progress_display(not ctx.quiet and not as_json, console) as progress:
-        summary = classify_store(store, only_changed=changed_only, progress=progress)
+        summary = classify_store(store, only_changed=changed_only, progress=progress, jobs=jobs)
     if as_json:
         echo_json(summary)
         return
@@ -174,7 +177,7 @@ def _print_evaluation(result: dict[str, Any], max_disagreements: int) -> None:
             line.append(f"  ({d['note']})", style="dim")
         out.print(line)
         for e in d["evidence"][:4]:
-            out.print(Text(f"    {e['value']} ← {e['source_field']}: “{e['text']}”", style="dim"))
+            out.print(Text(terminal_safe(f"    {e['value']} ← {e['source_field']}: “{e['text']}”"), style="dim"))
 
 
 @cli.command("explain")
@@ -192,7 +195,7 @@ def explain_cmd(ctx: Context, trial_id: str, as_json: bool) -> None:
         return
     out = Console()
     labels = result["labels"]
-    out.print(Text(f"{result['trial_id']}  {result['title']}", style="bold"))
+    out.print(Text(terminal_safe(f"{result['trial_id']}  {result['title']}"), style="bold"))
     out.print(Text(f"taxonomy {labels['taxonomy_version']}, classified {labels['classified_at']}", style="dim"))
     t = Table(show_header=True)
     t.add_column("field")
@@ -213,8 +216,8 @@ def explain_cmd(ctx: Context, trial_id: str, as_json: bool) -> None:
             line.append(f"{e['value']}", style="bold cyan")
             line.append(f"  [{e['source_field']} {e['start']}:{e['end']}]  ", style="dim")
             line.append("…" if e["context_start"] > 0 else "")
-            line.append(e["before"])
-            line.append(e["text"], style="bold black on yellow")
-            line.append(e["after"])
+            line.append(terminal_safe(e["before"]))
+            line.append(terminal_safe(e["text"]), style="bold black on yellow")
+            line.append(terminal_safe(e["after"]))
             line.append("…" if e["after"] and e["context_end"] - e["end"] >= 60 else "")
             out.print(line)

@@ -1,0 +1,129 @@
+"""Classifying many trials on several cores.
+
+Classifying a trial is a pure function of its text and the taxonomy
+(:meth:`celltrials.classify.Classifier.classify`: :class:`TrialText` in,
+:class:`TrialLabels` with evidence out; no store, no state kept between
+trials). :func:`classify_many` runs it over a sequence of trials, in this
+process (``jobs=1``) or in worker processes (``concurrent.futures``), in
+chunks, and yields the labels **in input order** — the output is the same
+whatever the number of workers.
+
+Workers are started with the ``forkserver`` method where the platform has it
+(``spawn`` elsewhere), not ``fork``: the calling process may hold DuckDB's
+threads, and forking a threaded process is unsafe (Python 3.12+ warns). Each
+worker loads the taxonomy once (the packaged one, or the caller's from its
+parsed YAML). Trials travel as plain tuples of strings, chunk by chunk, with a
+bounded number of chunks in flight, so memory stays flat on large stores.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+from celltrials.classify import Classifier, Segment, TrialLabels, TrialText
+from celltrials.errors import ConfigError
+from celltrials.taxonomy.loader import Taxonomy, build_taxonomy
+
+#: trials per task sent to a worker
+CHUNK = 250
+#: with ``jobs=None``, one worker per this many trials at most (starting a worker
+#: costs about a second: small stores are classified in this process)
+TRIALS_PER_WORKER = 4000
+
+_Packed = tuple[str, tuple[tuple[str, str, str, bool], ...]]
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def plan_jobs(n_trials: int, jobs: int | None) -> int:
+    """Worker processes for ``n_trials``: ``jobs`` as given (1 = this process), or with
+    None all cores, one per :data:`TRIALS_PER_WORKER` trials."""
+    if jobs is not None:
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {jobs}", hint="Use --jobs 1 for one core, or leave it out for all cores.")
+        return max(1, min(jobs, -(-n_trials // CHUNK)))
+    return max(1, min(available_cores(), n_trials // TRIALS_PER_WORKER))
+
+
+def _pack(tt: TrialText) -> _Packed:
+    return tt.trial_id, tuple((s.source, s.role, s.text, s.procedure) for s in tt.segments)
+
+
+def _unpack(p: _Packed) -> TrialText:
+    return TrialText(p[0], [Segment(*s) for s in p[1]])
+
+
+_WORKER: Classifier | None = None
+
+
+def _init_worker(raw: Any, source: str | None) -> None:
+    global _WORKER
+    _WORKER = Classifier(build_taxonomy(raw, source or "<taxonomy>") if raw is not None else None)
+
+
+def _classify_chunk(chunk: list[_Packed]) -> list[TrialLabels]:
+    clf = _WORKER
+    if clf is None:  # pragma: no cover - the initializer always runs first
+        raise RuntimeError("worker not initialised")
+    return [clf.classify(_unpack(p)) for p in chunk]
+
+
+def _context() -> Any:
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(["celltrials._classify_preload"])
+    return ctx
+
+
+def classify_many(
+    texts: Sequence[TrialText],
+    jobs: int | None = None,
+    taxonomy: Taxonomy | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    chunk_size: int = CHUNK,
+) -> Iterator[TrialLabels]:
+    """Labels of ``texts``, in order, classified by ``jobs`` processes (see :func:`plan_jobs`).
+
+    ``progress(done, total)`` is called after each chunk."""
+    n = len(texts)
+    workers = plan_jobs(n, jobs)
+    if workers == 1:
+        clf = Classifier(taxonomy)
+        for i, tt in enumerate(texts):
+            yield clf.classify(tt)
+            if progress is not None and ((i + 1) % chunk_size == 0 or i == n - 1):
+                progress(i + 1, n)
+        return
+    raw, source = (None, None) if taxonomy is None else (taxonomy.raw, taxonomy.path)
+    done = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_context(),
+                             initializer=_init_worker, initargs=(raw, source)) as pool:
+        pending: deque[Future[list[TrialLabels]]] = deque()
+        starts = iter(range(0, n, chunk_size))
+
+        def submit() -> None:
+            start = next(starts, None)
+            if start is not None:
+                pending.append(pool.submit(_classify_chunk, [_pack(t) for t in texts[start:start + chunk_size]]))
+
+        for _ in range(4 * workers):  # a few chunks in flight per worker
+            submit()
+        while pending:
+            labels = pending.popleft().result()
+            submit()
+            yield from labels
+            done += len(labels)
+            if progress is not None:
+                progress(done, n)

@@ -1,0 +1,101 @@
+"""Classification on several cores gives byte-identical output to one core, on the
+real reference data; the engine uses no private modules of ``re``."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import celltrials
+from celltrials.classify import TrialText, classify
+from celltrials.classify_parallel import CHUNK, classify_many, plan_jobs
+from celltrials.cli import cli
+from celltrials.models import ParsedRecord
+from celltrials.sources import parse_file
+from celltrials.taxonomy.loader import build_taxonomy, default_taxonomy
+from tests.conftest import CAR_JSON, ICTRP_CSV, MSC_CSV
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _texts() -> list[TrialText]:
+    out = []
+    for path in (MSC_CSV, ICTRP_CSV, CAR_JSON):
+        for i, rec in enumerate(parse_file(path)):
+            if i >= 120:
+                break
+            if isinstance(rec, ParsedRecord):
+                out.append(TrialText.from_record(rec))
+    return out
+
+
+def test_workers_return_the_labels_of_one_core_in_input_order() -> None:
+    texts = _texts()
+    assert len(texts) > 300
+    one = [lab.to_dict() for lab in classify_many(texts, jobs=1)]
+    assert one == [classify(t).to_dict() for t in texts]  # the pure function, trial by trial
+    seen: list[tuple[int, int]] = []
+    many = [lab.to_dict() for lab in classify_many(texts, jobs=2, chunk_size=7, progress=lambda d, n: seen.append((d, n)))]
+    assert many == one
+    assert seen[-1] == (len(texts), len(texts)) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_workers_use_the_callers_taxonomy() -> None:
+    raw = copy.deepcopy(default_taxonomy().raw)
+    raw["version"] = "2000.1.1"
+    raw["cell_type"] = [e for e in raw["cell_type"] if e["value"] != "msc"]  # no MSC synonyms
+    tax = build_taxonomy(raw, source="custom.yaml")
+    texts = _texts()
+    labs = list(classify_many(texts, jobs=2, taxonomy=tax, chunk_size=50))
+    assert {lab.taxonomy_version for lab in labs} == {"2000.1.1"}
+    n_msc = sum("msc" in lab.cell_type for lab in labs)
+    assert n_msc < sum("msc" in classify(t).cell_type for t in texts)  # fewer MSC trials without the synonyms
+    assert [lab.to_dict() for lab in labs] == [lab.to_dict() for lab in classify_many(texts, jobs=1, taxonomy=tax)]
+
+
+def test_plan_jobs() -> None:
+    assert plan_jobs(10, 1) == 1
+    assert plan_jobs(10, 8) == 1  # one chunk: no workers
+    assert plan_jobs(10 * CHUNK, 3) == 3
+    assert plan_jobs(100, None) == 1  # small stores stay in this process
+    with pytest.raises(celltrials.errors.CelltrialsError):
+        plan_jobs(10, 0)
+
+
+def test_classify_jobs_output_is_byte_identical_to_one_core(full_store_path: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    outputs = {}
+    for jobs in (1, 2):
+        db = tmp_path / f"j{jobs}.duckdb"
+        shutil.copy(full_store_path, db)
+        res = runner.invoke(cli, ["--db", str(db), "classify", "--jobs", str(jobs), "--json"])
+        assert res.exit_code == 0, res.output
+        out = tmp_path / f"labels{jobs}.csv"
+        res = runner.invoke(cli, ["--db", str(db), "labels", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        with celltrials.open(db, read_only=True) as store:
+            table = store.con.execute("SELECT * EXCLUDE (classified_at) FROM labels ORDER BY trial_id").fetchall()
+            evidence = store.con.execute("SELECT * FROM label_evidence ORDER BY ALL").fetchall()
+        outputs[jobs] = (out.read_bytes(), table, evidence)
+    assert outputs[1][0].count(b"\n") > 8000
+    assert outputs[1] == outputs[2]
+    res = runner.invoke(cli, ["--db", str(tmp_path / "j1.duckdb"), "classify", "--jobs", "0"])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+
+
+def test_no_private_regex_modules_in_src() -> None:
+    private = re.compile(
+        r"^\s*import\s+(?:_sre|sre_parse|sre_compile|sre_constants)\b"
+        r"|^\s*from\s+(?:_sre|sre_\w+|re\._\w+)\s+import\b"
+        r"|^\s*from\s+re\s+import\s+\(?\s*_"
+        r"|\bre\._\w+|\b_sre\b", re.M)
+    offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if private.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+    # the check finds what it is meant to find
+    assert private.search("import _sre\n") and private.search("from re import _parser\n")
+    assert private.search("x = re._parser.parse(p)\n") and not private.search("import re\n")
