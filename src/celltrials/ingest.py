@@ -103,9 +103,13 @@ class IngestAborted(DataFileError):
     def __init__(self, finding: Finding, report: IngestReport) -> None:
         self.finding = finding
         self.report = report
+        one_record = finding.position is not None or finding.record_id is not None or "!" in finding.path
         super().__init__(
             str(finding),
-            hint="Nothing from this file was stored. Fix the file, or rerun with --skip-bad to ingest its good records.",
+            hint=("Nothing from this file was stored. Fix the file, or rerun with --skip-bad to ingest its good records."
+                  if one_record else
+                  "Nothing from this file was stored; it cannot be read as a whole. Re-download or re-export it "
+                  "(--skip-bad goes on with the other files)."),
         )
 
 
