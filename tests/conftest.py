@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,14 +52,35 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def full_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store with every file in ../shared/data ingested (built once per session)."""
-    path = tmp_path_factory.mktemp("full") / "full.duckdb"
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A file built once per test run and shared by the pytest-xdist workers;
+    each worker gets a private copy (a DuckDB file is never opened by two
+    processes). ``build(path)`` writes the file at ``path``."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    master = shared / name
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds, the others wait
+        if not master.is_file():
+            partial = shared / f"{name}.partial"
+            partial.unlink(missing_ok=True)
+            build(partial)
+            partial.rename(master)
+    mine = tmp_path_factory.mktemp(Path(name).stem) / name
+    shutil.copy(master, mine)
+    return mine
+
+
+def _ingest_reference_data(path: Path) -> None:
     with celltrials.open(path) as store:
         report = ingest_paths(store, [DATA])
         assert report.clean, [str(f) for f in report.findings]
-    return path
+
+
+@pytest.fixture(scope="session")
+def full_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with every file in ../shared/data ingested (built once per run)."""
+    return built_once(tmp_path_factory, "full.duckdb", _ingest_reference_data)
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -20,23 +21,29 @@ from celltrials.analysis.landscape import Filters
 from celltrials.classify import classify_store
 from celltrials.products import link_products
 from celltrials.report.build import ReportResult, build_report, read_lists_file
+from tests.conftest import built_once
 
 _CACHE: dict[str, Any] = {}
 
 
-def classified_store_path(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path) -> Path:
-    """The full real-data store, classified by celltrials.classify and linked to
-    the product catalog, as `celltrials run` leaves it (read it read-only)."""
-    if "store" not in _CACHE:
-        path = tmp_path_factory.mktemp("report-store") / "classified.duckdb"
-        shutil.copy(full_store_path, path)
+def _classify_and_link(source: Path) -> Callable[[Path], None]:
+    def build(path: Path) -> None:
+        shutil.copy(source, path)
         store = celltrials.open(path)
         try:
             classify_store(store)
             link_products(store)
         finally:
             store.close()
-        _CACHE["store"] = path
+
+    return build
+
+
+def classified_store_path(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path) -> Path:
+    """The full real-data store, classified by celltrials.classify and linked to
+    the product catalog, as `celltrials run` leaves it (read it read-only)."""
+    if "store" not in _CACHE:
+        _CACHE["store"] = built_once(tmp_path_factory, "classified.duckdb", _classify_and_link(full_store_path))
     return Path(_CACHE["store"])
 
 

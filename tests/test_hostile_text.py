@@ -77,7 +77,7 @@ def _hostile_json(tmp: Path) -> Path:
     study = json.loads(GENERAL_JSON.read_bytes())[0]
     ident = study["protocolSection"]["identificationModule"]
     ident["briefTitle"] = "=1+2\x00 NUL inside"
-    ident["officialTitle"] = "@official " + ident.get("officialTitle", "")
+    ident["officialTitle"] = "@official \x1b]0;pwned\x07\x1b[31mred " + ident.get("officialTitle", "")
     path = tmp / "hostile_study.json"
     path.write_text(json.dumps(study), encoding="utf-8")
     return path
@@ -188,6 +188,19 @@ def test_cli_terminal_shows_registry_text_as_written(hostile_store: Path) -> Non
         assert out.returncode == 0, out.stderr
         assert sponsor in out.stdout, out.stdout
         assert "Traceback" not in out.stderr
+
+
+def test_cli_sends_no_terminal_escape_from_registry_text(hostile_store: Path) -> None:
+    env = {**os.environ, "CELLTRIALS_DB": str(hostile_store), "COLUMNS": "200", "PYTHONPATH": str(REPO / "src")}
+    study_id = json.loads(GENERAL_JSON.read_bytes())[0]["protocolSection"]["identificationModule"]["nctId"]
+    for cmd in (["show", study_id], ["explain", study_id]):
+        out = subprocess.run([sys.executable, "-m", "celltrials", *cmd], env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "\x1b" not in out.stdout and "\x07" not in out.stdout  # stdout is not a TTY: rich adds no colour codes
+    show = subprocess.run([sys.executable, "-m", "celltrials", "show", study_id], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert "pwned" in show.stdout  # the text itself is shown
 
 
 browser_mod: Any = None

@@ -107,8 +107,11 @@ def test_sae_rows_from_aact_fixtures(aact_db: Path, tmp_path: Path) -> None:
         expected.append(tuple(float(x) for x in tot))
     assert len(rows) == out["k"] == fs["rows"] >= 3
     assert out["estimate"] == pytest.approx(mh_or(expected), rel=1e-12)
-    # meta.json beside the CSV is the same object --json printed
+    # meta.json beside the CSV is the same object --json printed; the plots are there too
     assert json.loads((tmp_path / "meta.json").read_text(encoding="utf-8")) == out
+    svg = (tmp_path / "forest.svg").read_text(encoding="utf-8")
+    assert all(r["trial_id"] in svg for r in rows) and "Mantel–Haenszel" in svg
+    assert (tmp_path / "funnel.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_json_equals_library(aact_db: Path, tmp_path: Path) -> None:

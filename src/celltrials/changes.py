@@ -23,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
@@ -57,33 +58,10 @@ def _con(con: Any) -> duckdb.DuckDBPyConnection:
     return c
 
 
-def changes(con: Any, since: date | str, until: date | str | None = None, *,
-            within: tuple[str, list[Any]] | None = None, limit: int | None = None) -> dict[str, Any]:
-    """Changes dated ``since`` ≤ date ≤ ``until`` (no upper bound by default).
-
-    ``within`` optionally restricts to the trials selected by a SQL query
-    (returning a ``trial_id`` column) and its parameters. ``limit`` caps the
-    listed rows (the counts are always complete).
-
-    Returns ``{"since", "until", "counts": {kind: n}, "changes": [{"date",
-    "kind", "trial_id", "record_id", "registry", "title", "old", "new",
-    "previous_date"}]}`` newest first.
-    """
-    c = _con(con)
-    lo = parse_date(since)
-    if lo is None:
-        raise ConfigError("a start date is needed", hint="Pass --since YYYY-MM-DD.")
-    hi = parse_date(until, "--until")
-    if hi is not None and hi < lo:
-        raise ConfigError(f"--until {hi} is before --since {lo}", hint="Swap the dates.")
-    scope = ""
-    scope_params: list[Any] = []
-    if within is not None:
-        scope = f" AND a.trial_id IN (SELECT trial_id FROM ({within[0]}))"
-        scope_params = list(within[1])
-    hi_sql = " AND a.d <= ?" if hi is not None else ""
-    hi_params: list[Any] = [hi] if hi is not None else []
-    sql = f"""
+def all_changes_sql() -> str:
+    """SQL of every change in the store (columns d, kind, trial_id, record_id,
+    registry, title, old, new, prev_d); :func:`changes` filters it."""
+    return f"""
         WITH v AS (
             SELECT r.channel, r.record_id, r.registry, r.last_update, r.status, r.phase, r.enrollment,
                    r.enrollment_type, coalesce(r.has_results, false) AS has_results,
@@ -125,20 +103,59 @@ def changes(con: Any, since: date | str, until: date | str | None = None, *,
             SELECT registration_date, 'new_trial', trial_id, primary_record_id, registry, NULL, status, NULL
             FROM trials WHERE registration_date IS NOT NULL)
         SELECT a.d, a.kind, a.trial_id, a.record_id, a.registry, t.title, a.old, a.new, a.prev_d
-        FROM all_changes a LEFT JOIN trials t USING (trial_id)
+        FROM all_changes a LEFT JOIN trials t USING (trial_id)"""
+
+
+def changes(con: Any, since: date | str, until: date | str | None = None, *,
+            within: tuple[str, list[Any]] | None = None, limit: int | None = None,
+            table: str | None = None) -> dict[str, Any]:
+    """Changes dated ``since`` ≤ date ≤ ``until`` (no upper bound by default).
+
+    ``within`` optionally restricts to the trials selected by a SQL query
+    (returning a ``trial_id`` column) and its parameters. ``limit`` caps the
+    listed rows (the counts are always complete). ``table`` names a
+    precomputed copy of :func:`all_changes_sql` to read instead.
+
+    Returns ``{"since", "until", "counts": {kind: n}, "changes": [{"date",
+    "kind", "trial_id", "record_id", "registry", "title", "old", "new",
+    "previous_date"}]}`` newest first.
+    """
+    c = _con(con)
+    lo = parse_date(since)
+    if lo is None:
+        raise ConfigError("a start date is needed", hint="Pass --since YYYY-MM-DD.")
+    hi = parse_date(until, "--until")
+    if hi is not None and hi < lo:
+        raise ConfigError(f"--until {hi} is before --since {lo}", hint="Swap the dates.")
+    scope = ""
+    scope_params: list[Any] = []
+    if within is not None:
+        scope = f" AND a.trial_id IN (SELECT trial_id FROM ({within[0]}))"
+        scope_params = list(within[1])
+    hi_sql = " AND a.d <= ?" if hi is not None else ""
+    hi_params: list[Any] = [hi] if hi is not None else []
+    src = table or f"({all_changes_sql()})"
+    sql = f"""
+        SELECT a.d, a.kind, a.trial_id, a.record_id, a.registry, a.title, a.old, a.new, a.prev_d
+        FROM {src} a
         WHERE a.d >= ?{hi_sql}{scope}
         ORDER BY a.d DESC, a.kind, a.trial_id, a.record_id"""
     params = [lo, *hi_params, *scope_params]
-    rows = c.execute(sql, params).fetchall()
     counts = dict.fromkeys(KINDS, 0)
-    for r in rows:
-        counts[r[1]] = counts.get(r[1], 0) + 1
-    shown = rows if limit is None else rows[:limit]
+    for kind, n in c.execute(f"SELECT a.kind, count(*) FROM {src} a WHERE a.d >= ?{hi_sql}{scope} GROUP BY 1",
+                             params).fetchall():
+        counts[kind] = int(n)
+    shown = c.execute(sql + (" LIMIT ?" if limit is not None else ""),
+                      [*params, *([limit] if limit is not None else [])]).fetchall()
     out = [{"date": r[0].isoformat() if r[0] else None, "kind": r[1], "trial_id": r[2], "record_id": r[3],
             "registry": r[4], "title": r[5], "old": r[6], "new": r[7],
             "previous_date": r[8].isoformat() if r[8] else None} for r in shown]
     return {"since": lo.isoformat(), "until": hi.isoformat() if hi else None, "counts": counts,
-            "total": len(rows), "changes": out}
+            "total": sum(counts.values()), "changes": out}
+
+
+HISTORY_FIELDS = ("title", "status", "phase", "study_type", "start_date", "completion_date", "enrollment",
+                  "enrollment_type", "lead_sponsor", "has_results", "why_stopped")
 
 
 def record_history(con: Any, trial_id: str) -> list[dict[str, Any]]:
@@ -149,17 +166,22 @@ def record_history(con: Any, trial_id: str) -> list[dict[str, Any]]:
     "record_key", "last_update", "ingested_at", "source", "source_format",
     "is_current", "changed": {field: [old, new]}}]}``."""
     c = _con(con)
-    fields = ("title", "status", "phase", "study_type", "start_date", "completion_date", "enrollment",
-              "enrollment_type", "lead_sponsor", "has_results", "why_stopped")
     rows = c.execute(f"""
         SELECT r.channel, r.record_id, r.record_key, r.last_update, r.ingested_at, r.source, r.source_format,
-               r.is_current, {", ".join("r." + f for f in fields)}
+               r.is_current, {", ".join("r." + f for f in HISTORY_FIELDS)}
         FROM records r
         WHERE (r.channel, r.record_id) IN (
             SELECT (r2.channel, r2.record_id) FROM trial_records t2 JOIN records r2 USING (record_key)
             WHERE t2.trial_id = ?)
         ORDER BY r.channel, r.record_id, r.last_update NULLS FIRST, r.ingested_at, r.record_key""",
         [trial_id]).fetchall()
+    return history_from_rows(rows)
+
+
+def history_from_rows(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """:func:`record_history` of rows (channel, record_id, record_key,
+    last_update, ingested_at, source, source_format, is_current, *HISTORY_FIELDS)
+    ordered by record, then oldest first."""
     out: list[dict[str, Any]] = []
     prev: tuple[Any, ...] | None = None
     for row in rows:
@@ -169,7 +191,7 @@ def record_history(con: Any, trial_id: str) -> list[dict[str, Any]]:
             prev = None
         changed: dict[str, list[Any]] = {}
         if prev is not None:
-            for f, a, b in zip(fields, prev, vals, strict=True):
+            for f, a, b in zip(HISTORY_FIELDS, prev, vals, strict=True):
                 if a != b:
                     changed[f] = [_plain(a), _plain(b)]
         out[-1]["versions"].append({
@@ -187,4 +209,4 @@ def _plain(v: Any) -> Any:
     return v.isoformat() if hasattr(v, "isoformat") else v
 
 
-__all__ = ["KINDS", "changes", "parse_date", "record_history"]
+__all__ = ["HISTORY_FIELDS", "KINDS", "all_changes_sql", "changes", "history_from_rows", "parse_date", "record_history"]

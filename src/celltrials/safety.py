@@ -10,7 +10,8 @@
 * **Links**: only ``http://`` and ``https://`` URLs are ever rendered as
   links (``javascript:``, ``data:``, ``file:`` … are dropped).
 * **Terminal**: registry text printed through rich is escaped, so
-  ``[industry]`` is shown as written and never read as a style tag.
+  ``[industry]`` is shown as written and never read as a style tag, and
+  control characters (ESC sequences) are never sent to the terminal.
 """
 
 from __future__ import annotations
@@ -92,14 +93,26 @@ def safe_url(value: object) -> str:
     return text
 
 
+#: C0/C1 control characters other than tab and newline: ESC starts terminal escape
+#: sequences (colours, window titles, OSC 8 links), which registry text must not send
+_TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(value: object) -> str:
+    """Text for a terminal: control characters (ESC, BEL, …) shown as U+FFFD."""
+    text = "" if value is None else str(value)
+    return _TERMINAL_CONTROLS.sub("\ufffd", text) if _TERMINAL_CONTROLS.search(text) else text
+
+
 def escape_markup(value: object) -> str:
-    """Text for rich's console: ``[...]`` shown literally, never parsed as markup."""
+    """Text for rich's console: ``[...]`` shown literally, never parsed as
+    markup, and no terminal control characters."""
     from rich.markup import escape
 
-    return escape("" if value is None else str(value))
+    return escape(terminal_safe(value))
 
 
 __all__ = [
     "FORMULA_PREFIXES", "escape_markup", "is_formula_like", "safe_cell", "safe_frame", "safe_row",
-    "safe_url", "safe_xlsx_cell",
+    "safe_url", "safe_xlsx_cell", "terminal_safe",
 ]

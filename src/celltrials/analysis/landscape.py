@@ -352,19 +352,6 @@ def select_trials(con: duckdb.DuckDBPyConnection, filters: Filters | None = None
     return df
 
 
-def select_with(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
-    """Make the rows of ``sql`` the selection the section functions read.
-
-    ``sql`` must yield at least the columns of :func:`selection_sql` (e.g. a
-    filtered copy of them, as the dashboard keeps). Returns the selected
-    trial ids (column ``trial_id``), to pass to the section functions."""
-    ensure_label_view(con)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _sel AS {sql}", params or [])
-    df: pd.DataFrame = con.sql("SELECT trial_id FROM _sel ORDER BY trial_id").to_arrow_table().to_pandas()
-    _remember(con, df)
-    return df
-
-
 _SEL_TOKENS: dict[int, str] = {}
 
 

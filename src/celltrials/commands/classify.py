@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
+from celltrials.safety import terminal_safe
 
 
 @cli.command("classify")
@@ -176,7 +177,7 @@ def _print_evaluation(result: dict[str, Any], max_disagreements: int) -> None:
             line.append(f"  ({d['note']})", style="dim")
         out.print(line)
         for e in d["evidence"][:4]:
-            out.print(Text(f"    {e['value']} ← {e['source_field']}: “{e['text']}”", style="dim"))
+            out.print(Text(terminal_safe(f"    {e['value']} ← {e['source_field']}: “{e['text']}”"), style="dim"))
 
 
 @cli.command("explain")
@@ -194,7 +195,7 @@ def explain_cmd(ctx: Context, trial_id: str, as_json: bool) -> None:
         return
     out = Console()
     labels = result["labels"]
-    out.print(Text(f"{result['trial_id']}  {result['title']}", style="bold"))
+    out.print(Text(terminal_safe(f"{result['trial_id']}  {result['title']}"), style="bold"))
     out.print(Text(f"taxonomy {labels['taxonomy_version']}, classified {labels['classified_at']}", style="dim"))
     t = Table(show_header=True)
     t.add_column("field")
@@ -215,8 +216,8 @@ def explain_cmd(ctx: Context, trial_id: str, as_json: bool) -> None:
             line.append(f"{e['value']}", style="bold cyan")
             line.append(f"  [{e['source_field']} {e['start']}:{e['end']}]  ", style="dim")
             line.append("…" if e["context_start"] > 0 else "")
-            line.append(e["before"])
-            line.append(e["text"], style="bold black on yellow")
-            line.append(e["after"])
+            line.append(terminal_safe(e["before"]))
+            line.append(terminal_safe(e["text"]), style="bold black on yellow")
+            line.append(terminal_safe(e["after"]))
             line.append("…" if e["after"] and e["context_end"] - e["end"] >= 60 else "")
             out.print(line)

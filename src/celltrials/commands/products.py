@@ -7,6 +7,7 @@ import sys
 import click
 
 from celltrials.commands.base import Context, cli, echo_json
+from celltrials.safety import terminal_safe
 
 
 @cli.group(invoke_without_command=True)
@@ -98,5 +99,5 @@ def show(cctx: click.Context, name: str, as_json: bool) -> None:
             click.echo(f"  {phase} ({detail['by_phase'].get(phase, 0)})")
         start = t["start_date"] or "start n/a"
         click.echo(
-            f"    {t['trial_id']}  {start}  {t['status'] or ''}  {(t['title'] or '')[:80]}  [{t['aliases']}]"
+            terminal_safe(f"    {t['trial_id']}  {start}  {t['status'] or ''}  {(t['title'] or '')[:80]}  [{t['aliases']}]")
         )

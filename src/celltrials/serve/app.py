@@ -49,7 +49,7 @@ from celltrials.changes import KINDS
 from celltrials.changes import changes as store_changes
 from celltrials.errors import CelltrialsError, ConfigError
 from celltrials.serve import queries as Q
-from celltrials.serve.snapshot import SnapshotManager
+from celltrials.serve.snapshot import Snapshot, SnapshotManager
 
 log = logging.getLogger("celltrials.serve")
 STATIC = Path(__file__).parent / "static"
@@ -118,10 +118,41 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
                                      check_every=config.check_every)
     limiter = anyio.CapacityLimiter(8)
 
-    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+    def warm(snap: Snapshot) -> None:
+        """Answer the landing pages (no filters) once, right after a snapshot loads."""
+        if not snap.acquire():
+            return
+        try:
+            cur = snap.cursor()
+            try:
+                q = Q.parse_query([])
+                key = urlencode(q.params())
+                snap.cache_put("overview?" + key, Q.overview(cur, q))
+                snap.cache_put("facets?" + key, Q.facets(cur, q))
+            finally:
+                snap.give_back(cur)
+        except Exception:  # a warm cache is an optimisation only
+            log.exception("warming the snapshot cache")
+        finally:
+            snap.release()
+
+    mgr.on_swap = warm
+
+    async def run(fn: Callable[..., Any], *args: Any, cache: str | None = None, pass_snapshot: bool = False) -> Any:
+        """``fn(cursor, *args)`` (or ``fn(snapshot, cursor, *args)``) on the
+        current snapshot in a worker thread; with ``cache``, the result is kept
+        per snapshot under that key (a snapshot never changes, so neither does
+        the answer)."""
         def work() -> Any:
-            with mgr.use() as (_snap, cur):
-                return fn(cur, *args)
+            with mgr.use() as (snap, cur):
+                if cache is not None:
+                    hit = snap.cache_get(cache)
+                    if hit is not None:
+                        return hit
+                out = fn(snap, cur, *args) if pass_snapshot else fn(cur, *args)
+                if cache is not None:
+                    snap.cache_put(cache, out)
+                return out
 
         return await anyio.to_thread.run_sync(work, limiter=limiter)
 
@@ -137,7 +168,8 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
     # ------------------------------------------------------------ handlers
     async def overview(request: Request) -> Response:
         query = Q.parse_query(request.query_params)
-        data = await run(Q.overview, query)
+
+        data = await run(Q.overview, query, cache="overview?" + urlencode(query.params()))
         if wants_json(request):
             return JSON(data)
         return page(request, "overview.html.j2", {"data": data, "query": query, "params": query.params(),
@@ -146,13 +178,9 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
     async def trials(request: Request) -> Response:
         query = Q.parse_query(request.query_params)
 
-        def both(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-            out = Q.trial_page(cur, query)
-            if not wants_json(request) or request.query_params.get("facets") in ("1", "true"):
-                out["facets"] = Q.facets(cur, query)
-            return out
-
-        data = await run(both)
+        data = await run(Q.trial_page, query)
+        if not wants_json(request) or request.query_params.get("facets") in ("1", "true"):
+            data = {**data, "facets": await run(Q.facets, query, cache="facets?" + urlencode(query.params()))}
         if wants_json(request):
             return JSON(data)
         return page(request, "trials.html.j2", {"data": data, "query": query, "params": query.params(),
@@ -162,7 +190,14 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
         any_id = request.path_params["trial_id"]
         if len(any_id) > 200:
             raise HTTPException(404, "no such trial")
-        data = await run(Q.trial_detail, any_id)
+        def detail(snap: Snapshot, cur: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+            texts = snap.cursor("texts")
+            try:
+                return Q.trial_detail(cur, any_id, texts)
+            finally:
+                snap.give_back(texts, "texts")
+
+        data = await run(detail, pass_snapshot=True)
         if data is None:
             raise HTTPException(404, f"No trial with id {any_id!r} in the store.")
         if wants_json(request):
@@ -191,7 +226,7 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
             dd = ls.data_date(cur)
             since = since_txt or ((dd or date.today()) - timedelta(days=30)).isoformat()
             sql, params = Q.selection(query)
-            return store_changes(cur, since, until_txt, within=(sql, params), limit=limit)
+            return store_changes(cur, since, until_txt, within=(sql, params), limit=limit, table=Q.CHANGES)
 
         data = await run(work)
         data["filters"] = query.describe()
@@ -212,7 +247,8 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
             "Content-Disposition": f'attachment; filename="celltrials-{stamp}.{fmt}"'})
 
     async def status(request: Request) -> Response:
-        return JSON({**mgr.status.to_dict(), "snapshot": mgr.status.info, "version": __version__})
+        info = {k: v for k, v in mgr.status.info.items() if k != "shadows"}
+        return JSON({**mgr.status.to_dict(), "snapshot": info, "version": __version__})
 
     # ------------------------------------------------------------- errors
     async def on_error(request: Request, exc: Exception) -> Response:

@@ -34,9 +34,14 @@ import duckdb
 import pandas as pd
 
 from celltrials.analysis import landscape as ls
+from celltrials.changes import HISTORY_FIELDS
 from celltrials.errors import CelltrialsError, ConfigError
+from celltrials.safety import safe_frame
+from celltrials.store import Store
+from celltrials.store import _plain as _store_plain
 
 ST = "memory.main.st"
+CHANGES = "memory.main.changes_all"  # every change of the snapshot (celltrials.changes.all_changes_sql)
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
 MAX_Q_LEN = 200
@@ -255,9 +260,72 @@ def prepare(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         ORDER BY b.trial_id""", sel_params)
     n = con.execute(f"SELECT count(*), count(*) FILTER (WHERE is_cell_therapy) FROM {ST}").fetchone()
     dd = ls.data_date(con)
+    shadows = _memory_copies(con, has_links)
     return {"trials": int(n[0]) if n else 0, "cell_therapy_trials": int(n[1] or 0) if n else 0,
             "labelled": ls.has_labels(con), "product_links": has_links,
-            "data_date": dd.isoformat() if dd else None}
+            "data_date": dd.isoformat() if dd else None, "shadows": shadows}
+
+
+#: store views copied into memory, sorted by trial (point look-ups read one
+#: row group; full scans skip the joins the views do)
+_TRIAL_VIEWS = ("trials", "countries", "trial_ids", "conditions", "interventions", "arms", "sponsors", "outcomes")
+
+
+def _memory_copies(con: duckdb.DuckDBPyConnection, has_links: bool) -> dict[str, dict[str, str]]:
+    """In-memory copies of the store's hot views and tables (same rows, sorted
+    for look-ups). Each request's cursor sees them under the store's names
+    (temp views shadow the store's), so library code (the report's sections,
+    products, explain) reads them unchanged. Profile ``texts`` also shadows the
+    tables :func:`celltrials.classify.store_trial_texts` reads, restricted to
+    the current records (the only ones it joins)."""
+    main: dict[str, str] = {}
+    for v in _TRIAL_VIEWS:
+        con.execute(f"CREATE OR REPLACE TABLE memory.main.v_{v} AS SELECT * FROM {v} ORDER BY trial_id")
+        main[v] = f"memory.main.v_{v}"
+    if ls.has_labels(con):
+        con.execute("CREATE OR REPLACE TABLE memory.main.v_label_evidence AS "
+                    "SELECT * FROM label_evidence ORDER BY trial_id")
+        main["label_evidence"] = "memory.main.v_label_evidence"
+    if has_links:
+        con.execute("CREATE OR REPLACE TABLE memory.main.v_product_links AS "
+                    "SELECT * FROM product_links ORDER BY trial_id")
+        main["product_links"] = "memory.main.v_product_links"
+    # every version of each trial's records (provenance, history), by trial
+    con.execute(f"""CREATE OR REPLACE TABLE memory.main.versions AS
+        WITH own AS (SELECT DISTINCT tr.trial_id, r.channel, r.record_id
+                     FROM trial_records tr JOIN records r USING (record_key))
+        SELECT own.trial_id, r.record_key, r.channel, r.record_id, r.registry, r.source_format, r.source,
+               r.position, r.content_hash, r.last_update, r.ingested_at, r.is_current, tr.is_primary,
+               tr.merge_reason, {", ".join("r." + f for f in HISTORY_FIELDS)}
+        FROM records r JOIN own USING (channel, record_id) LEFT JOIN trial_records tr USING (record_key)
+        ORDER BY own.trial_id, r.channel, r.record_id, r.last_update NULLS FIRST, r.ingested_at, r.record_key""")
+    # any id of a trial, upper-cased → trial
+    con.execute("""CREATE OR REPLACE TABLE memory.main.id_lookup AS
+        SELECT DISTINCT k, trial_id FROM (
+            SELECT upper(trial_id) AS k, trial_id FROM memory.main.versions
+            UNION ALL SELECT upper(record_id), trial_id FROM memory.main.versions
+            UNION ALL SELECT upper(id_key), trial_id FROM memory.main.v_trial_ids
+            UNION ALL SELECT upper(id_raw), trial_id FROM memory.main.v_trial_ids)
+        WHERE k IS NOT NULL ORDER BY k""")
+    from celltrials.changes import all_changes_sql
+
+    con.execute(f"CREATE OR REPLACE TABLE {CHANGES} AS SELECT * FROM ({all_changes_sql()}) ORDER BY d DESC")
+    texts: dict[str, str] = dict(main)
+    con.execute("CREATE OR REPLACE TABLE memory.main.t_trial_records AS SELECT * FROM trial_records ORDER BY trial_id")
+    texts["trial_records"] = "memory.main.t_trial_records"
+    con.execute("""CREATE OR REPLACE TABLE memory.main.t_records AS
+        SELECT r.record_key, r.record_id, r.channel, r.source_format, r.registry, r.title, r.official_title,
+               r.acronym, r.brief_summary, r.detailed_description
+        FROM records r WHERE r.record_key IN (SELECT record_key FROM trial_records) ORDER BY r.record_key""")
+    texts["records"] = "memory.main.t_records"
+    for t in ("record_conditions", "record_interventions", "record_arms"):
+        con.execute(f"CREATE OR REPLACE TABLE memory.main.t_{t} AS SELECT * FROM {t} "
+                    f"WHERE record_key IN (SELECT record_key FROM trial_records) ORDER BY record_key")
+        texts[t] = f"memory.main.t_{t}"
+    return {"main": main, "texts": texts}
+
+
+
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
@@ -349,12 +417,25 @@ LIST_COLUMNS = ("trial_id", "primary_record_id", "registry", "title", "status", 
 def trial_page(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
     """``{"count", "page", "per_page", "pages", "sort", "trials": [...]}`` for one page."""
     w, p = where(conditions(query))
-    n = int(con.execute(f"SELECT count(*) FROM {ST} WHERE {w}", p).fetchone()[0])  # type: ignore[index]
+
+    def fetch(page: int) -> tuple[int | None, list[tuple[Any, ...]]]:
+        # one scan: the page's row ids (narrow sort) with the total, then their columns
+        rows = con.execute(
+            f"WITH ids AS (SELECT rowid AS rid, count(*) OVER () AS n FROM {ST} WHERE {w} "
+            f"ORDER BY {SORTS[query.sort]} LIMIT ? OFFSET ?) "
+            f"SELECT {', '.join(LIST_COLUMNS)}, (SELECT any_value(n) FROM ids) FROM {ST} "
+            f"WHERE rowid IN (SELECT rid FROM ids) ORDER BY {SORTS[query.sort]}",
+            [*p, query.per_page, (page - 1) * query.per_page]).fetchall()
+        return (int(rows[0][-1]) if rows else None), [r[:-1] for r in rows]
+
+    page = query.page
+    n, rows = fetch(page)
+    if n is None:  # an empty selection, or a page past its end: count, then show the last page
+        n = int(con.execute(f"SELECT count(*) FROM {ST} WHERE {w}", p).fetchone()[0])  # type: ignore[index]
+        page = min(page, max(1, math.ceil(n / query.per_page)))
+        if n:
+            _, rows = fetch(page)
     pages = max(1, math.ceil(n / query.per_page))
-    page = min(query.page, pages)
-    rows = con.execute(
-        f"SELECT {', '.join(LIST_COLUMNS)} FROM {ST} WHERE {w} ORDER BY {SORTS[query.sort]} LIMIT ? OFFSET ?",
-        [*p, query.per_page, (page - 1) * query.per_page]).fetchall()
     trials = [{c: _plain(v) for c, v in zip(LIST_COLUMNS, r, strict=True)} for r in rows]
     for t in trials:
         t["registry_url"] = registry_url(t["trial_id"], t["url"])
@@ -367,23 +448,31 @@ def facets(con: duckdb.DuckDBPyConnection, query: Query, top: int = 40) -> dict[
     *other* active filter (so choosing a second value of a facet shows how
     many it adds). Most frequent first; chosen values always listed."""
     conds = conditions(query)
-    active_cols: list[str] = []
-    params: list[Any] = []
-    flag: dict[str, str] = {}
-    for i, (k, (sql, p)) in enumerate(conds.items()):
-        flag[k] = f"_c{i}"
-        active_cols.append(f"({sql}) AS _c{i}")
-        params += p
+    # Conditions on facets are flags (a facet's counts ignore its own filter);
+    # the others (scope, years, title, search) and "fails at most one facet
+    # filter" restrict the rows once, before the per-facet counts.
+    hard = {k: v for k, v in conds.items() if k not in FACETS}
+    soft = {k: v for k, v in conds.items() if k in FACETS}
+    hw, params = where(hard)
+    flags: list[str] = []
+    for i, (sql_, _p) in enumerate(soft.values()):
+        flags.append(f"coalesce({sql_}, false) AS _c{i}")
+    # parameters: flag expressions come first in the SELECT list, then the WHERE
+    flag_params: list[Any] = [x for _k, (_s, p) in soft.items() for x in p]
+    flag_of = {k: f"_c{i}" for i, k in enumerate(soft)}
     cols = sorted({c for c, _ in FACETS.values()})
-    base = f"SELECT {', '.join(cols)}{', ' if active_cols else ''}{', '.join(active_cols)} FROM {ST}"
+    fails = " + ".join(f"(NOT _c{i})::INT" for i in range(len(soft))) or "0"
+    inner = f"SELECT {', '.join(cols)}{', ' if flags else ''}{', '.join(flags)} FROM {ST} WHERE {hw}"
+    base = f"SELECT * FROM ({inner}) WHERE {fails} <= 1"
     branches: list[str] = []
     for name, (col, multi) in FACETS.items():
-        others = [flag[k] for k in conds if k != name] or ["true"]
+        others = [flag_of[k] for k in soft if k != name] or ["true"]
         val = f"unnest({col})" if multi else col
         branches.append(f"SELECT '{name}' AS facet, value, count(*) AS n FROM "
                         f"(SELECT {val} AS value FROM m WHERE {' AND '.join(others)}) WHERE value IS NOT NULL "
                         "GROUP BY value")
     sql = f"WITH m AS MATERIALIZED ({base}) " + " UNION ALL ".join(branches)
+    params = [*flag_params, *params]
     rows = con.execute(sql, params).fetchall()
     chosen = _chosen(query)
     by: dict[str, list[tuple[str, int]]] = {k: [] for k in FACETS}
@@ -414,11 +503,19 @@ def _chosen(query: Query) -> dict[str, tuple[str, ...]]:
 # ---------------------------------------------------------------- overview
 #: overview chart → (landscape section, category column, series column or None, filter builder)
 def overview(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
-    """The report's headline and main charts for the selection, computed by
-    the report's own section functions over the selected trials. Each bar
-    carries the URL parameters that list exactly its trials."""
-    sql, params = selection(query)
-    trials = ls.select_with(con, sql, params)
+    """The report's headline and main charts for the selection. Each bar
+    carries the URL parameters that list exactly its trials.
+
+    The counting rules are the report's (:mod:`celltrials.analysis.landscape`:
+    a trial counts once under each of its cell types, sources, countries and
+    families; start years up to the data date); the counts are computed here
+    in one pass over the precomputed table, without the lists of trial ids
+    the report keeps for each count (those are what make the report's
+    section functions slow at registry scale). Tests compare every number
+    with the report built with the same filters."""
+    w, params = where(conditions(query))
+    dd = ls.data_date(con)
+    sec = _overview_counts(con, w, params, dd)
     current = query.params()
     active: dict[str, set[str]] = {}
     for k, v in current:
@@ -445,10 +542,7 @@ def overview(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
                 return None
         return out
 
-    head = ls.headline(con, trials)
-    headline: dict[str, int | None] = {}
-    for metric, value in zip(head["metric"], head["value"], strict=True):
-        headline[str(metric)] = None if value is None or value is pd.NA else int(value)
+    headline = sec["headline"]
     charts: list[dict[str, Any]] = []
 
     def bar(cid: str, title: str, df: pd.DataFrame, key: str, link: Callable[[str], list[tuple[str, str]]] | None,
@@ -465,27 +559,106 @@ def overview(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
                           "n": int(r["n_trials"]), "link": lk, "partial": bool(r.get("partial", False))})
         charts.append({"id": cid, "title": title, "items": items, "stacked": series is not None, "note": note})
 
-    bar("immune_by_cell_type", "Immune-cell trials by cell type", ls.immune_by_cell_type(con, trials), "cell_type",
+    bar("immune_by_cell_type", "Immune-cell trials by cell type", sec["immune_by_cell_type"], "cell_type",
         lambda k: [("cell_type", k)])
-    bar("stem_by_indication", "Stem/stromal-cell trials by indication group", ls.stem_by_indication(con, trials),
+    bar("stem_by_indication", "Stem/stromal-cell trials by indication group", sec["stem_by_indication"],
         "indication_group",
         lambda k: [("cell_type", "stem_stromal"), ("indication_group", k)] if k != "not_classified" else None)  # type: ignore[arg-type,return-value]
-    bar("msc_by_source", "MSC trials by tissue source", ls.msc_by_source(con, trials), "msc_source",
+    bar("msc_by_source", "MSC trials by tissue source", sec["msc_by_source"], "msc_source",
         lambda k: [("cell_type", "msc"), ("msc_source", k)])
-    sy = ls.start_year_by_family(con, trials)
+    sy = sec["start_year_by_family"]
     bar("start_year_by_family", "Trials per start year, by cell-type family", sy, "year",
         None, series="family",
         note="The latest year is partial (data up to the latest registry update).")
-    bar("phase_by_family", "Trials by phase and family", ls.phase_by_family(con, trials), "phase",
+    bar("phase_by_family", "Trials by phase and family", sec["phase_by_family"], "phase",
         lambda k: [("phase", k)], series="family")
-    bar("status_by_family", "Trials by status and family", ls.status_by_family(con, trials), "status",
+    bar("status_by_family", "Trials by status and family", sec["status_by_family"], "status",
         lambda k: [("status", k)] if k != "UNKNOWN" else None, series="family")  # type: ignore[arg-type,return-value]
-    bar("countries", "Countries (top 15)", ls.countries(con, trials).head(15), "country",
+    bar("countries", "Countries (top 15)", sec["countries"].head(15), "country",
         lambda k: [("country", k)])
-    bar("sponsor_classes", "Lead sponsor class", ls.sponsor_classes(con, trials), "sponsor_class",
+    bar("sponsor_classes", "Lead sponsor class", sec["sponsor_classes"], "sponsor_class",
         lambda k: [("sponsor_class", k)])
     return {"count": int(headline.get("trials") or 0), "headline": headline, "charts": charts,
-            "filters": query.describe(), "data_date": _plain(ls.data_date(con))}
+            "filters": query.describe(), "data_date": _plain(dd)}
+
+
+def _overview_counts(con: duckdb.DuckDBPyConnection, w: str, params: list[Any],
+                     dd: date | None) -> dict[str, Any]:
+    cutoff = dd or date.max
+    rows = con.execute(f"""
+        WITH s AS MATERIALIZED (
+            SELECT cell_type, families, indication_group, msc_source, start_date, start_year, phase,
+                   coalesce(status, 'UNKNOWN') AS status, sponsor_class, countries
+            FROM {ST} WHERE {w})
+        SELECT 'immune_by_cell_type', k, NULL, count(*) FROM (SELECT unnest(cell_type) AS k FROM s)
+            WHERE k IN ({ls._in(ls.IMMUNE)}) GROUP BY k
+        UNION ALL SELECT 'stem_by_indication', coalesce(indication_group, 'not_classified'), NULL, count(*)
+            FROM s WHERE list_contains(families, 'stem_stromal') GROUP BY 2
+        UNION ALL SELECT 'msc_by_source', k, NULL, count(*) FROM (
+            SELECT unnest(CASE WHEN len(msc_source) = 0 THEN ['unspecified'] ELSE msc_source END) AS k
+            FROM s WHERE list_contains(cell_type, 'msc')) WHERE k IS NOT NULL GROUP BY k
+        UNION ALL SELECT 'start_year_by_family', CAST(y AS VARCHAR), f, count(*) FROM (
+            SELECT start_year AS y, unnest(families) AS f FROM s
+            WHERE start_date IS NOT NULL AND start_date <= ?) GROUP BY ALL
+        UNION ALL SELECT 'phase_by_family', phase, f, count(*) FROM (SELECT phase, unnest(families) AS f FROM s)
+            GROUP BY ALL
+        UNION ALL SELECT 'status_by_family', status, f, count(*) FROM (SELECT status, unnest(families) AS f FROM s)
+            GROUP BY ALL
+        UNION ALL SELECT 'countries', k, NULL, count(*) FROM (SELECT unnest(countries) AS k FROM s)
+            WHERE k IS NOT NULL GROUP BY k
+        UNION ALL SELECT 'sponsor_classes', sponsor_class, NULL, count(*) FROM s WHERE sponsor_class IS NOT NULL
+            GROUP BY 2""", [*params, cutoff]).fetchall()
+    h = con.execute(f"""
+        SELECT count(*), coalesce(sum(enrollment), 0),
+               coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'ACTUAL'), 0),
+               coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'ESTIMATED'), 0),
+               coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'UNKNOWN'), 0),
+               count(*) FILTER (WHERE enrollment IS NULL), count(DISTINCT registry),
+               min(start_year) FILTER (WHERE start_date <= ?), max(start_year) FILTER (WHERE start_date <= ?),
+               count(*) FILTER (WHERE start_date IS NULL), count(*) FILTER (WHERE start_date > ?),
+               count(*) FILTER (WHERE n_records > 1)
+        FROM {ST} WHERE {w}""", [cutoff, cutoff, cutoff, *params]).fetchone() or ()
+    names = ("trials", "patients_total", "patients_actual", "patients_anticipated", "patients_type_not_stated",
+             "trials_without_enrollment", "registries", "first_start_year", "last_start_year",
+             "start_date_missing", "start_after_data_date", "merged_trials")
+    headline: dict[str, int | None] = {n: (None if v is None else int(v)) for n, v in zip(names, h, strict=True)}
+    by: dict[str, list[tuple[str, str | None, int]]] = {}
+    for name, key, fam, n in rows:
+        by.setdefault(name, []).append((str(key), fam, int(n)))
+    headline["countries"] = len(by.get("countries", []))
+
+    def frame(name: str, key: str, series: bool = False) -> pd.DataFrame:
+        recs = [{key: k, **({"family": f} if series else {}), "n_trials": n} for k, f, n in by.get(name, [])]
+        return pd.DataFrame(recs, columns=[key, *(["family"] if series else []), "n_trials"])
+
+    def most_first(df: pd.DataFrame, key: str, last: tuple[str, ...] = ()) -> pd.DataFrame:
+        rank = df[key].map({v: i + 1 for i, v in enumerate(last)}).fillna(0)
+        return (df.assign(_r=rank).sort_values(["_r", "n_trials", key], ascending=[True, False, True], kind="stable")
+                .drop(columns="_r").reset_index(drop=True))
+
+    def in_order(df: pd.DataFrame, key: str, order: Iterable[str], series: bool = False) -> pd.DataFrame:
+        rank = {v: i for i, v in enumerate(order)}
+        df = df.assign(_r=df[key].map(lambda v: rank.get(v, len(rank))))
+        return df.sort_values(["_r", *(["family"] if series else [])], kind="stable").drop(columns="_r").reset_index(drop=True)
+
+    years = frame("start_year_by_family", "year", series=True)
+    years["year"] = years["year"].astype("int64")
+    years = years.sort_values(["year", "family"], kind="stable").reset_index(drop=True)
+    years["partial"] = years["year"] == (dd.year if dd else -1)
+    return {
+        "headline": headline,
+        "immune_by_cell_type": most_first(frame("immune_by_cell_type", "cell_type"), "cell_type"),
+        "stem_by_indication": in_order(frame("stem_by_indication", "indication_group"), "indication_group",
+                                       (*ls.INDICATION_GROUPS, "not_classified")),
+        "msc_by_source": most_first(frame("msc_by_source", "msc_source"), "msc_source", ("other", "unspecified")),
+        "start_year_by_family": years,
+        "phase_by_family": in_order(frame("phase_by_family", "phase", series=True), "phase", ls.PHASES, series=True),
+        "status_by_family": in_order(frame("status_by_family", "status", series=True), "status", ls.STATUS_ORDER,
+                                     series=True),
+        "countries": most_first(frame("countries", "country"), "country"),
+        "sponsor_classes": in_order(frame("sponsor_classes", "sponsor_class"), "sponsor_class",
+                                    ("industry", "academic_other", "government", "unknown")),
+    }
 
 
 def _expand(name: str, value: str) -> tuple[str, ...]:
@@ -507,18 +680,58 @@ def registry_url(trial_id: str, url: str | None) -> str:
     return "https://trialsearch.who.int/Trial2.aspx?TrialID=" + str(trial_id)
 
 
-def trial_detail(con: duckdb.DuckDBPyConnection, any_id: str, store_path: str = "") -> dict[str, Any] | None:
-    """Everything the trial page shows, or None for an unknown id."""
-    from celltrials.changes import record_history
-    from celltrials.store import Store
+class _SnapshotStore(Store):
+    """A :class:`Store` over a snapshot cursor whose ``resolve`` reads the
+    precomputed id table (any id of a trial, any case)."""
 
-    store = Store(con, store_path)
+    def resolve(self, any_id: str) -> str | None:
+        from celltrials.registry_ids import canonical_id, fold_id, trial_id_for
+
+        text = fold_id(any_id.strip())
+        keys = [text.upper(), trial_id_for(text).upper()]
+        rid = canonical_id(text)
+        if rid:
+            keys.append(rid.key.upper())
+        for k in dict.fromkeys(keys):
+            row = self.con.execute("SELECT trial_id FROM memory.main.id_lookup WHERE k = ? ORDER BY trial_id LIMIT 1",
+                                   [k]).fetchone()
+            if row:
+                return str(row[0])
+        return None
+
+
+def trial_detail(con: duckdb.DuckDBPyConnection, any_id: str,
+                 texts: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any] | None:
+    """Everything the trial page shows, or None for an unknown id.
+
+    ``con`` is a snapshot cursor; ``texts`` one of profile ``texts`` (for the
+    evidence context; ``con`` is used when not given)."""
+    from celltrials.changes import history_from_rows
+
+    store = _SnapshotStore(con, "")
     trial_id = store.resolve(any_id)
     if trial_id is None:
         return None
-    t = store.trial(trial_id)
-    if t is None:
+    rows = con.execute("SELECT * FROM trials WHERE trial_id = ?", [trial_id]).df().to_dict("records")
+    if not rows:
         return None
+    t: dict[str, Any] = {str(k): _store_plain(v) for k, v in rows[0].items()}
+    t["ids"] = _records(con.execute(
+        "SELECT id_key, id_raw, registry FROM trial_ids WHERE trial_id = ? ORDER BY id_key", [trial_id]))
+    for name in ("conditions", "interventions", "arms", "countries", "sponsors", "outcomes"):
+        t[name] = _records(con.execute(f"SELECT * EXCLUDE (trial_id) FROM {name} WHERE trial_id = ?", [trial_id]))
+    versions = con.execute(f"""
+        SELECT channel, record_id, record_key, last_update, ingested_at, source, source_format, is_current,
+               {", ".join(HISTORY_FIELDS)}, registry, position, content_hash, is_primary, merge_reason
+        FROM memory.main.versions WHERE trial_id = ?
+        ORDER BY channel, record_id, last_update NULLS FIRST, ingested_at, record_key""", [trial_id]).fetchall()
+    nh = 8 + len(HISTORY_FIELDS)
+    t["records"] = [{"record_key": v[2], "channel": v[0], "record_id": v[1], "registry": v[nh],
+                     "source_format": v[6], "source": v[5], "position": v[nh + 1], "content_hash": v[nh + 2],
+                     "last_update": _plain(v[3]), "ingested_at": _plain(v[4]), "is_current": v[7],
+                     "is_primary": v[nh + 3], "merge_reason": v[nh + 4]}
+                    for v in sorted(sorted(versions, key=lambda v: str(v[4]), reverse=True),
+                                    key=lambda v: (v[0], v[1]))]  # newest first, as Store.trial
     out: dict[str, Any] = {"trial_id": trial_id, "trial": t, "registry_url": registry_url(trial_id, t.get("url"))}
     row = con.execute(f"SELECT {', '.join(LIST_COLUMNS)}, is_cell_therapy FROM {ST} WHERE trial_id = ?",
                       [trial_id]).fetchone()
@@ -529,7 +742,7 @@ def trial_detail(con: duckdb.DuckDBPyConnection, any_id: str, store_path: str = 
         from celltrials.classify import explain_trial
 
         with contextlib.suppress(CelltrialsError):
-            ex = explain_trial(store, trial_id)
+            ex = explain_trial(_SnapshotStore(texts or con, ""), trial_id)
             out["labels"] = ex["labels"]
             out["evidence"] = ex["evidence"]
     out["product_links"] = []
@@ -537,7 +750,7 @@ def trial_detail(con: duckdb.DuckDBPyConnection, any_id: str, store_path: str = 
         out["product_links"] = _records(con.execute(
             "SELECT product, regulators, field, alias, snippet FROM product_links WHERE trial_id = ? "
             "ORDER BY product, field", [trial_id]))
-    out["history"] = record_history(con, trial_id)
+    out["history"] = history_from_rows(v[:nh] for v in versions)
     out["results"] = None
     if t.get("has_results"):
         from celltrials.analysis.results import results_for_store, tables_to_records
@@ -602,16 +815,6 @@ def export_frame(con: duckdb.DuckDBPyConnection, query: Query) -> pd.DataFrame:
     return con.execute(f"SELECT {', '.join(cols)} FROM {ST} WHERE {w} ORDER BY {SORTS[query.sort]}", p).df()
 
 
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _defuse(v: Any) -> Any:
-    """Spreadsheet-safe text: a value a spreadsheet would run as a formula gets a leading '."""
-    if isinstance(v, str) and v.startswith(_FORMULA):
-        return "'" + v
-    return v
-
-
 def export_bytes(df: pd.DataFrame, fmt: str) -> bytes:
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}", hint="Use csv, xlsx or parquet.")
@@ -619,14 +822,10 @@ def export_bytes(df: pd.DataFrame, fmt: str) -> bytes:
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         return buf.getvalue()
-    safe = df.copy()
-    for c in safe.columns:
-        if pd.api.types.is_object_dtype(safe[c]) or pd.api.types.is_string_dtype(safe[c]):
-            safe[c] = safe[c].map(_defuse, na_action="ignore")
-    if fmt == "csv":
-        return safe.to_csv(index=False).encode("utf-8")
+    if fmt == "csv":  # text cells through the one spreadsheet-safety helper (OWASP CSV injection)
+        return safe_frame(df).to_csv(index=False).encode("utf-8")
     buf = io.BytesIO()
-    safe.to_excel(buf, index=False, sheet_name="trials")
+    safe_frame(df, xlsx=True).to_excel(buf, index=False, sheet_name="trials")
     return buf.getvalue()
 
 

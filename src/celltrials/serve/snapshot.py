@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,18 +70,53 @@ class Snapshot:
         self._retired = False
         self._closed = False
         self._lock = threading.Lock()
+        self._pool: dict[str, list[duckdb.DuckDBPyConnection]] = {}
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self.info: dict[str, Any] = {}
         try:
             self.con.execute(f"ATTACH '{_sql_str(str(path))}' AS store (READ_ONLY)")
             self.con.execute("USE store")
+            self.con.execute("SET enable_progress_bar = false")
             self.info = prepare(self.con)
         except BaseException:
             self.con.close()
             raise
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
+    def cursor(self, profile: str = "main") -> duckdb.DuckDBPyConnection:
+        """A cursor (from a pool) with the store as default catalog and the
+        snapshot's in-memory copies of hot views shadowing them (temp views
+        named like the store's, ``info["shadows"][profile]``)."""
+        with self._lock:
+            pool = self._pool.setdefault(profile, [])
+            if pool:
+                return pool.pop()
         cur = self.con.cursor()
         cur.execute("USE store")
+        cur.execute("SET enable_progress_bar = false")
+        for name, table in self.info.get("shadows", {}).get(profile, {}).items():
+            cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {table}")
         return cur
+
+    def cache_get(self, key: str) -> Any:
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        return None
+
+    def cache_put(self, key: str, value: Any, size: int = 256) -> None:
+        with self._lock:
+            self._cache[key] = value
+            while len(self._cache) > size:
+                self._cache.popitem(last=False)
+
+    def give_back(self, cur: duckdb.DuckDBPyConnection, profile: str = "main") -> None:
+        with self._lock:
+            if not self._closed and len(self._pool.get(profile, [])) < 16:
+                self._pool.setdefault(profile, []).append(cur)
+                return
+        with contextlib.suppress(duckdb.Error):
+            cur.close()
 
     def acquire(self) -> bool:
         """Count one more user; False if the snapshot is already closed."""
@@ -109,6 +145,11 @@ class Snapshot:
             self._close()
 
     def _close(self) -> None:
+        for pool in self._pool.values():
+            for cur in pool:
+                with contextlib.suppress(duckdb.Error):
+                    cur.close()
+        self._pool.clear()
         with contextlib.suppress(duckdb.Error):
             self.con.close()
         for p in (self.path, self.path.with_name(self.path.name + ".wal")):
@@ -160,6 +201,8 @@ class SnapshotManager:
         self._refresh_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: called (in a background thread) with each new snapshot once it serves
+        self.on_swap: Callable[[Snapshot], None] | None = None
 
     # ------------------------------------------------------------- public
     def start(self, wait: float = 30.0) -> None:
@@ -206,7 +249,7 @@ class SnapshotManager:
             try:
                 yield snap, cur
             finally:
-                cur.close()
+                snap.give_back(cur)
         finally:
             snap.release()
 
@@ -284,6 +327,8 @@ class SnapshotManager:
         self.status.info = snap.info
         if old is not None:
             old.retire()
+        if self.on_swap is not None:
+            threading.Thread(target=self.on_swap, args=(snap,), name="celltrials-warm", daemon=True).start()
         return True
 
 
