@@ -117,6 +117,7 @@ def main() -> None:
         print(json.dumps(child(args.n, args.jobs, args.child)))
         return
     cores = _cores()
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         sha = _export(args.before, Path(tmp))
         old_src = Path(tmp) / "src"
@@ -129,13 +130,15 @@ def main() -> None:
         long_runs = [(f"before ({sha})", _run(old_src, 0, 1, "long")), ("after", _run(new_src, 0, 1, "long"))]
     lines = [
         f"python benchmarks/classify.py --n {args.n} --before {args.before}",
-        f"{'configuration':<32}{'trials':>9}{'wall s':>9}{'trials/s':>10}{'cpu s':>8}{'cell-therapy':>14}",
+        f"{'configuration':<32}{'trials':>9}{'wall s':>9}{'trials/s':>10}{'cpu s':>8}{'trials/cpu-s':>14}{'cell-therapy':>14}",
     ]
     for name, r in runs:
-        n, wall = int(r["n"]), float(r["wall"])  # type: ignore[arg-type]
-        lines.append(f"{name:<32}{n:>9,}{wall:>9.1f}{n / wall:>10,.0f}{float(r['cpu']):>8.1f}"  # type: ignore[arg-type]
+        n, wall, cpu = int(r["n"]), float(r["wall"]), float(r["cpu"])  # type: ignore[arg-type]
+        per_cpu = f"{n / cpu:>14,.0f}" if "1 core" in name else f"{'–':>14}"
+        lines.append(f"{name:<32}{n:>9,}{wall:>9.1f}{n / wall:>10,.0f}{cpu:>8.1f}{per_cpu}"
                      f"{int(r['cell']) / n:>13.1%}")  # type: ignore[call-overload]
-    lines.append(f"({runs[0][1]['real']:,} real API-JSON trials, repeated; wall time includes taxonomy compile and worker start-up)")
+    lines.append(f"({runs[0][1]['real']:,} real API-JSON trials, repeated; wall time includes taxonomy compile and worker")
+    lines.append(" start-up; cpu s: the calling process only, so trials/cpu-s is given for one core)")
     lines.append("")
     lines.append(f"{'one trial, title of':<32}{'100,000 chars':>15}{'200,000 chars':>15}")
     for name, r in long_runs:
@@ -143,8 +146,10 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        machine = (f"{platform.machine()}, {cores} cores visible, Python {platform.python_version()}, "
-                   f"load average {os.getloadavg()[0]:.1f} at the end; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
+        machine = (f"Machine: {platform.machine()}, {cores} cores visible, Python {platform.python_version()}, "
+                   f"{platform.system()}; 1-minute load average {load_start:.1f} at the start, "
+                   f"{os.getloadavg()[0]:.1f} at the end (other jobs share the cores); "
+                   f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.")
         section = f"{BEGIN}\n```\n{table}\n```\n\n{machine}\n{END}"
         path = ROOT / "BENCHMARKS.md"
         text = path.read_text(encoding="utf-8")

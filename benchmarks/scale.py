@@ -245,10 +245,12 @@ def _ingest(db: str, paths: list[str], force: bool) -> dict[str, Any]:
     from celltrials.ingest import ingest_paths
 
     kw: dict[str, Any] = {"force": True} if force else {}
-    with celltrials.open(db) as store:
-        t = time.perf_counter()
-        report = ingest_paths(store, paths, **kw)
-        dt = time.perf_counter() - t
+    store = celltrials.open(db)
+    t = time.perf_counter()
+    report = ingest_paths(store, paths, **kw)
+    store.close()  # timed too: the last checkpoint is part of the work
+    dt = time.perf_counter() - t
+    with celltrials.open(db, read_only=True) as store:
         n_trials = store.con.execute("SELECT count(*) FROM trials").fetchall()[0][0]
         n_current = store.con.execute("SELECT count(*) FROM records WHERE is_current").fetchall()[0][0]
     assert report.clean, [str(f) for f in report.findings][:5]
@@ -424,14 +426,19 @@ def machine() -> str:
             f"DuckDB {duckdb.__version__}, {platform.system()} {platform.machine()}")
 
 
-def write_md(text: str) -> None:
-    begin, end = "<!-- scale:begin (written by benchmarks/scale.py --write) -->", "<!-- scale:end -->"
+def write_md(text: str, key: str) -> None:
+    """Put ``text`` into BENCHMARKS.md in the block of this run's corpora and
+    size (other runs' blocks stay)."""
+    begin, end = f"<!-- scale:{key}:begin (written by benchmarks/scale.py --write) -->", f"<!-- scale:{key}:end -->"
+    heading = "## Whole-registry scale — `benchmarks/scale.py`"
     md = BENCHMARKS_MD.read_text(encoding="utf-8")
     block = f"{begin}\n{text}\n{end}"
     if begin in md and end in md:
         md = md[: md.index(begin)] + block + md[md.index(end) + len(end):]
+    elif heading in md:
+        md = md.rstrip("\n") + "\n\n" + block + "\n"
     else:
-        md = md.rstrip("\n") + "\n\n## Whole-registry scale — `benchmarks/scale.py`\n\n" + block + "\n"
+        md = md.rstrip("\n") + f"\n\n{heading}\n\n" + block + "\n"
     BENCHMARKS_MD.write_text(md, encoding="utf-8")
 
 
@@ -470,7 +477,7 @@ def main() -> None:
     text = "\n".join(["```", *head, *rows, "", *checks, "```"])
     print("\n" + "\n".join(checks))
     if args.write:
-        write_md(text)
+        write_md(text, f"{args.corpora.replace(',', '+')}-{args.n}")
 
 
 if __name__ == "__main__":

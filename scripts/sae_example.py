@@ -54,7 +54,7 @@ def markdown(results: dict[str, Any]) -> str:
     fs = mh["from_store"]
     used = [c for c in fs["choices"] if c.get("used")]
     lines = [
-        f"MSC trials selected: {fs['trials_selected']:,}; with posted results: {fs['trials_with_results']}; "
+        f"Trials labelled MSC with posted results: {fs['trials_with_results']}; "
         f"with an MSC arm and a control arm: {fs['rows']} (k = {mh['k']}).",
         "",
         f"* Mantel–Haenszel OR {fmt_ci(mh)}; I² = {mh['i2']:.1f} % (Q({mh['q_df']}) = {mh['q']:.2f}, "

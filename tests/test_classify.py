@@ -358,18 +358,24 @@ def _reference_hits(fld: object, text: str) -> list[tuple[str, int, int, str]]:
     return out
 
 
-def test_field_hits_equal_the_reference_loop_for_every_pattern_variant() -> None:
+def test_field_hits_equal_the_reference_loop_for_every_pattern_variant(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celltrials.taxonomy import engine
     from celltrials.taxonomy.loader import CompiledField, default_taxonomy
 
     tax = default_taxonomy()
     texts = _probe_texts()
     fields = _all_fields(tax)
     assert len(fields) > 10 and all(isinstance(f, CompiledField) for f in fields)
-    for fld in fields:
-        for text in texts:
-            want = _reference_hits(fld, text)
-            assert _triples(fld.hits(text)) == want, text
-            assert fld.search(text) == bool(want)
+    wants = [[_reference_hits(fld, text) for text in texts] for fld in fields]
+    # as first met (clusters merged per text), then with every set of clusters
+    # compiled as one pattern at once (engine.UNION_AFTER)
+    for union_after in (engine.UNION_AFTER, 1, 1):
+        monkeypatch.setattr(engine, "UNION_AFTER", union_after)
+        for fld, want_all in zip(fields, wants, strict=True):
+            for text, want in zip(texts, want_all, strict=True):
+                assert _triples(fld.hits(text)) == want, text  # type: ignore[attr-defined]
+                assert fld.search(text) == bool(want)  # type: ignore[attr-defined]
+    assert any(f._unions for f in fields)  # type: ignore[attr-defined]
 
 
 @pytest.mark.unit

@@ -90,6 +90,25 @@ def test_car_on_another_t_cell_is_car_t(rid: str, what: str) -> None:
     assert _labels(rid)["cell_type"] == "car_t", what
 
 
+@pytest.mark.parametrize(
+    ("rid", "expected", "what"),
+    [
+        ("NCT05645601", ["car_nk"], "'CAR-NK Targeted CD19' with a bare 'CD19-CAR' intervention"),
+        ("NCT04796688", ["car_nk"], "universal chimeric antigen receptor-modified AT19 cells; intervention 'CAR-NK'"),
+        ("NCT05922930", ["car_nk"], "TROP2 CAR engineered IL15-transduced cord blood-derived NK cells"),
+        ("NCT06254807", ["macrophage"], "CAR-monocytes (CT-0525)"),
+        ("NCT01430390", ["car_t"], "EBV-CTLs genetically targeted to the CD19 antigen"),
+        ("NCT02414269", ["car_t"], "autologous T cells genetically engineered to target mesothelin"),
+        ("NCT05487651", ["car_t"], "allogeneic NK T-cells expressing a CD19-specific CAR"),
+        ("NCT05976906", ["car_t"], "chimeric natural killer receptor modified T cells"),
+        ("NCT07095075", ["car_nk"], "LUCAR-DKS1 NK cells"),
+        ("NCT04264078", ["car_t"], "U-CAR-T for T/NK cell malignancies (the disease is not a product)"),
+    ],
+)
+def test_receptor_placed_on_its_cell(rid: str, expected: list[str], what: str) -> None:
+    assert classify(TrialText.from_record(_records()[rid])).cell_type == expected, what
+
+
 def test_car_dc_is_dc_and_car_treg_is_car_t_and_treg() -> None:
     _assert_gold("NCT05631886", "cell_type", "product_form")  # TP53-EphA-2-CAR-DC vaccine
     assert _labels("NCT05631886")["cell_type"] == "dc"
@@ -234,6 +253,7 @@ def test_gold_negatives_are_not_cell_therapy(rid: str, what: str) -> None:
         ("NCT07322159", "'IASO206 Injection (In Vivo CAR-T)' in the summary"),
         ("NCT07413341", "lipid nanoparticles encapsulating circular RNA encoding the CD19 CAR"),
         ("NCT07586709", "title: In Vivo BCMA/GPRC5D Tandem Dual CAR-T Therapy"),
+        ("NCT06539338", "INT2104 'is a gene therapy delivering a transgene for a CAR'"),
         ("NCT05176275", "title: PET / CT imaging in patients treated with CD19 CAR-T cells"),
     ],
 )

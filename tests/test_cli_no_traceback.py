@@ -163,6 +163,16 @@ def test_error_messages_name_the_problem_and_hint(stores: dict[str, Path], tmp_p
     assert code == 0 and (tmp_path / "new" / "deeper" / "t.csv").is_file()
     code, _, err = run([*good, "ingest", "/nonexistent"], capsys)
     assert code == 1 and "no such file or folder" in err and "--skip-bad" not in err
+    truncated = tmp_path / "truncated.json"
+    truncated.write_bytes(GENERAL_JSON.read_bytes()[:5000])
+    code, _, err = run([*good, "ingest", str(truncated)], capsys)
+    assert code == 1 and "malformed or truncated JSON" in err and "cannot be read as a whole" in err
+    bad_record = tmp_path / "bad_record.json"
+    studies = json.loads(GENERAL_JSON.read_bytes())[:2]
+    studies[1]["protocolSection"]["conditionsModule"]["conditions"] = "Lymphoma"
+    bad_record.write_text(json.dumps(studies), encoding="utf-8")
+    code, _, err = run([*good, "ingest", str(bad_record)], capsys)
+    assert code == 1 and "record 2" in err and "expected a list" in err and "--skip-bad to ingest its good" in err
     for name in ("truncated", "damaged", "text"):
         copy = tmp_path / f"{name}.duckdb"
         shutil.copy(stores[name], copy)

@@ -326,6 +326,11 @@ def test_subgroups_common_tau2_published() -> None:
     assert (r4(sg["q_between"]), sg["q_between_df"], r4(sg["q_between_p"])) == (1.7675, 2, 0.4132)
     separate = run_json(str(BCG), "--measure", "RR", "--by", "alloc", *BCG_COLS)["subgroups"]
     assert separate["tau2_model"] == "separate" and separate["tau2_common"] is None
+    fixed = run_json(str(BCG), "--measure", "OR", "--method", "MH", "--by", "alloc", *BCG_COLS)["subgroups"]
+    assert fixed["tau2_model"] == "fixed effect (no tau²)"
+    result = CliRunner().invoke(cli, ["meta", str(BCG), "--measure", "OR", "--method", "MH", "--by", "alloc",
+                                      "--by-tau2", "common", *BCG_COLS])
+    assert isinstance(result.exception, AnalysisError) and "--by-tau2 separate" in (result.exception.hint or "")
 
 
 def test_metareg_bad_input(tmp_path: Path) -> None:

@@ -249,6 +249,8 @@ with celltrials.open(sys.argv[1]) as store:
 
 
 def test_kill_9_during_streaming_ingest_leaves_store_as_before(tmp_path: Path) -> None:
+    """A large file's batches are committed as an unfinished ingest before it
+    is published; killed meanwhile, the next open deletes them."""
     db = tmp_path / "killed.duckdb"
     with celltrials.open(db) as store:
         ingest_paths(store, [PROCHYMAL_CSV])
@@ -267,7 +269,16 @@ def test_kill_9_during_streaming_ingest_leaves_store_as_before(tmp_path: Path) -
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    with celltrials.open(db) as store:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)  # as the killed process left it: one batch staged
+    try:
+        assert con.execute("SELECT count(*) FROM ingests WHERE finished_at IS NULL").fetchall()[0][0] == 1
+        assert con.execute("SELECT count(*) FROM records").fetchall()[0][0] == before[0] + 200
+        assert con.execute("SELECT count(*) FROM trial_records").fetchall()[0][0] == before[1]  # not published
+    finally:
+        con.close()
+    with celltrials.open(db) as store:  # the next writer deletes the unfinished ingest
         assert snapshot(store) == before
         report = ingest_paths(store, [CAR_JSON])  # a rerun completes
         assert report.clean and report.n_new == len(json.loads(CAR_JSON.read_text()))

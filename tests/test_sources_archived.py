@@ -314,3 +314,34 @@ def test_v1_results_cli_says_why_values_are_empty(v1_store: tuple[Store, Any], t
     assert "Adverse-event groups (totals)" in result.output
     result = CliRunner().invoke(cli, ["--db", str(db), "results", "NCT01270139"])
     assert "API v1 study-fields archive" not in " ".join(result.output.split())
+
+
+def test_malformed_v1_and_xml_are_findings_not_crashes() -> None:
+    # every field of real v1 studies replaced by values of the wrong shape, and real XML
+    # cut short: parsing and the results tables either work or raise a CelltrialsError
+    import copy
+    import random
+
+    from celltrials.errors import CelltrialsError
+    from celltrials.sources import ctgov_xml
+
+    rng = random.Random(16)
+    wrong: list[Any] = [None, "text", 5, {"a": 1}, [None], [1, 2], [[]], [{"x": 1}], [""] * 3, [True]]
+    docs = [d for _, d in v1_members()][::8]
+    n_bad = 0
+    for d in docs:
+        for _ in range(3):
+            x = copy.deepcopy(d)
+            for k in rng.sample(sorted(x), 3):
+                x[k] = rng.choice(wrong)
+            try:
+                ctgov_v1.parse_study(x)
+                parse_results(ctgov_v1.to_v2(x))
+            except CelltrialsError:
+                n_bad += 1
+    assert n_bad > 0
+    for path in sorted(XML_DIR.glob("*.xml"))[:20]:
+        text = path.read_text(encoding="utf-8")
+        for cut in (len(text) // 3, len(text) // 2, len(text) - 30):
+            with pytest.raises(RecordError):
+                ctgov_xml.parse_text(text[:cut])

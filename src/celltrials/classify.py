@@ -313,6 +313,8 @@ def _describes_other_cells(seg: Segment, h: Hit, found: list[_Mention], other: l
     return best is not None and not best[1]
 
 
+_CAR_ON_OTHER_CELLS = frozenset({"car_nk", "macrophage", "dc"})
+_NAMES_T_CELLS = re.compile(r"(?i)(?<![a-z])T(?![a-z])|T[- ]?cells?|T[- ]?lymphocytes?|CAR-?T|CART|STAR|TRuC|CTL|γδ|gamma|NKT")
 _VAGUE_CANCER = re.compile(r"(?i)neoplasms?|malignan\w*|tumou?rs?|metasta\w*|oncolog\w*|hematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)|haematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)")
 _DERIVED = re.compile(r"\s*\)?\s*[-–]?\s*derived\b", re.I)
 _PLURIPOTENT = frozenset({"ipsc_derived", "esc_derived"})
@@ -608,6 +610,15 @@ class Classifier:
             group, areas = "oncology", ["solid_tumor"]
         else:
             group, areas = tax.default_indication[0], [tax.default_indication[1]]
+
+        # a bare CAR word ("CD19-CAR", "chimeric antigen receptor") names no cell: when the
+        # trial's CAR product is another cell (CAR-NK, CAR-M, CAR-DC) it is that product
+        if "car_t" in cell_types and cell_types & _CAR_ON_OTHER_CELLS:
+            car_t_ms = [m for m in found if m.values.get("cell_type", ()) == ("car_t",)]
+            if car_t_ms and not any(_NAMES_T_CELLS.search(m.hit.text) for m in car_t_ms):
+                cell_types.discard("car_t")
+                found = [m for m in found if m not in car_t_ms]
+                background.extend(car_t_ms)
 
         # drop catch-all / background-prone types when a more specific product is tested
         catchall: list[Segment] = []

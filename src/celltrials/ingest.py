@@ -103,9 +103,13 @@ class IngestAborted(DataFileError):
     def __init__(self, finding: Finding, report: IngestReport) -> None:
         self.finding = finding
         self.report = report
+        one_record = finding.position is not None or finding.record_id is not None or "!" in finding.path
         super().__init__(
             str(finding),
-            hint="Nothing from this file was stored. Fix the file, or rerun with --skip-bad to ingest its good records.",
+            hint=("Nothing from this file was stored. Fix the file, or rerun with --skip-bad to ingest its good records."
+                  if one_record else
+                  "Nothing from this file was stored; it cannot be read as a whole. Re-download or re-export it "
+                  "(--skip-bad goes on with the other files)."),
         )
 
 
@@ -174,6 +178,23 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+#: DuckDB checkpoints (rewrites the table's last, partly filled row group)
+#: when its write-ahead log passes this size; 16 MiB by default, i.e. after
+#: nearly every file — fewer checkpoints while ingesting many files
+CHECKPOINT_BYTES = 256 << 20
+
+
+@contextlib.contextmanager
+def _checkpoint_threshold(store: Store, size: int) -> Iterator[None]:
+    row = store.con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+    store.con.execute(f"SET checkpoint_threshold = '{size}B'")
+    try:
+        yield
+    finally:
+        if row:
+            store.con.execute(f"SET checkpoint_threshold = '{row[0]}'")
 
 
 @dataclass
@@ -275,9 +296,10 @@ def ingest_paths(
     for f in report.findings:
         if progress:
             progress(ProgressEvent("ingest", "skipped", f.path, message=f.reason))
+    store.discard_unfinished_ingests()  # left by a process killed while staging a file
     known = _Known.load(store)
     group = _Group(store, known, progress, batch_size)
-    with _gc_paused():
+    with _gc_paused(), _checkpoint_threshold(store, CHECKPOINT_BYTES):
         try:
             for index, path in enumerate(files, start=1):
                 _one_file(store, path, index, len(files), explicit, known, group, report,
@@ -404,23 +426,30 @@ def _prepared(rec: ParsedRecord, path: Path, result: FileResult, report: IngestR
 
 def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, report: IngestReport,
                  skip_bad: bool, progress: Progress | None, batch_size: int, sha: str, st: os.stat_result) -> None:
-    """A large file: parsed and written batch by batch inside one transaction
-    (a bad record or a broken file rolls all of it back)."""
+    """A large file, staged then published: its batches are committed one by
+    one as an unfinished ingest (records no trial shows yet; memory stays
+    bounded by a batch), then one short transaction marks the current
+    versions, merges the trials they reach and finishes the ingest. A bad
+    record, a broken file or any error deletes what was staged; a process
+    killed meanwhile leaves an unfinished ingest that the next writer
+    deletes (:meth:`Store.discard_unfinished_ingests`). Either way the store
+    ends as if the file had not been read."""
     source = display_path(path.resolve())
     with store.transaction():
         ingest_id = store.begin_ingest(source, sniffed.format, sha, size=st.st_size, mtime_ns=st.st_mtime_ns)
-        total = AddResult()
-        batch: list[Staged] = []
-        n_bytes = 0
+    total = AddResult()
+    batch: list[Staged] = []
+    n_bytes = 0
 
-        def write() -> None:
-            flags = store.add_staged(batch)
-            total.n_records += len(batch)
-            total.n_new += sum(flags)
-            if progress:
-                progress(ProgressEvent("ingest", "records", display_path(path), n=len(batch)))
-            batch.clear()
+    def write() -> None:
+        flags = store.add_staged(batch)  # its own transaction: committed, not yet published
+        total.n_records += len(batch)
+        total.n_new += sum(flags)
+        if progress:
+            progress(ProgressEvent("ingest", "records", display_path(path), n=len(batch)))
+        batch.clear()
 
+    try:
         for item in parse_file(path, sniffed):
             if _bad(item, path, result, report, skip_bad):
                 continue
@@ -437,8 +466,12 @@ def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, rep
         if batch:
             write()
         total.n_unchanged = total.n_records - total.n_new
-        store.settle([ingest_id])
-        store.finish_ingest(ingest_id, total, result.n_bad)
+        with store.transaction():
+            store.settle([ingest_id])
+            store.finish_ingest(ingest_id, total, result.n_bad)
+    except BaseException:
+        store.discard_ingests([ingest_id])
+        raise
     result.n_records, result.n_new, result.n_unchanged = total.n_records, total.n_new, total.n_unchanged
     result.committed = True
 

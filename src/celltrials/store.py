@@ -284,6 +284,7 @@ class Store:
         store = cls(con, db)
         if not read_only:
             store.migrate()
+            store.discard_unfinished_ingests()  # a file being staged when its process was killed
         return store
 
     def close(self) -> None:
@@ -360,6 +361,25 @@ class Store:
             [ingest_id, source, fmt, sha256, size, mtime_ns, _now()],
         )
         return ingest_id
+
+    def discard_ingests(self, ingest_ids: list[int]) -> None:
+        """Delete everything these (unpublished) ingests stored, and their rows in ``ingests``."""
+        if not ingest_ids:
+            return
+        with self.transaction():
+            keys = "SELECT record_key FROM records WHERE ingest_id IN (SELECT unnest(?::INTEGER[]))"
+            for table in _CHILD_COLUMNS:
+                self.con.execute(f"DELETE FROM {table} WHERE record_key IN ({keys})", [ingest_ids])
+            self.con.execute("DELETE FROM records WHERE ingest_id IN (SELECT unnest(?::INTEGER[]))", [ingest_ids])
+            self.con.execute("DELETE FROM ingests WHERE ingest_id IN (SELECT unnest(?::INTEGER[]))", [ingest_ids])
+
+    def discard_unfinished_ingests(self) -> list[int]:
+        """Delete the records of file ingests that were being staged when their
+        process died (an ingest row without ``finished_at``); returns their ids."""
+        ids = [int(r[0]) for r in self.con.execute(
+            "SELECT ingest_id FROM ingests WHERE finished_at IS NULL").fetchall()]
+        self.discard_ingests(ids)
+        return ids
 
     def new_ingest_ids(self, n: int) -> list[int]:
         """``n`` fresh ingest ids (for :meth:`record_ingests`)."""
@@ -678,7 +698,11 @@ def _connect(db: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + wait
     while True:
         try:
-            return duckdb.connect(db, read_only=read_only)
+            con = duckdb.connect(db, read_only=read_only)
+            # no progress bar: DuckDB draws one on stdout for queries over 2 s (e.g. merging on a busy
+            # machine), which would break `--json` output
+            con.execute("SET enable_progress_bar = false")
+            return con
         except duckdb.Error as exc:
             holder = lock_holder(str(exc))
             if holder is None:

@@ -930,7 +930,8 @@ def _subgroups(
         raise AnalysisError(f"--by column '{by}' has only one subgroup ({names[0]!r})", hint="Subgroup analysis needs at least two groups.")
     common = by_tau2 == "common" and not sparse and method != "FE"
     if by_tau2 == "common" and sparse:
-        raise AnalysisError(f"a common tau² needs a random-effects model, not --method {method}")
+        raise AnalysisError(f"a common tau² needs a random-effects model, not --method {method}",
+                            hint="Use --by-tau2 separate (the default) with MH or PETO, or a random-effects --method.")
     tau2_common = None
     model: dict[str, Any] | None = None
     if common:
@@ -943,7 +944,8 @@ def _subgroups(
         r = pool(idx, tau2_common) if not sparse else pool(idx)
         r.pop("weights")
         sub.append(_with_back(measure, {"group": g, **r}, pft_n))
-    out: dict[str, Any] = {"by": by, "tau2_model": "common" if common else "separate", "tau2_common": tau2_common}
+    model_name = "common" if common else "fixed effect (no tau²)" if method in ("FE", "MH", "PETO") else "separate"
+    out: dict[str, Any] = {"by": by, "tau2_model": model_name, "tau2_common": tau2_common}
     if common and model is not None:
         out.update({
             "groups": sub,

@@ -149,7 +149,7 @@ def forest_plot(result: dict[str, Any]) -> Figure:
         + (f", {_p(result['q_p'])}" if result["q_p"] is not None else "")
     )
     if sub:
-        how = "common τ²" if sub["tau2_model"] == "common" else "separate τ² per subgroup"
+        how = {"common": "common τ²", "separate": "separate τ² per subgroup"}.get(sub["tau2_model"], "fixed effect")
         test = "F" if sub.get("q_between_test") == "F" else "Q"
         foot += (f"\nSubgroup differences ({how}): {test} = {sub['q_between']:.2f}, df = {sub['q_between_df']}"
                  + (f", {_p(sub['q_between_p'])}" if sub["q_between_p"] is not None else ""))

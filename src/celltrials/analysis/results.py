@@ -106,6 +106,12 @@ def _num(x: Any) -> float:
         return math.nan
 
 
+def _key(x: Any) -> Any:
+    """A group id usable as a dict key: ids are strings in the registry's schema; anything
+    else a malformed record holds (an object, a list) is compared by its text."""
+    return x if x is None or isinstance(x, str | int | float) else repr(x)
+
+
 def _list(obj: dict[str, Any], key: str) -> list[Any]:
     v = obj.get(key)
     return v if isinstance(v, list) else []
@@ -115,7 +121,7 @@ def _denoms(denoms: list[Any]) -> tuple[dict[Any, float], Any]:
     """Counts per group id from the first denominator set (CT.gov puts Participants first)."""
     for d in denoms:
         if isinstance(d, dict):
-            counts = {c.get("groupId"): _num(c.get("value")) for c in _list(d, "counts") if isinstance(c, dict)}
+            counts = {_key(c.get("groupId")): _num(c.get("value")) for c in _list(d, "counts") if isinstance(c, dict)}
             return counts, d.get("units")
     return {}, None
 
@@ -141,7 +147,7 @@ def _measurement_rows(
             for m in _list(cat, "measurements"):
                 if not isinstance(m, dict):
                     continue
-                gid = m.get("groupId")
+                gid = _key(m.get("groupId"))
                 yield {
                     **base,
                     "group_id": gid,
@@ -160,7 +166,7 @@ def _measurement_rows(
 
 
 def _group_titles(groups: list[Any]) -> dict[Any, Any]:
-    return {g.get("id"): g.get("title") for g in groups if isinstance(g, dict)}
+    return {_key(g.get("id")): g.get("title") for g in groups if isinstance(g, dict)}
 
 
 def parse_results(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
@@ -234,8 +240,8 @@ def parse_results(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
                     "organ_system": ev.get("organSystem"),
                     "source_vocabulary": ev.get("sourceVocabulary"),
                     "assessment_type": ev.get("assessmentType"),
-                    "group_id": st.get("groupId"),
-                    "group_title": ae_groups.get(st.get("groupId")),
+                    "group_id": _key(st.get("groupId")),
+                    "group_title": ae_groups.get(_key(st.get("groupId"))),
                     "num_affected": _num(st.get("numAffected")),
                     "num_at_risk": _num(st.get("numAtRisk")),
                     "num_events": _num(st.get("numEvents")),
@@ -243,7 +249,7 @@ def parse_results(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
 
     event_groups = [{
         "nct_id": nct,
-        "group_id": g.get("id"),
+        "group_id": _key(g.get("id")),
         "group_title": g.get("title"),
         "group_description": g.get("description"),
         **{col: _num(g.get(key)) for col, key in (
@@ -270,8 +276,8 @@ def parse_results(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
                         "period": period.get("title"),
                         "kind": kind,
                         "type": item.get("type"),
-                        "group_id": a.get("groupId"),
-                        "group_title": pf_groups.get(a.get("groupId")),
+                        "group_id": _key(a.get("groupId")),
+                        "group_title": pf_groups.get(_key(a.get("groupId"))),
                         "num_subjects": _num(a.get("numSubjects")),
                         "comment": a.get("comment"),
                     })

@@ -269,7 +269,7 @@ def _render(r: dict[str, Any], paths: list[Any], quiet: bool) -> None:
                   + f", I² = {_f(reg['i2'], 2)}%, R² = {_f(reg['r2'], 2)}%")
     if r["subgroups"]:
         sg = r["subgroups"]
-        how = "one common tau²" if sg["tau2_model"] == "common" else "a separate tau² per subgroup"
+        how = {"common": "one common tau²", "separate": "a separate tau² per subgroup"}.get(sg["tau2_model"], sg["tau2_model"])
         gt = Table("subgroup", "k", "estimate", f"{lvl}% CI", "tau²", "I² %", title=esc(f"Subgroups by {sg['by']} ({how})"))
         for g in sg["groups"]:
             gt.add_row(esc(g["group"]), str(g["k"]), _f(g["estimate"]), f"{_f(g['ci_low'])} to {_f(g['ci_high'])}", _f(g["tau2"]), _f(g["i2"], 1))

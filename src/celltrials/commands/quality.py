@@ -43,7 +43,7 @@ def _print(report: object, console: Console) -> None:
     assert isinstance(report, CheckReport)
     console.print(Text(f"{report.n_records:,} record versions from {len(report.sources)} sources; "
                        f"{report.n_unmapped:,} unmapped values, {report.n_reviewed:,} reviewed as unmappable, "
-                       f"{report.n_repairs:,} text repairs."))
+                       f"{report.n_repairs:,} text values repaired."))
     fields = Table(title="Raw values mapped to the canonical vocabulary (mapped/values)")
     fields.add_column("source")
     for c in ("study type", "phase", "status", "country", "repairs"):

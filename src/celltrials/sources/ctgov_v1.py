@@ -75,10 +75,20 @@ def iter_v1_studies(obj: Any) -> Iterator[Any]:
 
 
 def _l(d: dict[str, Any], key: str) -> list[Any]:
+    """The values of a v1 field (a list of strings; numbers are taken as their text).
+    Anything else — an object, a nested list — makes the record bad, naming the field."""
     v = d.get(key)
-    if isinstance(v, list):
-        return v
-    return [] if v is None or v == "" else [v]
+    if v is None or v == "":
+        return []
+    items = v if isinstance(v, list) else [v]
+    out: list[Any] = []
+    for x in items:
+        if isinstance(x, bool) or not isinstance(x, str | int | float):
+            if x is None:
+                continue
+            raise RecordError(f"{key}: expected a list of strings (API v1 study fields), found {type(x).__name__}")
+        out.append(x if isinstance(x, str) else str(x))
+    return out
 
 
 def _first(d: dict[str, Any], key: str) -> Any:

@@ -33,10 +33,19 @@ modules):
   100,000-character title took 11.6 s, 200,000 took 40.7 s). The only change
   in meaning: one repeat matches at most 1,000 times.
 
-The remaining alternatives are each searched with their own compiled pattern
-and the hits merged by the rule above (leftmost word start, then precedence):
-the searches of one alternative move strictly forward, so the work is linear in
-the length of the text.
+Alternatives with the same required literals are compiled together into one
+*cluster* pattern (each alternative in a named group; alternatives without a
+literal join every cluster). A text runs the clusters whose literals occur;
+with several, their hits are merged by the rule above (leftmost word start,
+then the earlier alternative); a set of clusters that many texts need is
+compiled as one more cluster (bounded per field). Each cluster's searches move strictly forward,
+so the work is linear in the length of the text.
+
+Costs measured in ``benchmarks/classify.py`` (BENCHMARKS.md): per CPU-second
+on real trials this engine is at parity with the one it replaces; the gain is
+linear time and the public API. A pattern the parser cannot follow
+(backreference, conditional group, verbose flag) is kept as written, has no
+literal and is run on every text.
 """
 
 from __future__ import annotations
@@ -475,6 +484,9 @@ _PREFILTER = _Prefilter()
 _GROUP_REF = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")  # backreference, conditional group
 
 _MAX_CACHED = 8192  # candidate lists kept per field
+#: a set of clusters is compiled as one pattern after this many texts needed it
+UNION_AFTER = 5
+_MAX_UNIONS = 96  # such patterns per field (compiling costs milliseconds each)
 
 # a compiled group of alternatives: (pattern, alternative index by group number)
 _Cluster = tuple["re.Pattern[str]", list[int]]
@@ -515,25 +527,47 @@ class CompiledField:
         plain = groups.pop(None, [])
         alone = [k for k in plain if _GROUP_REF.search(infos[k].source)]
         plain = [k for k in plain if k not in alone]
-        clusters: list[_Cluster] = []
+        self._clusters: list[_Cluster] = []
+        self._members: list[tuple[int, ...]] = []  # the alternatives of each cluster
         always: list[int] = []
         by_anchor: dict[int, list[int]] = {}
         for anchors, ks in sorted(groups.items(), key=lambda kv: kv[1][0]):
             for lit in anchors or ():
-                by_anchor.setdefault(_PREFILTER.anchor_id(lit), []).append(len(clusters))
-            clusters.append(self._cluster(sorted(ks + plain)))
+                by_anchor.setdefault(_PREFILTER.anchor_id(lit), []).append(len(self._clusters))
+            self._add_cluster(sorted(ks + plain))
         for k in alone:
-            always.append(len(clusters))
-            clusters.append(self._cluster([k]))
+            always.append(self._add_cluster([k]))
         self._alone = tuple(always)
         if plain:
-            always.append(len(clusters))
-            clusters.append(self._cluster(plain))
-        self._clusters = clusters
+            always.append(self._add_cluster(plain))
+        # a set of clusters seen often is compiled as one more cluster (one search
+        # instead of several); bounded, so diverse texts cannot make it compile much
+        self._seen: dict[tuple[int, ...], int] = {}
+        self._unions: dict[tuple[int, ...], int] = {}
         self._always = tuple(always)
         self._by_anchor = by_anchor
         self._anchor_ids = frozenset(by_anchor)
         self._by_present: dict[frozenset[int], tuple[int, ...]] = {_EMPTY: self._always}
+
+    def _add_cluster(self, ks: list[int]) -> int:
+        self._clusters.append(self._cluster(ks))
+        self._members.append(tuple(ks))
+        return len(self._clusters) - 1
+
+    def _union(self, cis: tuple[int, ...]) -> tuple[int, ...]:
+        """``cis``, or the one cluster compiled for them once they are seen often."""
+        u = self._unions.get(cis)
+        if u is not None:
+            return (u,)
+        if len(self._unions) >= _MAX_UNIONS or set(cis) & set(self._alone):
+            return cis
+        n = self._seen[cis] = self._seen.get(cis, 0) + 1
+        if n < UNION_AFTER:
+            if len(self._seen) >= _MAX_CACHED:
+                self._seen.clear()
+            return cis
+        u = self._unions[cis] = self._add_cluster(sorted({k for ci in cis for k in self._members[ci]}))
+        return (u,)
 
     def _cluster(self, ks: list[int]) -> _Cluster:
         if len(ks) == 1:  # no group of ours: a backreference keeps its number
@@ -553,7 +587,7 @@ class CompiledField:
 
     def candidates(self, text: str) -> list[int]:
         """Indexes of the alternatives that can match in ``text`` (their literals occur)."""
-        return sorted({k for ci in self._for(text) for k in self._clusters[ci][1][1:]})
+        return sorted({k for ci in self._for(text) for k in self._members[ci]})
 
     def _for(self, text: str) -> tuple[int, ...]:
         """The clusters that can match in ``text``, in order."""
@@ -570,6 +604,11 @@ class CompiledField:
             if len(self._by_present) >= _MAX_CACHED:
                 self._by_present.clear()
             self._by_present[present] = got
+        if len(got) > 1:
+            union = self._union(got)
+            if union is not got:
+                self._by_present[present] = union
+            return union
         return got
 
     def hits(self, text: str, lower: str | None = None) -> list[Hit]:
