@@ -16,20 +16,20 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from celltrials.store import Store
+    from celltrials.store import Store  # noqa: PLC0415 - the package facade stays light (tests/test_layers.py)
 
 
 def open(path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
     """Open (creating if needed) a celltrials store. ``path`` defaults to
     ``$CELLTRIALS_DB`` or ``./celltrials.duckdb``."""
-    from celltrials.store import Store
+    from celltrials.store import Store  # noqa: PLC0415 - the package facade stays light (tests/test_layers.py)
 
     return Store.open(path, read_only=read_only)
 
 
 def __getattr__(name: str) -> Any:
     if name == "Store":
-        from celltrials.store import Store
+        from celltrials.store import Store  # noqa: PLC0415 - the package facade stays light
 
         return Store
     raise AttributeError(name)
