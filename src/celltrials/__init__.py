@@ -16,7 +16,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from celltrials.store import Store  # noqa: PLC0415 - the package facade stays light (tests/test_layers.py)
+    from celltrials.store import Store
 
 
 def open(path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
