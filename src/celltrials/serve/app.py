@@ -21,6 +21,7 @@ are capped at 200 rows, and the Host header must name the address served
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import secrets
@@ -129,6 +130,13 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
                 key = urlencode(q.params())
                 snap.cache_put("overview?" + key, Q.overview(cur, q))
                 snap.cache_put("facets?" + key, Q.facets(cur, q))
+                first = cur.execute(f"SELECT trial_id FROM {Q.ST} LIMIT 1").fetchone()
+                if first:  # loads the taxonomy the evidence context needs, once
+                    texts = snap.cursor("texts")
+                    try:
+                        Q.trial_detail(cur, str(first[0]), texts)
+                    finally:
+                        snap.give_back(texts, "texts")
             finally:
                 snap.give_back(cur)
         except Exception:  # a warm cache is an optimisation only
@@ -247,6 +255,8 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
             "Content-Disposition": f'attachment; filename="celltrials-{stamp}.{fmt}"'})
 
     async def status(request: Request) -> Response:
+        with contextlib.suppress(CelltrialsError):
+            mgr.current()  # also checks whether the store changed
         info = {k: v for k, v in mgr.status.info.items() if k != "shadows"}
         return JSON({**mgr.status.to_dict(), "snapshot": info, "version": __version__})
 

@@ -77,6 +77,10 @@ class Snapshot:
             self.con.execute(f"ATTACH '{_sql_str(str(path))}' AS store (READ_ONLY)")
             self.con.execute("USE store")
             self.con.execute("SET enable_progress_bar = false")
+            # more DuckDB workers than cores: a short query (a trial page) then
+            # interleaves with a long one (facets) instead of queueing behind it
+            threads = os.environ.get("CELLTRIALS_SERVE_THREADS") or str(max(8, os.cpu_count() or 1))
+            self.con.execute(f"SET threads = {int(threads)}")
             self.info = prepare(self.con)
         except BaseException:
             self.con.close()
