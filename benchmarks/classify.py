@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 BEGIN = "<!-- benchmarks/classify.py: begin -->"
 END = "<!-- benchmarks/classify.py: end -->"
-PHRASE = "exosomes from mesenchymal stem cells of the umbilical cord (MSC-EVs) in the bone marrow of "
+PHRASE = (
+    "exosomes from mesenchymal stem cells of the umbilical cord (MSC-EVs) in the bone marrow of "
+)
 
 
 def _texts() -> list:  # type: ignore[type-arg]
@@ -70,7 +72,10 @@ def child(n: int, jobs: int, mode: str) -> dict[str, object]:
             out[str(size)] = time.perf_counter() - t0
         return out
     base = _texts()
-    reps = [TrialText(f"{t.trial_id}#{i // len(base)}", t.segments) for i, t in enumerate(base[i % len(base)] for i in range(n))]
+    reps = [
+        TrialText(f"{t.trial_id}#{i // len(base)}", t.segments)
+        for i, t in enumerate(base[i % len(base)] for i in range(n))
+    ]
     t0, c0 = time.perf_counter(), time.process_time()
     if mode == "before":
         clf = Classifier()
@@ -91,8 +96,12 @@ def _run(src: Path, n: int, jobs: int, mode: str) -> dict[str, object]:
 
 
 def _export(rev: str, into: Path) -> str:
-    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    blob = subprocess.run(["git", "archive", rev, "src"], cwd=ROOT, capture_output=True, check=True).stdout
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    blob = subprocess.run(
+        ["git", "archive", rev, "src"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     with tarfile.open(fileobj=BytesIO(blob)) as tar:
         tar.extractall(into, filter="data")
     return sha
@@ -106,9 +115,13 @@ def _cores() -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=100_000, help="trials to classify")
-    ap.add_argument("--before", default="main", help="git revision with the engine to compare against")
+    ap.add_argument(
+        "--before", default="main", help="git revision with the engine to compare against"
+    )
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md between the markers")
     ap.add_argument("--child", choices=("before", "after", "long"), help=argparse.SUPPRESS)
     ap.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
@@ -127,7 +140,10 @@ def main() -> None:
             ("after, 1 core (--jobs 1)", _run(new_src, args.n, 1, "after")),
             (f"after, {cores} cores (--jobs {cores})", _run(new_src, args.n, cores, "after")),
         ]
-        long_runs = [(f"before ({sha})", _run(old_src, 0, 1, "long")), ("after", _run(new_src, 0, 1, "long"))]
+        long_runs = [
+            (f"before ({sha})", _run(old_src, 0, 1, "long")),
+            ("after", _run(new_src, 0, 1, "long")),
+        ]
     lines = [
         f"python benchmarks/classify.py --n {args.n} --before {args.before}",
         f"{'configuration':<32}{'trials':>9}{'wall s':>9}{'trials/s':>10}{'cpu s':>8}{'trials/cpu-s':>14}{'cell-therapy':>14}",
@@ -135,10 +151,16 @@ def main() -> None:
     for name, r in runs:
         n, wall, cpu = int(r["n"]), float(r["wall"]), float(r["cpu"])  # type: ignore[arg-type]
         per_cpu = f"{n / cpu:>14,.0f}" if "1 core" in name else f"{'–':>14}"
-        lines.append(f"{name:<32}{n:>9,}{wall:>9.1f}{n / wall:>10,.0f}{cpu:>8.1f}{per_cpu}"
-                     f"{int(r['cell']) / n:>13.1%}")  # type: ignore[call-overload]
-    lines.append(f"({runs[0][1]['real']:,} real API-JSON trials, repeated; wall time includes taxonomy compile and worker")
-    lines.append(" start-up; cpu s: the calling process only, so trials/cpu-s is given for one core)")
+        lines.append(
+            f"{name:<32}{n:>9,}{wall:>9.1f}{n / wall:>10,.0f}{cpu:>8.1f}{per_cpu}"
+            f"{int(r['cell']) / n:>13.1%}"
+        )  # type: ignore[call-overload]
+    lines.append(
+        f"({runs[0][1]['real']:,} real API-JSON trials, repeated; wall time includes taxonomy compile and worker"
+    )
+    lines.append(
+        " start-up; cpu s: the calling process only, so trials/cpu-s is given for one core)"
+    )
     lines.append("")
     lines.append(f"{'one trial, title of':<32}{'100,000 chars':>15}{'200,000 chars':>15}")
     for name, r in long_runs:
@@ -146,15 +168,17 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        machine = (f"Machine: {platform.machine()}, {cores} cores visible, Python {platform.python_version()}, "
-                   f"{platform.system()}; 1-minute load average {load_start:.1f} at the start, "
-                   f"{os.getloadavg()[0]:.1f} at the end (other jobs share the cores); "
-                   f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.")
+        machine = (
+            f"Machine: {platform.machine()}, {cores} cores visible, Python {platform.python_version()}, "
+            f"{platform.system()}; 1-minute load average {load_start:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end (other jobs share the cores); "
+            f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
+        )
         section = f"{BEGIN}\n```\n{table}\n```\n\n{machine}\n{END}"
         path = ROOT / "BENCHMARKS.md"
         text = path.read_text(encoding="utf-8")
         if BEGIN in text and END in text:
-            text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+            text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
         else:
             raise SystemExit(f"{path}: markers {BEGIN} / {END} not found")
         path.write_text(text, encoding="utf-8")

@@ -32,15 +32,27 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def _json(n: int, out: Path) -> Path:
     studies = []
-    for name in ("ctgov-v2-json/ctg-studies-50-general.json", "ctgov-v2-json/reconstructed/car_cell_therapy_2026-08-22.json",
-                 "ctgov-v2-json/reconstructed/car_cell_therapy_part2_2026-08-22.json"):
+    for name in (
+        "ctgov-v2-json/ctg-studies-50-general.json",
+        "ctgov-v2-json/reconstructed/car_cell_therapy_2026-08-22.json",
+        "ctgov-v2-json/reconstructed/car_cell_therapy_part2_2026-08-22.json",
+    ):
         studies += json.loads((DATA / name).read_text())
     text = [json.dumps(s) for s in studies]
     parts = []
     for i in range(n):
-        parts.append(re.sub(r'"nctId": "NCT\d{8}"', f'"nctId": "NCT{90000000 + i:08d}"', text[i % len(text)], count=1))
+        parts.append(
+            re.sub(
+                r'"nctId": "NCT\d{8}"',
+                f'"nctId": "NCT{90000000 + i:08d}"',
+                text[i % len(text)],
+                count=1,
+            )
+        )
         # drop secondary ids so copies do not merge through them
-        parts[-1] = re.sub(r'"secondaryIdInfos": \[.*?\]', '"secondaryIdInfos": []', parts[-1], count=1)
+        parts[-1] = re.sub(
+            r'"secondaryIdInfos": \[.*?\]', '"secondaryIdInfos": []', parts[-1], count=1
+        )
     path = out / "bench.json"
     path.write_text("[" + ",".join(parts) + "]")
     return path
@@ -114,7 +126,13 @@ def _ictrp_xlsx(n: int, out: Path) -> Path:
     return path
 
 
-MAKERS = {"json": _json, "classic_csv": _classic_csv, "ictrp_csv": _ictrp_csv, "ictrp_xml": _ictrp_xml, "ictrp_xlsx": _ictrp_xlsx}
+MAKERS = {
+    "json": _json,
+    "classic_csv": _classic_csv,
+    "ictrp_csv": _ictrp_csv,
+    "ictrp_xml": _ictrp_xml,
+    "ictrp_xlsx": _ictrp_xlsx,
+}
 
 
 def main() -> None:
@@ -122,7 +140,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--formats", default=",".join(MAKERS))
     args = ap.parse_args()
-    print(f"celltrials {celltrials.__version__} · Python {platform.python_version()} · {platform.machine()} · {args.n:,} records per format")
+    print(
+        f"celltrials {celltrials.__version__} · Python {platform.python_version()} · {platform.machine()} · {args.n:,} records per format"
+    )
     print(f"{'format':<12} {'records':>9} {'seconds':>8} {'records/s':>10}")
     for fmt in args.formats.split(","):
         with tempfile.TemporaryDirectory() as tmp:

@@ -40,9 +40,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    files = sorted(p for p in DATA.rglob("*") if p.suffix in {".json", ".csv", ".xml", ".xlsx"}
-                   and p.name != "third_party_labels.csv")
-    originals: dict[object, Callable[[ParsedRecord], ParsedRecord]] = {m: m.finish_record for m in _MODULES}
+    files = sorted(
+        p
+        for p in DATA.rglob("*")
+        if p.suffix in {".json", ".csv", ".xml", ".xlsx"} and p.name != "third_party_labels.csv"
+    )
+    originals: dict[object, Callable[[ParsedRecord], ParsedRecord]] = {
+        m: m.finish_record for m in _MODULES
+    }
     best_with: dict[str, float] = defaultdict(lambda: float("inf"))
     best_without: dict[str, float] = defaultdict(lambda: float("inf"))
     counts: dict[str, int] = {}
@@ -58,11 +63,15 @@ def main() -> None:
         finally:
             for m, fn in originals.items():
                 m.finish_record = fn  # type: ignore[attr-defined]
-    print(f"{'format':<18}{'records':>9}{'parse s':>10}{'finish s':>10}{'finish µs/rec':>15}{'share':>8}")
+    print(
+        f"{'format':<18}{'records':>9}{'parse s':>10}{'finish s':>10}{'finish µs/rec':>15}{'share':>8}"
+    )
     for fmt in sorted(counts):
         n, w, wo = counts[fmt], best_with[fmt], best_without[fmt]
         cost = max(w - wo, 0.0)
-        print(f"{fmt:<18}{n:>9,}{w:>10.2f}{cost:>10.2f}{cost / max(n, 1) * 1e6:>15.0f}{cost / w:>8.0%}")
+        print(
+            f"{fmt:<18}{n:>9,}{w:>10.2f}{cost:>10.2f}{cost / max(n, 1) * 1e6:>15.0f}{cost / w:>8.0%}"
+        )
 
 
 if __name__ == "__main__":

@@ -88,14 +88,23 @@ def replicate(base: Path, out: Path, n: int, cell_therapy_only: bool = True) -> 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=100_000, help="trials in the benchmark store")
     ap.add_argument("--store", type=Path, default=None, help="a classified store to replicate")
-    ap.add_argument("--jobs", type=int, default=None, help="figure-drawing processes (default: build_report's)")
+    ap.add_argument(
+        "--jobs", type=int, default=None, help="figure-drawing processes (default: build_report's)"
+    )
     ap.add_argument("--repeat", type=int, default=2, help="timed builds (the best is reported too)")
-    ap.add_argument("--all-trials", action="store_true",
-                    help="replicate every trial (not only cell-therapy ones): fewer of the N are in the report")
-    ap.add_argument("--keep", type=Path, default=None, help="write the last report here instead of a temp dir")
+    ap.add_argument(
+        "--all-trials",
+        action="store_true",
+        help="replicate every trial (not only cell-therapy ones): fewer of the N are in the report",
+    )
+    ap.add_argument(
+        "--keep", type=Path, default=None, help="write the last report here instead of a temp dir"
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ct-bench-report-"))
@@ -117,17 +126,23 @@ def main() -> None:
                 res = build_report(store, out, Filters(), jobs=args.jobs)
                 kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 res.timings["cpu main"] = time.process_time() - cpu0
-                res.timings["cpu workers"] = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
+                res.timings["cpu workers"] = (kids1.ru_utime + kids1.ru_stime) - (
+                    kids0.ru_utime + kids0.ru_stime
+                )
                 runs.append((res, out))
         finally:
             store.close()
         res, out = runs[-1]
         html_mb = res.html.stat().st_size / 1e6
         xlsx_mb = res.xlsx.stat().st_size / 1e6
-        print(f"celltrials {celltrials.__version__} · Python {platform.python_version()} · "
-              f"{os.cpu_count()} CPUs · {platform.machine()}")
-        print(f"store: {n:,} trials ({res.n_trials:,} cell-therapy trials in the report); "
-              f"base store {t_base:.1f} s, replication {t_rep:.1f} s (not timed below)")
+        print(
+            f"celltrials {celltrials.__version__} · Python {platform.python_version()} · "
+            f"{os.cpu_count()} CPUs · {platform.machine()}"
+        )
+        print(
+            f"store: {n:,} trials ({res.n_trials:,} cell-therapy trials in the report); "
+            f"base store {t_base:.1f} s, replication {t_rep:.1f} s (not timed below)"
+        )
         steps = [k for k in runs[0][0].timings if k not in ("total", "cpu main", "cpu workers")]
         head = f"{'step':<14}" + "".join(f"{'run ' + str(i + 1):>10}" for i in range(len(runs)))
         print(head)
@@ -139,8 +154,10 @@ def main() -> None:
             print(f"{k:<14}" + "".join(f"{r.timings.get(k, 0.0):>9.2f}s" for r, _ in runs))
         print(f"load average before the runs: {load[0]:.2f} (other processes share these CPUs)")
         best = min(r.timings["total"] for r, _ in runs)
-        print(f"best total: {best:.2f} s (target < 10 s) · report.html {html_mb:.1f} MB · "
-              f"report.xlsx {xlsx_mb:.1f} MB · {len(res.figures)} figure files · {len(res.tables)} tables")
+        print(
+            f"best total: {best:.2f} s (target < 10 s) · report.html {html_mb:.1f} MB · "
+            f"report.xlsx {xlsx_mb:.1f} MB · {len(res.figures)} figure files · {len(res.tables)} tables"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

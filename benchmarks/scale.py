@@ -104,7 +104,9 @@ class _Template:
             self.secondary.append(str(alias))
             ident["nctIdAliases"][k] = _SEC.format(len(self.secondary) - 1)
         if pair:
-            ident.setdefault("secondaryIdInfos", []).append({"id": _PAIR, "type": "OTHER", "domain": "benchmark pair"})
+            ident.setdefault("secondaryIdInfos", []).append(
+                {"id": _PAIR, "type": "OTHER", "domain": "benchmark pair"}
+            )
         text = orjson.dumps(s).decode()
         self.parts = _PLACEHOLDER.split(text)  # text, name, text, name, ..., text
 
@@ -140,7 +142,11 @@ class Corpus:
         complete = _studies(COMPLETE_SOURCES)
         self.kind = kind
         self.complete = [(_Template(s, False), _Template(s, True)) for s in complete]
-        self.recon = [(_Template(s, False), _Template(s, True)) for s in _studies(RECONSTRUCTED_SOURCES)] if kind == "mix" else []
+        self.recon = (
+            [(_Template(s, False), _Template(s, True)) for s in _studies(RECONSTRUCTED_SOURCES)]
+            if kind == "mix"
+            else []
+        )
 
     def study(self, i: int, base: int = 10_000_000, update: bool = False) -> str:
         if self.recon and i % 4 == 3:
@@ -153,8 +159,15 @@ class Corpus:
         tpl = pool[j][1 if i % 50 == 49 else 0]
         text = tpl.render(f"NCT{base + i:08d}", replica, f"NCT{base + i - 1:08d}")
         if update:  # a newer version of the same study: later update date, another status
-            text = re.sub(r'"lastUpdatePostDateStruct":\{"date":"[^"]*"', '"lastUpdatePostDateStruct":{"date":"2030-01-15"', text, count=1)
-            text = re.sub(r'"overallStatus":"[A-Z_]+"', '"overallStatus":"COMPLETED"', text, count=1)
+            text = re.sub(
+                r'"lastUpdatePostDateStruct":\{"date":"[^"]*"',
+                '"lastUpdatePostDateStruct":{"date":"2030-01-15"',
+                text,
+                count=1,
+            )
+            text = re.sub(
+                r'"overallStatus":"[A-Z_]+"', '"overallStatus":"COMPLETED"', text, count=1
+            )
         return text
 
 
@@ -175,13 +188,19 @@ def build(corpus: Corpus, n: int, work: Path, steps: set[str]) -> dict[str, Path
     if "incremental" in steps:
         paths["inc"] = work / "inc.json"
         step = max(1, n // 100)
-        write_array(paths["inc"], [corpus.study(n + i) for i in range(900)] +
-                    [corpus.study(k * step, update=True) for k in range(100)])
+        write_array(
+            paths["inc"],
+            [corpus.study(n + i) for i in range(900)]
+            + [corpus.study(k * step, update=True) for k in range(100)],
+        )
     if "split" in steps:
         d = work / "split"
         d.mkdir()
         for f in range(0, n, 1000):
-            write_array(d / f"part{f // 1000:05d}.json", (corpus.study(i) for i in range(f, min(n, f + 1000))))
+            write_array(
+                d / f"part{f // 1000:05d}.json",
+                (corpus.study(i) for i in range(f, min(n, f + 1000))),
+            )
         paths["split"] = d
     if "onefiles" in steps:
         m = min(n, 10_000)
@@ -201,24 +220,37 @@ def build(corpus: Corpus, n: int, work: Path, steps: set[str]) -> dict[str, Path
 
 # ------------------------------------------------------------------ measured steps (run in a subprocess)
 _SCALARS = [
-    "$.protocolSection.identificationModule.nctId", "$.protocolSection.identificationModule.briefTitle",
-    "$.protocolSection.identificationModule.officialTitle", "$.protocolSection.identificationModule.acronym",
-    "$.protocolSection.descriptionModule.briefSummary", "$.protocolSection.descriptionModule.detailedDescription",
-    "$.protocolSection.statusModule.overallStatus", "$.protocolSection.statusModule.whyStopped",
-    "$.protocolSection.statusModule.startDateStruct.date", "$.protocolSection.statusModule.completionDateStruct.date",
-    "$.protocolSection.statusModule.studyFirstSubmitDate", "$.protocolSection.statusModule.lastUpdatePostDateStruct.date",
-    "$.protocolSection.designModule.studyType", "$.protocolSection.designModule.enrollmentInfo.count",
+    "$.protocolSection.identificationModule.nctId",
+    "$.protocolSection.identificationModule.briefTitle",
+    "$.protocolSection.identificationModule.officialTitle",
+    "$.protocolSection.identificationModule.acronym",
+    "$.protocolSection.descriptionModule.briefSummary",
+    "$.protocolSection.descriptionModule.detailedDescription",
+    "$.protocolSection.statusModule.overallStatus",
+    "$.protocolSection.statusModule.whyStopped",
+    "$.protocolSection.statusModule.startDateStruct.date",
+    "$.protocolSection.statusModule.completionDateStruct.date",
+    "$.protocolSection.statusModule.studyFirstSubmitDate",
+    "$.protocolSection.statusModule.lastUpdatePostDateStruct.date",
+    "$.protocolSection.designModule.studyType",
+    "$.protocolSection.designModule.enrollmentInfo.count",
     "$.protocolSection.designModule.enrollmentInfo.type",
     "$.protocolSection.sponsorCollaboratorsModule.leadSponsor.name",
     "$.protocolSection.sponsorCollaboratorsModule.leadSponsor.class",
-    "$.protocolSection.eligibilityModule.eligibilityCriteria", "$.hasResults",
+    "$.protocolSection.eligibilityModule.eligibilityCriteria",
+    "$.hasResults",
 ]
 _LISTS = [
-    "$.protocolSection.identificationModule.secondaryIdInfos", "$.protocolSection.designModule.phases",
-    "$.protocolSection.conditionsModule.conditions", "$.protocolSection.conditionsModule.keywords",
-    "$.protocolSection.armsInterventionsModule.interventions", "$.protocolSection.armsInterventionsModule.armGroups",
-    "$.protocolSection.outcomesModule", "$.protocolSection.contactsLocationsModule.locations",
-    "$.protocolSection.sponsorCollaboratorsModule.collaborators", "$.derivedSection.conditionBrowseModule",
+    "$.protocolSection.identificationModule.secondaryIdInfos",
+    "$.protocolSection.designModule.phases",
+    "$.protocolSection.conditionsModule.conditions",
+    "$.protocolSection.conditionsModule.keywords",
+    "$.protocolSection.armsInterventionsModule.interventions",
+    "$.protocolSection.armsInterventionsModule.armGroups",
+    "$.protocolSection.outcomesModule",
+    "$.protocolSection.contactsLocationsModule.locations",
+    "$.protocolSection.sponsorCollaboratorsModule.collaborators",
+    "$.derivedSection.conditionBrowseModule",
 ]
 
 
@@ -252,9 +284,17 @@ def _ingest(db: str, paths: list[str], force: bool) -> dict[str, Any]:
     dt = time.perf_counter() - t
     with celltrials.open(db, read_only=True) as store:
         n_trials = store.con.execute("SELECT count(*) FROM trials").fetchall()[0][0]
-        n_current = store.con.execute("SELECT count(*) FROM records WHERE is_current").fetchall()[0][0]
+        n_current = store.con.execute("SELECT count(*) FROM records WHERE is_current").fetchall()[
+            0
+        ][0]
     assert report.clean, [str(f) for f in report.findings][:5]
-    return {"seconds": dt, "n": report.n_records, "n_new": report.n_new, "trials": n_trials, "current": n_current}
+    return {
+        "seconds": dt,
+        "n": report.n_records,
+        "n_new": report.n_new,
+        "trials": n_trials,
+        "current": n_current,
+    }
 
 
 def _classify(db: str) -> dict[str, Any]:
@@ -277,8 +317,15 @@ def _report(db: str, out: str) -> dict[str, Any]:
         t = time.perf_counter()
         res = build_report(store, out, Filters(scope="all"), figures=True)
         dt = time.perf_counter() - t
-    size = sum(p.stat().st_size for p in Path(out).iterdir() if p.is_file() and p.name != "report.xlsx")
-    return {"seconds": dt, "n": res.n_trials, "html_mb": res.html.stat().st_size / 1e6, "files_mb": size / 1e6}
+    size = sum(
+        p.stat().st_size for p in Path(out).iterdir() if p.is_file() and p.name != "report.xlsx"
+    )
+    return {
+        "seconds": dt,
+        "n": res.n_trials,
+        "html_mb": res.html.stat().st_size / 1e6,
+        "files_mb": size / 1e6,
+    }
 
 
 def _pandas_peer(path: str, out: str) -> dict[str, Any]:
@@ -300,7 +347,13 @@ def worker(spec: dict[str, Any]) -> None:
 
     gc.collect()
     kind = spec.pop("kind")
-    fn = {"floor": _floor, "ingest": _ingest, "classify": _classify, "report": _report, "pandas": _pandas_peer}[kind]
+    fn = {
+        "floor": _floor,
+        "ingest": _ingest,
+        "classify": _classify,
+        "report": _report,
+        "pandas": _pandas_peer,
+    }[kind]
     res = fn(**spec)
     res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(res), flush=True)
@@ -309,7 +362,9 @@ def worker(spec: dict[str, Any]) -> None:
 def run(kind: str, **spec: Any) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", json.dumps({"kind": kind, **spec})]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         sys.stderr.write(proc.stdout + proc.stderr)
@@ -326,20 +381,32 @@ def _db_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 1e6
 
 
-def bench_corpus(kind: str, n: int, steps: set[str], work: Path, rows: list[str], checks: list[str]) -> None:
+def bench_corpus(
+    kind: str, n: int, steps: set[str], work: Path, rows: list[str], checks: list[str]
+) -> None:
     t = time.perf_counter()
     corpus = Corpus(kind)
     paths = build(corpus, n, work, steps)
     size = paths["big"].stat().st_size
-    rows.append(f"-- corpus {kind}: {n:,} studies, {size / 1e6:,.0f} MB JSON array "
-                f"({size / n / 1e3:.1f} KB/study), built in {time.perf_counter() - t:.0f} s")
+    rows.append(
+        f"-- corpus {kind}: {n:,} studies, {size / 1e6:,.0f} MB JSON array "
+        f"({size / n / 1e3:.1f} KB/study), built in {time.perf_counter() - t:.0f} s"
+    )
 
-    def line(step: str, r: dict[str, Any], floor: float | None = None, db: Path | None = None, extra: str = "") -> None:
+    def line(
+        step: str,
+        r: dict[str, Any],
+        floor: float | None = None,
+        db: Path | None = None,
+        extra: str = "",
+    ) -> None:
         rate = r["n"] / r["seconds"] if r["seconds"] else 0.0
         ratio = f"{r['seconds'] / floor:6.2f}x" if floor else f"{'':>7}"
         dbs = f"{_db_mb(db):8,.0f}" if db else f"{'':>8}"
-        rows.append(f"{kind:<9} {step:<26} {r['n']:>9,} {r['seconds']:>8.2f} {r['cpu']:>7.1f} {rate:>10,.0f} "
-                    f"{r['rss_mb']:>8,.0f} {dbs} {ratio} {extra}")
+        rows.append(
+            f"{kind:<9} {step:<26} {r['n']:>9,} {r['seconds']:>8.2f} {r['cpu']:>7.1f} {rate:>10,.0f} "
+            f"{r['rss_mb']:>8,.0f} {dbs} {ratio} {extra}"
+        )
         print(rows[-1], flush=True)
 
     floor1 = floor_all = None
@@ -357,12 +424,20 @@ def bench_corpus(kind: str, n: int, steps: set[str], work: Path, rows: list[str]
     if "ingest" in steps:
         r = run("ingest", db=str(big_db), paths=[str(paths["big"])], force=False)
         one_file = r["seconds"]
-        line("ingest (one file)", r, floor1, big_db, f"(x floor all threads: {r['seconds'] / floor_all:.2f})" if floor_all else "")
+        line(
+            "ingest (one file)",
+            r,
+            floor1,
+            big_db,
+            f"(x floor all threads: {r['seconds'] / floor_all:.2f})" if floor_all else "",
+        )
         big_trials = r["trials"]
         if "reingest" in steps:
             r = run("ingest", db=str(big_db), paths=[str(paths["big"])], force=False)
             line("re-ingest unchanged", r, None, big_db)
-            checks.append(f"{kind}: unchanged re-ingest {r['seconds']:.2f} s (target < 1 s), {r['n_new']} new records")
+            checks.append(
+                f"{kind}: unchanged re-ingest {r['seconds']:.2f} s (target < 1 s), {r['n_new']} new records"
+            )
         if "incremental" in steps:
             r_big = run("ingest", db=str(big_db), paths=[str(paths["inc"])], force=False)
             line("1k file into big store", r_big, None, big_db)
@@ -371,14 +446,18 @@ def bench_corpus(kind: str, n: int, steps: set[str], work: Path, rows: list[str]
             line("1k file into empty store", r_empty, None, empty)
             for p in work.glob("empty.duckdb*"):
                 p.unlink()
-            checks.append(f"{kind}: 1k file into the {n:,} store / into an empty store = "
-                          f"{r_big['seconds'] / r_empty['seconds']:.2f} (target <= 2)")
+            checks.append(
+                f"{kind}: 1k file into the {n:,} store / into an empty store = "
+                f"{r_big['seconds'] / r_empty['seconds']:.2f} (target <= 2)"
+            )
         if "split" in steps:
             split_db = work / "split.duckdb"
             r = run("ingest", db=str(split_db), paths=[str(paths["split"])], force=False)
             line(f"{-(-n // 1000)} files of 1k", r, floor1, split_db)
-            checks.append(f"{kind}: {-(-n // 1000)} files of 1k / one file = {r['seconds'] / one_file:.2f} (target <= 1.3); "
-                          f"trials {r['trials']:,} vs {big_trials:,} ({'same' if r['trials'] == big_trials else 'DIFFERENT'})")
+            checks.append(
+                f"{kind}: {-(-n // 1000)} files of 1k / one file = {r['seconds'] / one_file:.2f} (target <= 1.3); "
+                f"trials {r['trials']:,} vs {big_trials:,} ({'same' if r['trials'] == big_trials else 'DIFFERENT'})"
+            )
             for p in work.glob("split.duckdb*"):
                 p.unlink()
     if "onefiles" in steps:
@@ -387,7 +466,9 @@ def bench_corpus(kind: str, n: int, steps: set[str], work: Path, rows: list[str]
         line(f"{ra['n']:,} studies, one file", ra, None, a)
         rb = run("ingest", db=str(b), paths=[str(paths["one"])], force=False)
         line(f"{rb['n']:,} one-study files", rb, None, b)
-        checks.append(f"{kind}: {rb['n']:,} one-study files / one file = {rb['seconds'] / ra['seconds']:.2f} (target <= 3)")
+        checks.append(
+            f"{kind}: {rb['n']:,} one-study files / one file = {rb['seconds'] / ra['seconds']:.2f} (target <= 3)"
+        )
         for p in work.glob("one_*.duckdb*"):
             p.unlink()
     if "classify" in steps and big_db.exists():
@@ -395,8 +476,16 @@ def bench_corpus(kind: str, n: int, steps: set[str], work: Path, rows: list[str]
         line("classify", r, None, big_db)
     if "report" in steps and big_db.exists():
         r = run("report", db=str(big_db), out=str(work / "report"))
-        line("report (all trials)", r, None, None, f"report.html {r['html_mb']:.1f} MB, folder {r['files_mb']:.1f} MB")
-        checks.append(f"{kind}: report of {r['n']:,} trials {r['seconds']:.1f} s, report.html {r['html_mb']:.1f} MB (target < 25 MB at 560k)")
+        line(
+            "report (all trials)",
+            r,
+            None,
+            None,
+            f"report.html {r['html_mb']:.1f} MB, folder {r['files_mb']:.1f} MB",
+        )
+        checks.append(
+            f"{kind}: report of {r['n']:,} trials {r['seconds']:.1f} s, report.html {r['html_mb']:.1f} MB (target < 25 MB at 560k)"
+        )
     if "peers" in steps and kind == "complete":
         peer_db = work / "peer.duckdb"
         r = run("ingest", db=str(peer_db), paths=[str(paths["peer"])], force=False)
@@ -417,24 +506,38 @@ def machine() -> str:
             if ln.startswith("model name"):
                 cpu = ln.split(":", 1)[1].strip()
                 break
-        mem = int(next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")).split()[1]) / 1024 ** 2
+        mem = (
+            int(
+                next(
+                    x
+                    for x in Path("/proc/meminfo").read_text().splitlines()
+                    if x.startswith("MemTotal")
+                ).split()[1]
+            )
+            / 1024**2
+        )
     except (OSError, StopIteration, ValueError):
         mem = 0.0
     import duckdb
 
-    return (f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}, "
-            f"DuckDB {duckdb.__version__}, {platform.system()} {platform.machine()}")
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}, "
+        f"DuckDB {duckdb.__version__}, {platform.system()} {platform.machine()}"
+    )
 
 
 def write_md(text: str, key: str) -> None:
     """Put ``text`` into BENCHMARKS.md in the block of this run's corpora and
     size (other runs' blocks stay)."""
-    begin, end = f"<!-- scale:{key}:begin (written by benchmarks/scale.py --write) -->", f"<!-- scale:{key}:end -->"
+    begin, end = (
+        f"<!-- scale:{key}:begin (written by benchmarks/scale.py --write) -->",
+        f"<!-- scale:{key}:end -->",
+    )
     heading = "## Whole-registry scale — `benchmarks/scale.py`"
     md = BENCHMARKS_MD.read_text(encoding="utf-8")
     block = f"{begin}\n{text}\n{end}"
     if begin in md and end in md:
-        md = md[: md.index(begin)] + block + md[md.index(end) + len(end):]
+        md = md[: md.index(begin)] + block + md[md.index(end) + len(end) :]
     elif heading in md:
         md = md.rstrip("\n") + "\n\n" + block + "\n"
     else:
@@ -446,11 +549,20 @@ ALL_STEPS = "floor,ingest,reingest,incremental,split,onefiles,classify,report,pe
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=100_000, help="studies per corpus (560000 and 1000000 are the issue's sizes)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--n",
+        type=int,
+        default=100_000,
+        help="studies per corpus (560000 and 1000000 are the issue's sizes)",
+    )
     ap.add_argument("--corpora", default="mix,complete")
     ap.add_argument("--steps", default=ALL_STEPS)
-    ap.add_argument("--tmp", type=Path, default=None, help="work folder (default: a temporary folder)")
+    ap.add_argument(
+        "--tmp", type=Path, default=None, help="work folder (default: a temporary folder)"
+    )
     ap.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -458,11 +570,13 @@ def main() -> None:
         worker(json.loads(args.worker))
         return
     steps = set(args.steps.split(","))
-    head = [f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {machine()}",
-            f"command: benchmarks/scale.py --n {args.n} --corpora {args.corpora} --steps {args.steps}",
-            f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine; timings move by ±10-25 %)",
-            "",
-            f"{'corpus':<9} {'step':<26} {'items':>9} {'seconds':>8} {'cpu s':>7} {'items/s':>10} {'peak MB':>8} {'DB MB':>8} {'/floor1':>7}"]
+    head = [
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {machine()}",
+        f"command: benchmarks/scale.py --n {args.n} --corpora {args.corpora} --steps {args.steps}",
+        f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine; timings move by ±10-25 %)",
+        "",
+        f"{'corpus':<9} {'step':<26} {'items':>9} {'seconds':>8} {'cpu s':>7} {'items/s':>10} {'peak MB':>8} {'DB MB':>8} {'/floor1':>7}",
+    ]
     print("\n".join(head), flush=True)
     rows: list[str] = []
     checks: list[str] = []

@@ -41,8 +41,14 @@ import celltrials
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
-CHILD = ("record_countries", "record_sponsors", "record_conditions", "record_interventions", "record_arms",
-         "record_outcomes")
+CHILD = (
+    "record_countries",
+    "record_sponsors",
+    "record_conditions",
+    "record_interventions",
+    "record_arms",
+    "record_outcomes",
+)
 
 
 def base_store(path: Path) -> Path:
@@ -103,17 +109,49 @@ def replicate(base: Path, out: Path, n: int) -> int:
 
 # ------------------------------------------------------------------ requests
 FILTERS = [
-    {}, {"country": "China"}, {"cell_type": "car_t"}, {"cell_type": "msc", "msc_source": "umbilical_cord"},
-    {"cell_type": "immune", "phase": "2"}, {"country": "United States", "status": "recruiting"},
-    {"start_year": "2019-2024", "country": "China"}, {"indication_group": "oncology", "target": "CD19"},
-    {"cell_type": "msc", "therapeutic_area": "musculoskeletal"}, {"sponsor_class": "industry"},
-    {"cell_type": "nk", "registry": "ctgov"}, {"product_form": "extracellular_vesicles"},
-    {"all_trials": "1"}, {"all_trials": "1", "country": "Iran"}, {"origin": "allogeneic", "phase": "1/2"},
+    {},
+    {"country": "China"},
+    {"cell_type": "car_t"},
+    {"cell_type": "msc", "msc_source": "umbilical_cord"},
+    {"cell_type": "immune", "phase": "2"},
+    {"country": "United States", "status": "recruiting"},
+    {"start_year": "2019-2024", "country": "China"},
+    {"indication_group": "oncology", "target": "CD19"},
+    {"cell_type": "msc", "therapeutic_area": "musculoskeletal"},
+    {"sponsor_class": "industry"},
+    {"cell_type": "nk", "registry": "ctgov"},
+    {"product_form": "extracellular_vesicles"},
+    {"all_trials": "1"},
+    {"all_trials": "1", "country": "Iran"},
+    {"origin": "allogeneic", "phase": "1/2"},
     {"cell_type": "stem_stromal", "start_year": "2015-"},
 ]
-WORDS = ["knee", "osteoarthritis", "lymphoma", "covid", "wharton", "myeloma", "cord blood", "stroke", "graft",
-         "cd19", "crohn", "spinal cord", "heart failure", "diabetes", "leukemia", "exosome", "liver cirrhosis",
-         "lupus", "glioblastoma", "psoriasis", "bcma", "autologous", "placebo", "pneumonia"]
+WORDS = [
+    "knee",
+    "osteoarthritis",
+    "lymphoma",
+    "covid",
+    "wharton",
+    "myeloma",
+    "cord blood",
+    "stroke",
+    "graft",
+    "cd19",
+    "crohn",
+    "spinal cord",
+    "heart failure",
+    "diabetes",
+    "leukemia",
+    "exosome",
+    "liver cirrhosis",
+    "lupus",
+    "glioblastoma",
+    "psoriasis",
+    "bcma",
+    "autologous",
+    "placebo",
+    "pneumonia",
+]
 
 
 def request_mix(ids: list[str], n: int, seed: int = 7, offset: int = 0) -> list[tuple[str, str]]:
@@ -123,11 +161,24 @@ def request_mix(ids: list[str], n: int, seed: int = 7, offset: int = 0) -> list[
     for i in range(offset, offset + n):
         f = dict(FILTERS[i % len(FILTERS)])
         f2 = dict(FILTERS[(i * 7 + 3) % len(FILTERS)])
-        words = WORDS[i % len(WORDS)] + ("" if i < len(WORDS) else " " + WORDS[(i * 5) % len(WORDS)])
+        words = WORDS[i % len(WORDS)] + (
+            "" if i < len(WORDS) else " " + WORDS[(i * 5) % len(WORDS)]
+        )
         out += [
-            ("overview", "/?" + urlencode({**f, **({"start_year": f"{1990 + i % 31}-"} if i >= len(FILTERS) else {})})),
-            ("trial list + facets", "/trials?" + urlencode({**f2, "page": 1 + i % 5,
-                                                            "sort": ["trial_id", "-start_date", "title"][i % 3]})),
+            (
+                "overview",
+                "/?"
+                + urlencode(
+                    {**f, **({"start_year": f"{1990 + i % 31}-"} if i >= len(FILTERS) else {})}
+                ),
+            ),
+            (
+                "trial list + facets",
+                "/trials?"
+                + urlencode(
+                    {**f2, "page": 1 + i % 5, "sort": ["trial_id", "-start_date", "title"][i % 3]}
+                ),
+            ),
             ("search", "/trials?" + urlencode({"q": words, **(f if i % 2 else {})})),
             ("trial page", "/trials/" + rnd.choice(ids)),
             ("api trials", "/api/trials?" + urlencode({**f, "page": 1 + i % 9})),
@@ -169,11 +220,21 @@ def run_pass(base_url: str, mix: list[tuple[str, str]], clients: int) -> None:
         th.join()
     wall = time.perf_counter() - t
     load_after = os.getloadavg()
-    print(f"\n{clients} concurrent client{'s' if clients > 1 else ''}: {len(mix):,} requests in {wall:.0f} s; "
-          f"load average (1 min) before {load[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"\n{clients} concurrent client{'s' if clients > 1 else ''}: {len(mix):,} requests in {wall:.0f} s; "
+        f"load average (1 min) before {load[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"{'page':<22}{'requests':>9}{'p50':>9}{'p95':>9}{'max':>9}  target (p95)")
     targets = {"overview": 1.0, "trial list + facets": 0.3, "search": 0.3, "trial page": 0.3}
-    for kind in ("overview", "trial list + facets", "search", "trial page", "api trials", "api trial", "changes"):
+    for kind in (
+        "overview",
+        "trial list + facets",
+        "search",
+        "trial page",
+        "api trials",
+        "api trial",
+        "changes",
+    ):
         xs = sorted(lat.get(kind, []))
         if not xs:
             continue
@@ -181,7 +242,9 @@ def run_pass(base_url: str, mix: list[tuple[str, str]], clients: int) -> None:
         p95 = xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
         tgt = targets.get(kind)
         mark = "" if tgt is None else f"< {tgt * 1000:.0f} ms {'met' if p95 < tgt else 'MISSED'}"
-        print(f"{kind:<22}{len(xs):>9}{p50 * 1000:>7.0f}ms{p95 * 1000:>7.0f}ms{xs[-1] * 1000:>7.0f}ms  {mark}")
+        print(
+            f"{kind:<22}{len(xs):>9}{p50 * 1000:>7.0f}ms{p95 * 1000:>7.0f}ms{xs[-1] * 1000:>7.0f}ms  {mark}"
+        )
     if errors:
         print(f"{len(errors)} non-200 answers, e.g. {errors[:3]}")
 
@@ -189,20 +252,47 @@ def run_pass(base_url: str, mix: list[tuple[str, str]], clients: int) -> None:
 def serve(store: Path, port: int, snap: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.Popen([sys.executable, "-m", "celltrials", "--db", str(store), "-q", "serve", "--port",
-                             str(port), "--snapshot-dir", str(snap)], env=env)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celltrials",
+            "--db",
+            str(store),
+            "-q",
+            "serve",
+            "--port",
+            str(port),
+            "--snapshot-dir",
+            str(snap),
+        ],
+        env=env,
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=500_000, help="trials in the benchmark store")
-    ap.add_argument("--store", type=Path, default=None, help="a classified, product-linked store to replicate")
-    ap.add_argument("--keep-store", type=Path, default=None,
-                    help="build the benchmark store here (or reuse it if it exists)")
+    ap.add_argument(
+        "--store", type=Path, default=None, help="a classified, product-linked store to replicate"
+    )
+    ap.add_argument(
+        "--keep-store",
+        type=Path,
+        default=None,
+        help="build the benchmark store here (or reuse it if it exists)",
+    )
     ap.add_argument("--requests", type=int, default=60, help="requests of each kind")
-    ap.add_argument("--clients", default="8",
-                    help="concurrent clients; a comma list runs one pass each (different requests each pass)")
-    ap.add_argument("--requests-single", type=int, default=10, help="requests of each kind in a 1-client pass")
+    ap.add_argument(
+        "--clients",
+        default="8",
+        help="concurrent clients; a comma list runs one pass each (different requests each pass)",
+    )
+    ap.add_argument(
+        "--requests-single", type=int, default=10, help="requests of each kind in a 1-client pass"
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ct-bench-serve-"))
@@ -217,7 +307,10 @@ def main() -> None:
         built = "reused" if reused else f"built in {time.perf_counter() - t:.0f} s"
         con = duckdb.connect(str(bench), read_only=True)
         n = con.execute("SELECT count(*) FROM trials").fetchone()[0]  # type: ignore[index]
-        ids = [r[0] for r in con.execute("SELECT trial_id FROM trials USING SAMPLE 2000 ROWS").fetchall()]
+        ids = [
+            r[0]
+            for r in con.execute("SELECT trial_id FROM trials USING SAMPLE 2000 ROWS").fetchall()
+        ]
         con.close()
         size_gb = bench.stat().st_size / 1e9
 
@@ -238,10 +331,14 @@ def main() -> None:
             time.sleep(0.5)
         t_start = time.perf_counter() - t
 
-        print(f"celltrials {celltrials.__version__} · Python {platform.python_version()} · "
-              f"{os.cpu_count()} CPUs · {platform.machine()}")
-        print(f"store: {n:,} trials, {size_gb:.1f} GB ({built}); server ready (snapshot copied "
-              f"and loaded) in {t_start:.0f} s")
+        print(
+            f"celltrials {celltrials.__version__} · Python {platform.python_version()} · "
+            f"{os.cpu_count()} CPUs · {platform.machine()}"
+        )
+        print(
+            f"store: {n:,} trials, {size_gb:.1f} GB ({built}); server ready (snapshot copied "
+            f"and loaded) in {t_start:.0f} s"
+        )
         for k, clients in enumerate(int(x) for x in str(args.clients).split(",")):
             n_req = args.requests if clients > 1 else args.requests_single
             run_pass(base_url, request_mix(ids, n_req, seed=k, offset=1000 * k), clients)

@@ -67,8 +67,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    files = sorted(p for p in DATA.rglob("*") if p.is_file() and p.suffix in {".json", ".csv", ".xml", ".xlsx"}
-                   and not p.name.startswith("third_party"))
+    files = sorted(
+        p
+        for p in DATA.rglob("*")
+        if p.is_file()
+        and p.suffix in {".json", ".csv", ".xml", ".xlsx"}
+        and not p.name.startswith("third_party")
+    )
     _parse_all(files)  # warm-up: regex compilation, caches, imports
     best_on: dict[str, tuple[int, float]] = {}
     best_off: dict[str, tuple[int, float]] = {}
@@ -82,12 +87,16 @@ def main() -> None:
         for fmt, (n, s) in off.items():
             if fmt not in best_off or s < best_off[fmt][1]:
                 best_off[fmt] = (n, s)
-    print(f"{'format':<18}{'records':>9}{'parse s':>10}{'no-check s':>12}{'check µs/rec':>14}{'share':>8}")
+    print(
+        f"{'format':<18}{'records':>9}{'parse s':>10}{'no-check s':>12}{'check µs/rec':>14}{'share':>8}"
+    )
     for fmt in sorted(best_on):
         n, s_on = best_on[fmt]
         s_off = best_off[fmt][1]
         cost = max(0.0, s_on - s_off)
-        print(f"{fmt:<18}{n:>9,}{s_on:>10.2f}{s_off:>12.2f}{cost / max(n, 1) * 1e6:>14.0f}{cost / s_on:>8.0%}")
+        print(
+            f"{fmt:<18}{n:>9,}{s_on:>10.2f}{s_off:>12.2f}{cost / max(n, 1) * 1e6:>14.0f}{cost / s_on:>8.0%}"
+        )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ DATA = SHARED / "data"
 GOLD = SHARED / "gold"
 
 MARKER = re.compile(
-    r"(?P<open><!-- numbers:(?P<name>[A-Za-z0-9_-]+) -->)(?P<body>.*?)(?P<close><!-- /numbers -->)", re.S
+    r"(?P<open><!-- numbers:(?P<name>[A-Za-z0-9_-]+) -->)(?P<body>.*?)(?P<close><!-- /numbers -->)",
+    re.S,
 )
 
 
@@ -68,7 +69,9 @@ class Reference:
         store = celltrials.open(Path(self._tmp.name) / "reference.duckdb")
         report = ingest_paths(store, [self.data])
         if not report.clean:
-            raise SystemExit("the reference ingest reported findings: " + "; ".join(map(str, report.findings)))
+            raise SystemExit(
+                "the reference ingest reported findings: " + "; ".join(map(str, report.findings))
+            )
         classify_store(store)
         link_products(store)
         return store
@@ -125,9 +128,11 @@ def catalog(ref: Reference) -> str:
 
     cat = load_catalog()
     unverified = int((cat["verification"] == "unverified").sum())
-    return (f"Catalog version {cat.attrs['version']}: {_n(len(cat))} approvals (rows) of "
-            f"{_n(cat['product'].nunique())} product names, {_n(cat['substance'].nunique())} products "
-            f"(active substances); {_n(unverified)} of {_n(len(cat))} rows are `unverified`.")
+    return (
+        f"Catalog version {cat.attrs['version']}: {_n(len(cat))} approvals (rows) of "
+        f"{_n(cat['product'].nunique())} product names, {_n(cat['substance'].nunique())} products "
+        f"(active substances); {_n(unverified)} of {_n(len(cat))} rows are `unverified`."
+    )
 
 
 @block("accuracy")
@@ -138,27 +143,33 @@ def accuracy(ref: Reference) -> str:
     golds = [GOLD / "dev.csv", GOLD / "immune_dev.csv"]
     many = evaluate_store_many(ref.store, golds)
     met = sum(c["met"] for c in many["targets"])
-    return ("Accuracy per field (macro-F1 in brackets; n = rows scored) on each gold file of\n"
-            "`../shared/gold` and on both together, all of `../shared/data` ingested:\n\n"
-            + accuracy_markdown(many)
-            + f"\n\n{met} of {len(many['targets'])} targets met on both files together.")
+    return (
+        "Accuracy per field (macro-F1 in brackets; n = rows scored) on each gold file of\n"
+        "`../shared/gold` and on both together, all of `../shared/data` ingested:\n\n"
+        + accuracy_markdown(many)
+        + f"\n\n{met} of {len(many['targets'])} targets met on both files together."
+    )
 
 
 @block("third-party")
 def third_party(ref: Reference) -> str:
     from celltrials.classify import third_party_agreement
 
-    tp = third_party_agreement(ref.store, DATA / "ctgov-v2-json" / "reconstructed" / "third_party_labels.csv")
+    tp = third_party_agreement(
+        ref.store, DATA / "ctgov-v2-json" / "reconstructed" / "third_party_labels.csv"
+    )
     o, t, iv = tp["origin"], tp["target"], tp["in_vivo"]
-    return (f"Agreement with the third-party labels of the {_n(tp['rows'])} reconstructed CAR trials\n"
-            "(`../shared/data/ctgov-v2-json/reconstructed/third_party_labels.csv`, a\n"
-            "second opinion, not gold; `celltrials.classify.third_party_agreement`):\n\n"
-            f"* **origin**: {o['where_both_state']:.3f} where both name autologous or allogeneic "
-            f"({_n(o['where_both_state_n'])} trials); {o['exact']:.3f} exact over the {_n(o['n'])} trials "
-            "both call cell therapy.\n"
-            f"* **in vivo CAR**: {iv['not_cell_therapy']} of their {iv['n']} \"In vivo\" trials are not cell therapy here.\n"
-            f"* **target**: {t['overlap']:.3f} share a target and {t['exact']:.3f} name the same set, "
-            f"over the {_n(t['n'])} trials where both name one.")
+    return (
+        f"Agreement with the third-party labels of the {_n(tp['rows'])} reconstructed CAR trials\n"
+        "(`../shared/data/ctgov-v2-json/reconstructed/third_party_labels.csv`, a\n"
+        "second opinion, not gold; `celltrials.classify.third_party_agreement`):\n\n"
+        f"* **origin**: {o['where_both_state']:.3f} where both name autologous or allogeneic "
+        f"({_n(o['where_both_state_n'])} trials); {o['exact']:.3f} exact over the {_n(o['n'])} trials "
+        "both call cell therapy.\n"
+        f'* **in vivo CAR**: {iv["not_cell_therapy"]} of their {iv["n"]} "In vivo" trials are not cell therapy here.\n'
+        f"* **target**: {t['overlap']:.3f} share a target and {t['exact']:.3f} name the same set, "
+        f"over the {_n(t['n'])} trials where both name one."
+    )
 
 
 #: groups the README's funnel table shows: those with a catalog product or 100+ trials
@@ -172,7 +183,9 @@ def funnel(ref: Reference) -> str:
 
     fr = funnel_of(ref.store)
     fr = fr[(fr["catalog_products"] > 0) | (fr["registered"] >= FUNNEL_MIN_TRIALS)]
-    fr = fr.sort_values(["registered", "family", "msc_source"], ascending=[False, True, True], kind="stable")
+    fr = fr.sort_values(
+        ["registered", "family", "msc_source"], ascending=[False, True, True], kind="stable"
+    )
     lines = [
         "| cell type · MSC source | trials | phase 2 | phase 3 | approved products with trials | "
         "approved, no trial here | median years to approval (n) | approved before first trial |",
@@ -188,9 +201,11 @@ def funnel(ref: Reference) -> str:
             f"{_n(r.approved_products)} | {_n(r.approved_no_trials)} | {years} | {_n(r.approved_before_first_trial)} |"
         )
     total = ref.one("SELECT count(DISTINCT trial_id) FROM product_links")[0]
-    return "\n".join(lines) + (f"\n\n{_n(total)} trials of the store name an approved product "
-                               f"(`product_links`). Groups shown: those with a catalog product or at least "
-                               f"{FUNNEL_MIN_TRIALS} trials; all in the report's `tables/funnel.csv`.")
+    return "\n".join(lines) + (
+        f"\n\n{_n(total)} trials of the store name an approved product "
+        f"(`product_links`). Groups shown: those with a catalog product or at least "
+        f"{FUNNEL_MIN_TRIALS} trials; all in the report's `tables/funnel.csv`."
+    )
 
 
 @block("coverage")
@@ -217,14 +232,22 @@ def preset_recall(ref: Reference) -> str:
     preset = get_preset("cell-therapy")
     d = ref.data
     sets = [
-        ('MSC classic CSV ("mesenchymal stem OR mesenchymal stromal")',
-         [d / "ctgov-classic-csv" / "msc_mesenchymal_stem_or_stromal.csv"]),
-        ("CAR-T/NK/M trials (reconstructed API v2 objects)",
-         sorted((d / "ctgov-v2-json" / "reconstructed").glob("car_cell_therapy*.json"))),
-        ("AML CAR-T full API v2 records (`data-extra`)",
-         [d.parent / "data-extra" / "aml-cart-v2-json" / "raw_trials.json"]),
-        ("50 general 2023 studies (a check that it does not match everything)",
-         [d / "ctgov-v2-json" / "ctg-studies-50-general.json"]),
+        (
+            'MSC classic CSV ("mesenchymal stem OR mesenchymal stromal")',
+            [d / "ctgov-classic-csv" / "msc_mesenchymal_stem_or_stromal.csv"],
+        ),
+        (
+            "CAR-T/NK/M trials (reconstructed API v2 objects)",
+            sorted((d / "ctgov-v2-json" / "reconstructed").glob("car_cell_therapy*.json")),
+        ),
+        (
+            "AML CAR-T full API v2 records (`data-extra`)",
+            [d.parent / "data-extra" / "aml-cart-v2-json" / "raw_trials.json"],
+        ),
+        (
+            "50 general 2023 studies (a check that it does not match everything)",
+            [d / "ctgov-v2-json" / "ctg-studies-50-general.json"],
+        ),
     ]
     lines = ["| set | trials hit | recall |", "|---|---|---|"]
     for name, paths in sets:
@@ -232,7 +255,9 @@ def preset_recall(ref: Reference) -> str:
         if not recs:
             raise SystemExit(f"preset-recall: no records for {name!r} (looked at {paths})")
         res = recall(preset, recs)
-        lines.append(f"| {name} | {_n(res['hits'])} / {_n(res['n'])} | {100 * res['recall']:.1f} % |")
+        lines.append(
+            f"| {name} | {_n(res['hits'])} / {_n(res['n'])} | {100 * res['recall']:.1f} % |"
+        )
     return "\n".join(lines)
 
 
@@ -245,7 +270,9 @@ def render(text: str, ref: Reference, blocks: dict[str, Block] | None = None) ->
     blocks = BLOCKS if blocks is None else blocks
     unknown = sorted({m.group("name") for m in MARKER.finditer(text)} - set(blocks))
     if unknown:
-        raise SystemExit(f"README names unknown number block(s) {unknown}; registered: {sorted(blocks)}")
+        raise SystemExit(
+            f"README names unknown number block(s) {unknown}; registered: {sorted(blocks)}"
+        )
     cache: dict[str, str] = {}
 
     def sub(m: re.Match[str]) -> str:
@@ -259,11 +286,24 @@ def render(text: str, ref: Reference, blocks: dict[str, Block] | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 with a diff if README.md is not up to date")
-    ap.add_argument("--readme", type=Path, default=README, help="the README to update (default: README.md)")
-    ap.add_argument("--db", type=Path, default=None, help="an existing reference store (see the module docstring)")
-    ap.add_argument("--data", type=Path, default=DATA, help="the reference data (default: ../shared/data)")
-    ap.add_argument("--only", action="append", default=[], help="regenerate only this block (repeatable)")
+    ap.add_argument(
+        "--check", action="store_true", help="exit 1 with a diff if README.md is not up to date"
+    )
+    ap.add_argument(
+        "--readme", type=Path, default=README, help="the README to update (default: README.md)"
+    )
+    ap.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="an existing reference store (see the module docstring)",
+    )
+    ap.add_argument(
+        "--data", type=Path, default=DATA, help="the reference data (default: ../shared/data)"
+    )
+    ap.add_argument(
+        "--only", action="append", default=[], help="regenerate only this block (repeatable)"
+    )
     args = ap.parse_args(argv)
     text = args.readme.read_text(encoding="utf-8")
     blocks = BLOCKS
@@ -281,9 +321,14 @@ def main(argv: list[str] | None = None) -> int:
         new = _restore(text, new, set(BLOCKS) - set(args.only))
     if args.check:
         if new != text:
-            sys.stdout.writelines(difflib.unified_diff(
-                text.splitlines(keepends=True), new.splitlines(keepends=True),
-                f"{args.readme} (committed)", f"{args.readme} (from the code)"))
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    text.splitlines(keepends=True),
+                    new.splitlines(keepends=True),
+                    f"{args.readme} (committed)",
+                    f"{args.readme} (from the code)",
+                )
+            )
             print(f"\n{args.readme} is stale: run scripts/readme_numbers.py", file=sys.stderr)
             return 1
         print(f"{args.readme}: {len(MARKER.findall(text))} number blocks up to date")
@@ -302,7 +347,9 @@ def _keep(ref: Reference) -> str:
 
 def _restore(old: str, new: str, names: set[str]) -> str:
     bodies = {m.group("name"): m.group(0) for m in MARKER.finditer(old)}
-    return MARKER.sub(lambda m: bodies[m.group("name")] if m.group("name") in names else m.group(0), new)
+    return MARKER.sub(
+        lambda m: bodies[m.group("name")] if m.group("name") in names else m.group(0), new
+    )
 
 
 if __name__ == "__main__":

@@ -39,14 +39,22 @@ def run(archive: Path, out: Path) -> dict[str, Any]:
         filters = make_filters(cell_type=["msc"])
         results = {}
         for method in ("MH", "PETO"):
-            results[method] = meta_from_store(store, "serious adverse events", "OR", method=method,
-                                              out_dir=out / method.lower(), filters=filters)
+            results[method] = meta_from_store(
+                store,
+                "serious adverse events",
+                "OR",
+                method=method,
+                out_dir=out / method.lower(),
+                filters=filters,
+            )
     return results
 
 
 def fmt_ci(r: dict[str, Any]) -> str:
     bt = r["back_transformed"]
-    return f"{bt['estimate']:.2f} (95% CI {bt['ci_low']:.2f} to {bt['ci_high']:.2f}), p = {r['p']:.3f}"
+    return (
+        f"{bt['estimate']:.2f} (95% CI {bt['ci_low']:.2f} to {bt['ci_high']:.2f}), p = {r['p']:.3f}"
+    )
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -71,13 +79,23 @@ def markdown(results: dict[str, Any]) -> str:
     with open(fs["studies_csv"], encoding="utf-8") as fh:
         for rec in csv.DictReader(fh):
             assert rec["trial_id"] in rows
-            exp, ctl = (rec[k].replace(" | ", "; ").replace("|", "/") for k in ("experimental_arm", "control_arm"))
-            lines.append(f"| {rec['trial_id']} | {exp}: {rec['ai']}/{rec['n1i']} | {ctl}: {rec['ci']}/{rec['n2i']} |")
+            exp, ctl = (
+                rec[k].replace(" | ", "; ").replace("|", "/")
+                for k in ("experimental_arm", "control_arm")
+            )
+            lines.append(
+                f"| {rec['trial_id']} | {exp}: {rec['ai']}/{rec['n1i']} | {ctl}: {rec['ci']}/{rec['n2i']} |"
+            )
     left = [c for c in fs["choices"] if not c.get("used")]
     reasons: dict[str, int] = {}
     for c in left:
         reasons[c["reason"]] = reasons.get(c["reason"], 0) + 1
-    lines += ["", "Left out: " + "; ".join(f"{n} × {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])) + "."]
+    lines += [
+        "",
+        "Left out: "
+        + "; ".join(f"{n} × {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
+        + ".",
+    ]
     assert len(used) == fs["rows"] and math.isfinite(mh["estimate"])
     return "\n".join(lines)
 
@@ -85,7 +103,9 @@ def markdown(results: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("archive", nargs="?", default=str(DEFAULT))
-    ap.add_argument("--out", default=None, help="keep the store and outputs here (default: a temporary folder)")
+    ap.add_argument(
+        "--out", default=None, help="keep the store and outputs here (default: a temporary folder)"
+    )
     ap.add_argument("--write-readme", action="store_true", help="replace the example in README.md")
     args = ap.parse_args()
     if args.out:
@@ -102,7 +122,9 @@ def main() -> None:
         pattern = re.compile(r"(<!-- sae-example[^>]*-->\n).*?(\n<!-- /sae-example -->)", re.S)
         if not pattern.search(old):
             raise SystemExit("README.md has no <!-- sae-example --> block")
-        readme.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), old, count=1), encoding="utf-8")
+        readme.write_text(
+            pattern.sub(lambda m: m.group(1) + text + m.group(2), old, count=1), encoding="utf-8"
+        )
 
 
 if __name__ == "__main__":

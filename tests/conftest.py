@@ -52,7 +52,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         )
 
 
-def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]
+) -> Path:
     """A file built once per test run and shared by the pytest-xdist workers;
     each worker gets a private copy (a DuckDB file is never opened by two
     processes). ``build(path)`` writes the file at ``path``."""

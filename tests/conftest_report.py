@@ -43,7 +43,9 @@ def classified_store_path(tmp_path_factory: pytest.TempPathFactory, full_store_p
     """The full real-data store, classified by celltrials.classify and linked to
     the product catalog, as `celltrials run` leaves it (read it read-only)."""
     if "store" not in _CACHE:
-        _CACHE["store"] = built_once(tmp_path_factory, "classified.duckdb", _classify_and_link(full_store_path))
+        _CACHE["store"] = built_once(
+            tmp_path_factory, "classified.duckdb", _classify_and_link(full_store_path)
+        )
     return Path(_CACHE["store"])
 
 
@@ -76,7 +78,9 @@ class PageParser(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
-        if tag in ("script", "link", "img", "iframe") and (a.get("src") or (tag == "link" and a.get("href"))):
+        if tag in ("script", "link", "img", "iframe") and (
+            a.get("src") or (tag == "link" and a.get("href"))
+        ):
             self.external.append(a.get("src") or a.get("href", ""))
         if tag == "script":
             self._in_script = True

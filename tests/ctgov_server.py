@@ -92,8 +92,13 @@ class Request:
 
 
 class CtgovServer:
-    def __init__(self, studies: Iterable[dict[str, Any]], *, max_page_size: int = 1000,
-                 prefix: str = "/api/v2") -> None:
+    def __init__(
+        self,
+        studies: Iterable[dict[str, Any]],
+        *,
+        max_page_size: int = 1000,
+        prefix: str = "/api/v2",
+    ) -> None:
         self.studies = list(studies)
         self.max_page_size = max_page_size
         self.prefix = prefix
@@ -119,8 +124,9 @@ class CtgovServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="ctgov-server",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="ctgov-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -170,7 +176,11 @@ class CtgovServer:
         status = params.get("filter.overallStatus")
         if status:
             wanted = set(status.split(","))
-            out = [s for s in out if s["protocolSection"].get("statusModule", {}).get("overallStatus") in wanted]
+            out = [
+                s
+                for s in out
+                if s["protocolSection"].get("statusModule", {}).get("overallStatus") in wanted
+            ]
         ids = params.get("filter.ids")
         if ids:
             wanted = {i.strip() for i in re.split(r"[,|\s]+", ids) if i.strip()}
@@ -183,7 +193,11 @@ class CtgovServer:
 
     @staticmethod
     def _query_key(params: dict[str, str]) -> str:
-        q = {k: v for k, v in params.items() if k not in ("pageToken", "pageSize", "countTotal", "format")}
+        q = {
+            k: v
+            for k, v in params.items()
+            if k not in ("pageToken", "pageSize", "countTotal", "format")
+        }
         return hashlib.sha256(json.dumps(q, sort_keys=True).encode()).hexdigest()[:12]
 
     def _take_fault(self, path: str, page: int | None) -> Fault | None:
@@ -201,7 +215,7 @@ class CtgovServer:
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         if not url.path.startswith(self.prefix):
             return self._send(h, 404, b"not found", "text/plain")
-        path = url.path[len(self.prefix):]
+        path = url.path[len(self.prefix) :]
         if path == "/studies":
             return self._studies(h, params)
         m = re.fullmatch(r"/studies/(NCT\d{8})", path)
@@ -239,10 +253,12 @@ class CtgovServer:
             reached.set()
             release.wait(timeout=60)
         rows = self._select(params)
-        chunk = rows[offset: offset + size]
+        chunk = rows[offset : offset + size]
         body: dict[str, Any] = {"studies": chunk}
         if offset + size < len(rows):
-            body["nextPageToken"] = base64.urlsafe_b64encode(f"{key}:{offset + size}".encode()).decode()
+            body["nextPageToken"] = base64.urlsafe_b64encode(
+                f"{key}:{offset + size}".encode()
+            ).decode()
         if params.get("countTotal") == "true" and not token:
             body["totalCount"] = len(rows)
         data = json.dumps(body).encode()
@@ -251,7 +267,9 @@ class CtgovServer:
             return
         self._send(h, 200, data)
 
-    def _apply(self, h: BaseHTTPRequestHandler, f: Fault, data: bytes, body: dict[str, Any] | None = None) -> bool:
+    def _apply(
+        self, h: BaseHTTPRequestHandler, f: Fault, data: bytes, body: dict[str, Any] | None = None
+    ) -> bool:
         """Act out a fault; True when the response was handled."""
         if f.kind == "status":
             self._send(h, f.status, b'{"message":"fault"}', headers=f.headers)
@@ -285,8 +303,13 @@ class CtgovServer:
         raise ValueError(f"unknown fault {f.kind!r}")
 
     @staticmethod
-    def _send(h: BaseHTTPRequestHandler, status: int, data: bytes, ctype: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        h: BaseHTTPRequestHandler,
+        status: int,
+        data: bytes,
+        ctype: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         try:
             h.send_response(status)
             h.send_header("Content-Type", ctype)

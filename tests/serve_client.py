@@ -26,10 +26,17 @@ class Client:
         self.app = app
         self._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
 
-    def get(self, url: str, *, params: Any = None, headers: dict[str, str] | None = None,
-            follow_redirects: bool = True) -> httpx.Response:
-        call = functools.partial(self._client.get, url, params=params, headers=headers,
-                                 follow_redirects=follow_redirects)
+    def get(
+        self,
+        url: str,
+        *,
+        params: Any = None,
+        headers: dict[str, str] | None = None,
+        follow_redirects: bool = True,
+    ) -> httpx.Response:
+        call = functools.partial(
+            self._client.get, url, params=params, headers=headers, follow_redirects=follow_redirects
+        )
         return self.portal.call(call)
 
     def close(self) -> None:

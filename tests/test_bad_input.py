@@ -61,39 +61,75 @@ def stored_ids(db: Path) -> list[str]:
 # ------------------------------------------------------------------ API JSON types
 WRONG_TYPES = [
     # (what, mutate, the field the finding must name)
-    ("conditions as a string", lambda p: p["conditionsModule"].__setitem__("conditions", "Lymphoma"),
-     "protocolSection.conditionsModule.conditions: expected a list, found string"),
-    ("keywords as a number", lambda p: p["conditionsModule"].__setitem__("keywords", 7),
-     "protocolSection.conditionsModule.keywords: expected a list, found integer"),
-    ("phases as an object", lambda p: p["designModule"].__setitem__("phases", {"PHASE2": True}),
-     "protocolSection.designModule.phases: expected a list, found object"),
-    ("identificationModule as a list", lambda p: p.__setitem__("identificationModule", [p["identificationModule"]]),
-     "protocolSection.identificationModule: expected an object, found list"),
-    ("leadSponsor as a string", lambda p: p["sponsorCollaboratorsModule"].__setitem__("leadSponsor", "Acme"),
-     "protocolSection.sponsorCollaboratorsModule.leadSponsor: expected an object, found string"),
-    ("an intervention as a string", lambda p: p["armsInterventionsModule"].__setitem__("interventions", ["Drug: x"]),
-     "protocolSection.armsInterventionsModule.interventions[0]: expected an object, found string"),
-    ("briefTitle as a list", lambda p: p["identificationModule"].__setitem__("briefTitle", ["a", "b"]),
-     "protocolSection.identificationModule.briefTitle: expected a string, found list"),
-    ("enrollment count as text", lambda p: p["designModule"].__setitem__("enrollmentInfo", {"count": "thirty"}),
-     "protocolSection.designModule.enrollmentInfo.count: expected a integer, found string"),
-    ("start date as a number", lambda p: p["statusModule"].__setitem__("startDateStruct", {"date": 2020}),
-     "protocolSection.statusModule.startDateStruct.date: expected a string, found integer"),
-    ("statusModule as a string", lambda p: p.__setitem__("statusModule", "RECRUITING"),
-     "protocolSection.statusModule: expected an object, found string"),
+    (
+        "conditions as a string",
+        lambda p: p["conditionsModule"].__setitem__("conditions", "Lymphoma"),
+        "protocolSection.conditionsModule.conditions: expected a list, found string",
+    ),
+    (
+        "keywords as a number",
+        lambda p: p["conditionsModule"].__setitem__("keywords", 7),
+        "protocolSection.conditionsModule.keywords: expected a list, found integer",
+    ),
+    (
+        "phases as an object",
+        lambda p: p["designModule"].__setitem__("phases", {"PHASE2": True}),
+        "protocolSection.designModule.phases: expected a list, found object",
+    ),
+    (
+        "identificationModule as a list",
+        lambda p: p.__setitem__("identificationModule", [p["identificationModule"]]),
+        "protocolSection.identificationModule: expected an object, found list",
+    ),
+    (
+        "leadSponsor as a string",
+        lambda p: p["sponsorCollaboratorsModule"].__setitem__("leadSponsor", "Acme"),
+        "protocolSection.sponsorCollaboratorsModule.leadSponsor: expected an object, found string",
+    ),
+    (
+        "an intervention as a string",
+        lambda p: p["armsInterventionsModule"].__setitem__("interventions", ["Drug: x"]),
+        "protocolSection.armsInterventionsModule.interventions[0]: expected an object, found string",
+    ),
+    (
+        "briefTitle as a list",
+        lambda p: p["identificationModule"].__setitem__("briefTitle", ["a", "b"]),
+        "protocolSection.identificationModule.briefTitle: expected a string, found list",
+    ),
+    (
+        "enrollment count as text",
+        lambda p: p["designModule"].__setitem__("enrollmentInfo", {"count": "thirty"}),
+        "protocolSection.designModule.enrollmentInfo.count: expected a integer, found string",
+    ),
+    (
+        "start date as a number",
+        lambda p: p["statusModule"].__setitem__("startDateStruct", {"date": 2020}),
+        "protocolSection.statusModule.startDateStruct.date: expected a string, found integer",
+    ),
+    (
+        "statusModule as a string",
+        lambda p: p.__setitem__("statusModule", "RECRUITING"),
+        "protocolSection.statusModule: expected an object, found string",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("what", "mutate", "reason"), WRONG_TYPES, ids=[w[0] for w in WRONG_TYPES])
-def test_wrong_json_types_are_named_findings(tmp_path: Path, what: str, mutate: Any, reason: str) -> None:
+def test_wrong_json_types_are_named_findings(
+    tmp_path: Path, what: str, mutate: Any, reason: str
+) -> None:
     bad = study(1)
     mutate(bad["protocolSection"])
     path = write_json(tmp_path / "studies.json", [study(0), bad, study(2)])
     report, db = ingest(tmp_path, path)
     [f] = errors(report)
-    rid = None if "identificationModule:" in reason else nct(STUDIES[1])  # the id itself is unreachable there
+    rid = (
+        None if "identificationModule:" in reason else nct(STUDIES[1])
+    )  # the id itself is unreachable there
     assert (f.path, f.position, f.record_id, f.reason) == (str(path), 2, rid, reason)
-    assert stored_ids(db) == sorted([nct(STUDIES[0]), nct(STUDIES[2])])  # the good ones, nothing else
+    assert stored_ids(db) == sorted(
+        [nct(STUDIES[0]), nct(STUDIES[2])]
+    )  # the good ones, nothing else
 
 
 def test_strict_mode_names_the_record_and_stores_nothing(tmp_path: Path) -> None:
@@ -108,8 +144,17 @@ def test_strict_mode_names_the_record_and_stores_nothing(tmp_path: Path) -> None
 
 
 # ------------------------------------------------------------------ enrollment bounds
-@pytest.mark.parametrize(("count", "stored"), [(-5, None), (2**31, None), (10**20, None),
-                                               (MAX_ENROLLMENT, MAX_ENROLLMENT), (0, 0), (30.0, 30)])
+@pytest.mark.parametrize(
+    ("count", "stored"),
+    [
+        (-5, None),
+        (2**31, None),
+        (10**20, None),
+        (MAX_ENROLLMENT, MAX_ENROLLMENT),
+        (0, 0),
+        (30.0, 30),
+    ],
+)
 def test_enrollment_bounds(tmp_path: Path, count: Any, stored: int | None) -> None:
     s = study(3)
     s["protocolSection"]["designModule"]["enrollmentInfo"] = {"count": count, "type": "ACTUAL"}
@@ -129,7 +174,9 @@ def test_enrollment_bounds(tmp_path: Path, count: Any, stored: int | None) -> No
 def _ictrp_rows(n: int) -> tuple[list[str], list[dict[str, str]]]:
     with ICTRP_CSV.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
-        return list(reader.fieldnames or []), [row for _, row in zip(range(n), reader, strict=False)]
+        return list(reader.fieldnames or []), [
+            row for _, row in zip(range(n), reader, strict=False)
+        ]
 
 
 def _write_ictrp_csv(path: Path, fields: list[str], rows: list[dict[str, str]]) -> Path:
@@ -149,8 +196,10 @@ def test_absurd_target_sizes_are_findings(tmp_path: Path, size: str) -> None:
     if size == "inf":  # words are kept as raw text with no count, as before
         assert found == []
         with celltrials.open(db, read_only=True) as store:
-            assert store.con.execute("SELECT enrollment, enrollment_raw FROM records WHERE record_id = ?",
-                                     [rows[1]["TrialID"]]).fetchone() == (None, "inf")
+            assert store.con.execute(
+                "SELECT enrollment, enrollment_raw FROM records WHERE record_id = ?",
+                [rows[1]["TrialID"]],
+            ).fetchone() == (None, "inf")
         return
     [f] = found
     assert (f.position, f.record_id) == (2, rows[1]["TrialID"]) and "enrollment" in f.reason
@@ -159,7 +208,10 @@ def test_absurd_target_sizes_are_findings(tmp_path: Path, size: str) -> None:
 
 def test_xlsx_absurd_target_size_is_a_finding(tmp_path: Path) -> None:
     src = openpyxl.load_workbook(ICTRP_XLSX, read_only=True)
-    rows = [list(r) for _, r in zip(range(4), src.worksheets[0].iter_rows(values_only=True), strict=False)]
+    rows = [
+        list(r)
+        for _, r in zip(range(4), src.worksheets[0].iter_rows(values_only=True), strict=False)
+    ]
     src.close()
     header = [str(h) for h in rows[0]]
     col = next(i for i, h in enumerate(header) if h.replace("_", " ").lower() == "target size")
@@ -180,7 +232,8 @@ def test_unicode_digits_in_nct_ids_fold_and_merge(tmp_path: Path) -> None:
     s = study(4)
     ascii_id = nct(s)
     full = ascii_id[:3].translate({ord(c): 0xFF00 + ord(c) - 0x20 for c in "NCT"}) + "".join(
-        chr(0xFF10 + int(d)) for d in ascii_id[3:])
+        chr(0xFF10 + int(d)) for d in ascii_id[3:]
+    )
     arabic = "NCT" + "".join(chr(0x0660 + int(d)) for d in ascii_id[3:])
     assert fold_id(full) == ascii_id and fold_id(arabic) == ascii_id
     assert canonical_id(arabic).key == ascii_id  # type: ignore[union-attr]
@@ -192,12 +245,18 @@ def test_unicode_digits_in_nct_ids_fold_and_merge(tmp_path: Path) -> None:
     report, db = ingest(tmp_path, write_json(tmp_path / "a.json", [s, v1, v2]))
     assert errors(report) == []
     with celltrials.open(db, read_only=True) as store:
-        assert store.con.execute("SELECT DISTINCT record_id FROM records").fetchall() == [(ascii_id,)]
-        assert store.con.execute("SELECT count(*) FROM records").fetchone() == (3,)  # three versions kept
+        assert store.con.execute("SELECT DISTINCT record_id FROM records").fetchall() == [
+            (ascii_id,)
+        ]
+        assert store.con.execute("SELECT count(*) FROM records").fetchone() == (
+            3,
+        )  # three versions kept
         assert store.con.execute("SELECT trial_id FROM trials").fetchall() == [(ascii_id,)]
 
 
-@pytest.mark.parametrize("trial_id", ["<script>alert(1)</script>", "hello world", "!!!", "=1+1", "ABC", "x" * 200])
+@pytest.mark.parametrize(
+    "trial_id", ["<script>alert(1)</script>", "hello world", "!!!", "=1+1", "ABC", "x" * 200]
+)
 def test_ictrp_trial_id_must_look_like_a_registry_id(tmp_path: Path, trial_id: str) -> None:
     fields, rows = _ictrp_rows(3)
     rows[0]["TrialID"] = trial_id
@@ -237,7 +296,9 @@ def test_csv_field_over_131072_characters_is_read(tmp_path: Path) -> None:
         reader = csv.DictReader(fh)
         fields = list(reader.fieldnames or [])
         rows = [r for _, r in zip(range(3), reader, strict=False)]
-    sites = [f"Site {i}, City {i}, Country {i % 7}" for i in range(7000)]  # a real 7,000-site list's shape
+    sites = [
+        f"Site {i}, City {i}, Country {i % 7}" for i in range(7000)
+    ]  # a real 7,000-site list's shape
     rows[1]["Locations"] = "|".join(sites)
     assert len(rows[1]["Locations"]) > 131_072
     path = tmp_path / "big.csv"
@@ -251,7 +312,9 @@ def test_csv_field_over_131072_characters_is_read(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ zip members
-def _zip_of_real_studies(path: Path, members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> None:
+def _zip_of_real_studies(
+    path: Path, members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED
+) -> None:
     with zipfile.ZipFile(path, "w", method) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
@@ -268,48 +331,57 @@ def _patch_member(path: Path, name: str, patch: Any) -> None:
 
 def _data_offset(raw: bytearray, info: zipfile.ZipInfo) -> int:
     off = info.header_offset
-    n, m = int.from_bytes(raw[off + 26:off + 28], "little"), int.from_bytes(raw[off + 28:off + 30], "little")
+    n, m = (
+        int.from_bytes(raw[off + 26 : off + 28], "little"),
+        int.from_bytes(raw[off + 28 : off + 30], "little"),
+    )
     return off + 30 + n + m
 
 
 def _bad_crc(raw: bytearray, info: zipfile.ZipInfo) -> None:
-    raw[_data_offset(raw, info) + info.compress_size // 2] ^= 0xFF  # stored data changed: CRC mismatch
+    raw[_data_offset(raw, info) + info.compress_size // 2] ^= (
+        0xFF  # stored data changed: CRC mismatch
+    )
 
 
 def _corrupt_deflate(raw: bytearray, info: zipfile.ZipInfo) -> None:
     start = _data_offset(raw, info)
-    raw[start:start + 8] = b"\xff" * 8
+    raw[start : start + 8] = b"\xff" * 8
 
 
 def _encrypted(raw: bytearray, info: zipfile.ZipInfo) -> None:
     raw[info.header_offset + 6] |= 0x1
-    cd = raw.rfind(b"PK\x01\x02" + raw[info.header_offset + 4:info.header_offset + 6])
+    cd = raw.rfind(b"PK\x01\x02" + raw[info.header_offset + 4 : info.header_offset + 6])
     cd = raw.find(b"PK\x01\x02")
     while cd != -1:
-        name_len = int.from_bytes(raw[cd + 28:cd + 30], "little")
-        if raw[cd + 46:cd + 46 + name_len].decode() == info.filename:
+        name_len = int.from_bytes(raw[cd + 28 : cd + 30], "little")
+        if raw[cd + 46 : cd + 46 + name_len].decode() == info.filename:
             raw[cd + 8] |= 0x1
         cd = raw.find(b"PK\x01\x02", cd + 4)
 
 
 def _unknown_method(raw: bytearray, info: zipfile.ZipInfo) -> None:
-    raw[info.header_offset + 8:info.header_offset + 10] = (99).to_bytes(2, "little")
+    raw[info.header_offset + 8 : info.header_offset + 10] = (99).to_bytes(2, "little")
     cd = raw.find(b"PK\x01\x02")
     while cd != -1:
-        name_len = int.from_bytes(raw[cd + 28:cd + 30], "little")
-        if raw[cd + 46:cd + 46 + name_len].decode() == info.filename:
-            raw[cd + 10:cd + 12] = (99).to_bytes(2, "little")
+        name_len = int.from_bytes(raw[cd + 28 : cd + 30], "little")
+        if raw[cd + 46 : cd + 46 + name_len].decode() == info.filename:
+            raw[cd + 10 : cd + 12] = (99).to_bytes(2, "little")
         cd = raw.find(b"PK\x01\x02", cd + 4)
 
 
-@pytest.mark.parametrize(("damage", "method", "words"), [
-    (_bad_crc, zipfile.ZIP_STORED, "damaged zip member"),
-    (_corrupt_deflate, zipfile.ZIP_DEFLATED, "damaged zip member"),
-    (_encrypted, zipfile.ZIP_DEFLATED, "encrypted"),
-    (_unknown_method, zipfile.ZIP_DEFLATED, "compression method"),
-])
-def test_damaged_zip_member_is_a_finding_and_the_others_are_read(tmp_path: Path, damage: Any, method: int,
-                                                                  words: str) -> None:
+@pytest.mark.parametrize(
+    ("damage", "method", "words"),
+    [
+        (_bad_crc, zipfile.ZIP_STORED, "damaged zip member"),
+        (_corrupt_deflate, zipfile.ZIP_DEFLATED, "damaged zip member"),
+        (_encrypted, zipfile.ZIP_DEFLATED, "encrypted"),
+        (_unknown_method, zipfile.ZIP_DEFLATED, "compression method"),
+    ],
+)
+def test_damaged_zip_member_is_a_finding_and_the_others_are_read(
+    tmp_path: Path, damage: Any, method: int, words: str
+) -> None:
     files = sorted(AACT_DIR.glob("*.json"))[:3]
     members = {f.name: f.read_bytes() for f in files}
     path = tmp_path / "studies.zip"
@@ -327,7 +399,10 @@ def test_corrupt_xlsx_is_a_file_finding(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.xlsx"
     truncated.write_bytes(ICTRP_XLSX.read_bytes()[: ICTRP_XLSX.stat().st_size // 2])
     sheet = tmp_path / "bad_sheet.xlsx"
-    with zipfile.ZipFile(ICTRP_XLSX) as src, zipfile.ZipFile(sheet, "w", zipfile.ZIP_DEFLATED) as dst:
+    with (
+        zipfile.ZipFile(ICTRP_XLSX) as src,
+        zipfile.ZipFile(sheet, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
         for item in src.infolist():
             data = src.read(item.filename)
             if item.filename == "xl/worksheets/sheet1.xml":
@@ -361,7 +436,9 @@ def test_utf16_xml_is_read(tmp_path: Path) -> None:
     path.write_bytes(('<?xml version="1.0" encoding="UTF-16"?>' + text).encode("utf-16"))
     from xml.etree import ElementTree as ET
 
-    want = sorted({(t.findtext("TrialID") or "").strip() for t in ET.parse(ICTRP_XML).getroot().iter("Trial")})
+    want = sorted(
+        {(t.findtext("TrialID") or "").strip() for t in ET.parse(ICTRP_XML).getroot().iter("Trial")}
+    )
     report, db = ingest(tmp_path, path, skip_bad=False)
     assert errors(report) == []
     assert sorted(set(stored_ids(db))) == want

@@ -48,7 +48,13 @@ def lab(record_id: str) -> TrialLabels:
 
 
 def _rec(**kw: object) -> ParsedRecord:
-    base: dict[str, object] = {"channel": "ctgov", "source_format": "t", "record_id": "X", "registry": "ctgov", "raw": {}}
+    base: dict[str, object] = {
+        "channel": "ctgov",
+        "source_format": "t",
+        "record_id": "X",
+        "registry": "ctgov",
+        "raw": {},
+    }
     base.update(kw)
     return ParsedRecord(**base)  # type: ignore[arg-type]
 
@@ -56,11 +62,14 @@ def _rec(**kw: object) -> ParsedRecord:
 # ---------------------------------------------------------------- investigational product only
 
 
-@pytest.mark.parametrize("record_id", [
-    "NCT04268537",       # eligibility: "history of organ, bone marrow or hematopoietic stem cell transplantation"
-    "ChiCTR2000029806",  # eligibility: "History of organ, bone marrow or hematopoietic stem cell transplant"
-    "EUCTR2020-001172-15-DK",  # eligibility: "immunocompromised patients (... stem cell transplants)"
-])
+@pytest.mark.parametrize(
+    "record_id",
+    [
+        "NCT04268537",  # eligibility: "history of organ, bone marrow or hematopoietic stem cell transplantation"
+        "ChiCTR2000029806",  # eligibility: "History of organ, bone marrow or hematopoietic stem cell transplant"
+        "EUCTR2020-001172-15-DK",  # eligibility: "immunocompromised patients (... stem cell transplants)"
+    ],
+)
 def test_cells_named_only_in_eligibility_do_not_label(record_id: str) -> None:
     recs = _records()[record_id]
     assert any("stem cell transplant" in r.eligibility.lower() for r in recs)
@@ -91,13 +100,23 @@ def test_msc_for_gvhd_after_allo_hsct() -> None:
 
 def test_negated_and_comparator_mentions() -> None:
     # NCT04288102's placebo: "Saline containing 1% Human serum albumin（solution without UC-MSCs）"
-    placebo = _rec(title="Placebo", interventions=[Intervention(type="BIOLOGICAL", name="Saline containing 1% Human serum albumin（solution without UC-MSCs）")])
+    placebo = _rec(
+        title="Placebo",
+        interventions=[
+            Intervention(
+                type="BIOLOGICAL",
+                name="Saline containing 1% Human serum albumin（solution without UC-MSCs）",
+            )
+        ],
+    )
     assert not classify(placebo).is_cell_therapy
     # ICTRP group texts (ChiCTR2000030224): a control group is a comparator, not the product
     tt = TrialText.from_record(_records()["ChiCTR2000030224"][0])
     # ("1 the critical group :injecting Mesenchymal stem cells;...;3 the control group of the
     # critical group:injecting normal saline"; the parser splits group label and text)
-    roles = {s.source: (s.role, s.text) for s in tt.segments if s.role in (INTERVENTION, COMPARATOR)}
+    roles = {
+        s.source: (s.role, s.text) for s in tt.segments if s.role in (INTERVENTION, COMPARATOR)
+    }
     assert roles["interventions[0].name"] == (INTERVENTION, "injecting Mesenchymal stem cells")
     assert roles["interventions[2].name"] == (COMPARATOR, "injecting normal saline")
 
@@ -170,12 +189,24 @@ def test_immune_examples(row: dict[str, str]) -> None:
     for part in row["interventions"].split("|"):
         if part.strip():
             typ, _, name = part.partition(": ")
-            ivs.append(Intervention(type=typ.upper(), name=name) if name else Intervention(name=typ))
-    rec = _rec(record_id=row["registry_id"], title=row["title"], interventions=ivs,
-               conditions=[c for c in row["conditions"].split("|") if c])
+            ivs.append(
+                Intervention(type=typ.upper(), name=name) if name else Intervention(name=typ)
+            )
+    rec = _rec(
+        record_id=row["registry_id"],
+        title=row["title"],
+        interventions=ivs,
+        conditions=[c for c in row["conditions"].split("|") if c],
+    )
     r = classify(rec)
     got = r.to_row()
-    for f in ("is_cell_therapy", "cell_type", "product_form", "indication_group", "therapeutic_area"):
+    for f in (
+        "is_cell_therapy",
+        "cell_type",
+        "product_form",
+        "indication_group",
+        "therapeutic_area",
+    ):
         assert got[f] == row[f], f
     if row["registry_id"] != "NCT02870244":  # title does not say the tyrosinase TCR is autologous
         assert got["origin"] == row["origin"]
@@ -191,7 +222,7 @@ def test_evidence_spans_point_at_the_text() -> None:
     for rid in list(recs)[:1500]:
         tt = TrialText.from_records(recs[rid], rid)
         for e in classify(tt).evidence:
-            assert tt.text_of(e.source_field)[e.start:e.end] == e.text, (rid, e)
+            assert tt.text_of(e.source_field)[e.start : e.end] == e.text, (rid, e)
             checked += 1
     assert checked > 1000
 
@@ -244,7 +275,12 @@ def test_labels_rows_cover_secondary_ids(classified_db: Path) -> None:
         by_id = {r["registry_id"]: r for r in rows}
         # NCT04293692 is also in the ICTRP export; every id of a merged trial gets its labels
         tid = store.resolve("NCT04293692")
-        ids = {r[0] for r in store.con.execute("SELECT id_raw FROM trial_ids WHERE trial_id = ?", [tid]).fetchall()}
+        ids = {
+            r[0]
+            for r in store.con.execute(
+                "SELECT id_raw FROM trial_ids WHERE trial_id = ?", [tid]
+            ).fetchall()
+        }
     assert by_id["NCT04293692"]["cell_type"] == "msc"
     for i in ids:
         assert by_id[i.strip()] == {**by_id["NCT04293692"], "registry_id": i.strip()}
@@ -253,7 +289,9 @@ def test_labels_rows_cover_secondary_ids(classified_db: Path) -> None:
 
 def test_cli_json_equals_library(classified_db: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    res = runner.invoke(cli, ["--db", str(classified_db), "evaluate", "--gold", str(GOLD / "dev.csv"), "--json"])
+    res = runner.invoke(
+        cli, ["--db", str(classified_db), "evaluate", "--gold", str(GOLD / "dev.csv"), "--json"]
+    )
     assert res.exit_code == 0, res.output
     with celltrials.open(classified_db, read_only=True) as store:
         lib = evaluate_store(store, GOLD / "dev.csv")
@@ -268,7 +306,10 @@ def test_cli_json_equals_library(classified_db: Path, tmp_path: Path) -> None:
     res = runner.invoke(cli, ["--db", str(classified_db), "labels", "--out", str(out)])
     assert res.exit_code == 0, res.output
     head = out.read_text(encoding="utf-8").splitlines()[0]
-    assert head == "registry_id,is_cell_therapy,cell_type,msc_source,origin,product_form,indication_group,therapeutic_area"
+    assert (
+        head
+        == "registry_id,is_cell_therapy,cell_type,msc_source,origin,product_form,indication_group,therapeutic_area"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -342,8 +383,14 @@ def _reference_hits(fld: object, text: str) -> list[tuple[str, int, int, str]]:
     ref = _REFERENCE.get(id(fld))
     if ref is None or ref[0] is not fld:
         owners = [e for e, row in zip(fld.entries, fld.alternatives, strict=True) for _ in row]  # type: ignore[attr-defined]
-        body = "|".join(f"(?P<a{k}>{a})" for k, a in enumerate(a for row in fld.alternatives for a in row))  # type: ignore[attr-defined]
-        ref = _REFERENCE[id(fld)] = (fld, re.compile(f"(?:{body or '(?!)'})(?!\\w)", re.IGNORECASE), owners)
+        body = "|".join(
+            f"(?P<a{k}>{a})" for k, a in enumerate(a for row in fld.alternatives for a in row)
+        )  # type: ignore[attr-defined]
+        ref = _REFERENCE[id(fld)] = (
+            fld,
+            re.compile(f"(?:{body or '(?!)'})(?!\\w)", re.IGNORECASE),
+            owners,
+        )
     _, rx, owners = ref
     out = []
     last = 0
@@ -358,7 +405,9 @@ def _reference_hits(fld: object, text: str) -> list[tuple[str, int, int, str]]:
     return out
 
 
-def test_field_hits_equal_the_reference_loop_for_every_pattern_variant(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_field_hits_equal_the_reference_loop_for_every_pattern_variant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from celltrials.taxonomy import engine
     from celltrials.taxonomy.loader import CompiledField, default_taxonomy
 
@@ -385,8 +434,13 @@ def test_case_look_alikes_match_as_the_regex_engine_folds_them() -> None:
     from celltrials.taxonomy.loader import default_taxonomy
 
     tax = default_taxonomy()
-    assert [h.text for h in tax.generic_fallback.hits("ſtem cells from ſTEM CELL banks")] == ["ſtem cells", "ſTEM CELL"]
-    assert [h.entry.value for h in tax.cell_type.hits("\u0130PSC-derived cardiomyocytes")] == ["ipsc_derived"]
+    assert [h.text for h in tax.generic_fallback.hits("ſtem cells from ſTEM CELL banks")] == [
+        "ſtem cells",
+        "ſTEM CELL",
+    ]
+    assert [h.entry.value for h in tax.cell_type.hits("\u0130PSC-derived cardiomyocytes")] == [
+        "ipsc_derived"
+    ]
 
 
 @pytest.mark.unit
@@ -397,7 +451,11 @@ def test_pattern_constructs_match_as_in_the_reference_loop() -> None:
         ["(?-i:CAR)[- ]?(?-i:T)(?:[- ]cells?)?", "(?:allo-?|auto-?)?HSCT?s?"],
         ["(?:adipose|fat|lipo\\w*)[- ](?:derived )?(?:stem|stromal) cells?", "[a-z]*leuka?emi\\w*"],
         ["γδ ?T", "(?:gd|γδ)[- ]?T(?: cells?)?", "T(?:[- ]cells?)??"],
-        ["\\d+(?:\\.\\d+)?\\s*(?:x|×)\\s*10\\^?\\d+(?: cells)?", "(?<=\\s)NK(?= cells)", "NK(?! cells)\\w*"],
+        [
+            "\\d+(?:\\.\\d+)?\\s*(?:x|×)\\s*10\\^?\\d+(?: cells)?",
+            "(?<=\\s)NK(?= cells)",
+            "NK(?! cells)\\w*",
+        ],
         ["[A-Za-z0-9-]*CAR-?NK\\w*", "MSC\\w*", "(?:s|z)?tem cells?"],
         ["(?x: e f )", "(?s:g.h)", "\\x41\\u0042C\\N{LATIN SMALL LETTER D}", "[]x]+y\\}"],
     ]
@@ -420,8 +478,14 @@ def test_pattern_constructs_match_as_in_the_reference_loop() -> None:
 def test_backreferences_keep_their_group_numbers() -> None:
     from celltrials.taxonomy.loader import CompiledField, Entry
 
-    fld = CompiledField([Entry("first", {}), Entry("rep", {})], [["(?:abc)"], ["(?:(a)\\1c)", "(?:(x)y\\1)"]])
-    assert _triples(fld.hits("aac, abc xyx xyy")) == [("rep", 0, 3, "aac"), ("first", 5, 8, "abc"), ("rep", 9, 12, "xyx")]
+    fld = CompiledField(
+        [Entry("first", {}), Entry("rep", {})], [["(?:abc)"], ["(?:(a)\\1c)", "(?:(x)y\\1)"]]
+    )
+    assert _triples(fld.hits("aac, abc xyx xyy")) == [
+        ("rep", 0, 3, "aac"),
+        ("first", 5, 8, "abc"),
+        ("rep", 9, 12, "xyx"),
+    ]
 
 
 @pytest.mark.unit
@@ -441,7 +505,9 @@ def test_pattern_analysis_literals_and_bounded_repeats() -> None:
         assert info.source == pat and info.anchors is None and info.reach is None
     assert analyse("cells?").anchors == frozenset({"cell"})
     assert analyse("(?:s|z)?tem cells?").anchors == frozenset({"tem cell"})
-    assert analyse("NK(?= cells)").anchors == frozenset({"nk"})  # not " cells": a lookahead's text is not in the match
+    assert analyse("NK(?= cells)").anchors == frozenset(
+        {"nk"}
+    )  # not " cells": a lookahead's text is not in the match
 
 
 @pytest.mark.unit
@@ -456,7 +522,9 @@ def test_classification_work_is_linear_in_text_length() -> None:
     clf = Classifier()
     fields: list[CompiledField] = _all_fields(clf.tax)  # type: ignore[assignment]
     for fld in fields:
-        assert all(info.reach is not None for info in fld.infos), [i.source for i in fld.infos if i.reach is None]
+        assert all(info.reach is not None for info in fld.infos), [
+            i.source for i in fld.infos if i.reach is None
+        ]
 
     class Counting:
         def __init__(self, rx: re.Pattern[str]) -> None:

@@ -40,9 +40,16 @@ def test_workers_return_the_labels_of_one_core_in_input_order() -> None:
     one = [lab.to_dict() for lab in classify_many(texts, jobs=1)]
     assert one == [classify(t).to_dict() for t in texts]  # the pure function, trial by trial
     seen: list[tuple[int, int]] = []
-    many = [lab.to_dict() for lab in classify_many(texts, jobs=2, chunk_size=7, progress=lambda d, n: seen.append((d, n)))]
+    many = [
+        lab.to_dict()
+        for lab in classify_many(
+            texts, jobs=2, chunk_size=7, progress=lambda d, n: seen.append((d, n))
+        )
+    ]
     assert many == one
-    assert seen[-1] == (len(texts), len(texts)) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert seen[-1] == (len(texts), len(texts)) and [d for d, _ in seen] == sorted(
+        d for d, _ in seen
+    )
 
 
 def test_workers_use_the_callers_taxonomy() -> None:
@@ -54,8 +61,12 @@ def test_workers_use_the_callers_taxonomy() -> None:
     labs = list(classify_many(texts, jobs=2, taxonomy=tax, chunk_size=50))
     assert {lab.taxonomy_version for lab in labs} == {"2000.1.1"}
     n_msc = sum("msc" in lab.cell_type for lab in labs)
-    assert n_msc < sum("msc" in classify(t).cell_type for t in texts)  # fewer MSC trials without the synonyms
-    assert [lab.to_dict() for lab in labs] == [lab.to_dict() for lab in classify_many(texts, jobs=1, taxonomy=tax)]
+    assert n_msc < sum(
+        "msc" in classify(t).cell_type for t in texts
+    )  # fewer MSC trials without the synonyms
+    assert [lab.to_dict() for lab in labs] == [
+        lab.to_dict() for lab in classify_many(texts, jobs=1, taxonomy=tax)
+    ]
 
 
 def test_plan_jobs() -> None:
@@ -67,7 +78,9 @@ def test_plan_jobs() -> None:
         plan_jobs(10, 0)
 
 
-def test_classify_jobs_output_is_byte_identical_to_one_core(full_store_path: Path, tmp_path: Path) -> None:
+def test_classify_jobs_output_is_byte_identical_to_one_core(
+    full_store_path: Path, tmp_path: Path
+) -> None:
     runner = CliRunner()
     outputs = {}
     for jobs in (1, 2):
@@ -79,7 +92,9 @@ def test_classify_jobs_output_is_byte_identical_to_one_core(full_store_path: Pat
         res = runner.invoke(cli, ["--db", str(db), "labels", "--out", str(out)])
         assert res.exit_code == 0, res.output
         with celltrials.open(db, read_only=True) as store:
-            table = store.con.execute("SELECT * EXCLUDE (classified_at) FROM labels ORDER BY trial_id").fetchall()
+            table = store.con.execute(
+                "SELECT * EXCLUDE (classified_at) FROM labels ORDER BY trial_id"
+            ).fetchall()
             evidence = store.con.execute("SELECT * FROM label_evidence ORDER BY ALL").fetchall()
         outputs[jobs] = (out.read_bytes(), table, evidence)
     assert outputs[1][0].count(b"\n") > 8000
@@ -93,8 +108,14 @@ def test_no_private_regex_modules_in_src() -> None:
         r"^\s*import\s+(?:_sre|sre_parse|sre_compile|sre_constants)\b"
         r"|^\s*from\s+(?:_sre|sre_\w+|re\._\w+)\s+import\b"
         r"|^\s*from\s+re\s+import\s+\(?\s*_"
-        r"|\bre\._\w+|\b_sre\b", re.M)
-    offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if private.search(p.read_text(encoding="utf-8"))]
+        r"|\bre\._\w+|\b_sre\b",
+        re.M,
+    )
+    offenders = [
+        str(p.relative_to(SRC))
+        for p in SRC.rglob("*.py")
+        if private.search(p.read_text(encoding="utf-8"))
+    ]
     assert offenders == []
     # the check finds what it is meant to find
     assert private.search("import _sre\n") and private.search("from re import _parser\n")

@@ -94,15 +94,31 @@ def test_car_on_another_t_cell_is_car_t(rid: str, what: str) -> None:
     ("rid", "expected", "what"),
     [
         ("NCT05645601", ["car_nk"], "'CAR-NK Targeted CD19' with a bare 'CD19-CAR' intervention"),
-        ("NCT04796688", ["car_nk"], "universal chimeric antigen receptor-modified AT19 cells; intervention 'CAR-NK'"),
-        ("NCT05922930", ["car_nk"], "TROP2 CAR engineered IL15-transduced cord blood-derived NK cells"),
+        (
+            "NCT04796688",
+            ["car_nk"],
+            "universal chimeric antigen receptor-modified AT19 cells; intervention 'CAR-NK'",
+        ),
+        (
+            "NCT05922930",
+            ["car_nk"],
+            "TROP2 CAR engineered IL15-transduced cord blood-derived NK cells",
+        ),
         ("NCT06254807", ["macrophage"], "CAR-monocytes (CT-0525)"),
         ("NCT01430390", ["car_t"], "EBV-CTLs genetically targeted to the CD19 antigen"),
-        ("NCT02414269", ["car_t"], "autologous T cells genetically engineered to target mesothelin"),
+        (
+            "NCT02414269",
+            ["car_t"],
+            "autologous T cells genetically engineered to target mesothelin",
+        ),
         ("NCT05487651", ["car_t"], "allogeneic NK T-cells expressing a CD19-specific CAR"),
         ("NCT05976906", ["car_t"], "chimeric natural killer receptor modified T cells"),
         ("NCT07095075", ["car_nk"], "LUCAR-DKS1 NK cells"),
-        ("NCT04264078", ["car_t"], "U-CAR-T for T/NK cell malignancies (the disease is not a product)"),
+        (
+            "NCT04264078",
+            ["car_t"],
+            "U-CAR-T for T/NK cell malignancies (the disease is not a product)",
+        ),
     ],
 )
 def test_receptor_placed_on_its_cell(rid: str, expected: list[str], what: str) -> None:
@@ -118,16 +134,26 @@ def test_car_dc_is_dc_and_car_treg_is_car_t_and_treg() -> None:
 
 def test_nkg2d_car_t_code_names_are_car_t_not_nk() -> None:
     # NKR-2 (autologous NKG2D-CAR T) and CYAD-101 (allogeneic, with a TCR-inhibitory molecule)
-    nkr2 = classify(TrialText.from_record(_records()["NCT03370198"]))  # "Hepatic ... Administrations of NKR-2"
+    nkr2 = classify(
+        TrialText.from_record(_records()["NCT03370198"])
+    )  # "Hepatic ... Administrations of NKR-2"
     assert nkr2.cell_type == ["car_t"] and "NKG2D" in nkr2.targets
-    cyad = classify(TrialText.from_record(_records()["NCT04991948"]))  # "Pembrolizumab ... After CYAD-101"
-    assert cyad.cell_type == ["car_t"] and cyad.origin == "allogeneic" and cyad.product_form == ["gene_modified"]
+    cyad = classify(
+        TrialText.from_record(_records()["NCT04991948"])
+    )  # "Pembrolizumab ... After CYAD-101"
+    assert (
+        cyad.cell_type == ["car_t"]
+        and cyad.origin == "allogeneic"
+        and cyad.product_form == ["gene_modified"]
+    )
 
 
 # ------------------------------------------------------------------ code names
 
 
-@pytest.mark.parametrize("rid", ["NCT05379647", "NCT05665075", "NCT06958939", "NCT04524962", "NCT05507827"])
+@pytest.mark.parametrize(
+    "rid", ["NCT05379647", "NCT05665075", "NCT06958939", "NCT04524962", "NCT05507827"]
+)
 def test_products_named_only_by_a_code(rid: str) -> None:
     # QN-019a / QN-023a (CAR-NK), S103 (BCMA CAR-T, title code read from the summary),
     # Descartes-30 (mRNA-engineered allogeneic MSC), Orca-T (Treg + CD34+ HSPC graft)
@@ -156,7 +182,9 @@ def test_code_name_list_is_cited_and_validates() -> None:
         ("msc_source", "adipose", "msc_source given for a product that is not msc"),
     ],
 )
-def test_code_name_list_rejects_bad_rows(tmp_path: Path, column: str, value: str, message: str) -> None:
+def test_code_name_list_rejects_bad_rows(
+    tmp_path: Path, column: str, value: str, message: str
+) -> None:
     with CODE_NAMES.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     bad = dict(rows[0])
@@ -166,9 +194,13 @@ def test_code_name_list_rejects_bad_rows(tmp_path: Path, column: str, value: str
         w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
         w.writeheader()
         w.writerows([bad, *rows[1:3]])
-    (tmp_path / "code_names.meta.yaml").write_text(CODE_NAMES.with_name("code_names.meta.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "code_names.meta.yaml").write_text(
+        CODE_NAMES.with_name("code_names.meta.yaml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
     with pytest.raises(TaxonomyError) as exc:
-        load_code_names(out, {"CD19", "BCMA"} | {t for r in rows[:3] for t in r["targets"].split(";") if t})
+        load_code_names(
+            out, {"CD19", "BCMA"} | {t for r in rows[:3] for t in r["targets"].split(";") if t}
+        )
     assert message in str(exc.value) and "line 2" in str(exc.value) and str(out) in str(exc.value)
 
 
@@ -201,7 +233,10 @@ def test_code_name_spellings_match() -> None:
 @pytest.mark.parametrize(
     ("rid", "what"),
     [
-        ("NCT07211737", "i15.NKG2D.zeta NK cells (IL-15 armour) and C7R.GD2.CARTs (constitutive IL-7R)"),
+        (
+            "NCT07211737",
+            "i15.NKG2D.zeta NK cells (IL-15 armour) and C7R.GD2.CARTs (constitutive IL-7R)",
+        ),
         ("NCT00889954", "TGF-beta resistant (dominant-negative receptor)"),
         ("NCT03294954", "interleukin-15 expressing NKT cells"),
         ("NCT05631912", "TRAC locus-inserted STAR-T"),
@@ -298,12 +333,33 @@ def _raw() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda r: r["engineering"]["cell_types"].append({"receptor": "car", "base": "b_cell", "cell_type": "car_t"}), "unknown base cell 'b_cell'"),
-        (lambda r: r["engineering"]["cell_types"].append({"receptor": "bite", "base": "t", "cell_type": "car_t"}), "unknown receptor 'bite'"),
-        (lambda r: r["engineering"]["cell_types"].__setitem__(0, {"receptor": "car", "base": "t", "cell_type": "car_b"}), "unknown cell_type value 'car_b'"),
+        (
+            lambda r: r["engineering"]["cell_types"].append(
+                {"receptor": "car", "base": "b_cell", "cell_type": "car_t"}
+            ),
+            "unknown base cell 'b_cell'",
+        ),
+        (
+            lambda r: r["engineering"]["cell_types"].append(
+                {"receptor": "bite", "base": "t", "cell_type": "car_t"}
+            ),
+            "unknown receptor 'bite'",
+        ),
+        (
+            lambda r: r["engineering"]["cell_types"].__setitem__(
+                0, {"receptor": "car", "base": "t", "cell_type": "car_b"}
+            ),
+            "unknown cell_type value 'car_b'",
+        ),
         (lambda r: r["engineering"].__setitem__("window", 0), "engineering.window"),
-        (lambda r: r["engineering"]["edits"][0].__setitem__("colour", "red"), "unknown key(s) colour"),
-        (lambda r: r["in_vivo_car"].__setitem__("cell_types", ["car_q"]), "unknown cell_type value 'car_q'"),
+        (
+            lambda r: r["engineering"]["edits"][0].__setitem__("colour", "red"),
+            "unknown key(s) colour",
+        ),
+        (
+            lambda r: r["in_vivo_car"].__setitem__("cell_types", ["car_q"]),
+            "unknown cell_type value 'car_q'",
+        ),
         (lambda r: r.__setitem__("study_subject_cues", ["(unclosed"]), "does not compile"),
     ],
 )
@@ -361,7 +417,15 @@ def test_evaluate_many_equals_evaluate_on_the_concatenated_file(tmp_path: Path) 
 
 def test_cli_several_gold_files_and_unknown_products_json_equal_library(round2_db: Path) -> None:
     runner = CliRunner()
-    args = ["--db", str(round2_db), "evaluate", "--gold", str(GOLD / "dev.csv"), "--gold", str(GOLD / "immune_dev.csv")]
+    args = [
+        "--db",
+        str(round2_db),
+        "evaluate",
+        "--gold",
+        str(GOLD / "dev.csv"),
+        "--gold",
+        str(GOLD / "immune_dev.csv"),
+    ]
     res = runner.invoke(cli, [*args, "--json"])
     assert res.exit_code == 0, res.output
     with celltrials.open(round2_db, read_only=True) as store:
@@ -385,13 +449,19 @@ def test_covid_indication_conventions(round2_db: Path) -> None:
     the host response is immune_mediated + respiratory (the last two read from dev.csv)."""
     dev = {r["registry_id"]: r for r in _gold_rows(GOLD / "dev.csv")}
     with celltrials.open(round2_db, read_only=True) as store:
+
         def ind(rid: str) -> tuple[str, str]:
-            row = store.con.execute("SELECT indication_group, therapeutic_area FROM labels WHERE trial_id = ?",
-                                    [store.resolve(rid)]).fetchone()
+            row = store.con.execute(
+                "SELECT indication_group, therapeutic_area FROM labels WHERE trial_id = ?",
+                [store.resolve(rid)],
+            ).fetchone()
             assert row is not None, rid
             return row[0], row[1]
 
         # "human umbilical cord mesenchymal stem cells in the treatment of ... (COVID-19) induced pulmonary fibrosis"
         assert ind("ChiCTR2000031430") == ("degenerative", "respiratory")
-        for rid in ("NCT04331106", "ChiCTR2000029580"):  # survey; MSC + ruxolitinib for COVID-19 pneumonia
+        for rid in (
+            "NCT04331106",
+            "ChiCTR2000029580",
+        ):  # survey; MSC + ruxolitinib for COVID-19 pneumonia
             assert ind(rid) == (dev[rid]["indication_group"], dev[rid]["therapeutic_area"]), rid

@@ -52,10 +52,15 @@ def test_antigen_targeted_t_cells_are_car_t() -> None:
 
     from tests.conftest import CAR_JSON
 
-    study = next(s for s in json.loads(CAR_JSON.read_text())
-                 if s["protocolSection"]["identificationModule"]["nctId"] == "NCT05651178")
+    study = next(
+        s
+        for s in json.loads(CAR_JSON.read_text())
+        if s["protocolSection"]["identificationModule"]["nctId"] == "NCT05651178"
+    )
     from celltrials.sources.ctgov_json import parse_study
 
-    labels = classify(parse_study(study))  # "Human CD19-CD22 Targeted T Cells Injection for ... CNS Leukemia/Lymphoma"
+    labels = classify(
+        parse_study(study)
+    )  # "Human CD19-CD22 Targeted T Cells Injection for ... CNS Leukemia/Lymphoma"
     assert labels.is_cell_therapy and list(labels.cell_type) == ["car_t"]
     assert {"CD19", "CD22"} <= set(labels.targets)

@@ -16,7 +16,9 @@ EXE = [sys.executable, "-c", "from celltrials.cli import main; main()"]
 
 
 def run(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EXE, "--db", str(db), *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [*EXE, "--db", str(db), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_error_shows_message_and_hint_without_traceback(tmp_path: Path) -> None:
@@ -53,8 +55,14 @@ def test_quiet_prints_nothing(tmp_path: Path) -> None:
 
 def test_db_from_environment(tmp_path: Path) -> None:
     db = tmp_path / "env.duckdb"
-    res = subprocess.run([*EXE, "--quiet", "ingest", str(PROCHYMAL_CSV)], capture_output=True, text=True,
-                         env={"CELLTRIALS_DB": str(db), "PATH": "/usr/bin:/bin"}, cwd=tmp_path, timeout=120)
+    res = subprocess.run(
+        [*EXE, "--quiet", "ingest", str(PROCHYMAL_CSV)],
+        capture_output=True,
+        text=True,
+        env={"CELLTRIALS_DB": str(db), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert db.exists()
 
@@ -65,7 +73,9 @@ def test_python_api_returns_dataframes(full_store_path: Path) -> None:
         assert isinstance(trials, pd.DataFrame) and trials["trial_id"].is_unique
         countries = db.table("countries")
         assert set(countries.columns) == {"trial_id", "country", "iso2", "iso3"}
-        china = db.query("SELECT count(DISTINCT trial_id) AS n FROM countries WHERE country = 'China'")["n"][0]
+        china = db.query(
+            "SELECT count(DISTINCT trial_id) AS n FROM countries WHERE country = 'China'"
+        )["n"][0]
         assert china == countries[countries["country"] == "China"]["trial_id"].nunique() > 1000
         t = db.trial("ChiCTR2000029580")
         assert t is not None and t["registry"] == "chictr"

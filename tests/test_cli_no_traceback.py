@@ -36,14 +36,20 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
     damaged = tmp / "damaged.duckdb"
     data = bytearray(good.read_bytes())
-    data[4096:4096 + 8192] = b"\0" * 8192
+    data[4096 : 4096 + 8192] = b"\0" * 8192
     damaged.write_bytes(bytes(data))
     text = tmp / "not-a-store.duckdb"
     text.write_text("NCT Number,Title\n", encoding="utf-8")
     folder = tmp / "a-folder.duckdb"
     folder.mkdir()
-    return {"good": good, "truncated": truncated, "damaged": damaged, "text": text, "folder": folder,
-            "missing": tmp / "nowhere" / "missing.duckdb"}
+    return {
+        "good": good,
+        "truncated": truncated,
+        "damaged": damaged,
+        "text": text,
+        "folder": folder,
+        "missing": tmp / "nowhere" / "missing.duckdb",
+    }
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -71,48 +77,103 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     ro = tmp / "readonly"
     ro.mkdir()
     ro.chmod(0o555)
-    return {"junk": junk, "empty": empty, "binary": binary, "existing": existing, "afile": afile, "ro": ro}
+    return {
+        "junk": junk,
+        "empty": empty,
+        "binary": binary,
+        "existing": existing,
+        "afile": afile,
+        "ro": ro,
+    }
 
 
 def _cases(f: dict[str, Path]) -> list[list[str]]:
     return [
-        ["show", "NCT00000000"], ["show", ""], ["show", "<script>[red]x[/red]"], ["show", "NCT00000000", "--raw"],
-        ["explain", "NCT00000000"], ["explain", "ChiCTR-garbage"],
-        ["results", "NCT00000000"], ["results"], ["results", "--export", "/proc/no/such/x.csv"],
-        ["results", "--export", str(f["afile"] / "x.csv")], ["results", "NCT00000000", "--limit", "-3"],
-        ["labels", "--out", "/proc/no/labels.csv"], ["labels", "--out", str(f["ro"] / "labels.csv")],
+        ["show", "NCT00000000"],
+        ["show", ""],
+        ["show", "<script>[red]x[/red]"],
+        ["show", "NCT00000000", "--raw"],
+        ["explain", "NCT00000000"],
+        ["explain", "ChiCTR-garbage"],
+        ["results", "NCT00000000"],
+        ["results"],
+        ["results", "--export", "/proc/no/such/x.csv"],
+        ["results", "--export", str(f["afile"] / "x.csv")],
+        ["results", "NCT00000000", "--limit", "-3"],
+        ["labels", "--out", "/proc/no/labels.csv"],
+        ["labels", "--out", str(f["ro"] / "labels.csv")],
         ["labels", "--out", str(f["afile"] / "sub" / "labels.csv")],
-        ["export", "--format", "xlsx", "--out", "t.csv"], ["export", "--out", str(f["existing"])],
-        ["export", "--out", "/proc/x/trials.csv"], ["export", "--out", "/dev/full", "--force"],
-        ["export", "--format", "pdf"], ["export", "--out", str(f["ro"] / "t.csv")],
+        ["export", "--format", "xlsx", "--out", "t.csv"],
+        ["export", "--out", str(f["existing"])],
+        ["export", "--out", "/proc/x/trials.csv"],
+        ["export", "--out", "/dev/full", "--force"],
+        ["export", "--format", "pdf"],
+        ["export", "--out", str(f["ro"] / "t.csv")],
         ["export", "--out", str(f["afile"] / "t.csv")],
-        ["report", "--out", "/proc/no/report"], ["report", "--out", str(f["afile"])],
-        ["report", "--out", str(f["ro"] / "rep")], ["report", "--start-year", "abc"],
-        ["report", "--start-year", "2024-2019"], ["report", "--phase", "9"], ["report", "--country", "Atlantis", "--no-figures"],
+        ["report", "--out", "/proc/no/report"],
+        ["report", "--out", str(f["afile"])],
+        ["report", "--out", str(f["ro"] / "rep")],
+        ["report", "--start-year", "abc"],
+        ["report", "--start-year", "2024-2019"],
+        ["report", "--phase", "9"],
+        ["report", "--country", "Atlantis", "--no-figures"],
         ["report", "--cell-type", "unicorn"],
-        ["evaluate", "--gold", "/nonexistent.csv"], ["evaluate", "--gold", str(f["junk"])],
-        ["evaluate", "--gold", str(f["binary"])], ["evaluate", "--gold", str(f["empty"])],
-        ["meta", "/nonexistent.csv"], ["meta", str(f["junk"])], ["meta", str(f["empty"])], ["meta", str(f["binary"])],
+        ["evaluate", "--gold", "/nonexistent.csv"],
+        ["evaluate", "--gold", str(f["junk"])],
+        ["evaluate", "--gold", str(f["binary"])],
+        ["evaluate", "--gold", str(f["empty"])],
+        ["meta", "/nonexistent.csv"],
+        ["meta", str(f["junk"])],
+        ["meta", str(f["empty"])],
+        ["meta", str(f["binary"])],
         ["meta", str(f["junk"]), "--measure", "rr", "--col", "ai=a", "--col", "bi=b"],
-        ["meta", str(f["junk"]), "--level", "200"], ["meta", str(f["junk"]), "--col", "nonsense"],
-        ["products", "show", "NoSuchProductAnywhere"], ["products", "--check", "--catalog", "/nonexistent.csv"],
-        ["products", "--check", "--catalog", str(f["binary"])], ["products", "--check", "--catalog", str(f["junk"])],
-        ["sync-status"], ["update", "--rate", "0", "--max-retries", "0", "--timeout", "1"],
-        ["fetch", "--rate", "-1", "--id", "NCT00000000"], ["fetch", "--base-url", "ftp://example.invalid", "--id", "NCT1"],
-        ["fetch", "--base-url", "http://127.0.0.1:9", "--id", "NCT04315987", "--rate", "0", "--max-retries", "0",
-         "--timeout", "1"],
-        ["fetch", "--preset", "no-such-preset"], ["fetch"],
-        ["ingest", "/nonexistent/file.json"], ["ingest", str(f["junk"])], ["ingest", str(f["binary"])],
-        ["ingest", str(f["empty"])], ["ingest", "--skip-bad", str(f["binary"]), str(f["empty"])],
+        ["meta", str(f["junk"]), "--level", "200"],
+        ["meta", str(f["junk"]), "--col", "nonsense"],
+        ["products", "show", "NoSuchProductAnywhere"],
+        ["products", "--check", "--catalog", "/nonexistent.csv"],
+        ["products", "--check", "--catalog", str(f["binary"])],
+        ["products", "--check", "--catalog", str(f["junk"])],
+        ["sync-status"],
+        ["update", "--rate", "0", "--max-retries", "0", "--timeout", "1"],
+        ["fetch", "--rate", "-1", "--id", "NCT00000000"],
+        ["fetch", "--base-url", "ftp://example.invalid", "--id", "NCT1"],
+        [
+            "fetch",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--id",
+            "NCT04315987",
+            "--rate",
+            "0",
+            "--max-retries",
+            "0",
+            "--timeout",
+            "1",
+        ],
+        ["fetch", "--preset", "no-such-preset"],
+        ["fetch"],
+        ["ingest", "/nonexistent/file.json"],
+        ["ingest", str(f["junk"])],
+        ["ingest", str(f["binary"])],
+        ["ingest", str(f["empty"])],
+        ["ingest", "--skip-bad", str(f["binary"]), str(f["empty"])],
         ["ingest", "/nonexistent/**/*.json"],
-        ["run", "/nonexistent/data"], ["run", str(f["junk"]), "--out", "/proc/no/report"],
-        ["classify"], ["stats"], ["dups", "--limit", "-1"],
-        ["no-such-command"], ["stats", "--no-such-option"],
+        ["run", "/nonexistent/data"],
+        ["run", str(f["junk"]), "--out", "/proc/no/report"],
+        ["classify"],
+        ["stats"],
+        ["dups", "--limit", "-1"],
+        ["no-such-command"],
+        ["stats", "--no-such-option"],
     ]
 
 
-def test_no_command_shows_a_traceback(stores: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_command_shows_a_traceback(
+    stores: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.chdir(tmp_path)
     files = _bad_files(tmp_path)
     seen = 0
@@ -121,7 +182,11 @@ def test_no_command_shows_a_traceback(stores: dict[str, Path], tmp_path: Path, c
         for name, db in stores.items():
             cases = _cases(files)
             if name != "good":  # every store fault, through the commands that open a store
-                cases = [c for c in cases if c[0] in ("stats", "show", "export", "report", "classify", "ingest")][:8]
+                cases = [
+                    c
+                    for c in cases
+                    if c[0] in ("stats", "show", "export", "report", "classify", "ingest")
+                ][:8]
             for argv in cases:
                 copy = tmp_path / f"{name}-work.duckdb"
                 if db.is_file():
@@ -129,8 +194,12 @@ def test_no_command_shows_a_traceback(stores: dict[str, Path], tmp_path: Path, c
                 target = copy if db.is_file() else db
                 try:
                     code, out, err = run(["--db", str(target), *argv], capsys)
-                except BaseException as exc:  # an escaping exception is what the user would see as a traceback
-                    problems.append(f"{name}: celltrials {' '.join(argv)} -> {type(exc).__name__}: {exc}")
+                except (
+                    BaseException
+                ) as exc:  # an escaping exception is what the user would see as a traceback
+                    problems.append(
+                        f"{name}: celltrials {' '.join(argv)} -> {type(exc).__name__}: {exc}"
+                    )
                     capsys.readouterr()
                     continue
                 seen += 1
@@ -145,9 +214,12 @@ def test_no_command_shows_a_traceback(stores: dict[str, Path], tmp_path: Path, c
     assert seen > 100
 
 
-def test_error_messages_name_the_problem_and_hint(stores: dict[str, Path], tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_error_messages_name_the_problem_and_hint(
+    stores: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.chdir(tmp_path)
     good = ["--db", str(stores["good"])]
     existing = tmp_path / "exists.csv"
@@ -159,7 +231,9 @@ def test_error_messages_name_the_problem_and_hint(stores: dict[str, Path], tmp_p
     assert code == 1 and "--format xlsx" in err and not Path("t.csv").exists()
     code, _, err = run([*good, "export", "--out", "/dev/full", "--force"], capsys)
     assert code == 1 and "no space left" in err
-    code, _, err = run([*good, "export", "--out", str(tmp_path / "new" / "deeper" / "t.csv")], capsys)
+    code, _, err = run(
+        [*good, "export", "--out", str(tmp_path / "new" / "deeper" / "t.csv")], capsys
+    )
     assert code == 0 and (tmp_path / "new" / "deeper" / "t.csv").is_file()
     code, _, err = run([*good, "ingest", "/nonexistent"], capsys)
     assert code == 1 and "no such file or folder" in err and "--skip-bad" not in err
@@ -172,7 +246,12 @@ def test_error_messages_name_the_problem_and_hint(stores: dict[str, Path], tmp_p
     studies[1]["protocolSection"]["conditionsModule"]["conditions"] = "Lymphoma"
     bad_record.write_text(json.dumps(studies), encoding="utf-8")
     code, _, err = run([*good, "ingest", str(bad_record)], capsys)
-    assert code == 1 and "record 2" in err and "expected a list" in err and "--skip-bad to ingest its good" in err
+    assert (
+        code == 1
+        and "record 2" in err
+        and "expected a list" in err
+        and "--skip-bad to ingest its good" in err
+    )
     for name in ("truncated", "damaged", "text"):
         copy = tmp_path / f"{name}.duckdb"
         shutil.copy(stores[name], copy)
@@ -181,7 +260,9 @@ def test_error_messages_name_the_problem_and_hint(stores: dict[str, Path], tmp_p
         assert "rebuild" in err or "damaged" in err, (name, err)
 
 
-def test_library_and_cli_agree_on_labels_and_raw(stores: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_library_and_cli_agree_on_labels_and_raw(
+    stores: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     with celltrials.open(stores["good"], read_only=True) as db:
         trials = db.trials()
         labels = db.table("labels")
@@ -201,10 +282,19 @@ def test_library_and_cli_agree_on_labels_and_raw(stores: dict[str, Path], capsys
 
 def test_console_script_has_no_traceback(stores: dict[str, Path], tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    for argv in (["--db", str(stores["truncated"]), "stats"], ["ingest", "/nonexistent"],
-                 ["--db", str(tmp_path / "x.duckdb"), "ingest", str(ICTRP_CSV), "--no-such"]):
-        res = subprocess.run([sys.executable, "-m", "celltrials", *argv], env=env, capture_output=True, text=True,
-                             timeout=300, cwd=tmp_path)
+    for argv in (
+        ["--db", str(stores["truncated"]), "stats"],
+        ["ingest", "/nonexistent"],
+        ["--db", str(tmp_path / "x.duckdb"), "ingest", str(ICTRP_CSV), "--no-such"],
+    ):
+        res = subprocess.run(
+            [sys.executable, "-m", "celltrials", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
         assert res.returncode != 0 and "Traceback" not in res.stderr + res.stdout, res.stderr
 
 
@@ -218,10 +308,17 @@ def test_ctrl_c_during_ingest_is_a_clean_message(tmp_path: Path) -> None:
 
     db = tmp_path / "int.duckdb"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "celltrials", "--db", str(db), "ingest", str(DATA)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celltrials", "--db", str(db), "ingest", str(DATA)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not db.exists():  # the store exists once ingesting started
+    while (
+        time.monotonic() < deadline and not db.exists()
+    ):  # the store exists once ingesting started
         time.sleep(0.05)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)

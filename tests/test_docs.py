@@ -41,7 +41,9 @@ def test_every_command_has_help(name: str, cmd: click.Command) -> None:
     assert (cmd.help or "").strip(), f"`celltrials {name}` has no help text"
     for param in cmd.params:
         if isinstance(param, click.Option) and not param.hidden:
-            assert (param.help or "").strip(), f"`celltrials {name}` option {param.opts} has no help"
+            assert (param.help or "").strip(), (
+                f"`celltrials {name}` option {param.opts} has no help"
+            )
 
 
 @pytest.mark.parametrize("name", [n for n, _ in COMMANDS])

@@ -11,8 +11,16 @@ from celltrials.errors import ConfigError
 from celltrials.evaluate import evaluate
 from tests.conftest import GOLD
 
-COLS = ["registry_id", "is_cell_therapy", "cell_type", "msc_source", "origin", "product_form",
-        "indication_group", "therapeutic_area"]
+COLS = [
+    "registry_id",
+    "is_cell_therapy",
+    "cell_type",
+    "msc_source",
+    "origin",
+    "product_form",
+    "indication_group",
+    "therapeutic_area",
+]
 
 GOLD_ROWS = [
     ["A", "yes", "msc", "umbilical_cord", "allogeneic", "cells", "immune_mediated", "respiratory"],
@@ -32,8 +40,18 @@ PRED_ROWS = [
 def result() -> dict:
     gold = pd.DataFrame(GOLD_ROWS, columns=COLS)
     pred = pd.DataFrame(PRED_ROWS, columns=COLS)
-    ev = {"B": [{"field": "indication_group", "value": "degenerative", "source_field": "conditions[0]",
-                 "text": "Pneumonia", "start": 0, "end": 9}]}
+    ev = {
+        "B": [
+            {
+                "field": "indication_group",
+                "value": "degenerative",
+                "source_field": "conditions[0]",
+                "text": "Pneumonia",
+                "start": 0,
+                "end": 9,
+            }
+        ]
+    }
     return evaluate(pred, gold, evidence=ev)
 
 
@@ -80,11 +98,30 @@ def test_indication_over_all_rows(result: dict) -> None:
 
 @pytest.mark.unit
 def test_disagreements_carry_evidence(result: dict) -> None:
-    d = [x for x in result["disagreements"] if x["registry_id"] == "B" and x["field"] == "indication_group"]
-    assert d == [{"registry_id": "B", "field": "indication_group", "predicted": "degenerative",
-                  "gold": "immune_mediated", "note": "",
-                  "evidence": [{"field": "indication_group", "value": "degenerative", "source_field": "conditions[0]",
-                                "text": "Pneumonia", "start": 0, "end": 9}]}]
+    d = [
+        x
+        for x in result["disagreements"]
+        if x["registry_id"] == "B" and x["field"] == "indication_group"
+    ]
+    assert d == [
+        {
+            "registry_id": "B",
+            "field": "indication_group",
+            "predicted": "degenerative",
+            "gold": "immune_mediated",
+            "note": "",
+            "evidence": [
+                {
+                    "field": "indication_group",
+                    "value": "degenerative",
+                    "source_field": "conditions[0]",
+                    "text": "Pneumonia",
+                    "start": 0,
+                    "end": 9,
+                }
+            ],
+        }
+    ]
     # multi-valued fields are compared as sets: order in the cell does not matter
     assert not [x for x in result["disagreements"] if x["registry_id"] == "A"]
 
@@ -97,7 +134,9 @@ def test_reads_csv_files_and_checks_columns(tmp_path: Path) -> None:
     assert same["is_cell_therapy"]["f1"] == 1.0
     assert all(v["accuracy"] == 1.0 for v in same["accuracy"].values())
     bad = tmp_path / "bad.csv"
-    pd.DataFrame([["A", "yes"]], columns=["registry_id", "is_cell_therapy"]).to_csv(bad, index=False)
+    pd.DataFrame([["A", "yes"]], columns=["registry_id", "is_cell_therapy"]).to_csv(
+        bad, index=False
+    )
     with pytest.raises(ConfigError, match="lacks column"):
         evaluate(bad, g)
     with pytest.raises(ConfigError, match="not found"):
@@ -108,6 +147,8 @@ def test_gold_file_scores_perfectly_against_itself() -> None:
     r = evaluate(GOLD / "dev.csv", GOLD / "dev.csv")
     assert r["is_cell_therapy"]["f1"] == 1.0
     assert r["accuracy"]["cell_type"]["n"] == sum(
-        1 for x in pd.read_csv(GOLD / "dev.csv", dtype=str, keep_default_na=False).to_dict("records")
-        if x["is_cell_therapy"] == "yes")
+        1
+        for x in pd.read_csv(GOLD / "dev.csv", dtype=str, keep_default_na=False).to_dict("records")
+        if x["is_cell_therapy"] == "yes"
+    )
     assert not r["disagreements"]

@@ -98,7 +98,9 @@ def _day(text: str) -> datetime:
     return datetime.strptime(text if len(text) == 10 else text + "-01", "%Y-%m-%d")
 
 
-def _catalog_products() -> tuple[dict[tuple[str, str], set[str]], dict[str, str], dict[str, datetime]]:
+def _catalog_products() -> tuple[
+    dict[tuple[str, str], set[str]], dict[str, str], dict[str, datetime]
+]:
     """From products.csv with the csv module: the substances of each
     (cell_type, msc_source) group, the substance of each brand, and each
     substance's first approval (a YYYY-MM date is its first day)."""
@@ -235,7 +237,9 @@ def test_remestemcel_is_one_product_with_one_time_to_approval(rows: list[dict[st
     assert len(linked) >= 15
     links = [(r["NCT Number"], p) for r in linked for p in ("Prochymal", "Ryoncil")]
     link_df = pd.DataFrame(links, columns=["trial_id", "product"])
-    first = min((r for r in linked if _start(r["Start Date"])), key=lambda r: _start(r["Start Date"]))
+    first = min(
+        (r for r in linked if _start(r["Start Date"])), key=lambda r: _start(r["Start Date"])
+    )
     # first approval of remestemcel-L by any regulator: Health Canada, 17 May 2012
     expected_years = round((datetime(2012, 5, 17) - _start(first["Start Date"])).days / 365.25, 2)
 
@@ -270,7 +274,9 @@ def test_approved_before_first_registered_trial_is_shown_apart() -> None:
     yta = years_to_approval(trials, links).set_index("substance")
     hc = yta.loc["Hearticellgram-AMI"]
     assert hc["approved_before_first_trial"] and pd.isna(hc["years"])
-    assert hc["years_before"] == round((datetime(2013, 9, 1) - datetime(2011, 7, 1)).days / 365.25, 2)
+    assert hc["years_before"] == round(
+        (datetime(2013, 9, 1) - datetime(2011, 7, 1)).days / 365.25, 2
+    )
     got = funnel_frame(trials, links=links).iloc[0]
     assert got["approved_products"] == 2 and got["approved_before_first_trial"] == 1
     assert got["approved_before_first_trial_names"] == "Hearticellgram-AMI"
@@ -327,7 +333,9 @@ def test_funnel_on_the_classified_reference_store(
     plain pandas from the stored labels, trials, product links and products.csv."""
     from tests.conftest_report import classified_store_path
 
-    with celltrials.open(classified_store_path(tmp_path_factory, full_store_path), read_only=True) as store:
+    with celltrials.open(
+        classified_store_path(tmp_path_factory, full_store_path), read_only=True
+    ) as store:
         got = funnel(store)
         lab = store.query("SELECT trial_id, is_cell_therapy, cell_type, msc_source FROM labels")
         tr = store.query("SELECT trial_id, phase, status, start_date FROM trials")
@@ -340,7 +348,9 @@ def test_funnel_on_the_classified_reference_store(
             "sources": [x for x in (r["msc_source"] or "").split(";") if x],
             "top_phase": max((int(d) for d in re.findall(r"\d", r["phase"] or "")), default=0),
             "stopped": r["status"] in ("TERMINATED", "WITHDRAWN"),
-            "start": None if pd.isna(r["start_date"]) else pd.Timestamp(r["start_date"]).to_pydatetime(),
+            "start": None
+            if pd.isna(r["start_date"])
+            else pd.Timestamp(r["start_date"]).to_pydatetime(),
         }
         for r in df.to_dict("records")
     ]
@@ -348,7 +358,10 @@ def test_funnel_on_the_classified_reference_store(
     _check(got, _expected(recs, pairs))
     by = got.set_index(["family", "msc_source"])
     # remestemcel-L is one product; CAR-T counts products, not product x regulator rows
-    assert "remestemcel-L (Ryoncil, Prochymal)" in by.loc[("msc", "bone_marrow"), "approved_product_names"]
+    assert (
+        "remestemcel-L (Ryoncil, Prochymal)"
+        in by.loc[("msc", "bone_marrow"), "approved_product_names"]
+    )
     assert by.loc[("car_t", ""), "approved_products"] >= 10
     assert "Yescarta" not in by.loc[("car_t", ""), "approved_product_names"].split("; ")
     # products sit in the cell-type group the classifier gives the trials naming them: every product
@@ -356,7 +369,9 @@ def test_funnel_on_the_classified_reference_store(
     _, sub_of, _ = _catalog_products()
     typed = {r["trial_id"] for r in recs if r["cell_types"]}
     named = {sub_of[p] for tid, p in pairs if tid in typed}
-    at_stage = {s.split(" (")[0] for names in got["approved_product_names"] for s in names.split("; ") if s}
+    at_stage = {
+        s.split(" (")[0] for names in got["approved_product_names"] for s in names.split("; ") if s
+    }
     assert named == at_stage, named ^ at_stage
     # groups whose catalog products outnumber their trials say so: the products stand apart
     for key in [("somatic_other", ""), ("hsc", "")]:

@@ -55,9 +55,17 @@ from tests.conftest import (
 )
 
 EXAMPLES = int(os.environ.get("CELLTRIALS_FUZZ_EXAMPLES", "20"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=False,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 REGRESSIONS = TESTDATA / "fuzz_regressions"
 
 # ---------------------------------------------------------------- real records
@@ -75,7 +83,9 @@ def _csv_rows(path: Path, n: int) -> tuple[list[str], list[dict[str, str]]]:
 ICTRP_FIELDS, ICTRP_ROWS = _csv_rows(ICTRP_CSV, 30)
 CLASSIC_FIELDS, CLASSIC_ROWS = _csv_rows(MSC_CSV, 30)
 _wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True)
-XLSX_ROWS = [list(r) for _, r in zip(range(21), _wb.worksheets[0].iter_rows(values_only=True), strict=False)]
+XLSX_ROWS = [
+    list(r) for _, r in zip(range(21), _wb.worksheets[0].iter_rows(values_only=True), strict=False)
+]
 _wb.close()
 XML_TEXT = ICTRP_XML.read_bytes().decode("utf-8-sig")
 
@@ -85,12 +95,16 @@ def nct_of(study: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- the contract
-def ingest_checked(path: Path, tmp: Path, strict: bool, *, fuzzing: bool = True) -> tuple[IngestReport, set[str]]:
+def ingest_checked(
+    path: Path, tmp: Path, strict: bool, *, fuzzing: bool = True
+) -> tuple[IngestReport, set[str]]:
     """Ingest ``path`` with --skip-bad into a fresh store and check the
     findings' shape; with ``strict``, also in strict mode into another."""
     with celltrials.open(tmp / "skip.duckdb") as store:
         report = ingest_paths(store, [path], skip_bad=True)  # must not raise
-        stored = {r[0] for r in store.con.execute("SELECT DISTINCT record_id FROM records").fetchall()}
+        stored = {
+            r[0] for r in store.con.execute("SELECT DISTINCT record_id FROM records").fetchall()
+        }
         n_rows = store.con.execute("SELECT count(*) FROM records").fetchone()
     for f in report.findings:
         assert f.path and isinstance(f.path, str) and f.reason and isinstance(f.reason, str), f
@@ -98,8 +112,13 @@ def ingest_checked(path: Path, tmp: Path, strict: bool, *, fuzzing: bool = True)
         json.dumps(f.__dict__)  # printable / serialisable
     assert n_rows is not None and n_rows[0] == sum(fr.n_new for fr in report.files if fr.committed)
     if fuzzing:  # the mix of outcomes, for --hypothesis-show-statistics
-        event("file unreadable" if file_failed(report) else
-              "record finding" if any(f.severity == "error" for f in report.findings) else "all stored")
+        event(
+            "file unreadable"
+            if file_failed(report)
+            else "record finding"
+            if any(f.severity == "error" for f in report.findings)
+            else "all stored"
+        )
     if strict:
         try:
             with celltrials.open(tmp / "strict.duckdb") as store:
@@ -122,15 +141,35 @@ def file_failed(report: IngestReport) -> bool:
 
 # ---------------------------------------------------------------- JSON mutations
 json_scalars = st.one_of(
-    st.none(), st.booleans(),
+    st.none(),
+    st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=30),
-    st.sampled_from(["", "=1+1", "[red]x[/red]", "javascript:alert(1)", "\x00", "NCT０４３１５９８７",
-                     "NCT٠٤٣١٥٩٨٧", "-5", "1e30", "2020-13-45", "\u202e", "\ufeff"]),
+    st.sampled_from(
+        [
+            "",
+            "=1+1",
+            "[red]x[/red]",
+            "javascript:alert(1)",
+            "\x00",
+            "NCT０４３１５９８７",
+            "NCT٠٤٣١٥٩٨٧",
+            "-5",
+            "1e30",
+            "2020-13-45",
+            "\u202e",
+            "\ufeff",
+        ]
+    ),
 )
-json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=3) |
-                           st.dictionaries(st.text(max_size=8), kids, max_size=3), max_leaves=8)
+json_values = st.recursive(
+    json_scalars,
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
 def paths_of(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -185,15 +224,28 @@ def mutated_study(draw: st.DrawFn, study: dict[str, Any]) -> dict[str, Any]:
     elif op == "deep":
         set_at(s, path, nested(draw(st.integers(min_value=200, max_value=400))))
     elif op == "huge":
-        set_at(s, path, draw(st.sampled_from(["x", "é", "|"])) * draw(st.integers(min_value=100_000, max_value=300_000)))
+        set_at(
+            s,
+            path,
+            draw(st.sampled_from(["x", "é", "|"]))
+            * draw(st.integers(min_value=100_000, max_value=300_000)),
+        )
     else:
         ident = s["protocolSection"]["identificationModule"]
         digits = ident["nctId"][3:]
-        ident["nctId"] = draw(st.sampled_from([
-            "NCT" + "".join(chr(0xFF10 + int(d)) for d in digits),
-            "NCT" + "".join(chr(0x0660 + int(d)) for d in digits),
-            ident["nctId"].lower(), ident["nctId"] + "X", "NCT123", "", "ChiCTR2000029953",
-        ]))
+        ident["nctId"] = draw(
+            st.sampled_from(
+                [
+                    "NCT" + "".join(chr(0xFF10 + int(d)) for d in digits),
+                    "NCT" + "".join(chr(0x0660 + int(d)) for d in digits),
+                    ident["nctId"].lower(),
+                    ident["nctId"] + "X",
+                    "NCT123",
+                    "",
+                    "ChiCTR2000029953",
+                ]
+            )
+        )
     return s
 
 
@@ -213,10 +265,19 @@ def write_shape(path: Path, studies: list[Any], shape: str, bom: bool) -> Path:
 
 
 @FUZZ
-@given(data=st.data(), shape=st.sampled_from(["array", "page", "ndjson", "zip"]), bom=st.booleans(),
-       strict=st.booleans())
-def test_fuzz_api_json(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, shape: str, bom: bool,
-                       strict: bool) -> None:
+@given(
+    data=st.data(),
+    shape=st.sampled_from(["array", "page", "ndjson", "zip"]),
+    bom=st.booleans(),
+    strict=st.booleans(),
+)
+def test_fuzz_api_json(
+    tmp_path_factory: pytest.TempPathFactory,
+    data: st.DataObject,
+    shape: str,
+    bom: bool,
+    strict: bool,
+) -> None:
     tmp = tmp_path_factory.mktemp("fz")
     idx = data.draw(st.lists(st.integers(0, len(STUDIES) - 1), min_size=2, max_size=4, unique=True))
     ids = [nct_of(STUDIES[i]) for i in idx]
@@ -239,10 +300,19 @@ def test_fuzz_api_json(tmp_path_factory: pytest.TempPathFactory, data: st.DataOb
 
 # ---------------------------------------------------------------- byte-level damage
 @FUZZ
-@given(data=st.data(), kind=st.sampled_from(["json", "ndjson", "ictrp_csv", "classic_csv", "xml", "xlsx", "zip"]),
-       damage=st.sampled_from(["truncate", "flip", "insert"]), strict=st.booleans())
-def test_fuzz_damaged_bytes(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, kind: str, damage: str,
-                            strict: bool) -> None:
+@given(
+    data=st.data(),
+    kind=st.sampled_from(["json", "ndjson", "ictrp_csv", "classic_csv", "xml", "xlsx", "zip"]),
+    damage=st.sampled_from(["truncate", "flip", "insert"]),
+    strict=st.booleans(),
+)
+def test_fuzz_damaged_bytes(
+    tmp_path_factory: pytest.TempPathFactory,
+    data: st.DataObject,
+    kind: str,
+    damage: str,
+    strict: bool,
+) -> None:
     tmp = tmp_path_factory.mktemp("fzb")
     raw = _real_bytes(kind)
     if damage == "truncate":
@@ -255,7 +325,7 @@ def test_fuzz_damaged_bytes(tmp_path_factory: pytest.TempPathFactory, data: st.D
     else:
         pos = data.draw(st.integers(0, len(raw)))
         raw = raw[:pos] + data.draw(st.binary(min_size=1, max_size=64)) + raw[pos:]
-    path = tmp / f"damaged.{ {'ictrp_csv': 'csv', 'classic_csv': 'csv'}.get(kind, kind)}"
+    path = tmp / f"damaged.{ {'ictrp_csv': 'csv', 'classic_csv': 'csv'}.get(kind, kind) }"
     path.write_bytes(raw)
     ingest_checked(path, tmp, strict)
 
@@ -306,25 +376,56 @@ def _xlsx_bytes(rows: list[list[Any]]) -> bytes:
 # ---------------------------------------------------------------- cell-level mutations (CSV, XML, XLSX)
 cell_text = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["", "-7", "1E+30", "99999999999", "inf", "NaN", "=HYPERLINK(\"x\")", "@SUM(1)", "\t",
-                     "javascript:alert(1)", "2020-02-30", "0000-00-00", "Phase 9", "NCT０４３１５９８７",
-                     "control group:15;experimental group:-3;", "x" * 200_000]),
+    st.sampled_from(
+        [
+            "",
+            "-7",
+            "1E+30",
+            "99999999999",
+            "inf",
+            "NaN",
+            '=HYPERLINK("x")',
+            "@SUM(1)",
+            "\t",
+            "javascript:alert(1)",
+            "2020-02-30",
+            "0000-00-00",
+            "Phase 9",
+            "NCT０４３１５９８７",
+            "control group:15;experimental group:-3;",
+            "x" * 200_000,
+        ]
+    ),
 )
-xlsx_cell = st.one_of(cell_text.filter(lambda t: len(t) < 32_000), st.integers(-(2**40), 2**40),
-                      st.floats(allow_nan=False, allow_infinity=False), st.none(), st.booleans())
+xlsx_cell = st.one_of(
+    cell_text.filter(lambda t: len(t) < 32_000),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.booleans(),
+)
 
 
 @FUZZ
-@given(data=st.data(), kind=st.sampled_from(["ictrp_csv", "classic_csv", "xml", "xlsx"]), strict=st.booleans())
-def test_fuzz_registry_cells(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, kind: str,
-                             strict: bool) -> None:
+@given(
+    data=st.data(),
+    kind=st.sampled_from(["ictrp_csv", "classic_csv", "xml", "xlsx"]),
+    strict=st.booleans(),
+)
+def test_fuzz_registry_cells(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, kind: str, strict: bool
+) -> None:
     tmp = tmp_path_factory.mktemp("fzc")
     n = 4
     bad = data.draw(st.integers(0, n - 1))
     if kind in ("ictrp_csv", "classic_csv"):
-        fields, rows = (ICTRP_FIELDS, ICTRP_ROWS) if kind == "ictrp_csv" else (CLASSIC_FIELDS, CLASSIC_ROWS)
+        fields, rows = (
+            (ICTRP_FIELDS, ICTRP_ROWS) if kind == "ictrp_csv" else (CLASSIC_FIELDS, CLASSIC_ROWS)
+        )
         rows = [dict(r) for r in rows[:n]]
-        for field in data.draw(st.lists(st.sampled_from(fields), min_size=1, max_size=3, unique=True)):
+        for field in data.draw(
+            st.lists(st.sampled_from(fields), min_size=1, max_size=3, unique=True)
+        ):
             rows[bad][field] = data.draw(cell_text)
         idcol = "TrialID" if kind == "ictrp_csv" else "NCT Number"
         ids = [r[idcol] for r in rows]
@@ -338,10 +439,16 @@ def test_fuzz_registry_cells(tmp_path_factory: pytest.TempPathFactory, data: st.
         for t in list(root):
             root.remove(t)
         children = list(trials[bad])
-        for child in data.draw(st.lists(st.sampled_from(children), min_size=1, max_size=3, unique_by=id)):
+        for child in data.draw(
+            st.lists(st.sampled_from(children), min_size=1, max_size=3, unique_by=id)
+        ):
             text = data.draw(cell_text)
-            child.text = "".join(c for c in text if c in "\t\n\r" or (ord(c) >= 0x20 and not 0xD800 <= ord(c) <= 0xDFFF
-                                 and c not in "\ufffe\uffff"))
+            child.text = "".join(
+                c
+                for c in text
+                if c in "\t\n\r"
+                or (ord(c) >= 0x20 and not 0xD800 <= ord(c) <= 0xDFFF and c not in "\ufffe\uffff")
+            )
         for t in trials:
             root.append(t)
         ids = [(t.findtext("TrialID") or "").strip() for t in trials]
@@ -349,13 +456,17 @@ def test_fuzz_registry_cells(tmp_path_factory: pytest.TempPathFactory, data: st.
         path.write_bytes(ET.tostring(root, encoding="utf-8"))
     else:
         rows = [list(r) for r in XLSX_ROWS[: n + 1]]
-        for col in data.draw(st.lists(st.integers(0, len(rows[0]) - 1), min_size=1, max_size=3, unique=True)):
+        for col in data.draw(
+            st.lists(st.integers(0, len(rows[0]) - 1), min_size=1, max_size=3, unique=True)
+        ):
             rows[bad + 1][col] = data.draw(xlsx_cell)
         idcol = [str(h) for h in rows[0]].index("TrialID")
         ids = [str(r[idcol]).strip() for r in rows[1:]]
         try:
             raw = _xlsx_bytes(rows)
-        except Exception:  # openpyxl refuses some cell values (illegal characters): not our input to test
+        except (
+            Exception
+        ):  # openpyxl refuses some cell values (illegal characters): not our input to test
             return
         path = tmp / "cells.xlsx"
         path.write_bytes(raw)
@@ -389,8 +500,13 @@ def apply_recipe(recipe: dict[str, Any], tmp: Path) -> Path:
             elif op.get("op") == "repeat":
                 value = op["text"] * int(op["times"])
             set_at(target, path, value)
-        return write_shape(tmp / f"case{ {'zip': '.zip', 'ndjson': '.ndjson'}.get(recipe.get('shape', ''), '.json')}",
-                           studies, recipe.get("shape", "array"), bool(recipe.get("bom")))
+        return write_shape(
+            tmp
+            / f"case{ {'zip': '.zip', 'ndjson': '.ndjson'}.get(recipe.get('shape', ''), '.json') }",
+            studies,
+            recipe.get("shape", "array"),
+            bool(recipe.get("bom")),
+        )
     if kind == "csv":
         fields, rows = _csv_rows(src, int(recipe.get("rows", 5)))
         for op in recipe.get("ops", []):

@@ -77,7 +77,9 @@ def _hostile_json(tmp: Path) -> Path:
     study = json.loads(GENERAL_JSON.read_bytes())[0]
     ident = study["protocolSection"]["identificationModule"]
     ident["briefTitle"] = "=1+2\x00 NUL inside"
-    ident["officialTitle"] = "@official \x1b]0;pwned\x07\x1b[31mred " + ident.get("officialTitle", "")
+    ident["officialTitle"] = "@official \x1b]0;pwned\x07\x1b[31mred " + ident.get(
+        "officialTitle", ""
+    )
     path = tmp / "hostile_study.json"
     path.write_text(json.dumps(study), encoding="utf-8")
     return path
@@ -102,14 +104,21 @@ def _formula_cells(path: Path) -> list[str]:
     for ws in wb.worksheets:
         for row in ws.iter_rows():
             for cell in row:
-                if cell.data_type == "f" or (isinstance(cell.value, str) and cell.value.startswith(FORMULA_PREFIXES)):
+                if cell.data_type == "f" or (
+                    isinstance(cell.value, str) and cell.value.startswith(FORMULA_PREFIXES)
+                ):
                     out.append(f"{ws.title}!{cell.coordinate}={cell.value!r}")
     return out
 
 
 def _csv_formula_cells(path: Path) -> list[str]:
     with path.open(encoding="utf-8", newline="") as fh:
-        return [f"{path.name}: {v!r}" for row in csv.reader(fh) for v in row if v.lstrip(" ").startswith(FORMULA_PREFIXES)]
+        return [
+            f"{path.name}: {v!r}"
+            for row in csv.reader(fh)
+            for v in row
+            if v.lstrip(" ").startswith(FORMULA_PREFIXES)
+        ]
 
 
 def test_safe_cell_follows_owasp() -> None:
@@ -122,15 +131,20 @@ def test_safe_cell_follows_owasp() -> None:
 def test_safe_url_allows_only_http_and_https() -> None:
     for u in [*HOSTILE_URLS, "//evil.example/x", "https:/nohost", ""]:
         assert safe_url(u) == "", u
-    for u in ("https://clinicaltrials.gov/study/NCT04315987", "http://www.chictr.org.cn/showproj.aspx?proj=49532"):
+    for u in (
+        "https://clinicaltrials.gov/study/NCT04315987",
+        "http://www.chictr.org.cn/showproj.aspx?proj=49532",
+    ):
         assert safe_url(u) == u
 
 
 def test_stored_urls_are_http_only(hostile_store: Path) -> None:
     with celltrials.open(hostile_store, read_only=True) as store:
         urls = [r[0] for r in store.con.execute("SELECT url FROM records").fetchall()]
-        raw_urls = [json.loads(r[0]).get("web_address") for r in store.con.execute(
-            "SELECT raw FROM records WHERE channel = 'ictrp'").fetchall()]
+        raw_urls = [
+            json.loads(r[0]).get("web_address")
+            for r in store.con.execute("SELECT raw FROM records WHERE channel = 'ictrp'").fetchall()
+        ]
     assert all(u == "" or u.startswith(("http://", "https://")) for u in urls), urls
     assert sorted(raw_urls) == sorted(HOSTILE_URLS)  # the raw text is kept verbatim
 
@@ -143,11 +157,16 @@ def test_export_has_no_formula_cell(hostile_store: Path, tmp_path: Path, fmt: st
     bad = _formula_cells(out) if fmt == "xlsx" else _csv_formula_cells(out)
     assert bad == []
     if fmt == "xlsx":
-        titles = [c.value for c in next(openpyxl.load_workbook(out).active.iter_cols(min_col=4, max_col=4))]
+        titles = [
+            c.value
+            for c in next(openpyxl.load_workbook(out).active.iter_cols(min_col=4, max_col=4))
+        ]
     else:
         with out.open(encoding="utf-8", newline="") as fh:
             titles = [r["title"] for r in csv.DictReader(fh)]
-    for t in HOSTILE_TITLES:  # the text itself survives, neutralised (t.strip(): registry text is trimmed)
+    for t in (
+        HOSTILE_TITLES
+    ):  # the text itself survives, neutralised (t.strip(): registry text is trimmed)
         assert "'" + t.strip() in titles
     nul = "\ufffd" if fmt == "xlsx" else "\x00"  # NUL cannot live in xlsx; csv keeps it
     assert "'=1+2" + nul + " NUL inside" in titles
@@ -163,14 +182,18 @@ def test_export_parquet_keeps_text_exactly(hostile_store: Path, tmp_path: Path) 
     with celltrials.open(hostile_store, read_only=True) as store:
         export_trials(store, "parquet", out)
     titles = pq.read_table(out).column("title").to_pylist()
-    assert set(t.strip() for t in HOSTILE_TITLES) <= set(titles)
+    assert {t.strip() for t in HOSTILE_TITLES} <= set(titles)
 
 
 def test_report_tables_and_workbook_have_no_formula(hostile_store: Path, tmp_path: Path) -> None:
     with celltrials.open(hostile_store, read_only=True) as store:
         result = build_report(store, tmp_path / "rep", Filters(scope="all"), figures=False)
     assert _formula_cells(result.xlsx) == []
-    bad = [x for p in sorted((tmp_path / "rep" / "tables").glob("*.csv")) for x in _csv_formula_cells(p)]
+    bad = [
+        x
+        for p in sorted((tmp_path / "rep" / "tables").glob("*.csv"))
+        for x in _csv_formula_cells(p)
+    ]
     assert bad == []
     with (tmp_path / "rep" / "tables" / "trials.csv").open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -179,27 +202,59 @@ def test_report_tables_and_workbook_have_no_formula(hostile_store: Path, tmp_pat
 
 
 def test_cli_terminal_shows_registry_text_as_written(hostile_store: Path) -> None:
-    env = {**os.environ, "CELLTRIALS_DB": str(hostile_store), "COLUMNS": "200", "PYTHONPATH": str(REPO / "src")}
+    env = {
+        **os.environ,
+        "CELLTRIALS_DB": str(hostile_store),
+        "COLUMNS": "200",
+        "PYTHONPATH": str(REPO / "src"),
+    }
     with celltrials.open(hostile_store, read_only=True) as store:
-        ids = {r[1]: r[0] for r in store.con.execute("SELECT trial_id, lead_sponsor FROM trials").fetchall()}
+        ids = {
+            r[1]: r[0]
+            for r in store.con.execute("SELECT trial_id, lead_sponsor FROM trials").fetchall()
+        }
     for sponsor in (SPONSOR_TAG, SPONSOR_LEAK):
-        out = subprocess.run([sys.executable, "-m", "celltrials", "show", ids[sponsor]], env=env,
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "celltrials", "show", ids[sponsor]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         assert sponsor in out.stdout, out.stdout
         assert "Traceback" not in out.stderr
 
 
 def test_cli_sends_no_terminal_escape_from_registry_text(hostile_store: Path) -> None:
-    env = {**os.environ, "CELLTRIALS_DB": str(hostile_store), "COLUMNS": "200", "PYTHONPATH": str(REPO / "src")}
-    study_id = json.loads(GENERAL_JSON.read_bytes())[0]["protocolSection"]["identificationModule"]["nctId"]
+    env = {
+        **os.environ,
+        "CELLTRIALS_DB": str(hostile_store),
+        "COLUMNS": "200",
+        "PYTHONPATH": str(REPO / "src"),
+    }
+    study_id = json.loads(GENERAL_JSON.read_bytes())[0]["protocolSection"]["identificationModule"][
+        "nctId"
+    ]
     for cmd in (["show", study_id], ["explain", study_id]):
-        out = subprocess.run([sys.executable, "-m", "celltrials", *cmd], env=env, capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "celltrials", *cmd],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
-        assert "\x1b" not in out.stdout and "\x07" not in out.stdout  # stdout is not a TTY: rich adds no colour codes
-    show = subprocess.run([sys.executable, "-m", "celltrials", "show", study_id], env=env, capture_output=True,
-                          text=True, timeout=120)
+        assert (
+            "\x1b" not in out.stdout and "\x07" not in out.stdout
+        )  # stdout is not a TTY: rich adds no colour codes
+    show = subprocess.run(
+        [sys.executable, "-m", "celltrials", "show", study_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "pwned" in show.stdout  # the text itself is shown
 
 
@@ -212,7 +267,9 @@ except ImportError:  # pragma: no cover
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.mark.skipif(browser_mod is None or not CHROMIUM.exists(), reason="needs Playwright and /usr/bin/chromium")
+@pytest.mark.skipif(
+    browser_mod is None or not CHROMIUM.exists(), reason="needs Playwright and /usr/bin/chromium"
+)
 def test_report_in_chromium_has_only_http_links(hostile_store: Path, tmp_path: Path) -> None:
     with celltrials.open(hostile_store, read_only=True) as store:
         result = build_report(store, tmp_path / "rep", Filters(scope="all"), figures=False)
@@ -228,14 +285,16 @@ def test_report_in_chromium_has_only_http_links(hostile_store: Path, tmp_path: P
             if page.is_visible("#tl-more"):
                 page.click("#tl-more")
             n_items = page.eval_on_selector_all("#tl-items li", "els => els.length")
-            hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
+            hrefs = page.eval_on_selector_all(
+                "a[href]", "els => els.map(e => e.getAttribute('href'))"
+            )
             texts = page.eval_on_selector_all("#tl-items li", "els => els.map(e => e.textContent)")
             # follow every list link's resolved target too: the browser's view, not ours
             resolved = page.eval_on_selector_all("#tl-items a", "els => els.map(e => e.href)")
         finally:
             b.close()
     assert n_items == result.n_trials
-    bad = [h for h in hrefs if not (h.startswith(("http://", "https://")) or h.startswith("#"))]
+    bad = [h for h in hrefs if not (h.startswith(("http://", "https://", "#")))]
     assert bad == []
     assert all(r == "" or r.startswith(("http://", "https://")) for r in resolved), resolved
     assert any(HOSTILE_TITLES[0] in t for t in texts)  # shown as text, not dropped

@@ -33,7 +33,9 @@ from tests.conftest import (
 
 # ----------------------------------------------------------- independent count
 EU = re.compile(r"\d{4}-\d{6}-\d{2}")
-OTHER_REGISTRY = re.compile(r"\b(NCT\d{8}|ChiCTR[-A-Za-z]*\d+|ISRCTN\d{8}|ACTRN\d{14}|DRKS\d{8}|IRCT\d+N\d+)\b")
+OTHER_REGISTRY = re.compile(
+    r"\b(NCT\d{8}|ChiCTR[-A-Za-z]*\d+|ISRCTN\d{8}|ACTRN\d{14}|DRKS\d{8}|IRCT\d+N\d+)\b"
+)
 
 
 def _keys(text: str) -> set[str]:
@@ -107,7 +109,9 @@ def test_classic_msc_csv_gives_1389_trials_and_is_idempotent(store: Store) -> No
 
 def test_everything_matches_independent_count(full_store: Store) -> None:
     n_records, n_trials, groups = independent_counts()
-    assert full_store.query("SELECT count(*) AS n FROM records WHERE is_current")["n"][0] == n_records
+    assert (
+        full_store.query("SELECT count(*) AS n FROM records WHERE is_current")["n"][0] == n_records
+    )
     assert full_store.query("SELECT count(*) AS n FROM trials")["n"][0] == n_trials
     ours = full_store.query("""
         SELECT trial_id, list(r.channel || ':' || r.record_id) AS members
@@ -133,14 +137,22 @@ def test_ctgov_trial_in_ictrp_and_ctgov_file_is_one_trial_two_records(full_store
 
 def test_eudract_member_states_are_one_trial(full_store: Store) -> None:
     wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True)
-    ids = [str(r[0]) for r in list(wb.worksheets[0].iter_rows(values_only=True))[1:] if str(r[0]).startswith("EUCTR")]
+    ids = [
+        str(r[0])
+        for r in list(wb.worksheets[0].iter_rows(values_only=True))[1:]
+        if str(r[0]).startswith("EUCTR")
+    ]
     wb.close()
     numbers = {i[5:19] for i in ids}
-    eu_trials = full_store.query("SELECT count(DISTINCT tr.trial_id) AS n FROM trial_records tr JOIN records r USING (record_key) WHERE r.registry = 'euctr'")
+    eu_trials = full_store.query(
+        "SELECT count(DISTINCT tr.trial_id) AS n FROM trial_records tr JOIN records r USING (record_key) WHERE r.registry = 'euctr'"
+    )
     assert eu_trials["n"][0] <= len(numbers) < len(ids)
     t = full_store.trial("EUCTR2020-001264-28-BG")
     assert t is not None and t["trial_id"] == "EUCTR2020-001264-28"
-    assert len([r for r in t["records"] if r["is_current"]]) == sum(i.startswith("EUCTR2020-001264-28-") for i in ids)
+    assert len([r for r in t["records"] if r["is_current"]]) == sum(
+        i.startswith("EUCTR2020-001264-28-") for i in ids
+    )
 
 
 def test_eudract_number_links_ctgov_secondary_id(full_store: Store) -> None:
@@ -152,7 +164,9 @@ def test_eudract_number_links_ctgov_secondary_id(full_store: Store) -> None:
 
 def test_history_keeps_older_versions(full_store: Store) -> None:
     # ICTRP carried NCT04315987 on 7 Apr 2020 (CSV) and 7 Jul 2020 (XLSX): two versions
-    rows = full_store.query("SELECT source_format, is_current, last_update FROM records WHERE record_id='NCT04315987' AND channel='ictrp' ORDER BY last_update")
+    rows = full_store.query(
+        "SELECT source_format, is_current, last_update FROM records WHERE record_id='NCT04315987' AND channel='ictrp' ORDER BY last_update"
+    )
     assert list(rows["source_format"]) == ["ictrp_csv", "ictrp_xlsx"]
     assert list(rows["is_current"]) == [False, True]
 
@@ -160,13 +174,17 @@ def test_history_keeps_older_versions(full_store: Store) -> None:
 def test_show_lists_source_records(full_store: Store) -> None:
     t = full_store.trial("ChiCTR2000029580")
     assert t is not None
-    assert t["records"] and all(r["source"].endswith((".csv", ".xml", ".xlsx")) for r in t["records"])
+    assert t["records"] and all(
+        r["source"].endswith((".csv", ".xml", ".xlsx")) for r in t["records"]
+    )
 
 
 # ------------------------------------------------------------------ bad input
 def snapshot(store: Store) -> tuple[object, ...]:
-    return tuple(store.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in  # type: ignore[index]
-                 ("records", "trial_records", "record_ids", "record_interventions", "ingests"))
+    return tuple(
+        store.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("records", "trial_records", "record_ids", "record_interventions", "ingests")  # type: ignore[index]
+    )
 
 
 def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
@@ -183,7 +201,10 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     out["invalid utf-8"] = (p, "invalid UTF-8")
     lines = PROCHYMAL_CSV.read_text(encoding="utf-8-sig").splitlines(keepends=True)
     p = tmp / "wrong_fields.csv"
-    p.write_text(lines[0] + lines[1] + lines[2].rstrip("\n") + ',"extra"\n' + "".join(lines[3:]), encoding="utf-8")
+    p.write_text(
+        lines[0] + lines[1] + lines[2].rstrip("\n") + ',"extra"\n' + "".join(lines[3:]),
+        encoding="utf-8",
+    )
     out["wrong number of fields"] = (p, "row has 28 fields, header has 27")
     p = tmp / "no_id.json"
     s2 = json.loads(json.dumps(studies))
@@ -198,8 +219,20 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     return out
 
 
-@pytest.mark.parametrize("case", ["unknown format", "truncated json", "invalid utf-8", "wrong number of fields", "record without id", "impossible date"])
-def test_bad_input_stops_and_leaves_store_unchanged(case: str, tmp_path: Path, full_store: Store) -> None:
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown format",
+        "truncated json",
+        "invalid utf-8",
+        "wrong number of fields",
+        "record without id",
+        "impossible date",
+    ],
+)
+def test_bad_input_stops_and_leaves_store_unchanged(
+    case: str, tmp_path: Path, full_store: Store
+) -> None:
     path, reason = _bad_files(tmp_path)[case]
     before = snapshot(full_store)
     with pytest.raises(IngestAborted) as info:
@@ -238,7 +271,10 @@ def test_folder_skips_notes_but_not_broken_data(tmp_path: Path, store: Store) ->
     (folder / "notes.txt").write_text("downloaded on Monday")
     report = ingest_paths(store, [folder])
     assert report.clean and report.n_new == 14
-    assert {Path(f.path).name for f in report.findings if f.severity == "notice"} == {"README.md", "notes.txt"}
+    assert {Path(f.path).name for f in report.findings if f.severity == "notice"} == {
+        "README.md",
+        "notes.txt",
+    }
     (folder / "broken.json").write_text('[{"protocolSection": ')
     with pytest.raises(IngestAborted):
         ingest_paths(store, [folder])
@@ -252,7 +288,9 @@ def test_glob_and_zip(tmp_path: Path, store: Store) -> None:
 # ------------------------------------------------------------------------ CLI
 def test_cli_ingest_json_equals_library(tmp_path: Path) -> None:
     runner = CliRunner()
-    res = runner.invoke(cli, ["--db", str(tmp_path / "a.duckdb"), "ingest", "--json", str(PROCHYMAL_CSV)])
+    res = runner.invoke(
+        cli, ["--db", str(tmp_path / "a.duckdb"), "ingest", "--json", str(PROCHYMAL_CSV)]
+    )
     assert res.exit_code == 0, res.output
     cli_report = json.loads(res.stdout)
     with celltrials.open(tmp_path / "b.duckdb") as s:

@@ -16,14 +16,27 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "celltrials"
 #: bottom to top; a module belongs to the first entry that is a prefix of its name
 LAYERS: list[tuple[str, ...]] = [
     ("celltrials.errors", "celltrials.models", "celltrials.progress", "celltrials.__init__"),
-    ("celltrials.registry_ids", "celltrials.normalize", "celltrials.safety", "celltrials.fswalk",
-     "celltrials.outputs"),
+    (
+        "celltrials.registry_ids",
+        "celltrials.normalize",
+        "celltrials.safety",
+        "celltrials.fswalk",
+        "celltrials.outputs",
+    ),
     ("celltrials.sources",),
     ("celltrials.dedup", "celltrials.store"),
     ("celltrials.ingest", "celltrials.sync", "celltrials.taxonomy"),
-    ("celltrials.classify", "celltrials._classify_preload", "celltrials.classify_parallel",
-     "celltrials.evaluate", "celltrials.products", "celltrials.quality", "celltrials.changes",
-     "celltrials.summary", "celltrials.export"),
+    (
+        "celltrials.classify",
+        "celltrials._classify_preload",
+        "celltrials.classify_parallel",
+        "celltrials.evaluate",
+        "celltrials.products",
+        "celltrials.quality",
+        "celltrials.changes",
+        "celltrials.summary",
+        "celltrials.export",
+    ),
     ("celltrials.analysis",),
     ("celltrials.report",),
     ("celltrials.serve", "celltrials.pipeline"),
@@ -76,11 +89,17 @@ ALLOWED = {("celltrials.__init__", "celltrials.store")}
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_imports_only_look_down(module: str) -> None:
     mine = layer_of(module)
-    upward = sorted(m for m in imports_of(MODULES[module], module)
-                    if layer_of(m) > mine and (module, m) not in ALLOWED)
+    upward = sorted(
+        m
+        for m in imports_of(MODULES[module], module)
+        if layer_of(m) > mine and (module, m) not in ALLOWED
+    )
     assert not upward, f"{module} (layer {mine}) imports from above: {upward}"
 
 
 def test_the_store_knows_no_feature() -> None:
-    assert not {m for m in imports_of(MODULES["celltrials.store"], "celltrials.store")
-                if m.startswith(("celltrials.classify", "celltrials.sync", "celltrials.products"))}
+    assert not {
+        m
+        for m in imports_of(MODULES["celltrials.store"], "celltrials.store")
+        if m.startswith(("celltrials.classify", "celltrials.sync", "celltrials.products"))
+    }

@@ -59,7 +59,14 @@ def dl_tau2(y: np.ndarray, v: np.ndarray) -> float:
     [
         (
             "REML",
-            {"estimate": -0.7145, "se": 0.1798, "ci_low": -1.0669, "ci_high": -0.3622, "tau2": 0.3132, "q": 152.2330},
+            {
+                "estimate": -0.7145,
+                "se": 0.1798,
+                "ci_low": -1.0669,
+                "ci_high": -0.3622,
+                "tau2": 0.3132,
+                "q": 152.2330,
+            },
         ),
         ("DL", {"estimate": -0.7141, "se": 0.1787, "tau2": 0.3088, "q": 152.2330}),
         ("FE", {"estimate": -0.4303, "se": 0.0405, "tau2": 0.0, "q": 152.2330}),
@@ -101,8 +108,24 @@ def test_cli_json_equals_library() -> None:
     lib = meta_analysis_csv(BCG, "RR", method="REML", columns=BCG_MAP, leave_one_out=True)
     out = run_json(str(BCG), "--measure", "RR", *BCG_COLS, "--leave-one-out")
     assert out == lib
-    for key in ("measure", "method", "k", "estimate", "se", "ci_low", "ci_high", "pi_low", "pi_high",
-                "tau2", "i2", "h2", "q", "q_df", "q_p", "back_transformed"):
+    for key in (
+        "measure",
+        "method",
+        "k",
+        "estimate",
+        "se",
+        "ci_low",
+        "ci_high",
+        "pi_low",
+        "pi_high",
+        "tau2",
+        "i2",
+        "h2",
+        "q",
+        "q_df",
+        "q_p",
+        "back_transformed",
+    ):
         assert key in out
     assert set(out["back_transformed"]) >= {"estimate", "ci_low", "ci_high"}
 
@@ -116,7 +139,13 @@ def test_cli_rich_output() -> None:
 
 # ------------------------------------------------------------ effect sizes, closed forms
 
-TWO_BY_TWO = {"study": ["A", "B", "C"], "ai": [12, 5, 30], "bi": [88, 45, 170], "ci": [20, 9, 41], "di": [80, 41, 159]}
+TWO_BY_TWO = {
+    "study": ["A", "B", "C"],
+    "ai": [12, 5, 30],
+    "bi": [88, 45, 170],
+    "ci": [20, 9, 41],
+    "di": [80, 41, 159],
+}
 
 
 def _arrays() -> tuple[np.ndarray, ...]:
@@ -175,18 +204,45 @@ def test_rd_and_events_totals_form(tmp_path: Path) -> None:
     p1, p2 = a / n1, c / n2
     out = run_json(str(write_csv(tmp_path, TWO_BY_TWO)), "--measure", "RD", "--method", "FE")
     assert [s["yi"] for s in out["studies"]] == pytest.approx((p1 - p2).tolist(), rel=1e-12)
-    assert [s["vi"] for s in out["studies"]] == pytest.approx((p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2).tolist(), rel=1e-12)
+    assert [s["vi"] for s in out["studies"]] == pytest.approx(
+        (p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2).tolist(), rel=1e-12
+    )
     assert out["back_transformed"] is None
-    totals = {"study": TWO_BY_TWO["study"], "ev_t": TWO_BY_TWO["ai"], "n_t": n1.astype(int).tolist(),
-              "ev_c": TWO_BY_TWO["ci"], "n_c": n2.astype(int).tolist()}
+    totals = {
+        "study": TWO_BY_TWO["study"],
+        "ev_t": TWO_BY_TWO["ai"],
+        "n_t": n1.astype(int).tolist(),
+        "ev_c": TWO_BY_TWO["ci"],
+        "n_c": n2.astype(int).tolist(),
+    }
     path = write_csv(tmp_path, totals, "totals.csv")
-    out2 = run_json(str(path), "--measure", "RD", "--method", "FE",
-                    "--col", "ai=ev_t", "--col", "n1i=n_t", "--col", "ci=ev_c", "--col", "n2i=n_c")
+    out2 = run_json(
+        str(path),
+        "--measure",
+        "RD",
+        "--method",
+        "FE",
+        "--col",
+        "ai=ev_t",
+        "--col",
+        "n1i=n_t",
+        "--col",
+        "ci=ev_c",
+        "--col",
+        "n2i=n_c",
+    )
     assert out2["estimate"] == pytest.approx(out["estimate"], rel=1e-12)
 
 
 def test_md_closed_form(tmp_path: Path) -> None:
-    rows = {"m1i": [10.0, 12.5], "sd1i": [2.0, 3.0], "n1i": [20, 35], "m2i": [8.0, 11.0], "sd2i": [2.5, 2.0], "n2i": [22, 30]}
+    rows = {
+        "m1i": [10.0, 12.5],
+        "sd1i": [2.0, 3.0],
+        "n1i": [20, 35],
+        "m2i": [8.0, 11.0],
+        "sd2i": [2.5, 2.0],
+        "n2i": [22, 30],
+    }
     out = run_json(str(write_csv(tmp_path, rows)), "--measure", "MD", "--method", "FE")
     y = np.array([2.0, 1.5])
     v = np.array([4 / 20 + 6.25 / 22, 9 / 35 + 4 / 30])
@@ -196,8 +252,14 @@ def test_md_closed_form(tmp_path: Path) -> None:
 
 
 def test_smd_hedges_g_exact_correction(tmp_path: Path) -> None:
-    rows = {"m1i": [10.0, 12.5, 7.0], "sd1i": [2.0, 3.0, 1.5], "n1i": [6, 35, 10],
-            "m2i": [8.0, 11.0, 7.5], "sd2i": [2.5, 2.0, 1.0], "n2i": [5, 30, 12]}
+    rows = {
+        "m1i": [10.0, 12.5, 7.0],
+        "sd1i": [2.0, 3.0, 1.5],
+        "n1i": [6, 35, 10],
+        "m2i": [8.0, 11.0, 7.5],
+        "sd2i": [2.5, 2.0, 1.0],
+        "n2i": [5, 30, 12],
+    }
     out = run_json(str(write_csv(tmp_path, rows)), "--measure", "SMD", "--method", "FE")
     for i, s in enumerate(out["studies"]):
         n1, n2 = rows["n1i"][i], rows["n2i"][i]
@@ -208,7 +270,9 @@ def test_smd_hedges_g_exact_correction(tmp_path: Path) -> None:
         assert s["yi"] == pytest.approx(g, rel=1e-12)
         assert s["vi"] == pytest.approx(1 / n1 + 1 / n2 + g**2 / (2 * (n1 + n2)), rel=1e-12)
     # the exact correction differs from the 1 - 3/(4m - 1) approximation for small samples
-    assert out["studies"][0]["yi"] != pytest.approx((1 - 3 / (4 * 9 - 1)) * 2 / math.sqrt((5 * 4 + 4 * 6.25) / 9), rel=1e-6)
+    assert out["studies"][0]["yi"] != pytest.approx(
+        (1 - 3 / (4 * 9 - 1)) * 2 / math.sqrt((5 * 4 + 4 * 6.25) / 9), rel=1e-6
+    )
 
 
 def test_plo_pr_single_arm(tmp_path: Path) -> None:
@@ -220,7 +284,9 @@ def test_plo_pr_single_arm(tmp_path: Path) -> None:
     mu, se = fe_pool(y, v)
     assert out["estimate"] == pytest.approx(mu, rel=1e-12)
     assert out["back_transformed"]["estimate"] == pytest.approx(1 / (1 + math.exp(-mu)), rel=1e-12)
-    assert out["back_transformed"]["ci_low"] == pytest.approx(1 / (1 + math.exp(-(mu - Z * se))), rel=1e-12)
+    assert out["back_transformed"]["ci_low"] == pytest.approx(
+        1 / (1 + math.exp(-(mu - Z * se))), rel=1e-12
+    )
     out = run_json(str(path), "--measure", "PR", "--method", "FE")
     p = x / n
     mu, se = fe_pool(p, p * (1 - p) / n)
@@ -231,7 +297,9 @@ def test_plo_pr_single_arm(tmp_path: Path) -> None:
 def test_gen_vi_and_sei_agree(tmp_path: Path) -> None:
     y, se = [0.2, -0.1, 0.4, 0.05], [0.1, 0.2, 0.15, 0.12]
     a = run_json(str(write_csv(tmp_path, {"yi": y, "sei": se}, "a.csv")), "--measure", "GEN")
-    b = run_json(str(write_csv(tmp_path, {"yi": y, "vi": [s**2 for s in se]}, "b.csv")), "--measure", "GEN")
+    b = run_json(
+        str(write_csv(tmp_path, {"yi": y, "vi": [s**2 for s in se]}, "b.csv")), "--measure", "GEN"
+    )
     assert a["estimate"] == pytest.approx(b["estimate"], rel=1e-10)
     assert a["tau2"] == pytest.approx(b["tau2"], rel=1e-8, abs=1e-12)
 
@@ -255,7 +323,15 @@ def test_equal_variance_closed_forms_reml_ml_pm() -> None:
 def test_knapp_hartung_closed_form(tmp_path: Path) -> None:
     y = np.array([0.1, 0.9, -0.4, 0.5])
     v = np.array([0.04, 0.05, 0.03, 0.06])
-    out = run_json(str(write_csv(tmp_path, {"yi": y, "vi": v})), "--measure", "GEN", "--method", "DL", "--test", "knha")
+    out = run_json(
+        str(write_csv(tmp_path, {"yi": y, "vi": v})),
+        "--measure",
+        "GEN",
+        "--method",
+        "DL",
+        "--test",
+        "knha",
+    )
     tau2 = dl_tau2(y, v)
     w = 1 / (v + tau2)
     mu = (w * y).sum() / w.sum()
@@ -271,9 +347,15 @@ def test_knapp_hartung_closed_form(tmp_path: Path) -> None:
 
 
 def test_subgroups_fixed_effect_partition_of_q(tmp_path: Path) -> None:
-    rows = {"study": list("ABCDEF"), "yi": [0.1, 0.3, 0.2, 0.9, 1.1, 0.7],
-            "vi": [0.02, 0.03, 0.04, 0.05, 0.02, 0.03], "arm": ["x", "x", "x", "y", "y", "y"]}
-    out = run_json(str(write_csv(tmp_path, rows)), "--measure", "GEN", "--method", "FE", "--by", "arm")
+    rows = {
+        "study": list("ABCDEF"),
+        "yi": [0.1, 0.3, 0.2, 0.9, 1.1, 0.7],
+        "vi": [0.02, 0.03, 0.04, 0.05, 0.02, 0.03],
+        "arm": ["x", "x", "x", "y", "y", "y"],
+    }
+    out = run_json(
+        str(write_csv(tmp_path, rows)), "--measure", "GEN", "--method", "FE", "--by", "arm"
+    )
     sg = out["subgroups"]
     y, v = np.array(rows["yi"]), np.array(rows["vi"])
     for g, sl in (("x", slice(0, 3)), ("y", slice(3, 6))):
@@ -290,8 +372,14 @@ def test_subgroups_fixed_effect_partition_of_q(tmp_path: Path) -> None:
 def test_leave_one_out(tmp_path: Path) -> None:
     y = np.array([0.1, 0.9, -0.4, 0.5])
     v = np.array([0.04, 0.05, 0.03, 0.06])
-    out = run_json(str(write_csv(tmp_path, {"study": list("ABCD"), "yi": y, "vi": v})),
-                   "--measure", "GEN", "--method", "DL", "--leave-one-out")
+    out = run_json(
+        str(write_csv(tmp_path, {"study": list("ABCD"), "yi": y, "vi": v})),
+        "--measure",
+        "GEN",
+        "--method",
+        "DL",
+        "--leave-one-out",
+    )
     assert [r["omitted"] for r in out["leave_one_out"]] == list("ABCD")
     for i, row in enumerate(out["leave_one_out"]):
         keep = np.arange(4) != i
@@ -303,7 +391,9 @@ def test_leave_one_out(tmp_path: Path) -> None:
 
 
 def test_egger_closed_form() -> None:
-    data = pd.DataFrame({"yi": [0.5, 0.3, 0.9, 0.1, 0.7, 0.2], "sei": [0.3, 0.15, 0.4, 0.1, 0.35, 0.12]})
+    data = pd.DataFrame(
+        {"yi": [0.5, 0.3, 0.9, 0.1, 0.7, 0.2], "sei": [0.3, 0.15, 0.4, 0.1, 0.35, 0.12]}
+    )
     out = meta_analysis(data, "GEN")
     se = data["sei"].to_numpy()
     zs, prec = data["yi"].to_numpy() / se, 1 / se
@@ -359,9 +449,13 @@ def test_non_numeric_cell_names_row_and_column(tmp_path: Path) -> None:
 
 
 def test_negative_variance(tmp_path: Path) -> None:
-    err = _error([str(write_csv(tmp_path, {"yi": [0.1, 0.2], "vi": [0.01, -0.02]})), "--measure", "GEN"])
+    err = _error(
+        [str(write_csv(tmp_path, {"yi": [0.1, 0.2], "vi": [0.01, -0.02]})), "--measure", "GEN"]
+    )
     assert "row 2" in err.message and "negative" in err.message
-    err = _error([str(write_csv(tmp_path, {"yi": [0.1, 0.2], "sei": [-0.1, 0.2]})), "--measure", "GEN"])
+    err = _error(
+        [str(write_csv(tmp_path, {"yi": [0.1, 0.2], "sei": [-0.1, 0.2]})), "--measure", "GEN"]
+    )
     assert "row 1" in err.message and "'sei'" in err.message
 
 
@@ -371,9 +465,21 @@ def test_fewer_than_two_studies(tmp_path: Path) -> None:
 
 
 def test_other_bad_inputs(tmp_path: Path) -> None:
-    err = _error([str(write_csv(tmp_path, {"ai": [5, 2], "n1i": [4, 10], "ci": [1, 2], "n2i": [10, 10]})), "--measure", "RR"])
+    err = _error(
+        [
+            str(write_csv(tmp_path, {"ai": [5, 2], "n1i": [4, 10], "ci": [1, 2], "n2i": [10, 10]})),
+            "--measure",
+            "RR",
+        ]
+    )
     assert "ai > n1i" in err.message
-    err = _error([str(write_csv(tmp_path, {"ai": [-1, 2], "bi": [3, 4], "ci": [1, 2], "di": [3, 3]})), "--measure", "OR"])
+    err = _error(
+        [
+            str(write_csv(tmp_path, {"ai": [-1, 2], "bi": [3, 4], "ci": [1, 2], "di": [3, 3]})),
+            "--measure",
+            "OR",
+        ]
+    )
     assert "negative" in err.message
     err = _error([str(BCG), "--measure", "RR", "--col", "zz=tpos"])
     assert "unknown column role" in err.message
@@ -385,7 +491,9 @@ def test_other_bad_inputs(tmp_path: Path) -> None:
         effect_sizes(pd.DataFrame({"yi": ["1"]}), "XX")
 
 
-def test_cli_main_prints_message_and_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_main_prints_message_and_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from celltrials.cli import main
 
     path = write_csv(tmp_path, {"yi": [0.1], "vi": [0.01]})
@@ -422,10 +530,24 @@ def test_plots_for_each_measure_kind(tmp_path: Path) -> None:
 def test_json_is_strict_when_statistics_are_undefined(tmp_path: Path) -> None:
     # identical effects: Knapp–Hartung scale 0 -> undefined test statistic; subgroup of 1 -> no Q p-value
     rows = {"yi": [0.2, 0.2, 0.2], "vi": [0.01, 0.02, 0.03], "g": ["a", "a", "b"]}
-    result = CliRunner().invoke(cli, ["meta", str(write_csv(tmp_path, rows)), "--measure", "GEN", "--test", "knha",
-                                      "--by", "g", "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "meta",
+            str(write_csv(tmp_path, rows)),
+            "--measure",
+            "GEN",
+            "--test",
+            "knha",
+            "--by",
+            "g",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    out = json.loads(
+        result.output, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}")
+    )
     assert out["estimate"] == pytest.approx(0.2)
     assert out["tau2"] == 0.0
     single = next(g for g in out["subgroups"]["groups"] if g["group"] == "b")

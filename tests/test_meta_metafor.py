@@ -74,7 +74,11 @@ def test_mh_rr_and_rd_bcg_published() -> None:
     bt = out["back_transformed"]
     assert (r4(bt["estimate"]), r4(bt["ci_low"]), r4(bt["ci_high"])) == (0.6353, 0.5881, 0.6862)
     out = run_json(str(BCG), "--measure", "RD", "--method", "MH", *BCG_COLS)
-    assert (r4(out["estimate"]), r4(out["ci_low"]), r4(out["ci_high"])) == (-0.0033, -0.0039, -0.0027)
+    assert (r4(out["estimate"]), r4(out["ci_low"]), r4(out["ci_high"])) == (
+        -0.0033,
+        -0.0039,
+        -0.0027,
+    )
     assert (r4(out["stat"]), r4(out["q"])) == (-11.4708, 386.7759)
 
 
@@ -93,7 +97,15 @@ def test_peto_yusuf1985_sparse_table6() -> None:
     # OR .9332 [.7385, 1.1792] (Yusuf et al. 1985, p. 107). Table 6 has three double-zero trials
     # (Pitt, Hutton, Yusuf); metafor's rma.peto drops them from the heterogeneity test (drop00).
     # The "Snow 1" row of metadat's table 6 is NA in every count and is not in the CSV.
-    out = run_json(str(DATA / "dat_yusuf1985_table6.csv"), "--measure", "OR", "--method", "PETO", "--label", "trial")
+    out = run_json(
+        str(DATA / "dat_yusuf1985_table6.csv"),
+        "--measure",
+        "OR",
+        "--method",
+        "PETO",
+        "--label",
+        "trial",
+    )
     bt = out["back_transformed"]
     assert (r4(bt["estimate"]), r4(bt["ci_low"]), r4(bt["ci_high"])) == (0.9332, 0.7385, 1.1792)
     assert out["dropped_00"] == ["Pitt", "Hutton", "Yusuf"]
@@ -103,7 +115,9 @@ def test_peto_yusuf1985_sparse_table6() -> None:
     xt, n1, n2 = df.ai + df.ci, df.n1i, df.n2i
     n = n1 + n2
     var = xt * (n - xt) * n1 * n2 / (n**2 * (n - 1))
-    assert [s["weight"] for s in out["studies"]] == pytest.approx((100 * var / var.sum()).tolist(), rel=1e-10)
+    assert [s["weight"] for s in out["studies"]] == pytest.approx(
+        (100 * var / var.sum()).tolist(), rel=1e-10
+    )
 
 
 def test_drop00_nielweise2007() -> None:
@@ -112,7 +126,11 @@ def test_drop00_nielweise2007() -> None:
     # (Stijnen et al. 2010, Table III). Yucel 2004 has 0/118 vs 0/105 and is dropped.
     path = str(DATA / "dat_nielweise2007.csv")
     out = run_json(path, "--measure", "OR", "--drop00", "--label", "author")
-    assert (r4(out["estimate"]), r4(out["se"]), r4(math.sqrt(out["tau2"]))) == (-0.9804, 0.2435, 0.1886)
+    assert (r4(out["estimate"]), r4(out["se"]), r4(math.sqrt(out["tau2"]))) == (
+        -0.9804,
+        0.2435,
+        0.1886,
+    )
     bt = out["back_transformed"]
     assert (r4(bt["estimate"]), r4(bt["ci_low"]), r4(bt["ci_high"])) == (0.3752, 0.2328, 0.6046)
     assert out["k"] == 17 and out["dropped_00"] == ["Yucel"]
@@ -124,13 +142,23 @@ def test_drop00_nielweise2007() -> None:
 
 
 def test_continuity_options_closed_form(tmp_path: Path) -> None:
-    rows = {"study": ["Z", "N", "D"], "ai": [0, 6, 0], "bi": [20, 14, 10], "ci": [3, 4, 0], "di": [17, 16, 12]}
+    rows = {
+        "study": ["Z", "N", "D"],
+        "ai": [0, 6, 0],
+        "bi": [20, 14, 10],
+        "ci": [3, 4, 0],
+        "di": [17, 16, 12],
+    }
     path = tmp_path / "z.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     # --to all --add 1: every cell of every study gets 1
-    out = run_json(str(path), "--measure", "OR", "--method", "FE", "--add", "1", "--to", "all", "--keep00")
+    out = run_json(
+        str(path), "--measure", "OR", "--method", "FE", "--add", "1", "--to", "all", "--keep00"
+    )
     a, b, c, d = (np.array(rows[k], float) + 1 for k in ("ai", "bi", "ci", "di"))
-    assert [s["yi"] for s in out["studies"]] == pytest.approx(np.log(a * d / (b * c)).tolist(), rel=1e-12)
+    assert [s["yi"] for s in out["studies"]] == pytest.approx(
+        np.log(a * d / (b * c)).tolist(), rel=1e-12
+    )
     assert out["continuity_corrected"] == ["Z", "N", "D"]
     # --to if0all: all studies corrected because one has a zero; D dropped with --drop00
     out = run_json(str(path), "--measure", "OR", "--method", "FE", "--to", "if0all", "--drop00")
@@ -150,7 +178,9 @@ def test_mh_raw_counts_closed_form(tmp_path: Path) -> None:
     a, b, c, d = (np.array(rows[k], float) for k in ("ai", "bi", "ci", "di"))
     n = a + b + c + d
     out = run_json(str(path), "--measure", "OR", "--method", "MH")
-    assert out["estimate"] == pytest.approx(math.log((a * d / n).sum() / (b * c / n).sum()), rel=1e-12)
+    assert out["estimate"] == pytest.approx(
+        math.log((a * d / n).sum() / (b * c / n).sum()), rel=1e-12
+    )
     assert out["continuity_corrected"] == ["Study 1"]  # only the per-study value shown/used for Q
 
 
@@ -190,7 +220,11 @@ def test_tau2_qprofile_ci_dl_and_mods_published() -> None:
     # tests/testthat/test_misc_confint.r: DL on dat.bcg, tau^2 0.3088 [0.1197, 1.1115], I^2 92.1173
     out = run_json(str(BCG), "--measure", "RR", "--method", "DL", *BCG_COLS)
     assert (r4(out["tau2"]), r4(out["tau2_ci_low"]), r4(out["tau2_ci_high"]), r4(out["i2"])) == (
-        0.3088, 0.1197, 1.1115, 92.1173)
+        0.3088,
+        0.1197,
+        1.1115,
+        92.1173,
+    )
     # docs/reference/confint.rma.html: mods = ~ ablat, tau^2 0.0764 [0.0167, 0.7849], I^2 [32.1080, 95.6976]
     out = run_json(str(BCG), "--measure", "RR", "--mods", "ablat", *BCG_COLS)
     reg = out["meta_regression"]
@@ -203,15 +237,25 @@ def test_tau2_qprofile_ci_dl_and_mods_published() -> None:
 
 def test_tau2_se_viechtbauer2005() -> None:
     # tests/testthat/test_analysis_example_viechtbauer2005.r, example 1 (Viechtbauer 2005, p. 271)
-    data = pd.DataFrame({
-        "yi": [-0.581, 0.530, 0.771, 1.031, 0.553, 0.295, 0.078, 0.573, -0.176, -0.232],
-        "vi": [0.023, 0.052, 0.060, 0.115, 0.095, 0.203, 0.200, 0.211, 0.051, 0.040],
-    }).astype(str)
-    expected = {"DL": (0.2768, 80.4447, 5.1137, 0.1841), "ML": (0.1967, 74.5098, 3.9231, 0.1255),
-                "REML": (0.2232, 76.8399, 4.3178, 0.1464)}
+    data = pd.DataFrame(
+        {
+            "yi": [-0.581, 0.530, 0.771, 1.031, 0.553, 0.295, 0.078, 0.573, -0.176, -0.232],
+            "vi": [0.023, 0.052, 0.060, 0.115, 0.095, 0.203, 0.200, 0.211, 0.051, 0.040],
+        }
+    ).astype(str)
+    expected = {
+        "DL": (0.2768, 80.4447, 5.1137, 0.1841),
+        "ML": (0.1967, 74.5098, 3.9231, 0.1255),
+        "REML": (0.2232, 76.8399, 4.3178, 0.1464),
+    }
     for method, (tau2, i2, h2, se) in expected.items():
         out = meta_analysis(data, "GEN", method=method)
-        assert (r4(out["tau2"]), r4(out["i2"]), r4(out["h2"]), r4(out["tau2_se"])) == (tau2, i2, h2, se), method
+        assert (r4(out["tau2"]), r4(out["i2"]), r4(out["h2"]), r4(out["tau2_se"])) == (
+            tau2,
+            i2,
+            h2,
+            se,
+        ), method
 
 
 def test_tau2_profile_likelihood_collins1985b() -> None:
@@ -221,13 +265,21 @@ def test_tau2_profile_likelihood_collins1985b() -> None:
     cols = {"ai": "pre.xti", "n1i": "pre.nti", "ci": "pre.xci", "n2i": "pre.nci"}
     path = DATA / "dat_collins1985b.csv"
     dl = meta_analysis_csv(path, "OR", method="DL", columns=cols)
-    assert (r4(dl["tau2"]), r4(dl["tau2_ci_low"]), r4(dl["tau2_ci_high"])) == (0.2297, 0.0723, 2.2027)
+    assert (r4(dl["tau2"]), r4(dl["tau2_ci_low"]), r4(dl["tau2_ci_high"])) == (
+        0.2297,
+        0.0723,
+        2.2027,
+    )
     ml = meta_analysis_csv(path, "OR", method="ML", columns=cols, tau2_ci="PL")
     assert r4(ml["tau2"]) == 0.2386 and ml["tau2_ci_method"] == "profile likelihood"
     assert ml["tau2_ci_low"] == pytest.approx(0.0266, abs=1.5e-4)  # uniroot tolerance
     assert r4(ml["tau2_ci_high"]) == 1.1308
     reml = meta_analysis_csv(path, "OR", method="REML", columns=cols, tau2_ci="PL")
-    assert (r4(reml["tau2"]), r4(reml["tau2_ci_low"]), r4(reml["tau2_ci_high"])) == (0.3008, 0.0427, 1.4747)
+    assert (r4(reml["tau2"]), r4(reml["tau2_ci_low"]), r4(reml["tau2_ci_high"])) == (
+        0.3008,
+        0.0427,
+        1.4747,
+    )
     with pytest.raises(AnalysisError, match="profile-likelihood"):
         meta_analysis_csv(path, "OR", method="DL", columns=cols, tau2_ci="PL")
 
@@ -252,16 +304,25 @@ def test_metareg_ablat_year_published() -> None:
     coefs = out["coefficients"]
     assert [c["name"] for c in coefs] == ["intercept", "ablat", "year"]
     assert all(set(c) == COEF_KEYS for c in coefs)
-    expected = [(-3.5455, 29.0959, -0.1219, 0.9030, -60.5724, 53.4814),
-                (-0.0280, 0.0102, -2.7371, 0.0062, -0.0481, -0.0080),
-                (0.0019, 0.0147, 0.1299, 0.8966, -0.0269, 0.0307)]
+    expected = [
+        (-3.5455, 29.0959, -0.1219, 0.9030, -60.5724, 53.4814),
+        (-0.0280, 0.0102, -2.7371, 0.0062, -0.0481, -0.0080),
+        (0.0019, 0.0147, 0.1299, 0.8966, -0.0269, 0.0307),
+    ]
     for c, exp in zip(coefs, expected, strict=True):
-        assert tuple(r4(c[k]) for k in ("estimate", "se", "stat", "p", "ci_low", "ci_high")) == exp, c["name"]
+        assert (
+            tuple(r4(c[k]) for k in ("estimate", "se", "stat", "p", "ci_low", "ci_high")) == exp
+        ), c["name"]
     assert (r4(out["qm"]), out["qm_df"], r4(out["qm_p"])) == (12.2043, 2, 0.0022)
     assert (r4(out["qe"]), out["qe_df"], r4(out["qe_p"])) == (28.3251, 10, 0.0016)
     assert round(out["r2"], 2) == 64.63
     reg = out["meta_regression"]
-    assert (r4(reg["tau2"]), r4(reg["tau2_se"]), round(reg["i2"], 2), round(reg["h2"], 2)) == (0.1108, 0.0845, 71.98, 3.57)
+    assert (r4(reg["tau2"]), r4(reg["tau2_se"]), round(reg["i2"], 2), round(reg["h2"], 2)) == (
+        0.1108,
+        0.0845,
+        71.98,
+        3.57,
+    )
     # the pooled (intercept-only) model is unchanged at the top level
     assert r4(out["estimate"]) == -0.7145
 
@@ -273,15 +334,31 @@ def test_metareg_ablat_reml_and_ml_published() -> None:
     # (4-decimal tau^2 0.0764 and SE 0.0591: docs/reference/confint.rma.html and metafor's print.)
     out = run_json(str(BCG), "--measure", "RR", "--mods", "ablat", *BCG_COLS)
     reg = out["meta_regression"]
-    assert (r4(reg["tau2"]), round(reg["i2"], 2), round(reg["h2"], 2), round(out["r2"], 2)) == (0.0764, 68.39, 3.16, 75.62)
+    assert (r4(reg["tau2"]), round(reg["i2"], 2), round(reg["h2"], 2), round(out["r2"], 2)) == (
+        0.0764,
+        68.39,
+        3.16,
+        75.62,
+    )
     assert round(reg["tau2_se"], 3) == 0.059
     assert (round(out["qe"], 3), round(out["qm"], 3)) == (30.733, 16.357)
-    assert [(round(c["estimate"], 3), round(c["se"], 3)) for c in out["coefficients"]] == [(0.251, 0.249), (-0.029, 0.007)]
+    assert [(round(c["estimate"], 3), round(c["se"], 3)) for c in out["coefficients"]] == [
+        (0.251, 0.249),
+        (-0.029, 0.007),
+    ]
     ml = run_json(str(BCG), "--measure", "RR", "--mods", "ablat", "--method", "ML", *BCG_COLS)
     reg = ml["meta_regression"]
-    assert (round(reg["tau2"], 3), round(reg["tau2_se"], 3), round(reg["i2"], 2), round(ml["r2"], 2)) == (0.034, 0.028, 49.33, 87.73)
+    assert (
+        round(reg["tau2"], 3),
+        round(reg["tau2_se"], 3),
+        round(reg["i2"], 2),
+        round(ml["r2"], 2),
+    ) == (0.034, 0.028, 49.33, 87.73)
     assert round(ml["qm"], 3) == 28.911
-    assert [(round(c["estimate"], 3), round(c["se"], 3)) for c in ml["coefficients"]] == [(0.282, 0.187), (-0.030, 0.005)]
+    assert [(round(c["estimate"], 3), round(c["se"], 3)) for c in ml["coefficients"]] == [
+        (0.282, 0.187),
+        (-0.030, 0.005),
+    ]
 
 
 def test_metareg_categorical_dummy_coding_published() -> None:
@@ -290,18 +367,34 @@ def test_metareg_categorical_dummy_coding_published() -> None:
     names = [c["name"] for c in out["coefficients"]]
     assert names == ["intercept", "alloc=random", "alloc=systematic", "year", "ablat"]
     coding = out["meta_regression"]["coding"]["alloc"]
-    assert coding["reference"] == "alternate" and coding["dummies"] == ["alloc=random", "alloc=systematic"]
-    expected = [(-14.4984, 38.3943), (-0.3421, 0.4180), (0.0101, 0.4467), (0.0075, 0.0194), (-0.0236, 0.0132)]
+    assert coding["reference"] == "alternate" and coding["dummies"] == [
+        "alloc=random",
+        "alloc=systematic",
+    ]
+    expected = [
+        (-14.4984, 38.3943),
+        (-0.3421, 0.4180),
+        (0.0101, 0.4467),
+        (0.0075, 0.0194),
+        (-0.0236, 0.0132),
+    ]
     assert [(r4(c["estimate"]), r4(c["se"])) for c in out["coefficients"]] == expected
     reg = out["meta_regression"]
-    assert (r4(reg["tau2"]), r4(reg["tau2_se"]), round(out["r2"], 2), r4(out["qe"]), out["qe_df"]) == (
-        0.1796, 0.1425, 42.67, 26.2030, 8)
+    assert (
+        r4(reg["tau2"]),
+        r4(reg["tau2_se"]),
+        round(out["r2"], 2),
+        r4(out["qe"]),
+        out["qe_df"],
+    ) == (0.1796, 0.1425, 42.67, 26.2030, 8)
 
 
 def test_metareg_knapp_hartung_f_published() -> None:
     # tests/testthat/test_misc_anova.r: rma(yi, vi, mods = ~ ablat + alloc, test="knha"):
     # anova(res, btt=2) F = 8.2194, p = 0.0186 — a single coefficient's F is its t²
-    out = run_json(str(BCG), "--measure", "RR", "--mods", "ablat,alloc", "--test", "knha", *BCG_COLS)
+    out = run_json(
+        str(BCG), "--measure", "RR", "--mods", "ablat,alloc", "--test", "knha", *BCG_COLS
+    )
     ablat = next(c for c in out["coefficients"] if c["name"] == "ablat")
     assert ablat["stat"] ** 2 == pytest.approx(8.2194, abs=1e-4)
     assert ablat["p"] == pytest.approx(0.0186, abs=1e-4)
@@ -321,16 +414,37 @@ def test_subgroups_common_tau2_published() -> None:
     sg = out["subgroups"]
     assert sg["tau2_model"] == "common" and r4(sg["tau2_common"]) == 0.3615
     got = {g["group"]: (r4(g["estimate"]), r4(g["ci_low"]), r4(g["ci_high"])) for g in sg["groups"]}
-    assert got == {"alternate": (-0.5180, -1.3827, 0.3468), "random": (-0.9658, -1.4896, -0.4420),
-                   "systematic": (-0.4289, -1.1050, 0.2472)}
+    assert got == {
+        "alternate": (-0.5180, -1.3827, 0.3468),
+        "random": (-0.9658, -1.4896, -0.4420),
+        "systematic": (-0.4289, -1.1050, 0.2472),
+    }
     assert (r4(sg["q_between"]), sg["q_between_df"], r4(sg["q_between_p"])) == (1.7675, 2, 0.4132)
     separate = run_json(str(BCG), "--measure", "RR", "--by", "alloc", *BCG_COLS)["subgroups"]
     assert separate["tau2_model"] == "separate" and separate["tau2_common"] is None
-    fixed = run_json(str(BCG), "--measure", "OR", "--method", "MH", "--by", "alloc", *BCG_COLS)["subgroups"]
+    fixed = run_json(str(BCG), "--measure", "OR", "--method", "MH", "--by", "alloc", *BCG_COLS)[
+        "subgroups"
+    ]
     assert fixed["tau2_model"] == "fixed effect (no tau²)"
-    result = CliRunner().invoke(cli, ["meta", str(BCG), "--measure", "OR", "--method", "MH", "--by", "alloc",
-                                      "--by-tau2", "common", *BCG_COLS])
-    assert isinstance(result.exception, AnalysisError) and "--by-tau2 separate" in (result.exception.hint or "")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "meta",
+            str(BCG),
+            "--measure",
+            "OR",
+            "--method",
+            "MH",
+            "--by",
+            "alloc",
+            "--by-tau2",
+            "common",
+            *BCG_COLS,
+        ],
+    )
+    assert isinstance(result.exception, AnalysisError) and "--by-tau2 separate" in (
+        result.exception.hint or ""
+    )
 
 
 def test_metareg_bad_input(tmp_path: Path) -> None:
@@ -338,36 +452,94 @@ def test_metareg_bad_input(tmp_path: Path) -> None:
     df.loc[3, "ablat"] = ""
     path = tmp_path / "bcg.csv"
     df.to_csv(path, index=False)
-    result = CliRunner().invoke(cli, ["meta", str(path), "--measure", "RR", "--mods", "ablat", *BCG_COLS])
+    result = CliRunner().invoke(
+        cli, ["meta", str(path), "--measure", "RR", "--mods", "ablat", *BCG_COLS]
+    )
     assert isinstance(result.exception, AnalysisError)
     assert "row 4" in result.exception.message and "'ablat'" in result.exception.message
     for mods, msg in (("nope", "not in the input"), ("ablat,ablat", "collinear")):
-        result = CliRunner().invoke(cli, ["meta", str(BCG), "--measure", "RR", "--mods", mods, *BCG_COLS])
+        result = CliRunner().invoke(
+            cli, ["meta", str(BCG), "--measure", "RR", "--mods", mods, *BCG_COLS]
+        )
         assert isinstance(result.exception, AnalysisError) and msg in result.exception.message
-    result = CliRunner().invoke(cli, ["meta", str(BCG), "--measure", "RR", "--mods", "alloc:num", *BCG_COLS])
-    assert isinstance(result.exception, AnalysisError) and "not a number" in result.exception.message
+    result = CliRunner().invoke(
+        cli, ["meta", str(BCG), "--measure", "RR", "--mods", "alloc:num", *BCG_COLS]
+    )
+    assert (
+        isinstance(result.exception, AnalysisError) and "not a number" in result.exception.message
+    )
 
 
 def test_cli_json_equals_library_round2() -> None:
-    lib = meta_analysis_csv(BCG, "RR", columns=BCG_MAP, mods="ablat,alloc", by="alloc", by_tau2="common",
-                            test="knha", leave_one_out=True)
-    out = run_json(str(BCG), "--measure", "RR", *BCG_COLS, "--mods", "ablat,alloc", "--by", "alloc",
-                   "--by-tau2", "common", "--test", "knha", "--leave-one-out")
+    lib = meta_analysis_csv(
+        BCG,
+        "RR",
+        columns=BCG_MAP,
+        mods="ablat,alloc",
+        by="alloc",
+        by_tau2="common",
+        test="knha",
+        leave_one_out=True,
+    )
+    out = run_json(
+        str(BCG),
+        "--measure",
+        "RR",
+        *BCG_COLS,
+        "--mods",
+        "ablat,alloc",
+        "--by",
+        "alloc",
+        "--by-tau2",
+        "common",
+        "--test",
+        "knha",
+        "--leave-one-out",
+    )
     assert out == lib
-    for key in ("tau2_ci_low", "tau2_ci_high", "i2_ci_low", "i2_ci_high", "h2_ci_low", "h2_ci_high", "tau2_se",
-                "coefficients", "qm", "qm_df", "qm_p", "qe", "qe_df", "qe_p", "r2"):
+    for key in (
+        "tau2_ci_low",
+        "tau2_ci_high",
+        "i2_ci_low",
+        "i2_ci_high",
+        "h2_ci_low",
+        "h2_ci_high",
+        "tau2_se",
+        "coefficients",
+        "qm",
+        "qm_df",
+        "qm_p",
+        "qe",
+        "qe_df",
+        "qe_p",
+        "r2",
+    ):
         assert key in out
     mh = meta_analysis_csv(BCG, "OR", method="MH", columns=BCG_MAP)
     assert run_json(str(BCG), "--measure", "OR", "--method", "MH", *BCG_COLS) == mh
 
 
 def test_cli_rich_output_round2() -> None:
-    result = CliRunner().invoke(cli, ["meta", str(BCG), "--measure", "RR", *BCG_COLS, "--mods", "alloc,ablat",
-                                      "--label", "author"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "meta",
+            str(BCG),
+            "--measure",
+            "RR",
+            *BCG_COLS,
+            "--mods",
+            "alloc,ablat",
+            "--label",
+            "author",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "reference level 'alternate'" in result.output and "QM(3)" in result.output
     assert "0.1197" in result.output  # tau² CI
-    result = CliRunner().invoke(cli, ["meta", str(BCG), "--measure", "OR", "--method", "MH", *BCG_COLS])
+    result = CliRunner().invoke(
+        cli, ["meta", str(BCG), "--measure", "OR", "--method", "MH", *BCG_COLS]
+    )
     assert result.exit_code == 0 and "135.6889" in result.output and "171.7567" in result.output
 
 
@@ -384,7 +556,11 @@ def test_irln_irr_nielweise2008_published() -> None:
     bt = out["back_transformed"]
     assert (r4(bt["estimate"]), r4(bt["ci_low"]), r4(bt["ci_high"])) == (4.3389, 2.6973, 6.9795)
     out = meta_analysis(df, "IRR")
-    assert (r4(out["estimate"]), r4(out["se"]), r4(math.sqrt(out["tau2"]))) == (-0.3963, 0.2268, 0.3060)
+    assert (r4(out["estimate"]), r4(out["se"]), r4(math.sqrt(out["tau2"]))) == (
+        -0.3963,
+        0.2268,
+        0.3060,
+    )
     bt = out["back_transformed"]
     assert (r4(bt["estimate"]), r4(bt["ci_low"]), r4(bt["ci_high"])) == (0.6728, 0.4314, 1.0494)
 
@@ -396,37 +572,58 @@ def test_mh_irr_closed_form() -> None:
     r, s = (x1 * t2 / tt).sum(), (x2 * t1 / tt).sum()
     out = meta_analysis(df, "IRR", method="MH")
     assert out["estimate"] == pytest.approx(math.log(r / s), rel=1e-12)
-    assert out["se"] == pytest.approx(math.sqrt((t1 / tt * t2 / tt * (x1 + x2)).sum() / (r * s)), rel=1e-12)
+    assert out["se"] == pytest.approx(
+        math.sqrt((t1 / tt * t2 / tt * (x1 + x2)).sum() / (r * s)), rel=1e-12
+    )
 
 
 def test_zcor_rom_smdh_pft_closed_forms(tmp_path: Path) -> None:
     # metafor escalc (R/escalc.r, 5.1-12): ZCOR atanh(r), 1/(n-3); ROM with its default bias correction;
     # SMDH (Bonett); PFT 1/2(asin sqrt(x/(n+1)) + asin sqrt((x+1)/(n+1))), 1/(4n+2)
-    cor = meta_analysis(pd.DataFrame({"ri": [0.3, 0.5, 0.1], "ni": [40, 25, 100]}).astype(str), "ZCOR", method="FE")
-    assert [s["yi"] for s in cor["studies"]] == pytest.approx([math.atanh(0.3), math.atanh(0.5), math.atanh(0.1)])
+    cor = meta_analysis(
+        pd.DataFrame({"ri": [0.3, 0.5, 0.1], "ni": [40, 25, 100]}).astype(str), "ZCOR", method="FE"
+    )
+    assert [s["yi"] for s in cor["studies"]] == pytest.approx(
+        [math.atanh(0.3), math.atanh(0.5), math.atanh(0.1)]
+    )
     assert [s["vi"] for s in cor["studies"]] == pytest.approx([1 / 37, 1 / 22, 1 / 97])
     assert cor["back_transformed"]["estimate"] == pytest.approx(math.tanh(cor["estimate"]))
-    means = {"m1i": [10.0, 12.0], "sd1i": [2.0, 3.0], "n1i": [20, 30], "m2i": [8.0, 11.0], "sd2i": [2.5, 2.0], "n2i": [22, 28]}
+    means = {
+        "m1i": [10.0, 12.0],
+        "sd1i": [2.0, 3.0],
+        "n1i": [20, 30],
+        "m2i": [8.0, 11.0],
+        "sd2i": [2.5, 2.0],
+        "n2i": [22, 28],
+    }
     rom = meta_analysis(pd.DataFrame(means).astype(str), "ROM", method="FE")
     smdh = meta_analysis(pd.DataFrame(means).astype(str), "SMDH", method="FE")
     for i in range(2):
         m1, s1, n1, m2, s2, n2 = (means[k][i] for k in ("m1i", "sd1i", "n1i", "m2i", "sd2i", "n2i"))
         assert rom["studies"][i]["yi"] == pytest.approx(
-            math.log(m1 / m2) + 0.5 * (s1**2 / (n1 * m1**2) - s2**2 / (n2 * m2**2)), rel=1e-12)
-        assert rom["studies"][i]["vi"] == pytest.approx(s1**2 / (n1 * m1**2) + s2**2 / (n2 * m2**2), rel=1e-12)
+            math.log(m1 / m2) + 0.5 * (s1**2 / (n1 * m1**2) - s2**2 / (n2 * m2**2)), rel=1e-12
+        )
+        assert rom["studies"][i]["vi"] == pytest.approx(
+            s1**2 / (n1 * m1**2) + s2**2 / (n2 * m2**2), rel=1e-12
+        )
         m = n1 + n2 - 2
         cm = math.gamma(m / 2) / (math.sqrt(m / 2) * math.gamma((m - 1) / 2))
         sdp = math.sqrt((s1**2 + s2**2) / 2)
         g = cm * (m1 - m2) / sdp
         assert smdh["studies"][i]["yi"] == pytest.approx(g, rel=1e-12)
-        v = g**2 * (s1**4 / (n1 - 1) + s2**4 / (n2 - 1)) / (8 * sdp**4) + (s1**2 / (n1 - 1) + s2**2 / (n2 - 1)) / sdp**2
+        v = (
+            g**2 * (s1**4 / (n1 - 1) + s2**4 / (n2 - 1)) / (8 * sdp**4)
+            + (s1**2 / (n1 - 1) + s2**2 / (n2 - 1)) / sdp**2
+        )
         assert smdh["studies"][i]["vi"] == pytest.approx(v, rel=1e-12)
     assert rom["back_transformed"]["estimate"] == pytest.approx(math.exp(rom["estimate"]))
     props = {"xi": [0, 5, 12], "ni": [20, 40, 30]}
     pft = meta_analysis(pd.DataFrame(props).astype(str), "PFT", method="FE")
     for i, (x, n) in enumerate(zip(props["xi"], props["ni"], strict=True)):
         assert pft["studies"][i]["yi"] == pytest.approx(
-            0.5 * (math.asin(math.sqrt(x / (n + 1))) + math.asin(math.sqrt((x + 1) / (n + 1)))), rel=1e-12)
+            0.5 * (math.asin(math.sqrt(x / (n + 1))) + math.asin(math.sqrt((x + 1) / (n + 1)))),
+            rel=1e-12,
+        )
         assert pft["studies"][i]["vi"] == pytest.approx(1 / (4 * n + 2), rel=1e-12)
     assert pft["continuity_corrected"] == []  # the double arcsine needs no correction
     # back-transformation (Miller 1978) with the harmonic mean of ni; it inverts the transform exactly
@@ -441,18 +638,39 @@ def test_zcor_rom_smdh_pft_closed_forms(tmp_path: Path) -> None:
 
 
 def test_forest_plot_subgroup_blocks(tmp_path: Path) -> None:
-    out = run_json(str(BCG), "--measure", "RR", *BCG_COLS, "--by", "alloc", "--label", "author",
-                   "--plot-dir", str(tmp_path))
+    out = run_json(
+        str(BCG),
+        "--measure",
+        "RR",
+        *BCG_COLS,
+        "--by",
+        "alloc",
+        "--label",
+        "author",
+        "--plot-dir",
+        str(tmp_path),
+    )
     svg = (tmp_path / "forest.svg").read_text()
     # one block per subgroup: header, its studies, a subgroup line with its own k and I²
     for g in out["subgroups"]["groups"]:
         assert f"Subgroup (k = {g['k']}; I² = {g['i2']:.1f}%" in svg
-    assert svg.index("random") < svg.index("Aronson") < svg.index("alternate") < svg.index("Frimodt")
+    assert (
+        svg.index("random") < svg.index("Aronson") < svg.index("alternate") < svg.index("Frimodt")
+    )
     assert "Subgroup differences (separate τ² per subgroup)" in svg
     assert (tmp_path / "forest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a Peto plot with double-zero trials marks them as excluded instead of failing
-    run_json(str(DATA / "dat_yusuf1985_table6.csv"), "--measure", "OR", "--method", "PETO", "--label", "trial",
-             "--plot-dir", str(tmp_path / "peto"))
+    run_json(
+        str(DATA / "dat_yusuf1985_table6.csv"),
+        "--measure",
+        "OR",
+        "--method",
+        "PETO",
+        "--label",
+        "trial",
+        "--plot-dir",
+        str(tmp_path / "peto"),
+    )
     assert "not estimable (excluded)" in (tmp_path / "peto" / "forest.svg").read_text()
 
 
@@ -460,4 +678,8 @@ def test_cli_choices_match_library() -> None:
     from celltrials.analysis import meta as lib
     from celltrials.commands import meta as cmd
 
-    assert (cmd.MEASURES, cmd.METHODS, cmd.TO_CHOICES) == (lib.MEASURES, lib.METHODS, lib.TO_CHOICES)
+    assert (cmd.MEASURES, cmd.METHODS, cmd.TO_CHOICES) == (
+        lib.MEASURES,
+        lib.METHODS,
+        lib.TO_CHOICES,
+    )

@@ -109,7 +109,9 @@ def test_parse_date_empty(raw: str | None) -> None:
     assert parse_date(raw) is None
 
 
-@pytest.mark.parametrize("raw", ["2020-02-30", "31/02/2020", "February 30, 2020", "2020-13", "soon"])
+@pytest.mark.parametrize(
+    "raw", ["2020-02-30", "31/02/2020", "February 30, 2020", "2020-13", "soon"]
+)
 def test_parse_date_impossible(raw: str) -> None:
     with pytest.raises(DateError):
         parse_date(raw)
@@ -118,7 +120,12 @@ def test_parse_date_impossible(raw: str) -> None:
 @given(st.dates(min_value=date(1900, 1, 1), max_value=date(2100, 12, 31)))
 def test_parse_date_roundtrips_every_format(d: date) -> None:
     month = d.strftime("%B")
-    for text in (d.isoformat(), d.strftime("%Y%m%d"), f"{d.day} {month} {d.year}", f"{month} {d.day}, {d.year}"):
+    for text in (
+        d.isoformat(),
+        d.strftime("%Y%m%d"),
+        f"{d.day} {month} {d.year}",
+        f"{month} {d.day}, {d.year}",
+    ):
         parsed = parse_date(text)
         assert parsed is not None and parsed.value == d and parsed.precision == "day"
 
@@ -188,7 +195,10 @@ def test_normalize_country(raw: str, expected: str | None) -> None:
         ("Uppsala University Hospital, Uppsala, Sweden", "Sweden"),
         ("Seoul National University Hospital, Seoul, Korea, Republic of", "Korea, Republic of"),
         ("Royan Institute, Tehran, Iran, Islamic Republic of", "Iran, Islamic Republic of"),
-        ("Medical Surgical Associates Center, St. John's, Antigua and Barbuda", "Antigua and Barbuda"),
+        (
+            "Medical Surgical Associates Center, St. John's, Antigua and Barbuda",
+            "Antigua and Barbuda",
+        ),
         ("Sweden", "Sweden"),
     ],
 )
@@ -197,8 +207,9 @@ def test_country_from_location(location: str, country: str) -> None:
 
 
 def test_normalize_countries_dedups_keeping_order() -> None:
-    assert normalize_countries(["United States", "Canada", "United States", "Korea, Republic of", "South Korea"]) == [
-        "United States", "Canada", "South Korea"]
+    assert normalize_countries(
+        ["United States", "Canada", "United States", "Korea, Republic of", "South Korea"]
+    ) == ["United States", "Canada", "South Korea"]
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,11 @@ def raw_values() -> Iterator[Value]:
                     parts = [p.strip() for p in loc.split(",")]
                     # "Facility, City, Korea, Republic of": the country may hold a comma
                     two = ", ".join(parts[-2:])
-                    yield "country", two if len(parts) > 1 and resolve_places(two) else parts[-1], path.name
+                    yield (
+                        "country",
+                        two if len(parts) > 1 and resolve_places(two) else parts[-1],
+                        path.name,
+                    )
     for path in sorted((DATA / "ctgov-v2-json").rglob("*.json")):
         doc = json.loads(path.read_text(encoding="utf-8"))
         for study in doc if isinstance(doc, list) else [doc]:
@@ -106,10 +110,17 @@ def test_every_raw_value_in_the_shared_exports_maps_or_is_reviewed() -> None:
     for field, raw, name in raw_values():
         if raw.strip():
             seen.setdefault((field, raw), name)
-    by_field = {f: sum(1 for k in seen if k[0] == f) for f in ("study_type", "phase", "status", "country")}
-    assert by_field["study_type"] >= 30 and by_field["phase"] >= 60 and by_field["country"] >= 250, by_field
-    bad = sorted((f, raw, name) for (f, raw), name in seen.items()
-                 if not _maps(f, raw) and (f, raw) not in reviewed)
+    by_field = {
+        f: sum(1 for k in seen if k[0] == f) for f in ("study_type", "phase", "status", "country")
+    }
+    assert (
+        by_field["study_type"] >= 30 and by_field["phase"] >= 60 and by_field["country"] >= 250
+    ), by_field
+    bad = sorted(
+        (f, raw, name)
+        for (f, raw), name in seen.items()
+        if not _maps(f, raw) and (f, raw) not in reviewed
+    )
     assert bad == [], f"{len(bad)} raw values map to nothing and are not reviewed: {bad[:20]}"
     # every reviewed entry names a value that really occurs and really does not map
     for (f, raw), reason in reviewed.items():
@@ -166,8 +177,11 @@ def test_unrecognised_study_type_is_reported_not_guessed() -> None:
         ("Post Marketing Surveillance", "PHASE4"),
         ("Diagnostic New Technique Clincal Study", "NOT_APPLICABLE"),
         ("Not selected", "UNKNOWN"),
-        ("Human pharmacology (Phase I): yes\nTherapeutic exploratory (Phase II): yes\n"
-         "Therapeutic confirmatory - (Phase III): no\nTherapeutic use (Phase IV): no\n", "PHASE1_PHASE2"),
+        (
+            "Human pharmacology (Phase I): yes\nTherapeutic exploratory (Phase II): yes\n"
+            "Therapeutic confirmatory - (Phase III): no\nTherapeutic use (Phase IV): no\n",
+            "PHASE1_PHASE2",
+        ),
     ],
 )
 def test_phase(raw: str, expected: str) -> None:
@@ -175,7 +189,9 @@ def test_phase(raw: str, expected: str) -> None:
     assert normalize_phase(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["2020-03-01T00:00:00", "2020-02-02", "2020-12-25T00:00:00", "2020-03-02T10:30:00"])
+@pytest.mark.parametrize(
+    "raw", ["2020-03-01T00:00:00", "2020-02-02", "2020-12-25T00:00:00", "2020-03-02T10:30:00"]
+)
 def test_other_dates_in_the_phase_field_stay_unmapped(raw: str) -> None:
     assert phase_lookup(raw) is None and normalize_phase(raw) == "UNKNOWN"
 
@@ -211,7 +227,9 @@ def test_excel_dated_phases_are_the_ranges_the_csv_and_xml_exports_give() -> Non
         assert (dated[trial_id].day, dated[trial_id].month) == (int(first), int(second)), trial_id
         assert normalize_phase(dated[trial_id].isoformat()) == normalize_phase(ranges[trial_id])
     assert len(dated) == 68  # 20 × 2020-02-01 + 48 × 2020-03-02 in the XLSX, all read back
-    assert all(phase_lookup(d.isoformat()) in {"PHASE1_PHASE2", "PHASE2_PHASE3"} for d in dated.values())
+    assert all(
+        phase_lookup(d.isoformat()) in {"PHASE1_PHASE2", "PHASE2_PHASE3"} for d in dated.values()
+    )
 
 
 @pytest.mark.parametrize(
@@ -260,8 +278,14 @@ def test_countries_and_regions(raw: str, countries: list[str], regions: list[str
 
 @pytest.mark.parametrize(
     ("raw", "iso2", "iso3"),
-    [("MALAYSIA", "MY", "MYS"), ("Korea, North", "KP", "PRK"), ("Viet Nam", "VN", "VNM"),
-     ("Czech Republic", "CZ", "CZE"), ("Wuhan", "CN", "CHN"), ("Kosovo", "XK", "XKX")],
+    [
+        ("MALAYSIA", "MY", "MYS"),
+        ("Korea, North", "KP", "PRK"),
+        ("Viet Nam", "VN", "VNM"),
+        ("Czech Republic", "CZ", "CZE"),
+        ("Wuhan", "CN", "CHN"),
+        ("Kosovo", "XK", "XKX"),
+    ],
 )
 def test_countries_carry_iso_codes(raw: str, iso2: str, iso3: str) -> None:
     places = resolve_places(raw)
@@ -275,26 +299,54 @@ def test_unknown_place_is_none_and_kept_as_given_on_the_record() -> None:
     assert rec.countries == ["Atlantis", "France"]
     assert rec.regions == ["Europe"]
     kinds = [(raw, p.kind, p.iso2) for raw, p in rec.places]
-    assert kinds == [("Atlantis", "unmapped", None), ("France", "country", "FR"), ("??", "unmapped", None),
-                     ("EUROPE", "region", None)]
+    assert kinds == [
+        ("Atlantis", "unmapped", None),
+        ("France", "country", "FR"),
+        ("??", "unmapped", None),
+        ("EUROPE", "region", None),
+    ]
 
 
 # ----------------------------------------------------------------- text repair
 @pytest.mark.parametrize(
     ("raw", "fixed", "kinds"),
     [
-        ("Assistance Publique - H√¥pitaux de Paris", "Assistance Publique - Hôpitaux de Paris", ("mojibake",)),
+        (
+            "Assistance Publique - H√¥pitaux de Paris",
+            "Assistance Publique - Hôpitaux de Paris",
+            ("mojibake",),
+        ),
         # as the WHO XLSX really has it: UTF-8 "ô" (C3 B4) read as Mac Roman "√¥" (U+221A U+00A5)
-        ("Assistance Publique - H\u221a\u00a5pitaux de Paris", "Assistance Publique - Hôpitaux de Paris", ("mojibake",)),
-        ("Fondation M\u221a\u00a9diterran\u221a\u00a9e Infection", "Fondation Méditerranée Infection", ("mojibake",)),
+        (
+            "Assistance Publique - H\u221a\u00a5pitaux de Paris",
+            "Assistance Publique - Hôpitaux de Paris",
+            ("mojibake",),
+        ),
+        (
+            "Fondation M\u221a\u00a9diterran\u221a\u00a9e Infection",
+            "Fondation Méditerranée Infection",
+            ("mojibake",),
+        ),
         ("Fondation M√©diterran√©e Infection", "Fondation Méditerranée Infection", ("mojibake",)),
-        ("Universit√§t Leipzig", "Universität Leipzig", ("mojibake",)),  # ftfy leaves this one; Mac Roman round trip
+        (
+            "Universit√§t Leipzig",
+            "Universität Leipzig",
+            ("mojibake",),
+        ),  # ftfy leaves this one; Mac Roman round trip
         ("hUC-MSC (1√ó10^6/kg)", "hUC-MSC (1×10^6/kg)", ("mojibake",)),
-        ("AUSTRALIAN CARDIOVASCULAR COVID-19 REGISTRY (AUS-COVID) _x000D_\n", "AUSTRALIAN CARDIOVASCULAR COVID-19 REGISTRY (AUS-COVID)", ("excel_escape",)),
+        (
+            "AUSTRALIAN CARDIOVASCULAR COVID-19 REGISTRY (AUS-COVID) _x000D_\n",
+            "AUSTRALIAN CARDIOVASCULAR COVID-19 REGISTRY (AUS-COVID)",
+            ("excel_escape",),
+        ),
         ("Efficacy study<br>of MSC", "Efficacy study of MSC", ("html",)),
         ("Tokyo Women&#39;s Medical University", "Tokyo Women's Medical University", ("html",)),
         ("Zhongnan Hospital of Wuhan University", "Zhongnan Hospital of Wuhan University", ()),
-        ("Hôpital Européen Georges-Pompidou", "Hôpital Européen Georges-Pompidou", ()),  # correct text untouched
+        (
+            "Hôpital Européen Georges-Pompidou",
+            "Hôpital Européen Georges-Pompidou",
+            (),
+        ),  # correct text untouched
         ("人脐带间充质干细胞治疗", "人脐带间充质干细胞治疗", ()),
         ("“Quoted” – dash", "“Quoted” – dash", ()),
     ],
@@ -304,17 +356,27 @@ def test_repair_text(raw: str, fixed: str, kinds: tuple[str, ...]) -> None:
 
 
 def test_multiline_repair_keeps_lines() -> None:
-    text, kinds = repair_text("Group A:_x000D_<br>MSC 1√ó10^6/kg<br>Group B: saline", single_line=False)
+    text, kinds = repair_text(
+        "Group A:_x000D_<br>MSC 1√ó10^6/kg<br>Group B: saline", single_line=False
+    )
     assert text == "Group A:\nMSC 1×10^6/kg\nGroup B: saline"
     assert kinds == ("excel_escape", "html", "mojibake")
 
 
 def test_sponsor_spellings_group_under_one_key() -> None:
-    spellings = ["Assistance Publique - H√¥pitaux de Paris", "Assistance Publique - Hôpitaux de Paris",
-                 "ASSISTANCE PUBLIQUE - HÔPITAUX DE PARIS", "Assistance Publique Hopitaux De Paris",
-                 " Assistance  Publique - Hôpitaux de Paris. "]
-    recs = [finish_record(_record(sponsors=[Sponsor(s, "lead", "academic_other")])) for s in spellings]
-    assert {r.sponsors[0].key for r in recs} == {sponsor_key("Assistance Publique - Hôpitaux de Paris")}
+    spellings = [
+        "Assistance Publique - H√¥pitaux de Paris",
+        "Assistance Publique - Hôpitaux de Paris",
+        "ASSISTANCE PUBLIQUE - HÔPITAUX DE PARIS",
+        "Assistance Publique Hopitaux De Paris",
+        " Assistance  Publique - Hôpitaux de Paris. ",
+    ]
+    recs = [
+        finish_record(_record(sponsors=[Sponsor(s, "lead", "academic_other")])) for s in spellings
+    ]
+    assert {r.sponsors[0].key for r in recs} == {
+        sponsor_key("Assistance Publique - Hôpitaux de Paris")
+    }
     assert recs[0].sponsors[0].name == "Assistance Publique - Hôpitaux de Paris"
     assert recs[0].sponsors[0].name_raw == spellings[0]
     assert [(r.field, r.kinds) for r in recs[0].repairs] == [("sponsor", ("mojibake",))]
@@ -322,7 +384,9 @@ def test_sponsor_spellings_group_under_one_key() -> None:
 
 
 def test_finish_record_is_idempotent() -> None:
-    rec = _record(title="A _x000D_ title", study_type_raw="Interventional study", countries_raw=["MALAYSIA"])
+    rec = _record(
+        title="A _x000D_ title", study_type_raw="Interventional study", countries_raw=["MALAYSIA"]
+    )
     finish_record(rec)
     finish_record(rec)
     assert rec.title == "A title" and len(rec.repairs) == 1
@@ -331,8 +395,14 @@ def test_finish_record_is_idempotent() -> None:
 
 
 def _record(**fields: object) -> ParsedRecord:
-    return ParsedRecord(channel="ictrp", source_format="ictrp_csv", record_id="X1", registry="other",
-                        raw={}, **fields)  # type: ignore[arg-type]
+    return ParsedRecord(
+        channel="ictrp",
+        source_format="ictrp_csv",
+        record_id="X1",
+        registry="other",
+        raw={},
+        **fields,
+    )  # type: ignore[arg-type]
 
 
 # ------------------------------------------------ vocabulary files are validated
@@ -343,7 +413,7 @@ def _record(**fields: object) -> ParsedRecord:
         ('version: "1"\naliases: {QQ: [Somewhere]}\n', "'QQ' is not an ISO 3166-1 alpha-2 code"),
         ('version: "1"\nregions: {Asia: [China]}\n', "region alias 'China' is also a country"),
         ('version: "1"\ncountry: {}\n', "top-level keys"),
-        ('names: {}\n', "top-level keys"),
+        ("names: {}\n", "top-level keys"),
         ('version: "1"\nnames: [a, b]\n', "names must be a mapping"),
         ('version: "1"\nnames: {a: [\n', "not valid YAML"),
     ],
@@ -360,11 +430,16 @@ def test_countries_yaml_is_validated(text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('version: "1"\nstudy_types: {quasi_experimental: [Quasi]}\n', "'quasi_experimental' is not one of"),
-        ('version: "1"\nstudy_types: {interventional: [Cohort], observational: [cohort]}\n',
-         "'cohort' is listed under interventional and observational"),
+        (
+            'version: "1"\nstudy_types: {quasi_experimental: [Quasi]}\n',
+            "'quasi_experimental' is not one of",
+        ),
+        (
+            'version: "1"\nstudy_types: {interventional: [Cohort], observational: [cohort]}\n',
+            "'cohort' is listed under interventional and observational",
+        ),
         ('version: "1"\nstudy_types: {interventional: Cohort}\n', "spellings must be a list"),
-        ('study_types: {}\n', "top-level keys"),
+        ("study_types: {}\n", "top-level keys"),
     ],
 )
 def test_study_types_yaml_is_validated(text: str, message: str) -> None:
@@ -379,10 +454,16 @@ def test_study_types_yaml_is_validated(text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('version: "1"\nvalues: [{field: sponsor, raw: x, reason: because it is}]\n', "field must be one of"),
+        (
+            'version: "1"\nvalues: [{field: sponsor, raw: x, reason: because it is}]\n',
+            "field must be one of",
+        ),
         ('version: "1"\nvalues: [{field: country, raw: "??", reason: " "}]\n', "needs a reason"),
-        ('version: "1"\nvalues: [{field: country, raw: "??"}]\n', "needs exactly field, raw, reason"),
-        ('values: []\n', "top-level keys"),
+        (
+            'version: "1"\nvalues: [{field: country, raw: "??"}]\n',
+            "needs exactly field, raw, reason",
+        ),
+        ("values: []\n", "top-level keys"),
     ],
 )
 def test_unmappable_yaml_is_validated(text: str, message: str) -> None:

@@ -51,7 +51,13 @@ def preset() -> Preset:
 
 def test_preset_file_is_valid_and_versioned(preset: Preset) -> None:
     assert preset.version and preset.description
-    assert [q.name for q in preset.queries] == ["car-engineered", "immune", "msc", "stem-derived", "vesicles"]
+    assert [q.name for q in preset.queries] == [
+        "car-engineered",
+        "immune",
+        "msc",
+        "stem-derived",
+        "vesicles",
+    ]
     phrases = [p.casefold() for p in preset.phrases()]
     assert len(phrases) > 500
     for q in preset.queries:
@@ -64,13 +70,29 @@ def test_preset_file_is_valid_and_versioned(preset: Preset) -> None:
 def test_preset_names_every_promised_cell_type(preset: Preset) -> None:
     m = PhraseMatcher(preset.phrases())
     promised = [
-        "anti-CD19 CAR-T cells", "CAR-NK cells", "TCR-T cell therapy", "tumor-infiltrating lymphocytes (TIL)",
-        "natural killer cells", "cytokine-induced killer (CIK) cells", "dendritic cell vaccine",
-        "regulatory T cells (Treg)", "virus-specific T cells", "mesenchymal stem cells", "mesenchymal stromal cells",
-        "Wharton's jelly MSCs", "umbilical cord-derived stromal cells", "adipose-derived stromal cells",
-        "bone marrow-derived stromal cells", "ADSCs", "stromal vascular fraction (SVF)",
-        "haematopoietic stem cell transplantation", "iPSC-derived cardiomyocytes", "embryonic stem cell-derived RPE",
-        "MSC-derived exosomes", "extracellular vesicles", "MSC secretome",
+        "anti-CD19 CAR-T cells",
+        "CAR-NK cells",
+        "TCR-T cell therapy",
+        "tumor-infiltrating lymphocytes (TIL)",
+        "natural killer cells",
+        "cytokine-induced killer (CIK) cells",
+        "dendritic cell vaccine",
+        "regulatory T cells (Treg)",
+        "virus-specific T cells",
+        "mesenchymal stem cells",
+        "mesenchymal stromal cells",
+        "Wharton's jelly MSCs",
+        "umbilical cord-derived stromal cells",
+        "adipose-derived stromal cells",
+        "bone marrow-derived stromal cells",
+        "ADSCs",
+        "stromal vascular fraction (SVF)",
+        "haematopoietic stem cell transplantation",
+        "iPSC-derived cardiomyocytes",
+        "embryonic stem cell-derived RPE",
+        "MSC-derived exosomes",
+        "extracellular vesicles",
+        "MSC secretome",
     ]
     for text in promised:
         assert m.hits(text), text
@@ -89,20 +111,29 @@ def test_bad_preset_data_is_rejected() -> None:
         load_presets("presets: {}")
     long = "\n".join(f"          - phrase number {i}" for i in range(600))
     with pytest.raises(TaxonomyError, match="split it"):
-        load_presets(f'version: "1"\npresets:\n  x:\n    queries:\n      - name: q\n        phrases:\n{long}\n')
+        load_presets(
+            f'version: "1"\npresets:\n  x:\n    queries:\n      - name: q\n        phrases:\n{long}\n'
+        )
     with pytest.raises(TaxonomyError, match="known param"):
-        load_presets('version: "1"\npresets:\n  x:\n    queries:\n      - name: q\n        param: query.foo\n        phrases: [a]\n')
+        load_presets(
+            'version: "1"\npresets:\n  x:\n    queries:\n      - name: q\n        param: query.foo\n        phrases: [a]\n'
+        )
 
 
 # Floors a little under the measured values (2026-11-24): MSC 1,358/1,389 = 97.8 %,
 # CAR 2,400/2,587 = 92.8 %, AML 90/90 = 100 %; general 5/50 = 10 % (not a match-all net).
 @pytest.mark.data
-@pytest.mark.parametrize(("name", "paths", "n", "floor"), [
-    ("msc_classic_csv", [MSC_CSV], 1389, 0.97),
-    ("car_reconstructed", CAR_JSON, 2587, 0.92),
-    ("aml_cart_full_json", [AML_JSON], 90, 0.99),
-])
-def test_preset_recall_on_shared_sets(preset: Preset, name: str, paths: list[Path], n: int, floor: float) -> None:
+@pytest.mark.parametrize(
+    ("name", "paths", "n", "floor"),
+    [
+        ("msc_classic_csv", [MSC_CSV], 1389, 0.97),
+        ("car_reconstructed", CAR_JSON, 2587, 0.92),
+        ("aml_cart_full_json", [AML_JSON], 90, 0.99),
+    ],
+)
+def test_preset_recall_on_shared_sets(
+    preset: Preset, name: str, paths: list[Path], n: int, floor: float
+) -> None:
     res = preset_recall(preset, records(*paths))
     assert res["n"] == n
     assert res["recall"] >= floor, (name, res["recall"], res["missed"][:20])

@@ -41,9 +41,21 @@ def test_display_escapes_registry_text_and_is_silent_when_disabled() -> None:
     console = Console(file=buf, force_terminal=True, width=200, color_system=None)
     with progress_display(True, console) as cb:
         assert cb is not None
-        cb(ProgressEvent("ingest", "skipped", "/x/[bold]notes.csv", message="not a [industry] export"))
-        cb(ProgressEvent("sync", "retry", "https://example.test/studies", done=1, total=6,
-                         message="HTTP 503; retrying in 1.0 s"))
+        cb(
+            ProgressEvent(
+                "ingest", "skipped", "/x/[bold]notes.csv", message="not a [industry] export"
+            )
+        )
+        cb(
+            ProgressEvent(
+                "sync",
+                "retry",
+                "https://example.test/studies",
+                done=1,
+                total=6,
+                message="HTTP 503; retrying in 1.0 s",
+            )
+        )
         cb(ProgressEvent("classify", "trials", done=5, total=10))
     out = buf.getvalue()
     assert "[bold]notes.csv" in out and "not a [industry] export" in out

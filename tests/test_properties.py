@@ -25,23 +25,33 @@ eight_digits = st.text("0123456789", min_size=8, max_size=8)
 
 
 @given(eight_digits, st.sampled_from([{}, FULLWIDTH, ARABIC_INDIC, DEVANAGARI]), st.booleans())
-def test_nct_ids_in_any_digits_and_case_have_one_key(digits: str, script: dict[str, str], lower: bool) -> None:
+def test_nct_ids_in_any_digits_and_case_have_one_key(
+    digits: str, script: dict[str, str], lower: bool
+) -> None:
     raw = ("nct" if lower else "NCT") + "".join(script.get(d, d) for d in digits)
     rid = canonical_id(raw)
     assert rid is not None and rid.registry == "ctgov" and rid.key == f"NCT{digits}"
 
 
-@given(st.text("0123456789", min_size=4, max_size=4), st.text("0123456789", min_size=6, max_size=6),
-       st.text("0123456789", min_size=2, max_size=2), st.sampled_from(["", "-FR", "-DE", "-3RD"]),
-       st.sampled_from(["EUCTR", "", "EudraCT "]))
-def test_eudract_numbers_share_a_key_across_member_states(year: str, serial: str, check: str, state: str,
-                                                          prefix: str) -> None:
+@given(
+    st.text("0123456789", min_size=4, max_size=4),
+    st.text("0123456789", min_size=6, max_size=6),
+    st.text("0123456789", min_size=2, max_size=2),
+    st.sampled_from(["", "-FR", "-DE", "-3RD"]),
+    st.sampled_from(["EUCTR", "", "EudraCT "]),
+)
+def test_eudract_numbers_share_a_key_across_member_states(
+    year: str, serial: str, check: str, state: str, prefix: str
+) -> None:
     rid = canonical_id(f"{prefix}{year}-{serial}-{check}{state}")
     assert rid is not None and rid.key == f"EU:{year}-{serial}-{check}"
 
 
-@given(eight_digits, st.text(st.sampled_from(" ,;:/()[]\n\tabcXYZ"), max_size=20),
-       st.text(st.sampled_from(" ,;:/()[]\n\tabcXYZ"), max_size=20))
+@given(
+    eight_digits,
+    st.text(st.sampled_from(" ,;:/()[]\n\tabcXYZ"), max_size=20),
+    st.text(st.sampled_from(" ,;:/()[]\n\tabcXYZ"), max_size=20),
+)
 def test_an_id_is_found_in_surrounding_text(digits: str, before: str, after: str) -> None:
     # a letter or digit touching the id would make it another token; separators do not
     text = f"{before} NCT{digits} {after}"
@@ -90,21 +100,27 @@ def _components(keys: list[str], links: list[tuple[str, str]]) -> list[set[str]]
     return out
 
 
-records_and_links = st.integers(1, 30).flatmap(lambda n: st.tuples(
-    st.just(n),
-    st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, 12)), max_size=3 * n),
-    st.lists(st.sampled_from(["ctgov", "ictrp"]), min_size=n, max_size=n),
-    st.lists(st.dates(date(2000, 1, 1), date(2026, 1, 1)), min_size=n, max_size=n),
-))
+records_and_links = st.integers(1, 30).flatmap(
+    lambda n: st.tuples(
+        st.just(n),
+        st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, 12)), max_size=3 * n),
+        st.lists(st.sampled_from(["ctgov", "ictrp"]), min_size=n, max_size=n),
+        st.lists(st.dates(date(2000, 1, 1), date(2026, 1, 1)), min_size=n, max_size=n),
+    )
+)
 
 
 @settings(max_examples=200)
 @given(records_and_links)
-def test_merge_groups_are_the_connected_components(data: tuple[int, list[tuple[int, int]], list[str], list[date]]) -> None:
+def test_merge_groups_are_the_connected_components(
+    data: tuple[int, list[tuple[int, int]], list[str], list[date]],
+) -> None:
     n, pairs, channels, updates = data
     keys = [f"k{i}" for i in range(n)]
-    records = [(keys[i], channels[i], f"NCT{i:08d}", "ctgov", "fmt", updates[i], datetime(2026, 1, 1))
-               for i in range(n)]
+    records = [
+        (keys[i], channels[i], f"NCT{i:08d}", "ctgov", "fmt", updates[i], datetime(2026, 1, 1))
+        for i in range(n)
+    ]
     links = [(keys[r], f"NCT{9000 + i:08d}") for r, i in pairs]
     rows = group_records(records, links)
     assert sorted(r[1] for r in rows) == sorted(keys)  # every record in exactly one trial

@@ -22,10 +22,14 @@ EXE = [sys.executable, "-c", "from celltrials.cli import main; main()"]
 
 
 def _cli(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EXE, "--db", str(db), *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [*EXE, "--db", str(db), *args], capture_output=True, text=True, timeout=300
+    )
 
 
-def test_check_strict_passes_on_the_reference_store_and_json_equals_the_library(full_store_path: Path) -> None:
+def test_check_strict_passes_on_the_reference_store_and_json_equals_the_library(
+    full_store_path: Path,
+) -> None:
     res = _cli("check", "--strict", "--json", db=full_store_path)
     assert res.returncode == 0, res.stderr
     with celltrials.open(full_store_path, read_only=True) as store:
@@ -41,16 +45,23 @@ def test_check_strict_passes_on_the_reference_store_and_json_equals_the_library(
     assert plain.returncode == 0 and "Coverage windows" in plain.stdout
 
 
-def test_strict_fails_and_names_the_unmapped_value(full_store: celltrials.Store, tmp_path: Path) -> None:
+def test_strict_fails_and_names_the_unmapped_value(
+    full_store: celltrials.Store, tmp_path: Path
+) -> None:
     key = full_store.con.execute(
-        "SELECT record_key, record_id FROM records WHERE source_format = 'ictrp_xml' ORDER BY record_key LIMIT 1").fetchone()
+        "SELECT record_key, record_id FROM records WHERE source_format = 'ictrp_xml' ORDER BY record_key LIMIT 1"
+    ).fetchone()
     assert key is not None
-    full_store.con.execute("UPDATE records SET phase_raw = 'Phase [maybe] 7' WHERE record_key = ?", [key[0]])
+    full_store.con.execute(
+        "UPDATE records SET phase_raw = 'Phase [maybe] 7' WHERE record_key = ?", [key[0]]
+    )
     report = check(full_store)
     assert not report.ok and report.n_unmapped == 1
     src = next(s for s in report.sources if s.format == "ictrp_xml")
     phase = next(f for f in src.fields if f.field == "phase")
-    assert [(u.raw, u.count, u.example_record_id) for u in phase.unmapped] == [("Phase [maybe] 7", 1, key[1])]
+    assert [(u.raw, u.count, u.example_record_id) for u in phase.unmapped] == [
+        ("Phase [maybe] 7", 1, key[1])
+    ]
     path = Path(full_store.path)
     full_store.close()
     res = _cli("check", "--strict", db=path)
@@ -84,8 +95,10 @@ def test_coverage_window_of_the_car_json_and_the_ictrp_export_stamp(full_store_p
         d = s["protocolSection"]["statusModule"].get("startDateStruct", {}).get("date")
         if d:
             starts.append(date.fromisoformat(d if len(d) == 10 else d + "-01"))
-    updates = [date.fromisoformat(s["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"])
-               for s in studies]
+    updates = [
+        date.fromisoformat(s["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"])
+        for s in studies
+    ]
     wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True, data_only=True)
     try:
         it = wb.worksheets[0].iter_rows(values_only=True)
@@ -100,8 +113,12 @@ def test_coverage_window_of_the_car_json_and_the_ictrp_export_stamp(full_store_p
     assert (car.start_first, car.start_last) == (min(starts), max(starts))
     assert car.last_update_last == max(updates) and car.snapshot_date == max(updates)
     xl = windows[ICTRP_XLSX.name]
-    stamp_dates = {s.date() if isinstance(s, datetime) else datetime.strptime(str(s).split()[0], "%m/%d/%Y").date()
-                   for s in stamps}
+    stamp_dates = {
+        s.date()
+        if isinstance(s, datetime)
+        else datetime.strptime(str(s).split()[0], "%m/%d/%Y").date()
+        for s in stamps
+    }
     assert xl.export_date == max(stamp_dates)
     assert xl.snapshot_date == max(xl.export_date, xl.last_update_last)  # type: ignore[type-var]
 
@@ -118,10 +135,15 @@ def test_study_type_column_is_canonical_with_raw_kept(full_store_path: Path) -> 
     finally:
         wb.close()
     with celltrials.open(full_store_path, read_only=True) as store:
-        rows = store.con.execute("""
+        rows = store.con.execute(
+            """
             SELECT study_type_raw, study_type, count(*) FROM records
-            WHERE source LIKE ? GROUP BY 1, 2""", [f"%{ICTRP_XLSX.name}"]).fetchall()
-        canon = {r[0] for r in store.con.execute("SELECT DISTINCT study_type FROM trials").fetchall()}
+            WHERE source LIKE ? GROUP BY 1, 2""",
+            [f"%{ICTRP_XLSX.name}"],
+        ).fetchall()
+        canon = {
+            r[0] for r in store.con.execute("SELECT DISTINCT study_type FROM trials").fetchall()
+        }
     assert {r[0]: r[2] for r in rows} == raw_counts
     assert all(st == normalize_study_type(raw) for raw, st, _ in rows)
     assert canon <= set(STUDY_TYPES)
@@ -131,18 +153,31 @@ def test_study_type_column_is_canonical_with_raw_kept(full_store_path: Path) -> 
 def test_countries_are_iso_coded_and_regions_kept_apart(full_store_path: Path) -> None:
     with celltrials.open(full_store_path, read_only=True) as store:
         con = store.con
-        uncoded = con.execute("SELECT count(*) FROM countries WHERE iso2 IS NULL OR iso3 IS NULL").fetchone()
+        uncoded = con.execute(
+            "SELECT count(*) FROM countries WHERE iso2 IS NULL OR iso3 IS NULL"
+        ).fetchone()
         names = {r[0] for r in con.execute("SELECT DISTINCT country FROM countries").fetchall()}
-        comma_names = con.execute("SELECT DISTINCT country, iso2 FROM countries WHERE country LIKE '%,%'").fetchall()
+        comma_names = con.execute(
+            "SELECT DISTINCT country, iso2 FROM countries WHERE country LIKE '%,%'"
+        ).fetchall()
         regions = {r[0] for r in con.execute("SELECT DISTINCT region FROM regions").fetchall()}
         malaysia = con.execute("""SELECT DISTINCT country, iso2, iso3 FROM record_countries
                                   WHERE country_raw IN ('MALAYSIA', 'Malaysia')""").fetchall()
         one_name_per_code = con.execute(
-            "SELECT count(*) FROM (SELECT iso2 FROM countries GROUP BY iso2 HAVING count(DISTINCT country) > 1)").fetchone()
+            "SELECT count(*) FROM (SELECT iso2 FROM countries GROUP BY iso2 HAVING count(DISTINCT country) > 1)"
+        ).fetchone()
         jprn = con.execute("""SELECT list(DISTINCT country ORDER BY country) FROM record_countries
                               WHERE country_raw = 'Japan,North America,Europe'""").fetchone()
     assert uncoded == (0,)
-    assert not names & {"ASIA", "EUROPE", "South America", "North America", "MALAYSIA", "Korea, North", "Wuhan"}
+    assert not names & {
+        "ASIA",
+        "EUROPE",
+        "South America",
+        "North America",
+        "MALAYSIA",
+        "Korea, North",
+        "Wuhan",
+    }
     # a comma survives only inside an ISO 3166 name ("Virgin Islands, British"), never as a list
     for name, iso2 in comma_names:
         country = pycountry.countries.get(alpha_2=iso2)
@@ -171,8 +206,12 @@ def test_no_export_damage_left_in_titles_sponsors_interventions(full_store_path:
                    (SELECT count(*) FROM record_sponsors WHERE name LIKE '%√%' OR name LIKE '%&#39;%'),
                    (SELECT count(*) FROM record_interventions WHERE name LIKE '%√%' OR name LIKE '%\\_x000D\\_%' ESCAPE '\\')
         """).fetchone()
-        repaired = {r[0] for r in con.execute(
-            "SELECT raw FROM record_text_repairs WHERE field = 'sponsor' AND list_contains(kinds, 'mojibake')").fetchall()}
+        repaired = {
+            r[0]
+            for r in con.execute(
+                "SELECT raw FROM record_text_repairs WHERE field = 'sponsor' AND list_contains(kinds, 'mojibake')"
+            ).fetchall()
+        }
         aphp = con.execute("""
             SELECT count(DISTINCT lead_sponsor_raw), count(DISTINCT lead_sponsor_key), count(DISTINCT lead_sponsor)
             FROM records WHERE lead_sponsor_raw IN ('Assistance Publique - H√¥pitaux de Paris',
@@ -207,14 +246,19 @@ def test_sponsor_chart_groups_spellings_of_one_sponsor(full_store: celltrials.St
     sel = L.select_trials(con, L.Filters(scope="all"))
     table = L.sponsors(con, sel)
     # independently: trials whose lead sponsor reads APHP in any spelling, folded by hand
-    raw = con.execute("SELECT trial_id, lead_sponsor_raw FROM trials WHERE lead_sponsor_raw IS NOT NULL").fetchall()
+    raw = con.execute(
+        "SELECT trial_id, lead_sponsor_raw FROM trials WHERE lead_sponsor_raw IS NOT NULL"
+    ).fetchall()
 
     def folded(name: str) -> str:
         return "".join(ch for ch in name.lower() if ch.isalnum())
 
     # the WHO export's Mac Roman mojibake is "H\u221a\u00a5pitaux" (√ and ¥), which folds to "hpitaux"
-    wanted = {"assistancepubliquehôpitauxdeparis", "assistancepubliquehopitauxdeparis",
-              "assistancepubliquehpitauxdeparis"}
+    wanted = {
+        "assistancepubliquehôpitauxdeparis",
+        "assistancepubliquehopitauxdeparis",
+        "assistancepubliquehpitauxdeparis",
+    }
     aphp_trials = {tid for tid, name in raw if folded(name) in wanted}
     rows = [r for r in table.itertuples() if any(folded(s) in wanted for s in r.spellings)]
     assert len(rows) == 1, [r.lead_sponsor for r in rows]
@@ -231,9 +275,13 @@ def test_implausible_start_dates_are_flagged(full_store_path: Path) -> None:
         it = wb.worksheets[0].iter_rows(values_only=True)
         header = list(next(it))
         tid, start = header.index("TrialID"), header.index("Date enrollement")
-        far = sorted(str(v[tid]).strip() for v in it
-                     if v[start] is not None and (v[start].year if isinstance(v[start], datetime)
-                                                  else int(str(v[start])[-4:])) > 2031)
+        far = sorted(
+            str(v[tid]).strip()
+            for v in it
+            if v[start] is not None
+            and (v[start].year if isinstance(v[start], datetime) else int(str(v[start])[-4:]))
+            > 2031
+        )
     finally:
         wb.close()
     with celltrials.open(full_store_path, read_only=True) as store:
@@ -249,7 +297,9 @@ def test_check_on_a_store_from_before_migration_5_says_how_to_upgrade(tmp_path: 
 
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    con.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
+    )
     for m in MIGRATIONS:
         if m.version < 5:
             m.apply(con)

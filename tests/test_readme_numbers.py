@@ -30,7 +30,9 @@ def rn() -> ModuleType:
 
 
 def test_readme_numbers_are_up_to_date(
-    rn: ModuleType, tmp_path_factory: pytest.TempPathFactory, full_store_path: Path,
+    rn: ModuleType,
+    tmp_path_factory: pytest.TempPathFactory,
+    full_store_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The reference store (all of ../shared/data, classified, products linked)
@@ -48,7 +50,9 @@ def test_readme_numbers_are_up_to_date(
     assert readme.count("<!-- /numbers -->") == len(re.findall(r"<!-- numbers:", readme))
 
 
-def test_stale_and_unknown_blocks(rn: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stale_and_unknown_blocks(
+    rn: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     calls: list[str] = []
 
     def hello(ref: object) -> str:
@@ -58,8 +62,10 @@ def test_stale_and_unknown_blocks(rn: ModuleType, tmp_path: Path, capsys: pytest
     blocks = {"hello": hello}
     text = "intro\n<!-- numbers:hello -->\nold 3\n<!-- /numbers -->\nmiddle\n<!-- numbers:hello -->x<!-- /numbers -->\n"
     new = rn.render(text, rn.Reference(db=None), blocks)
-    assert new == ("intro\n<!-- numbers:hello -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- /numbers -->\nmiddle\n"
-                   "<!-- numbers:hello -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- /numbers -->\n")
+    assert new == (
+        "intro\n<!-- numbers:hello -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- /numbers -->\nmiddle\n"
+        "<!-- numbers:hello -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- /numbers -->\n"
+    )
     assert calls == ["hello"]  # computed once per run
     assert rn.render(new, rn.Reference(db=None), blocks) == new  # idempotent
     with pytest.raises(SystemExit, match=r"unknown number block.*'nope'"):
@@ -69,7 +75,10 @@ def test_stale_and_unknown_blocks(rn: ModuleType, tmp_path: Path, capsys: pytest
 
     # --check on a stale README: exit 1 and a diff naming the changed line
     readme = tmp_path / "README.md"
-    readme.write_text("<!-- numbers:catalog -->\nCatalog version 0: 1 approvals\n<!-- /numbers -->\n", encoding="utf-8")
+    readme.write_text(
+        "<!-- numbers:catalog -->\nCatalog version 0: 1 approvals\n<!-- /numbers -->\n",
+        encoding="utf-8",
+    )
     assert rn.main(["--check", "--readme", str(readme)]) == 1
     out = capsys.readouterr()
     assert "-Catalog version 0: 1 approvals" in out.out and "is stale" in out.err

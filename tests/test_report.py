@@ -38,9 +38,29 @@ from tests.conftest_report import (
     parse_page,
 )
 
-IMMUNE = {"car_t", "car_nk", "tcr_t", "til", "nk", "cik", "dc", "treg", "virus_specific_t",
-          "gamma_delta_t", "macrophage", "other_immune"}
-STEM = {"msc", "hsc", "ipsc_derived", "esc_derived", "mononuclear_cells", "neural_stem", "other_stem"}
+IMMUNE = {
+    "car_t",
+    "car_nk",
+    "tcr_t",
+    "til",
+    "nk",
+    "cik",
+    "dc",
+    "treg",
+    "virus_specific_t",
+    "gamma_delta_t",
+    "macrophage",
+    "other_immune",
+}
+STEM = {
+    "msc",
+    "hsc",
+    "ipsc_derived",
+    "esc_derived",
+    "mononuclear_cells",
+    "neural_stem",
+    "other_stem",
+}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -86,7 +106,7 @@ def expected_numbers(store_path: Path) -> tuple[Expected, pd.DataFrame, date]:
         return _expected_numbers(store.con)
 
 
-def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
+def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:  # noqa: C901 - the independent computation of every report number
     labels = con.execute("SELECT * FROM labels").df()
     all_trials = con.execute("SELECT * FROM trials").df()
     dd = pd.Timestamp(all_trials["last_update"].max()).date()
@@ -94,8 +114,14 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
     t = all_trials[all_trials["trial_id"].isin(ct_ids)].merge(labels, on="trial_id", how="left")
     for c in ("cell_type", "msc_source", "product_form", "therapeutic_area", "targets"):
         t[c] = t[c].map(_split)
-    t["fams"] = t["cell_type"].map(lambda cts: sorted({"immune" if c in IMMUNE else "stem_stromal" if c in STEM
-                                                       else "other" for c in cts}) or ["unassigned"])
+    t["fams"] = t["cell_type"].map(
+        lambda cts: (
+            sorted(
+                {"immune" if c in IMMUNE else "stem_stromal" if c in STEM else "other" for c in cts}
+            )
+            or ["unassigned"]
+        )
+    )
     t["start"] = pd.to_datetime(t["start_date"])
     t["year"] = t["start"].dt.year
     t["dated"] = t["start"].notna() & (t["start"] <= pd.Timestamp(dd))
@@ -107,12 +133,17 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
     e.add("headline:trials", t["trial_id"])
     has_n = t[t["enrollment"].notna()]
     e.add("headline:patients_total", has_n["trial_id"], int(has_n["enrollment"].sum()))
-    for key, kind in (("patients_actual", "ACTUAL"), ("patients_anticipated", "ESTIMATED"),
-                      ("patients_type_not_stated", "UNKNOWN")):
+    for key, kind in (
+        ("patients_actual", "ACTUAL"),
+        ("patients_anticipated", "ESTIMATED"),
+        ("patients_type_not_stated", "UNKNOWN"),
+    ):
         sub = has_n[has_n["enrollment_type"].fillna("UNKNOWN") == kind]
         e.add(f"headline:{key}", sub["trial_id"], int(sub["enrollment"].sum()))
     e.add("headline:trials_without_enrollment", t.loc[t["enrollment"].isna(), "trial_id"])
-    countries = con.execute("SELECT trial_id, country FROM countries WHERE country IS NOT NULL").df()
+    countries = con.execute(
+        "SELECT trial_id, country FROM countries WHERE country IS NOT NULL"
+    ).df()
     countries = countries[countries["trial_id"].isin(ct_ids)]
     e.add("headline:countries", countries["trial_id"], countries["country"].nunique())
     e.add("headline:registries", t.loc[t["registry"].notna(), "trial_id"], t["registry"].nunique())
@@ -126,18 +157,48 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
 
     # sections
     e.group("registries", ((r["registry"], r["trial_id"]) for r in rows if r["registry"]))
-    e.group("immune_by_cell_type", ((c, r["trial_id"]) for r in rows for c in r["cell_type"] if c in IMMUNE))
-    e.group("stem_by_cell_type", ((c, r["trial_id"]) for r in rows for c in r["cell_type"] if c in STEM))
-    e.group("stem_by_indication", ((r["indication_group"] or "not_classified", r["trial_id"])
-                                   for r in rows if "stem_stromal" in r["fams"]))
+    e.group(
+        "immune_by_cell_type",
+        ((c, r["trial_id"]) for r in rows for c in r["cell_type"] if c in IMMUNE),
+    )
+    e.group(
+        "stem_by_cell_type", ((c, r["trial_id"]) for r in rows for c in r["cell_type"] if c in STEM)
+    )
+    e.group(
+        "stem_by_indication",
+        (
+            (r["indication_group"] or "not_classified", r["trial_id"])
+            for r in rows
+            if "stem_stromal" in r["fams"]
+        ),
+    )
     msc = [r for r in rows if "msc" in r["cell_type"]]
-    e.group("msc_by_source", ((s, r["trial_id"]) for r in msc for s in (r["msc_source"] or ["unspecified"])))
-    e.group("start_year_by_family", ((f"{int(r['year'])}|{f}", r["trial_id"])
-                                     for r in rows if r["dated"] for f in r["fams"]))
-    e.group("phase_by_family", ((f"{r['phase_']}|{f}", r["trial_id"]) for r in rows for f in r["fams"]))
-    e.group("status_by_family", ((f"{r['status'] or 'UNKNOWN'}|{f}", r["trial_id"]) for r in rows for f in r["fams"]))
-    e.group("stopped_reasons", ((f"{r['status']}|{(r['why_stopped'] or '').strip() or '(no reason given)'}", r["trial_id"])
-                                for r in rows if r["status"] in ("TERMINATED", "WITHDRAWN", "SUSPENDED")))
+    e.group(
+        "msc_by_source",
+        ((s, r["trial_id"]) for r in msc for s in (r["msc_source"] or ["unspecified"])),
+    )
+    e.group(
+        "start_year_by_family",
+        ((f"{int(r['year'])}|{f}", r["trial_id"]) for r in rows if r["dated"] for f in r["fams"]),
+    )
+    e.group(
+        "phase_by_family", ((f"{r['phase_']}|{f}", r["trial_id"]) for r in rows for f in r["fams"])
+    )
+    e.group(
+        "status_by_family",
+        ((f"{r['status'] or 'UNKNOWN'}|{f}", r["trial_id"]) for r in rows for f in r["fams"]),
+    )
+    e.group(
+        "stopped_reasons",
+        (
+            (
+                f"{r['status']}|{(r['why_stopped'] or '').strip() or '(no reason given)'}",
+                r["trial_id"],
+            )
+            for r in rows
+            if r["status"] in ("TERMINATED", "WITHDRAWN", "SUSPENDED")
+        ),
+    )
     e.group("countries", zip(countries["country"], countries["trial_id"], strict=True))
     # spellings of one sponsor (same lead_sponsor_key) count under their most common spelling
     spelled = [r for r in rows if isinstance(r["lead_sponsor"], str) and r["lead_sponsor"].strip()]
@@ -147,13 +208,34 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
     shown_as = {k: min(c, key=lambda name: (-c[name], name)) for k, c in spellings.items()}
     e.group("sponsors", ((shown_as[r["lead_sponsor_key"]], r["trial_id"]) for r in spelled))
     e.group("sponsor_classes", ((r["sponsor_class"] or "unknown", r["trial_id"]) for r in rows))
-    e.group("msc_source_by_area", ((f"{s}|{a}", r["trial_id"]) for r in msc for s in (r["msc_source"] or ["unspecified"])
-                                   for a in (r["therapeutic_area"] or ["not_classified"])))
+    e.group(
+        "msc_source_by_area",
+        (
+            (f"{s}|{a}", r["trial_id"])
+            for r in msc
+            for s in (r["msc_source"] or ["unspecified"])
+            for a in (r["therapeutic_area"] or ["not_classified"])
+        ),
+    )
     cart = [r for r in rows if "car_t" in r["cell_type"]]
-    e.group("car_t_targets_by_area", ((f"{g}|{a}", r["trial_id"]) for r in cart for g in (r["targets"] or ["unspecified"])
-                                      for a in (r["therapeutic_area"] or ["not_classified"])))
-    e.group("product_form_by_year", ((f"{int(r['year'])}|{p}", r["trial_id"])
-                                     for r in rows if r["dated"] for p in r["product_form"]))
+    e.group(
+        "car_t_targets_by_area",
+        (
+            (f"{g}|{a}", r["trial_id"])
+            for r in cart
+            for g in (r["targets"] or ["unspecified"])
+            for a in (r["therapeutic_area"] or ["not_classified"])
+        ),
+    )
+    e.group(
+        "product_form_by_year",
+        (
+            (f"{int(r['year'])}|{p}", r["trial_id"])
+            for r in rows
+            if r["dated"]
+            for p in r["product_form"]
+        ),
+    )
 
     # funnel: celltrials.analysis.funnel's definitions, recomputed here
     p2 = {"PHASE1_PHASE2", "PHASE2", "PHASE2_PHASE3", "PHASE3", "PHASE4"}
@@ -161,7 +243,7 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
     fun: list[tuple[str, str]] = []
     for r in rows:
         for c in r["cell_type"]:
-            for s in ((r["msc_source"] or ["unspecified"]) if c == "msc" else [""]):
+            for s in (r["msc_source"] or ["unspecified"]) if c == "msc" else [""]:
                 key = f"funnel:{c}|{s}"
                 fun.append((f"{key}|registered", r["trial_id"]))
                 if r["phase_"] in p2:
@@ -183,10 +265,12 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
     first_approval: dict[str, pd.Timestamp] = {}
     for r in catalog.to_dict("records"):
         for c in _split(r["cell_type"]):
-            for s in ((_split(r["msc_source"]) or ["unspecified"]) if c == "msc" else [""]):
+            for s in (_split(r["msc_source"]) or ["unspecified"]) if c == "msc" else [""]:
                 group_subs[f"funnel:{c}|{s}"].add(r["substance"])
         if r["approval_date"]:
-            d = pd.Timestamp(r["approval_date"] if len(r["approval_date"]) == 10 else r["approval_date"] + "-01")
+            d = pd.Timestamp(
+                r["approval_date"] if len(r["approval_date"]) == 10 else r["approval_date"] + "-01"
+            )
             first_approval[r["substance"]] = min(first_approval.get(r["substance"], d), d)
     links = con.execute("SELECT DISTINCT trial_id, product FROM product_links").df()
     starts = dict(zip(t["trial_id"], t["start"], strict=True))
@@ -209,7 +293,11 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
         subs = group_subs.get(group, set())
         members = e.ids[cid]
         with_trials = {x for x in subs if named[x] & members}
-        e.add(f"{group}|approved_products", {x for s in with_trials for x in named[s] & members}, len(with_trials))
+        e.add(
+            f"{group}|approved_products",
+            {x for s in with_trials for x in named[s] & members},
+            len(with_trials),
+        )
         e.n[f"{group}|approved_no_trials"] = len(subs - with_trials)
         e.n[f"{group}|approved_before_first_trial"] = len(with_trials & before)
         for sub in subs:  # every catalog product of a group shown is listed, with or without trials
@@ -223,16 +311,26 @@ def _expected_numbers(con: Any) -> tuple[Expected, pd.DataFrame, date]:
         rel = str(Path(r["source"]).relative_to(root))
         e.n[f"snapshots:{rel}|records_read"] = int(r["n"])
         e.add(f"snapshots:{rel}|trials", t.loc[t["source"] == r["source"], "trial_id"])
-    e.add("exclusions:classified as not cell therapy",
-          labels.loc[labels["is_cell_therapy"] == False, "trial_id"])  # noqa: E712
+    e.add(
+        "exclusions:classified as not cell therapy",
+        labels.loc[labels["is_cell_therapy"].eq(False), "trial_id"],
+    )
     unlabelled = set(all_trials["trial_id"]) - set(labels["trial_id"])
     if unlabelled:
         e.add("exclusions:not classified", unlabelled)
     e.add("unclassified_fields:no cell type", (r["trial_id"] for r in rows if not r["cell_type"]))
-    e.add("unclassified_fields:no indication group", (r["trial_id"] for r in rows if not r["indication_group"]))
-    e.add("unclassified_fields:MSC without a stated source",
-          (r["trial_id"] for r in msc if not r["msc_source"] or "unspecified" in r["msc_source"]))
-    e.add("unclassified_fields:CAR-T without a recognised target", (r["trial_id"] for r in cart if not r["targets"]))
+    e.add(
+        "unclassified_fields:no indication group",
+        (r["trial_id"] for r in rows if not r["indication_group"]),
+    )
+    e.add(
+        "unclassified_fields:MSC without a stated source",
+        (r["trial_id"] for r in msc if not r["msc_source"] or "unspecified" in r["msc_source"]),
+    )
+    e.add(
+        "unclassified_fields:CAR-T without a recognised target",
+        (r["trial_id"] for r in cart if not r["targets"]),
+    )
     e.add("unclassified_fields:no start date", t.loc[t["start"].isna(), "trial_id"])
     tr = con.execute("SELECT trial_id, n_records FROM trial_records").df()
     merged = tr[tr["n_records"] > 1]
@@ -247,7 +345,9 @@ def expected(store_path: Path) -> tuple[Expected, pd.DataFrame, date]:
 
 
 # ---------------------------------------------------------------------- tests
-def test_every_number_in_the_html_equals_an_independent_query(report: ReportResult, expected: Any) -> None:
+def test_every_number_in_the_html_equals_an_independent_query(
+    report: ReportResult, expected: Any
+) -> None:
     e, t, _ = expected
     page, data = parse_page(report.html)
     assert len(page.counts) > 300  # the real data fill every section
@@ -261,18 +361,39 @@ def test_every_number_in_the_html_equals_an_independent_query(report: ReportResu
     assert len(t) == seen["headline:trials"] > 3000
 
 
-@pytest.mark.parametrize("section", [
-    "registries", "immune_by_cell_type", "stem_by_cell_type", "stem_by_indication", "msc_by_source",
-    "start_year_by_family", "phase_by_family", "status_by_family", "stopped_reasons", "countries",
-    "sponsor_classes", "msc_source_by_area", "product_form_by_year", "headline", "unclassified_fields",
-    "exclusions",
-])
-def test_complete_sections_show_every_expected_count(report: ReportResult, expected: Any, section: str) -> None:
+@pytest.mark.parametrize(
+    "section",
+    [
+        "registries",
+        "immune_by_cell_type",
+        "stem_by_cell_type",
+        "stem_by_indication",
+        "msc_by_source",
+        "start_year_by_family",
+        "phase_by_family",
+        "status_by_family",
+        "stopped_reasons",
+        "countries",
+        "sponsor_classes",
+        "msc_source_by_area",
+        "product_form_by_year",
+        "headline",
+        "unclassified_fields",
+        "exclusions",
+    ],
+)
+def test_complete_sections_show_every_expected_count(
+    report: ReportResult, expected: Any, section: str
+) -> None:
     """Sections shown in full: no expected count is missing from the page."""
     e, _, _ = expected
     page, _ = parse_page(report.html)
     shown = {cid for cid, _ in page.counts if cid.startswith(section + ":")}
-    want = {cid for cid, n in e.n.items() if cid.startswith(section + ":") and (n or section in ("headline", "unclassified_fields"))}
+    want = {
+        cid
+        for cid, n in e.n.items()
+        if cid.startswith(section + ":") and (n or section in ("headline", "unclassified_fields"))
+    }
     assert shown == want
 
 
@@ -282,15 +403,26 @@ def test_top_n_sections_show_the_top_rows(report: ReportResult, expected: Any) -
     shown = [cid for cid, _ in page.counts if cid.startswith("sponsors:")]
     ranked = sorted((k for k in e.n if k.startswith("sponsors:")), key=lambda k: (-e.n[k], k))
     assert shown == ranked[:25]
-    cart_shown = {cid.split(":", 1)[1].split("|")[0] for cid, _ in page.counts if cid.startswith("car_t_targets_by_area:")}
+    cart_shown = {
+        cid.split(":", 1)[1].split("|")[0]
+        for cid, _ in page.counts
+        if cid.startswith("car_t_targets_by_area:")
+    }
     totals: dict[str, int] = defaultdict(int)
     for k, n in e.n.items():
         if k.startswith("car_t_targets_by_area:"):
             totals[k.split(":", 1)[1].split("|")[0]] += n
-    top = [*sorted((g for g in totals if g != "unspecified"), key=lambda g: (-totals[g], g))[:15], "unspecified"]
+    top = [
+        *sorted((g for g in totals if g != "unspecified"), key=lambda g: (-totals[g], g))[:15],
+        "unspecified",
+    ]
     assert cart_shown == set(top)
     # every cell of the shown targets is shown
-    want = {k for k in e.n if k.startswith("car_t_targets_by_area:") and k.split(":", 1)[1].split("|")[0] in top}
+    want = {
+        k
+        for k in e.n
+        if k.startswith("car_t_targets_by_area:") and k.split(":", 1)[1].split("|")[0] in top
+    }
     assert {cid for cid, _ in page.counts if cid.startswith("car_t_targets_by_area:")} == want
 
 
@@ -366,14 +498,22 @@ def test_partial_year_and_snapshot_dates(report: ReportResult, expected: Any) ->
     # the headline states each source's window (snapshot date), per source with trials here
     with celltrials.open(report_store_path(report), read_only=True) as store:
         snap = _snapshots(store.con)
-        shown_sources = {r[0] for r in store.con.execute("""
+        shown_sources = {
+            r[0]
+            for r in store.con.execute("""
             SELECT DISTINCT source FROM trials WHERE trial_id IN (SELECT trial_id FROM labels WHERE is_cell_therapy)
-            """).fetchall()}
-        ingested = [r[0] for r in store.con.execute("SELECT DISTINCT source FROM ingests").fetchall()]
+            """).fetchall()
+        }
+        ingested = [
+            r[0] for r in store.con.execute("SELECT DISTINCT source FROM ingests").fetchall()
+        ]
     root = Path(commonpath([str(Path(s).parent) for s in ingested]))
     want = {str(Path(src).relative_to(root)): snap[src].isoformat() for src in shown_sources}
-    shown = {cid.split(":", 1)[1]: re.search(r"(\d{4}-\d{2}-\d{2})\s*$", text).group(1)  # type: ignore[union-attr]
-             for cid, text in page.dates if cid.startswith("window:")}
+    shown = {
+        cid.split(":", 1)[1]: re.search(r"(\d{4}-\d{2}-\d{2})\s*$", text).group(1)  # type: ignore[union-attr]
+        for cid, text in page.dates
+        if cid.startswith("window:")
+    }
     assert shown == want
     assert want["ctgov-classic-csv/msc_mesenchymal_stem_or_stromal.csv"] == "2022-10-05"
 
@@ -427,10 +567,12 @@ def _expected_marks(t: pd.DataFrame, key: str, snap: dict[str, date]) -> dict[tu
     return out
 
 
-@pytest.mark.parametrize(("chart", "key"), [("start_year_by_family", "fams"),
-                                            ("product_form_by_year", "product_form")])
-def test_year_charts_mark_the_years_their_sources_do_not_cover(report: ReportResult, expected: Any,
-                                                               chart: str, key: str) -> None:
+@pytest.mark.parametrize(
+    ("chart", "key"), [("start_year_by_family", "fams"), ("product_form_by_year", "product_form")]
+)
+def test_year_charts_mark_the_years_their_sources_do_not_cover(
+    report: ReportResult, expected: Any, chart: str, key: str
+) -> None:
     _e, t, _dd = expected
     with celltrials.open(report_store_path(report), read_only=True) as store:
         snap = _snapshots(store.con)
@@ -449,12 +591,15 @@ def test_year_charts_mark_the_years_their_sources_do_not_cover(report: ReportRes
         shapes = tr["marker"].get("pattern", {}).get("shape", [""] * len(tr["x"]))
         for x, shape in zip(tr["x"], shapes, strict=True):
             if shape:
-                got[(names.get(tr["name"], tr["name"]), int(x))] = {"/": "partial", "x": "not_covered"}[shape]
+                got[(names.get(tr["name"], tr["name"]), int(x))] = {
+                    "/": "partial",
+                    "x": "not_covered",
+                }[shape]
         if "opacity" in tr["marker"]:  # faded exactly where not covered
             assert [o < 1 for o in tr["marker"]["opacity"]] == [s == "x" for s in shapes]
     # a mark for every series drawn (series without bars in a year still count in the note)
     drawn = {L.label(str(c)) for c in {s for s, _ in want}} & {tr["name"] for tr in fig["data"]}
-    assert {k: v for k, v in got.items()} == {k: v for k, v in want.items() if L.label(k[0]) in drawn}
+    assert dict(got.items()) == {k: v for k, v in want.items() if L.label(k[0]) in drawn}
     # the reason is on the chart: boundary lines at each material snapshot, the note names the windows
     texts = [a["text"] for a in fig["layout"]["annotations"]]
     assert any(tx.startswith("data end 2022-10-05") for tx in texts)
@@ -475,7 +620,10 @@ def report_store_path(report: ReportResult) -> Path:
 
 def test_methods_name_sources_version_and_taxonomy(report: ReportResult) -> None:
     html = report.html.read_text(encoding="utf-8")
-    assert "ClinicalTrials.gov" in html and "WHO International Clinical Trials Registry Platform" in html
+    assert (
+        "ClinicalTrials.gov" in html
+        and "WHO International Clinical Trials Registry Platform" in html
+    )
     assert f"celltrials {celltrials.__version__}" in html
     with celltrials.open(report_store_path(report), read_only=True) as store:
         version = store.con.execute("SELECT DISTINCT taxonomy_version FROM labels").fetchall()
@@ -503,7 +651,15 @@ def test_output_files(report: ReportResult) -> None:
         assert "<svg" in p.read_text(encoding="utf-8")[:2000]
     # one CSV per table, one sheet per table (plus 'about'); CSV counts = the section frames
     names = {p.stem for p in (out / "tables").glob("*.csv")}
-    assert {"headline", "countries", "sponsors", "start_year_by_family", "snapshots", "exclusions", "trials"} <= names
+    assert {
+        "headline",
+        "countries",
+        "sponsors",
+        "start_year_by_family",
+        "snapshots",
+        "exclusions",
+        "trials",
+    } <= names
     wb = load_workbook(report.xlsx, read_only=True)
     assert set(wb.sheetnames) == (names - {"trials"}) | {"about"}
     for name in ("countries", "immune_by_cell_type", "phase_by_family"):
@@ -512,25 +668,30 @@ def test_output_files(report: ReportResult) -> None:
         df = report.sections[name]
         assert [int(r["n_trials"]) for r in rows] == df["n_trials"].tolist()
         assert [len(r["trial_ids"].split(";")) for r in rows] == df["n_trials"].tolist()
-        sheet = [r for r in wb[name].iter_rows(values_only=True)]
+        sheet = list(wb[name].iter_rows(values_only=True))
         assert list(sheet[0]) == list(df.columns)
         assert [r[list(df.columns).index("n_trials")] for r in sheet[1:]] == df["n_trials"].tolist()
     wb.close()
 
 
 def test_filters_combine(store_path: Path, tmp_path: Path) -> None:
-    filters = L.make_filters(country=["china"], start_year="2019-2024", cell_type=["immune"], phase=["1", "1/2"])
+    filters = L.make_filters(
+        country=["china"], start_year="2019-2024", cell_type=["immune"], phase=["1", "1/2"]
+    )
     with celltrials.open(store_path, read_only=True) as store:
         res = build_report(store, tmp_path / "r", filters)
         got = set(L.select_trials(store.con, filters)["trial_id"])
-        want = {r[0] for r in store.con.execute("""
+        want = {
+            r[0]
+            for r in store.con.execute("""
             SELECT t.trial_id FROM trials t JOIN labels l USING (trial_id)
             WHERE l.is_cell_therapy
               AND t.trial_id IN (SELECT trial_id FROM countries WHERE country = 'China')
               AND year(t.start_date) BETWEEN 2019 AND 2024
               AND t.phase IN ('PHASE1', 'PHASE1_PHASE2')
               AND regexp_matches(l.cell_type, '(^|;)(car_t|car_nk|tcr_t|til|nk|cik|dc|treg|virus_specific_t|gamma_delta_t|macrophage|other_immune)(;|$)')
-        """).fetchall()}
+        """).fetchall()
+        }
         everything = set(L.select_trials(store.con, L.Filters())["trial_id"])
     assert got == want and 100 < len(want) < 2000
     _page, data = parse_page(res.html)
@@ -547,22 +708,47 @@ def test_progress_callback(store_path: Path, tmp_path: Path) -> None:
 
     events: list[ProgressEvent] = []
     with celltrials.open(store_path, read_only=True) as store:
-        build_report(store, tmp_path / "p", L.make_filters(cell_type=["car_nk"]), progress=events.append,
-                     figures=False)
+        build_report(
+            store,
+            tmp_path / "p",
+            L.make_filters(cell_type=["car_nk"]),
+            progress=events.append,
+            figures=False,
+        )
     assert {e.stage for e in events} == {"report"}
-    assert [e.item for e in events] == ["select", "sections", "tables", "workbook", "html", "figures", "done"]
+    assert [e.item for e in events] == [
+        "select",
+        "sections",
+        "tables",
+        "workbook",
+        "html",
+        "figures",
+        "done",
+    ]
     assert [e.index for e in events] == list(range(7)) and {e.total for e in events} == {6}
 
 
 def test_title_registry_status_indication_filters(store_path: Path) -> None:
     with celltrials.open(store_path, read_only=True) as store:
         con = store.con
-        got = set(L.select_trials(con, L.make_filters(title="cd19", registry=["CTGOV"], status=["recruiting"],
-                                                      indication_group=["oncology"]))["trial_id"])
-        want = {r[0] for r in con.execute("""
+        got = set(
+            L.select_trials(
+                con,
+                L.make_filters(
+                    title="cd19",
+                    registry=["CTGOV"],
+                    status=["recruiting"],
+                    indication_group=["oncology"],
+                ),
+            )["trial_id"]
+        )
+        want = {
+            r[0]
+            for r in con.execute("""
             SELECT trial_id FROM trials JOIN labels USING (trial_id)
             WHERE is_cell_therapy AND title ILIKE '%cd19%' AND registry = 'ctgov' AND status = 'RECRUITING'
-              AND indication_group = 'oncology'""").fetchall()}
+              AND indication_group = 'oncology'""").fetchall()
+        }
     assert got == want and len(want) > 20
 
 
@@ -575,7 +761,9 @@ def test_bad_filters_raise_with_hints(store_path: Path, tmp_path: Path) -> None:
     assert L.parse_year_range("2019-") == (2019, None)
     assert L.parse_year_range("2020") == (2020, 2020)
     with celltrials.open(store_path, read_only=True) as store, pytest.raises(AnalysisError) as exc2:
-        build_report(store, tmp_path / "none", L.make_filters(title="no trial has this title xyzzy"))
+        build_report(
+            store, tmp_path / "none", L.make_filters(title="no trial has this title xyzzy")
+        )
     assert "Loosen" in exc2.value.hint
 
 
@@ -586,9 +774,13 @@ def test_rebuild_into_the_same_folder_drops_stale_files(store_path: Path, tmp_pa
     with celltrials.open(store_path, read_only=True) as store:
         first = build_report(store, out, L.Filters(), jobs=0)
         assert (out / "figures" / "msc_by_source.svg").is_file()
-        second = build_report(store, out, L.make_filters(cell_type=["car_nk"], country=["China"]), jobs=0)
+        second = build_report(
+            store, out, L.make_filters(cell_type=["car_nk"], country=["China"]), jobs=0
+        )
     assert len(second.figures) < len(first.figures)
-    assert sorted((out / "figures").glob("*.svg")) == sorted(p for p in second.figures if p.suffix == ".svg")
+    assert sorted((out / "figures").glob("*.svg")) == sorted(
+        p for p in second.figures if p.suffix == ".svg"
+    )
     assert (out / "figures" / "my-notes.png").read_bytes() == b"mine"  # not ours: kept
 
 
@@ -611,13 +803,39 @@ def test_unclassified_store(tmp_path: Path) -> None:
 def test_cli_report(store_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
     runner = CliRunner()
-    r = runner.invoke(cli, ["--db", str(store_path), "--quiet", "report", "--out", str(out),
-                            "--country", "China", "--start-year", "2019-2024", "--no-figures"])
+    r = runner.invoke(
+        cli,
+        [
+            "--db",
+            str(store_path),
+            "--quiet",
+            "report",
+            "--out",
+            str(out),
+            "--country",
+            "China",
+            "--start-year",
+            "2019-2024",
+            "--no-figures",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert r.output == ""  # --quiet: nothing drawn
     assert (out / "report.html").is_file() and (out / "report.xlsx").is_file()
-    r = runner.invoke(cli, ["--db", str(store_path), "report", "--out", str(tmp_path / "j"), "--json",
-                            "--cell-type", "msc", "--no-figures"])
+    r = runner.invoke(
+        cli,
+        [
+            "--db",
+            str(store_path),
+            "report",
+            "--out",
+            str(tmp_path / "j"),
+            "--json",
+            "--cell-type",
+            "msc",
+            "--no-figures",
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     with celltrials.open(store_path, read_only=True) as store:
@@ -628,16 +846,38 @@ def test_cli_report(store_path: Path, tmp_path: Path) -> None:
     assert res["filters"]["cell_type"] == "msc"
 
 
-def test_cli_error_message_and_hint(store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_error_message_and_hint(
+    store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from celltrials.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["--db", str(store_path), "report", "--out", str(tmp_path / "x"), "--indication-group", "cancer"])
+        main(
+            [
+                "--db",
+                str(store_path),
+                "report",
+                "--out",
+                str(tmp_path / "x"),
+                "--indication-group",
+                "cancer",
+            ]
+        )
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "unknown indication group 'cancer'" in err and "Hint: Use one of: oncology" in err
     with pytest.raises(SystemExit) as exc:
-        main(["--db", str(store_path), "report", "--out", str(tmp_path / "y"), "--title", "xyzzy-no-such-title"])
+        main(
+            [
+                "--db",
+                str(store_path),
+                "report",
+                "--out",
+                str(tmp_path / "y"),
+                "--title",
+                "xyzzy-no-such-title",
+            ]
+        )
     assert exc.value.code == 1
     assert "no trial matches the filters" in capsys.readouterr().err
 

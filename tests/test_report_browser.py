@@ -17,14 +17,21 @@ from celltrials.report.build import ReportResult
 from tests.conftest_report import classified_store_path, decode_list, default_report, parse_page
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path) -> ReportResult:
-    return default_report(tmp_path_factory, classified_store_path(tmp_path_factory, full_store_path))
+    return default_report(
+        tmp_path_factory, classified_store_path(tmp_path_factory, full_store_path)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +51,10 @@ class Page:
         self.page = browser.new_page(viewport={"width": width, "height": height})
         self.errors: list[str] = []
         self.remote: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(f"{m.type}: {m.text}") if m.type == "error" else None)
+        self.page.on(
+            "console",
+            lambda m: self.errors.append(f"{m.type}: {m.text}") if m.type == "error" else None,
+        )
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
 
         def route(r: Any) -> None:
@@ -60,7 +70,8 @@ class Page:
         self.page.wait_for_function(
             "document.querySelectorAll('div.chart').length > 0 && "
             "document.querySelectorAll('div.chart[data-rendered]').length === document.querySelectorAll('div.chart').length",
-            timeout=120_000)
+            timeout=120_000,
+        )
 
     def close(self) -> None:
         self.page.close()
@@ -93,7 +104,12 @@ def test_every_chart_draws_its_data(page: Page, report: ReportResult) -> None:
     for c in charts:
         fig = data["charts"][c["id"]]
         if fig["data"][0]["type"] == "bar":
-            nonzero = sum(1 for tr in fig["data"] for v in (tr["x"] if tr.get("orientation") == "h" else tr["y"]) if v)
+            nonzero = sum(
+                1
+                for tr in fig["data"]
+                for v in (tr["x"] if tr.get("orientation") == "h" else tr["y"])
+                if v
+            )
             assert c["bars"] == nonzero, c["id"]
 
 
@@ -129,7 +145,9 @@ def _click_center(page: Any, locator: Any) -> None:
 
 def _dialog_ids(page: Any) -> list[str]:
     page.wait_for_selector("dialog#trial-list[open]")
-    return page.eval_on_selector_all("#tl-items li > a:first-child", "els => els.map(e => e.textContent)")
+    return page.eval_on_selector_all(
+        "#tl-items li > a:first-child", "els => els.map(e => e.textContent)"
+    )
 
 
 def _close(page: Any) -> None:
@@ -163,17 +181,23 @@ def test_clicking_a_heatmap_cell_lists_its_trials(page: Page, report: ReportResu
     p = page.page
     tr = data["charts"]["msc_source_by_area"]["data"][0]
     # the largest cell
-    best = max(((z, i, j) for i, row in enumerate(tr["z"]) for j, z in enumerate(row) if z), key=lambda x: x[0])
+    best = max(
+        ((z, i, j) for i, row in enumerate(tr["z"]) for j, z in enumerate(row) if z),
+        key=lambda x: x[0],
+    )
     _, i, j = best
     cid = tr["customdata"][i][j]
     div = p.locator("#chart-msc_source_by_area")
     div.scroll_into_view_if_needed()
     # the centre of cell (i, j) in page pixels, from plotly's own axes
-    xy = p.evaluate("""([i, j]) => {
+    xy = p.evaluate(
+        """([i, j]) => {
         const gd = document.getElementById('chart-msc_source_by_area');
         const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
         return [r.left + xa._offset + xa.l2p(j), r.top + ya._offset + ya.l2p(i)];
-    }""", [i, j])
+    }""",
+        [i, j],
+    )
     p.mouse.click(xy[0], xy[1])
     shown = _dialog_ids(p)
     assert p.get_attribute("dialog#trial-list", "data-count-id") == cid
@@ -199,7 +223,9 @@ def test_clicking_a_table_count_lists_its_trials(page: Page, report: ReportResul
 
 
 @pytest.mark.parametrize("width", [1400, 1024, 800, 390])
-def test_layout_fits_the_viewport(browser: Any, report: ReportResult, width: int, tmp_path: Path) -> None:
+def test_layout_fits_the_viewport(
+    browser: Any, report: ReportResult, width: int, tmp_path: Path
+) -> None:
     pg = Page(browser, report.html, width=width, height=900)
     try:
         overflow = pg.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -219,6 +245,7 @@ def test_layout_fits_the_viewport(browser: Any, report: ReportResult, width: int
 def test_playwright_drives_debians_chromium(browser: Any) -> None:
     # scripts/ensure_chromium.sh installs Debian's package; Playwright must not
     # fall back to a browser build of its own (none can be downloaded here).
-    printed = subprocess.run([str(CHROMIUM), "--version"], capture_output=True, text=True,
-                             check=True).stdout
+    printed = subprocess.run(
+        [str(CHROMIUM), "--version"], capture_output=True, text=True, check=True
+    ).stdout
     assert browser.version and browser.version in printed

@@ -29,34 +29,51 @@ def side_report(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path)
             return build_report(store, out, Filters(), figures=False)
 
 
-def test_lists_beside_the_page_equal_the_inline_ones(tmp_path: Path, side_report: ReportResult,
-                                                     full_store_path: Path,
-                                                     tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_lists_beside_the_page_equal_the_inline_ones(
+    tmp_path: Path,
+    side_report: ReportResult,
+    full_store_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     page, _ = parse_page(side_report.html)
     embedded = json.loads(page.scripts["report-data"])
-    assert "lists" not in embedded and "trials" not in embedded and embedded["lists_src"] == LISTS_FILE
+    assert (
+        "lists" not in embedded and "trials" not in embedded and embedded["lists_src"] == LISTS_FILE
+    )
     side = read_lists_file(side_report.html.parent / LISTS_FILE)
     assert len(side["trials"]) == side_report.n_trials
     # the same report at the default threshold (small: all inline), into a folder holding the large one
     out = tmp_path / "again"
     shutil.copytree(side_report.html.parent, out)
-    with celltrials.open(classified_store_path(tmp_path_factory, full_store_path), read_only=True) as store:
+    with celltrials.open(
+        classified_store_path(tmp_path_factory, full_store_path), read_only=True
+    ) as store:
         res = build_report(store, out, Filters(), figures=False)
     page2, _ = parse_page(res.html)
     inline = json.loads(page2.scripts["report-data"])
-    assert "lists_src" not in inline and not (out / LISTS_FILE).exists()  # the stale side file is gone
+    assert (
+        "lists_src" not in inline and not (out / LISTS_FILE).exists()
+    )  # the stale side file is gone
     assert inline["trials"] == side["trials"] and inline["lists"] == side["lists"]
     assert len(side["lists"]) > 300
-    assert {k: v for k, v in inline.items() if k not in ("trials", "lists")} == \
-        {k: v for k, v in embedded.items() if k != "lists_src"}
+    assert {k: v for k, v in inline.items() if k not in ("trials", "lists")} == {
+        k: v for k, v in embedded.items() if k != "lists_src"
+    }
 
 
-def test_clicking_a_count_loads_the_lists_offline(browser: object, side_report: ReportResult) -> None:  # noqa: F811
+def test_clicking_a_count_loads_the_lists_offline(
+    browser: object,  # noqa: F811 - the browser fixture imported above side_report: ReportResult
+) -> None:
     _, data = parse_page(side_report.html)
     pg = Page(browser, side_report.html)
     try:
         p = pg.page
-        assert p.evaluate("Boolean(JSON.parse(document.getElementById('report-data').textContent).lists)") is False
+        assert (
+            p.evaluate(
+                "Boolean(JSON.parse(document.getElementById('report-data').textContent).lists)"
+            )
+            is False
+        )
         p.click("details[data-table='countries'] > summary")
         btn = p.locator("details[data-table='countries'] button.count").nth(1)
         cid = btn.get_attribute("data-count-id")
@@ -64,7 +81,9 @@ def test_clicking_a_count_loads_the_lists_offline(browser: object, side_report: 
         btn.click()
         assert _dialog_ids(p) == decode_list(data, cid)[:500]
         _close(p)
-        p.click("button.count[data-count-id='headline:start_date_missing']")  # a second list: already loaded
+        p.click(
+            "button.count[data-count-id='headline:start_date_missing']"
+        )  # a second list: already loaded
         assert _dialog_ids(p) == decode_list(data, "headline:start_date_missing")[:500]
         _close(p)
         assert pg.errors == [] and pg.remote == []
@@ -72,8 +91,11 @@ def test_clicking_a_count_loads_the_lists_offline(browser: object, side_report: 
         pg.close()
 
 
-def test_page_without_its_lists_file_says_where_they_are(browser: object, side_report: ReportResult,  # noqa: F811
-                                                        tmp_path: Path) -> None:
+def test_page_without_its_lists_file_says_where_they_are(
+    browser: object,  # noqa: F811 - the browser fixture imported above
+    side_report: ReportResult,
+    tmp_path: Path,
+) -> None:
     alone = tmp_path / "report.html"
     shutil.copy(side_report.html, alone)
     pg = Page(browser, alone)

@@ -31,7 +31,10 @@ def load(nct: str) -> dict[str, Any]:
 def n_measurements(study: dict[str, Any]) -> int:
     oms = study["resultsSection"]["outcomeMeasuresModule"]["outcomeMeasures"]
     return sum(
-        len(cat["measurements"]) for om in oms for cls in om.get("classes", []) for cat in cls.get("categories", [])
+        len(cat["measurements"])
+        for om in oms
+        for cls in om.get("classes", [])
+        for cat in cls.get("categories", [])
     )
 
 
@@ -39,7 +42,9 @@ def test_outcome_value_and_n_for_a_group() -> None:
     study = load("NCT02210780")
     om = study["resultsSection"]["outcomeMeasuresModule"]["outcomeMeasures"][0]
     group = om["groups"][1]
-    meas = next(m for m in om["classes"][0]["categories"][0]["measurements"] if m["groupId"] == group["id"])
+    meas = next(
+        m for m in om["classes"][0]["categories"][0]["measurements"] if m["groupId"] == group["id"]
+    )
     denom = next(c for c in om["denoms"][0]["counts"] if c["groupId"] == group["id"])
 
     out = parse_results(study)["outcomes"]
@@ -61,14 +66,20 @@ def test_outcome_value_and_n_for_a_group() -> None:
 def test_class_level_denoms_override_outcome_denoms() -> None:
     study = load("NCT02210780")
     oms = study["resultsSection"]["outcomeMeasuresModule"]["outcomeMeasures"]
-    idx, om = next((i, om) for i, om in enumerate(oms) if any("denoms" in c for c in om.get("classes", [])))
+    idx, om = next(
+        (i, om) for i, om in enumerate(oms) if any("denoms" in c for c in om.get("classes", []))
+    )
     cls = next(c for c in om["classes"] if "denoms" in c)
     count = cls["denoms"][0]["counts"][0]
     outer = next(c for c in om["denoms"][0]["counts"] if c["groupId"] == count["groupId"])
     assert count["value"] != outer["value"]  # the fixture really differs
 
     out = parse_results(study)["outcomes"]
-    rows = out[(out.outcome_index == idx + 1) & (out.class_title == cls.get("title")) & (out.group_id == count["groupId"])]
+    rows = out[
+        (out.outcome_index == idx + 1)
+        & (out.class_title == cls.get("title"))
+        & (out.group_id == count["groupId"])
+    ]
     assert len(rows) >= 1
     assert (rows.n == int(count["value"])).all()
 
@@ -79,8 +90,11 @@ def test_range_dispersion_limits_and_class_titles() -> None:
     om = next(o for o in oms if o.get("dispersionType") == "Full Range")
     meas = om["classes"][0]["categories"][0]["measurements"][0]
     out = parse_results(study)["outcomes"]
-    r = out[(out.outcome_title == om["title"]) & (out.group_id == meas["groupId"])
-            & (out.class_title.fillna("") == om["classes"][0].get("title", ""))].iloc[0]
+    r = out[
+        (out.outcome_title == om["title"])
+        & (out.group_id == meas["groupId"])
+        & (out.class_title.fillna("") == om["classes"][0].get("title", ""))
+    ].iloc[0]
     assert r.dispersion_type == "Full Range"
     assert r.lower_limit == float(meas["lowerLimit"])
     assert r.upper_limit == float(meas["upperLimit"])
@@ -122,8 +136,12 @@ def test_adverse_events() -> None:
     st = ev["stats"][1]
     group_title = next(g["title"] for g in ae["eventGroups"] if g["id"] == st["groupId"])
     df = parse_results(study)["adverse_events"]
-    assert len(df) == sum(len(e["stats"]) for e in ae.get("seriousEvents", []) + ae.get("otherEvents", []))
-    r = df[(df.event_type == "serious") & (df.term == ev["term"]) & (df.group_id == st["groupId"])].iloc[0]
+    assert len(df) == sum(
+        len(e["stats"]) for e in ae.get("seriousEvents", []) + ae.get("otherEvents", [])
+    )
+    r = df[
+        (df.event_type == "serious") & (df.term == ev["term"]) & (df.group_id == st["groupId"])
+    ].iloc[0]
     assert r.organ_system == ev["organSystem"]
     assert r.group_title == group_title
     assert r.num_affected == st["numAffected"]
@@ -144,16 +162,28 @@ def test_participant_flow_and_baseline() -> None:
     assert r.period == period["title"]
     assert r.num_subjects == int(ach["numSubjects"])
     drop = period["dropWithdraws"][0]
-    d = flow[(flow.kind == "drop_withdraw") & (flow.type == drop["type"]) & (flow.group_id == drop["reasons"][0]["groupId"])]
+    d = flow[
+        (flow.kind == "drop_withdraw")
+        & (flow.type == drop["type"])
+        & (flow.group_id == drop["reasons"][0]["groupId"])
+    ]
     assert d.iloc[0].num_subjects == int(drop["reasons"][0]["numSubjects"])
 
     bl = res["baselineCharacteristicsModule"]
-    measure = next(m for m in bl["measures"] if any(c.get("title") for cls in m["classes"] for c in cls["categories"]))
+    measure = next(
+        m
+        for m in bl["measures"]
+        if any(c.get("title") for cls in m["classes"] for c in cls["categories"])
+    )
     cat = next(c for c in measure["classes"][0]["categories"] if c.get("title"))
     meas = cat["measurements"][0]
     total = next(c for c in bl["denoms"][0]["counts"] if c["groupId"] == meas["groupId"])
     base = tables["baseline"]
-    r = base[(base.measure_title == measure["title"]) & (base.category_title == cat["title"]) & (base.group_id == meas["groupId"])].iloc[0]
+    r = base[
+        (base.measure_title == measure["title"])
+        & (base.category_title == cat["title"])
+        & (base.group_id == meas["groupId"])
+    ].iloc[0]
     assert r.value == float(meas["value"])
     assert r.n == int(total["value"])
 
@@ -170,7 +200,9 @@ def test_bad_input() -> None:
     with pytest.raises(AnalysisError, match="study object"):
         parse_results([1, 2])  # type: ignore[arg-type]
     with pytest.raises(AnalysisError, match="resultsSection"):
-        parse_results({"protocolSection": {"identificationModule": {"nctId": "NCT1"}}, "resultsSection": [1]})
+        parse_results(
+            {"protocolSection": {"identificationModule": {"nctId": "NCT1"}}, "resultsSection": [1]}
+        )
 
 
 # ------------------------------------------------------------------ store
@@ -220,7 +252,13 @@ def test_export_outcomes(store: Any, tmp_path: Path) -> None:
     meas = om["classes"][0]["categories"][0]["measurements"][0]
     group = next(g for g in om["groups"] if g["id"] == meas["groupId"])
     denom = next(c for c in om["denoms"][0]["counts"] if c["groupId"] == meas["groupId"])
-    hit = [r for r in rows if r["trial"] == "NCT02210780" and r["outcome title"] == om["title"] and r["group"] == group["title"]]
+    hit = [
+        r
+        for r in rows
+        if r["trial"] == "NCT02210780"
+        and r["outcome title"] == om["title"]
+        and r["group"] == group["title"]
+    ]
     assert len(hit) == 1
     assert hit[0]["value"] == meas["value"]
     assert hit[0]["n"] == denom["value"]
@@ -253,7 +291,9 @@ def test_cli_results_json_equals_library(db_path: str) -> None:
     got = json.loads(result.output)
     assert got == tables_to_records(parse_results(load("NCT02210780")))
     assert got["outcomes"][0]["n"] == int(
-        load("NCT02210780")["resultsSection"]["outcomeMeasuresModule"]["outcomeMeasures"][0]["denoms"][0]["counts"][0]["value"]
+        load("NCT02210780")["resultsSection"]["outcomeMeasuresModule"]["outcomeMeasures"][0][
+            "denoms"
+        ][0]["counts"][0]["value"]
     )
 
 
@@ -265,7 +305,9 @@ def test_cli_results_tables_and_export(db_path: str, tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["--db", db_path, "results", "NCT02210780"])
     assert result.exit_code == 0, result.output
-    title = load("NCT02210780")["resultsSection"]["outcomeMeasuresModule"]["outcomeMeasures"][0]["title"]
+    title = load("NCT02210780")["resultsSection"]["outcomeMeasuresModule"]["outcomeMeasures"][0][
+        "title"
+    ]
     assert "[primary]" in result.output
     assert "83.7" in result.output and "Placebo qw" in result.output
     assert "Adverse events" in result.output and title.split()[0] in result.output

@@ -46,8 +46,11 @@ def _groups(store: Store) -> set[frozenset[str]]:
 
 
 def _trial_rows(store: Store) -> set[tuple[object, ...]]:
-    return set(store.con.execute(
-        "SELECT trial_id, record_key, is_primary, n_records, merge_reason FROM trial_records").fetchall())
+    return set(
+        store.con.execute(
+            "SELECT trial_id, record_key, is_primary, n_records, merge_reason FROM trial_records"
+        ).fetchall()
+    )
 
 
 # ------------------------------------------------------------ unchanged files
@@ -58,7 +61,9 @@ def test_unchanged_file_is_skipped_and_force_reads_it(tmp_path: Path, store: Sto
     again = ingest_paths(store, [PROCHYMAL_CSV])
     f = again.files[0]
     assert f.skipped_unchanged and f.n_records == f.n_unchanged == 14 and again.n_new == 0
-    assert again.clean and any("unchanged" in x.reason and x.severity == "notice" for x in again.findings)
+    assert again.clean and any(
+        "unchanged" in x.reason and x.severity == "notice" for x in again.findings
+    )
     assert snapshot(store)[-1] == n_ingests  # not read: no ingest recorded
     # same bytes under another name (new path and mtime): recognised by its SHA-256
     copy = tmp_path / "copy.csv"
@@ -85,7 +90,9 @@ def test_file_with_bad_records_is_not_skipped_later(tmp_path: Path, store: Store
     path.write_text(json.dumps(studies))
     first = ingest_paths(store, [path], skip_bad=True)
     assert first.files[0].n_bad == 1
-    again = ingest_paths(store, [path], skip_bad=True)  # read again, so the bad record is reported again
+    again = ingest_paths(
+        store, [path], skip_bad=True
+    )  # read again, so the bad record is reported again
     assert not again.files[0].skipped_unchanged and again.files[0].n_bad == 1 and not again.clean
 
 
@@ -98,7 +105,7 @@ def _split_reference_data(out: Path, rng: random.Random) -> list[Path]:
         studies = json.loads(src.read_text())
         for k in range(0, len(studies), 97):
             p = out / f"{src.stem}_{k:05d}.json"
-            p.write_text(json.dumps(studies[k:k + 97]))
+            p.write_text(json.dumps(studies[k : k + 97]))
             files.append(p)
     for src in (MSC_CSV, PROCHYMAL_CSV, ICTRP_CSV):
         with src.open(encoding="utf-8-sig", newline="") as fh:
@@ -106,7 +113,7 @@ def _split_reference_data(out: Path, rng: random.Random) -> list[Path]:
         for k in range(1, len(rows), 83):
             p = out / f"{src.stem}_{k:05d}.csv"
             with p.open("w", encoding="utf-8", newline="") as fh:
-                csv.writer(fh).writerows([rows[0], *rows[k:k + 83]])
+                csv.writer(fh).writerows([rows[0], *rows[k : k + 83]])
             files.append(p)
     rng.shuffle(files)
     return files
@@ -124,13 +131,15 @@ def test_incremental_merge_equals_full_remerge_on_split_reference_data(tmp_path:
     db = tmp_path / "inc.duckdb"
     with celltrials.open(db) as store:
         for k in range(0, len(files), 3):  # 3 files per call, and groups of ~100 records
-            report = ingest_paths(store, files[k:k + 3], batch_size=100)
+            report = ingest_paths(store, files[k : k + 3], batch_size=100)
             assert report.clean, [str(f) for f in report.findings if f.severity == "error"]
         n_ingests = store.con.execute("SELECT count(*) FROM ingests").fetchall()[0][0]
         assert n_ingests == len(files)
         incremental = _trial_rows(store)
         groups = _groups(store)
-        n_current = store.con.execute("SELECT count(*) FROM records WHERE is_current").fetchall()[0][0]
+        n_current = store.con.execute("SELECT count(*) FROM records WHERE is_current").fetchall()[
+            0
+        ][0]
         store.merge_trials()
         assert _trial_rows(store) == incremental
     n_records, n_trials, expected = independent_counts()
@@ -144,7 +153,9 @@ def test_update_of_a_merged_trial_splits_and_joins_trials(tmp_path: Path, store:
     studies = json.loads(GENERAL_JSON.read_text())
     a, b = json.loads(json.dumps(studies[0])), json.loads(json.dumps(studies[1]))
     b_id = b["protocolSection"]["identificationModule"]["nctId"]
-    a["protocolSection"]["identificationModule"].setdefault("secondaryIdInfos", []).append({"id": b_id})
+    a["protocolSection"]["identificationModule"].setdefault("secondaryIdInfos", []).append(
+        {"id": b_id}
+    )
     v1 = tmp_path / "v1.json"
     v1.write_text(json.dumps([a, b, *studies[2:10]]))
     ingest_paths(store, [v1])
@@ -166,26 +177,36 @@ def test_update_of_a_merged_trial_splits_and_joins_trials(tmp_path: Path, store:
 
 
 # ------------------------------------------------------------ streaming, small files
-def test_streamed_json_array_stores_the_same_as_whole_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streamed_json_array_stores_the_same_as_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with celltrials.open(tmp_path / "whole.duckdb") as whole:
         ingest_paths(whole, [CAR_JSON])
-        expected = whole.con.execute("SELECT record_key, title, raw FROM records ORDER BY 1").fetchall()
+        expected = whole.con.execute(
+            "SELECT record_key, title, raw FROM records ORDER BY 1"
+        ).fetchall()
     monkeypatch.setattr(ctgov_json, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr("celltrials.ingest.SMALL_FILE_BYTES", 0)
     with celltrials.open(tmp_path / "streamed.duckdb") as streamed:
         report = ingest_paths(streamed, [CAR_JSON], batch_size=300)
         assert report.clean and report.n_new == len(json.loads(CAR_JSON.read_text()))
-        got = streamed.con.execute("SELECT record_key, title, raw FROM records ORDER BY 1").fetchall()
+        got = streamed.con.execute(
+            "SELECT record_key, title, raw FROM records ORDER BY 1"
+        ).fetchall()
     assert got == expected
     # the stored raw JSON is the registry's study object
-    by_id = {s["protocolSection"]["identificationModule"]["nctId"]: s for s in json.loads(CAR_JSON.read_text())}
+    by_id = {
+        s["protocolSection"]["identificationModule"]["nctId"]: s
+        for s in json.loads(CAR_JSON.read_text())
+    }
     key, _, raw = got[0]
     assert json.loads(raw) == by_id[key.split(":")[1]]
 
 
 @pytest.mark.parametrize("cut", ["truncated", "bad record"])
-def test_bad_large_file_changes_nothing(cut: str, tmp_path: Path, full_store: Store,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_large_file_changes_nothing(
+    cut: str, tmp_path: Path, full_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(ctgov_json, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr("celltrials.ingest.SMALL_FILE_BYTES", 0)
     studies = json.loads(CAR_JSON.read_text())
@@ -199,7 +220,9 @@ def test_bad_large_file_changes_nothing(cut: str, tmp_path: Path, full_store: St
         path.write_text(json.dumps(studies))
     before = snapshot(full_store)
     with pytest.raises(IngestAborted) as info:
-        ingest_paths(full_store, [path], batch_size=200)  # several batches written before the failure
+        ingest_paths(
+            full_store, [path], batch_size=200
+        )  # several batches written before the failure
     assert str(path) in str(info.value)
     assert snapshot(full_store) == before
 
@@ -213,9 +236,17 @@ def test_many_one_study_files_share_transactions_but_not_fate(tmp_path: Path, st
     for k, s in enumerate(studies):
         (folder / f"s{k:03d}.json").write_text(json.dumps(s))
     report = ingest_paths(store, [folder])
-    assert report.clean and report.n_new == len(studies) and all(f.committed and f.n_new == 1 for f in report.files)
-    rows = store.con.execute("SELECT source, n_records, n_new, finished_at IS NOT NULL FROM ingests ORDER BY source").fetchall()
-    assert [(Path(r[0]).name, r[1], r[2], r[3]) for r in rows] == [(f"s{k:03d}.json", 1, 1, True) for k in range(len(studies))]
+    assert (
+        report.clean
+        and report.n_new == len(studies)
+        and all(f.committed and f.n_new == 1 for f in report.files)
+    )
+    rows = store.con.execute(
+        "SELECT source, n_records, n_new, finished_at IS NOT NULL FROM ingests ORDER BY source"
+    ).fetchall()
+    assert [(Path(r[0]).name, r[1], r[2], r[3]) for r in rows] == [
+        (f"s{k:03d}.json", 1, 1, True) for k in range(len(studies))
+    ]
     assert store.con.execute("SELECT count(*) FROM trials").fetchall()[0][0] == len(studies)
     # a bad file in the middle: the ones before it stay, it and the ones after do not
     folder2 = tmp_path / "two"
@@ -255,9 +286,17 @@ def test_kill_9_during_streaming_ingest_leaves_store_as_before(tmp_path: Path) -
     with celltrials.open(db) as store:
         ingest_paths(store, [PROCHYMAL_CSV])
         before = snapshot(store)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(db), str(CAR_JSON)],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True) as proc:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    with subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, str(db), str(CAR_JSON)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    ) as proc:
         try:
             assert proc.stdout is not None
             deadline = time.monotonic() + 300
@@ -273,9 +312,14 @@ def test_kill_9_during_streaming_ingest_leaves_store_as_before(tmp_path: Path) -
 
     con = duckdb.connect(str(db), read_only=True)  # as the killed process left it: one batch staged
     try:
-        assert con.execute("SELECT count(*) FROM ingests WHERE finished_at IS NULL").fetchall()[0][0] == 1
+        assert (
+            con.execute("SELECT count(*) FROM ingests WHERE finished_at IS NULL").fetchall()[0][0]
+            == 1
+        )
         assert con.execute("SELECT count(*) FROM records").fetchall()[0][0] == before[0] + 200
-        assert con.execute("SELECT count(*) FROM trial_records").fetchall()[0][0] == before[1]  # not published
+        assert (
+            con.execute("SELECT count(*) FROM trial_records").fetchall()[0][0] == before[1]
+        )  # not published
     finally:
         con.close()
     with celltrials.open(db) as store:  # the next writer deletes the unfinished ingest

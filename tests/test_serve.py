@@ -65,9 +65,18 @@ def sql(path: Path, query: str, params: list[Any] | None = None) -> list[tuple[A
 
 
 # ------------------------------------------------------------------ routes
-@pytest.mark.parametrize("url", ["/", "/trials", "/trials?cell_type=car_t&country=China&start_year=2020-2024",
-                                 "/trials/NCT04315987", "/products", "/products/Kymriah",
-                                 "/changes?since=2020-01-01"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/",
+        "/trials",
+        "/trials?cell_type=car_t&country=China&start_year=2020-2024",
+        "/trials/NCT04315987",
+        "/products",
+        "/products/Kymriah",
+        "/changes?since=2020-01-01",
+    ],
+)
 def test_every_page_renders(client: Client, url: str) -> None:
     r = client.get(url)
     assert r.status_code == 200, r.text[:500]
@@ -76,10 +85,18 @@ def test_every_page_renders(client: Client, url: str) -> None:
     assert "default-src 'self'" in r.headers["content-security-policy"]
 
 
-@pytest.mark.parametrize("url,key", [("/api/", "headline"), ("/api/trials", "trials"),
-                                     ("/api/trials/NCT04315987", "trial"), ("/api/products", "products"),
-                                     ("/api/products/Kymriah", "approvals"),
-                                     ("/api/changes?since=2020-01-01", "changes"), ("/api/status", "snapshot")])
+@pytest.mark.parametrize(
+    "url,key",
+    [
+        ("/api/", "headline"),
+        ("/api/trials", "trials"),
+        ("/api/trials/NCT04315987", "trial"),
+        ("/api/products", "products"),
+        ("/api/products/Kymriah", "approvals"),
+        ("/api/changes?since=2020-01-01", "changes"),
+        ("/api/status", "snapshot"),
+    ],
+)
 def test_every_api_route_returns_json(client: Client, url: str, key: str) -> None:
     r = client.get(url)
     assert r.status_code == 200
@@ -89,9 +106,12 @@ def test_every_api_route_returns_json(client: Client, url: str, key: str) -> Non
 
 def test_api_trials_lists_primary_ids_and_count(client: Client, store_path: Path) -> None:
     data = client.get("/api/trials", params={"cell_type": "car_t", "per_page": 200}).json()
-    expected = sql(store_path, """
+    expected = sql(
+        store_path,
+        """
         SELECT t.trial_id FROM trials t JOIN labels l USING (trial_id)
-        WHERE l.is_cell_therapy AND list_contains(string_split(l.cell_type, ';'), 'car_t') ORDER BY 1""")
+        WHERE l.is_cell_therapy AND list_contains(string_split(l.cell_type, ';'), 'car_t') ORDER BY 1""",
+    )
     assert data["count"] == len(expected) > 1000
     assert [t["trial_id"] for t in data["trials"]] == [e[0] for e in expected[:200]]
     primary = dict(sql(store_path, "SELECT trial_id, primary_record_id FROM trials"))
@@ -103,21 +123,35 @@ COMBOS: list[dict[str, Any]] = [
     {},
     {"country": ["China"], "start_year": "2019-2024"},
     {"cell_type": ["immune"], "phase": ["1", "1/2"], "registry": ["ctgov"]},
-    {"indication_group": ["oncology"], "status": ["recruiting", "not_yet_recruiting"], "title": "CD19"},
+    {
+        "indication_group": ["oncology"],
+        "status": ["recruiting", "not_yet_recruiting"],
+        "title": "CD19",
+    },
     {"cell_type": ["msc"], "all_trials": True},
 ]
 
 
 def _report_counts(store_path: Path, out: Path, combo: dict[str, Any]) -> dict[str, int]:
-    f = L.make_filters(country=combo.get("country", ()), registry=combo.get("registry", ()),
-                       start_year=combo.get("start_year"), status=combo.get("status", ()),
-                       phase=combo.get("phase", ()), cell_type=combo.get("cell_type", ()),
-                       indication_group=combo.get("indication_group", ()), title=combo.get("title"),
-                       scope="all" if combo.get("all_trials") else "cell_therapy")
+    f = L.make_filters(
+        country=combo.get("country", ()),
+        registry=combo.get("registry", ()),
+        start_year=combo.get("start_year"),
+        status=combo.get("status", ()),
+        phase=combo.get("phase", ()),
+        cell_type=combo.get("cell_type", ()),
+        indication_group=combo.get("indication_group", ()),
+        title=combo.get("title"),
+        scope="all" if combo.get("all_trials") else "cell_therapy",
+    )
     with celltrials.open(store_path, read_only=True) as s:
         res = build_report(s, out, f, figures=False, jobs=0)
     page, _ = parse_page(res.html)
-    return {cid: number(text) for cid, text in page.counts if text.replace(",", "").lstrip("-").isdigit()}
+    return {
+        cid: number(text)
+        for cid, text in page.counts
+        if text.replace(",", "").lstrip("-").isdigit()
+    }
 
 
 def _params(combo: dict[str, Any]) -> list[tuple[str, str]]:
@@ -133,8 +167,9 @@ def _params(combo: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=lambda c: urlencode(_params(c)) or "default")
-def test_dashboard_counts_equal_the_reports(client: Client, store_path: Path, tmp_path: Path,
-                                            combo: dict[str, Any]) -> None:
+def test_dashboard_counts_equal_the_reports(
+    client: Client, store_path: Path, tmp_path: Path, combo: dict[str, Any]
+) -> None:
     report = _report_counts(store_path, tmp_path, combo)
     qs = urlencode(_params(combo))
     listed = client.get(f"/api/trials?{qs}").json()
@@ -145,8 +180,10 @@ def test_dashboard_counts_equal_the_reports(client: Client, store_path: Path, tm
             assert value == report[f"headline:{metric}"], metric
     compared = 0
     for chart in ov["charts"]:
-        mine = {f"{chart['id']}:{it['key']}" + (f"|{it['series']}" if chart["stacked"] else ""): it["n"]
-                for it in chart["items"]}
+        mine = {
+            f"{chart['id']}:{it['key']}" + (f"|{it['series']}" if chart["stacked"] else ""): it["n"]
+            for it in chart["items"]
+        }
         theirs = {cid: n for cid, n in report.items() if cid.startswith(chart["id"] + ":")}
         if chart["id"] == "countries":  # the dashboard shows the top 15
             assert mine.items() <= theirs.items() and len(mine) == min(15, len(theirs))
@@ -159,8 +196,11 @@ def test_dashboard_counts_equal_the_reports(client: Client, store_path: Path, tm
 def test_clicking_a_count_lists_exactly_its_trials(client: Client) -> None:
     """Every linked count of the overview opens a list of the same size."""
     checked = 0
-    for base in ([("country", "China")], [("cell_type", "immune"), ("phase", "2")],
-                 [("cell_type", "car_t"), ("cell_type", "msc"), ("status", "recruiting")]):
+    for base in (
+        [("country", "China")],
+        [("cell_type", "immune"), ("phase", "2")],
+        [("cell_type", "car_t"), ("cell_type", "msc"), ("status", "recruiting")],
+    ):
         ov = client.get("/api/?" + urlencode(base)).json()
         for chart in ov["charts"]:
             for it in chart["items"][:5]:
@@ -178,17 +218,25 @@ def test_facet_counts_predict_the_list(client: Client) -> None:
     data = client.get("/api/trials?" + urlencode(base) + "&facets=1").json()
     for facet in ("msc_source", "phase", "status", "therapeutic_area", "sponsor_class", "origin"):
         for v in data["facets"][facet][:3]:
-            got = client.get("/api/trials?" + urlencode([*base, (facet, v["value"])])).json()["count"]
+            got = client.get("/api/trials?" + urlencode([*base, (facet, v["value"])])).json()[
+                "count"
+            ]
             assert got == v["n"], (facet, v)
     # a facet's own filter is left out of its counts: choosing a second value adds its trials
     ct = {v["value"]: v["n"] for v in data["facets"]["cell_type"]}
-    both = client.get("/api/trials?" + urlencode([("cell_type", "msc"), ("cell_type", "car_t"),
-                                                  ("country", "China")])).json()["count"]
+    both = client.get(
+        "/api/trials?"
+        + urlencode([("cell_type", "msc"), ("cell_type", "car_t"), ("country", "China")])
+    ).json()["count"]
     assert ct["msc"] + ct["car_t"] >= both >= max(ct["msc"], ct["car_t"])
 
 
 def test_search_matches_an_independent_scan(client: Client, store_path: Path) -> None:
-    expected = {r[0] for r in sql(store_path, """
+    expected = {
+        r[0]
+        for r in sql(
+            store_path,
+            """
         SELECT t.trial_id FROM trials t JOIN labels l USING (trial_id)
         WHERE l.is_cell_therapy AND (
             contains(lower(coalesce(t.title, '') || ' ' || coalesce(t.official_title, '') || ' '
@@ -196,17 +244,26 @@ def test_search_matches_an_independent_scan(client: Client, store_path: Path) ->
             OR t.trial_id IN (SELECT trial_id FROM interventions
                               WHERE contains(lower(coalesce(name, '') || ' ' || coalesce(description, '') || ' '
                                                    || array_to_string(other_names, ' ')), 'wharton'))
-            OR t.trial_id IN (SELECT trial_id FROM conditions WHERE contains(lower(condition), 'wharton')))""")}
+            OR t.trial_id IN (SELECT trial_id FROM conditions WHERE contains(lower(condition), 'wharton')))""",
+        )
+    }
     got = client.get("/api/trials", params={"q": "Wharton", "per_page": 200}).json()
     assert got["count"] == len(expected) > 5
     assert {t["trial_id"] for t in got["trials"]} == expected
 
 
 def test_filters_round_trip_through_the_url(client: Client) -> None:
-    url = ("/trials?cell_type=car_t&country=China&start_year=2020-2024&phase=PHASE1&target=CD19"
-           "&q=lymphoma&sort=-start_date")
+    url = (
+        "/trials?cell_type=car_t&country=China&start_year=2020-2024&phase=PHASE1&target=CD19"
+        "&q=lymphoma&sort=-start_date"
+    )
     html = client.get(url).text
-    for name, value in [("cell_type", "car_t"), ("country", "China"), ("phase", "PHASE1"), ("target", "CD19")]:
+    for name, value in [
+        ("cell_type", "car_t"),
+        ("country", "China"),
+        ("phase", "PHASE1"),
+        ("target", "CD19"),
+    ]:
         assert f'name="{name}" value="{value}" checked' in html, name
     assert 'value="2020-2024"' in html and 'value="lymphoma"' in html
     assert '<option value="-start_date" selected>' in html
@@ -214,9 +271,12 @@ def test_filters_round_trip_through_the_url(client: Client) -> None:
 
 # ------------------------------------------------------------------ trial
 def test_trial_page_by_any_id_in_any_case(client: Client, store_path: Path) -> None:
-    tid, other = sql(store_path, """
+    tid, other = sql(
+        store_path,
+        """
         SELECT trial_id, id_raw FROM trial_ids WHERE upper(id_raw) <> upper(trial_id)
-        AND trial_id IN (SELECT trial_id FROM trials WHERE n_records > 1) ORDER BY 1, 2 LIMIT 1""")[0]
+        AND trial_id IN (SELECT trial_id FROM trials WHERE n_records > 1) ORDER BY 1, 2 LIMIT 1""",
+    )[0]
     for any_id in (tid, tid.lower(), other):
         d = client.get(f"/api/trials/{any_id}").json()
         assert d["trial_id"] == tid
@@ -226,25 +286,33 @@ def test_trial_page_by_any_id_in_any_case(client: Client, store_path: Path) -> N
 
 def test_trial_page_shows_labels_evidence_and_history(client: Client, store_path: Path) -> None:
     d = client.get("/api/trials/NCT04315987").json()
-    ev = sql(store_path, "SELECT field, value, text FROM label_evidence WHERE trial_id = 'NCT04315987'")
+    ev = sql(
+        store_path, "SELECT field, value, text FROM label_evidence WHERE trial_id = 'NCT04315987'"
+    )
     assert {(e["field"], e["value"], e["text"]) for e in d["evidence"]} == set(ev)
     html = client.get("/trials/NCT04315987").text
     assert html.count('<mark class="evidence-hit">') == len(ev) > 0
     # a trial with several stored versions shows what changed between them
-    tid, n = sql(store_path, """
+    tid, n = sql(
+        store_path,
+        """
         SELECT tr.trial_id, count(DISTINCT r.last_update) n FROM trial_records tr
         JOIN records r2 USING (record_key) JOIN records r ON r.channel = r2.channel AND r.record_id = r2.record_id
-        WHERE tr.is_primary GROUP BY 1 HAVING n > 1 ORDER BY 2 DESC, 1 LIMIT 1""")[0]
+        WHERE tr.is_primary GROUP BY 1 HAVING n > 1 ORDER BY 2 DESC, 1 LIMIT 1""",
+    )[0]
     h = client.get(f"/api/trials/{tid}").json()["history"]
     assert sum(len(rec["versions"]) for rec in h) >= n
     assert any(v["changed"] for rec in h for v in rec["versions"])
 
 
 def test_trial_with_posted_results_shows_them(client: Client, store_path: Path) -> None:
-    rows = sql(store_path, """SELECT t.trial_id, json_array_length(r.raw,
+    rows = sql(
+        store_path,
+        """SELECT t.trial_id, json_array_length(r.raw,
                                          '$.resultsSection.outcomeMeasuresModule.outcomeMeasures')
                               FROM trials t JOIN records r ON r.record_key = t.primary_record_key
-                              WHERE json_exists(r.raw, '$.resultsSection.outcomeMeasuresModule') ORDER BY 1 LIMIT 1""")
+                              WHERE json_exists(r.raw, '$.resultsSection.outcomeMeasuresModule') ORDER BY 1 LIMIT 1""",
+    )
     assert rows, "the shared data has API v2 records with posted results"
     d = client.get(f"/api/trials/{rows[0][0]}").json()
     assert len({o["outcome_index"] for o in d["results"]["outcomes"]}) == rows[0][1]
@@ -261,7 +329,12 @@ def test_unknown_trial_is_404_without_traceback(client: Client) -> None:
 def test_product_page_lists_its_linked_trials(client: Client, store_path: Path) -> None:
     d = client.get("/api/products/tisagenlecleucel").json()  # an INN resolves to the product
     assert d["product"] == "Kymriah"
-    expected = {r[0] for r in sql(store_path, "SELECT DISTINCT trial_id FROM product_links WHERE product = 'Kymriah'")}
+    expected = {
+        r[0]
+        for r in sql(
+            store_path, "SELECT DISTINCT trial_id FROM product_links WHERE product = 'Kymriah'"
+        )
+    }
     assert {t["trial_id"] for t in d["trials"]} == expected
     assert sum(d["by_phase"].values()) == len(expected)
     assert any(a["source_url"] for a in d["approvals"]) and d["funnel"]
@@ -273,18 +346,25 @@ def test_product_page_lists_its_linked_trials(client: Client, store_path: Path) 
 def test_changes_page_and_cli_agree_with_the_library(client: Client, store_path: Path) -> None:
     with celltrials.open(store_path, read_only=True) as s:
         lib = changes(s, "2020-01-01")
-    r = CliRunner().invoke(cli, ["--db", str(store_path), "changes", "--since", "2020-01-01", "--json"])
+    r = CliRunner().invoke(
+        cli, ["--db", str(store_path), "changes", "--since", "2020-01-01", "--json"]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output) == lib
-    api = client.get("/api/changes", params={"since": "2020-01-01", "all_trials": 1, "limit": 5000}).json()
+    api = client.get(
+        "/api/changes", params={"since": "2020-01-01", "all_trials": 1, "limit": 5000}
+    ).json()
     assert api["counts"] == lib["counts"] and api["total"] == lib["total"]
 
 
 def test_changes_match_an_independent_walk_over_versions(store_path: Path) -> None:
     """Status changes recomputed in Python from the raw version rows."""
-    rows = sql(store_path, """SELECT channel, record_id, last_update, ingested_at, record_key, status FROM records
+    rows = sql(
+        store_path,
+        """SELECT channel, record_id, last_update, ingested_at, record_key, status FROM records
                               WHERE last_update IS NOT NULL ORDER BY channel, record_id, last_update, ingested_at,
-                              record_key""")
+                              record_key""",
+    )
     last: dict[tuple[str, str], dict[Any, Any]] = {}
     for ch, rid, upd, _ing, _key, status in rows:
         last.setdefault((ch, rid), {})[upd] = status  # the last version of each update date
@@ -295,8 +375,11 @@ def test_changes_match_an_independent_walk_over_versions(store_path: Path) -> No
             if by_date[a] != by_date[b] and str(b) >= "2020-01-01":
                 expected.add((rid, b.isoformat(), by_date[a], by_date[b]))
     with celltrials.open(store_path, read_only=True) as s:
-        got = {(c["record_id"], c["date"], c["old"], c["new"]) for c in changes(s, "2020-01-01")["changes"]
-               if c["kind"] == "status"}
+        got = {
+            (c["record_id"], c["date"], c["old"], c["new"])
+            for c in changes(s, "2020-01-01")["changes"]
+            if c["kind"] == "status"
+        }
     assert got == expected and len(expected) > 10
 
 
@@ -309,17 +392,47 @@ def test_export_is_the_whole_selection(client: Client) -> None:
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert len(rows) == n > 50
     assert all("msc" in row["cell_type"].split("; ") for row in rows)
-    wb = load_workbook(io.BytesIO(client.get("/export", params={**params, "format": "xlsx"}).content))
+    wb = load_workbook(
+        io.BytesIO(client.get("/export", params={**params, "format": "xlsx"}).content)
+    )
     assert wb["trials"].max_row == n + 1
-    pq = pd.read_parquet(io.BytesIO(client.get("/export", params={**params, "format": "parquet"}).content))
+    pq = pd.read_parquet(
+        io.BytesIO(client.get("/export", params={**params, "format": "parquet"}).content)
+    )
     assert len(pq) == n and set(pq["trial_id"]) == {row["trial_id"] for row in rows}
 
 
 # ------------------------------------------------------------------ safety
-INJECTIONS = ["' OR '1'='1", "'; DROP TABLE records; --", '") OR 1=1 --', "%' OR 1=1 --", "\\'; SELECT 1; --",
-              "x' UNION SELECT * FROM records --", "\x00", "{{7*7}}", "<script>alert(1)</script>"]
-PARAMS = ["country", "registry", "status", "target", "study_type", "product", "q", "title", "start_year",
-          "phase", "cell_type", "indication_group", "msc_source", "origin", "sort", "page", "per_page"]
+INJECTIONS = [
+    "' OR '1'='1",
+    "'; DROP TABLE records; --",
+    '") OR 1=1 --',
+    "%' OR 1=1 --",
+    "\\'; SELECT 1; --",
+    "x' UNION SELECT * FROM records --",
+    "\x00",
+    "{{7*7}}",
+    "<script>alert(1)</script>",
+]
+PARAMS = [
+    "country",
+    "registry",
+    "status",
+    "target",
+    "study_type",
+    "product",
+    "q",
+    "title",
+    "start_year",
+    "phase",
+    "cell_type",
+    "indication_group",
+    "msc_source",
+    "origin",
+    "sort",
+    "page",
+    "per_page",
+]
 
 
 @pytest.mark.parametrize("param", PARAMS)
@@ -363,7 +476,10 @@ def test_token_is_required_when_set(store_path: Path) -> None:
     with Client(app, base_url="http://192.0.2.1") as c:
         assert c.get("/api/trials").status_code == 401
         assert c.get("/api/trials", headers={"authorization": "Bearer wrong"}).status_code == 401
-        assert c.get("/api/trials", headers={"authorization": "Bearer s3cret-token"}).status_code == 200
+        assert (
+            c.get("/api/trials", headers={"authorization": "Bearer s3cret-token"}).status_code
+            == 200
+        )
         r = c.get("/trials?token=s3cret-token&country=China", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/trials?country=China"
         assert "httponly" in r.headers["set-cookie"].lower()
@@ -388,8 +504,10 @@ def test_the_store_is_never_written_or_held(client: Client, store_path: Path) ->
 
 
 # ------------------------------------------------------ untrusted registry text
-EVIL_TITLE = '<script>alert("owned")</script> {{ 7*7 }} {% if 1 %}jinja{% endif %} CAR-T cells for lymphoma'
-EVIL_INTERVENTION = '<img src=x onerror=alert(1)> anti-CD19 CAR-T cells'
+EVIL_TITLE = (
+    '<script>alert("owned")</script> {{ 7*7 }} {% if 1 %}jinja{% endif %} CAR-T cells for lymphoma'
+)
+EVIL_INTERVENTION = "<img src=x onerror=alert(1)> anti-CD19 CAR-T cells"
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +517,9 @@ def evil_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     ps = study["protocolSection"]
     ps["identificationModule"]["nctId"] = "NCT09999901"
     ps["identificationModule"]["briefTitle"] = EVIL_TITLE
-    ps["armsInterventionsModule"]["interventions"] = [{"type": "BIOLOGICAL", "name": EVIL_INTERVENTION}]
+    ps["armsInterventionsModule"]["interventions"] = [
+        {"type": "BIOLOGICAL", "name": EVIL_INTERVENTION}
+    ]
     ps["statusModule"]["studyFirstSubmitDate"] = "2014-03-02"  # listed as a new trial on /changes
     d = tmp_path_factory.mktemp("evil")
     (d / "evil.json").write_text(json.dumps([study, studies[1]]), encoding="utf-8")
@@ -413,7 +533,9 @@ def evil_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
         yield c
 
 
-@pytest.mark.parametrize("url", ["/trials", "/trials/NCT09999901", "/changes?since=1990-01-01", "/trials?q=owned"])
+@pytest.mark.parametrize(
+    "url", ["/trials", "/trials/NCT09999901", "/changes?since=1990-01-01", "/trials?q=owned"]
+)
 def test_registry_text_renders_as_text(evil_client: Client, url: str) -> None:
     html = evil_client.get(url).text
     assert "<script>alert" not in html and "<img src=x" not in html
@@ -433,13 +555,17 @@ def test_spreadsheet_export_defuses_formulas(evil_client: Client, tmp_path: Path
     studies = json.loads(CAR_JSON.read_text(encoding="utf-8"))
     study = json.loads(json.dumps(studies[2]))
     study["protocolSection"]["identificationModule"]["nctId"] = "NCT09999902"
-    study["protocolSection"]["identificationModule"]["briefTitle"] = '=HYPERLINK("http://x.example","CAR-T")'
+    study["protocolSection"]["identificationModule"]["briefTitle"] = (
+        '=HYPERLINK("http://x.example","CAR-T")'
+    )
     (tmp_path / "f.json").write_text(json.dumps([study]), encoding="utf-8")
     path = tmp_path / "f.duckdb"
     with celltrials.open(path) as s:
         ingest_paths(s, [tmp_path / "f.json"])
         classify_store(s)
-    with Client(create_app(ServeConfig(str(path), allowed_hosts=HOSTS)), base_url="http://127.0.0.1") as c:
+    with Client(
+        create_app(ServeConfig(str(path), allowed_hosts=HOSTS)), base_url="http://127.0.0.1"
+    ) as c:
         rows = list(csv.DictReader(io.StringIO(c.get("/export?format=csv&all_trials=1").text)))
         assert rows[0]["title"] == "'" + '=HYPERLINK("http://x.example","CAR-T")'
         wb = load_workbook(io.BytesIO(c.get("/export?format=xlsx&all_trials=1").content))

@@ -25,17 +25,34 @@ from celltrials.serve.app import ServeConfig, create_app
 from tests.conftest_report import classified_store_path
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed"
+)
 uvicorn = pytest.importorskip("uvicorn")
 if not CHROMIUM.exists():  # pragma: no cover - CI runs scripts/ensure_chromium.sh first
-    pytest.skip("Debian chromium is not installed at /usr/bin/chromium; run scripts/ensure_chromium.sh",
-                allow_module_level=True)
+    pytest.skip(
+        "Debian chromium is not installed at /usr/bin/chromium; run scripts/ensure_chromium.sh",
+        allow_module_level=True,
+    )
 
-PAGES = ["/", "/trials", "/trials?cell_type=msc&country=China", "/trials/NCT04315987", "/products",
-         "/products/Kymriah", "/changes?since=2020-01-01"]
+PAGES = [
+    "/",
+    "/trials",
+    "/trials?cell_type=msc&country=China",
+    "/trials/NCT04315987",
+    "/products",
+    "/products/Kymriah",
+    "/changes?since=2020-01-01",
+]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +98,10 @@ class Tab:
         self.page = browser.new_page(viewport={"width": width, "height": height})
         self.errors: list[str] = []
         self.foreign: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(f"{m.type}: {m.text}") if m.type == "error" else None)
+        self.page.on(
+            "console",
+            lambda m: self.errors.append(f"{m.type}: {m.text}") if m.type == "error" else None,
+        )
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
 
         def route(r: Any) -> None:
@@ -99,7 +119,8 @@ class Tab:
             self.page.wait_for_function(
                 "document.querySelectorAll('.plot').length > 0 && "
                 "document.querySelectorAll('.plot[data-drawn]').length === document.querySelectorAll('.plot').length",
-                timeout=60_000)
+                timeout=60_000,
+            )
         return self.page
 
     def count(self) -> int:
@@ -173,7 +194,10 @@ def test_clicking_a_count_reaches_the_same_trials(tab: Tab) -> None:
     with page.expect_navigation():
         link.click()
     assert urlsplit(page.url).path == "/trials"
-    assert sorted(parse_qsl(urlsplit(page.url).query)) == [("cell_type", "car_t"), ("country", "China")]
+    assert sorted(parse_qsl(urlsplit(page.url).query)) == [
+        ("cell_type", "car_t"),
+        ("country", "China"),
+    ]
     assert tab.count() == n
     assert tab.errors == []
 

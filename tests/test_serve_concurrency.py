@@ -27,8 +27,17 @@ import celltrials
 from tests.conftest_report import classified_store_path
 
 REPO = Path(__file__).resolve().parents[1]
-URLS = ["/", "/trials", "/trials?cell_type=msc&country=China", "/trials/NCT04315987", "/api/trials?q=cord",
-        "/api/trials/NCT04315987", "/changes?since=2020-01-01", "/products/Kymriah", "/api/status"]
+URLS = [
+    "/",
+    "/trials",
+    "/trials?cell_type=msc&country=China",
+    "/trials/NCT04315987",
+    "/api/trials?q=cord",
+    "/api/trials/NCT04315987",
+    "/changes?since=2020-01-01",
+    "/products/Kymriah",
+    "/api/status",
+]
 
 
 def _env() -> dict[str, str]:
@@ -44,7 +53,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def store_path(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path, tmp_path: Path) -> Path:
+def store_path(
+    tmp_path_factory: pytest.TempPathFactory, full_store_path: Path, tmp_path: Path
+) -> Path:
     path = tmp_path / "store.duckdb"
     shutil.copy(classified_store_path(tmp_path_factory, full_store_path), path)
     return path
@@ -55,9 +66,25 @@ def server(store_path: Path, tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celltrials", "--db", str(store_path), "-q", "serve", "--port", str(port),
-         "--check-every", "0.3", "--snapshot-dir", str(tmp_path / "snap")],
-        env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "celltrials",
+            "--db",
+            str(store_path),
+            "-q",
+            "serve",
+            "--port",
+            str(port),
+            "--check-every",
+            "0.3",
+            "--snapshot-dir",
+            str(tmp_path / "snap"),
+        ],
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -106,8 +133,13 @@ def test_classify_while_the_dashboard_is_hammered(server: str, store_path: Path)
         t.start()
     try:
         time.sleep(1.0)
-        writer = subprocess.Popen([sys.executable, "-m", "celltrials", "--db", str(store_path), "-q", "classify"],
-                                  env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "celltrials", "--db", str(store_path), "-q", "classify"],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         # while classify holds the store, a read-only command says who holds it
         seen_writer = None
         told = False
@@ -116,11 +148,17 @@ def test_classify_while_the_dashboard_is_hammered(server: str, store_path: Path)
             st = httpx.get(server + "/api/status", timeout=60).json()
             if st["writer"]:
                 seen_writer = st["writer"]
-                ro = subprocess.run([sys.executable, "-m", "celltrials", "--db", str(store_path), "stats"],
-                                    env={**_env(), "CELLTRIALS_LOCK_WAIT": "0"}, capture_output=True, text=True)
+                ro = subprocess.run(
+                    [sys.executable, "-m", "celltrials", "--db", str(store_path), "stats"],
+                    env={**_env(), "CELLTRIALS_LOCK_WAIT": "0"},
+                    capture_output=True,
+                    text=True,
+                )
                 if writer.poll() is None:  # classify held the store for the whole `stats` run
                     assert ro.returncode == 1, ro.stdout
-                    assert f"process {writer.pid}" in ro.stderr and "classify" in ro.stderr, ro.stderr
+                    assert f"process {writer.pid}" in ro.stderr and "classify" in ro.stderr, (
+                        ro.stderr
+                    )
                     assert "being written" in ro.stderr and "Traceback" not in ro.stderr
                     told = True
                 break
@@ -130,7 +168,9 @@ def test_classify_while_the_dashboard_is_hammered(server: str, store_path: Path)
         # (the server notices a writer only when the store file changes while it is held;
         # test_banner_names_the_writer checks that deterministically)
         assert seen_writer is None or str(writer.pid) in seen_writer
-        del told  # usually True; test_read_only_commands_name_the_writer checks it deterministically
+        del (
+            told
+        )  # usually True; test_read_only_commands_name_the_writer checks it deterministically
         # the dashboard picks up the new labels once the writer is done
         with celltrials.open(store_path, read_only=True) as s:
             stamp = s.con.execute("SELECT max(classified_at) FROM labels").fetchone()[0]
@@ -156,21 +196,37 @@ def test_read_only_commands_name_the_writer(store_path: Path) -> None:
     """While another process holds the store for writing, `stats` and `show`
     stop with a message naming that process (not a misleading hint)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time, celltrials; s = celltrials.open(sys.argv[1]); "
-                               "print('ready', flush=True); time.sleep(600)", str(store_path)],
-        env=_env(), stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, celltrials; s = celltrials.open(sys.argv[1]); "
+            "print('ready', flush=True); time.sleep(600)",
+            str(store_path),
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         for args in (["stats"], ["show", "NCT04315987"]):
-            r = subprocess.run([sys.executable, "-m", "celltrials", "--db", str(store_path), *args],
-                               env={**_env(), "CELLTRIALS_LOCK_WAIT": "0"}, capture_output=True, text=True)
+            r = subprocess.run(
+                [sys.executable, "-m", "celltrials", "--db", str(store_path), *args],
+                env={**_env(), "CELLTRIALS_LOCK_WAIT": "0"},
+                capture_output=True,
+                text=True,
+            )
             assert r.returncode == 1, r.stdout
             assert f"is being written by process {holder.pid} (python" in r.stderr, r.stderr
             assert "Run this command again when that process has finished" in r.stderr
             assert "Traceback" not in r.stderr
         # a writer waits (CELLTRIALS_LOCK_WAIT) and then says who holds the store
-        r = subprocess.run([sys.executable, "-m", "celltrials", "--db", str(store_path), "classify"],
-                           env={**_env(), "CELLTRIALS_LOCK_WAIT": "1"}, capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "celltrials", "--db", str(store_path), "classify"],
+            env={**_env(), "CELLTRIALS_LOCK_WAIT": "1"},
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 1 and f"is in use by process {holder.pid}" in r.stderr, r.stderr
     finally:
         holder.terminate()
@@ -184,15 +240,24 @@ def test_banner_names_the_writer(server: str, store_path: Path) -> None:
     serving the snapshot; when it ends, the dashboard reloads the store."""
     before = httpx.get(server + "/api/status", timeout=60).json()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time, celltrials; s = celltrials.open(sys.argv[1]); "
-                               "s.con.execute(\"INSERT OR REPLACE INTO meta VALUES ('serve-test', '1')\"); "
-                               "print('ready', flush=True); time.sleep(600)", str(store_path)],
-        env=_env(), stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, celltrials; s = celltrials.open(sys.argv[1]); "
+            "s.con.execute(\"INSERT OR REPLACE INTO meta VALUES ('serve-test', '1')\"); "
+            "print('ready', flush=True); time.sleep(600)",
+            str(store_path),
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 60
         while not (httpx.get(server + "/api/status", timeout=60).json()["writer"] or "").startswith(
-                f"process {holder.pid} "):
+            f"process {holder.pid} "
+        ):
             assert time.monotonic() < deadline, "the server did not notice the writer"
             httpx.get(server + "/trials", timeout=60)
             time.sleep(0.2)

@@ -87,15 +87,26 @@ def test_classic_csv_every_row_and_fields() -> None:
 def test_classic_csv_countries_from_locations() -> None:
     rows = {r["NCT Number"]: r for r in csv_rows(MSC_CSV)}
     for rec in good(MSC_CSV):
-        expected = {loc.rsplit(",", 1)[-1].strip() for loc in rows[rec.record_id]["Locations"].split("|") if loc.strip()}
-        expected = {"Korea" if c == "Republic of" else "Iran" if c == "Islamic Republic of" else c for c in expected}
+        expected = {
+            loc.rsplit(",", 1)[-1].strip()
+            for loc in rows[rec.record_id]["Locations"].split("|")
+            if loc.strip()
+        }
+        expected = {
+            "Korea" if c == "Republic of" else "Iran" if c == "Islamic Republic of" else c
+            for c in expected
+        }
         # canonical names may differ in spelling (Korea, Republic of → South Korea) but not in number
         assert len(rec.countries) == len(expected)
         assert "Republic of" not in rec.countries and "Islamic Republic of" not in rec.countries
 
 
 def test_classic_csv_other_ids_give_eudract_numbers() -> None:
-    rec = next(r for r in good(MSC_CSV) if "2013-005407-14" in csv_rows(MSC_CSV)[r.position - 1]["Other IDs"])
+    rec = next(
+        r
+        for r in good(MSC_CSV)
+        if "2013-005407-14" in csv_rows(MSC_CSV)[r.position - 1]["Other IDs"]
+    )
     assert "EU:2013-005407-14" in {i.key for i in rec.ids}
     # organisation ids are not registry ids
     assert all(i.registry != "other" for i in rec.ids)
@@ -104,7 +115,9 @@ def test_classic_csv_other_ids_give_eudract_numbers() -> None:
 def test_api_json_array_matches_raw() -> None:
     raw = json.loads(GENERAL_JSON.read_text())
     records = good(GENERAL_JSON)
-    assert [r.record_id for r in records] == [s["protocolSection"]["identificationModule"]["nctId"] for s in raw]
+    assert [r.record_id for r in records] == [
+        s["protocolSection"]["identificationModule"]["nctId"] for s in raw
+    ]
     first, rec = raw[0]["protocolSection"], records[0]
     assert rec.title == first["identificationModule"]["briefTitle"]
     assert rec.phase == "PHASE3" and first["designModule"]["phases"] == ["PHASE3"]
@@ -112,7 +125,9 @@ def test_api_json_array_matches_raw() -> None:
     assert rec.enrollment.count == first["designModule"]["enrollmentInfo"]["count"]
     assert rec.enrollment.kind == first["designModule"]["enrollmentInfo"]["type"]
     assert {i.key for i in rec.ids} == {"NCT05925803", "EU:2023-505976-31"}
-    assert rec.mesh_terms == [m["term"] for m in raw[0]["derivedSection"]["conditionBrowseModule"]["meshes"]]
+    assert rec.mesh_terms == [
+        m["term"] for m in raw[0]["derivedSection"]["conditionBrowseModule"]["meshes"]
+    ]
 
 
 def test_api_json_single_study_with_results() -> None:
@@ -131,7 +146,9 @@ def _studies() -> list[dict]:
 def test_api_page_shape(tmp_path: Path) -> None:
     page = tmp_path / "page.json"
     page.write_text(json.dumps({"studies": _studies(), "nextPageToken": "abc", "totalCount": 50}))
-    assert [r.record_id for r in good(page)] == [s["protocolSection"]["identificationModule"]["nctId"] for s in _studies()]
+    assert [r.record_id for r in good(page)] == [
+        s["protocolSection"]["identificationModule"]["nctId"] for s in _studies()
+    ]
 
 
 def test_ndjson_shape(tmp_path: Path) -> None:
@@ -148,14 +165,23 @@ def test_zip_of_study_files(tmp_path: Path) -> None:
             nct = s["protocolSection"]["identificationModule"]["nctId"]
             zf.writestr(f"ctg-studies/{nct}.json", json.dumps(s))
     assert sniff(z).format == "ctgov_zip"
-    assert sorted(r.record_id for r in good(z)) == sorted(s["protocolSection"]["identificationModule"]["nctId"] for s in _studies())
+    assert sorted(r.record_id for r in good(z)) == sorted(
+        s["protocolSection"]["identificationModule"]["nctId"] for s in _studies()
+    )
 
 
 def test_reconstructed_car_file_all_studies() -> None:
     raw = json.loads(CAR_JSON.read_text())
     records = good(CAR_JSON)
     assert len(records) == len(raw) == 2052
-    china = sum(1 for s in raw if any(loc.get("country") == "China" for loc in s["protocolSection"].get("contactsLocationsModule", {}).get("locations", [])))
+    china = sum(
+        1
+        for s in raw
+        if any(
+            loc.get("country") == "China"
+            for loc in s["protocolSection"].get("contactsLocationsModule", {}).get("locations", [])
+        )
+    )
     assert sum(1 for r in records if "China" in r.countries) == china
 
 
@@ -166,9 +192,17 @@ def test_website_csv_agrees_with_api_json() -> None:
     for nct, c in csv_recs.items():
         j = json_recs[nct]
         assert c.source_format == "ctgov_csv"
-        assert (c.title, c.status, c.phase, c.start_date, c.last_update) == (j.title, j.status, j.phase, j.start_date, j.last_update)
+        assert (c.title, c.status, c.phase, c.start_date, c.last_update) == (
+            j.title,
+            j.status,
+            j.phase,
+            j.start_date,
+            j.last_update,
+        )
         assert c.enrollment and j.enrollment and c.enrollment.count == j.enrollment.count
-        assert [(i.type, i.name) for i in c.interventions] == [(i.type, i.name) for i in j.interventions]
+        assert [(i.type, i.name) for i in c.interventions] == [
+            (i.type, i.name) for i in j.interventions
+        ]
         assert {i.key for i in c.ids} == {i.key for i in j.ids}
         assert set(c.countries) <= set(j.countries)
 
@@ -195,7 +229,15 @@ def test_ictrp_csv_rows_and_fields() -> None:
     assert rec.title == row["Public title"].strip()
     assert rec.registration_date is not None and rec.registration_date.value == date(2020, 2, 17)
     registers = {r["Source Register"] for r in rows}
-    assert {"ChiCTR", "ClinicalTrials.gov", "EU Clinical Trials Register", "ANZCTR", "ISRCTN", "IRCT", "JPRN"} <= registers
+    assert {
+        "ChiCTR",
+        "ClinicalTrials.gov",
+        "EU Clinical Trials Register",
+        "ANZCTR",
+        "ISRCTN",
+        "IRCT",
+        "JPRN",
+    } <= registers
     # every ClinicalTrials.gov relay is recognised as an NCT record
     nct_rows = [r for r in rows if r["Source Register"] == "ClinicalTrials.gov"]
     assert sum(1 for r in recs if r.registry == "ctgov") == len(nct_rows)
@@ -206,8 +248,14 @@ def test_ictrp_enrollment_sums_groups() -> None:
     grouped = [r for r in good(ICTRP_CSV) if ";" in rows[r.record_id]["Target size"]]
     assert grouped
     for rec in grouped:
-        nums = [int(p.split(":")[-1]) for p in rows[rec.record_id]["Target size"].split(";") if p.strip() and p.split(":")[-1].strip().isdigit()]
-        if len(nums) == len([p for p in rows[rec.record_id]["Target size"].split(";") if p.strip()]):
+        nums = [
+            int(p.split(":")[-1])
+            for p in rows[rec.record_id]["Target size"].split(";")
+            if p.strip() and p.split(":")[-1].strip().isdigit()
+        ]
+        if len(nums) == len(
+            [p for p in rows[rec.record_id]["Target size"].split(";") if p.strip()]
+        ):
             assert rec.enrollment is not None and rec.enrollment.count == sum(nums)
 
 
@@ -226,7 +274,9 @@ def test_ictrp_xlsx_dates_and_member_states() -> None:
     assert len(recs) == len(rows) - 1 == 4098
     first = recs[0]
     assert first.record_id == rows[1][0]
-    assert first.last_update is not None and first.last_update.value == rows[1][1].date()  # Excel date
+    assert (
+        first.last_update is not None and first.last_update.value == rows[1][1].date()
+    )  # Excel date
     # EU-CTR trials appear once per member state (EUCTR2020-001264-28-DE, -BG, …)
     per_state = [str(r[0]) for r in rows[1:] if str(r[0]).startswith("EUCTR")]
     number = max({x[5:19] for x in per_state}, key=lambda n: sum(x[5:19] == n for x in per_state))
@@ -239,7 +289,9 @@ def test_chictr_interventions_keep_group_labels() -> None:
     rec = next(r for r in good(ICTRP_CSV) if r.record_id == "ChiCTR2000029580")
     labels = [lbl for i in rec.interventions for lbl in i.arm_labels]
     assert labels, rec.interventions
-    assert any("mesenchymal" in i.name.lower() or "msc" in i.name.lower() for i in rec.interventions)
+    assert any(
+        "mesenchymal" in i.name.lower() or "msc" in i.name.lower() for i in rec.interventions
+    )
 
 
 def test_data_folder_sources_listed() -> None:

@@ -77,17 +77,24 @@ def test_v1_archive_ingests_completely(v1_store: tuple[Store, Any]) -> None:
     assert misnamed == [("NCT04400032.json", "NCT02421484")]
     assert report.clean
     assert [f.format for f in report.files] == ["ctgov_v1_zip"]
-    assert report.n_records == 1536 and report.n_new == len(ncts) == 1535 and report.files[0].n_unchanged == 1
-    stored = dict(store.con.execute(
-        "SELECT record_id, source_format FROM records").fetchall())
+    assert (
+        report.n_records == 1536
+        and report.n_new == len(ncts) == 1535
+        and report.files[0].n_unchanged == 1
+    )
+    stored = dict(store.con.execute("SELECT record_id, source_format FROM records").fetchall())
     assert set(stored) == set(ncts) and set(stored.values()) == {"ctgov_v1_json"}
     assert store.con.execute("SELECT count(*) FROM trials").fetchone()[0] == 1535
 
 
 def test_v1_fields_match_the_json(v1_store: tuple[Store, Any]) -> None:
     store, _ = v1_store
-    rows = {r[0]: r[1:] for r in store.con.execute(
-        "SELECT record_id, title, why_stopped, status_raw, has_results, raw FROM records").fetchall()}
+    rows = {
+        r[0]: r[1:]
+        for r in store.con.execute(
+            "SELECT record_id, title, why_stopped, status_raw, has_results, raw FROM records"
+        ).fetchall()
+    }
     why = {}
     for _, d in v1_members():
         nct = d["NCTId"][0]
@@ -95,7 +102,7 @@ def test_v1_fields_match_the_json(v1_store: tuple[Store, Any]) -> None:
         assert title == " ".join(d["BriefTitle"][0].split())
         assert status_raw == d["OverallStatus"][0]
         assert has_results == bool(d.get("ResultsFirstPostDate"))
-        assert json.loads(raw) == {k: v for k, v in d.items()}  # kept verbatim
+        assert json.loads(raw) == dict(d.items())  # kept verbatim
         if d.get("WhyStopped"):
             why[nct] = " ".join(d["WhyStopped"][0].split())
             assert why_stopped == why[nct]
@@ -110,8 +117,19 @@ def test_v1_stop_reasons_reach_the_report(v1_store: tuple[Store, Any], tmp_path:
     import shutil
 
     shutil.copy(store.path, db)
-    result = CliRunner().invoke(cli, ["--db", str(db), "report", "--all-trials", "--no-figures",
-                                      "--out", str(tmp_path / "rep"), "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--db",
+            str(db),
+            "report",
+            "--all-trials",
+            "--no-figures",
+            "--out",
+            str(tmp_path / "rep"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with (tmp_path / "rep" / "tables" / "stopped_reasons.csv").open(encoding="utf-8") as fh:
         table = list(csv.DictReader(fh))
@@ -139,15 +157,23 @@ def test_v1_event_groups_and_serious_events(v1_store: tuple[Store, Any]) -> None
         t = results_for_store(store, d["NCTId"][0])
         eg = t["event_groups"]
         assert eg["group_id"].tolist() == d["EventGroupId"]
-        assert eg["serious_num_affected"].tolist() == [int(x) for x in d["EventGroupSeriousNumAffected"]]
-        assert eg["serious_num_at_risk"].tolist() == [int(x) for x in d["EventGroupSeriousNumAtRisk"]]
+        assert eg["serious_num_affected"].tolist() == [
+            int(x) for x in d["EventGroupSeriousNumAffected"]
+        ]
+        assert eg["serious_num_at_risk"].tolist() == [
+            int(x) for x in d["EventGroupSeriousNumAtRisk"]
+        ]
         ae = t["adverse_events"]
         serious = ae[ae.event_type == "serious"]
         if d.get("SeriousEventTerm"):
             # every statistic of every serious term is kept, in order
-            assert serious["num_affected"].tolist() == [int(x) for x in d["SeriousEventStatsNumAffected"]]
+            assert serious["num_affected"].tolist() == [
+                int(x) for x in d["SeriousEventStatsNumAffected"]
+            ]
             assert serious["group_id"].tolist() == d["SeriousEventStatsGroupId"]
-            assert list(dict.fromkeys(serious["term"])) == list(dict.fromkeys(d["SeriousEventTerm"]))
+            assert list(dict.fromkeys(serious["term"])) == list(
+                dict.fromkeys(d["SeriousEventTerm"])
+            )
     assert n_trials == 50  # SOURCE.txt: 50 with serious-adverse-event counts by arm
 
 
@@ -185,10 +211,15 @@ def test_v1_single_file_sniffed_and_bad_record_named(tmp_path: Path) -> None:
     wrapped = tmp_path / "api.json"
     bad = {k: v for k, v in d.items() if k != "NCTId"}
     bad["BriefTitle"] = ["no id"]
-    wrapped.write_text(json.dumps({"StudyFieldsResponse": {"StudyFields": [d, {**bad, "NCTId": []}]}}), encoding="utf-8")
+    wrapped.write_text(
+        json.dumps({"StudyFieldsResponse": {"StudyFields": [d, {**bad, "NCTId": []}]}}),
+        encoding="utf-8",
+    )
     items = list(parse_file(wrapped))
     assert items[0].record_id == d["NCTId"][0]
-    assert isinstance(items[1], RecordError) and items[1].position == 2 and "nctId" in items[1].message
+    assert (
+        isinstance(items[1], RecordError) and items[1].position == 2 and "nctId" in items[1].message
+    )
     notv1 = tmp_path / "x.json"
     notv1.write_text(json.dumps({"Rank": 1, "Something": ["x"]}), encoding="utf-8")
     with pytest.raises(DataFileError, match="API v1"):
@@ -206,8 +237,12 @@ def xml_docs() -> Iterator[ET.Element]:
 def test_xml_ingests_completely(xml_store: Store) -> None:
     roots = list(xml_docs())
     assert len(roots) == 188
-    stored = {r[0]: r[1:] for r in xml_store.con.execute(
-        "SELECT record_id, title, why_stopped, has_results, source_format FROM records").fetchall()}
+    stored = {
+        r[0]: r[1:]
+        for r in xml_store.con.execute(
+            "SELECT record_id, title, why_stopped, has_results, source_format FROM records"
+        ).fetchall()
+    }
     assert set(stored) == {r.findtext("id_info/nct_id") for r in roots}
     n_why = 0
     for r in roots:
@@ -229,38 +264,57 @@ def test_xml_results_tables(xml_store: Store) -> None:
             continue
         n += 1
         t = results_for_store(xml_store, r.findtext("id_info/nct_id"))
-        measurements = res.findall("outcome_list/outcome/measure/class_list/class/category_list/category/"
-                                   "measurement_list/measurement")
+        measurements = res.findall(
+            "outcome_list/outcome/measure/class_list/class/category_list/category/"
+            "measurement_list/measurement"
+        )
         assert len(t["outcomes"]) == len(measurements)
         assert t["outcomes"]["value_raw"].tolist() == [m.get("value") for m in measurements]
         # "Total, serious adverse events" becomes the event groups' totals; the other rows are terms
-        totals = {c.get("group_id"): (int(c.get("subjects_affected")), int(c.get("subjects_at_risk")))
-                  for cat in res.findall("reported_events/serious_events/category_list/category")
-                  if cat.findtext("title") == "Total"
-                  for c in cat.findall("event_list/event/counts")}
+        totals = {
+            c.get("group_id"): (int(c.get("subjects_affected")), int(c.get("subjects_at_risk")))
+            for cat in res.findall("reported_events/serious_events/category_list/category")
+            if cat.findtext("title") == "Total"
+            for c in cat.findall("event_list/event/counts")
+        }
         eg = t["event_groups"]
-        got = {g: (a, k) for g, a, k in zip(eg.group_id, eg.serious_num_affected, eg.serious_num_at_risk, strict=True)
-               if a is not None and a == a}
+        got = {
+            g: (a, k)
+            for g, a, k in zip(
+                eg.group_id, eg.serious_num_affected, eg.serious_num_at_risk, strict=True
+            )
+            if a is not None and a == a
+        }
         assert got == totals
-        terms = [e for cat in res.findall("reported_events/serious_events/category_list/category")
-                 if cat.findtext("title") != "Total" for e in cat.findall("event_list/event")]
+        terms = [
+            e
+            for cat in res.findall("reported_events/serious_events/category_list/category")
+            if cat.findtext("title") != "Total"
+            for e in cat.findall("event_list/event")
+        ]
         serious = t["adverse_events"][t["adverse_events"].event_type == "serious"]
         assert len(serious) == sum(len(e.findall("counts")) for e in terms)
-        flow = res.findall("participant_flow/period_list/period/milestone_list/milestone/participants_list/participants")
+        flow = res.findall(
+            "participant_flow/period_list/period/milestone_list/milestone/participants_list/participants"
+        )
         assert (t["participant_flow"]["kind"] == "milestone").sum() == len(flow)
     assert n == 28
 
 
 def test_xml_parse_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.xml"
-    bad.write_text("<?xml version='1.0'?><clinical_study><id_info><nct_id>NCT0</nct_id>", encoding="utf-8")
+    bad.write_text(
+        "<?xml version='1.0'?><clinical_study><id_info><nct_id>NCT0</nct_id>", encoding="utf-8"
+    )
     assert sniff(bad).format == "ctgov_xml"
     items = list(parse_file(bad))
     assert len(items) == 1 and isinstance(items[0], RecordError)
     assert items[0].path == str(bad) and "malformed XML" in items[0].message
     bomb = tmp_path / "bomb.xml"
-    bomb.write_text('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><clinical_study>&a;</clinical_study>',
-                    encoding="utf-8")
+    bomb.write_text(
+        '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><clinical_study>&a;</clinical_study>',
+        encoding="utf-8",
+    )
     items = list(parse_file(bomb))
     assert isinstance(items[0], RecordError) and "entities" in items[0].message
 
@@ -301,7 +355,9 @@ def test_v1_outcome_attribution_counts() -> None:
     assert (with_values, attributed) == (49, 19)
 
 
-def test_v1_results_cli_says_why_values_are_empty(v1_store: tuple[Store, Any], tmp_path: Path) -> None:
+def test_v1_results_cli_says_why_values_are_empty(
+    v1_store: tuple[Store, Any], tmp_path: Path
+) -> None:
     import shutil
 
     store, _ = v1_store
@@ -326,7 +382,18 @@ def test_malformed_v1_and_xml_are_findings_not_crashes() -> None:
     from celltrials.sources import ctgov_xml
 
     rng = random.Random(16)
-    wrong: list[Any] = [None, "text", 5, {"a": 1}, [None], [1, 2], [[]], [{"x": 1}], [""] * 3, [True]]
+    wrong: list[Any] = [
+        None,
+        "text",
+        5,
+        {"a": 1},
+        [None],
+        [1, 2],
+        [[]],
+        [{"x": 1}],
+        [""] * 3,
+        [True],
+    ]
     docs = [d for _, d in v1_members()][::8]
     n_bad = 0
     for d in docs:

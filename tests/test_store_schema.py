@@ -31,11 +31,24 @@ print(json.dumps(sorted(m for m in sys.modules if m in ("celltrials.classify", "
 
 def test_a_new_store_has_every_table_without_importing_other_modules(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    out = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path / "s.duckdb")], env=env,
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(tmp_path / "s.duckdb")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     tables = json.loads(out[0])
-    assert {"records", "trial_records", "ingests", "labels", "label_evidence", "sync_queries", "sync_runs",
-            "product_links"} <= set(tables)
+    assert {
+        "records",
+        "trial_records",
+        "ingests",
+        "labels",
+        "label_evidence",
+        "sync_queries",
+        "sync_runs",
+        "product_links",
+    } <= set(tables)
     assert json.loads(out[1]) == [m.version for m in MIGRATIONS] == [1, 2, 3, 4, 5, 6]
     assert json.loads(out[2]) == []
     assert len({m.name for m in MIGRATIONS}) == len(MIGRATIONS)
@@ -46,7 +59,9 @@ def test_a_store_from_before_the_ingest_file_stat_migration_is_upgraded(tmp_path
 
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    con.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
+    )
     for m in MIGRATIONS[:-1]:
         m.apply(con)
         con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.name])

@@ -86,8 +86,13 @@ class Sleeps(list[float]):
 
 
 def make_client(url: str, sleeps: Sleeps | None = None, **kw: Any) -> CtgovClient:
-    opts: dict[str, Any] = {"rate": 0, "timeout": 5.0, "max_retries": 3, "backoff": 0.01,
-                            "sleep": sleeps if sleeps is not None else Sleeps()}
+    opts: dict[str, Any] = {
+        "rate": 0,
+        "timeout": 5.0,
+        "max_retries": 3,
+        "backoff": 0.01,
+        "sleep": sleeps if sleeps is not None else Sleeps(),
+    }
     opts.update(kw)
     return CtgovClient(url, **opts)
 
@@ -96,7 +101,9 @@ QUERY = Query.build(term="chimeric antigen receptor")
 
 
 def current_ids(store: Store) -> list[str]:
-    return [r[0] for r in store.con.execute("SELECT record_id FROM records WHERE is_current").fetchall()]
+    return [
+        r[0] for r in store.con.execute("SELECT record_id FROM records WHERE is_current").fetchall()
+    ]
 
 
 def assert_exact(store: Store, served: set[str]) -> None:
@@ -106,7 +113,9 @@ def assert_exact(store: Store, served: set[str]) -> None:
 
 
 # ------------------------------------------------------------ happy path
-def test_full_sync_pages_through_real_studies(store: Store, all_studies: list[dict[str, Any]]) -> None:
+def test_full_sync_pages_through_real_studies(
+    store: Store, all_studies: list[dict[str, Any]]
+) -> None:
     events: list[ProgressEvent] = []
     with CtgovServer(all_studies) as srv, make_client(srv.base_url) as client:
         result = fetch(store, QUERY, client=client, progress=events.append)
@@ -122,13 +131,17 @@ def test_full_sync_pages_through_real_studies(store: Store, all_studies: list[di
     assert all(r.params["query.term"] == "chimeric antigen receptor" for r in reqs)
     assert "pageToken" not in reqs[0].params and all("pageToken" in r.params for r in reqs[1:])
     # one ingest row per page; progress saw the total
-    assert store.con.execute("SELECT count(*) FROM ingests WHERE format = 'ctgov_api'").fetchone() == (3,)
+    assert store.con.execute(
+        "SELECT count(*) FROM ingests WHERE format = 'ctgov_api'"
+    ).fetchone() == (3,)
     pages = [e for e in events if e.kind == "page"]
     assert [e.done for e in pages] == [1000, 2000, 2637] and pages[0].total == 2637
     assert [e.index for e in pages] == [1, 2, 3] and {e.stage for e in events} == {"sync"}
     status = sync_status(store)
     assert len(status) == 1 and status[0]["last_complete_sync"] is not None
-    assert status[0]["last_run"]["pages_done"] == 3 and status[0]["last_run"]["studies_seen"] == 2637
+    assert (
+        status[0]["last_run"]["pages_done"] == 3 and status[0]["last_run"]["studies_seen"] == 2637
+    )
     # trials were merged (views work)
     assert store.con.execute("SELECT count(*) FROM trials").fetchone() == (2637,)
 
@@ -143,16 +156,28 @@ def test_rerun_of_complete_query_adds_no_duplicates(server: CtgovServer, store: 
 
 
 def test_query_options_map_to_api_params(server: CtgovServer, store: Store) -> None:
-    q = Query.build(cond="  lymphoma ", intr="CAR-T", term="CD19", advanced="AREA[Phase]PHASE1",
-                    status=["recruiting", "COMPLETED,active not recruiting"])
+    q = Query.build(
+        cond="  lymphoma ",
+        intr="CAR-T",
+        term="CD19",
+        advanced="AREA[Phase]PHASE1",
+        status=["recruiting", "COMPLETED,active not recruiting"],
+    )
     assert q.as_params() == {
-        "query.cond": "lymphoma", "query.intr": "CAR-T", "query.term": "CD19",
+        "query.cond": "lymphoma",
+        "query.intr": "CAR-T",
+        "query.term": "CD19",
         "filter.advanced": "AREA[Phase]PHASE1",
         "filter.overallStatus": "ACTIVE_NOT_RECRUITING,COMPLETED,RECRUITING",
     }
     # identity: same normalised params + base URL, whatever the spelling
-    same = Query.build(term="CD19", intr="CAR-T", cond="lymphoma", advanced="AREA[Phase]PHASE1",
-                       status="completed,recruiting,ACTIVE_NOT_RECRUITING")
+    same = Query.build(
+        term="CD19",
+        intr="CAR-T",
+        cond="lymphoma",
+        advanced="AREA[Phase]PHASE1",
+        status="completed,recruiting,ACTIVE_NOT_RECRUITING",
+    )
     assert q.query_id(DEFAULT_BASE_URL) == same.query_id(DEFAULT_BASE_URL + "/")
     assert q.query_id(DEFAULT_BASE_URL) != q.query_id("http://mirror.example/api/v2")
     with make_client(server.base_url) as client:
@@ -191,10 +216,19 @@ def test_retry_after_http_date() -> None:
     assert parse_retry_after("soon", now=now) is None
     # end to end through the client (MockTransport): the wait is the date's distance
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    answers = iter([httpx.Response(429, headers={"Retry-After": when}), httpx.Response(200, json={"studies": []})])
+    answers = iter(
+        [
+            httpx.Response(429, headers={"Retry-After": when}),
+            httpx.Response(200, json={"studies": []}),
+        ]
+    )
     sleeps = Sleeps()
-    client = CtgovClient("http://x/api/v2", transport=httpx.MockTransport(lambda r: next(answers)),
-                         rate=0, sleep=sleeps)
+    client = CtgovClient(
+        "http://x/api/v2",
+        transport=httpx.MockTransport(lambda r: next(answers)),
+        rate=0,
+        sleep=sleeps,
+    )
     assert client.studies_page({"query.term": "x"}) == {"studies": []}
     assert len(sleeps) == 1 and 0 < sleeps[0] <= 30
 
@@ -250,7 +284,9 @@ def test_gives_up_after_max_retries_then_resumes(server: CtgovServer, store: Sto
 
 
 @pytest.mark.parametrize("kind", ["bad_json", "no_studies"])
-def test_malformed_page_is_a_page_error_naming_the_page(server: CtgovServer, store: Store, kind: str) -> None:
+def test_malformed_page_is_a_page_error_naming_the_page(
+    server: CtgovServer, store: Store, kind: str
+) -> None:
     server.add_fault(kind, page=2)
     with make_client(server.base_url) as client, pytest.raises(PageError) as info:
         fetch(store, QUERY, client=client, page_size=100)
@@ -262,7 +298,9 @@ def test_malformed_page_is_a_page_error_naming_the_page(server: CtgovServer, sto
     assert_exact(store, server.served_ids())
 
 
-def test_bad_study_fails_the_whole_page(server: CtgovServer, store: Store, small_studies: list[dict[str, Any]]) -> None:
+def test_bad_study_fails_the_whole_page(
+    server: CtgovServer, store: Store, small_studies: list[dict[str, Any]]
+) -> None:
     server.add_fault("bad_study", page=2)
     with make_client(server.base_url) as client, pytest.raises(PageError) as info:
         fetch(store, QUERY, client=client, page_size=100)
@@ -282,15 +320,24 @@ def test_client_errors_are_not_retried() -> None:
         calls.append(request)
         return httpx.Response(400, text="unknown parameter query.foo")
 
-    client = CtgovClient("http://x/api/v2", transport=httpx.MockTransport(handler), rate=0, sleep=Sleeps())
+    client = CtgovClient(
+        "http://x/api/v2", transport=httpx.MockTransport(handler), rate=0, sleep=Sleeps()
+    )
     with pytest.raises(FetchError, match="HTTP 400: unknown parameter"):
         client.studies_page({"query.term": "x"})
     assert len(calls) == 1
 
 
 def test_retry_after_beyond_limit_stops_at_once() -> None:
-    client = CtgovClient("http://x/api/v2", rate=0, sleep=Sleeps(), max_retry_after=60,
-                         transport=httpx.MockTransport(lambda r: httpx.Response(429, headers={"Retry-After": "3600"})))
+    client = CtgovClient(
+        "http://x/api/v2",
+        rate=0,
+        sleep=Sleeps(),
+        max_retry_after=60,
+        transport=httpx.MockTransport(
+            lambda r: httpx.Response(429, headers={"Retry-After": "3600"})
+        ),
+    )
     with pytest.raises(FetchError, match="wait 3600 s"):
         client.studies_page({"query.term": "x"})
     assert client.n_requests == 1
@@ -304,8 +351,13 @@ def test_rate_limit_spaces_requests() -> None:
         sleeps.append(s)
         now[0] += s
 
-    client = CtgovClient("http://x/api/v2", rate=30, clock=lambda: now[0], sleep=sleep,
-                         transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"studies": []})))
+    client = CtgovClient(
+        "http://x/api/v2",
+        rate=30,
+        clock=lambda: now[0],
+        sleep=sleep,
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"studies": []})),
+    )
     for _ in range(3):
         client.studies_page({"query.term": "x"})
     assert sleeps == [2.0, 2.0]  # 30 requests per minute = one every 2 s
@@ -346,7 +398,9 @@ def _cli(db: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "celltrials", "--db", str(db), "--quiet", *args]
 
 
-def test_kill_9_between_pages_then_rerun_completes(tmp_path: Path, all_studies: list[dict[str, Any]]) -> None:
+def test_kill_9_between_pages_then_rerun_completes(
+    tmp_path: Path, all_studies: list[dict[str, Any]]
+) -> None:
     """A subprocess is SIGKILLed while waiting for page 4 (pages 1-3 committed);
     the same command rerun resumes at page 4 and ends with exactly the served set."""
     db = tmp_path / "killed.duckdb"
@@ -354,8 +408,18 @@ def test_kill_9_between_pages_then_rerun_completes(tmp_path: Path, all_studies: 
     env.pop("CELLTRIALS_CTGOV_URL", None)
     with CtgovServer(all_studies) as srv:
         reached, release = srv.block_page(4)
-        cmd = _cli(db, "fetch", "--term", "chimeric antigen receptor", "--base-url", srv.base_url,
-                   "--rate", "0", "--page-size", "200")
+        cmd = _cli(
+            db,
+            "fetch",
+            "--term",
+            "chimeric antigen receptor",
+            "--base-url",
+            srv.base_url,
+            "--rate",
+            "0",
+            "--page-size",
+            "200",
+        )
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             assert reached.wait(timeout=120), "client never asked for page 4"
@@ -382,7 +446,9 @@ def test_kill_9_between_pages_then_rerun_completes(tmp_path: Path, all_studies: 
 
 
 # -------------------------------------------------------------- incremental
-def test_update_fetches_changed_studies_and_keeps_history(store: Store, small_studies: list[dict[str, Any]]) -> None:
+def test_update_fetches_changed_studies_and_keeps_history(
+    store: Store, small_studies: list[dict[str, Any]]
+) -> None:
     q = Query.build(term="CAR T", advanced="AREA[StudyType]INTERVENTIONAL")
     with CtgovServer(small_studies) as srv:
         with make_client(srv.base_url) as client:
@@ -394,21 +460,32 @@ def test_update_fetches_changed_studies_and_keeps_history(store: Store, small_st
         new_set = copy.deepcopy(small_studies)
         for s in new_set[10:15]:
             s["protocolSection"]["identificationModule"]["briefTitle"] += " (amended)"
-            s["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"] = {"date": today, "type": "ACTUAL"}
+            s["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"] = {
+                "date": today,
+                "type": "ACTUAL",
+            }
             changed[nct_id(s)] = s["protocolSection"]["identificationModule"]["briefTitle"]
         srv.studies = new_set
         n_before = len(srv.page_requests())
         with make_client(srv.base_url) as client:
             result = update(store, client=client, page_size=100)
         sent = [r.params for r in srv.page_requests()[n_before:]]
-    assert result.runs[0].kind == "update" and result.runs[0].studies_seen == 5 and result.runs[0].n_new == 5
-    assert sent and all(p["filter.advanced"] ==
-                        f"(AREA[StudyType]INTERVENTIONAL) AND AREA[LastUpdatePostDate]RANGE[{since},MAX]"
-                        for p in sent)
+    assert (
+        result.runs[0].kind == "update"
+        and result.runs[0].studies_seen == 5
+        and result.runs[0].n_new == 5
+    )
+    assert sent and all(
+        p["filter.advanced"]
+        == f"(AREA[StudyType]INTERVENTIONAL) AND AREA[LastUpdatePostDate]RANGE[{since},MAX]"
+        for p in sent
+    )
     assert all(p["query.term"] == "CAR T" for p in sent)
     rows = store.con.execute(
         "SELECT record_id, count(*), max(CASE WHEN is_current THEN title END) FROM records "
-        "WHERE record_id IN (SELECT unnest(?)) GROUP BY record_id", [list(changed)]).fetchall()
+        "WHERE record_id IN (SELECT unnest(?)) GROUP BY record_id",
+        [list(changed)],
+    ).fetchall()
     assert {r[0]: (r[1], r[2]) for r in rows} == {k: (2, v) for k, v in changed.items()}
     assert_exact(store, {nct_id(s) for s in small_studies})
     assert store.con.execute("SELECT count(*) FROM records").fetchone() == (455,)
@@ -429,11 +506,15 @@ def test_update_resumes_an_unfinished_full_sync(server: CtgovServer, store: Stor
 
 
 # ---------------------------------------------------------------- by id
-def test_fetch_by_id(server: CtgovServer, store: Store, small_studies: list[dict[str, Any]]) -> None:
+def test_fetch_by_id(
+    server: CtgovServer, store: Store, small_studies: list[dict[str, Any]]
+) -> None:
     ids = [nct_id(s) for s in small_studies[:3]]
     with make_client(server.base_url) as client:
         result = fetch_ids(store, [ids[0], f"{ids[1]}, {ids[2].lower()}"], client=client)
-        assert [s["nct_id"] for s in result.studies] == ids and all(s["new"] for s in result.studies)
+        assert [s["nct_id"] for s in result.studies] == ids and all(
+            s["new"] for s in result.studies
+        )
         assert [r.path for r in server.requests] == [f"/studies/{i}" for i in ids]
         assert_exact(store, set(ids))
         with pytest.raises(FetchError, match="no such study"):
@@ -447,43 +528,80 @@ def test_fetch_by_id(server: CtgovServer, store: Store, small_studies: list[dict
 def test_preset_runs_each_sub_query(tmp_path: Path) -> None:
     studies = load_studies(GENERAL_FILE)
     preset = get_preset("cell-therapy")
-    with CtgovServer(studies) as srv, celltrials.open(str(tmp_path / "p.duckdb")) as st, \
-            make_client(srv.base_url) as client:
+    with (
+        CtgovServer(studies) as srv,
+        celltrials.open(str(tmp_path / "p.duckdb")) as st,
+        make_client(srv.base_url) as client,
+    ):
         out = fetch_preset(st, "cell-therapy", client=client)
         sent = [r.params for r in srv.page_requests()]
         served = srv.served_ids()
         assert_exact(st, served)
         assert len(sync_status(st)) == len(preset.queries)
-    assert out["preset"] == "cell-therapy" and out["preset_version"] == preset.version and out["complete"]
+    assert (
+        out["preset"] == "cell-therapy"
+        and out["preset_version"] == preset.version
+        and out["complete"]
+    )
     assert [p["query.term"] for p in sent] == [q.expression() for q in preset.queries]
-    assert all(len(request_url(DEFAULT_BASE_URL, {"query.term": p["query.term"]}, "x" * 64).encode())
-               < MAX_URL_BYTES for p in sent)
+    assert all(
+        len(request_url(DEFAULT_BASE_URL, {"query.term": p["query.term"]}, "x" * 64).encode())
+        < MAX_URL_BYTES
+        for p in sent
+    )
 
 
 # ------------------------------------------------------------------ CLI
 def test_cli_json_equals_library_result(tmp_path: Path, server: CtgovServer) -> None:
     runner = CliRunner()
     db_cli, db_lib = tmp_path / "cli.duckdb", tmp_path / "lib.duckdb"
-    args = ["--db", str(db_cli), "fetch", "--term", "CAR T", "--status", "recruiting,completed",
-            "--base-url", server.base_url, "--rate", "0", "--page-size", "100", "--json"]
+    args = [
+        "--db",
+        str(db_cli),
+        "fetch",
+        "--term",
+        "CAR T",
+        "--status",
+        "recruiting,completed",
+        "--base-url",
+        server.base_url,
+        "--rate",
+        "0",
+        "--page-size",
+        "100",
+        "--json",
+    ]
     res = runner.invoke(cli, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     with celltrials.open(str(db_lib)) as st, make_client(server.base_url) as client:
-        lib = fetch(st, Query.build(term="CAR T", status="RECRUITING,COMPLETED"), client=client, page_size=100)
+        lib = fetch(
+            st,
+            Query.build(term="CAR T", status="RECRUITING,COMPLETED"),
+            client=client,
+            page_size=100,
+        )
         assert json.loads(res.output) == json.loads(json.dumps(lib.to_dict(), default=str))
     res = runner.invoke(cli, ["--db", str(db_cli), "sync-status", "--json"], catch_exceptions=False)
     with celltrials.open(str(db_cli)) as st:
         assert json.loads(res.output) == json.loads(json.dumps(sync_status(st), default=str))
-    res = runner.invoke(cli, ["--db", str(db_cli), "update", "--rate", "0", "--json"], catch_exceptions=False)
+    res = runner.invoke(
+        cli, ["--db", str(db_cli), "update", "--rate", "0", "--json"], catch_exceptions=False
+    )
     assert res.exit_code == 0 and json.loads(res.output)["runs"][0]["kind"] == "update"
 
 
 def test_cli_base_url_from_env_and_errors(tmp_path: Path, server: CtgovServer) -> None:
     runner = CliRunner()
-    res = runner.invoke(cli, ["--db", str(tmp_path / "e.duckdb"), "-q", "fetch", "--term", "x", "--rate", "0"],
-                        env={"CELLTRIALS_CTGOV_URL": server.base_url}, catch_exceptions=False)
+    res = runner.invoke(
+        cli,
+        ["--db", str(tmp_path / "e.duckdb"), "-q", "fetch", "--term", "x", "--rate", "0"],
+        env={"CELLTRIALS_CTGOV_URL": server.base_url},
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0 and server.page_requests()
     with celltrials.open(str(tmp_path / "e.duckdb")) as st:
         assert sync_status(st)[0]["base_url"] == server.base_url
-    res = runner.invoke(cli, ["--db", str(tmp_path / "e.duckdb"), "fetch", "--status", "sleeping", "--term", "x"])
+    res = runner.invoke(
+        cli, ["--db", str(tmp_path / "e.duckdb"), "fetch", "--status", "sleeping", "--term", "x"]
+    )
     assert res.exit_code != 0 and "unknown --status" in str(res.exception)

@@ -88,7 +88,9 @@ def test_every_cell_type_has_an_entry() -> None:
 def test_rejects_unknown_value(tmp_path: Path) -> None:
     raw = copy.deepcopy(RAW)
     raw["cell_type"][0]["value"] = "stem_cells"
-    with pytest.raises(TaxonomyError, match=r"cell_type\[0\].*unknown cell_type value 'stem_cells'") as ei:
+    with pytest.raises(
+        TaxonomyError, match=r"cell_type\[0\].*unknown cell_type value 'stem_cells'"
+    ) as ei:
         load_taxonomy(_write(tmp_path, raw))
     assert str(tmp_path) in str(ei.value)
 
@@ -97,7 +99,9 @@ def test_rejects_unknown_value(tmp_path: Path) -> None:
 def test_rejects_bad_regex_naming_the_entry(tmp_path: Path) -> None:
     raw = copy.deepcopy(RAW)
     raw["msc_source"][1]["patterns"].append("umbilical (cord")
-    with pytest.raises(TaxonomyError, match=r"msc_source\[1\] \(umbilical_cord\).*does not compile"):
+    with pytest.raises(
+        TaxonomyError, match=r"msc_source\[1\] \(umbilical_cord\).*does not compile"
+    ):
         load_taxonomy(_write(tmp_path, raw))
 
 
@@ -141,7 +145,9 @@ def test_rejects_values_list_differing_from_guide_and_bad_version() -> None:
 def test_rejects_unknown_indication_area_and_product_target() -> None:
     raw = copy.deepcopy(RAW)
     raw["indications"][0]["therapeutic_area"] = "gvhd"
-    with pytest.raises(TaxonomyError, match=r"indications\[0\].*unknown therapeutic_area value 'gvhd'"):
+    with pytest.raises(
+        TaxonomyError, match=r"indications\[0\].*unknown therapeutic_area value 'gvhd'"
+    ):
         build_taxonomy(raw)
     raw = copy.deepcopy(RAW)
     raw["products"][0]["targets"] = "CD999"
@@ -161,9 +167,15 @@ def test_rejects_invalid_yaml(tmp_path: Path) -> None:
 def test_a_synonym_is_added_in_yaml_only() -> None:
     # NCT04390139 (classic CSV) names its product only by the code XCEL-UMC-BETA;
     # a taxonomy without that synonym cannot label the intervention.
-    rec = ParsedRecord(channel="ctgov", source_format="t", record_id="NCT04390139", registry="ctgov", raw={},
-                       title="Efficacy of the investigational product in COVID-19",
-                       interventions=[Intervention(type="DRUG", name="XCEL-UMC-BETA")])
+    rec = ParsedRecord(
+        channel="ctgov",
+        source_format="t",
+        record_id="NCT04390139",
+        registry="ctgov",
+        raw={},
+        title="Efficacy of the investigational product in COVID-19",
+        interventions=[Intervention(type="DRUG", name="XCEL-UMC-BETA")],
+    )
     raw = copy.deepcopy(RAW)
     for p in raw["products"]:
         p["patterns"] = [x for x in p.get("patterns", []) if "XCEL" not in x]
@@ -204,7 +216,12 @@ REAL = [
     ("msc_source", "placenta", "NCT02398370", "Placental Matrix-Derived"),
     ("msc_source", "amnion", "NCT04318600", "Amniotic"),
     ("msc_source", "dental_pulp", "NCT04302519", "Dental Pulp"),
-    ("msc_source", "endometrium_menstrual", "NCT01483248", "Human Menstrual Blood-derived Mesenchymal Stem Cells"),
+    (
+        "msc_source",
+        "endometrium_menstrual",
+        "NCT01483248",
+        "Human Menstrual Blood-derived Mesenchymal Stem Cells",
+    ),
     ("msc_source", "cord_blood", "NCT01763099", "Cord Blood"),
     ("msc_source", "other", "NCT03130374", "Olfactory"),
     ("msc_source", "unspecified", "NCT04447833", "Mesenchymal Stromal Cell"),
@@ -217,7 +234,12 @@ REAL = [
     ("product_form", "secretome", "NCT05008588", "Conditioned Medium"),
     ("product_form", "gene_modified", "NCT02079324", "Genetically Modified"),
     ("product_form", "composite", "NCT03102879", "Encapsulated Mesenchymal Stem Cells"),
-    ("indication_group", "oncology", "NCT03233074", "Myelodysplastic Syndromes"),  # gold dev: oncology
+    (
+        "indication_group",
+        "oncology",
+        "NCT03233074",
+        "Myelodysplastic Syndromes",
+    ),  # gold dev: oncology
     ("indication_group", "degenerative", "NCT03558334", "Bronchopulmonary Dysplasia"),
     ("indication_group", "immune_mediated", "NCT04447833", "ARDS"),
     ("indication_group", "other", "NCT02247973", "Aplastic Anemia"),
@@ -247,12 +269,21 @@ REAL = [
 @pytest.mark.unit
 def test_real_phrasings_cover_every_value() -> None:
     covered = {(f, v) for f, v, _, _ in REAL}
-    for field in ("cell_type", "msc_source", "origin", "product_form", "indication_group", "therapeutic_area"):
+    for field in (
+        "cell_type",
+        "msc_source",
+        "origin",
+        "product_form",
+        "indication_group",
+        "therapeutic_area",
+    ):
         for v in TAXONOMY_VALUES[field]:
             assert (field, v) in covered, (field, v)
 
 
-@pytest.mark.parametrize(("field", "value", "record_id", "phrase"), REAL, ids=[f"{f}={v}-{r}" for f, v, r, _ in REAL])
+@pytest.mark.parametrize(
+    ("field", "value", "record_id", "phrase"), REAL, ids=[f"{f}={v}-{r}" for f, v, r, _ in REAL]
+)
 def test_value_from_a_real_phrasing(field: str, value: str, record_id: str, phrase: str) -> None:
     recs = _records()[record_id]
     assert phrase.lower() in _text_of(recs).lower(), "the phrase must be the record's own words"

@@ -29,12 +29,15 @@ def test_every_trial_of_the_real_export_is_read() -> None:
     assert records[0].record_id == "ChiCTR2000029953"
 
 
-@pytest.mark.parametrize("doctype", [
-    # billion laughs
-    '<!DOCTYPE t [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>',
-    # external entity (XXE)
-    '<!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]>',
-])
+@pytest.mark.parametrize(
+    "doctype",
+    [
+        # billion laughs
+        '<!DOCTYPE t [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>',
+        # external entity (XXE)
+        '<!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]>',
+    ],
+)
 def test_entity_declarations_are_refused_naming_the_file(tmp_path: Path, doctype: str) -> None:
     head, sep, rest = REAL.partition("?>")
     path = _variant(tmp_path, head + sep + doctype + rest)

@@ -89,8 +89,8 @@ def all_changes_sql() -> str:
             FROM pairs WHERE prev_d IS NOT NULL AND phase IS DISTINCT FROM prev_phase
             UNION ALL
             SELECT d, 'enrollment', channel, record_id, registry,
-                   concat_ws(' ', CAST(prev_enrollment AS VARCHAR), {_etype('prev_enrollment_type')}),
-                   concat_ws(' ', CAST(enrollment AS VARCHAR), {_etype('enrollment_type')}), prev_d
+                   concat_ws(' ', CAST(prev_enrollment AS VARCHAR), {_etype("prev_enrollment_type")}),
+                   concat_ws(' ', CAST(enrollment AS VARCHAR), {_etype("enrollment_type")}), prev_d
             FROM pairs WHERE prev_d IS NOT NULL AND (enrollment IS DISTINCT FROM prev_enrollment
                                                      OR enrollment_type IS DISTINCT FROM prev_enrollment_type)
             UNION ALL
@@ -106,9 +106,15 @@ def all_changes_sql() -> str:
         FROM all_changes a LEFT JOIN trials t USING (trial_id)"""
 
 
-def changes(con: Any, since: date | str, until: date | str | None = None, *,
-            within: tuple[str, list[Any]] | None = None, limit: int | None = None,
-            table: str | None = None) -> dict[str, Any]:
+def changes(
+    con: Any,
+    since: date | str,
+    until: date | str | None = None,
+    *,
+    within: tuple[str, list[Any]] | None = None,
+    limit: int | None = None,
+    table: str | None = None,
+) -> dict[str, Any]:
     """Changes dated ``since`` ≤ date ≤ ``until`` (no upper bound by default).
 
     ``within`` optionally restricts to the trials selected by a SQL query
@@ -142,20 +148,50 @@ def changes(con: Any, since: date | str, until: date | str | None = None, *,
         ORDER BY a.d DESC, a.kind, a.trial_id, a.record_id"""
     params = [lo, *hi_params, *scope_params]
     counts = dict.fromkeys(KINDS, 0)
-    for kind, n in c.execute(f"SELECT a.kind, count(*) FROM {src} a WHERE a.d >= ?{hi_sql}{scope} GROUP BY 1",
-                             params).fetchall():
+    for kind, n in c.execute(
+        f"SELECT a.kind, count(*) FROM {src} a WHERE a.d >= ?{hi_sql}{scope} GROUP BY 1", params
+    ).fetchall():
         counts[kind] = int(n)
-    shown = c.execute(sql + (" LIMIT ?" if limit is not None else ""),
-                      [*params, *([limit] if limit is not None else [])]).fetchall()
-    out = [{"date": r[0].isoformat() if r[0] else None, "kind": r[1], "trial_id": r[2], "record_id": r[3],
-            "registry": r[4], "title": r[5], "old": r[6], "new": r[7],
-            "previous_date": r[8].isoformat() if r[8] else None} for r in shown]
-    return {"since": lo.isoformat(), "until": hi.isoformat() if hi else None, "counts": counts,
-            "total": sum(counts.values()), "changes": out}
+    shown = c.execute(
+        sql + (" LIMIT ?" if limit is not None else ""),
+        [*params, *([limit] if limit is not None else [])],
+    ).fetchall()
+    out = [
+        {
+            "date": r[0].isoformat() if r[0] else None,
+            "kind": r[1],
+            "trial_id": r[2],
+            "record_id": r[3],
+            "registry": r[4],
+            "title": r[5],
+            "old": r[6],
+            "new": r[7],
+            "previous_date": r[8].isoformat() if r[8] else None,
+        }
+        for r in shown
+    ]
+    return {
+        "since": lo.isoformat(),
+        "until": hi.isoformat() if hi else None,
+        "counts": counts,
+        "total": sum(counts.values()),
+        "changes": out,
+    }
 
 
-HISTORY_FIELDS = ("title", "status", "phase", "study_type", "start_date", "completion_date", "enrollment",
-                  "enrollment_type", "lead_sponsor", "has_results", "why_stopped")
+HISTORY_FIELDS = (
+    "title",
+    "status",
+    "phase",
+    "study_type",
+    "start_date",
+    "completion_date",
+    "enrollment",
+    "enrollment_type",
+    "lead_sponsor",
+    "has_results",
+    "why_stopped",
+)
 
 
 def record_history(con: Any, trial_id: str) -> list[dict[str, Any]]:
@@ -166,7 +202,8 @@ def record_history(con: Any, trial_id: str) -> list[dict[str, Any]]:
     "record_key", "last_update", "ingested_at", "source", "source_format",
     "is_current", "changed": {field: [old, new]}}]}``."""
     c = _con(con)
-    rows = c.execute(f"""
+    rows = c.execute(
+        f"""
         SELECT r.channel, r.record_id, r.record_key, r.last_update, r.ingested_at, r.source, r.source_format,
                r.is_current, {", ".join("r." + f for f in HISTORY_FIELDS)}
         FROM records r
@@ -174,7 +211,8 @@ def record_history(con: Any, trial_id: str) -> list[dict[str, Any]]:
             SELECT (r2.channel, r2.record_id) FROM trial_records t2 JOIN records r2 USING (record_key)
             WHERE t2.trial_id = ?)
         ORDER BY r.channel, r.record_id, r.last_update NULLS FIRST, r.ingested_at, r.record_key""",
-        [trial_id]).fetchall()
+        [trial_id],
+    ).fetchall()
     return history_from_rows(rows)
 
 
@@ -194,9 +232,17 @@ def history_from_rows(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
             for f, a, b in zip(HISTORY_FIELDS, prev, vals, strict=True):
                 if a != b:
                     changed[f] = [_plain(a), _plain(b)]
-        out[-1]["versions"].append({
-            "record_key": key, "last_update": _plain(upd), "ingested_at": _plain(ing), "source": source,
-            "source_format": fmt, "is_current": bool(cur), "changed": changed})
+        out[-1]["versions"].append(
+            {
+                "record_key": key,
+                "last_update": _plain(upd),
+                "ingested_at": _plain(ing),
+                "source": source,
+                "source_format": fmt,
+                "is_current": bool(cur),
+                "changed": changed,
+            }
+        )
         prev = tuple(vals)
     return out
 
@@ -209,4 +255,12 @@ def _plain(v: Any) -> Any:
     return v.isoformat() if hasattr(v, "isoformat") else v
 
 
-__all__ = ["HISTORY_FIELDS", "KINDS", "all_changes_sql", "changes", "history_from_rows", "parse_date", "record_history"]
+__all__ = [
+    "HISTORY_FIELDS",
+    "KINDS",
+    "all_changes_sql",
+    "changes",
+    "history_from_rows",
+    "parse_date",
+    "record_history",
+]

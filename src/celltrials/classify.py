@@ -21,15 +21,23 @@ see ``benchmarks/classify.py``.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import re
+import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
-from celltrials.models import ParsedRecord
+import pandas as pd
+
+from celltrials.errors import ConfigError, StoreError
+from celltrials.evaluate import evaluate, evaluate_many
+from celltrials.models import Arm, Intervention, ParsedRecord
 from celltrials.progress import Progress, ProgressEvent
 from celltrials.store import SCHEMA_LABELS
 from celltrials.taxonomy.loader import CompiledField, Entry, Hit, Taxonomy, default_taxonomy
@@ -46,10 +54,15 @@ MESH = "mesh"
 MESH_ANCESTOR = "mesh_ancestor"
 
 _PRIMARY_ROLES = frozenset({TITLE, INTERVENTION, ARM})
-_COMPARATOR_ARM_TYPES = frozenset({"ACTIVE_COMPARATOR", "PLACEBO_COMPARATOR", "SHAM_COMPARATOR", "NO_INTERVENTION"})
+_COMPARATOR_ARM_TYPES = frozenset(
+    {"ACTIVE_COMPARATOR", "PLACEBO_COMPARATOR", "SHAM_COMPARATOR", "NO_INTERVENTION"}
+)
 _IMMUNE_TARGETED = frozenset({"car_t", "car_nk", "tcr_t", "macrophage", "gamma_delta_t"})
 _CLAUSE_BREAK = re.compile(r"[.;:,\[\]\n|]")
-_CONJUNCTION = re.compile(r"(?<!\w)(?:and|or|plus|with|versus|vs\.?|combined|combination|together|followed|then|compared)(?!\w)|[,;+&/]", re.I)
+_CONJUNCTION = re.compile(
+    r"(?<!\w)(?:and|or|plus|with|versus|vs\.?|combined|combination|together|followed|then|compared)(?!\w)|[,;+&/]",
+    re.I,
+)
 _WS = re.compile(r"\s+")
 _SENTENCE_BREAK = re.compile(r"[;|\n]|[.:](?:\s|$)")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
@@ -57,8 +70,14 @@ _CODE_NAME = re.compile(r"(?<![\w-])[A-Za-z]{1,12}[- ]?\d{2,}[\w-]*")
 _IND_TIER = {CONDITION: 0, MESH: 1, TITLE: 2, MESH_ANCESTOR: 3, KEYWORD: 3, SUMMARY: 4}
 
 LABEL_COLUMNS = [
-    "registry_id", "is_cell_therapy", "cell_type", "msc_source", "origin", "product_form",
-    "indication_group", "therapeutic_area",
+    "registry_id",
+    "is_cell_therapy",
+    "cell_type",
+    "msc_source",
+    "origin",
+    "product_form",
+    "indication_group",
+    "therapeutic_area",
 ]
 
 
@@ -84,8 +103,12 @@ class TrialText:
         return cls.from_records([rec], trial_id or rec.record_id)
 
     @classmethod
-    def from_records(cls, recs: Sequence[ParsedRecord], trial_id: str | None = None,
-                     taxonomy: Taxonomy | None = None) -> TrialText:
+    def from_records(
+        cls,
+        recs: Sequence[ParsedRecord],
+        trial_id: str | None = None,
+        taxonomy: Taxonomy | None = None,
+    ) -> TrialText:
         """Merge the texts of several records of one trial (identical texts once).
 
         Interventions given only to comparator arms (registry arm type, or an
@@ -111,15 +134,34 @@ class TrialText:
             add("title", TITLE, rec.title, rec_i=ri)
             add("official_title", TITLE, rec.official_title, rec_i=ri)
             add("acronym", TITLE, rec.acronym, rec_i=ri)
-            comp_arms = {a.label.strip().lower() for a in rec.arms if (a.type or "").upper() in _COMPARATOR_ARM_TYPES}
-            exp_arms = {a.label.strip().lower() for a in rec.arms if (a.type or "").upper() not in _COMPARATOR_ARM_TYPES}
+            comp_arms = {
+                a.label.strip().lower()
+                for a in rec.arms
+                if (a.type or "").upper() in _COMPARATOR_ARM_TYPES
+            }
+            exp_arms = {
+                a.label.strip().lower()
+                for a in rec.arms
+                if (a.type or "").upper() not in _COMPARATOR_ARM_TYPES
+            }
             for i, iv in enumerate(rec.interventions):
                 labels = {x.strip().lower() for x in iv.arm_labels}
-                comparator = (bool(labels) and labels <= comp_arms and not (labels & exp_arms)) or (
-                    bool(iv.arm_labels) and all(comp_re.match(x.strip() + ":") for x in iv.arm_labels)
-                ) or bool(comp_re.match(iv.name))
+                comparator = (
+                    (bool(labels) and labels <= comp_arms and not (labels & exp_arms))
+                    or (
+                        bool(iv.arm_labels)
+                        and all(comp_re.match(x.strip() + ":") for x in iv.arm_labels)
+                    )
+                    or bool(comp_re.match(iv.name))
+                )
                 itype = (iv.type or "").upper()
-                proc = itype in ("PROCEDURE", "DEVICE", "RADIATION", "BEHAVIORAL", "DIAGNOSTIC_TEST")
+                proc = itype in (
+                    "PROCEDURE",
+                    "DEVICE",
+                    "RADIATION",
+                    "BEHAVIORAL",
+                    "DIAGNOSTIC_TEST",
+                )
                 role = COMPARATOR if comparator else INTERVENTION
                 add(f"interventions[{i}].name", role, iv.name, proc, ri)
                 for j, other in enumerate(iv.other_names):
@@ -165,8 +207,12 @@ class Evidence:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "field": self.field, "value": self.value, "source_field": self.source_field,
-            "text": self.text, "start": self.start, "end": self.end,
+            "field": self.field,
+            "value": self.value,
+            "source_field": self.source_field,
+            "text": self.text,
+            "start": self.start,
+            "end": self.end,
         }
 
 
@@ -206,12 +252,18 @@ class TrialLabels:
         d: dict[str, Any] = dict(self.to_row())
         d["trial_id"] = self.trial_id
         d.pop("registry_id")
-        d.update({
-            "targets": self.targets, "dose": self.dose, "route": self.route,
-            "combinations": self.combinations, "manufacturing": self.manufacturing,
-            "taxonomy_version": self.taxonomy_version, "input_hash": self.input_hash,
-            "evidence": [e.to_dict() for e in self.evidence],
-        })
+        d.update(
+            {
+                "targets": self.targets,
+                "dose": self.dose,
+                "route": self.route,
+                "combinations": self.combinations,
+                "manufacturing": self.manufacturing,
+                "taxonomy_version": self.taxonomy_version,
+                "input_hash": self.input_hash,
+                "evidence": [e.to_dict() for e in self.evidence],
+            }
+        )
         return d
 
 
@@ -232,7 +284,7 @@ def _mask(text: str, fld: CompiledField) -> str:
     for h in fld.hits(text):
         if out is None:
             out = list(text)
-        out[h.start:h.end] = " " * (h.end - h.start)
+        out[h.start : h.end] = " " * (h.end - h.start)
     return text if out is None else "".join(out)
 
 
@@ -267,9 +319,9 @@ def _derivative_attached(text: str, hit: Hit, derivs: list[Hit]) -> bool:
     hi = bisect_right(derivs, hit.end + 40, key=_hit_start)
     for d in derivs[lo:hi]:
         if d.start >= hit.end:
-            gap = text[hit.end:d.start]
+            gap = text[hit.end : d.start]
         elif d.end <= hit.start:
-            gap = text[d.end:hit.start]
+            gap = text[d.end : hit.start]
         else:
             return True
         if len(gap) <= 40 and not _CONJUNCTION.search(gap):
@@ -277,7 +329,9 @@ def _derivative_attached(text: str, hit: Hit, derivs: list[Hit]) -> bool:
     return False
 
 
-_NOT_A_CODE = re.compile(r"(?i)covid[- ]?19|sars[- ]cov[- ]?2|h1n1|h7n9|ncov[- ]?2019|2019[- ]ncov|phase[- ]?\d+|type[- ]?\d|day[- ]?\d+|week[- ]?\d+|cd\d+|il[- ]?\d+|[a-z]+[- ]?20\d\d")
+_NOT_A_CODE = re.compile(
+    r"(?i)covid[- ]?19|sars[- ]cov[- ]?2|h1n1|h7n9|ncov[- ]?2019|2019[- ]ncov|phase[- ]?\d+|type[- ]?\d|day[- ]?\d+|week[- ]?\d+|cd\d+|il[- ]?\d+|[a-z]+[- ]?20\d\d"
+)
 
 
 def _subject_study(cues: CompiledField, primary: list[Segment]) -> bool:
@@ -299,7 +353,9 @@ def _names_code(text: str, pos: int, codes: list[str]) -> bool:
     return any(c.lower() in sentence for c in codes)
 
 
-def _describes_other_cells(seg: Segment, h: Hit, found: list[_Mention], other: list[_Mention]) -> bool:
+def _describes_other_cells(
+    seg: Segment, h: Hit, found: list[_Mention], other: list[_Mention]
+) -> bool:
     """Whether the cell mention an origin word belongs to (the next one after it in
     the same text, or the one containing it) is not the investigational product."""
     best: tuple[int, bool] | None = None
@@ -314,14 +370,18 @@ def _describes_other_cells(seg: Segment, h: Hit, found: list[_Mention], other: l
 
 
 _CAR_ON_OTHER_CELLS = frozenset({"car_nk", "macrophage", "dc"})
-_NAMES_T_CELLS = re.compile(r"(?i)(?<![a-z])T(?![a-z])|T[- ]?cells?|T[- ]?lymphocytes?|CAR-?T|CART|STAR|TRuC|CTL|γδ|gamma|NKT")
-_VAGUE_CANCER = re.compile(r"(?i)neoplasms?|malignan\w*|tumou?rs?|metasta\w*|oncolog\w*|hematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)|haematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)")
+_NAMES_T_CELLS = re.compile(
+    r"(?i)(?<![a-z])T(?![a-z])|T[- ]?cells?|T[- ]?lymphocytes?|CAR-?T|CART|STAR|TRuC|CTL|γδ|gamma|NKT"
+)
+_VAGUE_CANCER = re.compile(
+    r"(?i)neoplasms?|malignan\w*|tumou?rs?|metasta\w*|oncolog\w*|hematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)|haematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)"
+)
 _DERIVED = re.compile(r"\s*\)?\s*[-–]?\s*derived\b", re.I)
 _PLURIPOTENT = frozenset({"ipsc_derived", "esc_derived"})
 
 
 def _drop_sources(found: list[_Mention]) -> list[_Mention]:
-    """"X-derived Y" names one product: Y made from X. Keep Y (or X when X is a
+    """ "X-derived Y" names one product: Y made from X. Keep Y (or X when X is a
     pluripotent line: the product is then ipsc/esc-derived)."""
     drop: set[int] = set()
     by_seg: dict[int, list[_Mention]] = {}
@@ -332,7 +392,12 @@ def _drop_sources(found: list[_Mention]) -> list[_Mention]:
         for a, b in pairwise(ms):
             text = a.seg.text
             dm = _DERIVED.match(text, a.hit.end)
-            if dm is None or b.hit.start - dm.end() > 40 or "cell_type" not in a.values or "cell_type" not in b.values:
+            if (
+                dm is None
+                or b.hit.start - dm.end() > 40
+                or "cell_type" not in a.values
+                or "cell_type" not in b.values
+            ):
                 continue
             if set(a.values["cell_type"]) & _PLURIPOTENT:
                 drop.add(id(b))
@@ -384,7 +449,9 @@ class Classifier:
         self.tax = taxonomy or default_taxonomy()
 
     # -- helpers ---------------------------------------------------------
-    def _cell_mentions(self, segs: Iterable[Segment], masked: _Masks) -> tuple[list[_Mention], list[_Mention]]:
+    def _cell_mentions(
+        self, segs: Iterable[Segment], masked: _Masks
+    ) -> tuple[list[_Mention], list[_Mention]]:
         tax = self.tax
         found: list[_Mention] = []
         background: list[_Mention] = []
@@ -404,7 +471,11 @@ class Classifier:
             spans: list[tuple[int, int]] = []
             seg_found: list[_Mention] = []
             for h in prod_hits:
-                m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
+                m = _Mention(
+                    seg,
+                    Hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
+                    dict(h.entry.labels),
+                )
                 (background if _is_background(tax, text, h.start) else seg_found).append(m)
                 spans.append((h.start, h.end))
             for h in cell_hits:
@@ -412,15 +483,24 @@ class Classifier:
                 j = bisect_left(spans, (h.end,)) - 1
                 if j >= 0 and spans[j][1] > h.start:
                     continue  # a named product decides for its own span
-                m = _Mention(seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end]), dict(h.entry.labels))
+                m = _Mention(
+                    seg,
+                    Hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
+                    dict(h.entry.labels),
+                )
                 (background if _is_background(tax, text, h.start) else seg_found).append(m)
             if seg_found and tax.engineering is not None:
                 seg_found = self._place_receptors(seg, text, seg_found, spans)
             found.extend(seg_found)
         return _drop_sources(found), background
 
-    def _place_receptors(self, seg: Segment, text: str, mentions: list[_Mention],
-                         product_spans: list[tuple[int, int]]) -> list[_Mention]:
+    def _place_receptors(
+        self,
+        seg: Segment,
+        text: str,
+        mentions: list[_Mention],
+        product_spans: list[tuple[int, int]],
+    ) -> list[_Mention]:
         """The engineering model: a receptor (CAR, TCR, TCR-like CAR) placed on a base
         cell names one product, whose cell types the taxonomy maps (CAR on NK =
         car_nk, CAR on virus-specific T / NKT / γδ T = car_t, CAR-DC = dc...). The
@@ -430,7 +510,11 @@ class Classifier:
         recs = eng.receptors.hits(text)
         if not recs:
             return mentions
-        bases = [b for b in eng.bases.hits(text) if not any(r.start < b.end and b.start < r.end for r in recs)]
+        bases = [
+            b
+            for b in eng.bases.hits(text)
+            if not any(r.start < b.end and b.start < r.end for r in recs)
+        ]
         out = list(mentions)
         for r in recs:
             if _is_background(self.tax, text, r.start):
@@ -440,7 +524,7 @@ class Classifier:
             if base is None:
                 best: tuple[int, Hit] | None = None
                 for b in bases:
-                    gap = text[r.end:b.start] if b.start >= r.end else text[b.end:r.start]
+                    gap = text[r.end : b.start] if b.start >= r.end else text[b.end : r.start]
                     if len(gap) > eng.window or _SENTENCE_BREAK.search(gap):
                         continue
                     if best is None or len(gap) < best[0]:
@@ -457,17 +541,25 @@ class Classifier:
             if not over or {v for m in over for v in m.values.get("cell_type", ())} == set(cts):
                 continue  # nothing to correct (the cell-type match already says it)
             out = [m for m in out if not (m.hit.start < s1 and s0 < m.hit.end)]
-            entry = Entry(f"engineering: {r.entry.value} on {base}", {"cell_type": cts},
-                          {"receptor": r.entry.value, "base": base})
+            entry = Entry(
+                f"engineering: {r.entry.value} on {base}",
+                {"cell_type": cts},
+                {"receptor": r.entry.value, "base": base},
+            )
             out.append(_Mention(seg, Hit(entry, s0, s1, seg.text[s0:s1]), {"cell_type": cts}))
         return out
 
     @staticmethod
     def _ev(out: list[Evidence], fld: str, value: str, seg: Segment, h: Hit) -> None:
-        out.append(Evidence(fld, value, seg.source, seg.text[h.start:h.end], h.start, h.end))
+        out.append(Evidence(fld, value, seg.source, seg.text[h.start : h.end], h.start, h.end))
 
-    def _scan(self, fld: CompiledField, segs: Iterable[Segment], masked: _Masks | None = None,
-              skip_background: bool = True) -> list[tuple[Segment, Hit]]:
+    def _scan(
+        self,
+        fld: CompiledField,
+        segs: Iterable[Segment],
+        masked: _Masks | None = None,
+        skip_background: bool = True,
+    ) -> list[tuple[Segment, Hit]]:
         out: list[tuple[Segment, Hit]] = []
         for seg in segs:
             text: str
@@ -484,11 +576,11 @@ class Classifier:
             for h in hits:
                 if skip_background and _is_background(self.tax, text, h.start):
                     continue
-                out.append((seg, Hit(h.entry, h.start, h.end, seg.text[h.start:h.end])))
+                out.append((seg, Hit(h.entry, h.start, h.end, seg.text[h.start : h.end])))
         return out
 
     # -- main ------------------------------------------------------------
-    def classify(self, trial: TrialText) -> TrialLabels:
+    def classify(self, trial: TrialText) -> TrialLabels:  # noqa: C901 - the per-field labelling steps, still one method (split is open work)
         tax = self.tax
         segs = trial.segments
         primary = [s for s in segs if s.role in _PRIMARY_ROLES]
@@ -499,14 +591,21 @@ class Classifier:
 
         found, background = self._cell_mentions(primary, masked)
         # hsc (primary_only): only from titles or non-procedure interventions
-        found = [m for m in found if not (
-            tax.cell_type_option(m.hit.entry.value, "primary_only") and "cell_type" in m.values
-            and m.values["cell_type"] == (m.hit.entry.value,) and m.seg.procedure
-        )]
+        found = [
+            m
+            for m in found
+            if not (
+                tax.cell_type_option(m.hit.entry.value, "primary_only")
+                and "cell_type" in m.values
+                and m.values["cell_type"] == (m.hit.entry.value,)
+                and m.seg.procedure
+            )
+        ]
         # cells as the *subject* of a study (imaging, exercise, questionnaires... of
         # CAR-T or HSCT recipients): named in titles but given in no intervention
         subject_study = (
-            tax.study_subject_cues is not None and (bool(found) or bool(summaries))
+            tax.study_subject_cues is not None
+            and (bool(found) or bool(summaries))
             and not any(m.seg.role in (INTERVENTION, ARM) for m in found)
             and _subject_study(tax.study_subject_cues, primary)
         )
@@ -522,20 +621,33 @@ class Classifier:
             )
             # a code name in a title ("S103 in myasthenia gravis"): the summary
             # sentences that name it say what it is
-            codes = [] if cue else [
-                m.group() for s in primary if s.role == TITLE for m in _CODE_NAME.finditer(s.text)
-                if not _NOT_A_CODE.fullmatch(m.group())
-            ]
+            codes = (
+                []
+                if cue
+                else [
+                    m.group()
+                    for s in primary
+                    if s.role == TITLE
+                    for m in _CODE_NAME.finditer(s.text)
+                    if not _NOT_A_CODE.fullmatch(m.group())
+                ]
+            )
             generic_hits = self._scan(tax.generic_fallback, primary, masked)
             # always scanned: a scan masks the segments it could match (see _Masks)
             deriv_primary = self._scan(tax.product_form, primary, masked)
             if cue or generic_hits or deriv_primary:
                 sfound, _ = self._cell_mentions(summaries, masked)
-                found = [m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")]
+                found = [
+                    m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")
+                ]
             elif codes:
                 sfound, _ = self._cell_mentions(summaries, masked)
-                found = [m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")
-                         and _names_code(m.seg.text, m.hit.start, codes)]
+                found = [
+                    m
+                    for m in sfound
+                    if not tax.cell_type_option(m.hit.entry.value, "primary_only")
+                    and _names_code(m.seg.text, m.hit.start, codes)
+                ]
         if not found:
             # the same scan as above when it ran (masking is a function of the text)
             if generic_hits is None:
@@ -545,16 +657,38 @@ class Classifier:
 
         # in vivo CAR: a vector / LNP makes CAR cells in the patient; no cells are given
         ivc = tax.in_vivo_car
-        if ivc is not None and found and any(v in ivc.cell_types for m in found for v in m.values.get("cell_type", ())):
-            ivc_cue = next(((s, h) for s in primary if s.role in (TITLE, INTERVENTION)
-                        for h in ivc.cues.hits(s.text) if not _is_background(tax, s.text, h.start)), None)
+        if (
+            ivc is not None
+            and found
+            and any(v in ivc.cell_types for m in found for v in m.values.get("cell_type", ()))
+        ):
+            ivc_cue = next(
+                (
+                    (s, h)
+                    for s in primary
+                    if s.role in (TITLE, INTERVENTION)
+                    for h in ivc.cues.hits(s.text)
+                    if not _is_background(tax, s.text, h.start)
+                ),
+                None,
+            )
             if ivc_cue is None:
-                ivc_cue = next(((s, h) for s in summaries if s.role == SUMMARY for h in ivc.summary_cues.hits(s.text)), None)
+                ivc_cue = next(
+                    (
+                        (s, h)
+                        for s in summaries
+                        if s.role == SUMMARY
+                        for h in ivc.summary_cues.hits(s.text)
+                    ),
+                    None,
+                )
             if ivc_cue is not None:
                 self._ev(evidence, "in_vivo_car", "no cells given", ivc_cue[0], ivc_cue[1])
                 kept = []
                 for m in found:
-                    rest = tuple(v for v in m.values.get("cell_type", ()) if v not in ivc.cell_types)
+                    rest = tuple(
+                        v for v in m.values.get("cell_type", ()) if v not in ivc.cell_types
+                    )
                     if rest:
                         kept.append(_Mention(m.seg, m.hit, {**m.values, "cell_type": rest}))
                     else:
@@ -568,19 +702,30 @@ class Classifier:
 
         # ---- indication: specific rules before generic words; conditions/MeSH before titles ----
         best: tuple[tuple[int, int, int, int], Segment, Hit] | None = None
-        settled: int | None = None  # tier where a specific rule was found: later tiers can only win by priority
-        for seg in sorted((x for x in segs if x.role in _IND_TIER), key=lambda x: _IND_TIER[x.role]):
+        settled: int | None = (
+            None  # tier where a specific rule was found: later tiers can only win by priority
+        )
+        for seg in sorted(
+            (x for x in segs if x.role in _IND_TIER), key=lambda x: _IND_TIER[x.role]
+        ):
             tier = _IND_TIER[seg.role]
             if settled is not None and tier > settled and best is not None and not best[0][1]:
                 break  # a priority rule already won
             if settled is not None and tier > settled and seg.role == SUMMARY:
                 break  # a summary's passing mention ("without increasing GVHD") cannot outrank a condition
             text = seg.text[:600] if seg.role == SUMMARY else seg.text
-            ind_hits = (self.tax.indications_priority.hits(text) if settled is not None and tier > settled
-                        else self._indication_hits(text, cell_types))
+            ind_hits = (
+                self.tax.indications_priority.hits(text)
+                if settled is not None and tier > settled
+                else self._indication_hits(text, cell_types)
+            )
             for h in ind_hits:
-                key = (int(bool(h.entry.options.get("generic"))), int(not h.entry.options.get("priority")),
-                       tier, int(h.entry.options["rank"]))
+                key = (
+                    int(bool(h.entry.options.get("generic"))),
+                    int(not h.entry.options.get("priority")),
+                    tier,
+                    int(h.entry.options["rank"]),
+                )
                 if best is None or key < best[0]:
                     best = (key, seg, h)
             if settled is None and best is not None and not best[0][0]:
@@ -601,8 +746,12 @@ class Classifier:
                         continue
                     for ch in self._indication_hits(cseg.text, cell_types):
                         extra = ch.entry.labels["therapeutic_area"]
-                        if (ch.entry.labels["indication_group"][0] == "oncology" and not ch.entry.options.get("generic")
-                                and not set(extra) <= set(areas) and not _VAGUE_CANCER.fullmatch(ch.text)):
+                        if (
+                            ch.entry.labels["indication_group"][0] == "oncology"
+                            and not ch.entry.options.get("generic")
+                            and not set(extra) <= set(areas)
+                            and not _VAGUE_CANCER.fullmatch(ch.text)
+                        ):
                             areas.extend(a for a in extra if a not in areas)
                             for a in extra:
                                 self._ev(evidence, "therapeutic_area", a, cseg, ch)
@@ -629,19 +778,43 @@ class Classifier:
                     cell_types.discard(v)
                     # a catch-all name of the same product ("therapeutic autologous lymphocytes"): its words still describe it
                     catchall.extend(m.seg for m in found if m.values.get("cell_type", ()) == (v,))
-                    found = [m for m in found if v not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1]
+                    found = [
+                        m
+                        for m in found
+                        if v not in m.values.get("cell_type", ())
+                        or len(m.values.get("cell_type", ())) > 1
+                    ]
                     continue
                 drop_in = tax.cell_type_option(v, "dropped_with_other_cells_in")
-                named = any(v in m.values.get("cell_type", ()) and len(m.values["cell_type"]) > 1 for m in found)
-                if drop_in and set(areas) & drop_in and not named:  # a named product keeps all its cell types
+                named = any(
+                    v in m.values.get("cell_type", ()) and len(m.values["cell_type"]) > 1
+                    for m in found
+                )
+                if (
+                    drop_in and set(areas) & drop_in and not named
+                ):  # a named product keeps all its cell types
                     cell_types.discard(v)
                     background.extend(m for m in found if m.values.get("cell_type", ()) == (v,))
-                    found = [m for m in found if v not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1]
+                    found = [
+                        m
+                        for m in found
+                        if v not in m.values.get("cell_type", ())
+                        or len(m.values.get("cell_type", ())) > 1
+                    ]
 
         if not cell_types:
             return TrialLabels(
-                trial.trial_id, False, [], [], "", [], group, areas, evidence=evidence,
-                taxonomy_version=tax.version, input_hash=trial.digest(),
+                trial.trial_id,
+                False,
+                [],
+                [],
+                "",
+                [],
+                group,
+                areas,
+                evidence=evidence,
+                taxonomy_version=tax.version,
+                input_hash=trial.digest(),
             )
 
         for m in found:
@@ -673,7 +846,7 @@ class Classifier:
                     seen_src.add(id(seg))
                     for s2, h in self._scan(tax.msc_source, [seg], masked):
                         text2 = masked.peek(s2)
-                        if tax.msc_source_target_cue.search(text2[max(0, h.start - 40):h.start]):
+                        if tax.msc_source_target_cue.search(text2[max(0, h.start - 40) : h.start]):
                             continue
                         src.add(h.entry.value)
                         self._ev(evidence, "msc_source", h.entry.value, s2, h)
@@ -705,7 +878,9 @@ class Classifier:
                             continue
                         s0, s1 = sm.start() + h.start, sm.start() + h.end
                         stated.add(h.entry.value)
-                        evidence.append(Evidence("origin", h.entry.value, seg.source, seg.text[s0:s1], s0, s1))
+                        evidence.append(
+                            Evidence("origin", h.entry.value, seg.source, seg.text[s0:s1], s0, s1)
+                        )
         if "both" in stated or {"autologous", "allogeneic"} <= stated:
             origin = "both"
         elif stated:
@@ -714,11 +889,26 @@ class Classifier:
             srcs = set(msc_source)
             if not srcs - {"unspecified"}:
                 for s2, h in self._scan(tax.msc_source, product_segs, masked):
-                    if tax.implied_origin_by_source.get(h.entry.value, "unspecified") != "unspecified":
+                    if (
+                        tax.implied_origin_by_source.get(h.entry.value, "unspecified")
+                        != "unspecified"
+                    ):
                         srcs.add(h.entry.value)
-                        evidence.append(Evidence("origin", tax.implied_origin_by_source[h.entry.value], s2.source, h.text, h.start, h.end))
+                        evidence.append(
+                            Evidence(
+                                "origin",
+                                tax.implied_origin_by_source[h.entry.value],
+                                s2.source,
+                                h.text,
+                                h.start,
+                                h.end,
+                            )
+                        )
             implied = {tax.implied_origin_by_source.get(s, "") for s in srcs} - {"", "unspecified"}
-            implied |= {tax.implied_origin_by_cell_type.get(c, "") for c in cell_types} - {"", "unspecified"}
+            implied |= {tax.implied_origin_by_cell_type.get(c, "") for c in cell_types} - {
+                "",
+                "unspecified",
+            }
             origin = next(iter(implied)) if len(implied) == 1 else "unspecified"
             if origin != "unspecified":
                 for e in list(evidence):
@@ -726,7 +916,9 @@ class Classifier:
                         tax.implied_origin_by_source.get(e.value) == origin
                         or tax.implied_origin_by_cell_type.get(e.value) == origin
                     ):
-                        evidence.append(Evidence("origin", origin, e.source_field, e.text, e.start, e.end))
+                        evidence.append(
+                            Evidence("origin", origin, e.source_field, e.text, e.start, e.end)
+                        )
                         break
 
         # ---- product form ----
@@ -735,7 +927,9 @@ class Classifier:
             for v in m.values.get("product_form", ()):
                 forms.add(v)
                 self._ev(evidence, "product_form", v, m.seg, m.hit)
-        deriv_segs = product_segs + [s for s in primary if s not in product_segs and s.role != KEYWORD]
+        deriv_segs = product_segs + [
+            s for s in primary if s not in product_segs and s.role != KEYWORD
+        ]
         plain_cells = False
         by_seg: dict[int, list[Hit]] = {}
         for seg, h in self._scan(tax.product_form, deriv_segs, masked):
@@ -755,7 +949,9 @@ class Classifier:
                 self._ev(evidence, "product_form", v, seg, h)
         if tax.engineering is not None:  # edits beyond the receptor: gene_modified
             by_definition = bool(cell_types & tax.engineered_by_definition)
-            edit_segs = product_segs + [s for s in primary if s not in product_segs and s.role != KEYWORD]
+            edit_segs = product_segs + [
+                s for s in primary if s not in product_segs and s.role != KEYWORD
+            ]
             for seg, h in self._scan(tax.engineering.edits, edit_segs, masked):
                 if h.entry.options.get("weak") and by_definition:
                     continue
@@ -765,7 +961,9 @@ class Classifier:
         for m in found:
             opts = m.hit.entry.options
             if "receptor" in opts:
-                self._ev(evidence, "engineering", f"{opts['receptor']} on {opts['base']}", m.seg, m.hit)
+                self._ev(
+                    evidence, "engineering", f"{opts['receptor']} on {opts['base']}", m.seg, m.hit
+                )
         for m in found:
             if m.values.get("product_form"):
                 continue
@@ -778,7 +976,9 @@ class Classifier:
             forms.add("cells")
 
         # ---- descriptors ----
-        desc_segs = product_segs + [s for s in primary if s not in product_segs and s.role in (INTERVENTION, ARM)]
+        desc_segs = product_segs + [
+            s for s in primary if s not in product_segs and s.role in (INTERVENTION, ARM)
+        ]
         targets: list[str] = []
         for m in found:
             for v in m.values.get("targets", ()):
@@ -786,7 +986,7 @@ class Classifier:
                     targets.append(v)
                 self._ev(evidence, "targets", v, m.seg, m.hit)
         if cell_types & _IMMUNE_TARGETED:
-            tsegs = [s for s in primary]
+            tsegs = list(primary)
             hits = self._scan(tax.targets, tsegs, masked, skip_background=False)
             if not hits and summaries:
                 hits = self._scan(tax.targets, summaries, masked, skip_background=False)
@@ -795,8 +995,16 @@ class Classifier:
                     targets.append(h.entry.value)
                 self._ev(evidence, "targets", h.entry.value, seg, h)
         route = self._values(tax.routes, desc_segs, masked, "route", evidence)
-        combos = self._values(tax.combinations, [s for s in primary if s.role in (INTERVENTION, ARM, TITLE)], masked, "combinations", evidence)
-        manufacturing = self._values(tax.manufacturing, product_segs, masked, "manufacturing", evidence)
+        combos = self._values(
+            tax.combinations,
+            [s for s in primary if s.role in (INTERVENTION, ARM, TITLE)],
+            masked,
+            "combinations",
+            evidence,
+        )
+        manufacturing = self._values(
+            tax.manufacturing, product_segs, masked, "manufacturing", evidence
+        )
         doses: list[str] = []
         for seg, h in self._scan(tax.doses, desc_segs, masked, skip_background=False):
             d = _WS.sub(" ", h.text.strip())
@@ -805,9 +1013,22 @@ class Classifier:
             self._ev(evidence, "dose", d, seg, h)
 
         return TrialLabels(
-            trial.trial_id, True, sorted(cell_types), msc_source, origin, sorted(forms), group,
-            sorted(areas), targets, doses, route, combos, manufacturing, evidence,
-            taxonomy_version=tax.version, input_hash=trial.digest(),
+            trial.trial_id,
+            True,
+            sorted(cell_types),
+            msc_source,
+            origin,
+            sorted(forms),
+            group,
+            sorted(areas),
+            targets,
+            doses,
+            route,
+            combos,
+            manufacturing,
+            evidence,
+            taxonomy_version=tax.version,
+            input_hash=trial.digest(),
         )
 
     def _indication_hits(self, text: str, cell_types: set[str]) -> list[Hit]:
@@ -820,11 +1041,21 @@ class Classifier:
                 continue
             out.append(h)
         if rescan:
-            out.extend(h for h in self.tax.indications_unlimited.hits(text) if "cell_types" not in h.entry.options)
+            out.extend(
+                h
+                for h in self.tax.indications_unlimited.hits(text)
+                if "cell_types" not in h.entry.options
+            )
         return out
 
-    def _values(self, fld: CompiledField, segs: list[Segment], masked: _Masks, name: str,
-                evidence: list[Evidence]) -> list[str]:
+    def _values(
+        self,
+        fld: CompiledField,
+        segs: list[Segment],
+        masked: _Masks,
+        name: str,
+        evidence: list[Evidence],
+    ) -> list[str]:
         out: list[str] = []
         for seg, h in self._scan(fld, segs, masked):
             v = h.entry.value
@@ -837,7 +1068,9 @@ class Classifier:
 _DEFAULT: Classifier | None = None
 
 
-def classify(trial: TrialText | ParsedRecord | Sequence[ParsedRecord], taxonomy: Taxonomy | None = None) -> TrialLabels:
+def classify(
+    trial: TrialText | ParsedRecord | Sequence[ParsedRecord], taxonomy: Taxonomy | None = None
+) -> TrialLabels:
     """Classify one trial (a :class:`TrialText`, a record, or the records of one trial)."""
     global _DEFAULT
     if isinstance(trial, ParsedRecord):
@@ -857,43 +1090,66 @@ def classify(trial: TrialText | ParsedRecord | Sequence[ParsedRecord], taxonomy:
 _LABEL_TABLES = SCHEMA_LABELS  # the store owns the schema (migration 2)
 
 _LABEL_COLS = [
-    "trial_id", "is_cell_therapy", "cell_type", "msc_source", "origin", "product_form",
-    "indication_group", "therapeutic_area", "targets", "dose", "route", "combinations",
-    "manufacturing", "taxonomy_version", "classified_at", "input_hash",
+    "trial_id",
+    "is_cell_therapy",
+    "cell_type",
+    "msc_source",
+    "origin",
+    "product_form",
+    "indication_group",
+    "therapeutic_area",
+    "targets",
+    "dose",
+    "route",
+    "combinations",
+    "manufacturing",
+    "taxonomy_version",
+    "classified_at",
+    "input_hash",
 ]
 _EVIDENCE_COLS = ["trial_id", "field", "value", "source_field", "text", "start", "end"]
 
 
 def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> list[TrialText]:
     """The texts of every merged trial in ``store`` (all its current records, primary first)."""
-    from celltrials.models import Arm, Intervention
 
     con = store.con
     wanted = set(trial_ids) if trial_ids is not None else None
     # a few trials (explain, the dashboard): filter in SQL, not over the whole store
     few = wanted is not None and len(wanted) <= 1000
-    rows = con.execute(f"""
+    rows = con.execute(
+        f"""
         SELECT tr.trial_id, r.record_key, r.record_id, r.channel, r.source_format, r.registry,
                r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description
         FROM trial_records tr JOIN records r USING (record_key)
         {"WHERE tr.trial_id IN (SELECT unnest(?::VARCHAR[]))" if few else ""}
-        ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""", [sorted(wanted or ())] if few else []).fetchall()
+        ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""",
+        [sorted(wanted or ())] if few else [],
+    ).fetchall()
     recs: dict[str, ParsedRecord] = {}
     by_trial: dict[str, list[ParsedRecord]] = {}
     for tid, key, rid, channel, fmt, registry, title, otitle, acr, summ, desc in rows:
         if wanted is not None and tid not in wanted:
             continue
         rec = ParsedRecord(
-            channel=channel or "", source_format=fmt or "", record_id=rid or "", registry=registry or "",
-            raw={}, title=title or "", official_title=otitle or "", acronym=acr or "",
-            brief_summary=summ or "", detailed_description=desc or "",
+            channel=channel or "",
+            source_format=fmt or "",
+            record_id=rid or "",
+            registry=registry or "",
+            raw={},
+            title=title or "",
+            official_title=otitle or "",
+            acronym=acr or "",
+            brief_summary=summ or "",
+            detailed_description=desc or "",
         )
         recs[key] = rec
         by_trial.setdefault(tid, []).append(rec)
     keys_sql = "WHERE record_key IN (SELECT unnest(?::VARCHAR[]))" if few else ""
     keys: list[Any] = [list(recs)] if few else []
-    for key, cond, kind in con.execute(f"SELECT record_key, condition, kind FROM record_conditions {keys_sql}",
-                                       keys).fetchall():
+    for key, cond, kind in con.execute(
+        f"SELECT record_key, condition, kind FROM record_conditions {keys_sql}", keys
+    ).fetchall():
         crec = recs.get(key)
         if crec is None or not cond:
             continue
@@ -908,13 +1164,17 @@ def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> lis
             rec.conditions.append(cond)
     for key, _idx, typ, name, desc, other, arms in con.execute(
         f"SELECT record_key, idx, type, name, description, other_names, arm_labels FROM record_interventions {keys_sql} ORDER BY record_key, idx",
-        keys).fetchall():
+        keys,
+    ).fetchall():
         irec = recs.get(key)
         if irec is not None:
-            irec.interventions.append(Intervention(typ or "", name or "", desc or "", list(other or []), list(arms or [])))
+            irec.interventions.append(
+                Intervention(typ or "", name or "", desc or "", list(other or []), list(arms or []))
+            )
     for key, _idx, label, typ, desc, names in con.execute(
         f"SELECT record_key, idx, label, type, description, intervention_names FROM record_arms {keys_sql} ORDER BY record_key, idx",
-        keys).fetchall():
+        keys,
+    ).fetchall():
         arec = recs.get(key)
         if arec is not None:
             arec.arms.append(Arm(label or "", typ or "", desc or "", list(names or [])))
@@ -938,10 +1198,6 @@ def classify_store(
     (:func:`celltrials.classify_parallel.classify_many`).
     Returns a summary dict.
     """
-    import time
-    from datetime import UTC, datetime
-
-    import pandas as pd
 
     t0 = time.perf_counter()
     clf = Classifier(taxonomy)
@@ -949,7 +1205,9 @@ def classify_store(
     texts = store_trial_texts(store)
     existing: dict[str, tuple[str, str]] = {}
     if only_changed:
-        for tid, ver, h in store.con.execute("SELECT trial_id, taxonomy_version, input_hash FROM labels").fetchall():
+        for tid, ver, h in store.con.execute(
+            "SELECT trial_id, taxonomy_version, input_hash FROM labels"
+        ).fetchall():
             existing[tid] = (ver, h)
     now = datetime.now(UTC).replace(tzinfo=None)
     lab_rows: list[dict[str, Any]] = []
@@ -961,7 +1219,7 @@ def classify_store(
     if only_changed:
         todo = [tt for tt in texts if existing.get(tt.trial_id) != (clf.tax.version, tt.digest())]
         skipped = total - len(todo)
-    from celltrials.classify_parallel import classify_many
+    from celltrials.classify_parallel import classify_many  # noqa: PLC0415 - imported here to break an import cycle
 
     def report(done: int, _n: int) -> None:
         if progress is not None:
@@ -969,15 +1227,31 @@ def classify_store(
 
     for lab in classify_many(todo, jobs=jobs, taxonomy=taxonomy, progress=report):
         row = lab.to_row()
-        lab_rows.append({
-            "trial_id": lab.trial_id, "is_cell_therapy": lab.is_cell_therapy,
-            **{k: row[k] for k in LABEL_COLUMNS[2:]},
-            "targets": ";".join(lab.targets), "dose": ";".join(lab.dose), "route": ";".join(lab.route),
-            "combinations": ";".join(lab.combinations), "manufacturing": ";".join(lab.manufacturing),
-            "taxonomy_version": lab.taxonomy_version, "classified_at": now, "input_hash": lab.input_hash,
-        })
+        lab_rows.append(
+            {
+                "trial_id": lab.trial_id,
+                "is_cell_therapy": lab.is_cell_therapy,
+                **{k: row[k] for k in LABEL_COLUMNS[2:]},
+                "targets": ";".join(lab.targets),
+                "dose": ";".join(lab.dose),
+                "route": ";".join(lab.route),
+                "combinations": ";".join(lab.combinations),
+                "manufacturing": ";".join(lab.manufacturing),
+                "taxonomy_version": lab.taxonomy_version,
+                "classified_at": now,
+                "input_hash": lab.input_hash,
+            }
+        )
         for e in lab.evidence:
-            ev_rows.append({"trial_id": lab.trial_id, **{k: getattr(e, k) for k in ("field", "value", "source_field", "text", "start", "end")}})
+            ev_rows.append(
+                {
+                    "trial_id": lab.trial_id,
+                    **{
+                        k: getattr(e, k)
+                        for k in ("field", "value", "source_field", "text", "start", "end")
+                    },
+                }
+            )
         for ct in lab.cell_type:
             counts[ct] = counts.get(ct, 0) + 1
     labels_df = pd.DataFrame(lab_rows, columns=_LABEL_COLS)
@@ -989,21 +1263,31 @@ def classify_store(
         if only_changed:
             con.register("_new_labels", labels_df)
             con.execute("DELETE FROM labels WHERE trial_id IN (SELECT trial_id FROM _new_labels)")
-            con.execute("DELETE FROM label_evidence WHERE trial_id IN (SELECT trial_id FROM _new_labels)")
+            con.execute(
+                "DELETE FROM label_evidence WHERE trial_id IN (SELECT trial_id FROM _new_labels)"
+            )
             stale = [t for t in existing if t not in current]
             if stale:
                 con.execute("DELETE FROM labels WHERE trial_id IN (SELECT UNNEST(?))", [stale])
-                con.execute("DELETE FROM label_evidence WHERE trial_id IN (SELECT UNNEST(?))", [stale])
+                con.execute(
+                    "DELETE FROM label_evidence WHERE trial_id IN (SELECT UNNEST(?))", [stale]
+                )
         else:
             con.execute("DELETE FROM labels")
             con.execute("DELETE FROM label_evidence")
             con.register("_new_labels", labels_df)
         con.register("_new_evidence", ev_df)
-        con.execute(f"INSERT INTO labels ({', '.join(_LABEL_COLS)}) SELECT {', '.join(_LABEL_COLS)} FROM _new_labels")
-        con.execute('INSERT INTO label_evidence SELECT trial_id, field, value, source_field, text, start, "end" FROM _new_evidence')
+        con.execute(
+            f"INSERT INTO labels ({', '.join(_LABEL_COLS)}) SELECT {', '.join(_LABEL_COLS)} FROM _new_labels"
+        )
+        con.execute(
+            'INSERT INTO label_evidence SELECT trial_id, field, value, source_field, text, start, "end" FROM _new_evidence'
+        )
         con.unregister("_new_labels")
         con.unregister("_new_evidence")
-    n_cell = int(store.con.execute("SELECT count(*) FROM labels WHERE is_cell_therapy").fetchone()[0])
+    n_cell = int(
+        store.con.execute("SELECT count(*) FROM labels WHERE is_cell_therapy").fetchone()[0]
+    )
     return {
         "trials": total,
         "classified": len(lab_rows),
@@ -1015,7 +1299,9 @@ def classify_store(
     }
 
 
-def unknown_products(store: Any, taxonomy: Taxonomy | None = None, limit_examples: int = 5) -> list[dict[str, Any]]:
+def unknown_products(
+    store: Any, taxonomy: Taxonomy | None = None, limit_examples: int = 5
+) -> list[dict[str, Any]]:
     """Intervention names of cell-therapy trials that name no known product.
 
     A trial counts when the classifier labels it cell therapy; an intervention
@@ -1039,10 +1325,18 @@ def unknown_products(store: Any, taxonomy: Taxonomy | None = None, limit_example
         for seg in names:
             name = _WS.sub(" ", seg.text.strip())
             key = name.lower()
-            if key in seen or not _CODE_NAME.search(name) or _NOT_A_CODE.fullmatch(_CODE_NAME.search(name).group()):  # type: ignore[union-attr]
+            if (
+                key in seen
+                or (code := _CODE_NAME.search(name)) is None
+                or _NOT_A_CODE.fullmatch(code.group())
+            ):
                 continue
-            if (tax.products.search(name) or tax.cell_type.search(name) or tax.combinations.search(name)
-                    or tax.exclusions.search(name)):
+            if (
+                tax.products.search(name)
+                or tax.cell_type.search(name)
+                or tax.combinations.search(name)
+                or tax.exclusions.search(name)
+            ):
                 continue
             seen.add(key)
             row = counts.setdefault(key, {"name": name, "trials": 0, "example_ids": []})
@@ -1053,10 +1347,10 @@ def unknown_products(store: Any, taxonomy: Taxonomy | None = None, limit_example
 
 
 def _require_labels(store: Any) -> None:
-    from celltrials.errors import StoreError
 
     row = store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'").fetchone()
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'"
+    ).fetchone()
     if not row or not row[0] or not store.con.execute("SELECT count(*) FROM labels").fetchone()[0]:
         raise StoreError("the store has no labels yet", hint="Run `celltrials classify` first.")
 
@@ -1067,7 +1361,7 @@ def labels_rows(store: Any) -> list[dict[str, str]]:
     con = store.con
     _require_labels(store)
     labs = con.execute(f"""
-        SELECT t.primary_record_id, l.trial_id, {', '.join('l.' + c for c in LABEL_COLUMNS[1:])}
+        SELECT t.primary_record_id, l.trial_id, {", ".join("l." + c for c in LABEL_COLUMNS[1:])}
         FROM labels l JOIN trials t USING (trial_id) ORDER BY l.trial_id""").fetchall()
     ids: dict[str, list[str]] = {}
     for tid, rid in con.execute("""
@@ -1077,7 +1371,10 @@ def labels_rows(store: Any) -> list[dict[str, str]]:
             ids.setdefault(tid, []).append(str(rid).strip())
     out: list[dict[str, str]] = []
     for primary, tid, is_ct, *rest in labs:
-        base = {"is_cell_therapy": "yes" if is_ct else "no", **dict(zip(LABEL_COLUMNS[2:], (r or "" for r in rest), strict=True))}
+        base = {
+            "is_cell_therapy": "yes" if is_ct else "no",
+            **dict(zip(LABEL_COLUMNS[2:], (r or "" for r in rest), strict=True)),
+        }
         seen = {primary}
         out.append({"registry_id": primary, **base})
         for other in sorted(set(ids.get(tid, [])) - seen):
@@ -1098,13 +1395,21 @@ def store_evidence(store: Any, trial_id: str | None = None) -> dict[str, list[di
         params.append(trial_id)
     out: dict[str, list[dict[str, Any]]] = {}
     for tid, fld, val, src, text, start, end in con.execute(sql, params).fetchall():
-        out.setdefault(tid, []).append({"field": fld, "value": val, "source_field": src, "text": text, "start": start, "end": end})
+        out.setdefault(tid, []).append(
+            {
+                "field": fld,
+                "value": val,
+                "source_field": src,
+                "text": text,
+                "start": start,
+                "end": end,
+            }
+        )
     return out
 
 
 def evaluate_store(store: Any, gold: Any) -> dict[str, Any]:
     """Evaluate the store's labels against a gold CSV (any registry id of a trial matches)."""
-    from celltrials.evaluate import evaluate
 
     rows, evidence = _rows_with_evidence(store)
     return evaluate(rows, gold, evidence)
@@ -1113,7 +1418,6 @@ def evaluate_store(store: Any, gold: Any) -> dict[str, Any]:
 def evaluate_store_many(store: Any, golds: Sequence[Any]) -> dict[str, Any]:
     """Evaluate the store's labels against several gold CSVs, each and together
     (see :func:`celltrials.evaluate.evaluate_many`)."""
-    from celltrials.evaluate import evaluate_many
 
     rows, evidence = _rows_with_evidence(store)
     return evaluate_many(rows, golds, evidence)
@@ -1128,24 +1432,43 @@ def _rows_with_evidence(store: Any) -> tuple[list[dict[str, str]], dict[str, lis
         UNION SELECT DISTINCT trial_id, id_raw FROM trial_ids""").fetchall():
         if rid:
             trial_of.setdefault(str(rid).strip(), tid)
-    evidence = {r["registry_id"]: ev_by_trial.get(trial_of.get(r["registry_id"], ""), []) for r in rows}
+    evidence = {
+        r["registry_id"]: ev_by_trial.get(trial_of.get(r["registry_id"], ""), []) for r in rows
+    }
     return rows, evidence
 
 
 def explain_trial(store: Any, any_id: str) -> dict[str, Any]:
     """A trial's stored labels with their evidence and the text around each match."""
-    from celltrials.errors import ConfigError
 
     _require_labels(store)
     trial_id = store.resolve(any_id)
     if trial_id is None:
-        raise ConfigError(f"no trial with id {any_id!r}", hint="Ids of any registry work, e.g. NCT04293692.")
-    cols = ["trial_id", *LABEL_COLUMNS[1:], "targets", "dose", "route", "combinations", "manufacturing",
-            "taxonomy_version", "classified_at", "input_hash"]
-    row = store.con.execute(f"SELECT {', '.join(cols)} FROM labels WHERE trial_id = ?", [trial_id]).fetchone()
+        raise ConfigError(
+            f"no trial with id {any_id!r}", hint="Ids of any registry work, e.g. NCT04293692."
+        )
+    cols = [
+        "trial_id",
+        *LABEL_COLUMNS[1:],
+        "targets",
+        "dose",
+        "route",
+        "combinations",
+        "manufacturing",
+        "taxonomy_version",
+        "classified_at",
+        "input_hash",
+    ]
+    row = store.con.execute(
+        f"SELECT {', '.join(cols)} FROM labels WHERE trial_id = ?", [trial_id]
+    ).fetchone()
     if row is None:
-        raise ConfigError(f"trial {trial_id} has no labels", hint="Run `celltrials classify` again.")
-    labels = {c: (v.isoformat() if hasattr(v, "isoformat") else v) for c, v in zip(cols, row, strict=True)}
+        raise ConfigError(
+            f"trial {trial_id} has no labels", hint="Run `celltrials classify` again."
+        )
+    labels = {
+        c: (v.isoformat() if hasattr(v, "isoformat") else v) for c, v in zip(cols, row, strict=True)
+    }
     labels["is_cell_therapy"] = "yes" if labels["is_cell_therapy"] else "no"
     texts = store_trial_texts(store, [trial_id])
     tt = texts[0] if texts else TrialText(trial_id)
@@ -1154,18 +1477,36 @@ def explain_trial(store: Any, any_id: str) -> dict[str, Any]:
         full = tt.text_of(e["source_field"])
         a, b = int(e["start"]), int(e["end"])
         lo, hi = max(0, a - 60), min(len(full), b + 60)
-        evidence.append({**e, "before": full[lo:a], "after": full[b:hi],
-                         "context_start": lo, "context_end": hi})
+        evidence.append(
+            {**e, "before": full[lo:a], "after": full[b:hi], "context_start": lo, "context_end": hi}
+        )
     title = store.con.execute("SELECT title FROM trials WHERE trial_id = ?", [trial_id]).fetchone()
-    return {"trial_id": trial_id, "title": title[0] if title else "", "labels": labels, "evidence": evidence}
+    return {
+        "trial_id": trial_id,
+        "title": title[0] if title else "",
+        "labels": labels,
+        "evidence": evidence,
+    }
 
 
 # ---------------------------------------------------------------------------
 # agreement with the third-party labels of the reconstructed CAR corpus
 
-_TP_ORIGIN = {"Autologous": "autologous", "Allogeneic/Off-the-shelf": "allogeneic", "Unclear": "unspecified"}
-_TP_TARGET_ALIASES = {"claudin 18.2": "Claudin18.2", "mesothelin": "mesothelin", "nkg2d-l": "NKG2D", "slamf7": "CS1",
-                      "egfrviii": "EGFRvIII", "il13ra2": "IL13Ra2", "b7-h3": "B7-H3", "cll1": "CLL1"}
+_TP_ORIGIN = {
+    "Autologous": "autologous",
+    "Allogeneic/Off-the-shelf": "allogeneic",
+    "Unclear": "unspecified",
+}
+_TP_TARGET_ALIASES = {
+    "claudin 18.2": "Claudin18.2",
+    "mesothelin": "mesothelin",
+    "nkg2d-l": "NKG2D",
+    "slamf7": "CS1",
+    "egfrviii": "EGFRvIII",
+    "il13ra2": "IL13Ra2",
+    "b7-h3": "B7-H3",
+    "cll1": "CLL1",
+}
 _TP_NO_TARGET = frozenset({"other_or_unknown", "car-t_unspecified", "car-nk", ""})
 
 
@@ -1197,14 +1538,16 @@ def third_party_agreement(store: Any, path: Any) -> dict[str, Any]:
       set against our targets, over the trials where both name at least one:
       ``exact`` (same set) and ``overlap`` (a target in common).
     """
-    import csv
-    from pathlib import Path
 
     p = Path(path)
     with p.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    labels = {tid: (ict, origin, targets) for tid, ict, origin, targets in store.con.execute(
-        "SELECT trial_id, is_cell_therapy, origin, targets FROM labels").fetchall()}
+    labels = {
+        tid: (ict, origin, targets)
+        for tid, ict, origin, targets in store.con.execute(
+            "SELECT trial_id, is_cell_therapy, origin, targets FROM labels"
+        ).fetchall()
+    }
     missing = 0
     o_n = o_exact = o_both_n = o_both = 0
     iv_n = iv_no = 0
@@ -1239,9 +1582,14 @@ def third_party_agreement(store: Any, path: Any) -> dict[str, Any]:
         return round(a / b, 4) if b else 0.0
 
     return {
-        "rows": len(rows), "missing": missing,
-        "origin": {"n": o_n, "exact": frac(o_exact, o_n), "where_both_state_n": o_both_n,
-                   "where_both_state": frac(o_both, o_both_n)},
+        "rows": len(rows),
+        "missing": missing,
+        "origin": {
+            "n": o_n,
+            "exact": frac(o_exact, o_n),
+            "where_both_state_n": o_both_n,
+            "where_both_state": frac(o_both, o_both_n),
+        },
         "in_vivo": {"n": iv_n, "not_cell_therapy": iv_no},
         "target": {"n": t_n, "exact": frac(t_exact, t_n), "overlap": frac(t_overlap, t_n)},
     }

@@ -51,7 +51,10 @@ def plan_jobs(n_trials: int, jobs: int | None) -> int:
     None all cores, one per :data:`TRIALS_PER_WORKER` trials."""
     if jobs is not None:
         if jobs < 1:
-            raise ConfigError(f"--jobs must be at least 1, got {jobs}", hint="Use --jobs 1 for one core, or leave it out for all cores.")
+            raise ConfigError(
+                f"--jobs must be at least 1, got {jobs}",
+                hint="Use --jobs 1 for one core, or leave it out for all cores.",
+            )
         return max(1, min(jobs, -(-n_trials // CHUNK)))
     return max(1, min(available_cores(), n_trials // TRIALS_PER_WORKER))
 
@@ -108,15 +111,20 @@ def classify_many(
         return
     raw, source = (None, None) if taxonomy is None else (taxonomy.raw, taxonomy.path)
     done = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_context(),
-                             initializer=_init_worker, initargs=(raw, source)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=(raw, source)
+    ) as pool:
         pending: deque[Future[list[TrialLabels]]] = deque()
         starts = iter(range(0, n, chunk_size))
 
         def submit() -> None:
             start = next(starts, None)
             if start is not None:
-                pending.append(pool.submit(_classify_chunk, [_pack(t) for t in texts[start:start + chunk_size]]))
+                pending.append(
+                    pool.submit(
+                        _classify_chunk, [_pack(t) for t in texts[start : start + chunk_size]]
+                    )
+                )
 
         for _ in range(4 * workers):  # a few chunks in flight per worker
             submit()

@@ -33,10 +33,14 @@ __all__ = ["Context", "cli", "echo_json", "main", "pass_ctx"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("CELLTRIALS_DEBUG"))
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(
+        os.environ.get("CELLTRIALS_DEBUG")
+    )
     try:
         cli.main(args=argv, prog_name="celltrials", standalone_mode=False)
-    except click.exceptions.Abort:  # click's form of Ctrl-C (KeyboardInterrupt) and of an aborted prompt
+    except (
+        click.exceptions.Abort
+    ):  # click's form of Ctrl-C (KeyboardInterrupt) and of an aborted prompt
         _interrupted()
     except click.ClickException as exc:
         exc.show()
@@ -61,8 +65,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _interrupted() -> None:
-    click.echo("\nInterrupted. The store keeps everything committed before Ctrl-C (ingest: every file "
-               "finished; fetch: every page) and nothing half-written; rerun the command to continue.", err=True)
+    click.echo(
+        "\nInterrupted. The store keeps everything committed before Ctrl-C (ingest: every file "
+        "finished; fetch: every page) and nothing half-written; rerun the command to continue.",
+        err=True,
+    )
     sys.exit(130)
 
 
@@ -78,20 +85,37 @@ def _as_user_error(exc: BaseException) -> CelltrialsError:
     the store (DuckDB), the file system, memory, anything else."""
     if isinstance(exc, duckdb.Error):
         first = str(exc).splitlines()[0] if str(exc) else ""
-        if isinstance(exc, duckdb.IOException | duckdb.InternalException | duckdb.FatalException | duckdb.SerializationException) \
-                or "Corrupt" in first:
+        if (
+            isinstance(
+                exc,
+                duckdb.IOException
+                | duckdb.InternalException
+                | duckdb.FatalException
+                | duckdb.SerializationException,
+            )
+            or "Corrupt" in first
+        ):
             return StoreError(
                 f"the store failed: {first or type(exc).__name__}",
                 hint="Check free disk space. If the store file is damaged or truncated, move it aside and rebuild "
-                     "it with `celltrials ingest` (--db chooses another file).")
-        return StoreError(f"the store failed: {type(exc).__name__}: {first}",
-                          hint="This is likely a bug in celltrials; rerun with --debug and report the traceback.")
+                "it with `celltrials ingest` (--db chooses another file).",
+            )
+        return StoreError(
+            f"the store failed: {type(exc).__name__}: {first}",
+            hint="This is likely a bug in celltrials; rerun with --debug and report the traceback.",
+        )
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
-        return CelltrialsError(f"{where}{exc.strerror or exc}",
-                               hint="Check that the path exists and is readable/writable and that the disk is not full.")
+        return CelltrialsError(
+            f"{where}{exc.strerror or exc}",
+            hint="Check that the path exists and is readable/writable and that the disk is not full.",
+        )
     if isinstance(exc, MemoryError | RecursionError):
-        return CelltrialsError(f"out of resources: {type(exc).__name__}",
-                               hint="The input is too large or too deeply nested; rerun with --debug for details.")
-    return CelltrialsError(f"unexpected {type(exc).__name__}: {exc}",
-                           hint="This is a bug in celltrials; rerun with --debug and report the traceback.")
+        return CelltrialsError(
+            f"out of resources: {type(exc).__name__}",
+            hint="The input is too large or too deeply nested; rerun with --debug for details.",
+        )
+    return CelltrialsError(
+        f"unexpected {type(exc).__name__}: {exc}",
+        hint="This is a bug in celltrials; rerun with --debug and report the traceback.",
+    )

@@ -51,7 +51,9 @@ def _is_native(channel: str, registry: str) -> bool:
     return (channel == "ctgov") == (registry == "ctgov")
 
 
-def group_records(records: Sequence[tuple[Any, ...]], ids: Sequence[tuple[str, str]]) -> list[tuple[str, str, bool, int, str]]:
+def group_records(
+    records: Sequence[tuple[Any, ...]], ids: Sequence[tuple[str, str]]
+) -> list[tuple[str, str, bool, int, str]]:
     """``records``: (record_key, channel, record_id, registry, source_format,
     last_update, ingested_at); ``ids``: (record_key, id_key).
 
@@ -72,7 +74,13 @@ def group_records(records: Sequence[tuple[Any, ...]], ids: Sequence[tuple[str, s
     def rank(rec: tuple[Any, ...]) -> tuple[Any, ...]:
         _, channel, record_id, registry, _fmt, last_update, ingested_at = rec
         lu = last_update if isinstance(last_update, date) else date.min
-        return (_is_native(channel, registry), _REGISTRY_RANK.get(registry, 1), lu, ingested_at or lo, record_id)
+        return (
+            _is_native(channel, registry),
+            _REGISTRY_RANK.get(registry, 1),
+            lu,
+            ingested_at or lo,
+            record_id,
+        )
 
     out: list[tuple[str, str, bool, int, str]] = []
     for members in groups.values():

@@ -44,7 +44,9 @@ class DataFileError(CelltrialsError):
 
     def __init__(self, message: str, *, path: str = "", hint: str | None = None) -> None:
         self.path = path
-        self.reason = message  # the bare reason, without the path (structured; never parse .message)
+        self.reason = (
+            message  # the bare reason, without the path (structured; never parse .message)
+        )
         super().__init__(f"{path}: {message}" if path else message, hint=hint)
 
 
@@ -54,7 +56,9 @@ class UnknownFormatError(DataFileError):
         "exports and WHO ICTRP CSV/XML/XLSX exports."
     )
 
-    def __init__(self, message: str, *, path: str = "", hint: str | None = None, no_id_column: bool = False) -> None:
+    def __init__(
+        self, message: str, *, path: str = "", hint: str | None = None, no_id_column: bool = False
+    ) -> None:
         self.no_id_column = no_id_column  # a text table without an NCT Number / TrialID column
         super().__init__(message, path=path, hint=hint)
 

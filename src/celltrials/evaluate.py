@@ -37,8 +37,13 @@ import pandas as pd
 from celltrials.errors import ConfigError
 
 FIELDS = [
-    "is_cell_therapy", "cell_type", "msc_source", "origin", "product_form",
-    "indication_group", "therapeutic_area",
+    "is_cell_therapy",
+    "cell_type",
+    "msc_source",
+    "origin",
+    "product_form",
+    "indication_group",
+    "therapeutic_area",
 ]
 MULTI_VALUED = frozenset({"cell_type", "msc_source", "product_form", "therapeutic_area"})
 POSITIVE_ONLY = frozenset({"cell_type", "msc_source", "origin", "product_form"})
@@ -55,7 +60,9 @@ def _values(field: str, raw: Any) -> frozenset[str]:
     return frozenset({text})
 
 
-def _table(obj: pd.DataFrame | str | Path | Sequence[Mapping[str, Any]], what: str) -> dict[str, dict[str, Any]]:
+def _table(
+    obj: pd.DataFrame | str | Path | Sequence[Mapping[str, Any]], what: str
+) -> dict[str, dict[str, Any]]:
     if isinstance(obj, pd.DataFrame):
         df = obj
     elif isinstance(obj, str | Path):
@@ -66,10 +73,15 @@ def _table(obj: pd.DataFrame | str | Path | Sequence[Mapping[str, Any]], what: s
     else:
         df = pd.DataFrame(list(obj))
     if "registry_id" not in df.columns:
-        raise ConfigError(f"{what} has no 'registry_id' column", hint="Use the columns of `celltrials labels`.")
+        raise ConfigError(
+            f"{what} has no 'registry_id' column", hint="Use the columns of `celltrials labels`."
+        )
     missing = [f for f in FIELDS if f not in df.columns]
     if missing:
-        raise ConfigError(f"{what} lacks column(s) {', '.join(missing)}", hint="Use the columns of `celltrials labels`.")
+        raise ConfigError(
+            f"{what} lacks column(s) {', '.join(missing)}",
+            hint="Use the columns of `celltrials labels`.",
+        )
     out: dict[str, dict[str, Any]] = {}
     for rec in df.to_dict("records"):
         row = {str(k): v for k, v in rec.items()}
@@ -83,7 +95,15 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float | int]:
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
     f = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f, 4), "tp": tp, "fp": fp, "fn": fn, "support": tp + fn}
+    return {
+        "precision": round(p, 4),
+        "recall": round(r, 4),
+        "f1": round(f, 4),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "support": tp + fn,
+    }
 
 
 def evaluate(
@@ -112,7 +132,11 @@ def evaluate(
                 continue
             p = pred.get(rid)
             gv = _values(field, g.get(field))
-            pv = _values(field, p.get(field)) if p is not None else (frozenset({"no"}) if field == "is_cell_therapy" else frozenset())
+            pv = (
+                _values(field, p.get(field))
+                if p is not None
+                else (frozenset({"no"}) if field == "is_cell_therapy" else frozenset())
+            )
             n += 1
             if gv == pv:
                 correct += 1
@@ -120,11 +144,16 @@ def evaluate(
                 ev = []
                 if evidence is not None and rid in evidence:
                     ev = [dict(e) for e in evidence[rid] if e.get("field") == field]
-                disagreements.append({
-                    "registry_id": rid, "field": field,
-                    "predicted": ";".join(sorted(pv)), "gold": ";".join(sorted(gv)),
-                    "note": str(g.get("note", "") or ""), "evidence": ev,
-                })
+                disagreements.append(
+                    {
+                        "registry_id": rid,
+                        "field": field,
+                        "predicted": ";".join(sorted(pv)),
+                        "gold": ";".join(sorted(gv)),
+                        "note": str(g.get("note", "") or ""),
+                        "evidence": ev,
+                    }
+                )
             for v in gv | pv:
                 c = counts.setdefault(v, [0, 0, 0])
                 if v in gv and v in pv:
@@ -133,7 +162,11 @@ def evaluate(
                     c[1] += 1
                 else:
                     c[2] += 1
-        accuracy[field] = {"accuracy": round(correct / n, 4) if n else 0.0, "correct": correct, "n": n}
+        accuracy[field] = {
+            "accuracy": round(correct / n, 4) if n else 0.0,
+            "correct": correct,
+            "n": n,
+        }
         per_value[field] = {v: _prf(*c) for v, c in sorted(counts.items())}
         if field == "is_cell_therapy":
             continue
@@ -173,7 +206,11 @@ def combined_gold(golds: Sequence[str | Path]) -> pd.DataFrame:
         if not p.exists():
             raise ConfigError(f"gold file not found: {p}", hint="Pass the path of a labels CSV.")
         frames.append(pd.read_csv(p, dtype=str, keep_default_na=False))
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["registry_id", *FIELDS])
+    df = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["registry_id", *FIELDS])
+    )
     return df.drop_duplicates("registry_id", keep="first")
 
 
@@ -204,7 +241,13 @@ def measure(result: Mapping[str, Any], field: str, kind: str) -> float:
 
 def target_checks(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [
-        {"field": f, "measure": k, "target": t, "value": measure(result, f, k), "met": measure(result, f, k) >= t}
+        {
+            "field": f,
+            "measure": k,
+            "target": t,
+            "value": measure(result, f, k),
+            "met": measure(result, f, k) >= t,
+        }
         for f, k, t in TARGETS
     ]
 
@@ -213,17 +256,27 @@ def accuracy_markdown(many: Mapping[str, Any]) -> str:
     """The README table of :func:`evaluate_many`: per field accuracy (macro-F1) on
     each gold file and on all together, with the target."""
     names = list(many["files"])
-    head = "| field | " + " | ".join(f"{n} ({many['files'][n]['n_gold']} rows)" for n in names) + " | together | target (together) |"
+    head = (
+        "| field | "
+        + " | ".join(f"{n} ({many['files'][n]['n_gold']} rows)" for n in names)
+        + " | together | target (together) |"
+    )
     lines = [head, "|---" * (len(names) + 3) + "|"]
     for f, kind, t in TARGETS:
         cells = []
         for res in [*(many["files"][n] for n in names), many["combined"]]:
             if f == "is_cell_therapy":
-                cells.append(f"{res['accuracy'][f]['accuracy']:.3f} (F1 {res['is_cell_therapy']['f1']:.3f})")
+                cells.append(
+                    f"{res['accuracy'][f]['accuracy']:.3f} (F1 {res['is_cell_therapy']['f1']:.3f})"
+                )
             else:
                 acc = res["accuracy"][f]
                 mf = res["macro_f1"].get(f)
-                cells.append(f"{acc['accuracy']:.3f}" + (f" ({mf:.3f})" if mf is not None and acc["n"] else "") + f" n={acc['n']}")
+                cells.append(
+                    f"{acc['accuracy']:.3f}"
+                    + (f" ({mf:.3f})" if mf is not None and acc["n"] else "")
+                    + f" n={acc['n']}"
+                )
         what = {"f1": "F1", "macro_f1": "macro-F1", "accuracy": "accuracy"}[kind]
         lines.append(f"| {f} | " + " | ".join(cells) + f" | {what} ≥ {t:.2f} |")
     return "\n".join(lines)

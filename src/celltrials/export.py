@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 from celltrials.errors import ConfigError
+from celltrials.outputs import check_output_file, write_atomic
+from celltrials.safety import safe_frame
 from celltrials.store import Store
 
 FORMATS = ("csv", "parquet", "xlsx")
@@ -50,14 +52,18 @@ def _labels(store: Store) -> pd.DataFrame | None:
     """Classifier labels, one row per trial, if ``celltrials classify`` has run
     (multi-values ``; ``-joined; the run's input hash left out)."""
     has = store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'").fetchone()
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'"
+    ).fetchone()
     if not has or not has[0]:
         return None
     df = store.query("SELECT * FROM labels")
     df = df.drop(columns=[c for c in ("input_hash",) if c in df.columns])
     for col in df.columns:
         if df[col].dtype == object:
-            df[col] = ["; ".join(map(str, v)) if isinstance(v, list | tuple | np.ndarray) else v for v in df[col]]
+            df[col] = [
+                "; ".join(map(str, v)) if isinstance(v, list | tuple | np.ndarray) else v
+                for v in df[col]
+            ]
     return df
 
 
@@ -73,18 +79,19 @@ def export_trials(store: Store, fmt: str, out: str | Path, *, force: bool = Fals
     existing file is kept unless ``force``; a name ending in another format's
     suffix is an error.
     """
-    from celltrials.outputs import check_output_file, write_atomic
-    from celltrials.safety import safe_frame
 
     if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}", hint=f"Use one of: {', '.join(FORMATS)}.")
+        raise ConfigError(
+            f"unknown export format {fmt!r}", hint=f"Use one of: {', '.join(FORMATS)}."
+        )
     path = Path(out)
     suffix = path.suffix.lower()
     for other, endings in SUFFIXES.items():
         if other != fmt and suffix in endings:
             raise ConfigError(
                 f"--format {fmt} but {path.name} ends in {path.suffix}",
-                hint=f"Use --format {other}, or name the file *{SUFFIXES[fmt][0]}.")
+                hint=f"Use --format {other}, or name the file *{SUFFIXES[fmt][0]}.",
+            )
     check_output_file(path, force=force)
     df = trials_table(store)
     if fmt == "csv":
@@ -92,5 +99,10 @@ def export_trials(store: Store, fmt: str, out: str | Path, *, force: bool = Fals
     elif fmt == "parquet":
         write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
     else:
-        write_atomic(path, lambda tmp: safe_frame(df, xlsx=True).to_excel(tmp, index=False, sheet_name="trials", engine="openpyxl"))
+        write_atomic(
+            path,
+            lambda tmp: safe_frame(df, xlsx=True).to_excel(
+                tmp, index=False, sheet_name="trials", engine="openpyxl"
+            ),
+        )
     return path

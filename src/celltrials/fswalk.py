@@ -71,7 +71,7 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
                 out.append(re.escape(c))
                 i += 1
             else:
-                body = pattern[i + 1:j]
+                body = pattern[i + 1 : j]
                 if body.startswith("!"):
                     body = "^" + body[1:]
                 out.append("[" + body.replace("\\", "\\\\") + "]")
@@ -95,7 +95,7 @@ def expand_glob(pattern: str) -> list[str]:
     root = "/".join(fixed) or "."
     if pattern.startswith("/") and not fixed[1:]:
         root = "/"
-    rest = pattern.replace(os.sep, "/")[len("/".join(fixed)):].lstrip("/") if fixed else pattern
+    rest = pattern.replace(os.sep, "/")[len("/".join(fixed)) :].lstrip("/") if fixed else pattern
     rx = _glob_regex(rest)
     base = Path(root)
     out = []
@@ -103,7 +103,9 @@ def expand_glob(pattern: str) -> list[str]:
         out.append(str(base))
     for f in walk_files(base):
         rel = f.relative_to(base).as_posix()
-        if rx.match(rel) and not any(p.startswith(".") for p in rel.split("/") if not rest.startswith(".")):
+        if rx.match(rel) and not any(
+            p.startswith(".") for p in rel.split("/") if not rest.startswith(".")
+        ):
             out.append(str(f))
     return sorted(out)
 

@@ -28,6 +28,7 @@ from celltrials.store import AddResult, Staged, Store, raw_and_digest
 #: extensions that hold registry data; anything else in a folder is a note and skipped
 DATA_EXTENSIONS = {".json", ".ndjson", ".jsonl", ".csv", ".xml", ".xlsx", ".zip"}
 
+
 @dataclass
 class Finding:
     path: str
@@ -40,7 +41,14 @@ class Finding:
         self.path = display_path(self.path)
 
     def __str__(self) -> str:
-        where = ", ".join(x for x in (f"record {self.position}" if self.position else "", f"id {self.record_id}" if self.record_id else "") if x)
+        where = ", ".join(
+            x
+            for x in (
+                f"record {self.position}" if self.position else "",
+                f"id {self.record_id}" if self.record_id else "",
+            )
+            if x
+        )
         return f"{self.path}: {where + ': ' if where else ''}{self.reason}"
 
 
@@ -103,17 +111,23 @@ class IngestAborted(DataFileError):
     def __init__(self, finding: Finding, report: IngestReport) -> None:
         self.finding = finding
         self.report = report
-        one_record = finding.position is not None or finding.record_id is not None or "!" in finding.path
+        one_record = (
+            finding.position is not None or finding.record_id is not None or "!" in finding.path
+        )
         super().__init__(
             str(finding),
-            hint=("Nothing from this file was stored. Fix the file, or rerun with --skip-bad to ingest its good records."
-                  if one_record else
-                  "Nothing from this file was stored; it cannot be read as a whole. Re-download or re-export it "
-                  "(--skip-bad goes on with the other files)."),
+            hint=(
+                "Nothing from this file was stored. Fix the file, or rerun with --skip-bad to ingest its good records."
+                if one_record
+                else "Nothing from this file was stored; it cannot be read as a whole. Re-download or re-export it "
+                "(--skip-bad goes on with the other files)."
+            ),
         )
 
 
-_NO_SUCH_PATH = "Check the path (folders are read recursively; quote globs such as 'data/**/*.json')."
+_NO_SUCH_PATH = (
+    "Check the path (folders are read recursively; quote globs such as 'data/**/*.json')."
+)
 
 
 def expand_paths(paths: Iterable[str | Path], report: IngestReport) -> list[Path]:
@@ -127,7 +141,9 @@ def expand_paths(paths: Iterable[str | Path], report: IngestReport) -> list[Path
         text = str(item)
         matches = expand_glob(text) if any(c in text for c in "*?[") else [text]
         if not matches:
-            raise DataFileError("no such file or folder", path=display_path(text), hint=_NO_SUCH_PATH)
+            raise DataFileError(
+                "no such file or folder", path=display_path(text), hint=_NO_SUCH_PATH
+            )
         for m in matches:
             p = Path(m)
             if p.is_dir():
@@ -137,11 +153,15 @@ def expand_paths(paths: Iterable[str | Path], report: IngestReport) -> list[Path
                     if f.suffix.lower() in DATA_EXTENSIONS:
                         out.append(f)
                     else:
-                        report.findings.append(Finding(str(f), "not registry data (by extension)", severity="notice"))
+                        report.findings.append(
+                            Finding(str(f), "not registry data (by extension)", severity="notice")
+                        )
             elif p.is_file():
                 out.append(p)
             else:
-                raise DataFileError("no such file or folder", path=display_path(text), hint=_NO_SUCH_PATH)
+                raise DataFileError(
+                    "no such file or folder", path=display_path(text), hint=_NO_SUCH_PATH
+                )
     seen: set[Path] = set()
     unique = []
     for p in out:
@@ -232,7 +252,9 @@ class _Staged:
 class _Group:
     """Small files parsed whole, written together in one transaction."""
 
-    def __init__(self, store: Store, known: _Known, progress: Progress | None, batch_size: int) -> None:
+    def __init__(
+        self, store: Store, known: _Known, progress: Progress | None, batch_size: int
+    ) -> None:
         self.store, self.known, self.progress, self.batch_size = store, known, progress, batch_size
         self.files: list[_Staged] = []
         self.n_items = 0
@@ -242,7 +264,11 @@ class _Group:
         self.files.append(staged)
         self.n_items += len(staged.items)
         self.n_bytes += sum(len(raw) for _, raw, _ in staged.items)
-        if self.n_items >= self.batch_size or self.n_bytes >= BATCH_BYTES or len(self.files) >= 10_000:
+        if (
+            self.n_items >= self.batch_size
+            or self.n_bytes >= BATCH_BYTES
+            or len(self.files) >= 10_000
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -252,20 +278,35 @@ class _Group:
         store = self.store
         with store.transaction():
             ingest_ids = store.new_ingest_ids(len(files))
-            items: list[Staged] = [(rec, raw, digest, display_path(f.path.resolve()), ingest_id)
-                     for f, ingest_id in zip(files, ingest_ids, strict=True) for rec, raw, digest in f.items]
+            items: list[Staged] = [
+                (rec, raw, digest, display_path(f.path.resolve()), ingest_id)
+                for f, ingest_id in zip(files, ingest_ids, strict=True)
+                for rec, raw, digest in f.items
+            ]
             flags = store.add_staged(items)
             store.settle(ingest_ids)
             pos = 0
             for f in files:
                 n = len(f.items)
-                f.result.n_records, f.result.n_new = n, sum(flags[pos:pos + n])
+                f.result.n_records, f.result.n_new = n, sum(flags[pos : pos + n])
                 f.result.n_unchanged = n - f.result.n_new
                 pos += n
-            store.record_ingests([
-                (ingest_id, display_path(f.path.resolve()), f.result.format, f.sha256, f.size, f.mtime_ns,
-                 f.result.n_records, f.result.n_new, f.n_bad)
-                for f, ingest_id in zip(files, ingest_ids, strict=True)])
+            store.record_ingests(
+                [
+                    (
+                        ingest_id,
+                        display_path(f.path.resolve()),
+                        f.result.format,
+                        f.sha256,
+                        f.size,
+                        f.mtime_ns,
+                        f.result.n_records,
+                        f.result.n_new,
+                        f.n_bad,
+                    )
+                    for f, ingest_id in zip(files, ingest_ids, strict=True)
+                ]
+            )
         for f in files:
             f.result.committed = True
             if not f.n_bad:
@@ -302,8 +343,20 @@ def ingest_paths(
     with _gc_paused(), _checkpoint_threshold(store, CHECKPOINT_BYTES):
         try:
             for index, path in enumerate(files, start=1):
-                _one_file(store, path, index, len(files), explicit, known, group, report,
-                          skip_bad, force, progress, batch_size)
+                _one_file(
+                    store,
+                    path,
+                    index,
+                    len(files),
+                    explicit,
+                    known,
+                    group,
+                    report,
+                    skip_bad,
+                    force,
+                    progress,
+                    batch_size,
+                )
         except IngestAborted:
             group.flush()  # the files before the bad one stay
             raise
@@ -311,9 +364,20 @@ def ingest_paths(
     return report
 
 
-def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: set[Path], known: _Known,
-              group: _Group, report: IngestReport, skip_bad: bool, force: bool, progress: Progress | None,
-              batch_size: int) -> None:
+def _one_file(
+    store: Store,
+    path: Path,
+    index: int,
+    total_files: int,
+    explicit: set[Path],
+    known: _Known,
+    group: _Group,
+    report: IngestReport,
+    skip_bad: bool,
+    force: bool,
+    progress: Progress | None,
+    batch_size: int,
+) -> None:
     try:
         st = path.stat()
         resolved = display_path(path.resolve())
@@ -325,22 +389,45 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
         return
     if not force and sha in known.by_sha:
         _, fmt, n = known.by_sha[sha]
-        report.files.append(FileResult(str(path), fmt, n_records=n, n_unchanged=n, skipped_unchanged=True))
-        reason = "unchanged: this content was ingested before (same SHA-256); --force reads it again"
+        report.files.append(
+            FileResult(str(path), fmt, n_records=n, n_unchanged=n, skipped_unchanged=True)
+        )
+        reason = (
+            "unchanged: this content was ingested before (same SHA-256); --force reads it again"
+        )
         report.findings.append(Finding(str(path), reason, severity="notice"))
         if progress:
-            progress(ProgressEvent("ingest", "skipped", display_path(path), message="unchanged since it was last ingested"))
+            progress(
+                ProgressEvent(
+                    "ingest",
+                    "skipped",
+                    display_path(path),
+                    message="unchanged since it was last ingested",
+                )
+            )
         return
     try:
         sniffed = sniff(path)
     except UnknownFormatError as exc:
         if path.resolve() not in explicit and path.suffix.lower() == ".csv" and exc.no_id_column:
             # a CSV that is not a registry export (e.g. a labels table next to the data)
-            report.findings.append(Finding(str(path), "CSV without a registry id column (NCT Number / TrialID)", severity="notice"))
+            report.findings.append(
+                Finding(
+                    str(path),
+                    "CSV without a registry id column (NCT Number / TrialID)",
+                    severity="notice",
+                )
+            )
             if progress:
-                progress(ProgressEvent("ingest", "skipped", display_path(path), message="not a registry export"))
+                progress(
+                    ProgressEvent(
+                        "ingest", "skipped", display_path(path), message="not a registry export"
+                    )
+                )
             return
-        finding = Finding(str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
+        finding = Finding(
+            str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None)
+        )
         report.findings.append(finding)
         if not skip_bad:
             raise IngestAborted(finding, report) from None
@@ -352,7 +439,16 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
     result = FileResult(str(path), sniffed.format)
     report.files.append(result)
     if progress:
-        progress(ProgressEvent("ingest", "file_start", display_path(path), done=index - 1, total=total_files, index=index))
+        progress(
+            ProgressEvent(
+                "ingest",
+                "file_start",
+                display_path(path),
+                done=index - 1,
+                total=total_files,
+                index=index,
+            )
+        )
     try:
         if st.st_size <= SMALL_FILE_BYTES:
             staged = _Staged(path, result, sha, st.st_size, st.st_mtime_ns, 0, [])
@@ -364,30 +460,58 @@ def _one_file(store: Store, path: Path, index: int, total_files: int, explicit: 
                 if prepared:
                     staged.items.append(prepared)
             staged.n_bad = result.n_bad
-            result.n_records = len(staged.items)  # new/unchanged are known once the group is written
+            result.n_records = len(
+                staged.items
+            )  # new/unchanged are known once the group is written
             if progress:
-                progress(ProgressEvent("ingest", "records", display_path(path), n=len(staged.items) + result.n_bad))
+                progress(
+                    ProgressEvent(
+                        "ingest", "records", display_path(path), n=len(staged.items) + result.n_bad
+                    )
+                )
             group.add(staged)
         else:
             group.flush()
-            _ingest_file(store, path, sniffed, result, report, skip_bad, progress, batch_size, sha, st)
+            _ingest_file(
+                store, path, sniffed, result, report, skip_bad, progress, batch_size, sha, st
+            )
             if not result.n_bad:
                 known.by_sha.setdefault(sha, (0, result.format, result.n_records))
     except DataFileError as exc:
         if isinstance(exc, IngestAborted):
             raise
-        finding = Finding(exc.path or str(path), exc.reason, getattr(exc, "position", None), getattr(exc, "record_id", None))
+        finding = Finding(
+            exc.path or str(path),
+            exc.reason,
+            getattr(exc, "position", None),
+            getattr(exc, "record_id", None),
+        )
         report.findings.append(finding)
         result.n_new = result.n_unchanged = 0
         if not skip_bad:
             raise IngestAborted(finding, report) from None
     if progress:
-        progress(ProgressEvent("ingest", "file_done", display_path(path), done=index, total=total_files, index=index,
-                               n=result.n_records))
+        progress(
+            ProgressEvent(
+                "ingest",
+                "file_done",
+                display_path(path),
+                done=index,
+                total=total_files,
+                index=index,
+                n=result.n_records,
+            )
+        )
 
 
-def _unreadable(exc: DataFileError | OSError, path: Path, report: IngestReport, skip_bad: bool) -> None:
-    reason = exc.reason if isinstance(exc, DataFileError) else f"cannot read the file ({exc.strerror or exc})"
+def _unreadable(
+    exc: DataFileError | OSError, path: Path, report: IngestReport, skip_bad: bool
+) -> None:
+    reason = (
+        exc.reason
+        if isinstance(exc, DataFileError)
+        else f"cannot read the file ({exc.strerror or exc})"
+    )
     finding = Finding(getattr(exc, "path", "") or str(path), reason)
     report.findings.append(finding)
     if not skip_bad:
@@ -405,15 +529,23 @@ def _bad(item: Any, path: Path, result: FileResult, report: IngestReport, skip_b
     return True
 
 
-def _prepared(rec: ParsedRecord, path: Path, result: FileResult, report: IngestReport,
-              skip_bad: bool) -> tuple[ParsedRecord, bytes, str] | None:
+def _prepared(
+    rec: ParsedRecord, path: Path, result: FileResult, report: IngestReport, skip_bad: bool
+) -> tuple[ParsedRecord, bytes, str] | None:
     """The record with its stored raw JSON and content hash; the parsed raw
     object is let go (the bytes are all the store needs of it). None (and a
     finding) for a record whose content cannot be stored as JSON."""
     try:
         raw, digest = raw_and_digest(rec)
-    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # e.g. nested too deep to hash
-        reason = unstorable_reason(rec.raw) or f"content cannot be stored as JSON ({type(exc).__name__})"
+    except (
+        TypeError,
+        ValueError,
+        OverflowError,
+        RecursionError,
+    ) as exc:  # e.g. nested too deep to hash
+        reason = (
+            unstorable_reason(rec.raw) or f"content cannot be stored as JSON ({type(exc).__name__})"
+        )
         finding = Finding(str(path), reason, rec.position or None, rec.record_id)
         report.findings.append(finding)
         result.n_bad += 1
@@ -424,8 +556,18 @@ def _prepared(rec: ParsedRecord, path: Path, result: FileResult, report: IngestR
     return rec, raw, digest
 
 
-def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, report: IngestReport,
-                 skip_bad: bool, progress: Progress | None, batch_size: int, sha: str, st: os.stat_result) -> None:
+def _ingest_file(
+    store: Store,
+    path: Path,
+    sniffed: Any,
+    result: FileResult,
+    report: IngestReport,
+    skip_bad: bool,
+    progress: Progress | None,
+    batch_size: int,
+    sha: str,
+    st: os.stat_result,
+) -> None:
     """A large file, staged then published: its batches are committed one by
     one as an unfinished ingest (records no trial shows yet; memory stays
     bounded by a batch), then one short transaction marks the current
@@ -436,7 +578,9 @@ def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, rep
     ends as if the file had not been read."""
     source = display_path(path.resolve())
     with store.transaction():
-        ingest_id = store.begin_ingest(source, sniffed.format, sha, size=st.st_size, mtime_ns=st.st_mtime_ns)
+        ingest_id = store.begin_ingest(
+            source, sniffed.format, sha, size=st.st_size, mtime_ns=st.st_mtime_ns
+        )
     total = AddResult()
     batch: list[Staged] = []
     n_bytes = 0
@@ -472,9 +616,19 @@ def _ingest_file(store: Store, path: Path, sniffed: Any, result: FileResult, rep
     except BaseException:
         store.discard_ingests([ingest_id])
         raise
-    result.n_records, result.n_new, result.n_unchanged = total.n_records, total.n_new, total.n_unchanged
+    result.n_records, result.n_new, result.n_unchanged = (
+        total.n_records,
+        total.n_new,
+        total.n_unchanged,
+    )
     result.committed = True
 
 
-__all__ = ["Finding", "IngestAborted", "IngestReport", "ProgressEvent", "expand_paths", "ingest_paths"]
-
+__all__ = [
+    "Finding",
+    "IngestAborted",
+    "IngestReport",
+    "ProgressEvent",
+    "expand_paths",
+    "ingest_paths",
+]

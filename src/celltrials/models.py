@@ -111,7 +111,9 @@ class RegistryId:
 @dataclass(slots=True)
 class ParsedRecord:
     channel: str  # CHANNEL_CTGOV | CHANNEL_ICTRP
-    source_format: str  # ctgov_json | ctgov_csv_classic | ctgov_csv | ictrp_csv | ictrp_xml | ictrp_xlsx
+    source_format: (
+        str  # ctgov_json | ctgov_csv_classic | ctgov_csv | ictrp_csv | ictrp_xml | ictrp_xlsx
+    )
     record_id: str  # the id as the registry record states it (ICTRP TrialID, NCT id)
     registry: str  # registry that issued record_id
     raw: dict[str, Any]

@@ -14,8 +14,11 @@ from datetime import date, datetime
 from importlib import resources
 from typing import Any
 
+import ftfy
+import pycountry
 import yaml
 
+from celltrials.errors import TaxonomyError
 from celltrials.models import Enrollment, ParsedRecord, PartialDate, Place, TextRepair
 
 PHASES = (
@@ -35,8 +38,12 @@ _ROMAN = {"i": "1", "ii": "2", "iii": "3", "iv": "4"}
 
 #: phase spellings that say "no phase" or "not stated" in so many words
 _PHASE_WORDS = {
-    "n/a": "NOT_APPLICABLE", "na": "NOT_APPLICABLE", "not applicable": "NOT_APPLICABLE",
-    "not_applicable": "NOT_APPLICABLE", "none": "NOT_APPLICABLE", "other": "NOT_APPLICABLE",
+    "n/a": "NOT_APPLICABLE",
+    "na": "NOT_APPLICABLE",
+    "not applicable": "NOT_APPLICABLE",
+    "not_applicable": "NOT_APPLICABLE",
+    "none": "NOT_APPLICABLE",
+    "other": "NOT_APPLICABLE",
     # ChiCTR's phase list names study categories for trials without a drug phase
     "retrospective study": "NOT_APPLICABLE",
     "new treatment measure clinical study": "NOT_APPLICABLE",
@@ -44,7 +51,9 @@ _PHASE_WORDS = {
     "diagnostic new technique clinical study": "NOT_APPLICABLE",
     # post-marketing surveillance is ClinicalTrials.gov's Phase 4 ("after FDA approval")
     "post marketing surveillance": "PHASE4",
-    "not specified": "UNKNOWN", "not selected": "UNKNOWN", "unknown": "UNKNOWN",
+    "not specified": "UNKNOWN",
+    "not selected": "UNKNOWN",
+    "unknown": "UNKNOWN",
 }
 
 #: Excel turned ICTRP's "1-2" / "2-3" into dates of the export year, day
@@ -71,20 +80,23 @@ def phase_lookup(raw: str | None) -> str | None:
         month, day = int(m[1]), int(m[2])
         return _combine_phases([str(day), str(month)]) if day >= 1 and month == day + 1 else None
     # ClinicalTrials.gov's "Early Phase 1" was formerly "Phase 0"; ChiCTR writes "0"
-    if ("early phase 1" in text or "early_phase1" in text or text in {"0", "phase 0"}
-            or re.fullmatch(r"0 \(exploratory trials?\)", text)):
+    if (
+        "early phase 1" in text
+        or "early_phase1" in text
+        or text in {"0", "phase 0"}
+        or re.fullmatch(r"0 \(exploratory trials?\)", text)
+    ):
         return "EARLY_PHASE1"
     if "human pharmacology" in text or "therapeutic exploratory" in text:
         # EU-CTR: "Human pharmacology (Phase I): no\nTherapeutic exploratory (Phase II): yes ..."
-        found = [
-            _ROMAN[m.group(1)]
-            for m in re.finditer(r"\(phase (i{1,3}|iv)\)\s*:\s*yes", text)
-        ]
+        found = [_ROMAN[m.group(1)] for m in re.finditer(r"\(phase (i{1,3}|iv)\)\s*:\s*yes", text)]
         # every box unticked: the form was filled in without a phase
         return _combine_phases(sorted(set(found))) if found else "UNKNOWN"
     if text in _PHASE_WORDS:
         return _PHASE_WORDS[text]
-    nums = re.findall(r"(?:phase\s*|\b)(iv|iii|ii|i|[1-4])(?:[ab]\b|\b)", text.replace("_", " ").replace("-", " "))
+    nums = re.findall(
+        r"(?:phase\s*|\b)(iv|iii|ii|i|[1-4])(?:[ab]\b|\b)", text.replace("_", " ").replace("-", " ")
+    )
     digits = sorted({_ROMAN.get(n, n) for n in nums})
     if not digits:
         return None
@@ -178,9 +190,26 @@ def normalize_status(raw: str | None) -> str:
     return status_lookup(raw) or "UNKNOWN"
 
 
-_MONTHS = {m.lower(): i for i, m in enumerate(
-    ["January", "February", "March", "April", "May", "June", "July", "August",
-     "September", "October", "November", "December"], start=1)}
+_MONTHS = {
+    m.lower(): i
+    for i, m in enumerate(
+        [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ],
+        start=1,
+    )
+}
 _MONTHS.update({k[:3]: v for k, v in list(_MONTHS.items())})
 _MONTHS["sept"] = 9
 
@@ -258,7 +287,9 @@ def parse_date_lenient(raw: str | date | datetime | None) -> PartialDate | None:
         return None
 
 
-def normalize_enrollment(raw: str | int | float | None, kind: str | None = None) -> Enrollment | None:
+def normalize_enrollment(
+    raw: str | int | float | None, kind: str | None = None
+) -> Enrollment | None:
     """Integer enrollment, the raw text, and ACTUAL/ESTIMATED/UNKNOWN.
 
     ICTRP's per-group sizes (``control group:15;experimental group:15;``) are
@@ -286,7 +317,9 @@ def normalize_enrollment(raw: str | int | float | None, kind: str | None = None)
     total = 0
     found = False
     for part in parts:
-        nums = re.findall(r"(?<![\d.])(\d+)(?![\d.])", part.split(":", 1)[-1] if ":" in part else part)
+        nums = re.findall(
+            r"(?<![\d.])(\d+)(?![\d.])", part.split(":", 1)[-1] if ":" in part else part
+        )
         if nums:
             total += int(nums[0])
             found = True
@@ -313,27 +346,34 @@ class _PlaceTables:
 
 
 def _vocabulary_error(file: str, message: str) -> Exception:
-    from celltrials.errors import TaxonomyError
 
-    return TaxonomyError(f"celltrials/data/{file}: {message}",
-                         hint=f"Fix {file}; it is validated when loaded.")
+    return TaxonomyError(
+        f"celltrials/data/{file}: {message}", hint=f"Fix {file}; it is validated when loaded."
+    )
 
 
 @functools.cache
 def _place_tables() -> _PlaceTables:
-    return load_place_tables(resources.files("celltrials.data").joinpath("countries.yaml").read_text("utf-8"))
+    return load_place_tables(
+        resources.files("celltrials.data").joinpath("countries.yaml").read_text("utf-8")
+    )
 
 
 def load_place_tables(text: str) -> _PlaceTables:
     """Validate countries.yaml (given as text) and build the lookup tables."""
-    import pycountry
 
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise _vocabulary_error("countries.yaml", f"not valid YAML ({exc})") from None
-    if not isinstance(data, dict) or set(data) - {"version", "names", "aliases", "extra", "regions"} or "version" not in data:
-        raise _vocabulary_error("countries.yaml", "top-level keys must be version, names, aliases, extra, regions")
+    if (
+        not isinstance(data, dict)
+        or set(data) - {"version", "names", "aliases", "extra", "regions"}
+        or "version" not in data
+    ):
+        raise _vocabulary_error(
+            "countries.yaml", "top-level keys must be version, names, aliases, extra, regions"
+        )
     for key in ("names", "aliases", "extra", "regions"):
         if not isinstance(data.get(key) or {}, dict):
             raise _vocabulary_error("countries.yaml", f"{key} must be a mapping")
@@ -349,7 +389,11 @@ def load_place_tables(text: str) -> _PlaceTables:
             if value:
                 by_key.setdefault(fold(value), place)
     for code, extra in (data.get("extra") or {}).items():
-        if not isinstance(extra, dict) or set(extra) - {"name", "alpha_3", "aliases"} or "name" not in extra:
+        if (
+            not isinstance(extra, dict)
+            or set(extra) - {"name", "alpha_3", "aliases"}
+            or "name" not in extra
+        ):
             raise _vocabulary_error("countries.yaml", f"extra.{code}: needs name, alpha_3, aliases")
         place = Place("country", extra["name"], code, extra.get("alpha_3"))
         by_code[code] = place
@@ -357,10 +401,14 @@ def load_place_tables(text: str) -> _PlaceTables:
             by_key[fold(str(alias))] = place
     for code in names:
         if code not in by_code:
-            raise _vocabulary_error("countries.yaml", f"names: {code!r} is not an ISO 3166-1 alpha-2 code")
+            raise _vocabulary_error(
+                "countries.yaml", f"names: {code!r} is not an ISO 3166-1 alpha-2 code"
+            )
     for code, aliases in (data.get("aliases") or {}).items():
         if code not in by_code:
-            raise _vocabulary_error("countries.yaml", f"aliases: {code!r} is not an ISO 3166-1 alpha-2 code")
+            raise _vocabulary_error(
+                "countries.yaml", f"aliases: {code!r} is not an ISO 3166-1 alpha-2 code"
+            )
         for alias in aliases or []:
             by_key[fold(str(alias))] = by_code[code]
     for region, aliases in (data.get("regions") or {}).items():
@@ -368,7 +416,9 @@ def load_place_tables(text: str) -> _PlaceTables:
         for alias in [region, *(aliases or [])]:
             key = fold(str(alias))
             if key in by_key and by_key[key].kind == "country":
-                raise _vocabulary_error("countries.yaml", f"region alias {alias!r} is also a country")
+                raise _vocabulary_error(
+                    "countries.yaml", f"region alias {alias!r} is also a country"
+                )
             by_key[key] = place
     return _PlaceTables(str(data["version"]), by_key, by_code)
 
@@ -443,9 +493,15 @@ def normalize_countries(values: list[str]) -> list[str]:
     """Canonical, de-duplicated, order-preserving country list (regions and
     placeholders left out; lists in one value split)."""
     out: list[str] = []
-    for value in dict.fromkeys(values):  # a study lists one country per site: resolve each spelling once
+    for value in dict.fromkeys(
+        values
+    ):  # a study lists one country per site: resolve each spelling once
         places = resolve_places(value)
-        names = [p.name for p in places if p.kind == "country"] if places is not None else [normalize_country(value)]
+        names = (
+            [p.name for p in places if p.kind == "country"]
+            if places is not None
+            else [normalize_country(value)]
+        )
         for c in names:
             if c and c not in out:
                 out.append(c)
@@ -472,7 +528,9 @@ def _study_key(text: str) -> str:
 
 @functools.cache
 def _study_type_table() -> tuple[str, dict[str, str]]:
-    return load_study_types(resources.files("celltrials.data").joinpath("study_types.yaml").read_text("utf-8"))
+    return load_study_types(
+        resources.files("celltrials.data").joinpath("study_types.yaml").read_text("utf-8")
+    )
 
 
 def load_study_types(text: str) -> tuple[str, dict[str, str]]:
@@ -482,19 +540,27 @@ def load_study_types(text: str) -> tuple[str, dict[str, str]]:
     except yaml.YAMLError as exc:
         raise _vocabulary_error("study_types.yaml", f"not valid YAML ({exc})") from None
     if not isinstance(data, dict) or set(data) != {"version", "study_types"}:
-        raise _vocabulary_error("study_types.yaml", "top-level keys must be version and study_types")
+        raise _vocabulary_error(
+            "study_types.yaml", "top-level keys must be version and study_types"
+        )
     table: dict[str, str] = {}
     if not isinstance(data["study_types"], dict):
-        raise _vocabulary_error("study_types.yaml", "study_types must map each study type to a list of spellings")
+        raise _vocabulary_error(
+            "study_types.yaml", "study_types must map each study type to a list of spellings"
+        )
     for canonical, spellings in data["study_types"].items():
         if not isinstance(spellings, list | type(None)):
             raise _vocabulary_error("study_types.yaml", f"{canonical}: spellings must be a list")
         if canonical not in STUDY_TYPES:
-            raise _vocabulary_error("study_types.yaml", f"{canonical!r} is not one of {', '.join(STUDY_TYPES)}")
+            raise _vocabulary_error(
+                "study_types.yaml", f"{canonical!r} is not one of {', '.join(STUDY_TYPES)}"
+            )
         for spelling in [canonical, *(spellings or [])]:
             key = _study_key(str(spelling))
             if table.get(key, canonical) != canonical:
-                raise _vocabulary_error("study_types.yaml", f"{spelling!r} is listed under {table[key]} and {canonical}")
+                raise _vocabulary_error(
+                    "study_types.yaml", f"{spelling!r} is listed under {table[key]} and {canonical}"
+                )
             table[key] = canonical
     return str(data["version"]), table
 
@@ -534,13 +600,18 @@ _MOJIBAKE_CHARS = re.compile("[\u0080-\u024f\u2000-\u22ff]")
 
 @functools.cache
 def _ftfy_config() -> Any:
-    import ftfy
 
     # only undo mis-decoding; leave quotes, widths, ligatures and line breaks alone
     return ftfy.TextFixerConfig(
-        unescape_html=False, remove_terminal_escapes=False, fix_latin_ligatures=False,
-        fix_character_width=False, uncurl_quotes=False, fix_line_breaks=False,
-        remove_control_chars=False, normalization=None, explain=False,
+        unescape_html=False,
+        remove_terminal_escapes=False,
+        fix_latin_ligatures=False,
+        fix_character_width=False,
+        uncurl_quotes=False,
+        fix_line_breaks=False,
+        remove_control_chars=False,
+        normalization=None,
+        explain=False,
     )
 
 
@@ -560,8 +631,12 @@ def repair_text(text: str, *, single_line: bool = True) -> tuple[str, tuple[str,
     collapsed (to one line when ``single_line``)."""
     kinds: list[str] = []
     out = text
-    if ("_x" not in out and "<" not in out and "&" not in out
-            and (out.isascii() or not _MOJIBAKE_CHARS.search(out))):
+    if (
+        "_x" not in out
+        and "<" not in out
+        and "&" not in out
+        and (out.isascii() or not _MOJIBAKE_CHARS.search(out))
+    ):
         return text, ()
     if "_x" in out and _XL_ESCAPE.search(out):
         out = _XL_ESCAPE.sub(lambda m: chr(int(m[1], 16)), out)
@@ -573,8 +648,6 @@ def repair_text(text: str, *, single_line: bool = True) -> tuple[str, tuple[str,
             out = fixed
             kinds.append("html")
     if not out.isascii() and _MOJIBAKE_CHARS.search(out):
-        import ftfy
-
         fixed = ftfy.fix_text(out, _ftfy_config())
         fixed = _MAC_ROMAN.sub(_mac_roman_pair, fixed)
         if fixed != out:
@@ -613,9 +686,15 @@ def normalize_sponsor_class(raw: str | None, name: str = "") -> str:
         return "academic_other"
     if name:
         n = name.lower()
-        if re.search(r"\b(inc|ltd|llc|gmbh|co\.?,? ?ltd|corp|corporation|s\.?a\.?|ag|plc|pharma\w*|biotech\w*|therapeutics|biosciences|biologics|limited|company|bio)\b", n):
+        if re.search(
+            r"\b(inc|ltd|llc|gmbh|co\.?,? ?ltd|corp|corporation|s\.?a\.?|ag|plc|pharma\w*|biotech\w*|therapeutics|biosciences|biologics|limited|company|bio)\b",
+            n,
+        ):
             return "industry"
-        if re.search(r"\b(ministry|national institutes? of health|department of health|government|agency|council)\b", n):
+        if re.search(
+            r"\b(ministry|national institutes? of health|department of health|government|agency|council)\b",
+            n,
+        ):
             return "government"
         return "academic_other"
     return "unknown"

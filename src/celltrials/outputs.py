@@ -20,13 +20,19 @@ from pathlib import Path
 from celltrials.errors import OutputError
 
 _REASONS = {
-    errno.ENOSPC: ("no space left on the device", "Free some disk space or write elsewhere with --out."),
+    errno.ENOSPC: (
+        "no space left on the device",
+        "Free some disk space or write elsewhere with --out.",
+    ),
     errno.EDQUOT: ("disk quota exceeded", "Free some space or write elsewhere with --out."),
     errno.EACCES: ("permission denied", "Choose a folder you can write to."),
     errno.EPERM: ("operation not permitted", "Choose a folder you can write to."),
     errno.EROFS: ("the file system is read-only", "Choose a folder on a writable disk."),
     errno.ENOENT: ("the folder does not exist", "Create the folder first or choose another path."),
-    errno.ENOTDIR: ("a file is in the way of a folder in that path", "Choose a path whose folders are folders."),
+    errno.ENOTDIR: (
+        "a file is in the way of a folder in that path",
+        "Choose a path whose folders are folders.",
+    ),
     errno.EISDIR: ("it is a folder", "Give a file name, not a folder."),
     errno.ENAMETOOLONG: ("the name is too long", "Choose a shorter path."),
     errno.EEXIST: ("a file of that name is in the way", "Choose another path."),
@@ -35,7 +41,9 @@ _REASONS = {
 
 def output_error(exc: OSError, path: str | os.PathLike[str]) -> OutputError:
     """An :class:`OutputError` naming ``path`` and the reason for an OS error."""
-    reason, hint = _REASONS.get(exc.errno or 0, (exc.strerror or str(exc), "Choose a writable location with --out."))
+    reason, hint = _REASONS.get(
+        exc.errno or 0, (exc.strerror or str(exc), "Choose a writable location with --out.")
+    )
     return OutputError(f"cannot write {path}: {reason}", path=str(path), hint=hint)
 
 
@@ -43,15 +51,21 @@ def ensure_dir(path: str | os.PathLike[str]) -> Path:
     """Create folder ``path`` (and parents) or raise a clear :class:`OutputError`."""
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise OutputError(f"cannot write into {p}: it is a file, not a folder", path=str(p),
-                          hint="Choose a folder name that is not an existing file.")
+        raise OutputError(
+            f"cannot write into {p}: it is a file, not a folder",
+            path=str(p),
+            hint="Choose a folder name that is not an existing file.",
+        )
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise output_error(exc, p) from None
     if not os.access(p, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write into {p}: permission denied", path=str(p),
-                          hint="Choose a folder you can write to.")
+        raise OutputError(
+            f"cannot write into {p}: permission denied",
+            path=str(p),
+            hint="Choose a folder you can write to.",
+        )
     return p
 
 
@@ -60,10 +74,15 @@ def check_output_file(path: str | os.PathLike[str], *, force: bool = False) -> P
     missing parent folder; refuse a folder in place of the file."""
     p = Path(path)
     if p.is_dir():
-        raise OutputError(f"cannot write {p}: it is a folder", path=str(p), hint="Give a file name, not a folder.")
+        raise OutputError(
+            f"cannot write {p}: it is a folder", path=str(p), hint="Give a file name, not a folder."
+        )
     if p.exists() and not force:
-        raise OutputError(f"{p} already exists; not overwritten", path=str(p),
-                          hint="Pass --force to overwrite it, or choose another output name.")
+        raise OutputError(
+            f"{p} already exists; not overwritten",
+            path=str(p),
+            hint="Pass --force to overwrite it, or choose another output name.",
+        )
     ensure_dir(p.parent if str(p.parent) else Path("."))
     return p
 
@@ -89,7 +108,9 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) 
             raise output_error(exc, p) from None
         return p
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp" + p.suffix, dir=p.parent if str(p.parent) else ".")
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{p.name}.", suffix=".tmp" + p.suffix, dir=p.parent if str(p.parent) else "."
+        )
     except OSError as exc:
         raise output_error(exc, p) from None
     os.close(fd)

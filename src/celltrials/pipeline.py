@@ -58,15 +58,34 @@ def run_pipeline(
         result.ingest = ingest_paths(store, paths, skip_bad=skip_bad, progress=progress)
     else:
         step("fetch")
-        result.steps["fetch"] = sync.fetch_preset(store, "cell-therapy", base_url=base_url, progress=progress)
+        result.steps["fetch"] = sync.fetch_preset(
+            store, "cell-therapy", base_url=base_url, progress=progress
+        )
     step("classify")
     summary = classify_store(store, only_changed=True, progress=progress)
-    result.steps["classify"] = {k: summary[k] for k in ("trials", "classified", "skipped_unchanged", "cell_therapy_trials", "taxonomy_version") if k in summary}
+    result.steps["classify"] = {
+        k: summary[k]
+        for k in (
+            "trials",
+            "classified",
+            "skipped_unchanged",
+            "cell_therapy_trials",
+            "taxonomy_version",
+        )
+        if k in summary
+    }
     step("link products")
     links = link_products(store)
-    result.steps["products"] = {"links": len(links), "trials": int(links["trial_id"].nunique()) if len(links) else 0}
+    result.steps["products"] = {
+        "links": len(links),
+        "trials": int(links["trial_id"].nunique()) if len(links) else 0,
+    }
     step("report")
     report = build_report(store, out_dir, filters, progress=progress)
-    result.steps["report"] = {"trials": report.n_trials, "figures": len(report.figures), "tables": len(report.tables)}
+    result.steps["report"] = {
+        "trials": report.n_trials,
+        "figures": len(report.figures),
+        "tables": len(report.tables),
+    }
     result.report_path = report.html
     return result

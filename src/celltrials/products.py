@@ -29,7 +29,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from celltrials.errors import TaxonomyError
+from celltrials.errors import ConfigError, TaxonomyError
+from celltrials.normalize import PHASES
 from celltrials.store import SCHEMA_PRODUCTS, Store
 
 COLUMNS: tuple[str, ...] = (
@@ -273,12 +274,16 @@ def check_catalog(df: pd.DataFrame, meta: CatalogMeta | None = None) -> list[Fin
 SUBSTANCE_FIXED: tuple[str, ...] = ("cell_type", "msc_source", "gene_modified")
 
 
-def _substance_findings(df: pd.DataFrame, skip: set[int | None] | frozenset[int] = frozenset()) -> list[Finding]:
+def _substance_findings(
+    df: pd.DataFrame, skip: set[int | None] | frozenset[int] = frozenset()
+) -> list[Finding]:
     """A product name has one substance; a substance has one cell type, MSC
     source and gene-modified flag (its approvals differ only by regulator,
     brand, date and status)."""
     findings: list[Finding] = []
-    recs: list[dict[str, str]] = [{str(k): str(v) for k, v in r.items()} for r in df.to_dict("records")]
+    recs: list[dict[str, str]] = [
+        {str(k): str(v) for k, v in r.items()} for r in df.to_dict("records")
+    ]
     first_sub: dict[str, tuple[str, int]] = {}
     first_row: dict[str, tuple[dict[str, str], int]] = {}
     for pos, rec in enumerate(recs):
@@ -288,13 +293,26 @@ def _substance_findings(df: pd.DataFrame, skip: set[int | None] | frozenset[int]
             continue
         seen = first_sub.setdefault(product.casefold(), (sub, line))
         if seen[0] != sub:
-            findings.append(Finding(line, product, "substance", f"{sub!r} differs from {seen[0]!r} "
-                                    f"on line {seen[1]} for the same product"))
+            findings.append(
+                Finding(
+                    line,
+                    product,
+                    "substance",
+                    f"{sub!r} differs from {seen[0]!r} on line {seen[1]} for the same product",
+                )
+            )
         base, base_line = first_row.setdefault(sub.casefold(), (rec, line))
         for col in SUBSTANCE_FIXED:
             if rec[col].strip() != base[col].strip():
-                findings.append(Finding(line, product, col, f"{rec[col].strip()!r} differs from "
-                                        f"{base[col].strip()!r} on line {base_line} (same substance {sub!r})"))
+                findings.append(
+                    Finding(
+                        line,
+                        product,
+                        col,
+                        f"{rec[col].strip()!r} differs from "
+                        f"{base[col].strip()!r} on line {base_line} (same substance {sub!r})",
+                    )
+                )
     return findings
 
 
@@ -593,8 +611,6 @@ LINK_FIELDS: tuple[str, ...] = (
 )
 
 
-
-
 def trial_texts(store: Store) -> pd.DataFrame:
     """Long table (trial_id, field, text) of the store's texts that :func:`link_products` searches."""
     return store.query(
@@ -745,8 +761,16 @@ def substances(catalog: pd.DataFrame | None = None) -> pd.DataFrame:
                 "status": _join(g["status"]),
             }
         )
-    cols = ["substance", "products", "cell_type", "msc_source", "regulators", "n_approvals",
-            "first_approval", "status"]
+    cols = [
+        "substance",
+        "products",
+        "cell_type",
+        "msc_source",
+        "regulators",
+        "n_approvals",
+        "first_approval",
+        "status",
+    ]
     return pd.DataFrame(out, columns=cols)
 
 
@@ -773,7 +797,6 @@ def product_trials(store: Store, product: str) -> pd.DataFrame:
     Columns: trial_id, title, phase, status, start_date, registration_date,
     fields (where the product was named), aliases.
     """
-    from celltrials.normalize import PHASES
 
     df = store.query(
         """
@@ -829,7 +852,6 @@ def product_detail(store: Store, name: str, *, relink: bool = True) -> dict[str,
     "by_phase": {phase: n}}``; trials are ordered by phase then start date.
     Raises :class:`~celltrials.errors.ConfigError` for an unknown name.
     """
-    from celltrials.errors import ConfigError
 
     catalog = load_catalog()
     product = resolve_product(name, catalog)

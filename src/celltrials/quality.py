@@ -31,6 +31,7 @@ import yaml
 
 from celltrials.errors import StoreError, TaxonomyError
 from celltrials.normalize import (
+    _study_type_table,
     countries_version,
     parse_date_lenient,
     phase_lookup,
@@ -144,7 +145,9 @@ class CheckReport:
         per_field: dict[str, dict[str, int]] = {}
         for s in self.sources:
             for f in s.fields:
-                agg = per_field.setdefault(f.field, {"n_values": 0, "n_mapped": 0, "n_reviewed": 0, "n_unmapped": 0})
+                agg = per_field.setdefault(
+                    f.field, {"n_values": 0, "n_mapped": 0, "n_reviewed": 0, "n_unmapped": 0}
+                )
                 agg["n_values"] += f.n_values
                 agg["n_mapped"] += f.n_mapped
                 agg["n_reviewed"] += f.n_reviewed
@@ -153,16 +156,24 @@ class CheckReport:
         for s in self.sources:
             for r in s.repairs:
                 repairs[r.kind] += r.count
-        return {"n_records": self.n_records, "n_unmapped": self.n_unmapped, "n_reviewed": self.n_reviewed,
-                "n_repairs": self.n_repairs, "repairs_by_kind": dict(sorted(repairs.items())),
-                "fields": per_field, "ok": self.ok}
+        return {
+            "n_records": self.n_records,
+            "n_unmapped": self.n_unmapped,
+            "n_reviewed": self.n_reviewed,
+            "n_repairs": self.n_repairs,
+            "repairs_by_kind": dict(sorted(repairs.items())),
+            "fields": per_field,
+            "ok": self.ok,
+        }
 
 
 # --------------------------------------------------------------- reviewed list
 @functools.cache
 def reviewed_unmappable() -> dict[tuple[str, str], str]:
     """(field, raw value) → reason, from ``data/unmappable.yaml``."""
-    return load_unmappable(resources.files("celltrials.data").joinpath("unmappable.yaml").read_text("utf-8"))
+    return load_unmappable(
+        resources.files("celltrials.data").joinpath("unmappable.yaml").read_text("utf-8")
+    )
 
 
 def load_unmappable(text: str) -> dict[tuple[str, str], str]:
@@ -171,18 +182,33 @@ def load_unmappable(text: str) -> dict[tuple[str, str], str]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise TaxonomyError(f"celltrials/data/unmappable.yaml: not valid YAML ({exc})", hint="Fix the file.") from None
+        raise TaxonomyError(
+            f"celltrials/data/unmappable.yaml: not valid YAML ({exc})", hint="Fix the file."
+        ) from None
     where = "celltrials/data/unmappable.yaml"
-    if not isinstance(data, dict) or set(data) != {"version", "values"} or not isinstance(data["values"], list):
-        raise TaxonomyError(f"{where}: top-level keys must be version and values (a list)", hint="Fix the file.")
+    if (
+        not isinstance(data, dict)
+        or set(data) != {"version", "values"}
+        or not isinstance(data["values"], list)
+    ):
+        raise TaxonomyError(
+            f"{where}: top-level keys must be version and values (a list)", hint="Fix the file."
+        )
     out: dict[tuple[str, str], str] = {}
     for i, entry in enumerate(data["values"], start=1):
         if not isinstance(entry, dict) or set(entry) != {"field", "raw", "reason"}:
-            raise TaxonomyError(f"{where}: entry {i} needs exactly field, raw, reason", hint="Fix the file.")
+            raise TaxonomyError(
+                f"{where}: entry {i} needs exactly field, raw, reason", hint="Fix the file."
+            )
         if entry["field"] not in CHECKED_FIELDS:
-            raise TaxonomyError(f"{where}: entry {i}: field must be one of {', '.join(CHECKED_FIELDS)}", hint="Fix the file.")
+            raise TaxonomyError(
+                f"{where}: entry {i}: field must be one of {', '.join(CHECKED_FIELDS)}",
+                hint="Fix the file.",
+            )
         if not str(entry["reason"]).strip():
-            raise TaxonomyError(f"{where}: entry {i}: a reviewed value needs a reason", hint="Fix the file.")
+            raise TaxonomyError(
+                f"{where}: entry {i}: a reviewed value needs a reason", hint="Fix the file."
+            )
         out[(entry["field"], str(entry["raw"]))] = str(entry["reason"])
     return out
 
@@ -201,35 +227,55 @@ def coverage_windows(store: Store | duckdb.DuckDBPyConnection) -> list[CoverageW
     """Per ingested source file: its registries, record count, first/last
     registration, start and registry-update dates, export stamp and
     snapshot date (see :class:`CoverageWindow`). Sorted by source."""
-    rows = _con(store).execute("""
+    rows = (
+        _con(store)
+        .execute("""
         SELECT source, any_value(source_format) AS format,
                list(DISTINCT registry ORDER BY registry) AS registries, count(*) AS n,
                min(registration_date), max(registration_date), min(start_date), max(start_date),
                min(last_update), max(last_update),
                list(DISTINCT raw->>'$.export_date') FILTER (WHERE raw->>'$.export_date' IS NOT NULL) AS exports
-        FROM records GROUP BY source ORDER BY source""").fetchall()
+        FROM records GROUP BY source ORDER BY source""")
+        .fetchall()
+    )
     out: list[CoverageWindow] = []
     for r in rows:
         exports = [d.value for d in (parse_date_lenient(x) for x in r[10] or []) if d]
         export_date = max(exports) if exports else None
         candidates = [d for d in (export_date, r[9]) if d is not None]
-        out.append(CoverageWindow(
-            source=r[0], format=r[1], registries=[x for x in r[2] if x], n_records=int(r[3]),
-            registration_first=r[4], registration_last=r[5], start_first=r[6], start_last=r[7],
-            last_update_first=r[8], last_update_last=r[9], export_date=export_date,
-            snapshot_date=max(candidates) if candidates else None,
-        ))
+        out.append(
+            CoverageWindow(
+                source=r[0],
+                format=r[1],
+                registries=[x for x in r[2] if x],
+                n_records=int(r[3]),
+                registration_first=r[4],
+                registration_last=r[5],
+                start_first=r[6],
+                start_last=r[7],
+                last_update_first=r[8],
+                last_update_last=r[9],
+                export_date=export_date,
+                snapshot_date=max(candidates) if candidates else None,
+            )
+        )
     return out
 
 
 def _require_raw_columns(con: duckdb.DuckDBPyConnection) -> None:
-    cols = {r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'records'").fetchall()}
+    cols = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'records'"
+        ).fetchall()
+    }
     if "study_type_raw" not in cols:
-        raise StoreError("the store predates the data-quality audit (no raw values beside canonical ones)",
-                         hint="Open it for writing once (e.g. `celltrials ingest` of any file) to upgrade it; "
-                              "records ingested before keep their old normalisation, so re-ingest the "
-                              "sources into a new store for a full audit.")
+        raise StoreError(
+            "the store predates the data-quality audit (no raw values beside canonical ones)",
+            hint="Open it for writing once (e.g. `celltrials ingest` of any file) to upgrade it; "
+            "records ingested before keep their old normalisation, so re-ingest the "
+            "sources into a new store for a full audit.",
+        )
 
 
 def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
@@ -264,11 +310,42 @@ def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
         return tallies.setdefault((source, name), _Tally(name))
 
     lookups: dict[str, Callable[[str | None], str | None]] = {
-        "study_type": study_type_lookup, "phase": phase_lookup, "status": status_lookup}
-    for (source, fmt, rid, st_raw, st, ph_raw, ph, stat_raw, stat, no_start, no_reg, no_upd, no_ids,
-         sp_raw, sp_key, no_place) in scalar:
-        s = info.setdefault(source, {"format": fmt, "n": 0, "no_start": 0, "no_reg": 0, "no_upd": 0,
-                                     "no_any": 0, "no_ids": 0, "sp_raw": set(), "sp_key": set()})
+        "study_type": study_type_lookup,
+        "phase": phase_lookup,
+        "status": status_lookup,
+    }
+    for (
+        source,
+        fmt,
+        rid,
+        st_raw,
+        st,
+        ph_raw,
+        ph,
+        stat_raw,
+        stat,
+        no_start,
+        no_reg,
+        no_upd,
+        no_ids,
+        sp_raw,
+        sp_key,
+        no_place,
+    ) in scalar:
+        s = info.setdefault(
+            source,
+            {
+                "format": fmt,
+                "n": 0,
+                "no_start": 0,
+                "no_reg": 0,
+                "no_upd": 0,
+                "no_any": 0,
+                "no_ids": 0,
+                "sp_raw": set(),
+                "sp_key": set(),
+            },
+        )
         s["n"] += 1
         s["no_start"] += bool(no_start)
         s["no_reg"] += bool(no_reg)
@@ -278,13 +355,23 @@ def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
         if sp_raw:
             s["sp_raw"].add(sp_raw)
             s["sp_key"].add(sp_key)
-        for name, raw, stored in (("study_type", st_raw, st), ("phase", ph_raw, ph), ("status", stat_raw, stat)):
+        for name, raw, stored in (
+            ("study_type", st_raw, st),
+            ("phase", ph_raw, ph),
+            ("status", stat_raw, stat),
+        ):
             t = tally(source, name)
             if raw is None or not str(raw).strip():
                 t.missing += 1
                 continue
             mapped = lookups[name](raw)
-            t.add(raw, rid, mapped is not None, (name, raw) in reviewed, stale=mapped is not None and mapped != stored)
+            t.add(
+                raw,
+                rid,
+                mapped is not None,
+                (name, raw) in reviewed,
+                stale=mapped is not None and mapped != stored,
+            )
         if no_place:
             tally(source, "country").missing += 1
     for source, rid, raw, canonical, iso2, kind in places:
@@ -292,7 +379,13 @@ def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
         raw_text = raw if raw is not None else canonical
         if raw_text is None:
             continue
-        t.add(raw_text, rid, kind == "region" or iso2 is not None, ("country", raw_text) in reviewed, stale=False)
+        t.add(
+            raw_text,
+            rid,
+            kind == "region" or iso2 is not None,
+            ("country", raw_text) in reviewed,
+            stale=False,
+        )
 
     repair_rows: dict[str, list[RepairCount]] = {}
     for source, fld, kind, n, example in repairs:
@@ -301,15 +394,27 @@ def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
     sources: list[SourceQuality] = []
     for source in sorted(info):
         s = info[source]
-        fields = [tallies.get((source, name), _Tally(name)).result(reviewed) for name in CHECKED_FIELDS]
-        sources.append(SourceQuality(
-            source=source, format=s["format"], n_records=s["n"], fields=fields,
-            repairs=repair_rows.get(source, []), coverage=windows[source],
-            n_without_start_date=s["no_start"], n_without_registration_date=s["no_reg"],
-            n_without_last_update=s["no_upd"], n_without_any_date=s["no_any"], n_without_ids=s["no_ids"],
-            n_sponsor_spellings=len(s["sp_raw"]), n_sponsors=len(s["sp_key"]),
-            **_implausible_starts(con, source, windows[source].snapshot_date),
-        ))
+        fields = [
+            tallies.get((source, name), _Tally(name)).result(reviewed) for name in CHECKED_FIELDS
+        ]
+        sources.append(
+            SourceQuality(
+                source=source,
+                format=s["format"],
+                n_records=s["n"],
+                fields=fields,
+                repairs=repair_rows.get(source, []),
+                coverage=windows[source],
+                n_without_start_date=s["no_start"],
+                n_without_registration_date=s["no_reg"],
+                n_without_last_update=s["no_upd"],
+                n_without_any_date=s["no_any"],
+                n_without_ids=s["no_ids"],
+                n_sponsor_spellings=len(s["sp_raw"]),
+                n_sponsors=len(s["sp_key"]),
+                **_implausible_starts(con, source, windows[source].snapshot_date),
+            )
+        )
     return CheckReport(
         vocabulary_versions=_versions(),
         n_records=sum(s.n_records for s in sources),
@@ -321,11 +426,16 @@ def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
     )
 
 
-def _implausible_starts(con: duckdb.DuckDBPyConnection, source: str, snapshot: date | None) -> dict[str, Any]:
+def _implausible_starts(
+    con: duckdb.DuckDBPyConnection, source: str, snapshot: date | None
+) -> dict[str, Any]:
     limit = date(snapshot.year + 10, 12, 31) if snapshot else date(2100, 1, 1)
-    row = con.execute("""
+    row = con.execute(
+        """
         SELECT count(*), min(record_id) FROM records
-        WHERE source = ? AND (start_date > ? OR start_date < DATE '1900-01-01')""", [source, limit]).fetchone()
+        WHERE source = ? AND (start_date > ? OR start_date < DATE '1900-01-01')""",
+        [source, limit],
+    ).fetchone()
     n = int(row[0]) if row else 0
     return {"n_start_implausible": n, "example_start_implausible": row[1] if row and n else None}
 
@@ -342,7 +452,9 @@ class _Tally:
         self.good_reviewed: Counter[str] = Counter()
         self.example: dict[str, str] = {}
 
-    def add(self, raw: str, record_id: str, mapped: bool, is_reviewed: bool, *, stale: bool) -> None:
+    def add(
+        self, raw: str, record_id: str, mapped: bool, is_reviewed: bool, *, stale: bool
+    ) -> None:
         self.values += 1
         self.raw.add(raw)
         self.stale += stale
@@ -354,22 +466,37 @@ class _Tally:
 
     def result(self, reviewed: dict[tuple[str, str], str]) -> FieldQuality:
         def listing(counter: Counter[str], with_reason: bool) -> list[UnmappedValue]:
-            return [UnmappedValue(raw, n, self.example[raw], reviewed.get((self.name, raw), "") if with_reason else "")
-                    for raw, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
+            return [
+                UnmappedValue(
+                    raw,
+                    n,
+                    self.example[raw],
+                    reviewed.get((self.name, raw), "") if with_reason else "",
+                )
+                for raw, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+            ]
 
         return FieldQuality(
-            field=self.name, n_values=self.values, n_mapped=self.mapped,
-            n_reviewed=sum(self.good_reviewed.values()), n_unmapped=sum(self.bad.values()),
-            n_missing=self.missing, n_stale=self.stale, n_distinct_raw=len(self.raw),
-            unmapped=listing(self.bad, False), reviewed=listing(self.good_reviewed, True),
+            field=self.name,
+            n_values=self.values,
+            n_mapped=self.mapped,
+            n_reviewed=sum(self.good_reviewed.values()),
+            n_unmapped=sum(self.bad.values()),
+            n_missing=self.missing,
+            n_stale=self.stale,
+            n_distinct_raw=len(self.raw),
+            unmapped=listing(self.bad, False),
+            reviewed=listing(self.good_reviewed, True),
         )
 
 
 def _versions() -> dict[str, str]:
-    from celltrials.normalize import _study_type_table
 
-    return {"countries": countries_version(), "study_types": _study_type_table()[0],
-            "unmappable": unmappable_version()}
+    return {
+        "countries": countries_version(),
+        "study_types": _study_type_table()[0],
+        "unmappable": unmappable_version(),
+    }
 
 
 def _plain(obj: Any) -> Any:

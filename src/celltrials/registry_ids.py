@@ -19,7 +19,10 @@ from celltrials.models import RegistryId
 # to the record of a trial's sites in third countries.
 _PATTERNS: list[tuple[str, str]] = [
     ("ctgov", r"NCT\d{8}"),
-    ("euctr", r"(?:EUCTR|EudraCT(?:\s*(?:Number|No\.?|number))?[:\s]*)?\d{4}-\d{6}-\d{2}(?:-\d{2})?(?:-(?:[A-Z]{2,3}|3RD))?"),
+    (
+        "euctr",
+        r"(?:EUCTR|EudraCT(?:\s*(?:Number|No\.?|number))?[:\s]*)?\d{4}-\d{6}-\d{2}(?:-\d{2})?(?:-(?:[A-Z]{2,3}|3RD))?",
+    ),
     ("chictr", r"ChiCTR-?[A-Za-z]{0,4}-?\d{6,12}"),
     ("isrctn", r"ISRCTN\d{8}"),
     ("anzctr", r"ACTRN\d{14}"),
@@ -39,7 +42,10 @@ _PATTERNS: list[tuple[str, str]] = [
 ]
 
 _COMBINED = re.compile(
-    "|".join(f"(?P<{name}_{i}>(?<![A-Za-z0-9]){pat}(?![A-Za-z0-9]))" for i, (name, pat) in enumerate(_PATTERNS)),
+    "|".join(
+        f"(?P<{name}_{i}>(?<![A-Za-z0-9]){pat}(?![A-Za-z0-9]))"
+        for i, (name, pat) in enumerate(_PATTERNS)
+    ),
     re.IGNORECASE,
 )
 _EU_CORE = re.compile(r"(\d{4}-\d{6}-\d{2})")
@@ -120,5 +126,7 @@ def registry_of(record_id: str) -> str:
 def trial_id_for(record_id: str) -> str:
     """The id a merged trial is named by: the record id, except that EU-CTR's
     member-state suffix is dropped (one EudraCT number is one trial)."""
-    m = re.fullmatch(r"(EUCTR\d{4}-\d{6}-\d{2})-(?:[A-Z]{2,3}|3RD)", record_id.strip(), re.IGNORECASE)
+    m = re.fullmatch(
+        r"(EUCTR\d{4}-\d{6}-\d{2})-(?:[A-Z]{2,3}|3RD)", record_id.strip(), re.IGNORECASE
+    )
     return m.group(1).upper() if m else record_id.strip()

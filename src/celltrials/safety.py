@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd
+from rich.markup import escape
 
 #: first characters that make a spreadsheet cell a formula (OWASP), plus full-width forms
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
@@ -107,12 +108,18 @@ def terminal_safe(value: object) -> str:
 def escape_markup(value: object) -> str:
     """Text for rich's console: ``[...]`` shown literally, never parsed as
     markup, and no terminal control characters."""
-    from rich.markup import escape
 
     return escape(terminal_safe(value))
 
 
 __all__ = [
-    "FORMULA_PREFIXES", "escape_markup", "is_formula_like", "safe_cell", "safe_frame", "safe_row",
-    "safe_url", "safe_xlsx_cell", "terminal_safe",
+    "FORMULA_PREFIXES",
+    "escape_markup",
+    "is_formula_like",
+    "safe_cell",
+    "safe_frame",
+    "safe_row",
+    "safe_url",
+    "safe_xlsx_cell",
+    "terminal_safe",
 ]

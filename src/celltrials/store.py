@@ -46,9 +46,11 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from celltrials.dedup import group_records
 from celltrials.errors import StoreError
 from celltrials.models import ParsedRecord
 from celltrials.normalize import finish_record
+from celltrials.registry_ids import canonical_id, trial_id_for
 from celltrials.sources import FORMATS, volatile_fields
 from celltrials.sources.base import content_hash
 
@@ -176,8 +178,6 @@ def _v5(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA_V5)
 
 
-
-
 def _v6_ingest_file_stat(con: duckdb.DuckDBPyConnection) -> None:
     # size and modification time of an ingested file: unchanged files are skipped without re-hashing
     con.execute("ALTER TABLE ingests ADD COLUMN IF NOT EXISTS source_size BIGINT")
@@ -273,13 +273,17 @@ class Store:
     def open(cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
         db = str(path or os.environ.get("CELLTRIALS_DB") or DEFAULT_DB)
         if read_only and db != ":memory:" and not Path(db).exists():
-            raise StoreError(f"no store at {db}", hint="Run `celltrials ingest PATH` first, or pass --db.")
+            raise StoreError(
+                f"no store at {db}", hint="Run `celltrials ingest PATH` first, or pass --db."
+            )
         if not read_only and db != ":memory:" and not Path(db).parent.is_dir():
             try:
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(f"cannot create the folder for store {db}: {exc.strerror}",
-                                 hint="Pass --db a path in a folder you can write to.") from None
+                raise StoreError(
+                    f"cannot create the folder for store {db}: {exc.strerror}",
+                    hint="Pass --db a path in a folder you can write to.",
+                ) from None
         con = _connect(db, read_only)
         store = cls(con, db)
         if not read_only:
@@ -304,7 +308,9 @@ class Store:
         return int(row[0] or 0) if row else 0
 
     def migrate(self) -> None:
-        self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
+        )
         done = {r[0] for r in self.con.execute("SELECT version FROM schema_version").fetchall()}
         newest = max(_MIGRATIONS)
         if done and max(done) > newest:
@@ -318,7 +324,9 @@ class Store:
             m = _MIGRATIONS[version]
             with self.transaction():
                 m.apply(self.con)
-                self.con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [version, m.name, _now()])
+                self.con.execute(
+                    "INSERT INTO schema_version VALUES (?, ?, ?)", [version, m.name, _now()]
+                )
 
     # ------------------------------------------------------------ transactions
     @contextlib.contextmanager
@@ -350,8 +358,15 @@ class Store:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
     # ----------------------------------------------------------------- writing
-    def begin_ingest(self, source: str, fmt: str, sha256: str | None = None, *,
-                     size: int | None = None, mtime_ns: int | None = None) -> int:
+    def begin_ingest(
+        self,
+        source: str,
+        fmt: str,
+        sha256: str | None = None,
+        *,
+        size: int | None = None,
+        mtime_ns: int | None = None,
+    ) -> int:
         row = self.con.execute("SELECT nextval('ingest_seq')").fetchone()
         assert row is not None
         ingest_id = int(row[0])
@@ -370,30 +385,54 @@ class Store:
             keys = "SELECT record_key FROM records WHERE ingest_id IN (SELECT unnest(?::INTEGER[]))"
             for table in _CHILD_COLUMNS:
                 self.con.execute(f"DELETE FROM {table} WHERE record_key IN ({keys})", [ingest_ids])
-            self.con.execute("DELETE FROM records WHERE ingest_id IN (SELECT unnest(?::INTEGER[]))", [ingest_ids])
-            self.con.execute("DELETE FROM ingests WHERE ingest_id IN (SELECT unnest(?::INTEGER[]))", [ingest_ids])
+            self.con.execute(
+                "DELETE FROM records WHERE ingest_id IN (SELECT unnest(?::INTEGER[]))", [ingest_ids]
+            )
+            self.con.execute(
+                "DELETE FROM ingests WHERE ingest_id IN (SELECT unnest(?::INTEGER[]))", [ingest_ids]
+            )
 
     def discard_unfinished_ingests(self) -> list[int]:
         """Delete the records of file ingests that were being staged when their
         process died (an ingest row without ``finished_at``); returns their ids."""
-        ids = [int(r[0]) for r in self.con.execute(
-            "SELECT ingest_id FROM ingests WHERE finished_at IS NULL").fetchall()]
+        ids = [
+            int(r[0])
+            for r in self.con.execute(
+                "SELECT ingest_id FROM ingests WHERE finished_at IS NULL"
+            ).fetchall()
+        ]
         self.discard_ingests(ids)
         return ids
 
     def new_ingest_ids(self, n: int) -> list[int]:
         """``n`` fresh ingest ids (for :meth:`record_ingests`)."""
-        return [int(r[0]) for r in self.con.execute("SELECT nextval('ingest_seq') FROM range(?)", [n]).fetchall()]
+        return [
+            int(r[0])
+            for r in self.con.execute("SELECT nextval('ingest_seq') FROM range(?)", [n]).fetchall()
+        ]
 
-    def record_ingests(self, rows: list[tuple[int, str, str, str, int, int, int, int, int]]) -> None:
+    def record_ingests(
+        self, rows: list[tuple[int, str, str, str, int, int, int, int, int]]
+    ) -> None:
         """Finished ingests of several files at once: (ingest_id, source, format,
         sha256, size, mtime_ns, n_records, n_new, n_bad)."""
         now = _now()
-        cols = ["ingest_id", "source", "format", "source_sha256", "source_size", "source_mtime_ns",
-                "n_records", "n_new", "n_bad"]
-        table = pa.table({c: [r[k] for r in rows] for k, c in enumerate(cols)}).append_column(
-            "started_at", pa.array([now] * len(rows), pa.timestamp("us"))).append_column(
-            "finished_at", pa.array([now] * len(rows), pa.timestamp("us")))
+        cols = [
+            "ingest_id",
+            "source",
+            "format",
+            "source_sha256",
+            "source_size",
+            "source_mtime_ns",
+            "n_records",
+            "n_new",
+            "n_bad",
+        ]
+        table = (
+            pa.table({c: [r[k] for r in rows] for k, c in enumerate(cols)})
+            .append_column("started_at", pa.array([now] * len(rows), pa.timestamp("us")))
+            .append_column("finished_at", pa.array([now] * len(rows), pa.timestamp("us")))
+        )
         self.con.register("_ingests", table)
         try:
             self.con.execute("INSERT INTO ingests BY NAME SELECT * FROM _ingests")
@@ -406,8 +445,14 @@ class Store:
             [_now(), result.n_records, result.n_new, n_bad, ingest_id],
         )
 
-    def add_records(self, records: Iterable[ParsedRecord], *, source: str, ingest_id: int | None = None,
-                    merge: bool = True) -> AddResult:
+    def add_records(
+        self,
+        records: Iterable[ParsedRecord],
+        *,
+        source: str,
+        ingest_id: int | None = None,
+        merge: bool = True,
+    ) -> AddResult:
         """Store record versions not seen before, mark the current versions
         and re-merge the trials they reach.
 
@@ -421,9 +466,17 @@ class Store:
             result = AddResult(n_records=len(items), n_new=sum(flags))
             result.n_unchanged = result.n_records - result.n_new
             if merge and result.n_new:
-                touched = {(it[0].channel, it[0].record_id) for it, new in zip(items, flags, strict=True) if new}
-                self.con.register("_touched_in", pa.table({"channel": [t[0] for t in touched],
-                                                           "record_id": [t[1] for t in touched]}))
+                touched = {
+                    (it[0].channel, it[0].record_id)
+                    for it, new in zip(items, flags, strict=True)
+                    if new
+                }
+                self.con.register(
+                    "_touched_in",
+                    pa.table(
+                        {"channel": [t[0] for t in touched], "record_id": [t[1] for t in touched]}
+                    ),
+                )
                 try:
                     self._settle_touched("SELECT channel, record_id FROM _touched_in", [])
                 finally:
@@ -443,8 +496,10 @@ class Store:
         records these ingests added (inside the caller's transaction)."""
         if ingest_ids:
             with self.transaction():
-                self._settle_touched("SELECT DISTINCT channel, record_id FROM records WHERE ingest_id IN (SELECT unnest(?))",
-                                     [ingest_ids])
+                self._settle_touched(
+                    "SELECT DISTINCT channel, record_id FROM records WHERE ingest_id IN (SELECT unnest(?))",
+                    [ingest_ids],
+                )
 
     def _settle_touched(self, touched_sql: str, params: list[Any]) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE _touched AS {touched_sql}", params)
@@ -462,10 +517,17 @@ class Store:
         keyed: dict[str, int] = {}  # record_key -> item index
         for n, (rec, _, digest, _, _) in enumerate(items):
             keyed.setdefault(record_key(rec, digest), n)
-        existing = {r[0] for r in self.con.execute(
-            "SELECT record_key FROM records WHERE record_key IN (SELECT unnest(?))", [list(keyed)]).fetchall()}
+        existing = {
+            r[0]
+            for r in self.con.execute(
+                "SELECT record_key FROM records WHERE record_key IN (SELECT unnest(?))",
+                [list(keyed)],
+            ).fetchall()
+        }
         cols: dict[str, list[Any]] = {c: [] for c in _RECORD_COLUMNS}
-        child: dict[str, dict[str, list[Any]]] = {t: {c: [] for c in cs} for t, cs in _CHILD_COLUMNS.items()}
+        child: dict[str, dict[str, list[Any]]] = {
+            t: {c: [] for c in cs} for t, cs in _CHILD_COLUMNS.items()
+        }
         for key, n in keyed.items():
             if key in existing:
                 continue
@@ -541,7 +603,9 @@ class Store:
                 SELECT i.record_key, i.id_key FROM record_ids i
                 WHERE i.record_key IN (SELECT record_key FROM records
                                        WHERE is_current AND record_key IN (SELECT record_key FROM _affected))""").fetchall()
-            self.con.execute("DELETE FROM trial_records WHERE trial_id IN (SELECT trial_id FROM _affected WHERE trial_id IS NOT NULL)")
+            self.con.execute(
+                "DELETE FROM trial_records WHERE trial_id IN (SELECT trial_id FROM _affected WHERE trial_id IS NOT NULL)"
+            )
             self._write_trials(recs, ids)
         finally:
             self.con.execute("DROP TABLE IF EXISTS _affected")
@@ -558,15 +622,19 @@ class Store:
         self._write_trials(recs, ids)
 
     def _write_trials(self, recs: list[Any], ids: list[Any]) -> None:
-        from celltrials.dedup import group_records
 
         rows = group_records(recs, ids)
         if rows:
-            self._append("trial_records", {
-                "trial_id": [r[0] for r in rows], "record_key": [r[1] for r in rows],
-                "is_primary": [r[2] for r in rows], "n_records": [r[3] for r in rows],
-                "merge_reason": [r[4] for r in rows],
-            })
+            self._append(
+                "trial_records",
+                {
+                    "trial_id": [r[0] for r in rows],
+                    "record_key": [r[1] for r in rows],
+                    "is_primary": [r[2] for r in rows],
+                    "n_records": [r[3] for r in rows],
+                    "merge_reason": [r[4] for r in rows],
+                },
+            )
 
     # ----------------------------------------------------------------- reading
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
@@ -578,45 +646,71 @@ class Store:
         cols = self._label_columns()
         if cols:
             picked = ", ".join(f'l."{c}"' for c in cols)
-            return self.query(f"SELECT t.*, {picked} FROM trials t LEFT JOIN labels l USING (trial_id) ORDER BY trial_id")
+            return self.query(
+                f"SELECT t.*, {picked} FROM trials t LEFT JOIN labels l USING (trial_id) ORDER BY trial_id"
+            )
         return self.query("SELECT * FROM trials ORDER BY trial_id")
 
     def _has_labels(self) -> bool:
-        row = self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'").fetchone()
+        row = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'"
+        ).fetchone()
         return bool(row and row[0])
 
     def _label_columns(self) -> list[str]:
         """The labels table's columns a reader wants (not the key, not the run's input hash)."""
-        rows = self.con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'labels' "
-                                "ORDER BY ordinal_position").fetchall()
+        rows = self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'labels' "
+            "ORDER BY ordinal_position"
+        ).fetchall()
         return [r[0] for r in rows if r[0] not in ("trial_id", "input_hash")]
 
     def records(self, *, current_only: bool = True, with_raw: bool = False) -> pd.DataFrame:
         cols = "*" if with_raw else "* EXCLUDE (raw)"
         where = "WHERE is_current" if current_only else ""
-        return self.query(f"SELECT {cols} FROM records {where} ORDER BY channel, record_id, ingested_at")
+        return self.query(
+            f"SELECT {cols} FROM records {where} ORDER BY channel, record_id, ingested_at"
+        )
 
     def table(self, name: str) -> pd.DataFrame:
         """A child view by name: conditions, interventions, arms, countries, sponsors, outcomes, trial_ids."""
-        allowed = {"conditions", "interventions", "arms", "countries", "regions", "sponsors", "outcomes", "trial_ids", "trial_records", "ingests",
-                   "labels", "label_evidence"}
+        allowed = {
+            "conditions",
+            "interventions",
+            "arms",
+            "countries",
+            "regions",
+            "sponsors",
+            "outcomes",
+            "trial_ids",
+            "trial_records",
+            "ingests",
+            "labels",
+            "label_evidence",
+        }
         if name in ("labels", "label_evidence") and not self._has_labels():
             raise StoreError(f"no {name} in {self.path}", hint="Run `celltrials classify` first.")
         if name not in allowed:
-            raise StoreError(f"unknown table {name!r}", hint=f"One of: {', '.join(sorted(allowed))}")
+            raise StoreError(
+                f"unknown table {name!r}", hint=f"One of: {', '.join(sorted(allowed))}"
+            )
         return self.query(f"SELECT * FROM {name}")
 
     def resolve(self, any_id: str) -> str | None:
         """The trial id for any registry id (primary or secondary, any spelling)."""
-        from celltrials.registry_ids import canonical_id, trial_id_for
 
         text = any_id.strip()
-        row = self.con.execute("SELECT trial_id FROM trial_records tr JOIN records r USING (record_key) WHERE r.record_id = ? OR tr.trial_id = ? LIMIT 1", [text, trial_id_for(text)]).fetchone()
+        row = self.con.execute(
+            "SELECT trial_id FROM trial_records tr JOIN records r USING (record_key) WHERE r.record_id = ? OR tr.trial_id = ? LIMIT 1",
+            [text, trial_id_for(text)],
+        ).fetchone()
         if row:
             return str(row[0])
         rid = canonical_id(text)
         if rid:
-            row = self.con.execute("SELECT trial_id FROM trial_ids WHERE id_key = ? LIMIT 1", [rid.key]).fetchone()
+            row = self.con.execute(
+                "SELECT trial_id FROM trial_ids WHERE id_key = ? LIMIT 1", [rid.key]
+            ).fetchone()
             if row:
                 return str(row[0])
         return None
@@ -628,29 +722,45 @@ class Store:
             return None
         t = self.query("SELECT * FROM trials WHERE trial_id = ?", [trial_id]).to_dict("records")[0]
         out: dict[str, Any] = {str(k): _plain(v) for k, v in t.items()}
-        out["ids"] = self.query("SELECT id_key, id_raw, registry FROM trial_ids WHERE trial_id=? ORDER BY id_key", [trial_id]).to_dict("records")
+        out["ids"] = self.query(
+            "SELECT id_key, id_raw, registry FROM trial_ids WHERE trial_id=? ORDER BY id_key",
+            [trial_id],
+        ).to_dict("records")
         for name in ("conditions", "interventions", "arms", "countries", "sponsors", "outcomes"):
-            df = self.query(f"SELECT * EXCLUDE (trial_id) FROM {name} WHERE trial_id = ?", [trial_id])
-            out[name] = [{str(k): _plain(v) for k, v in row.items()} for row in df.to_dict("records")]
-        recs = self.query("""
+            df = self.query(
+                f"SELECT * EXCLUDE (trial_id) FROM {name} WHERE trial_id = ?", [trial_id]
+            )
+            out[name] = [
+                {str(k): _plain(v) for k, v in row.items()} for row in df.to_dict("records")
+            ]
+        recs = self.query(
+            """
             SELECT r.record_key, r.channel, r.record_id, r.registry, r.source_format, r.source, r.position,
                    r.content_hash, r.last_update, r.ingested_at, r.is_current, tr.is_primary, tr.merge_reason
             FROM records r
             LEFT JOIN trial_records tr USING (record_key)
             WHERE (r.channel, r.record_id) IN (
                 SELECT (r2.channel, r2.record_id) FROM trial_records t2 JOIN records r2 USING (record_key) WHERE t2.trial_id = ?)
-            ORDER BY r.channel, r.record_id, r.ingested_at DESC""", [trial_id])
-        out["records"] = [{str(k): _plain(v) for k, v in row.items()} for row in recs.to_dict("records")]
+            ORDER BY r.channel, r.record_id, r.ingested_at DESC""",
+            [trial_id],
+        )
+        out["records"] = [
+            {str(k): _plain(v) for k, v in row.items()} for row in recs.to_dict("records")
+        ]
         out["labels"] = None
         cols = self._label_columns()
         if cols:
             picked = ", ".join(f'"{c}"' for c in cols)
-            lab = self.query(f"SELECT {picked} FROM labels WHERE trial_id = ?", [trial_id]).to_dict("records")
+            lab = self.query(f"SELECT {picked} FROM labels WHERE trial_id = ?", [trial_id]).to_dict(
+                "records"
+            )
             out["labels"] = {str(k): _plain(v) for k, v in lab[0].items()} if lab else None
         return out
 
     def raw_record(self, record_key: str) -> Any:
-        row = self.con.execute("SELECT raw FROM records WHERE record_key = ?", [record_key]).fetchone()
+        row = self.con.execute(
+            "SELECT raw FROM records WHERE record_key = ?", [record_key]
+        ).fetchone()
         return orjson.loads(row[0]) if row else None
 
 
@@ -707,12 +817,23 @@ def _connect(db: str, read_only: bool) -> duckdb.DuckDBPyConnection:
             holder = lock_holder(str(exc))
             if holder is None:
                 text = str(exc)
-                damaged = any(w in text for w in ("not a valid DuckDB database", "Corrupt database",
-                                                  "Could not read enough bytes"))
+                damaged = any(
+                    w in text
+                    for w in (
+                        "not a valid DuckDB database",
+                        "Corrupt database",
+                        "Could not read enough bytes",
+                    )
+                )
                 raise StoreError(
                     f"cannot open store {db}: {text.splitlines()[0] if text else type(exc).__name__}",
-                    hint=("The file is damaged, truncated or not a celltrials store: move it aside and rebuild "
-                          "it with `celltrials ingest` (or pass --db another file)." if damaged else None)) from None
+                    hint=(
+                        "The file is damaged, truncated or not a celltrials store: move it aside and rebuild "
+                        "it with `celltrials ingest` (or pass --db another file)."
+                        if damaged
+                        else None
+                    ),
+                ) from None
             if time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
@@ -721,28 +842,71 @@ def _connect(db: str, read_only: bool) -> duckdb.DuckDBPyConnection:
                     f"store {db} is being written by {holder.describe()}; DuckDB lets no other process "
                     "read a store while one writes it",
                     hint="Run this command again when that process has finished "
-                         "(a running `celltrials serve` keeps showing its last snapshot meanwhile).") from None
+                    "(a running `celltrials serve` keeps showing its last snapshot meanwhile).",
+                ) from None
             raise StoreError(
                 f"store {db} is in use by {holder.describe()}; DuckDB lets only one process write a store, "
                 "and none while another has it open",
-                hint="Wait for that process to finish (or stop it), then run this command again.") from None
+                hint="Wait for that process to finish (or stop it), then run this command again.",
+            ) from None
 
 
 # ------------------------------------------------------------------ row making
 _RECORD_COLUMNS = [
-    "record_key", "channel", "record_id", "registry", "source_format", "source", "position",
-    "content_hash", "last_update", "ingest_id", "ingested_at", "is_current",
-    "title", "official_title", "acronym", "brief_summary", "detailed_description", "keywords",
-    "status", "status_raw", "why_stopped", "phase", "phase_raw", "study_type",
-    "start_date", "start_date_precision", "completion_date", "completion_date_precision",
-    "registration_date", "enrollment", "enrollment_type", "enrollment_raw",
-    "lead_sponsor", "sponsor_class", "eligibility", "has_results", "url", "raw",
-    "study_type_raw", "lead_sponsor_raw", "lead_sponsor_key",
+    "record_key",
+    "channel",
+    "record_id",
+    "registry",
+    "source_format",
+    "source",
+    "position",
+    "content_hash",
+    "last_update",
+    "ingest_id",
+    "ingested_at",
+    "is_current",
+    "title",
+    "official_title",
+    "acronym",
+    "brief_summary",
+    "detailed_description",
+    "keywords",
+    "status",
+    "status_raw",
+    "why_stopped",
+    "phase",
+    "phase_raw",
+    "study_type",
+    "start_date",
+    "start_date_precision",
+    "completion_date",
+    "completion_date_precision",
+    "registration_date",
+    "enrollment",
+    "enrollment_type",
+    "enrollment_raw",
+    "lead_sponsor",
+    "sponsor_class",
+    "eligibility",
+    "has_results",
+    "url",
+    "raw",
+    "study_type_raw",
+    "lead_sponsor_raw",
+    "lead_sponsor_key",
 ]
 _CHILD_COLUMNS = {
     "record_ids": ["record_key", "id_key", "id_raw", "registry", "is_primary"],
     "record_conditions": ["record_key", "condition", "kind"],
-    "record_interventions": ["record_key", "idx", "type", "name", "description", "other_names", "arm_labels"],
+    "record_interventions": [
+        "record_key",
+        "idx",
+        "type",
+        "name",
+        "description",
+        "other_names",
+        "arm_labels",
+    ],
     "record_arms": ["record_key", "idx", "label", "type", "description", "intervention_names"],
     "record_countries": ["record_key", "country", "country_raw", "iso2", "iso3"],
     "record_regions": ["record_key", "region", "region_raw"],
@@ -751,16 +915,30 @@ _CHILD_COLUMNS = {
     "record_outcomes": ["record_key", "kind", "measure", "time_frame", "description"],
 }
 _ARROW_TYPES: dict[str, pa.DataType] = {
-    "position": pa.int32(), "ingest_id": pa.int32(), "enrollment": pa.int64(), "idx": pa.int32(),
-    "last_update": pa.date32(), "start_date": pa.date32(), "completion_date": pa.date32(),
-    "registration_date": pa.date32(), "ingested_at": pa.timestamp("us"),
-    "keywords": pa.list_(pa.string()), "other_names": pa.list_(pa.string()),
-    "arm_labels": pa.list_(pa.string()), "intervention_names": pa.list_(pa.string()),
+    "position": pa.int32(),
+    "ingest_id": pa.int32(),
+    "enrollment": pa.int64(),
+    "idx": pa.int32(),
+    "last_update": pa.date32(),
+    "start_date": pa.date32(),
+    "completion_date": pa.date32(),
+    "registration_date": pa.date32(),
+    "ingested_at": pa.timestamp("us"),
+    "keywords": pa.list_(pa.string()),
+    "other_names": pa.list_(pa.string()),
+    "arm_labels": pa.list_(pa.string()),
+    "intervention_names": pa.list_(pa.string()),
     "kinds": pa.list_(pa.string()),
-    "is_current": pa.bool_(), "has_results": pa.bool_(), "is_primary": pa.bool_(),
+    "is_current": pa.bool_(),
+    "has_results": pa.bool_(),
+    "is_primary": pa.bool_(),
     "n_records": pa.int32(),
 }
-for _c in _RECORD_COLUMNS + [c for cs in _CHILD_COLUMNS.values() for c in cs] + ["trial_id", "merge_reason"]:
+for _c in (
+    _RECORD_COLUMNS
+    + [c for cs in _CHILD_COLUMNS.values() for c in cs]
+    + ["trial_id", "merge_reason"]
+):
     _ARROW_TYPES.setdefault(_c, pa.string())
 
 
@@ -775,18 +953,41 @@ def raw_and_digest(rec: ParsedRecord) -> tuple[bytes, str]:
     return raw, hashlib.sha256(raw).hexdigest()
 
 
-def _record_row(cols: dict[str, list[Any]], rec: ParsedRecord, key: str, digest: str,
-                source: str, ingest_id: int | None, now: datetime, raw: bytes) -> None:
+def _record_row(
+    cols: dict[str, list[Any]],
+    rec: ParsedRecord,
+    key: str,
+    digest: str,
+    source: str,
+    ingest_id: int | None,
+    now: datetime,
+    raw: bytes,
+) -> None:
     lead = next((s for s in rec.sponsors if s.role == "lead"), None)
     values = {
-        "record_key": key, "channel": rec.channel, "record_id": rec.record_id, "registry": rec.registry,
-        "source_format": rec.source_format, "source": source, "position": rec.position,
-        "content_hash": digest, "last_update": rec.last_update.value if rec.last_update else None,
-        "ingest_id": ingest_id, "ingested_at": now, "is_current": False,
-        "title": rec.title, "official_title": rec.official_title, "acronym": rec.acronym,
-        "brief_summary": rec.brief_summary, "detailed_description": rec.detailed_description,
-        "keywords": rec.keywords, "status": rec.status, "status_raw": rec.status_raw,
-        "why_stopped": rec.why_stopped, "phase": rec.phase, "phase_raw": rec.phase_raw,
+        "record_key": key,
+        "channel": rec.channel,
+        "record_id": rec.record_id,
+        "registry": rec.registry,
+        "source_format": rec.source_format,
+        "source": source,
+        "position": rec.position,
+        "content_hash": digest,
+        "last_update": rec.last_update.value if rec.last_update else None,
+        "ingest_id": ingest_id,
+        "ingested_at": now,
+        "is_current": False,
+        "title": rec.title,
+        "official_title": rec.official_title,
+        "acronym": rec.acronym,
+        "brief_summary": rec.brief_summary,
+        "detailed_description": rec.detailed_description,
+        "keywords": rec.keywords,
+        "status": rec.status,
+        "status_raw": rec.status_raw,
+        "why_stopped": rec.why_stopped,
+        "phase": rec.phase,
+        "phase_raw": rec.phase_raw,
         "study_type": rec.study_type,
         "start_date": rec.start_date.value if rec.start_date else None,
         "start_date_precision": rec.start_date.precision if rec.start_date else None,
@@ -798,7 +999,9 @@ def _record_row(cols: dict[str, list[Any]], rec: ParsedRecord, key: str, digest:
         "enrollment_raw": rec.enrollment.raw if rec.enrollment else None,
         "lead_sponsor": lead.name if lead else None,
         "sponsor_class": lead.sponsor_class if lead else None,
-        "eligibility": rec.eligibility, "has_results": rec.has_results, "url": rec.url,
+        "eligibility": rec.eligibility,
+        "has_results": rec.has_results,
+        "url": rec.url,
         "raw": raw,  # UTF-8 bytes: Arrow takes them without re-encoding
         "study_type_raw": rec.study_type_raw,
         "lead_sponsor_raw": lead.name_raw if lead else None,

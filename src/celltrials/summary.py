@@ -13,7 +13,13 @@ def store_stats(store: Store) -> dict[str, Any]:
 
     def rows(sql: str) -> list[dict[str, Any]]:
         df = con.execute(sql).df()
-        return [{str(k): (int(v) if hasattr(v, "item") and not isinstance(v, str) else v) for k, v in r.items()} for r in df.to_dict("records")]
+        return [
+            {
+                str(k): (int(v) if hasattr(v, "item") and not isinstance(v, str) else v)
+                for k, v in r.items()
+            }
+            for r in df.to_dict("records")
+        ]
 
     one = con.execute("""
         SELECT (SELECT count(*) FROM records WHERE is_current),
@@ -55,9 +61,13 @@ def duplicate_groups(store: Store, limit: int | None = None) -> list[dict[str, A
         FROM trial_records tr JOIN records r USING (record_key)
         WHERE tr.n_records > 1
         GROUP BY 1, 2, 3 ORDER BY tr.n_records DESC, tr.trial_id
-        {f'LIMIT {int(limit)}' if limit else ''}""")
+        {f"LIMIT {int(limit)}" if limit else ""}""")
     return [
-        {"trial_id": r["trial_id"], "reason": r["merge_reason"], "n_records": int(r["n_records"]),
-         "records": [dict(x) for x in r["records"]]}
+        {
+            "trial_id": r["trial_id"],
+            "reason": r["merge_reason"],
+            "n_records": int(r["n_records"]),
+            "records": [dict(x) for x in r["records"]],
+        }
         for r in df.to_dict("records")
     ]

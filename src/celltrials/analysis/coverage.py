@@ -49,16 +49,32 @@ def source_windows(con: Any) -> pd.DataFrame:
     quality = _quality()
     if quality is not None:
         for w in quality.coverage_windows(c):
-            rows.append({"source": w.source, "format": w.format, "registries": ", ".join(w.registries),
-                         "n_records": int(w.n_records), "snapshot_date": w.snapshot_date})
+            rows.append(
+                {
+                    "source": w.source,
+                    "format": w.format,
+                    "registries": ", ".join(w.registries),
+                    "n_records": int(w.n_records),
+                    "snapshot_date": w.snapshot_date,
+                }
+            )
     else:
         for r in c.execute("""
                 SELECT source, any_value(source_format), string_agg(DISTINCT registry, ', ' ORDER BY registry),
                        count(*), max(last_update)
                 FROM records GROUP BY source ORDER BY source""").fetchall():
-            rows.append({"source": r[0], "format": r[1], "registries": r[2] or "", "n_records": int(r[3]),
-                         "snapshot_date": r[4]})
-    return pd.DataFrame(rows, columns=["source", "format", "registries", "n_records", "snapshot_date"])
+            rows.append(
+                {
+                    "source": r[0],
+                    "format": r[1],
+                    "registries": r[2] or "",
+                    "n_records": int(r[3]),
+                    "snapshot_date": r[4],
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["source", "format", "registries", "n_records", "snapshot_date"]
+    )
 
 
 def _quality() -> Any:
@@ -84,16 +100,23 @@ def series_sources(trials: pd.DataFrame, key: str, windows: pd.DataFrame) -> pd.
     snapshot date. ``trials`` has columns trial_id, source and ``key`` (a
     value or a list of values per trial)."""
     snap = dict(zip(windows["source"], windows["snapshot_date"], strict=True))
-    rows = [(s, str(src), tid) for tid, src, vals in zip(trials["trial_id"], trials["source"], trials[key],
-                                                         strict=True) for s in _values(vals)]
+    rows = [
+        (s, str(src), tid)
+        for tid, src, vals in zip(trials["trial_id"], trials["source"], trials[key], strict=True)
+        for s in _values(vals)
+    ]
     df = pd.DataFrame(rows, columns=["series", "source", "trial_id"]).drop_duplicates()
     out = df.groupby(["series", "source"])["trial_id"].nunique().rename("n_trials").reset_index()
     out["share"] = out["n_trials"] / out.groupby("series")["n_trials"].transform("sum")
     out["snapshot_date"] = [snap.get(s) for s in out["source"]]
-    return out.sort_values(["series", "n_trials", "source"], ascending=[True, False, True]).reset_index(drop=True)
+    return out.sort_values(
+        ["series", "n_trials", "source"], ascending=[True, False, True]
+    ).reset_index(drop=True)
 
 
-def year_coverage(trials: pd.DataFrame, key: str, windows: pd.DataFrame, years: Iterable[int]) -> pd.DataFrame:
+def year_coverage(
+    trials: pd.DataFrame, key: str, windows: pd.DataFrame, years: Iterable[int]
+) -> pd.DataFrame:
     """Per series and year: ``status`` (``covered``/``partial``/``not_covered``,
     see the module docstring), ``ended_share`` (share of the series' trials
     from sources that ended before the year), ``ending_share`` (from sources
@@ -108,13 +131,27 @@ def year_coverage(trials: pd.DataFrame, key: str, windows: pd.DataFrame, years: 
             ended = dated[[e < y for e in ends]]
             ending = dated[[e == y for e in ends]]
             e, p = float(ended["share"].sum()), float(ending["share"].sum())
-            status = ("not_covered" if e >= MATERIAL_SHARE else
-                      "partial" if e + p >= MATERIAL_SHARE and len(ending) else "covered")
-            rows.append({"series": series, "year": int(y), "status": status, "ended_share": e,
-                         "ending_share": p, "ended": [Path(s).name for s in ended["source"]],
-                         "ending": [Path(s).name for s in ending["source"]]})
-    return pd.DataFrame(rows, columns=["series", "year", "status", "ended_share", "ending_share", "ended",
-                                       "ending"])
+            status = (
+                "not_covered"
+                if e >= MATERIAL_SHARE
+                else "partial"
+                if e + p >= MATERIAL_SHARE and len(ending)
+                else "covered"
+            )
+            rows.append(
+                {
+                    "series": series,
+                    "year": int(y),
+                    "status": status,
+                    "ended_share": e,
+                    "ending_share": p,
+                    "ended": [Path(s).name for s in ended["source"]],
+                    "ending": [Path(s).name for s in ending["source"]],
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["series", "year", "status", "ended_share", "ending_share", "ended", "ending"]
+    )
 
 
 def material_windows(trials: pd.DataFrame, key: str, windows: pd.DataFrame) -> pd.DataFrame:
@@ -122,7 +159,9 @@ def material_windows(trials: pd.DataFrame, key: str, windows: pd.DataFrame) -> p
     and a known snapshot date), per series: series, source, n_trials, share,
     snapshot_date."""
     src = series_sources(trials, key, windows)
-    return src[(src["share"] >= MATERIAL_SHARE) & src["snapshot_date"].notna()].reset_index(drop=True)
+    return src[(src["share"] >= MATERIAL_SHARE) & src["snapshot_date"].notna()].reset_index(
+        drop=True
+    )
 
 
 def describe(marks: pd.DataFrame, sources: pd.DataFrame, label: Any = str) -> list[str]:
@@ -152,11 +191,17 @@ def describe(marks: pd.DataFrame, sources: pd.DataFrame, label: Any = str) -> li
         src = src.sort_values(["snapshot_date", "share"], ascending=[True, False])
         big = src[src["share"] >= MATERIAL_SHARE]
         small = src[src["share"] < MATERIAL_SHARE]
-        why = "; ".join(f"{Path(str(name)).name} ({100 * float(share):.0f} % of its trials) ends {_day(d)}"
-                        for name, share, d in zip(big["source"], big["share"], big["snapshot_date"], strict=True))
+        why = "; ".join(
+            f"{Path(str(name)).name} ({100 * float(share):.0f} % of its trials) ends {_day(d)}"
+            for name, share, d in zip(
+                big["source"], big["share"], big["snapshot_date"], strict=True
+            )
+        )
         if len(small):
-            why += (f"; {len(small)} smaller source{'s' if len(small) > 1 else ''} "
-                    f"({100 * small['share'].sum():.0f} % together) also end by then")
+            why += (
+                f"; {len(small)} smaller source{'s' if len(small) > 1 else ''} "
+                f"({100 * small['share'].sum():.0f} % together) also end by then"
+            )
         out.append(f"{label(series)}: {', '.join(parts)} — {why}")
     return out
 

@@ -64,6 +64,7 @@ from typing import Any
 import pandas as pd
 
 from celltrials.errors import AnalysisError
+from celltrials.products import load_catalog, substances
 
 REACHED_PHASE2 = frozenset({"PHASE1_PHASE2", "PHASE2", "PHASE2_PHASE3", "PHASE3", "PHASE4"})
 REACHED_PHASE3 = frozenset({"PHASE2_PHASE3", "PHASE3", "PHASE4"})
@@ -138,8 +139,6 @@ def explode_labels(trials: pd.DataFrame) -> pd.DataFrame:
 
 def _catalog(catalog: pd.DataFrame | None) -> pd.DataFrame:
     if catalog is None:
-        from celltrials.products import load_catalog
-
         catalog = load_catalog()
     return catalog
 
@@ -147,7 +146,6 @@ def _catalog(catalog: pd.DataFrame | None) -> pd.DataFrame:
 def catalog_groups(catalog: pd.DataFrame | None = None) -> pd.DataFrame:
     """Products (substances) with ``family``/``msc_source`` and their first
     approval date (``first_approval``, NaT when no row states a date)."""
-    from celltrials.products import substances
 
     subs = substances(_catalog(catalog))
     rows = []
@@ -172,7 +170,9 @@ def catalog_groups(catalog: pd.DataFrame | None = None) -> pd.DataFrame:
     return df
 
 
-def substance_links(links: pd.DataFrame | None, catalog: pd.DataFrame | None = None) -> pd.DataFrame:
+def substance_links(
+    links: pd.DataFrame | None, catalog: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Trial → brand links (columns trial_id, product) as trial → substance
     links (trial_id, substance), one row per pair. Links to a product name
     the catalog no longer has (links computed with another catalog version)
@@ -190,9 +190,13 @@ def _trial_starts(trials: pd.DataFrame) -> pd.DataFrame:
     """trial_id and start_date of every input trial (with or without a cell type)."""
     missing = [c for c in ("trial_id", "start_date") if c not in trials.columns]
     if missing:
-        raise AnalysisError(f"funnel input lacks column(s) {missing}",
-                            hint=f"Pass a DataFrame with columns {list(INPUT_COLUMNS)}.")
-    t = pd.DataFrame({"trial_id": trials["trial_id"].astype(str), "start_date": _dates(trials["start_date"])})
+        raise AnalysisError(
+            f"funnel input lacks column(s) {missing}",
+            hint=f"Pass a DataFrame with columns {list(INPUT_COLUMNS)}.",
+        )
+    t = pd.DataFrame(
+        {"trial_id": trials["trial_id"].astype(str), "start_date": _dates(trials["start_date"])}
+    )
     return t.sort_values("start_date", na_position="last").drop_duplicates("trial_id")
 
 
@@ -352,13 +356,14 @@ def product_table(
     its brands, group, regulators, first approval, the input trials naming it
     (``n_trials``, ``trial_ids``) and the time to approval of
     :func:`years_to_approval`. Sorted by group, then trials named (most first)."""
-    from celltrials.products import substances
 
     cat = _catalog(catalog)
     df = explode_labels(trials)
     present = set(zip(df["family"], df["msc_source"], strict=True))
     groups = catalog_groups(cat)
-    groups = groups[[(f, s) in present for f, s in zip(groups["family"], groups["msc_source"], strict=True)]]
+    groups = groups[
+        [(f, s) in present for f, s in zip(groups["family"], groups["msc_source"], strict=True)]
+    ]
     subs = substances(cat).set_index("substance")
     yta = years_to_approval(trials, links, cat).set_index("substance")
     ids_of = (
@@ -386,17 +391,35 @@ def product_table(
                 "first_trial_id": None if y is None else y["first_trial_id"],
                 "first_trial_start": None if y is None else y["first_trial_start"],
                 "years": None if y is None else y["years"],
-                "approved_before_first_trial": False if y is None else bool(y["approved_before_first_trial"]),
+                "approved_before_first_trial": False
+                if y is None
+                else bool(y["approved_before_first_trial"]),
                 "years_before": None if y is None else y["years_before"],
             }
         )
-    cols = ["substance", "products", "family", "msc_source", "regulators", "n_approvals", "first_approval",
-            "n_trials", "trial_ids", "first_trial_id", "first_trial_start", "years",
-            "approved_before_first_trial", "years_before"]
+    cols = [
+        "substance",
+        "products",
+        "family",
+        "msc_source",
+        "regulators",
+        "n_approvals",
+        "first_approval",
+        "n_trials",
+        "trial_ids",
+        "first_trial_id",
+        "first_trial_start",
+        "years",
+        "approved_before_first_trial",
+        "years_before",
+    ]
     out = pd.DataFrame(rows, columns=cols)
     out["_k"] = out["substance"].str.casefold()
-    out = out.sort_values(["family", "msc_source", "n_trials", "_k"], ascending=[True, True, False, True],
-                          kind="stable")
+    out = out.sort_values(
+        ["family", "msc_source", "n_trials", "_k"],
+        ascending=[True, True, False, True],
+        kind="stable",
+    )
     return out.drop(columns="_k").reset_index(drop=True)
 
 

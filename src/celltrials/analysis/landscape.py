@@ -38,60 +38,169 @@ import duckdb
 import pandas as pd
 
 from celltrials.errors import ConfigError
+from celltrials.safety import safe_url
 
 # ----------------------------------------------------------------- vocabulary
-IMMUNE = ("car_t", "car_nk", "tcr_t", "til", "nk", "cik", "dc", "treg", "virus_specific_t",
-          "gamma_delta_t", "macrophage", "other_immune")
-STEM_STROMAL = ("msc", "hsc", "ipsc_derived", "esc_derived", "mononuclear_cells", "neural_stem",
-                "other_stem")
+IMMUNE = (
+    "car_t",
+    "car_nk",
+    "tcr_t",
+    "til",
+    "nk",
+    "cik",
+    "dc",
+    "treg",
+    "virus_specific_t",
+    "gamma_delta_t",
+    "macrophage",
+    "other_immune",
+)
+STEM_STROMAL = (
+    "msc",
+    "hsc",
+    "ipsc_derived",
+    "esc_derived",
+    "mononuclear_cells",
+    "neural_stem",
+    "other_stem",
+)
 OTHER = ("somatic_other",)
 CELL_TYPES = IMMUNE + STEM_STROMAL + OTHER
 FAMILIES = ("immune", "stem_stromal", "other", "unassigned")
-FAMILY_OF = {**dict.fromkeys(IMMUNE, "immune"), **dict.fromkeys(STEM_STROMAL, "stem_stromal"),
-             **dict.fromkeys(OTHER, "other")}
+FAMILY_OF = {
+    **dict.fromkeys(IMMUNE, "immune"),
+    **dict.fromkeys(STEM_STROMAL, "stem_stromal"),
+    **dict.fromkeys(OTHER, "other"),
+}
 INDICATION_GROUPS = ("oncology", "degenerative", "immune_mediated", "other")
-MSC_SOURCES = ("umbilical_cord", "bone_marrow", "adipose", "placenta", "amnion", "dental_pulp",
-               "endometrium_menstrual", "cord_blood", "other", "unspecified")
+MSC_SOURCES = (
+    "umbilical_cord",
+    "bone_marrow",
+    "adipose",
+    "placenta",
+    "amnion",
+    "dental_pulp",
+    "endometrium_menstrual",
+    "cord_blood",
+    "other",
+    "unspecified",
+)
 PRODUCT_FORMS = ("cells", "extracellular_vesicles", "secretome", "gene_modified", "composite")
-THERAPEUTIC_AREAS = ("hematologic_malignancy", "solid_tumor", "musculoskeletal", "neurological",
-                     "cardiovascular", "respiratory", "hepatic", "renal", "metabolic_endocrine",
-                     "autoimmune_inflammatory", "gvhd_transplant", "skin_wound", "ophthalmic",
-                     "reproductive", "infectious", "hematologic_nonmalignant", "other")
+THERAPEUTIC_AREAS = (
+    "hematologic_malignancy",
+    "solid_tumor",
+    "musculoskeletal",
+    "neurological",
+    "cardiovascular",
+    "respiratory",
+    "hepatic",
+    "renal",
+    "metabolic_endocrine",
+    "autoimmune_inflammatory",
+    "gvhd_transplant",
+    "skin_wound",
+    "ophthalmic",
+    "reproductive",
+    "infectious",
+    "hematologic_nonmalignant",
+    "other",
+)
 STOPPED = ("TERMINATED", "WITHDRAWN", "SUSPENDED")
-PHASES = ("EARLY_PHASE1", "PHASE1", "PHASE1_PHASE2", "PHASE2", "PHASE2_PHASE3", "PHASE3",
-          "PHASE4", "NOT_APPLICABLE", "UNKNOWN")
+PHASES = (
+    "EARLY_PHASE1",
+    "PHASE1",
+    "PHASE1_PHASE2",
+    "PHASE2",
+    "PHASE2_PHASE3",
+    "PHASE3",
+    "PHASE4",
+    "NOT_APPLICABLE",
+    "UNKNOWN",
+)
 
 LABELS: dict[str, str] = {
-    "car_t": "CAR-T", "car_nk": "CAR-NK", "tcr_t": "TCR-T", "til": "TIL", "nk": "NK",
-    "cik": "CIK", "dc": "Dendritic cells", "treg": "Treg", "virus_specific_t": "Virus-specific T",
-    "gamma_delta_t": "γδ T", "macrophage": "Macrophage", "other_immune": "Other immune",
-    "msc": "MSC", "hsc": "HSC", "ipsc_derived": "iPSC-derived", "esc_derived": "ESC-derived",
-    "mononuclear_cells": "Mononuclear cells", "neural_stem": "Neural stem",
-    "other_stem": "Other stem", "somatic_other": "Other somatic",
-    "immune": "Immune cells", "stem_stromal": "Stem/stromal cells", "other": "Other",
-    "unassigned": "No cell type", "oncology": "Oncology", "degenerative": "Degenerative",
+    "car_t": "CAR-T",
+    "car_nk": "CAR-NK",
+    "tcr_t": "TCR-T",
+    "til": "TIL",
+    "nk": "NK",
+    "cik": "CIK",
+    "dc": "Dendritic cells",
+    "treg": "Treg",
+    "virus_specific_t": "Virus-specific T",
+    "gamma_delta_t": "γδ T",
+    "macrophage": "Macrophage",
+    "other_immune": "Other immune",
+    "msc": "MSC",
+    "hsc": "HSC",
+    "ipsc_derived": "iPSC-derived",
+    "esc_derived": "ESC-derived",
+    "mononuclear_cells": "Mononuclear cells",
+    "neural_stem": "Neural stem",
+    "other_stem": "Other stem",
+    "somatic_other": "Other somatic",
+    "immune": "Immune cells",
+    "stem_stromal": "Stem/stromal cells",
+    "other": "Other",
+    "unassigned": "No cell type",
+    "oncology": "Oncology",
+    "degenerative": "Degenerative",
     "immune_mediated": "Immune-mediated",
-    "umbilical_cord": "Umbilical cord", "bone_marrow": "Bone marrow", "adipose": "Adipose",
-    "placenta": "Placenta", "amnion": "Amnion", "dental_pulp": "Dental pulp",
-    "endometrium_menstrual": "Endometrium/menstrual", "cord_blood": "Cord blood",
-    "unspecified": "Unspecified", "cells": "Cells", "extracellular_vesicles": "Extracellular vesicles",
-    "secretome": "Secretome", "gene_modified": "Gene-modified", "composite": "Composite",
-    "hematologic_malignancy": "Haematologic malignancy", "solid_tumor": "Solid tumour",
-    "musculoskeletal": "Musculoskeletal", "neurological": "Neurological",
-    "cardiovascular": "Cardiovascular", "respiratory": "Respiratory", "hepatic": "Hepatic",
-    "renal": "Renal", "metabolic_endocrine": "Metabolic/endocrine",
-    "autoimmune_inflammatory": "Autoimmune/inflammatory", "gvhd_transplant": "GvHD/transplant",
-    "skin_wound": "Skin/wound", "ophthalmic": "Ophthalmic", "reproductive": "Reproductive",
-    "infectious": "Infectious", "hematologic_nonmalignant": "Haematologic non-malignant",
-    "industry": "Industry", "academic_other": "Academic/other", "government": "Government",
-    "EARLY_PHASE1": "Early phase 1", "PHASE1": "Phase 1", "PHASE1_PHASE2": "Phase 1/2",
-    "PHASE2": "Phase 2", "PHASE2_PHASE3": "Phase 2/3", "PHASE3": "Phase 3", "PHASE4": "Phase 4",
-    "NOT_APPLICABLE": "Not applicable", "UNKNOWN": "Unknown", "not_classified": "Not classified",
-    "NOT_YET_RECRUITING": "Not yet recruiting", "RECRUITING": "Recruiting",
-    "ENROLLING_BY_INVITATION": "Enrolling by invitation", "ACTIVE_NOT_RECRUITING": "Active, not recruiting",
-    "COMPLETED": "Completed", "SUSPENDED": "Suspended", "TERMINATED": "Terminated", "WITHDRAWN": "Withdrawn",
-    "AVAILABLE": "Available", "NO_LONGER_AVAILABLE": "No longer available",
-    "TEMPORARILY_NOT_AVAILABLE": "Temporarily not available", "APPROVED_FOR_MARKETING": "Approved for marketing",
+    "umbilical_cord": "Umbilical cord",
+    "bone_marrow": "Bone marrow",
+    "adipose": "Adipose",
+    "placenta": "Placenta",
+    "amnion": "Amnion",
+    "dental_pulp": "Dental pulp",
+    "endometrium_menstrual": "Endometrium/menstrual",
+    "cord_blood": "Cord blood",
+    "unspecified": "Unspecified",
+    "cells": "Cells",
+    "extracellular_vesicles": "Extracellular vesicles",
+    "secretome": "Secretome",
+    "gene_modified": "Gene-modified",
+    "composite": "Composite",
+    "hematologic_malignancy": "Haematologic malignancy",
+    "solid_tumor": "Solid tumour",
+    "musculoskeletal": "Musculoskeletal",
+    "neurological": "Neurological",
+    "cardiovascular": "Cardiovascular",
+    "respiratory": "Respiratory",
+    "hepatic": "Hepatic",
+    "renal": "Renal",
+    "metabolic_endocrine": "Metabolic/endocrine",
+    "autoimmune_inflammatory": "Autoimmune/inflammatory",
+    "gvhd_transplant": "GvHD/transplant",
+    "skin_wound": "Skin/wound",
+    "ophthalmic": "Ophthalmic",
+    "reproductive": "Reproductive",
+    "infectious": "Infectious",
+    "hematologic_nonmalignant": "Haematologic non-malignant",
+    "industry": "Industry",
+    "academic_other": "Academic/other",
+    "government": "Government",
+    "EARLY_PHASE1": "Early phase 1",
+    "PHASE1": "Phase 1",
+    "PHASE1_PHASE2": "Phase 1/2",
+    "PHASE2": "Phase 2",
+    "PHASE2_PHASE3": "Phase 2/3",
+    "PHASE3": "Phase 3",
+    "PHASE4": "Phase 4",
+    "NOT_APPLICABLE": "Not applicable",
+    "UNKNOWN": "Unknown",
+    "not_classified": "Not classified",
+    "NOT_YET_RECRUITING": "Not yet recruiting",
+    "RECRUITING": "Recruiting",
+    "ENROLLING_BY_INVITATION": "Enrolling by invitation",
+    "ACTIVE_NOT_RECRUITING": "Active, not recruiting",
+    "COMPLETED": "Completed",
+    "SUSPENDED": "Suspended",
+    "TERMINATED": "Terminated",
+    "WITHDRAWN": "Withdrawn",
+    "AVAILABLE": "Available",
+    "NO_LONGER_AVAILABLE": "No longer available",
+    "TEMPORARILY_NOT_AVAILABLE": "Temporarily not available",
+    "APPROVED_FOR_MARKETING": "Approved for marketing",
     "WITHHELD": "Withheld",
 }
 
@@ -133,9 +242,13 @@ class Filters:
             if f.name == "start_year":
                 lo, hi = v
                 if lo is not None or hi is not None:
-                    out["start_year"] = f"{lo if lo is not None else '…'}–{hi if hi is not None else '…'}"
+                    out["start_year"] = (
+                        f"{lo if lo is not None else '…'}–{hi if hi is not None else '…'}"
+                    )
             elif f.name == "scope":
-                out["scope"] = "cell-therapy trials" if v == "cell_therapy" else "all trials in the store"
+                out["scope"] = (
+                    "cell-therapy trials" if v == "cell_therapy" else "all trials in the store"
+                )
             elif isinstance(v, tuple) and v:
                 out[f.name] = ", ".join(v)
             elif isinstance(v, str) and v:
@@ -149,24 +262,40 @@ def parse_year_range(text: str | None) -> tuple[int | None, int | None]:
         return (None, None)
     m = re.fullmatch(r"\s*(\d{4})?\s*(?:(-|–|\.\.|:)\s*(\d{4})?)?\s*", text)
     if not m or not (m.group(1) or m.group(3)):
-        raise ConfigError(f"start year {text!r} is not YEAR or FROM-TO",
-                          hint="Write e.g. --start-year 2019-2024, --start-year 2020 or --start-year 2019-.")
+        raise ConfigError(
+            f"start year {text!r} is not YEAR or FROM-TO",
+            hint="Write e.g. --start-year 2019-2024, --start-year 2020 or --start-year 2019-.",
+        )
     lo = int(m.group(1)) if m.group(1) else None
     hi = int(m.group(3)) if m.group(3) else (lo if not m.group(2) else None)
     if lo is not None and hi is not None and lo > hi:
-        raise ConfigError(f"start year range {text!r} runs backwards", hint="Write FROM-TO with FROM ≤ TO.")
+        raise ConfigError(
+            f"start year range {text!r} runs backwards", hint="Write FROM-TO with FROM ≤ TO."
+        )
     return (lo, hi)
 
 
 def _norm_phase(value: str) -> str:
     v = re.sub(r"[\s/\-]+", "_", value.strip().upper())
-    v = {"1": "PHASE1", "2": "PHASE2", "3": "PHASE3", "4": "PHASE4", "1_2": "PHASE1_PHASE2",
-         "2_3": "PHASE2_PHASE3", "0": "EARLY_PHASE1", "NA": "NOT_APPLICABLE", "N_A": "NOT_APPLICABLE"}.get(v, v)
+    v = {
+        "1": "PHASE1",
+        "2": "PHASE2",
+        "3": "PHASE3",
+        "4": "PHASE4",
+        "1_2": "PHASE1_PHASE2",
+        "2_3": "PHASE2_PHASE3",
+        "0": "EARLY_PHASE1",
+        "NA": "NOT_APPLICABLE",
+        "N_A": "NOT_APPLICABLE",
+    }.get(v, v)
     v = re.sub(r"^PHASE_?(\d)_PHASE_?(\d)$", r"PHASE\1_PHASE\2", v)
     v = re.sub(r"^PHASE_(\d)$", r"PHASE\1", v)
     v = re.sub(r"^PHASE(\d)_(\d)$", r"PHASE\1_PHASE\2", v)
     if v not in PHASES:
-        raise ConfigError(f"unknown phase {value!r}", hint="Use one of: " + ", ".join(PHASES) + " (or 1, 2, 1/2, 3…).")
+        raise ConfigError(
+            f"unknown phase {value!r}",
+            hint="Use one of: " + ", ".join(PHASES) + " (or 1, 2, 1/2, 3…).",
+        )
     return v
 
 
@@ -178,11 +307,18 @@ def _norm_choice(value: str, allowed: Iterable[str], what: str) -> str:
     return v
 
 
-def make_filters(*, country: Iterable[str] = (), registry: Iterable[str] = (),
-                 start_year: str | tuple[int | None, int | None] | None = None,
-                 status: Iterable[str] = (), phase: Iterable[str] = (),
-                 cell_type: Iterable[str] = (), indication_group: Iterable[str] = (),
-                 title: str | None = None, scope: str = "cell_therapy") -> Filters:
+def make_filters(
+    *,
+    country: Iterable[str] = (),
+    registry: Iterable[str] = (),
+    start_year: str | tuple[int | None, int | None] | None = None,
+    status: Iterable[str] = (),
+    phase: Iterable[str] = (),
+    cell_type: Iterable[str] = (),
+    indication_group: Iterable[str] = (),
+    title: str | None = None,
+    scope: str = "cell_therapy",
+) -> Filters:
     """Validated, normalised :class:`Filters` from user input (case-insensitive).
 
     ``cell_type`` also accepts a family name (``immune``, ``stem_stromal``,
@@ -191,8 +327,14 @@ def make_filters(*, country: Iterable[str] = (), registry: Iterable[str] = (),
     cts: list[str] = []
     for c in cell_type:
         v = _norm_choice(c, (*CELL_TYPES, "immune", "stem_stromal", "stem", "other"), "cell type")
-        cts.extend({"immune": IMMUNE, "stem_stromal": STEM_STROMAL, "stem": STEM_STROMAL,
-                    "other": OTHER}.get(v, (v,)))
+        cts.extend(
+            {
+                "immune": IMMUNE,
+                "stem_stromal": STEM_STROMAL,
+                "stem": STEM_STROMAL,
+                "other": OTHER,
+            }.get(v, (v,))
+        )
     if scope not in ("cell_therapy", "all"):
         raise ConfigError(f"unknown scope {scope!r}", hint="Use cell_therapy or all.")
     years = start_year if isinstance(start_year, tuple) else parse_year_range(start_year)
@@ -200,11 +342,18 @@ def make_filters(*, country: Iterable[str] = (), registry: Iterable[str] = (),
         country=tuple(dict.fromkeys(c.strip() for c in country if c.strip())),
         registry=tuple(dict.fromkeys(r.strip().lower() for r in registry if r.strip())),
         start_year=years,
-        status=tuple(dict.fromkeys(s.strip().upper().replace(" ", "_").replace("-", "_") for s in status if s.strip())),
+        status=tuple(
+            dict.fromkeys(
+                s.strip().upper().replace(" ", "_").replace("-", "_") for s in status if s.strip()
+            )
+        ),
         phase=tuple(dict.fromkeys(_norm_phase(p) for p in phase)),
         cell_type=tuple(dict.fromkeys(cts)),
-        indication_group=tuple(dict.fromkeys(_norm_choice(g, INDICATION_GROUPS, "indication group")
-                                             for g in indication_group)),
+        indication_group=tuple(
+            dict.fromkeys(
+                _norm_choice(g, INDICATION_GROUPS, "indication group") for g in indication_group
+            )
+        ),
         title=title.strip() if title and title.strip() else None,
         scope=scope,
     )
@@ -217,14 +366,20 @@ _SINGLE = ("is_cell_therapy", "origin", "indication_group")
 
 
 def has_labels(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(_one(con, "SELECT count(*) FROM information_schema.tables "
-                         "WHERE table_name = 'labels' AND table_schema = 'main'"))
+    return bool(
+        _one(
+            con,
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_name = 'labels' AND table_schema = 'main'",
+        )
+    )
 
 
 def _label_columns(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     rows = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_name = 'labels' AND table_schema = 'main'").fetchall()
+        "WHERE table_name = 'labels' AND table_schema = 'main'"
+    ).fetchall()
     return {r[0]: r[1] for r in rows}
 
 
@@ -241,14 +396,18 @@ def ensure_label_view(con: duckdb.DuckDBPyConnection) -> bool:
         exprs = ["NULL::VARCHAR AS trial_id", "NULL::BOOLEAN AS is_cell_therapy"]
         exprs += [f"NULL::VARCHAR[] AS {c}" for c in _MULTI]
         exprs += ["NULL::VARCHAR AS origin", "NULL::VARCHAR AS indication_group"]
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {LABEL_VIEW} AS SELECT {', '.join(exprs)}, "
-                    "NULL::VARCHAR[] AS families WHERE false")
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {LABEL_VIEW} AS SELECT {', '.join(exprs)}, "
+            "NULL::VARCHAR[] AS families WHERE false"
+        )
         return False
     ict = cols.get("is_cell_therapy", "")
     if ict == "BOOLEAN":
         exprs.append("is_cell_therapy")
     elif ict:
-        exprs.append("lower(trim(CAST(is_cell_therapy AS VARCHAR))) IN ('yes', 'true', '1') AS is_cell_therapy")
+        exprs.append(
+            "lower(trim(CAST(is_cell_therapy AS VARCHAR))) IN ('yes', 'true', '1') AS is_cell_therapy"
+        )
     else:
         exprs.append("true AS is_cell_therapy")
     for c in _MULTI:
@@ -256,10 +415,14 @@ def ensure_label_view(con: duckdb.DuckDBPyConnection) -> bool:
         if t is None:
             exprs.append(f"[]::VARCHAR[] AS {c}")
         elif t.endswith("[]"):
-            exprs.append(f"list_sort(list_distinct(list_filter(coalesce({c}, []), lambda x: x IS NOT NULL AND trim(x) <> ''))) AS {c}")
+            exprs.append(
+                f"list_sort(list_distinct(list_filter(coalesce({c}, []), lambda x: x IS NOT NULL AND trim(x) <> ''))) AS {c}"
+            )
         else:
-            exprs.append(f"list_sort(list_distinct(list_filter(string_split(coalesce({c}, ''), ';'), "
-                         f"lambda x: trim(x) <> '').list_transform(lambda x: trim(x)))) AS {c}")
+            exprs.append(
+                f"list_sort(list_distinct(list_filter(string_split(coalesce({c}, ''), ';'), "
+                f"lambda x: trim(x) <> '').list_transform(lambda x: trim(x)))) AS {c}"
+            )
     for c in ("origin", "indication_group"):
         exprs.append(f"nullif(trim({c}), '') AS {c}" if c in cols else f"NULL::VARCHAR AS {c}")
     fam_case = (
@@ -305,8 +468,10 @@ def selection_sql(filters: Filters) -> tuple[str, list[Any]]:
     if filters.scope == "cell_therapy":
         where.append("l.is_cell_therapy")
     if filters.country:
-        where.append("t.trial_id IN (SELECT trial_id FROM countries WHERE lower(country) IN "
-                     "(SELECT lower(unnest(?::VARCHAR[]))))")
+        where.append(
+            "t.trial_id IN (SELECT trial_id FROM countries WHERE lower(country) IN "
+            "(SELECT lower(unnest(?::VARCHAR[]))))"
+        )
         params.append(list(filters.country))
     if filters.registry:
         where.append("lower(t.registry) IN (SELECT unnest(?::VARCHAR[]))")
@@ -333,8 +498,11 @@ def selection_sql(filters: Filters) -> tuple[str, list[Any]]:
     if filters.title:
         where.append("contains(lower(coalesce(t.title, '')), lower(?))")
         params.append(filters.title)
-    sql = (f"SELECT {SELECT_COLUMNS}\nFROM trials t LEFT JOIN {LABEL_VIEW} l USING (trial_id)"
-           + ("\nWHERE " + "\n  AND ".join(where) if where else "") + "\nORDER BY t.trial_id")
+    sql = (
+        f"SELECT {SELECT_COLUMNS}\nFROM trials t LEFT JOIN {LABEL_VIEW} l USING (trial_id)"
+        + ("\nWHERE " + "\n  AND ".join(where) if where else "")
+        + "\nORDER BY t.trial_id"
+    )
     return sql, params
 
 
@@ -382,7 +550,8 @@ def _selected(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> Iterator[
         try:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _sel AS SELECT {SELECT_COLUMNS} "
-                f"FROM _sel_ids s JOIN trials t USING (trial_id) LEFT JOIN {LABEL_VIEW} l USING (trial_id)")
+                f"FROM _sel_ids s JOIN trials t USING (trial_id) LEFT JOIN {LABEL_VIEW} l USING (trial_id)"
+            )
         finally:
             con.unregister("_sel_ids")
         _remember(con, trials)
@@ -398,18 +567,28 @@ def _q(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
     return df
 
 
-def _count_by(con: duckdb.DuckDBPyConnection, key_expr: str, where: str = "true",
-              order: str = "n_trials DESC, key", unnest: bool = False) -> pd.DataFrame:
+def _count_by(
+    con: duckdb.DuckDBPyConnection,
+    key_expr: str,
+    where: str = "true",
+    order: str = "n_trials DESC, key",
+    unnest: bool = False,
+) -> pd.DataFrame:
     inner = f"unnest({key_expr})" if unnest else key_expr
-    return _q(con, f"""
+    return _q(
+        con,
+        f"""
         WITH k AS (SELECT trial_id, {inner} AS key FROM _sel WHERE {where})
         SELECT key, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
-        FROM k WHERE key IS NOT NULL GROUP BY key ORDER BY {order}""")
+        FROM k WHERE key IS NOT NULL GROUP BY key ORDER BY {order}""",
+    )
 
 
 def _order_by(df: pd.DataFrame, column: str, order: Iterable[str]) -> pd.DataFrame:
     rank = {v: i for i, v in enumerate(order)}
-    return df.sort_values(column, key=lambda s: s.map(lambda v: rank.get(v, len(rank))), kind="stable").reset_index(drop=True)
+    return df.sort_values(
+        column, key=lambda s: s.map(lambda v: rank.get(v, len(rank))), kind="stable"
+    ).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- data dates
@@ -433,14 +612,31 @@ def headline(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
     metrics = [
         ("trials", "count(*)", "true"),
         ("patients_total", "coalesce(sum(enrollment), 0)", "enrollment IS NOT NULL"),
-        ("patients_actual", "coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'ACTUAL'), 0)",
-         "enrollment IS NOT NULL AND enrollment_type = 'ACTUAL'"),
-        ("patients_anticipated", "coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'ESTIMATED'), 0)",
-         "enrollment IS NOT NULL AND enrollment_type = 'ESTIMATED'"),
-        ("patients_type_not_stated", "coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'UNKNOWN'), 0)",
-         "enrollment IS NOT NULL AND enrollment_type = 'UNKNOWN'"),
-        ("trials_without_enrollment", "count(*) FILTER (WHERE enrollment IS NULL)", "enrollment IS NULL"),
-        ("countries", "any_value(c.n)", "trial_id IN (SELECT trial_id FROM countries WHERE country IS NOT NULL)"),
+        (
+            "patients_actual",
+            "coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'ACTUAL'), 0)",
+            "enrollment IS NOT NULL AND enrollment_type = 'ACTUAL'",
+        ),
+        (
+            "patients_anticipated",
+            "coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'ESTIMATED'), 0)",
+            "enrollment IS NOT NULL AND enrollment_type = 'ESTIMATED'",
+        ),
+        (
+            "patients_type_not_stated",
+            "coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'UNKNOWN'), 0)",
+            "enrollment IS NOT NULL AND enrollment_type = 'UNKNOWN'",
+        ),
+        (
+            "trials_without_enrollment",
+            "count(*) FILTER (WHERE enrollment IS NULL)",
+            "enrollment IS NULL",
+        ),
+        (
+            "countries",
+            "any_value(c.n)",
+            "trial_id IN (SELECT trial_id FROM countries WHERE country IS NOT NULL)",
+        ),
         ("registries", "count(DISTINCT registry)", "registry IS NOT NULL"),
         ("first_start_year", "any_value(y.y0)", "dated AND start_year = y.y0"),
         ("last_start_year", "any_value(y.y1)", "dated AND start_year = y.y1"),
@@ -451,17 +647,28 @@ def headline(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
     cols = []
     for i, (_, value, where) in enumerate(metrics):
         cols.append(f"{value} AS v{i}")
-        cols.append(f"coalesce(list(trial_id ORDER BY trial_id) FILTER (WHERE {where}), []) AS ids{i}")
+        cols.append(
+            f"coalesce(list(trial_id ORDER BY trial_id) FILTER (WHERE {where}), []) AS ids{i}"
+        )
     with _selected(con, trials):
-        row = con.execute(f"""
+        row = con.execute(
+            f"""
             WITH s AS (SELECT *, start_date <= ? AS dated FROM _sel),
                  y AS (SELECT min(start_year) FILTER (WHERE dated) AS y0,
                               max(start_year) FILTER (WHERE dated) AS y1 FROM s),
                  c AS (SELECT count(DISTINCT country) AS n FROM countries
                        WHERE trial_id IN (SELECT trial_id FROM _sel) AND country IS NOT NULL)
-            SELECT {", ".join(cols)} FROM s, y, c""", [cutoff, cutoff, cutoff]).fetchall()[0]
-    rows = [{"metric": m, "value": None if row[2 * i] is None else int(row[2 * i]),
-             "trial_ids": list(row[2 * i + 1])} for i, (m, _, _) in enumerate(metrics)]
+            SELECT {", ".join(cols)} FROM s, y, c""",
+            [cutoff, cutoff, cutoff],
+        ).fetchall()[0]
+    rows = [
+        {
+            "metric": m,
+            "value": None if row[2 * i] is None else int(row[2 * i]),
+            "trial_ids": list(row[2 * i + 1]),
+        }
+        for i, (m, _, _) in enumerate(metrics)
+    ]
     df = pd.DataFrame(rows)
     df["value"] = df["value"].astype("Int64")
     df["n_trials"] = [len(x) for x in df["trial_ids"]]
@@ -479,7 +686,9 @@ def snapshots(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFr
     trials of the report shown from it, and the latest registry update date
     among its records (the snapshot date of the source)."""
     with _selected(con, trials):
-        df = _q(con, """
+        df = _q(
+            con,
+            """
             WITH src AS (
                 SELECT source, any_value(format) AS format, min(started_at) AS first_ingested,
                        max(finished_at) AS last_ingested, sum(n_records) AS n_records_read,
@@ -493,54 +702,75 @@ def snapshots(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFr
                    src.n_records_read, src.n_bad, upd.latest_update,
                    coalesce(shown.n_trials, 0) AS n_trials, coalesce(shown.trial_ids, []) AS trial_ids
             FROM src LEFT JOIN upd USING (source) LEFT JOIN shown USING (source)
-            ORDER BY src.source""")
+            ORDER BY src.source""",
+        )
     return df
 
 
 def immune_by_cell_type(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
     """Immune-cell trials by immune cell type (a trial counts under each of its types)."""
     with _selected(con, trials):
-        df = _q(con, f"""
+        df = _q(
+            con,
+            f"""
             WITH k AS (SELECT trial_id, unnest(cell_type) AS key FROM _sel)
             SELECT key AS cell_type, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
-            FROM k WHERE key IN ({_in(IMMUNE)}) GROUP BY key ORDER BY n_trials DESC, key""")
+            FROM k WHERE key IN ({_in(IMMUNE)}) GROUP BY key ORDER BY n_trials DESC, key""",
+        )
     return df
 
 
 def stem_by_indication(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
     """Stem/stromal-cell trials by indication group."""
     with _selected(con, trials):
-        df = _count_by(con, "coalesce(indication_group, 'not_classified')",
-                       where="list_contains(families, 'stem_stromal')").rename(columns={"key": "indication_group"})
+        df = _count_by(
+            con,
+            "coalesce(indication_group, 'not_classified')",
+            where="list_contains(families, 'stem_stromal')",
+        ).rename(columns={"key": "indication_group"})
     return _order_by(df, "indication_group", (*INDICATION_GROUPS, "not_classified"))
 
 
 def stem_by_cell_type(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
     """Stem/stromal-cell trials by stem/stromal cell type."""
     with _selected(con, trials):
-        return _q(con, f"""
+        return _q(
+            con,
+            f"""
             WITH k AS (SELECT trial_id, unnest(cell_type) AS key FROM _sel)
             SELECT key AS cell_type, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
-            FROM k WHERE key IN ({_in(STEM_STROMAL)}) GROUP BY key ORDER BY n_trials DESC, key""")
+            FROM k WHERE key IN ({_in(STEM_STROMAL)}) GROUP BY key ORDER BY n_trials DESC, key""",
+        )
 
 
 def msc_by_source(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
     """MSC trials by MSC tissue source (an MSC trial without a source is
     'unspecified'); most trials first, 'other' and 'unspecified' last."""
     with _selected(con, trials):
-        df = _count_by(con, "CASE WHEN len(msc_source) = 0 THEN ['unspecified'] ELSE msc_source END",
-                       where="list_contains(cell_type, 'msc')", unnest=True).rename(columns={"key": "msc_source"})
+        df = _count_by(
+            con,
+            "CASE WHEN len(msc_source) = 0 THEN ['unspecified'] ELSE msc_source END",
+            where="list_contains(cell_type, 'msc')",
+            unnest=True,
+        ).rename(columns={"key": "msc_source"})
     rank = df["msc_source"].map({"other": 1, "unspecified": 2}).fillna(0)
-    return df.assign(_r=rank).sort_values(["_r", "n_trials", "msc_source"], ascending=[True, False, True],
-                                          kind="stable").drop(columns="_r").reset_index(drop=True)
+    return (
+        df.assign(_r=rank)
+        .sort_values(["_r", "n_trials", "msc_source"], ascending=[True, False, True], kind="stable")
+        .drop(columns="_r")
+        .reset_index(drop=True)
+    )
 
 
 def _by_family_and(con: duckdb.DuckDBPyConnection, key_expr: str, name: str) -> pd.DataFrame:
-    return _q(con, f"""
+    return _q(
+        con,
+        f"""
         WITH k AS (SELECT trial_id, {key_expr} AS key, unnest(families) AS family FROM _sel)
         SELECT key AS {name}, family, count(DISTINCT trial_id) AS n_trials,
                list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
-        FROM k GROUP BY ALL ORDER BY {name}, family""")
+        FROM k GROUP BY ALL ORDER BY {name}, family""",
+    )
 
 
 def start_year_by_family(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
@@ -551,12 +781,16 @@ def start_year_by_family(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -
     dd = data_date(con)
     cutoff = dd or date.max
     with _selected(con, trials):
-        df = _q(con, """
+        df = _q(
+            con,
+            """
             WITH k AS (SELECT trial_id, start_year, unnest(families) AS family FROM _sel
                        WHERE start_date IS NOT NULL AND start_date <= ?)
             SELECT start_year AS year, family, count(DISTINCT trial_id) AS n_trials,
                    list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
-            FROM k GROUP BY ALL ORDER BY year, family""", [cutoff])
+            FROM k GROUP BY ALL ORDER BY year, family""",
+            [cutoff],
+        )
     df["year"] = df["year"].astype("int64")
     df["partial"] = df["year"] == (dd.year if dd else -1)
     return df
@@ -569,8 +803,17 @@ def phase_by_family(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.
     return _order_by(df, "phase", PHASES)
 
 
-STATUS_ORDER = ("NOT_YET_RECRUITING", "RECRUITING", "ENROLLING_BY_INVITATION", "ACTIVE_NOT_RECRUITING",
-                "COMPLETED", "SUSPENDED", "TERMINATED", "WITHDRAWN", "UNKNOWN")
+STATUS_ORDER = (
+    "NOT_YET_RECRUITING",
+    "RECRUITING",
+    "ENROLLING_BY_INVITATION",
+    "ACTIVE_NOT_RECRUITING",
+    "COMPLETED",
+    "SUSPENDED",
+    "TERMINATED",
+    "WITHDRAWN",
+    "UNKNOWN",
+)
 
 
 def status_by_family(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
@@ -584,22 +827,28 @@ def stopped_reasons(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.
     """Terminated, withdrawn and suspended trials by the reason their record
     states (``why_stopped``); ``(no reason given)`` when it states none."""
     with _selected(con, trials):
-        df = _q(con, f"""
+        df = _q(
+            con,
+            f"""
             SELECT * FROM (
                 SELECT status, coalesce(why_stopped, '(no reason given)') AS reason,
                        count(*) AS n_trials, list(trial_id ORDER BY trial_id) AS trial_ids
                 FROM _sel WHERE status IN ({_in(STOPPED)}) GROUP BY ALL)
-            ORDER BY status, (reason = '(no reason given)'), n_trials DESC, reason""")
+            ORDER BY status, (reason = '(no reason given)'), n_trials DESC, reason""",
+        )
     return _order_by(df, "status", STOPPED)
 
 
 def countries(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
     """Trials by country (a multinational trial counts in each country)."""
     with _selected(con, trials):
-        return _q(con, """
+        return _q(
+            con,
+            """
             SELECT c.country, count(DISTINCT c.trial_id) AS n_trials, list(DISTINCT c.trial_id ORDER BY c.trial_id) AS trial_ids
             FROM countries c JOIN _sel USING (trial_id) WHERE c.country IS NOT NULL
-            GROUP BY c.country ORDER BY n_trials DESC, c.country""")
+            GROUP BY c.country ORDER BY n_trials DESC, c.country""",
+        )
 
 
 def sponsors(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
@@ -609,7 +858,9 @@ def sponsors(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
     encoding: ``lead_sponsor_key``) count together under their most common
     spelling; ``spellings`` lists them all."""
     with _selected(con, trials):
-        return _q(con, """
+        return _q(
+            con,
+            """
             WITH s AS (
                 SELECT x.trial_id, x.lead_sponsor, x.sponsor_class,
                        coalesce(t.lead_sponsor_key, x.lead_sponsor) AS k
@@ -623,7 +874,8 @@ def sponsors(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
                    count(*) AS n_trials, list(s.trial_id ORDER BY s.trial_id) AS trial_ids,
                    any_value(named.spellings) AS spellings
             FROM s JOIN named USING (k)
-            GROUP BY s.k, named.name ORDER BY n_trials DESC, lead_sponsor""")
+            GROUP BY s.k, named.name ORDER BY n_trials DESC, lead_sponsor""",
+        )
 
 
 def sponsor_classes(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
@@ -633,13 +885,16 @@ def sponsor_classes(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.
     return _order_by(df, "sponsor_class", ("industry", "academic_other", "government", "unknown"))
 
 
-def _cell_type_by_area(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame, cell_type: str,
-                       column: str, key: str) -> pd.DataFrame:
+def _cell_type_by_area(
+    con: duckdb.DuckDBPyConnection, trials: pd.DataFrame, cell_type: str, column: str, key: str
+) -> pd.DataFrame:
     """Trials of one cell type by a multi-valued label (``column``, named ``key``)
     × therapeutic area; an empty label counts as 'unspecified', an empty area
     as 'not_classified'. Non-zero cells only."""
     with _selected(con, trials):
-        return _q(con, f"""
+        return _q(
+            con,
+            f"""
             WITH k AS (SELECT trial_id,
                               unnest(CASE WHEN len({column}) = 0 THEN ['unspecified'] ELSE {column} END) AS {key}
                        FROM _sel WHERE list_contains(cell_type, '{cell_type}')),
@@ -648,7 +903,8 @@ def _cell_type_by_area(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame, cel
                        FROM _sel WHERE list_contains(cell_type, '{cell_type}'))
             SELECT {key}, therapeutic_area, count(DISTINCT trial_id) AS n_trials,
                    list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
-            FROM k JOIN a USING (trial_id) GROUP BY ALL ORDER BY {key}, therapeutic_area""")
+            FROM k JOIN a USING (trial_id) GROUP BY ALL ORDER BY {key}, therapeutic_area""",
+        )
 
 
 def msc_source_by_area(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
@@ -667,12 +923,16 @@ def product_form_by_year(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -
     year is ``partial``)."""
     dd = data_date(con)
     with _selected(con, trials):
-        df = _q(con, """
+        df = _q(
+            con,
+            """
             WITH k AS (SELECT trial_id, start_year, unnest(product_form) AS product_form FROM _sel
                        WHERE start_date IS NOT NULL AND start_date <= ?)
             SELECT start_year AS year, product_form, count(DISTINCT trial_id) AS n_trials,
                    list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
-            FROM k GROUP BY ALL ORDER BY year, product_form""", [dd or date.max])
+            FROM k GROUP BY ALL ORDER BY year, product_form""",
+            [dd or date.max],
+        )
     df["year"] = df["year"].astype("int64")
     df["partial"] = df["year"] == (dd.year if dd else -1)
     return df
@@ -683,7 +943,9 @@ def exclusions(con: duckdb.DuckDBPyConnection, filters: Filters) -> pd.DataFrame
     yet, classified as not cell therapy, or outside the filters."""
     ensure_label_view(con)
     sel_sql, params = selection_sql(filters)
-    df = _q(con, f"""
+    df = _q(
+        con,
+        f"""
         WITH sel AS (SELECT trial_id FROM ({sel_sql})),
              r AS (
                 SELECT t.trial_id, CASE
@@ -694,15 +956,20 @@ def exclusions(con: duckdb.DuckDBPyConnection, filters: Filters) -> pd.DataFrame
                 WHERE t.trial_id NOT IN (SELECT trial_id FROM sel))
         SELECT reason, count(*) AS n_trials, list(trial_id ORDER BY trial_id) AS trial_ids
         FROM r GROUP BY reason ORDER BY reason""",
-        [*params, filters.scope == "cell_therapy", filters.scope == "cell_therapy"])
-    return _order_by(df, "reason", ("not classified", "classified as not cell therapy", "outside the filters"))
+        [*params, filters.scope == "cell_therapy", filters.scope == "cell_therapy"],
+    )
+    return _order_by(
+        df, "reason", ("not classified", "classified as not cell therapy", "outside the filters")
+    )
 
 
 def unclassified_fields(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
     """Report trials missing a label the sections need: no cell type, no
     indication group, MSC without a source, CAR-T without a target."""
     with _selected(con, trials):
-        return _q(con, """
+        return _q(
+            con,
+            """
             SELECT * FROM (
               SELECT 'no cell type' AS gap, count(*) AS n_trials, coalesce(list(trial_id ORDER BY trial_id), []) AS trial_ids FROM _sel WHERE len(cell_type) = 0
               UNION ALL SELECT 'no indication group', count(*), coalesce(list(trial_id ORDER BY trial_id), []) FROM _sel WHERE indication_group IS NULL
@@ -711,7 +978,8 @@ def unclassified_fields(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) ->
               UNION ALL SELECT 'CAR-T without a recognised target', count(*), coalesce(list(trial_id ORDER BY trial_id), []) FROM _sel
                         WHERE list_contains(cell_type, 'car_t') AND len(targets) = 0
               UNION ALL SELECT 'no start date', count(*), coalesce(list(trial_id ORDER BY trial_id), []) FROM _sel WHERE start_date IS NULL)
-            """)
+            """,
+        )
 
 
 def taxonomy_version(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -720,13 +988,15 @@ def taxonomy_version(con: duckdb.DuckDBPyConnection) -> str | None:
         cols = _label_columns(con)
         for c in ("taxonomy_version", "version"):
             if c in cols:
-                rows = con.execute(f"SELECT DISTINCT {c} FROM labels WHERE {c} IS NOT NULL ORDER BY 1").fetchall()
+                rows = con.execute(
+                    f"SELECT DISTINCT {c} FROM labels WHERE {c} IS NOT NULL ORDER BY 1"
+                ).fetchall()
                 if rows:
                     return ", ".join(str(r[0]) for r in rows)
     try:
-        from importlib.resources import files
+        from importlib.resources import files  # noqa: PLC0415 - optional: the ImportError is handled
 
-        import yaml
+        import yaml  # noqa: PLC0415 - optional: the ImportError is handled
 
         text = files("celltrials.taxonomy").joinpath("taxonomy.yaml").read_text(encoding="utf-8")
         v = yaml.safe_load(text).get("version")
@@ -761,20 +1031,49 @@ SECTIONS: dict[str, Callable[[duckdb.DuckDBPyConnection, pd.DataFrame], pd.DataF
 def trial_list(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
     """The report's trials for listing: id, title, registry, status, phase,
     start date, registry link (ICTRP search link when the record has none)."""
-    from celltrials.safety import safe_url
 
     df = trials[["trial_id", "registry", "title", "status", "phase", "start_date", "url"]].copy()
     df["url"] = [safe_url(u) for u in df["url"]]  # only http(s) links ever reach the page
     missing = df["url"].isna() | (df["url"].astype(str).str.strip() == "")
-    df.loc[missing, "url"] = "https://trialsearch.who.int/Trial2.aspx?TrialID=" + df.loc[missing, "trial_id"].astype(str)
+    df.loc[missing, "url"] = "https://trialsearch.who.int/Trial2.aspx?TrialID=" + df.loc[
+        missing, "trial_id"
+    ].astype(str)
     return df
 
 
 __all__ = [
-    "CELL_TYPES", "FAMILIES", "IMMUNE", "OTHER", "SECTIONS", "STEM_STROMAL", "Filters",
-    "car_t_targets_by_area", "countries", "data_date", "exclusions", "headline", "immune_by_cell_type",
-    "label", "make_filters", "msc_by_source", "msc_source_by_area", "parse_year_range", "phase_by_family",
-    "product_form_by_year", "registries", "select_trials", "selection_sql", "snapshots", "sponsor_classes",
-    "sponsors", "start_year_by_family", "status_by_family", "stem_by_cell_type", "stem_by_indication",
-    "stopped_reasons", "taxonomy_version", "trial_list", "unclassified_fields",
+    "CELL_TYPES",
+    "FAMILIES",
+    "IMMUNE",
+    "OTHER",
+    "SECTIONS",
+    "STEM_STROMAL",
+    "Filters",
+    "car_t_targets_by_area",
+    "countries",
+    "data_date",
+    "exclusions",
+    "headline",
+    "immune_by_cell_type",
+    "label",
+    "make_filters",
+    "msc_by_source",
+    "msc_source_by_area",
+    "parse_year_range",
+    "phase_by_family",
+    "product_form_by_year",
+    "registries",
+    "select_trials",
+    "selection_sql",
+    "snapshots",
+    "sponsor_classes",
+    "sponsors",
+    "start_year_by_family",
+    "status_by_family",
+    "stem_by_cell_type",
+    "stem_by_indication",
+    "stopped_reasons",
+    "taxonomy_version",
+    "trial_list",
+    "unclassified_fields",
 ]

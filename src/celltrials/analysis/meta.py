@@ -63,7 +63,22 @@ from scipy import special, stats
 from celltrials.analysis import metamodels as mm
 from celltrials.errors import AnalysisError
 
-MEASURES = ("RR", "OR", "RD", "MD", "SMD", "SMDH", "ROM", "PLO", "PR", "PFT", "IRR", "IRLN", "ZCOR", "GEN")
+MEASURES = (
+    "RR",
+    "OR",
+    "RD",
+    "MD",
+    "SMD",
+    "SMDH",
+    "ROM",
+    "PLO",
+    "PR",
+    "PFT",
+    "IRR",
+    "IRLN",
+    "ZCOR",
+    "GEN",
+)
 METHODS = ("FE", "DL", "REML", "PM", "ML", "MH", "PETO")
 TESTS = ("z", "knha")
 TO_CHOICES = ("only0", "all", "if0all", "none")
@@ -154,7 +169,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV as text (numbers are parsed later so bad cells can be named)."""
     p = Path(path)
     if not p.is_file():
-        raise AnalysisError(f"{p}: no such file", hint="Pass the path of a CSV file with one row per study.")
+        raise AnalysisError(
+            f"{p}: no such file", hint="Pass the path of a CSV file with one row per study."
+        )
     try:
         df = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -182,7 +199,11 @@ def _resolve_columns(
             return resolved
     alternatives = " or ".join(",".join(s) for s in sets)
     first = {role: mapping.get(role, role) for role in sets[0]}
-    missing = [f"{col}" + (f" (for {role})" if col != role else "") for role, col in first.items() if col not in present]
+    missing = [
+        f"{col}" + (f" (for {role})" if col != role else "")
+        for role, col in first.items()
+        if col not in present
+    ]
     raise AnalysisError(
         f"measure {measure} needs columns {alternatives}; missing: {', '.join(missing)} "
         f"(the file has: {', '.join(df.columns) or 'no columns'})",
@@ -197,11 +218,17 @@ def _numeric(df: pd.DataFrame, role: str, col: str) -> np.ndarray:
         try:
             val = float(text)
         except ValueError:
-            where = f"row {i + 1} (CSV line {i + 2}), column '{col}'" + (f" ({role})" if col != role else "")
+            where = f"row {i + 1} (CSV line {i + 2}), column '{col}'" + (
+                f" ({role})" if col != role else ""
+            )
             what = "is empty" if text == "" else f"is not a number: {text!r}"
-            raise AnalysisError(f"{where} {what}", hint="Every effect-size cell must be a number.") from None
+            raise AnalysisError(
+                f"{where} {what}", hint="Every effect-size cell must be a number."
+            ) from None
         if not math.isfinite(val):
-            raise AnalysisError(f"row {i + 1} (CSV line {i + 2}), column '{col}' is not finite: {text!r}")
+            raise AnalysisError(
+                f"row {i + 1} (CSV line {i + 2}), column '{col}' is not finite: {text!r}"
+            )
         out[i] = val
     return out
 
@@ -235,7 +262,7 @@ def _continuity(zero: np.ndarray, add: float, to: str, n: int) -> np.ndarray:
     return np.zeros(n)
 
 
-def effect_sizes(
+def effect_sizes(  # noqa: C901 - one branch per effect measure / option, as metafor's escalc and rma
     df: pd.DataFrame,
     measure: str,
     columns: Mapping[str, str] | None = None,
@@ -251,7 +278,9 @@ def effect_sizes(
     measure = measure.upper()
     peto = measure == "PETO"
     if measure not in MEASURES and not peto:
-        raise AnalysisError(f"unknown measure '{measure}'", hint=f"Use one of {', '.join(MEASURES)}.")
+        raise AnalysisError(
+            f"unknown measure '{measure}'", hint=f"Use one of {', '.join(MEASURES)}."
+        )
     if to not in TO_CHOICES:
         raise AnalysisError(f"unknown --to '{to}'", hint=f"Use one of {', '.join(TO_CHOICES)}.")
     if not math.isfinite(add) or add < 0:
@@ -309,7 +338,11 @@ def effect_sizes(
         yi[dropped] = np.nan
         vi[dropped] = np.nan
         if not peto:
-            _bad_row(~dropped & ~np.isfinite(yi), cols["ai"], "the effect size is undefined (a zero cell with --to none)")
+            _bad_row(
+                ~dropped & ~np.isfinite(yi),
+                cols["ai"],
+                "the effect size is undefined (a zero cell with --to none)",
+            )
         return Effects(yi, vi, corrected, dropped, counts)
 
     if measure in ("MD", "SMD", "SMDH", "ROM"):
@@ -318,7 +351,9 @@ def effect_sizes(
         for role in ("sd1i", "sd2i"):
             _bad_row(x[role] < 0, cols[role], "a standard deviation cannot be negative")
         for role in ("n1i", "n2i"):
-            _bad_row(x[role] < (1 if measure in ("MD", "ROM") else 2), cols[role], "group size too small")
+            _bad_row(
+                x[role] < (1 if measure in ("MD", "ROM") else 2), cols[role], "group size too small"
+            )
         counts = {"n1i": n1, "n2i": n2}
         if measure == "MD":
             yi = m1 - m2
@@ -330,7 +365,9 @@ def effect_sizes(
             vi = s1**2 / (n1 * m1**2) + s2**2 / (n2 * m2**2)
         else:
             m = n1 + n2 - 2
-            cm = np.exp(special.gammaln(m / 2) - np.log(np.sqrt(m / 2)) - special.gammaln((m - 1) / 2))
+            cm = np.exp(
+                special.gammaln(m / 2) - np.log(np.sqrt(m / 2)) - special.gammaln((m - 1) / 2)
+            )
             if measure == "SMD":
                 sdp = np.sqrt(((n1 - 1) * s1**2 + (n2 - 1) * s2**2) / m)
                 _bad_row(sdp <= 0, cols["sd1i"], "pooled standard deviation is zero")
@@ -340,8 +377,10 @@ def effect_sizes(
                 sdp = np.sqrt((s1**2 + s2**2) / 2)
                 _bad_row(sdp <= 0, cols["sd1i"], "both standard deviations are zero")
                 yi = cm * (m1 - m2) / sdp
-                vi = (yi**2 * (s1**4 / (n1 - 1) + s2**4 / (n2 - 1)) / (8 * sdp**4)
-                      + (s1**2 / (n1 - 1) + s2**2 / (n2 - 1)) / sdp**2)
+                vi = (
+                    yi**2 * (s1**4 / (n1 - 1) + s2**4 / (n2 - 1)) / (8 * sdp**4)
+                    + (s1**2 / (n1 - 1) + s2**2 / (n2 - 1)) / sdp**2
+                )
         _bad_row(vi <= 0, cols["sd1i"], "the sampling variance is zero (both SDs are 0)")
         return Effects(yi, vi, corrected, dropped, counts)
 
@@ -365,8 +404,11 @@ def effect_sizes(
             else:
                 yi = xc / nc
                 vi = yi * (1 - yi) / nc
-        _bad_row(~np.isfinite(yi) | ~np.isfinite(vi) | (vi <= 0), cols["xi"],
-                 "the effect size is undefined (0 or all events with --to none)")
+        _bad_row(
+            ~np.isfinite(yi) | ~np.isfinite(vi) | (vi <= 0),
+            cols["xi"],
+            "the effect size is undefined (0 or all events with --to none)",
+        )
         return Effects(yi, vi, corrected, dropped, counts)
 
     if measure == "IRR":
@@ -385,7 +427,11 @@ def effect_sizes(
             vi = 1 / (x1 + addv) + 1 / (x2 + addv)
         yi[dropped] = np.nan
         vi[dropped] = np.nan
-        _bad_row(~dropped & ~np.isfinite(yi), cols["x1i"], "the effect size is undefined (no events with --to none)")
+        _bad_row(
+            ~dropped & ~np.isfinite(yi),
+            cols["x1i"],
+            "the effect size is undefined (no events with --to none)",
+        )
         return Effects(yi, vi, corrected, dropped, counts)
 
     if measure == "IRLN":
@@ -397,12 +443,16 @@ def effect_sizes(
         with np.errstate(divide="ignore", invalid="ignore"):
             yi = np.log((xi + addv) / ti)
             vi = 1 / (xi + addv)
-        _bad_row(~np.isfinite(yi), cols["xi"], "the effect size is undefined (no events with --to none)")
+        _bad_row(
+            ~np.isfinite(yi), cols["xi"], "the effect size is undefined (no events with --to none)"
+        )
         return Effects(yi, vi, corrected, dropped, {"xi": xi, "ti": ti})
 
     if measure == "ZCOR":
         ri, ni = x["ri"], x["ni"]
-        _bad_row((ri <= -1) | (ri >= 1), cols["ri"], "a correlation must be strictly between -1 and 1")
+        _bad_row(
+            (ri <= -1) | (ri >= 1), cols["ri"], "a correlation must be strictly between -1 and 1"
+        )
         _bad_row(ni <= 3, cols["ni"], "Fisher's z needs more than 3 participants")
         return Effects(np.arctanh(ri), 1 / (ni - 3), corrected, dropped, {"ni": ni})
 
@@ -431,7 +481,15 @@ def _heterogeneity_ci(
     y: np.ndarray, v: np.ndarray, tau2: float, method: str, level: float, tau2_ci: str
 ) -> dict[str, Any]:
     """τ² SE and the confidence intervals of τ², I², H² for an intercept-only model."""
-    keys = ("tau2_se", "tau2_ci_low", "tau2_ci_high", "i2_ci_low", "i2_ci_high", "h2_ci_low", "h2_ci_high")
+    keys = (
+        "tau2_se",
+        "tau2_ci_low",
+        "tau2_ci_high",
+        "i2_ci_low",
+        "i2_ci_high",
+        "h2_ci_low",
+        "h2_ci_high",
+    )
     out: dict[str, Any] = dict.fromkeys(keys)
     out["tau2_ci_method"] = None
     k = len(y)
@@ -442,12 +500,17 @@ def _heterogeneity_ci(
     low, high, _null = mm.tau2_confint(y, v, x, tau2, level=level, kind=tau2_ci, method=method)
     wf = 1 / v
     vt = (k - 1) * wf.sum() / (wf.sum() ** 2 - (wf**2).sum())
-    out.update({
-        "tau2_ci_low": low, "tau2_ci_high": high,
-        "i2_ci_low": 100 * low / (vt + low), "i2_ci_high": 100 * high / (vt + high),
-        "h2_ci_low": low / vt + 1, "h2_ci_high": high / vt + 1,
-        "tau2_ci_method": "Q-profile" if tau2_ci == "QP" else "profile likelihood",
-    })
+    out.update(
+        {
+            "tau2_ci_low": low,
+            "tau2_ci_high": high,
+            "i2_ci_low": 100 * low / (vt + low),
+            "i2_ci_high": 100 * high / (vt + high),
+            "h2_ci_low": low / vt + 1,
+            "h2_ci_high": high / vt + 1,
+            "tau2_ci_method": "Q-profile" if tau2_ci == "QP" else "profile likelihood",
+        }
+    )
     return out
 
 
@@ -564,8 +627,18 @@ def _sparse_fit(
         "q": q,
         "q_df": max(df, 0),
         "q_p": q_p,
-        **dict.fromkeys(("tau2_se", "tau2_ci_low", "tau2_ci_high", "i2_ci_low", "i2_ci_high",
-                         "h2_ci_low", "h2_ci_high", "tau2_ci_method")),
+        **dict.fromkeys(
+            (
+                "tau2_se",
+                "tau2_ci_low",
+                "tau2_ci_high",
+                "i2_ci_low",
+                "i2_ci_high",
+                "h2_ci_low",
+                "h2_ci_high",
+                "tau2_ci_method",
+            )
+        ),
         "weights": [float(w) for w in weights],
     }
     out["pi_low"], out["pi_high"] = out["ci_low"], out["ci_high"]
@@ -586,7 +659,7 @@ def _with_back(measure: str, res: dict[str, Any], n: float | None = None) -> dic
 
 def egger_test(y: np.ndarray, v: np.ndarray) -> dict[str, Any] | None:
     """Egger's regression test: OLS of y/se on 1/se; the intercept measures asymmetry."""
-    import statsmodels.api as sm
+    import statsmodels.api as sm  # noqa: PLC0415 - heavy optional dependency, imported on first use
 
     if len(y) < 3:
         return None
@@ -614,10 +687,18 @@ def parse_mods(spec: str | Sequence[str] | None) -> list[tuple[str, str | None]]
     """``"ablat,alloc:cat"`` → ``[("ablat", None), ("alloc", "cat")]`` (``:cat`` / ``:num`` force a type)."""
     if spec is None:
         return []
-    items = spec.split(",") if isinstance(spec, str) else [s for part in spec for s in str(part).split(",")]
+    items = (
+        spec.split(",")
+        if isinstance(spec, str)
+        else [s for part in spec for s in str(part).split(",")]
+    )
     out: list[tuple[str, str | None]] = []
     for item in items:
-        name, _, kind = item.strip().rpartition(":") if item.strip().endswith((":cat", ":num")) else (item.strip(), "", "")
+        name, _, kind = (
+            item.strip().rpartition(":")
+            if item.strip().endswith((":cat", ":num"))
+            else (item.strip(), "", "")
+        )
         if not name:
             continue
         out.append((name, kind or None))
@@ -639,7 +720,10 @@ def design_matrix(
     coding: dict[str, Any] = {}
     for col, kind in mods:
         if col not in data.columns:
-            raise AnalysisError(f"--mods column '{col}' is not in the input", hint=f"Columns: {', '.join(data.columns)}.")
+            raise AnalysisError(
+                f"--mods column '{col}' is not in the input",
+                hint=f"Columns: {', '.join(data.columns)}.",
+            )
         values = [str(v).strip() for v in data[col].tolist()]
         for i in rows:
             if values[i] == "":
@@ -662,7 +746,9 @@ def design_matrix(
             nums.append(f)
         if kind == "num" and not numeric:
             bad = next((i for i in rows if not _is_number(values[i])), rows[0])
-            raise AnalysisError(f"row {bad + 1} (CSV line {bad + 2}), column '{col}' is not a number: {values[bad]!r}")
+            raise AnalysisError(
+                f"row {bad + 1} (CSV line {bad + 2}), column '{col}' is not a number: {values[bad]!r}"
+            )
         if numeric and kind != "cat":
             cols.append(np.array(nums))
             names.append(col)
@@ -670,12 +756,18 @@ def design_matrix(
             continue
         levels = sorted(set(sub))
         if len(levels) < 2:
-            raise AnalysisError(f"--mods column '{col}' has only one level ({levels[0]!r}) among the studies")
+            raise AnalysisError(
+                f"--mods column '{col}' has only one level ({levels[0]!r}) among the studies"
+            )
         for lev in levels[1:]:
             cols.append(np.array([1.0 if s == lev else 0.0 for s in sub]))
             names.append(f"{col}={lev}")
-        coding[col] = {"type": "categorical", "reference": levels[0], "levels": levels,
-                       "dummies": [f"{col}={lev}" for lev in levels[1:]]}
+        coding[col] = {
+            "type": "categorical",
+            "reference": levels[0],
+            "levels": levels,
+            "dummies": [f"{col}={lev}" for lev in levels[1:]],
+        }
     return np.column_stack(cols), names, coding
 
 
@@ -687,8 +779,16 @@ def _is_number(s: str) -> bool:
 
 
 def meta_regression(
-    y: np.ndarray, v: np.ndarray, x: np.ndarray, names: list[str], coding: dict[str, Any], *,
-    method: str, test: str, level: float, tau2_ci: str = "QP",
+    y: np.ndarray,
+    v: np.ndarray,
+    x: np.ndarray,
+    names: list[str],
+    coding: dict[str, Any],
+    *,
+    method: str,
+    test: str,
+    level: float,
+    tau2_ci: str = "QP",
 ) -> dict[str, Any]:
     """The mixed-effects model ``rma(yi, vi, mods=…)`` as a JSON-ready dict (with R²)."""
     res = mm.rma(y, v, x, names, method=method, test=test, level=level)
@@ -696,15 +796,26 @@ def meta_regression(
     if method != "FE":
         tau2_re = mm.estimate_tau2(y, v, np.ones((len(y), 1)), method)
         r2 = 0.0 if tau2_re == 0 else max(0.0, 100 * (tau2_re - res["tau2"]) / tau2_re)
-    ci: dict[str, Any] = dict.fromkeys(("tau2_ci_low", "tau2_ci_high", "i2_ci_low", "i2_ci_high", "h2_ci_low", "h2_ci_high"))
+    ci: dict[str, Any] = dict.fromkeys(
+        ("tau2_ci_low", "tau2_ci_high", "i2_ci_low", "i2_ci_high", "h2_ci_low", "h2_ci_high")
+    )
     if method != "FE":
-        low, high, _ = mm.tau2_confint(y, v, x, res["tau2"], level=level, kind=tau2_ci, method=method)
+        low, high, _ = mm.tau2_confint(
+            y, v, x, res["tau2"], level=level, kind=tau2_ci, method=method
+        )
         vt = res["vt"]
-        ci = {"tau2_ci_low": low, "tau2_ci_high": high,
-              "i2_ci_low": 100 * low / (vt + low), "i2_ci_high": 100 * high / (vt + high),
-              "h2_ci_low": low / vt + 1, "h2_ci_high": high / vt + 1}
+        ci = {
+            "tau2_ci_low": low,
+            "tau2_ci_high": high,
+            "i2_ci_low": 100 * low / (vt + low),
+            "i2_ci_high": 100 * high / (vt + high),
+            "h2_ci_low": low / vt + 1,
+            "h2_ci_high": high / vt + 1,
+        }
     return {
-        "model": "fixed-effects meta-regression" if method == "FE" else "mixed-effects meta-regression",
+        "model": "fixed-effects meta-regression"
+        if method == "FE"
+        else "mixed-effects meta-regression",
         "k": res["k"],
         "coefficients": res["coefficients"],
         "coding": coding,
@@ -745,13 +856,14 @@ def _overflow_is_an_error(fn: _F) -> _F:
             raise AnalysisError(
                 f"the input's numbers are too large to compute with in double precision ({exc})",
                 hint="Check the input for absurd counts, effects or variances (e.g. 1e308); "
-                     "rescale effects and variances to ordinary magnitudes.") from None
+                "rescale effects and variances to ordinary magnitudes.",
+            ) from None
 
     return cast(_F, wrapper)
 
 
 @_overflow_is_an_error
-def meta_analysis(
+def meta_analysis(  # noqa: C901 - one branch per effect measure / option, as metafor's escalc and rma
     data: pd.DataFrame,
     measure: str,
     *,
@@ -781,17 +893,26 @@ def meta_analysis(
     test = test.lower()
     tau2_ci = tau2_ci.upper()
     if measure not in MEASURES:
-        raise AnalysisError(f"unknown measure '{measure}'", hint=f"Use one of {', '.join(MEASURES)}.")
+        raise AnalysisError(
+            f"unknown measure '{measure}'", hint=f"Use one of {', '.join(MEASURES)}."
+        )
     if method not in METHODS:
         raise AnalysisError(f"unknown method '{method}'", hint=f"Use one of {', '.join(METHODS)}.")
     if test not in TESTS:
         raise AnalysisError(f"unknown test '{test}'", hint="Use z or knha.")
     if tau2_ci not in TAU2_CI:
-        raise AnalysisError(f"unknown tau² CI method '{tau2_ci}'", hint="Use QP (Q-profile) or PL (profile likelihood).")
+        raise AnalysisError(
+            f"unknown tau² CI method '{tau2_ci}'",
+            hint="Use QP (Q-profile) or PL (profile likelihood).",
+        )
     if by_tau2 not in ("separate", "common"):
-        raise AnalysisError(f"unknown subgroup tau² option '{by_tau2}'", hint="Use separate or common.")
+        raise AnalysisError(
+            f"unknown subgroup tau² option '{by_tau2}'", hint="Use separate or common."
+        )
     if not 0 < level < 1:
-        raise AnalysisError(f"confidence level {level} is not between 0 and 1", hint="Use e.g. 0.95.")
+        raise AnalysisError(
+            f"confidence level {level} is not between 0 and 1", hint="Use e.g. 0.95."
+        )
     sparse = method in ("MH", "PETO")
     if method == "MH" and measure not in MH_MEASURES:
         raise AnalysisError(f"--method MH works with {', '.join(MH_MEASURES)}, not {measure}")
@@ -801,7 +922,9 @@ def meta_analysis(
         raise AnalysisError(f"--test knha needs a random-effects model, not --method {method}")
     mod_spec = parse_mods(mods)
     if mod_spec and sparse:
-        raise AnalysisError(f"--mods needs an inverse-variance model (FE, DL, REML, PM, ML), not --method {method}")
+        raise AnalysisError(
+            f"--mods needs an inverse-variance model (FE, DL, REML, PM, ML), not --method {method}"
+        )
     if len(data) < 2:
         raise AnalysisError(
             f"a meta-analysis needs at least 2 studies; the input has {len(data)}",
@@ -809,12 +932,17 @@ def meta_analysis(
         )
     if drop00 is None:
         drop00 = sparse
-    eff = effect_sizes(data, "PETO" if method == "PETO" else measure, columns, add=add, to=to, drop00=drop00)
+    eff = effect_sizes(
+        data, "PETO" if method == "PETO" else measure, columns, add=add, to=to, drop00=drop00
+    )
     yi, vi = eff.yi, eff.vi
 
     if label is not None:
         if label not in data.columns:
-            raise AnalysisError(f"label column '{label}' is not in the input", hint=f"Columns: {', '.join(data.columns)}.")
+            raise AnalysisError(
+                f"label column '{label}' is not in the input",
+                hint=f"Columns: {', '.join(data.columns)}.",
+            )
         label_col: str | None = label
     else:
         label_col = next((c for c in data.columns if c.lower() in LABEL_CANDIDATES), None)
@@ -834,8 +962,12 @@ def meta_analysis(
             return _sparse_fit(method, measure, eff, rows, level)
         rows = rows[np.isfinite(yi[rows])]
         if len(rows) == 0:
-            raise AnalysisError("no study is left to pool (all were dropped as double-zero studies)")
-        return fit(yi[rows], vi[rows], method=method, test=test, level=level, tau2=tau2, tau2_ci=tau2_ci)
+            raise AnalysisError(
+                "no study is left to pool (all were dropped as double-zero studies)"
+            )
+        return fit(
+            yi[rows], vi[rows], method=method, test=test, level=level, tau2=tau2, tau2_ci=tau2_ci
+        )
 
     if not sparse and len(usable) < 2:
         raise AnalysisError(
@@ -882,8 +1014,17 @@ def meta_analysis(
 
     if mod_spec:
         x, names, coding = design_matrix(data, mod_spec, usable)
-        reg = meta_regression(yi[usable], vi[usable], x, names, coding, method=method, test=test, level=level,
-                              tau2_ci=tau2_ci)
+        reg = meta_regression(
+            yi[usable],
+            vi[usable],
+            x,
+            names,
+            coding,
+            method=method,
+            test=test,
+            level=level,
+            tau2_ci=tau2_ci,
+        )
         out["meta_regression"] = reg
         for key in ("coefficients", "qm", "qm_df", "qm_p", "qe", "qe_df", "qe_p", "r2"):
             out[key] = reg[key]
@@ -891,8 +1032,23 @@ def meta_analysis(
         out["meta_regression"] = None
 
     if by is not None:
-        out["subgroups"] = _subgroups(data, by, by_tau2, labels, studies, yi, vi, usable, pool, measure, method, test,
-                                      level, pft_n, sparse)
+        out["subgroups"] = _subgroups(
+            data,
+            by,
+            by_tau2,
+            labels,
+            studies,
+            yi,
+            vi,
+            usable,
+            pool,
+            measure,
+            method,
+            test,
+            level,
+            pft_n,
+            sparse,
+        )
     else:
         out["subgroups"] = None
 
@@ -914,24 +1070,46 @@ def meta_analysis(
 
 
 def _subgroups(
-    data: pd.DataFrame, by: str, by_tau2: str, labels: list[str], studies: list[dict[str, Any]],
-    yi: np.ndarray, vi: np.ndarray, usable: np.ndarray, pool: Any, measure: str, method: str, test: str,
-    level: float, pft_n: float | None, sparse: bool,
+    data: pd.DataFrame,
+    by: str,
+    by_tau2: str,
+    labels: list[str],
+    studies: list[dict[str, Any]],
+    yi: np.ndarray,
+    vi: np.ndarray,
+    usable: np.ndarray,
+    pool: Any,
+    measure: str,
+    method: str,
+    test: str,
+    level: float,
+    pft_n: float | None,
+    sparse: bool,
 ) -> dict[str, Any]:
     if by not in data.columns:
-        raise AnalysisError(f"--by column '{by}' is not in the input", hint=f"Columns: {', '.join(data.columns)}.")
+        raise AnalysisError(
+            f"--by column '{by}' is not in the input", hint=f"Columns: {', '.join(data.columns)}."
+        )
     groups = [str(g).strip() for g in data[by].tolist()]
     for i, g in enumerate(groups):
         if g == "":
-            raise AnalysisError(f"row {i + 1} (CSV line {i + 2}), column '{by}' is empty", hint="Every study needs a subgroup.")
+            raise AnalysisError(
+                f"row {i + 1} (CSV line {i + 2}), column '{by}' is empty",
+                hint="Every study needs a subgroup.",
+            )
         studies[i]["group"] = g
     names = list(dict.fromkeys(groups))
     if len(names) < 2:
-        raise AnalysisError(f"--by column '{by}' has only one subgroup ({names[0]!r})", hint="Subgroup analysis needs at least two groups.")
+        raise AnalysisError(
+            f"--by column '{by}' has only one subgroup ({names[0]!r})",
+            hint="Subgroup analysis needs at least two groups.",
+        )
     common = by_tau2 == "common" and not sparse and method != "FE"
     if by_tau2 == "common" and sparse:
-        raise AnalysisError(f"a common tau² needs a random-effects model, not --method {method}",
-                            hint="Use --by-tau2 separate (the default) with MH or PETO, or a random-effects --method.")
+        raise AnalysisError(
+            f"a common tau² needs a random-effects model, not --method {method}",
+            hint="Use --by-tau2 separate (the default) with MH or PETO, or a random-effects --method.",
+        )
     tau2_common = None
     model: dict[str, Any] | None = None
     if common:
@@ -944,30 +1122,42 @@ def _subgroups(
         r = pool(idx, tau2_common) if not sparse else pool(idx)
         r.pop("weights")
         sub.append(_with_back(measure, {"group": g, **r}, pft_n))
-    model_name = "common" if common else "fixed effect (no tau²)" if method in ("FE", "MH", "PETO") else "separate"
+    model_name = (
+        "common"
+        if common
+        else "fixed effect (no tau²)"
+        if method in ("FE", "MH", "PETO")
+        else "separate"
+    )
     out: dict[str, Any] = {"by": by, "tau2_model": model_name, "tau2_common": tau2_common}
     if common and model is not None:
-        out.update({
-            "groups": sub,
-            "q_between": model["qm"],
-            "q_between_df": model["qm_df"],
-            "q_between_df2": model["qm_df2"],
-            "q_between_test": "F" if test == "knha" else "chi2",
-            "q_between_p": model["qm_p"],
-        })
+        out.update(
+            {
+                "groups": sub,
+                "q_between": model["qm"],
+                "q_between_df": model["qm_df"],
+                "q_between_df2": model["qm_df2"],
+                "q_between_test": "F" if test == "knha" else "chi2",
+                "q_between_p": model["qm_p"],
+            }
+        )
         return out
     est = np.array([s["estimate"] for s in sub])
-    with np.errstate(divide="ignore", invalid="ignore"):  # SE 0 (KNHA, identical effects): undefined
+    with np.errstate(
+        divide="ignore", invalid="ignore"
+    ):  # SE 0 (KNHA, identical effects): undefined
         wg = 1 / np.array([s["se"] for s in sub]) ** 2
         qb = float(wg @ (est - wg @ est / wg.sum()) ** 2)
-    out.update({
-        "groups": sub,
-        "q_between": qb,
-        "q_between_df": len(sub) - 1,
-        "q_between_df2": None,
-        "q_between_test": "chi2",
-        "q_between_p": float(stats.chi2.sf(qb, len(sub) - 1)),
-    })
+    out.update(
+        {
+            "groups": sub,
+            "q_between": qb,
+            "q_between_df": len(sub) - 1,
+            "q_between_df2": None,
+            "q_between_test": "chi2",
+            "q_between_p": float(stats.chi2.sf(qb, len(sub) - 1)),
+        }
+    )
     return out
 
 

@@ -40,23 +40,33 @@ rows are added to (or replace) the registry rows.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from celltrials.analysis.landscape import Filters, select_trials
+from celltrials.analysis.meta import meta_analysis, read_table
 from celltrials.analysis.results import parse_results, study_object
 from celltrials.errors import AnalysisError, CelltrialsError
+from celltrials.registry_ids import canonical_id
+from celltrials.safety import safe_cell
 from celltrials.sources import RESULT_FORMATS
 
 BINARY_MEASURES = ("RR", "OR", "RD")
 CONTINUOUS_MEASURES = ("MD", "SMD", "SMDH", "ROM")
 SINGLE_ARM_MEASURES = ("PLO", "PR", "PFT")
 AE_OUTCOMES = {
-    "serious adverse events": "serious", "sae": "serious", "saes": "serious",
-    "deaths": "deaths", "death": "deaths", "all-cause mortality": "deaths",
+    "serious adverse events": "serious",
+    "sae": "serious",
+    "saes": "serious",
+    "deaths": "deaths",
+    "death": "deaths",
+    "all-cause mortality": "deaths",
     "other adverse events": "other",
 }
 LABEL_COLUMNS = ("cell_type", "msc_source", "origin", "route", "dose", "product_form")
@@ -64,19 +74,49 @@ LABEL_COLUMNS = ("cell_type", "msc_source", "origin", "route", "dose", "product_
 _CONTROL = re.compile(
     r"\b(placebo|control|sham|vehicle|saline|standard (of )?care|usual care|conventional|natural history|"
     r"no (intervention|treatment)|best supportive care|hyalur\w*|synvisc|durolane|plasma-?lyte|fibrin glue|"
-    r"comparator)\b", re.I)
+    r"comparator)\b",
+    re.I,
+)
 _CELL = re.compile(
     r"(\bcells?\b|mesenchymal|stromal|\bstem\b|\bmscs?\b|h?mscs?\b|\badscs?\b|\basc\b|\bsvf\b|\bbmac\b|"
     r"exosome|\bexo-?\d|remestemcel|rexlemestrocel|\bmpc\b|jointstem|astrostem|preob|\bctl\b|car-?t|"
-    r"\bnk\b|\bcord blood\b|umbilical|adipose|bone marrow)", re.I)
+    r"\bnk\b|\bcord blood\b|umbilical|adipose|bone marrow)",
+    re.I,
+)
 _PARTICIPANT_UNITS = re.compile(r"participant|patient|subject|people|person|individual", re.I)
 
 #: CSV templates for values extracted from papers (header row; see the README)
 TEMPLATES: dict[str, list[str]] = {
-    "binary": ["study", "trial_id", "source", "outcome", "time_frame", "experimental_arm", "control_arm",
-               "ai", "n1i", "ci", "n2i", "notes"],
-    "continuous": ["study", "trial_id", "source", "outcome", "time_frame", "experimental_arm", "control_arm",
-                   "m1i", "sd1i", "n1i", "m2i", "sd2i", "n2i", "notes"],
+    "binary": [
+        "study",
+        "trial_id",
+        "source",
+        "outcome",
+        "time_frame",
+        "experimental_arm",
+        "control_arm",
+        "ai",
+        "n1i",
+        "ci",
+        "n2i",
+        "notes",
+    ],
+    "continuous": [
+        "study",
+        "trial_id",
+        "source",
+        "outcome",
+        "time_frame",
+        "experimental_arm",
+        "control_arm",
+        "m1i",
+        "sd1i",
+        "n1i",
+        "m2i",
+        "sd2i",
+        "n2i",
+        "notes",
+    ],
 }
 _REQUIRED_TEXT = ("study", "source")
 
@@ -92,7 +132,7 @@ def kind_of(measure: str) -> str:
     raise AnalysisError(
         f"--from-store cannot build {measure} rows",
         hint=f"Use a two-group binary ({', '.join(BINARY_MEASURES)}), continuous ({', '.join(CONTINUOUS_MEASURES)}) "
-             f"or single-arm ({', '.join(SINGLE_ARM_MEASURES)}) measure.",
+        f"or single-arm ({', '.join(SINGLE_ARM_MEASURES)}) measure.",
     )
 
 
@@ -103,13 +143,34 @@ def _norm(s: Any) -> str:
     return " ".join(str(s or "").lower().split())
 
 
-_CROSSOVER = re.compile(r"\b(after|followed by|then|cross-?over|extension|ole?|follow-?up)\b|->|→", re.I)
+_CROSSOVER = re.compile(
+    r"\b(after|followed by|then|cross-?over|extension|ole?|follow-?up)\b|->|→", re.I
+)
 _TOKEN = re.compile(r"[a-z0-9]+")
-_STOP = {"group", "arm", "cohort", "the", "of", "and", "with", "a", "in", "to", "for", "ss", "fas", "itt", "mg", "kg"}
+_STOP = {
+    "group",
+    "arm",
+    "cohort",
+    "the",
+    "of",
+    "and",
+    "with",
+    "a",
+    "in",
+    "to",
+    "for",
+    "ss",
+    "fas",
+    "itt",
+    "mg",
+    "kg",
+}
 
 
 def _tokens(text: Any) -> set[str]:
-    return {t for t in _TOKEN.findall(str(text or "").lower()) if t not in _STOP and not t.isdigit()}
+    return {
+        t for t in _TOKEN.findall(str(text or "").lower()) if t not in _STOP and not t.isdigit()
+    }
 
 
 def _protocol_type(title: Any, arm_types: dict[str, str]) -> str:
@@ -119,7 +180,9 @@ def _protocol_type(title: Any, arm_types: dict[str, str]) -> str:
     if exact:
         return exact
     words = _tokens(title)
-    scored = sorted(((len(words & _tokens(label)), typ) for label, typ in arm_types.items()), reverse=True)
+    scored = sorted(
+        ((len(words & _tokens(label)), typ) for label, typ in arm_types.items()), reverse=True
+    )
     if scored and scored[0][0] > 0 and (len(scored) == 1 or scored[1][0] < scored[0][0]):
         return scored[0][1]
     return ""
@@ -149,12 +212,21 @@ def arm_role(title: Any, description: Any, arm_types: dict[str, str]) -> tuple[s
         return "control", "description names a control"
     if _CELL.search(text) and not _CONTROL.search(text):
         return "experimental", "description names cells"
-    return None, "neither a cell arm nor a control by its title, the protocol's arm type or its description"
+    return (
+        None,
+        "neither a cell arm nor a control by its title, the protocol's arm type or its description",
+    )
 
 
 def _arm_types(study: dict[str, Any]) -> dict[str, str]:
-    arms = ((study.get("protocolSection") or {}).get("armsInterventionsModule") or {}).get("armGroups") or []
-    return {_norm(a.get("label")): str(a.get("type") or "").upper() for a in arms if isinstance(a, dict) and a.get("label")}
+    arms = ((study.get("protocolSection") or {}).get("armsInterventionsModule") or {}).get(
+        "armGroups"
+    ) or []
+    return {
+        _norm(a.get("label")): str(a.get("type") or "").upper()
+        for a in arms
+        if isinstance(a, dict) and a.get("label")
+    }
 
 
 def _pool_means(parts: list[tuple[float, float, float]]) -> tuple[float, float, float]:
@@ -177,67 +249,119 @@ def _ae_groups(tables: dict[str, pd.DataFrame], which: str) -> list[dict[str, An
     for r in eg.itertuples(index=False):
         events = getattr(r, f"{which}_num_affected")
         at_risk = getattr(r, f"{which}_num_at_risk")
-        out.append({"group_id": r.group_id, "title": r.group_title, "description": r.group_description,
-                    "events": None if pd.isna(events) else int(events), "n": None if pd.isna(at_risk) else int(at_risk)})
+        out.append(
+            {
+                "group_id": r.group_id,
+                "title": r.group_title,
+                "description": r.group_description,
+                "events": None if pd.isna(events) else int(events),
+                "n": None if pd.isna(at_risk) else int(at_risk),
+            }
+        )
     return out
 
 
-def _measure_groups(tables: dict[str, pd.DataFrame], outcome: str, time_frame: str | None,
-                    kind: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
+def _measure_groups(
+    tables: dict[str, pd.DataFrame], outcome: str, time_frame: str | None, kind: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
     """The chosen outcome measure of one trial and its per-group values (or a reason)."""
     out = tables["outcomes"]
     if out.empty:
         return None, [], "no outcome measures posted"
     titles = out.drop_duplicates("outcome_index")
-    hits = titles[titles["outcome_title"].fillna("").str.lower().str.contains(outcome.lower(), regex=False)]
+    hits = titles[
+        titles["outcome_title"].fillna("").str.lower().str.contains(outcome.lower(), regex=False)
+    ]
     if time_frame:
-        hits = hits[hits["time_frame"].fillna("").str.lower().str.contains(time_frame.lower(), regex=False)]
+        hits = hits[
+            hits["time_frame"].fillna("").str.lower().str.contains(time_frame.lower(), regex=False)
+        ]
     if hits.empty:
-        return None, [], f"no posted outcome measure title contains {outcome!r}" + (
-            f" with time frame containing {time_frame!r}" if time_frame else "")
-    hits = hits.assign(_p=(hits["outcome_type"].fillna("").str.upper() != "PRIMARY").astype(int)).sort_values(
-        ["_p", "outcome_index"])
+        return (
+            None,
+            [],
+            f"no posted outcome measure title contains {outcome!r}"
+            + (f" with time frame containing {time_frame!r}" if time_frame else ""),
+        )
+    hits = hits.assign(
+        _p=(hits["outcome_type"].fillna("").str.upper() != "PRIMARY").astype(int)
+    ).sort_values(["_p", "outcome_index"])
     first = hits.iloc[0]
-    info = {"outcome_index": int(first.outcome_index), "outcome_title": first.outcome_title,
-            "outcome_type": first.outcome_type, "time_frame": first.time_frame, "param_type": first.param_type,
-            "units": first.units, "dispersion_type": first.dispersion_type, "candidates": len(hits)}
+    info = {
+        "outcome_index": int(first.outcome_index),
+        "outcome_title": first.outcome_title,
+        "outcome_type": first.outcome_type,
+        "time_frame": first.time_frame,
+        "param_type": first.param_type,
+        "units": first.units,
+        "dispersion_type": first.dispersion_type,
+        "candidates": len(hits),
+    }
     rows = out[out.outcome_index == first.outcome_index]
     if rows["comment"].fillna("").str.startswith("value not attributable").any():
         return info, [], "the measure's values are not attributable in the API v1 archive"
     if rows.duplicated("group_id").any():
-        return info, [], "the measure has several rows (classes or categories); extract it with the CSV template"
+        return (
+            info,
+            [],
+            "the measure has several rows (classes or categories); extract it with the CSV template",
+        )
     param = str(first.param_type or "").lower().replace("_", " ")
     units = str(first.units or "")
     groups = []
     if kind in ("binary", "single"):
         percent = "percent" in units.lower() and _PARTICIPANT_UNITS.search(units) is not None
-        is_count = "count of participants" in param or (param == "number" and _PARTICIPANT_UNITS.search(units)
-                                                       and not percent)
+        is_count = "count of participants" in param or (
+            param == "number" and _PARTICIPANT_UNITS.search(units) and not percent
+        )
         if not is_count and not (param == "number" and percent):
-            return info, [], f"not a count of participants (param type {first.param_type!r}, units {first.units!r})"
+            return (
+                info,
+                [],
+                f"not a count of participants (param type {first.param_type!r}, units {first.units!r})",
+            )
         for r in rows.itertuples(index=False):
             events = None if pd.isna(r.value) else float(r.value)
             n = None if pd.isna(r.n) else int(r.n)
             if percent and events is not None and n is not None:
                 count = events * n / 100
                 if abs(count - round(count)) > 0.05 * max(1.0, n / 100):
-                    return info, [], (f"{events:g}% of {n} participants is not a whole number of participants; "
-                                      "extract the counts with the CSV template")
+                    return (
+                        info,
+                        [],
+                        (
+                            f"{events:g}% of {n} participants is not a whole number of participants; "
+                            "extract the counts with the CSV template"
+                        ),
+                    )
                 events = float(round(count))
-            groups.append({"group_id": r.group_id, "title": r.group_title, "events": events, "n": n})
+            groups.append(
+                {"group_id": r.group_id, "title": r.group_title, "events": events, "n": n}
+            )
         if percent:
             info["converted"] = "events = round(percentage × n / 100)"
         return info, groups, ""
     disp = str(first.dispersion_type or "").lower().replace("_", " ")
     if "mean" not in param or disp not in ("standard deviation", "standard error"):
-        return info, [], f"not a mean with SD or SE (param type {first.param_type!r}, dispersion {first.dispersion_type!r})"
+        return (
+            info,
+            [],
+            f"not a mean with SD or SE (param type {first.param_type!r}, dispersion {first.dispersion_type!r})",
+        )
     for r in rows.itertuples(index=False):
         n = None if pd.isna(r.n) else int(r.n)
         sd = None if pd.isna(r.dispersion_value) else float(r.dispersion_value)
         if sd is not None and disp == "standard error" and n is not None:
             sd = sd * math.sqrt(n)
-        groups.append({"group_id": r.group_id, "title": r.group_title,
-                       "mean": None if pd.isna(r.value) else float(r.value), "sd": sd, "n": n})
+        groups.append(
+            {
+                "group_id": r.group_id,
+                "title": r.group_title,
+                "mean": None if pd.isna(r.value) else float(r.value),
+                "sd": sd,
+                "n": n,
+            }
+        )
     info["sd_from_se"] = disp == "standard error"
     return info, groups, ""
 
@@ -247,17 +371,36 @@ def _descriptions(tables: dict[str, pd.DataFrame]) -> dict[Any, Any]:
     return dict(zip(eg.group_title, eg.group_description, strict=False))
 
 
-def _trial_row(trial_id: str, record_id: str, fmt: str, study: dict[str, Any], outcome: str,
-               time_frame: str | None, kind: str,
-               experimental: re.Pattern[str] | None = None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+def _trial_row(
+    trial_id: str,
+    record_id: str,
+    fmt: str,
+    study: dict[str, Any],
+    outcome: str,
+    time_frame: str | None,
+    kind: str,
+    experimental: re.Pattern[str] | None = None,
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     tables = parse_results(study)
     ae = AE_OUTCOMES.get(outcome.strip().lower())
-    choice: dict[str, Any] = {"trial_id": trial_id, "record_id": record_id, "source_format": fmt, "used": False}
+    choice: dict[str, Any] = {
+        "trial_id": trial_id,
+        "record_id": record_id,
+        "source_format": fmt,
+        "used": False,
+    }
     if ae is not None:
         groups = _ae_groups(tables, ae)
-        choice.update({"outcome_title": f"{ae} adverse events (adverse-events module totals)" if ae != "deaths"
-                       else "deaths (adverse-events module totals)",
-                       "time_frame": ((study.get("resultsSection") or {}).get("adverseEventsModule") or {}).get("timeFrame")})
+        choice.update(
+            {
+                "outcome_title": f"{ae} adverse events (adverse-events module totals)"
+                if ae != "deaths"
+                else "deaths (adverse-events module totals)",
+                "time_frame": (
+                    (study.get("resultsSection") or {}).get("adverseEventsModule") or {}
+                ).get("timeFrame"),
+            }
+        )
         if not groups:
             return None, {**choice, "reason": "no adverse-event groups posted"}
         if kind == "continuous":
@@ -275,8 +418,15 @@ def _trial_row(trial_id: str, record_id: str, fmt: str, study: dict[str, Any], o
     left_out = []
     for g in groups:
         role, why = arm_role(g["title"], g.get("description") or descs.get(g["title"]), arm_types)
-        if role == "experimental" and experimental is not None and not experimental.search(str(g["title"] or "")):
-            role, why = None, f"experimental arm whose title does not match {experimental.pattern!r}"
+        if (
+            role == "experimental"
+            and experimental is not None
+            and not experimental.search(str(g["title"] or ""))
+        ):
+            role, why = (
+                None,
+                f"experimental arm whose title does not match {experimental.pattern!r}",
+            )
         entry = {"group_id": g["group_id"], "title": g["title"], "role": role, "why": why}
         if role == "experimental":
             exp.append({**g, **entry})
@@ -284,26 +434,43 @@ def _trial_row(trial_id: str, record_id: str, fmt: str, study: dict[str, Any], o
             ctl.append({**g, **entry})
         else:
             left_out.append(entry)
-    choice["groups"] = [{"group_id": g["group_id"], "title": g["title"], "role": g["role"], "why": g["why"]}
-                        for g in (*exp, *ctl)] + left_out
+    choice["groups"] = [
+        {"group_id": g["group_id"], "title": g["title"], "role": g["role"], "why": g["why"]}
+        for g in (*exp, *ctl)
+    ] + left_out
     if not exp:
         return None, {**choice, "reason": "no experimental (cell) arm among the results groups"}
     if kind != "single" and not ctl:
         return None, {**choice, "reason": "no control arm (single-arm trial)"}
-    row: dict[str, Any] = {"study": trial_id, "trial_id": trial_id, "record_id": record_id, "source_format": fmt,
-                           "outcome": choice.get("outcome_title"), "time_frame": choice.get("time_frame"),
-                           "experimental_arm": " | ".join(str(g["title"]) for g in exp),
-                           "control_arm": " | ".join(str(g["title"]) for g in ctl)}
+    row: dict[str, Any] = {
+        "study": trial_id,
+        "trial_id": trial_id,
+        "record_id": record_id,
+        "source_format": fmt,
+        "outcome": choice.get("outcome_title"),
+        "time_frame": choice.get("time_frame"),
+        "experimental_arm": " | ".join(str(g["title"]) for g in exp),
+        "control_arm": " | ".join(str(g["title"]) for g in ctl),
+    }
     if kind in ("binary", "single"):
         for g in (*exp, *ctl):
             if g["events"] is None or g["n"] is None:
-                return None, {**choice, "reason": f"group {g['title']!r} has no count or no denominator"}
+                return None, {
+                    **choice,
+                    "reason": f"group {g['title']!r} has no count or no denominator",
+                }
         if kind == "single":
             row.update({"xi": sum(g["events"] for g in exp), "ni": sum(g["n"] for g in exp)})
             row["control_arm"] = ""
         else:
-            row.update({"ai": sum(g["events"] for g in exp), "n1i": sum(g["n"] for g in exp),
-                        "ci": sum(g["events"] for g in ctl), "n2i": sum(g["n"] for g in ctl)})
+            row.update(
+                {
+                    "ai": sum(g["events"] for g in exp),
+                    "n1i": sum(g["n"] for g in exp),
+                    "ci": sum(g["events"] for g in ctl),
+                    "n2i": sum(g["n"] for g in ctl),
+                }
+            )
             if row["n1i"] <= 0 or row["n2i"] <= 0:
                 return None, {**choice, "reason": "an arm has no participants at risk"}
     else:
@@ -321,7 +488,12 @@ def _trial_row(trial_id: str, record_id: str, fmt: str, study: dict[str, Any], o
 
 
 def study_rows_from_store(
-    store: Any, outcome: str, *, measure: str, filters: Any = None, time_frame: str | None = None,
+    store: Any,
+    outcome: str,
+    *,
+    measure: str,
+    filters: Any = None,
+    time_frame: str | None = None,
     experimental_arm: str | None = None,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, Any]]:
     """One row per trial (see module docstring) for the trials ``filters`` select.
@@ -329,7 +501,6 @@ def study_rows_from_store(
     Returns the study table (text cells, ready for :func:`~celltrials.analysis.meta.meta_analysis`),
     the list of choices (one per trial with posted results: used, or excluded with the reason)
     and a summary (counts)."""
-    from celltrials.analysis.landscape import Filters, select_trials
 
     if not outcome or not outcome.strip():
         raise AnalysisError("--outcome is empty", hint="e.g. --outcome 'serious adverse events'.")
@@ -339,7 +510,9 @@ def study_rows_from_store(
         try:
             pattern = re.compile(experimental_arm, re.I)
         except re.error as exc:
-            raise AnalysisError(f"--experimental-arm {experimental_arm!r} is not a regular expression ({exc})") from None
+            raise AnalysisError(
+                f"--experimental-arm {experimental_arm!r} is not a regular expression ({exc})"
+            ) from None
     con = store.con
     filters = filters or Filters()
     selected = select_trials(con, filters)
@@ -369,7 +542,9 @@ def study_rows_from_store(
         if not study.get("resultsSection"):
             continue
         n_results += 1
-        row, choice = _trial_row(trial_id, record_id, fmt, study, outcome, time_frame, kind, pattern)
+        row, choice = _trial_row(
+            trial_id, record_id, fmt, study, outcome, time_frame, kind, pattern
+        )
         if row is not None:
             info = selected.loc[selected.trial_id == trial_id].iloc[0]
             row.update({c: labels.get(trial_id, {}).get(c, "") for c in LABEL_COLUMNS})
@@ -378,22 +553,33 @@ def study_rows_from_store(
             rows.append(row)
         choices.append(choice)
     table = pd.DataFrame(rows)
-    summary = {"trials_selected": len(ids), "trials_with_results": n_results, "rows": len(rows),
-               "excluded": n_results - len(rows)}
+    summary = {
+        "trials_selected": len(ids),
+        "trials_with_results": n_results,
+        "rows": len(rows),
+        "excluded": n_results - len(rows),
+    }
     return _as_text(table), choices, summary
 
 
 def _labels(con: Any, ids: Sequence[str]) -> dict[str, dict[str, str]]:
-    has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'").fetchall()[0][0]
+    has = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'"
+    ).fetchall()[0][0]
     if not has:
         return {}
     cols = ", ".join(LABEL_COLUMNS)
     con.register("_meta_ids", pd.DataFrame({"trial_id": list(ids)}))
     try:
-        got = con.execute(f"SELECT trial_id, {cols} FROM labels JOIN _meta_ids USING (trial_id)").fetchall()
+        got = con.execute(
+            f"SELECT trial_id, {cols} FROM labels JOIN _meta_ids USING (trial_id)"
+        ).fetchall()
     finally:
         con.unregister("_meta_ids")
-    return {r[0]: {c: ("" if v is None else str(v)) for c, v in zip(LABEL_COLUMNS, r[1:], strict=True)} for r in got}
+    return {
+        r[0]: {c: ("" if v is None else str(v)) for c, v in zip(LABEL_COLUMNS, r[1:], strict=True)}
+        for r in got
+    }
 
 
 def _as_text(df: pd.DataFrame) -> pd.DataFrame:
@@ -416,25 +602,36 @@ def validate_extracted(df: pd.DataFrame, kind: str, *, source: str = "the CSV") 
     Raises :class:`AnalysisError` listing all problems (the first 20)."""
     if kind not in TEMPLATES:
         raise AnalysisError(f"no template for {kind!r}", hint="Use binary or continuous.")
-    need = [c for c in TEMPLATES[kind] if c not in ("notes", "trial_id", "outcome", "time_frame",
-                                                        "experimental_arm", "control_arm")]
+    need = [
+        c
+        for c in TEMPLATES[kind]
+        if c
+        not in ("notes", "trial_id", "outcome", "time_frame", "experimental_arm", "control_arm")
+    ]
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise AnalysisError(f"{source}: missing column(s) {', '.join(missing)}",
-                            hint=f"The {kind} template's header is: {','.join(TEMPLATES[kind])}.")
+        raise AnalysisError(
+            f"{source}: missing column(s) {', '.join(missing)}",
+            hint=f"The {kind} template's header is: {','.join(TEMPLATES[kind])}.",
+        )
     problems: list[str] = []
 
     def bad(i: int, col: str, why: str) -> None:
         problems.append(f"row {i + 1} (CSV line {i + 2}), column '{col}': {why}")
 
-    numeric = [c for c in TEMPLATES[kind] if c in ("ai", "n1i", "ci", "n2i", "m1i", "sd1i", "m2i", "sd2i")]
-    from celltrials.registry_ids import canonical_id
+    numeric = [
+        c for c in TEMPLATES[kind] if c in ("ai", "n1i", "ci", "n2i", "m1i", "sd1i", "m2i", "sd2i")
+    ]
 
     for i, rec in enumerate(df.to_dict(orient="records")):
         vals: dict[str, float] = {}
         for col in _REQUIRED_TEXT:
             if not str(rec.get(col, "") or "").strip():
-                bad(i, col, "is empty (give the study label and where the numbers come from, e.g. a DOI or PMID)")
+                bad(
+                    i,
+                    col,
+                    "is empty (give the study label and where the numbers come from, e.g. a DOI or PMID)",
+                )
         tid = str(rec.get("trial_id", "") or "").strip()
         if tid and canonical_id(tid) is None:
             bad(i, "trial_id", f"{tid!r} is not a registry id (e.g. NCT01234567, ChiCTR2000029580)")
@@ -469,20 +666,31 @@ def validate_extracted(df: pd.DataFrame, kind: str, *, source: str = "the CSV") 
                     bad(i, col, "a standard deviation cannot be negative")
     if problems:
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
-        raise AnalysisError(f"{source}: " + "; ".join(problems[:20]) + more,
-                            hint="Fix the cells named above; the README documents the template.")
+        raise AnalysisError(
+            f"{source}: " + "; ".join(problems[:20]) + more,
+            hint="Fix the cells named above; the README documents the template.",
+        )
     return df
 
 
-def combine_rows(store_rows: pd.DataFrame, extra: pd.DataFrame, kind: str, source: str,
-                 choices: list[dict[str, Any]]) -> pd.DataFrame:
+def combine_rows(
+    store_rows: pd.DataFrame,
+    extra: pd.DataFrame,
+    kind: str,
+    source: str,
+    choices: list[dict[str, Any]],
+) -> pd.DataFrame:
     """Registry rows plus paper rows; a paper row for a trial that also has registry
     values replaces them (the choice is recorded)."""
     extra = extra.fillna("").astype(str).copy()
     extra["source_format"] = "extracted"
     if "record_id" not in extra.columns:
         extra["record_id"] = ""
-    keys = {str(t).strip().upper() for t in extra.get("trial_id", pd.Series(dtype=str)) if str(t).strip()}
+    keys = {
+        str(t).strip().upper()
+        for t in extra.get("trial_id", pd.Series(dtype=str))
+        if str(t).strip()
+    }
     if not store_rows.empty and keys:
         replaced = store_rows["trial_id"].str.upper().isin(keys)
         for tid in store_rows.loc[replaced, "trial_id"]:
@@ -492,15 +700,23 @@ def combine_rows(store_rows: pd.DataFrame, extra: pd.DataFrame, kind: str, sourc
                     c["reason"] = f"replaced by values extracted from papers ({source})"
         store_rows = store_rows.loc[~replaced]
     for i, rec in enumerate(extra.to_dict(orient="records")):
-        choices.append({"trial_id": rec.get("trial_id", ""), "record_id": "", "source_format": "extracted",
-                        "outcome_title": rec.get("outcome", ""), "time_frame": rec.get("time_frame", ""),
-                        "used": True, "source": rec.get("source", ""), "row": i + 1})
+        choices.append(
+            {
+                "trial_id": rec.get("trial_id", ""),
+                "record_id": "",
+                "source_format": "extracted",
+                "outcome_title": rec.get("outcome", ""),
+                "time_frame": rec.get("time_frame", ""),
+                "used": True,
+                "source": rec.get("source", ""),
+                "row": i + 1,
+            }
+        )
     return pd.concat([store_rows, extra], ignore_index=True).fillna("")
 
 
 def write_template(kind: str, path: str | Any) -> None:
     """Write the empty CSV template (header only) for values extracted from papers."""
-    from pathlib import Path
 
     if kind not in TEMPLATES:
         raise AnalysisError(f"no template for {kind!r}", hint="Use binary or continuous.")
@@ -508,28 +724,40 @@ def write_template(kind: str, path: str | Any) -> None:
 
 
 def meta_from_store(
-    store: Any, outcome: str, measure: str, *, out_dir: str | Any, filters: Any = None,
-    time_frame: str | None = None, extra: str | Any | None = None, experimental_arm: str | None = None,
+    store: Any,
+    outcome: str,
+    measure: str,
+    *,
+    out_dir: str | Any,
+    filters: Any = None,
+    time_frame: str | None = None,
+    extra: str | Any | None = None,
+    experimental_arm: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """``celltrials meta --from-store``: study rows from the store (plus validated paper
     rows from ``extra``), written to ``out_dir/studies.csv``, pooled with
     :func:`~celltrials.analysis.meta.meta_analysis` (``options``), the result written to
     ``out_dir/meta.json`` and returned with a ``from_store`` section listing every choice."""
-    import json
-    from pathlib import Path
-
-    from celltrials.analysis.meta import meta_analysis, read_table
-    from celltrials.safety import safe_cell
 
     kind = kind_of(measure)
-    table, choices, summary = study_rows_from_store(store, outcome, measure=measure, filters=filters,
-                                                    time_frame=time_frame, experimental_arm=experimental_arm)
+    table, choices, summary = study_rows_from_store(
+        store,
+        outcome,
+        measure=measure,
+        filters=filters,
+        time_frame=time_frame,
+        experimental_arm=experimental_arm,
+    )
     if extra is not None:
         if kind == "single":
-            raise AnalysisError("--extra takes two-group rows; single-arm measures are not supported there")
+            raise AnalysisError(
+                "--extra takes two-group rows; single-arm measures are not supported there"
+            )
         src = str(extra)
-        table = combine_rows(table, validate_extracted(read_table(extra), kind, source=src), kind, src, choices)
+        table = combine_rows(
+            table, validate_extracted(read_table(extra), kind, source=src), kind, src, choices
+        )
         summary["rows"] = len(table)
     if len(table) < 2:
         raise AnalysisError(
@@ -556,5 +784,7 @@ def meta_from_store(
         **summary,
         "choices": choices,
     }
-    (out / "meta.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    (out / "meta.json").write_text(
+        json.dumps(result, indent=2, ensure_ascii=False, default=str), encoding="utf-8"
+    )
     return result

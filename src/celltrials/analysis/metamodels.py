@@ -73,6 +73,7 @@ def estimate_tau2(y: np.ndarray, v: np.ndarray, x: np.ndarray, method: str) -> f
         p0, _ = _p_matrix(v, x, 0.0)
         return max(0.0, float((y @ p0 @ y - (k - p)) / np.trace(p0)))
     if method == "PM":
+
         def q_excess(t: float) -> float:
             pm, _ = _p_matrix(v, x, t)
             return float(y @ pm @ y) - float(k - p)
@@ -134,7 +135,9 @@ def tau2_se(y: np.ndarray, v: np.ndarray, x: np.ndarray, tau2: float, method: st
     if method == "DL":
         p0, _ = _p_matrix(v, x, 0.0)
         tr = float(np.trace(p0))
-        return math.sqrt((2 * (k - p) + 4 * tau2 * tr + 2 * tau2**2 * float((p0 * p0).sum())) / tr**2)
+        return math.sqrt(
+            (2 * (k - p) + 4 * tau2 * tr + 2 * tau2**2 * float((p0 * p0).sum())) / tr**2
+        )
     w = 1 / (v + tau2)
     if method == "ML":
         return math.sqrt(2 / float((w**2).sum()))
@@ -157,7 +160,13 @@ def _loglik(y: np.ndarray, v: np.ndarray, x: np.ndarray, tau2: float, reml: bool
 
 
 def tau2_confint(
-    y: np.ndarray, v: np.ndarray, x: np.ndarray, tau2: float, *, level: float = 0.95, kind: str = "QP",
+    y: np.ndarray,
+    v: np.ndarray,
+    x: np.ndarray,
+    tau2: float,
+    *,
+    level: float = 0.95,
+    kind: str = "QP",
     method: str = "REML",
 ) -> tuple[float, float, bool]:
     """``(low, high, null_set)`` for τ² by Q-profile (``QP``) or profile likelihood (``PL``).
@@ -170,6 +179,7 @@ def tau2_confint(
     alpha = 1 - level
     t_max = max(TAU2_MAX_FLOOR, 10 * tau2)
     if kind == "QP":
+
         def q_of(t: float) -> float:
             pm, _ = _p_matrix(v, x, t)
             return float(y @ pm @ y)
@@ -179,7 +189,11 @@ def tau2_confint(
         q0, qmax = q_of(0.0), q_of(t_max)
         if q0 < crit_l:
             return 0.0, 0.0, True
-        high = t_max if qmax > crit_l else float(optimize.brentq(lambda t: q_of(t) - crit_l, 0.0, t_max, xtol=1e-12))
+        high = (
+            t_max
+            if qmax > crit_l
+            else float(optimize.brentq(lambda t: q_of(t) - crit_l, 0.0, t_max, xtol=1e-12))
+        )
         if q0 < crit_u:
             low = 0.0
         elif qmax > crit_u:
@@ -203,7 +217,9 @@ def tau2_confint(
         low = 0.0 if dev(0.0) < 0 else float(optimize.brentq(dev, 0.0, tau2, xtol=1e-12))
         high = t_max if dev(t_max) < 0 else float(optimize.brentq(dev, tau2, t_max, xtol=1e-12))
         return low, high, False
-    raise AnalysisError(f"unknown tau² CI method '{kind}'", hint="Use QP (Q-profile) or PL (profile likelihood).")
+    raise AnalysisError(
+        f"unknown tau² CI method '{kind}'", hint="Use QP (Q-profile) or PL (profile likelihood)."
+    )
 
 
 def rma(
@@ -305,7 +321,9 @@ def rma(
 # --------------------------------------------------------------------------- sparse-data methods
 
 
-def _add(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, add: float, to: str) -> tuple[np.ndarray, ...]:
+def _add(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, add: float, to: str
+) -> tuple[np.ndarray, ...]:
     if to == "all":
         return a + add, b + add, c + add, d + add
     if to in ("only0", "if0all"):
@@ -317,8 +335,16 @@ def _add(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, add: float,
 
 
 def mantel_haenszel(
-    measure: str, a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, *, level: float = 0.95,
-    add: float = 0.0, to: str = "none", correct: bool = True,
+    measure: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    *,
+    level: float = 0.95,
+    add: float = 0.0,
+    to: str = "none",
+    correct: bool = True,
 ) -> dict[str, Any]:
     """Mantel–Haenszel pooled OR / RR / RD (metafor ``rma.mh``; counts uncorrected by default).
 
@@ -333,7 +359,9 @@ def mantel_haenszel(
         tt = t1 + t2
         r, s = float((x1 * t2 / tt).sum()), float((x2 * t1 / tt).sum())
         if x1.sum() == 0 or x2.sum() == 0:
-            raise AnalysisError("Mantel–Haenszel IRR is undefined: one group has no events in any study")
+            raise AnalysisError(
+                "Mantel–Haenszel IRR is undefined: one group has no events in any study"
+            )
         est = math.log(r / s)
         se = math.sqrt(float((t1 / tt * t2 / tt * (x1 + x2)).sum()) / (r * s))
         weights = x2 * t1 / tt
@@ -346,10 +374,18 @@ def mantel_haenszel(
             ri, si = a * d / n, b * c / n
             r, s = float(ri.sum()), float(si.sum())
             if r == 0 or s == 0:
-                raise AnalysisError("Mantel–Haenszel OR is undefined: no study has events (or non-events) in the right cells")
+                raise AnalysisError(
+                    "Mantel–Haenszel OR is undefined: no study has events (or non-events) in the right cells"
+                )
             est = math.log(r / s)
-            se = math.sqrt(0.5 * (float((pi * ri).sum()) / r**2 + float((pi * si + qi * ri).sum()) / (r * s)
-                                  + float((qi * si).sum()) / s**2))
+            se = math.sqrt(
+                0.5
+                * (
+                    float((pi * ri).sum()) / r**2
+                    + float((pi * si + qi * ri).sum()) / (r * s)
+                    + float((qi * si).sum()) / s**2
+                )
+            )
             weights = si
             xt, yt = a + c, b + d
             if xt.sum() > 0 and yt.sum() > 0:
@@ -379,7 +415,9 @@ def mantel_haenszel(
         elif measure == "RR":
             r, s = float((a * n2 / n).sum()), float((c * n1 / n).sum())
             if a.sum() == 0 or c.sum() == 0:
-                raise AnalysisError("Mantel–Haenszel RR is undefined: one group has no events in any study")
+                raise AnalysisError(
+                    "Mantel–Haenszel RR is undefined: one group has no events in any study"
+                )
             est = math.log(r / s)
             se = math.sqrt(float((n1 / n * n2 / n * (a + c) - a / n * c).sum()) / (r * s))
             weights = c * n1 / n
@@ -387,28 +425,38 @@ def mantel_haenszel(
             denom = float((n1 * n2 / n).sum())
             est = float((a * n2 / n - c * n1 / n).sum()) / denom
             # Sato, Greenland & Robins (1989), as metafor
-            pterm = float((c * (n1 / n) ** 2 - a * (n2 / n) ** 2 + n1 / n * n2 / n * (n2 - n1) / 2).sum())
+            pterm = float(
+                (c * (n1 / n) ** 2 - a * (n2 / n) ** 2 + n1 / n * n2 / n * (n2 - n1) / 2).sum()
+            )
             qterm = float((a * (n2 - c) / n + c * (n1 - a) / n).sum()) / 2
             se = math.sqrt((est * pterm + qterm) / denom**2)
             weights = n1 * n2 / n
         else:  # pragma: no cover - checked by the caller
             raise AnalysisError(f"Mantel–Haenszel is not available for {measure}")
     stat = est / se
-    out.update({
-        "estimate": est,
-        "se": se,
-        "stat": stat,
-        "p": float(2 * stats.norm.sf(abs(stat))),
-        "ci_low": est - z * se,
-        "ci_high": est + z * se,
-        "weights": 100 * weights / weights.sum(),
-    })
+    out.update(
+        {
+            "estimate": est,
+            "se": se,
+            "stat": stat,
+            "p": float(2 * stats.norm.sf(abs(stat))),
+            "ci_low": est - z * se,
+            "ci_high": est + z * se,
+            "weights": 100 * weights / weights.sum(),
+        }
+    )
     return out
 
 
 def peto(
-    a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, *, level: float = 0.95,
-    add: float = 0.0, to: str = "none",
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    *,
+    level: float = 0.95,
+    add: float = 0.0,
+    to: str = "none",
 ) -> dict[str, Any]:
     """Peto's one-step log odds ratio and its heterogeneity Q (metafor ``rma.peto``)."""
     a, b, c, d = _add(a, b, c, d, add, to)

@@ -35,8 +35,12 @@ def _p(p: float) -> str:
     return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
 
 
-def _diamond(ax: Any, y: float, est: float, lo: float, hi: float, color: str, h: float = 0.38) -> None:
-    ax.add_patch(Polygon([(lo, y), (est, y + h), (hi, y), (est, y - h)], closed=True, color=color, zorder=3))
+def _diamond(
+    ax: Any, y: float, est: float, lo: float, hi: float, color: str, h: float = 0.38
+) -> None:
+    ax.add_patch(
+        Polygon([(lo, y), (est, y + h), (hi, y), (est, y - h)], closed=True, color=color, zorder=3)
+    )
 
 
 def forest_plot(result: dict[str, Any]) -> Figure:
@@ -73,51 +77,167 @@ def forest_plot(result: dict[str, Any]) -> Figure:
     for i, (kind, item) in enumerate(rows):
         y = n_rows - i
         if kind == "header":
-            ax.text(-0.04, y, str(item), transform=trans, ha="right", va="center", fontsize=9, fontweight="bold")
+            ax.text(
+                -0.04,
+                y,
+                str(item),
+                transform=trans,
+                ha="right",
+                va="center",
+                fontsize=9,
+                fontweight="bold",
+            )
         elif kind == "study":
             s = item
-            ax.text(-0.04, y, ("  " if sub else "") + s["study"], transform=trans, ha="right", va="center", fontsize=9)
+            ax.text(
+                -0.04,
+                y,
+                ("  " if sub else "") + s["study"],
+                transform=trans,
+                ha="right",
+                va="center",
+                fontsize=9,
+            )
             if s["yi"] is None:
-                ax.text(1.04, y, "not estimable (excluded)", transform=trans, ha="left", va="center", fontsize=8, color=GREY)
+                ax.text(
+                    1.04,
+                    y,
+                    "not estimable (excluded)",
+                    transform=trans,
+                    ha="left",
+                    va="center",
+                    fontsize=8,
+                    color=GREY,
+                )
                 continue
             lo, hi, est = nat(s["ci_low"]), nat(s["ci_high"]), nat(s["yi"])
             ax.plot([lo, hi], [y, y], color="black", lw=1.0, solid_capstyle="butt", zorder=2)
             size = 4 + 9 * math.sqrt(s["weight"] / max_w)
             ax.plot([est], [y], marker="s", ms=size, color=BLUE, mec=BLUE, zorder=3)
-            ax.text(1.04, y, f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]", transform=trans, ha="left", va="center", fontsize=9)
-            ax.text(1.70, y, f"{s['weight']:.1f}%", transform=trans, ha="right", va="center", fontsize=9)
+            ax.text(
+                1.04,
+                y,
+                f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]",
+                transform=trans,
+                ha="left",
+                va="center",
+                fontsize=9,
+            )
+            ax.text(
+                1.70, y, f"{s['weight']:.1f}%", transform=trans, ha="right", va="center", fontsize=9
+            )
         elif kind == "group":
             g = item
             est, lo, hi = nat(g["estimate"]), nat(g["ci_low"]), nat(g["ci_high"])
             _diamond(ax, y, est, lo, hi, BLUE, 0.3)
-            het = f"k = {g['k']}; I² = {g['i2']:.1f}%" + (f"; τ² = {g['tau2']:.3f}" if random else "")
-            ax.text(-0.04, y, f"Subgroup ({het})", transform=trans, ha="right", va="center", fontsize=8, color=GREY)
-            ax.text(1.04, y, f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]", transform=trans, ha="left", va="center",
-                    fontsize=9, style="italic")
+            het = f"k = {g['k']}; I² = {g['i2']:.1f}%" + (
+                f"; τ² = {g['tau2']:.3f}" if random else ""
+            )
+            ax.text(
+                -0.04,
+                y,
+                f"Subgroup ({het})",
+                transform=trans,
+                ha="right",
+                va="center",
+                fontsize=8,
+                color=GREY,
+            )
+            ax.text(
+                1.04,
+                y,
+                f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]",
+                transform=trans,
+                ha="left",
+                va="center",
+                fontsize=9,
+                style="italic",
+            )
 
     # pooled diamond
     yd = -1.0
     est, lo, hi = nat(result["estimate"]), nat(result["ci_low"]), nat(result["ci_high"])
     _diamond(ax, yd, est, lo, hi, VERMILLION)
-    model = {"FE": "Fixed-effect model", "MH": "Mantel–Haenszel (fixed effect)",
-             "PETO": "Peto (fixed effect)"}.get(result["method"], f"Random-effects model ({result['method']})")
+    model = {
+        "FE": "Fixed-effect model",
+        "MH": "Mantel–Haenszel (fixed effect)",
+        "PETO": "Peto (fixed effect)",
+    }.get(result["method"], f"Random-effects model ({result['method']})")
     if result["test"] == "knha":
         model += ", Knapp–Hartung"
-    ax.text(-0.04, yd, model, transform=trans, ha="right", va="center", fontsize=9, fontweight="bold")
-    ax.text(1.04, yd, f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]", transform=trans, ha="left", va="center", fontsize=9, fontweight="bold")
-    ax.text(1.70, yd, "100%", transform=trans, ha="right", va="center", fontsize=9, fontweight="bold")
+    ax.text(
+        -0.04, yd, model, transform=trans, ha="right", va="center", fontsize=9, fontweight="bold"
+    )
+    ax.text(
+        1.04,
+        yd,
+        f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]",
+        transform=trans,
+        ha="left",
+        va="center",
+        fontsize=9,
+        fontweight="bold",
+    )
+    ax.text(
+        1.70, yd, "100%", transform=trans, ha="right", va="center", fontsize=9, fontweight="bold"
+    )
     if random:
         plo, phi = nat(result["pi_low"]), nat(result["pi_high"])
         ax.plot([plo, phi], [yd - 0.75, yd - 0.75], color=VERMILLION, lw=1.2, zorder=2)
-        ax.text(-0.04, yd - 0.75, "Prediction interval", transform=trans, ha="right", va="center", fontsize=8, color=GREY)
-        ax.text(1.04, yd - 0.75, f"[{_fmt(plo)}, {_fmt(phi)}]", transform=trans, ha="left", va="center", fontsize=8, color=GREY)
+        ax.text(
+            -0.04,
+            yd - 0.75,
+            "Prediction interval",
+            transform=trans,
+            ha="right",
+            va="center",
+            fontsize=8,
+            color=GREY,
+        )
+        ax.text(
+            1.04,
+            yd - 0.75,
+            f"[{_fmt(plo)}, {_fmt(phi)}]",
+            transform=trans,
+            ha="left",
+            va="center",
+            fontsize=8,
+            color=GREY,
+        )
     ax.axvline(est, color=VERMILLION, lw=0.8, ls=":", zorder=1)
 
     # headers
     name = NATURAL_LABELS.get(measure, measure)
-    ax.text(-0.04, n_rows + 0.8, "Study", transform=trans, ha="right", va="bottom", fontsize=9, fontweight="bold")
-    ax.text(1.04, n_rows + 0.8, f"{name} [{level}% CI]", transform=trans, ha="left", va="bottom", fontsize=9, fontweight="bold")
-    ax.text(1.70, n_rows + 0.8, "Weight", transform=trans, ha="right", va="bottom", fontsize=9, fontweight="bold")
+    ax.text(
+        -0.04,
+        n_rows + 0.8,
+        "Study",
+        transform=trans,
+        ha="right",
+        va="bottom",
+        fontsize=9,
+        fontweight="bold",
+    )
+    ax.text(
+        1.04,
+        n_rows + 0.8,
+        f"{name} [{level}% CI]",
+        transform=trans,
+        ha="left",
+        va="bottom",
+        fontsize=9,
+        fontweight="bold",
+    )
+    ax.text(
+        1.70,
+        n_rows + 0.8,
+        "Weight",
+        transform=trans,
+        ha="right",
+        va="bottom",
+        fontsize=9,
+        fontweight="bold",
+    )
 
     if ratio:
         ax.set_xscale("log")
@@ -125,8 +245,13 @@ def forest_plot(result: dict[str, Any]) -> Figure:
         xmin, xmax = ax.get_xlim()
         decades = math.log10(xmax / xmin) if xmin > 0 else 0.0
         # fewer ticks on a wide axis so the labels do not run into each other
-        candidates = (_RATIO_TICKS if decades <= 2.2 else (0.01, 0.1, 0.5, 1, 2, 10, 100) if decades <= 3.5
-                      else (0.001, 0.01, 0.1, 1, 10, 100, 1000))
+        candidates = (
+            _RATIO_TICKS
+            if decades <= 2.2
+            else (0.01, 0.1, 0.5, 1, 2, 10, 100)
+            if decades <= 3.5
+            else (0.001, 0.01, 0.1, 1, 10, 100, 1000)
+        )
         ticks = [t for t in candidates if xmin <= t <= xmax]
         if len(ticks) >= 2:
             ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -135,7 +260,11 @@ def forest_plot(result: dict[str, Any]) -> Figure:
         ax.xaxis.set_minor_formatter(NullFormatter())
     elif measure in ("RD", "MD", "SMD", "SMDH", "ZCOR", "GEN"):
         ax.axvline(0.0, color=GREY, lw=0.8, ls="--", zorder=1)
-    title = f"{name} (log scale)" if ratio else NATURAL_LABELS.get(measure, result["scale"].capitalize())
+    title = (
+        f"{name} (log scale)"
+        if ratio
+        else NATURAL_LABELS.get(measure, result["scale"].capitalize())
+    )
     if measure == "PR":
         title = "Proportion"
     ax.set_xlabel(title, fontsize=9)
@@ -149,12 +278,25 @@ def forest_plot(result: dict[str, Any]) -> Figure:
         + (f", {_p(result['q_p'])}" if result["q_p"] is not None else "")
     )
     if sub:
-        how = {"common": "common τ²", "separate": "separate τ² per subgroup"}.get(sub["tau2_model"], "fixed effect")
+        how = {"common": "common τ²", "separate": "separate τ² per subgroup"}.get(
+            sub["tau2_model"], "fixed effect"
+        )
         test = "F" if sub.get("q_between_test") == "F" else "Q"
-        foot += (f"\nSubgroup differences ({how}): {test} = {sub['q_between']:.2f}, df = {sub['q_between_df']}"
-                 + (f", {_p(sub['q_between_p'])}" if sub["q_between_p"] is not None else ""))
-    ax.annotate(foot, xy=(0.5, 0.0), xycoords="axes fraction", xytext=(0, -40), textcoords="offset points",
-                ha="center", va="top", fontsize=8, color=GREY)
+        foot += (
+            f"\nSubgroup differences ({how}): {test} = {sub['q_between']:.2f}, df = {sub['q_between_df']}"
+            + (f", {_p(sub['q_between_p'])}" if sub["q_between_p"] is not None else "")
+        )
+    ax.annotate(
+        foot,
+        xy=(0.5, 0.0),
+        xycoords="axes fraction",
+        xytext=(0, -40),
+        textcoords="offset points",
+        ha="center",
+        va="top",
+        fontsize=8,
+        color=GREY,
+    )
     return fig
 
 
@@ -168,11 +310,19 @@ def funnel_plot(result: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(5.5, 4.5))
     ax = fig.add_subplot(1, 1, 1)
     ax.fill(
-        [est - z * top, est, est + z * top], [top, 0, top],
-        facecolor=LIGHT, edgecolor=GREY, lw=0.8, ls="--", zorder=0, label="Pseudo 95% CI region",
+        [est - z * top, est, est + z * top],
+        [top, 0, top],
+        facecolor=LIGHT,
+        edgecolor=GREY,
+        lw=0.8,
+        ls="--",
+        zorder=0,
+        label="Pseudo 95% CI region",
     )
     ax.axvline(est, color=VERMILLION, lw=1.0, zorder=1, label="Pooled estimate")
-    ax.scatter(yi, se, s=28, color=BLUE, edgecolor="white", linewidth=0.5, zorder=3, label="Studies")
+    ax.scatter(
+        yi, se, s=28, color=BLUE, edgecolor="white", linewidth=0.5, zorder=3, label="Studies"
+    )
     ax.set_ylim(top, 0)
     ax.set_xlabel(result["scale"].capitalize(), fontsize=9)
     ax.set_ylabel("Standard error", fontsize=9)
@@ -181,7 +331,9 @@ def funnel_plot(result: dict[str, Any]) -> Figure:
         ax.spines[side].set_visible(False)
     egger = result.get("egger")
     if egger:
-        ax.set_title(f"Egger's test: intercept {egger['intercept']:.2f}, {_p(egger['p'])}", fontsize=9)
+        ax.set_title(
+            f"Egger's test: intercept {egger['intercept']:.2f}, {_p(egger['p'])}", fontsize=9
+        )
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
@@ -194,6 +346,11 @@ def write_plots(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
     for name, fig in (("forest", forest_plot(result)), ("funnel", funnel_plot(result))):
         for ext in ("svg", "png"):
             path = out / f"{name}.{ext}"
-            fig.savefig(path, dpi=200, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
+            fig.savefig(
+                path,
+                dpi=200,
+                bbox_inches="tight",
+                metadata={"Date": None} if ext == "svg" else None,
+            )
             written.append(path)
     return written

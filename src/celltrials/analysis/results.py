@@ -45,7 +45,9 @@ from typing import Any
 import pandas as pd
 
 from celltrials.errors import AnalysisError, CelltrialsError
-from celltrials.sources import RESULT_FORMATS
+from celltrials.outputs import ensure_dir, write_atomic
+from celltrials.safety import safe_cell
+from celltrials.sources import RESULT_FORMATS, ctgov_v1, ctgov_xml
 
 OUTCOME_COLUMNS = [
     "nct_id", "outcome_index", "outcome_type", "outcome_title", "time_frame", "units", "param_type",
@@ -82,9 +84,21 @@ TABLES = {
     "baseline": BASELINE_COLUMNS,
     "event_groups": EVENT_GROUP_COLUMNS,
 }
-INT_COLUMNS = {"n", "num_affected", "num_at_risk", "num_events", "num_subjects", "ci_sides", "outcome_index",
-               "deaths_num_affected", "deaths_num_at_risk", "serious_num_affected", "serious_num_at_risk",
-               "other_num_affected", "other_num_at_risk"}
+INT_COLUMNS = {
+    "n",
+    "num_affected",
+    "num_at_risk",
+    "num_events",
+    "num_subjects",
+    "ci_sides",
+    "outcome_index",
+    "deaths_num_affected",
+    "deaths_num_at_risk",
+    "serious_num_affected",
+    "serious_num_at_risk",
+    "other_num_affected",
+    "other_num_at_risk",
+}
 
 #: columns of :func:`export_outcomes`'s CSV (then outcome type, param type, class, category, limits)
 EXPORT_COLUMNS = [
@@ -121,7 +135,11 @@ def _denoms(denoms: list[Any]) -> tuple[dict[Any, float], Any]:
     """Counts per group id from the first denominator set (CT.gov puts Participants first)."""
     for d in denoms:
         if isinstance(d, dict):
-            counts = {_key(c.get("groupId")): _num(c.get("value")) for c in _list(d, "counts") if isinstance(c, dict)}
+            counts = {
+                _key(c.get("groupId")): _num(c.get("value"))
+                for c in _list(d, "counts")
+                if isinstance(c, dict)
+            }
             return counts, d.get("units")
     return {}, None
 
@@ -135,7 +153,10 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
 
 
 def _measurement_rows(
-    measure: dict[str, Any], base: dict[str, Any], groups: dict[Any, Any], top_denoms: tuple[dict[Any, float], Any]
+    measure: dict[str, Any],
+    base: dict[str, Any],
+    groups: dict[Any, Any],
+    top_denoms: tuple[dict[Any, float], Any],
 ) -> Iterator[dict[str, Any]]:
     for cls in _list(measure, "classes"):
         if not isinstance(cls, dict):
@@ -201,27 +222,33 @@ def parse_results(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
         for a in _list(om, "analyses"):
             if not isinstance(a, dict):
                 continue
-            analyses.append({
-                "nct_id": nct,
-                "outcome_index": idx,
-                "outcome_type": om.get("type"),
-                "outcome_title": om.get("title"),
-                "group_ids": ",".join(str(g) for g in _list(a, "groupIds")),
-                "group_description": a.get("groupDescription"),
-                "param_type": a.get("paramType"),
-                "param_value": _num(a.get("paramValue")),
-                "dispersion_type": a.get("dispersionType"),
-                "dispersion_value": _num(a.get("dispersionValue")),
-                "ci_pct": _num(a.get("ciPctValue")),
-                "ci_sides": _num({"ONE_SIDED": 1, "TWO_SIDED": 2}.get(a.get("ciNumSides") or "", a.get("ciNumSides"))),
-                "ci_low": _num(a.get("ciLowerLimit")),
-                "ci_high": _num(a.get("ciUpperLimit")),
-                "p_value": a.get("pValue"),
-                "p_value_num": _num(a.get("pValue")),
-                "statistical_method": a.get("statisticalMethod"),
-                "non_inferiority_type": a.get("nonInferiorityType"),
-                "estimate_comment": a.get("estimateComment"),
-            })
+            analyses.append(
+                {
+                    "nct_id": nct,
+                    "outcome_index": idx,
+                    "outcome_type": om.get("type"),
+                    "outcome_title": om.get("title"),
+                    "group_ids": ",".join(str(g) for g in _list(a, "groupIds")),
+                    "group_description": a.get("groupDescription"),
+                    "param_type": a.get("paramType"),
+                    "param_value": _num(a.get("paramValue")),
+                    "dispersion_type": a.get("dispersionType"),
+                    "dispersion_value": _num(a.get("dispersionValue")),
+                    "ci_pct": _num(a.get("ciPctValue")),
+                    "ci_sides": _num(
+                        {"ONE_SIDED": 1, "TWO_SIDED": 2}.get(
+                            a.get("ciNumSides") or "", a.get("ciNumSides")
+                        )
+                    ),
+                    "ci_low": _num(a.get("ciLowerLimit")),
+                    "ci_high": _num(a.get("ciUpperLimit")),
+                    "p_value": a.get("pValue"),
+                    "p_value_num": _num(a.get("pValue")),
+                    "statistical_method": a.get("statisticalMethod"),
+                    "non_inferiority_type": a.get("nonInferiorityType"),
+                    "estimate_comment": a.get("estimateComment"),
+                }
+            )
 
     aes: list[dict[str, Any]] = []
     ae_module = res.get("adverseEventsModule") or {}
@@ -233,30 +260,43 @@ def parse_results(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
             for st in _list(ev, "stats"):
                 if not isinstance(st, dict):
                     continue
-                aes.append({
-                    "nct_id": nct,
-                    "event_type": kind,
-                    "term": ev.get("term"),
-                    "organ_system": ev.get("organSystem"),
-                    "source_vocabulary": ev.get("sourceVocabulary"),
-                    "assessment_type": ev.get("assessmentType"),
-                    "group_id": _key(st.get("groupId")),
-                    "group_title": ae_groups.get(_key(st.get("groupId"))),
-                    "num_affected": _num(st.get("numAffected")),
-                    "num_at_risk": _num(st.get("numAtRisk")),
-                    "num_events": _num(st.get("numEvents")),
-                })
+                aes.append(
+                    {
+                        "nct_id": nct,
+                        "event_type": kind,
+                        "term": ev.get("term"),
+                        "organ_system": ev.get("organSystem"),
+                        "source_vocabulary": ev.get("sourceVocabulary"),
+                        "assessment_type": ev.get("assessmentType"),
+                        "group_id": _key(st.get("groupId")),
+                        "group_title": ae_groups.get(_key(st.get("groupId"))),
+                        "num_affected": _num(st.get("numAffected")),
+                        "num_at_risk": _num(st.get("numAtRisk")),
+                        "num_events": _num(st.get("numEvents")),
+                    }
+                )
 
-    event_groups = [{
-        "nct_id": nct,
-        "group_id": _key(g.get("id")),
-        "group_title": g.get("title"),
-        "group_description": g.get("description"),
-        **{col: _num(g.get(key)) for col, key in (
-            ("deaths_num_affected", "deathsNumAffected"), ("deaths_num_at_risk", "deathsNumAtRisk"),
-            ("serious_num_affected", "seriousNumAffected"), ("serious_num_at_risk", "seriousNumAtRisk"),
-            ("other_num_affected", "otherNumAffected"), ("other_num_at_risk", "otherNumAtRisk"))},
-    } for g in _list(ae_module, "eventGroups") if isinstance(g, dict)]
+    event_groups = [
+        {
+            "nct_id": nct,
+            "group_id": _key(g.get("id")),
+            "group_title": g.get("title"),
+            "group_description": g.get("description"),
+            **{
+                col: _num(g.get(key))
+                for col, key in (
+                    ("deaths_num_affected", "deathsNumAffected"),
+                    ("deaths_num_at_risk", "deathsNumAtRisk"),
+                    ("serious_num_affected", "seriousNumAffected"),
+                    ("serious_num_at_risk", "seriousNumAtRisk"),
+                    ("other_num_affected", "otherNumAffected"),
+                    ("other_num_at_risk", "otherNumAtRisk"),
+                )
+            },
+        }
+        for g in _list(ae_module, "eventGroups")
+        if isinstance(g, dict)
+    ]
 
     flow: list[dict[str, Any]] = []
     pf = res.get("participantFlowModule") or {}
@@ -264,23 +304,28 @@ def parse_results(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
     for period in _list(pf, "periods"):
         if not isinstance(period, dict):
             continue
-        for kind, key, inner in (("milestone", "milestones", "achievements"), ("drop_withdraw", "dropWithdraws", "reasons")):
+        for kind, key, inner in (
+            ("milestone", "milestones", "achievements"),
+            ("drop_withdraw", "dropWithdraws", "reasons"),
+        ):
             for item in _list(period, key):
                 if not isinstance(item, dict):
                     continue
                 for a in _list(item, inner):
                     if not isinstance(a, dict):
                         continue
-                    flow.append({
-                        "nct_id": nct,
-                        "period": period.get("title"),
-                        "kind": kind,
-                        "type": item.get("type"),
-                        "group_id": _key(a.get("groupId")),
-                        "group_title": pf_groups.get(_key(a.get("groupId"))),
-                        "num_subjects": _num(a.get("numSubjects")),
-                        "comment": a.get("comment"),
-                    })
+                    flow.append(
+                        {
+                            "nct_id": nct,
+                            "period": period.get("title"),
+                            "kind": kind,
+                            "type": item.get("type"),
+                            "group_id": _key(a.get("groupId")),
+                            "group_title": pf_groups.get(_key(a.get("groupId"))),
+                            "num_subjects": _num(a.get("numSubjects")),
+                            "comment": a.get("comment"),
+                        }
+                    )
 
     baseline: list[dict[str, Any]] = []
     bl = res.get("baselineCharacteristicsModule") or {}
@@ -337,12 +382,8 @@ def study_object(raw: Any, source_format: str) -> dict[str, Any]:
     :mod:`celltrials.sources.ctgov_v1`) so that :func:`parse_results` reads them all."""
     obj = _load(raw)
     if source_format == "ctgov_xml":
-        from celltrials.sources import ctgov_xml
-
         return ctgov_xml.study_from_raw(obj)
     if source_format == "ctgov_v1_json":
-        from celltrials.sources import ctgov_v1
-
         return ctgov_v1.to_v2(obj)
     if not isinstance(obj, dict):
         raise AnalysisError("the stored record is not a JSON object")
@@ -371,7 +412,7 @@ def study_from_store(con: Any, trial_id: str) -> dict[str, Any]:
         raise AnalysisError(
             f"no ClinicalTrials.gov JSON or XML record for {trial_id} in the store",
             hint="Ingest the trial's API v2 JSON, legacy XML or API v1 study fields (celltrials ingest FILE); "
-                 "CSV exports carry no results.",
+            "CSV exports carry no results.",
         )
     try:
         return study_object(row[0], row[1])
@@ -421,8 +462,6 @@ def export_outcomes(con: Any, path: str | Path) -> int:
     the registry's text as posted (e.g. ``"83.7"``, ``"NA"``). Returns the
     number of rows written.
     """
-    from celltrials.outputs import ensure_dir, write_atomic
-    from celltrials.safety import safe_cell
 
     out = Path(path)
     ensure_dir(out.parent)
@@ -454,7 +493,15 @@ def tables_to_records(tables: dict[str, pd.DataFrame]) -> dict[str, list[dict[st
     for name, df in tables.items():
         rows = []
         for rec in df.astype(object).to_dict(orient="records"):
-            rows.append({str(k): (None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v)
-                         for k, v in rec.items()})
+            rows.append(
+                {
+                    str(k): (
+                        None
+                        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+                        else v
+                    )
+                    for k, v in rec.items()
+                }
+            )
         out[name] = rows
     return out

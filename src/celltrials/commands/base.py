@@ -44,10 +44,17 @@ def echo_json(obj: Any) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="celltrials")
-@click.option("--db", envvar="CELLTRIALS_DB", default=None, help="DuckDB store (default ./celltrials.duckdb, env CELLTRIALS_DB).")
+@click.option(
+    "--db",
+    envvar="CELLTRIALS_DB",
+    default=None,
+    help="DuckDB store (default ./celltrials.duckdb, env CELLTRIALS_DB).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notices.")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors and debug log lines.")
-@click.option("--verbose", "-v", is_flag=True, help="Log what the library does (files, requests) on stderr.")
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Log what the library does (files, requests) on stderr."
+)
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, quiet: bool, debug: bool, verbose: bool) -> None:
     """celltrials: cell-therapy clinical-trial intelligence."""
@@ -58,8 +65,13 @@ def cli(ctx: click.Context, db: str | None, quiet: bool, debug: bool, verbose: b
 
 
 #: the unit each stage's bar counts and what its events' ``n`` add up to
-_UNITS = {"ingest": ("files", "records"), "sync": ("studies", "pages"), "classify": ("trials", ""),
-          "report": ("steps", ""), "pipeline": ("", "")}
+_UNITS = {
+    "ingest": ("files", "records"),
+    "sync": ("studies", "pages"),
+    "classify": ("trials", ""),
+    "report": ("steps", ""),
+    "pipeline": ("", ""),
+}
 _NOTICES = {"skipped", "restart", "retry"}
 
 
@@ -76,17 +88,25 @@ def progress_display(enabled: bool, console: Console | None = None) -> Iterator[
         yield None
         return
     console = console or Console(stderr=True)
-    bars = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), console=console,
-                        transient=True)
+    bars = RichProgress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[extra]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
     tasks: dict[str, TaskID] = {}
     counts: dict[str, int] = {}
 
     def draw(ev: ProgressEvent) -> None:
         if ev.kind in _NOTICES:
             what = Path(ev.item).name if ev.stage == "ingest" else ev.item
-            bars.console.print(f"[yellow]{escape(ev.kind)}[/yellow] {escape(what)}: {escape(ev.message)}",
-                               highlight=False)
+            bars.console.print(
+                f"[yellow]{escape(ev.kind)}[/yellow] {escape(what)}: {escape(ev.message)}",
+                highlight=False,
+            )
             return
         if ev.stage == "pipeline":  # the pipeline's stages are headings above the bars
             bars.console.print(f"[bold]{escape(ev.item)}[/bold]", highlight=False)
@@ -106,7 +126,9 @@ def progress_display(enabled: bool, console: Console | None = None) -> Iterator[
         elif ev.stage == "report" and ev.item:
             label = f"report: {ev.item}"
         extra = f"{counts[key]:,} {extra_unit}" if extra_unit else unit
-        bars.update(tasks[key], completed=ev.done, total=ev.total, description=escape(label), extra=extra)
+        bars.update(
+            tasks[key], completed=ev.done, total=ev.total, description=escape(label), extra=extra
+        )
 
     with bars:
         yield draw

@@ -12,8 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
+from celltrials.errors import ConfigError
+from celltrials.export import export_trials
 from celltrials.ingest import IngestAborted, IngestReport, ingest_paths
 from celltrials.safety import escape_markup as esc
+from celltrials.summary import duplicate_groups, store_stats
 
 
 def _console() -> Console:
@@ -25,7 +28,14 @@ def _print_report(report: IngestReport, console: Console) -> None:
     for col in ("file", "format", "records", "new", "unchanged", "bad"):
         table.add_column(col, justify="right" if col not in ("file", "format") else "left")
     for fr in report.files:
-        table.add_row(esc(Path(fr.path).name), fr.format, str(fr.n_records), str(fr.n_new), str(fr.n_unchanged), str(fr.n_bad))
+        table.add_row(
+            esc(Path(fr.path).name),
+            fr.format,
+            str(fr.n_records),
+            str(fr.n_new),
+            str(fr.n_unchanged),
+            str(fr.n_bad),
+        )
     console.print(table)
     notices = [f for f in report.findings if f.severity == "notice"]
     errors = [f for f in report.findings if f.severity == "error"]
@@ -41,11 +51,21 @@ def _print_report(report: IngestReport, console: Console) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--skip-bad", is_flag=True, help="Ingest the good records of a file and list the bad ones (default: stop, store unchanged for that file).")
-@click.option("--force", is_flag=True, help="Read files again even when their content was ingested before (default: skip them).")
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Ingest the good records of a file and list the bad ones (default: stop, store unchanged for that file).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Read files again even when their content was ingested before (default: skip them).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON.")
 @pass_ctx
-def ingest(ctx: Context, paths: tuple[str, ...], skip_bad: bool, force: bool, as_json: bool) -> None:
+def ingest(
+    ctx: Context, paths: tuple[str, ...], skip_bad: bool, force: bool, as_json: bool
+) -> None:
     """Ingest registry exports: files, folders (recursively), globs, zips.
 
     Formats are recognised by content: ClinicalTrials.gov API v2 JSON
@@ -59,7 +79,9 @@ def ingest(ctx: Context, paths: tuple[str, ...], skip_bad: bool, force: bool, as
     show = not ctx.quiet and not as_json and console.is_terminal
     try:
         with progress_display(show, console) as progress:
-            report = ingest_paths(store, list(paths), skip_bad=skip_bad, force=force, progress=progress)
+            report = ingest_paths(
+                store, list(paths), skip_bad=skip_bad, force=force, progress=progress
+            )
     except IngestAborted as exc:
         if as_json:
             echo_json(exc.report.to_dict())
@@ -77,11 +99,12 @@ def ingest(ctx: Context, paths: tuple[str, ...], skip_bad: bool, force: bool, as
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON (what the library returns).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the counts as JSON (what the library returns)."
+)
 @pass_ctx
 def stats(ctx: Context, as_json: bool) -> None:
     """Records vs trials by registry and source, and merged duplicates."""
-    from celltrials.summary import store_stats
 
     with ctx.open_store(read_only=True) as store:
         result = store_stats(store)
@@ -89,9 +112,11 @@ def stats(ctx: Context, as_json: bool) -> None:
         echo_json(result)
         return
     console = Console()
-    console.print(f"[bold]{result['trials']:,}[/bold] trials from [bold]{result['records']:,}[/bold] records "
-                  f"({result['record_versions']:,} versions kept); {result['merged_trials']:,} trials merge "
-                  f"{result['records_merged_away'] + result['merged_trials']:,} records.")
+    console.print(
+        f"[bold]{result['trials']:,}[/bold] trials from [bold]{result['records']:,}[/bold] records "
+        f"({result['record_versions']:,} versions kept); {result['merged_trials']:,} trials merge "
+        f"{result['records_merged_away'] + result['merged_trials']:,} records."
+    )
     t = Table(title="By registry")
     for c in ("registry", "records", "trials"):
         t.add_column(c, justify="left" if c == "registry" else "right")
@@ -102,25 +127,33 @@ def stats(ctx: Context, as_json: bool) -> None:
     for c in ("source", "format", "records", "current"):
         t.add_column(c, justify="left" if c in ("source", "format") else "right")
     for r in result["by_source"]:
-        t.add_row(esc(r["source"]), esc(r["format"]), f"{r['records']:,}", f"{r['current_records']:,}")
+        t.add_row(
+            esc(r["source"]), esc(r["format"]), f"{r['records']:,}", f"{r['current_records']:,}"
+        )
     console.print(t)
 
 
 @cli.command()
 @click.argument("trial_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the trial as JSON (what the library returns).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the trial as JSON (what the library returns)."
+)
 @click.option("--raw", is_flag=True, help="Also print each source record verbatim.")
 @pass_ctx
 def show(ctx: Context, trial_id: str, as_json: bool, raw: bool) -> None:
     """A trial: its normalised fields, all its ids and every source record."""
-    from celltrials.errors import ConfigError
 
     with ctx.open_store(read_only=True) as store:
         trial = store.trial(trial_id)
         if trial is None:
-            raise ConfigError(f"no trial with id {trial_id!r} in {store.path}", hint="Ids of any registry work, e.g. NCT04293692 or ChiCTR2000029580.")
+            raise ConfigError(
+                f"no trial with id {trial_id!r} in {store.path}",
+                hint="Ids of any registry work, e.g. NCT04293692 or ChiCTR2000029580.",
+            )
         if raw:
-            trial["raw_records"] = {r["record_key"]: store.raw_record(r["record_key"]) for r in trial["records"]}
+            trial["raw_records"] = {
+                r["record_key"]: store.raw_record(r["record_key"]) for r in trial["records"]
+            }
     if as_json:
         echo_json(trial)
         return
@@ -138,19 +171,45 @@ def _render_trial(t: dict[str, Any]) -> None:
     rows = [
         ("ids", ", ".join(i["id_raw"] for i in t["ids"])),
         ("status", f"{t['status']}" + (f" — {t['why_stopped']}" if t.get("why_stopped") else "")),
-        ("phase", t["phase"]), ("study type", t.get("study_type") or ""),
-        ("start", t.get("start_date") or ""), ("enrollment", f"{t.get('enrollment')} ({t.get('enrollment_type')})"),
+        ("phase", t["phase"]),
+        ("study type", t.get("study_type") or ""),
+        ("start", t.get("start_date") or ""),
+        ("enrollment", f"{t.get('enrollment')} ({t.get('enrollment_type')})"),
         ("sponsor", f"{t.get('lead_sponsor')} [{t.get('sponsor_class')}]"),
         ("countries", ", ".join(c["country"] for c in t["countries"])),
-        ("conditions", "; ".join(c["condition"] for c in t["conditions"] if c["kind"] == "condition")),
-        ("interventions", "; ".join((f"{i['type']}: " if i["type"] else "") + i["name"] for i in t["interventions"])),
+        (
+            "conditions",
+            "; ".join(c["condition"] for c in t["conditions"] if c["kind"] == "condition"),
+        ),
+        (
+            "interventions",
+            "; ".join(
+                (f"{i['type']}: " if i["type"] else "") + i["name"] for i in t["interventions"]
+            ),
+        ),
         ("url", t.get("url") or ""),
     ]
     labels = t.get("labels") or {}
     if labels.get("classified_at"):
-        rows.append(("labels", ", ".join(f"{k} {v}" for k, v in labels.items()
-                                          if k in ("cell_type", "msc_source", "origin", "product_form",
-                                                   "indication_group", "therapeutic_area") and v)))
+        rows.append(
+            (
+                "labels",
+                ", ".join(
+                    f"{k} {v}"
+                    for k, v in labels.items()
+                    if k
+                    in (
+                        "cell_type",
+                        "msc_source",
+                        "origin",
+                        "product_form",
+                        "indication_group",
+                        "therapeutic_area",
+                    )
+                    and v
+                ),
+            )
+        )
     table = Table(show_header=False, box=None)
     table.add_column(style="bold cyan")
     table.add_column()
@@ -161,18 +220,29 @@ def _render_trial(t: dict[str, Any]) -> None:
     for c in ("record", "registry", "format", "source", "last update", "current", "primary"):
         rt.add_column(c)
     for r in t["records"]:
-        rt.add_row(esc(r["record_id"]), esc(r["registry"]), esc(r["source_format"]), esc(f"{r['source']}#{r['position']}"),
-                   str(r["last_update"] or ""), "yes" if r["is_current"] else "old", "yes" if r["is_primary"] else "")
+        rt.add_row(
+            esc(r["record_id"]),
+            esc(r["registry"]),
+            esc(r["source_format"]),
+            esc(f"{r['source']}#{r['position']}"),
+            str(r["last_update"] or ""),
+            "yes" if r["is_current"] else "old",
+            "yes" if r["is_primary"] else "",
+        )
     console.print(rt)
 
 
 @cli.command()
-@click.option("--limit", type=click.IntRange(min=0), default=None, help="Show at most this many merged trials.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Show at most this many merged trials.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the merged trials as JSON.")
 @pass_ctx
 def dups(ctx: Context, limit: int | None, as_json: bool) -> None:
     """Trials merged from several records, and the shared ids that merged them."""
-    from celltrials.summary import duplicate_groups
 
     with ctx.open_store(read_only=True) as store:
         groups = duplicate_groups(store, limit)
@@ -184,15 +254,31 @@ def dups(ctx: Context, limit: int | None, as_json: bool) -> None:
     for c in ("trial", "records", "why"):
         table.add_column(c)
     for g in groups:
-        recs = "\n".join(f"{'*' if r['is_primary'] else ' '} {r['record_id']} ({r['channel']}, {r['format']})" for r in g["records"])
+        recs = "\n".join(
+            f"{'*' if r['is_primary'] else ' '} {r['record_id']} ({r['channel']}, {r['format']})"
+            for r in g["records"]
+        )
         table.add_row(esc(g["trial_id"]), esc(recs), esc(g["reason"]))
     console.print(table)
     console.print("[dim]* = primary record[/dim]")
 
 
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "xlsx"]), default="csv", show_default=True, help="File format of the export.")
-@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Output file (default trials.FORMAT); its folder is created.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet", "xlsx"]),
+    default="csv",
+    show_default=True,
+    help="File format of the export.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Output file (default trials.FORMAT); its folder is created.",
+)
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @pass_ctx
 def export(ctx: Context, fmt: str, out: str | None, force: bool) -> None:
@@ -200,7 +286,6 @@ def export(ctx: Context, fmt: str, out: str | None, force: bool) -> None:
 
     Text cells of csv/xlsx are neutralised against formula injection
     (a leading = + - @ tab or CR gets a ' in front)."""
-    from celltrials.export import export_trials
 
     with ctx.open_store(read_only=True) as store:
         path = export_trials(store, fmt, out or f"trials.{fmt}", force=force)

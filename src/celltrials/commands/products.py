@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from celltrials import products as lib
 from celltrials.commands.base import Context, cli, echo_json
 from celltrials.safety import terminal_safe
 
@@ -28,7 +29,6 @@ def products(cctx: click.Context, as_json: bool, check: bool, catalog: str | Non
     Without a subcommand: every catalog product with the number of trials in
     the store that name it (the links are refreshed into `product_links`).
     """
-    from celltrials import products as lib
 
     if cctx.invoked_subcommand is not None:
         return
@@ -73,7 +73,6 @@ def products(cctx: click.Context, as_json: bool, check: bool, catalog: str | Non
 @click.pass_context
 def show(cctx: click.Context, name: str, as_json: bool) -> None:
     """One product (NAME may be a brand name, INN or code): approvals and linked trials by phase and date."""
-    from celltrials import products as lib
 
     ctx: Context = cctx.obj
     store = ctx.open_store()
@@ -99,5 +98,7 @@ def show(cctx: click.Context, name: str, as_json: bool) -> None:
             click.echo(f"  {phase} ({detail['by_phase'].get(phase, 0)})")
         start = t["start_date"] or "start n/a"
         click.echo(
-            terminal_safe(f"    {t['trial_id']}  {start}  {t['status'] or ''}  {(t['title'] or '')[:80]}  [{t['aliases']}]")
+            terminal_safe(
+                f"    {t['trial_id']}  {start}  {t['status'] or ''}  {(t['title'] or '')[:80]}  [{t['aliases']}]"
+            )
         )

@@ -26,6 +26,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,15 @@ TOKEN_COOKIE = "celltrials_token"
 
 
 class ServeConfig:
-    def __init__(self, db: str, *, token: str | None = None, allowed_hosts: tuple[str, ...] = (),
-                 snapshot_dir: str | None = None, check_every: float = 2.0) -> None:
+    def __init__(
+        self,
+        db: str,
+        *,
+        token: str | None = None,
+        allowed_hosts: tuple[str, ...] = (),
+        snapshot_dir: str | None = None,
+        check_every: float = 2.0,
+    ) -> None:
         self.db = db
         self.token = token
         self.allowed_hosts = allowed_hosts
@@ -84,14 +92,22 @@ class JSON(JSONResponse):
 
 def _script_json(obj: Any) -> str:
     """JSON safe inside <script type="application/json"> (no "</script", no "<!--")."""
-    return (orjson.dumps(obj, default=_json_default).decode()
-            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+    return (
+        orjson.dumps(obj, default=_json_default)
+        .decode()
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
 
 
 def _env() -> Environment:
-    env = Environment(loader=PackageLoader("celltrials.serve", "templates"),
-                      autoescape=select_autoescape(["html", "j2", "html.j2"], default=True),
-                      trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("celltrials.serve", "templates"),
+        autoescape=select_autoescape(["html", "j2", "html.j2"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["label"] = ls.label
     env.filters["num"] = lambda v: "—" if v is None else f"{int(v):,}"
     env.filters["script_json"] = _script_json
@@ -111,12 +127,13 @@ def _qs(pairs: list[tuple[str, str]] | None, **extra: Any) -> str:
     return ("?" + urlencode(items)) if items else ""
 
 
-def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> Starlette:
+def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> Starlette:  # noqa: C901 - the route handlers are closures over one snapshot manager
     """The dashboard over ``config.db`` (a snapshot is taken on startup)."""
     env = _env()
     own_manager = manager is None
-    mgr = manager or SnapshotManager(config.db, Q.prepare, snapshot_dir=config.snapshot_dir,
-                                     check_every=config.check_every)
+    mgr = manager or SnapshotManager(
+        config.db, Q.prepare, snapshot_dir=config.snapshot_dir, check_every=config.check_every
+    )
     limiter = anyio.CapacityLimiter(8)
 
     def warm(snap: Snapshot) -> None:
@@ -146,11 +163,14 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
 
     mgr.on_swap = warm
 
-    async def run(fn: Callable[..., Any], *args: Any, cache: str | None = None, pass_snapshot: bool = False) -> Any:
+    async def run(
+        fn: Callable[..., Any], *args: Any, cache: str | None = None, pass_snapshot: bool = False
+    ) -> Any:
         """``fn(cursor, *args)`` (or ``fn(snapshot, cursor, *args)``) on the
         current snapshot in a worker thread; with ``cache``, the result is kept
         per snapshot under that key (a snapshot never changes, so neither does
         the answer)."""
+
         def work() -> Any:
             with mgr.use() as (snap, cur):
                 if cache is not None:
@@ -164,9 +184,16 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
 
         return await anyio.to_thread.run_sync(work, limiter=limiter)
 
-    def page(request: Request, template: str, ctx: dict[str, Any], status: int = 200) -> HTMLResponse:
+    def page(
+        request: Request, template: str, ctx: dict[str, Any], status: int = 200
+    ) -> HTMLResponse:
         st = mgr.status
-        base = {"request": request, "status": st, "path": request.url.path, "nav": _nav(request.url.path)}
+        base = {
+            "request": request,
+            "status": st,
+            "path": request.url.path,
+            "nav": _nav(request.url.path),
+        }
         html = env.get_template(template).render(**base, **ctx)
         return HTMLResponse(html, status_code=status)
 
@@ -180,24 +207,40 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
         data = await run(Q.overview, query, cache="overview?" + urlencode(query.params()))
         if wants_json(request):
             return JSON(data)
-        return page(request, "overview.html.j2", {"data": data, "query": query, "params": query.params(),
-                                                  "title": "Overview"})
+        return page(
+            request,
+            "overview.html.j2",
+            {"data": data, "query": query, "params": query.params(), "title": "Overview"},
+        )
 
     async def trials(request: Request) -> Response:
         query = Q.parse_query(request.query_params)
 
         data = await run(Q.trial_page, query)
         if not wants_json(request) or request.query_params.get("facets") in ("1", "true"):
-            data = {**data, "facets": await run(Q.facets, query, cache="facets?" + urlencode(query.params()))}
+            data = {
+                **data,
+                "facets": await run(Q.facets, query, cache="facets?" + urlencode(query.params())),
+            }
         if wants_json(request):
             return JSON(data)
-        return page(request, "trials.html.j2", {"data": data, "query": query, "params": query.params(),
-                                                "paged": query.params(paging=True), "title": "Trials"})
+        return page(
+            request,
+            "trials.html.j2",
+            {
+                "data": data,
+                "query": query,
+                "params": query.params(),
+                "paged": query.params(paging=True),
+                "title": "Trials",
+            },
+        )
 
     async def trial(request: Request) -> Response:
         any_id = request.path_params["trial_id"]
         if len(any_id) > 200:
             raise HTTPException(404, "no such trial")
+
         def detail(snap: Snapshot, cur: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
             texts = snap.cursor("texts")
             try:
@@ -234,14 +277,25 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
             dd = ls.data_date(cur)
             since = since_txt or ((dd or date.today()) - timedelta(days=30)).isoformat()
             sql, params = Q.selection(query)
-            return store_changes(cur, since, until_txt, within=(sql, params), limit=limit, table=Q.CHANGES)
+            return store_changes(
+                cur, since, until_txt, within=(sql, params), limit=limit, table=Q.CHANGES
+            )
 
         data = await run(work)
         data["filters"] = query.describe()
         if wants_json(request):
             return JSON(data)
-        return page(request, "changes.html.j2", {"data": data, "query": query, "params": query.params(),
-                                                 "kinds": KINDS, "title": "Changes"})
+        return page(
+            request,
+            "changes.html.j2",
+            {
+                "data": data,
+                "query": query,
+                "params": query.params(),
+                "kinds": KINDS,
+                "title": "Changes",
+            },
+        )
 
     async def export(request: Request) -> Response:
         fmt = request.query_params.get("format", "csv")
@@ -251,8 +305,11 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
         df = await run(Q.export_frame, query)
         body = await anyio.to_thread.run_sync(Q.export_bytes, df, fmt, limiter=limiter)
         stamp = datetime.now(UTC).strftime("%Y%m%d")
-        return Response(body, media_type=Q.EXPORT_FORMATS[fmt], headers={
-            "Content-Disposition": f'attachment; filename="celltrials-{stamp}.{fmt}"'})
+        return Response(
+            body,
+            media_type=Q.EXPORT_FORMATS[fmt],
+            headers={"Content-Disposition": f'attachment; filename="celltrials-{stamp}.{fmt}"'},
+        )
 
     async def status(request: Request) -> Response:
         with contextlib.suppress(CelltrialsError):
@@ -269,31 +326,53 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
             msg, hint = exc.message, exc.hint
         else:
             log.exception("error serving %s", request.url.path)
-            code, msg, hint = 500, "Internal error: the dashboard could not answer this request.", \
-                "The server log has the details."
+            code, msg, hint = (
+                500,
+                "Internal error: the dashboard could not answer this request.",
+                "The server log has the details.",
+            )
         if wants_json(request):
             return JSON({"error": msg, "hint": hint, "status": code}, status_code=code)
-        return page(request, "error.html.j2", {"code": code, "message": msg, "hint": hint, "title": "Error"},
-                    status=code)
+        return page(
+            request,
+            "error.html.j2",
+            {"code": code, "message": msg, "hint": hint, "title": "Error"},
+            status=code,
+        )
 
     routes = [
-        Route("/", overview), Route("/api/", overview), Route("/api/overview", overview),
-        Route("/trials", trials), Route("/api/trials", trials),
-        Route("/trials/{trial_id:path}", trial), Route("/api/trials/{trial_id:path}", trial),
-        Route("/products", products), Route("/api/products", products),
-        Route("/products/{name:path}", product), Route("/api/products/{name:path}", product),
-        Route("/changes", changes), Route("/api/changes", changes),
-        Route("/export", export), Route("/api/export", export),
+        Route("/", overview),
+        Route("/api/", overview),
+        Route("/api/overview", overview),
+        Route("/trials", trials),
+        Route("/api/trials", trials),
+        Route("/trials/{trial_id:path}", trial),
+        Route("/api/trials/{trial_id:path}", trial),
+        Route("/products", products),
+        Route("/api/products", products),
+        Route("/products/{name:path}", product),
+        Route("/api/products/{name:path}", product),
+        Route("/changes", changes),
+        Route("/api/changes", changes),
+        Route("/export", export),
+        Route("/api/export", export),
         Route("/api/status", status),
         Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
     ]
-    middleware = [Middleware(_Guard, token=config.token, allowed_hosts=config.allowed_hosts, on_error=on_error)]
+    middleware = [
+        Middleware(
+            _Guard, token=config.token, allowed_hosts=config.allowed_hosts, on_error=on_error
+        )
+    ]
 
     async def plotly(request: Request) -> Response:
-        from plotly.offline import get_plotlyjs
+        from plotly.offline import get_plotlyjs  # noqa: PLC0415 - heavy optional dependency, imported on first use
 
-        return Response(get_plotlyjs(), media_type="text/javascript",
-                        headers={"Cache-Control": "public, max-age=86400"})
+        return Response(
+            get_plotlyjs(),
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     async def favicon(request: Request) -> Response:
         return Response(status_code=204)
@@ -309,8 +388,6 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
         if own_manager:
             mgr.close()
 
-    from contextlib import asynccontextmanager
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         await anyio.to_thread.run_sync(startup)
@@ -319,8 +396,12 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
         finally:
             shutdown()
 
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={CelltrialsError: on_error, HTTPException: on_error})
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={CelltrialsError: on_error, HTTPException: on_error},
+    )
     app.state.manager = mgr
     return app
 
@@ -335,29 +416,43 @@ def _nav(path: str) -> str:
 class _Guard(BaseHTTPMiddleware):
     """Host check (DNS rebinding), optional token, security headers."""
 
-    def __init__(self, app: Any, token: str | None, allowed_hosts: tuple[str, ...],
-                 on_error: Callable[[Request, Exception], Awaitable[Response]]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        token: str | None,
+        allowed_hosts: tuple[str, ...],
+        on_error: Callable[[Request, Exception], Awaitable[Response]],
+    ) -> None:
         super().__init__(app)
         self.on_error = on_error
         self.token = token
         self.allowed = {h.lower() for h in allowed_hosts}
 
-    async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def dispatch(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         host = (request.headers.get("host") or "").lower()
         hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if self.allowed and hostname not in self.allowed and "*" not in self.allowed:
             return Response("Host not allowed", status_code=400, media_type="text/plain")
         if self.token:
-            given = (request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
-                     or request.headers.get("authorization", "").removeprefix("Bearer ").strip())
+            given = (
+                request.query_params.get("token")
+                or request.cookies.get(TOKEN_COOKIE)
+                or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            )
             if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
-                return Response("An access token is required (?token=… once, or Authorization: Bearer …).",
-                                status_code=401, media_type="text/plain")
+                return Response(
+                    "An access token is required (?token=… once, or Authorization: Bearer …).",
+                    status_code=401,
+                    media_type="text/plain",
+                )
             if request.query_params.get("token"):
                 # move the token into a cookie and drop it from the URL
                 rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-                resp: Response = RedirectResponse(request.url.path + (("?" + urlencode(rest)) if rest else ""),
-                                                  status_code=303)
+                resp: Response = RedirectResponse(
+                    request.url.path + (("?" + urlencode(rest)) if rest else ""), status_code=303
+                )
                 resp.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
                 return resp
         try:
@@ -366,7 +461,8 @@ class _Guard(BaseHTTPMiddleware):
             response = await self.on_error(request, exc)
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+        )
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["X-Frame-Options"] = "DENY"

@@ -34,25 +34,49 @@ import duckdb
 import pandas as pd
 
 from celltrials.analysis import landscape as ls
-from celltrials.changes import HISTORY_FIELDS
+from celltrials.analysis.funnel import funnel
+from celltrials.analysis.results import results_for_store, tables_to_records
+from celltrials.changes import HISTORY_FIELDS, all_changes_sql, history_from_rows
+from celltrials.classify import explain_trial
 from celltrials.errors import CelltrialsError, ConfigError
+from celltrials.products import json_records, product_detail, products_table
+from celltrials.registry_ids import canonical_id, fold_id, trial_id_for
 from celltrials.safety import safe_frame
 from celltrials.store import Store
 from celltrials.store import _plain as _store_plain
 
 ST = "memory.main.st"
-CHANGES = "memory.main.changes_all"  # every change of the snapshot (celltrials.changes.all_changes_sql)
+CHANGES = (
+    "memory.main.changes_all"  # every change of the snapshot (celltrials.changes.all_changes_sql)
+)
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
 MAX_Q_LEN = 200
 MAX_VALUES = 50  # values per filter
 
 #: the report's filters, in the order they appear in a URL
-REPORT_FILTERS = ("country", "registry", "start_year", "status", "phase", "cell_type", "indication_group",
-                  "title", "all_trials")
+REPORT_FILTERS = (
+    "country",
+    "registry",
+    "start_year",
+    "status",
+    "phase",
+    "cell_type",
+    "indication_group",
+    "title",
+    "all_trials",
+)
 #: the dashboard's further filters (multi-valued)
-EXTRA_FILTERS = ("msc_source", "origin", "product_form", "therapeutic_area", "target", "study_type",
-                 "sponsor_class", "product")
+EXTRA_FILTERS = (
+    "msc_source",
+    "origin",
+    "product_form",
+    "therapeutic_area",
+    "target",
+    "study_type",
+    "sponsor_class",
+    "product",
+)
 MULTI = ("country", "registry", "status", "phase", "cell_type", "indication_group", *EXTRA_FILTERS)
 
 #: facet → (column of st, multi-valued)
@@ -73,10 +97,20 @@ FACETS: dict[str, tuple[str, bool]] = {
     "product": ("products", True),
 }
 FACET_TITLES = {
-    "cell_type": "Cell type", "msc_source": "MSC source", "origin": "Origin", "product_form": "Product form",
-    "indication_group": "Indication group", "therapeutic_area": "Therapeutic area", "target": "Target antigen",
-    "phase": "Phase", "status": "Status", "study_type": "Study type", "country": "Country",
-    "registry": "Registry", "sponsor_class": "Sponsor class", "product": "Approved product named",
+    "cell_type": "Cell type",
+    "msc_source": "MSC source",
+    "origin": "Origin",
+    "product_form": "Product form",
+    "indication_group": "Indication group",
+    "therapeutic_area": "Therapeutic area",
+    "target": "Target antigen",
+    "phase": "Phase",
+    "status": "Status",
+    "study_type": "Study type",
+    "country": "Country",
+    "registry": "Registry",
+    "sponsor_class": "Sponsor class",
+    "product": "Approved product named",
 }
 
 SORTS: dict[str, str] = {
@@ -89,9 +123,16 @@ SORTS: dict[str, str] = {
     "phase": "phase_rank, trial_id",
     "-phase": "phase_rank DESC, trial_id",
 }
-SORT_LABELS = {"trial_id": "Id", "-start_date": "Start date (newest)", "start_date": "Start date (oldest)",
-               "-last_update": "Last update (newest)", "-enrollment": "Enrollment (largest)",
-               "title": "Title (A–Z)", "phase": "Phase (early first)", "-phase": "Phase (late first)"}
+SORT_LABELS = {
+    "trial_id": "Id",
+    "-start_date": "Start date (newest)",
+    "start_date": "Start date (oldest)",
+    "-last_update": "Last update (newest)",
+    "-enrollment": "Enrollment (largest)",
+    "title": "Title (A–Z)",
+    "phase": "Phase (early first)",
+    "-phase": "Phase (late first)",
+}
 
 
 # ------------------------------------------------------------------ filters
@@ -122,8 +163,14 @@ class Query:
             out += [(name, v) for v in getattr(f, name)]
         lo, hi = f.start_year
         if lo is not None or hi is not None:
-            out.append(("start_year", f"{lo if lo is not None else ''}-{hi if hi is not None else ''}"
-                        if lo != hi else str(lo)))
+            out.append(
+                (
+                    "start_year",
+                    f"{lo if lo is not None else ''}-{hi if hi is not None else ''}"
+                    if lo != hi
+                    else str(lo),
+                )
+            )
         if f.title:
             out.append(("title", f.title))
         if f.scope == "all":
@@ -167,20 +214,29 @@ def parse_query(args: Mapping[str, Any] | Iterable[tuple[str, str]]) -> Query:
 
     Unknown parameters are ignored; bad values raise :class:`ConfigError`
     naming the parameter (the server answers 400)."""
-    pairs: list[tuple[str, str]] = list(args.multi_items() if hasattr(args, "multi_items")
-                                        else args.items() if isinstance(args, Mapping) else args)
+    pairs: list[tuple[str, str]] = list(
+        args.multi_items()
+        if hasattr(args, "multi_items")
+        else args.items()
+        if isinstance(args, Mapping)
+        else args
+    )
     multi: dict[str, list[str]] = {}
     for k, v in pairs:
         k = k.replace("-", "_")
         v = str(v)
         if len(v) > 500:
-            raise ConfigError(f"parameter {k!r} is too long", hint="Values are at most 500 characters.")
+            raise ConfigError(
+                f"parameter {k!r} is too long", hint="Values are at most 500 characters."
+            )
         if v.strip() == "":
             continue
         multi.setdefault(k, []).append(v.strip())
     for k in MULTI:
         if len(multi.get(k, [])) > MAX_VALUES:
-            raise ConfigError(f"too many values for {k!r}", hint=f"At most {MAX_VALUES} values per filter.")
+            raise ConfigError(
+                f"too many values for {k!r}", hint=f"At most {MAX_VALUES} values per filter."
+            )
 
     def one(name: str) -> str | None:
         vals = multi.get(name)
@@ -188,10 +244,16 @@ def parse_query(args: Mapping[str, Any] | Iterable[tuple[str, str]]) -> Query:
 
     all_trials = (one("all_trials") or "").lower() in ("1", "true", "yes", "on")
     filters = ls.make_filters(
-        country=multi.get("country", ()), registry=multi.get("registry", ()), start_year=one("start_year"),
-        status=multi.get("status", ()), phase=multi.get("phase", ()), cell_type=multi.get("cell_type", ()),
-        indication_group=multi.get("indication_group", ()), title=one("title"),
-        scope="all" if all_trials else "cell_therapy")
+        country=multi.get("country", ()),
+        registry=multi.get("registry", ()),
+        start_year=one("start_year"),
+        status=multi.get("status", ()),
+        phase=multi.get("phase", ()),
+        cell_type=multi.get("cell_type", ()),
+        indication_group=multi.get("indication_group", ()),
+        title=one("title"),
+        scope="all" if all_trials else "cell_therapy",
+    )
     extras: dict[str, tuple[str, ...]] = {}
     for name in EXTRA_FILTERS:
         vals = multi.get(name, [])
@@ -216,7 +278,9 @@ def _int(text: str | None, name: str, default: int) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ConfigError(f"{name} {text!r} is not a whole number", hint=f"Write e.g. {name}=2.") from None
+        raise ConfigError(
+            f"{name} {text!r} is not a whole number", hint=f"Write e.g. {name}=2."
+        ) from None
 
 
 # -------------------------------------------------------------- preparing
@@ -226,9 +290,13 @@ def prepare(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     ls.ensure_label_view(con)
     sel_sql, sel_params = ls.selection_sql(ls.Filters(scope="all"))
     has_links = _has_table(con, "product_links")
-    prod = ("SELECT trial_id, list(DISTINCT product ORDER BY product) AS products FROM product_links GROUP BY 1"
-            if has_links else "SELECT NULL::VARCHAR AS trial_id, NULL::VARCHAR[] AS products WHERE false")
-    con.execute(f"""
+    prod = (
+        "SELECT trial_id, list(DISTINCT product ORDER BY product) AS products FROM product_links GROUP BY 1"
+        if has_links
+        else "SELECT NULL::VARCHAR AS trial_id, NULL::VARCHAR[] AS products WHERE false"
+    )
+    con.execute(
+        f"""
         CREATE OR REPLACE TABLE {ST} AS
         WITH base AS ({sel_sql}),
         ctry AS (SELECT trial_id, list(DISTINCT country ORDER BY country) AS countries
@@ -257,18 +325,36 @@ def prepare(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         FROM base b LEFT JOIN ctry USING (trial_id) LEFT JOIN cond USING (trial_id)
         LEFT JOIN intr USING (trial_id) LEFT JOIN ids USING (trial_id) LEFT JOIN prod USING (trial_id)
         LEFT JOIN extra x USING (trial_id)
-        ORDER BY b.trial_id""", sel_params)
-    n = con.execute(f"SELECT count(*), count(*) FILTER (WHERE is_cell_therapy) FROM {ST}").fetchone()
+        ORDER BY b.trial_id""",
+        sel_params,
+    )
+    n = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE is_cell_therapy) FROM {ST}"
+    ).fetchone()
     dd = ls.data_date(con)
     shadows = _memory_copies(con, has_links)
-    return {"trials": int(n[0]) if n else 0, "cell_therapy_trials": int(n[1] or 0) if n else 0,
-            "labelled": ls.has_labels(con), "product_links": has_links,
-            "data_date": dd.isoformat() if dd else None, "shadows": shadows}
+    return {
+        "trials": int(n[0]) if n else 0,
+        "cell_therapy_trials": int(n[1] or 0) if n else 0,
+        "labelled": ls.has_labels(con),
+        "product_links": has_links,
+        "data_date": dd.isoformat() if dd else None,
+        "shadows": shadows,
+    }
 
 
 #: store views copied into memory, sorted by trial (point look-ups read one
 #: row group; full scans skip the joins the views do)
-_TRIAL_VIEWS = ("trials", "countries", "trial_ids", "conditions", "interventions", "arms", "sponsors", "outcomes")
+_TRIAL_VIEWS = (
+    "trials",
+    "countries",
+    "trial_ids",
+    "conditions",
+    "interventions",
+    "arms",
+    "sponsors",
+    "outcomes",
+)
 
 
 def _memory_copies(con: duckdb.DuckDBPyConnection, has_links: bool) -> dict[str, dict[str, str]]:
@@ -280,15 +366,21 @@ def _memory_copies(con: duckdb.DuckDBPyConnection, has_links: bool) -> dict[str,
     the current records (the only ones it joins)."""
     main: dict[str, str] = {}
     for v in _TRIAL_VIEWS:
-        con.execute(f"CREATE OR REPLACE TABLE memory.main.v_{v} AS SELECT * FROM {v} ORDER BY trial_id")
+        con.execute(
+            f"CREATE OR REPLACE TABLE memory.main.v_{v} AS SELECT * FROM {v} ORDER BY trial_id"
+        )
         main[v] = f"memory.main.v_{v}"
     if ls.has_labels(con):
-        con.execute("CREATE OR REPLACE TABLE memory.main.v_label_evidence AS "
-                    "SELECT * FROM label_evidence ORDER BY trial_id")
+        con.execute(
+            "CREATE OR REPLACE TABLE memory.main.v_label_evidence AS "
+            "SELECT * FROM label_evidence ORDER BY trial_id"
+        )
         main["label_evidence"] = "memory.main.v_label_evidence"
     if has_links:
-        con.execute("CREATE OR REPLACE TABLE memory.main.v_product_links AS "
-                    "SELECT * FROM product_links ORDER BY trial_id")
+        con.execute(
+            "CREATE OR REPLACE TABLE memory.main.v_product_links AS "
+            "SELECT * FROM product_links ORDER BY trial_id"
+        )
         main["product_links"] = "memory.main.v_product_links"
     # every version of each trial's records (provenance, history), by trial
     con.execute(f"""CREATE OR REPLACE TABLE memory.main.versions AS
@@ -307,11 +399,14 @@ def _memory_copies(con: duckdb.DuckDBPyConnection, has_links: bool) -> dict[str,
             UNION ALL SELECT upper(id_key), trial_id FROM memory.main.v_trial_ids
             UNION ALL SELECT upper(id_raw), trial_id FROM memory.main.v_trial_ids)
         WHERE k IS NOT NULL ORDER BY k""")
-    from celltrials.changes import all_changes_sql
 
-    con.execute(f"CREATE OR REPLACE TABLE {CHANGES} AS SELECT * FROM ({all_changes_sql()}) ORDER BY d DESC")
+    con.execute(
+        f"CREATE OR REPLACE TABLE {CHANGES} AS SELECT * FROM ({all_changes_sql()}) ORDER BY d DESC"
+    )
     texts: dict[str, str] = dict(main)
-    con.execute("CREATE OR REPLACE TABLE memory.main.t_trial_records AS SELECT * FROM trial_records ORDER BY trial_id")
+    con.execute(
+        "CREATE OR REPLACE TABLE memory.main.t_trial_records AS SELECT * FROM trial_records ORDER BY trial_id"
+    )
     texts["trial_records"] = "memory.main.t_trial_records"
     con.execute("""CREATE OR REPLACE TABLE memory.main.t_records AS
         SELECT r.record_key, r.record_id, r.channel, r.source_format, r.registry, r.title, r.official_title,
@@ -319,18 +414,20 @@ def _memory_copies(con: duckdb.DuckDBPyConnection, has_links: bool) -> dict[str,
         FROM records r WHERE r.record_key IN (SELECT record_key FROM trial_records) ORDER BY r.record_key""")
     texts["records"] = "memory.main.t_records"
     for t in ("record_conditions", "record_interventions", "record_arms"):
-        con.execute(f"CREATE OR REPLACE TABLE memory.main.t_{t} AS SELECT * FROM {t} "
-                    f"WHERE record_key IN (SELECT record_key FROM trial_records) ORDER BY record_key")
+        con.execute(
+            f"CREATE OR REPLACE TABLE memory.main.t_{t} AS SELECT * FROM {t} "
+            f"WHERE record_key IN (SELECT record_key FROM trial_records) ORDER BY record_key"
+        )
         texts[t] = f"memory.main.t_{t}"
     return {"main": main, "texts": texts}
 
 
-
-
-
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    row = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = 'store' "
-                      "AND table_name = ?", [name]).fetchone()
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_catalog = 'store' "
+        "AND table_name = ?",
+        [name],
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -344,7 +441,10 @@ def conditions(query: Query) -> dict[str, tuple[str, list[Any]]]:
     if f.scope == "cell_therapy":
         out["_scope"] = ("is_cell_therapy", [])
     if f.country:
-        out["country"] = ("len(list_intersect(countries_lower, ?::VARCHAR[])) > 0", [[c.lower() for c in f.country]])
+        out["country"] = (
+            "len(list_intersect(countries_lower, ?::VARCHAR[])) > 0",
+            [[c.lower() for c in f.country]],
+        )
     if f.registry:
         out["registry"] = ("lower(registry) IN (SELECT unnest(?::VARCHAR[]))", [list(f.registry)])
     lo, hi = f.start_year
@@ -359,7 +459,10 @@ def conditions(query: Query) -> dict[str, tuple[str, list[Any]]]:
     if f.cell_type:
         out["cell_type"] = ("len(list_intersect(cell_type, ?::VARCHAR[])) > 0", [list(f.cell_type)])
     if f.indication_group:
-        out["indication_group"] = ("indication_group IN (SELECT unnest(?::VARCHAR[]))", [list(f.indication_group)])
+        out["indication_group"] = (
+            "indication_group IN (SELECT unnest(?::VARCHAR[]))",
+            [list(f.indication_group)],
+        )
     if f.title:
         out["_title"] = ("contains(lower(coalesce(title, '')), lower(?))", [f.title])
     for name in EXTRA_FILTERS:
@@ -368,15 +471,22 @@ def conditions(query: Query) -> dict[str, tuple[str, list[Any]]]:
             continue
         col, multi = FACETS[name]
         if name == "therapeutic_area" and "not_classified" in vals:
-            out[name] = ("(len(list_intersect(therapeutic_area, ?::VARCHAR[])) > 0 OR len(therapeutic_area) = 0)",
-                         [vals])
+            out[name] = (
+                "(len(list_intersect(therapeutic_area, ?::VARCHAR[])) > 0 OR len(therapeutic_area) = 0)",
+                [vals],
+            )
         elif name in ("target", "country", "product"):  # names: case-insensitive
-            out[name] = (f"len(list_intersect(list_transform({col}, lambda x: lower(x)), ?::VARCHAR[])) > 0",
-                         [[v.lower() for v in vals]])
+            out[name] = (
+                f"len(list_intersect(list_transform({col}, lambda x: lower(x)), ?::VARCHAR[])) > 0",
+                [[v.lower() for v in vals]],
+            )
         elif multi:
             out[name] = (f"len(list_intersect({col}, ?::VARCHAR[])) > 0", [vals])
         elif name == "study_type":
-            out[name] = ("lower(study_type) IN (SELECT unnest(?::VARCHAR[]))", [[v.lower() for v in vals]])
+            out[name] = (
+                "lower(study_type) IN (SELECT unnest(?::VARCHAR[]))",
+                [[v.lower() for v in vals]],
+            )
         else:
             out[name] = (f"{col} IN (SELECT unnest(?::VARCHAR[]))", [vals])
     words = [w for w in re.split(r"\s+", query.q.lower()) if w][:20]
@@ -385,7 +495,9 @@ def conditions(query: Query) -> dict[str, tuple[str, list[Any]]]:
     return out
 
 
-def where(conds: Mapping[str, tuple[str, list[Any]]], skip: str | None = None) -> tuple[str, list[Any]]:
+def where(
+    conds: Mapping[str, tuple[str, list[Any]]], skip: str | None = None
+) -> tuple[str, list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
     for k, (sql, p) in conds.items():
@@ -408,10 +520,32 @@ def count(con: duckdb.DuckDBPyConnection, query: Query) -> int:
     return int(row[0]) if row else 0
 
 
-LIST_COLUMNS = ("trial_id", "primary_record_id", "registry", "title", "status", "phase", "study_type",
-                "start_date", "last_update", "enrollment", "enrollment_type", "lead_sponsor", "sponsor_class",
-                "cell_type", "msc_source", "origin", "product_form", "indication_group", "therapeutic_area",
-                "targets", "countries", "products", "url", "has_results")
+LIST_COLUMNS = (
+    "trial_id",
+    "primary_record_id",
+    "registry",
+    "title",
+    "status",
+    "phase",
+    "study_type",
+    "start_date",
+    "last_update",
+    "enrollment",
+    "enrollment_type",
+    "lead_sponsor",
+    "sponsor_class",
+    "cell_type",
+    "msc_source",
+    "origin",
+    "product_form",
+    "indication_group",
+    "therapeutic_area",
+    "targets",
+    "countries",
+    "products",
+    "url",
+    "has_results",
+)
 
 
 def trial_page(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
@@ -425,7 +559,8 @@ def trial_page(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
             f"ORDER BY {SORTS[query.sort]} LIMIT ? OFFSET ?) "
             f"SELECT {', '.join(LIST_COLUMNS)}, (SELECT any_value(n) FROM ids) FROM {ST} "
             f"WHERE rowid IN (SELECT rid FROM ids) ORDER BY {SORTS[query.sort]}",
-            [*p, query.per_page, (page - 1) * query.per_page]).fetchall()
+            [*p, query.per_page, (page - 1) * query.per_page],
+        ).fetchall()
         return (int(rows[0][-1]) if rows else None), [r[:-1] for r in rows]
 
     page = query.page
@@ -439,11 +574,20 @@ def trial_page(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
     trials = [{c: _plain(v) for c, v in zip(LIST_COLUMNS, r, strict=True)} for r in rows]
     for t in trials:
         t["registry_url"] = registry_url(t["trial_id"], t["url"])
-    return {"count": n, "page": page, "per_page": query.per_page, "pages": pages, "sort": query.sort,
-            "filters": query.describe(), "trials": trials}
+    return {
+        "count": n,
+        "page": page,
+        "per_page": query.per_page,
+        "pages": pages,
+        "sort": query.sort,
+        "filters": query.describe(),
+        "trials": trials,
+    }
 
 
-def facets(con: duckdb.DuckDBPyConnection, query: Query, top: int = 40) -> dict[str, list[dict[str, Any]]]:
+def facets(
+    con: duckdb.DuckDBPyConnection, query: Query, top: int = 40
+) -> dict[str, list[dict[str, Any]]]:
     """Live counts per facet value: for each facet, the trials matching every
     *other* active filter (so choosing a second value of a facet shows how
     many it adds). Most frequent first; chosen values always listed."""
@@ -462,15 +606,19 @@ def facets(con: duckdb.DuckDBPyConnection, query: Query, top: int = 40) -> dict[
     flag_of = {k: f"_c{i}" for i, k in enumerate(soft)}
     cols = sorted({c for c, _ in FACETS.values()})
     fails = " + ".join(f"(NOT _c{i})::INT" for i in range(len(soft))) or "0"
-    inner = f"SELECT {', '.join(cols)}{', ' if flags else ''}{', '.join(flags)} FROM {ST} WHERE {hw}"
+    inner = (
+        f"SELECT {', '.join(cols)}{', ' if flags else ''}{', '.join(flags)} FROM {ST} WHERE {hw}"
+    )
     base = f"SELECT * FROM ({inner}) WHERE {fails} <= 1"
     branches: list[str] = []
     for name, (col, multi) in FACETS.items():
         others = [flag_of[k] for k in soft if k != name] or ["true"]
         val = f"unnest({col})" if multi else col
-        branches.append(f"SELECT '{name}' AS facet, value, count(*) AS n FROM "
-                        f"(SELECT {val} AS value FROM m WHERE {' AND '.join(others)}) WHERE value IS NOT NULL "
-                        "GROUP BY value")
+        branches.append(
+            f"SELECT '{name}' AS facet, value, count(*) AS n FROM "
+            f"(SELECT {val} AS value FROM m WHERE {' AND '.join(others)}) WHERE value IS NOT NULL "
+            "GROUP BY value"
+        )
     sql = f"WITH m AS MATERIALIZED ({base}) " + " UNION ALL ".join(branches)
     params = [*flag_params, *params]
     rows = con.execute(sql, params).fetchall()
@@ -482,8 +630,11 @@ def facets(con: duckdb.DuckDBPyConnection, query: Query, top: int = 40) -> dict[
     for name, vals in by.items():
         vals.sort(key=lambda x: (-x[1], x[0]))
         sel = {v.lower() for v in chosen.get(name, ())}
-        keep = [v for v in vals[:top]] + [v for v in vals[top:] if v[0].lower() in sel]
-        out[name] = [{"value": v, "label": ls.label(v), "n": n, "selected": v.lower() in sel} for v, n in keep]
+        keep = list(vals[:top]) + [v for v in vals[top:] if v[0].lower() in sel]
+        out[name] = [
+            {"value": v, "label": ls.label(v), "n": n, "selected": v.lower() in sel}
+            for v, n in keep
+        ]
         present = {v.lower() for v, _ in keep}
         for s in chosen.get(name, ()):  # a chosen value with no trials left still shows (0)
             if s.lower() not in present:
@@ -493,8 +644,10 @@ def facets(con: duckdb.DuckDBPyConnection, query: Query, top: int = 40) -> dict[
 
 def _chosen(query: Query) -> dict[str, tuple[str, ...]]:
     f = query.filters
-    out: dict[str, tuple[str, ...]] = {n: getattr(f, n) for n in
-                                       ("country", "registry", "status", "phase", "cell_type", "indication_group")}
+    out: dict[str, tuple[str, ...]] = {
+        n: getattr(f, n)
+        for n in ("country", "registry", "status", "phase", "cell_type", "indication_group")
+    }
     for n in EXTRA_FILTERS:
         out[n] = getattr(query, n)
     return out
@@ -545,8 +698,15 @@ def overview(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
     headline = sec["headline"]
     charts: list[dict[str, Any]] = []
 
-    def bar(cid: str, title: str, df: pd.DataFrame, key: str, link: Callable[[str], list[tuple[str, str]]] | None,
-            series: str | None = None, note: str = "") -> None:
+    def bar(
+        cid: str,
+        title: str,
+        df: pd.DataFrame,
+        key: str,
+        link: Callable[[str], list[tuple[str, str]] | None] | None,
+        series: str | None = None,
+        note: str = "",
+    ) -> None:
         items = []
         for r in df.to_dict("records"):
             k = str(r[key])
@@ -555,37 +715,101 @@ def overview(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
             if lk is not None and series is not None and s is not None:
                 lk = _family_link(s, lk)
             lk = full_link(lk)
-            items.append({"key": k, "label": ls.label(k), "series": s, "series_label": ls.label(s) if s else None,
-                          "n": int(r["n_trials"]), "link": lk, "partial": bool(r.get("partial", False))})
-        charts.append({"id": cid, "title": title, "items": items, "stacked": series is not None, "note": note})
+            items.append(
+                {
+                    "key": k,
+                    "label": ls.label(k),
+                    "series": s,
+                    "series_label": ls.label(s) if s else None,
+                    "n": int(r["n_trials"]),
+                    "link": lk,
+                    "partial": bool(r.get("partial", False)),
+                }
+            )
+        charts.append(
+            {"id": cid, "title": title, "items": items, "stacked": series is not None, "note": note}
+        )
 
-    bar("immune_by_cell_type", "Immune-cell trials by cell type", sec["immune_by_cell_type"], "cell_type",
-        lambda k: [("cell_type", k)])
-    bar("stem_by_indication", "Stem/stromal-cell trials by indication group", sec["stem_by_indication"],
+    bar(
+        "immune_by_cell_type",
+        "Immune-cell trials by cell type",
+        sec["immune_by_cell_type"],
+        "cell_type",
+        lambda k: [("cell_type", k)],
+    )
+    bar(
+        "stem_by_indication",
+        "Stem/stromal-cell trials by indication group",
+        sec["stem_by_indication"],
         "indication_group",
-        lambda k: [("cell_type", "stem_stromal"), ("indication_group", k)] if k != "not_classified" else None)  # type: ignore[arg-type,return-value]
-    bar("msc_by_source", "MSC trials by tissue source", sec["msc_by_source"], "msc_source",
-        lambda k: [("cell_type", "msc"), ("msc_source", k)])
+        lambda k: (
+            [("cell_type", "stem_stromal"), ("indication_group", k)]
+            if k != "not_classified"
+            else None
+        ),
+    )
+    bar(
+        "msc_by_source",
+        "MSC trials by tissue source",
+        sec["msc_by_source"],
+        "msc_source",
+        lambda k: [("cell_type", "msc"), ("msc_source", k)],
+    )
     sy = sec["start_year_by_family"]
-    bar("start_year_by_family", "Trials per start year, by cell-type family", sy, "year",
-        None, series="family",
-        note="The latest year is partial (data up to the latest registry update).")
-    bar("phase_by_family", "Trials by phase and family", sec["phase_by_family"], "phase",
-        lambda k: [("phase", k)], series="family")
-    bar("status_by_family", "Trials by status and family", sec["status_by_family"], "status",
-        lambda k: [("status", k)] if k != "UNKNOWN" else None, series="family")  # type: ignore[arg-type,return-value]
-    bar("countries", "Countries (top 15)", sec["countries"].head(15), "country",
-        lambda k: [("country", k)])
-    bar("sponsor_classes", "Lead sponsor class", sec["sponsor_classes"], "sponsor_class",
-        lambda k: [("sponsor_class", k)])
-    return {"count": int(headline.get("trials") or 0), "headline": headline, "charts": charts,
-            "filters": query.describe(), "data_date": _plain(dd)}
+    bar(
+        "start_year_by_family",
+        "Trials per start year, by cell-type family",
+        sy,
+        "year",
+        None,
+        series="family",
+        note="The latest year is partial (data up to the latest registry update).",
+    )
+    bar(
+        "phase_by_family",
+        "Trials by phase and family",
+        sec["phase_by_family"],
+        "phase",
+        lambda k: [("phase", k)],
+        series="family",
+    )
+    bar(
+        "status_by_family",
+        "Trials by status and family",
+        sec["status_by_family"],
+        "status",
+        lambda k: [("status", k)] if k != "UNKNOWN" else None,
+        series="family",
+    )
+    bar(
+        "countries",
+        "Countries (top 15)",
+        sec["countries"].head(15),
+        "country",
+        lambda k: [("country", k)],
+    )
+    bar(
+        "sponsor_classes",
+        "Lead sponsor class",
+        sec["sponsor_classes"],
+        "sponsor_class",
+        lambda k: [("sponsor_class", k)],
+    )
+    return {
+        "count": int(headline.get("trials") or 0),
+        "headline": headline,
+        "charts": charts,
+        "filters": query.describe(),
+        "data_date": _plain(dd),
+    }
 
 
-def _overview_counts(con: duckdb.DuckDBPyConnection, w: str, params: list[Any],
-                     dd: date | None) -> dict[str, Any]:
+def _overview_counts(
+    con: duckdb.DuckDBPyConnection, w: str, params: list[Any], dd: date | None
+) -> dict[str, Any]:
     cutoff = dd or date.max
-    rows = con.execute(f"""
+    rows = con.execute(
+        f"""
         WITH s AS MATERIALIZED (
             SELECT cell_type, families, indication_group, msc_source, start_date, start_year, phase,
                    coalesce(status, 'UNKNOWN') AS status, sponsor_class, countries
@@ -607,8 +831,12 @@ def _overview_counts(con: duckdb.DuckDBPyConnection, w: str, params: list[Any],
         UNION ALL SELECT 'countries', k, NULL, count(*) FROM (SELECT unnest(countries) AS k FROM s)
             WHERE k IS NOT NULL GROUP BY k
         UNION ALL SELECT 'sponsor_classes', sponsor_class, NULL, count(*) FROM s WHERE sponsor_class IS NOT NULL
-            GROUP BY 2""", [*params, cutoff]).fetchall()
-    h = con.execute(f"""
+            GROUP BY 2""",
+        [*params, cutoff],
+    ).fetchall()
+    h = (
+        con.execute(
+            f"""
         SELECT count(*), coalesce(sum(enrollment), 0),
                coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'ACTUAL'), 0),
                coalesce(sum(enrollment) FILTER (WHERE enrollment_type = 'ESTIMATED'), 0),
@@ -617,29 +845,59 @@ def _overview_counts(con: duckdb.DuckDBPyConnection, w: str, params: list[Any],
                min(start_year) FILTER (WHERE start_date <= ?), max(start_year) FILTER (WHERE start_date <= ?),
                count(*) FILTER (WHERE start_date IS NULL), count(*) FILTER (WHERE start_date > ?),
                count(*) FILTER (WHERE n_records > 1)
-        FROM {ST} WHERE {w}""", [cutoff, cutoff, cutoff, *params]).fetchone() or ()
-    names = ("trials", "patients_total", "patients_actual", "patients_anticipated", "patients_type_not_stated",
-             "trials_without_enrollment", "registries", "first_start_year", "last_start_year",
-             "start_date_missing", "start_after_data_date", "merged_trials")
-    headline: dict[str, int | None] = {n: (None if v is None else int(v)) for n, v in zip(names, h, strict=True)}
+        FROM {ST} WHERE {w}""",
+            [cutoff, cutoff, cutoff, *params],
+        ).fetchone()
+        or ()
+    )
+    names = (
+        "trials",
+        "patients_total",
+        "patients_actual",
+        "patients_anticipated",
+        "patients_type_not_stated",
+        "trials_without_enrollment",
+        "registries",
+        "first_start_year",
+        "last_start_year",
+        "start_date_missing",
+        "start_after_data_date",
+        "merged_trials",
+    )
+    headline: dict[str, int | None] = {
+        n: (None if v is None else int(v)) for n, v in zip(names, h, strict=True)
+    }
     by: dict[str, list[tuple[str, str | None, int]]] = {}
     for name, key, fam, n in rows:
         by.setdefault(name, []).append((str(key), fam, int(n)))
     headline["countries"] = len(by.get("countries", []))
 
     def frame(name: str, key: str, series: bool = False) -> pd.DataFrame:
-        recs = [{key: k, **({"family": f} if series else {}), "n_trials": n} for k, f, n in by.get(name, [])]
+        recs = [
+            {key: k, **({"family": f} if series else {}), "n_trials": n}
+            for k, f, n in by.get(name, [])
+        ]
         return pd.DataFrame(recs, columns=[key, *(["family"] if series else []), "n_trials"])
 
     def most_first(df: pd.DataFrame, key: str, last: tuple[str, ...] = ()) -> pd.DataFrame:
         rank = df[key].map({v: i + 1 for i, v in enumerate(last)}).fillna(0)
-        return (df.assign(_r=rank).sort_values(["_r", "n_trials", key], ascending=[True, False, True], kind="stable")
-                .drop(columns="_r").reset_index(drop=True))
+        return (
+            df.assign(_r=rank)
+            .sort_values(["_r", "n_trials", key], ascending=[True, False, True], kind="stable")
+            .drop(columns="_r")
+            .reset_index(drop=True)
+        )
 
-    def in_order(df: pd.DataFrame, key: str, order: Iterable[str], series: bool = False) -> pd.DataFrame:
+    def in_order(
+        df: pd.DataFrame, key: str, order: Iterable[str], series: bool = False
+    ) -> pd.DataFrame:
         rank = {v: i for i, v in enumerate(order)}
         df = df.assign(_r=df[key].map(lambda v: rank.get(v, len(rank))))
-        return df.sort_values(["_r", *(["family"] if series else [])], kind="stable").drop(columns="_r").reset_index(drop=True)
+        return (
+            df.sort_values(["_r", *(["family"] if series else [])], kind="stable")
+            .drop(columns="_r")
+            .reset_index(drop=True)
+        )
 
     years = frame("start_year_by_family", "year", series=True)
     years["year"] = years["year"].astype("int64")
@@ -648,22 +906,35 @@ def _overview_counts(con: duckdb.DuckDBPyConnection, w: str, params: list[Any],
     return {
         "headline": headline,
         "immune_by_cell_type": most_first(frame("immune_by_cell_type", "cell_type"), "cell_type"),
-        "stem_by_indication": in_order(frame("stem_by_indication", "indication_group"), "indication_group",
-                                       (*ls.INDICATION_GROUPS, "not_classified")),
-        "msc_by_source": most_first(frame("msc_by_source", "msc_source"), "msc_source", ("other", "unspecified")),
+        "stem_by_indication": in_order(
+            frame("stem_by_indication", "indication_group"),
+            "indication_group",
+            (*ls.INDICATION_GROUPS, "not_classified"),
+        ),
+        "msc_by_source": most_first(
+            frame("msc_by_source", "msc_source"), "msc_source", ("other", "unspecified")
+        ),
         "start_year_by_family": years,
-        "phase_by_family": in_order(frame("phase_by_family", "phase", series=True), "phase", ls.PHASES, series=True),
-        "status_by_family": in_order(frame("status_by_family", "status", series=True), "status", ls.STATUS_ORDER,
-                                     series=True),
+        "phase_by_family": in_order(
+            frame("phase_by_family", "phase", series=True), "phase", ls.PHASES, series=True
+        ),
+        "status_by_family": in_order(
+            frame("status_by_family", "status", series=True), "status", ls.STATUS_ORDER, series=True
+        ),
         "countries": most_first(frame("countries", "country"), "country"),
-        "sponsor_classes": in_order(frame("sponsor_classes", "sponsor_class"), "sponsor_class",
-                                    ("industry", "academic_other", "government", "unknown")),
+        "sponsor_classes": in_order(
+            frame("sponsor_classes", "sponsor_class"),
+            "sponsor_class",
+            ("industry", "academic_other", "government", "unknown"),
+        ),
     }
 
 
 def _expand(name: str, value: str) -> tuple[str, ...]:
     if name == "cell_type":
-        return {"immune": ls.IMMUNE, "stem_stromal": ls.STEM_STROMAL, "other": ls.OTHER}.get(value, (value,))
+        return {"immune": ls.IMMUNE, "stem_stromal": ls.STEM_STROMAL, "other": ls.OTHER}.get(
+            value, (value,)
+        )
     return (value,)
 
 
@@ -685,7 +956,6 @@ class _SnapshotStore(Store):
     precomputed id table (any id of a trial, any case)."""
 
     def resolve(self, any_id: str) -> str | None:
-        from celltrials.registry_ids import canonical_id, fold_id, trial_id_for
 
         text = fold_id(any_id.strip())
         keys = [text.upper(), trial_id_for(text).upper()]
@@ -693,68 +963,104 @@ class _SnapshotStore(Store):
         if rid:
             keys.append(rid.key.upper())
         for k in dict.fromkeys(keys):
-            row = self.con.execute("SELECT trial_id FROM memory.main.id_lookup WHERE k = ? ORDER BY trial_id LIMIT 1",
-                                   [k]).fetchone()
+            row = self.con.execute(
+                "SELECT trial_id FROM memory.main.id_lookup WHERE k = ? ORDER BY trial_id LIMIT 1",
+                [k],
+            ).fetchone()
             if row:
                 return str(row[0])
         return None
 
 
-def trial_detail(con: duckdb.DuckDBPyConnection, any_id: str,
-                 texts: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any] | None:
+def trial_detail(
+    con: duckdb.DuckDBPyConnection, any_id: str, texts: duckdb.DuckDBPyConnection | None = None
+) -> dict[str, Any] | None:
     """Everything the trial page shows, or None for an unknown id.
 
     ``con`` is a snapshot cursor; ``texts`` one of profile ``texts`` (for the
     evidence context; ``con`` is used when not given)."""
-    from celltrials.changes import history_from_rows
 
     store = _SnapshotStore(con, "")
     trial_id = store.resolve(any_id)
     if trial_id is None:
         return None
-    rows = con.execute("SELECT * FROM trials WHERE trial_id = ?", [trial_id]).df().to_dict("records")
+    rows = (
+        con.execute("SELECT * FROM trials WHERE trial_id = ?", [trial_id]).df().to_dict("records")
+    )
     if not rows:
         return None
     t: dict[str, Any] = {str(k): _store_plain(v) for k, v in rows[0].items()}
-    t["ids"] = _records(con.execute(
-        "SELECT id_key, id_raw, registry FROM trial_ids WHERE trial_id = ? ORDER BY id_key", [trial_id]))
+    t["ids"] = _records(
+        con.execute(
+            "SELECT id_key, id_raw, registry FROM trial_ids WHERE trial_id = ? ORDER BY id_key",
+            [trial_id],
+        )
+    )
     for name in ("conditions", "interventions", "arms", "countries", "sponsors", "outcomes"):
-        t[name] = _records(con.execute(f"SELECT * EXCLUDE (trial_id) FROM {name} WHERE trial_id = ?", [trial_id]))
-    versions = con.execute(f"""
+        t[name] = _records(
+            con.execute(f"SELECT * EXCLUDE (trial_id) FROM {name} WHERE trial_id = ?", [trial_id])
+        )
+    versions = con.execute(
+        f"""
         SELECT channel, record_id, record_key, last_update, ingested_at, source, source_format, is_current,
                {", ".join(HISTORY_FIELDS)}, registry, position, content_hash, is_primary, merge_reason
         FROM memory.main.versions WHERE trial_id = ?
-        ORDER BY channel, record_id, last_update NULLS FIRST, ingested_at, record_key""", [trial_id]).fetchall()
+        ORDER BY channel, record_id, last_update NULLS FIRST, ingested_at, record_key""",
+        [trial_id],
+    ).fetchall()
     nh = 8 + len(HISTORY_FIELDS)
-    t["records"] = [{"record_key": v[2], "channel": v[0], "record_id": v[1], "registry": v[nh],
-                     "source_format": v[6], "source": v[5], "position": v[nh + 1], "content_hash": v[nh + 2],
-                     "last_update": _plain(v[3]), "ingested_at": _plain(v[4]), "is_current": v[7],
-                     "is_primary": v[nh + 3], "merge_reason": v[nh + 4]}
-                    for v in sorted(sorted(versions, key=lambda v: str(v[4]), reverse=True),
-                                    key=lambda v: (v[0], v[1]))]  # newest first, as Store.trial
-    out: dict[str, Any] = {"trial_id": trial_id, "trial": t, "registry_url": registry_url(trial_id, t.get("url"))}
-    row = con.execute(f"SELECT {', '.join(LIST_COLUMNS)}, is_cell_therapy FROM {ST} WHERE trial_id = ?",
-                      [trial_id]).fetchone()
-    out["summary"] = ({c: _plain(v) for c, v in zip((*LIST_COLUMNS, "is_cell_therapy"), row, strict=True)}
-                      if row else {})
+    t["records"] = [
+        {
+            "record_key": v[2],
+            "channel": v[0],
+            "record_id": v[1],
+            "registry": v[nh],
+            "source_format": v[6],
+            "source": v[5],
+            "position": v[nh + 1],
+            "content_hash": v[nh + 2],
+            "last_update": _plain(v[3]),
+            "ingested_at": _plain(v[4]),
+            "is_current": v[7],
+            "is_primary": v[nh + 3],
+            "merge_reason": v[nh + 4],
+        }
+        for v in sorted(
+            sorted(versions, key=lambda v: str(v[4]), reverse=True), key=lambda v: (v[0], v[1])
+        )
+    ]  # newest first, as Store.trial
+    out: dict[str, Any] = {
+        "trial_id": trial_id,
+        "trial": t,
+        "registry_url": registry_url(trial_id, t.get("url")),
+    }
+    row = con.execute(
+        f"SELECT {', '.join(LIST_COLUMNS)}, is_cell_therapy FROM {ST} WHERE trial_id = ?",
+        [trial_id],
+    ).fetchone()
+    out["summary"] = (
+        {c: _plain(v) for c, v in zip((*LIST_COLUMNS, "is_cell_therapy"), row, strict=True)}
+        if row
+        else {}
+    )
     out["labels"], out["evidence"] = None, []
     if ls.has_labels(con):
-        from celltrials.classify import explain_trial
-
         with contextlib.suppress(CelltrialsError):
             ex = explain_trial(_SnapshotStore(texts or con, ""), trial_id)
             out["labels"] = ex["labels"]
             out["evidence"] = ex["evidence"]
     out["product_links"] = []
     if _has_table(con, "product_links"):
-        out["product_links"] = _records(con.execute(
-            "SELECT product, regulators, field, alias, snippet FROM product_links WHERE trial_id = ? "
-            "ORDER BY product, field", [trial_id]))
+        out["product_links"] = _records(
+            con.execute(
+                "SELECT product, regulators, field, alias, snippet FROM product_links WHERE trial_id = ? "
+                "ORDER BY product, field",
+                [trial_id],
+            )
+        )
     out["history"] = history_from_rows(v[:nh] for v in versions)
     out["results"] = None
     if t.get("has_results"):
-        from celltrials.analysis.results import results_for_store, tables_to_records
-
         with contextlib.suppress(CelltrialsError, KeyError, ValueError, TypeError):
             out["results"] = tables_to_records(results_for_store(store, trial_id))
     return out
@@ -767,8 +1073,6 @@ def _records(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- products
 def products_list(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    from celltrials.products import json_records, products_table
-    from celltrials.store import Store
 
     return json_records(products_table(Store(con, ""), relink=False))
 
@@ -776,9 +1080,6 @@ def products_list(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 def product_page(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
     """A catalog product: its approvals (with sources), linked trials by
     phase, and the funnel row(s) of its cell type."""
-    from celltrials.analysis.funnel import funnel
-    from celltrials.products import product_detail
-    from celltrials.store import Store
 
     d = product_detail(Store(con, ""), name, relink=False)
     cell_types = {str(a.get("cell_type") or "") for a in d["approvals"]}
@@ -796,23 +1097,66 @@ def product_page(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------- export
-EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8",
-                  "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                  "parquet": "application/vnd.apache.parquet"}
-EXPORT_COLUMNS = ("trial_id", "primary_record_id", "registry", "title", "status", "why_stopped", "phase",
-                  "study_type", "start_date", "registration_date", "last_update", "completion_date", "enrollment",
-                  "enrollment_type", "lead_sponsor", "sponsor_class", "countries", "conditions", "interventions",
-                  "is_cell_therapy", "cell_type", "msc_source", "origin", "product_form", "indication_group",
-                  "therapeutic_area", "targets", "products", "has_results", "url")
+EXPORT_FORMATS = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "parquet": "application/vnd.apache.parquet",
+}
+EXPORT_COLUMNS = (
+    "trial_id",
+    "primary_record_id",
+    "registry",
+    "title",
+    "status",
+    "why_stopped",
+    "phase",
+    "study_type",
+    "start_date",
+    "registration_date",
+    "last_update",
+    "completion_date",
+    "enrollment",
+    "enrollment_type",
+    "lead_sponsor",
+    "sponsor_class",
+    "countries",
+    "conditions",
+    "interventions",
+    "is_cell_therapy",
+    "cell_type",
+    "msc_source",
+    "origin",
+    "product_form",
+    "indication_group",
+    "therapeutic_area",
+    "targets",
+    "products",
+    "has_results",
+    "url",
+)
 
 
 def export_frame(con: duckdb.DuckDBPyConnection, query: Query) -> pd.DataFrame:
     """The whole selection (no paging), one row per trial, lists ``; ``-joined."""
     w, p = where(conditions(query))
-    cols = [f"array_to_string({c}, '; ') AS {c}" if c in ("countries", "cell_type", "msc_source", "product_form",
-                                                           "therapeutic_area", "targets", "products") else c
-            for c in EXPORT_COLUMNS]
-    return con.execute(f"SELECT {', '.join(cols)} FROM {ST} WHERE {w} ORDER BY {SORTS[query.sort]}", p).df()
+    cols = [
+        f"array_to_string({c}, '; ') AS {c}"
+        if c
+        in (
+            "countries",
+            "cell_type",
+            "msc_source",
+            "product_form",
+            "therapeutic_area",
+            "targets",
+            "products",
+        )
+        else c
+        for c in EXPORT_COLUMNS
+    ]
+    return con.execute(
+        f"SELECT {', '.join(cols)} FROM {ST} WHERE {w} ORDER BY {SORTS[query.sort]}", p
+    ).df()
 
 
 def export_bytes(df: pd.DataFrame, fmt: str) -> bytes:
@@ -850,6 +1194,21 @@ def query_fields() -> list[str]:
     return [f.name for f in fields(Query)]
 
 
-__all__ = ["EXPORT_FORMATS", "FACETS", "MAX_PAGE_SIZE", "Query", "count", "export_bytes", "export_frame",
-           "facets", "overview", "parse_query", "prepare", "product_page", "products_list", "selection",
-           "trial_detail", "trial_page"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "FACETS",
+    "MAX_PAGE_SIZE",
+    "Query",
+    "count",
+    "export_bytes",
+    "export_frame",
+    "facets",
+    "overview",
+    "parse_query",
+    "prepare",
+    "product_page",
+    "products_list",
+    "selection",
+    "trial_detail",
+    "trial_page",
+]

@@ -60,8 +60,13 @@ class Snapshot:
     """One loaded copy of the store: an in-memory DuckDB database with the
     copy attached read-only as ``store`` (and made the default catalog)."""
 
-    def __init__(self, path: Path, number: int, taken_at: datetime,
-                 prepare: Callable[[duckdb.DuckDBPyConnection], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        number: int,
+        taken_at: datetime,
+        prepare: Callable[[duckdb.DuckDBPyConnection], dict[str, Any]],
+    ) -> None:
         self.path = path
         self.number = number
         self.taken_at = taken_at
@@ -177,23 +182,40 @@ class SnapshotStatus:
     info: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"store": self.store, "snapshot_taken_at": self.snapshot_taken_at,
-                "snapshot_number": self.snapshot_number, "writer": self.writer,
-                "writer_seen_at": self.writer_seen_at, "last_error": self.last_error,
-                "refreshing": self.refreshing}
+        return {
+            "store": self.store,
+            "snapshot_taken_at": self.snapshot_taken_at,
+            "snapshot_number": self.snapshot_number,
+            "writer": self.writer,
+            "writer_seen_at": self.writer_seen_at,
+            "last_error": self.last_error,
+            "refreshing": self.refreshing,
+        }
 
 
 class SnapshotManager:
     """Keeps a current :class:`Snapshot` of ``store_path`` (see module doc)."""
 
-    def __init__(self, store_path: str | os.PathLike[str],
-                 prepare: Callable[[duckdb.DuckDBPyConnection], dict[str, Any]], *,
-                 snapshot_dir: str | os.PathLike[str] | None = None, check_every: float = 2.0) -> None:
+    def __init__(
+        self,
+        store_path: str | os.PathLike[str],
+        prepare: Callable[[duckdb.DuckDBPyConnection], dict[str, Any]],
+        *,
+        snapshot_dir: str | os.PathLike[str] | None = None,
+        check_every: float = 2.0,
+    ) -> None:
         self.store_path = Path(store_path).resolve()
         if not self.store_path.is_file():
-            raise StoreError(f"no store at {store_path}", hint="Run `celltrials ingest PATH` first, or pass --db.")
+            raise StoreError(
+                f"no store at {store_path}",
+                hint="Run `celltrials ingest PATH` first, or pass --db.",
+            )
         self._own_dir = snapshot_dir is None
-        self.dir = Path(snapshot_dir) if snapshot_dir else Path(tempfile.mkdtemp(prefix="celltrials-serve-"))
+        self.dir = (
+            Path(snapshot_dir)
+            if snapshot_dir
+            else Path(tempfile.mkdtemp(prefix="celltrials-serve-"))
+        )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prepare = prepare
         self.check_every = check_every
@@ -219,9 +241,13 @@ class SnapshotManager:
             if time.monotonic() >= deadline:
                 raise StoreError(
                     f"cannot read the store {self.store_path}: "
-                    + (f"it is being written by {self.status.writer}" if self.status.writer
-                       else (self.status.last_error or "unknown error")),
-                    hint="Start the dashboard again when that process has finished.")
+                    + (
+                        f"it is being written by {self.status.writer}"
+                        if self.status.writer
+                        else (self.status.last_error or "unknown error")
+                    ),
+                    hint="Start the dashboard again when that process has finished.",
+                )
             time.sleep(0.5)
 
     def current(self) -> Snapshot:
@@ -234,11 +260,15 @@ class SnapshotManager:
             except OSError:
                 changed = False
             if changed and (self._thread is None or not self._thread.is_alive()):
-                self._thread = threading.Thread(target=self.refresh, name="celltrials-snapshot", daemon=True)
+                self._thread = threading.Thread(
+                    target=self.refresh, name="celltrials-snapshot", daemon=True
+                )
                 self._thread.start()
         snap = self._current
         if snap is None:
-            raise StoreError("no snapshot of the store is loaded yet", hint="Wait for the writer to finish.")
+            raise StoreError(
+                "no snapshot of the store is loaded yet", hint="Wait for the writer to finish."
+            )
         return snap
 
     @contextlib.contextmanager
@@ -332,7 +362,9 @@ class SnapshotManager:
         if old is not None:
             old.retire()
         if self.on_swap is not None:
-            threading.Thread(target=self.on_swap, args=(snap,), name="celltrials-warm", daemon=True).start()
+            threading.Thread(
+                target=self.on_swap, args=(snap,), name="celltrials-warm", daemon=True
+            ).start()
         return True
 
 

@@ -24,9 +24,17 @@ from celltrials.sources import ctgov_csv, ctgov_json, ctgov_v1, ctgov_xml, ictrp
 from celltrials.sources.base import ParseItem, ParseStream
 
 __all__ = [
-    "FORMATS", "RESULT_FORMATS", "ParseItem", "ParseStream", "SourceFormat", "format_rank", "parse_file", "sniff",
+    "FORMATS",
+    "RESULT_FORMATS",
+    "ParseItem",
+    "ParseStream",
+    "SourceFormat",
+    "format_rank",
+    "parse_file",
+    "sniff",
     "volatile_fields",
 ]
+
 
 @dataclass(frozen=True)
 class SourceFormat:
@@ -58,35 +66,97 @@ def _no_text(parse: Callable[[Path], ParseStream]) -> Callable[[Path, str | None
 
 
 #: every supported format by name, sniffed by content (:func:`sniff`)
-FORMATS: dict[str, SourceFormat] = {f.name: f for f in (
-    SourceFormat("ctgov_json", "ClinicalTrials.gov API v2 JSON (study, array or API page)",
-                 _no_text(ctgov_json.parse_json), rank=5, has_results=True),
-    SourceFormat("ctgov_ndjson", "ClinicalTrials.gov API v2 NDJSON", _no_text(ctgov_json.parse_ndjson),
-                 record_format="ctgov_json"),
-    SourceFormat("ctgov_zip", "ZIP of ClinicalTrials.gov API v2 JSON files", _no_text(ctgov_json.parse_zip),
-                 record_format="ctgov_json"),
-    SourceFormat("ctgov_v1_json", "ClinicalTrials.gov API v1 study-fields JSON (retired 2024)",
-                 _no_text(ctgov_v1.parse_json), volatile_fields=ctgov_v1.VOLATILE, rank=4, has_results=True),
-    SourceFormat("ctgov_v1_zip", "ZIP of ClinicalTrials.gov API v1 study-fields JSON files",
-                 _no_text(ctgov_v1.parse_zip), record_format="ctgov_v1_json"),
-    SourceFormat("ctgov_xml", "ClinicalTrials.gov legacy XML (<clinical_study>)", _no_text(ctgov_xml.parse_xml),
-                 rank=4, has_results=True),
-    SourceFormat("ctgov_xml_zip", "ZIP of ClinicalTrials.gov legacy XML files", _no_text(ctgov_xml.parse_zip),
-                 record_format="ctgov_xml"),
-    SourceFormat("ctgov_csv_classic", "ClinicalTrials.gov classic website CSV", ctgov_csv.parse,
-                 volatile_fields=ctgov_csv.VOLATILE, rank=2),
-    SourceFormat("ctgov_csv", "ClinicalTrials.gov website CSV", ctgov_csv.parse,
-                 volatile_fields=ctgov_csv.VOLATILE, rank=3),
-    SourceFormat("ictrp_csv", "WHO ICTRP CSV export", ictrp.parse_csv, volatile_fields=ictrp.VOLATILE, rank=2),
-    SourceFormat("ictrp_xml", "WHO ICTRP XML export", _no_text(ictrp.parse_xml),
-                 volatile_fields=ictrp.VOLATILE, rank=2),
-    SourceFormat("ictrp_xlsx", "WHO ICTRP Excel export", _no_text(ictrp.parse_xlsx),
-                 volatile_fields=ictrp.VOLATILE, rank=2),
-)}
+FORMATS: dict[str, SourceFormat] = {
+    f.name: f
+    for f in (
+        SourceFormat(
+            "ctgov_json",
+            "ClinicalTrials.gov API v2 JSON (study, array or API page)",
+            _no_text(ctgov_json.parse_json),
+            rank=5,
+            has_results=True,
+        ),
+        SourceFormat(
+            "ctgov_ndjson",
+            "ClinicalTrials.gov API v2 NDJSON",
+            _no_text(ctgov_json.parse_ndjson),
+            record_format="ctgov_json",
+        ),
+        SourceFormat(
+            "ctgov_zip",
+            "ZIP of ClinicalTrials.gov API v2 JSON files",
+            _no_text(ctgov_json.parse_zip),
+            record_format="ctgov_json",
+        ),
+        SourceFormat(
+            "ctgov_v1_json",
+            "ClinicalTrials.gov API v1 study-fields JSON (retired 2024)",
+            _no_text(ctgov_v1.parse_json),
+            volatile_fields=ctgov_v1.VOLATILE,
+            rank=4,
+            has_results=True,
+        ),
+        SourceFormat(
+            "ctgov_v1_zip",
+            "ZIP of ClinicalTrials.gov API v1 study-fields JSON files",
+            _no_text(ctgov_v1.parse_zip),
+            record_format="ctgov_v1_json",
+        ),
+        SourceFormat(
+            "ctgov_xml",
+            "ClinicalTrials.gov legacy XML (<clinical_study>)",
+            _no_text(ctgov_xml.parse_xml),
+            rank=4,
+            has_results=True,
+        ),
+        SourceFormat(
+            "ctgov_xml_zip",
+            "ZIP of ClinicalTrials.gov legacy XML files",
+            _no_text(ctgov_xml.parse_zip),
+            record_format="ctgov_xml",
+        ),
+        SourceFormat(
+            "ctgov_csv_classic",
+            "ClinicalTrials.gov classic website CSV",
+            ctgov_csv.parse,
+            volatile_fields=ctgov_csv.VOLATILE,
+            rank=2,
+        ),
+        SourceFormat(
+            "ctgov_csv",
+            "ClinicalTrials.gov website CSV",
+            ctgov_csv.parse,
+            volatile_fields=ctgov_csv.VOLATILE,
+            rank=3,
+        ),
+        SourceFormat(
+            "ictrp_csv",
+            "WHO ICTRP CSV export",
+            ictrp.parse_csv,
+            volatile_fields=ictrp.VOLATILE,
+            rank=2,
+        ),
+        SourceFormat(
+            "ictrp_xml",
+            "WHO ICTRP XML export",
+            _no_text(ictrp.parse_xml),
+            volatile_fields=ictrp.VOLATILE,
+            rank=2,
+        ),
+        SourceFormat(
+            "ictrp_xlsx",
+            "WHO ICTRP Excel export",
+            _no_text(ictrp.parse_xlsx),
+            volatile_fields=ictrp.VOLATILE,
+            rank=2,
+        ),
+    )
+}
 
 #: record formats that can carry ClinicalTrials.gov results, richest first
-RESULT_FORMATS = tuple(sorted((f.name for f in FORMATS.values() if f.has_results),
-                              key=lambda n: -FORMATS[n].rank))
+RESULT_FORMATS = tuple(
+    sorted((f.name for f in FORMATS.values() if f.has_results), key=lambda n: -FORMATS[n].rank)
+)
 
 
 def volatile_fields(record_format: str) -> tuple[str, ...]:
@@ -116,7 +186,8 @@ def _decode(data: bytes, path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataFileError(
-            f"invalid UTF-8 at byte {exc.start}", path=str(path),
+            f"invalid UTF-8 at byte {exc.start}",
+            path=str(path),
             hint="Re-export the file as UTF-8 (registry exports are UTF-8).",
         ) from None
 
@@ -126,7 +197,11 @@ _V1_HEAD = re.compile(rb'"(?:StudyFieldsResponse|NCTId|Rank|Acronym|BriefTitle)"
 
 
 def _is_v1_head(head: bytes) -> bool:
-    return b'"protocolSection"' not in head and b'"studies"' not in head and _V1_HEAD.search(head) is not None
+    return (
+        b'"protocolSection"' not in head
+        and b'"studies"' not in head
+        and _V1_HEAD.search(head) is not None
+    )
 
 
 def sniff(path: Path) -> Sniffed:
@@ -143,8 +218,12 @@ def sniff(path: Path) -> Sniffed:
             raise DataFileError(f"broken zip archive ({exc})", path=str(path)) from None
         if "xl/workbook.xml" in names:
             return Sniffed("ictrp_xlsx")
-        first_json = next((n for n in sorted(names) if n.lower().endswith(".json") and not n.endswith("/")), None)
-        first_xml = next((n for n in sorted(names) if n.lower().endswith(".xml") and not n.endswith("/")), None)
+        first_json = next(
+            (n for n in sorted(names) if n.lower().endswith(".json") and not n.endswith("/")), None
+        )
+        first_xml = next(
+            (n for n in sorted(names) if n.lower().endswith(".xml") and not n.endswith("/")), None
+        )
         try:
             if first_json is not None:
                 with zipfile.ZipFile(path) as zf, zf.open(first_json) as member:
@@ -154,7 +233,14 @@ def sniff(path: Path) -> Sniffed:
                 with zipfile.ZipFile(path) as zf, zf.open(first_xml) as member:
                     if b"<clinical_study" in member.read(4096):
                         return Sniffed("ctgov_xml_zip")
-        except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError, zlib.error) as exc:
+        except (
+            zipfile.BadZipFile,
+            EOFError,
+            ValueError,
+            NotImplementedError,
+            RuntimeError,
+            zlib.error,
+        ) as exc:
             raise DataFileError(f"broken zip archive ({exc})", path=str(path)) from None
         raise UnknownFormatError("zip archive holds no registry JSON or XML files", path=str(path))
     if head.startswith(_UTF16_BOMS):
@@ -169,7 +255,10 @@ def sniff(path: Path) -> Sniffed:
             return Sniffed("ictrp_xml")
         if b"<clinical_study" in head:
             return Sniffed("ctgov_xml")
-        raise UnknownFormatError("XML that is neither a WHO ICTRP export nor a ClinicalTrials.gov <clinical_study>", path=str(path))
+        raise UnknownFormatError(
+            "XML that is neither a WHO ICTRP export nor a ClinicalTrials.gov <clinical_study>",
+            path=str(path),
+        )
     if stripped[:1] in (b"[", b"{") and _is_v1_head(head):
         return Sniffed("ctgov_v1_json")
     if stripped[:1] == b"[":
@@ -191,11 +280,16 @@ def sniff(path: Path) -> Sniffed:
     text = _decode(path.read_bytes(), path)
     first = text.split("\n", 1)[0]
     if "NCT Number" in first:
-        return Sniffed("ctgov_csv_classic" if '"Title"' in first or ",Title," in first else "ctgov_csv", text)
+        return Sniffed(
+            "ctgov_csv_classic" if '"Title"' in first or ",Title," in first else "ctgov_csv", text
+        )
     if first.lstrip('"').startswith("TrialID"):
         return Sniffed("ictrp_csv", text)
-    raise UnknownFormatError("not a recognised registry export (no NCT Number / TrialID header, not JSON/XML/XLSX)",
-                             path=str(path), no_id_column=True)
+    raise UnknownFormatError(
+        "not a recognised registry export (no NCT Number / TrialID header, not JSON/XML/XLSX)",
+        path=str(path),
+        no_id_column=True,
+    )
 
 
 def parse_file(path: str | Path, sniffed: Sniffed | None = None) -> ParseStream:

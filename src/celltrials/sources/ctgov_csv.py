@@ -64,8 +64,18 @@ COLUMNS: dict[str, tuple[str, str]] = {
 VOLATILE = ("Rank",)
 
 _INTERVENTION_TYPES = {
-    "drug", "biological", "device", "procedure", "procedure/surgery", "genetic", "radiation",
-    "behavioral", "dietary supplement", "combination product", "diagnostic test", "other",
+    "drug",
+    "biological",
+    "device",
+    "procedure",
+    "procedure/surgery",
+    "genetic",
+    "radiation",
+    "behavioral",
+    "dietary supplement",
+    "combination product",
+    "diagnostic test",
+    "other",
 }
 
 
@@ -84,8 +94,11 @@ def split_intervention(text: str) -> Intervention:
 
 def parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecord:
     """One CSV row as a record; a :class:`RecordError` for a bad one."""
-    rec = guard(lambda: _parse_row(row, classic, position), position=position,
-                record_id=lambda: (row.get("NCT Number") or "").strip() or None)
+    rec = guard(
+        lambda: _parse_row(row, classic, position),
+        position=position,
+        record_id=lambda: (row.get("NCT Number") or "").strip() or None,
+    )
     return check_record(rec)
 
 
@@ -108,15 +121,20 @@ def _parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecor
         try:
             return parse_date(get(field))
         except DateError as exc:
-            raise RecordError(f"{COLUMNS[field][col]}: {exc}", position=position, record_id=nct) from None
+            raise RecordError(
+                f"{COLUMNS[field][col]}: {exc}", position=position, record_id=nct
+            ) from None
 
     names = split_list(get("sponsors"))
     if not classic:
         names += split_list(get("collaborators"))
     funders = split_list(get("funders"))
     sponsors = [
-        Sponsor(clean_text(n), "lead" if i == 0 else "collaborator",
-                normalize_sponsor_class(funders[0] if i == 0 and funders else None, n))
+        Sponsor(
+            clean_text(n),
+            "lead" if i == 0 else "collaborator",
+            normalize_sponsor_class(funders[0] if i == 0 and funders else None, n),
+        )
         for i, n in enumerate(names)
     ]
     outcomes: list[Outcome] = []
@@ -131,35 +149,37 @@ def _parse_row(row: dict[str, str], classic: bool, position: int) -> ParsedRecor
     completion = date("completion") or date("primary_completion")
     registered = date("first_posted")
     last_update = date("last_update")
-    return finish_record(ParsedRecord(
-        channel=CHANNEL_CTGOV,
-        source_format="ctgov_csv_classic" if classic else "ctgov_csv",
-        record_id=primary.key,
-        registry="ctgov",
-        raw=dict(row),
-        ids=ids,
-        title=clean_text(get("title")),
-        acronym=clean_text(get("acronym")),
-        brief_summary=get("summary").strip(),
-        status=normalize_status(get("status")),
-        status_raw=get("status"),
-        phase=normalize_phase(phases),
-        phase_raw=phases,
-        study_type_raw=get("study_type"),
-        start_date=start,  # type: ignore[arg-type]
-        completion_date=completion,  # type: ignore[arg-type]
-        registration_date=registered,  # type: ignore[arg-type]
-        last_update=last_update,  # type: ignore[arg-type]
-        enrollment=enrollment,
-        conditions=split_list(get("conditions")),
-        interventions=[split_intervention(t) for t in split_list(get("interventions"))],
-        countries_raw=[country_from_location(x) for x in split_list(get("locations"))],
-        sponsors=sponsors,
-        outcomes=outcomes,
-        has_results=get("results").strip().lower() in {"has results", "yes"},
-        url=safe_url(get("url")) or f"https://clinicaltrials.gov/study/{primary.key}",
-        position=position,
-    ))
+    return finish_record(
+        ParsedRecord(
+            channel=CHANNEL_CTGOV,
+            source_format="ctgov_csv_classic" if classic else "ctgov_csv",
+            record_id=primary.key,
+            registry="ctgov",
+            raw=dict(row),
+            ids=ids,
+            title=clean_text(get("title")),
+            acronym=clean_text(get("acronym")),
+            brief_summary=get("summary").strip(),
+            status=normalize_status(get("status")),
+            status_raw=get("status"),
+            phase=normalize_phase(phases),
+            phase_raw=phases,
+            study_type_raw=get("study_type"),
+            start_date=start,  # type: ignore[arg-type]
+            completion_date=completion,  # type: ignore[arg-type]
+            registration_date=registered,  # type: ignore[arg-type]
+            last_update=last_update,  # type: ignore[arg-type]
+            enrollment=enrollment,
+            conditions=split_list(get("conditions")),
+            interventions=[split_intervention(t) for t in split_list(get("interventions"))],
+            countries_raw=[country_from_location(x) for x in split_list(get("locations"))],
+            sponsors=sponsors,
+            outcomes=outcomes,
+            has_results=get("results").strip().lower() in {"has results", "yes"},
+            url=safe_url(get("url")) or f"https://clinicaltrials.gov/study/{primary.key}",
+            position=position,
+        )
+    )
 
 
 def parse_csv_text(text: str, path: str) -> ParseStream:
@@ -176,7 +196,11 @@ def parse_csv_text(text: str, path: str) -> ParseStream:
         if len(values) != len(header):
             yield RecordError(
                 f"row has {len(values)} fields, header has {len(header)}",
-                path=path, position=pos, record_id=values[header.index("NCT Number")] if "NCT Number" in header and len(values) > header.index("NCT Number") else None,
+                path=path,
+                position=pos,
+                record_id=values[header.index("NCT Number")]
+                if "NCT Number" in header and len(values) > header.index("NCT Number")
+                else None,
             )
             continue
         row = dict(zip(header, values, strict=True))

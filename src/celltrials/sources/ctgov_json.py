@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 
 from celltrials.errors import DataFileError, RecordError
@@ -67,8 +68,11 @@ def parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -
         return str(study["protocolSection"]["identificationModule"]["nctId"])
 
     try:
-        rec = guard(lambda: _parse_study(study, position=position, source_format=source_format),
-                    position=pos, record_id=nct)
+        rec = guard(
+            lambda: _parse_study(study, position=position, source_format=source_format),
+            position=pos,
+            record_id=nct,
+        )
     except RecordError:
         check_study_shape(study, position=pos)  # name the field whose type is wrong, if one is
         raise
@@ -77,7 +81,9 @@ def parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -
 
 def _parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) -> ParsedRecord:
     if not isinstance(study, dict):
-        raise RecordError(f"expected a study object, found {type(study).__name__}", position=position)
+        raise RecordError(
+            f"expected a study object, found {type(study).__name__}", position=position
+        )
     ps = study.get("protocolSection")
     if not isinstance(ps, dict):
         raise RecordError("no protocolSection", position=position)
@@ -85,7 +91,9 @@ def _parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) 
     nct = clean_text(ident.get("nctId"))
     primary = canonical_id(nct, is_primary=True) if nct else None
     if primary is None or primary.registry != "ctgov":
-        raise RecordError(f"no valid nctId (found {nct!r})" if nct else "record has no nctId", position=position)
+        raise RecordError(
+            f"no valid nctId (found {nct!r})" if nct else "record has no nctId", position=position
+        )
     ids = [primary]
     seen = {primary.key}
     for sec in ident.get("secondaryIdInfos") or []:
@@ -114,73 +122,119 @@ def _parse_study(study: Any, *, position: int = 0, source_format: str = FORMAT) 
     sponsors: list[Sponsor] = []
     lead = sponsor_mod.get("leadSponsor") or {}
     if lead.get("name"):
-        sponsors.append(Sponsor(clean_text(lead["name"]), "lead", normalize_sponsor_class(lead.get("class"), lead["name"])))
+        sponsors.append(
+            Sponsor(
+                clean_text(lead["name"]),
+                "lead",
+                normalize_sponsor_class(lead.get("class"), lead["name"]),
+            )
+        )
     for col in sponsor_mod.get("collaborators") or []:
         if col.get("name"):
-            sponsors.append(Sponsor(clean_text(col["name"]), "collaborator", normalize_sponsor_class(col.get("class"), col["name"])))
+            sponsors.append(
+                Sponsor(
+                    clean_text(col["name"]),
+                    "collaborator",
+                    normalize_sponsor_class(col.get("class"), col["name"]),
+                )
+            )
 
     enroll = design.get("enrollmentInfo") or {}
     phases = design.get("phases") or []
     phase_raw = "|".join(phases)
     outcomes: list[Outcome] = []
-    for kind, key in (("primary", "primaryOutcomes"), ("secondary", "secondaryOutcomes"), ("other", "otherOutcomes")):
+    for kind, key in (
+        ("primary", "primaryOutcomes"),
+        ("secondary", "secondaryOutcomes"),
+        ("other", "otherOutcomes"),
+    ):
         for o in outcomes_mod.get(key) or []:
-            outcomes.append(Outcome(kind, clean_text(o.get("measure")), clean_text(o.get("timeFrame")), clean_text(o.get("description"))))
+            outcomes.append(
+                Outcome(
+                    kind,
+                    clean_text(o.get("measure")),
+                    clean_text(o.get("timeFrame")),
+                    clean_text(o.get("description")),
+                )
+            )
 
-    return finish_record(ParsedRecord(
-        channel=CHANNEL_CTGOV,
-        source_format=source_format,
-        record_id=primary.key,
-        registry="ctgov",
-        raw=study,
-        ids=ids,
-        title=clean_text(ident.get("briefTitle")),
-        official_title=clean_text(ident.get("officialTitle")),
-        acronym=clean_text(ident.get("acronym")),
-        brief_summary=(desc.get("briefSummary") or "").strip(),
-        detailed_description=(desc.get("detailedDescription") or "").strip(),
-        keywords=[clean_text(k) for k in cond.get("keywords") or []],
-        status=normalize_status(status.get("overallStatus")),
-        status_raw=status.get("overallStatus") or "",
-        why_stopped=clean_text(status.get("whyStopped")),
-        phase=normalize_phase(phase_raw) if phases else "UNKNOWN",
-        phase_raw=phase_raw,
-        study_type_raw=clean_text(design.get("studyType")),
-        start_date=_date(status.get("startDateStruct"), "startDate", nct, position),
-        completion_date=_date(status.get("completionDateStruct") or status.get("primaryCompletionDateStruct"), "completionDate", nct, position),
-        registration_date=_date(status.get("studyFirstSubmitDate") or status.get("studyFirstPostDateStruct"), "studyFirstSubmitDate", nct, position),
-        last_update=_date(status.get("lastUpdatePostDateStruct") or status.get("lastUpdateSubmitDate"), "lastUpdatePostDate", nct, position),
-        enrollment=normalize_enrollment(enroll.get("count"), enroll.get("type")) if enroll.get("count") is not None else None,
-        conditions=[clean_text(c) for c in cond.get("conditions") or []],
-        mesh_terms=[m.get("term", "") for m in browse.get("meshes") or []],
-        mesh_ancestors=[m.get("term", "") for m in browse.get("ancestors") or []],
-        interventions=[
-            Intervention(
-                type=clean_text(i.get("type")).upper(),
-                name=clean_text(i.get("name")),
-                description=(i.get("description") or "").strip(),
-                other_names=[clean_text(n) for n in i.get("otherNames") or []],
-                arm_labels=[clean_text(n) for n in i.get("armGroupLabels") or []],
-            )
-            for i in arms_mod.get("interventions") or []
-        ],
-        arms=[
-            Arm(
-                label=clean_text(a.get("label")),
-                type=clean_text(a.get("type")).upper(),
-                description=(a.get("description") or "").strip(),
-                intervention_names=[clean_text(n) for n in a.get("interventionNames") or []],
-            )
-            for a in arms_mod.get("armGroups") or []
-        ],
-        countries_raw=[loc["country"] for loc in locs if isinstance(loc.get("country"), str) and loc["country"].strip()],
-        sponsors=sponsors,
-        outcomes=outcomes,
-        eligibility=(elig.get("eligibilityCriteria") or "").strip(),
-        has_results=bool(study.get("hasResults")) or "resultsSection" in study,
-        url=f"https://clinicaltrials.gov/study/{primary.key}",
-        position=position,
-    ))
+    return finish_record(
+        ParsedRecord(
+            channel=CHANNEL_CTGOV,
+            source_format=source_format,
+            record_id=primary.key,
+            registry="ctgov",
+            raw=study,
+            ids=ids,
+            title=clean_text(ident.get("briefTitle")),
+            official_title=clean_text(ident.get("officialTitle")),
+            acronym=clean_text(ident.get("acronym")),
+            brief_summary=(desc.get("briefSummary") or "").strip(),
+            detailed_description=(desc.get("detailedDescription") or "").strip(),
+            keywords=[clean_text(k) for k in cond.get("keywords") or []],
+            status=normalize_status(status.get("overallStatus")),
+            status_raw=status.get("overallStatus") or "",
+            why_stopped=clean_text(status.get("whyStopped")),
+            phase=normalize_phase(phase_raw) if phases else "UNKNOWN",
+            phase_raw=phase_raw,
+            study_type_raw=clean_text(design.get("studyType")),
+            start_date=_date(status.get("startDateStruct"), "startDate", nct, position),
+            completion_date=_date(
+                status.get("completionDateStruct") or status.get("primaryCompletionDateStruct"),
+                "completionDate",
+                nct,
+                position,
+            ),
+            registration_date=_date(
+                status.get("studyFirstSubmitDate") or status.get("studyFirstPostDateStruct"),
+                "studyFirstSubmitDate",
+                nct,
+                position,
+            ),
+            last_update=_date(
+                status.get("lastUpdatePostDateStruct") or status.get("lastUpdateSubmitDate"),
+                "lastUpdatePostDate",
+                nct,
+                position,
+            ),
+            enrollment=normalize_enrollment(enroll.get("count"), enroll.get("type"))
+            if enroll.get("count") is not None
+            else None,
+            conditions=[clean_text(c) for c in cond.get("conditions") or []],
+            mesh_terms=[m.get("term", "") for m in browse.get("meshes") or []],
+            mesh_ancestors=[m.get("term", "") for m in browse.get("ancestors") or []],
+            interventions=[
+                Intervention(
+                    type=clean_text(i.get("type")).upper(),
+                    name=clean_text(i.get("name")),
+                    description=(i.get("description") or "").strip(),
+                    other_names=[clean_text(n) for n in i.get("otherNames") or []],
+                    arm_labels=[clean_text(n) for n in i.get("armGroupLabels") or []],
+                )
+                for i in arms_mod.get("interventions") or []
+            ],
+            arms=[
+                Arm(
+                    label=clean_text(a.get("label")),
+                    type=clean_text(a.get("type")).upper(),
+                    description=(a.get("description") or "").strip(),
+                    intervention_names=[clean_text(n) for n in a.get("interventionNames") or []],
+                )
+                for a in arms_mod.get("armGroups") or []
+            ],
+            countries_raw=[
+                loc["country"]
+                for loc in locs
+                if isinstance(loc.get("country"), str) and loc["country"].strip()
+            ],
+            sponsors=sponsors,
+            outcomes=outcomes,
+            eligibility=(elig.get("eligibilityCriteria") or "").strip(),
+            has_results=bool(study.get("hasResults")) or "resultsSection" in study,
+            url=f"https://clinicaltrials.gov/study/{primary.key}",
+            position=position,
+        )
+    )
 
 
 def iter_studies(obj: Any) -> Iterator[Any]:
@@ -192,7 +246,9 @@ def iter_studies(obj: Any) -> Iterator[Any]:
     elif isinstance(obj, dict) and "protocolSection" in obj:
         yield obj
     else:
-        raise DataFileError("JSON is neither a study, an array of studies, nor an API page with 'studies'")
+        raise DataFileError(
+            "JSON is neither a study, an array of studies, nor an API page with 'studies'"
+        )
 
 
 def _parse_stream(studies: Iterator[Any]) -> ParseStream:
@@ -210,7 +266,11 @@ def load_json_bytes(data: bytes, path: str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        reason = "invalid UTF-8" if "utf-8" in str(exc).lower() else f"malformed or truncated JSON ({exc})"
+        reason = (
+            "invalid UTF-8"
+            if "utf-8" in str(exc).lower()
+            else f"malformed or truncated JSON ({exc})"
+        )
         raise DataFileError(reason, path=path) from None
 
 
@@ -226,7 +286,9 @@ def parse_json(path: Path) -> ParseStream:
         yield from _with_path(_parse_stream(_stream_array(path)), path)
         return
     data = path.read_bytes()
-    yield from _with_path(_parse_stream(iter_studies_checked(load_json_bytes(data, str(path)), str(path))), path)
+    yield from _with_path(
+        _parse_stream(iter_studies_checked(load_json_bytes(data, str(path)), str(path))), path
+    )
 
 
 def _starts_array(path: Path) -> bool:
@@ -241,14 +303,15 @@ def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
     streaming); each element's text is parsed with orjson. A malformed or
     truncated file raises :class:`DataFileError` when the reader reaches it.
     """
-    import duckdb
 
     con = duckdb.connect()
     try:
         con.execute("SET threads = 1")
         literal = "'" + str(path).replace("'", "''") + "'"
-        reader = con.sql(f"SELECT json FROM read_json_objects({literal}, format = 'array', "
-                         f"maximum_object_size = {STREAM_MAX_OBJECT})").to_arrow_reader(batch)
+        reader = con.sql(
+            f"SELECT json FROM read_json_objects({literal}, format = 'array', "
+            f"maximum_object_size = {STREAM_MAX_OBJECT})"
+        ).to_arrow_reader(batch)
         while True:
             try:
                 chunk = reader.read_next_batch()
@@ -256,7 +319,9 @@ def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
                 return
             except (duckdb.Error, OSError) as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise DataFileError(f"malformed or truncated JSON ({first})", path=str(path)) from None
+                raise DataFileError(
+                    f"malformed or truncated JSON ({first})", path=str(path)
+                ) from None
             for text in chunk.column(0).to_pylist():
                 yield orjson.loads(text)
     finally:
@@ -301,7 +366,9 @@ def parse_zip(path: Path) -> ParseStream:
     except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
         raise DataFileError(f"broken zip archive ({exc})", path=str(path)) from None
     with zf:
-        names = sorted(n for n in zf.namelist() if n.lower().endswith(".json") and not n.endswith("/"))
+        names = sorted(
+            n for n in zf.namelist() if n.lower().endswith(".json") and not n.endswith("/")
+        )
         pos = 0
         for name in names:
             member = f"{path}!{name}"
@@ -335,9 +402,13 @@ def read_member(zf: zipfile.ZipFile, name: str, limit: int = MAX_MEMBER_BYTES) -
     truncated archive) is a :class:`DataFileError` with the reason."""
     info = zf.getinfo(name)
     if info.flag_bits & 0x1:
-        raise DataFileError("zip member is encrypted (password protected); celltrials cannot read it")
+        raise DataFileError(
+            "zip member is encrypted (password protected); celltrials cannot read it"
+        )
     if info.file_size > limit:
-        raise DataFileError(f"zip member is {info.file_size:,} bytes uncompressed, over the {limit:,}-byte limit")
+        raise DataFileError(
+            f"zip member is {info.file_size:,} bytes uncompressed, over the {limit:,}-byte limit"
+        )
     try:
         with zf.open(info) as fh:
             data = fh.read(limit + 1)
@@ -365,4 +436,12 @@ def _with_path(stream: ParseStream, path: Path) -> ParseStream:
         yield item
 
 
-__all__ = ["FORMAT", "iter_studies", "parse_bytes", "parse_json", "parse_ndjson", "parse_study", "parse_zip"]
+__all__ = [
+    "FORMAT",
+    "iter_studies",
+    "parse_bytes",
+    "parse_json",
+    "parse_ndjson",
+    "parse_study",
+    "parse_zip",
+]

@@ -68,7 +68,9 @@ def iter_v1_studies(obj: Any) -> Iterator[Any]:
     elif isinstance(obj, dict) and isinstance(obj.get("StudyFieldsResponse"), dict):
         yield from obj["StudyFieldsResponse"].get("StudyFields") or []
     else:
-        raise DataFileError("JSON is not ClinicalTrials.gov API v1 study fields (no NCTId list, no StudyFieldsResponse)")
+        raise DataFileError(
+            "JSON is not ClinicalTrials.gov API v1 study fields (no NCTId list, no StudyFieldsResponse)"
+        )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -86,7 +88,9 @@ def _l(d: dict[str, Any], key: str) -> list[Any]:
         if isinstance(x, bool) or not isinstance(x, str | int | float):
             if x is None:
                 continue
-            raise RecordError(f"{key}: expected a list of strings (API v1 study fields), found {type(x).__name__}")
+            raise RecordError(
+                f"{key}: expected a list of strings (API v1 study fields), found {type(x).__name__}"
+            )
         out.append(x if isinstance(x, str) else str(x))
     return out
 
@@ -149,13 +153,15 @@ def _protocol(d: dict[str, Any]) -> dict[str, Any]:
     iother = _aligned(d, "InterventionOtherName", n_int)
     ilabels = _aligned(d, "InterventionArmGroupLabel", n_int)
     interventions = [
-        _drop_none({
-            "type": (str(_at(itype, i)).upper().replace(" ", "_") if itype else None),
-            "name": name,
-            "description": _at(idesc, i),
-            "otherNames": [_at(iother, i)] if iother else None,
-            "armGroupLabels": [_at(ilabels, i)] if ilabels else None,
-        })
+        _drop_none(
+            {
+                "type": (str(_at(itype, i)).upper().replace(" ", "_") if itype else None),
+                "name": name,
+                "description": _at(idesc, i),
+                "otherNames": [_at(iother, i)] if iother else None,
+                "armGroupLabels": [_at(ilabels, i)] if ilabels else None,
+            }
+        )
         for i, name in enumerate(_l(d, "InterventionName"))
     ]
     n_arm = len(_l(d, "ArmGroupLabel"))
@@ -163,12 +169,14 @@ def _protocol(d: dict[str, Any]) -> dict[str, Any]:
     adesc = _aligned(d, "ArmGroupDescription", n_arm)
     aint = _aligned(d, "ArmGroupInterventionName", n_arm)
     arms = [
-        _drop_none({
-            "label": label,
-            "type": (str(_at(atype, i)).upper().replace(" ", "_") if atype else None),
-            "description": _at(adesc, i),
-            "interventionNames": [_at(aint, i)] if aint else None,
-        })
+        _drop_none(
+            {
+                "label": label,
+                "type": (str(_at(atype, i)).upper().replace(" ", "_") if atype else None),
+                "description": _at(adesc, i),
+                "interventionNames": [_at(aint, i)] if aint else None,
+            }
+        )
         for i, label in enumerate(_l(d, "ArmGroupLabel"))
     ]
     outcomes: dict[str, list[dict[str, Any]]] = {}
@@ -177,7 +185,8 @@ def _protocol(d: dict[str, Any]) -> dict[str, Any]:
         tf = _aligned(d, f"{kind}OutcomeTimeFrame", len(measures))
         desc = _aligned(d, f"{kind}OutcomeDescription", len(measures))
         outcomes[f"{kind.lower()}Outcomes"] = [
-            _drop_none({"measure": m, "timeFrame": _at(tf, i), "description": _at(desc, i)}) for i, m in enumerate(measures)
+            _drop_none({"measure": m, "timeFrame": _at(tf, i), "description": _at(desc, i)})
+            for i, m in enumerate(measures)
         ]
     collab_names = _l(d, "CollaboratorName")
     collab_class = _aligned(d, "CollaboratorClass", len(collab_names))
@@ -188,51 +197,81 @@ def _protocol(d: dict[str, Any]) -> dict[str, Any]:
         return {"date": v} if v else None
 
     return {
-        "identificationModule": _drop_none({
-            "nctId": _first(d, "NCTId"),
-            "orgStudyIdInfo": {"id": _first(d, "OrgStudyId")} if _first(d, "OrgStudyId") else None,
-            "secondaryIdInfos": [{"id": s} for s in _l(d, "SecondaryId")],
-            "nctIdAliases": _l(d, "NCTIdAlias"),
-            "briefTitle": _first(d, "BriefTitle"),
-            "officialTitle": _first(d, "OfficialTitle"),
-            "acronym": _first(d, "Acronym"),
-            "organization": {"fullName": _first(d, "OrgFullName"), "class": _first(d, "OrgClass")},
-        }),
-        "statusModule": _drop_none({
-            "overallStatus": _first(d, "OverallStatus"),
-            "lastKnownStatus": _first(d, "LastKnownStatus"),
-            "whyStopped": _first(d, "WhyStopped"),
-            "startDateStruct": date("StartDate"),
-            "primaryCompletionDateStruct": date("PrimaryCompletionDate"),
-            "completionDateStruct": date("CompletionDate"),
-            "studyFirstSubmitDate": _first(d, "StudyFirstSubmitDate"),
-            "studyFirstPostDateStruct": date("StudyFirstPostDate"),
-            "lastUpdatePostDateStruct": date("LastUpdatePostDate"),
-            "resultsFirstPostDateStruct": date("ResultsFirstPostDate"),
-        }),
-        "sponsorCollaboratorsModule": _drop_none({
-            "leadSponsor": _drop_none({"name": _first(d, "LeadSponsorName"), "class": _first(d, "LeadSponsorClass")}),
-            "collaborators": [_drop_none({"name": n, "class": _at(collab_class, i)}) for i, n in enumerate(collab_names)],
-        }),
-        "descriptionModule": _drop_none({
-            "briefSummary": _first(d, "BriefSummary"),
-            "detailedDescription": _first(d, "DetailedDescription"),
-        }),
-        "conditionsModule": _drop_none({"conditions": _l(d, "Condition"), "keywords": _l(d, "Keyword")}),
-        "designModule": _drop_none({
-            "studyType": _first(d, "StudyType"),
-            "phases": _l(d, "Phase"),
-            "enrollmentInfo": _drop_none({"count": _count(enroll), "type": _first(d, "EnrollmentType")}) if enroll else None,
-        }),
+        "identificationModule": _drop_none(
+            {
+                "nctId": _first(d, "NCTId"),
+                "orgStudyIdInfo": {"id": _first(d, "OrgStudyId")}
+                if _first(d, "OrgStudyId")
+                else None,
+                "secondaryIdInfos": [{"id": s} for s in _l(d, "SecondaryId")],
+                "nctIdAliases": _l(d, "NCTIdAlias"),
+                "briefTitle": _first(d, "BriefTitle"),
+                "officialTitle": _first(d, "OfficialTitle"),
+                "acronym": _first(d, "Acronym"),
+                "organization": {
+                    "fullName": _first(d, "OrgFullName"),
+                    "class": _first(d, "OrgClass"),
+                },
+            }
+        ),
+        "statusModule": _drop_none(
+            {
+                "overallStatus": _first(d, "OverallStatus"),
+                "lastKnownStatus": _first(d, "LastKnownStatus"),
+                "whyStopped": _first(d, "WhyStopped"),
+                "startDateStruct": date("StartDate"),
+                "primaryCompletionDateStruct": date("PrimaryCompletionDate"),
+                "completionDateStruct": date("CompletionDate"),
+                "studyFirstSubmitDate": _first(d, "StudyFirstSubmitDate"),
+                "studyFirstPostDateStruct": date("StudyFirstPostDate"),
+                "lastUpdatePostDateStruct": date("LastUpdatePostDate"),
+                "resultsFirstPostDateStruct": date("ResultsFirstPostDate"),
+            }
+        ),
+        "sponsorCollaboratorsModule": _drop_none(
+            {
+                "leadSponsor": _drop_none(
+                    {"name": _first(d, "LeadSponsorName"), "class": _first(d, "LeadSponsorClass")}
+                ),
+                "collaborators": [
+                    _drop_none({"name": n, "class": _at(collab_class, i)})
+                    for i, n in enumerate(collab_names)
+                ],
+            }
+        ),
+        "descriptionModule": _drop_none(
+            {
+                "briefSummary": _first(d, "BriefSummary"),
+                "detailedDescription": _first(d, "DetailedDescription"),
+            }
+        ),
+        "conditionsModule": _drop_none(
+            {"conditions": _l(d, "Condition"), "keywords": _l(d, "Keyword")}
+        ),
+        "designModule": _drop_none(
+            {
+                "studyType": _first(d, "StudyType"),
+                "phases": _l(d, "Phase"),
+                "enrollmentInfo": _drop_none(
+                    {"count": _count(enroll), "type": _first(d, "EnrollmentType")}
+                )
+                if enroll
+                else None,
+            }
+        ),
         "armsInterventionsModule": _drop_none({"armGroups": arms, "interventions": interventions}),
         "outcomesModule": _drop_none(outcomes),
-        "eligibilityModule": _drop_none({
-            "eligibilityCriteria": _first(d, "EligibilityCriteria"),
-            "sex": _first(d, "Gender"),
-            "minimumAge": _first(d, "MinimumAge"),
-            "maximumAge": _first(d, "MaximumAge"),
-        }),
-        "contactsLocationsModule": _drop_none({"locations": [{"country": c} for c in _l(d, "LocationCountry")]}),
+        "eligibilityModule": _drop_none(
+            {
+                "eligibilityCriteria": _first(d, "EligibilityCriteria"),
+                "sex": _first(d, "Gender"),
+                "minimumAge": _first(d, "MinimumAge"),
+                "maximumAge": _first(d, "MaximumAge"),
+            }
+        ),
+        "contactsLocationsModule": _drop_none(
+            {"locations": [{"country": c} for c in _l(d, "LocationCountry")]}
+        ),
     }
 
 
@@ -273,7 +312,7 @@ def _segmentations(blocks: list[list[Any]], groups: list[list[Any]]) -> list[int
     return sizes
 
 
-def _outcomes(d: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
+def _outcomes(d: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:  # noqa: C901 - one branch per flattened v1 outcome layout
     titles = _l(d, "OutcomeMeasureTitle")
     m = len(titles)
     if m == 0:
@@ -285,21 +324,25 @@ def _outcomes(d: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
     posted = [i for i in range(m) if status is None or str(status[i]).lower() == "posted"]
     measures: list[dict[str, Any]] = []
     for i in range(m):
-        om = _drop_none({
-            "type": (str(_at(field["Type"], i)).upper() if field["Type"] else None),
-            "title": titles[i],
-            "description": _at(field["Description"], i),
-            "populationDescription": _at(field["PopulationDescription"], i),
-            "reportingStatus": _at(field["ReportingStatus"], i),
-            "paramType": _at(field["ParamType"], i),
-            "dispersionType": _at(field["DispersionType"], i),
-            "unitOfMeasure": _at(field["UnitOfMeasure"], i),
-            "timeFrame": _at(field["TimeFrame"], i),
-        })
+        om = _drop_none(
+            {
+                "type": (str(_at(field["Type"], i)).upper() if field["Type"] else None),
+                "title": titles[i],
+                "description": _at(field["Description"], i),
+                "populationDescription": _at(field["PopulationDescription"], i),
+                "reportingStatus": _at(field["ReportingStatus"], i),
+                "paramType": _at(field["ParamType"], i),
+                "dispersionType": _at(field["DispersionType"], i),
+                "unitOfMeasure": _at(field["UnitOfMeasure"], i),
+                "timeFrame": _at(field["TimeFrame"], i),
+            }
+        )
         measures.append(om)
     for key in ("ParamType", "DispersionType", "UnitOfMeasure"):
         if field[key] is None and _l(d, f"OutcomeMeasure{key}"):
-            notes.append(f"outcome {key}: {len(_l(d, f'OutcomeMeasure{key}'))} values for {m} measures, not attributed")
+            notes.append(
+                f"outcome {key}: {len(_l(d, f'OutcomeMeasure{key}'))} values for {m} measures, not attributed"
+            )
 
     gids = _l(d, "OutcomeGroupId")
     gtitle = _aligned(d, "OutcomeGroupTitle", len(gids))
@@ -307,12 +350,16 @@ def _outcomes(d: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
     gruns = _runs(gids)
     if len(gruns) != len(posted):
         if gids:
-            notes.append(f"outcome groups: {len(gruns)} group lists for {len(posted)} posted measures; results not attributed")
+            notes.append(
+                f"outcome groups: {len(gruns)} group lists for {len(posted)} posted measures; results not attributed"
+            )
         return measures
     goff = _offsets(gruns)
     for j, i in enumerate(posted):
         measures[i]["groups"] = [
-            _drop_none({"id": g, "title": _at(gtitle, goff[j] + x), "description": _at(gdesc, goff[j] + x)})
+            _drop_none(
+                {"id": g, "title": _at(gtitle, goff[j] + x), "description": _at(gdesc, goff[j] + x)}
+            )
             for x, g in enumerate(gruns[j])
         ]
     # denominators (one set per measure)
@@ -323,26 +370,53 @@ def _outcomes(d: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
     if dvals is not None and len(druns) == len(posted):
         doff = _offsets(druns)
         for j, i in enumerate(posted):
-            measures[i]["denoms"] = [_drop_none({
-                "units": _at(dunits, j),
-                "counts": [{"groupId": g, "value": dvals[doff[j] + x]} for x, g in enumerate(druns[j])],
-            })]
+            measures[i]["denoms"] = [
+                _drop_none(
+                    {
+                        "units": _at(dunits, j),
+                        "counts": [
+                            {"groupId": g, "value": dvals[doff[j] + x]}
+                            for x, g in enumerate(druns[j])
+                        ],
+                    }
+                )
+            ]
     elif dids:
-        notes.append("outcome denominators not attributed (their lists do not split into one set per measure)")
+        notes.append(
+            "outcome denominators not attributed (their lists do not split into one set per measure)"
+        )
 
     # measurements
     mids = _l(d, "OutcomeMeasurementGroupId")
     mvals = _aligned(d, "OutcomeMeasurementValue", len(mids))
     blocks = _runs(mids)
-    sizes = _segmentations(blocks, [measures[i]["groups"] and [g["id"] for g in measures[i]["groups"]] for i in posted]) \
-        if mvals is not None and blocks else None
+    sizes = (
+        _segmentations(
+            blocks,
+            [measures[i]["groups"] and [g["id"] for g in measures[i]["groups"]] for i in posted],
+        )
+        if mvals is not None and blocks
+        else None
+    )
     if sizes is None:
         if mids:
-            notes.append(f"outcome measurements: {len(mids)} values in {len(blocks)} rows cannot be attributed to "
-                         f"{len(posted)} posted measures unambiguously; measures kept with groups and denominators")
+            notes.append(
+                f"outcome measurements: {len(mids)} values in {len(blocks)} rows cannot be attributed to "
+                f"{len(posted)} posted measures unambiguously; measures kept with groups and denominators"
+            )
             for i in posted:
-                measures[i]["classes"] = [{"categories": [{"measurements": [
-                    {"groupId": g["id"], "comment": UNATTRIBUTED} for g in measures[i]["groups"]]}]}]
+                measures[i]["classes"] = [
+                    {
+                        "categories": [
+                            {
+                                "measurements": [
+                                    {"groupId": g["id"], "comment": UNATTRIBUTED}
+                                    for g in measures[i]["groups"]
+                                ]
+                            }
+                        ]
+                    }
+                ]
         return measures
     n_values = len(mids)
     spread = _aligned(d, "OutcomeMeasurementSpread", n_values)
@@ -352,11 +426,16 @@ def _outcomes(d: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
     boff = _offsets(blocks)
     per_value_measure: list[int] = []
     for j, size in enumerate(sizes):
-        per_value_measure.extend([posted[j]] * sum(len(b) for b in blocks[sum(sizes[:j]):sum(sizes[:j]) + size]))
+        per_value_measure.extend(
+            [posted[j]] * sum(len(b) for b in blocks[sum(sizes[:j]) : sum(sizes[:j]) + size])
+        )
     # spreads / limits given only for measures of some dispersion types: place them when counts fit
     if spread is None and _l(d, "OutcomeMeasurementSpread") and field["DispersionType"] is not None:
-        want = [x for x, i in enumerate(per_value_measure)
-                if str(field["DispersionType"][i]).lower() in _SPREAD_TYPES]
+        want = [
+            x
+            for x, i in enumerate(per_value_measure)
+            if str(field["DispersionType"][i]).lower() in _SPREAD_TYPES
+        ]
         vals = _l(d, "OutcomeMeasurementSpread")
         if len(want) == len(vals):
             spread = [None] * n_values
@@ -366,9 +445,13 @@ def _outcomes(d: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
     for li, key in enumerate(("OutcomeMeasurementLowerLimit", "OutcomeMeasurementUpperLimit")):
         vals = _l(d, key)
         if limits[li] is None and vals and field["DispersionType"] is not None:
-            want = [x for x, i in enumerate(per_value_measure)
-                    if field["DispersionType"][i] and str(field["DispersionType"][i]).lower() not in _SPREAD_TYPES
-                    and str(field["DispersionType"][i]).lower() != "not applicable"]
+            want = [
+                x
+                for x, i in enumerate(per_value_measure)
+                if field["DispersionType"][i]
+                and str(field["DispersionType"][i]).lower() not in _SPREAD_TYPES
+                and str(field["DispersionType"][i]).lower() != "not applicable"
+            ]
             if len(want) == len(vals):
                 placed: list[Any] = [None] * n_values
                 for x, val in zip(want, vals, strict=True):
@@ -376,26 +459,57 @@ def _outcomes(d: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
                 limits[li] = placed
     lower, upper = limits
     for name, got in (("spreads", spread), ("lower limits", lower), ("upper limits", upper)):
-        key = {"spreads": "Spread", "lower limits": "LowerLimit", "upper limits": "UpperLimit"}[name]
+        key = {"spreads": "Spread", "lower limits": "LowerLimit", "upper limits": "UpperLimit"}[
+            name
+        ]
         if got is None and _l(d, f"OutcomeMeasurement{key}"):
-            notes.append(f"outcome {name}: {len(_l(d, f'OutcomeMeasurement{key}'))} values not attributable")
+            notes.append(
+                f"outcome {name}: {len(_l(d, f'OutcomeMeasurement{key}'))} values not attributable"
+            )
     class_titles = _l(d, "OutcomeClassTitle")
     cat_titles = _l(d, "OutcomeCategoryTitle")
     titled = len(class_titles) == len(blocks) and not cat_titles
     if not titled and (class_titles or cat_titles):
-        notes.append("outcome class/category titles not attributable to rows; rows of multi-row measures are numbered")
+        notes.append(
+            "outcome class/category titles not attributable to rows; rows of multi-row measures are numbered"
+        )
     b = 0
     for j, size in enumerate(sizes):
         i = posted[j]
         classes = []
         for r in range(size):
             block, off = blocks[b], boff[b]
-            title = class_titles[b] if titled else (f"row {r + 1} of {size} (title not in API v1 flattening)" if size > 1 else None)
-            classes.append(_drop_none({"title": title, "categories": [{"measurements": [
-                _drop_none({"groupId": g, "value": mvals[off + x] if mvals else None, "spread": _at(spread, off + x),
-                            "lowerLimit": _at(lower, off + x), "upperLimit": _at(upper, off + x),
-                            "comment": _at(comment, off + x)})
-                for x, g in enumerate(block)]}]}))
+            title = (
+                class_titles[b]
+                if titled
+                else (
+                    f"row {r + 1} of {size} (title not in API v1 flattening)" if size > 1 else None
+                )
+            )
+            classes.append(
+                _drop_none(
+                    {
+                        "title": title,
+                        "categories": [
+                            {
+                                "measurements": [
+                                    _drop_none(
+                                        {
+                                            "groupId": g,
+                                            "value": mvals[off + x] if mvals else None,
+                                            "spread": _at(spread, off + x),
+                                            "lowerLimit": _at(lower, off + x),
+                                            "upperLimit": _at(upper, off + x),
+                                            "comment": _at(comment, off + x),
+                                        }
+                                    )
+                                    for x, g in enumerate(block)
+                                ]
+                            }
+                        ],
+                    }
+                )
+            )
             b += 1
         measures[i]["classes"] = classes
     return measures
@@ -409,44 +523,78 @@ def _adverse_events(d: dict[str, Any], notes: list[str]) -> dict[str, Any] | Non
     cols = {key: _aligned(d, f"EventGroup{key}", n) for key in (
         "Title", "Description", "DeathsNumAffected", "DeathsNumAtRisk", "SeriousNumAffected", "SeriousNumAtRisk",
         "OtherNumAffected", "OtherNumAtRisk")}  # fmt: skip
-    groups = [_drop_none({
-        "id": g, "title": _at(cols["Title"], i), "description": _at(cols["Description"], i),
-        "deathsNumAffected": _at(cols["DeathsNumAffected"], i), "deathsNumAtRisk": _at(cols["DeathsNumAtRisk"], i),
-        "seriousNumAffected": _at(cols["SeriousNumAffected"], i), "seriousNumAtRisk": _at(cols["SeriousNumAtRisk"], i),
-        "otherNumAffected": _at(cols["OtherNumAffected"], i), "otherNumAtRisk": _at(cols["OtherNumAtRisk"], i),
-    }) for i, g in enumerate(gids)]
-    out: dict[str, Any] = _drop_none({
-        "frequencyThreshold": _first(d, "EventsFrequencyThreshold"),
-        "timeFrame": _first(d, "EventsTimeFrame"),
-        "description": _first(d, "EventsDescription"),
-        "eventGroups": groups,
-    })
+    groups = [
+        _drop_none(
+            {
+                "id": g,
+                "title": _at(cols["Title"], i),
+                "description": _at(cols["Description"], i),
+                "deathsNumAffected": _at(cols["DeathsNumAffected"], i),
+                "deathsNumAtRisk": _at(cols["DeathsNumAtRisk"], i),
+                "seriousNumAffected": _at(cols["SeriousNumAffected"], i),
+                "seriousNumAtRisk": _at(cols["SeriousNumAtRisk"], i),
+                "otherNumAffected": _at(cols["OtherNumAffected"], i),
+                "otherNumAtRisk": _at(cols["OtherNumAtRisk"], i),
+            }
+        )
+        for i, g in enumerate(gids)
+    ]
+    out: dict[str, Any] = _drop_none(
+        {
+            "frequencyThreshold": _first(d, "EventsFrequencyThreshold"),
+            "timeFrame": _first(d, "EventsTimeFrame"),
+            "description": _first(d, "EventsDescription"),
+            "eventGroups": groups,
+        }
+    )
     for kind, key in (("Serious", "seriousEvents"), ("Other", "otherEvents")):
         terms = _l(d, f"{kind}EventTerm")
         if not terms:
             continue
         t = len(terms)
-        per = {k: _aligned(d, f"{kind}Event{k}", t) for k in ("OrganSystem", "SourceVocabulary", "AssessmentType", "Notes")}
+        per = {
+            k: _aligned(d, f"{kind}Event{k}", t)
+            for k in ("OrganSystem", "SourceVocabulary", "AssessmentType", "Notes")
+        }
         sids = _l(d, f"{kind}EventStatsGroupId")
         runs = _runs(sids)
-        stats = {k: _aligned(d, f"{kind}EventStats{k}", len(sids)) for k in ("NumAffected", "NumAtRisk", "NumEvents")}
+        stats = {
+            k: _aligned(d, f"{kind}EventStats{k}", len(sids))
+            for k in ("NumAffected", "NumAtRisk", "NumEvents")
+        }
         if len(runs) != t or stats["NumAffected"] is None:
-            notes.append(f"{kind.lower()} adverse events: {len(sids)} statistics for {t} terms not attributable")
+            notes.append(
+                f"{kind.lower()} adverse events: {len(sids)} statistics for {t} terms not attributable"
+            )
             continue
         off = _offsets(runs)
-        out[key] = [_drop_none({
-            "term": term,
-            "organSystem": _at(per["OrganSystem"], i),
-            "sourceVocabulary": _at(per["SourceVocabulary"], i),
-            "assessmentType": (str(per["AssessmentType"][i]).upper().replace(" ", "_") if per["AssessmentType"] else None),
-            "notes": _at(per["Notes"], i),
-            "stats": [_drop_none({
-                "groupId": g,
-                "numAffected": _at(stats["NumAffected"], off[i] + x),
-                "numAtRisk": _at(stats["NumAtRisk"], off[i] + x),
-                "numEvents": _at(stats["NumEvents"], off[i] + x),
-            }) for x, g in enumerate(runs[i])],
-        }) for i, term in enumerate(terms)]
+        out[key] = [
+            _drop_none(
+                {
+                    "term": term,
+                    "organSystem": _at(per["OrganSystem"], i),
+                    "sourceVocabulary": _at(per["SourceVocabulary"], i),
+                    "assessmentType": (
+                        str(per["AssessmentType"][i]).upper().replace(" ", "_")
+                        if per["AssessmentType"]
+                        else None
+                    ),
+                    "notes": _at(per["Notes"], i),
+                    "stats": [
+                        _drop_none(
+                            {
+                                "groupId": g,
+                                "numAffected": _at(stats["NumAffected"], off[i] + x),
+                                "numAtRisk": _at(stats["NumAtRisk"], off[i] + x),
+                                "numEvents": _at(stats["NumEvents"], off[i] + x),
+                            }
+                        )
+                        for x, g in enumerate(runs[i])
+                    ],
+                }
+            )
+            for i, term in enumerate(terms)
+        ]
     return out
 
 
@@ -456,7 +604,10 @@ def _participant_flow(d: dict[str, Any], notes: list[str]) -> dict[str, Any] | N
         return None
     gtitle = _aligned(d, "FlowGroupTitle", len(gids))
     gdesc = _aligned(d, "FlowGroupDescription", len(gids))
-    groups = [_drop_none({"id": g, "title": _at(gtitle, i), "description": _at(gdesc, i)}) for i, g in enumerate(gids)]
+    groups = [
+        _drop_none({"id": g, "title": _at(gtitle, i), "description": _at(gdesc, i)})
+        for i, g in enumerate(gids)
+    ]
     periods_t = _l(d, "FlowPeriodTitle")
     mtypes = _l(d, "FlowMilestoneType")
     aids = _l(d, "FlowAchievementGroupId")
@@ -464,17 +615,33 @@ def _participant_flow(d: dict[str, Any], notes: list[str]) -> dict[str, Any] | N
     aruns = _runs(aids)
     out: dict[str, Any] = {"groups": groups, "periods": []}
     starts = [i for i, t in enumerate(mtypes) if str(t).upper() == "STARTED"]
-    if len(aruns) != len(mtypes) or anum is None or len(starts) != len(periods_t) or (starts and starts[0] != 0):
+    if (
+        len(aruns) != len(mtypes)
+        or anum is None
+        or len(starts) != len(periods_t)
+        or (starts and starts[0] != 0)
+    ):
         if mtypes:
             notes.append("participant flow milestones not attributable to periods")
         return out
     aoff = _offsets(aruns)
     bounds = [*starts, len(mtypes)]
     for p, title in enumerate(periods_t):
-        out["periods"].append({"title": title, "milestones": [
-            {"type": mtypes[x], "achievements": [
-                {"groupId": g, "numSubjects": anum[aoff[x] + y]} for y, g in enumerate(aruns[x])]}
-            for x in range(bounds[p], bounds[p + 1])]})
+        out["periods"].append(
+            {
+                "title": title,
+                "milestones": [
+                    {
+                        "type": mtypes[x],
+                        "achievements": [
+                            {"groupId": g, "numSubjects": anum[aoff[x] + y]}
+                            for y, g in enumerate(aruns[x])
+                        ],
+                    }
+                    for x in range(bounds[p], bounds[p + 1])
+                ],
+            }
+        )
     dtypes = _l(d, "FlowDropWithdrawType")
     rids = _l(d, "FlowReasonGroupId")
     rnum = _aligned(d, "FlowReasonNumSubjects", len(rids))
@@ -483,8 +650,15 @@ def _participant_flow(d: dict[str, Any], notes: list[str]) -> dict[str, Any] | N
         if len(periods_t) == 1 and len(rruns) == len(dtypes) and rnum is not None:
             roff = _offsets(rruns)
             out["periods"][0]["dropWithdraws"] = [
-                {"type": t, "reasons": [{"groupId": g, "numSubjects": rnum[roff[x] + y]} for y, g in enumerate(rruns[x])]}
-                for x, t in enumerate(dtypes)]
+                {
+                    "type": t,
+                    "reasons": [
+                        {"groupId": g, "numSubjects": rnum[roff[x] + y]}
+                        for y, g in enumerate(rruns[x])
+                    ],
+                }
+                for x, t in enumerate(dtypes)
+            ]
         else:
             notes.append("participant flow drop-out reasons not attributable to periods")
     return out
@@ -497,14 +671,18 @@ def _results(d: dict[str, Any], notes: list[str]) -> dict[str, Any] | None:
     if not (oms or ae or flow):
         return None
     if _l(d, "BaselineMeasureTitle"):
-        notes.append("baseline characteristics not re-assembled from API v1 (kept in the raw record)")
+        notes.append(
+            "baseline characteristics not re-assembled from API v1 (kept in the raw record)"
+        )
     if _l(d, "OutcomeAnalysisGroupId") or _l(d, "OutcomeAnalysisPValue"):
         notes.append("statistical analyses not re-assembled from API v1 (kept in the raw record)")
-    return _drop_none({
-        "participantFlowModule": flow,
-        "outcomeMeasuresModule": {"outcomeMeasures": oms} if oms else None,
-        "adverseEventsModule": ae,
-    })
+    return _drop_none(
+        {
+            "participantFlowModule": flow,
+            "outcomeMeasuresModule": {"outcomeMeasures": oms} if oms else None,
+            "adverseEventsModule": ae,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- public
@@ -517,10 +695,12 @@ def to_v2(d: dict[str, Any], notes: list[str] | None = None) -> dict[str, Any]:
     notes = [] if notes is None else notes
     study: dict[str, Any] = {
         "protocolSection": _protocol(d),
-        "derivedSection": {"conditionBrowseModule": {
-            "meshes": [{"term": t} for t in _l(d, "ConditionMeshTerm")],
-            "ancestors": [{"term": t} for t in _l(d, "ConditionAncestorTerm")],
-        }},
+        "derivedSection": {
+            "conditionBrowseModule": {
+                "meshes": [{"term": t} for t in _l(d, "ConditionMeshTerm")],
+                "ancestors": [{"term": t} for t in _l(d, "ConditionAncestorTerm")],
+            }
+        },
     }
     results = _results(d, notes)
     if results:
@@ -574,7 +754,9 @@ def parse_zip(path: Path) -> ParseStream:
     except zipfile.BadZipFile as exc:
         raise DataFileError(f"broken zip archive ({exc})", path=str(path)) from None
     with zf:
-        names = sorted(n for n in zf.namelist() if n.lower().endswith(".json") and not n.endswith("/"))
+        names = sorted(
+            n for n in zf.namelist() if n.lower().endswith(".json") and not n.endswith("/")
+        )
         pos = 0
         for name in names:
             member = f"{path}!{name}"
@@ -588,4 +770,12 @@ def parse_zip(path: Path) -> ParseStream:
                 yield item
 
 
-__all__ = ["FORMAT", "conversion_notes", "is_v1_study", "parse_json", "parse_study", "parse_zip", "to_v2"]
+__all__ = [
+    "FORMAT",
+    "conversion_notes",
+    "is_v1_study",
+    "parse_json",
+    "parse_study",
+    "parse_zip",
+    "to_v2",
+]

@@ -75,7 +75,9 @@ def split_interventions(text: str) -> list[Intervention]:
             continue
         m = _TYPED.match(part)
         if m:
-            out.append(Intervention(type=m.group(1).upper().replace(" ", "_"), name=clean_text(m.group(2))))
+            out.append(
+                Intervention(type=m.group(1).upper().replace(" ", "_"), name=clean_text(m.group(2)))
+            )
             continue
         if ":" in part:
             label, name = part.split(":", 1)
@@ -94,8 +96,11 @@ def split_conditions(text: str) -> list[str]:
 def parse_row(row: dict[str, Any], source_format: str, position: int) -> ParsedRecord:
     """One ICTRP row as a record; a :class:`RecordError` for a bad one
     (no or malformed TrialID, impossible date, out-of-range target size)."""
-    rec = guard(lambda: _parse_row(row, source_format, position), position=position,
-                record_id=lambda: clean_text(_text(row, "trialid")) or None)
+    rec = guard(
+        lambda: _parse_row(row, source_format, position),
+        position=position,
+        record_id=lambda: clean_text(_text(row, "trialid")) or None,
+    )
     return check_record(rec)
 
 
@@ -129,41 +134,59 @@ def _parse_row(row: dict[str, Any], source_format: str, position: int) -> Parsed
     sponsor = clean_text(_text(row, "primary_sponsor"))
     inclusion = _text(row, "inclusion_criteria").strip()
     exclusion = _text(row, "exclusion_criteria").strip()
-    outcomes = [Outcome("primary", clean_text(p)) for p in re.split(r";|\n", _text(row, "primary_outcome")) if p.strip()]
-    outcomes += [Outcome("secondary", clean_text(p)) for p in re.split(r";|\n", _text(row, "secondary_outcome")) if p.strip()]
+    outcomes = [
+        Outcome("primary", clean_text(p))
+        for p in re.split(r";|\n", _text(row, "primary_outcome"))
+        if p.strip()
+    ]
+    outcomes += [
+        Outcome("secondary", clean_text(p))
+        for p in re.split(r";|\n", _text(row, "secondary_outcome"))
+        if p.strip()
+    ]
     phase_raw = _text(row, "phase")
-    return finish_record(ParsedRecord(
-        channel=CHANNEL_ICTRP,
-        source_format=source_format,
-        record_id=trial_id,
-        registry=registry,
-        raw={k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in row.items()},
-        ids=ids,
-        title=clean_text(_text(row, "public_title")),
-        official_title=clean_text(_text(row, "scientific_title")),
-        acronym=clean_text(_text(row, "acronym")),
-        status=normalize_status(_text(row, "recruitment_status")),
-        status_raw=_text(row, "recruitment_status"),
-        phase=normalize_phase(phase_raw),
-        phase_raw=phase_raw,
-        study_type_raw=_text(row, "study_type"),
-        start_date=date_of("date_enrollement", "date_enrollment"),
-        registration_date=date_of("date_registration3", "date_registration"),
-        last_update=date_of("last_refreshed_on"),
-        enrollment=normalize_enrollment(_text(row, "target_size").strip() or None, "UNKNOWN"),
-        conditions=split_conditions(_text(row, "condition")),
-        interventions=split_interventions(_text(row, "intervention")),
-        countries_raw=[c for c in re.split(r"[;\n]", _text(row, "countries")) if c.strip()],
-        sponsors=[Sponsor(sponsor, "lead", normalize_sponsor_class(None, sponsor))] if sponsor else [],
-        outcomes=outcomes,
-        eligibility="\n".join(x for x in (inclusion, exclusion) if x),
-        has_results=_text(row, "results_yes_no").strip().lower() == "yes",
-        url=safe_url(clean_text(_text(row, "web_address"))),  # http(s) only; the raw text stays in raw
-        position=position,
-    ))
+    return finish_record(
+        ParsedRecord(
+            channel=CHANNEL_ICTRP,
+            source_format=source_format,
+            record_id=trial_id,
+            registry=registry,
+            raw={
+                k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in row.items()
+            },
+            ids=ids,
+            title=clean_text(_text(row, "public_title")),
+            official_title=clean_text(_text(row, "scientific_title")),
+            acronym=clean_text(_text(row, "acronym")),
+            status=normalize_status(_text(row, "recruitment_status")),
+            status_raw=_text(row, "recruitment_status"),
+            phase=normalize_phase(phase_raw),
+            phase_raw=phase_raw,
+            study_type_raw=_text(row, "study_type"),
+            start_date=date_of("date_enrollement", "date_enrollment"),
+            registration_date=date_of("date_registration3", "date_registration"),
+            last_update=date_of("last_refreshed_on"),
+            enrollment=normalize_enrollment(_text(row, "target_size").strip() or None, "UNKNOWN"),
+            conditions=split_conditions(_text(row, "condition")),
+            interventions=split_interventions(_text(row, "intervention")),
+            countries_raw=[c for c in re.split(r"[;\n]", _text(row, "countries")) if c.strip()],
+            sponsors=[Sponsor(sponsor, "lead", normalize_sponsor_class(None, sponsor))]
+            if sponsor
+            else [],
+            outcomes=outcomes,
+            eligibility="\n".join(x for x in (inclusion, exclusion) if x),
+            has_results=_text(row, "results_yes_no").strip().lower() == "yes",
+            url=safe_url(
+                clean_text(_text(row, "web_address"))
+            ),  # http(s) only; the raw text stays in raw
+            position=position,
+        )
+    )
 
 
-def _rows_to_records(rows: Iterator[tuple[int, dict[str, Any]]], source_format: str, path: str) -> ParseStream:
+def _rows_to_records(
+    rows: Iterator[tuple[int, dict[str, Any]]], source_format: str, path: str
+) -> ParseStream:
     for pos, row in rows:
         try:
             yield parse_row(row, source_format, pos)
@@ -184,13 +207,21 @@ def parse_csv_text(text: str, path: str) -> ParseStream:
             if not any(v.strip() for v in values):
                 continue
             if len(values) != len(header):
-                yield pos, {"__bad__": f"row has {len(values)} fields, header has {len(header)}", "trialid": values[0] if values else ""}
+                yield (
+                    pos,
+                    {
+                        "__bad__": f"row has {len(values)} fields, header has {len(header)}",
+                        "trialid": values[0] if values else "",
+                    },
+                )
                 continue
             yield pos, dict(zip(header, values, strict=True))
 
     for pos, row in rows():
         if "__bad__" in row:
-            yield RecordError(row["__bad__"], path=path, position=pos, record_id=row["trialid"] or None)
+            yield RecordError(
+                row["__bad__"], path=path, position=pos, record_id=row["trialid"] or None
+            )
             continue
         try:
             yield parse_row(row, "ictrp_csv", pos)
@@ -226,14 +257,16 @@ def parse_xml(path: Path) -> ParseStream:
 
 
 def parse_xlsx(path: Path) -> ParseStream:
-    import openpyxl
+    import openpyxl  # noqa: PLC0415 - heavy optional dependency, imported on first use
 
     fh = path.open("rb")  # a file object: openpyxl would refuse a real workbook named .csv
     try:
         try:
             wb = openpyxl.load_workbook(fh, read_only=True, data_only=True)
         except Exception as exc:  # openpyxl raises many types for broken workbooks
-            raise DataFileError(f"unreadable Excel workbook ({type(exc).__name__}: {exc})", path=str(path)) from None
+            raise DataFileError(
+                f"unreadable Excel workbook ({type(exc).__name__}: {exc})", path=str(path)
+            ) from None
         try:
             state = {"pos": 0}
             try:
@@ -241,7 +274,9 @@ def parse_xlsx(path: Path) -> ParseStream:
                 it = ws.iter_rows(values_only=True)
                 header = [snake(str(h or "")) for h in next(it, ())]
             except Exception as exc:  # a corrupt sheet (bad XML, damaged zip member)
-                raise DataFileError(f"unreadable Excel sheet ({type(exc).__name__}: {exc})", path=str(path)) from None
+                raise DataFileError(
+                    f"unreadable Excel sheet ({type(exc).__name__}: {exc})", path=str(path)
+                ) from None
             if "trialid" not in header:
                 raise DataFileError("first sheet has no TrialID column", path=str(path))
 
@@ -252,8 +287,11 @@ def parse_xlsx(path: Path) -> ParseStream:
                     except StopIteration:
                         return
                     except Exception as exc:  # the sheet breaks off: name where
-                        raise DataFileError(f"unreadable Excel sheet after row {state['pos']} "
-                                            f"({type(exc).__name__}: {exc})", path=str(path)) from None
+                        raise DataFileError(
+                            f"unreadable Excel sheet after row {state['pos']} "
+                            f"({type(exc).__name__}: {exc})",
+                            path=str(path),
+                        ) from None
                     state["pos"] += 1
                     if not any(v not in (None, "") for v in values):
                         continue

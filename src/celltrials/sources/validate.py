@@ -23,8 +23,11 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import orjson
+
 from celltrials.errors import RecordError
 from celltrials.models import ParsedRecord
+from celltrials.sources.base import content_hash
 
 #: the store keeps enrollment as a 32-bit integer
 MAX_ENROLLMENT = 2**31 - 1
@@ -41,28 +44,57 @@ _OUTCOME = [{"measure": _STR, "timeFrame": _STR, "description": _STR}]
 STUDY_SHAPE: dict[str, Any] = {
     "protocolSection": {
         "identificationModule": {
-            "nctId": _STR, "briefTitle": _STR, "officialTitle": _STR, "acronym": _STR,
-            "nctIdAliases": [_STR], "secondaryIdInfos": [{"id": _STR}],
+            "nctId": _STR,
+            "briefTitle": _STR,
+            "officialTitle": _STR,
+            "acronym": _STR,
+            "nctIdAliases": [_STR],
+            "secondaryIdInfos": [{"id": _STR}],
         },
         "statusModule": {
-            "overallStatus": _STR, "whyStopped": _STR, "studyFirstSubmitDate": _STR, "lastUpdateSubmitDate": _STR,
-            "startDateStruct": _DATE, "completionDateStruct": _DATE, "primaryCompletionDateStruct": _DATE,
-            "studyFirstPostDateStruct": _DATE, "lastUpdatePostDateStruct": _DATE,
+            "overallStatus": _STR,
+            "whyStopped": _STR,
+            "studyFirstSubmitDate": _STR,
+            "lastUpdateSubmitDate": _STR,
+            "startDateStruct": _DATE,
+            "completionDateStruct": _DATE,
+            "primaryCompletionDateStruct": _DATE,
+            "studyFirstPostDateStruct": _DATE,
+            "lastUpdatePostDateStruct": _DATE,
         },
         "sponsorCollaboratorsModule": {"leadSponsor": _NAMED, "collaborators": [_NAMED]},
         "descriptionModule": {"briefSummary": _STR, "detailedDescription": _STR},
         "conditionsModule": {"conditions": [_STR], "keywords": [_STR]},
-        "designModule": {"studyType": _STR, "phases": [_STR], "enrollmentInfo": {"count": _INT, "type": _STR}},
-        "armsInterventionsModule": {
-            "interventions": [{"type": _STR, "name": _STR, "description": _STR, "otherNames": [_STR],
-                               "armGroupLabels": [_STR]}],
-            "armGroups": [{"label": _STR, "type": _STR, "description": _STR, "interventionNames": [_STR]}],
+        "designModule": {
+            "studyType": _STR,
+            "phases": [_STR],
+            "enrollmentInfo": {"count": _INT, "type": _STR},
         },
-        "outcomesModule": {"primaryOutcomes": _OUTCOME, "secondaryOutcomes": _OUTCOME, "otherOutcomes": _OUTCOME},
+        "armsInterventionsModule": {
+            "interventions": [
+                {
+                    "type": _STR,
+                    "name": _STR,
+                    "description": _STR,
+                    "otherNames": [_STR],
+                    "armGroupLabels": [_STR],
+                }
+            ],
+            "armGroups": [
+                {"label": _STR, "type": _STR, "description": _STR, "interventionNames": [_STR]}
+            ],
+        },
+        "outcomesModule": {
+            "primaryOutcomes": _OUTCOME,
+            "secondaryOutcomes": _OUTCOME,
+            "otherOutcomes": _OUTCOME,
+        },
         "eligibilityModule": {"eligibilityCriteria": _STR},
         "contactsLocationsModule": {"locations": [{"country": _STR}]},
     },
-    "derivedSection": {"conditionBrowseModule": {"meshes": [{"term": _STR}], "ancestors": [{"term": _STR}]}},
+    "derivedSection": {
+        "conditionBrowseModule": {"meshes": [{"term": _STR}], "ancestors": [{"term": _STR}]}
+    },
     "hasResults": _BOOL,
     "resultsSection": {},
 }
@@ -188,13 +220,30 @@ def _fast_ok(study: Any) -> bool:
     if type(ps) is not dict:
         return False
     m = _mod(ps, "identificationModule")
-    if m is None or not _scalars(m, ("nctId", "briefTitle", "officialTitle", "acronym")) \
-            or not _strs(m.get("nctIdAliases")) or not _objs(m.get("secondaryIdInfos"), ("id",)):
+    if (
+        m is None
+        or not _scalars(m, ("nctId", "briefTitle", "officialTitle", "acronym"))
+        or not _strs(m.get("nctIdAliases"))
+        or not _objs(m.get("secondaryIdInfos"), ("id",))
+    ):
         return False
     m = _mod(ps, "statusModule")
-    if m is None or not _scalars(m, ("overallStatus", "whyStopped", "studyFirstSubmitDate", "lastUpdateSubmitDate")) \
-            or not _dates(m, ("startDateStruct", "completionDateStruct", "primaryCompletionDateStruct",
-                              "studyFirstPostDateStruct", "lastUpdatePostDateStruct")):
+    if (
+        m is None
+        or not _scalars(
+            m, ("overallStatus", "whyStopped", "studyFirstSubmitDate", "lastUpdateSubmitDate")
+        )
+        or not _dates(
+            m,
+            (
+                "startDateStruct",
+                "completionDateStruct",
+                "primaryCompletionDateStruct",
+                "studyFirstPostDateStruct",
+                "lastUpdatePostDateStruct",
+            ),
+        )
+    ):
         return False
     m = _mod(ps, "sponsorCollaboratorsModule")
     if m is None or not _objs(m.get("collaborators"), ("name", "class")):
@@ -219,12 +268,21 @@ def _fast_ok(study: Any) -> bool:
         if c is not None and type(c) is not int and not (type(c) is float and c.is_integer()):
             return False
     m = _mod(ps, "armsInterventionsModule")
-    if m is None or not _objs(m.get("interventions"), ("type", "name", "description"), ("otherNames", "armGroupLabels")) \
-            or not _objs(m.get("armGroups"), ("label", "type", "description"), ("interventionNames",)):
+    if (
+        m is None
+        or not _objs(
+            m.get("interventions"),
+            ("type", "name", "description"),
+            ("otherNames", "armGroupLabels"),
+        )
+        or not _objs(m.get("armGroups"), ("label", "type", "description"), ("interventionNames",))
+    ):
         return False
     m = _mod(ps, "outcomesModule")
-    if m is None or not all(_objs(m.get(k), ("measure", "timeFrame", "description"))
-                            for k in ("primaryOutcomes", "secondaryOutcomes", "otherOutcomes")):
+    if m is None or not all(
+        _objs(m.get(k), ("measure", "timeFrame", "description"))
+        for k in ("primaryOutcomes", "secondaryOutcomes", "otherOutcomes")
+    ):
         return False
     m = _mod(ps, "eligibilityModule")
     if m is None or not _scalars(m, ("eligibilityCriteria",)):
@@ -233,14 +291,20 @@ def _fast_ok(study: Any) -> bool:
     if m is None:
         return False
     locs = m.get("locations")
-    if locs is not None and (type(locs) is not list or not all(type(x) is dict or x is None for x in locs)):
+    if locs is not None and (
+        type(locs) is not list or not all(type(x) is dict or x is None for x in locs)
+    ):
         return False
     d = study.get("derivedSection")
     if d is not None:
         if type(d) is not dict:
             return False
         b = _mod(d, "conditionBrowseModule")
-        if b is None or not _objs(b.get("meshes"), ("term",)) or not _objs(b.get("ancestors"), ("term",)):
+        if (
+            b is None
+            or not _objs(b.get("meshes"), ("term",))
+            or not _objs(b.get("ancestors"), ("term",))
+        ):
             return False
     h = study.get("hasResults")
     if h is not None and type(h) is not bool:
@@ -278,8 +342,14 @@ def check_record(rec: ParsedRecord) -> ParsedRecord:
             raise _bad(rec, f"enrollment {raw!r} is negative")
         if _SCI.fullmatch(raw):
             value = float(raw)
-            if not math.isfinite(value) or not value.is_integer() or not 0 <= value <= MAX_ENROLLMENT:
-                raise _bad(rec, f"enrollment {raw!r} is not a whole number from 0 to {MAX_ENROLLMENT:,}")
+            if (
+                not math.isfinite(value)
+                or not value.is_integer()
+                or not 0 <= value <= MAX_ENROLLMENT
+            ):
+                raise _bad(
+                    rec, f"enrollment {raw!r} is not a whole number from 0 to {MAX_ENROLLMENT:,}"
+                )
             if e.count != int(value):
                 rec = dataclasses.replace(rec, enrollment=dataclasses.replace(e, count=int(value)))
                 e = rec.enrollment
@@ -303,7 +373,11 @@ def check_trial_id(trial_id: str, *, known: bool, position: int | None = None) -
     registry's own id pattern)."""
     if known:
         return
-    if len(trial_id) > 64 or not _GENERIC_ID.fullmatch(trial_id) or not any(c.isdigit() for c in trial_id):
+    if (
+        len(trial_id) > 64
+        or not _GENERIC_ID.fullmatch(trial_id)
+        or not any(c.isdigit() for c in trial_id)
+    ):
         shown = trial_id if len(trial_id) <= 80 else trial_id[:77] + "..."
         raise RecordError(f"TrialID {shown!r} is not a registry id", position=position)
 
@@ -311,11 +385,22 @@ def check_trial_id(trial_id: str, *, known: bool, position: int | None = None) -
 T = TypeVar("T")
 
 #: exceptions that mean "this record's content is not what the format promises"
-RECORD_FAULTS = (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError,
-                 ArithmeticError, UnicodeError)
+RECORD_FAULTS = (
+    AttributeError,
+    TypeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    RecursionError,
+    ArithmeticError,
+    UnicodeError,
+)
 
 
-def guard(parse: Callable[[], T], *, position: int | None, record_id: Callable[[], str | None]) -> T:
+def guard(
+    parse: Callable[[], T], *, position: int | None, record_id: Callable[[], str | None]
+) -> T:
     """Run ``parse``; any content fault becomes a :class:`RecordError`."""
     try:
         return parse()
@@ -327,12 +412,24 @@ def guard(parse: Callable[[], T], *, position: int | None, record_id: Callable[[
         except Exception:  # the id itself may be what is broken
             rid = None
         msg = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise RecordError(f"unreadable record ({type(exc).__name__}: {msg})" if msg else
-                          f"unreadable record ({type(exc).__name__})", position=position, record_id=rid) from None
+        raise RecordError(
+            f"unreadable record ({type(exc).__name__}: {msg})"
+            if msg
+            else f"unreadable record ({type(exc).__name__})",
+            position=position,
+            record_id=rid,
+        ) from None
 
 
-__all__ = ["MAX_ENROLLMENT", "RECORD_FAULTS", "STUDY_SHAPE", "check_record", "check_study_shape",
-           "check_trial_id", "guard"]
+__all__ = [
+    "MAX_ENROLLMENT",
+    "RECORD_FAULTS",
+    "STUDY_SHAPE",
+    "check_record",
+    "check_study_shape",
+    "check_trial_id",
+    "guard",
+]
 
 
 #: orjson (the record hash and the stored raw JSON) serialises at most this many levels
@@ -363,9 +460,6 @@ def unstorable_reason(raw: Any) -> str | None:
 
     Only called after a batch failed to store, so the happy path pays nothing.
     """
-    import orjson
-
-    from celltrials.sources.base import content_hash
 
     try:
         content_hash(raw)

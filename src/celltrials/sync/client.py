@@ -30,6 +30,7 @@ DEFAULT_MAX_BACKOFF = 120.0
 MAX_RETRY_AFTER = 900.0
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
     if not value:
@@ -78,7 +79,9 @@ class CtgovClient:
         if max_retries < 0:
             raise ConfigError("--max-retries must be 0 or more")
         if rate is not None and rate < 0:
-            raise ConfigError("--rate must be 0 (no limit) or a positive number of requests per minute")
+            raise ConfigError(
+                "--rate must be 0 (no limit) or a positive number of requests per minute"
+            )
         if timeout <= 0:
             raise ConfigError("--timeout must be positive")
         self.base_url = normalize_base_url(base_url)
@@ -98,7 +101,10 @@ class CtgovClient:
         self._http = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": f"celltrials/{__version__} (python-httpx)", "Accept": "application/json"},
+            headers={
+                "User-Agent": f"celltrials/{__version__} (python-httpx)",
+                "Accept": "application/json",
+            },
             follow_redirects=True,
         )
 
@@ -124,11 +130,17 @@ class CtgovClient:
             self._next_slot = now + interval
 
     def _backoff(self, retry_index: int) -> float:
-        cap = min(self.max_backoff, self.backoff * (2 ** retry_index))
+        cap = min(self.max_backoff, self.backoff * (2**retry_index))
         return self.rng.uniform(0, cap) if cap > 0 else 0.0
 
-    def get(self, path: str, params: Mapping[str, str] | None = None, *, base_url: str | None = None,
-            what: str = "") -> httpx.Response:
+    def get(
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        base_url: str | None = None,
+        what: str = "",
+    ) -> httpx.Response:
         """GET with rate limiting and bounded retries; returns a 2xx/4xx response
         (4xx other than 429 is not retried); raises :class:`FetchError`."""
         url = f"{normalize_base_url(base_url) if base_url else self.base_url}{path}"
@@ -160,8 +172,16 @@ class CtgovClient:
                 break
             delay = retry_after if retry_after is not None else self._backoff(attempt - 1)
             if self.on_retry:
-                self.on_retry(ProgressEvent("sync", "retry", shown, done=attempt, total=attempts,
-                                            message=f"{last}; retrying in {delay:.1f} s"))
+                self.on_retry(
+                    ProgressEvent(
+                        "sync",
+                        "retry",
+                        shown,
+                        done=attempt,
+                        total=attempts,
+                        message=f"{last}; retrying in {delay:.1f} s",
+                    )
+                )
             if delay > 0:
                 self.sleep(delay)
             if retry_after is not None and self.rate:
@@ -170,42 +190,77 @@ class CtgovClient:
         raise FetchError(
             f"{what or 'GET'} {shown}: {last} (gave up after {attempts} attempt{'s' if attempts != 1 else ''})",
             hint="Check the network or --base-url, or raise --max-retries/--timeout; "
-                 "rerun the same command to resume from the last committed page.",
+            "rerun the same command to resume from the last committed page.",
         )
 
-    def get_json(self, path: str, params: Mapping[str, str] | None = None, *, base_url: str | None = None,
-                 what: str = "") -> Any:
+    def get_json(
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        base_url: str | None = None,
+        what: str = "",
+    ) -> Any:
         return self._decode(self.get(path, params, base_url=base_url, what=what), what)
 
     def _decode(self, resp: httpx.Response, what: str) -> Any:
         if resp.status_code >= 400:
-            raise FetchError(f"{what or 'GET'} {_short(str(resp.url))}: HTTP {resp.status_code}: {_short(resp.text, 300)}",
-                             hint="The registry rejected the request; check the query options.")
+            raise FetchError(
+                f"{what or 'GET'} {_short(str(resp.url))}: HTTP {resp.status_code}: {_short(resp.text, 300)}",
+                hint="The registry rejected the request; check the query options.",
+            )
         try:
             return orjson.loads(resp.content)
         except orjson.JSONDecodeError as exc:
-            raise PageError(f"{what or 'response'} from {_short(str(resp.url))} is not valid JSON ({exc})",
-                            hint="The server sent a malformed page; nothing of it was stored. "
-                                 "Rerun the same command to resume from this page.") from None
+            raise PageError(
+                f"{what or 'response'} from {_short(str(resp.url))} is not valid JSON ({exc})",
+                hint="The server sent a malformed page; nothing of it was stored. "
+                "Rerun the same command to resume from this page.",
+            ) from None
 
     # ------------------------------------------------------------- endpoints
-    def studies_page(self, params: Mapping[str, str], page_token: str | None = None, *, page: int = 1,
-                     page_size: int = PAGE_SIZE, base_url: str | None = None) -> dict[str, Any]:
+    def studies_page(
+        self,
+        params: Mapping[str, str],
+        page_token: str | None = None,
+        *,
+        page: int = 1,
+        page_size: int = PAGE_SIZE,
+        base_url: str | None = None,
+    ) -> dict[str, Any]:
         """One ``/studies`` page, checked to be ``{"studies": [...], ...}``."""
         what = _page_label(page, page_token)
         if page_token:
-            resp = self.get("/studies", _page_params(params, page_token, page_size), base_url=base_url, what=what)
+            resp = self.get(
+                "/studies",
+                _page_params(params, page_token, page_size),
+                base_url=base_url,
+                what=what,
+            )
             if resp.status_code in (400, 404, 410):
-                raise _TokenRefused(f"{what}: HTTP {resp.status_code}: {_short(resp.text, 300)}",
-                                    hint="The page token is no longer valid; rerun to start the query again.")
+                raise _TokenRefused(
+                    f"{what}: HTTP {resp.status_code}: {_short(resp.text, 300)}",
+                    hint="The page token is no longer valid; rerun to start the query again.",
+                )
             body = self._decode(resp, what)
         else:
-            body = self.get_json("/studies", _page_params(params, page_token, page_size), base_url=base_url, what=what)
+            body = self.get_json(
+                "/studies",
+                _page_params(params, page_token, page_size),
+                base_url=base_url,
+                what=what,
+            )
         if not isinstance(body, dict) or not isinstance(body.get("studies"), list):
-            found = "no 'studies' list" if isinstance(body, dict) else f"a JSON {type(body).__name__}, not an object"
-            raise PageError(f"{what}: malformed API page ({found})",
-                            hint="The server sent a page without studies; nothing of it was stored. "
-                                 "Rerun the same command to resume from this page.")
+            found = (
+                "no 'studies' list"
+                if isinstance(body, dict)
+                else f"a JSON {type(body).__name__}, not an object"
+            )
+            raise PageError(
+                f"{what}: malformed API page ({found})",
+                hint="The server sent a page without studies; nothing of it was stored. "
+                "Rerun the same command to resume from this page.",
+            )
         token = body.get("nextPageToken")
         if token is not None and not isinstance(token, str):
             raise PageError(f"{what}: malformed API page (nextPageToken is {type(token).__name__})")
@@ -215,8 +270,10 @@ class CtgovClient:
         """One study by NCT id (``/studies/{nctId}``)."""
         resp = self.get(f"/studies/{nct_id}", {"format": "json"}, base_url=base_url, what=nct_id)
         if resp.status_code == 404:
-            raise FetchError(f"{nct_id}: no such study at {base_url or self.base_url}",
-                             hint="Check the NCT number.")
+            raise FetchError(
+                f"{nct_id}: no such study at {base_url or self.base_url}",
+                hint="Check the NCT number.",
+            )
         if resp.status_code >= 400:
             raise FetchError(f"{nct_id}: HTTP {resp.status_code}: {_short(resp.text, 300)}")
         try:
@@ -232,11 +289,9 @@ class _TokenRefused(FetchError):
     """The server refused a page token (expired or from another query)."""
 
 
-
 def _short(text: str, n: int = 200) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def _page_label(page: int, token: str | None) -> str:
     return f"page {page}" + (f" (pageToken {_short(token, 60)})" if token else " (first page)")
-

@@ -60,12 +60,20 @@ def essie_or(phrases: Iterable[str]) -> str:
 def load_presets(text: str | None = None) -> dict[str, Preset]:
     """The maintained searches in ``taxonomy/presets.yaml`` (validated)."""
     if text is None:
-        text = resources.files("celltrials.taxonomy").joinpath("presets.yaml").read_text(encoding="utf-8")
+        text = (
+            resources.files("celltrials.taxonomy")
+            .joinpath("presets.yaml")
+            .read_text(encoding="utf-8")
+        )
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise TaxonomyError(f"presets.yaml: not valid YAML ({exc})") from None
-    if not isinstance(data, dict) or not data.get("version") or not isinstance(data.get("presets"), dict):
+    if (
+        not isinstance(data, dict)
+        or not data.get("version")
+        or not isinstance(data.get("presets"), dict)
+    ):
         raise TaxonomyError("presets.yaml: needs `version` and a `presets` mapping")
     version = str(data["version"])
     out: dict[str, Preset] = {}
@@ -75,12 +83,21 @@ def load_presets(text: str | None = None) -> dict[str, Preset]:
             param = q.get("param", "query.term")
             phrases = tuple(_clean(p) for p in q.get("phrases") or [] if _clean(p))
             if param not in QUERY_PARAMS or not phrases or not q.get("name"):
-                raise TaxonomyError(f"presets.yaml: preset {name!r} query {i} needs name, a known param and phrases")
+                raise TaxonomyError(
+                    f"presets.yaml: preset {name!r} query {i} needs name, a known param and phrases"
+                )
             if any('"' in p for p in phrases):
-                raise TaxonomyError(f"presets.yaml: preset {name!r} query {q['name']!r}: phrases may not contain '\"'")
+                raise TaxonomyError(
+                    f"presets.yaml: preset {name!r} query {q['name']!r}: phrases may not contain '\"'"
+                )
             pq = PresetQuery(str(q["name"]), param, phrases)
-            if len(request_url(DEFAULT_BASE_URL, {param: pq.expression()}, "x" * 64).encode()) > MAX_URL_BYTES:
-                raise TaxonomyError(f"presets.yaml: preset {name!r} query {q['name']!r} makes a URL over {MAX_URL_BYTES} bytes; split it")
+            if (
+                len(request_url(DEFAULT_BASE_URL, {param: pq.expression()}, "x" * 64).encode())
+                > MAX_URL_BYTES
+            ):
+                raise TaxonomyError(
+                    f"presets.yaml: preset {name!r} query {q['name']!r} makes a URL over {MAX_URL_BYTES} bytes; split it"
+                )
             queries.append(pq)
         if not queries:
             raise TaxonomyError(f"presets.yaml: preset {name!r} has no queries")
@@ -105,8 +122,15 @@ def record_text(rec: ParsedRecord) -> str:
     """What the preset's phrases are matched against offline: titles, acronym,
     keywords, conditions, interventions (names, other names, descriptions),
     brief summary and detailed description."""
-    parts = [rec.title, rec.official_title, rec.acronym, rec.brief_summary, rec.detailed_description,
-             *rec.keywords, *rec.conditions]
+    parts = [
+        rec.title,
+        rec.official_title,
+        rec.acronym,
+        rec.brief_summary,
+        rec.detailed_description,
+        *rec.keywords,
+        *rec.conditions,
+    ]
     for x in rec.interventions:
         parts += [x.name, x.description, *x.other_names]
     return " \n ".join(p for p in parts if p)
@@ -129,12 +153,18 @@ class PhraseMatcher:
         return any(n.strip() and n in norm for _, n in self._norm)
 
 
-def preset_recall(preset: Preset | Sequence[str], records: Iterable[ParsedRecord]) -> dict[str, Any]:
+def preset_recall(
+    preset: Preset | Sequence[str], records: Iterable[ParsedRecord]
+) -> dict[str, Any]:
     """Fraction of ``records`` (distinct record ids) that the preset's phrases hit.
 
     Returns ``{"n": ..., "hits": ..., "recall": ..., "missed": [ids], "by_query": {name: hits}}``.
     """
-    queries = preset.queries if isinstance(preset, Preset) else (PresetQuery("phrases", "query.term", tuple(preset)),)
+    queries = (
+        preset.queries
+        if isinstance(preset, Preset)
+        else (PresetQuery("phrases", "query.term", tuple(preset)),)
+    )
     matchers = [(q.name, PhraseMatcher(q.phrases)) for q in queries]
     seen: set[str] = set()
     hits = 0
@@ -155,6 +185,10 @@ def preset_recall(preset: Preset | Sequence[str], records: Iterable[ParsedRecord
         else:
             missed.append(rec.record_id)
     n = len(seen)
-    return {"n": n, "hits": hits, "recall": hits / n if n else 0.0, "missed": sorted(missed), "by_query": by_query}
-
-
+    return {
+        "n": n,
+        "hits": hits,
+        "recall": hits / n if n else 0.0,
+        "missed": sorted(missed),
+        "by_query": by_query,
+    }

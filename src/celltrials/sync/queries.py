@@ -44,8 +44,13 @@ class Query:
         name: str = "",
     ) -> Query:
         return cls.from_params(
-            {"query.cond": cond, "query.intr": intr, "query.term": term,
-             "filter.advanced": advanced, "filter.overallStatus": _status(status)},
+            {
+                "query.cond": cond,
+                "query.intr": intr,
+                "query.term": term,
+                "filter.advanced": advanced,
+                "filter.overallStatus": _status(status),
+            },
             name=name,
         )
 
@@ -54,7 +59,9 @@ class Query:
         out: dict[str, str] = {}
         for key, value in params.items():
             if key not in QUERY_PARAMS:
-                raise ConfigError(f"unknown query parameter {key!r}", hint=f"One of: {', '.join(QUERY_PARAMS)}.")
+                raise ConfigError(
+                    f"unknown query parameter {key!r}", hint=f"One of: {', '.join(QUERY_PARAMS)}."
+                )
             text = _status(value) if key == "filter.overallStatus" else _clean(value)
             if text:
                 out[key] = text
@@ -71,7 +78,9 @@ class Query:
     def query_id(self, base_url: str) -> str:
         return query_id(self.as_params(), base_url)
 
-    def with_filters(self, *, advanced: str | None = None, status: Iterable[str] | str | None = None) -> Query:
+    def with_filters(
+        self, *, advanced: str | None = None, status: Iterable[str] | str | None = None
+    ) -> Query:
         params = self.as_params()
         if advanced:
             params["filter.advanced"] = and_advanced(params.get("filter.advanced"), advanced)
@@ -83,7 +92,11 @@ class Query:
 def _status(value: Iterable[str] | str | None) -> str:
     if not value:
         return ""
-    parts = value.split(",") if isinstance(value, str) else [p for v in value for p in str(v).split(",")]
+    parts = (
+        value.split(",")
+        if isinstance(value, str)
+        else [p for v in value for p in str(v).split(",")]
+    )
     return ",".join(sorted({p.strip().upper().replace(" ", "_") for p in parts if p.strip()}))
 
 
@@ -95,14 +108,18 @@ def _auto_name(params: Mapping[str, str]) -> str:
 def normalize_base_url(base_url: str) -> str:
     url = base_url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"--base-url {base_url!r} is not an http(s) URL", hint=f"e.g. {DEFAULT_BASE_URL}")
+        raise ConfigError(
+            f"--base-url {base_url!r} is not an http(s) URL", hint=f"e.g. {DEFAULT_BASE_URL}"
+        )
     return url
 
 
 def query_id(params: Mapping[str, str], base_url: str) -> str:
     """Stable id of a search: hash of its normalised params and base URL."""
-    blob = orjson.dumps({"base_url": normalize_base_url(base_url), "params": dict(sorted(params.items()))},
-                        option=orjson.OPT_SORT_KEYS)
+    blob = orjson.dumps(
+        {"base_url": normalize_base_url(base_url), "params": dict(sorted(params.items()))},
+        option=orjson.OPT_SORT_KEYS,
+    )
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -116,16 +133,20 @@ def since_filter(since: date) -> str:
     return f"AREA[LastUpdatePostDate]RANGE[{since.isoformat()},MAX]"
 
 
-def request_url(base_url: str, params: Mapping[str, str], page_token: str | None = None,
-                page_size: int = PAGE_SIZE) -> str:
+def request_url(
+    base_url: str,
+    params: Mapping[str, str],
+    page_token: str | None = None,
+    page_size: int = PAGE_SIZE,
+) -> str:
     """The full ``/studies`` URL a page request uses (for length checks and messages)."""
     return f"{normalize_base_url(base_url)}/studies?{urlencode(_page_params(params, page_token, page_size), quote_via=quote)}"
 
 
-def _page_params(params: Mapping[str, str], page_token: str | None, page_size: int) -> dict[str, str]:
+def _page_params(
+    params: Mapping[str, str], page_token: str | None, page_size: int
+) -> dict[str, str]:
     out = {"format": "json", "pageSize": str(page_size), "countTotal": "true", **params}
     if page_token:
         out["pageToken"] = page_token
     return out
-
-

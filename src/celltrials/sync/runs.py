@@ -100,8 +100,15 @@ def _save_query(store: Store, query: Query, base_url: str) -> str:
     return qid
 
 
-def _open_run(store: Store, qid: str, kind: str, params: dict[str, str] | None, name: str,
-              base_url: str, page_size: int) -> QueryRun:
+def _open_run(
+    store: Store,
+    qid: str,
+    kind: str,
+    params: dict[str, str] | None,
+    name: str,
+    base_url: str,
+    page_size: int,
+) -> QueryRun:
     """The unfinished run of this query and kind to resume, or a new one."""
     row = store.con.execute(
         "SELECT run_id, params, next_page_token, pages_done, studies_seen, n_new, total_count, page_size "
@@ -110,13 +117,26 @@ def _open_run(store: Store, qid: str, kind: str, params: dict[str, str] | None, 
         [qid, kind],
     ).fetchone()
     if row is not None:
-        run = QueryRun(qid, name, kind, int(row[0]), orjson.loads(row[1]), base_url, resumed=True,
-                       pages_done=int(row[3] or 0), studies_seen=int(row[4] or 0),
-                       total_count=row[6], next_page_token=row[2], page_size=int(row[7] or page_size))
+        run = QueryRun(
+            qid,
+            name,
+            kind,
+            int(row[0]),
+            orjson.loads(row[1]),
+            base_url,
+            resumed=True,
+            pages_done=int(row[3] or 0),
+            studies_seen=int(row[4] or 0),
+            total_count=row[6],
+            next_page_token=row[2],
+            page_size=int(row[7] or page_size),
+        )
         run.resumed_from_page = run.pages_done + 1
         with store.transaction():
-            store.con.execute("UPDATE sync_runs SET status = 'running', updated_at = ?, error = NULL WHERE run_id = ?",
-                              [_now(), run.run_id])
+            store.con.execute(
+                "UPDATE sync_runs SET status = 'running', updated_at = ?, error = NULL WHERE run_id = ?",
+                [_now(), run.run_id],
+            )
         return run
     assert params is not None
     with store.transaction():
@@ -141,12 +161,14 @@ def _parse_page(studies: list[Any], label: str) -> list[ParsedRecord]:
         except RecordError as exc:
             nct = None
             if isinstance(study, dict):
-                nct = ((study.get("protocolSection") or {}).get("identificationModule") or {}).get("nctId")
+                nct = ((study.get("protocolSection") or {}).get("identificationModule") or {}).get(
+                    "nctId"
+                )
             who = f"study {pos} of {len(studies)}" + (f" ({nct})" if nct else "")
             raise PageError(
                 f"{label}: {who}: {exc.reason}",
                 hint="Nothing from this page was stored (earlier pages were). The study is malformed at the "
-                     "source; rerun the same command to resume from this page once it is fixed.",
+                "source; rerun the same command to resume from this page once it is fixed.",
             ) from None
     return records
 
@@ -156,14 +178,24 @@ def _run_query(store: Store, client: CtgovClient, run: QueryRun, progress: Progr
     token = run.next_page_token
     page = run.pages_done + 1
     if progress:
-        progress(ProgressEvent("sync", "query_start", run.name, index=page, done=run.studies_seen,
-                               total=run.total_count,
-                               message=f"resuming at page {page}" if run.resumed else ""))
+        progress(
+            ProgressEvent(
+                "sync",
+                "query_start",
+                run.name,
+                index=page,
+                done=run.studies_seen,
+                total=run.total_count,
+                message=f"resuming at page {page}" if run.resumed else "",
+            )
+        )
     try:
         while True:
             label = f"{run.name}: {_page_label(page, token)}"
             try:
-                body = client.studies_page(run.params, token, page=page, page_size=page_size, base_url=run.base_url)
+                body = client.studies_page(
+                    run.params, token, page=page, page_size=page_size, base_url=run.base_url
+                )
             except _TokenRefused:
                 if not run.resumed or run.pages:
                     raise
@@ -171,8 +203,14 @@ def _run_query(store: Store, client: CtgovClient, run: QueryRun, progress: Progr
                 # the store's content-hash dedup keeps already stored studies once)
                 run.restarted, token, page, run.pages_done, run.studies_seen = True, None, 1, 0, 0
                 if progress:
-                    progress(ProgressEvent("sync", "restart", run.name,
-                                           message="saved page token refused; starting again"))
+                    progress(
+                        ProgressEvent(
+                            "sync",
+                            "restart",
+                            run.name,
+                            message="saved page token refused; starting again",
+                        )
+                    )
                 continue
             except PageError as exc:
                 raise PageError(f"{run.name}: {exc.message}", hint=exc.hint) from None
@@ -197,20 +235,39 @@ def _run_query(store: Store, client: CtgovClient, run: QueryRun, progress: Progr
                     "UPDATE sync_runs SET next_page_token = ?, pages_done = ?, studies_seen = ?, "
                     "n_new = n_new + ?, total_count = ?, updated_at = ?, status = ?, finished_at = ? "
                     "WHERE run_id = ?",
-                    [next_token, run.pages_done, run.studies_seen, added.n_new, run.total_count, now,
-                     "complete" if done else "running", now if done else None, run.run_id],
+                    [
+                        next_token,
+                        run.pages_done,
+                        run.studies_seen,
+                        added.n_new,
+                        run.total_count,
+                        now,
+                        "complete" if done else "running",
+                        now if done else None,
+                        run.run_id,
+                    ],
                 )
                 if done:
-                    started = store.con.execute("SELECT started_at FROM sync_runs WHERE run_id = ?",
-                                                [run.run_id]).fetchone()
+                    started = store.con.execute(
+                        "SELECT started_at FROM sync_runs WHERE run_id = ?", [run.run_id]
+                    ).fetchone()
                     assert started is not None
                     store.con.execute(
                         "UPDATE sync_queries SET last_complete_sync = ?, last_complete_started = ? WHERE query_id = ?",
                         [now, started[0].date(), run.query_id],
                     )
             if progress:
-                progress(ProgressEvent("sync", "page", run.name, index=page, n=len(records),
-                                       done=run.studies_seen, total=run.total_count))
+                progress(
+                    ProgressEvent(
+                        "sync",
+                        "page",
+                        run.name,
+                        index=page,
+                        n=len(records),
+                        done=run.studies_seen,
+                        total=run.total_count,
+                    )
+                )
             if done:
                 run.status = "complete"
                 break
@@ -221,14 +278,24 @@ def _run_query(store: Store, client: CtgovClient, run: QueryRun, progress: Progr
         msg = exc.message if isinstance(exc, FetchError) else type(exc).__name__
         try:
             with store.transaction():
-                store.con.execute("UPDATE sync_runs SET status = 'interrupted', error = ?, updated_at = ? WHERE run_id = ?",
-                                  [msg, _now(), run.run_id])
+                store.con.execute(
+                    "UPDATE sync_runs SET status = 'interrupted', error = ?, updated_at = ? WHERE run_id = ?",
+                    [msg, _now(), run.run_id],
+                )
         except duckdb.Error:
             pass
         raise
     if progress:
-        progress(ProgressEvent("sync", "query_done", run.name, index=page, done=run.studies_seen,
-                               total=run.total_count))
+        progress(
+            ProgressEvent(
+                "sync",
+                "query_done",
+                run.name,
+                index=page,
+                done=run.studies_seen,
+                total=run.total_count,
+            )
+        )
 
 
 def _queries(query: Query | Preset | Sequence[Query]) -> list[Query]:
@@ -293,15 +360,19 @@ def fetch_preset(
     """:func:`fetch` of a maintained preset (e.g. ``"cell-therapy"``), as a JSON-ready dict
     with the preset's name and version added."""
     preset = get_preset(name)
-    result = fetch(store, preset, client=client, base_url=base_url, page_size=page_size, progress=progress)
+    result = fetch(
+        store, preset, client=client, base_url=base_url, page_size=page_size, progress=progress
+    )
     return {"preset": preset.name, "preset_version": preset.version, **result.to_dict()}
 
 
 def _check_url(base_url: str, params: Mapping[str, str], page_size: int) -> None:
     n = len(request_url(base_url, params, "x" * 64, page_size).encode())
     if n > MAX_URL_BYTES:
-        raise ConfigError(f"the request URL would be {n} bytes (limit {MAX_URL_BYTES})",
-                          hint="Split the query into several smaller ones.")
+        raise ConfigError(
+            f"the request URL would be {n} bytes (limit {MAX_URL_BYTES})",
+            hint="Split the query into several smaller ones.",
+        )
 
 
 def update(
@@ -330,10 +401,15 @@ def update(
             else:
                 pending = store.con.execute(
                     "SELECT 1 FROM sync_runs WHERE query_id = ? AND kind = 'update' AND status <> 'complete'",
-                    [qid]).fetchone()
+                    [qid],
+                ).fetchone()
                 eff = dict(params)
-                eff["filter.advanced"] = and_advanced(params.get("filter.advanced"), since_filter(last_started))
-                run = _open_run(store, qid, "update", None if pending else eff, name, base_url, page_size)
+                eff["filter.advanced"] = and_advanced(
+                    params.get("filter.advanced"), since_filter(last_started)
+                )
+                run = _open_run(
+                    store, qid, "update", None if pending else eff, name, base_url, page_size
+                )
             result.runs.append(run)
             _run_query(store, cl, run, progress)
     return result
@@ -354,7 +430,9 @@ def fetch_ids(
         for part in str(raw).replace(",", " ").split():
             nct = part.strip().upper()
             if not _NCT.match(nct):
-                raise ConfigError(f"{part!r} is not an NCT number", hint="Write e.g. --id NCT01234567.")
+                raise ConfigError(
+                    f"{part!r} is not an NCT number", hint="Write e.g. --id NCT01234567."
+                )
             if nct not in wanted:
                 wanted.append(nct)
     if not wanted:
@@ -380,8 +458,13 @@ def fetch_ids(
                 ingest_id = store.begin_ingest(source, "ctgov_api")
                 added = store.add_records([rec], source=source, ingest_id=ingest_id)
                 store.finish_ingest(ingest_id, added, 0)
-                result.studies.append({"nct_id": rec.record_id, "new": bool(added.n_new),
-                                       "last_update": rec.last_update.isoformat() if rec.last_update else None})
+                result.studies.append(
+                    {
+                        "nct_id": rec.record_id,
+                        "new": bool(added.n_new),
+                        "last_update": rec.last_update.isoformat() if rec.last_update else None,
+                    }
+                )
     return result
 
 
@@ -398,23 +481,57 @@ def sync_status(store: Store) -> list[dict[str, Any]]:
                ON r.query_id = q.query_id AND r.rn = 1
         ORDER BY q.created_at, q.query_id""").fetchall()
     out = []
-    for (qid, name, params, base_url, created, last_sync, last_started, run_id, kind, status, started, finished,
-         pages, seen, n_new, total, token, error, n_runs) in rows:
-        out.append({
-            "query_id": qid, "name": name, "params": orjson.loads(params), "base_url": base_url,
-            "created_at": _iso(created), "last_complete_sync": _iso(last_sync),
-            "last_complete_started": _iso(last_started), "n_runs": int(n_runs),
-            "last_run": None if run_id is None else {
-                "run_id": run_id, "kind": kind, "status": status, "started_at": _iso(started),
-                "finished_at": _iso(finished), "pages_done": pages, "studies_seen": seen, "n_new": n_new,
-                "total_count": total, "resumable": status != "complete", "error": error,
-                "has_next_page_token": token is not None,
-            },
-        })
+    for (
+        qid,
+        name,
+        params,
+        base_url,
+        created,
+        last_sync,
+        last_started,
+        run_id,
+        kind,
+        status,
+        started,
+        finished,
+        pages,
+        seen,
+        n_new,
+        total,
+        token,
+        error,
+        n_runs,
+    ) in rows:
+        out.append(
+            {
+                "query_id": qid,
+                "name": name,
+                "params": orjson.loads(params),
+                "base_url": base_url,
+                "created_at": _iso(created),
+                "last_complete_sync": _iso(last_sync),
+                "last_complete_started": _iso(last_started),
+                "n_runs": int(n_runs),
+                "last_run": None
+                if run_id is None
+                else {
+                    "run_id": run_id,
+                    "kind": kind,
+                    "status": status,
+                    "started_at": _iso(started),
+                    "finished_at": _iso(finished),
+                    "pages_done": pages,
+                    "studies_seen": seen,
+                    "n_new": n_new,
+                    "total_count": total,
+                    "resumable": status != "complete",
+                    "error": error,
+                    "has_next_page_token": token is not None,
+                },
+            }
+        )
     return out
-
 
 
 def _iso(v: Any) -> str | None:
     return None if v is None else v.isoformat()
-

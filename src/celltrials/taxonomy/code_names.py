@@ -29,12 +29,29 @@ from typing import Any
 import yaml
 
 from celltrials.errors import TaxonomyError
+from celltrials.taxonomy.loader import TAXONOMY_VALUES, Entry
 
 COLUMNS: tuple[str, ...] = (
-    "code_name", "aliases", "cell_type", "msc_source", "origin", "product_form", "targets",
-    "developer", "source_url", "verified", "note",
+    "code_name",
+    "aliases",
+    "cell_type",
+    "msc_source",
+    "origin",
+    "product_form",
+    "targets",
+    "developer",
+    "source_url",
+    "verified",
+    "note",
 )
-REQUIRED: tuple[str, ...] = ("code_name", "cell_type", "origin", "product_form", "source_url", "verified")
+REQUIRED: tuple[str, ...] = (
+    "code_name",
+    "cell_type",
+    "origin",
+    "product_form",
+    "source_url",
+    "verified",
+)
 DEFAULT_PATH = Path(__file__).with_name("code_names.csv")
 _MIN_CHARS = 4  # letters/digits a name needs to be matched (shorter: ambiguous)
 _URL = re.compile(r"https?://[^\s/]+\.[^\s]+")
@@ -72,15 +89,21 @@ def load_meta(path: Path) -> dict[str, Any]:
     try:
         meta = yaml.safe_load(mp.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise TaxonomyError(f"{mp}: cannot read: {exc}", hint="The code-name list needs its .meta.yaml beside it.") from None
+        raise TaxonomyError(
+            f"{mp}: cannot read: {exc}", hint="The code-name list needs its .meta.yaml beside it."
+        ) from None
     except yaml.YAMLError as exc:
         raise TaxonomyError(f"{mp}: not valid YAML: {exc}", hint="Fix the YAML syntax.") from None
     if not isinstance(meta, dict):
-        raise TaxonomyError(f"{mp}: top level must be a mapping", hint="See the packaged code_names.meta.yaml.")
+        raise TaxonomyError(
+            f"{mp}: top level must be a mapping", hint="See the packaged code_names.meta.yaml."
+        )
     version = meta.get("version")
     if not isinstance(version, str) or not re.fullmatch(r"\d{4}\.\d{1,2}\.\d+", version):
-        raise TaxonomyError(f"{mp}: version must be a string like '2026.11.1', got {version!r}",
-                            hint="Bump `version` whenever code_names.csv changes.")
+        raise TaxonomyError(
+            f"{mp}: version must be a string like '2026.11.1', got {version!r}",
+            hint="Bump `version` whenever code_names.csv changes.",
+        )
     return meta
 
 
@@ -98,7 +121,11 @@ def name_pattern(name: str) -> str:
         chunks = re.findall(r"[A-Za-z]+|\d+|[^A-Za-z\d]+", part)
         sub = ""
         for j, ch in enumerate(chunks):
-            if j and (chunks[j - 1][-1].isalpha() != ch[0].isalpha()) and (ch[0].isalnum() and chunks[j - 1][-1].isalnum()):
+            if (
+                j
+                and (chunks[j - 1][-1].isalpha() != ch[0].isalpha())
+                and (ch[0].isalnum() and chunks[j - 1][-1].isalnum())
+            ):
                 sub += "[- ]?"
             sub += re.escape(ch)
         out.append(sub)
@@ -107,9 +134,10 @@ def name_pattern(name: str) -> str:
     return "".join(out)
 
 
-def load_code_names(path: str | Path | None = None, target_values: Iterable[str] | None = None) -> list[CodeName]:
+def load_code_names(  # noqa: C901 - one check per column of the catalog
+    path: str | Path | None = None, target_values: Iterable[str] | None = None
+) -> list[CodeName]:
     """Read and validate the code-name list; every problem is reported at once."""
-    from celltrials.taxonomy.loader import TAXONOMY_VALUES
 
     p = Path(path) if path is not None else DEFAULT_PATH
     meta = load_meta(p)
@@ -118,12 +146,16 @@ def load_code_names(path: str | Path | None = None, target_values: Iterable[str]
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise TaxonomyError(f"{p}: cannot read: {exc}", hint="Check the path of the code-name list.") from None
+        raise TaxonomyError(
+            f"{p}: cannot read: {exc}", hint="Check the path of the code-name list."
+        ) from None
     reader = csv.DictReader(text.splitlines())
     header = tuple(reader.fieldnames or ())
     if header != COLUMNS:
-        raise TaxonomyError(f"{p}: columns must be {', '.join(COLUMNS)}; got {', '.join(header)}",
-                            hint="Keep the header of the packaged code_names.csv.")
+        raise TaxonomyError(
+            f"{p}: columns must be {', '.join(COLUMNS)}; got {', '.join(header)}",
+            hint="Keep the header of the packaged code_names.csv.",
+        )
     problems: list[str] = []
     rows: list[CodeName] = []
     seen: dict[str, int] = {}
@@ -170,23 +202,44 @@ def load_code_names(path: str | Path | None = None, target_values: Iterable[str]
                 continue
             key = re.sub(r"[^a-z0-9]", "", n.lower())
             if len(key) < _MIN_CHARS:
-                bad(f"name {n!r} is too short to match safely (< {_MIN_CHARS} letters/digits); use a longer alias")
+                bad(
+                    f"name {n!r} is too short to match safely (< {_MIN_CHARS} letters/digits); use a longer alias"
+                )
             elif key in seen and seen[key] != i:
                 bad(f"name {n!r} already used on line {seen[key]}")
             else:
                 seen[key] = i
-        rows.append(CodeName(i, row["code_name"], aliases, cts, srcs, row["origin"], forms, tgs,
-                             row["developer"], row["source_url"], row["verified"] == "yes", row["note"]))
+        rows.append(
+            CodeName(
+                i,
+                row["code_name"],
+                aliases,
+                cts,
+                srcs,
+                row["origin"],
+                forms,
+                tgs,
+                row["developer"],
+                row["source_url"],
+                row["verified"] == "yes",
+                row["note"],
+            )
+        )
     if problems:
-        shown = "; ".join(problems[:20]) + (f"; … {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise TaxonomyError(f"{p}: {len(problems)} problem(s): {shown}",
-                            hint=f"Fix the named lines; allowed values are those of TAXONOMY.md (version {meta['version']}).")
+        shown = "; ".join(problems[:20]) + (
+            f"; … {len(problems) - 20} more" if len(problems) > 20 else ""
+        )
+        raise TaxonomyError(
+            f"{p}: {len(problems)} problem(s): {shown}",
+            hint=f"Fix the named lines; allowed values are those of TAXONOMY.md (version {meta['version']}).",
+        )
     return rows
 
 
-def code_name_entries(path: str | Path | None = None, target_values: Iterable[str] | None = None) -> tuple[list[Any], list[list[str]]]:
+def code_name_entries(
+    path: str | Path | None = None, target_values: Iterable[str] | None = None
+) -> tuple[list[Any], list[list[str]]]:
     """Taxonomy product entries (and their pattern alternatives) for the list."""
-    from celltrials.taxonomy.loader import Entry
 
     entries: list[Any] = []
     alts: list[list[str]] = []
@@ -200,6 +253,12 @@ def code_name_entries(path: str | Path | None = None, target_values: Iterable[st
             labels["product_form"] = cn.product_form
         if cn.targets:
             labels["targets"] = cn.targets
-        entries.append(Entry(f"code name {cn.code_name}", labels, {"code_name": cn.code_name, "verified": cn.verified}))
+        entries.append(
+            Entry(
+                f"code name {cn.code_name}",
+                labels,
+                {"code_name": cn.code_name, "verified": cn.verified},
+            )
+        )
         alts.append([f"(?:{name_pattern(n)})" for n in cn.names])
     return entries, alts

@@ -69,11 +69,35 @@ _MIN_ANCHOR = 2  # shortest literal worth prefiltering on
 
 # Literals so frequent in trial texts that they hardly prune: a pattern is
 # prefiltered on one of them only when it requires no other literal.
-_COMMON = frozenset({
-    "cell", "cells", "with", "the", "and", "for", "of", "in", "or", "therapy", "infusion",
-    "transplant", "transplantation", "patients", "treatment", "derived", "human", "stem",
-    "blood", "t cell", "injection", "disease", "study", "induced", "cell therapy",
-})
+_COMMON = frozenset(
+    {
+        "cell",
+        "cells",
+        "with",
+        "the",
+        "and",
+        "for",
+        "of",
+        "in",
+        "or",
+        "therapy",
+        "infusion",
+        "transplant",
+        "transplantation",
+        "patients",
+        "treatment",
+        "derived",
+        "human",
+        "stem",
+        "blood",
+        "t cell",
+        "injection",
+        "disease",
+        "study",
+        "induced",
+        "cell therapy",
+    }
+)
 
 
 def _score(literal: str) -> float:
@@ -158,7 +182,9 @@ class _Parser:
         if all(a is not None for a, _ in branches):
             anchors = frozenset().union(*(a for a, _ in branches if a is not None))
         reaches = [r for _, r in branches]
-        reach = None if any(r is None for r in reaches) else max(r for r in reaches if r is not None)
+        reach = (
+            None if any(r is None for r in reaches) else max(r for r in reaches if r is not None)
+        )
         return anchors, reach
 
     def sequence(self) -> tuple[frozenset[str] | None, int | None]:
@@ -246,7 +272,7 @@ class _Parser:
             return ("lit", _ESCAPES[c], 1)
         width = {"x": 2, "u": 4, "U": 8}.get(c)
         if width is not None:
-            digits = s[i + 1:i + 1 + width]
+            digits = s[i + 1 : i + 1 + width]
             if len(digits) != width or any(d not in string.hexdigits for d in digits):
                 raise _Bail("bad hex escape")
             self.i = i + 1 + width
@@ -256,7 +282,7 @@ class _Parser:
             if not s.startswith("{", i + 1) or end < 0:
                 raise _Bail("bad \\N escape")
             try:
-                ch = unicodedata.lookup(s[i + 2:end])
+                ch = unicodedata.lookup(s[i + 2 : end])
             except KeyError:
                 raise _Bail("unknown character name") from None
             self.i = end + 1
@@ -299,7 +325,7 @@ class _Parser:
                 self.i = end + 1
             elif c == "P" and s.startswith("=", i + 1):
                 raise _Bail("named backreference")
-            elif c in "=!" or (c == "<" and s[i + 1:i + 2] in ("=", "!")):
+            elif c in "=!" or (c == "<" and s[i + 1 : i + 2] in ("=", "!")):
                 behind = c == "<"
                 self.i = i + (2 if behind else 1)
                 _, r = self.alternation()
@@ -340,13 +366,13 @@ class _Parser:
         j = i + 1
         while j < self.n and s[j].isdigit():
             j += 1
-        lo = s[i + 1:j]
+        lo = s[i + 1 : j]
         hi: str | None = lo
         if j < self.n and s[j] == ",":
             k = j + 1
             while k < self.n and s[k].isdigit():
                 k += 1
-            hi = s[j + 1:k] or None
+            hi = s[j + 1 : k] or None
             j = k
         if j >= self.n or s[j] != "}":
             return None
@@ -566,7 +592,9 @@ class CompiledField:
             if len(self._seen) >= _MAX_CACHED:
                 self._seen.clear()
             return cis
-        u = self._unions[cis] = self._add_cluster(sorted({k for ci in cis for k in self._members[ci]}))
+        u = self._unions[cis] = self._add_cluster(
+            sorted({k for ci in cis for k in self._members[ci]})
+        )
         return (u,)
 
     def _cluster(self, ks: list[int]) -> _Cluster:
@@ -673,8 +701,11 @@ class CompiledField:
         for ci in cis:
             rx, alt_of = self._clusters[ci]
             m = rx.search(padded)
-            if m is not None and (best is None or m.start() < best.start()
-                                  or (m.start() == best.start() and alt_of[m.lastindex or 0] < best_k)):
+            if m is not None and (
+                best is None
+                or m.start() < best.start()
+                or (m.start() == best.start() and alt_of[m.lastindex or 0] < best_k)
+            ):
                 best, best_k = m, alt_of[m.lastindex or 0]
         if best is None:
             return False

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +26,16 @@ import yaml
 from celltrials.errors import TaxonomyError
 from celltrials.taxonomy.engine import CompiledField, Entry, Hit
 
-__all__ = ["TAXONOMY_VALUES", "CompiledField", "Entry", "Hit", "Taxonomy", "build_taxonomy", "default_taxonomy", "load_taxonomy"]
+__all__ = [
+    "TAXONOMY_VALUES",
+    "CompiledField",
+    "Entry",
+    "Hit",
+    "Taxonomy",
+    "build_taxonomy",
+    "default_taxonomy",
+    "load_taxonomy",
+]
 
 DEFAULT_PATH = Path(__file__).with_name("taxonomy.yaml")
 
@@ -33,33 +43,100 @@ DEFAULT_PATH = Path(__file__).with_name("taxonomy.yaml")
 TAXONOMY_VALUES: dict[str, tuple[str, ...]] = {
     "is_cell_therapy": ("yes", "no"),
     "cell_type": (
-        "car_t", "car_nk", "tcr_t", "til", "nk", "cik", "dc", "treg", "virus_specific_t",
-        "gamma_delta_t", "macrophage", "other_immune", "msc", "hsc", "ipsc_derived",
-        "esc_derived", "mononuclear_cells", "neural_stem", "other_stem", "somatic_other",
+        "car_t",
+        "car_nk",
+        "tcr_t",
+        "til",
+        "nk",
+        "cik",
+        "dc",
+        "treg",
+        "virus_specific_t",
+        "gamma_delta_t",
+        "macrophage",
+        "other_immune",
+        "msc",
+        "hsc",
+        "ipsc_derived",
+        "esc_derived",
+        "mononuclear_cells",
+        "neural_stem",
+        "other_stem",
+        "somatic_other",
     ),
     "msc_source": (
-        "umbilical_cord", "bone_marrow", "adipose", "placenta", "amnion", "dental_pulp",
-        "endometrium_menstrual", "cord_blood", "other", "unspecified",
+        "umbilical_cord",
+        "bone_marrow",
+        "adipose",
+        "placenta",
+        "amnion",
+        "dental_pulp",
+        "endometrium_menstrual",
+        "cord_blood",
+        "other",
+        "unspecified",
     ),
     "origin": ("autologous", "allogeneic", "both", "unspecified"),
     "product_form": ("cells", "extracellular_vesicles", "secretome", "gene_modified", "composite"),
     "indication_group": ("oncology", "degenerative", "immune_mediated", "other"),
     "therapeutic_area": (
-        "hematologic_malignancy", "solid_tumor", "musculoskeletal", "neurological",
-        "cardiovascular", "respiratory", "hepatic", "renal", "metabolic_endocrine",
-        "autoimmune_inflammatory", "gvhd_transplant", "skin_wound", "ophthalmic",
-        "reproductive", "infectious", "hematologic_nonmalignant", "other",
+        "hematologic_malignancy",
+        "solid_tumor",
+        "musculoskeletal",
+        "neurological",
+        "cardiovascular",
+        "respiratory",
+        "hepatic",
+        "renal",
+        "metabolic_endocrine",
+        "autoimmune_inflammatory",
+        "gvhd_transplant",
+        "skin_wound",
+        "ophthalmic",
+        "reproductive",
+        "infectious",
+        "hematologic_nonmalignant",
+        "other",
     ),
 }
 
 _TOP_KEYS = {
-    "version", "values", "products", "cell_type", "generic_fallback", "generic_cell_cues",
-    "exclusions", "background_cues", "comparator_prefixes", "msc_source", "origin",
-    "implied_origin", "msc_source_target_cues", "product_form", "engineered_by_definition", "indications",
-    "indication_fallback", "targets", "routes", "combinations", "manufacturing", "doses",
-    "engineering", "code_names", "study_subject_cues", "in_vivo_car",
+    "version",
+    "values",
+    "products",
+    "cell_type",
+    "generic_fallback",
+    "generic_cell_cues",
+    "exclusions",
+    "background_cues",
+    "comparator_prefixes",
+    "msc_source",
+    "origin",
+    "implied_origin",
+    "msc_source_target_cues",
+    "product_form",
+    "engineered_by_definition",
+    "indications",
+    "indication_fallback",
+    "targets",
+    "routes",
+    "combinations",
+    "manufacturing",
+    "doses",
+    "engineering",
+    "code_names",
+    "study_subject_cues",
+    "in_vivo_car",
 }
-_REQUIRED_KEYS = {"version", "values", "cell_type", "msc_source", "origin", "product_form", "indications"}
+_REQUIRED_KEYS = {
+    "version",
+    "values",
+    "cell_type",
+    "msc_source",
+    "origin",
+    "product_form",
+    "indications",
+}
 _PATTERN_KEYS = ("patterns", "case_sensitive_patterns")
 
 
@@ -71,7 +148,9 @@ class Engineering:
     ``cell_types[(receptor, base)]`` maps a receptor placed on a base cell to the
     guide's cell types; an edit makes the product ``gene_modified``."""
 
-    receptors: CompiledField  # entry value = receptor; option "base" when the word names the cell too
+    receptors: (
+        CompiledField  # entry value = receptor; option "base" when the word names the cell too
+    )
     bases: CompiledField  # entry value = base cell
     cell_types: Mapping[tuple[str, str], tuple[str, ...]]
     window: int  # max characters between a receptor and the base cell it is placed on
@@ -167,7 +246,9 @@ def _check_pattern(ctx: _Ctx, where: str, pat: Any) -> str:
     return pat
 
 
-def _alternatives(ctx: _Ctx, where: str, item: Mapping[str, Any], *, required: bool = True) -> list[str]:
+def _alternatives(
+    ctx: _Ctx, where: str, item: Mapping[str, Any], *, required: bool = True
+) -> list[str]:
     """An entry's patterns; one listed under ``case_sensitive_patterns`` is only
     matched case-sensitively, even if it is also listed under ``patterns``."""
     alts: list[str] = []
@@ -203,11 +284,16 @@ def _check_keys(ctx: _Ctx, where: str, item: Any, allowed: set[str]) -> Mapping[
         raise ctx.fail(where, f"expected a mapping, got {type(item).__name__}")
     unknown = set(item) - allowed
     if unknown:
-        raise ctx.fail(where, f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(allowed))}")
+        raise ctx.fail(
+            where,
+            f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(sorted(allowed))}",
+        )
     return item
 
 
-def _value_field(ctx: _Ctx, section: str, data: Any, fld: str | None, extra_keys: set[str] = frozenset()) -> CompiledField:  # type: ignore[assignment]
+def _value_field(
+    ctx: _Ctx, section: str, data: Any, fld: str | None, extra_keys: AbstractSet[str] = frozenset()
+) -> CompiledField:
     """A list of ``{value, patterns, case_sensitive_patterns, ...}`` entries."""
     if not isinstance(data, list):
         raise ctx.fail(section, "expected a list of entries")
@@ -250,7 +336,9 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise TaxonomyError(f"{p}: cannot read taxonomy: {exc}", hint="Check the path of the taxonomy file.") from None
+        raise TaxonomyError(
+            f"{p}: cannot read taxonomy: {exc}", hint="Check the path of the taxonomy file."
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -258,7 +346,7 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     return build_taxonomy(raw, source=str(p))
 
 
-def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
+def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C901 - one check per section of taxonomy.yaml
     """Validate and compile an already parsed taxonomy mapping."""
     ctx = _Ctx(source)
     if not isinstance(raw, dict):
@@ -278,7 +366,9 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
     for fld, allowed in TAXONOMY_VALUES.items():
         got = values.get(fld)
         if not isinstance(got, list) or [str(v) for v in got] != list(allowed):
-            raise ctx.fail(f"values.{fld}", f"must list exactly the TAXONOMY.md values {list(allowed)}")
+            raise ctx.fail(
+                f"values.{fld}", f"must list exactly the TAXONOMY.md values {list(allowed)}"
+            )
 
     # products: entries implying several labels
     prod_entries: list[Entry] = []
@@ -312,7 +402,18 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
     seen: set[str] = set()
     for i, item in enumerate(ct_raw):
         where = f"cell_type[{i}]"
-        item = _check_keys(ctx, where, item, {"value", *_PATTERN_KEYS, "primary_only", "dropped_with_other_cells_in", "dropped_with_cell_types"})
+        item = _check_keys(
+            ctx,
+            where,
+            item,
+            {
+                "value",
+                *_PATTERN_KEYS,
+                "primary_only",
+                "dropped_with_other_cells_in",
+                "dropped_with_cell_types",
+            },
+        )
         value = _check_value(ctx, where, "cell_type", item.get("value"))
         where = f"cell_type[{i}] ({value})"
         if value in seen:
@@ -325,20 +426,32 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
             opts["primary_only"] = item["primary_only"]
         if "dropped_with_other_cells_in" in item:
             opts["dropped_with_other_cells_in"] = frozenset(
-                _check_value(ctx, where, "therapeutic_area", v) for v in _as_list(item["dropped_with_other_cells_in"])
+                _check_value(ctx, where, "therapeutic_area", v)
+                for v in _as_list(item["dropped_with_other_cells_in"])
             )
         if "dropped_with_cell_types" in item:
             opts["dropped_with_cell_types"] = frozenset(
-                _check_value(ctx, where, "cell_type", v) for v in _as_list(item["dropped_with_cell_types"])
+                _check_value(ctx, where, "cell_type", v)
+                for v in _as_list(item["dropped_with_cell_types"])
             )
         ct_entries.append(Entry(value, {"cell_type": (value,)}, opts))
         ct_alts.append(_alternatives(ctx, where, item))
     cell_type = CompiledField(ct_entries, ct_alts)
 
-    gf = _check_keys(ctx, "generic_fallback", raw.get("generic_fallback") or {"cell_type": "other_stem", "patterns": ["stem cells?"]}, {"cell_type", "patterns"})
+    gf = _check_keys(
+        ctx,
+        "generic_fallback",
+        raw.get("generic_fallback") or {"cell_type": "other_stem", "patterns": ["stem cells?"]},
+        {"cell_type", "patterns"},
+    )
     gf_value = _check_value(ctx, "generic_fallback", "cell_type", gf.get("cell_type"))
-    generic_fallback = _single("generic", _pattern_list(ctx, "generic_fallback.patterns", gf.get("patterns")))
-    generic_cues = _single("generic_cue", _pattern_list(ctx, "generic_cell_cues", raw.get("generic_cell_cues") or ["cells?"]))
+    generic_fallback = _single(
+        "generic", _pattern_list(ctx, "generic_fallback.patterns", gf.get("patterns"))
+    )
+    generic_cues = _single(
+        "generic_cue",
+        _pattern_list(ctx, "generic_cell_cues", raw.get("generic_cell_cues") or ["cells?"]),
+    )
 
     # exclusions
     ex_entries: list[Entry] = []
@@ -351,19 +464,37 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
     exclusions = CompiledField(ex_entries, ex_alts)
 
     cues = _pattern_list(ctx, "background_cues", raw.get("background_cues") or ["prior"])
-    background_cue = re.compile(r"(?<!\w)(?:" + "|".join(f"(?:{c})" for c in cues) + r")(?:\W+\w+){0,4}?\W*$", re.IGNORECASE)
-    comps = _pattern_list(ctx, "comparator_prefixes", raw.get("comparator_prefixes") or ["control\\s*:"])
-    comparator_prefix = re.compile(r"^\s*(?:" + "|".join(f"(?:{c})" for c in comps) + ")", re.IGNORECASE)
+    background_cue = re.compile(
+        r"(?<!\w)(?:" + "|".join(f"(?:{c})" for c in cues) + r")(?:\W+\w+){0,4}?\W*$", re.IGNORECASE
+    )
+    comps = _pattern_list(
+        ctx, "comparator_prefixes", raw.get("comparator_prefixes") or ["control\\s*:"]
+    )
+    comparator_prefix = re.compile(
+        r"^\s*(?:" + "|".join(f"(?:{c})" for c in comps) + ")", re.IGNORECASE
+    )
 
     msc_source = _value_field(ctx, "msc_source", raw["msc_source"], "msc_source")
     origin = _value_field(ctx, "origin", raw["origin"], "origin")
 
-    io = _check_keys(ctx, "implied_origin", raw.get("implied_origin") or {}, {"by_msc_source", "by_cell_type"})
+    io = _check_keys(
+        ctx, "implied_origin", raw.get("implied_origin") or {}, {"by_msc_source", "by_cell_type"}
+    )
     by_src: dict[str, str] = {}
-    for k, v in _check_keys(ctx, "implied_origin.by_msc_source", io.get("by_msc_source") or {}, set(TAXONOMY_VALUES["msc_source"])).items():
+    for k, v in _check_keys(
+        ctx,
+        "implied_origin.by_msc_source",
+        io.get("by_msc_source") or {},
+        set(TAXONOMY_VALUES["msc_source"]),
+    ).items():
         by_src[k] = _check_value(ctx, f"implied_origin.by_msc_source.{k}", "origin", v)
     by_ct: dict[str, str] = {}
-    for k, v in _check_keys(ctx, "implied_origin.by_cell_type", io.get("by_cell_type") or {}, set(TAXONOMY_VALUES["cell_type"])).items():
+    for k, v in _check_keys(
+        ctx,
+        "implied_origin.by_cell_type",
+        io.get("by_cell_type") or {},
+        set(TAXONOMY_VALUES["cell_type"]),
+    ).items():
         by_ct[k] = _check_value(ctx, f"implied_origin.by_cell_type.{k}", "origin", v)
 
     # product forms (+ weak gene_modified patterns)
@@ -383,11 +514,17 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
         pf_alts.append(_alternatives(ctx, where, item))
         if "weak_patterns" in item:
             weak_entries.append(Entry(value, {"product_form": (value,)}))
-            weak_alts.append([f"(?:{p})" for p in _pattern_list(ctx, f"{where}.weak_patterns", item["weak_patterns"])])
+            weak_alts.append(
+                [
+                    f"(?:{p})"
+                    for p in _pattern_list(ctx, f"{where}.weak_patterns", item["weak_patterns"])
+                ]
+            )
     product_form = CompiledField(pf_entries, pf_alts)
     product_form_weak = CompiledField(weak_entries, weak_alts)
     engineered = frozenset(
-        _check_value(ctx, "engineered_by_definition", "cell_type", v) for v in _as_list(raw.get("engineered_by_definition"))
+        _check_value(ctx, "engineered_by_definition", "cell_type", v)
+        for v in _as_list(raw.get("engineered_by_definition"))
     )
 
     # indications
@@ -398,32 +535,89 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
     ind_alts: list[list[str]] = []
     for i, item in enumerate(ind_raw):
         where = f"indications[{i}]"
-        item = _check_keys(ctx, where, item, {*_PATTERN_KEYS, "indication_group", "therapeutic_area", "cell_types", "generic", "priority"})
+        item = _check_keys(
+            ctx,
+            where,
+            item,
+            {
+                *_PATTERN_KEYS,
+                "indication_group",
+                "therapeutic_area",
+                "cell_types",
+                "generic",
+                "priority",
+            },
+        )
         group = _check_value(ctx, where, "indication_group", item.get("indication_group"))
-        areas = tuple(_check_value(ctx, where, "therapeutic_area", v) for v in _as_list(item.get("therapeutic_area")))
+        areas = tuple(
+            _check_value(ctx, where, "therapeutic_area", v)
+            for v in _as_list(item.get("therapeutic_area"))
+        )
         if not areas:
             raise ctx.fail(where, "missing therapeutic_area")
-        iopts: dict[str, Any] = {"rank": i, "generic": bool(item.get("generic", False)), "priority": bool(item.get("priority", False))}
+        iopts: dict[str, Any] = {
+            "rank": i,
+            "generic": bool(item.get("generic", False)),
+            "priority": bool(item.get("priority", False)),
+        }
         if "cell_types" in item:
-            iopts["cell_types"] = frozenset(_check_value(ctx, where, "cell_type", v) for v in _as_list(item["cell_types"]))
-        ind_entries.append(Entry(f"indications[{i}]", {"indication_group": (group,), "therapeutic_area": areas}, iopts))
+            iopts["cell_types"] = frozenset(
+                _check_value(ctx, where, "cell_type", v) for v in _as_list(item["cell_types"])
+            )
+        ind_entries.append(
+            Entry(
+                f"indications[{i}]",
+                {"indication_group": (group,), "therapeutic_area": areas},
+                iopts,
+            )
+        )
         ind_alts.append(_alternatives(ctx, where, item))
     indications = CompiledField(ind_entries, ind_alts)
     indications_priority = CompiledField(
-        ind_entries, [a if e.options.get("priority") else [] for e, a in zip(ind_entries, ind_alts, strict=True)]
+        ind_entries,
+        [
+            a if e.options.get("priority") else []
+            for e, a in zip(ind_entries, ind_alts, strict=True)
+        ],
     )
     # the same rules without those limited to some cell types (rescan when such a rule is not allowed)
     indications_unlimited = CompiledField(
-        ind_entries, [a if "cell_types" not in e.options else [] for e, a in zip(ind_entries, ind_alts, strict=True)]
+        ind_entries,
+        [
+            a if "cell_types" not in e.options else []
+            for e, a in zip(ind_entries, ind_alts, strict=True)
+        ],
     )
-    tcues = _pattern_list(ctx, "msc_source_target_cues", raw.get("msc_source_target_cues") or ["for"])
-    msc_source_target_cue = re.compile(r"(?<!\w)(?:" + "|".join(f"(?:{c})" for c in tcues) + r")(?:\W+\w+){0,2}?\W*$", re.IGNORECASE)
-    fb = _check_keys(ctx, "indication_fallback", raw.get("indication_fallback") or {}, {"oncology_cell_types", "default"})
-    onc_types = frozenset(_check_value(ctx, "indication_fallback", "cell_type", v) for v in _as_list(fb.get("oncology_cell_types")))
-    dflt = _check_keys(ctx, "indication_fallback.default", fb.get("default") or {"indication_group": "other", "therapeutic_area": "other"}, {"indication_group", "therapeutic_area"})
+    tcues = _pattern_list(
+        ctx, "msc_source_target_cues", raw.get("msc_source_target_cues") or ["for"]
+    )
+    msc_source_target_cue = re.compile(
+        r"(?<!\w)(?:" + "|".join(f"(?:{c})" for c in tcues) + r")(?:\W+\w+){0,2}?\W*$",
+        re.IGNORECASE,
+    )
+    fb = _check_keys(
+        ctx,
+        "indication_fallback",
+        raw.get("indication_fallback") or {},
+        {"oncology_cell_types", "default"},
+    )
+    onc_types = frozenset(
+        _check_value(ctx, "indication_fallback", "cell_type", v)
+        for v in _as_list(fb.get("oncology_cell_types"))
+    )
+    dflt = _check_keys(
+        ctx,
+        "indication_fallback.default",
+        fb.get("default") or {"indication_group": "other", "therapeutic_area": "other"},
+        {"indication_group", "therapeutic_area"},
+    )
     default_ind = (
-        _check_value(ctx, "indication_fallback.default", "indication_group", dflt.get("indication_group")),
-        _check_value(ctx, "indication_fallback.default", "therapeutic_area", dflt.get("therapeutic_area")),
+        _check_value(
+            ctx, "indication_fallback.default", "indication_group", dflt.get("indication_group")
+        ),
+        _check_value(
+            ctx, "indication_fallback.default", "therapeutic_area", dflt.get("therapeutic_area")
+        ),
     )
 
     targets = _value_field(ctx, "targets", raw.get("targets") or [], None)
@@ -431,20 +625,26 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
     for e in products.entries:
         for tv in e.labels.get("targets", ()):
             if tv not in target_values:
-                raise ctx.fail(f"products ({e.name})", f"unknown target {tv!r}; add it to 'targets' first")
+                raise ctx.fail(
+                    f"products ({e.name})", f"unknown target {tv!r}; add it to 'targets' first"
+                )
     routes = _value_field(ctx, "routes", raw.get("routes") or [], None)
     combinations = _value_field(ctx, "combinations", raw.get("combinations") or [], None)
     manufacturing = _value_field(ctx, "manufacturing", raw.get("manufacturing") or [], None)
     doses = _single("dose", _pattern_list(ctx, "doses", raw.get("doses") or ["\\d+ cells/kg"]))
-    engineering = _engineering(ctx, raw["engineering"]) if raw.get("engineering") is not None else None
+    engineering = (
+        _engineering(ctx, raw["engineering"]) if raw.get("engineering") is not None else None
+    )
     code_names = raw.get("code_names")
     if code_names is not None:
-        from celltrials.taxonomy.code_names import code_name_entries
+        from celltrials.taxonomy.code_names import code_name_entries  # noqa: PLC0415 - imported here to break an import cycle
 
         if not isinstance(code_names, str) or not code_names.strip():
             raise ctx.fail("code_names", "must be the file name of the code-name list (CSV)")
         base_dir = Path(source).parent if Path(source).is_file() else DEFAULT_PATH.parent
-        cn_entries, cn_alts = code_name_entries(base_dir / code_names, {e.value for e in targets.entries})
+        cn_entries, cn_alts = code_name_entries(
+            base_dir / code_names, {e.value for e in targets.entries}
+        )
         # YAML products first: at one text position the entry listed first wins
         products = CompiledField([*prod_entries, *cn_entries], [*prod_alts, *cn_alts])
 
@@ -479,9 +679,16 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:
         doses=doses,
         raw=raw,
         engineering=engineering,
-        in_vivo_car=_in_vivo_car(ctx, raw["in_vivo_car"]) if raw.get("in_vivo_car") is not None else None,
-        study_subject_cues=(_single("study_subject", _pattern_list(ctx, "study_subject_cues", raw["study_subject_cues"]))
-                            if raw.get("study_subject_cues") is not None else None),
+        in_vivo_car=_in_vivo_car(ctx, raw["in_vivo_car"])
+        if raw.get("in_vivo_car") is not None
+        else None,
+        study_subject_cues=(
+            _single(
+                "study_subject", _pattern_list(ctx, "study_subject_cues", raw["study_subject_cues"])
+            )
+            if raw.get("study_subject_cues") is not None
+            else None
+        ),
     )
 
 
@@ -490,19 +697,26 @@ _RECEPTORS = ("car", "tcr", "tcr_like_car")
 
 def _in_vivo_car(ctx: _Ctx, data: Any) -> InVivoCar:
     ivc = _check_keys(ctx, "in_vivo_car", data, {"cues", "summary_cues", "cell_types"})
-    cts = frozenset(_check_value(ctx, "in_vivo_car.cell_types", "cell_type", v) for v in _as_list(ivc.get("cell_types")))
+    cts = frozenset(
+        _check_value(ctx, "in_vivo_car.cell_types", "cell_type", v)
+        for v in _as_list(ivc.get("cell_types"))
+    )
     if not cts:
         raise ctx.fail("in_vivo_car.cell_types", "expected a non-empty list of cell types")
     return InVivoCar(
         cues=_single("in_vivo_car", _pattern_list(ctx, "in_vivo_car.cues", ivc.get("cues"))),
-        summary_cues=_single("in_vivo_car", _pattern_list(ctx, "in_vivo_car.summary_cues", ivc.get("summary_cues"))),
+        summary_cues=_single(
+            "in_vivo_car", _pattern_list(ctx, "in_vivo_car.summary_cues", ivc.get("summary_cues"))
+        ),
         cell_types=cts,
     )
 
 
 def _engineering(ctx: _Ctx, data: Any) -> Engineering:
     """Validate the ``engineering`` section (see :class:`Engineering`)."""
-    eng = _check_keys(ctx, "engineering", data, {"receptors", "base_cells", "cell_types", "window", "edits"})
+    eng = _check_keys(
+        ctx, "engineering", data, {"receptors", "base_cells", "cell_types", "window", "edits"}
+    )
     for key in ("receptors", "base_cells", "cell_types", "edits"):
         if not isinstance(eng.get(key), list) or not eng[key]:
             raise ctx.fail(f"engineering.{key}", "expected a non-empty list")
@@ -528,7 +742,9 @@ def _engineering(ctx: _Ctx, data: Any) -> Engineering:
         opts: dict[str, Any] = {}
         if "base" in item:
             if item["base"] not in base_names:
-                raise ctx.fail(where, f"unknown base cell {item['base']!r}; add it to engineering.base_cells")
+                raise ctx.fail(
+                    where, f"unknown base cell {item['base']!r}; add it to engineering.base_cells"
+                )
             opts["base"] = item["base"]
         receptors.append(Entry(value, {"receptor": (value,)}, opts))
         rec_alts.append(_alternatives(ctx, f"{where} ({value})", item))
@@ -541,7 +757,9 @@ def _engineering(ctx: _Ctx, data: Any) -> Engineering:
             raise ctx.fail(where, f"unknown receptor {rec!r}; allowed: {', '.join(_RECEPTORS)}")
         if base not in base_names:
             raise ctx.fail(where, f"unknown base cell {base!r}; add it to engineering.base_cells")
-        cts = tuple(_check_value(ctx, where, "cell_type", v) for v in _as_list(item.get("cell_type")))
+        cts = tuple(
+            _check_value(ctx, where, "cell_type", v) for v in _as_list(item.get("cell_type"))
+        )
         if not cts:
             raise ctx.fail(where, "missing cell_type")
         if (rec, base) in mapping:
@@ -549,10 +767,14 @@ def _engineering(ctx: _Ctx, data: Any) -> Engineering:
         mapping[(rec, base)] = cts
     for rec in {e.value for e in receptors}:
         if not any(r == rec for r, _ in mapping):
-            raise ctx.fail("engineering.cell_types", f"receptor {rec!r} is never mapped to a cell type")
+            raise ctx.fail(
+                "engineering.cell_types", f"receptor {rec!r} is never mapped to a cell type"
+            )
     window = eng.get("window", 40)
     if not isinstance(window, int) or isinstance(window, bool) or not 0 < window <= 200:
-        raise ctx.fail("engineering.window", f"must be an integer between 1 and 200, got {window!r}")
+        raise ctx.fail(
+            "engineering.window", f"must be an integer between 1 and 200, got {window!r}"
+        )
     edits: list[Entry] = []
     edit_alts: list[list[str]] = []
     for i, item in enumerate(eng["edits"]):
