@@ -62,7 +62,8 @@ def test_lists_beside_the_page_equal_the_inline_ones(
 
 
 def test_clicking_a_count_loads_the_lists_offline(
-    browser: object,  # noqa: F811 - the browser fixture imported above side_report: ReportResult
+    browser: object,  # noqa: F811 - the browser fixture imported above
+    side_report: ReportResult,
 ) -> None:
     _, data = parse_page(side_report.html)
     pg = Page(browser, side_report.html)

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     except CelltrialsError as exc:
         if debug:
             raise
+        if _was_interrupted(exc):  # Ctrl-C inside a step that reports its own errors
+            _interrupted()
         _fail(exc)
     except SystemExit:
         raise
@@ -58,10 +60,26 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # the last line of defence: no traceback without --debug
         if debug:
             raise
-        if isinstance(exc, duckdb.InterruptException):  # Ctrl-C while DuckDB was working
+        if _was_interrupted(exc):  # Ctrl-C while DuckDB was working
             _interrupted()
         _fail(_as_user_error(exc))
     sys.exit(0)
+
+
+def _was_interrupted(exc: BaseException) -> bool:
+    """Whether Ctrl-C is behind ``exc``: DuckDB turns SIGINT inside a query into
+    InterruptException (or a RuntimeError "Query interrupted"), and a step may
+    report that as its own error."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt | duckdb.InterruptException):
+            return True
+        if isinstance(cur, RuntimeError) and str(cur).startswith("Query interrupted"):
+            return True  # DuckDB's Arrow/pandas paths raise a plain RuntimeError
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def _interrupted() -> None:
