@@ -59,7 +59,16 @@ def run(
                     highlight=False,
                 )
         for step, summary in result.steps.items():
-            console.print(f"{step}: {summary}")
+            if not isinstance(summary, dict):
+                summary = summary.to_dict() if hasattr(summary, "to_dict") else {"": summary}
+            parts = (
+                f"{k.replace('_', ' ')} {v:,}"
+                if isinstance(v, int) and not isinstance(v, bool)
+                else f"{k.replace('_', ' ')} {v}"
+                for k, v in summary.items()
+                if not isinstance(v, list | dict)
+            )
+            console.print(esc(f"{step}: {', '.join(parts)}"), highlight=False)
         if result.report_path:
             console.print(f"report: [bold]{esc(result.report_path)}[/bold]")
     if result.ingest and not result.ingest.clean:
