@@ -39,6 +39,7 @@ import pandas as pd
 
 from celltrials.errors import ConfigError
 from celltrials.safety import safe_url
+from celltrials.taxonomy.loader import TAXONOMY_VALUES
 
 # ----------------------------------------------------------------- vocabulary
 IMMUNE = (
@@ -72,39 +73,10 @@ FAMILY_OF = {
     **dict.fromkeys(STEM_STROMAL, "stem_stromal"),
     **dict.fromkeys(OTHER, "other"),
 }
-INDICATION_GROUPS = ("oncology", "degenerative", "immune_mediated", "other")
-MSC_SOURCES = (
-    "umbilical_cord",
-    "bone_marrow",
-    "adipose",
-    "placenta",
-    "amnion",
-    "dental_pulp",
-    "endometrium_menstrual",
-    "cord_blood",
-    "other",
-    "unspecified",
-)
-PRODUCT_FORMS = ("cells", "extracellular_vesicles", "secretome", "gene_modified", "composite")
-THERAPEUTIC_AREAS = (
-    "hematologic_malignancy",
-    "solid_tumor",
-    "musculoskeletal",
-    "neurological",
-    "cardiovascular",
-    "respiratory",
-    "hepatic",
-    "renal",
-    "metabolic_endocrine",
-    "autoimmune_inflammatory",
-    "gvhd_transplant",
-    "skin_wound",
-    "ophthalmic",
-    "reproductive",
-    "infectious",
-    "hematologic_nonmalignant",
-    "other",
-)
+INDICATION_GROUPS = TAXONOMY_VALUES["indication_group"]
+MSC_SOURCES = TAXONOMY_VALUES["msc_source"]
+PRODUCT_FORMS = TAXONOMY_VALUES["product_form"]
+THERAPEUTIC_AREAS = TAXONOMY_VALUES["therapeutic_area"]
 STOPPED = ("TERMINATED", "WITHDRAWN", "SUSPENDED")
 PHASES = (
     "EARLY_PHASE1",

@@ -11,32 +11,12 @@ from rich.markup import escape as esc
 from rich.table import Table
 
 from celltrials.analysis.landscape import make_filters
-from celltrials.analysis.meta import meta_analysis_csv
+from celltrials.analysis.meta import MEASURES, METHODS, TO_CHOICES, meta_analysis_csv
 from celltrials.analysis.meta_store import meta_from_store, write_template
 from celltrials.analysis.plots_meta import write_plots
 from celltrials.analysis.results import export_outcomes, results_for_store, tables_to_records
 from celltrials.commands.base import Context, cli, echo_json, pass_ctx
 from celltrials.errors import AnalysisError
-
-# the same tuples as celltrials.analysis.meta (not imported here: keeps `celltrials --help` fast)
-MEASURES = (
-    "RR",
-    "OR",
-    "RD",
-    "MD",
-    "SMD",
-    "SMDH",
-    "ROM",
-    "PLO",
-    "PR",
-    "PFT",
-    "IRR",
-    "IRLN",
-    "ZCOR",
-    "GEN",
-)
-METHODS = ("FE", "DL", "REML", "PM", "ML", "MH", "PETO")
-TO_CHOICES = ("only0", "all", "if0all", "none")
 
 
 def _parse_cols(pairs: tuple[str, ...]) -> dict[str, str]:
