@@ -627,7 +627,9 @@ class Store:
         own and goes through in chunks of :data:`MERGE_CHUNK`, so memory stays
         bounded however many records a file brings."""
         con = self.con
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _scope AS SELECT DISTINCT record_key FROM ({scope_sql})")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _scope AS SELECT DISTINCT record_key FROM ({scope_sql})"
+        )
         try:
             con.execute("""
                 CREATE OR REPLACE TEMP TABLE _linked AS
