@@ -241,7 +241,10 @@ def _memory_limit(store: Store) -> Iterator[None]:
     try:
         yield
     finally:
-        if row:
+        # the default is restored exactly (DuckDB prints a limit rounded to 0.1 GiB)
+        store.con.execute("RESET memory_limit")
+        now = store.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        if row and now != row:
             store.con.execute("SET memory_limit = ?", [row[0]])
 
 
