@@ -327,7 +327,8 @@ def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
             if isinstance(texts.type, pa.ExtensionType):
                 texts = texts.storage
             # as bytes: orjson parses UTF-8 bytes directly (a str would be re-encoded)
-            for text in texts.view(pa.binary()).to_pylist():
+            as_bytes = pa.large_binary() if pa.types.is_large_string(texts.type) else pa.binary()
+            for text in texts.view(as_bytes).to_pylist():
                 yield orjson.loads(text)
     finally:
         con.close()
