@@ -41,6 +41,7 @@ from markupsafe import Markup
 
 import celltrials
 from celltrials.analysis import coverage as C
+from celltrials.analysis import funnel as F
 from celltrials.analysis import landscape as L
 from celltrials.analysis.coverage import source_windows
 from celltrials.errors import AnalysisError, ConfigError, StoreError
@@ -881,15 +882,6 @@ def _funnel(
     """The development funnel of :mod:`celltrials.analysis.funnel` over the
     report's trials, the trial ids behind each stage count, and the table of
     approved products (one row per active substance)."""
-    try:
-        from celltrials.analysis import funnel as F  # noqa: PLC0415 - optional: the ImportError is handled
-    except ImportError:  # pragma: no cover - funnel module not installed
-        return (
-            None,
-            {},
-            "The development-funnel module (celltrials.analysis.funnel) is not available.",
-            None,
-        )
     inp = _funnel_input(sel)
     if not inp["cell_type"].map(len).any():
         return None, {}, "No funnel: the report's trials carry no cell-type labels.", None
