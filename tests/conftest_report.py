@@ -35,7 +35,7 @@ def _classify_and_link(source: Path) -> Callable[[Path], None]:
         shutil.copy(source, path)
         store = celltrials.open(path)
         try:
-            summary = classify_store(store)
+            summary = classify_store(store, jobs=2)  # two workers: see test_classify_parallel
             assert summary["classified"] == summary["trials"] > 8000
             link_products(store)
         finally:
@@ -45,8 +45,9 @@ def _classify_and_link(source: Path) -> Callable[[Path], None]:
 
 
 def classified_store_path(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path) -> Path:
-    """The full real-data store, classified by celltrials.classify and linked to
-    the product catalog, as `celltrials run` leaves it (read it read-only)."""
+    """The full real-data store, classified by celltrials.classify (on two
+    worker processes) and linked to the product catalog, as `celltrials run`
+    leaves it (read it read-only)."""
     if "store" not in _CACHE:
         _CACHE["store"] = built_once(
             tmp_path_factory, "classified.duckdb", _classify_and_link(full_store_path)
