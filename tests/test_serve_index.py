@@ -237,3 +237,54 @@ def test_answers_are_plain_json_values(snap: tuple[duckdb.DuckDBPyConnection, Fa
             assert v is None or isinstance(v, str | int | float | bool | list), (type(v), v)
     ov: dict[str, Any] = Q.overview(con, Q.parse_query([]), index=index)
     assert all(isinstance(v, int) or v is None for v in ov["headline"].values())
+
+
+@pytest.mark.parametrize(
+    "since,until,combo",
+    [
+        ("2020-01-01", None, []),
+        ("2015-06-01", "2020-03-31", [("country", "China")]),
+        ("2004", None, [("all_trials", "1")]),
+        ("2019-01-01", None, [("cell_type", "car_t"), ("q", "lymphoma")]),
+        ("2021-01-01", "2021-12-31", [("cell_type", "msc"), ("phase", "2")]),
+        ("2030-01-01", None, []),  # nothing yet
+        (None, None, [("status", "recruiting")]),  # default: 30 days before the data date
+    ],
+)
+def test_changes_from_the_index_equal_the_library(
+    snap: tuple[duckdb.DuckDBPyConnection, FacetIndex],
+    since: str | None,
+    until: str | None,
+    combo: list[tuple[str, str]],
+) -> None:
+    """The changes page from the index equals celltrials.changes.changes over
+    the report's selection (the SQL path), counts and listed rows."""
+    con, index = snap
+    q = Q.parse_query(combo)
+    for limit in (5, 500, 100_000):
+        got = Q.changes_page(con, q, since, until, limit, index=index)
+        want = Q.changes_page(con, q, since, until, limit)
+        assert got["counts"] == want["counts"] and got["total"] == want["total"]
+        key = ("date", "kind", "trial_id", "record_id")
+        # rows tied on the listed order's key may come in any order from SQL
+        assert [tuple(r[k] for k in key) for r in got["changes"]] == [
+            tuple(r[k] for k in key) for r in want["changes"]
+        ]
+        if limit == 100_000:
+            assert sorted(map(repr, got["changes"])) == sorted(map(repr, want["changes"]))
+            assert len(got["changes"]) == got["total"]
+
+
+def test_trial_detail_with_the_index_equals_without(
+    snap: tuple[duckdb.DuckDBPyConnection, FacetIndex],
+) -> None:
+    con, index = snap
+    ids = [
+        r[0]
+        for r in con.execute(
+            f"SELECT trial_id FROM {Q.ST} USING SAMPLE 15 ROWS (reservoir, 7)"
+        ).fetchall()
+    ]
+    for tid in [*ids, "NCT04315987"]:
+        assert Q.trial_detail(con, tid, index=index) == Q.trial_detail(con, tid), tid
+    assert Q.trial_detail(con, "NO-SUCH-ID", index=index) is None

@@ -27,7 +27,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -48,7 +48,6 @@ from starlette.staticfiles import StaticFiles
 from celltrials import __version__
 from celltrials.analysis import landscape as ls
 from celltrials.changes import KINDS
-from celltrials.changes import changes as store_changes
 from celltrials.errors import CelltrialsError, ConfigError
 from celltrials.serve import queries as Q
 from celltrials.serve.snapshot import Snapshot, SnapshotManager
@@ -152,7 +151,7 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
                 if first:  # loads the taxonomy the evidence context needs, once
                     texts = snap.cursor("texts")
                     try:
-                        Q.trial_detail(cur, str(first[0]), texts)
+                        Q.trial_detail(cur, str(first[0]), texts, index=index)
                     finally:
                         snap.give_back(texts, "texts")
             finally:
@@ -255,7 +254,7 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
         def detail(snap: Snapshot, cur: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
             texts = snap.cursor("texts")
             try:
-                return Q.trial_detail(cur, any_id, texts)
+                return Q.trial_detail(cur, any_id, texts, index=snap.info.get("index"))
             finally:
                 snap.give_back(texts, "texts")
 
@@ -284,15 +283,7 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
         query = Q.parse_query(request.query_params)
         limit = min(Q._int(request.query_params.get("limit"), "limit", 500), 5000)
 
-        def work(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-            dd = ls.data_date(cur)
-            since = since_txt or ((dd or date.today()) - timedelta(days=30)).isoformat()
-            sql, params = Q.selection(query)
-            return store_changes(
-                cur, since, until_txt, within=(sql, params), limit=limit, table=Q.CHANGES
-            )
-
-        data = await run(work)
+        data = await run(Q.changes_page, query, since_txt, until_txt, limit, indexed=True)
         data["filters"] = query.describe()
         if wants_json(request):
             return JSON(data)

@@ -163,12 +163,19 @@ class FacetIndex:
     m_codes: IntArray
     m_row_off: npt.NDArray[np.int64]
     m_size: int
+    facts: dict[str, bool]
+    changes: pa.Table | None
+    ch_neg_days: npt.NDArray[np.int64]
+    ch_row: IntArray
+    ch_kind: Single
 
     def __init__(self) -> None:
         self.n = 0
         self.single: dict[str, Single] = {}
         self.multi: dict[str, Multi] = {}
         self.build_seconds = 0.0
+        self.facts = {}
+        self.changes = None
 
     # ------------------------------------------------------------- build
     @classmethod
@@ -402,6 +409,57 @@ class FacetIndex:
             c = (mc if multi else sc)[start : start + len(vocab)]
             out[name] = [(vocab[i], int(c[i])) for i in np.flatnonzero(c)]
         return out
+
+    # ----------------------------------------------------------- changes
+    def add_changes(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
+        """The snapshot's changes (:func:`celltrials.changes.all_changes_sql`)
+        in the order they are listed (newest first), each with the row of its
+        trial; dates as day numbers, negated so they ascend."""
+        t0 = time.perf_counter()
+        tbl = _arrow(
+            con,
+            f"""SELECT c.d, c.kind, c.trial_id, c.record_id, c.registry, c.title, c.old, c.new, c.prev_d,
+                       coalesce(s.rowid, -1)::INTEGER AS rn
+                FROM {table} c LEFT JOIN {self.table} s USING (trial_id)
+                ORDER BY c.d DESC NULLS LAST, c.kind, c.trial_id, c.record_id, c.old, c.new, c.prev_d,
+                         c.registry, c.title""",
+        ).combine_chunks()
+        days = pc.days_between(pa.scalar(date(1970, 1, 1)), tbl.column("d"))
+        neg = -np.asarray(
+            pc.fill_null(days, -(2**40)).to_numpy(zero_copy_only=False), dtype=np.int64
+        )
+        self.ch_neg_days = neg  # a NULL date sorts last and never matches
+        self.ch_row = _np(tbl.column("rn"), np.int32, -1)
+        self.ch_kind = _single(con, tbl.column("kind"))
+        self.changes = tbl.drop_columns(["rn"])
+        self.build_seconds += time.perf_counter() - t0
+
+    def changes_in(
+        self, mask: Mask | None, lo: date, hi: date | None, limit: int | None
+    ) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Counts per kind and the first ``limit`` changes (newest first) dated
+        ``lo`` ≤ d ≤ ``hi`` of the trials in ``mask``."""
+        assert self.changes is not None
+        epoch = date(1970, 1, 1)
+        end = int(np.searchsorted(self.ch_neg_days, -(lo - epoch).days, side="right"))
+        start = (
+            0
+            if hi is None
+            else int(np.searchsorted(self.ch_neg_days, -(hi - epoch).days, side="left"))
+        )
+        rows = self.ch_row[start:end]
+        keep = rows >= 0
+        if mask is not None:
+            keep &= mask[np.maximum(rows, 0)]
+        k = self.ch_kind
+        codes = k.codes[start:end][keep]
+        counts = np.bincount(codes[codes >= 0], minlength=len(k.vocab))
+        out = {k.vocab[i]: int(counts[i]) for i in np.flatnonzero(counts)}
+        pos = np.flatnonzero(keep) + start
+        if limit is not None:
+            pos = pos[: max(limit, 0)]
+        listed = self.changes.take(pa.array(pos, type=pa.int64())).to_pylist()
+        return out, listed
 
     # ------------------------------------------------------------ search
     def word_rows(self, word: str) -> IntArray | None:

@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import duckdb
@@ -37,7 +37,14 @@ import pandas as pd
 from celltrials.analysis import landscape as ls
 from celltrials.analysis.funnel import funnel
 from celltrials.analysis.results import results_for_store, tables_to_records
-from celltrials.changes import HISTORY_FIELDS, all_changes_sql, history_from_rows
+from celltrials.changes import (
+    HISTORY_FIELDS,
+    KINDS,
+    all_changes_sql,
+    history_from_rows,
+    parse_date,
+)
+from celltrials.changes import changes as store_changes
 from celltrials.classify import explain_trial
 from celltrials.errors import CelltrialsError, ConfigError
 from celltrials.products import json_records, product_detail, products_table
@@ -343,6 +350,8 @@ def prepare(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         facets=FACETS,
         data_date=dd,
     )
+    index.add_changes(con, CHANGES)
+    index.facts = {"labelled": ls.has_labels(con), "product_links": has_links}
     return {
         "trials": int(n[0]) if n else 0,
         "cell_therapy_trials": int(n[1] or 0) if n else 0,
@@ -707,7 +716,9 @@ def facets(
     """Live counts per facet value: for each facet, the trials matching every
     *other* active filter (so choosing a second value of a facet shows how
     many it adds). Most frequent first; chosen values always listed."""
-    by = _facet_counts_indexed(con, query, index) if index is not None else _facet_counts(con, query)
+    by = (
+        _facet_counts_indexed(con, query, index) if index is not None else _facet_counts(con, query)
+    )
     chosen = _chosen(query)
     out: dict[str, list[dict[str, Any]]] = {}
     for name, vals in by.items():
@@ -737,9 +748,7 @@ def _facet_counts_indexed(
     return index.facet_counts(every, own)
 
 
-def _facet_counts(
-    con: duckdb.DuckDBPyConnection, query: Query
-) -> dict[str, list[tuple[str, int]]]:
+def _facet_counts(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, list[tuple[str, int]]]:
     """Per facet, (value, trials) under every other active filter (SQL)."""
     conds = conditions(query)
     # Conditions on facets are flags (a facet's counts ignore its own filter);
@@ -1118,12 +1127,17 @@ class _SnapshotStore(Store):
 
 
 def trial_detail(
-    con: duckdb.DuckDBPyConnection, any_id: str, texts: duckdb.DuckDBPyConnection | None = None
+    con: duckdb.DuckDBPyConnection,
+    any_id: str,
+    texts: duckdb.DuckDBPyConnection | None = None,
+    index: FacetIndex | None = None,
 ) -> dict[str, Any] | None:
     """Everything the trial page shows, or None for an unknown id.
 
     ``con`` is a snapshot cursor; ``texts`` one of profile ``texts`` (for the
-    evidence context; ``con`` is used when not given)."""
+    evidence context; ``con`` is used when not given); ``index`` the
+    snapshot's index (the trial's list columns and the store's facts without
+    a query)."""
 
     store = _SnapshotStore(con, "")
     trial_id = store.resolve(any_id)
@@ -1179,23 +1193,26 @@ def trial_detail(
         "trial": t,
         "registry_url": registry_url(trial_id, t.get("url")),
     }
-    row = con.execute(
-        f"SELECT {', '.join(LIST_COLUMNS)}, is_cell_therapy FROM {ST} WHERE trial_id = ?",
-        [trial_id],
-    ).fetchone()
-    out["summary"] = (
-        {c: _plain(v) for c, v in zip((*LIST_COLUMNS, "is_cell_therapy"), row, strict=True)}
-        if row
-        else {}
-    )
+    cols = (*LIST_COLUMNS, "is_cell_therapy")
+    if index is not None:
+        at = index.row_of.get(trial_id)
+        found = index.list_rows(np.array([at], dtype=np.int32)) if at is not None else []
+        out["summary"] = {c: _plain(found[0][c]) for c in cols} if found else {}
+        labelled, linked = index.facts["labelled"], index.facts["product_links"]
+    else:
+        row = con.execute(
+            f"SELECT {', '.join(cols)} FROM {ST} WHERE trial_id = ?", [trial_id]
+        ).fetchone()
+        out["summary"] = {c: _plain(v) for c, v in zip(cols, row, strict=True)} if row else {}
+        labelled, linked = ls.has_labels(con), _has_table(con, "product_links")
     out["labels"], out["evidence"] = None, []
-    if ls.has_labels(con):
+    if labelled:
         with contextlib.suppress(CelltrialsError):
             ex = explain_trial(_SnapshotStore(texts or con, ""), trial_id)
             out["labels"] = ex["labels"]
             out["evidence"] = ex["evidence"]
     out["product_links"] = []
-    if _has_table(con, "product_links"):
+    if linked:
         out["product_links"] = _records(
             con.execute(
                 "SELECT product, regulators, field, alias, snippet FROM product_links WHERE trial_id = ? "
@@ -1214,6 +1231,56 @@ def trial_detail(
 def _records(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     cols = [d[0] for d in cur.description or []]
     return [{c: _plain(v) for c, v in zip(cols, r, strict=True)} for r in cur.fetchall()]
+
+
+# ----------------------------------------------------------------- changes
+def changes_page(
+    con: duckdb.DuckDBPyConnection,
+    query: Query,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    index: FacetIndex | None = None,
+) -> dict[str, Any]:
+    """What changed from ``since`` (default: 30 days before the data date)
+    to ``until`` in the trials of ``query``: :func:`celltrials.changes.changes`
+    over the snapshot's precomputed changes (with the index: the same answer
+    from its arrays)."""
+    dd = index.data_date if index is not None else ls.data_date(con)
+    since = since or ((dd or date.today()) - timedelta(days=30)).isoformat()
+    if index is None or index.changes is None:
+        sql, params = selection(query)
+        return store_changes(con, since, until, within=(sql, params), limit=limit, table=CHANGES)
+    lo = parse_date(since)
+    if lo is None:
+        raise ConfigError("a start date is needed", hint="Pass --since YYYY-MM-DD.")
+    hi = parse_date(until, "--until")
+    if hi is not None and hi < lo:
+        raise ConfigError(f"--until {hi} is before --since {lo}", hint="Swap the dates.")
+    mask = _and(index, condition_masks(con, index, query).values())
+    found, listed = index.changes_in(mask, lo, hi, limit)
+    counts = dict.fromkeys(KINDS, 0)
+    counts.update(found)
+    return {
+        "since": lo.isoformat(),
+        "until": hi.isoformat() if hi else None,
+        "counts": counts,
+        "total": sum(counts.values()),
+        "changes": [
+            {
+                "date": r["d"].isoformat() if r["d"] else None,
+                "kind": r["kind"],
+                "trial_id": r["trial_id"],
+                "record_id": r["record_id"],
+                "registry": r["registry"],
+                "title": r["title"],
+                "old": r["old"],
+                "new": r["new"],
+                "previous_date": r["prev_d"].isoformat() if r["prev_d"] else None,
+            }
+            for r in listed
+        ],
+    }
 
 
 # ---------------------------------------------------------------- products
