@@ -52,8 +52,8 @@ CHILD = (
 
 
 def base_store(path: Path) -> Path:
-    from celltrials.classify import classify_store
     from celltrials.ingest import ingest_paths
+    from celltrials.labelling import classify_store
     from celltrials.products import link_products
 
     with celltrials.open(str(path)) as store:

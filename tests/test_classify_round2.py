@@ -20,13 +20,11 @@ import celltrials
 from celltrials.classify import (
     TrialText,
     classify,
-    classify_store,
-    evaluate_store_many,
-    unknown_products,
 )
 from celltrials.cli import cli
 from celltrials.errors import TaxonomyError
 from celltrials.evaluate import evaluate, evaluate_many
+from celltrials.labelling import classify_store, evaluate_store_many, unknown_products
 from celltrials.models import ParsedRecord
 from celltrials.sources import parse_file
 from celltrials.taxonomy.code_names import COLUMNS, load_code_names, name_pattern

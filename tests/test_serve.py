@@ -26,10 +26,10 @@ from openpyxl import load_workbook
 import celltrials
 from celltrials.analysis import landscape as L
 from celltrials.changes import changes
-from celltrials.classify import classify_store
 from celltrials.cli import cli
 from celltrials.errors import ConfigError
 from celltrials.ingest import ingest_paths
+from celltrials.labelling import classify_store
 from celltrials.products import link_products
 from celltrials.report.build import build_report
 from celltrials.serve.app import ServeConfig, create_app

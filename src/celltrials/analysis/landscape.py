@@ -32,10 +32,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import date
+from importlib.resources import files
 from typing import Any
 
 import duckdb
 import pandas as pd
+import yaml
 
 from celltrials.errors import ConfigError
 from celltrials.safety import safe_url
@@ -966,14 +968,10 @@ def taxonomy_version(con: duckdb.DuckDBPyConnection) -> str | None:
                 if rows:
                     return ", ".join(str(r[0]) for r in rows)
     try:
-        from importlib.resources import files  # noqa: PLC0415 - optional: the ImportError is handled
-
-        import yaml  # noqa: PLC0415 - optional: the ImportError is handled
-
         text = files("celltrials.taxonomy").joinpath("taxonomy.yaml").read_text(encoding="utf-8")
         v = yaml.safe_load(text).get("version")
         return f"{v} (packaged; labels carry no version)" if v else None
-    except (OSError, ValueError, ImportError, AttributeError):
+    except (OSError, ValueError, AttributeError):
         return None
 
 

@@ -45,8 +45,8 @@ from celltrials.changes import (
     parse_date,
 )
 from celltrials.changes import changes as store_changes
-from celltrials.classify import explain_trial
 from celltrials.errors import CelltrialsError, ConfigError
+from celltrials.labelling import explain_trial
 from celltrials.products import json_records, product_detail, products_table
 from celltrials.registry_ids import canonical_id, fold_id, trial_id_for
 from celltrials.safety import safe_frame
@@ -384,7 +384,7 @@ def _memory_copies(con: duckdb.DuckDBPyConnection, has_links: bool) -> dict[str,
     for look-ups). Each request's cursor sees them under the store's names
     (temp views shadow the store's), so library code (the report's sections,
     products, explain) reads them unchanged. Profile ``texts`` also shadows the
-    tables :func:`celltrials.classify.store_trial_texts` reads, restricted to
+    tables :func:`celltrials.labelling.store_trial_texts` reads, restricted to
     the current records (the only ones it joins)."""
     main: dict[str, str] = {}
     for v in _TRIAL_VIEWS:
