@@ -212,11 +212,11 @@ def funnel(ref: Reference) -> str:
 def coverage(ref: Reference) -> str:
     from celltrials.analysis import coverage as C
     from celltrials.analysis import landscape as L
-    from celltrials.report.build import _year_coverage
+    from celltrials.report.sections import year_coverage
 
     con = ref.store.con
     sel = L.select_trials(con, L.Filters())
-    marks, sources = _year_coverage(sel, L.data_date(con), C.source_windows(con))
+    marks, sources = year_coverage(sel, L.data_date(con), C.source_windows(con))
     chart = "start_year_by_family"
     lines = C.describe(marks[marks["chart"] == chart], sources[sources["chart"] == chart], L.label)
     return "\n".join(f"* {line}." for line in lines)
