@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 
@@ -278,3 +279,29 @@ def test_the_dashboard_reads_an_old_store_typed(
         snap.retire()
     for tid, r in old.items():
         assert got[tid] == _split(r["targets"]), tid
+
+
+def test_write_labels_is_all_or_nothing(tmp_path: Path) -> None:
+    """A write that fails half-way (a trial twice: the key refuses the second)
+    leaves the stored labels and evidence as they were; a partial write
+    replaces only its trials and drops the ones named."""
+    with celltrials.open(tmp_path / "w.duckdb") as store:
+        ingest_paths(store, [PROCHYMAL_CSV])
+        classify_store(store, jobs=1)
+        before = store.label_rows()
+        ev_before = store.label_evidence()
+        assert len(before) == 14 and sum(map(len, ev_before.values())) > 0
+        row = {**before[0], "cell_type": ["nk"]}
+        del row["primary_record_id"]
+        with pytest.raises(duckdb.ConstraintException):
+            store.write_labels([row, row], [])
+        assert store.label_rows() == before and store.label_evidence() == ev_before
+
+        gone = before[1]["trial_id"]
+        store.write_labels([row], [], partial=True, drop=[gone])
+        after = {r["trial_id"]: r for r in store.label_rows()}
+        assert set(after) == {r["trial_id"] for r in before} - {gone}
+        assert after[row["trial_id"]]["cell_type"] == ["nk"]
+        assert row["trial_id"] not in store.label_evidence()
+        for r in before[2:]:
+            assert after[r["trial_id"]] == r

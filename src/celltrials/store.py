@@ -815,10 +815,10 @@ class Store:
         ev = pa.table(
             {c: pa.array([r[c] for r in evidence], type=_LABEL_ARROW[c]) for c in EVIDENCE_COLUMNS}
         )
-        with self.transaction() as con:
-            con.register("_new_labels", lab)
-            con.register("_new_evidence", ev)
-            try:
+        self.con.register("_new_labels", lab)
+        self.con.register("_new_evidence", ev)
+        try:
+            with self.transaction() as con:
                 if partial:
                     gone = "SELECT trial_id FROM _new_labels UNION ALL SELECT unnest(?::VARCHAR[])"
                     dropped = [list(drop)]
@@ -829,9 +829,10 @@ class Store:
                     con.execute("DELETE FROM label_evidence")
                 con.execute("INSERT INTO labels BY NAME SELECT * FROM _new_labels")
                 con.execute("INSERT INTO label_evidence BY NAME SELECT * FROM _new_evidence")
-            finally:
-                con.unregister("_new_labels")
-                con.unregister("_new_evidence")
+        finally:
+            for name in ("_new_labels", "_new_evidence"):
+                with contextlib.suppress(duckdb.Error):  # inside a failed outer transaction
+                    self.con.unregister(name)
 
     def label_rows(self, trial_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Stored labels (of every trial, or of ``trial_ids``), one dict per trial
@@ -962,13 +963,14 @@ class Store:
                 for c in PRODUCT_LINK_COLUMNS
             }
         )
-        with self.transaction() as con:
-            con.execute("DELETE FROM product_links")
-            con.register("_new_product_links", table)
-            try:
+        self.con.register("_new_product_links", table)
+        try:
+            with self.transaction() as con:
+                con.execute("DELETE FROM product_links")
                 con.execute("INSERT INTO product_links BY NAME SELECT * FROM _new_product_links")
-            finally:
-                con.unregister("_new_product_links")
+        finally:
+            with contextlib.suppress(duckdb.Error):  # inside a failed outer transaction
+                self.con.unregister("_new_product_links")
 
     def product_links(self, product: str | None = None) -> pd.DataFrame:
         """Stored product links (of every product, or one), ordered by trial,
