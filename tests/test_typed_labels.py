@@ -13,7 +13,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from celltrials.ingest import ingest_paths
 from celltrials.labelling import classify_store, explain_trial, labels_rows, store_trial_texts
 from celltrials.serve.queries import prepare
 from celltrials.serve.snapshot import Snapshot
-from tests.conftest import CAR2_JSON, PROCHYMAL_CSV
+from tests.conftest import CAR2_JSON, PROCHYMAL_CSV, REPO
 
 pytestmark = pytest.mark.data
 
@@ -305,3 +308,28 @@ def test_write_labels_is_all_or_nothing(tmp_path: Path) -> None:
         assert row["trial_id"] not in store.label_evidence()
         for r in before[2:]:
             assert after[r["trial_id"]] == r
+
+
+def test_a_store_killed_right_after_the_migration_opens(
+    old_store: tuple[Path, dict[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    """Killed (``os._exit``, no checkpoint) just after migrating, the store's
+    write-ahead log replays on the next open (it holds rows, not a conversion
+    expression DuckDB could not bind while replaying)."""
+    src, old = old_store
+    path = tmp_path / "k.duckdb"
+    shutil.copy(src, path)
+    code = (
+        "import os, sys, celltrials\n"
+        "s = celltrials.open(sys.argv[1])\n"
+        "assert s.schema_version() == 7\n"
+        "os._exit(9)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    res = subprocess.run([sys.executable, "-c", code, str(path)], env=env, check=False)
+    assert res.returncode == 9
+    assert path.with_name(path.name + ".wal").exists()
+    with celltrials.open(path, read_only=True) as store:
+        got = {r["trial_id"]: r["targets"] for r in store.label_rows()}
+    for tid, r in old.items():
+        assert got[tid] == _split(r["targets"]), tid

@@ -311,11 +311,32 @@ def _typed_label_exprs(types: dict[str, str]) -> dict[str, str]:
     return out
 
 
+#: the ``labels`` table since migration 7 (``{name}``: the table's name)
+_TYPED_LABELS_DDL = """
+CREATE TABLE {name} (
+    trial_id VARCHAR PRIMARY KEY, is_cell_therapy BOOLEAN, cell_type VARCHAR[], msc_source VARCHAR[],
+    origin VARCHAR, product_form VARCHAR[], indication_group VARCHAR, therapeutic_area VARCHAR[],
+    targets VARCHAR[], dose VARCHAR[], route VARCHAR[], combinations VARCHAR[], manufacturing VARCHAR[],
+    taxonomy_version VARCHAR, classified_at TIMESTAMP, input_hash VARCHAR)"""
+
+
 def _v7_typed_labels(con: duckdb.DuckDBPyConnection) -> None:
-    # labels as typed columns: readers get lists and a boolean, never parse text
-    for col, expr in _typed_label_exprs(_label_types(con)).items():
-        typ = "BOOLEAN" if col == "is_cell_therapy" else "VARCHAR[]"
-        con.execute(f"ALTER TABLE labels ALTER COLUMN {col} SET DATA TYPE {typ} USING {expr}")
+    # labels as typed columns: readers get lists and a boolean, never parse text.
+    # The rows are copied into a new table rather than converted by ALTER ... USING:
+    # the write-ahead log would keep that expression, and replaying it after a crash
+    # needs DuckDB's function extension loaded before the store is open.
+    types = _label_types(con)
+    exprs = _typed_label_exprs(types)
+    if not exprs:
+        return
+    cols = [c for c in LABEL_TABLE_COLUMNS if c in types]
+    con.execute(_TYPED_LABELS_DDL.format(name="_labels_typed"))
+    con.execute(
+        f"INSERT INTO _labels_typed ({', '.join(cols)}) "
+        f"SELECT {', '.join(exprs.get(c, c) for c in cols)} FROM labels"
+    )
+    con.execute("DROP TABLE labels")
+    con.execute("ALTER TABLE _labels_typed RENAME TO labels")
 
 
 def typed_labels_view(con: duckdb.DuckDBPyConnection) -> bool:
