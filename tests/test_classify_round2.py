@@ -450,7 +450,7 @@ def test_covid_indication_conventions(round2_db: Path) -> None:
                 [store.resolve(rid)],
             ).fetchone()
             assert row is not None, rid
-            return row[0], row[1]
+            return row[0], ";".join(row[1])  # therapeutic_area: a list
 
         # "human umbilical cord mesenchymal stem cells in the treatment of ... (COVID-19) induced pulmonary fibrosis"
         assert ind("ChiCTR2000031430") == ("degenerative", "respiratory")

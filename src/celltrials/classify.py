@@ -432,6 +432,55 @@ class _Masks:
         return self.force(seg)
 
 
+def _without_type(found: list[_Mention], value: str) -> list[_Mention]:
+    """``found`` less the mentions naming only the cell type ``value`` (a named
+    product naming it among others keeps it)."""
+    return [
+        m
+        for m in found
+        if value not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1
+    ]
+
+
+@dataclass(slots=True, eq=False)
+class TrialContext:
+    """What the labelling steps of :meth:`Classifier.classify` know about one trial.
+
+    :meth:`Classifier.context` makes it; each step reads what earlier steps set
+    and sets its own fields (named beside each). ``evidence`` grows in step
+    order, which is the order of the labels' evidence."""
+
+    trial: TrialText
+    #: titles, interventions and arms of the experimental arms: where a product is named
+    primary: list[Segment]
+    #: summaries and keywords (keywords describe the setting as often as the product)
+    summaries: list[Segment]
+    masked: _Masks
+    evidence: list[Evidence] = field(default_factory=list)
+    #: mentions of the investigational product (find_mentions … drop_catch_all_types)
+    found: list[_Mention] = field(default_factory=list)
+    #: cell mentions that are not the product (background cues, study subjects, …)
+    background: list[_Mention] = field(default_factory=list)
+    subject_study: bool = False  # study_subject_gate
+    #: the generic-cell scan of the product texts, when summary_mentions ran it
+    generic_hits: list[tuple[Segment, Hit]] | None = None
+    cell_types: set[str] = field(default_factory=set)  # collect_cell_types … drop_catch_all_types
+    group: str = ""  # label_indication
+    areas: list[str] = field(default_factory=list)  # label_indication
+    #: segments of a catch-all name dropped for a specific product (drop_catch_all_types)
+    catchall: list[Segment] = field(default_factory=list)
+    #: segments naming the product, in order (cell_type_evidence)
+    product_segs: list[Segment] = field(default_factory=list)
+    msc_source: list[str] = field(default_factory=list)  # label_msc_source
+    origin: str = ""  # label_origin
+    forms: set[str] = field(default_factory=set)  # label_product_form
+    targets: list[str] = field(default_factory=list)  # label_descriptors
+    doses: list[str] = field(default_factory=list)
+    route: list[str] = field(default_factory=list)
+    combinations: list[str] = field(default_factory=list)
+    manufacturing: list[str] = field(default_factory=list)
+
+
 class Classifier:
     """Applies a :class:`Taxonomy` to :class:`TrialText`."""
 
@@ -570,18 +619,97 @@ class Classifier:
         return out
 
     # -- main ------------------------------------------------------------
-    def classify(self, trial: TrialText) -> TrialLabels:  # noqa: C901 - the per-field labelling steps, still one method (split is open work)
-        tax = self.tax
-        segs = trial.segments
-        primary = [s for s in segs if s.role in _PRIMARY_ROLES]
-        # keywords describe the setting as often as the product: read like summaries
-        summaries = [s for s in segs if s.role == SUMMARY or s.role == KEYWORD]
-        masked = _Masks(tax.exclusions)
-        evidence: list[Evidence] = []
+    def classify(self, trial: TrialText) -> TrialLabels:
+        """Label one trial: a pure function of ``trial`` and the taxonomy.
 
-        found, background = self._cell_mentions(primary, masked)
-        # hsc (primary_only): only from titles or non-procedure interventions
-        found = [
+        The steps below run in this order on one :class:`TrialContext`; each
+        says which rule of TAXONOMY.md (the labelling guide) it implements."""
+        ctx = self.context(trial)
+        # which cells are the investigational product
+        self.find_mentions(ctx)
+        self.study_subject_gate(ctx)
+        self.summary_mentions(ctx)
+        self.generic_mentions(ctx)
+        self.in_vivo_car(ctx)
+        self.collect_cell_types(ctx)
+        # the indication (also for trials that turn out not to be cell therapy)
+        self.label_indication(ctx)
+        # one cell type per product
+        self.car_word_on_other_cells(ctx)
+        self.drop_catch_all_types(ctx)
+        if ctx.cell_types:
+            # the product's fields
+            self.cell_type_evidence(ctx)
+            self.label_msc_source(ctx)
+            self.label_origin(ctx)
+            self.label_product_form(ctx)
+            self.label_descriptors(ctx)
+        return self.labels(ctx)
+
+    def context(self, trial: TrialText) -> TrialContext:
+        """A fresh context: the product texts (TAXONOMY.md "label the
+        investigational product: what the experimental arm receives" — titles,
+        experimental interventions and arms; comparators, eligibility and outcomes
+        are never read) and the summaries and keywords, read only as a fallback."""
+        segs = trial.segments
+        return TrialContext(
+            trial,
+            [s for s in segs if s.role in _PRIMARY_ROLES],
+            [s for s in segs if s.role == SUMMARY or s.role == KEYWORD],
+            _Masks(self.tax.exclusions),
+        )
+
+    def labels(self, ctx: TrialContext) -> TrialLabels:
+        """The labels of a context the steps have run on: ``is_cell_therapy`` is yes
+        when a cell type is left (TAXONOMY.md fields: ``cell_type`` empty when no;
+        ``indication_group`` is set either way)."""
+        tax, trial = self.tax, ctx.trial
+        if not ctx.cell_types:
+            return TrialLabels(
+                trial.trial_id,
+                False,
+                [],
+                [],
+                "",
+                [],
+                ctx.group,
+                ctx.areas,
+                evidence=ctx.evidence,
+                taxonomy_version=tax.version,
+                input_hash=trial.digest(),
+            )
+        return TrialLabels(
+            trial.trial_id,
+            True,
+            sorted(ctx.cell_types),
+            ctx.msc_source,
+            ctx.origin,
+            sorted(ctx.forms),
+            ctx.group,
+            sorted(ctx.areas),
+            ctx.targets,
+            ctx.doses,
+            ctx.route,
+            ctx.combinations,
+            ctx.manufacturing,
+            ctx.evidence,
+            taxonomy_version=tax.version,
+            input_hash=trial.digest(),
+        )
+
+    # -- steps: which cells are the investigational product -------------
+    def find_mentions(self, ctx: TrialContext) -> None:
+        """Cell-type and product-name mentions in the product texts (sets ``found``,
+        ``background``). TAXONOMY.md "Which product counts": a mention after a
+        background cue in its clause ("after autologous stem cell transplant",
+        "previously treated with CAR-T") is background; product code and brand
+        names count; a CAR placed on another cell names one product (the
+        engineering model). An ``hsc`` mention (``primary_only``) counts only from
+        titles and non-procedure interventions: an HSCT listed as a procedure is
+        the background standard of care."""
+        tax = self.tax
+        found, ctx.background = self._cell_mentions(ctx.primary, ctx.masked)
+        ctx.found = [
             m
             for m in found
             if not (
@@ -591,106 +719,168 @@ class Classifier:
                 and m.seg.procedure
             )
         ]
-        # cells as the *subject* of a study (imaging, exercise, questionnaires... of
-        # CAR-T or HSCT recipients): named in titles but given in no intervention
-        subject_study = (
-            tax.study_subject_cues is not None
-            and (bool(found) or bool(summaries))
-            and not any(m.seg.role in (INTERVENTION, ARM) for m in found)
-            and _subject_study(tax.study_subject_cues, primary)
-        )
-        if subject_study:
-            background.extend(found)
-            found = []
-        generic_hits: list[tuple[Segment, Hit]] | None = None
-        if not found and summaries and not subject_study:
-            cue = any(
-                tax.generic_cell_cues.search(masked.text(s, tax.generic_cell_cues) or "")
-                or (s.role == INTERVENTION and _CODE_NAME.search(s.text))
-                for s in primary
-            )
-            # a code name in a title ("S103 in myasthenia gravis"): the summary
-            # sentences that name it say what it is
-            codes = (
-                []
-                if cue
-                else [
-                    m.group()
-                    for s in primary
-                    if s.role == TITLE
-                    for m in _CODE_NAME.finditer(s.text)
-                    if not _NOT_A_CODE.fullmatch(m.group())
-                ]
-            )
-            generic_hits = self._scan(tax.generic_fallback, primary, masked)
-            # always scanned: a scan masks the segments it could match (see _Masks)
-            deriv_primary = self._scan(tax.product_form, primary, masked)
-            if cue or generic_hits or deriv_primary:
-                sfound, _ = self._cell_mentions(summaries, masked)
-                found = [
-                    m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")
-                ]
-            elif codes:
-                sfound, _ = self._cell_mentions(summaries, masked)
-                found = [
-                    m
-                    for m in sfound
-                    if not tax.cell_type_option(m.hit.entry.value, "primary_only")
-                    and _names_code(m.seg.text, m.hit.start, codes)
-                ]
-        if not found:
-            # the same scan as above when it ran (masking is a function of the text)
-            if generic_hits is None:
-                generic_hits = self._scan(tax.generic_fallback, primary, masked)
-            for seg, h in generic_hits:
-                found.append(_Mention(seg, h, {"cell_type": (tax.generic_fallback_cell_type,)}))
 
-        # in vivo CAR: a vector / LNP makes CAR cells in the patient; no cells are given
-        ivc = tax.in_vivo_car
+    def study_subject_gate(self, ctx: TrialContext) -> None:
+        """Cells that are the *subject* of a study — imaging, exercise,
+        questionnaires, supportive care of CAR-T or HSCT recipients — named in
+        titles but given in no intervention or arm are background, not the product
+        (TAXONOMY.md "Which product counts"; sets ``subject_study``)."""
+        cues = self.tax.study_subject_cues
+        found = ctx.found
         if (
-            ivc is not None
-            and found
-            and any(v in ivc.cell_types for m in found for v in m.values.get("cell_type", ()))
+            cues is not None
+            and (bool(found) or bool(ctx.summaries))
+            and not any(m.seg.role in (INTERVENTION, ARM) for m in found)
+            and _subject_study(cues, ctx.primary)
         ):
+            ctx.subject_study = True
+            ctx.background.extend(found)
+            ctx.found = []
+
+    def summary_mentions(self, ctx: TrialContext) -> None:
+        """When the product texts name no cells, the summaries say what the product
+        is — but only when the product texts name it generically ("stem cell
+        product", a code name of an intervention, an EV/secretome word): then the
+        summaries' cell mentions count. A code name in a title alone ("S103 in
+        myasthenia gravis") lets only the summary sentences naming it count
+        (TAXONOMY.md: code names count when the product is known)."""
+        if ctx.found or not ctx.summaries or ctx.subject_study:
+            return
+        tax, primary, masked = self.tax, ctx.primary, ctx.masked
+        cue = any(
+            tax.generic_cell_cues.search(masked.text(s, tax.generic_cell_cues) or "")
+            or (s.role == INTERVENTION and _CODE_NAME.search(s.text))
+            for s in primary
+        )
+        codes = (
+            []
+            if cue
+            else [
+                m.group()
+                for s in primary
+                if s.role == TITLE
+                for m in _CODE_NAME.finditer(s.text)
+                if not _NOT_A_CODE.fullmatch(m.group())
+            ]
+        )
+        ctx.generic_hits = self._scan(tax.generic_fallback, primary, masked)
+        # always scanned: a scan masks the segments it could match (see _Masks)
+        deriv_primary = self._scan(tax.product_form, primary, masked)
+        if cue or ctx.generic_hits or deriv_primary:
+            sfound, _ = self._cell_mentions(ctx.summaries, masked)
+            ctx.found = [
+                m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")
+            ]
+        elif codes:
+            sfound, _ = self._cell_mentions(ctx.summaries, masked)
+            ctx.found = [
+                m
+                for m in sfound
+                if not tax.cell_type_option(m.hit.entry.value, "primary_only")
+                and _names_code(m.seg.text, m.hit.start, codes)
+            ]
+
+    def generic_mentions(self, ctx: TrialContext) -> None:
+        """Still no named cell type: a generic cell-therapy phrase in the product
+        texts ("stem cell therapy") is the taxonomy's fallback cell type
+        (TAXONOMY.md ``other_stem``: other stem/progenitor cells)."""
+        if ctx.found:
+            return
+        tax = self.tax
+        # the same scan as summary_mentions' when it ran (masking is a function of the text)
+        generic_hits = ctx.generic_hits
+        if generic_hits is None:
+            generic_hits = self._scan(tax.generic_fallback, ctx.primary, ctx.masked)
+        for seg, h in generic_hits:
+            ctx.found.append(_Mention(seg, h, {"cell_type": (tax.generic_fallback_cell_type,)}))
+
+    def in_vivo_car(self, ctx: TrialContext) -> None:
+        """TAXONOMY.md "In vivo CAR": a vector or lipid nanoparticle that makes CAR
+        cells inside the patient gives no cells — gene therapy, not cell therapy.
+        A cue in a title or intervention (or, failing that, a summary) removes the
+        CAR cell types from the mentions (evidence field ``in_vivo_car``)."""
+        ivc = self.tax.in_vivo_car
+        found = ctx.found
+        if (
+            ivc is None
+            or not found
+            or not any(v in ivc.cell_types for m in found for v in m.values.get("cell_type", ()))
+        ):
+            return
+        tax = self.tax
+        ivc_cue = next(
+            (
+                (s, h)
+                for s in ctx.primary
+                if s.role in (TITLE, INTERVENTION)
+                for h in ivc.cues.hits(s.text)
+                if not _is_background(tax, s.text, h.start)
+            ),
+            None,
+        )
+        if ivc_cue is None:
             ivc_cue = next(
                 (
                     (s, h)
-                    for s in primary
-                    if s.role in (TITLE, INTERVENTION)
-                    for h in ivc.cues.hits(s.text)
-                    if not _is_background(tax, s.text, h.start)
+                    for s in ctx.summaries
+                    if s.role == SUMMARY
+                    for h in ivc.summary_cues.hits(s.text)
                 ),
                 None,
             )
-            if ivc_cue is None:
-                ivc_cue = next(
-                    (
-                        (s, h)
-                        for s in summaries
-                        if s.role == SUMMARY
-                        for h in ivc.summary_cues.hits(s.text)
-                    ),
-                    None,
-                )
-            if ivc_cue is not None:
-                self._ev(evidence, "in_vivo_car", "no cells given", ivc_cue[0], ivc_cue[1])
-                kept = []
-                for m in found:
-                    rest = tuple(
-                        v for v in m.values.get("cell_type", ()) if v not in ivc.cell_types
-                    )
-                    if rest:
-                        kept.append(_Mention(m.seg, m.hit, {**m.values, "cell_type": rest}))
-                    else:
-                        background.append(m)
-                found = kept
-
-        cell_types: set[str] = set()
+        if ivc_cue is None:
+            return
+        self._ev(ctx.evidence, "in_vivo_car", "no cells given", ivc_cue[0], ivc_cue[1])
+        kept = []
         for m in found:
+            rest = tuple(v for v in m.values.get("cell_type", ()) if v not in ivc.cell_types)
+            if rest:
+                kept.append(_Mention(m.seg, m.hit, {**m.values, "cell_type": rest}))
+            else:
+                ctx.background.append(m)
+        ctx.found = kept
+
+    @staticmethod
+    def collect_cell_types(ctx: TrialContext) -> None:
+        """The cell types the product mentions name (sets ``cell_types``)."""
+        cell_types: set[str] = set()
+        for m in ctx.found:
             for v in m.values.get("cell_type", ()):
                 cell_types.add(v)
+        ctx.cell_types = cell_types
 
-        # ---- indication: specific rules before generic words; conditions/MeSH before titles ----
+    # -- step: indication --------------------------------------------------
+    def label_indication(self, ctx: TrialContext) -> None:
+        """``indication_group`` and ``therapeutic_area`` (TAXONOMY.md
+        "indication_group"; the COVID-19 conventions are rules of the taxonomy
+        data): the best indication rule (see :meth:`_best_indication`); a trial
+        whose conditions name blood and solid cancers targets both. Nothing
+        found: ``oncology``/``solid_tumor`` for cell types tested almost only in
+        cancer, else the taxonomy's default ("choose the closest and keep going;
+        never leave indication_group empty")."""
+        tax = self.tax
+        best = self._best_indication(ctx.trial.segments, ctx.cell_types)
+        if best is not None:
+            seg, h = best
+            group = h.entry.labels["indication_group"][0]
+            areas = list(h.entry.labels["therapeutic_area"])
+            self._ev(ctx.evidence, "indication_group", group, seg, h)
+            for a in areas:
+                self._ev(ctx.evidence, "therapeutic_area", a, seg, h)
+            if group == "oncology" and seg.role == CONDITION:
+                self._more_cancer_areas(ctx, areas)
+        elif ctx.cell_types & tax.oncology_cell_types:
+            group, areas = "oncology", ["solid_tumor"]
+        else:
+            group, areas = tax.default_indication[0], [tax.default_indication[1]]
+        ctx.group, ctx.areas = group, areas
+
+    def _best_indication(
+        self, segs: list[Segment], cell_types: set[str]
+    ) -> tuple[Segment, Hit] | None:
+        """The indication hit that decides: specific rules before generic words,
+        priority rules first, conditions/MeSH before titles before keywords before
+        summaries, then the rule's rank. Generic words in a summary are too weak."""
         best: tuple[tuple[int, int, int, int], Segment, Hit] | None = None
         settled: int | None = (
             None  # tier where a specific rule was found: later tiers can only win by priority
@@ -720,209 +910,252 @@ class Classifier:
                     best = (key, seg, h)
             if settled is None and best is not None and not best[0][0]:
                 settled = tier
-        if best is not None and best[0][2] == _IND_TIER[SUMMARY] and best[0][0]:
-            best = None  # generic words in a summary are too weak
-        if best is not None:
-            _, seg, h = best
-            group = h.entry.labels["indication_group"][0]
-            areas = list(h.entry.labels["therapeutic_area"])
-            self._ev(evidence, "indication_group", group, seg, h)
-            for a in areas:
-                self._ev(evidence, "therapeutic_area", a, seg, h)
-            if group == "oncology" and seg.role == CONDITION:
-                # conditions naming blood cancers and solid cancers: the trial targets both
-                for cseg in segs:
-                    if cseg.role != CONDITION:
-                        continue
-                    for ch in self._indication_hits(cseg.text, cell_types):
-                        extra = ch.entry.labels["therapeutic_area"]
-                        if (
-                            ch.entry.labels["indication_group"][0] == "oncology"
-                            and not ch.entry.options.get("generic")
-                            and not set(extra) <= set(areas)
-                            and not _VAGUE_CANCER.fullmatch(ch.text)
-                        ):
-                            areas.extend(a for a in extra if a not in areas)
-                            for a in extra:
-                                self._ev(evidence, "therapeutic_area", a, cseg, ch)
-        elif cell_types & tax.oncology_cell_types:
-            group, areas = "oncology", ["solid_tumor"]
-        else:
-            group, areas = tax.default_indication[0], [tax.default_indication[1]]
+        if best is None or (best[0][2] == _IND_TIER[SUMMARY] and best[0][0]):
+            return None  # generic words in a summary are too weak
+        return best[1], best[2]
 
-        # a bare CAR word ("CD19-CAR", "chimeric antigen receptor") names no cell: when the
-        # trial's CAR product is another cell (CAR-NK, CAR-M, CAR-DC) it is that product
-        if "car_t" in cell_types and cell_types & _CAR_ON_OTHER_CELLS:
-            car_t_ms = [m for m in found if m.values.get("cell_type", ()) == ("car_t",)]
-            if car_t_ms and not any(_NAMES_T_CELLS.search(m.hit.text) for m in car_t_ms):
-                cell_types.discard("car_t")
-                found = [m for m in found if m not in car_t_ms]
-                background.extend(car_t_ms)
-
-        # drop catch-all / background-prone types when a more specific product is tested
-        catchall: list[Segment] = []
-        if len(cell_types) > 1:
-            for v in list(cell_types):
-                with_types = tax.cell_type_option(v, "dropped_with_cell_types")
-                if with_types and cell_types & with_types:
-                    cell_types.discard(v)
-                    # a catch-all name of the same product ("therapeutic autologous lymphocytes"): its words still describe it
-                    catchall.extend(m.seg for m in found if m.values.get("cell_type", ()) == (v,))
-                    found = [
-                        m
-                        for m in found
-                        if v not in m.values.get("cell_type", ())
-                        or len(m.values.get("cell_type", ())) > 1
-                    ]
-                    continue
-                drop_in = tax.cell_type_option(v, "dropped_with_other_cells_in")
-                named = any(
-                    v in m.values.get("cell_type", ()) and len(m.values["cell_type"]) > 1
-                    for m in found
-                )
+    def _more_cancer_areas(self, ctx: TrialContext, areas: list[str]) -> None:
+        """Conditions naming blood cancers and solid cancers: the trial targets
+        both (extends ``areas``; vague words such as "neoplasms" add nothing)."""
+        for cseg in ctx.trial.segments:
+            if cseg.role != CONDITION:
+                continue
+            for ch in self._indication_hits(cseg.text, ctx.cell_types):
+                extra = ch.entry.labels["therapeutic_area"]
                 if (
-                    drop_in and set(areas) & drop_in and not named
-                ):  # a named product keeps all its cell types
-                    cell_types.discard(v)
-                    background.extend(m for m in found if m.values.get("cell_type", ()) == (v,))
-                    found = [
-                        m
-                        for m in found
-                        if v not in m.values.get("cell_type", ())
-                        or len(m.values.get("cell_type", ())) > 1
-                    ]
+                    ch.entry.labels["indication_group"][0] == "oncology"
+                    and not ch.entry.options.get("generic")
+                    and not set(extra) <= set(areas)
+                    and not _VAGUE_CANCER.fullmatch(ch.text)
+                ):
+                    areas.extend(a for a in extra if a not in areas)
+                    for a in extra:
+                        self._ev(ctx.evidence, "therapeutic_area", a, cseg, ch)
 
-        if not cell_types:
-            return TrialLabels(
-                trial.trial_id,
-                False,
-                [],
-                [],
-                "",
-                [],
-                group,
-                areas,
-                evidence=evidence,
-                taxonomy_version=tax.version,
-                input_hash=trial.digest(),
+    # -- steps: one cell type per product ----------------------------------
+    @staticmethod
+    def car_word_on_other_cells(ctx: TrialContext) -> None:
+        """A bare CAR word ("CD19-CAR", "chimeric antigen receptor") names no cell:
+        when the trial's CAR product is another cell (CAR-NK, CAR-M, CAR-DC) it is
+        that product (TAXONOMY.md: CAR-NK is ``car_nk``, CAR on macrophages or
+        dendritic cells is ``macrophage`` or ``dc``)."""
+        if "car_t" not in ctx.cell_types or not ctx.cell_types & _CAR_ON_OTHER_CELLS:
+            return
+        car_t_ms = [m for m in ctx.found if m.values.get("cell_type", ()) == ("car_t",)]
+        if car_t_ms and not any(_NAMES_T_CELLS.search(m.hit.text) for m in car_t_ms):
+            ctx.cell_types.discard("car_t")
+            ctx.found = [m for m in ctx.found if m not in car_t_ms]
+            ctx.background.extend(car_t_ms)
+
+    def drop_catch_all_types(self, ctx: TrialContext) -> None:
+        """Catch-all and background-prone cell types give way to a more specific
+        product: a type with ``dropped_with_cell_types`` goes when one of those is
+        also found (its segments still describe the product: ``catchall``); one
+        with ``dropped_with_other_cells_in`` goes in those therapeutic areas unless
+        a named product carries it (TAXONOMY.md: an HSCT background of a CAR-T
+        trial is not an HSC trial)."""
+        cell_types = ctx.cell_types
+        if len(cell_types) <= 1:
+            return
+        tax = self.tax
+        for v in list(cell_types):
+            with_types = tax.cell_type_option(v, "dropped_with_cell_types")
+            if with_types and cell_types & with_types:
+                cell_types.discard(v)
+                # a catch-all name of the same product ("therapeutic autologous lymphocytes"): its words still describe it
+                ctx.catchall.extend(
+                    m.seg for m in ctx.found if m.values.get("cell_type", ()) == (v,)
+                )
+                ctx.found = _without_type(ctx.found, v)
+                continue
+            drop_in = tax.cell_type_option(v, "dropped_with_other_cells_in")
+            named = any(
+                v in m.values.get("cell_type", ()) and len(m.values["cell_type"]) > 1
+                for m in ctx.found
             )
+            # a named product keeps all its cell types
+            if drop_in and set(ctx.areas) & drop_in and not named:
+                cell_types.discard(v)
+                ctx.background.extend(m for m in ctx.found if m.values.get("cell_type", ()) == (v,))
+                ctx.found = _without_type(ctx.found, v)
 
-        for m in found:
+    # -- steps: the product's fields ----------------------------------------
+    def cell_type_evidence(self, ctx: TrialContext) -> None:
+        """Evidence for each ``cell_type`` left, and the segments that name the
+        product (``product_segs``, in order): the other fields read those first."""
+        evidence, cell_types = ctx.evidence, ctx.cell_types
+        for m in ctx.found:
             for v in m.values.get("cell_type", ()):
                 if v in cell_types:
                     self._ev(evidence, "cell_type", v, m.seg, m.hit)
-
-        product_segs: list[Segment] = []
         seen_ids: set[int] = set()
-        for m in found:
+        for m in ctx.found:
             if id(m.seg) not in seen_ids:
                 seen_ids.add(id(m.seg))
-                product_segs.append(m.seg)
+                ctx.product_segs.append(m.seg)
 
-        # ---- msc source ----
-        msc_source: list[str] = []
-        if "msc" in cell_types:
-            src: set[str] = set()
-            for m in found:
-                for v in m.values.get("msc_source", ()):
-                    src.add(v)
-                    self._ev(evidence, "msc_source", v, m.seg, m.hit)
-            if not src:
-                msc_segs = [m.seg for m in found if "msc" in m.values.get("cell_type", ())]
-                seen_src: set[int] = set()
-                for seg in msc_segs:
-                    if id(seg) in seen_src:
+    def label_msc_source(self, ctx: TrialContext) -> None:
+        """``msc_source`` (TAXONOMY.md: only when ``cell_type`` includes ``msc``;
+        Wharton's jelly is umbilical cord): a named product's known source, else
+        the source words in the segments naming the MSC — not a tissue the cells
+        are given *for* ("MSC for dental pulp regeneration") — else
+        ``unspecified``."""
+        if "msc" not in ctx.cell_types:
+            return
+        tax, masked, evidence = self.tax, ctx.masked, ctx.evidence
+        src: set[str] = set()
+        for m in ctx.found:
+            for v in m.values.get("msc_source", ()):
+                src.add(v)
+                self._ev(evidence, "msc_source", v, m.seg, m.hit)
+        if not src:
+            seen_src: set[int] = set()
+            for seg in (m.seg for m in ctx.found if "msc" in m.values.get("cell_type", ())):
+                if id(seg) in seen_src:
+                    continue
+                seen_src.add(id(seg))
+                for s2, h in self._scan(tax.msc_source, [seg], masked):
+                    text2 = masked.peek(s2)
+                    if tax.msc_source_target_cue.search(text2[max(0, h.start - 40) : h.start]):
                         continue
-                    seen_src.add(id(seg))
-                    for s2, h in self._scan(tax.msc_source, [seg], masked):
-                        text2 = masked.peek(s2)
-                        if tax.msc_source_target_cue.search(text2[max(0, h.start - 40) : h.start]):
-                            continue
-                        src.add(h.entry.value)
-                        self._ev(evidence, "msc_source", h.entry.value, s2, h)
-            msc_source = sorted(src) if src else ["unspecified"]
+                    src.add(h.entry.value)
+                    self._ev(evidence, "msc_source", h.entry.value, s2, h)
+        ctx.msc_source = sorted(src) if src else ["unspecified"]
 
-        # ---- origin ----
-        stated: set[str] = set()
-        origin_segs = product_segs + [s for s in dict.fromkeys(catchall) if s not in product_segs]
-        for seg, h in self._scan(tax.origin, origin_segs, masked):
-            if _describes_other_cells(seg, h, found, background):
-                continue  # "autologous HSCT followed by CAR-T": the word is about the HSCT
-            stated.add(h.entry.value)
-            self._ev(evidence, "origin", h.entry.value, seg, h)
+    def label_origin(self, ctx: TrialContext) -> None:
+        """``origin`` (TAXONOMY.md: "stated words win"): origin words in the product
+        texts (:meth:`_stated_origin`), else a named product's known origin
+        ("product knowledge counts for origin too"), else origin words in summary
+        sentences that name cells; autologous and allogeneic together are
+        ``both``. Nothing stated: implied by the MSC source or the cell type
+        (:meth:`_implied_origin`)."""
+        stated = self._stated_origin(ctx)
         if not stated:  # a named product's known origin, when the record states none
-            for m in found:
+            for m in ctx.found:
                 for v in m.values.get("origin", ()):
                     stated.add(v)
-                    self._ev(evidence, "origin", v, m.seg, m.hit)
-        if not stated and summaries:
-            for seg in summaries:
-                text = masked.force(seg)
-                for sm in _SENTENCE.finditer(text):
-                    sent = sm.group()
-                    ohits = list(tax.origin.hits(sent))
-                    if not ohits or not (tax.cell_type.search(sent) or tax.products.search(sent)):
-                        continue
-                    for h in ohits:
-                        if _is_background(tax, sent, h.start):
-                            continue
-                        s0, s1 = sm.start() + h.start, sm.start() + h.end
-                        stated.add(h.entry.value)
-                        evidence.append(
-                            Evidence("origin", h.entry.value, seg.source, seg.text[s0:s1], s0, s1)
-                        )
+                    self._ev(ctx.evidence, "origin", v, m.seg, m.hit)
+        if not stated and ctx.summaries:
+            self._summary_origin(ctx, stated)
         if "both" in stated or {"autologous", "allogeneic"} <= stated:
-            origin = "both"
+            ctx.origin = "both"
         elif stated:
-            origin = next(iter(stated))
+            ctx.origin = next(iter(stated))
         else:
-            srcs = set(msc_source)
-            if not srcs - {"unspecified"}:
-                for s2, h in self._scan(tax.msc_source, product_segs, masked):
-                    if (
-                        tax.implied_origin_by_source.get(h.entry.value, "unspecified")
-                        != "unspecified"
-                    ):
-                        srcs.add(h.entry.value)
-                        evidence.append(
-                            Evidence(
-                                "origin",
-                                tax.implied_origin_by_source[h.entry.value],
-                                s2.source,
-                                h.text,
-                                h.start,
-                                h.end,
-                            )
-                        )
-            implied = {tax.implied_origin_by_source.get(s, "") for s in srcs} - {"", "unspecified"}
-            implied |= {tax.implied_origin_by_cell_type.get(c, "") for c in cell_types} - {
-                "",
-                "unspecified",
-            }
-            origin = next(iter(implied)) if len(implied) == 1 else "unspecified"
-            if origin != "unspecified":
-                for e in list(evidence):
-                    if e.field in ("msc_source", "cell_type") and (
-                        tax.implied_origin_by_source.get(e.value) == origin
-                        or tax.implied_origin_by_cell_type.get(e.value) == origin
-                    ):
-                        evidence.append(
-                            Evidence("origin", origin, e.source_field, e.text, e.start, e.end)
-                        )
-                        break
+            ctx.origin = self._implied_origin(ctx)
 
-        # ---- product form ----
-        forms: set[str] = set()
-        for m in found:
+    def _stated_origin(self, ctx: TrialContext) -> set[str]:
+        """Origin words in the segments naming the product (and a dropped
+        catch-all name of it), unless the word belongs to other cells named beside
+        it ("autologous HSCT followed by CAR-T": the word is about the HSCT)."""
+        stated: set[str] = set()
+        product_segs = ctx.product_segs
+        origin_segs = product_segs + [
+            s for s in dict.fromkeys(ctx.catchall) if s not in product_segs
+        ]
+        for seg, h in self._scan(self.tax.origin, origin_segs, ctx.masked):
+            if _describes_other_cells(seg, h, ctx.found, ctx.background):
+                continue
+            stated.add(h.entry.value)
+            self._ev(ctx.evidence, "origin", h.entry.value, seg, h)
+        return stated
+
+    def _summary_origin(self, ctx: TrialContext, stated: set[str]) -> None:
+        """Origin words in the summary sentences that also name cells or a product
+        (adds to ``stated``; background mentions skipped)."""
+        tax = self.tax
+        for seg in ctx.summaries:
+            text = ctx.masked.force(seg)
+            for sm in _SENTENCE.finditer(text):
+                sent = sm.group()
+                ohits = list(tax.origin.hits(sent))
+                if not ohits or not (tax.cell_type.search(sent) or tax.products.search(sent)):
+                    continue
+                for h in ohits:
+                    if _is_background(tax, sent, h.start):
+                        continue
+                    s0, s1 = sm.start() + h.start, sm.start() + h.end
+                    stated.add(h.entry.value)
+                    ctx.evidence.append(
+                        Evidence("origin", h.entry.value, seg.source, seg.text[s0:s1], s0, s1)
+                    )
+
+    def _implied_origin(self, ctx: TrialContext) -> str:
+        """TAXONOMY.md origin: cells from umbilical cord, cord blood, placenta or
+        amnion are ``allogeneic`` (any source word in the product texts counts
+        here, also when ``msc`` is not the cell type), and some cell types imply
+        an origin (ESC-derived); one implied origin wins, else ``unspecified``.
+        Evidence is the first cell-type or source evidence implying it."""
+        tax = self.tax
+        by_source, by_cell_type = tax.implied_origin_by_source, tax.implied_origin_by_cell_type
+        srcs = set(ctx.msc_source)
+        if not srcs - {"unspecified"}:
+            for s2, h in self._scan(tax.msc_source, ctx.product_segs, ctx.masked):
+                if by_source.get(h.entry.value, "unspecified") != "unspecified":
+                    srcs.add(h.entry.value)
+                    ctx.evidence.append(
+                        Evidence(
+                            "origin", by_source[h.entry.value], s2.source, h.text, h.start, h.end
+                        )
+                    )
+        implied = {by_source.get(s, "") for s in srcs} - {"", "unspecified"}
+        implied |= {by_cell_type.get(c, "") for c in ctx.cell_types} - {"", "unspecified"}
+        origin = next(iter(implied)) if len(implied) == 1 else "unspecified"
+        if origin != "unspecified":
+            for e in list(ctx.evidence):
+                if e.field in ("msc_source", "cell_type") and (
+                    by_source.get(e.value) == origin or by_cell_type.get(e.value) == origin
+                ):
+                    ctx.evidence.append(
+                        Evidence("origin", origin, e.source_field, e.text, e.start, e.end)
+                    )
+                    break
+        return origin
+
+    def label_product_form(self, ctx: TrialContext) -> None:
+        """``product_form`` (TAXONOMY.md product_form): a named product's known form;
+        EV and secretome words in the product texts; ``composite`` and
+        ``gene_modified`` words in the segments naming the product (a weak
+        gene-modified word adds nothing to a type engineered by definition:
+        "a plain CAR is not enough"); engineering edits beyond the receptor
+        (:meth:`_engineering_edits`). ``cells`` when some cell mention is not just
+        the source of an EV/secretome product ("MSC-derived exosomes") and no
+        ``composite``/``gene_modified`` was found ("write them alone, not with
+        cells"), or when nothing else was."""
+        forms, evidence = ctx.forms, ctx.evidence
+        for m in ctx.found:
             for v in m.values.get("product_form", ()):
                 forms.add(v)
                 self._ev(evidence, "product_form", v, m.seg, m.hit)
-        deriv_segs = product_segs + [
-            s for s in primary if s not in product_segs and s.role != KEYWORD
-        ]
+        by_seg = self._form_words(ctx)
+        self._engineering_edits(ctx)
+        for m in ctx.found:
+            opts = m.hit.entry.options
+            if "receptor" in opts:
+                self._ev(
+                    evidence, "engineering", f"{opts['receptor']} on {opts['base']}", m.seg, m.hit
+                )
         plain_cells = False
+        for m in ctx.found:
+            if m.values.get("product_form"):
+                continue
+            derivs = by_seg.get(id(m.seg), [])
+            if not derivs or not _derivative_attached(ctx.masked.peek(m.seg), m.hit, derivs):
+                plain_cells = True
+        if plain_cells and not forms & {"composite", "gene_modified"}:
+            forms.add("cells")
+        if not forms:
+            forms.add("cells")
+
+    def _form_words(self, ctx: TrialContext) -> dict[int, list[Hit]]:
+        """Product-form words in the product texts (adds to ``forms``); returns the
+        EV/secretome hits by segment id, for telling "cells" from "made from cells"."""
+        tax, forms, evidence, product_segs = self.tax, ctx.forms, ctx.evidence, ctx.product_segs
+        deriv_segs = product_segs + [
+            s for s in ctx.primary if s not in product_segs and s.role != KEYWORD
+        ]
         by_seg: dict[int, list[Hit]] = {}
-        for seg, h in self._scan(tax.product_form, deriv_segs, masked):
+        for seg, h in self._scan(tax.product_form, deriv_segs, ctx.masked):
             v = h.entry.value
             if v in ("extracellular_vesicles", "secretome"):
                 by_seg.setdefault(id(seg), []).append(h)
@@ -933,93 +1166,72 @@ class Classifier:
                 self._ev(evidence, "product_form", v, seg, h)
             elif v == "gene_modified" and seg in product_segs:
                 weak = tax.product_form_weak.regex.fullmatch(h.text) is not None
-                if weak and cell_types & tax.engineered_by_definition:
+                if weak and ctx.cell_types & tax.engineered_by_definition:
                     continue
                 forms.add(v)
                 self._ev(evidence, "product_form", v, seg, h)
-        if tax.engineering is not None:  # edits beyond the receptor: gene_modified
-            by_definition = bool(cell_types & tax.engineered_by_definition)
-            edit_segs = product_segs + [
-                s for s in primary if s not in product_segs and s.role != KEYWORD
-            ]
-            for seg, h in self._scan(tax.engineering.edits, edit_segs, masked):
-                if h.entry.options.get("weak") and by_definition:
-                    continue
-                forms.add("gene_modified")
-                self._ev(evidence, "product_form", "gene_modified", seg, h)
-                self._ev(evidence, "engineering", f"edit:{h.entry.value}", seg, h)
-        for m in found:
-            opts = m.hit.entry.options
-            if "receptor" in opts:
-                self._ev(
-                    evidence, "engineering", f"{opts['receptor']} on {opts['base']}", m.seg, m.hit
-                )
-        for m in found:
-            if m.values.get("product_form"):
-                continue
-            derivs = by_seg.get(id(m.seg), [])
-            if not derivs or not _derivative_attached(masked.peek(m.seg), m.hit, derivs):
-                plain_cells = True
-        if plain_cells and not forms & {"composite", "gene_modified"}:
-            forms.add("cells")
-        if not forms:
-            forms.add("cells")
+        return by_seg
 
-        # ---- descriptors ----
+    def _engineering_edits(self, ctx: TrialContext) -> None:
+        """TAXONOMY.md gene_modified: "cells engineered beyond CAR/TCR" — knock-outs,
+        armour, extra receptors, switches, mRNA — from the taxonomy's engineering
+        edits; a weak edit word adds nothing to a type engineered by definition."""
+        eng = self.tax.engineering
+        if eng is None:
+            return
+        by_definition = bool(ctx.cell_types & self.tax.engineered_by_definition)
+        product_segs = ctx.product_segs
+        edit_segs = product_segs + [
+            s for s in ctx.primary if s not in product_segs and s.role != KEYWORD
+        ]
+        for seg, h in self._scan(eng.edits, edit_segs, ctx.masked):
+            if h.entry.options.get("weak") and by_definition:
+                continue
+            ctx.forms.add("gene_modified")
+            self._ev(ctx.evidence, "product_form", "gene_modified", seg, h)
+            self._ev(ctx.evidence, "engineering", f"edit:{h.entry.value}", seg, h)
+
+    def label_descriptors(self, ctx: TrialContext) -> None:
+        """The descriptors beyond TAXONOMY.md's fields: targets (of CAR/TCR/γδ
+        products: a named product's, else antigen words in the product texts or,
+        failing that, the summaries), routes and doses (product texts and
+        experimental interventions/arms), combinations (interventions, arms,
+        titles) and manufacturing (the segments naming the product)."""
+        tax, masked, evidence, product_segs = self.tax, ctx.masked, ctx.evidence, ctx.product_segs
+        primary = ctx.primary
         desc_segs = product_segs + [
             s for s in primary if s not in product_segs and s.role in (INTERVENTION, ARM)
         ]
-        targets: list[str] = []
-        for m in found:
+        targets = ctx.targets
+        for m in ctx.found:
             for v in m.values.get("targets", ()):
                 if v not in targets:
                     targets.append(v)
                 self._ev(evidence, "targets", v, m.seg, m.hit)
-        if cell_types & _IMMUNE_TARGETED:
-            tsegs = list(primary)
-            hits = self._scan(tax.targets, tsegs, masked, skip_background=False)
-            if not hits and summaries:
-                hits = self._scan(tax.targets, summaries, masked, skip_background=False)
+        if ctx.cell_types & _IMMUNE_TARGETED:
+            hits = self._scan(tax.targets, list(primary), masked, skip_background=False)
+            if not hits and ctx.summaries:
+                hits = self._scan(tax.targets, ctx.summaries, masked, skip_background=False)
             for seg, h in hits:
                 if h.entry.value not in targets:
                     targets.append(h.entry.value)
                 self._ev(evidence, "targets", h.entry.value, seg, h)
-        route = self._values(tax.routes, desc_segs, masked, "route", evidence)
-        combos = self._values(
+        ctx.route = self._values(tax.routes, desc_segs, masked, "route", evidence)
+        ctx.combinations = self._values(
             tax.combinations,
             [s for s in primary if s.role in (INTERVENTION, ARM, TITLE)],
             masked,
             "combinations",
             evidence,
         )
-        manufacturing = self._values(
+        ctx.manufacturing = self._values(
             tax.manufacturing, product_segs, masked, "manufacturing", evidence
         )
-        doses: list[str] = []
         for seg, h in self._scan(tax.doses, desc_segs, masked, skip_background=False):
             d = _WS.sub(" ", h.text.strip())
-            if d not in doses:
-                doses.append(d)
+            if d not in ctx.doses:
+                ctx.doses.append(d)
             self._ev(evidence, "dose", d, seg, h)
-
-        return TrialLabels(
-            trial.trial_id,
-            True,
-            sorted(cell_types),
-            msc_source,
-            origin,
-            sorted(forms),
-            group,
-            sorted(areas),
-            targets,
-            doses,
-            route,
-            combos,
-            manufacturing,
-            evidence,
-            taxonomy_version=tax.version,
-            input_hash=trial.digest(),
-        )
 
     def _indication_hits(self, text: str, cell_types: set[str]) -> list[Hit]:
         out: list[Hit] = []
