@@ -18,7 +18,7 @@ import pytest
 
 import celltrials
 from celltrials.analysis.landscape import Filters
-from celltrials.classify import classify_store
+from celltrials.labelling import classify_store
 from celltrials.products import link_products
 from celltrials.report.build import ReportResult, build_report, read_lists_file
 from tests.conftest import built_once

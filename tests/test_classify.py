@@ -21,13 +21,15 @@ from celltrials.classify import (
     TrialLabels,
     TrialText,
     classify,
+)
+from celltrials.cli import cli
+from celltrials.labelling import (
     classify_store,
     evaluate_store,
     evaluate_store_many,
     explain_trial,
     labels_rows,
 )
-from celltrials.cli import cli
 from celltrials.models import Intervention, ParsedRecord
 from celltrials.sources import parse_file
 from tests.conftest import CAR2_JSON, CAR_JSON, GENERAL_JSON, GOLD, ICTRP_CSV, MSC_CSV

@@ -20,13 +20,11 @@ import celltrials
 from celltrials.classify import (
     TrialText,
     classify,
-    classify_store,
-    evaluate_store_many,
-    unknown_products,
 )
 from celltrials.cli import cli
 from celltrials.errors import TaxonomyError
 from celltrials.evaluate import evaluate, evaluate_many
+from celltrials.labelling import classify_store, evaluate_store_many, unknown_products
 from celltrials.models import ParsedRecord
 from celltrials.sources import parse_file
 from celltrials.taxonomy.code_names import COLUMNS, load_code_names, name_pattern
@@ -456,7 +454,7 @@ def test_covid_indication_conventions(round2_db: Path) -> None:
                 [store.resolve(rid)],
             ).fetchone()
             assert row is not None, rid
-            return row[0], row[1]
+            return row[0], ";".join(row[1])  # therapeutic_area: a list
 
         # "human umbilical cord mesenchymal stem cells in the treatment of ... (COVID-19) induced pulmonary fibrosis"
         assert ind("ChiCTR2000031430") == ("degenerative", "respiratory")
