@@ -32,8 +32,8 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def base_store(path: Path) -> Path:
-    from celltrials.classify import classify_store
     from celltrials.ingest import ingest_paths
+    from celltrials.labelling import classify_store
 
     store = celltrials.open(str(path))
     try:

@@ -300,7 +300,7 @@ def _ingest(db: str, paths: list[str], force: bool) -> dict[str, Any]:
 
 def _classify(db: str) -> dict[str, Any]:
     import celltrials
-    from celltrials.classify import classify_store
+    from celltrials.labelling import classify_store
 
     with celltrials.open(db) as store:
         t = time.perf_counter()

@@ -52,8 +52,8 @@ CHILD = (
 
 
 def base_store(path: Path) -> Path:
-    from celltrials.classify import classify_store
     from celltrials.ingest import ingest_paths
+    from celltrials.labelling import classify_store
     from celltrials.products import link_products
 
     with celltrials.open(str(path)) as store:
@@ -189,7 +189,23 @@ def request_mix(ids: list[str], n: int, seed: int = 7, offset: int = 0) -> list[
     return out
 
 
-def run_pass(base_url: str, mix: list[tuple[str, str]], clients: int) -> None:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of a process in MB (Linux /proc)."""
+    vals = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            vals[k] = int(v.split()[0]) / 1024
+    return vals.get("VmRSS", 0.0), vals.get("VmHWM", 0.0)
+
+
+def run_pass(base_url: str, mix: list[tuple[str, str]], clients: int, server_pid: int) -> None:
     """Send ``mix`` with ``clients`` threads; print p50/p95 per kind of page."""
     lat: dict[str, list[float]] = {}
     errors: list[str] = []
@@ -213,16 +229,21 @@ def run_pass(base_url: str, mix: list[tuple[str, str]], clients: int) -> None:
 
     load = os.getloadavg()
     t = time.perf_counter()
+    cpu0, mine0 = _cpu_seconds(server_pid), time.process_time()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     wall = time.perf_counter() - t
+    cpu, mine = _cpu_seconds(server_pid) - cpu0, time.process_time() - mine0
     load_after = os.getloadavg()
+    rss, peak = _rss_mb(server_pid)
     print(
-        f"\n{clients} concurrent client{'s' if clients > 1 else ''}: {len(mix):,} requests in {wall:.0f} s; "
-        f"load average (1 min) before {load[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} CPUs"
+        f"\n{clients} concurrent client{'s' if clients > 1 else ''}: {len(mix):,} requests in {wall:.1f} s wall; "
+        f"server CPU {cpu:.1f} s ({cpu / len(mix) * 1000:.0f} ms a request), clients' CPU {mine:.1f} s; "
+        f"load average (1 min) before {load[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} CPUs; "
+        f"server RSS {rss:,.0f} MB (peak {peak:,.0f} MB)"
     )
     print(f"{'page':<22}{'requests':>9}{'p50':>9}{'p95':>9}{'max':>9}  target (p95)")
     targets = {"overview": 1.0, "trial list + facets": 0.3, "search": 0.3, "trial page": 0.3}
@@ -330,18 +351,24 @@ def main() -> None:
                 raise SystemExit("the server exited")
             time.sleep(0.5)
         t_start = time.perf_counter() - t
+        snap_info = httpx.get(base_url + "/api/status", timeout=30).json().get("snapshot", {})
 
         print(
             f"celltrials {celltrials.__version__} · Python {platform.python_version()} · "
             f"{os.cpu_count()} CPUs · {platform.machine()}"
         )
+        rss, peak = _rss_mb(proc.pid)
         print(
             f"store: {n:,} trials, {size_gb:.1f} GB ({built}); server ready (snapshot copied "
-            f"and loaded) in {t_start:.0f} s"
+            f"and loaded) in {t_start:.0f} s wall, {_cpu_seconds(proc.pid):.0f} s server CPU, of which "
+            f"the facet/word index {snap_info.get('index_seconds')} s ({snap_info.get('index_mb')} MB); "
+            f"server RSS {rss:,.0f} MB (peak {peak:,.0f} MB)"
         )
+        print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         for k, clients in enumerate(int(x) for x in str(args.clients).split(",")):
             n_req = args.requests if clients > 1 else args.requests_single
-            run_pass(base_url, request_mix(ids, n_req, seed=k, offset=1000 * k), clients)
+            run_pass(base_url, request_mix(ids, n_req, seed=k, offset=1000 * k), clients, proc.pid)
+        print(f"load average (1 min) at end: {os.getloadavg()[0]:.1f}")
     finally:
         if proc is not None:
             proc.terminate()

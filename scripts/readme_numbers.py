@@ -61,8 +61,8 @@ class Reference:
 
         if self._db is not None:
             return celltrials.open(self._db, read_only=True)
-        from celltrials.classify import classify_store
         from celltrials.ingest import ingest_paths
+        from celltrials.labelling import classify_store
         from celltrials.products import link_products
 
         self._tmp = tempfile.TemporaryDirectory(prefix="readme-numbers-")
@@ -137,8 +137,8 @@ def catalog(ref: Reference) -> str:
 
 @block("accuracy")
 def accuracy(ref: Reference) -> str:
-    from celltrials.classify import evaluate_store_many
     from celltrials.evaluate import accuracy_markdown
+    from celltrials.labelling import evaluate_store_many
 
     golds = [GOLD / "dev.csv", GOLD / "immune_dev.csv"]
     many = evaluate_store_many(ref.store, golds)
@@ -153,7 +153,7 @@ def accuracy(ref: Reference) -> str:
 
 @block("third-party")
 def third_party(ref: Reference) -> str:
-    from celltrials.classify import third_party_agreement
+    from celltrials.labelling import third_party_agreement
 
     tp = third_party_agreement(
         ref.store, DATA / "ctgov-v2-json" / "reconstructed" / "third_party_labels.csv"
@@ -162,7 +162,7 @@ def third_party(ref: Reference) -> str:
     return (
         f"Agreement with the third-party labels of the {_n(tp['rows'])} reconstructed CAR trials\n"
         "(`../shared/data/ctgov-v2-json/reconstructed/third_party_labels.csv`, a\n"
-        "second opinion, not gold; `celltrials.classify.third_party_agreement`):\n\n"
+        "second opinion, not gold; `celltrials.labelling.third_party_agreement`):\n\n"
         f"* **origin**: {o['where_both_state']:.3f} where both name autologous or allogeneic "
         f"({_n(o['where_both_state_n'])} trials); {o['exact']:.3f} exact over the {_n(o['n'])} trials "
         "both call cell therapy.\n"
@@ -212,11 +212,11 @@ def funnel(ref: Reference) -> str:
 def coverage(ref: Reference) -> str:
     from celltrials.analysis import coverage as C
     from celltrials.analysis import landscape as L
-    from celltrials.report.build import _year_coverage
+    from celltrials.report.sections import year_coverage
 
     con = ref.store.con
     sel = L.select_trials(con, L.Filters())
-    marks, sources = _year_coverage(sel, L.data_date(con), C.source_windows(con))
+    marks, sources = year_coverage(sel, L.data_date(con), C.source_windows(con))
     chart = "start_year_by_family"
     lines = C.describe(marks[marks["chart"] == chart], sources[sources["chart"] == chart], L.label)
     return "\n".join(f"* {line}." for line in lines)

@@ -22,8 +22,8 @@ from typing import Any
 import celltrials
 from celltrials.analysis.landscape import make_filters
 from celltrials.analysis.meta_store import meta_from_store
-from celltrials.classify import classify_store
 from celltrials.ingest import ingest_paths
+from celltrials.labelling import classify_store
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / ".." / "shared" / "data-extra" / "ctgov-v1-studyfields"

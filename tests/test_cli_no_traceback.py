@@ -29,7 +29,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     good = tmp / "good.duckdb"
     with celltrials.open(good) as store:
         ingest_paths(store, [GENERAL_JSON])
-        from celltrials.classify import classify_store
+        from celltrials.labelling import classify_store
 
         classify_store(store)
     truncated = tmp / "truncated.duckdb"

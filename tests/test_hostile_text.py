@@ -92,7 +92,7 @@ def hostile_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with celltrials.open(db) as store:
         report = ingest_paths(store, [_hostile_ictrp(tmp), _hostile_json(tmp)])
         assert report.clean, [str(f) for f in report.findings]
-        from celltrials.classify import classify_store
+        from celltrials.labelling import classify_store
 
         classify_store(store)
     yield db

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
         "celltrials.summary",
         "celltrials.export",
     ),
+    ("celltrials.labelling",),
     ("celltrials.analysis",),
     ("celltrials.report",),
     ("celltrials.serve", "celltrials.pipeline"),

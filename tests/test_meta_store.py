@@ -67,7 +67,7 @@ def aact_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def v1_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    from celltrials.classify import classify_store
+    from celltrials.labelling import classify_store
 
     path = tmp_path_factory.mktemp("v1") / "v1.duckdb"
     with celltrials.open(path) as store:

@@ -11,7 +11,7 @@ import pytest
 
 import celltrials
 from celltrials.analysis.landscape import Filters
-from celltrials.report import build as report_build
+from celltrials.report import render as report_render
 from celltrials.report.build import LISTS_FILE, ReportResult, build_report, read_lists_file
 from tests.conftest_report import classified_store_path, decode_list, parse_page
 from tests.test_report_browser import Page, _close, _dialog_ids, browser  # noqa: F401  (fixture)
@@ -24,7 +24,7 @@ def side_report(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path)
     store_path = classified_store_path(tmp_path_factory, full_store_path)
     out = tmp_path_factory.mktemp("report-side")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report_build, "INLINE_LISTS_MAX_BYTES", 0)  # as if the report were large
+        mp.setattr(report_render, "INLINE_LISTS_MAX_BYTES", 0)  # as if the report were large
         with celltrials.open(store_path, read_only=True) as store:
             return build_report(store, out, Filters(), figures=False)
 

@@ -246,6 +246,21 @@ def test_500_and_503_are_retried_with_jittered_backoff(server: CtgovServer, stor
     assert_exact(store, server.served_ids())
 
 
+def test_each_retry_is_reported_with_its_reason_and_wait(server: CtgovServer, store: Store) -> None:
+    server.add_fault("status", status=503, headers={"Retry-After": "3"}, page=2)
+    server.add_fault("status", status=500, page=2)
+    events: list[ProgressEvent] = []
+    sleeps = Sleeps()
+    with make_client(server.base_url, sleeps, backoff=0.5, on_retry=events.append) as client:
+        fetch(store, QUERY, client=client, page_size=100)
+    assert [(e.kind, e.done, e.total) for e in events] == [("retry", 1, 4), ("retry", 2, 4)]
+    assert events[0].message == "HTTP 503; retrying in 3.0 s"
+    assert events[1].message == f"HTTP 500; retrying in {sleeps[1]:.1f} s"
+    assert sleeps[0] == 3.0 and 0 <= sleeps[1] <= 0.5 * 2  # Retry-After, then full jitter (k = 1)
+    assert all("pageToken" in e.item for e in events)  # the request that was retried
+    assert_exact(store, server.served_ids())
+
+
 def test_connection_closed_mid_body_is_retried(server: CtgovServer, store: Store) -> None:
     server.add_fault("close_mid_body", page=2)
     sleeps = Sleeps()

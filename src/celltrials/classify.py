@@ -21,25 +21,15 @@ see ``benchmarks/classify.py``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import re
-import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from celltrials.errors import ConfigError, StoreError
-from celltrials.evaluate import evaluate, evaluate_many
-from celltrials.models import Arm, Intervention, ParsedRecord
-from celltrials.progress import Progress, ProgressEvent
-from celltrials.store import SCHEMA_LABELS
+from celltrials.models import ParsedRecord
 from celltrials.taxonomy.loader import CompiledField, Entry, Hit, Taxonomy, default_taxonomy
 
 # segment roles
@@ -442,6 +432,55 @@ class _Masks:
         return self.force(seg)
 
 
+def _without_type(found: list[_Mention], value: str) -> list[_Mention]:
+    """``found`` less the mentions naming only the cell type ``value`` (a named
+    product naming it among others keeps it)."""
+    return [
+        m
+        for m in found
+        if value not in m.values.get("cell_type", ()) or len(m.values.get("cell_type", ())) > 1
+    ]
+
+
+@dataclass(slots=True, eq=False)
+class TrialContext:
+    """What the labelling steps of :meth:`Classifier.classify` know about one trial.
+
+    :meth:`Classifier.context` makes it; each step reads what earlier steps set
+    and sets its own fields (named beside each). ``evidence`` grows in step
+    order, which is the order of the labels' evidence."""
+
+    trial: TrialText
+    #: titles, interventions and arms of the experimental arms: where a product is named
+    primary: list[Segment]
+    #: summaries and keywords (keywords describe the setting as often as the product)
+    summaries: list[Segment]
+    masked: _Masks
+    evidence: list[Evidence] = field(default_factory=list)
+    #: mentions of the investigational product (find_mentions … drop_catch_all_types)
+    found: list[_Mention] = field(default_factory=list)
+    #: cell mentions that are not the product (background cues, study subjects, …)
+    background: list[_Mention] = field(default_factory=list)
+    subject_study: bool = False  # study_subject_gate
+    #: the generic-cell scan of the product texts, when summary_mentions ran it
+    generic_hits: list[tuple[Segment, Hit]] | None = None
+    cell_types: set[str] = field(default_factory=set)  # collect_cell_types … drop_catch_all_types
+    group: str = ""  # label_indication
+    areas: list[str] = field(default_factory=list)  # label_indication
+    #: segments of a catch-all name dropped for a specific product (drop_catch_all_types)
+    catchall: list[Segment] = field(default_factory=list)
+    #: segments naming the product, in order (cell_type_evidence)
+    product_segs: list[Segment] = field(default_factory=list)
+    msc_source: list[str] = field(default_factory=list)  # label_msc_source
+    origin: str = ""  # label_origin
+    forms: set[str] = field(default_factory=set)  # label_product_form
+    targets: list[str] = field(default_factory=list)  # label_descriptors
+    doses: list[str] = field(default_factory=list)
+    route: list[str] = field(default_factory=list)
+    combinations: list[str] = field(default_factory=list)
+    manufacturing: list[str] = field(default_factory=list)
+
+
 class Classifier:
     """Applies a :class:`Taxonomy` to :class:`TrialText`."""
 
@@ -580,18 +619,97 @@ class Classifier:
         return out
 
     # -- main ------------------------------------------------------------
-    def classify(self, trial: TrialText) -> TrialLabels:  # noqa: C901 - the per-field labelling steps, still one method (split is open work)
-        tax = self.tax
-        segs = trial.segments
-        primary = [s for s in segs if s.role in _PRIMARY_ROLES]
-        # keywords describe the setting as often as the product: read like summaries
-        summaries = [s for s in segs if s.role == SUMMARY or s.role == KEYWORD]
-        masked = _Masks(tax.exclusions)
-        evidence: list[Evidence] = []
+    def classify(self, trial: TrialText) -> TrialLabels:
+        """Label one trial: a pure function of ``trial`` and the taxonomy.
 
-        found, background = self._cell_mentions(primary, masked)
-        # hsc (primary_only): only from titles or non-procedure interventions
-        found = [
+        The steps below run in this order on one :class:`TrialContext`; each
+        says which rule of TAXONOMY.md (the labelling guide) it implements."""
+        ctx = self.context(trial)
+        # which cells are the investigational product
+        self.find_mentions(ctx)
+        self.study_subject_gate(ctx)
+        self.summary_mentions(ctx)
+        self.generic_mentions(ctx)
+        self.in_vivo_car(ctx)
+        self.collect_cell_types(ctx)
+        # the indication (also for trials that turn out not to be cell therapy)
+        self.label_indication(ctx)
+        # one cell type per product
+        self.car_word_on_other_cells(ctx)
+        self.drop_catch_all_types(ctx)
+        if ctx.cell_types:
+            # the product's fields
+            self.cell_type_evidence(ctx)
+            self.label_msc_source(ctx)
+            self.label_origin(ctx)
+            self.label_product_form(ctx)
+            self.label_descriptors(ctx)
+        return self.labels(ctx)
+
+    def context(self, trial: TrialText) -> TrialContext:
+        """A fresh context: the product texts (TAXONOMY.md "label the
+        investigational product: what the experimental arm receives" — titles,
+        experimental interventions and arms; comparators, eligibility and outcomes
+        are never read) and the summaries and keywords, read only as a fallback."""
+        segs = trial.segments
+        return TrialContext(
+            trial,
+            [s for s in segs if s.role in _PRIMARY_ROLES],
+            [s for s in segs if s.role == SUMMARY or s.role == KEYWORD],
+            _Masks(self.tax.exclusions),
+        )
+
+    def labels(self, ctx: TrialContext) -> TrialLabels:
+        """The labels of a context the steps have run on: ``is_cell_therapy`` is yes
+        when a cell type is left (TAXONOMY.md fields: ``cell_type`` empty when no;
+        ``indication_group`` is set either way)."""
+        tax, trial = self.tax, ctx.trial
+        if not ctx.cell_types:
+            return TrialLabels(
+                trial.trial_id,
+                False,
+                [],
+                [],
+                "",
+                [],
+                ctx.group,
+                ctx.areas,
+                evidence=ctx.evidence,
+                taxonomy_version=tax.version,
+                input_hash=trial.digest(),
+            )
+        return TrialLabels(
+            trial.trial_id,
+            True,
+            sorted(ctx.cell_types),
+            ctx.msc_source,
+            ctx.origin,
+            sorted(ctx.forms),
+            ctx.group,
+            sorted(ctx.areas),
+            ctx.targets,
+            ctx.doses,
+            ctx.route,
+            ctx.combinations,
+            ctx.manufacturing,
+            ctx.evidence,
+            taxonomy_version=tax.version,
+            input_hash=trial.digest(),
+        )
+
+    # -- steps: which cells are the investigational product -------------
+    def find_mentions(self, ctx: TrialContext) -> None:
+        """Cell-type and product-name mentions in the product texts (sets ``found``,
+        ``background``). TAXONOMY.md "Which product counts": a mention after a
+        background cue in its clause ("after autologous stem cell transplant",
+        "previously treated with CAR-T") is background; product code and brand
+        names count; a CAR placed on another cell names one product (the
+        engineering model). An ``hsc`` mention (``primary_only``) counts only from
+        titles and non-procedure interventions: an HSCT listed as a procedure is
+        the background standard of care."""
+        tax = self.tax
+        found, ctx.background = self._cell_mentions(ctx.primary, ctx.masked)
+        ctx.found = [
             m
             for m in found
             if not (
@@ -601,106 +719,168 @@ class Classifier:
                 and m.seg.procedure
             )
         ]
-        # cells as the *subject* of a study (imaging, exercise, questionnaires... of
-        # CAR-T or HSCT recipients): named in titles but given in no intervention
-        subject_study = (
-            tax.study_subject_cues is not None
-            and (bool(found) or bool(summaries))
-            and not any(m.seg.role in (INTERVENTION, ARM) for m in found)
-            and _subject_study(tax.study_subject_cues, primary)
-        )
-        if subject_study:
-            background.extend(found)
-            found = []
-        generic_hits: list[tuple[Segment, Hit]] | None = None
-        if not found and summaries and not subject_study:
-            cue = any(
-                tax.generic_cell_cues.search(masked.text(s, tax.generic_cell_cues) or "")
-                or (s.role == INTERVENTION and _CODE_NAME.search(s.text))
-                for s in primary
-            )
-            # a code name in a title ("S103 in myasthenia gravis"): the summary
-            # sentences that name it say what it is
-            codes = (
-                []
-                if cue
-                else [
-                    m.group()
-                    for s in primary
-                    if s.role == TITLE
-                    for m in _CODE_NAME.finditer(s.text)
-                    if not _NOT_A_CODE.fullmatch(m.group())
-                ]
-            )
-            generic_hits = self._scan(tax.generic_fallback, primary, masked)
-            # always scanned: a scan masks the segments it could match (see _Masks)
-            deriv_primary = self._scan(tax.product_form, primary, masked)
-            if cue or generic_hits or deriv_primary:
-                sfound, _ = self._cell_mentions(summaries, masked)
-                found = [
-                    m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")
-                ]
-            elif codes:
-                sfound, _ = self._cell_mentions(summaries, masked)
-                found = [
-                    m
-                    for m in sfound
-                    if not tax.cell_type_option(m.hit.entry.value, "primary_only")
-                    and _names_code(m.seg.text, m.hit.start, codes)
-                ]
-        if not found:
-            # the same scan as above when it ran (masking is a function of the text)
-            if generic_hits is None:
-                generic_hits = self._scan(tax.generic_fallback, primary, masked)
-            for seg, h in generic_hits:
-                found.append(_Mention(seg, h, {"cell_type": (tax.generic_fallback_cell_type,)}))
 
-        # in vivo CAR: a vector / LNP makes CAR cells in the patient; no cells are given
-        ivc = tax.in_vivo_car
+    def study_subject_gate(self, ctx: TrialContext) -> None:
+        """Cells that are the *subject* of a study — imaging, exercise,
+        questionnaires, supportive care of CAR-T or HSCT recipients — named in
+        titles but given in no intervention or arm are background, not the product
+        (TAXONOMY.md "Which product counts"; sets ``subject_study``)."""
+        cues = self.tax.study_subject_cues
+        found = ctx.found
         if (
-            ivc is not None
-            and found
-            and any(v in ivc.cell_types for m in found for v in m.values.get("cell_type", ()))
+            cues is not None
+            and (bool(found) or bool(ctx.summaries))
+            and not any(m.seg.role in (INTERVENTION, ARM) for m in found)
+            and _subject_study(cues, ctx.primary)
         ):
+            ctx.subject_study = True
+            ctx.background.extend(found)
+            ctx.found = []
+
+    def summary_mentions(self, ctx: TrialContext) -> None:
+        """When the product texts name no cells, the summaries say what the product
+        is — but only when the product texts name it generically ("stem cell
+        product", a code name of an intervention, an EV/secretome word): then the
+        summaries' cell mentions count. A code name in a title alone ("S103 in
+        myasthenia gravis") lets only the summary sentences naming it count
+        (TAXONOMY.md: code names count when the product is known)."""
+        if ctx.found or not ctx.summaries or ctx.subject_study:
+            return
+        tax, primary, masked = self.tax, ctx.primary, ctx.masked
+        cue = any(
+            tax.generic_cell_cues.search(masked.text(s, tax.generic_cell_cues) or "")
+            or (s.role == INTERVENTION and _CODE_NAME.search(s.text))
+            for s in primary
+        )
+        codes = (
+            []
+            if cue
+            else [
+                m.group()
+                for s in primary
+                if s.role == TITLE
+                for m in _CODE_NAME.finditer(s.text)
+                if not _NOT_A_CODE.fullmatch(m.group())
+            ]
+        )
+        ctx.generic_hits = self._scan(tax.generic_fallback, primary, masked)
+        # always scanned: a scan masks the segments it could match (see _Masks)
+        deriv_primary = self._scan(tax.product_form, primary, masked)
+        if cue or ctx.generic_hits or deriv_primary:
+            sfound, _ = self._cell_mentions(ctx.summaries, masked)
+            ctx.found = [
+                m for m in sfound if not tax.cell_type_option(m.hit.entry.value, "primary_only")
+            ]
+        elif codes:
+            sfound, _ = self._cell_mentions(ctx.summaries, masked)
+            ctx.found = [
+                m
+                for m in sfound
+                if not tax.cell_type_option(m.hit.entry.value, "primary_only")
+                and _names_code(m.seg.text, m.hit.start, codes)
+            ]
+
+    def generic_mentions(self, ctx: TrialContext) -> None:
+        """Still no named cell type: a generic cell-therapy phrase in the product
+        texts ("stem cell therapy") is the taxonomy's fallback cell type
+        (TAXONOMY.md ``other_stem``: other stem/progenitor cells)."""
+        if ctx.found:
+            return
+        tax = self.tax
+        # the same scan as summary_mentions' when it ran (masking is a function of the text)
+        generic_hits = ctx.generic_hits
+        if generic_hits is None:
+            generic_hits = self._scan(tax.generic_fallback, ctx.primary, ctx.masked)
+        for seg, h in generic_hits:
+            ctx.found.append(_Mention(seg, h, {"cell_type": (tax.generic_fallback_cell_type,)}))
+
+    def in_vivo_car(self, ctx: TrialContext) -> None:
+        """TAXONOMY.md "In vivo CAR": a vector or lipid nanoparticle that makes CAR
+        cells inside the patient gives no cells — gene therapy, not cell therapy.
+        A cue in a title or intervention (or, failing that, a summary) removes the
+        CAR cell types from the mentions (evidence field ``in_vivo_car``)."""
+        ivc = self.tax.in_vivo_car
+        found = ctx.found
+        if (
+            ivc is None
+            or not found
+            or not any(v in ivc.cell_types for m in found for v in m.values.get("cell_type", ()))
+        ):
+            return
+        tax = self.tax
+        ivc_cue = next(
+            (
+                (s, h)
+                for s in ctx.primary
+                if s.role in (TITLE, INTERVENTION)
+                for h in ivc.cues.hits(s.text)
+                if not _is_background(tax, s.text, h.start)
+            ),
+            None,
+        )
+        if ivc_cue is None:
             ivc_cue = next(
                 (
                     (s, h)
-                    for s in primary
-                    if s.role in (TITLE, INTERVENTION)
-                    for h in ivc.cues.hits(s.text)
-                    if not _is_background(tax, s.text, h.start)
+                    for s in ctx.summaries
+                    if s.role == SUMMARY
+                    for h in ivc.summary_cues.hits(s.text)
                 ),
                 None,
             )
-            if ivc_cue is None:
-                ivc_cue = next(
-                    (
-                        (s, h)
-                        for s in summaries
-                        if s.role == SUMMARY
-                        for h in ivc.summary_cues.hits(s.text)
-                    ),
-                    None,
-                )
-            if ivc_cue is not None:
-                self._ev(evidence, "in_vivo_car", "no cells given", ivc_cue[0], ivc_cue[1])
-                kept = []
-                for m in found:
-                    rest = tuple(
-                        v for v in m.values.get("cell_type", ()) if v not in ivc.cell_types
-                    )
-                    if rest:
-                        kept.append(_Mention(m.seg, m.hit, {**m.values, "cell_type": rest}))
-                    else:
-                        background.append(m)
-                found = kept
-
-        cell_types: set[str] = set()
+        if ivc_cue is None:
+            return
+        self._ev(ctx.evidence, "in_vivo_car", "no cells given", ivc_cue[0], ivc_cue[1])
+        kept = []
         for m in found:
+            rest = tuple(v for v in m.values.get("cell_type", ()) if v not in ivc.cell_types)
+            if rest:
+                kept.append(_Mention(m.seg, m.hit, {**m.values, "cell_type": rest}))
+            else:
+                ctx.background.append(m)
+        ctx.found = kept
+
+    @staticmethod
+    def collect_cell_types(ctx: TrialContext) -> None:
+        """The cell types the product mentions name (sets ``cell_types``)."""
+        cell_types: set[str] = set()
+        for m in ctx.found:
             for v in m.values.get("cell_type", ()):
                 cell_types.add(v)
+        ctx.cell_types = cell_types
 
-        # ---- indication: specific rules before generic words; conditions/MeSH before titles ----
+    # -- step: indication --------------------------------------------------
+    def label_indication(self, ctx: TrialContext) -> None:
+        """``indication_group`` and ``therapeutic_area`` (TAXONOMY.md
+        "indication_group"; the COVID-19 conventions are rules of the taxonomy
+        data): the best indication rule (see :meth:`_best_indication`); a trial
+        whose conditions name blood and solid cancers targets both. Nothing
+        found: ``oncology``/``solid_tumor`` for cell types tested almost only in
+        cancer, else the taxonomy's default ("choose the closest and keep going;
+        never leave indication_group empty")."""
+        tax = self.tax
+        best = self._best_indication(ctx.trial.segments, ctx.cell_types)
+        if best is not None:
+            seg, h = best
+            group = h.entry.labels["indication_group"][0]
+            areas = list(h.entry.labels["therapeutic_area"])
+            self._ev(ctx.evidence, "indication_group", group, seg, h)
+            for a in areas:
+                self._ev(ctx.evidence, "therapeutic_area", a, seg, h)
+            if group == "oncology" and seg.role == CONDITION:
+                self._more_cancer_areas(ctx, areas)
+        elif ctx.cell_types & tax.oncology_cell_types:
+            group, areas = "oncology", ["solid_tumor"]
+        else:
+            group, areas = tax.default_indication[0], [tax.default_indication[1]]
+        ctx.group, ctx.areas = group, areas
+
+    def _best_indication(
+        self, segs: list[Segment], cell_types: set[str]
+    ) -> tuple[Segment, Hit] | None:
+        """The indication hit that decides: specific rules before generic words,
+        priority rules first, conditions/MeSH before titles before keywords before
+        summaries, then the rule's rank. Generic words in a summary are too weak."""
         best: tuple[tuple[int, int, int, int], Segment, Hit] | None = None
         settled: int | None = (
             None  # tier where a specific rule was found: later tiers can only win by priority
@@ -730,209 +910,252 @@ class Classifier:
                     best = (key, seg, h)
             if settled is None and best is not None and not best[0][0]:
                 settled = tier
-        if best is not None and best[0][2] == _IND_TIER[SUMMARY] and best[0][0]:
-            best = None  # generic words in a summary are too weak
-        if best is not None:
-            _, seg, h = best
-            group = h.entry.labels["indication_group"][0]
-            areas = list(h.entry.labels["therapeutic_area"])
-            self._ev(evidence, "indication_group", group, seg, h)
-            for a in areas:
-                self._ev(evidence, "therapeutic_area", a, seg, h)
-            if group == "oncology" and seg.role == CONDITION:
-                # conditions naming blood cancers and solid cancers: the trial targets both
-                for cseg in segs:
-                    if cseg.role != CONDITION:
-                        continue
-                    for ch in self._indication_hits(cseg.text, cell_types):
-                        extra = ch.entry.labels["therapeutic_area"]
-                        if (
-                            ch.entry.labels["indication_group"][0] == "oncology"
-                            and not ch.entry.options.get("generic")
-                            and not set(extra) <= set(areas)
-                            and not _VAGUE_CANCER.fullmatch(ch.text)
-                        ):
-                            areas.extend(a for a in extra if a not in areas)
-                            for a in extra:
-                                self._ev(evidence, "therapeutic_area", a, cseg, ch)
-        elif cell_types & tax.oncology_cell_types:
-            group, areas = "oncology", ["solid_tumor"]
-        else:
-            group, areas = tax.default_indication[0], [tax.default_indication[1]]
+        if best is None or (best[0][2] == _IND_TIER[SUMMARY] and best[0][0]):
+            return None  # generic words in a summary are too weak
+        return best[1], best[2]
 
-        # a bare CAR word ("CD19-CAR", "chimeric antigen receptor") names no cell: when the
-        # trial's CAR product is another cell (CAR-NK, CAR-M, CAR-DC) it is that product
-        if "car_t" in cell_types and cell_types & _CAR_ON_OTHER_CELLS:
-            car_t_ms = [m for m in found if m.values.get("cell_type", ()) == ("car_t",)]
-            if car_t_ms and not any(_NAMES_T_CELLS.search(m.hit.text) for m in car_t_ms):
-                cell_types.discard("car_t")
-                found = [m for m in found if m not in car_t_ms]
-                background.extend(car_t_ms)
-
-        # drop catch-all / background-prone types when a more specific product is tested
-        catchall: list[Segment] = []
-        if len(cell_types) > 1:
-            for v in list(cell_types):
-                with_types = tax.cell_type_option(v, "dropped_with_cell_types")
-                if with_types and cell_types & with_types:
-                    cell_types.discard(v)
-                    # a catch-all name of the same product ("therapeutic autologous lymphocytes"): its words still describe it
-                    catchall.extend(m.seg for m in found if m.values.get("cell_type", ()) == (v,))
-                    found = [
-                        m
-                        for m in found
-                        if v not in m.values.get("cell_type", ())
-                        or len(m.values.get("cell_type", ())) > 1
-                    ]
-                    continue
-                drop_in = tax.cell_type_option(v, "dropped_with_other_cells_in")
-                named = any(
-                    v in m.values.get("cell_type", ()) and len(m.values["cell_type"]) > 1
-                    for m in found
-                )
+    def _more_cancer_areas(self, ctx: TrialContext, areas: list[str]) -> None:
+        """Conditions naming blood cancers and solid cancers: the trial targets
+        both (extends ``areas``; vague words such as "neoplasms" add nothing)."""
+        for cseg in ctx.trial.segments:
+            if cseg.role != CONDITION:
+                continue
+            for ch in self._indication_hits(cseg.text, ctx.cell_types):
+                extra = ch.entry.labels["therapeutic_area"]
                 if (
-                    drop_in and set(areas) & drop_in and not named
-                ):  # a named product keeps all its cell types
-                    cell_types.discard(v)
-                    background.extend(m for m in found if m.values.get("cell_type", ()) == (v,))
-                    found = [
-                        m
-                        for m in found
-                        if v not in m.values.get("cell_type", ())
-                        or len(m.values.get("cell_type", ())) > 1
-                    ]
+                    ch.entry.labels["indication_group"][0] == "oncology"
+                    and not ch.entry.options.get("generic")
+                    and not set(extra) <= set(areas)
+                    and not _VAGUE_CANCER.fullmatch(ch.text)
+                ):
+                    areas.extend(a for a in extra if a not in areas)
+                    for a in extra:
+                        self._ev(ctx.evidence, "therapeutic_area", a, cseg, ch)
 
-        if not cell_types:
-            return TrialLabels(
-                trial.trial_id,
-                False,
-                [],
-                [],
-                "",
-                [],
-                group,
-                areas,
-                evidence=evidence,
-                taxonomy_version=tax.version,
-                input_hash=trial.digest(),
+    # -- steps: one cell type per product ----------------------------------
+    @staticmethod
+    def car_word_on_other_cells(ctx: TrialContext) -> None:
+        """A bare CAR word ("CD19-CAR", "chimeric antigen receptor") names no cell:
+        when the trial's CAR product is another cell (CAR-NK, CAR-M, CAR-DC) it is
+        that product (TAXONOMY.md: CAR-NK is ``car_nk``, CAR on macrophages or
+        dendritic cells is ``macrophage`` or ``dc``)."""
+        if "car_t" not in ctx.cell_types or not ctx.cell_types & _CAR_ON_OTHER_CELLS:
+            return
+        car_t_ms = [m for m in ctx.found if m.values.get("cell_type", ()) == ("car_t",)]
+        if car_t_ms and not any(_NAMES_T_CELLS.search(m.hit.text) for m in car_t_ms):
+            ctx.cell_types.discard("car_t")
+            ctx.found = [m for m in ctx.found if m not in car_t_ms]
+            ctx.background.extend(car_t_ms)
+
+    def drop_catch_all_types(self, ctx: TrialContext) -> None:
+        """Catch-all and background-prone cell types give way to a more specific
+        product: a type with ``dropped_with_cell_types`` goes when one of those is
+        also found (its segments still describe the product: ``catchall``); one
+        with ``dropped_with_other_cells_in`` goes in those therapeutic areas unless
+        a named product carries it (TAXONOMY.md: an HSCT background of a CAR-T
+        trial is not an HSC trial)."""
+        cell_types = ctx.cell_types
+        if len(cell_types) <= 1:
+            return
+        tax = self.tax
+        for v in list(cell_types):
+            with_types = tax.cell_type_option(v, "dropped_with_cell_types")
+            if with_types and cell_types & with_types:
+                cell_types.discard(v)
+                # a catch-all name of the same product ("therapeutic autologous lymphocytes"): its words still describe it
+                ctx.catchall.extend(
+                    m.seg for m in ctx.found if m.values.get("cell_type", ()) == (v,)
+                )
+                ctx.found = _without_type(ctx.found, v)
+                continue
+            drop_in = tax.cell_type_option(v, "dropped_with_other_cells_in")
+            named = any(
+                v in m.values.get("cell_type", ()) and len(m.values["cell_type"]) > 1
+                for m in ctx.found
             )
+            # a named product keeps all its cell types
+            if drop_in and set(ctx.areas) & drop_in and not named:
+                cell_types.discard(v)
+                ctx.background.extend(m for m in ctx.found if m.values.get("cell_type", ()) == (v,))
+                ctx.found = _without_type(ctx.found, v)
 
-        for m in found:
+    # -- steps: the product's fields ----------------------------------------
+    def cell_type_evidence(self, ctx: TrialContext) -> None:
+        """Evidence for each ``cell_type`` left, and the segments that name the
+        product (``product_segs``, in order): the other fields read those first."""
+        evidence, cell_types = ctx.evidence, ctx.cell_types
+        for m in ctx.found:
             for v in m.values.get("cell_type", ()):
                 if v in cell_types:
                     self._ev(evidence, "cell_type", v, m.seg, m.hit)
-
-        product_segs: list[Segment] = []
         seen_ids: set[int] = set()
-        for m in found:
+        for m in ctx.found:
             if id(m.seg) not in seen_ids:
                 seen_ids.add(id(m.seg))
-                product_segs.append(m.seg)
+                ctx.product_segs.append(m.seg)
 
-        # ---- msc source ----
-        msc_source: list[str] = []
-        if "msc" in cell_types:
-            src: set[str] = set()
-            for m in found:
-                for v in m.values.get("msc_source", ()):
-                    src.add(v)
-                    self._ev(evidence, "msc_source", v, m.seg, m.hit)
-            if not src:
-                msc_segs = [m.seg for m in found if "msc" in m.values.get("cell_type", ())]
-                seen_src: set[int] = set()
-                for seg in msc_segs:
-                    if id(seg) in seen_src:
+    def label_msc_source(self, ctx: TrialContext) -> None:
+        """``msc_source`` (TAXONOMY.md: only when ``cell_type`` includes ``msc``;
+        Wharton's jelly is umbilical cord): a named product's known source, else
+        the source words in the segments naming the MSC — not a tissue the cells
+        are given *for* ("MSC for dental pulp regeneration") — else
+        ``unspecified``."""
+        if "msc" not in ctx.cell_types:
+            return
+        tax, masked, evidence = self.tax, ctx.masked, ctx.evidence
+        src: set[str] = set()
+        for m in ctx.found:
+            for v in m.values.get("msc_source", ()):
+                src.add(v)
+                self._ev(evidence, "msc_source", v, m.seg, m.hit)
+        if not src:
+            seen_src: set[int] = set()
+            for seg in (m.seg for m in ctx.found if "msc" in m.values.get("cell_type", ())):
+                if id(seg) in seen_src:
+                    continue
+                seen_src.add(id(seg))
+                for s2, h in self._scan(tax.msc_source, [seg], masked):
+                    text2 = masked.peek(s2)
+                    if tax.msc_source_target_cue.search(text2[max(0, h.start - 40) : h.start]):
                         continue
-                    seen_src.add(id(seg))
-                    for s2, h in self._scan(tax.msc_source, [seg], masked):
-                        text2 = masked.peek(s2)
-                        if tax.msc_source_target_cue.search(text2[max(0, h.start - 40) : h.start]):
-                            continue
-                        src.add(h.entry.value)
-                        self._ev(evidence, "msc_source", h.entry.value, s2, h)
-            msc_source = sorted(src) if src else ["unspecified"]
+                    src.add(h.entry.value)
+                    self._ev(evidence, "msc_source", h.entry.value, s2, h)
+        ctx.msc_source = sorted(src) if src else ["unspecified"]
 
-        # ---- origin ----
-        stated: set[str] = set()
-        origin_segs = product_segs + [s for s in dict.fromkeys(catchall) if s not in product_segs]
-        for seg, h in self._scan(tax.origin, origin_segs, masked):
-            if _describes_other_cells(seg, h, found, background):
-                continue  # "autologous HSCT followed by CAR-T": the word is about the HSCT
-            stated.add(h.entry.value)
-            self._ev(evidence, "origin", h.entry.value, seg, h)
+    def label_origin(self, ctx: TrialContext) -> None:
+        """``origin`` (TAXONOMY.md: "stated words win"): origin words in the product
+        texts (:meth:`_stated_origin`), else a named product's known origin
+        ("product knowledge counts for origin too"), else origin words in summary
+        sentences that name cells; autologous and allogeneic together are
+        ``both``. Nothing stated: implied by the MSC source or the cell type
+        (:meth:`_implied_origin`)."""
+        stated = self._stated_origin(ctx)
         if not stated:  # a named product's known origin, when the record states none
-            for m in found:
+            for m in ctx.found:
                 for v in m.values.get("origin", ()):
                     stated.add(v)
-                    self._ev(evidence, "origin", v, m.seg, m.hit)
-        if not stated and summaries:
-            for seg in summaries:
-                text = masked.force(seg)
-                for sm in _SENTENCE.finditer(text):
-                    sent = sm.group()
-                    ohits = list(tax.origin.hits(sent))
-                    if not ohits or not (tax.cell_type.search(sent) or tax.products.search(sent)):
-                        continue
-                    for h in ohits:
-                        if _is_background(tax, sent, h.start):
-                            continue
-                        s0, s1 = sm.start() + h.start, sm.start() + h.end
-                        stated.add(h.entry.value)
-                        evidence.append(
-                            Evidence("origin", h.entry.value, seg.source, seg.text[s0:s1], s0, s1)
-                        )
+                    self._ev(ctx.evidence, "origin", v, m.seg, m.hit)
+        if not stated and ctx.summaries:
+            self._summary_origin(ctx, stated)
         if "both" in stated or {"autologous", "allogeneic"} <= stated:
-            origin = "both"
+            ctx.origin = "both"
         elif stated:
-            origin = next(iter(stated))
+            ctx.origin = next(iter(stated))
         else:
-            srcs = set(msc_source)
-            if not srcs - {"unspecified"}:
-                for s2, h in self._scan(tax.msc_source, product_segs, masked):
-                    if (
-                        tax.implied_origin_by_source.get(h.entry.value, "unspecified")
-                        != "unspecified"
-                    ):
-                        srcs.add(h.entry.value)
-                        evidence.append(
-                            Evidence(
-                                "origin",
-                                tax.implied_origin_by_source[h.entry.value],
-                                s2.source,
-                                h.text,
-                                h.start,
-                                h.end,
-                            )
-                        )
-            implied = {tax.implied_origin_by_source.get(s, "") for s in srcs} - {"", "unspecified"}
-            implied |= {tax.implied_origin_by_cell_type.get(c, "") for c in cell_types} - {
-                "",
-                "unspecified",
-            }
-            origin = next(iter(implied)) if len(implied) == 1 else "unspecified"
-            if origin != "unspecified":
-                for e in list(evidence):
-                    if e.field in ("msc_source", "cell_type") and (
-                        tax.implied_origin_by_source.get(e.value) == origin
-                        or tax.implied_origin_by_cell_type.get(e.value) == origin
-                    ):
-                        evidence.append(
-                            Evidence("origin", origin, e.source_field, e.text, e.start, e.end)
-                        )
-                        break
+            ctx.origin = self._implied_origin(ctx)
 
-        # ---- product form ----
-        forms: set[str] = set()
-        for m in found:
+    def _stated_origin(self, ctx: TrialContext) -> set[str]:
+        """Origin words in the segments naming the product (and a dropped
+        catch-all name of it), unless the word belongs to other cells named beside
+        it ("autologous HSCT followed by CAR-T": the word is about the HSCT)."""
+        stated: set[str] = set()
+        product_segs = ctx.product_segs
+        origin_segs = product_segs + [
+            s for s in dict.fromkeys(ctx.catchall) if s not in product_segs
+        ]
+        for seg, h in self._scan(self.tax.origin, origin_segs, ctx.masked):
+            if _describes_other_cells(seg, h, ctx.found, ctx.background):
+                continue
+            stated.add(h.entry.value)
+            self._ev(ctx.evidence, "origin", h.entry.value, seg, h)
+        return stated
+
+    def _summary_origin(self, ctx: TrialContext, stated: set[str]) -> None:
+        """Origin words in the summary sentences that also name cells or a product
+        (adds to ``stated``; background mentions skipped)."""
+        tax = self.tax
+        for seg in ctx.summaries:
+            text = ctx.masked.force(seg)
+            for sm in _SENTENCE.finditer(text):
+                sent = sm.group()
+                ohits = list(tax.origin.hits(sent))
+                if not ohits or not (tax.cell_type.search(sent) or tax.products.search(sent)):
+                    continue
+                for h in ohits:
+                    if _is_background(tax, sent, h.start):
+                        continue
+                    s0, s1 = sm.start() + h.start, sm.start() + h.end
+                    stated.add(h.entry.value)
+                    ctx.evidence.append(
+                        Evidence("origin", h.entry.value, seg.source, seg.text[s0:s1], s0, s1)
+                    )
+
+    def _implied_origin(self, ctx: TrialContext) -> str:
+        """TAXONOMY.md origin: cells from umbilical cord, cord blood, placenta or
+        amnion are ``allogeneic`` (any source word in the product texts counts
+        here, also when ``msc`` is not the cell type), and some cell types imply
+        an origin (ESC-derived); one implied origin wins, else ``unspecified``.
+        Evidence is the first cell-type or source evidence implying it."""
+        tax = self.tax
+        by_source, by_cell_type = tax.implied_origin_by_source, tax.implied_origin_by_cell_type
+        srcs = set(ctx.msc_source)
+        if not srcs - {"unspecified"}:
+            for s2, h in self._scan(tax.msc_source, ctx.product_segs, ctx.masked):
+                if by_source.get(h.entry.value, "unspecified") != "unspecified":
+                    srcs.add(h.entry.value)
+                    ctx.evidence.append(
+                        Evidence(
+                            "origin", by_source[h.entry.value], s2.source, h.text, h.start, h.end
+                        )
+                    )
+        implied = {by_source.get(s, "") for s in srcs} - {"", "unspecified"}
+        implied |= {by_cell_type.get(c, "") for c in ctx.cell_types} - {"", "unspecified"}
+        origin = next(iter(implied)) if len(implied) == 1 else "unspecified"
+        if origin != "unspecified":
+            for e in list(ctx.evidence):
+                if e.field in ("msc_source", "cell_type") and (
+                    by_source.get(e.value) == origin or by_cell_type.get(e.value) == origin
+                ):
+                    ctx.evidence.append(
+                        Evidence("origin", origin, e.source_field, e.text, e.start, e.end)
+                    )
+                    break
+        return origin
+
+    def label_product_form(self, ctx: TrialContext) -> None:
+        """``product_form`` (TAXONOMY.md product_form): a named product's known form;
+        EV and secretome words in the product texts; ``composite`` and
+        ``gene_modified`` words in the segments naming the product (a weak
+        gene-modified word adds nothing to a type engineered by definition:
+        "a plain CAR is not enough"); engineering edits beyond the receptor
+        (:meth:`_engineering_edits`). ``cells`` when some cell mention is not just
+        the source of an EV/secretome product ("MSC-derived exosomes") and no
+        ``composite``/``gene_modified`` was found ("write them alone, not with
+        cells"), or when nothing else was."""
+        forms, evidence = ctx.forms, ctx.evidence
+        for m in ctx.found:
             for v in m.values.get("product_form", ()):
                 forms.add(v)
                 self._ev(evidence, "product_form", v, m.seg, m.hit)
-        deriv_segs = product_segs + [
-            s for s in primary if s not in product_segs and s.role != KEYWORD
-        ]
+        by_seg = self._form_words(ctx)
+        self._engineering_edits(ctx)
+        for m in ctx.found:
+            opts = m.hit.entry.options
+            if "receptor" in opts:
+                self._ev(
+                    evidence, "engineering", f"{opts['receptor']} on {opts['base']}", m.seg, m.hit
+                )
         plain_cells = False
+        for m in ctx.found:
+            if m.values.get("product_form"):
+                continue
+            derivs = by_seg.get(id(m.seg), [])
+            if not derivs or not _derivative_attached(ctx.masked.peek(m.seg), m.hit, derivs):
+                plain_cells = True
+        if plain_cells and not forms & {"composite", "gene_modified"}:
+            forms.add("cells")
+        if not forms:
+            forms.add("cells")
+
+    def _form_words(self, ctx: TrialContext) -> dict[int, list[Hit]]:
+        """Product-form words in the product texts (adds to ``forms``); returns the
+        EV/secretome hits by segment id, for telling "cells" from "made from cells"."""
+        tax, forms, evidence, product_segs = self.tax, ctx.forms, ctx.evidence, ctx.product_segs
+        deriv_segs = product_segs + [
+            s for s in ctx.primary if s not in product_segs and s.role != KEYWORD
+        ]
         by_seg: dict[int, list[Hit]] = {}
-        for seg, h in self._scan(tax.product_form, deriv_segs, masked):
+        for seg, h in self._scan(tax.product_form, deriv_segs, ctx.masked):
             v = h.entry.value
             if v in ("extracellular_vesicles", "secretome"):
                 by_seg.setdefault(id(seg), []).append(h)
@@ -943,93 +1166,72 @@ class Classifier:
                 self._ev(evidence, "product_form", v, seg, h)
             elif v == "gene_modified" and seg in product_segs:
                 weak = tax.product_form_weak.regex.fullmatch(h.text) is not None
-                if weak and cell_types & tax.engineered_by_definition:
+                if weak and ctx.cell_types & tax.engineered_by_definition:
                     continue
                 forms.add(v)
                 self._ev(evidence, "product_form", v, seg, h)
-        if tax.engineering is not None:  # edits beyond the receptor: gene_modified
-            by_definition = bool(cell_types & tax.engineered_by_definition)
-            edit_segs = product_segs + [
-                s for s in primary if s not in product_segs and s.role != KEYWORD
-            ]
-            for seg, h in self._scan(tax.engineering.edits, edit_segs, masked):
-                if h.entry.options.get("weak") and by_definition:
-                    continue
-                forms.add("gene_modified")
-                self._ev(evidence, "product_form", "gene_modified", seg, h)
-                self._ev(evidence, "engineering", f"edit:{h.entry.value}", seg, h)
-        for m in found:
-            opts = m.hit.entry.options
-            if "receptor" in opts:
-                self._ev(
-                    evidence, "engineering", f"{opts['receptor']} on {opts['base']}", m.seg, m.hit
-                )
-        for m in found:
-            if m.values.get("product_form"):
-                continue
-            derivs = by_seg.get(id(m.seg), [])
-            if not derivs or not _derivative_attached(masked.peek(m.seg), m.hit, derivs):
-                plain_cells = True
-        if plain_cells and not forms & {"composite", "gene_modified"}:
-            forms.add("cells")
-        if not forms:
-            forms.add("cells")
+        return by_seg
 
-        # ---- descriptors ----
+    def _engineering_edits(self, ctx: TrialContext) -> None:
+        """TAXONOMY.md gene_modified: "cells engineered beyond CAR/TCR" — knock-outs,
+        armour, extra receptors, switches, mRNA — from the taxonomy's engineering
+        edits; a weak edit word adds nothing to a type engineered by definition."""
+        eng = self.tax.engineering
+        if eng is None:
+            return
+        by_definition = bool(ctx.cell_types & self.tax.engineered_by_definition)
+        product_segs = ctx.product_segs
+        edit_segs = product_segs + [
+            s for s in ctx.primary if s not in product_segs and s.role != KEYWORD
+        ]
+        for seg, h in self._scan(eng.edits, edit_segs, ctx.masked):
+            if h.entry.options.get("weak") and by_definition:
+                continue
+            ctx.forms.add("gene_modified")
+            self._ev(ctx.evidence, "product_form", "gene_modified", seg, h)
+            self._ev(ctx.evidence, "engineering", f"edit:{h.entry.value}", seg, h)
+
+    def label_descriptors(self, ctx: TrialContext) -> None:
+        """The descriptors beyond TAXONOMY.md's fields: targets (of CAR/TCR/γδ
+        products: a named product's, else antigen words in the product texts or,
+        failing that, the summaries), routes and doses (product texts and
+        experimental interventions/arms), combinations (interventions, arms,
+        titles) and manufacturing (the segments naming the product)."""
+        tax, masked, evidence, product_segs = self.tax, ctx.masked, ctx.evidence, ctx.product_segs
+        primary = ctx.primary
         desc_segs = product_segs + [
             s for s in primary if s not in product_segs and s.role in (INTERVENTION, ARM)
         ]
-        targets: list[str] = []
-        for m in found:
+        targets = ctx.targets
+        for m in ctx.found:
             for v in m.values.get("targets", ()):
                 if v not in targets:
                     targets.append(v)
                 self._ev(evidence, "targets", v, m.seg, m.hit)
-        if cell_types & _IMMUNE_TARGETED:
-            tsegs = list(primary)
-            hits = self._scan(tax.targets, tsegs, masked, skip_background=False)
-            if not hits and summaries:
-                hits = self._scan(tax.targets, summaries, masked, skip_background=False)
+        if ctx.cell_types & _IMMUNE_TARGETED:
+            hits = self._scan(tax.targets, list(primary), masked, skip_background=False)
+            if not hits and ctx.summaries:
+                hits = self._scan(tax.targets, ctx.summaries, masked, skip_background=False)
             for seg, h in hits:
                 if h.entry.value not in targets:
                     targets.append(h.entry.value)
                 self._ev(evidence, "targets", h.entry.value, seg, h)
-        route = self._values(tax.routes, desc_segs, masked, "route", evidence)
-        combos = self._values(
+        ctx.route = self._values(tax.routes, desc_segs, masked, "route", evidence)
+        ctx.combinations = self._values(
             tax.combinations,
             [s for s in primary if s.role in (INTERVENTION, ARM, TITLE)],
             masked,
             "combinations",
             evidence,
         )
-        manufacturing = self._values(
+        ctx.manufacturing = self._values(
             tax.manufacturing, product_segs, masked, "manufacturing", evidence
         )
-        doses: list[str] = []
         for seg, h in self._scan(tax.doses, desc_segs, masked, skip_background=False):
             d = _WS.sub(" ", h.text.strip())
-            if d not in doses:
-                doses.append(d)
+            if d not in ctx.doses:
+                ctx.doses.append(d)
             self._ev(evidence, "dose", d, seg, h)
-
-        return TrialLabels(
-            trial.trial_id,
-            True,
-            sorted(cell_types),
-            msc_source,
-            origin,
-            sorted(forms),
-            group,
-            sorted(areas),
-            targets,
-            doses,
-            route,
-            combos,
-            manufacturing,
-            evidence,
-            taxonomy_version=tax.version,
-            input_hash=trial.digest(),
-        )
 
     def _indication_hits(self, text: str, cell_types: set[str]) -> list[Hit]:
         out: list[Hit] = []
@@ -1084,223 +1286,8 @@ def classify(
     return _DEFAULT.classify(trial)
 
 
-# ---------------------------------------------------------------------------
-# store integration (schema migration 2: classification)
-
-_LABEL_TABLES = SCHEMA_LABELS  # the store owns the schema (migration 2)
-
-_LABEL_COLS = [
-    "trial_id",
-    "is_cell_therapy",
-    "cell_type",
-    "msc_source",
-    "origin",
-    "product_form",
-    "indication_group",
-    "therapeutic_area",
-    "targets",
-    "dose",
-    "route",
-    "combinations",
-    "manufacturing",
-    "taxonomy_version",
-    "classified_at",
-    "input_hash",
-]
-_EVIDENCE_COLS = ["trial_id", "field", "value", "source_field", "text", "start", "end"]
-
-
-def store_trial_texts(store: Any, trial_ids: Iterable[str] | None = None) -> list[TrialText]:
-    """The texts of every merged trial in ``store`` (all its current records, primary first)."""
-
-    con = store.con
-    wanted = set(trial_ids) if trial_ids is not None else None
-    # a few trials (explain, the dashboard): filter in SQL, not over the whole store
-    few = wanted is not None and len(wanted) <= 1000
-    rows = con.execute(
-        f"""
-        SELECT tr.trial_id, r.record_key, r.record_id, r.channel, r.source_format, r.registry,
-               r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description
-        FROM trial_records tr JOIN records r USING (record_key)
-        {"WHERE tr.trial_id IN (SELECT unnest(?::VARCHAR[]))" if few else ""}
-        ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""",
-        [sorted(wanted or ())] if few else [],
-    ).fetchall()
-    recs: dict[str, ParsedRecord] = {}
-    by_trial: dict[str, list[ParsedRecord]] = {}
-    for tid, key, rid, channel, fmt, registry, title, otitle, acr, summ, desc in rows:
-        if wanted is not None and tid not in wanted:
-            continue
-        rec = ParsedRecord(
-            channel=channel or "",
-            source_format=fmt or "",
-            record_id=rid or "",
-            registry=registry or "",
-            raw={},
-            title=title or "",
-            official_title=otitle or "",
-            acronym=acr or "",
-            brief_summary=summ or "",
-            detailed_description=desc or "",
-        )
-        recs[key] = rec
-        by_trial.setdefault(tid, []).append(rec)
-    keys_sql = "WHERE record_key IN (SELECT unnest(?::VARCHAR[]))" if few else ""
-    keys: list[Any] = [list(recs)] if few else []
-    for key, cond, kind in con.execute(
-        f"SELECT record_key, condition, kind FROM record_conditions {keys_sql}", keys
-    ).fetchall():
-        crec = recs.get(key)
-        if crec is None or not cond:
-            continue
-        rec = crec
-        if kind == "mesh":
-            rec.mesh_terms.append(cond)
-        elif kind == "mesh_ancestor":
-            rec.mesh_ancestors.append(cond)
-        elif kind == "keyword":
-            rec.keywords.append(cond)
-        else:
-            rec.conditions.append(cond)
-    for key, _idx, typ, name, desc, other, arms in con.execute(
-        f"SELECT record_key, idx, type, name, description, other_names, arm_labels FROM record_interventions {keys_sql} ORDER BY record_key, idx",
-        keys,
-    ).fetchall():
-        irec = recs.get(key)
-        if irec is not None:
-            irec.interventions.append(
-                Intervention(typ or "", name or "", desc or "", list(other or []), list(arms or []))
-            )
-    for key, _idx, label, typ, desc, names in con.execute(
-        f"SELECT record_key, idx, label, type, description, intervention_names FROM record_arms {keys_sql} ORDER BY record_key, idx",
-        keys,
-    ).fetchall():
-        arec = recs.get(key)
-        if arec is not None:
-            arec.arms.append(Arm(label or "", typ or "", desc or "", list(names or [])))
-    return [TrialText.from_records(rs, tid) for tid, rs in by_trial.items()]
-
-
-def classify_store(
-    store: Any,
-    only_changed: bool = False,
-    progress: Progress | None = None,
-    taxonomy: Taxonomy | None = None,
-    jobs: int | None = None,
-) -> dict[str, Any]:
-    """Classify every trial in ``store`` into tables ``labels`` and ``label_evidence``.
-
-    ``only_changed`` skips trials whose input hash and taxonomy version match
-    their stored labels. ``progress`` receives a ``classify``/``trials``
-    :class:`~celltrials.progress.ProgressEvent` now and then.
-    ``jobs``: worker processes (None: all cores when the store is large enough;
-    1: this process); the labels do not depend on it
-    (:func:`celltrials.classify_parallel.classify_many`).
-    Returns a summary dict.
-    """
-
-    t0 = time.perf_counter()
-    clf = Classifier(taxonomy)
-    store.con.execute(_LABEL_TABLES)
-    texts = store_trial_texts(store)
-    existing: dict[str, tuple[str, str]] = {}
-    if only_changed:
-        for tid, ver, h in store.con.execute(
-            "SELECT trial_id, taxonomy_version, input_hash FROM labels"
-        ).fetchall():
-            existing[tid] = (ver, h)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    lab_rows: list[dict[str, Any]] = []
-    ev_rows: list[dict[str, Any]] = []
-    skipped = 0
-    counts: dict[str, int] = {}
-    total = len(texts)
-    todo = texts
-    if only_changed:
-        todo = [tt for tt in texts if existing.get(tt.trial_id) != (clf.tax.version, tt.digest())]
-        skipped = total - len(todo)
-    from celltrials.classify_parallel import classify_many  # noqa: PLC0415 - imported here to break an import cycle
-
-    def report(done: int, _n: int) -> None:
-        if progress is not None:
-            progress(ProgressEvent("classify", "trials", done=skipped + done, total=total))
-
-    for lab in classify_many(todo, jobs=jobs, taxonomy=taxonomy, progress=report):
-        row = lab.to_row()
-        lab_rows.append(
-            {
-                "trial_id": lab.trial_id,
-                "is_cell_therapy": lab.is_cell_therapy,
-                **{k: row[k] for k in LABEL_COLUMNS[2:]},
-                "targets": ";".join(lab.targets),
-                "dose": ";".join(lab.dose),
-                "route": ";".join(lab.route),
-                "combinations": ";".join(lab.combinations),
-                "manufacturing": ";".join(lab.manufacturing),
-                "taxonomy_version": lab.taxonomy_version,
-                "classified_at": now,
-                "input_hash": lab.input_hash,
-            }
-        )
-        for e in lab.evidence:
-            ev_rows.append(
-                {
-                    "trial_id": lab.trial_id,
-                    **{
-                        k: getattr(e, k)
-                        for k in ("field", "value", "source_field", "text", "start", "end")
-                    },
-                }
-            )
-        for ct in lab.cell_type:
-            counts[ct] = counts.get(ct, 0) + 1
-    labels_df = pd.DataFrame(lab_rows, columns=_LABEL_COLS)
-    ev_df = pd.DataFrame(ev_rows, columns=_EVIDENCE_COLS)
-    ev_df["start"] = ev_df["start"].astype("int32")
-    ev_df["end"] = ev_df["end"].astype("int32")
-    with store.transaction() as con:
-        current = {t.trial_id for t in texts}
-        if only_changed:
-            con.register("_new_labels", labels_df)
-            con.execute("DELETE FROM labels WHERE trial_id IN (SELECT trial_id FROM _new_labels)")
-            con.execute(
-                "DELETE FROM label_evidence WHERE trial_id IN (SELECT trial_id FROM _new_labels)"
-            )
-            stale = [t for t in existing if t not in current]
-            if stale:
-                con.execute("DELETE FROM labels WHERE trial_id IN (SELECT UNNEST(?))", [stale])
-                con.execute(
-                    "DELETE FROM label_evidence WHERE trial_id IN (SELECT UNNEST(?))", [stale]
-                )
-        else:
-            con.execute("DELETE FROM labels")
-            con.execute("DELETE FROM label_evidence")
-            con.register("_new_labels", labels_df)
-        con.register("_new_evidence", ev_df)
-        con.execute(
-            f"INSERT INTO labels ({', '.join(_LABEL_COLS)}) SELECT {', '.join(_LABEL_COLS)} FROM _new_labels"
-        )
-        con.execute(
-            'INSERT INTO label_evidence SELECT trial_id, field, value, source_field, text, start, "end" FROM _new_evidence'
-        )
-        con.unregister("_new_labels")
-        con.unregister("_new_evidence")
-    n_cell = int(
-        store.con.execute("SELECT count(*) FROM labels WHERE is_cell_therapy").fetchone()[0]
-    )
-    return {
-        "trials": total,
-        "classified": len(lab_rows),
-        "skipped_unchanged": skipped,
-        "cell_therapy_trials": n_cell,
-        "cell_types": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
-        "taxonomy_version": clf.tax.version,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-
-
-def unknown_products(
-    store: Any, taxonomy: Taxonomy | None = None, limit_examples: int = 5
+def unknown_product_names(
+    texts: Iterable[TrialText], taxonomy: Taxonomy | None = None, limit_examples: int = 5
 ) -> list[dict[str, Any]]:
     """Intervention names of cell-therapy trials that name no known product.
 
@@ -1314,7 +1301,7 @@ def unknown_products(
     clf = Classifier(taxonomy)
     tax = clf.tax
     counts: dict[str, dict[str, Any]] = {}
-    for tt in store_trial_texts(store):
+    for tt in texts:
         names = [s for s in tt.segments if s.role == INTERVENTION and s.source.endswith(".name")]
         if not names:
             continue
@@ -1344,252 +1331,3 @@ def unknown_products(
             if len(row["example_ids"]) < limit_examples:
                 row["example_ids"].append(tt.trial_id)
     return sorted(counts.values(), key=lambda r: (-r["trials"], r["name"].lower()))
-
-
-def _require_labels(store: Any) -> None:
-
-    row = store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'"
-    ).fetchone()
-    if not row or not row[0] or not store.con.execute("SELECT count(*) FROM labels").fetchone()[0]:
-        raise StoreError("the store has no labels yet", hint="Run `celltrials classify` first.")
-
-
-def labels_rows(store: Any) -> list[dict[str, str]]:
-    """The labels file: one row per trial under its primary id, plus one row per
-    other id of the trial (secondary registry ids, other records' ids) with the same labels."""
-    con = store.con
-    _require_labels(store)
-    labs = con.execute(f"""
-        SELECT t.primary_record_id, l.trial_id, {", ".join("l." + c for c in LABEL_COLUMNS[1:])}
-        FROM labels l JOIN trials t USING (trial_id) ORDER BY l.trial_id""").fetchall()
-    ids: dict[str, list[str]] = {}
-    for tid, rid in con.execute("""
-        SELECT DISTINCT tr.trial_id, r.record_id FROM trial_records tr JOIN records r USING (record_key)
-        UNION SELECT DISTINCT trial_id, id_raw FROM trial_ids""").fetchall():
-        if rid:
-            ids.setdefault(tid, []).append(str(rid).strip())
-    out: list[dict[str, str]] = []
-    for primary, tid, is_ct, *rest in labs:
-        base = {
-            "is_cell_therapy": "yes" if is_ct else "no",
-            **dict(zip(LABEL_COLUMNS[2:], (r or "" for r in rest), strict=True)),
-        }
-        seen = {primary}
-        out.append({"registry_id": primary, **base})
-        for other in sorted(set(ids.get(tid, [])) - seen):
-            if other not in seen:
-                seen.add(other)
-                out.append({"registry_id": other, **base})
-    return out
-
-
-def store_evidence(store: Any, trial_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Evidence rows by trial id (all trials, or one)."""
-    con = store.con
-    _require_labels(store)
-    sql = 'SELECT trial_id, field, value, source_field, text, start, "end" FROM label_evidence'
-    params: list[Any] = []
-    if trial_id is not None:
-        sql += " WHERE trial_id = ?"
-        params.append(trial_id)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for tid, fld, val, src, text, start, end in con.execute(sql, params).fetchall():
-        out.setdefault(tid, []).append(
-            {
-                "field": fld,
-                "value": val,
-                "source_field": src,
-                "text": text,
-                "start": start,
-                "end": end,
-            }
-        )
-    return out
-
-
-def evaluate_store(store: Any, gold: Any) -> dict[str, Any]:
-    """Evaluate the store's labels against a gold CSV (any registry id of a trial matches)."""
-
-    rows, evidence = _rows_with_evidence(store)
-    return evaluate(rows, gold, evidence)
-
-
-def evaluate_store_many(store: Any, golds: Sequence[Any]) -> dict[str, Any]:
-    """Evaluate the store's labels against several gold CSVs, each and together
-    (see :func:`celltrials.evaluate.evaluate_many`)."""
-
-    rows, evidence = _rows_with_evidence(store)
-    return evaluate_many(rows, golds, evidence)
-
-
-def _rows_with_evidence(store: Any) -> tuple[list[dict[str, str]], dict[str, list[dict[str, Any]]]]:
-    rows = labels_rows(store)
-    ev_by_trial = store_evidence(store)
-    trial_of: dict[str, str] = {}
-    for tid, rid in store.con.execute("""
-        SELECT DISTINCT tr.trial_id, r.record_id FROM trial_records tr JOIN records r USING (record_key)
-        UNION SELECT DISTINCT trial_id, id_raw FROM trial_ids""").fetchall():
-        if rid:
-            trial_of.setdefault(str(rid).strip(), tid)
-    evidence = {
-        r["registry_id"]: ev_by_trial.get(trial_of.get(r["registry_id"], ""), []) for r in rows
-    }
-    return rows, evidence
-
-
-def explain_trial(store: Any, any_id: str) -> dict[str, Any]:
-    """A trial's stored labels with their evidence and the text around each match."""
-
-    _require_labels(store)
-    trial_id = store.resolve(any_id)
-    if trial_id is None:
-        raise ConfigError(
-            f"no trial with id {any_id!r}", hint="Ids of any registry work, e.g. NCT04293692."
-        )
-    cols = [
-        "trial_id",
-        *LABEL_COLUMNS[1:],
-        "targets",
-        "dose",
-        "route",
-        "combinations",
-        "manufacturing",
-        "taxonomy_version",
-        "classified_at",
-        "input_hash",
-    ]
-    row = store.con.execute(
-        f"SELECT {', '.join(cols)} FROM labels WHERE trial_id = ?", [trial_id]
-    ).fetchone()
-    if row is None:
-        raise ConfigError(
-            f"trial {trial_id} has no labels", hint="Run `celltrials classify` again."
-        )
-    labels = {
-        c: (v.isoformat() if hasattr(v, "isoformat") else v) for c, v in zip(cols, row, strict=True)
-    }
-    labels["is_cell_therapy"] = "yes" if labels["is_cell_therapy"] else "no"
-    texts = store_trial_texts(store, [trial_id])
-    tt = texts[0] if texts else TrialText(trial_id)
-    evidence = []
-    for e in store_evidence(store, trial_id).get(trial_id, []):
-        full = tt.text_of(e["source_field"])
-        a, b = int(e["start"]), int(e["end"])
-        lo, hi = max(0, a - 60), min(len(full), b + 60)
-        evidence.append(
-            {**e, "before": full[lo:a], "after": full[b:hi], "context_start": lo, "context_end": hi}
-        )
-    title = store.con.execute("SELECT title FROM trials WHERE trial_id = ?", [trial_id]).fetchone()
-    return {
-        "trial_id": trial_id,
-        "title": title[0] if title else "",
-        "labels": labels,
-        "evidence": evidence,
-    }
-
-
-# ---------------------------------------------------------------------------
-# agreement with the third-party labels of the reconstructed CAR corpus
-
-_TP_ORIGIN = {
-    "Autologous": "autologous",
-    "Allogeneic/Off-the-shelf": "allogeneic",
-    "Unclear": "unspecified",
-}
-_TP_TARGET_ALIASES = {
-    "claudin 18.2": "Claudin18.2",
-    "mesothelin": "mesothelin",
-    "nkg2d-l": "NKG2D",
-    "slamf7": "CS1",
-    "egfrviii": "EGFRvIII",
-    "il13ra2": "IL13Ra2",
-    "b7-h3": "B7-H3",
-    "cll1": "CLL1",
-}
-_TP_NO_TARGET = frozenset({"other_or_unknown", "car-t_unspecified", "car-nk", ""})
-
-
-def _tp_targets(raw: str) -> frozenset[str]:
-    text = raw.strip()
-    if ":" in text:  # "CAR-NK: CD19"
-        text = text.split(":", 1)[1].strip()
-    text = re.sub(r"\s+dual$|\s+triple$", "", text, flags=re.I)
-    out = set()
-    for part in text.split("/"):
-        p = part.strip()
-        if p.lower() in _TP_NO_TARGET:
-            continue
-        out.add(_TP_TARGET_ALIASES.get(p.lower(), p))
-    return frozenset(out)
-
-
-def third_party_agreement(store: Any, path: Any) -> dict[str, Any]:
-    """Agreement of the store's labels with ``third_party_labels.csv`` (product
-    type and CAR target of the reconstructed CAR trials; a second opinion, not
-    gold). Rows whose trial is not in the store are counted in ``missing``.
-
-    * origin: theirs Autologous / Allogeneic/Off-the-shelf / Unclear against our
-      origin (``exact``: same of autologous / allogeneic / unspecified, over the
-      trials both call cell therapy; ``where_both_state``: over those where both
-      say autologous or allogeneic). Their "In vivo" rows are counted apart
-      (``in_vivo_not_cell_therapy``: how many we call not cell therapy).
-    * target: their target category ("CD19/BCMA dual", "CAR-NK: CD19"...) as a
-      set against our targets, over the trials where both name at least one:
-      ``exact`` (same set) and ``overlap`` (a target in common).
-    """
-
-    p = Path(path)
-    with p.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    labels = {
-        tid: (ict, origin, targets)
-        for tid, ict, origin, targets in store.con.execute(
-            "SELECT trial_id, is_cell_therapy, origin, targets FROM labels"
-        ).fetchall()
-    }
-    missing = 0
-    o_n = o_exact = o_both_n = o_both = 0
-    iv_n = iv_no = 0
-    t_n = t_exact = t_overlap = 0
-    for r in rows:
-        tid = store.resolve(r["registry_id"].strip())
-        if tid is None or tid not in labels:
-            missing += 1
-            continue
-        ict, origin, targets = labels[tid]
-        if r["product_type"] == "In vivo":
-            iv_n += 1
-            iv_no += int(not ict)
-            continue
-        if not ict:
-            continue
-        theirs = _TP_ORIGIN.get(r["product_type"])
-        if theirs is not None:
-            o_n += 1
-            o_exact += int(origin == theirs)
-            if theirs != "unspecified" and origin in ("autologous", "allogeneic"):
-                o_both_n += 1
-                o_both += int(origin == theirs)
-        tt = _tp_targets(r["target_category"])
-        ours = frozenset(t for t in (targets or "").split(";") if t)
-        if tt and ours:
-            t_n += 1
-            t_exact += int(tt == ours)
-            t_overlap += int(bool(tt & ours))
-
-    def frac(a: int, b: int) -> float:
-        return round(a / b, 4) if b else 0.0
-
-    return {
-        "rows": len(rows),
-        "missing": missing,
-        "origin": {
-            "n": o_n,
-            "exact": frac(o_exact, o_n),
-            "where_both_state_n": o_both_n,
-            "where_both_state": frac(o_both, o_both_n),
-        },
-        "in_vivo": {"n": iv_n, "not_cell_therapy": iv_no},
-        "target": {"n": t_n, "exact": frac(t_exact, t_n), "overlap": frac(t_overlap, t_n)},
-    }

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from celltrials import sync
-from celltrials.classify import classify_store
 from celltrials.ingest import IngestReport, ingest_paths
+from celltrials.labelling import classify_store
 from celltrials.products import link_products
 from celltrials.progress import Progress, ProgressEvent
 from celltrials.report.build import build_report

@@ -6,10 +6,12 @@ register themselves on it; ``celltrials.cli`` imports them all and runs it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from rich.progress import Progress as RichProgress
 
 import celltrials
 from celltrials import __version__
+from celltrials.analysis.landscape import Filters, make_filters
 from celltrials.progress import Progress, ProgressEvent, logger
 from celltrials.store import Store
 
@@ -40,6 +43,123 @@ pass_ctx = click.make_pass_decorator(Context)
 
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    """The report filter options as given on the command line
+    (:func:`report_filter_options`); :meth:`filters` validates them."""
+
+    country: tuple[str, ...]
+    registry: tuple[str, ...]
+    start_year: str | None
+    status: tuple[str, ...]
+    phase: tuple[str, ...]
+    cell_type: tuple[str, ...]
+    indication_group: tuple[str, ...]
+    title: str | None
+    all_trials: bool
+
+    def filters(self) -> Filters:
+        """The report's :class:`~celltrials.analysis.landscape.Filters`
+        (raises :class:`~celltrials.errors.ConfigError` on a bad value)."""
+        return make_filters(
+            country=self.country,
+            registry=self.registry,
+            start_year=self.start_year,
+            status=self.status,
+            phase=self.phase,
+            cell_type=self.cell_type,
+            indication_group=self.indication_group,
+            title=self.title,
+            scope="all" if self.all_trials else "cell_therapy",
+        )
+
+
+#: each report filter option: its flag, click settings, the help of a command
+#: that is all about the report's trials, and the short help used after a
+#: condition (``report_filter_options(when="With --from-store")``)
+_FILTER_OPTIONS: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "--country",
+        {"multiple": True, "metavar": "NAME"},
+        "Trials in this country (repeatable; any of them).",
+        "report filter (repeatable).",
+    ),
+    (
+        "--registry",
+        {"multiple": True, "metavar": "NAME"},
+        "Primary record's registry, e.g. ctgov, chictr (repeatable).",
+        "report filter (repeatable).",
+    ),
+    (
+        "--start-year",
+        {"default": None, "metavar": "FROM-TO"},
+        "Start year or range, e.g. 2019-2024, 2020, 2019-.",
+        "report filter.",
+    ),
+    (
+        "--status",
+        {"multiple": True, "metavar": "STATUS"},
+        "Overall status, e.g. recruiting, terminated (repeatable).",
+        "report filter (repeatable).",
+    ),
+    (
+        "--phase",
+        {"multiple": True, "metavar": "PHASE"},
+        "Phase, e.g. 1, 2, 1/2, PHASE3, NOT_APPLICABLE (repeatable).",
+        "report filter (repeatable).",
+    ),
+    (
+        "--cell-type",
+        {"multiple": True, "metavar": "TYPE"},
+        "Taxonomy cell type (car_t, msc, …) or family (immune, stem_stromal, other); repeatable.",
+        "report filter, e.g. msc (repeatable).",
+    ),
+    (
+        "--indication-group",
+        {"multiple": True, "metavar": "GROUP"},
+        "oncology, degenerative, immune_mediated or other (repeatable).",
+        "report filter (repeatable).",
+    ),
+    (
+        "--title",
+        {"default": None, "metavar": "TEXT"},
+        "Title contains TEXT (case-insensitive).",
+        "title contains TEXT.",
+    ),
+    (
+        "--all-trials",
+        {"is_flag": True},
+        "Report on every trial of the store, not only those classified as cell therapy.",
+        "every trial, not only those classified as cell therapy.",
+    ),
+]
+
+
+def report_filter_options(
+    when: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the report's filter options (``--country`` … ``--all-trials``) to a
+    command, which receives them as one ``filter_options: FilterOptions``
+    argument. With ``when`` each option's help starts with it (``"With
+    --from-store: report filter (repeatable)."``)."""
+    names = [f.name for f in fields(FilterOptions)]
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            given = FilterOptions(**{n: kwargs.pop(n) for n in names})
+            return f(*args, filter_options=given, **kwargs)
+
+        # click lists a command's options in decorator order, top first
+        for flag, settings, full, short in reversed(_FILTER_OPTIONS):
+            command = click.option(flag, help=f"{when}: {short}" if when else full, **settings)(
+                command
+            )
+        return command
+
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

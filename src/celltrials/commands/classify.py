@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from celltrials.classify import (
-    LABEL_COLUMNS,
+from celltrials.classify import LABEL_COLUMNS
+from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
+from celltrials.labelling import (
     classify_store,
     evaluate_store,
     evaluate_store_many,
@@ -21,7 +22,6 @@ from celltrials.classify import (
     labels_rows,
     unknown_products,
 )
-from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
 from celltrials.outputs import ensure_dir, write_atomic
 from celltrials.safety import safe_row, terminal_safe
 

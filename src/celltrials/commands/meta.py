@@ -10,12 +10,18 @@ from rich.console import Console
 from rich.markup import escape as esc
 from rich.table import Table
 
-from celltrials.analysis.landscape import make_filters
 from celltrials.analysis.meta import MEASURES, METHODS, TO_CHOICES, meta_analysis_csv
 from celltrials.analysis.meta_store import meta_from_store, write_template
 from celltrials.analysis.plots_meta import write_plots
 from celltrials.analysis.results import export_outcomes, results_for_store, tables_to_records
-from celltrials.commands.base import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import (
+    Context,
+    FilterOptions,
+    cli,
+    echo_json,
+    pass_ctx,
+    report_filter_options,
+)
 from celltrials.errors import AnalysisError
 
 
@@ -82,50 +88,7 @@ def _pv(p: Any) -> str:
     type=click.Path(file_okay=False),
     help="With --from-store: folder for studies.csv (the study rows) and meta.json (the result).",
 )
-@click.option(
-    "--country",
-    multiple=True,
-    metavar="NAME",
-    help="With --from-store: report filter (repeatable).",
-)
-@click.option(
-    "--registry",
-    multiple=True,
-    metavar="NAME",
-    help="With --from-store: report filter (repeatable).",
-)
-@click.option(
-    "--start-year", default=None, metavar="FROM-TO", help="With --from-store: report filter."
-)
-@click.option(
-    "--status",
-    multiple=True,
-    metavar="STATUS",
-    help="With --from-store: report filter (repeatable).",
-)
-@click.option(
-    "--phase", multiple=True, metavar="PHASE", help="With --from-store: report filter (repeatable)."
-)
-@click.option(
-    "--cell-type",
-    multiple=True,
-    metavar="TYPE",
-    help="With --from-store: report filter, e.g. msc (repeatable).",
-)
-@click.option(
-    "--indication-group",
-    multiple=True,
-    metavar="GROUP",
-    help="With --from-store: report filter (repeatable).",
-)
-@click.option(
-    "--title", default=None, metavar="TEXT", help="With --from-store: title contains TEXT."
-)
-@click.option(
-    "--all-trials",
-    is_flag=True,
-    help="With --from-store: every trial, not only those classified as cell therapy.",
-)
+@report_filter_options(when="With --from-store")
 @click.option(
     "--measure",
     required=True,
@@ -233,15 +196,7 @@ def meta(
     experimental_arm: str | None,
     extra: str | None,
     out_dir: str | None,
-    country: tuple[str, ...],
-    registry: tuple[str, ...],
-    start_year: str | None,
-    status: tuple[str, ...],
-    phase: tuple[str, ...],
-    cell_type: tuple[str, ...],
-    indication_group: tuple[str, ...],
-    title: str | None,
-    all_trials: bool,
+    filter_options: FilterOptions,
     measure: str,
     method: str,
     test: str,
@@ -305,17 +260,7 @@ def meta(
                 hint="e.g. --from-store --outcome 'serious adverse events' --out sae/.",
             )
 
-        filters = make_filters(
-            country=country,
-            registry=registry,
-            start_year=start_year,
-            status=status,
-            phase=phase,
-            cell_type=cell_type,
-            indication_group=indication_group,
-            title=title,
-            scope="all" if all_trials else "cell_therapy",
-        )
+        filters = filter_options.filters()
         with ctx.open_store(read_only=True) as store:
             result = meta_from_store(
                 store,

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import click
 
-from celltrials.analysis.landscape import make_filters
-from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
+from celltrials.commands.base import (
+    Context,
+    FilterOptions,
+    cli,
+    echo_json,
+    pass_ctx,
+    progress_display,
+    report_filter_options,
+)
 from celltrials.report.build import build_report
 
 
@@ -17,56 +24,7 @@ from celltrials.report.build import build_report
     type=click.Path(file_okay=False),
     help="Folder for report.html, report.xlsx, figures/ and tables/ (created if missing).",
 )
-@click.option(
-    "--country",
-    multiple=True,
-    metavar="NAME",
-    help="Trials in this country (repeatable; any of them).",
-)
-@click.option(
-    "--registry",
-    multiple=True,
-    metavar="NAME",
-    help="Primary record's registry, e.g. ctgov, chictr (repeatable).",
-)
-@click.option(
-    "--start-year",
-    default=None,
-    metavar="FROM-TO",
-    help="Start year or range, e.g. 2019-2024, 2020, 2019-.",
-)
-@click.option(
-    "--status",
-    multiple=True,
-    metavar="STATUS",
-    help="Overall status, e.g. recruiting, terminated (repeatable).",
-)
-@click.option(
-    "--phase",
-    multiple=True,
-    metavar="PHASE",
-    help="Phase, e.g. 1, 2, 1/2, PHASE3, NOT_APPLICABLE (repeatable).",
-)
-@click.option(
-    "--cell-type",
-    multiple=True,
-    metavar="TYPE",
-    help="Taxonomy cell type (car_t, msc, …) or family (immune, stem_stromal, other); repeatable.",
-)
-@click.option(
-    "--indication-group",
-    multiple=True,
-    metavar="GROUP",
-    help="oncology, degenerative, immune_mediated or other (repeatable).",
-)
-@click.option(
-    "--title", default=None, metavar="TEXT", help="Title contains TEXT (case-insensitive)."
-)
-@click.option(
-    "--all-trials",
-    is_flag=True,
-    help="Report on every trial of the store, not only those classified as cell therapy.",
-)
+@report_filter_options()
 @click.option("--no-figures", is_flag=True, help="Skip the Matplotlib SVG/PNG figures.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the result (paths, counts, timings) as JSON."
@@ -75,15 +33,7 @@ from celltrials.report.build import build_report
 def report(
     ctx: Context,
     out_dir: str,
-    country: tuple[str, ...],
-    registry: tuple[str, ...],
-    start_year: str | None,
-    status: tuple[str, ...],
-    phase: tuple[str, ...],
-    cell_type: tuple[str, ...],
-    indication_group: tuple[str, ...],
-    title: str | None,
-    all_trials: bool,
+    filter_options: FilterOptions,
     no_figures: bool,
     as_json: bool,
 ) -> None:
@@ -96,17 +46,7 @@ def report(
     repeated values of one filter with OR.
     """
 
-    filters = make_filters(
-        country=country,
-        registry=registry,
-        start_year=start_year,
-        status=status,
-        phase=phase,
-        cell_type=cell_type,
-        indication_group=indication_group,
-        title=title,
-        scope="all" if all_trials else "cell_therapy",
-    )
+    filters = filter_options.filters()
     store = ctx.open_store(read_only=True)
     try:
         with progress_display(not ctx.quiet and not as_json) as progress:

@@ -27,7 +27,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -48,7 +48,6 @@ from starlette.staticfiles import StaticFiles
 from celltrials import __version__
 from celltrials.analysis import landscape as ls
 from celltrials.changes import KINDS
-from celltrials.changes import changes as store_changes
 from celltrials.errors import CelltrialsError, ConfigError
 from celltrials.serve import queries as Q
 from celltrials.serve.snapshot import Snapshot, SnapshotManager
@@ -145,13 +144,14 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
             try:
                 q = Q.parse_query([])
                 key = urlencode(q.params())
-                snap.cache_put("overview?" + key, Q.overview(cur, q))
-                snap.cache_put("facets?" + key, Q.facets(cur, q))
+                index = snap.info.get("index")
+                snap.cache_put("overview?" + key, Q.overview(cur, q, index=index))
+                snap.cache_put("facets?" + key, Q.facets(cur, q, index=index))
                 first = cur.execute(f"SELECT trial_id FROM {Q.ST} LIMIT 1").fetchone()
                 if first:  # loads the taxonomy the evidence context needs, once
                     texts = snap.cursor("texts")
                     try:
-                        Q.trial_detail(cur, str(first[0]), texts)
+                        Q.trial_detail(cur, str(first[0]), texts, index=index)
                     finally:
                         snap.give_back(texts, "texts")
             finally:
@@ -164,12 +164,17 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
     mgr.on_swap = warm
 
     async def run(
-        fn: Callable[..., Any], *args: Any, cache: str | None = None, pass_snapshot: bool = False
+        fn: Callable[..., Any],
+        *args: Any,
+        cache: str | None = None,
+        pass_snapshot: bool = False,
+        indexed: bool = False,
     ) -> Any:
         """``fn(cursor, *args)`` (or ``fn(snapshot, cursor, *args)``) on the
-        current snapshot in a worker thread; with ``cache``, the result is kept
-        per snapshot under that key (a snapshot never changes, so neither does
-        the answer)."""
+        current snapshot in a worker thread; ``indexed`` passes the snapshot's
+        :class:`~celltrials.serve.index.FacetIndex` as ``index=``; with
+        ``cache``, the result is kept per snapshot under that key (a snapshot
+        never changes, so neither does the answer)."""
 
         def work() -> Any:
             with mgr.use() as (snap, cur):
@@ -177,7 +182,8 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
                     hit = snap.cache_get(cache)
                     if hit is not None:
                         return hit
-                out = fn(snap, cur, *args) if pass_snapshot else fn(cur, *args)
+                kw = {"index": snap.info.get("index")} if indexed else {}
+                out = fn(snap, cur, *args, **kw) if pass_snapshot else fn(cur, *args, **kw)
                 if cache is not None:
                     snap.cache_put(cache, out)
                 return out
@@ -204,7 +210,9 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
     async def overview(request: Request) -> Response:
         query = Q.parse_query(request.query_params)
 
-        data = await run(Q.overview, query, cache="overview?" + urlencode(query.params()))
+        data = await run(
+            Q.overview, query, cache="overview?" + urlencode(query.params()), indexed=True
+        )
         if wants_json(request):
             return JSON(data)
         return page(
@@ -216,11 +224,13 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
     async def trials(request: Request) -> Response:
         query = Q.parse_query(request.query_params)
 
-        data = await run(Q.trial_page, query)
+        data = await run(Q.trial_page, query, indexed=True)
         if not wants_json(request) or request.query_params.get("facets") in ("1", "true"):
             data = {
                 **data,
-                "facets": await run(Q.facets, query, cache="facets?" + urlencode(query.params())),
+                "facets": await run(
+                    Q.facets, query, cache="facets?" + urlencode(query.params()), indexed=True
+                ),
             }
         if wants_json(request):
             return JSON(data)
@@ -244,7 +254,7 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
         def detail(snap: Snapshot, cur: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
             texts = snap.cursor("texts")
             try:
-                return Q.trial_detail(cur, any_id, texts)
+                return Q.trial_detail(cur, any_id, texts, index=snap.info.get("index"))
             finally:
                 snap.give_back(texts, "texts")
 
@@ -273,15 +283,7 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
         query = Q.parse_query(request.query_params)
         limit = min(Q._int(request.query_params.get("limit"), "limit", 500), 5000)
 
-        def work(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-            dd = ls.data_date(cur)
-            since = since_txt or ((dd or date.today()) - timedelta(days=30)).isoformat()
-            sql, params = Q.selection(query)
-            return store_changes(
-                cur, since, until_txt, within=(sql, params), limit=limit, table=Q.CHANGES
-            )
-
-        data = await run(work)
+        data = await run(Q.changes_page, query, since_txt, until_txt, limit, indexed=True)
         data["filters"] = query.describe()
         if wants_json(request):
             return JSON(data)
@@ -314,7 +316,7 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
     async def status(request: Request) -> Response:
         with contextlib.suppress(CelltrialsError):
             mgr.current()  # also checks whether the store changed
-        info = {k: v for k, v in mgr.status.info.items() if k != "shadows"}
+        info = {k: v for k, v in mgr.status.info.items() if k not in ("shadows", "index")}
         return JSON({**mgr.status.to_dict(), "snapshot": info, "version": __version__})
 
     # ------------------------------------------------------------- errors

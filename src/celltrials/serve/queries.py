@@ -27,21 +27,30 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from celltrials.analysis import landscape as ls
 from celltrials.analysis.funnel import funnel
 from celltrials.analysis.results import results_for_store, tables_to_records
-from celltrials.changes import HISTORY_FIELDS, all_changes_sql, history_from_rows
-from celltrials.classify import explain_trial
+from celltrials.changes import (
+    HISTORY_FIELDS,
+    KINDS,
+    all_changes_sql,
+    history_from_rows,
+    parse_date,
+)
+from celltrials.changes import changes as store_changes
 from celltrials.errors import CelltrialsError, ConfigError
+from celltrials.labelling import explain_trial
 from celltrials.products import json_records, product_detail, products_table
 from celltrials.registry_ids import canonical_id, fold_id, trial_id_for
 from celltrials.safety import safe_frame
+from celltrials.serve.index import FacetIndex, Mask
 from celltrials.store import Store
 from celltrials.store import _plain as _store_plain
 
@@ -333,13 +342,26 @@ def prepare(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     ).fetchone()
     dd = ls.data_date(con)
     shadows = _memory_copies(con, has_links)
+    index = FacetIndex.build(
+        con,
+        ST,
+        list_columns=(*LIST_COLUMNS, "is_cell_therapy"),
+        sorts=SORTS,
+        facets=FACETS,
+        data_date=dd,
+    )
+    index.add_changes(con, CHANGES)
+    index.facts = {"labelled": ls.has_labels(con), "product_links": has_links}
     return {
         "trials": int(n[0]) if n else 0,
         "cell_therapy_trials": int(n[1] or 0) if n else 0,
         "labelled": ls.has_labels(con),
         "product_links": has_links,
         "data_date": dd.isoformat() if dd else None,
+        "index_seconds": round(index.build_seconds, 1),
+        "index_mb": round(index.memory_bytes() / 1e6),
         "shadows": shadows,
+        "index": index,
     }
 
 
@@ -362,7 +384,7 @@ def _memory_copies(con: duckdb.DuckDBPyConnection, has_links: bool) -> dict[str,
     for look-ups). Each request's cursor sees them under the store's names
     (temp views shadow the store's), so library code (the report's sections,
     products, explain) reads them unchanged. Profile ``texts`` also shadows the
-    tables :func:`celltrials.classify.store_trial_texts` reads, restricted to
+    tables :func:`celltrials.labelling.store_trial_texts` reads, restricted to
     the current records (the only ones it joins)."""
     main: dict[str, str] = {}
     for v in _TRIAL_VIEWS:
@@ -514,10 +536,83 @@ def selection(query: Query) -> tuple[str, list[Any]]:
     return f"SELECT * FROM {ST} WHERE {w}", p
 
 
-def count(con: duckdb.DuckDBPyConnection, query: Query) -> int:
+def count(con: duckdb.DuckDBPyConnection, query: Query, index: FacetIndex | None = None) -> int:
+    if index is not None:
+        m = _and(index, condition_masks(con, index, query).values())
+        return index.n if m is None else int(np.count_nonzero(m))
     w, p = where(conditions(query))
     row = con.execute(f"SELECT count(*) FROM {ST} WHERE {w}", p).fetchone()
     return int(row[0]) if row else 0
+
+
+def condition_masks(
+    con: duckdb.DuckDBPyConnection, index: FacetIndex, query: Query
+) -> dict[str, Mask]:
+    """:func:`conditions` as boolean masks over the index's rows (same keys,
+    same semantics; a NULL never matches)."""
+    f = query.filters
+    out: dict[str, Mask] = {}
+    if f.scope == "cell_therapy":
+        out["_scope"] = index.cell_therapy
+    if f.country:
+        out["country"] = index.multi["countries"].mask({c.lower() for c in f.country}, "lower")
+    if f.registry:
+        out["registry"] = index.single["registry"].mask(set(f.registry), "lower")
+    lo, hi = f.start_year
+    if lo is not None:
+        out["_start_lo"] = index.year_ok & (index.year >= lo)
+    if hi is not None:
+        out["_start_hi"] = index.year_ok & (index.year <= hi)
+    if f.status:
+        out["status"] = index.single["status"].mask(set(f.status), "upper")
+    if f.phase:
+        out["phase"] = index.single["phase"].mask(set(f.phase))
+    if f.cell_type:
+        out["cell_type"] = index.multi["cell_type"].mask(set(f.cell_type))
+    if f.indication_group:
+        out["indication_group"] = index.single["indication_group"].mask(set(f.indication_group))
+    if f.title:  # a substring of the title: a scan (rare; not indexed)
+        out["_title"] = _sql_rows(
+            con, index, "contains(lower(coalesce(title, '')), lower(?))", [f.title]
+        )
+    for name in EXTRA_FILTERS:
+        vals = list(getattr(query, name))
+        if not vals:
+            continue
+        col, multi = FACETS[name]
+        if name == "therapeutic_area" and "not_classified" in vals:
+            out[name] = index.multi[col].mask(set(vals)) | index.ta_empty
+        elif name in ("target", "country", "product"):  # names: case-insensitive
+            out[name] = index.multi[col].mask({v.lower() for v in vals}, "lower")
+        elif multi:
+            out[name] = index.multi[col].mask(set(vals))
+        elif name == "study_type":
+            out[name] = index.single[col].mask({v.lower() for v in vals}, "lower")
+        else:
+            out[name] = index.single[col].mask(set(vals))
+    words = [w for w in re.split(r"\s+", query.q.lower()) if w][:20]
+    for i, w in enumerate(words):
+        rows = index.word_rows(w)
+        out[f"_q{i}"] = (
+            _sql_rows(con, index, "contains(search, ?)", [w])
+            if rows is None
+            else index.rows_mask(rows)
+        )
+    return out
+
+
+def _sql_rows(
+    con: duckdb.DuckDBPyConnection, index: FacetIndex, cond: str, params: list[Any]
+) -> Mask:
+    rows = con.execute(f"SELECT rowid FROM {ST} WHERE {cond}", params).fetchnumpy()["rowid"]
+    return index.rows_mask(np.asarray(rows, dtype=np.int64))
+
+
+def _and(index: FacetIndex, masks: Iterable[Mask]) -> Mask | None:
+    out: Mask | None = None
+    for m in masks:
+        out = m.copy() if out is None else (out & m)
+    return out
 
 
 LIST_COLUMNS = (
@@ -548,8 +643,13 @@ LIST_COLUMNS = (
 )
 
 
-def trial_page(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
-    """``{"count", "page", "per_page", "pages", "sort", "trials": [...]}`` for one page."""
+def trial_page(
+    con: duckdb.DuckDBPyConnection, query: Query, index: FacetIndex | None = None
+) -> dict[str, Any]:
+    """``{"count", "page", "per_page", "pages", "sort", "trials": [...]}`` for one page
+    (from the snapshot's index when given, else in SQL; the same answer)."""
+    if index is not None:
+        return _trial_page_indexed(con, query, index)
     w, p = where(conditions(query))
 
     def fetch(page: int) -> tuple[int | None, list[tuple[Any, ...]]]:
@@ -585,12 +685,71 @@ def trial_page(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
     }
 
 
+def _trial_page_indexed(
+    con: duckdb.DuckDBPyConnection, query: Query, index: FacetIndex
+) -> dict[str, Any]:
+    mask = _and(index, condition_masks(con, index, query).values())
+    pp = query.per_page
+    page = query.page
+    n, rows = index.page(mask, query.sort, (page - 1) * pp, pp)
+    if len(rows) == 0:  # an empty selection, or a page past its end: show the last page
+        page = min(page, max(1, math.ceil(n / pp)))
+        if n:
+            n, rows = index.page(mask, query.sort, (page - 1) * pp, pp)
+    trials = [{c: _plain(r[c]) for c in LIST_COLUMNS} for r in index.list_rows(rows)]
+    for t in trials:
+        t["registry_url"] = registry_url(t["trial_id"], t["url"])
+    return {
+        "count": n,
+        "page": page,
+        "per_page": pp,
+        "pages": max(1, math.ceil(n / pp)),
+        "sort": query.sort,
+        "filters": query.describe(),
+        "trials": trials,
+    }
+
+
 def facets(
-    con: duckdb.DuckDBPyConnection, query: Query, top: int = 40
+    con: duckdb.DuckDBPyConnection, query: Query, top: int = 40, index: FacetIndex | None = None
 ) -> dict[str, list[dict[str, Any]]]:
     """Live counts per facet value: for each facet, the trials matching every
     *other* active filter (so choosing a second value of a facet shows how
     many it adds). Most frequent first; chosen values always listed."""
+    by = (
+        _facet_counts_indexed(con, query, index) if index is not None else _facet_counts(con, query)
+    )
+    chosen = _chosen(query)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, vals in by.items():
+        vals.sort(key=lambda x: (-x[1], x[0]))
+        sel = {v.lower() for v in chosen.get(name, ())}
+        keep = list(vals[:top]) + [v for v in vals[top:] if v[0].lower() in sel]
+        out[name] = [
+            {"value": v, "label": ls.label(v), "n": n, "selected": v.lower() in sel}
+            for v, n in keep
+        ]
+        present = {v.lower() for v, _ in keep}
+        for s in chosen.get(name, ()):  # a chosen value with no trials left still shows (0)
+            if s.lower() not in present:
+                out[name].append({"value": s, "label": ls.label(s), "n": 0, "selected": True})
+    return out
+
+
+def _facet_counts_indexed(
+    con: duckdb.DuckDBPyConnection, query: Query, index: FacetIndex
+) -> dict[str, list[tuple[str, int]]]:
+    """Per facet, (value, trials) under every other active filter (numpy)."""
+    masks = condition_masks(con, index, query)
+    hard = [m for k, m in masks.items() if k not in FACETS]
+    soft = {k: m for k, m in masks.items() if k in FACETS}
+    every = _and(index, [*hard, *soft.values()])
+    own = {name: _and(index, [*hard, *(v for k, v in soft.items() if k != name)]) for name in soft}
+    return index.facet_counts(every, own)
+
+
+def _facet_counts(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, list[tuple[str, int]]]:
+    """Per facet, (value, trials) under every other active filter (SQL)."""
     conds = conditions(query)
     # Conditions on facets are flags (a facet's counts ignore its own filter);
     # the others (scope, years, title, search) and "fails at most one facet
@@ -622,24 +781,10 @@ def facets(
     sql = f"WITH m AS MATERIALIZED ({base}) " + " UNION ALL ".join(branches)
     params = [*flag_params, *params]
     rows = con.execute(sql, params).fetchall()
-    chosen = _chosen(query)
     by: dict[str, list[tuple[str, int]]] = {k: [] for k in FACETS}
     for facet, value, n in rows:
         by[facet].append((str(value), int(n)))
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name, vals in by.items():
-        vals.sort(key=lambda x: (-x[1], x[0]))
-        sel = {v.lower() for v in chosen.get(name, ())}
-        keep = list(vals[:top]) + [v for v in vals[top:] if v[0].lower() in sel]
-        out[name] = [
-            {"value": v, "label": ls.label(v), "n": n, "selected": v.lower() in sel}
-            for v, n in keep
-        ]
-        present = {v.lower() for v, _ in keep}
-        for s in chosen.get(name, ()):  # a chosen value with no trials left still shows (0)
-            if s.lower() not in present:
-                out[name].append({"value": s, "label": ls.label(s), "n": 0, "selected": True})
-    return out
+    return by
 
 
 def _chosen(query: Query) -> dict[str, tuple[str, ...]]:
@@ -655,7 +800,9 @@ def _chosen(query: Query) -> dict[str, tuple[str, ...]]:
 
 # ---------------------------------------------------------------- overview
 #: overview chart → (landscape section, category column, series column or None, filter builder)
-def overview(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
+def overview(
+    con: duckdb.DuckDBPyConnection, query: Query, index: FacetIndex | None = None
+) -> dict[str, Any]:
     """The report's headline and main charts for the selection. Each bar
     carries the URL parameters that list exactly its trials.
 
@@ -666,9 +813,13 @@ def overview(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
     the report keeps for each count (those are what make the report's
     section functions slow at registry scale). Tests compare every number
     with the report built with the same filters."""
-    w, params = where(conditions(query))
-    dd = ls.data_date(con)
-    sec = _overview_counts(con, w, params, dd)
+    dd = index.data_date if index is not None else ls.data_date(con)
+    if index is not None:
+        mask = _and(index, condition_masks(con, index, query).values())
+        sec = _overview_frames(index.overview_counts(mask, dd), dd)
+    else:
+        w, params = where(conditions(query))
+        sec = _overview_frames(_overview_counts(con, w, params, dd), dd)
     current = query.params()
     active: dict[str, set[str]] = {}
     for k, v in current:
@@ -701,14 +852,14 @@ def overview(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
     def bar(
         cid: str,
         title: str,
-        df: pd.DataFrame,
+        recs: list[dict[str, Any]],
         key: str,
         link: Callable[[str], list[tuple[str, str]] | None] | None,
         series: str | None = None,
         note: str = "",
     ) -> None:
         items = []
-        for r in df.to_dict("records"):
+        for r in recs:
             k = str(r[key])
             s = str(r[series]) if series else None
             lk = link(k) if link else None
@@ -784,7 +935,7 @@ def overview(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
     bar(
         "countries",
         "Countries (top 15)",
-        sec["countries"].head(15),
+        sec["countries"][:15],
         "country",
         lambda k: [("country", k)],
     )
@@ -807,6 +958,8 @@ def overview(con: duckdb.DuckDBPyConnection, query: Query) -> dict[str, Any]:
 def _overview_counts(
     con: duckdb.DuckDBPyConnection, w: str, params: list[Any], dd: date | None
 ) -> dict[str, Any]:
+    """The overview's numbers in SQL: ``{"headline": {...}, "rows": [(chart, key, family, n)]}``
+    (:meth:`FacetIndex.overview_counts` computes the same with numpy)."""
     cutoff = dd or date.max
     rows = con.execute(
         f"""
@@ -867,42 +1020,43 @@ def _overview_counts(
     headline: dict[str, int | None] = {
         n: (None if v is None else int(v)) for n, v in zip(names, h, strict=True)
     }
+    return {"headline": headline, "rows": rows}
+
+
+def _overview_frames(counts: dict[str, Any], dd: date | None) -> dict[str, Any]:
+    headline: dict[str, int | None] = dict(counts["headline"])
     by: dict[str, list[tuple[str, str | None, int]]] = {}
-    for name, key, fam, n in rows:
+    for name, key, fam, n in sorted(counts["rows"], key=lambda r: (r[0], str(r[1]), str(r[2]))):
         by.setdefault(name, []).append((str(key), fam, int(n)))
     headline["countries"] = len(by.get("countries", []))
 
-    def frame(name: str, key: str, series: bool = False) -> pd.DataFrame:
-        recs = [
+    Rec = dict[str, Any]  # one bar: {key: value, ("family": f,) "n_trials": n}
+
+    def frame(name: str, key: str, series: bool = False) -> list[Rec]:
+        return [
             {key: k, **({"family": f} if series else {}), "n_trials": n}
             for k, f, n in by.get(name, [])
         ]
-        return pd.DataFrame(recs, columns=[key, *(["family"] if series else []), "n_trials"])
 
-    def most_first(df: pd.DataFrame, key: str, last: tuple[str, ...] = ()) -> pd.DataFrame:
-        rank = df[key].map({v: i + 1 for i, v in enumerate(last)}).fillna(0)
-        return (
-            df.assign(_r=rank)
-            .sort_values(["_r", "n_trials", key], ascending=[True, False, True], kind="stable")
-            .drop(columns="_r")
-            .reset_index(drop=True)
-        )
+    def most_first(recs: list[Rec], key: str, last: tuple[str, ...] = ()) -> list[Rec]:
+        rank = {v: i + 1 for i, v in enumerate(last)}
+        return sorted(recs, key=lambda r: (rank.get(r[key], 0), -r["n_trials"], r[key]))
 
     def in_order(
-        df: pd.DataFrame, key: str, order: Iterable[str], series: bool = False
-    ) -> pd.DataFrame:
+        recs: list[Rec], key: str, order: Iterable[str], series: bool = False
+    ) -> list[Rec]:
         rank = {v: i for i, v in enumerate(order)}
-        df = df.assign(_r=df[key].map(lambda v: rank.get(v, len(rank))))
-        return (
-            df.sort_values(["_r", *(["family"] if series else [])], kind="stable")
-            .drop(columns="_r")
-            .reset_index(drop=True)
+        return sorted(
+            recs,
+            key=lambda r: (rank.get(r[key], len(rank)), *((str(r["family"]),) if series else ())),
         )
 
-    years = frame("start_year_by_family", "year", series=True)
-    years["year"] = years["year"].astype("int64")
-    years = years.sort_values(["year", "family"], kind="stable").reset_index(drop=True)
-    years["partial"] = years["year"] == (dd.year if dd else -1)
+    years = [
+        {**r, "year": int(r["year"])} for r in frame("start_year_by_family", "year", series=True)
+    ]
+    years.sort(key=lambda r: (r["year"], str(r["family"])))
+    for r in years:
+        r["partial"] = r["year"] == (dd.year if dd else -1)
     return {
         "headline": headline,
         "immune_by_cell_type": most_first(frame("immune_by_cell_type", "cell_type"), "cell_type"),
@@ -973,12 +1127,17 @@ class _SnapshotStore(Store):
 
 
 def trial_detail(
-    con: duckdb.DuckDBPyConnection, any_id: str, texts: duckdb.DuckDBPyConnection | None = None
+    con: duckdb.DuckDBPyConnection,
+    any_id: str,
+    texts: duckdb.DuckDBPyConnection | None = None,
+    index: FacetIndex | None = None,
 ) -> dict[str, Any] | None:
     """Everything the trial page shows, or None for an unknown id.
 
     ``con`` is a snapshot cursor; ``texts`` one of profile ``texts`` (for the
-    evidence context; ``con`` is used when not given)."""
+    evidence context; ``con`` is used when not given); ``index`` the
+    snapshot's index (the trial's list columns and the store's facts without
+    a query)."""
 
     store = _SnapshotStore(con, "")
     trial_id = store.resolve(any_id)
@@ -1034,23 +1193,26 @@ def trial_detail(
         "trial": t,
         "registry_url": registry_url(trial_id, t.get("url")),
     }
-    row = con.execute(
-        f"SELECT {', '.join(LIST_COLUMNS)}, is_cell_therapy FROM {ST} WHERE trial_id = ?",
-        [trial_id],
-    ).fetchone()
-    out["summary"] = (
-        {c: _plain(v) for c, v in zip((*LIST_COLUMNS, "is_cell_therapy"), row, strict=True)}
-        if row
-        else {}
-    )
+    cols = (*LIST_COLUMNS, "is_cell_therapy")
+    if index is not None:
+        at = index.row_of.get(trial_id)
+        found = index.list_rows(np.array([at], dtype=np.int32)) if at is not None else []
+        out["summary"] = {c: _plain(found[0][c]) for c in cols} if found else {}
+        labelled, linked = index.facts["labelled"], index.facts["product_links"]
+    else:
+        row = con.execute(
+            f"SELECT {', '.join(cols)} FROM {ST} WHERE trial_id = ?", [trial_id]
+        ).fetchone()
+        out["summary"] = {c: _plain(v) for c, v in zip(cols, row, strict=True)} if row else {}
+        labelled, linked = ls.has_labels(con), _has_table(con, "product_links")
     out["labels"], out["evidence"] = None, []
-    if ls.has_labels(con):
+    if labelled:
         with contextlib.suppress(CelltrialsError):
             ex = explain_trial(_SnapshotStore(texts or con, ""), trial_id)
             out["labels"] = ex["labels"]
             out["evidence"] = ex["evidence"]
     out["product_links"] = []
-    if _has_table(con, "product_links"):
+    if linked:
         out["product_links"] = _records(
             con.execute(
                 "SELECT product, regulators, field, alias, snippet FROM product_links WHERE trial_id = ? "
@@ -1069,6 +1231,56 @@ def trial_detail(
 def _records(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     cols = [d[0] for d in cur.description or []]
     return [{c: _plain(v) for c, v in zip(cols, r, strict=True)} for r in cur.fetchall()]
+
+
+# ----------------------------------------------------------------- changes
+def changes_page(
+    con: duckdb.DuckDBPyConnection,
+    query: Query,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    index: FacetIndex | None = None,
+) -> dict[str, Any]:
+    """What changed from ``since`` (default: 30 days before the data date)
+    to ``until`` in the trials of ``query``: :func:`celltrials.changes.changes`
+    over the snapshot's precomputed changes (with the index: the same answer
+    from its arrays)."""
+    dd = index.data_date if index is not None else ls.data_date(con)
+    since = since or ((dd or date.today()) - timedelta(days=30)).isoformat()
+    if index is None or index.changes is None:
+        sql, params = selection(query)
+        return store_changes(con, since, until, within=(sql, params), limit=limit, table=CHANGES)
+    lo = parse_date(since)
+    if lo is None:
+        raise ConfigError("a start date is needed", hint="Pass --since YYYY-MM-DD.")
+    hi = parse_date(until, "--until")
+    if hi is not None and hi < lo:
+        raise ConfigError(f"--until {hi} is before --since {lo}", hint="Swap the dates.")
+    mask = _and(index, condition_masks(con, index, query).values())
+    found, listed = index.changes_in(mask, lo, hi, limit)
+    counts = dict.fromkeys(KINDS, 0)
+    counts.update(found)
+    return {
+        "since": lo.isoformat(),
+        "until": hi.isoformat() if hi else None,
+        "counts": counts,
+        "total": sum(counts.values()),
+        "changes": [
+            {
+                "date": r["d"].isoformat() if r["d"] else None,
+                "kind": r["kind"],
+                "trial_id": r["trial_id"],
+                "record_id": r["record_id"],
+                "registry": r["registry"],
+                "title": r["title"],
+                "old": r["old"],
+                "new": r["new"],
+                "previous_date": r["prev_d"].isoformat() if r["prev_d"] else None,
+            }
+            for r in listed
+        ],
+    }
 
 
 # ---------------------------------------------------------------- products

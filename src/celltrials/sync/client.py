@@ -1,9 +1,9 @@
-"""The HTTP client: rate limit, retries with backoff and ``Retry-After``,
-JSON decoding; an injectable httpx transport makes it testable."""
+"""The HTTP client: rate limit, retries with backoff and ``Retry-After``
+(the retry policy is :mod:`tenacity`'s), JSON decoding; an injectable httpx
+transport makes it testable."""
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -14,6 +14,13 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from celltrials import __version__
 from celltrials.errors import ConfigError, FetchError, PageError
@@ -56,7 +63,8 @@ class CtgovClient:
     a local mirror); ``timeout`` is seconds per connect/read; a request is
     tried ``max_retries + 1`` times; retry *k* waits a random time in
     ``[0, min(max_backoff, backoff * 2**k)]`` (full jitter) unless the server
-    sent ``Retry-After``. ``sleep``, ``clock`` and ``rng`` are injectable for
+    sent ``Retry-After`` (waited out, up to ``max_retry_after`` seconds; a
+    longer one stops at once). ``sleep`` and ``clock`` are injectable for
     tests; ``transport`` is handed to :class:`httpx.Client`.
     """
 
@@ -73,7 +81,6 @@ class CtgovClient:
         max_retry_after: float = MAX_RETRY_AFTER,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
         on_retry: Progress | None = None,
     ) -> None:
         if max_retries < 0:
@@ -93,7 +100,8 @@ class CtgovClient:
         self.max_retry_after = max_retry_after
         self.sleep = sleep
         self.clock = clock
-        self.rng = rng or random.Random()
+        #: full jitter: uniform in [0, min(max_backoff, backoff * 2**k)] before retry k
+        self._jitter = wait_random_exponential(multiplier=backoff, max=max_backoff)
         self.on_retry = on_retry
         self.n_requests = 0
         self._next_slot: float | None = None
@@ -129,10 +137,6 @@ class CtgovClient:
                 now = self._next_slot
             self._next_slot = now + interval
 
-    def _backoff(self, retry_index: int) -> float:
-        cap = min(self.max_backoff, self.backoff * (2**retry_index))
-        return self.rng.uniform(0, cap) if cap > 0 else 0.0
-
     def get(
         self,
         path: str,
@@ -145,53 +149,85 @@ class CtgovClient:
         (4xx other than 429 is not retried); raises :class:`FetchError`."""
         url = f"{normalize_base_url(base_url) if base_url else self.base_url}{path}"
         shown = _short(f"{url}?{urlencode(dict(params or {}), quote_via=quote)}" if params else url)
+        query = dict(params or {})
         attempts = self.max_retries + 1
-        last = ""
-        for attempt in range(1, attempts + 1):
-            self._wait_for_slot()
-            self.n_requests += 1
-            logger.debug("GET %s (attempt %d/%d)", shown, attempt, attempts)
-            retry_after: float | None = None
-            try:
-                resp = self._http.get(url, params=dict(params or {}))
-            except httpx.TimeoutException as exc:
-                last = f"timed out after {self.timeout:g} s ({type(exc).__name__})"
-            except httpx.TransportError as exc:
-                last = f"connection failed ({type(exc).__name__}: {exc})"
-            else:
-                if resp.status_code not in RETRY_STATUS:
-                    return resp
-                last = f"HTTP {resp.status_code}"
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                if retry_after is not None and retry_after > self.max_retry_after:
-                    raise FetchError(
-                        f"{what or 'GET'} {shown}: HTTP {resp.status_code}, server asks to wait {retry_after:.0f} s",
-                        hint="The registry is throttling or down; rerun the same command later to resume.",
-                    )
-            if attempt == attempts:
-                break
-            delay = retry_after if retry_after is not None else self._backoff(attempt - 1)
-            if self.on_retry:
+        honoured = False  # the coming wait is the server's Retry-After
+
+        def wait(rs: RetryCallState) -> float:
+            nonlocal honoured
+            failed = rs.outcome.exception() if rs.outcome else None
+            after = failed.retry_after if isinstance(failed, _Retryable) else None
+            honoured = after is not None
+            return after if after is not None else float(self._jitter(rs))
+
+        def pause(delay: float) -> None:
+            if delay > 0:
+                self.sleep(delay)
+            if honoured and self.rate:
+                with self._lock:  # the wait counts as spacing
+                    self._next_slot = self.clock()
+
+        def report(rs: RetryCallState) -> None:
+            if self.on_retry and rs.outcome and rs.next_action:
                 self.on_retry(
                     ProgressEvent(
                         "sync",
                         "retry",
                         shown,
-                        done=attempt,
+                        done=rs.attempt_number,
                         total=attempts,
-                        message=f"{last}; retrying in {delay:.1f} s",
+                        message=f"{rs.outcome.exception()}; retrying in {rs.next_action.sleep:.1f} s",
                     )
                 )
-            if delay > 0:
-                self.sleep(delay)
-            if retry_after is not None and self.rate:
-                with self._lock:  # the wait counts as spacing
-                    self._next_slot = self.clock()
-        raise FetchError(
-            f"{what or 'GET'} {shown}: {last} (gave up after {attempts} attempt{'s' if attempts != 1 else ''})",
-            hint="Check the network or --base-url, or raise --max-retries/--timeout; "
-            "rerun the same command to resume from the last committed page.",
+
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait,
+            retry=retry_if_exception_type(_Retryable),
+            before_sleep=report,
+            sleep=pause,
+            reraise=True,
         )
+        resp: httpx.Response | None = None
+        try:
+            for attempt in retrying:
+                with attempt:
+                    n = attempt.retry_state.attempt_number
+                    resp = self._attempt(url, query, shown, what, n, attempts)
+        except _Retryable as exc:
+            raise FetchError(
+                f"{what or 'GET'} {shown}: {exc} (gave up after {attempts} attempt{'s' if attempts != 1 else ''})",
+                hint="Check the network or --base-url, or raise --max-retries/--timeout; "
+                "rerun the same command to resume from the last committed page.",
+            ) from None
+        assert resp is not None  # the last attempt returned (or raised above)
+        return resp
+
+    def _attempt(
+        self, url: str, query: dict[str, str], shown: str, what: str, n: int, attempts: int
+    ) -> httpx.Response:
+        """One request after the rate limit's wait: the response, or
+        :class:`_Retryable` for a timeout, a failed connection or a status of
+        :data:`RETRY_STATUS`; :class:`FetchError` when the server asks to wait
+        longer than ``max_retry_after``."""
+        self._wait_for_slot()
+        self.n_requests += 1
+        logger.debug("GET %s (attempt %d/%d)", shown, n, attempts)
+        try:
+            resp = self._http.get(url, params=query)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"timed out after {self.timeout:g} s ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"connection failed ({type(exc).__name__}: {exc})") from None
+        if resp.status_code not in RETRY_STATUS:
+            return resp
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        if retry_after is not None and retry_after > self.max_retry_after:
+            raise FetchError(
+                f"{what or 'GET'} {shown}: HTTP {resp.status_code}, server asks to wait {retry_after:.0f} s",
+                hint="The registry is throttling or down; rerun the same command later to resume.",
+            )
+        raise _Retryable(f"HTTP {resp.status_code}", retry_after)
 
     def get_json(
         self,
@@ -283,6 +319,15 @@ class CtgovClient:
         if not isinstance(body, dict):
             raise PageError(f"{nct_id}: response is not a study object")
         return body
+
+
+class _Retryable(Exception):
+    """An attempt that failed in a way worth retrying: its reason, and the
+    server's ``Retry-After`` in seconds when it sent one."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class _TokenRefused(FetchError):

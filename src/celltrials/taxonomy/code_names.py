@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 
 from celltrials.errors import TaxonomyError
-from celltrials.taxonomy.loader import TAXONOMY_VALUES, Entry
+from celltrials.taxonomy.engine import Entry
+from celltrials.taxonomy.values import TAXONOMY_VALUES
 
 COLUMNS: tuple[str, ...] = (
     "code_name",

@@ -24,7 +24,9 @@ from typing import Any
 import yaml
 
 from celltrials.errors import TaxonomyError
+from celltrials.taxonomy.code_names import code_name_entries
 from celltrials.taxonomy.engine import CompiledField, Entry, Hit
+from celltrials.taxonomy.values import TAXONOMY_VALUES
 
 __all__ = [
     "TAXONOMY_VALUES",
@@ -38,67 +40,6 @@ __all__ = [
 ]
 
 DEFAULT_PATH = Path(__file__).with_name("taxonomy.yaml")
-
-#: The label vocabulary of TAXONOMY.md (the schema; synonyms live in YAML).
-TAXONOMY_VALUES: dict[str, tuple[str, ...]] = {
-    "is_cell_therapy": ("yes", "no"),
-    "cell_type": (
-        "car_t",
-        "car_nk",
-        "tcr_t",
-        "til",
-        "nk",
-        "cik",
-        "dc",
-        "treg",
-        "virus_specific_t",
-        "gamma_delta_t",
-        "macrophage",
-        "other_immune",
-        "msc",
-        "hsc",
-        "ipsc_derived",
-        "esc_derived",
-        "mononuclear_cells",
-        "neural_stem",
-        "other_stem",
-        "somatic_other",
-    ),
-    "msc_source": (
-        "umbilical_cord",
-        "bone_marrow",
-        "adipose",
-        "placenta",
-        "amnion",
-        "dental_pulp",
-        "endometrium_menstrual",
-        "cord_blood",
-        "other",
-        "unspecified",
-    ),
-    "origin": ("autologous", "allogeneic", "both", "unspecified"),
-    "product_form": ("cells", "extracellular_vesicles", "secretome", "gene_modified", "composite"),
-    "indication_group": ("oncology", "degenerative", "immune_mediated", "other"),
-    "therapeutic_area": (
-        "hematologic_malignancy",
-        "solid_tumor",
-        "musculoskeletal",
-        "neurological",
-        "cardiovascular",
-        "respiratory",
-        "hepatic",
-        "renal",
-        "metabolic_endocrine",
-        "autoimmune_inflammatory",
-        "gvhd_transplant",
-        "skin_wound",
-        "ophthalmic",
-        "reproductive",
-        "infectious",
-        "hematologic_nonmalignant",
-        "other",
-    ),
-}
 
 _TOP_KEYS = {
     "version",
@@ -637,8 +578,6 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
     )
     code_names = raw.get("code_names")
     if code_names is not None:
-        from celltrials.taxonomy.code_names import code_name_entries  # noqa: PLC0415 - imported here to break an import cycle
-
         if not isinstance(code_names, str) or not code_names.strip():
             raise ctx.fail("code_names", "must be the file name of the code-name list (CSV)")
         base_dir = Path(source).parent if Path(source).is_file() else DEFAULT_PATH.parent

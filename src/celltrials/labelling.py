@@ -1,0 +1,352 @@
+"""Labelling the store: the classifier's input read from a store and its
+labels written back and read out (issue 7).
+
+:mod:`celltrials.classify` is the pure classifier (trial text in, labels
+with evidence out) and :mod:`celltrials.classify_parallel` runs it on many
+cores; this module sits above both and talks to the store: it builds each
+trial's :class:`~celltrials.classify.TrialText` from the store
+(:func:`store_trial_texts`), classifies every trial into the ``labels`` and
+``label_evidence`` tables (:func:`classify_store`), and reads them back as the
+labels file (:func:`labels_rows`), per-trial explanations
+(:func:`explain_trial`) and evaluations against gold or third-party labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from celltrials.classify import (
+    LABEL_COLUMNS,
+    Classifier,
+    TrialLabels,
+    TrialText,
+    unknown_product_names,
+)
+from celltrials.classify_parallel import classify_many
+from celltrials.errors import ConfigError, StoreError
+from celltrials.evaluate import evaluate, evaluate_many
+from celltrials.progress import Progress, ProgressEvent
+from celltrials.store import Store, label_text
+from celltrials.taxonomy.loader import Taxonomy
+
+#: the labels file's columns after ``registry_id`` and ``is_cell_therapy``
+_FILE_LABELS = LABEL_COLUMNS[2:]
+
+
+def store_trial_texts(store: Store, trial_ids: Iterable[str] | None = None) -> list[TrialText]:
+    """The texts of every merged trial in ``store`` (all its current records, primary first)."""
+    return [TrialText.from_records(rs, tid) for tid, rs in store.text_records(trial_ids).items()]
+
+
+def _label_row(lab: TrialLabels, now: datetime) -> dict[str, Any]:
+    """A row of the store's ``labels`` table (multi-values as lists: the
+    labels file's sorted, the others in the classifier's order)."""
+    return {
+        "trial_id": lab.trial_id,
+        "is_cell_therapy": lab.is_cell_therapy,
+        "cell_type": sorted(lab.cell_type),
+        "msc_source": sorted(lab.msc_source),
+        "origin": lab.origin,
+        "product_form": sorted(lab.product_form),
+        "indication_group": lab.indication_group,
+        "therapeutic_area": sorted(lab.therapeutic_area),
+        "targets": list(lab.targets),
+        "dose": list(lab.dose),
+        "route": list(lab.route),
+        "combinations": list(lab.combinations),
+        "manufacturing": list(lab.manufacturing),
+        "taxonomy_version": lab.taxonomy_version,
+        "classified_at": now,
+        "input_hash": lab.input_hash,
+    }
+
+
+def classify_store(
+    store: Store,
+    only_changed: bool = False,
+    progress: Progress | None = None,
+    taxonomy: Taxonomy | None = None,
+    jobs: int | None = None,
+) -> dict[str, Any]:
+    """Classify every trial in ``store`` into tables ``labels`` and ``label_evidence``.
+
+    ``only_changed`` skips trials whose input hash and taxonomy version match
+    their stored labels. ``progress`` receives a ``classify``/``trials``
+    :class:`~celltrials.progress.ProgressEvent` now and then.
+    ``jobs``: worker processes (None: all cores when the store is large enough;
+    1: this process); the labels do not depend on it
+    (:func:`celltrials.classify_parallel.classify_many`).
+    Returns a summary dict.
+    """
+
+    t0 = time.perf_counter()
+    clf = Classifier(taxonomy)
+    texts = store_trial_texts(store)
+    existing = store.label_versions() if only_changed else {}
+    now = datetime.now(UTC).replace(tzinfo=None)
+    lab_rows: list[dict[str, Any]] = []
+    ev_rows: list[dict[str, Any]] = []
+    skipped = 0
+    counts: dict[str, int] = {}
+    total = len(texts)
+    todo = texts
+    if only_changed:
+        todo = [tt for tt in texts if existing.get(tt.trial_id) != (clf.tax.version, tt.digest())]
+        skipped = total - len(todo)
+
+    def report(done: int, _n: int) -> None:
+        if progress is not None:
+            progress(ProgressEvent("classify", "trials", done=skipped + done, total=total))
+
+    for lab in classify_many(todo, jobs=jobs, taxonomy=taxonomy, progress=report):
+        lab_rows.append(_label_row(lab, now))
+        ev_rows.extend({"trial_id": lab.trial_id, **e.to_dict()} for e in lab.evidence)
+        for ct in lab.cell_type:
+            counts[ct] = counts.get(ct, 0) + 1
+    current = {t.trial_id for t in texts}
+    store.write_labels(
+        lab_rows, ev_rows, partial=only_changed, drop=[t for t in existing if t not in current]
+    )
+    return {
+        "trials": total,
+        "classified": len(lab_rows),
+        "skipped_unchanged": skipped,
+        "cell_therapy_trials": store.n_cell_therapy_trials(),
+        "cell_types": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+        "taxonomy_version": clf.tax.version,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def unknown_products(
+    store: Store, taxonomy: Taxonomy | None = None, limit_examples: int = 5
+) -> list[dict[str, Any]]:
+    """Intervention names of the store's cell-therapy trials that name no known
+    product (see :func:`celltrials.classify.unknown_product_names`)."""
+    return unknown_product_names(store_trial_texts(store), taxonomy, limit_examples)
+
+
+def _require_labels(store: Store) -> None:
+    if not store.has_labels():
+        raise StoreError("the store has no labels yet", hint="Run `celltrials classify` first.")
+
+
+def labels_rows(store: Store) -> list[dict[str, str]]:
+    """The labels file: one row per trial under its primary id, plus one row per
+    other id of the trial (secondary registry ids, other records' ids) with the same labels
+    (multi-values ``;``-joined)."""
+    _require_labels(store)
+    ids = store.trial_registry_ids()
+    out: list[dict[str, str]] = []
+    for lab in store.label_rows():
+        primary = lab["primary_record_id"]
+        if primary is None:  # labels of a trial no longer in the store
+            continue
+        base = {
+            "is_cell_therapy": "yes" if lab["is_cell_therapy"] else "no",
+            **{c: label_text(lab[c]) or "" for c in _FILE_LABELS},
+        }
+        out.append({"registry_id": primary, **base})
+        for other in ids.get(lab["trial_id"], []):
+            if other != primary:
+                out.append({"registry_id": other, **base})
+    return out
+
+
+def store_evidence(store: Store, trial_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Evidence rows by trial id (all trials, or one)."""
+    _require_labels(store)
+    return store.label_evidence(trial_id)
+
+
+def evaluate_store(store: Store, gold: Any) -> dict[str, Any]:
+    """Evaluate the store's labels against a gold CSV (any registry id of a trial matches)."""
+
+    rows, evidence = _rows_with_evidence(store)
+    return evaluate(rows, gold, evidence)
+
+
+def evaluate_store_many(store: Store, golds: Sequence[Any]) -> dict[str, Any]:
+    """Evaluate the store's labels against several gold CSVs, each and together
+    (see :func:`celltrials.evaluate.evaluate_many`)."""
+
+    rows, evidence = _rows_with_evidence(store)
+    return evaluate_many(rows, golds, evidence)
+
+
+def _rows_with_evidence(
+    store: Store,
+) -> tuple[list[dict[str, str]], dict[str, list[dict[str, Any]]]]:
+    rows = labels_rows(store)
+    ev_by_trial = store_evidence(store)
+    trial_of: dict[str, str] = {}
+    for tid, ids in store.trial_registry_ids().items():
+        for rid in ids:
+            trial_of.setdefault(rid, tid)
+    evidence = {
+        r["registry_id"]: ev_by_trial.get(trial_of.get(r["registry_id"], ""), []) for r in rows
+    }
+    return rows, evidence
+
+
+#: what :func:`explain_trial` shows of a trial's labels, in order
+_EXPLAIN_COLUMNS = (
+    "trial_id",
+    *LABEL_COLUMNS[1:],
+    "targets",
+    "dose",
+    "route",
+    "combinations",
+    "manufacturing",
+    "taxonomy_version",
+    "classified_at",
+    "input_hash",
+)
+
+
+def explain_trial(store: Store, any_id: str) -> dict[str, Any]:
+    """A trial's stored labels (multi-values ``;``-joined) with their evidence
+    and the text around each match."""
+
+    _require_labels(store)
+    trial_id = store.resolve(any_id)
+    if trial_id is None:
+        raise ConfigError(
+            f"no trial with id {any_id!r}", hint="Ids of any registry work, e.g. NCT04293692."
+        )
+    rows = store.label_rows([trial_id])
+    if not rows:
+        raise ConfigError(
+            f"trial {trial_id} has no labels", hint="Run `celltrials classify` again."
+        )
+    labels = {
+        c: (v.isoformat() if hasattr(v, "isoformat") else label_text(v))
+        for c, v in ((c, rows[0][c]) for c in _EXPLAIN_COLUMNS)
+    }
+    labels["is_cell_therapy"] = "yes" if labels["is_cell_therapy"] else "no"
+    texts = store_trial_texts(store, [trial_id])
+    tt = texts[0] if texts else TrialText(trial_id)
+    evidence = []
+    for e in store_evidence(store, trial_id).get(trial_id, []):
+        full = tt.text_of(e["source_field"])
+        a, b = int(e["start"]), int(e["end"])
+        lo, hi = max(0, a - 60), min(len(full), b + 60)
+        evidence.append(
+            {**e, "before": full[lo:a], "after": full[b:hi], "context_start": lo, "context_end": hi}
+        )
+    return {
+        "trial_id": trial_id,
+        "title": store.trial_title(trial_id),
+        "labels": labels,
+        "evidence": evidence,
+    }
+
+
+# ---------------------------------------------------------------------------
+# agreement with the third-party labels of the reconstructed CAR corpus
+
+_TP_ORIGIN = {
+    "Autologous": "autologous",
+    "Allogeneic/Off-the-shelf": "allogeneic",
+    "Unclear": "unspecified",
+}
+_TP_TARGET_ALIASES = {
+    "claudin 18.2": "Claudin18.2",
+    "mesothelin": "mesothelin",
+    "nkg2d-l": "NKG2D",
+    "slamf7": "CS1",
+    "egfrviii": "EGFRvIII",
+    "il13ra2": "IL13Ra2",
+    "b7-h3": "B7-H3",
+    "cll1": "CLL1",
+}
+_TP_NO_TARGET = frozenset({"other_or_unknown", "car-t_unspecified", "car-nk", ""})
+
+
+def _tp_targets(raw: str) -> frozenset[str]:
+    text = raw.strip()
+    if ":" in text:  # "CAR-NK: CD19"
+        text = text.split(":", 1)[1].strip()
+    text = re.sub(r"\s+dual$|\s+triple$", "", text, flags=re.I)
+    out = set()
+    for part in text.split("/"):
+        p = part.strip()
+        if p.lower() in _TP_NO_TARGET:
+            continue
+        out.add(_TP_TARGET_ALIASES.get(p.lower(), p))
+    return frozenset(out)
+
+
+def third_party_agreement(store: Store, path: Any) -> dict[str, Any]:
+    """Agreement of the store's labels with ``third_party_labels.csv`` (product
+    type and CAR target of the reconstructed CAR trials; a second opinion, not
+    gold). Rows whose trial is not in the store are counted in ``missing``.
+
+    * origin: theirs Autologous / Allogeneic/Off-the-shelf / Unclear against our
+      origin (``exact``: same of autologous / allogeneic / unspecified, over the
+      trials both call cell therapy; ``where_both_state``: over those where both
+      say autologous or allogeneic). Their "In vivo" rows are counted apart
+      (``in_vivo_not_cell_therapy``: how many we call not cell therapy).
+    * target: their target category ("CD19/BCMA dual", "CAR-NK: CD19"...) as a
+      set against our targets, over the trials where both name at least one:
+      ``exact`` (same set) and ``overlap`` (a target in common).
+    """
+
+    p = Path(path)
+    with p.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    labels = {
+        lab["trial_id"]: (lab["is_cell_therapy"], lab["origin"], lab["targets"])
+        for lab in store.label_rows()
+    }
+    missing = 0
+    o_n = o_exact = o_both_n = o_both = 0
+    iv_n = iv_no = 0
+    t_n = t_exact = t_overlap = 0
+    for r in rows:
+        tid = store.resolve(r["registry_id"].strip())
+        if tid is None or tid not in labels:
+            missing += 1
+            continue
+        ict, origin, targets = labels[tid]
+        if r["product_type"] == "In vivo":
+            iv_n += 1
+            iv_no += int(not ict)
+            continue
+        if not ict:
+            continue
+        theirs = _TP_ORIGIN.get(r["product_type"])
+        if theirs is not None:
+            o_n += 1
+            o_exact += int(origin == theirs)
+            if theirs != "unspecified" and origin in ("autologous", "allogeneic"):
+                o_both_n += 1
+                o_both += int(origin == theirs)
+        tt = _tp_targets(r["target_category"])
+        ours = frozenset(t for t in targets or () if t)
+        if tt and ours:
+            t_n += 1
+            t_exact += int(tt == ours)
+            t_overlap += int(bool(tt & ours))
+
+    def frac(a: int, b: int) -> float:
+        return round(a / b, 4) if b else 0.0
+
+    return {
+        "rows": len(rows),
+        "missing": missing,
+        "origin": {
+            "n": o_n,
+            "exact": frac(o_exact, o_n),
+            "where_both_state_n": o_both_n,
+            "where_both_state": frac(o_both, o_both_n),
+        },
+        "in_vivo": {"n": iv_n, "not_cell_therapy": iv_no},
+        "target": {"n": t_n, "exact": frac(t_exact, t_n), "overlap": frac(t_overlap, t_n)},
+    }

@@ -1,0 +1,559 @@
+"""The labelling steps of :meth:`Classifier.classify`, one at a time.
+
+Each test runs the steps up to the one it is about on a small :class:`TrialText`
+whose texts are copied verbatim from a real record of ../shared/data (cited by
+id; only the segments the steps read are kept, long summaries cut after their
+first sentences), and checks what that step
+decides against the rule of ../shared/TAXONOMY.md the step implements (and
+../shared/gold where the record is labelled there). The texts are inline, so
+these tests run without ../shared (``pytest -m "not data"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from celltrials.classify import (
+    CONDITION,
+    INTERVENTION,
+    SUMMARY,
+    TITLE,
+    Classifier,
+    Segment,
+    TrialContext,
+    TrialText,
+)
+
+pytestmark = pytest.mark.unit
+
+CLF = Classifier()
+
+#: the steps of Classifier.classify, in its order (the last five run only when a
+#: cell type is left); test_the_steps_in_order_are_classify holds them to it
+STEPS = (
+    "find_mentions",
+    "study_subject_gate",
+    "summary_mentions",
+    "generic_mentions",
+    "in_vivo_car",
+    "collect_cell_types",
+    "label_indication",
+    "car_word_on_other_cells",
+    "drop_catch_all_types",
+    "cell_type_evidence",
+    "label_msc_source",
+    "label_origin",
+    "label_product_form",
+    "label_descriptors",
+)
+PRODUCT_STEPS = STEPS[STEPS.index("cell_type_evidence") :]
+
+
+def trial(rid: str, *segs: tuple[str, str, str] | tuple[str, str, str, bool]) -> TrialText:
+    return TrialText(rid, [Segment(*s) for s in segs])
+
+
+def run(t: TrialText, until: str) -> TrialContext:
+    """The context after the steps up to and including ``until``."""
+    ctx = CLF.context(t)
+    for name in STEPS[: STEPS.index(until) + 1]:
+        getattr(CLF, name)(ctx)
+    return ctx
+
+
+def texts(mentions: Iterable[Any]) -> list[str]:
+    """The matched texts of cell mentions (``ctx.found`` / ``ctx.background``)."""
+    return [m.hit.text for m in mentions]
+
+
+# Texts of real records (ClinicalTrials.gov API JSON / classic CSV, ICTRP).
+ALLO_CAR_T_AFTER_HSCT = trial(
+    "NCT04516551",
+    ("title", TITLE, "Anti-CD19 Allo-CAR-T Cells for Relapsed B Cell Malignancies After HSCT"),
+    ("interventions[0].name", INTERVENTION, "anti-CD19 allo-CAR-T cells"),
+    ("conditions[0]", CONDITION, "Relapsed Adult ALL"),
+    ("conditions[1]", CONDITION, "B Cell Leukemia"),
+)
+MSC_WITH_BMT_PROCEDURE = trial(
+    "NCT00957931",
+    (
+        "title",
+        TITLE,
+        "Allo-HCT MUD for Non-malignant Red Blood Cell (RBC) Disorders: Sickle Cell, Thal, and DBA: Reduced Intensity Conditioning, Co-tx MSCs",
+    ),
+    ("interventions[0].name", INTERVENTION, "Bone marrow transplantation", True),
+    ("interventions[1].name", INTERVENTION, "Mesenchymal Stromal Cells"),
+    ("conditions[0]", CONDITION, "Sickle Cell Disease"),
+    ("conditions[1]", CONDITION, "Thalassemia"),
+    ("conditions[2]", CONDITION, "Diamond-Blackfan Anemia"),
+)
+QUALITY_OF_LIFE_AFTER_CAR_T = trial(
+    "NCT05199961",
+    (
+        "title",
+        TITLE,
+        "Quality of Life of Adults With Diffuse Large B-cell Lymphoma Treated With Tisagenlecleucel",
+    ),
+    ("interventions[0].name", INTERVENTION, "Digital Health Coaching"),
+    ("conditions[0]", CONDITION, "Lymphoma, Large B-Cell, Diffuse"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "The aim of this non-interventional multi-center study is to evaluate quality of life (QOL) and other patient reported outcomes (PROs) among adults with diffuse large b-cell lymphoma (DLBCL) following Chimeric Antigen Receptor (CAR) T-cell therapy with tisagenlecleucel (Kymriah).",
+    ),
+)
+CODE_NAMED_CAR_T = trial(
+    "NCT04966143",
+    ("title", TITLE, "Clinical Study of LY011 in the Treatment of Advanced Pancreatic Cancer"),
+    ("interventions[0].name", INTERVENTION, "LY011"),
+    ("conditions[0]", CONDITION, "Pancreatic Cancer"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "CLDN 18.2 chimeric antigen receptor T cells Clinical research plan for the treatment of recurrent or refractory pancreatic cancer.",
+    ),
+)
+BOOST_CELLS = trial(
+    "NCT04623606",
+    (
+        "title",
+        TITLE,
+        "Boost to Brittle Bones - Stem Cell Transplantation for Treatment of Brittle Bones",
+    ),
+    ("acronym", TITLE, "BOOST2B"),
+    ("interventions[0].name", INTERVENTION, "BOOST cells"),
+    ("conditions[0]", CONDITION, "Osteogenesis Imperfecta"),
+)
+IN_VIVO_CAR_T_IN_SUMMARY = trial(
+    "NCT07322159",
+    ("title", TITLE, "IASO206 in Patients With Relapsed/Refractory Multiple Myeloma"),
+    ("interventions[0].name", INTERVENTION, "IASO206 injection"),
+    ("conditions[0]", CONDITION, "Relapsed/Refractory Multiple Myeloma (RRMM)"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "This study is an open-label, single-arm early exploratory clinical study, aiming to evaluate the safety, tolerability and preliminary efficacy of IASO206 Injection(In Vivo CAR-T) in Patients with Relapsed/Refractory Multiple Myeloma",
+    ),
+)
+IN_VIVO_CAR_T_IN_TITLE = trial(
+    "NCT07586709",
+    (
+        "title",
+        TITLE,
+        "In Vivo BCMA/GPRC5D Tandem Dual CAR-T Therapy for Relapsed/Refractory Plasma Cell Neoplasms",
+    ),
+    ("interventions[0].name", INTERVENTION, "In vivo BCMA/GPRC5D Tandem Dual CAR-T cell"),
+    ("conditions[0]", CONDITION, "Plasma Cell Neoplasms"),
+)
+MSC_FOR_GVHD = trial(
+    "NCT04692376",
+    ("title", TITLE, "MSC for Treatment of cGVHD After Allo-HSCT"),
+    ("interventions[0].name", INTERVENTION, "Mesenchymal stem cells"),
+    ("interventions[1].name", INTERVENTION, "Glucocorticoids"),
+    ("interventions[2].name", INTERVENTION, "cyclosporine"),
+    ("conditions[0]", CONDITION, "Chronic Graft-versus-host Disease"),
+)
+ALLO_CAR_T_FOLLOW_UP = trial(
+    "NCT06925685",
+    (
+        "title",
+        TITLE,
+        "Follow-Up for Study Participants Treated With an Allogeneic CAR T-Cell Product",
+    ),
+    ("conditions[0]", CONDITION, "Hematologic Malignancies"),
+    ("conditions[1]", CONDITION, "Solid Tumors"),
+)
+CAR_NK_WITH_BARE_CAR = trial(
+    "NCT05645601",
+    ("title", TITLE, "CAR-NK Targeted CD19 for r/r B-cell Malignancies"),
+    ("interventions[0].name", INTERVENTION, "CD19-CAR-NK"),
+    ("conditions[0]", CONDITION, "Adult Relapsed/Refractory B-cell Hematologic Malignancies"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "This is a single-centre, single-arm and open-label study to investigate the safety and efficacy of JD010 in adult patients with relapsed or refractory B cell hematologic malignancies. JD010 injection is a CD19-targeted chimeric antigen receptor modified natural killer cells (CAR-NK) derived from a healthy donor",
+    ),
+)
+SARS_COV_2_SPECIFIC_T = trial(
+    "NCT04351659",
+    (
+        "title",
+        TITLE,
+        "Novel Adoptive Cellular Therapy With SARS-CoV-2 Specific T Cells in Patients With Severe COVID-19",
+    ),
+    ("interventions[0].name", INTERVENTION, "Blood donation from convalescent donor"),
+    ("conditions[0]", CONDITION, "COVID-19"),
+)
+AUTOLOGOUS_MSC_WITH_HAPLO_HCT = trial(
+    "NCT03298399",
+    (
+        "title",
+        TITLE,
+        "Mesenchymal Stromal Cells for Haplo Hematopoietic Cell Transplantation for Sickle Cell Disease",
+    ),
+    ("interventions[0].name", INTERVENTION, "Autologous MSCs"),
+    ("conditions[0]", CONDITION, "Sickle Cell Disease"),
+)
+PNEUMOSTEM = trial(
+    "NCT02890953",
+    ("title", TITLE, "Efficacy and Safety of Pneumostem® for IVH in Premature Infants (Phase 2a)"),
+    ("interventions[0].name", INTERVENTION, "Pneumostem"),
+    ("conditions[0]", CONDITION, "Cell Transplantation"),
+)
+UC_MSC_AND_CONDITIONED_MEDIUM = trial(
+    "NCT05008588",
+    (
+        "title",
+        TITLE,
+        "Combination of Conditioned Medium and Umbilical Cord-Mesenchymal Stem Cells Therapy for Acute Stroke Infarct",
+    ),
+    ("interventions[0].name", INTERVENTION, "Conditioned Medium"),
+    ("interventions[1].name", INTERVENTION, "Umbilical Cord Mesenchymal Stem Cells"),
+    ("interventions[2].name", INTERVENTION, "Neurologic and Neutrophic Drugs", True),
+    ("conditions[0]", CONDITION, "Ischemic Stroke"),
+)
+POSEIDON = trial(
+    "NCT01087996",
+    (
+        "title",
+        TITLE,
+        "The Percutaneous Stem Cell Injection Delivery Effects on Neomyogenesis Pilot Study (The POSEIDON-Pilot Study)",
+    ),
+    ("interventions[0].name", INTERVENTION, "Auto-hMSCs"),
+    ("interventions[1].name", INTERVENTION, "Allo-hMSCs"),
+    ("conditions[0]", CONDITION, "Stem Cell Transplantation"),
+)
+CAR_T_AFTER_ASCT = trial(
+    "NCT07034755",
+    (
+        "title",
+        TITLE,
+        "Phase II Clinical Study on the Safety and Efficacy of Combined CAR-T Therapy Following Autologous Stem Cell Transplantation in Multiple Myeloma",
+    ),
+    (
+        "interventions[0].name",
+        INTERVENTION,
+        "autologous hematopoietic stem cell transplantation (ASCT) followed by CAR-T therapy",
+    ),
+    ("conditions[0]", CONDITION, "Multiple Myeloma (MM)"),
+)
+ENGINEERED_AUTOLOGOUS_LYMPHOCYTES = trial(
+    "NCT00621452",
+    (
+        "title",
+        TITLE,
+        "Genetically Engineered Lymphocytes, Cyclophosphamide, and Aldesleukin in Treating Patients With Relapsed or Refractory Mantle Cell Lymphoma or Indolent B-Cell Non-Hodgkin Lymphoma",
+    ),
+    ("interventions[0].name", INTERVENTION, "aldesleukin"),
+    ("interventions[2].name", INTERVENTION, "cyclophosphamide"),
+    ("interventions[10].name", INTERVENTION, "therapeutic autologous lymphocytes"),
+    ("conditions[5]", CONDITION, "Recurrent Mantle Cell Lymphoma"),
+)
+CORD_BLOOD_MONONUCLEAR = trial(
+    "ChiCTR2000029572",
+    (
+        "title",
+        TITLE,
+        "Safety and efficacy of umbilical cord blood mononuclear cells in the treatment of severe and critically novel coronavirus pneumonia(COVID-19): a randomized controlled clinical trial",
+    ),
+    (
+        "interventions[1].name",
+        INTERVENTION,
+        "conventional treatment combined with umbilical cord blood mononuclear cells group",
+    ),
+    ("conditions[0]", CONDITION, "novel coronavirus pneumonia (COVID-19)"),
+)
+MSC_EXOSOMES_INHALED = trial(
+    "NCT04276987",
+    (
+        "title",
+        TITLE,
+        "A Pilot Clinical Study on Inhalation of Mesenchymal Stem Cells Exosomes Treating Severe Novel Coronavirus Pneumonia",
+    ),
+    ("interventions[0].name", INTERVENTION, "MSCs-derived exosomes"),
+    ("conditions[0]", CONDITION, "Coronavirus"),
+)
+GD2_CAR_T_WITH_SWITCH = trial(
+    "NCT02107963",
+    (
+        "title",
+        TITLE,
+        "A Phase I Trial of T Cells Expressing an Anti-GD2 Chimeric Antigen Receptor in Children and Young Adults With GD2+ Solid Tumors",
+    ),
+    ("interventions[0].name", INTERVENTION, "AP1903"),
+    ("interventions[1].name", INTERVENTION, "Anti-GD2-CAR engineered T cells"),
+    ("interventions[2].name", INTERVENTION, "Cyclophosphamide"),
+    ("conditions[2]", CONDITION, "Neuroblastoma"),
+)
+MSC_DOSES = trial(
+    "ChiCTR2000030835",
+    (
+        "title",
+        TITLE,
+        "Clinical study for the efficacy of Mesenchymal stem cells (MSC) in the treatment of severe novel coronavirus pneumonia (COVID-19)",
+    ),
+    ("interventions[0].name", INTERVENTION, "routine treatment + MSc (2 x10^6 / kg / time)"),
+    ("interventions[1].name", INTERVENTION, "routine treatment + MSc (1x10^6 / kg / time)"),
+    ("conditions[0]", CONDITION, "Novel Coronavirus Pneumonia (COVID-19)"),
+)
+RUXOLITINIB_WITH_MSC = trial(
+    "ChiCTR2000029580",
+    (
+        "title",
+        TITLE,
+        "Severe novel coronavirus pneumonia (COVID-19) patients treated with ruxolitinib in combination with mesenchymal stem cells: a prospective, single blind, randomized controlled clinical trial",
+    ),
+    ("interventions[0].name", INTERVENTION, "Ruxolitinib combined with mesenchymal stem cell"),
+    ("conditions[0]", CONDITION, "novel coronavirus pneumonia (COVID-19)"),
+)
+
+ALL = [v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, TrialText)]
+
+
+@pytest.mark.parametrize("t", ALL, ids=[t.trial_id for t in ALL])
+def test_the_steps_in_order_are_classify(t: TrialText) -> None:
+    ctx = CLF.context(t)
+    for name in STEPS:
+        if name in PRODUCT_STEPS and not ctx.cell_types:
+            break
+        getattr(CLF, name)(ctx)
+    assert CLF.labels(ctx).to_dict() == CLF.classify(t).to_dict()
+
+
+# ------------------------------------------------------------ which cells are the product
+
+
+def test_find_mentions_sets_a_background_transplant_apart() -> None:
+    # "a CAR-T trial whose patients previously had HSCT is not an HSC trial"
+    ctx = run(ALLO_CAR_T_AFTER_HSCT, "find_mentions")
+    assert texts(ctx.found) == ["Allo-CAR-T", "allo-CAR-T"]
+    assert {v for m in ctx.found for v in m.values["cell_type"]} == {"car_t"}
+    assert texts(ctx.background) == ["HSCT"]
+
+
+def test_find_mentions_skips_a_transplant_listed_as_a_procedure() -> None:
+    # the bone-marrow transplantation is a registry PROCEDURE: background, not the product
+    ctx = run(MSC_WITH_BMT_PROCEDURE, "find_mentions")
+    assert "Bone marrow transplantation" not in texts(ctx.found)
+    assert all(not m.seg.procedure for m in ctx.found)
+    assert "Mesenchymal Stromal Cells" in texts(ctx.found)
+
+
+def test_study_subject_gate_cells_received_before_a_quality_of_life_study() -> None:
+    # the CAR-T (tisagenlecleucel) is what the patients had; the study is of their quality of life
+    ctx = run(QUALITY_OF_LIFE_AFTER_CAR_T, "find_mentions")
+    assert texts(ctx.found) == ["Tisagenlecleucel"]
+    CLF.study_subject_gate(ctx)
+    assert ctx.subject_study and ctx.found == []
+    assert texts(ctx.background) == ["Tisagenlecleucel"]
+    # nor does the summary's "CAR T-cell therapy with tisagenlecleucel" make it the product
+    for name in STEPS[STEPS.index("summary_mentions") : STEPS.index("collect_cell_types") + 1]:
+        getattr(CLF, name)(ctx)
+    assert ctx.cell_types == set()
+    assert not CLF.classify(QUALITY_OF_LIFE_AFTER_CAR_T).is_cell_therapy
+
+
+def test_summary_says_what_a_code_named_product_is() -> None:
+    ctx = run(CODE_NAMED_CAR_T, "study_subject_gate")
+    assert ctx.found == []  # "LY011" alone names no cell
+    CLF.summary_mentions(ctx)
+    assert [(m.seg.source, m.hit.text) for m in ctx.found] == [
+        ("brief_summary", "chimeric antigen receptor T")
+    ]
+    CLF.collect_cell_types(ctx)
+    assert ctx.cell_types == {"car_t"}
+
+
+def test_generic_stem_cell_words_fall_back_to_other_stem() -> None:
+    # "BOOST cells" (fetal MSC, not named so in the record): TAXONOMY.md other_stem
+    ctx = run(BOOST_CELLS, "summary_mentions")
+    assert ctx.found == []
+    CLF.generic_mentions(ctx)
+    assert texts(ctx.found) == ["Stem Cell Transplantation"]
+    assert ctx.found[0].values["cell_type"] == ("other_stem",)
+
+
+@pytest.mark.parametrize(
+    ("t", "cue_source"),
+    [(IN_VIVO_CAR_T_IN_SUMMARY, "brief_summary"), (IN_VIVO_CAR_T_IN_TITLE, "title")],
+    ids=["summary", "title"],
+)
+def test_in_vivo_car_gives_no_cells(t: TrialText, cue_source: str) -> None:
+    # "In vivo CAR ... is gene therapy, not cell therapy: is_cell_therapy = no"
+    ctx = run(t, "generic_mentions")
+    assert {v for m in ctx.found for v in m.values["cell_type"]} == {"car_t"}
+    CLF.in_vivo_car(ctx)
+    assert ctx.found == []
+    cue = [e for e in ctx.evidence if e.field == "in_vivo_car"]
+    assert [e.source_field for e in cue] == [cue_source]
+    assert "in vivo" in cue[0].text.lower()
+    assert not CLF.classify(t).is_cell_therapy
+
+
+# ------------------------------------------------------------ indication
+
+
+def test_indication_from_the_condition() -> None:
+    # gold (dev.csv has the trial's pair as TAXONOMY.md's "GvHD" example): immune_mediated
+    ctx = run(MSC_FOR_GVHD, "label_indication")
+    assert (ctx.group, ctx.areas) == ("immune_mediated", ["gvhd_transplant"])
+    assert [(e.field, e.source_field) for e in ctx.evidence] == [
+        ("indication_group", "conditions[0]"),
+        ("therapeutic_area", "conditions[0]"),
+    ]
+
+
+def test_conditions_naming_blood_and_solid_cancers_give_both_areas() -> None:
+    ctx = run(ALLO_CAR_T_FOLLOW_UP, "label_indication")
+    assert ctx.group == "oncology"
+    assert ctx.areas == ["hematologic_malignancy", "solid_tumor"]
+
+
+# ------------------------------------------------------------ one cell type per product
+
+
+def test_a_bare_car_word_belongs_to_the_car_nk_product() -> None:
+    # "CAR-NK is car_nk (not also nk)"; "CD19-CAR" names no cell (gold immune_dev: car_nk)
+    ctx = run(CAR_NK_WITH_BARE_CAR, "label_indication")
+    assert ctx.cell_types == {"car_t", "car_nk"}
+    CLF.car_word_on_other_cells(ctx)
+    assert ctx.cell_types == {"car_nk"}
+    assert texts(ctx.background) == ["CD19-CAR"]
+
+
+def test_a_catch_all_type_gives_way_to_the_specific_product() -> None:
+    # "Adoptive Cellular Therapy With SARS-CoV-2 Specific T Cells" is one product
+    ctx = run(SARS_COV_2_SPECIFIC_T, "car_word_on_other_cells")
+    assert ctx.cell_types == {"other_immune", "virus_specific_t"}
+    CLF.drop_catch_all_types(ctx)
+    assert ctx.cell_types == {"virus_specific_t"}
+    assert [s.source for s in ctx.catchall] == ["title"]  # its words still describe the product
+
+
+def test_a_transplant_beside_msc_in_a_blood_disease_is_background() -> None:
+    # MSC co-transplanted with a haplo HCT for sickle cell disease: the MSC is the product
+    ctx = run(AUTOLOGOUS_MSC_WITH_HAPLO_HCT, "car_word_on_other_cells")
+    assert ctx.cell_types == {"msc", "hsc"}
+    CLF.drop_catch_all_types(ctx)
+    assert ctx.cell_types == {"msc"}
+    assert texts(ctx.background) == ["Haplo Hematopoietic Cell Transplantation"]
+    assert ctx.catchall == []
+
+
+# ------------------------------------------------------------ the product's fields
+
+
+def test_msc_source_from_product_knowledge() -> None:
+    # "Pneumostem is umbilical-cord-blood MSC" (TAXONOMY.md; gold dev: cord_blood, allogeneic)
+    ctx = run(PNEUMOSTEM, "label_msc_source")
+    assert ctx.msc_source == ["cord_blood"]
+    CLF.label_origin(ctx)
+    assert ctx.origin == "allogeneic"
+
+
+def test_msc_source_from_source_words_and_not_without_msc() -> None:
+    ctx = run(UC_MSC_AND_CONDITIONED_MEDIUM, "label_msc_source")
+    assert ctx.msc_source == ["umbilical_cord"]  # gold dev: umbilical_cord
+    ctx = run(CAR_NK_WITH_BARE_CAR, "label_msc_source")
+    assert ctx.msc_source == []  # "only when cell_type includes msc"
+
+
+@pytest.mark.parametrize(
+    ("t", "origin", "why"),
+    [
+        (POSEIDON, "both", "Auto-hMSCs and Allo-hMSCs: two origins tested (gold dev: both)"),
+        (
+            CAR_T_AFTER_ASCT,
+            "unspecified",
+            "'autologous' is about the ASCT before the CAR-T (gold immune_dev: unspecified)",
+        ),
+        (
+            ENGINEERED_AUTOLOGOUS_LYMPHOCYTES,
+            "autologous",
+            "stated on the catch-all name 'therapeutic autologous lymphocytes' (gold: autologous)",
+        ),
+        (CAR_NK_WITH_BARE_CAR, "allogeneic", "summary: 'derived from a healthy donor'"),
+        (
+            CORD_BLOOD_MONONUCLEAR,
+            "allogeneic",
+            "implied: cells from cord blood are allogeneic (gold dev: allogeneic)",
+        ),
+        (ALLO_CAR_T_AFTER_HSCT, "allogeneic", "'Allo-CAR-T': stated words win"),
+    ],
+    ids=lambda x: x.trial_id if isinstance(x, TrialText) else None,
+)
+def test_label_origin(t: TrialText, origin: str, why: str) -> None:
+    ctx = run(t, "label_msc_source")
+    n = len(ctx.evidence)
+    CLF.label_origin(ctx)
+    assert ctx.origin == origin, why
+    new = ctx.evidence[n:]
+    assert all(e.field == "origin" and e.value in (origin, "autologous", "allogeneic") for e in new)
+    assert bool(new) == (origin != "unspecified")
+
+
+def test_origin_stated_on_the_catch_all_name_of_the_product() -> None:
+    ctx = run(ENGINEERED_AUTOLOGOUS_LYMPHOCYTES, "label_origin")
+    assert [s.source for s in ctx.catchall] == ["interventions[10].name"]
+    assert [(e.value, e.source_field, e.text) for e in ctx.evidence if e.field == "origin"] == [
+        ("autologous", "interventions[10].name", "autologous")
+    ]
+
+
+def test_label_origin_summary_evidence_points_at_the_sentence() -> None:
+    ctx = run(CAR_NK_WITH_BARE_CAR, "label_origin")
+    (e,) = [e for e in ctx.evidence if e.field == "origin"]
+    summary = CAR_NK_WITH_BARE_CAR.text_of("brief_summary")
+    assert (e.source_field, summary[e.start : e.end]) == ("brief_summary", e.text)
+    assert e.text == "healthy donor"
+
+
+@pytest.mark.parametrize(
+    ("t", "forms", "why"),
+    [
+        (
+            MSC_EXOSOMES_INHALED,
+            {"extracellular_vesicles"},
+            "MSC-derived exosomes: made from cells, not cells (gold dev)",
+        ),
+        (
+            UC_MSC_AND_CONDITIONED_MEDIUM,
+            {"cells", "secretome"},
+            "an MSC arm and a conditioned-medium arm (gold dev: cells;secretome)",
+        ),
+        (
+            GD2_CAR_T_WITH_SWITCH,
+            {"gene_modified"},
+            "AP1903 activates an iCasp9 suicide switch: engineered beyond the CAR",
+        ),
+        (ALLO_CAR_T_AFTER_HSCT, {"cells"}, "a plain CAR is not enough for gene_modified"),
+    ],
+    ids=lambda x: x.trial_id if isinstance(x, TrialText) else None,
+)
+def test_label_product_form(t: TrialText, forms: set[str], why: str) -> None:
+    ctx = run(t, "label_product_form")
+    assert ctx.forms == forms, why
+
+
+def test_engineering_edit_evidence() -> None:
+    ctx = run(GD2_CAR_T_WITH_SWITCH, "label_product_form")
+    edits = [(e.value, e.text) for e in ctx.evidence if e.field == "engineering"]
+    assert ("edit:switch", "AP1903") in edits
+
+
+def test_descriptors_targets_doses_routes_combinations() -> None:
+    ctx = run(ALLO_CAR_T_AFTER_HSCT, "label_descriptors")
+    assert ctx.targets == ["CD19"]
+    ctx = run(MSC_DOSES, "label_descriptors")
+    assert ctx.doses == [
+        "2 x10^6 / kg",
+        "1x10^6 / kg",
+    ]  # "MSc (2 x10^6 / kg / time)", "(1x10^6 ..."
+    ctx = run(MSC_EXOSOMES_INHALED, "label_descriptors")
+    assert "inhaled" in ctx.route  # "Inhalation of ... Exosomes"
+    ctx = run(RUXOLITINIB_WITH_MSC, "label_descriptors")
+    assert "targeted_therapy" in ctx.combinations  # ruxolitinib, a JAK inhibitor
+    assert ctx.targets == []  # targets only for CAR/TCR/γδ/macrophage products
