@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import duckdb
@@ -1107,10 +1107,17 @@ def registry_url(trial_id: str, url: str | None) -> str:
 
 class _SnapshotStore(Store):
     """A :class:`Store` over a snapshot cursor whose ``resolve`` reads the
-    precomputed id table (any id of a trial, any case)."""
+    precomputed id table (any id of a trial, any case); ``known`` trial ids
+    resolve to themselves without a query."""
+
+    def __init__(self, con: Any, path: str, known: tuple[str, ...] = ()) -> None:
+        super().__init__(con, path)
+        self.known = set(known)
 
     def resolve(self, any_id: str) -> str | None:
 
+        if any_id in self.known:
+            return any_id
         text = fold_id(any_id.strip())
         keys = [text.upper(), trial_id_for(text).upper()]
         rid = canonical_id(text)
@@ -1143,12 +1150,12 @@ def trial_detail(
     trial_id = store.resolve(any_id)
     if trial_id is None:
         return None
-    rows = (
-        con.execute("SELECT * FROM trials WHERE trial_id = ?", [trial_id]).df().to_dict("records")
-    )
+    cur = con.execute("SELECT * FROM trials WHERE trial_id = ?", [trial_id])
+    names = [d[0] for d in cur.description or []]
+    rows = cur.fetchall()
     if not rows:
         return None
-    t: dict[str, Any] = {str(k): _store_plain(v) for k, v in rows[0].items()}
+    t: dict[str, Any] = {str(k): _row_plain(v) for k, v in zip(names, rows[0], strict=True)}
     t["ids"] = _records(
         con.execute(
             "SELECT id_key, id_raw, registry FROM trial_ids WHERE trial_id = ? ORDER BY id_key",
@@ -1208,7 +1215,7 @@ def trial_detail(
     out["labels"], out["evidence"] = None, []
     if labelled:
         with contextlib.suppress(CelltrialsError):
-            ex = explain_trial(_SnapshotStore(texts or con, ""), trial_id)
+            ex = explain_trial(_SnapshotStore(texts or con, "", known=(trial_id,)), trial_id)
             out["labels"] = ex["labels"]
             out["evidence"] = ex["evidence"]
     out["product_links"] = []
@@ -1226,6 +1233,14 @@ def trial_detail(
         with contextlib.suppress(CelltrialsError, KeyError, ValueError, TypeError):
             out["results"] = tables_to_records(results_for_store(store, trial_id))
     return out
+
+
+def _row_plain(v: Any) -> Any:
+    """A DuckDB value as :func:`celltrials.store._plain` shows it after pandas
+    (a timestamp at midnight as its date)."""
+    if isinstance(v, datetime) and v.tzinfo is None and v.time() == time(0):
+        return v.date().isoformat()
+    return _store_plain(v)
 
 
 def _records(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
