@@ -1285,29 +1285,30 @@ _DETAIL_TABLES: dict[str, tuple[str, str, str]] = {
 def _trial_rows(
     con: duckdb.DuckDBPyConnection, index: FacetIndex, trial_id: str
 ) -> dict[str, list[dict[str, Any]]] | None:
-    """The trial's rows of every :data:`_DETAIL_TABLES` table in one query
-    (each table's rows of the trial are a ``rowid`` range, from the index),
-    or None when the index cannot say (then the caller asks table by table).
-    The same rows, columns and order as one query per table."""
+    """The trial's rows of every :data:`_DETAIL_TABLES` table (each a
+    ``rowid`` range known from the index: a look-up, not a scan), or None when
+    the index cannot say (then the caller asks by ``trial_id``). The same rows,
+    columns and order as the queries by ``trial_id``."""
     row = index.row_of.get(trial_id)
-    names = [n for n in _DETAIL_TABLES if n in index.ranges]
-    if row is None or any(n not in names for n in _DETAIL_TABLES if n != "product_links"):
+    if row is None or any(n not in index.ranges for n in _DETAIL_TABLES if n != "product_links"):
         return None
-    parts: list[str] = []
-    params: list[Any] = []
-    for name in names:
-        table, cols, order = _DETAIL_TABLES[name]
-        parts.append(
-            f"(SELECT coalesce(list(x ORDER BY {order}), []) FROM "
-            f"(SELECT rowid AS _r, {cols} FROM {table} WHERE rowid >= ? AND rowid < ?) x) AS {name}"
-        )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, (table, cols, order) in _DETAIL_TABLES.items():
+        if name not in index.ranges:
+            continue
         r = index.ranges[name]
-        params += [int(r[row]), int(r[row + 1])]
-    got = con.execute("SELECT " + ", ".join(parts), params).fetchall()[0]
-    return {
-        name: [{k: v for k, v in d.items() if k != "_r"} for d in rows]
-        for name, rows in zip(names, got, strict=True)
-    }
+        lo, hi = int(r[row]), int(r[row + 1])
+        if lo == hi:
+            out[name] = []
+            continue
+        cur = con.execute(
+            f"SELECT {cols} FROM {table} WHERE rowid >= ? AND rowid < ? "
+            f"ORDER BY {order.replace('_r', 'rowid')}",
+            [lo, hi],
+        )
+        names = [d[0] for d in cur.description or []]
+        out[name] = [dict(zip(names, v, strict=True)) for v in cur.fetchall()]
+    return out
 
 
 def _row_plain(v: Any) -> Any:

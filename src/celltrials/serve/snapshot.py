@@ -82,9 +82,10 @@ class Snapshot:
             self.con.execute(f"ATTACH '{_sql_str(str(path))}' AS store (READ_ONLY)")
             self.con.execute("USE store")
             self.con.execute("SET enable_progress_bar = false")
-            # more DuckDB workers than cores: a short query (a trial page) then
-            # interleaves with a long one (facets) instead of queueing behind it
-            threads = os.environ.get("CELLTRIALS_SERVE_THREADS") or str(max(8, os.cpu_count() or 1))
+            # one DuckDB worker per core: the long queries (facets, search) are
+            # answered by the in-memory index now, and the look-ups left cost less
+            # CPU with fewer workers (each query runs in its request's thread)
+            threads = os.environ.get("CELLTRIALS_SERVE_THREADS") or str(os.cpu_count() or 1)
             self.con.execute(f"SET threads = {int(threads)}")
             self.info = prepare(self.con)
         except BaseException:
