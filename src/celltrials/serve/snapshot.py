@@ -227,6 +227,7 @@ class SnapshotManager:
         self._number = 0
         self._refresh_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._warm: threading.Thread | None = None
         self._closed = False
         #: called (in a background thread) with each new snapshot once it serves
         self.on_swap: Callable[[Snapshot], None] | None = None
@@ -291,6 +292,12 @@ class SnapshotManager:
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Wait for a running background refresh (tests)."""
         t = self._thread
+        if t is not None:
+            t.join(timeout)
+
+    def wait_warm(self, timeout: float = 120.0) -> None:
+        """Wait until the newest snapshot's ``on_swap`` (warming) is done."""
+        t = self._warm
         if t is not None:
             t.join(timeout)
 
@@ -363,9 +370,10 @@ class SnapshotManager:
         if old is not None:
             old.retire()
         if self.on_swap is not None:
-            threading.Thread(
+            self._warm = threading.Thread(
                 target=self.on_swap, args=(snap,), name="celltrials-warm", daemon=True
-            ).start()
+            )
+            self._warm.start()
         return True
 
 
