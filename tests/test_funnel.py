@@ -295,7 +295,7 @@ def test_funnel_from_store(rows: list[dict[str, str]]) -> None:
     store.con.register("_labels", labels)
     store.con.execute(
         "INSERT INTO labels (trial_id, is_cell_therapy, cell_type, msc_source) "
-        "SELECT trial_id, true, cell_type, msc_source FROM _labels"
+        "SELECT trial_id, true, string_split(cell_type, ';'), string_split(msc_source, ';') FROM _labels"
     )
     links = link_products(store)
     assert set(links["product"]) >= {"Prochymal", "Ryoncil", "Cartistem"}
@@ -344,8 +344,8 @@ def test_funnel_on_the_classified_reference_store(
     recs = [
         {
             "trial_id": r["trial_id"],
-            "cell_types": [c for c in (r["cell_type"] or "").split(";") if c],
-            "sources": [x for x in (r["msc_source"] or "").split(";") if x],
+            "cell_types": [c for c in (r["cell_type"] if r["cell_type"] is not None else []) if c],
+            "sources": [x for x in (r["msc_source"] if r["msc_source"] is not None else []) if x],
             "top_phase": max((int(d) for d in re.findall(r"\d", r["phase"] or "")), default=0),
             "stopped": r["status"] in ("TERMINATED", "WITHDRAWN"),
             "start": None

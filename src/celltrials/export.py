@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from celltrials.errors import ConfigError
 from celltrials.outputs import check_output_file, write_atomic
 from celltrials.safety import safe_frame
-from celltrials.store import Store
+from celltrials.store import LABEL_TABLE_COLUMNS, Store, label_text
 
 FORMATS = ("csv", "parquet", "xlsx")
 
@@ -48,23 +47,17 @@ def trials_table(store: Store) -> pd.DataFrame:
     return df
 
 
+#: the label columns exported (the run's input hash left out)
+_LABEL_EXPORT = [c for c in LABEL_TABLE_COLUMNS if c != "input_hash"]
+
+
 def _labels(store: Store) -> pd.DataFrame | None:
     """Classifier labels, one row per trial, if ``celltrials classify`` has run
-    (multi-values ``; ``-joined; the run's input hash left out)."""
-    has = store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'"
-    ).fetchone()
-    if not has or not has[0]:
+    (multi-values ``;``-joined, as the labels file writes them)."""
+    if not store.has_label_table():
         return None
-    df = store.query("SELECT * FROM labels")
-    df = df.drop(columns=[c for c in ("input_hash",) if c in df.columns])
-    for col in df.columns:
-        if df[col].dtype == object:
-            df[col] = [
-                "; ".join(map(str, v)) if isinstance(v, list | tuple | np.ndarray) else v
-                for v in df[col]
-            ]
-    return df
+    rows = [{c: label_text(r[c]) for c in _LABEL_EXPORT} for r in store.label_rows()]
+    return pd.DataFrame(rows, columns=_LABEL_EXPORT)
 
 
 #: file name endings each format writes

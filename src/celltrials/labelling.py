@@ -21,112 +21,50 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from celltrials.classify import (
     LABEL_COLUMNS,
     Classifier,
+    TrialLabels,
     TrialText,
     unknown_product_names,
 )
 from celltrials.classify_parallel import classify_many
 from celltrials.errors import ConfigError, StoreError
 from celltrials.evaluate import evaluate, evaluate_many
-from celltrials.models import Arm, Intervention, ParsedRecord
 from celltrials.progress import Progress, ProgressEvent
-from celltrials.store import Store
+from celltrials.store import Store, label_text
 from celltrials.taxonomy.loader import Taxonomy
 
-_LABEL_COLS = [
-    "trial_id",
-    "is_cell_therapy",
-    "cell_type",
-    "msc_source",
-    "origin",
-    "product_form",
-    "indication_group",
-    "therapeutic_area",
-    "targets",
-    "dose",
-    "route",
-    "combinations",
-    "manufacturing",
-    "taxonomy_version",
-    "classified_at",
-    "input_hash",
-]
-_EVIDENCE_COLS = ["trial_id", "field", "value", "source_field", "text", "start", "end"]
+#: the labels file's columns after ``registry_id`` and ``is_cell_therapy``
+_FILE_LABELS = LABEL_COLUMNS[2:]
 
 
 def store_trial_texts(store: Store, trial_ids: Iterable[str] | None = None) -> list[TrialText]:
     """The texts of every merged trial in ``store`` (all its current records, primary first)."""
+    return [TrialText.from_records(rs, tid) for tid, rs in store.text_records(trial_ids).items()]
 
-    con = store.con
-    wanted = set(trial_ids) if trial_ids is not None else None
-    # a few trials (explain, the dashboard): filter in SQL, not over the whole store
-    few = wanted is not None and len(wanted) <= 1000
-    rows = con.execute(
-        f"""
-        SELECT tr.trial_id, r.record_key, r.record_id, r.channel, r.source_format, r.registry,
-               r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description
-        FROM trial_records tr JOIN records r USING (record_key)
-        {"WHERE tr.trial_id IN (SELECT unnest(?::VARCHAR[]))" if few else ""}
-        ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""",
-        [sorted(wanted or ())] if few else [],
-    ).fetchall()
-    recs: dict[str, ParsedRecord] = {}
-    by_trial: dict[str, list[ParsedRecord]] = {}
-    for tid, key, rid, channel, fmt, registry, title, otitle, acr, summ, desc in rows:
-        if wanted is not None and tid not in wanted:
-            continue
-        rec = ParsedRecord(
-            channel=channel or "",
-            source_format=fmt or "",
-            record_id=rid or "",
-            registry=registry or "",
-            raw={},
-            title=title or "",
-            official_title=otitle or "",
-            acronym=acr or "",
-            brief_summary=summ or "",
-            detailed_description=desc or "",
-        )
-        recs[key] = rec
-        by_trial.setdefault(tid, []).append(rec)
-    keys_sql = "WHERE record_key IN (SELECT unnest(?::VARCHAR[]))" if few else ""
-    keys: list[Any] = [list(recs)] if few else []
-    for key, cond, kind in con.execute(
-        f"SELECT record_key, condition, kind FROM record_conditions {keys_sql}", keys
-    ).fetchall():
-        crec = recs.get(key)
-        if crec is None or not cond:
-            continue
-        rec = crec
-        if kind == "mesh":
-            rec.mesh_terms.append(cond)
-        elif kind == "mesh_ancestor":
-            rec.mesh_ancestors.append(cond)
-        elif kind == "keyword":
-            rec.keywords.append(cond)
-        else:
-            rec.conditions.append(cond)
-    for key, _idx, typ, name, desc, other, arms in con.execute(
-        f"SELECT record_key, idx, type, name, description, other_names, arm_labels FROM record_interventions {keys_sql} ORDER BY record_key, idx",
-        keys,
-    ).fetchall():
-        irec = recs.get(key)
-        if irec is not None:
-            irec.interventions.append(
-                Intervention(typ or "", name or "", desc or "", list(other or []), list(arms or []))
-            )
-    for key, _idx, label, typ, desc, names in con.execute(
-        f"SELECT record_key, idx, label, type, description, intervention_names FROM record_arms {keys_sql} ORDER BY record_key, idx",
-        keys,
-    ).fetchall():
-        arec = recs.get(key)
-        if arec is not None:
-            arec.arms.append(Arm(label or "", typ or "", desc or "", list(names or [])))
-    return [TrialText.from_records(rs, tid) for tid, rs in by_trial.items()]
+
+def _label_row(lab: TrialLabels, now: datetime) -> dict[str, Any]:
+    """A row of the store's ``labels`` table (multi-values as lists: the
+    labels file's sorted, the others in the classifier's order)."""
+    return {
+        "trial_id": lab.trial_id,
+        "is_cell_therapy": lab.is_cell_therapy,
+        "cell_type": sorted(lab.cell_type),
+        "msc_source": sorted(lab.msc_source),
+        "origin": lab.origin,
+        "product_form": sorted(lab.product_form),
+        "indication_group": lab.indication_group,
+        "therapeutic_area": sorted(lab.therapeutic_area),
+        "targets": list(lab.targets),
+        "dose": list(lab.dose),
+        "route": list(lab.route),
+        "combinations": list(lab.combinations),
+        "manufacturing": list(lab.manufacturing),
+        "taxonomy_version": lab.taxonomy_version,
+        "classified_at": now,
+        "input_hash": lab.input_hash,
+    }
 
 
 def classify_store(
@@ -150,12 +88,7 @@ def classify_store(
     t0 = time.perf_counter()
     clf = Classifier(taxonomy)
     texts = store_trial_texts(store)
-    existing: dict[str, tuple[str, str]] = {}
-    if only_changed:
-        for tid, ver, h in store.con.execute(
-            "SELECT trial_id, taxonomy_version, input_hash FROM labels"
-        ).fetchall():
-            existing[tid] = (ver, h)
+    existing = store.label_versions() if only_changed else {}
     now = datetime.now(UTC).replace(tzinfo=None)
     lab_rows: list[dict[str, Any]] = []
     ev_rows: list[dict[str, Any]] = []
@@ -172,72 +105,19 @@ def classify_store(
             progress(ProgressEvent("classify", "trials", done=skipped + done, total=total))
 
     for lab in classify_many(todo, jobs=jobs, taxonomy=taxonomy, progress=report):
-        row = lab.to_row()
-        lab_rows.append(
-            {
-                "trial_id": lab.trial_id,
-                "is_cell_therapy": lab.is_cell_therapy,
-                **{k: row[k] for k in LABEL_COLUMNS[2:]},
-                "targets": ";".join(lab.targets),
-                "dose": ";".join(lab.dose),
-                "route": ";".join(lab.route),
-                "combinations": ";".join(lab.combinations),
-                "manufacturing": ";".join(lab.manufacturing),
-                "taxonomy_version": lab.taxonomy_version,
-                "classified_at": now,
-                "input_hash": lab.input_hash,
-            }
-        )
-        for e in lab.evidence:
-            ev_rows.append(
-                {
-                    "trial_id": lab.trial_id,
-                    **{
-                        k: getattr(e, k)
-                        for k in ("field", "value", "source_field", "text", "start", "end")
-                    },
-                }
-            )
+        lab_rows.append(_label_row(lab, now))
+        ev_rows.extend({"trial_id": lab.trial_id, **e.to_dict()} for e in lab.evidence)
         for ct in lab.cell_type:
             counts[ct] = counts.get(ct, 0) + 1
-    labels_df = pd.DataFrame(lab_rows, columns=_LABEL_COLS)
-    ev_df = pd.DataFrame(ev_rows, columns=_EVIDENCE_COLS)
-    ev_df["start"] = ev_df["start"].astype("int32")
-    ev_df["end"] = ev_df["end"].astype("int32")
-    with store.transaction() as con:
-        current = {t.trial_id for t in texts}
-        if only_changed:
-            con.register("_new_labels", labels_df)
-            con.execute("DELETE FROM labels WHERE trial_id IN (SELECT trial_id FROM _new_labels)")
-            con.execute(
-                "DELETE FROM label_evidence WHERE trial_id IN (SELECT trial_id FROM _new_labels)"
-            )
-            stale = [t for t in existing if t not in current]
-            if stale:
-                con.execute("DELETE FROM labels WHERE trial_id IN (SELECT UNNEST(?))", [stale])
-                con.execute(
-                    "DELETE FROM label_evidence WHERE trial_id IN (SELECT UNNEST(?))", [stale]
-                )
-        else:
-            con.execute("DELETE FROM labels")
-            con.execute("DELETE FROM label_evidence")
-            con.register("_new_labels", labels_df)
-        con.register("_new_evidence", ev_df)
-        con.execute(
-            f"INSERT INTO labels ({', '.join(_LABEL_COLS)}) SELECT {', '.join(_LABEL_COLS)} FROM _new_labels"
-        )
-        con.execute(
-            'INSERT INTO label_evidence SELECT trial_id, field, value, source_field, text, start, "end" FROM _new_evidence'
-        )
-        con.unregister("_new_labels")
-        con.unregister("_new_evidence")
-    n_row = store.con.execute("SELECT count(*) FROM labels WHERE is_cell_therapy").fetchone()
-    n_cell = int(n_row[0]) if n_row else 0
+    current = {t.trial_id for t in texts}
+    store.write_labels(
+        lab_rows, ev_rows, partial=only_changed, drop=[t for t in existing if t not in current]
+    )
     return {
         "trials": total,
         "classified": len(lab_rows),
         "skipped_unchanged": skipped,
-        "cell_therapy_trials": n_cell,
+        "cell_therapy_trials": store.n_cell_therapy_trials(),
         "cell_types": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
         "taxonomy_version": clf.tax.version,
         "seconds": round(time.perf_counter() - t0, 2),
@@ -253,69 +133,36 @@ def unknown_products(
 
 
 def _require_labels(store: Store) -> None:
-
-    row = store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'"
-    ).fetchone()
-    if (
-        not row
-        or not row[0]
-        or not store.con.execute("SELECT count(*) FROM labels").fetchall()[0][0]
-    ):
+    if not store.has_labels():
         raise StoreError("the store has no labels yet", hint="Run `celltrials classify` first.")
 
 
 def labels_rows(store: Store) -> list[dict[str, str]]:
     """The labels file: one row per trial under its primary id, plus one row per
-    other id of the trial (secondary registry ids, other records' ids) with the same labels."""
-    con = store.con
+    other id of the trial (secondary registry ids, other records' ids) with the same labels
+    (multi-values ``;``-joined)."""
     _require_labels(store)
-    labs = con.execute(f"""
-        SELECT t.primary_record_id, l.trial_id, {", ".join("l." + c for c in LABEL_COLUMNS[1:])}
-        FROM labels l JOIN trials t USING (trial_id) ORDER BY l.trial_id""").fetchall()
-    ids: dict[str, list[str]] = {}
-    for tid, rid in con.execute("""
-        SELECT DISTINCT tr.trial_id, r.record_id FROM trial_records tr JOIN records r USING (record_key)
-        UNION SELECT DISTINCT trial_id, id_raw FROM trial_ids""").fetchall():
-        if rid:
-            ids.setdefault(tid, []).append(str(rid).strip())
+    ids = store.trial_registry_ids()
     out: list[dict[str, str]] = []
-    for primary, tid, is_ct, *rest in labs:
+    for lab in store.label_rows():
+        primary = lab["primary_record_id"]
+        if primary is None:  # labels of a trial no longer in the store
+            continue
         base = {
-            "is_cell_therapy": "yes" if is_ct else "no",
-            **dict(zip(LABEL_COLUMNS[2:], (r or "" for r in rest), strict=True)),
+            "is_cell_therapy": "yes" if lab["is_cell_therapy"] else "no",
+            **{c: label_text(lab[c]) or "" for c in _FILE_LABELS},
         }
-        seen = {primary}
         out.append({"registry_id": primary, **base})
-        for other in sorted(set(ids.get(tid, [])) - seen):
-            if other not in seen:
-                seen.add(other)
+        for other in ids.get(lab["trial_id"], []):
+            if other != primary:
                 out.append({"registry_id": other, **base})
     return out
 
 
 def store_evidence(store: Store, trial_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Evidence rows by trial id (all trials, or one)."""
-    con = store.con
     _require_labels(store)
-    sql = 'SELECT trial_id, field, value, source_field, text, start, "end" FROM label_evidence'
-    params: list[Any] = []
-    if trial_id is not None:
-        sql += " WHERE trial_id = ?"
-        params.append(trial_id)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for tid, fld, val, src, text, start, end in con.execute(sql, params).fetchall():
-        out.setdefault(tid, []).append(
-            {
-                "field": fld,
-                "value": val,
-                "source_field": src,
-                "text": text,
-                "start": start,
-                "end": end,
-            }
-        )
-    return out
+    return store.label_evidence(trial_id)
 
 
 def evaluate_store(store: Store, gold: Any) -> dict[str, Any]:
@@ -339,19 +186,33 @@ def _rows_with_evidence(
     rows = labels_rows(store)
     ev_by_trial = store_evidence(store)
     trial_of: dict[str, str] = {}
-    for tid, rid in store.con.execute("""
-        SELECT DISTINCT tr.trial_id, r.record_id FROM trial_records tr JOIN records r USING (record_key)
-        UNION SELECT DISTINCT trial_id, id_raw FROM trial_ids""").fetchall():
-        if rid:
-            trial_of.setdefault(str(rid).strip(), tid)
+    for tid, ids in store.trial_registry_ids().items():
+        for rid in ids:
+            trial_of.setdefault(rid, tid)
     evidence = {
         r["registry_id"]: ev_by_trial.get(trial_of.get(r["registry_id"], ""), []) for r in rows
     }
     return rows, evidence
 
 
+#: what :func:`explain_trial` shows of a trial's labels, in order
+_EXPLAIN_COLUMNS = (
+    "trial_id",
+    *LABEL_COLUMNS[1:],
+    "targets",
+    "dose",
+    "route",
+    "combinations",
+    "manufacturing",
+    "taxonomy_version",
+    "classified_at",
+    "input_hash",
+)
+
+
 def explain_trial(store: Store, any_id: str) -> dict[str, Any]:
-    """A trial's stored labels with their evidence and the text around each match."""
+    """A trial's stored labels (multi-values ``;``-joined) with their evidence
+    and the text around each match."""
 
     _require_labels(store)
     trial_id = store.resolve(any_id)
@@ -359,27 +220,14 @@ def explain_trial(store: Store, any_id: str) -> dict[str, Any]:
         raise ConfigError(
             f"no trial with id {any_id!r}", hint="Ids of any registry work, e.g. NCT04293692."
         )
-    cols = [
-        "trial_id",
-        *LABEL_COLUMNS[1:],
-        "targets",
-        "dose",
-        "route",
-        "combinations",
-        "manufacturing",
-        "taxonomy_version",
-        "classified_at",
-        "input_hash",
-    ]
-    row = store.con.execute(
-        f"SELECT {', '.join(cols)} FROM labels WHERE trial_id = ?", [trial_id]
-    ).fetchone()
-    if row is None:
+    rows = store.label_rows([trial_id])
+    if not rows:
         raise ConfigError(
             f"trial {trial_id} has no labels", hint="Run `celltrials classify` again."
         )
     labels = {
-        c: (v.isoformat() if hasattr(v, "isoformat") else v) for c, v in zip(cols, row, strict=True)
+        c: (v.isoformat() if hasattr(v, "isoformat") else label_text(v))
+        for c, v in ((c, rows[0][c]) for c in _EXPLAIN_COLUMNS)
     }
     labels["is_cell_therapy"] = "yes" if labels["is_cell_therapy"] else "no"
     texts = store_trial_texts(store, [trial_id])
@@ -392,10 +240,9 @@ def explain_trial(store: Store, any_id: str) -> dict[str, Any]:
         evidence.append(
             {**e, "before": full[lo:a], "after": full[b:hi], "context_start": lo, "context_end": hi}
         )
-    title = store.con.execute("SELECT title FROM trials WHERE trial_id = ?", [trial_id]).fetchone()
     return {
         "trial_id": trial_id,
-        "title": title[0] if title else "",
+        "title": store.trial_title(trial_id),
         "labels": labels,
         "evidence": evidence,
     }
@@ -455,10 +302,8 @@ def third_party_agreement(store: Store, path: Any) -> dict[str, Any]:
     with p.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     labels = {
-        tid: (ict, origin, targets)
-        for tid, ict, origin, targets in store.con.execute(
-            "SELECT trial_id, is_cell_therapy, origin, targets FROM labels"
-        ).fetchall()
+        lab["trial_id"]: (lab["is_cell_therapy"], lab["origin"], lab["targets"])
+        for lab in store.label_rows()
     }
     missing = 0
     o_n = o_exact = o_both_n = o_both = 0
@@ -484,7 +329,7 @@ def third_party_agreement(store: Store, path: Any) -> dict[str, Any]:
                 o_both_n += 1
                 o_both += int(origin == theirs)
         tt = _tp_targets(r["target_category"])
-        ours = frozenset(t for t in (targets or "").split(";") if t)
+        ours = frozenset(t for t in targets or () if t)
         if tt and ours:
             t_n += 1
             t_exact += int(tt == ours)

@@ -31,7 +31,7 @@ import yaml
 
 from celltrials.errors import ConfigError, TaxonomyError
 from celltrials.normalize import PHASES
-from celltrials.store import SCHEMA_PRODUCTS, Store
+from celltrials.store import PRODUCT_LINK_COLUMNS, Store
 
 COLUMNS: tuple[str, ...] = (
     "product",
@@ -597,9 +597,6 @@ def catalog_records(df: pd.DataFrame | None = None) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- store
 
-#: product_links: one row per (trial, product, field) with the alias and a text snippet
-PRODUCT_LINKS_DDL = SCHEMA_PRODUCTS  # the store owns the schema (migration 4)
-
 #: trial text fields searched for product names (brief summaries and detailed
 #: descriptions are not: they often cite other products as background)
 LINK_FIELDS: tuple[str, ...] = (
@@ -670,8 +667,7 @@ def find_links(
                     "catalog_version": version,
                 }
             )
-    cols = ["trial_id", "product", "regulators", "field", "alias", "snippet", "catalog_version"]
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=list(PRODUCT_LINK_COLUMNS))
 
 
 def link_products(store: Store, catalog: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -682,23 +678,13 @@ def link_products(store: Store, catalog: pd.DataFrame | None = None) -> pd.DataF
     """
     catalog = catalog if catalog is not None else load_catalog()
     links = find_links(trial_texts(store), catalog=catalog)
-    with store.transaction() as con:
-        con.execute(PRODUCT_LINKS_DDL)
-        con.execute("DELETE FROM product_links")
-        if len(links):
-            con.register("_new_product_links", links)
-            con.execute("INSERT INTO product_links SELECT * FROM _new_product_links")
-            con.unregister("_new_product_links")
+    store.write_product_links(links)
     return links
 
 
 def stored_links(store: Store) -> pd.DataFrame:
     """The ``product_links`` table (empty frame if links were never computed)."""
-    try:
-        return store.query("SELECT * FROM product_links ORDER BY trial_id, product, field")
-    except Exception:  # table missing in a read-only store of an older schema
-        cols = ["trial_id", "product", "regulators", "field", "alias", "snippet", "catalog_version"]
-        return pd.DataFrame(columns=cols)
+    return store.product_links()
 
 
 def _first_date(values: pd.Series) -> str:

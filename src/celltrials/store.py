@@ -35,7 +35,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +48,7 @@ import pyarrow as pa
 
 from celltrials.dedup import group_records
 from celltrials.errors import StoreError
-from celltrials.models import ParsedRecord
+from celltrials.models import Arm, Intervention, ParsedRecord
 from celltrials.normalize import finish_record
 from celltrials.registry_ids import canonical_id, trial_id_for
 from celltrials.sources import FORMATS, volatile_fields
@@ -225,6 +225,136 @@ CREATE TABLE IF NOT EXISTS product_links (
 """
 
 
+#: the ``labels`` table's multi-valued columns: ``VARCHAR[]`` since migration 7
+#: (``;``-joined text before); the first four sorted, the others in the
+#: classifier's order
+LABEL_LIST_COLUMNS: tuple[str, ...] = (
+    "cell_type",
+    "msc_source",
+    "product_form",
+    "therapeutic_area",
+    "targets",
+    "dose",
+    "route",
+    "combinations",
+    "manufacturing",
+)
+#: every column of ``labels``, in table order
+LABEL_TABLE_COLUMNS: tuple[str, ...] = (
+    "trial_id",
+    "is_cell_therapy",
+    "cell_type",
+    "msc_source",
+    "origin",
+    "product_form",
+    "indication_group",
+    "therapeutic_area",
+    "targets",
+    "dose",
+    "route",
+    "combinations",
+    "manufacturing",
+    "taxonomy_version",
+    "classified_at",
+    "input_hash",
+)
+#: every column of ``label_evidence``, in table order
+EVIDENCE_COLUMNS: tuple[str, ...] = (
+    "trial_id",
+    "field",
+    "value",
+    "source_field",
+    "text",
+    "start",
+    "end",
+)
+#: every column of ``product_links``, in table order
+PRODUCT_LINK_COLUMNS: tuple[str, ...] = (
+    "trial_id",
+    "product",
+    "regulators",
+    "field",
+    "alias",
+    "snippet",
+    "catalog_version",
+)
+
+
+def _label_types(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Column → type of the ``labels`` table of the connection's database."""
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_catalog = current_database() AND table_schema = 'main' "
+        "AND table_name = 'labels' ORDER BY ordinal_position"
+    ).fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _typed_label_exprs(types: dict[str, str]) -> dict[str, str]:
+    """Column → SQL giving its typed value, for the columns of a ``labels``
+    table of the schema before migration 7: a ``;``-joined text becomes a list
+    (values trimmed, in order; ``''`` → ``[]``, NULL stays NULL), a yes/no
+    text a BOOLEAN."""
+    out: dict[str, str] = {}
+    ict = types.get("is_cell_therapy")
+    if ict is not None and ict != "BOOLEAN":
+        out["is_cell_therapy"] = (
+            "lower(trim(CAST(is_cell_therapy AS VARCHAR))) IN ('yes', 'true', '1')"
+        )
+    for c in LABEL_LIST_COLUMNS:
+        t = types.get(c)
+        if t is not None and not t.endswith("[]"):
+            out[c] = (
+                f"list_filter(list_transform(string_split(CAST({c} AS VARCHAR), ';'), "
+                "lambda x: trim(x)), lambda x: x <> '')"
+            )
+    return out
+
+
+#: the ``labels`` table since migration 7 (``{name}``: the table's name)
+_TYPED_LABELS_DDL = """
+CREATE TABLE {name} (
+    trial_id VARCHAR PRIMARY KEY, is_cell_therapy BOOLEAN, cell_type VARCHAR[], msc_source VARCHAR[],
+    origin VARCHAR, product_form VARCHAR[], indication_group VARCHAR, therapeutic_area VARCHAR[],
+    targets VARCHAR[], dose VARCHAR[], route VARCHAR[], combinations VARCHAR[], manufacturing VARCHAR[],
+    taxonomy_version VARCHAR, classified_at TIMESTAMP, input_hash VARCHAR)"""
+
+
+def _v7_typed_labels(con: duckdb.DuckDBPyConnection) -> None:
+    # labels as typed columns: readers get lists and a boolean, never parse text.
+    # The rows are copied into a new table rather than converted by ALTER ... USING:
+    # the write-ahead log would keep that expression, and replaying it after a crash
+    # needs DuckDB's function extension loaded before the store is open.
+    types = _label_types(con)
+    exprs = _typed_label_exprs(types)
+    if not exprs:
+        return
+    cols = [c for c in LABEL_TABLE_COLUMNS if c in types]
+    con.execute(_TYPED_LABELS_DDL.format(name="_labels_typed"))
+    con.execute(
+        f"INSERT INTO _labels_typed ({', '.join(cols)}) "
+        f"SELECT {', '.join(exprs.get(c, c) for c in cols)} FROM labels"
+    )
+    con.execute("DROP TABLE labels")
+    con.execute("ALTER TABLE _labels_typed RENAME TO labels")
+
+
+def typed_labels_view(con: duckdb.DuckDBPyConnection) -> bool:
+    """For a store written before migration 7 and read without migrating it
+    (opened read-only, or attached read-only as the connection's default
+    database): the temp view ``labels`` shows its labels as migration 7 stores
+    them (lists, a boolean), so readers see one schema. Returns whether it was
+    needed."""
+    types = _label_types(con)
+    exprs = _typed_label_exprs(types)
+    if not exprs:
+        return False
+    db = str(con.execute("SELECT current_database()").fetchall()[0][0]).replace('"', '""')
+    cols = ", ".join(f"{exprs[c]} AS {c}" if c in exprs else f'"{c}"' for c in types)
+    con.execute(f'CREATE OR REPLACE TEMP VIEW labels AS SELECT {cols} FROM "{db}".main.labels')
+    return True
+
+
 def _ddl(sql: str) -> Callable[[duckdb.DuckDBPyConnection], None]:
     def apply(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(sql)
@@ -241,6 +371,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "products", _ddl(SCHEMA_PRODUCTS)),
     Migration(5, "raw beside canonical", _v5),
     Migration(6, "ingest_file_stat", _v6_ingest_file_stat),
+    Migration(7, "typed labels", _v7_typed_labels),
 )
 _MIGRATIONS: dict[int, Migration] = {m.version: m for m in MIGRATIONS}
 
@@ -289,6 +420,8 @@ class Store:
         if not read_only:
             store.migrate()
             store.discard_unfinished_ingests()  # a file being staged when its process was killed
+        else:
+            typed_labels_view(con)
         return store
 
     def close(self) -> None:
@@ -642,28 +775,234 @@ class Store:
 
     def trials(self) -> pd.DataFrame:
         """One row per merged trial (its primary record's normalised fields),
-        with the classifier's labels when ``celltrials classify`` has run."""
-        cols = self._label_columns()
-        if cols:
-            picked = ", ".join(f'l."{c}"' for c in cols)
+        with the classifier's labels (multi-values as lists) when the store has them."""
+        if self.has_label_table():
+            picked = ", ".join(f'l."{c}"' for c in _LABEL_READ_COLUMNS)
             return self.query(
                 f"SELECT t.*, {picked} FROM trials t LEFT JOIN labels l USING (trial_id) ORDER BY trial_id"
             )
         return self.query("SELECT * FROM trials ORDER BY trial_id")
 
-    def _has_labels(self) -> bool:
-        row = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'"
-        ).fetchone()
-        return bool(row and row[0])
+    def has_label_table(self) -> bool:
+        """Whether the store has the ``labels`` table (every store opened for
+        writing has; it may be empty)."""
+        try:
+            self.con.execute("SELECT 1 FROM labels LIMIT 0")
+        except duckdb.CatalogException:  # a read-only store older than migration 2
+            return False
+        return True
 
-    def _label_columns(self) -> list[str]:
-        """The labels table's columns a reader wants (not the key, not the run's input hash)."""
+    # ------------------------------------------------------------------ labels
+    # (the classifier's output; :mod:`celltrials.labelling` writes and reads it)
+    def has_labels(self) -> bool:
+        """Whether any trial has labels (``celltrials classify`` has run)."""
+        try:
+            return bool(self.con.execute("SELECT 1 FROM labels LIMIT 1").fetchall())
+        except duckdb.CatalogException:  # a read-only store older than migration 2
+            return False
+
+    def n_cell_therapy_trials(self) -> int:
+        """Trials labelled cell therapy."""
+        return int(
+            self.con.execute("SELECT count(*) FROM labels WHERE is_cell_therapy").fetchall()[0][0]
+        )
+
+    def label_versions(self) -> dict[str, tuple[str, str]]:
+        """Trial id → (taxonomy version, input hash) of its stored labels."""
+        return {
+            str(tid): (str(ver), str(h))
+            for tid, ver, h in self.con.execute(
+                "SELECT trial_id, taxonomy_version, input_hash FROM labels"
+            ).fetchall()
+        }
+
+    def write_labels(
+        self,
+        labels: Sequence[Mapping[str, Any]],
+        evidence: Sequence[Mapping[str, Any]],
+        *,
+        partial: bool = False,
+        drop: Iterable[str] = (),
+    ) -> None:
+        """Store labels and their evidence, all or nothing.
+
+        ``labels`` rows have the :data:`LABEL_TABLE_COLUMNS` (multi-values as
+        lists of strings), ``evidence`` rows the :data:`EVIDENCE_COLUMNS`.
+        They replace every stored label, or with ``partial`` only those of
+        their trials (and the trials in ``drop`` lose theirs)."""
+        lab = pa.table(
+            {c: pa.array([r[c] for r in labels], type=_LABEL_ARROW[c]) for c in LABEL_TABLE_COLUMNS}
+        )
+        ev = pa.table(
+            {c: pa.array([r[c] for r in evidence], type=_LABEL_ARROW[c]) for c in EVIDENCE_COLUMNS}
+        )
+        self.con.register("_new_labels", lab)
+        self.con.register("_new_evidence", ev)
+        try:
+            with self.transaction() as con:
+                if partial:
+                    gone = "SELECT trial_id FROM _new_labels UNION ALL SELECT unnest(?::VARCHAR[])"
+                    dropped = [list(drop)]
+                    con.execute(f"DELETE FROM labels WHERE trial_id IN ({gone})", dropped)
+                    con.execute(f"DELETE FROM label_evidence WHERE trial_id IN ({gone})", dropped)
+                else:
+                    con.execute("DELETE FROM labels")
+                    con.execute("DELETE FROM label_evidence")
+                con.execute("INSERT INTO labels BY NAME SELECT * FROM _new_labels")
+                con.execute("INSERT INTO label_evidence BY NAME SELECT * FROM _new_evidence")
+        finally:
+            for name in ("_new_labels", "_new_evidence"):
+                with contextlib.suppress(duckdb.Error):  # inside a failed outer transaction
+                    self.con.unregister(name)
+
+    def label_rows(self, trial_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Stored labels (of every trial, or of ``trial_ids``), one dict per trial
+        ordered by trial id: the :data:`LABEL_TABLE_COLUMNS` typed (multi-values
+        as lists, ``is_cell_therapy`` a bool) and the trial's ``primary_record_id``
+        (None for a trial no longer in the store)."""
+        cols = ", ".join(f'l."{c}"' for c in LABEL_TABLE_COLUMNS)
+        where, params = "", []
+        if trial_ids is not None:
+            where = "WHERE l.trial_id IN (SELECT unnest(?::VARCHAR[]))"
+            params = [sorted(set(trial_ids))]
         rows = self.con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'labels' "
-            "ORDER BY ordinal_position"
+            f"SELECT {cols}, t.primary_record_id FROM labels l LEFT JOIN trials t USING (trial_id) "
+            f"{where} ORDER BY l.trial_id",
+            params,
         ).fetchall()
-        return [r[0] for r in rows if r[0] not in ("trial_id", "input_hash")]
+        names = (*LABEL_TABLE_COLUMNS, "primary_record_id")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def label_evidence(self, trial_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Evidence rows (field, value, source_field, text, start, end) by trial id
+        (every trial, or one)."""
+        sql = 'SELECT trial_id, field, value, source_field, text, start, "end" FROM label_evidence'
+        params: list[Any] = []
+        if trial_id is not None:
+            sql += " WHERE trial_id = ?"
+            params.append(trial_id)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for tid, *values in self.con.execute(sql, params).fetchall():
+            out.setdefault(tid, []).append(dict(zip(EVIDENCE_COLUMNS[1:], values, strict=True)))
+        return out
+
+    def trial_registry_ids(self) -> dict[str, list[str]]:
+        """Trial id → every id it is known by (its records' ids and the raw
+        registry ids they name), distinct and sorted."""
+        out: dict[str, set[str]] = {}
+        for tid, rid in self.con.execute("""
+            SELECT DISTINCT tr.trial_id, r.record_id FROM trial_records tr JOIN records r USING (record_key)
+            UNION SELECT DISTINCT trial_id, id_raw FROM trial_ids""").fetchall():
+            if rid and str(rid).strip():
+                out.setdefault(str(tid), set()).add(str(rid).strip())
+        return {tid: sorted(ids) for tid, ids in sorted(out.items())}
+
+    def text_records(self, trial_ids: Iterable[str] | None = None) -> dict[str, list[ParsedRecord]]:
+        """Each trial's current records (primary first) with the texts a
+        classifier reads: titles, acronym, summaries, conditions, MeSH terms
+        and ancestors, keywords, interventions and arms (no raw JSON)."""
+        con = self.con
+        wanted = set(trial_ids) if trial_ids is not None else None
+        # a few trials (explain, the dashboard): filter in SQL, not over the whole store
+        few = wanted is not None and len(wanted) <= 1000
+        rows = con.execute(
+            f"""
+            SELECT tr.trial_id, r.record_key, r.record_id, r.channel, r.source_format, r.registry,
+                   r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description
+            FROM trial_records tr JOIN records r USING (record_key)
+            {"WHERE tr.trial_id IN (SELECT unnest(?::VARCHAR[]))" if few else ""}
+            ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""",
+            [sorted(wanted or ())] if few else [],
+        ).fetchall()
+        recs: dict[str, ParsedRecord] = {}
+        by_trial: dict[str, list[ParsedRecord]] = {}
+        for tid, key, rid, channel, fmt, registry, title, otitle, acr, summ, desc in rows:
+            if wanted is not None and tid not in wanted:
+                continue
+            rec = ParsedRecord(
+                channel=channel or "",
+                source_format=fmt or "",
+                record_id=rid or "",
+                registry=registry or "",
+                raw={},
+                title=title or "",
+                official_title=otitle or "",
+                acronym=acr or "",
+                brief_summary=summ or "",
+                detailed_description=desc or "",
+            )
+            recs[key] = rec
+            by_trial.setdefault(tid, []).append(rec)
+        keys_sql = "WHERE record_key IN (SELECT unnest(?::VARCHAR[]))" if few else ""
+        keys: list[Any] = [list(recs)] if few else []
+        lists = {
+            "mesh": "mesh_terms",
+            "mesh_ancestor": "mesh_ancestors",
+            "keyword": "keywords",
+        }
+        for key, cond, kind in con.execute(
+            f"SELECT record_key, condition, kind FROM record_conditions {keys_sql}", keys
+        ).fetchall():
+            crec = recs.get(key)
+            if crec is not None and cond:
+                getattr(crec, lists.get(kind, "conditions")).append(cond)
+        for key, _idx, typ, name, desc, other, arms in con.execute(
+            f"SELECT record_key, idx, type, name, description, other_names, arm_labels FROM record_interventions {keys_sql} ORDER BY record_key, idx",
+            keys,
+        ).fetchall():
+            irec = recs.get(key)
+            if irec is not None:
+                irec.interventions.append(
+                    Intervention(
+                        typ or "", name or "", desc or "", list(other or []), list(arms or [])
+                    )
+                )
+        for key, _idx, label, typ, desc, names in con.execute(
+            f"SELECT record_key, idx, label, type, description, intervention_names FROM record_arms {keys_sql} ORDER BY record_key, idx",
+            keys,
+        ).fetchall():
+            arec = recs.get(key)
+            if arec is not None:
+                arec.arms.append(Arm(label or "", typ or "", desc or "", list(names or [])))
+        return by_trial
+
+    def trial_title(self, trial_id: str) -> str:
+        """The title of a trial's primary record ("" if none)."""
+        rows = self.con.execute(
+            "SELECT title FROM trials WHERE trial_id = ?", [trial_id]
+        ).fetchall()
+        return str(rows[0][0] or "") if rows else ""
+
+    # ----------------------------------------------------------- product links
+    # (trials naming catalogued products; :mod:`celltrials.products` computes them)
+    def write_product_links(self, links: pd.DataFrame) -> None:
+        """Replace every stored product link with ``links`` (the
+        :data:`PRODUCT_LINK_COLUMNS`), all or nothing."""
+        table = pa.table(
+            {
+                c: pa.array([None if pd.isna(v) else str(v) for v in links[c]], pa.string())
+                for c in PRODUCT_LINK_COLUMNS
+            }
+        )
+        self.con.register("_new_product_links", table)
+        try:
+            with self.transaction() as con:
+                con.execute("DELETE FROM product_links")
+                con.execute("INSERT INTO product_links BY NAME SELECT * FROM _new_product_links")
+        finally:
+            with contextlib.suppress(duckdb.Error):  # inside a failed outer transaction
+                self.con.unregister("_new_product_links")
+
+    def product_links(self, product: str | None = None) -> pd.DataFrame:
+        """Stored product links (of every product, or one), ordered by trial,
+        product and field; an empty frame when links were never computed."""
+        where, params = ("WHERE product = ?", [product]) if product is not None else ("", [])
+        try:
+            return self.query(
+                f"SELECT * FROM product_links {where} ORDER BY trial_id, product, field", params
+            )
+        except duckdb.CatalogException:  # a read-only store older than migration 4
+            return pd.DataFrame(columns=list(PRODUCT_LINK_COLUMNS))
 
     def records(self, *, current_only: bool = True, with_raw: bool = False) -> pd.DataFrame:
         cols = "*" if with_raw else "* EXCLUDE (raw)"
@@ -688,7 +1027,7 @@ class Store:
             "labels",
             "label_evidence",
         }
-        if name in ("labels", "label_evidence") and not self._has_labels():
+        if name in ("labels", "label_evidence") and not self.has_label_table():
             raise StoreError(f"no {name} in {self.path}", hint="Run `celltrials classify` first.")
         if name not in allowed:
             raise StoreError(
@@ -748,13 +1087,10 @@ class Store:
             {str(k): _plain(v) for k, v in row.items()} for row in recs.to_dict("records")
         ]
         out["labels"] = None
-        cols = self._label_columns()
-        if cols:
-            picked = ", ".join(f'"{c}"' for c in cols)
-            lab = self.query(f"SELECT {picked} FROM labels WHERE trial_id = ?", [trial_id]).to_dict(
-                "records"
-            )
-            out["labels"] = {str(k): _plain(v) for k, v in lab[0].items()} if lab else None
+        if self.has_label_table():
+            lab = self.label_rows([trial_id])
+            if lab:  # multi-values ;-joined, as the labels file writes them
+                out["labels"] = {c: _plain(label_text(lab[0][c])) for c in _LABEL_READ_COLUMNS}
         return out
 
     def raw_record(self, record_key: str) -> Any:
@@ -1045,6 +1381,30 @@ def _child_rows(child: dict[str, dict[str, list[Any]]], rec: ParsedRecord, key: 
         add("record_text_repairs", fix.field, list(fix.kinds), fix.raw, fix.repaired)
     for o in rec.outcomes:
         add("record_outcomes", o.kind, o.measure, o.time_frame, o.description)
+
+
+#: the label columns a reader of a trial wants (not the key, not the run's input hash)
+_LABEL_READ_COLUMNS = tuple(c for c in LABEL_TABLE_COLUMNS if c not in ("trial_id", "input_hash"))
+_LABEL_ARROW: dict[str, pa.DataType] = {
+    **{c: pa.string() for c in (*LABEL_TABLE_COLUMNS, *EVIDENCE_COLUMNS)},
+    **{c: pa.list_(pa.string()) for c in LABEL_LIST_COLUMNS},
+    "is_cell_therapy": pa.bool_(),
+    "classified_at": pa.timestamp("us"),
+    "start": pa.int32(),
+    "end": pa.int32(),
+}
+
+
+def label_text(value: Any) -> Any:
+    """A label value for people and spreadsheets: a list ``;``-joined (as the
+    labels file writes it), anything else unchanged."""
+    if isinstance(value, list | tuple):
+        return ";".join(str(v) for v in value)
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        items = value.tolist()
+        if isinstance(items, list):
+            return ";".join(str(v) for v in items)
+    return value
 
 
 def _now() -> datetime:

@@ -349,24 +349,14 @@ def has_labels(con: duckdb.DuckDBPyConnection) -> bool:
     )
 
 
-def _label_columns(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_name = 'labels' AND table_schema = 'main'"
-    ).fetchall()
-    return {r[0]: r[1] for r in rows}
-
-
 def ensure_label_view(con: duckdb.DuckDBPyConnection) -> bool:
     """Create the temp view ``_landscape_labels`` (one row per trial, list
     columns for multi-valued fields, ``is_cell_therapy`` as BOOLEAN, and
-    ``families``) over the classifier's ``labels`` table, whatever its exact
-    storage (lists or ``;``-joined text). Returns whether any trial is labelled."""
-    cols = _label_columns(con) if has_labels(con) else {}
-    if cols and not _one(con, "SELECT count(*) > 0 FROM (SELECT 1 FROM labels LIMIT 1)"):
-        cols = {}
-    exprs = ["trial_id"]
-    if not cols:
+    ``families``) over the classifier's ``labels`` table (typed since the
+    store's migration 7: lists and a boolean). Returns whether any trial is labelled."""
+    if not has_labels(con) or not _one(
+        con, "SELECT count(*) > 0 FROM (SELECT 1 FROM labels LIMIT 1)"
+    ):
         exprs = ["NULL::VARCHAR AS trial_id", "NULL::BOOLEAN AS is_cell_therapy"]
         exprs += [f"NULL::VARCHAR[] AS {c}" for c in _MULTI]
         exprs += ["NULL::VARCHAR AS origin", "NULL::VARCHAR AS indication_group"]
@@ -375,30 +365,12 @@ def ensure_label_view(con: duckdb.DuckDBPyConnection) -> bool:
             "NULL::VARCHAR[] AS families WHERE false"
         )
         return False
-    ict = cols.get("is_cell_therapy", "")
-    if ict == "BOOLEAN":
-        exprs.append("is_cell_therapy")
-    elif ict:
-        exprs.append(
-            "lower(trim(CAST(is_cell_therapy AS VARCHAR))) IN ('yes', 'true', '1') AS is_cell_therapy"
-        )
-    else:
-        exprs.append("true AS is_cell_therapy")
-    for c in _MULTI:
-        t = cols.get(c)
-        if t is None:
-            exprs.append(f"[]::VARCHAR[] AS {c}")
-        elif t.endswith("[]"):
-            exprs.append(
-                f"list_sort(list_distinct(list_filter(coalesce({c}, []), lambda x: x IS NOT NULL AND trim(x) <> ''))) AS {c}"
-            )
-        else:
-            exprs.append(
-                f"list_sort(list_distinct(list_filter(string_split(coalesce({c}, ''), ';'), "
-                f"lambda x: trim(x) <> '').list_transform(lambda x: trim(x)))) AS {c}"
-            )
-    for c in ("origin", "indication_group"):
-        exprs.append(f"nullif(trim({c}), '') AS {c}" if c in cols else f"NULL::VARCHAR AS {c}")
+    exprs = ["trial_id", "is_cell_therapy"]
+    exprs += [
+        f"list_sort(list_distinct(list_filter(coalesce({c}, []), lambda x: x IS NOT NULL AND trim(x) <> ''))) AS {c}"
+        for c in _MULTI
+    ]
+    exprs += [f"nullif(trim({c}), '') AS {c}" for c in ("origin", "indication_group")]
     fam_case = (
         "list_sort(list_distinct(list_transform(cell_type, lambda x: CASE "
         f"WHEN x IN ({_in(IMMUNE)}) THEN 'immune' WHEN x IN ({_in(STEM_STROMAL)}) THEN 'stem_stromal' "
@@ -959,14 +931,11 @@ def unclassified_fields(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) ->
 def taxonomy_version(con: duckdb.DuckDBPyConnection) -> str | None:
     """The taxonomy version the stored labels carry (or the packaged one)."""
     if has_labels(con):
-        cols = _label_columns(con)
-        for c in ("taxonomy_version", "version"):
-            if c in cols:
-                rows = con.execute(
-                    f"SELECT DISTINCT {c} FROM labels WHERE {c} IS NOT NULL ORDER BY 1"
-                ).fetchall()
-                if rows:
-                    return ", ".join(str(r[0]) for r in rows)
+        rows = con.execute(
+            "SELECT DISTINCT taxonomy_version FROM labels WHERE taxonomy_version IS NOT NULL ORDER BY 1"
+        ).fetchall()
+        if rows:
+            return ", ".join(str(r[0]) for r in rows)
     try:
         text = files("celltrials.taxonomy").joinpath("taxonomy.yaml").read_text(encoding="utf-8")
         v = yaml.safe_load(text).get("version")

@@ -56,6 +56,7 @@ from celltrials.errors import AnalysisError, CelltrialsError
 from celltrials.registry_ids import canonical_id
 from celltrials.safety import safe_cell
 from celltrials.sources import RESULT_FORMATS
+from celltrials.store import Store, label_text
 
 BINARY_MEASURES = ("RR", "OR", "RD")
 CONTINUOUS_MEASURES = ("MD", "SMD", "SMDH", "ROM")
@@ -488,7 +489,7 @@ def _trial_row(
 
 
 def study_rows_from_store(
-    store: Any,
+    store: Store,
     outcome: str,
     *,
     measure: str,
@@ -517,7 +518,7 @@ def study_rows_from_store(
     filters = filters or Filters()
     selected = select_trials(con, filters)
     ids = selected["trial_id"].tolist()
-    labels = _labels(con, ids)
+    labels = _labels(store, ids)
     fmts = ", ".join(f"'{f}'" for f in RESULT_FORMATS)
     rank = "CASE r.source_format WHEN 'ctgov_json' THEN 3 WHEN 'ctgov_xml' THEN 2 ELSE 1 END"
     con.register("_meta_sel", pd.DataFrame({"trial_id": ids}))
@@ -562,23 +563,13 @@ def study_rows_from_store(
     return _as_text(table), choices, summary
 
 
-def _labels(con: Any, ids: Sequence[str]) -> dict[str, dict[str, str]]:
-    has = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels'"
-    ).fetchall()[0][0]
-    if not has:
+def _labels(store: Store, ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The trials' labels as text (multi-values ``;``-joined)."""
+    if not store.has_labels():
         return {}
-    cols = ", ".join(LABEL_COLUMNS)
-    con.register("_meta_ids", pd.DataFrame({"trial_id": list(ids)}))
-    try:
-        got = con.execute(
-            f"SELECT trial_id, {cols} FROM labels JOIN _meta_ids USING (trial_id)"
-        ).fetchall()
-    finally:
-        con.unregister("_meta_ids")
     return {
-        r[0]: {c: ("" if v is None else str(v)) for c, v in zip(LABEL_COLUMNS, r[1:], strict=True)}
-        for r in got
+        r["trial_id"]: {c: ("" if r[c] is None else str(label_text(r[c]))) for c in LABEL_COLUMNS}
+        for r in store.label_rows(ids)
     }
 
 
@@ -724,7 +715,7 @@ def write_template(kind: str, path: str | Any) -> None:
 
 
 def meta_from_store(
-    store: Any,
+    store: Store,
     outcome: str,
     measure: str,
     *,

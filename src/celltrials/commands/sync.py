@@ -15,6 +15,7 @@ from celltrials import sync
 from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
 from celltrials.errors import ConfigError
 from celltrials.progress import Progress
+from celltrials.store import Store
 from celltrials.sync import DEFAULT_BACKOFF, DEFAULT_MAX_RETRIES, DEFAULT_RATE, DEFAULT_TIMEOUT
 
 _STATUSES = (
@@ -91,7 +92,7 @@ def _reporter(quiet: bool, as_json: bool) -> Iterator[tuple[Progress | None, Pro
         yield draw, draw
 
 
-def _run(ctx: Context, as_json: bool, work: Callable[[Any, Any], Any]) -> Any:
+def _run(ctx: Context, as_json: bool, work: Callable[[Store, Any], Any]) -> Any:
     store = ctx.open_store()
     try:
         with _reporter(ctx.quiet, as_json) as (on_event, on_retry):
@@ -192,7 +193,7 @@ def fetch(
         )
     url = base_url or sync.DEFAULT_BASE_URL
 
-    def work(store: Any, cbs: Any) -> Any:
+    def work(store: Store, cbs: Any) -> Any:
         on_event, on_retry = cbs
         client = sync.CtgovClient(
             url,
@@ -255,7 +256,7 @@ def update(
     the old ones (history). Each query uses the base URL it was saved with.
     """
 
-    def work(store: Any, cbs: Any) -> Any:
+    def work(store: Store, cbs: Any) -> Any:
         on_event, on_retry = cbs
         client = sync.CtgovClient(
             sync.DEFAULT_BASE_URL,

@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 
 import celltrials
@@ -50,6 +51,7 @@ from celltrials.report.sections import (
     methods,
 )
 from celltrials.report.workbook import about_rows, write_tables, write_xlsx
+from celltrials.store import Store
 
 __all__ = ["LISTS_FILE", "ReportResult", "build_report", "read_lists_file"]
 
@@ -83,7 +85,7 @@ class ReportResult:
 
 # ---------------------------------------------------------------- the build
 def build_report(
-    store: Any,
+    store: Store | duckdb.DuckDBPyConnection,
     out_dir: str | Path,
     filters: L.Filters | None = None,
     progress: Progress | None = None,

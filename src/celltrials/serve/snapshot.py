@@ -42,7 +42,7 @@ from typing import Any
 import duckdb
 
 from celltrials.errors import StoreError
-from celltrials.store import LockHolder, lock_holder
+from celltrials.store import LockHolder, lock_holder, typed_labels_view
 
 
 def _signature(path: Path) -> tuple[int, int, int, int]:
@@ -81,6 +81,7 @@ class Snapshot:
         try:
             self.con.execute(f"ATTACH '{_sql_str(str(path))}' AS store (READ_ONLY)")
             self.con.execute("USE store")
+            typed_labels_view(self.con)  # a store from before typed labels
             self.con.execute("SET enable_progress_bar = false")
             # one DuckDB worker per core: the long queries (facets, search) are
             # answered by the in-memory index now, and the look-ups left cost less
@@ -102,6 +103,7 @@ class Snapshot:
                 return pool.pop()
         cur = self.con.cursor()
         cur.execute("USE store")
+        typed_labels_view(cur)
         cur.execute("SET enable_progress_bar = false")
         for name, table in self.info.get("shadows", {}).get(profile, {}).items():
             cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {table}")
