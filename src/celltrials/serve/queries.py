@@ -51,7 +51,7 @@ from celltrials.products import json_records, product_detail, products_table
 from celltrials.registry_ids import canonical_id, fold_id, trial_id_for
 from celltrials.safety import safe_frame
 from celltrials.serve.index import FacetIndex, Mask
-from celltrials.store import Store
+from celltrials.store import LABEL_TABLE_COLUMNS, Store
 from celltrials.store import _plain as _store_plain
 
 ST = "memory.main.st"
@@ -447,6 +447,13 @@ def _memory_copies(con: duckdb.DuckDBPyConnection, has_links: bool) -> dict[str,
                r.acronym, r.brief_summary, r.detailed_description
         FROM records r WHERE r.record_key IN (SELECT record_key FROM trial_records) ORDER BY r.record_key""")
     texts["records"] = "memory.main.t_records"
+    if ls.has_labels(
+        con
+    ):  # explain reads one trial's labels: a sorted copy, not a scan of the file
+        con.execute(
+            "CREATE OR REPLACE TABLE memory.main.t_labels AS SELECT * FROM labels ORDER BY trial_id"
+        )
+        texts["labels"] = "memory.main.t_labels"
     for t in ("record_conditions", "record_interventions", "record_arms"):
         con.execute(
             f"CREATE OR REPLACE TABLE memory.main.t_{t} AS SELECT * FROM {t} "
@@ -1125,6 +1132,21 @@ class _SnapshotStore(Store):
     def __init__(self, con: Any, path: str, known: tuple[str, ...] = ()) -> None:
         super().__init__(con, path)
         self.known = set(known)
+
+    def label_rows(self, trial_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """:meth:`Store.label_rows`; for one trial by point look-ups (the
+        general query hash-joins every trial, ≈10 ms at 100,000 trials)."""
+        ids = sorted(set(trial_ids)) if trial_ids is not None else None
+        if ids is None or len(ids) != 1:
+            return super().label_rows(trial_ids)
+        cols = ", ".join(f'"{c}"' for c in LABEL_TABLE_COLUMNS)
+        rows = self.con.execute(f"SELECT {cols} FROM labels WHERE trial_id = ?", ids).fetchall()
+        primary = self.con.execute(
+            "SELECT primary_record_id FROM trials WHERE trial_id = ?", ids
+        ).fetchall()
+        rows = [(*r, primary[0][0] if primary else None) for r in rows]
+        names = (*LABEL_TABLE_COLUMNS, "primary_record_id")
+        return [dict(zip(names, r, strict=True)) for r in rows]
 
     def resolve(self, any_id: str) -> str | None:
 
