@@ -10,10 +10,14 @@ process (``--child``), so compiling the taxonomy and starting workers count:
 * ``before``: the source tree of git revision REV (default ``main``) — the
   engine being replaced — on one core, trial by trial;
 * ``after``: this tree's :func:`celltrials.classify_parallel.classify_many`
-  with ``jobs=1`` and with every core.
+  with ``jobs=1`` and with every core;
+* ``unique``: as ``after`` on every core, but every text of every repetition
+  made unique (the repetition's number appended to each segment), so that no
+  cache keyed on text can profit from the repetition.
 
 Wall time includes process start-up of the workers; "cpu" is this process's
-CPU time (workers not included). A second table times one trial whose title
+CPU time (workers not included). The 1-minute load average is printed at the
+start and the end: the machine may be shared. A second table times one trial whose title
 is a phrase repeated to 100,000 and 200,000 characters (issue 12: quadratic
 before). ``--write`` replaces the section between the markers in BENCHMARKS.md
 with the printed tables, machine and date.
@@ -58,7 +62,8 @@ def _texts() -> list:  # type: ignore[type-arg]
 
 def child(n: int, jobs: int, mode: str) -> dict[str, object]:
     """One measurement in this process (``mode``: ``before``: old Classifier loop;
-    ``after``: classify_many; ``long``: the long-title trials)."""
+    ``after``: classify_many; ``unique``: classify_many on unique texts; ``long``:
+    the long-title trials)."""
     from celltrials.classify import Classifier, Segment, TrialText
 
     if mode == "long":
@@ -76,6 +81,17 @@ def child(n: int, jobs: int, mode: str) -> dict[str, object]:
         TrialText(f"{t.trial_id}#{i // len(base)}", t.segments)
         for i, t in enumerate(base[i % len(base)] for i in range(n))
     ]
+    if mode == "unique":
+        reps = [
+            TrialText(
+                t.trial_id,
+                [
+                    Segment(s.source, s.role, f"{s.text} r{i // len(base)}", s.procedure)
+                    for s in t.segments
+                ],
+            )
+            for i, t in enumerate(reps)
+        ]
     t0, c0 = time.perf_counter(), time.process_time()
     if mode == "before":
         clf = Classifier()
@@ -123,7 +139,9 @@ def main() -> None:
         "--before", default="main", help="git revision with the engine to compare against"
     )
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md between the markers")
-    ap.add_argument("--child", choices=("before", "after", "long"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--child", choices=("before", "after", "unique", "long"), help=argparse.SUPPRESS
+    )
     ap.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -131,6 +149,7 @@ def main() -> None:
         return
     cores = _cores()
     load_start = os.getloadavg()[0]
+    print(f"1-minute load average at the start: {load_start:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         sha = _export(args.before, Path(tmp))
         old_src = Path(tmp) / "src"
@@ -139,6 +158,7 @@ def main() -> None:
             (f"before ({sha}), 1 core", _run(old_src, args.n, 1, "before")),
             ("after, 1 core (--jobs 1)", _run(new_src, args.n, 1, "after")),
             (f"after, {cores} cores (--jobs {cores})", _run(new_src, args.n, cores, "after")),
+            ("  same, unique texts", _run(new_src, args.n, cores, "unique")),
         ]
         long_runs = [
             (f"before ({sha})", _run(old_src, 0, 1, "long")),
@@ -159,14 +179,16 @@ def main() -> None:
         f"({runs[0][1]['real']:,} real API-JSON trials, repeated; wall time includes taxonomy compile and worker"
     )
     lines.append(
-        " start-up; cpu s: the calling process only, so trials/cpu-s is given for one core)"
+        " start-up; cpu s: the calling process only, so trials/cpu-s is given for one core;"
     )
+    lines.append(" unique texts: each repetition's texts made distinct, so no cache profits)")
     lines.append("")
     lines.append(f"{'one trial, title of':<32}{'100,000 chars':>15}{'200,000 chars':>15}")
     for name, r in long_runs:
         lines.append(f"{name:<32}{float(r['100000']):>14.2f}s{float(r['200000']):>14.2f}s")  # type: ignore[arg-type]
     table = "\n".join(lines)
     print(table)
+    print(f"1-minute load average at the end: {os.getloadavg()[0]:.1f}")
     if args.write:
         machine = (
             f"Machine: {platform.machine()}, {cores} cores visible, Python {platform.python_version()}, "

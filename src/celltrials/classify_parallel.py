@@ -12,12 +12,19 @@ Workers are started with the ``forkserver`` method where the platform has it
 (``spawn`` elsewhere), not ``fork``: the calling process may hold DuckDB's
 threads, and forking a threaded process is unsafe (Python 3.12+ warns). Each
 worker loads the taxonomy once (the packaged one, or the caller's from its
-parsed YAML). Trials travel as plain tuples of strings, chunk by chunk, with a
-bounded number of chunks in flight, so memory stays flat on large stores.
+parsed YAML); the fork server has the packaged one loaded and warmed up, so its
+workers start with it. Trials travel as plain tuples of strings and labels as
+plain tuples (evidence included), each chunk as one ``marshal`` blob — much
+cheaper to encode and decode than pickled objects, which matters because the
+calling process decodes every trial while the workers classify. A bounded
+number of chunks is in flight, so memory stays flat on large stores.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import marshal
 import multiprocessing as mp
 import os
 from collections import deque
@@ -25,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from celltrials.classify import Classifier, Segment, TrialLabels, TrialText
+from celltrials.classify import Classifier, Evidence, Segment, TrialLabels, TrialText
 from celltrials.errors import ConfigError
 from celltrials.taxonomy.loader import Taxonomy, build_taxonomy
 
@@ -67,19 +74,48 @@ def _unpack(p: _Packed) -> TrialText:
     return TrialText(p[0], [Segment(*s) for s in p[1]])
 
 
+_LABEL_FIELDS = tuple(f.name for f in dataclasses.fields(TrialLabels))
+_EVIDENCE_FIELDS = tuple(f.name for f in dataclasses.fields(Evidence))
+_EVIDENCE_AT = _LABEL_FIELDS.index("evidence")
+
+
+def _encode(labels: TrialLabels) -> tuple[Any, ...]:
+    """``labels`` as a tuple of plain values (evidence as tuples): marshal-able."""
+    vals = [getattr(labels, f) for f in _LABEL_FIELDS]
+    vals[_EVIDENCE_AT] = tuple(
+        tuple(getattr(e, f) for f in _EVIDENCE_FIELDS) for e in vals[_EVIDENCE_AT]
+    )
+    return tuple(vals)
+
+
+def _decode(vals: tuple[Any, ...]) -> TrialLabels:
+    args = list(vals)
+    args[_EVIDENCE_AT] = [Evidence(*e) for e in args[_EVIDENCE_AT]]
+    return TrialLabels(*args)
+
+
 _WORKER: Classifier | None = None
 
 
 def _init_worker(raw: Any, source: str | None) -> None:
     global _WORKER
     _WORKER = Classifier(build_taxonomy(raw, source or "<taxonomy>") if raw is not None else None)
+    warm_up(_WORKER)
+    gc.freeze()  # the taxonomy lives as long as the worker: keep it out of collections
 
 
-def _classify_chunk(chunk: list[_Packed]) -> list[TrialLabels]:
+def warm_up(clf: Classifier) -> None:
+    """Classify one small trial, so that what the engine builds on first use (its
+    index) is built now."""
+    clf.classify(TrialText("warm-up", [Segment("title", "title", "CD19 CAR-T cells")]))
+
+
+def _classify_chunk(blob: bytes) -> bytes:
+    """One chunk: marshalled packed trials in, marshalled encoded labels out."""
     clf = _WORKER
     if clf is None:  # pragma: no cover - the initializer always runs first
         raise RuntimeError("worker not initialised")
-    return [clf.classify(_unpack(p)) for p in chunk]
+    return marshal.dumps([_encode(clf.classify(_unpack(p))) for p in marshal.loads(blob)])
 
 
 def _context() -> Any:
@@ -114,7 +150,7 @@ def classify_many(
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=(raw, source)
     ) as pool:
-        pending: deque[Future[list[TrialLabels]]] = deque()
+        pending: deque[Future[bytes]] = deque()
         starts = iter(range(0, n, chunk_size))
 
         def submit() -> None:
@@ -122,14 +158,15 @@ def classify_many(
             if start is not None:
                 pending.append(
                     pool.submit(
-                        _classify_chunk, [_pack(t) for t in texts[start : start + chunk_size]]
+                        _classify_chunk,
+                        marshal.dumps([_pack(t) for t in texts[start : start + chunk_size]]),
                     )
                 )
 
         for _ in range(4 * workers):  # a few chunks in flight per worker
             submit()
         while pending:
-            labels = pending.popleft().result()
+            labels = [_decode(v) for v in marshal.loads(pending.popleft().result())]
             submit()
             yield from labels
             done += len(labels)

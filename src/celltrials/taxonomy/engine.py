@@ -10,42 +10,62 @@ character — at or after the end of the previous hit, the alternatives are trie
 in order (entry order, then pattern order); the first that matches there and is
 followed by a non-word character or the end of the text is the hit. A first
 match that is empty skips the position. This is the plain semantics of the
-field's alternation ``(?<!\\w)(?:alt1|alt2|...)(?!\\w)`` searched at word starts;
-``tests/test_classify.py`` checks it against a loop written that way.
+field's alternation ``(?<!\\w)(?:alt1|alt2|...)(?!\\w)`` searched at word starts
+(the text read after one space: a lookbehind at its start sees a space);
+``tests/test_classify.py`` checks it against a loop written that way and
+``tests/test_engine_index.py`` against ``CompiledField.regex`` on every text of
+the shared registry exports and on generated texts.
 
 **How it is fast.** Every alternative is analysed once by a small parser of
-Python's regular-expression syntax (:func:`analyse`, no private ``re``
-modules):
+Python's regular-expression syntax (no private ``re`` modules) and matched by
+one of three paths:
 
-* *required literals*: ASCII strings one of which every match of the
-  alternative contains (``"stem"`` for ``stem cells?``). One Aho–Corasick pass
-  over the lower-cased text (shared by all fields and cached per text) tells
-  which literals occur; an alternative whose literals do not occur cannot
-  match and is not run. Most texts leave a field with no alternative to run at
-  all. Case look-alikes that the regex engine folds to ASCII letters (LONG S,
-  KELVIN SIGN, dotted/dotless I) are mapped to those letters before the pass,
-  so the prefilter never drops a pattern that could match.
-* *bounded repeats*: ``*``, ``+`` and ``{m,}`` are rewritten as
-  ``{0,MAX_REPEAT}``, ``{1,MAX_REPEAT}`` and ``{m,MAX_REPEAT}`` (1,000). An
-  attempt at one word start then examines a bounded number of characters, so a
-  pattern such as ``(?:mesenchymal|stem)[\\w -]*?cells? (?:in|from) the`` no
-  longer rescans the rest of the text at every word start (issue 12: a
-  100,000-character title took 11.6 s, 200,000 took 40.7 s). The only change
-  in meaning: one repeat matches at most 1,000 times.
+* *strings* (:func:`expand`): most alternatives denote a small finite set of
+  strings (``urinary tract infections?``, ``CHM[- _]?2101``, ``(?-i:AML)``),
+  optionally followed by a word run (``lymphom\\w*``). Their strings, in the order
+  the regex engine prefers them, are keys of one Aho–Corasick automaton shared
+  by all fields (``pyahocorasick``), run once per text over a copy of it in which
+  every non-word character is one separator; a key starts and (unless a word
+  run follows) ends with that separator, so only matches at a word start that
+  end at a word end are reported. Strings that share a key (``chm-2101``,
+  ``chm 2101``) and case-sensitive characters are told apart by comparing the
+  text; a word run is measured up to the next separator.
+* *triggered* (:func:`beginnings`): an alternative that is not finite but whose
+  matches all begin with one of a few strings of 3–6 characters
+  (``CAR-?(?:19|BCMA|CD\\d+)\\w*``): those beginnings are keys too, and the
+  alternative's regex is tried (``match``) only at the word starts where one
+  occurs.
+* *searched*: the rest (a leading class repeat such as ``[a-z]*lymphom\\w*``,
+  non-ASCII characters, ``\\d``/``\\s`` at the start). Their *required literals*
+  (ASCII strings one of which every match contains, ``"stem"`` for ``stem
+  cells?``) are keys that may occur anywhere; an alternative whose literals do
+  not occur is not run. Alternatives with the same literals are compiled
+  together into one *cluster* pattern (each in a named group; alternatives
+  without a literal join every cluster); a set of clusters that many texts
+  need is compiled as one more cluster (bounded per field).
 
-Alternatives with the same required literals are compiled together into one
-*cluster* pattern (each alternative in a named group; alternatives without a
-literal join every cluster). A text runs the clusters whose literals occur;
-with several, their hits are merged by the rule above (leftmost word start,
-then the earlier alternative); a set of clusters that many texts need is
-compiled as one more cluster (bounded per field). Each cluster's searches move strictly forward,
-so the work is linear in the length of the text.
+At each word start the candidates of all three paths are merged by the rule
+above (earliest alternative first; an empty first match skips the word start).
+Case look-alikes that the regex engine folds to ASCII letters (LONG S, KELVIN
+SIGN, dotted/dotless I) are read as those letters, so neither the keys nor the
+literals miss a match; any other non-ASCII character matches no key (a
+pattern's non-ASCII characters keep it on the searched path).
 
-Costs measured in ``benchmarks/classify.py`` (BENCHMARKS.md): per CPU-second
-on real trials this engine is at parity with the one it replaces; the gain is
-linear time and the public API. A pattern the parser cannot follow
-(backreference, conditional group, verbose flag) is kept as written, has no
-literal and is run on every text.
+*Bounded repeats*: ``*``, ``+`` and ``{m,}`` are rewritten as ``{0,MAX_REPEAT}``,
+``{1,MAX_REPEAT}`` and ``{m,MAX_REPEAT}`` (1,000). An attempt at one word start
+then examines a bounded number of characters, so a pattern such as
+``(?:mesenchymal|stem)[\\w -]*?cells? (?:in|from) the`` no longer rescans the rest
+of the text at every word start (issue 12: a 100,000-character title took
+11.6 s, 200,000 took 40.7 s). The only change in meaning: one repeat matches at
+most 1,000 times. Each cluster's searches move strictly forward and the
+automaton reads a text once, so the work is linear in the length of the text.
+
+A text's pass over the automaton is kept for the next few hundred texts (one
+trial's texts are read by many fields) and each field remembers its last
+text's hits (a text is often asked twice in a row); nothing else is cached.
+Costs: ``benchmarks/classify.py`` (BENCHMARKS.md). A pattern the parser cannot
+follow (backreference, conditional group, verbose flag) is kept as written, has
+no literal and is run on every text.
 """
 
 from __future__ import annotations
@@ -53,11 +73,11 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 import ahocorasick
@@ -421,6 +441,417 @@ def analyse(pattern: str) -> PatternInfo:
 
 
 # ---------------------------------------------------------------------------
+# what an alternative matches at a word start: its strings (when finite) or the
+# strings its matches begin with
+
+#: most strings one alternative is expanded to (beyond that it stays a regex)
+MAX_STRINGS = 2048
+#: characters of a match's beginning used to trigger a regex alternative
+PREFIX_LEN = 6
+_MIN_PREFIX = 3  # a shorter open beginning triggers too often: search instead
+
+# one character of an expanded string: (character, matched case-sensitively)
+_Char = tuple[str, bool]
+# an expanded string: its characters and, when it ends in a run of word
+# characters (``\w{m,n}``), that run's bounds; in prefix mode (0, -1) marks a
+# string whose continuation is unknown ("open")
+_Str = tuple[tuple[_Char, ...], tuple[int, int] | None]
+_OPEN = (0, -1)
+# a parsed item: (node, min, max, lazy); nodes: ("chars", options), ("word",)
+# (\w), ("any",) (consumes what the expansion does not follow), ("look", word)
+# (zero-width; word: a negative lookahead of word characters only), ("group", branches)
+_Item = tuple[tuple[Any, ...], int, int, bool]
+
+
+class _Infinite(Exception):
+    """Not (or not cheaply) a finite set of strings."""
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+class _Expander:
+    """Parses an alternative into items; :meth:`strings` expands them into the strings
+    it matches, in the regex engine's order of preference (alternation left to right,
+    greedy repeats longest first, lazy ones shortest first), :meth:`prefixes` into the
+    strings of at most ``PREFIX_LEN`` characters every match begins with. Only ASCII
+    characters are followed."""
+
+    def __init__(self, src: str) -> None:
+        self.s = src
+        self.n = len(src)
+        self.i = 0
+        self.tree = self.branches(False)
+        if self.i != self.n:
+            raise _Infinite("unbalanced parenthesis")
+
+    # -- parsing -----------------------------------------------------------
+    def branches(self, cs: bool) -> list[list[_Item]]:
+        out = [self.sequence(cs)]
+        while self.i < self.n and self.s[self.i] == "|":
+            self.i += 1
+            out.append(self.sequence(cs))
+        return out
+
+    def sequence(self, cs: bool) -> list[_Item]:
+        items: list[_Item] = []
+        while self.i < self.n and self.s[self.i] not in "|)":
+            node = self.atom(cs)
+            lo, hi, lazy = self.quantifier()
+            if node[0] == "look" and (lo, hi) != (1, 1):
+                node = ("any",)  # a repeated assertion: not followed
+            items.append((node, lo, hi, lazy))
+        return items
+
+    @staticmethod
+    def char(ch: str, cs: bool) -> tuple[Any, ...]:
+        if not ch.isascii():
+            return ("any",)
+        return ("chars", ((ch if cs else ch.lower(), cs),))
+
+    def atom(self, cs: bool) -> tuple[Any, ...]:
+        s, i = self.s, self.i
+        c = s[i]
+        if c == "\\":
+            nxt = s[i + 1 : i + 2]
+            if nxt == "w":
+                self.i = i + 2
+                return ("word",)
+            if nxt and nxt in "dDsSWp":
+                self.i = i + 2
+                return ("any",)
+            if nxt and nxt in "bBAZ":
+                self.i = i + 2
+                return ("look", False)
+            return self.char(self.escape(), cs)
+        if c == "[":
+            members = self.char_class(cs)
+            if members is None:
+                return ("any",)
+            return ("chars", tuple((ch, cs) for ch in members))
+        if c == "(":
+            return self.group(cs)
+        if c == ".":
+            self.i = i + 1
+            return ("any",)
+        if c in "^$":
+            self.i = i + 1
+            return ("look", False)
+        if c in "*+?{" and (c != "{" or _Parser(s).brace(i) is not None):
+            raise _Infinite("nothing to repeat")
+        self.i = i + 1
+        return self.char(c, cs)
+
+    def escape(self) -> str:
+        """The character of the escape at ``self.i``."""
+        s, i = self.s, self.i + 1
+        if i >= self.n:
+            raise _Infinite("trailing backslash")
+        c = s[i]
+        if c in _ESCAPES:
+            self.i = i + 1
+            return _ESCAPES[c]
+        width = {"x": 2, "u": 4, "U": 8}.get(c)
+        if width is not None:
+            digits = s[i + 1 : i + 1 + width]
+            if len(digits) != width or any(d not in string.hexdigits for d in digits):
+                raise _Infinite("bad hex escape")
+            self.i = i + 1 + width
+            return chr(int(digits, 16))
+        if c == "N":
+            end = s.find("}", i)
+            if not s.startswith("{", i + 1) or end < 0:
+                raise _Infinite("bad \\N escape")
+            try:
+                ch = unicodedata.lookup(s[i + 2 : end])
+            except KeyError:
+                raise _Infinite("unknown character name") from None
+            self.i = end + 1
+            return ch
+        if c.isascii() and c.isalnum():
+            raise _Infinite(f"escape \\{c}")  # backreference, octal, unknown
+        self.i = i + 1
+        return c
+
+    def char_class(self, cs: bool) -> list[str] | None:
+        """The members of the class at ``self.i`` (lower case unless ``cs``), or None
+        when it is negated, large, uses class escapes or non-ASCII members."""
+        s, i = self.s, self.i + 1
+        negated = s.startswith("^", i)
+        if negated:
+            i += 1
+        members: list[str] = []
+        ok = not negated
+        first = True
+        while i < self.n and (s[i] != "]" or first):
+            first = False
+            if s[i] == "\\":
+                if s[i + 1 : i + 2] and s[i + 1] in "dDsSwWp":
+                    ok = False
+                    i += 2
+                    continue
+                self.i = i
+                lo = self.escape()
+                i = self.i
+            else:
+                lo = s[i]
+                i += 1
+            if s.startswith("-", i) and i + 1 < self.n and s[i + 1] != "]":
+                i += 1
+                if s[i] == "\\":
+                    self.i = i
+                    hi = self.escape()
+                    i = self.i
+                else:
+                    hi = s[i]
+                    i += 1
+                if ord(hi) < ord(lo) or ord(hi) - ord(lo) > 64:
+                    ok = False
+                else:
+                    members.extend(chr(o) for o in range(ord(lo), ord(hi) + 1))
+            else:
+                members.append(lo)
+        if i >= self.n:
+            raise _Infinite("unterminated class")
+        self.i = i + 1
+        if not ok or not all(m.isascii() for m in members):
+            return None
+        return sorted({m if cs else m.lower() for m in members})
+
+    def group(self, cs: bool) -> tuple[Any, ...]:
+        s, i = self.s, self.i + 1
+        inner = cs
+        kind = "group"
+        if not s.startswith("?", i):
+            self.i = i
+        elif s.startswith("?:", i):
+            self.i = i + 2
+        elif s.startswith("?-i:", i):
+            self.i, inner = i + 4, True
+        elif s.startswith("?i:", i):
+            self.i, inner = i + 3, False
+        elif s.startswith("?P<", i):
+            end = s.find(">", i)
+            if end < 0:
+                raise _Infinite("bad group name")
+            self.i = end + 1
+        elif s.startswith("?!", i):
+            self.i, kind = i + 2, "nla"
+        elif s.startswith(("?=", "?<=", "?<!"), i):
+            self.i, kind = i + (2 if s[i + 1] == "=" else 3), "look"
+        elif s.startswith("?>", i):
+            self.i, kind = i + 2, "any"
+        else:
+            raise _Infinite("group kind")  # flags, comments, conditionals, P=
+        branches = self.branches(inner)
+        if self.i >= self.n or s[self.i] != ")":
+            raise _Infinite("missing )")
+        self.i += 1
+        if kind == "nla":
+            # (?![0-9]) and the like: a character class of word characters only
+            only_word = (
+                len(branches) == 1
+                and len(branches[0]) == 1
+                and branches[0][0][0][0] == "chars"
+                and branches[0][0][1:3] == (1, 1)
+                and all(_is_word(ch) for ch, _ in branches[0][0][0][1])
+            )
+            return ("look", only_word)
+        if kind == "look":
+            return ("look", False)
+        if kind == "any":
+            return ("any",)
+        return ("group", branches)
+
+    def quantifier(self) -> tuple[int, int, bool]:
+        s, i = self.s, self.i
+        if i >= self.n:
+            return 1, 1, False
+        c = s[i]
+        if c == "*":
+            lo, hi, end = 0, MAX_REPEAT, i + 1
+        elif c == "+":
+            lo, hi, end = 1, MAX_REPEAT, i + 1
+        elif c == "?":
+            lo, hi, end = 0, 1, i + 1
+        else:
+            b = _Parser(s).brace(i)
+            if b is None:
+                return 1, 1, False
+            lo, hi_, end = b
+            hi = MAX_REPEAT if hi_ is None else hi_
+        lazy = s.startswith("?", end)
+        if s.startswith("+", end):
+            raise _Infinite("possessive repeat")
+        self.i = end + (1 if lazy else 0)
+        if hi < lo:
+            raise _Infinite("bad repeat")
+        return lo, hi, lazy
+
+    # -- the strings of a finite alternative ---------------------------------
+    def strings(self) -> list[_Str]:
+        return self.exact_branches(self.tree, True)
+
+    def exact_branches(self, branches: list[list[_Item]], at_end: bool) -> list[_Str]:
+        out: list[_Str] = []
+        for items in branches:
+            out.extend(self.exact_sequence(items, at_end))
+            if len(out) > MAX_STRINGS:
+                raise _Infinite("too many strings")
+        return out
+
+    def exact_sequence(self, items: list[_Item], at_end: bool) -> list[_Str]:
+        # a final lookahead that no word character may follow is implied by the
+        # (?!\w) after every alternative
+        while at_end and items and items[-1][0] == ("look", True):
+            items = items[:-1]
+        acc: list[_Str] = [((), None)]
+        for j, (node, lo, hi, lazy) in enumerate(items):
+            last = at_end and j == len(items) - 1
+            kind = node[0]
+            if kind in ("look", "any"):
+                raise _Infinite(kind)
+            if kind == "word":
+                if not last:
+                    raise _Infinite("word run not at the end")
+                acc = [(chars, (lo, hi)) for chars, _ in acc]
+                continue
+            if kind == "chars":
+                opts: list[_Str] = [((ch,), None) for ch in node[1]]
+            else:
+                opts = self.exact_branches(node[1], last and hi == 1)
+            rep = opts if (lo, hi) == (1, 1) else _repeat(opts, lo, hi, lazy)
+            acc = [(a + b, sfx) for a, _ in acc for b, sfx in rep]
+            if len(acc) > MAX_STRINGS:
+                raise _Infinite("too many strings")
+        return acc
+
+    # -- the beginnings of any alternative ---------------------------------
+    def prefixes(self) -> list[_Str]:
+        return self.prefix_branches(self.tree, [((), None)])
+
+    def prefix_branches(self, branches: list[list[_Item]], acc: list[_Str]) -> list[_Str]:
+        out: list[_Str] = []
+        for items in branches:
+            out.extend(self.prefix_sequence(items, acc))
+        return _dedupe(out)
+
+    def prefix_sequence(self, items: list[_Item], acc: list[_Str]) -> list[_Str]:
+        for node, lo, hi, _ in items:
+            growing = [a for a in acc if a[1] is None and len(a[0]) < PREFIX_LEN]
+            if not growing:
+                break
+            done = [a for a in acc if not (a[1] is None and len(a[0]) < PREFIX_LEN)]
+            kind = node[0]
+            nxt: list[_Str]
+            once: list[_Str]
+            if kind == "look":
+                continue
+            if kind in ("any", "word") or (lo == 0 and hi > 1):
+                nxt = [(a, _OPEN) for a, _ in growing]
+            else:
+                if kind == "chars":
+                    once = [((*a, ch), None) for a, _ in growing for ch in node[1]]
+                else:
+                    once = self.prefix_branches(node[1], growing)
+                if lo > 1:
+                    once = [(a, _OPEN) for a, _ in once]  # further copies: not followed
+                elif hi > 1:
+                    once = [(a, _OPEN if s is None else s) for a, s in once]
+                nxt = once + (growing if lo == 0 else [])
+            acc = _dedupe(
+                done + [(a[:PREFIX_LEN], _OPEN if len(a) >= PREFIX_LEN else s) for a, s in nxt]
+            )
+            if len(acc) > MAX_STRINGS:
+                raise _Infinite("too many beginnings")
+        return acc
+
+
+def _dedupe(strs: list[_Str]) -> list[_Str]:
+    return list(dict.fromkeys(strs))
+
+
+def _repeat(opts: list[_Str], lo: int, hi: int, lazy: bool) -> list[_Str]:
+    """The strings of ``opts`` repeated ``lo`` to ``hi`` times, in the engine's order
+    (only the last copy may end in a word run, so only when at most one copy)."""
+    if any(not chars for chars, _ in opts) or (hi > 1 and any(s is not None for _, s in opts)):
+        raise _Infinite("repeat of an empty string or a word run")
+    if hi > 8 or len(opts) ** hi > MAX_STRINGS * 4:
+        raise _Infinite("large repeat")
+
+    def rep(lo: int, hi: int) -> list[_Str]:
+        if hi == 0:
+            return [((), None)]
+        more = [
+            (o + r, s if not r else rs) for o, s in opts for r, rs in rep(max(lo - 1, 0), hi - 1)
+        ]
+        if lo > 0:
+            return more
+        return [((), None), *more] if lazy else [*more, ((), None)]
+
+    return rep(lo, hi)
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """One string an alternative matches (:func:`expand`), or begins with
+    (:func:`beginnings`).
+
+    ``exact``: the string, lower case where matched case-insensitively;
+    ``cs``: positions matched case-sensitively; ``run``: (min, max) word
+    characters that follow within the match (``\\w{m,n}`` at its end), or None;
+    (0, -1) for a beginning: anything may follow."""
+
+    exact: str
+    cs: tuple[int, ...]
+    run: tuple[int, int] | None
+
+
+def _literals(strs: list[_Str]) -> tuple[Literal, ...] | None:
+    out: list[Literal] = []
+    for chars, run in strs:
+        if not chars:
+            return None  # an empty match (or beginning): keep the regex
+        if chars[0][0].isspace():
+            continue  # never at a word start
+        out.append(
+            Literal(
+                "".join(c for c, _ in chars), tuple(i for i, (_, cs) in enumerate(chars) if cs), run
+            )
+        )
+    return tuple(dict.fromkeys(out))
+
+
+@lru_cache(maxsize=8192)
+def expand(source: str) -> tuple[Literal, ...] | None:
+    """The strings ``source`` matches (case-insensitively, as an alternative: followed
+    by a non-word character unless it ends in a word run), in the order the regex
+    engine prefers them; None when it is not a small finite set of ASCII strings
+    (optionally followed by ``\\w{m,n}``). Strings that start with white space can
+    never match at a word start and are left out."""
+    try:
+        return _literals(_Expander(source).strings())
+    except (_Infinite, RecursionError):
+        return None
+
+
+@lru_cache(maxsize=8192)
+def beginnings(source: str) -> tuple[Literal, ...] | None:
+    """Strings one of which every match of ``source`` at a word start begins with
+    (lower-case where case-insensitive, at most ``PREFIX_LEN`` characters; ``run``
+    None when the match ends there, (0, -1) when more may follow); None when they
+    are not known or too short to be selective."""
+    try:
+        lits = _literals(_Expander(source).prefixes())
+    except (_Infinite, RecursionError):
+        return None
+    if lits is None or any(lit.run and len(lit.exact) < _MIN_PREFIX for lit in lits):
+        return None
+    return lits
+
+
+# ---------------------------------------------------------------------------
 # the shared literal prefilter
 
 
@@ -462,45 +893,222 @@ def fold(text: str) -> str:
     return text.translate(_fold_table()).lower()
 
 
-_second = itemgetter(1)
-_EMPTY: frozenset[int] = frozenset()
+# ---------------------------------------------------------------------------
+# the shared index: one Aho–Corasick pass per text for every field
+
+_SEP = "\x01"  # stands for every non-word character (and the text's two ends)
+_NO_RUN = -1
+_REGEX = -1  # a variant's length when the regex decides (a triggered alternative)
+
+# ASCII text (as bytes): upper case to lower, non-word characters to _SEP
+_G_ASCII = bytes(
+    ord(_SEP if not _is_word(chr(o)) else chr(o).lower()) if o < 128 else o for o in range(256)
+)
+_NON_WORD = re.compile(r"\W")
 
 
-class _Prefilter:
-    """One Aho–Corasick automaton over the required literals of every field."""
+@lru_cache(maxsize=1)
+def _fold_ascii() -> dict[int, str]:
+    """Upper-case ASCII letters and their non-ASCII look-alikes (:func:`_fold_table`),
+    mapped to the lower-case letter: the characters that match it case-insensitively."""
+    table = {ord(c): c.lower() for c in string.ascii_uppercase}
+    table.update(_fold_table())
+    return table
+
+
+def _g(text: str) -> str:
+    """``text`` as the index reads it (same length): lower case, the look-alikes of
+    ASCII letters as those letters, every non-word character ``_SEP``. A string
+    that a pattern matches case-insensitively, ``g`` of it occurs in ``g(text)``."""
+    if text.isascii():
+        return text.encode("ascii").translate(_G_ASCII).decode("ascii")
+    folded = _NON_WORD.sub(_SEP, text.translate(_fold_ascii()))
+    low = folded.lower()  # for non-ASCII anchors (γδ)
+    if len(low) != len(folded):  # pragma: no cover - no such character after the fold table
+        low = "".join(c.lower() if len(c.lower()) == 1 else c for c in folded)
+    return low
+
+
+# a variant of a key for one field: (rank, length, lower, exact, pairs, run min,
+# run max). rank = alternative << _RANK_BITS | preference; length _REGEX: the
+# alternative's regex decides at that word start; lower: compare the text's folded
+# slice with it (None: the key match suffices); exact: compare the raw slice (all
+# case-sensitive); pairs: (offset, character) compared raw; run max -1: no word run
+_Variant = tuple[
+    int, int, "str | None", "str | None", "tuple[tuple[int, str], ...] | None", int, int
+]
+_RANK_BITS = 12
+# a candidate is one int: field << _FIELD_SHIFT | start << _KEY_BITS | key id
+_KEY_BITS = 24
+_KEY_MASK = (1 << _KEY_BITS) - 1
+_FIELD_SHIFT = 32 + _KEY_BITS  # texts up to 4 G characters
+#: texts whose scan is kept (two generations of this many: a trial's texts are
+#: read by many fields, one after another)
+SCAN_CACHE = 128
+
+
+class _Scan:
+    """One text's pass over the index: the candidates of every field, as one sorted
+    list of ints (field << _FIELD_SHIFT | start << _KEY_BITS | key id), and the
+    anchors present (a bit mask). Few objects: they are kept for a while."""
+
+    __slots__ = ("codes", "folded", "g", "padded", "present", "text")
+
+    def __init__(self, text: str, g: str, codes: list[int], present: int) -> None:
+        self.text = text
+        self.g = g
+        self.codes = codes
+        self.present = present
+        self.folded: str | None = None
+        self.padded: str | None = None
+
+    def fold(self) -> str:
+        """The text with each character that matches an ASCII letter case-insensitively
+        replaced by that lower-case letter (same length)."""
+        f = self.folded
+        if f is None:
+            t = self.text
+            f = self.folded = t.lower() if t.isascii() else t.translate(_fold_ascii())
+        return f
+
+    def pad(self) -> str:
+        """The text after one space (a cluster's match starts at the non-word
+        character before a word start)."""
+        p = self.padded
+        if p is None:
+            p = self.padded = " " + self.text
+        return p
+
+
+class _Index:
+    """One Aho–Corasick automaton over the keys of every field:
+
+    * the strings of finite alternatives and the beginnings of triggered ones,
+      keyed so that only matches at a word start are reported: a text ``t`` is
+      scanned as ``SEP + g(t) + SEP`` (:func:`_g`); a string ``s`` is the key
+      ``SEP + g(s) + SEP``, or ``SEP + g(s)`` when more may follow (a word run, a
+      beginning). Strings that share a key are told apart by comparing the text
+      (punctuation, case-sensitive characters);
+    * the required literals (anchors) of the alternatives that are searched,
+      as ``g(literal)`` anywhere."""
 
     def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
+        self.keys: dict[str, int] = {}
+        self.key_len: list[int] = []
+        self.variants: list[dict[int, list[_Variant]]] = []  # by key: by field
+        self.anchor_of: list[int] = []  # by key: anchor id or -1
+        self.anchors: dict[str, int] = {}
         self.automaton: Any = None
-        self.cache: dict[str, frozenset[int]] = {}
+        self.n_fields = 0
+        self.cache: dict[str, _Scan] = {}
+        self.old: dict[str, _Scan] = {}
+
+    def _key(self, key: str) -> int:
+        kid = self.keys.get(key)
+        if kid is None:
+            kid = self.keys[key] = len(self.key_len)
+            self.key_len.append(len(key))
+            self.variants.append({})
+            self.anchor_of.append(-1)
+            self.automaton = None
+        return kid
+
+    def new_field(self) -> int:
+        self.n_fields += 1
+        return self.n_fields - 1
+
+    def add_strings(self, fid: int, k: int, lits: tuple[Literal, ...], regex: bool) -> None:
+        """Register alternative ``k`` of field ``fid``: the strings it matches, or
+        (``regex``) the beginnings at which its regex is tried."""
+        for pref, lit in enumerate(lits):
+            low = lit.exact.lower()
+            g = "".join(ch if _is_word(ch) else _SEP for ch in low)
+            kid = self._key(_SEP + g + ("" if lit.run else _SEP))
+            variant: _Variant
+            if regex:
+                variant = (k << _RANK_BITS, _REGEX, None, None, None, 0, 0)
+            else:
+                exact = lit.exact if len(lit.cs) == len(lit.exact) else None
+                lo, hi = lit.run or (0, _NO_RUN)
+                variant = (
+                    k << _RANK_BITS | pref,
+                    len(low),
+                    low if g != low and exact is None else None,
+                    exact,
+                    tuple((i, lit.exact[i]) for i in lit.cs) if lit.cs and not exact else None,
+                    lo,
+                    hi,
+                )
+            vs = self.variants[kid].setdefault(fid, [])
+            if variant not in vs:
+                vs.append(variant)
+                vs.sort()
+        self.cache.clear()
+        self.old.clear()
 
     def anchor_id(self, literal: str) -> int:
-        i = self.ids.get(literal)
-        if i is None:
-            i = self.ids[literal] = len(self.ids)
-            self.automaton = None
+        """The id of a required literal (anchor); literals that differ only in their
+        non-word characters share one."""
+        key = "".join(ch if _is_word(ch) else _SEP for ch in literal)
+        aid = self.anchors.get(key)
+        if aid is None:
+            aid = self.anchors[key] = len(self.anchors)
+            self.anchor_of[self._key(key)] = aid
             self.cache.clear()
-        return i
+            self.old.clear()
+        return aid
 
-    def present(self, text: str) -> frozenset[int]:
-        """Ids of the literals that occur in ``text`` (cached for recent texts: one
-        trial's texts are scanned by many fields)."""
+    def _build(self) -> Any:
+        auto = ahocorasick.Automaton()
+        for key, kid in self.keys.items():
+            # (back, codes, anchor bit): a key ending at g[end] has its leading SEP at
+            # g[end - back], the offset in the text where the match starts; codes:
+            # its candidate for each field without the start
+            value = (
+                self.key_len[kid] - 1,
+                tuple(fid << _FIELD_SHIFT | kid for fid in self.variants[kid]),
+                1 << self.anchor_of[kid] if self.anchor_of[kid] >= 0 else 0,
+            )
+            auto.add_word(key, value)
+        auto.make_automaton()
+        self.automaton = auto
+        return auto
+
+    def scan(self, text: str) -> _Scan:
+        """The pass over ``text`` (kept for recent texts: one trial's texts are read by
+        many fields)."""
         got = self.cache.get(text)
+        if got is not None:
+            return got
+        got = self.old.get(text)
         if got is None:
-            auto = self.automaton
-            if auto is None:
-                auto = self.automaton = ahocorasick.Automaton()
-                for lit, i in self.ids.items():
-                    auto.add_word(lit, i)
-                auto.make_automaton()
-            got = frozenset(map(_second, auto.iter(fold(text)))) if self.ids else _EMPTY
-            if len(self.cache) >= 2048:
-                self.cache.clear()
-            self.cache[text] = got
+            got = self._scan(text)
+        if len(self.cache) >= SCAN_CACHE:
+            self.old = self.cache
+            self.cache = {}
+        self.cache[text] = got
         return got
 
+    def _scan(self, text: str) -> _Scan:
+        auto = self.automaton
+        g = _SEP + _g(text) + _SEP
+        if auto is None:
+            if not self.keys:
+                return _Scan(text, g, [], 0)
+            auto = self._build()
+        codes: list[int] = []
+        present = 0
+        for end, (back, fcodes, bit) in auto.iter(g):
+            present |= bit
+            start = (end - back) << _KEY_BITS
+            for c in fcodes:
+                codes.append(c | start)
+        codes.sort()
+        return _Scan(text, g, codes, present)
 
-_PREFILTER = _Prefilter()
+
+_INDEX = _Index()
+_BIG = 1 << 62
 
 
 # ---------------------------------------------------------------------------
@@ -516,6 +1124,9 @@ _MAX_UNIONS = 96  # such patterns per field (compiling costs milliseconds each)
 
 # a compiled group of alternatives: (pattern, alternative index by group number)
 _Cluster = tuple["re.Pattern[str]", list[int]]
+# a match found through the index: (start, end, alternative); end == start: the
+# alternative's first match there is empty (the word start is skipped)
+_Found = tuple[int, int, int]
 
 
 class CompiledField:
@@ -524,11 +1135,14 @@ class CompiledField:
     ``alternatives[i]`` are the pattern sources of ``entries[i]``. :meth:`hits`
     lists the matches, :meth:`search` says whether there is one; ``regex`` is the
     whole field as one plain alternation with word boundaries (patterns as
-    written). ``infos`` holds the analysis of each alternative, in order.
+    written). ``infos`` holds the analysis of each alternative, in order, and
+    ``modes`` how each is matched: ``"strings"`` (a finite set of strings, found
+    by the index), ``"triggered"`` (its regex tried where the index finds one of
+    its beginnings) or ``"searched"``.
 
-    Alternatives with the same required literals are compiled together into one
-    *cluster* pattern (each in a named group); a text runs the clusters whose
-    literals occur in it and merges their matches."""
+    Searched alternatives with the same required literals are compiled together
+    into one *cluster* pattern (each in a named group); a text runs the clusters
+    whose literals occur in it and merges their matches with the index's."""
 
     def __init__(self, entries: Sequence[Entry], alternatives: Sequence[list[str]]) -> None:
         self.entries = list(entries)
@@ -536,16 +1150,31 @@ class CompiledField:
         parts = [f"(?P<e{i}>{'|'.join(alts)})" for i, alts in enumerate(self.alternatives) if alts]
         self._regex_src = rf"(?<!\w)(?:{'|'.join(parts) if parts else '(?!)'})(?!\w)"
         infos: list[PatternInfo] = []
+        modes: list[str] = []
         owner: list[Entry] = []
         groups: dict[frozenset[str] | None, list[int]] = {}
+        self._fid = _INDEX.new_field()
         for entry, sources in zip(self.entries, self.alternatives, strict=True):
             for src in sources:
+                k = len(infos)
                 info = analyse(src)
-                groups.setdefault(info.anchors, []).append(len(infos))
+                lits = expand(info.source)
+                starts = None if lits is not None else beginnings(info.source)
+                if lits is not None:
+                    _INDEX.add_strings(self._fid, k, lits, regex=False)
+                    modes.append("strings")
+                elif starts is not None and not _GROUP_REF.search(info.source):
+                    _INDEX.add_strings(self._fid, k, starts, regex=True)
+                    modes.append("triggered")
+                else:
+                    groups.setdefault(info.anchors, []).append(k)
+                    modes.append("searched")
                 infos.append(info)
                 owner.append(entry)
         self.infos = infos
+        self.modes = modes
         self._owner = owner
+        self._rx: dict[int, re.Pattern[str]] = {}  # triggered alternatives, compiled
         # the alternatives without literals join every cluster (one search per
         # cluster then covers them) and form a cluster of their own for texts
         # where no other cluster can match; one that refers to its own groups
@@ -556,10 +1185,11 @@ class CompiledField:
         self._clusters: list[_Cluster] = []
         self._members: list[tuple[int, ...]] = []  # the alternatives of each cluster
         always: list[int] = []
-        by_anchor: dict[int, list[int]] = {}
+        by_anchor: dict[int, list[int]] = {}  # anchor bit: clusters
         for anchors, ks in sorted(groups.items(), key=lambda kv: kv[1][0]):
             for lit in anchors or ():
-                by_anchor.setdefault(_PREFILTER.anchor_id(lit), []).append(len(self._clusters))
+                bit = 1 << _INDEX.anchor_id(lit)
+                by_anchor.setdefault(bit, []).append(len(self._clusters))
             self._add_cluster(sorted(ks + plain))
         for k in alone:
             always.append(self._add_cluster([k]))
@@ -572,8 +1202,12 @@ class CompiledField:
         self._unions: dict[tuple[int, ...], int] = {}
         self._always = tuple(always)
         self._by_anchor = by_anchor
-        self._anchor_ids = frozenset(by_anchor)
-        self._by_present: dict[frozenset[int], tuple[int, ...]] = {_EMPTY: self._always}
+        self._anchor_mask = sum(by_anchor)
+        self._by_present: dict[int, tuple[int, ...]] = {0: self._always}
+        self._last_text: str | None = None  # the last text asked, and its hits
+        self._last: list[Hit] = []
+        lo = self._fid << _FIELD_SHIFT
+        self._codes = (lo, lo + (1 << _FIELD_SHIFT))  # this field's candidates
 
     def _add_cluster(self, ks: list[int]) -> int:
         self._clusters.append(self._cluster(ks))
@@ -614,20 +1248,21 @@ class CompiledField:
         return re.compile(self._regex_src, re.IGNORECASE)
 
     def candidates(self, text: str) -> list[int]:
-        """Indexes of the alternatives that can match in ``text`` (their literals occur)."""
-        return sorted({k for ci in self._for(text) for k in self._members[ci]})
+        """Indexes of the searched alternatives that can match in ``text`` (their
+        literals occur)."""
+        return sorted({k for ci in self._for(_INDEX.scan(text)) for k in self._members[ci]})
 
-    def _for(self, text: str) -> tuple[int, ...]:
-        """The clusters that can match in ``text``, in order."""
-        present = _PREFILTER.present(text)
-        if self._anchor_ids.isdisjoint(present):
+    def _for(self, scan: _Scan) -> tuple[int, ...]:
+        """The clusters that can match in the scanned text, in order."""
+        present = scan.present & self._anchor_mask
+        if not present:
             return self._always
-        present = present & self._anchor_ids
         got = self._by_present.get(present)
         if got is None:
             picked = set(self._alone)
-            for a in present:
-                picked.update(self._by_anchor[a])
+            for bit, cis in self._by_anchor.items():
+                if present & bit:
+                    picked.update(cis)
             got = tuple(sorted(picked))
             if len(self._by_present) >= _MAX_CACHED:
                 self._by_present.clear()
@@ -639,76 +1274,121 @@ class CompiledField:
             return union
         return got
 
+    def _regex_at(self, scan: _Scan, k: int, p: int) -> int:
+        """Where triggered alternative ``k`` matches from word start ``p`` to (or -1)."""
+        rx = self._rx.get(k)
+        if rx is None:
+            rx = self._rx[k] = re.compile(rf"(?:{self.infos[k].source})(?!\w)", re.IGNORECASE)
+        m = rx.match(scan.pad(), p + 1)  # as in a cluster
+        return -1 if m is None else m.end() - 1
+
+    def _found(self, scan: _Scan, i: int, n: int) -> list[_Found]:
+        """The index's matches (candidates ``scan.codes[i:n]``): at each word start
+        with candidates, the first alternative (and its preferred string) that
+        matches there."""
+        codes = scan.codes
+        text, g = scan.text, scan.g
+        variants = _INDEX.variants
+        fid = self._fid
+        pmask = (1 << _FIELD_SHIFT) - 1
+        out: list[_Found] = []
+        while i < n:
+            p = (codes[i] & pmask) >> _KEY_BITS
+            vs = variants[codes[i] & _KEY_MASK][fid]
+            i += 1
+            while i < n and (codes[i] & pmask) >> _KEY_BITS == p:  # several keys here
+                vs = sorted({*vs, *variants[codes[i] & _KEY_MASK][fid]})
+                i += 1
+            for rank, ln, low, exact, pairs, lo, hi in vs:
+                if ln == _REGEX:
+                    end = self._regex_at(scan, rank >> _RANK_BITS, p)
+                    if end < 0:
+                        continue
+                    out.append((p, end, rank >> _RANK_BITS))
+                    break
+                if low is not None and not scan.fold().startswith(low, p):
+                    continue
+                if exact is not None and not text.startswith(exact, p):
+                    continue
+                if pairs is not None and any(text[p + j] != c for j, c in pairs):
+                    continue
+                end = p + ln
+                if hi >= 0:  # a word run follows: up to the next SEP
+                    run = g.find(_SEP, end + 1) - 1 - end
+                    if run < lo or run > hi:
+                        continue
+                    end += run
+                out.append((p, end, rank >> _RANK_BITS))
+                break
+        return out
+
     def hits(self, text: str, lower: str | None = None) -> list[Hit]:
         """The field's matches in ``text``, left to right (``lower`` is unused)."""
-        cis = self._for(text)
-        if not cis:
-            return []
-        padded = " " + text  # a match starts at the \W before the word start: its
-        # offset in ``padded`` is the word start's offset in ``text``
-        owner = self._owner
-        out: list[Hit] = []
-        if len(cis) == 1:
-            rx, alt_of = self._clusters[cis[0]]
-            search = rx.search
-            m = search(padded)
-            while m is not None:
-                s = m.start()
-                e = m.end() - 1
-                if e == s:  # the first match here is empty: skip the position
-                    m = search(padded, s + 1)
-                    continue
-                out.append(Hit(owner[alt_of[m.lastindex or 0]], s, e, text[s:e]))
-                m = search(padded, e)
-            return out
-        # several clusters: keep each one's next match; the leftmost wins, on a tie
-        # the earlier alternative; re-search the clusters it overtook
-        clusters = [self._clusters[ci] for ci in cis]
-        nxt = [rx.search(padded) for rx, _ in clusters]
-        while True:
-            best = None
-            best_k = 0
-            for (_, alt_of), m in zip(clusters, nxt, strict=True):
-                if m is None:
-                    continue
-                if best is None or m.start() < best.start():
-                    best, best_k = m, alt_of[m.lastindex or 0]
-                elif m.start() == best.start():
-                    k = alt_of[m.lastindex or 0]
-                    if k < best_k:
-                        best, best_k = m, k
-            if best is None:
-                return out
-            s = best.start()
-            e = best.end() - 1
-            if e == s:
-                pos = s + 1
-            else:
-                out.append(Hit(owner[best_k], s, e, text[s:e]))
-                pos = e
-            for i, m in enumerate(nxt):
-                if m is not None and m.start() < pos:
-                    nxt[i] = clusters[i][0].search(padded, pos)
+        if text is not self._last_text:  # a text is often asked twice in a row
+            self._last = self._hits(_INDEX.cache.get(text) or _INDEX.scan(text))
+            self._last_text = text
+        return self._last.copy()
 
     def search(self, text: str, lower: str | None = None) -> bool:
         """Whether the field has a hit in ``text``."""
-        cis = self._for(text)
+        if text is not self._last_text:
+            self._last = self._hits(_INDEX.cache.get(text) or _INDEX.scan(text))
+            self._last_text = text
+        return bool(self._last)
+
+    def _hits(self, scan: _Scan) -> list[Hit]:
+        text = scan.text
+        codes = scan.codes
+        lo, hi = self._codes
+        i = bisect_left(codes, lo)
+        n = bisect_left(codes, hi, i)
+        found = self._found(scan, i, n) if i < n else []
+        cis = self._for(scan)
+        owner = self._owner
+        out: list[Hit] = []
         if not cis:
-            return False
-        padded = " " + text
-        best = None
-        best_k = 0
-        for ci in cis:
-            rx, alt_of = self._clusters[ci]
-            m = rx.search(padded)
-            if m is not None and (
-                best is None
-                or m.start() < best.start()
-                or (m.start() == best.start() and alt_of[m.lastindex or 0] < best_k)
+            last = 0
+            for s, e, k in found:
+                if s >= last and e > s:
+                    out.append(Hit(owner[k], s, e, text[s:e]))
+                    last = e
+            return out
+        padded = scan.pad()  # a match starts at the \W before the word start: its
+        # offset in ``padded`` is the word start's offset in ``text``
+        # keep each cluster's next match and the next one found through the index;
+        # the leftmost wins, on a tie the earlier alternative; a win with an empty
+        # match skips its word start; re-search the clusters it overtook
+        clusters = [self._clusters[ci] for ci in cis]
+        nxt = [rx.search(padded) for rx, _ in clusters]
+        fi, n_found = 0, len(found)
+        while True:
+            best = None
+            best_s = best_k = _BIG
+            for (_, alt_of), m in zip(clusters, nxt, strict=True):
+                if m is None:
+                    continue
+                s = m.start()
+                if s < best_s:
+                    best, best_s, best_k = m, s, alt_of[m.lastindex or 0]
+                elif s == best_s:
+                    k = alt_of[m.lastindex or 0]
+                    if k < best_k:
+                        best, best_k = m, k
+            if fi < n_found and (
+                found[fi][0] < best_s or (found[fi][0] == best_s and found[fi][2] < best_k)
             ):
-                best, best_k = m, alt_of[m.lastindex or 0]
-        if best is None:
-            return False
-        if best.end() - 1 > best.start():
-            return True
-        return bool(self.hits(text))  # pragma: no cover - an empty first match
+                s, e, k = found[fi]
+            elif best is None:
+                return out
+            else:
+                s, e, k = best_s, best.end() - 1, best_k
+            if e == s:  # the first match here is empty: skip the position
+                pos = s + 1
+            else:
+                out.append(Hit(owner[k], s, e, text[s:e]))
+                pos = e
+            while fi < n_found and found[fi][0] < pos:
+                fi += 1
+            for i, m in enumerate(nxt):
+                if m is not None and m.start() < pos:
+                    nxt[i] = clusters[i][0].search(padded, pos)
