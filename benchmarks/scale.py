@@ -32,8 +32,9 @@ Each measurement runs in a fresh subprocess (peak RSS is that process's):
 * ``onefiles``: 10,000 one-study files vs one file with the same 10,000
   studies (issue 12's pathological case);
 * ``classify`` and ``report`` (``build_report`` of every trial) on the big store;
-* ``peers``: ``pandas.json_normalize`` + Parquet of the complete corpus
-  (at most 20,000 studies) beside celltrials on the same file.
+* ``peers``: ``pandas.json_normalize`` + Parquet and ctgforge (PyPI; its
+  ``flatten_core`` objects and ``to_dataframe``, + Parquet) of the complete
+  corpus (at most 20,000 studies) beside celltrials on the same file.
 
 ``--write`` puts the result table with machine and date into BENCHMARKS.md
 (between the ``scale`` markers).
@@ -342,6 +343,29 @@ def _pandas_peer(path: str, out: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - t, "n": len(df)}
 
 
+def _ctgforge_peer(path: str, out: str) -> dict[str, Any]:
+    """ctgforge (PyPI): its canonical trial objects of each study, its
+    DataFrame of them, written as Parquet like the pandas peer."""
+    from ctgforge.export import to_dataframe
+    from ctgforge.flatten import flatten_core
+    from pydantic import ValidationError
+
+    t = time.perf_counter()
+    studies = orjson.loads(Path(path).read_bytes())
+    trials, rejected = [], 0
+    for s in studies:
+        try:
+            trials.append(flatten_core(s))
+        except ValidationError:  # e.g. a collaborator without a name or class
+            rejected += 1
+    df = to_dataframe(trials)
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = [orjson.dumps(v).decode() if isinstance(v, list | dict) else v for v in df[c]]
+    df.to_parquet(out)
+    return {"seconds": time.perf_counter() - t, "n": len(studies), "rejected": rejected}
+
+
 def worker(spec: dict[str, Any]) -> None:
     import gc
 
@@ -353,6 +377,7 @@ def worker(spec: dict[str, Any]) -> None:
         "classify": _classify,
         "report": _report,
         "pandas": _pandas_peer,
+        "ctgforge": _ctgforge_peer,
     }[kind]
     res = fn(**spec)
     res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -490,13 +515,35 @@ def bench_corpus(
         peer_db = work / "peer.duckdb"
         r = run("ingest", db=str(peer_db), paths=[str(paths["peer"])], force=False)
         line("celltrials (peer file)", r, None, peer_db)
+        ours = r
         r = run("pandas", path=str(paths["peer"]), out=str(work / "peer.parquet"))
         line("pandas json_normalize+pq", r, None, None)
+        checks.append(_peer_check(kind, ours, r, "pandas json_normalize + Parquet"))
+        try:
+            import ctgforge  # noqa: F401  (installed with the dev extra)
+        except ImportError:
+            checks.append(f"{kind}: ctgforge not installed (pip install ctgforge): not measured")
+        else:
+            r = run("ctgforge", path=str(paths["peer"]), out=str(work / "peer-ctg.parquet"))
+            line("ctgforge flatten+df+pq", r, None, None, f"rejects {r['rejected']:,} studies")
+            checks.append(
+                _peer_check(kind, ours, r, "ctgforge")
+                + f"; ctgforge rejects {r['rejected']:,} of them (pydantic ValidationError), celltrials none"
+            )
     for p in work.iterdir():
         if p.is_dir():
             shutil.rmtree(p)
         else:
             p.unlink()
+
+
+def _peer_check(kind: str, ours: dict[str, Any], peer: dict[str, Any], name: str) -> str:
+    return (
+        f"{kind}: celltrials {ours['n'] / ours['seconds']:,.0f}/s ({ours['cpu']:.1f} cpu s) vs {name} "
+        f"{peer['n'] / peer['seconds']:,.0f}/s ({peer['cpu']:.1f} cpu s) on the same {peer['n']:,} studies: "
+        f"{'faster' if ours['seconds'] < peer['seconds'] else 'SLOWER'} in wall time, "
+        f"{'less' if ours['cpu'] < peer['cpu'] else 'MORE'} CPU"
+    )
 
 
 def machine() -> str:
@@ -580,6 +627,7 @@ def main() -> None:
     print("\n".join(head), flush=True)
     rows: list[str] = []
     checks: list[str] = []
+    started = time.perf_counter()
     work = Path(args.tmp or tempfile.mkdtemp(prefix="ct-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -588,6 +636,10 @@ def main() -> None:
     finally:
         if not args.tmp:
             shutil.rmtree(work, ignore_errors=True)
+    checks.append(
+        f"load average at end: {os.getloadavg()[0]:.2f}; wall {time.perf_counter() - started:,.0f} s "
+        f"for the whole run"
+    )
     text = "\n".join(["```", *head, *rows, "", *checks, "```"])
     print("\n" + "\n".join(checks))
     if args.write:

@@ -1,12 +1,16 @@
 """Shared set-up of the report tests (imported by test_report*.py; not a conftest).
 
 The classified store and the default report are built once per test session
-(the cache below) from the session's ingest of ../shared/data.
+(shared by the pytest-xdist workers; the cache below keeps each worker's
+handle) from the session's ingest of ../shared/data.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pickle
 import re
 import shutil
 from collections.abc import Callable
@@ -31,7 +35,8 @@ def _classify_and_link(source: Path) -> Callable[[Path], None]:
         shutil.copy(source, path)
         store = celltrials.open(path)
         try:
-            classify_store(store)
+            summary = classify_store(store, jobs=2)  # two workers: see test_classify_parallel
+            assert summary["classified"] == summary["trials"] > 8000
             link_products(store)
         finally:
             store.close()
@@ -40,8 +45,9 @@ def _classify_and_link(source: Path) -> Callable[[Path], None]:
 
 
 def classified_store_path(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path) -> Path:
-    """The full real-data store, classified by celltrials.classify and linked to
-    the product catalog, as `celltrials run` leaves it (read it read-only)."""
+    """The full real-data store, classified by celltrials.classify (on two
+    worker processes) and linked to the product catalog, as `celltrials run`
+    leaves it (read it read-only)."""
     if "store" not in _CACHE:
         _CACHE["store"] = built_once(
             tmp_path_factory, "classified.duckdb", _classify_and_link(full_store_path)
@@ -50,13 +56,25 @@ def classified_store_path(tmp_path_factory: pytest.TempPathFactory, full_store_p
 
 
 def default_report(tmp_path_factory: pytest.TempPathFactory, store_path: Path) -> ReportResult:
-    """The report of all cell-therapy trials of the classified store."""
+    """The report of all cell-therapy trials of the classified store, built
+    once per test run: the first worker builds it, the others read its folder
+    (read-only: no test writes into it) and its pickled result."""
     if "report" not in _CACHE:
-        out = tmp_path_factory.mktemp("report-out")
-        with celltrials.open(store_path, read_only=True) as store:
-            _CACHE["report"] = build_report(store, out, Filters())
-    result: ReportResult = _CACHE["report"]
-    return result
+        base = tmp_path_factory.getbasetemp()
+        shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+        out, done = shared / "default-report", shared / "default-report.pickle"
+        with (shared / "default-report.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds, the others wait
+            if not done.is_file():
+                shutil.rmtree(out, ignore_errors=True)
+                with celltrials.open(store_path, read_only=True) as store:
+                    result = build_report(store, out, Filters())
+                partial = done.with_suffix(".partial")
+                partial.write_bytes(pickle.dumps(result))
+                partial.rename(done)
+        _CACHE["report"] = pickle.loads(done.read_bytes())
+    report: ReportResult = _CACHE["report"]
+    return report
 
 
 class PageParser(HTMLParser):

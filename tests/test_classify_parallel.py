@@ -28,6 +28,7 @@ from celltrials.models import ParsedRecord
 from celltrials.sources import parse_file
 from celltrials.taxonomy.loader import build_taxonomy, default_taxonomy
 from tests.conftest import CAR_JSON, ICTRP_CSV, MSC_CSV
+from tests.conftest_report import classified_store_path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -88,15 +89,19 @@ def test_plan_jobs() -> None:
 
 
 def test_classify_jobs_output_is_byte_identical_to_one_core(
-    full_store_path: Path, tmp_path: Path
+    full_store_path: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     runner = CliRunner()
     outputs = {}
+    # two workers: the session's classified store (classify_store(jobs=2) on the full store)
+    shutil.copy(classified_store_path(tmp_path_factory, full_store_path), tmp_path / "j2.duckdb")
+    shutil.copy(full_store_path, tmp_path / "j1.duckdb")
+    res = runner.invoke(
+        cli, ["--db", str(tmp_path / "j1.duckdb"), "classify", "--jobs", "1", "--json"]
+    )
+    assert res.exit_code == 0, res.output
     for jobs in (1, 2):
         db = tmp_path / f"j{jobs}.duckdb"
-        shutil.copy(full_store_path, db)
-        res = runner.invoke(cli, ["--db", str(db), "classify", "--jobs", str(jobs), "--json"])
-        assert res.exit_code == 0, res.output
         out = tmp_path / f"labels{jobs}.csv"
         res = runner.invoke(cli, ["--db", str(db), "labels", "--out", str(out)])
         assert res.exit_code == 0, res.output

@@ -24,12 +24,13 @@ from celltrials.classify import (
 from celltrials.cli import cli
 from celltrials.errors import TaxonomyError
 from celltrials.evaluate import evaluate, evaluate_many
-from celltrials.labelling import classify_store, evaluate_store_many, unknown_products
+from celltrials.labelling import evaluate_store_many, unknown_products
 from celltrials.models import ParsedRecord
 from celltrials.sources import parse_file
 from celltrials.taxonomy.code_names import COLUMNS, load_code_names, name_pattern
 from celltrials.taxonomy.loader import DEFAULT_PATH, build_taxonomy, default_taxonomy
 from tests.conftest import CAR2_JSON, CAR_JSON, GOLD, MSC_CSV
+from tests.conftest_report import classified_store_path
 
 CODE_NAMES = DEFAULT_PATH.with_name("code_names.csv")
 
@@ -390,13 +391,8 @@ def _gold_rows(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def round2_db(full_store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import shutil
-
-    db = tmp_path_factory.mktemp("cls2") / "c.duckdb"
-    shutil.copy(full_store_path, db)
-    with celltrials.open(db) as store:
-        classify_store(store)
-    return db
+    """The full store classified by classify_store (built once per run)."""
+    return classified_store_path(tmp_path_factory, full_store_path)
 
 
 def test_evaluate_many_equals_evaluate_on_the_concatenated_file(tmp_path: Path) -> None:

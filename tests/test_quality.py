@@ -4,9 +4,10 @@ of ../shared/data. Expected numbers come from reading the raw files here."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import subprocess
-import sys
+from contextlib import redirect_stderr, redirect_stdout
 from datetime import date, datetime
 from pathlib import Path
 
@@ -14,17 +15,24 @@ import openpyxl
 import pycountry
 
 import celltrials
+from celltrials.cli import main
 from celltrials.normalize import STUDY_TYPES, normalize_study_type
 from celltrials.quality import check, coverage_windows
 from tests.conftest import CAR_JSON, ICTRP_XLSX, MSC_CSV
 
-EXE = [sys.executable, "-c", "from celltrials.cli import main; main()"]
-
 
 def _cli(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*EXE, "--db", str(db), *args], capture_output=True, text=True, timeout=300
-    )
+    """``celltrials --db DB ARGS`` run in this process through the console
+    script's ``main`` (its exit code, stdout and stderr)."""
+    argv = ["--db", str(db), *args]
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def test_check_strict_passes_on_the_reference_store_and_json_equals_the_library(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import date
@@ -769,13 +770,15 @@ def test_bad_filters_raise_with_hints(store_path: Path, tmp_path: Path) -> None:
     assert "Loosen" in exc2.value.hint
 
 
-def test_rebuild_into_the_same_folder_drops_stale_files(store_path: Path, tmp_path: Path) -> None:
+def test_rebuild_into_the_same_folder_drops_stale_files(
+    report: ReportResult, store_path: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "same"
-    (out / "figures").mkdir(parents=True)
+    shutil.copytree(report.out_dir, out)  # an earlier run of the default report into `out`
     (out / "figures" / "my-notes.png").write_bytes(b"mine")
+    first = report
+    assert (out / "figures" / "msc_by_source.svg").is_file()
     with celltrials.open(store_path, read_only=True) as store:
-        first = build_report(store, out, L.Filters(), jobs=0)
-        assert (out / "figures" / "msc_by_source.svg").is_file()
         second = build_report(
             store, out, L.make_filters(cell_type=["car_nk"], country=["China"]), jobs=0
         )

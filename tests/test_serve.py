@@ -47,8 +47,6 @@ def store_path(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path) 
     src = classified_store_path(tmp_path_factory, full_store_path)
     path = tmp_path_factory.mktemp("serve") / "serve.duckdb"
     shutil.copy(src, path)
-    with celltrials.open(path) as store:
-        link_products(store)
     return path
 
 

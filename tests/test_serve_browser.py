@@ -19,8 +19,6 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-import celltrials
-from celltrials.products import link_products
 from celltrials.serve.app import ServeConfig, create_app
 from tests.conftest_report import classified_store_path
 
@@ -58,9 +56,7 @@ PAGES = [
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory, full_store_path: Path) -> Iterator[str]:
     path = tmp_path_factory.mktemp("serve-browser") / "store.duckdb"
-    shutil.copy(classified_store_path(tmp_path_factory, full_store_path), path)
-    with celltrials.open(path) as s:
-        link_products(s)
+    shutil.copy(classified_store_path(tmp_path_factory, full_store_path), path)  # products linked
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

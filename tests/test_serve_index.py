@@ -39,6 +39,8 @@ def snap(
     con.execute(f"ATTACH '{path}' AS store (READ_ONLY)")
     con.execute("USE store")
     info = Q.prepare(con)
+    for name, table in info["shadows"]["main"].items():  # as the server's cursors see the store
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {table}")
     yield con, info["index"]
     con.close()
 

@@ -13,11 +13,14 @@ import gc
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celltrials.errors import DataFileError, RecordError, UnknownFormatError
+import duckdb
+
+from celltrials.errors import ConfigError, DataFileError, RecordError, UnknownFormatError
 from celltrials.fswalk import expand_glob, walk_files
 from celltrials.models import ParsedRecord
 from celltrials.progress import Progress, ProgressEvent, logger
@@ -217,6 +220,34 @@ def _checkpoint_threshold(store: Store, size: int) -> Iterator[None]:
             store.con.execute(f"SET checkpoint_threshold = '{row[0]}'")
 
 
+#: DuckDB's memory while ingesting (its default is 80 % of RAM: it would keep
+#: every written block of a large file cached, so a process's peak grew with
+#: the corpus); past this it writes buffers to a temporary file beside the
+#: store. Overridden by ``CELLTRIALS_INGEST_MEMORY`` (e.g. ``2GB``).
+INGEST_MEMORY_LIMIT = "512MB"
+
+
+@contextlib.contextmanager
+def _memory_limit(store: Store) -> Iterator[None]:
+    limit = os.environ.get("CELLTRIALS_INGEST_MEMORY") or INGEST_MEMORY_LIMIT
+    row = store.con.execute("SELECT current_setting('memory_limit')").fetchone()
+    try:
+        store.con.execute("SET memory_limit = ?", [limit])
+    except duckdb.Error as exc:
+        raise ConfigError(
+            f"CELLTRIALS_INGEST_MEMORY={limit!r} is not a memory size ({str(exc).splitlines()[0]})",
+            hint="Give a size such as 512MB or 2GB, or unset it.",
+        ) from None
+    try:
+        yield
+    finally:
+        # the default is restored exactly (DuckDB prints a limit rounded to 0.1 GiB)
+        store.con.execute("RESET memory_limit")
+        now = store.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        if row and now != row:
+            store.con.execute("SET memory_limit = ?", [row[0]])
+
+
 @dataclass
 class _Known:
     """Files already ingested cleanly: by content hash, and by (path, size, mtime)."""
@@ -340,7 +371,7 @@ def ingest_paths(
     store.discard_unfinished_ingests()  # left by a process killed while staging a file
     known = _Known.load(store)
     group = _Group(store, known, progress, batch_size)
-    with _gc_paused(), _checkpoint_threshold(store, CHECKPOINT_BYTES):
+    with _gc_paused(), _checkpoint_threshold(store, CHECKPOINT_BYTES), _memory_limit(store):
         try:
             for index, path in enumerate(files, start=1):
                 _one_file(
@@ -584,38 +615,55 @@ def _ingest_file(
     total = AddResult()
     batch: list[Staged] = []
     n_bytes = 0
+    # one batch is written (DuckDB works without the GIL) while the next is parsed
+    pending: Future[list[bool]] | None = None
 
-    def write() -> None:
-        flags = store.add_staged(batch)  # its own transaction: committed, not yet published
-        total.n_records += len(batch)
+    def collect() -> None:
+        nonlocal pending
+        if pending is None:
+            return
+        done, pending = pending, None
+        flags = done.result()  # the writer's error, if any, is raised here
+        total.n_records += len(flags)
         total.n_new += sum(flags)
         if progress:
-            progress(ProgressEvent("ingest", "records", display_path(path), n=len(batch)))
-        batch.clear()
+            progress(ProgressEvent("ingest", "records", display_path(path), n=len(flags)))
 
-    try:
-        for item in parse_file(path, sniffed):
-            if _bad(item, path, result, report, skip_bad):
-                continue
-            assert isinstance(item, ParsedRecord)
-            prepared = _prepared(item, path, result, report, skip_bad)
-            if prepared is None:
-                continue
-            rec, raw, digest = prepared
-            batch.append((rec, raw, digest, source, ingest_id))
-            n_bytes += len(raw)
-            if len(batch) >= batch_size or n_bytes >= BATCH_BYTES:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="celltrials-writer") as writer:
+
+        def write() -> None:
+            nonlocal batch, pending, n_bytes
+            collect()
+            # its own transaction: committed, not yet published
+            pending = writer.submit(store.add_staged, batch)
+            batch, n_bytes = [], 0
+
+        try:
+            for item in parse_file(path, sniffed):
+                if _bad(item, path, result, report, skip_bad):
+                    continue
+                assert isinstance(item, ParsedRecord)
+                prepared = _prepared(item, path, result, report, skip_bad)
+                if prepared is None:
+                    continue
+                rec, raw, digest = prepared
+                batch.append((rec, raw, digest, source, ingest_id))
+                n_bytes += len(raw)
+                if len(batch) >= batch_size or n_bytes >= BATCH_BYTES:
+                    write()
+            if batch:
                 write()
-                n_bytes = 0
-        if batch:
-            write()
-        total.n_unchanged = total.n_records - total.n_new
-        with store.transaction():
-            store.settle([ingest_id])
-            store.finish_ingest(ingest_id, total, result.n_bad)
-    except BaseException:
-        store.discard_ingests([ingest_id])
-        raise
+            collect()
+            total.n_unchanged = total.n_records - total.n_new
+            with store.transaction():
+                store.settle([ingest_id])
+                store.finish_ingest(ingest_id, total, result.n_bad)
+        except BaseException:
+            if pending is not None:  # let the batch being written finish: the connection is one
+                with contextlib.suppress(BaseException):
+                    pending.result()
+            store.discard_ingests([ingest_id])
+            raise
     result.n_records, result.n_new, result.n_unchanged = (
         total.n_records,
         total.n_new,

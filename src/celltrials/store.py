@@ -26,6 +26,12 @@ Migration 5 keeps raw values beside canonical ones: ``study_type_raw``,
 ``lead_sponsor_raw`` / ``lead_sponsor_key``, ISO codes and the raw value of
 each country row, ``record_regions`` (continents named in country fields)
 and ``record_text_repairs`` (every repaired text with its raw form).
+Migration 7 stores the classifier's multi-valued labels as ``VARCHAR[]`` lists
+and ``is_cell_therapy`` as BOOLEAN. The features above the store write and
+read their tables through typed methods (:meth:`Store.text_records`,
+:meth:`Store.write_labels`, :meth:`Store.label_rows`,
+:meth:`Store.label_evidence`, :meth:`Store.write_product_links`,
+:meth:`Store.product_links`).
 """
 
 from __future__ import annotations
@@ -387,6 +393,12 @@ class AddResult:
     n_unchanged: int = 0
 
 
+#: what :func:`group_records` needs of a record
+_MERGE_COLUMNS = "record_key, channel, record_id, registry, source_format, last_update, ingested_at"
+#: records that share no id with another are merged this many at a time
+MERGE_CHUNK = 50_000
+
+
 def record_key(rec: ParsedRecord, digest: str) -> str:
     return f"{rec.channel}:{rec.record_id}:{digest[:16]}"
 
@@ -658,9 +670,7 @@ class Store:
             ).fetchall()
         }
         cols: dict[str, list[Any]] = {c: [] for c in _RECORD_COLUMNS}
-        child: dict[str, dict[str, list[Any]]] = {
-            t: {c: [] for c in cs} for t, cs in _CHILD_COLUMNS.items()
-        }
+        child: dict[str, list[tuple[Any, ...]]] = {t: [] for t in _CHILD_COLUMNS}
         for key, n in keyed.items():
             if key in existing:
                 continue
@@ -670,13 +680,17 @@ class Store:
             _child_rows(child, rec, key)
         if cols["record_key"]:
             self._append("records", cols)
-            for table, data in child.items():
-                if data[next(iter(data))]:
-                    self._append(table, data)
+            for table, rows in child.items():
+                if rows:
+                    columns = zip(*rows, strict=True)
+                    self._append(
+                        table,
+                        {c: list(v) for c, v in zip(_CHILD_COLUMNS[table], columns, strict=True)},
+                    )
         return flags
 
     def _append(self, table: str, data: dict[str, list[Any]]) -> None:
-        arrow = pa.table({k: pa.array(v, type=_ARROW_TYPES.get(k)) for k, v in data.items()})
+        arrow = pa.table({k: _arrow_column(table, k, v) for k, v in data.items()})
         names = ", ".join(data)
         self.con.register("_incoming", arrow)
         try:
@@ -729,30 +743,63 @@ class Store:
                 SELECT NULL AS trial_id, record_key FROM cur
             )""")
         try:
-            recs = self.con.execute("""
-                SELECT record_key, channel, record_id, registry, source_format, last_update, ingested_at
-                FROM records WHERE is_current AND record_key IN (SELECT record_key FROM _affected)""").fetchall()
-            ids = self.con.execute("""
-                SELECT i.record_key, i.id_key FROM record_ids i
-                WHERE i.record_key IN (SELECT record_key FROM records
-                                       WHERE is_current AND record_key IN (SELECT record_key FROM _affected))""").fetchall()
             self.con.execute(
                 "DELETE FROM trial_records WHERE trial_id IN (SELECT trial_id FROM _affected WHERE trial_id IS NOT NULL)"
             )
-            self._write_trials(recs, ids)
+            self._write_components(
+                "SELECT record_key FROM records WHERE is_current AND record_key IN (SELECT record_key FROM _affected)"
+            )
         finally:
             self.con.execute("DROP TABLE IF EXISTS _affected")
 
     def merge_trials(self) -> None:
         """Recompute all trials as connected components of current records sharing ids."""
-        recs = self.con.execute("""
-            SELECT record_key, channel, record_id, registry, source_format, last_update, ingested_at
-            FROM records WHERE is_current""").fetchall()
-        ids = self.con.execute("""
-            SELECT i.record_key, i.id_key FROM record_ids i JOIN records r USING (record_key)
-            WHERE r.is_current""").fetchall()
         self.con.execute("DELETE FROM trial_records")
-        self._write_trials(recs, ids)
+        self._write_components("SELECT record_key FROM records WHERE is_current")
+
+    def _write_components(self, scope_sql: str) -> None:
+        """Write the trials of the current records ``scope_sql`` selects (a
+        closed set: no record outside it shares an id with one inside).
+
+        Only records sharing an id with another record in scope are grouped in
+        memory (:func:`group_records`); every other record is a trial of its
+        own and goes through in chunks of :data:`MERGE_CHUNK`, so memory stays
+        bounded however many records a file brings."""
+        con = self.con
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _scope AS SELECT DISTINCT record_key FROM ({scope_sql})"
+        )
+        try:
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE _linked AS
+                WITH ids AS (SELECT i.record_key, i.id_key FROM record_ids i JOIN _scope USING (record_key)),
+                shared AS (SELECT id_key FROM ids GROUP BY id_key HAVING count(DISTINCT record_key) > 1)
+                SELECT DISTINCT record_key FROM ids JOIN shared USING (id_key)""")
+            recs = con.execute(f"""
+                SELECT {_MERGE_COLUMNS} FROM records
+                WHERE record_key IN (SELECT record_key FROM _linked)""").fetchall()
+            ids = con.execute("""
+                SELECT i.record_key, i.id_key FROM record_ids i
+                WHERE i.record_key IN (SELECT record_key FROM _linked)""").fetchall()
+            self._write_trials(recs, ids)
+            del recs, ids
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE _single AS
+                SELECT row_number() OVER () AS rn, {_MERGE_COLUMNS} FROM records
+                WHERE record_key IN (SELECT record_key FROM _scope)
+                  AND record_key NOT IN (SELECT record_key FROM _linked)""")
+            row = con.execute("SELECT count(*) FROM _single").fetchone()
+            n = int(row[0]) if row else 0
+            for lo in range(0, n, MERGE_CHUNK):
+                chunk = con.execute(
+                    f"SELECT {_MERGE_COLUMNS} FROM _single WHERE rn > ? AND rn <= ?",
+                    [lo, lo + MERGE_CHUNK],
+                ).fetchall()
+                self._write_trials(chunk, [])  # no shared ids: one trial per record
+        finally:
+            con.execute("DROP TABLE IF EXISTS _single")
+            con.execute("DROP TABLE IF EXISTS _linked")
+            con.execute("DROP TABLE IF EXISTS _scope")
 
     def _write_trials(self, recs: list[Any], ids: list[Any]) -> None:
 
@@ -1278,6 +1325,16 @@ for _c in (
     _ARROW_TYPES.setdefault(_c, pa.string())
 
 
+def _arrow_column(table: str, name: str, values: list[Any]) -> pa.Array:
+    if table == "records" and name == "raw":
+        # orjson's UTF-8 bytes taken as they are (no per-string decoding) and
+        # typed as JSON, so DuckDB stores them without parsing them again
+        return pa.ExtensionArray.from_storage(
+            pa.json_(), pa.array(values, type=pa.binary()).view(pa.string())
+        )
+    return pa.array(values, type=_ARROW_TYPES.get(name))
+
+
 def raw_and_digest(rec: ParsedRecord) -> tuple[bytes, str]:
     """The raw JSON to store and the content hash, from one serialisation
     when no volatile key is left out (the stored text is the hashed, key-sorted one)."""
@@ -1347,40 +1404,40 @@ def _record_row(
         cols[k].append(v)
 
 
-def _child_rows(child: dict[str, dict[str, list[Any]]], rec: ParsedRecord, key: str) -> None:
-    def add(table: str, *values: Any) -> None:
-        for col, v in zip(_CHILD_COLUMNS[table], (key, *values), strict=True):
-            child[table][col].append(v)
-
-    for rid in rec.ids:
-        add("record_ids", rid.key, rid.raw, rid.registry, rid.is_primary)
-    for c in rec.conditions:
-        add("record_conditions", c, "condition")
-    for c in rec.mesh_terms:
-        add("record_conditions", c, "mesh")
-    for c in rec.mesh_ancestors:
-        add("record_conditions", c, "mesh_ancestor")
-    for c in rec.keywords:
-        add("record_conditions", c, "keyword")
-    for i, x in enumerate(rec.interventions):
-        add("record_interventions", i, x.type, x.name, x.description, x.other_names, x.arm_labels)
-    for i, a in enumerate(rec.arms):
-        add("record_arms", i, a.label, a.type, a.description, a.intervention_names)
+def _child_rows(child: dict[str, list[tuple[Any, ...]]], rec: ParsedRecord, key: str) -> None:
+    """Append the record's child rows (tuples in :data:`_CHILD_COLUMNS` order) per table."""
+    ids, conds = child["record_ids"], child["record_conditions"]
+    ids.extend((key, rid.key, rid.raw, rid.registry, rid.is_primary) for rid in rec.ids)
+    conds.extend((key, c, "condition") for c in rec.conditions)
+    conds.extend((key, c, "mesh") for c in rec.mesh_terms)
+    conds.extend((key, c, "mesh_ancestor") for c in rec.mesh_ancestors)
+    conds.extend((key, c, "keyword") for c in rec.keywords)
+    child["record_interventions"].extend(
+        (key, i, x.type, x.name, x.description, x.other_names, x.arm_labels)
+        for i, x in enumerate(rec.interventions)
+    )
+    child["record_arms"].extend(
+        (key, i, a.label, a.type, a.description, a.intervention_names)
+        for i, a in enumerate(rec.arms)
+    )
     seen_places: set[tuple[str, str]] = set()
     for raw, place in rec.places:
         if (raw, place.name) in seen_places:
             continue
         seen_places.add((raw, place.name))
         if place.kind == "region":
-            add("record_regions", place.name, raw)
+            child["record_regions"].append((key, place.name, raw))
         else:
-            add("record_countries", place.name or None, raw, place.iso2, place.iso3)
-    for s in rec.sponsors:
-        add("record_sponsors", s.name, s.role, s.sponsor_class, s.name_raw, s.key)
-    for fix in rec.repairs:
-        add("record_text_repairs", fix.field, list(fix.kinds), fix.raw, fix.repaired)
-    for o in rec.outcomes:
-        add("record_outcomes", o.kind, o.measure, o.time_frame, o.description)
+            child["record_countries"].append((key, place.name or None, raw, place.iso2, place.iso3))
+    child["record_sponsors"].extend(
+        (key, s.name, s.role, s.sponsor_class, s.name_raw, s.key) for s in rec.sponsors
+    )
+    child["record_text_repairs"].extend(
+        (key, fix.field, list(fix.kinds), fix.raw, fix.repaired) for fix in rec.repairs
+    )
+    child["record_outcomes"].extend(
+        (key, o.kind, o.measure, o.time_frame, o.description) for o in rec.outcomes
+    )
 
 
 #: the label columns a reader of a trial wants (not the key, not the run's input hash)

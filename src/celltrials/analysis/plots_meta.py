@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
-
-from matplotlib.figure import Figure
-from matplotlib.patches import Polygon
-from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+from typing import TYPE_CHECKING, Any
 
 from celltrials.analysis.meta import NATURAL_LABELS, RATIO_MEASURES, back_transform
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BLUE = "#0072B2"  # Okabe–Ito
 VERMILLION = "#D55E00"
@@ -38,6 +37,8 @@ def _p(p: float) -> str:
 def _diamond(
     ax: Any, y: float, est: float, lo: float, hi: float, color: str, h: float = 0.38
 ) -> None:
+    from matplotlib.patches import Polygon  # noqa: PLC0415 - heavy optional dependency, imported on first use
+
     ax.add_patch(
         Polygon([(lo, y), (est, y + h), (hi, y), (est, y - h)], closed=True, color=color, zorder=3)
     )
@@ -46,6 +47,9 @@ def _diamond(
 def forest_plot(result: dict[str, Any]) -> Figure:
     """Studies, then the pooled diamond; with subgroups, one block per subgroup (its
     studies, a subgroup diamond and its heterogeneity) before the overall diamond."""
+    from matplotlib.figure import Figure  # noqa: PLC0415 - heavy optional dependency, imported on first use
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator  # noqa: PLC0415 - heavy optional dependency, imported on first use
+
     measure = result["measure"]
     studies = result["studies"]
     ratio = measure in RATIO_MEASURES
@@ -301,6 +305,8 @@ def forest_plot(result: dict[str, Any]) -> Figure:
 
 
 def funnel_plot(result: dict[str, Any]) -> Figure:
+    from matplotlib.figure import Figure  # noqa: PLC0415 - heavy optional dependency, imported on first use
+
     studies = [s for s in result["studies"] if s["yi"] is not None]
     yi = [s["yi"] for s in studies]
     se = [math.sqrt(s["vi"]) for s in studies]

@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
 
 from celltrials.errors import DataFileError, RecordError
 from celltrials.models import (
@@ -322,7 +323,12 @@ def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
                 raise DataFileError(
                     f"malformed or truncated JSON ({first})", path=str(path)
                 ) from None
-            for text in chunk.column(0).to_pylist():
+            texts = chunk.column(0)
+            if isinstance(texts.type, pa.ExtensionType):
+                texts = texts.storage
+            # as bytes: orjson parses UTF-8 bytes directly (a str would be re-encoded)
+            as_bytes = pa.large_binary() if pa.types.is_large_string(texts.type) else pa.binary()
+            for text in texts.view(as_bytes).to_pylist():
                 yield orjson.loads(text)
     finally:
         con.close()
