@@ -26,6 +26,12 @@ Migration 5 keeps raw values beside canonical ones: ``study_type_raw``,
 ``lead_sponsor_raw`` / ``lead_sponsor_key``, ISO codes and the raw value of
 each country row, ``record_regions`` (continents named in country fields)
 and ``record_text_repairs`` (every repaired text with its raw form).
+Migration 7 stores the classifier's multi-valued labels as ``VARCHAR[]`` lists
+and ``is_cell_therapy`` as BOOLEAN. The features above the store write and
+read their tables through typed methods (:meth:`Store.text_records`,
+:meth:`Store.write_labels`, :meth:`Store.label_rows`,
+:meth:`Store.label_evidence`, :meth:`Store.write_product_links`,
+:meth:`Store.product_links`).
 """
 
 from __future__ import annotations
