@@ -411,7 +411,7 @@ def _memory_copies(con: duckdb.DuckDBPyConnection, has_links: bool) -> dict[str,
     if ls.has_labels(con):
         con.execute(
             "CREATE OR REPLACE TABLE memory.main.v_label_evidence AS "
-            "SELECT * FROM label_evidence ORDER BY trial_id"
+            "SELECT * FROM label_evidence ORDER BY trial_id, rowid"
         )
         main["label_evidence"] = "memory.main.v_label_evidence"
     if has_links:
@@ -461,7 +461,7 @@ def _memory_copies(con: duckdb.DuckDBPyConnection, has_links: bool) -> dict[str,
     for t in ("record_conditions", "record_interventions", "record_arms"):
         con.execute(
             f"CREATE OR REPLACE TABLE memory.main.t_{t} AS SELECT * FROM {t} "
-            f"WHERE record_key IN (SELECT record_key FROM trial_records) ORDER BY record_key"
+            f"WHERE record_key IN (SELECT record_key FROM trial_records) ORDER BY record_key, rowid"
         )
         texts[t] = f"memory.main.t_{t}"
     return {"main": main, "texts": texts}
@@ -1209,7 +1209,8 @@ def trial_detail(
     a query)."""
 
     store = _SnapshotStore(con, "")
-    trial_id = store.resolve(any_id)
+    # a trial id as the index holds it is its own answer (no look-up query)
+    trial_id = any_id if index is not None and any_id in index.row_of else store.resolve(any_id)
     if trial_id is None:
         return None
     found = _trial_rows(con, index, trial_id) if index is not None else None
@@ -1360,10 +1361,11 @@ def _trial_rows(
         if lo == hi:
             out[name] = []
             continue
+        # rows in table order need no ORDER BY (DuckDB keeps insertion order:
+        # preserve_insertion_order is on), which saves a sort per table
+        by = "" if order == "_r" else f" ORDER BY {order.replace('_r', 'rowid')}"
         cur = con.execute(
-            f"SELECT {cols} FROM {table} WHERE rowid >= ? AND rowid < ? "
-            f"ORDER BY {order.replace('_r', 'rowid')}",
-            [lo, hi],
+            f"SELECT {cols} FROM {table} WHERE rowid >= ? AND rowid < ?{by}", [lo, hi]
         )
         names = [d[0] for d in cur.description or []]
         out[name] = [dict(zip(names, v, strict=True)) for v in cur.fetchall()]
