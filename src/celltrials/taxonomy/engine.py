@@ -1022,7 +1022,7 @@ class _Index:
         (``regex``) the beginnings at which its regex is tried."""
         for pref, lit in enumerate(lits):
             low = lit.exact.lower()
-            g = "".join(ch if _is_word(ch) else _SEP for ch in low)
+            g = _g(low)  # (an ASCII string)
             kid = self._key(_SEP + g + ("" if lit.run else _SEP))
             variant: _Variant
             if regex:
@@ -1039,10 +1039,8 @@ class _Index:
                     lo,
                     hi,
                 )
-            vs = self.variants[kid].setdefault(fid, [])
-            if variant not in vs:
-                vs.append(variant)
-                vs.sort()
+            self.variants[kid].setdefault(fid, []).append(variant)
+        self.automaton = None  # (its build sorts the variants)
         self.cache.clear()
         self.old.clear()
 
@@ -1059,6 +1057,9 @@ class _Index:
         return aid
 
     def _build(self) -> Any:
+        for by_field in self.variants:
+            for fid, vs in by_field.items():
+                by_field[fid] = sorted(set(vs))  # rank order, each once
         auto = ahocorasick.Automaton()
         for key, kid in self.keys.items():
             # (back, codes, anchor bit): a key ending at g[end] has its leading SEP at
