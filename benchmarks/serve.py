@@ -360,8 +360,9 @@ def main() -> None:
         rss, peak = _rss_mb(proc.pid)
         print(
             f"store: {n:,} trials, {size_gb:.1f} GB ({built}); server ready (snapshot copied "
-            f"and loaded) in {t_start:.0f} s wall, {_cpu_seconds(proc.pid):.0f} s server CPU, of which "
-            f"the facet/word index {snap_info.get('index_seconds')} s ({snap_info.get('index_mb')} MB); "
+            f"and loaded) in {t_start:.0f} s wall, {_cpu_seconds(proc.pid):.0f} s server CPU; the "
+            f"facet/word index took {snap_info.get('index_seconds')} s wall of that and holds "
+            f"{snap_info.get('index_mb')} MB; "
             f"server RSS {rss:,.0f} MB (peak {peak:,.0f} MB)"
         )
         print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

@@ -4,6 +4,7 @@ real reference data; the engine uses no private modules of ``re``."""
 from __future__ import annotations
 
 import copy
+import marshal
 import re
 import shutil
 from pathlib import Path
@@ -13,7 +14,15 @@ from click.testing import CliRunner
 
 import celltrials
 from celltrials.classify import TrialText, classify
-from celltrials.classify_parallel import CHUNK, classify_many, plan_jobs
+from celltrials.classify_parallel import (
+    CHUNK,
+    _decode,
+    _encode,
+    _pack,
+    _unpack,
+    classify_many,
+    plan_jobs,
+)
 from celltrials.cli import cli
 from celltrials.models import ParsedRecord
 from celltrials.sources import parse_file
@@ -125,3 +134,16 @@ def test_no_private_regex_modules_in_src() -> None:
     # the check finds what it is meant to find
     assert private.search("import _sre\n") and private.search("from re import _parser\n")
     assert private.search("x = re._parser.parse(p)\n") and not private.search("import re\n")
+
+
+def test_labels_travel_between_processes_unchanged() -> None:
+    # workers send labels as marshalled plain tuples (evidence included): decoding
+    # gives back equal TrialLabels, every field and every piece of evidence
+    texts = _texts()
+    labels = [classify(t) for t in texts]
+    assert sum(len(lab.evidence) for lab in labels) > 1000
+    back = [_decode(v) for v in marshal.loads(marshal.dumps([_encode(lab) for lab in labels]))]
+    assert back == labels
+    assert [b.to_dict() for b in back] == [lab.to_dict() for lab in labels]
+    moved = [_unpack(p) for p in marshal.loads(marshal.dumps([_pack(t) for t in texts]))]
+    assert [(m.trial_id, m.segments) for m in moved] == [(t.trial_id, t.segments) for t in texts]

@@ -310,6 +310,29 @@ RUXOLITINIB_WITH_MSC = trial(
     ("conditions[0]", CONDITION, "novel coronavirus pneumonia (COVID-19)"),
 )
 
+IMAGING_AFTER_UC_MSC = trial(
+    "NCT03336996",
+    (
+        "title",
+        TITLE,
+        "Assessement the Reconstruction of Motor Circuits in Nerve Fiber Injuries After the Treatment of Umbilical Cord Mesenchymal Stem Cells With Blood Oxygen Level-dependent Drived Diffusion Tensor Imaging",
+    ),
+    ("interventions[0].name", INTERVENTION, "stem cell transplantation"),
+    ("interventions[1].name", INTERVENTION, "BOLD-fMRI drived DTI scanning"),
+    ("conditions[0]", CONDITION, "Characterize and Evaluate Functional After Transplantation"),
+)
+MUSCLE_STEM_CELLS_IN_SEPSIS = trial(
+    "NCT02789995",
+    ("title", TITLE, "Dysfunctions of Human Muscle Stem Cells in Sepsis"),
+    ("acronym", TITLE, "DISCUSS"),
+    ("interventions[0].name", INTERVENTION, "Human biological samples"),
+    ("conditions[0]", CONDITION, "Sepsis"),
+)
+ORAL_MUCOSA_FOR_LSCD = trial(
+    "NCT03226015",
+    ("title", TITLE, "Autologous Oral Mucosa Transplantation for Limbal Stem Cell Deficiency"),
+)
+
 ALL = [v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, TrialText)]
 
 
@@ -354,6 +377,33 @@ def test_study_subject_gate_cells_received_before_a_quality_of_life_study() -> N
         getattr(CLF, name)(ctx)
     assert ctx.cell_types == set()
     assert not CLF.classify(QUALITY_OF_LIFE_AFTER_CAR_T).is_cell_therapy
+
+
+def test_study_subject_gate_stays_open_when_an_intervention_gives_cells() -> None:
+    # an imaging study of UC-MSC treatment whose intervention is "stem cell
+    # transplantation": the cells are given in the study, so the title's MSC is the
+    # product (not set aside, and not the generic fallback's other_stem)
+    ctx = run(IMAGING_AFTER_UC_MSC, "study_subject_gate")
+    assert not ctx.subject_study
+    assert texts(ctx.found) == ["Mesenchymal Stem Cells"]
+    assert CLF.classify(IMAGING_AFTER_UC_MSC).cell_type == ["msc"]
+
+
+@pytest.mark.parametrize(
+    ("t", "why"),
+    [
+        (MUSCLE_STEM_CELLS_IN_SEPSIS, "the dysfunction of patients' own cells, studied in samples"),
+        (
+            ORAL_MUCOSA_FOR_LSCD,
+            "limbal stem cell deficiency is the disease, a tissue graft the treatment",
+        ),
+    ],
+    ids=lambda v: v.trial_id if isinstance(v, TrialText) else "",
+)
+def test_cells_named_by_the_condition_are_not_the_product(t: TrialText, why: str) -> None:
+    labels = CLF.classify(t)
+    assert not labels.is_cell_therapy, why
+    assert labels.cell_type == []
 
 
 def test_summary_says_what_a_code_named_product_is() -> None:

@@ -26,6 +26,7 @@ import pytest
 from celltrials.analysis import landscape as ls
 from celltrials.serve import queries as Q
 from celltrials.serve.index import FacetIndex
+from celltrials.store import Store
 from tests.conftest_report import classified_store_path
 
 
@@ -39,6 +40,8 @@ def snap(
     con.execute(f"ATTACH '{path}' AS store (READ_ONLY)")
     con.execute("USE store")
     info = Q.prepare(con)
+    for name, table in info["shadows"]["main"].items():  # as the server's cursors see the store
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {table}")
     yield con, info["index"]
     con.close()
 
@@ -288,3 +291,23 @@ def test_trial_detail_with_the_index_equals_without(
     for tid in [*ids, "NCT04315987"]:
         assert Q.trial_detail(con, tid, index=index) == Q.trial_detail(con, tid), tid
     assert Q.trial_detail(con, "NO-SUCH-ID", index=index) is None
+
+
+def test_one_trials_labels_by_look_up_equal_the_stores(
+    snap: tuple[duckdb.DuckDBPyConnection, FacetIndex],
+) -> None:
+    """The dashboard's one-trial label_rows (point look-ups) returns what
+    Store.label_rows returns (one query over every trial)."""
+    con, _ = snap
+    ids = [
+        r[0]
+        for r in con.execute(
+            "SELECT trial_id FROM labels USING SAMPLE 10 ROWS (reservoir, 3)"
+        ).fetchall()
+    ]
+    mine = Q._SnapshotStore(con, "")
+    theirs = Store(con, "")
+    for tid in [*ids, "NO-SUCH-ID"]:
+        assert mine.label_rows([tid]) == theirs.label_rows([tid]), tid
+    assert mine.label_rows(ids[:3]) == theirs.label_rows(ids[:3])
+    assert len(mine.label_rows(ids[:1])) == 1

@@ -732,10 +732,21 @@ class Classifier:
             and (bool(found) or bool(ctx.summaries))
             and not any(m.seg.role in (INTERVENTION, ARM) for m in found)
             and _subject_study(cues, ctx.primary)
+            and not self._cells_given(ctx)
         ):
             ctx.subject_study = True
             ctx.background.extend(found)
             ctx.found = []
+
+    def _cells_given(self, ctx: TrialContext) -> bool:
+        """Whether an intervention or arm gives cells generically ("stem cell
+        transplantation"): then the cells named in the title are what the study gives,
+        even when it measures them by imaging."""
+        fallback = self.tax.generic_fallback
+        return any(
+            s.role in (INTERVENTION, ARM) and fallback.search(ctx.masked.text(s, fallback) or "")
+            for s in ctx.primary
+        )
 
     def summary_mentions(self, ctx: TrialContext) -> None:
         """When the product texts name no cells, the summaries say what the product

@@ -26,6 +26,12 @@ Migration 5 keeps raw values beside canonical ones: ``study_type_raw``,
 ``lead_sponsor_raw`` / ``lead_sponsor_key``, ISO codes and the raw value of
 each country row, ``record_regions`` (continents named in country fields)
 and ``record_text_repairs`` (every repaired text with its raw form).
+Migration 7 stores the classifier's multi-valued labels as ``VARCHAR[]`` lists
+and ``is_cell_therapy`` as BOOLEAN. The features above the store write and
+read their tables through typed methods (:meth:`Store.text_records`,
+:meth:`Store.write_labels`, :meth:`Store.label_rows`,
+:meth:`Store.label_evidence`, :meth:`Store.write_product_links`,
+:meth:`Store.product_links`).
 """
 
 from __future__ import annotations
@@ -902,16 +908,32 @@ class Store:
         as lists, ``is_cell_therapy`` a bool) and the trial's ``primary_record_id``
         (None for a trial no longer in the store)."""
         cols = ", ".join(f'l."{c}"' for c in LABEL_TABLE_COLUMNS)
-        where, params = "", []
+        names = (*LABEL_TABLE_COLUMNS, "primary_record_id")
         if trial_ids is not None:
-            where = "WHERE l.trial_id IN (SELECT unnest(?::VARCHAR[]))"
-            params = [sorted(set(trial_ids))]
+            # filter each table by trial id before joining (the join of every
+            # label with the ``trials`` view costs ≈30 ms at 100,000 trials)
+            ids = sorted(set(trial_ids))
+            if not ids:
+                return []
+            marks = ", ".join("?" * len(ids))
+            rows = self.con.execute(
+                f"SELECT {cols} FROM labels l WHERE l.trial_id IN ({marks}) ORDER BY l.trial_id",
+                ids,
+            ).fetchall()
+            primary = dict(
+                self.con.execute(
+                    "SELECT tr.trial_id, r.record_id FROM trial_records tr JOIN records r "
+                    f"ON r.record_key = tr.record_key WHERE tr.is_primary AND tr.trial_id IN ({marks}) "
+                    "AND r.record_key IN (SELECT record_key FROM trial_records "
+                    f"WHERE is_primary AND trial_id IN ({marks}))",
+                    [*ids, *ids],
+                ).fetchall()
+            )
+            return [dict(zip(names, (*r, primary.get(r[0])), strict=True)) for r in rows]
         rows = self.con.execute(
             f"SELECT {cols}, t.primary_record_id FROM labels l LEFT JOIN trials t USING (trial_id) "
-            f"{where} ORDER BY l.trial_id",
-            params,
+            "ORDER BY l.trial_id"
         ).fetchall()
-        names = (*LABEL_TABLE_COLUMNS, "primary_record_id")
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     def label_evidence(self, trial_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -946,15 +968,40 @@ class Store:
         wanted = set(trial_ids) if trial_ids is not None else None
         # a few trials (explain, the dashboard): filter in SQL, not over the whole store
         few = wanted is not None and len(wanted) <= 1000
-        rows = con.execute(
-            f"""
-            SELECT tr.trial_id, r.record_key, r.record_id, r.channel, r.source_format, r.registry,
-                   r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description
-            FROM trial_records tr JOIN records r USING (record_key)
-            {"WHERE tr.trial_id IN (SELECT unnest(?::VARCHAR[]))" if few else ""}
-            ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""",
-            [sorted(wanted or ())] if few else [],
-        ).fetchall()
+        cols = (
+            "r.record_key, r.record_id, r.channel, r.source_format, r.registry, "
+            "r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description"
+        )
+        rows: list[Any]
+        if few:
+            # by constant keys, in two steps (trial → record keys → records): DuckDB
+            # then reads only those trials' row groups and the records' index entries
+            tids = sorted(wanted or ())
+            links = con.execute(
+                "SELECT trial_id, record_key, is_primary FROM trial_records "
+                f"WHERE trial_id IN ({', '.join('?' * len(tids))})",
+                tids,
+            ).fetchall() if tids else []
+            got = {
+                r[0]: r[1:]
+                for r in con.execute(
+                    f"SELECT {cols} FROM records r "
+                    f"WHERE r.record_key IN ({', '.join('?' * len(links))})",
+                    [k for _t, k, _p in links],
+                ).fetchall()
+            } if links else {}
+            rows = [
+                (tid, key, *got[key])
+                for tid, key, _p in sorted(links, key=lambda x: (x[0], not x[2], x[1]))
+                if key in got
+            ]
+        else:
+            rows = con.execute(
+                f"""
+                SELECT tr.trial_id, {cols}
+                FROM trial_records tr JOIN records r USING (record_key)
+                ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key"""
+            ).fetchall()
         recs: dict[str, ParsedRecord] = {}
         by_trial: dict[str, list[ParsedRecord]] = {}
         for tid, key, rid, channel, fmt, registry, title, otitle, acr, summ, desc in rows:
@@ -974,8 +1021,10 @@ class Store:
             )
             recs[key] = rec
             by_trial.setdefault(tid, []).append(rec)
-        keys_sql = "WHERE record_key IN (SELECT unnest(?::VARCHAR[]))" if few else ""
-        keys: list[Any] = [list(recs)] if few else []
+        keys_sql = f"WHERE record_key IN ({', '.join('?' * len(recs))})" if few else ""
+        keys: list[Any] = list(recs) if few else []
+        if few and not recs:
+            return by_trial
         lists = {
             "mesh": "mesh_terms",
             "mesh_ancestor": "mesh_ancestors",

@@ -147,13 +147,18 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
                 index = snap.info.get("index")
                 snap.cache_put("overview?" + key, Q.overview(cur, q, index=index))
                 snap.cache_put("facets?" + key, Q.facets(cur, q, index=index))
-                first = cur.execute(f"SELECT trial_id FROM {Q.ST} LIMIT 1").fetchone()
-                if first:  # loads the taxonomy the evidence context needs, once
-                    texts = snap.cursor("texts")
-                    try:
-                        Q.trial_detail(cur, str(first[0]), texts, index=index)
-                    finally:
-                        snap.give_back(texts, "texts")
+                Q.trial_page(cur, q, index=index)  # first use of each code path
+                Q.changes_page(cur, q, None, None, 500, index=index)
+                some = cur.execute(
+                    f"(SELECT trial_id FROM {Q.ST} LIMIT 1) UNION ALL "
+                    f"(SELECT trial_id FROM {Q.ST} WHERE has_results LIMIT 1)"
+                ).fetchall()
+                texts = snap.cursor("texts")
+                try:  # loads the taxonomy the evidence context needs, once
+                    for (tid,) in some:
+                        Q.trial_detail(cur, str(tid), texts, index=index)
+                finally:
+                    snap.give_back(texts, "texts")
             finally:
                 snap.give_back(cur)
         except Exception:  # a warm cache is an optimisation only
@@ -383,8 +388,11 @@ def create_app(config: ServeConfig, manager: SnapshotManager | None = None) -> S
     routes.insert(0, Route("/favicon.ico", favicon))
 
     def startup() -> None:
+        for name in env.list_templates():  # compiled once, before the first request
+            env.get_template(name)
         if mgr._current is None:
             mgr.start()
+            mgr.wait_warm()  # ready means the landing pages are answered too
 
     def shutdown() -> None:
         if own_manager:

@@ -164,6 +164,7 @@ class FacetIndex:
     m_row_off: npt.NDArray[np.int64]
     m_size: int
     facts: dict[str, bool]
+    ranges: dict[str, npt.NDArray[np.int64]]
     changes: pa.Table | None
     ch_neg_days: npt.NDArray[np.int64]
     ch_row: IntArray
@@ -175,6 +176,7 @@ class FacetIndex:
         self.multi: dict[str, Multi] = {}
         self.build_seconds = 0.0
         self.facts = {}
+        self.ranges = {}
         self.changes = None
 
     # ------------------------------------------------------------- build
@@ -409,6 +411,20 @@ class FacetIndex:
             c = (mc if multi else sc)[start : start + len(vocab)]
             out[name] = [(vocab[i], int(c[i])) for i in np.flatnonzero(c)]
         return out
+
+    def add_ranges(self, con: duckdb.DuckDBPyConnection, tables: dict[str, str]) -> None:
+        """For each table sorted by ``trial_id``: where each trial's rows are
+        (``rowid`` from ``ranges[name][row]`` to ``ranges[name][row + 1]``)."""
+        t0 = time.perf_counter()
+        ids = self.rows.column("trial_id")
+        for name, table in tables.items():
+            tid = _arrow(con, f"SELECT trial_id FROM {table} ORDER BY rowid").column("trial_id")
+            at = pc.index_in(tid, value_set=ids)
+            rows = np.asarray(pc.fill_null(at, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+            if len(rows) and (np.any(rows < 0) or np.any(np.diff(rows) < 0)):
+                continue  # not sorted like the trials (or rows of no trial): no ranges
+            self.ranges[name] = np.searchsorted(rows, np.arange(self.n + 1)).astype(np.int64)
+        self.build_seconds += time.perf_counter() - t0
 
     # ----------------------------------------------------------- changes
     def add_changes(self, con: duckdb.DuckDBPyConnection, table: str) -> None:

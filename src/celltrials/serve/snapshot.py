@@ -83,9 +83,10 @@ class Snapshot:
             self.con.execute("USE store")
             typed_labels_view(self.con)  # a store from before typed labels
             self.con.execute("SET enable_progress_bar = false")
-            # more DuckDB workers than cores: a short query (a trial page) then
-            # interleaves with a long one (facets) instead of queueing behind it
-            threads = os.environ.get("CELLTRIALS_SERVE_THREADS") or str(max(8, os.cpu_count() or 1))
+            # one DuckDB worker per core: the long queries (facets, search) are
+            # answered by the in-memory index now, and the look-ups left cost less
+            # CPU with fewer workers (each query runs in its request's thread)
+            threads = os.environ.get("CELLTRIALS_SERVE_THREADS") or str(os.cpu_count() or 1)
             self.con.execute(f"SET threads = {int(threads)}")
             self.info = prepare(self.con)
         except BaseException:
@@ -228,6 +229,7 @@ class SnapshotManager:
         self._number = 0
         self._refresh_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._warm: threading.Thread | None = None
         self._closed = False
         #: called (in a background thread) with each new snapshot once it serves
         self.on_swap: Callable[[Snapshot], None] | None = None
@@ -292,6 +294,12 @@ class SnapshotManager:
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Wait for a running background refresh (tests)."""
         t = self._thread
+        if t is not None:
+            t.join(timeout)
+
+    def wait_warm(self, timeout: float = 120.0) -> None:
+        """Wait until the newest snapshot's ``on_swap`` (warming) is done."""
+        t = self._warm
         if t is not None:
             t.join(timeout)
 
@@ -364,9 +372,10 @@ class SnapshotManager:
         if old is not None:
             old.retire()
         if self.on_swap is not None:
-            threading.Thread(
+            self._warm = threading.Thread(
                 target=self.on_swap, args=(snap,), name="celltrials-warm", daemon=True
-            ).start()
+            )
+            self._warm.start()
         return True
 
 

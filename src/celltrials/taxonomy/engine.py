@@ -1022,7 +1022,7 @@ class _Index:
         (``regex``) the beginnings at which its regex is tried."""
         for pref, lit in enumerate(lits):
             low = lit.exact.lower()
-            g = "".join(ch if _is_word(ch) else _SEP for ch in low)
+            g = _g(low)  # (an ASCII string)
             kid = self._key(_SEP + g + ("" if lit.run else _SEP))
             variant: _Variant
             if regex:
@@ -1039,10 +1039,8 @@ class _Index:
                     lo,
                     hi,
                 )
-            vs = self.variants[kid].setdefault(fid, [])
-            if variant not in vs:
-                vs.append(variant)
-                vs.sort()
+            self.variants[kid].setdefault(fid, []).append(variant)
+        self.automaton = None  # (its build sorts the variants)
         self.cache.clear()
         self.old.clear()
 
@@ -1059,6 +1057,9 @@ class _Index:
         return aid
 
     def _build(self) -> Any:
+        for by_field in self.variants:
+            for fid, vs in by_field.items():
+                by_field[fid] = sorted(set(vs))  # rank order, each once
         auto = ahocorasick.Automaton()
         for key, kid in self.keys.items():
             # (back, codes, anchor bit): a key ending at g[end] has its leading SEP at
@@ -1097,12 +1098,14 @@ class _Index:
                 return _Scan(text, g, [], 0)
             auto = self._build()
         codes: list[int] = []
+        add = codes.append
         present = 0
         for end, (back, fcodes, bit) in auto.iter(g):
-            present |= bit
+            if bit:
+                present |= bit
             start = (end - back) << _KEY_BITS
             for c in fcodes:
-                codes.append(c | start)
+                add(c | start)
         codes.sort()
         return _Scan(text, g, codes, present)
 
@@ -1206,8 +1209,8 @@ class CompiledField:
         self._by_present: dict[int, tuple[int, ...]] = {0: self._always}
         self._last_text: str | None = None  # the last text asked, and its hits
         self._last: list[Hit] = []
-        lo = self._fid << _FIELD_SHIFT
-        self._codes = (lo, lo + (1 << _FIELD_SHIFT))  # this field's candidates
+        self._code_lo = self._fid << _FIELD_SHIFT  # this field's candidates
+        self._code_hi = self._code_lo + (1 << _FIELD_SHIFT)
 
     def _add_cluster(self, ks: list[int]) -> int:
         self._clusters.append(self._cluster(ks))
@@ -1274,52 +1277,67 @@ class CompiledField:
             return union
         return got
 
-    def _regex_at(self, scan: _Scan, k: int, p: int) -> int:
-        """Where triggered alternative ``k`` matches from word start ``p`` to (or -1)."""
-        rx = self._rx.get(k)
-        if rx is None:
-            rx = self._rx[k] = re.compile(rf"(?:{self.infos[k].source})(?!\w)", re.IGNORECASE)
-        m = rx.match(scan.pad(), p + 1)  # as in a cluster
-        return -1 if m is None else m.end() - 1
+    def _compile(self, k: int) -> re.Pattern[str]:
+        """Triggered alternative ``k``, compiled to be matched at a word start."""
+        rx = self._rx[k] = re.compile(rf"(?:{self.infos[k].source})(?!\w)", re.IGNORECASE)
+        return rx
 
-    def _found(self, scan: _Scan, i: int, n: int) -> list[_Found]:
+    def _found(self, scan: _Scan, i: int, n: int, alone: bool) -> list[_Found]:
         """The index's matches (candidates ``scan.codes[i:n]``): at each word start
         with candidates, the first alternative (and its preferred string) that
-        matches there."""
+        matches there. ``alone``: no cluster runs on this text, so the matches are
+        the hits: word starts inside the previous one are skipped, empty ones left
+        out."""
         codes = scan.codes
         text, g = scan.text, scan.g
         variants = _INDEX.variants
         fid = self._fid
         pmask = (1 << _FIELD_SHIFT) - 1
         out: list[_Found] = []
+        last = 0
         while i < n:
             p = (codes[i] & pmask) >> _KEY_BITS
-            vs = variants[codes[i] & _KEY_MASK][fid]
-            i += 1
-            while i < n and (codes[i] & pmask) >> _KEY_BITS == p:  # several keys here
-                vs = sorted({*vs, *variants[codes[i] & _KEY_MASK][fid]})
-                i += 1
-            for rank, ln, low, exact, pairs, lo, hi in vs:
-                if ln == _REGEX:
-                    end = self._regex_at(scan, rank >> _RANK_BITS, p)
-                    if end < 0:
+            j = i + 1
+            while j < n and (codes[j] & pmask) >> _KEY_BITS == p:  # several keys here
+                j += 1
+            if alone and p < last:  # inside the previous hit
+                i = j
+                continue
+            # the first alternative (lowest rank) that matches here: each key's
+            # variants are in rank order, so per key stop at the first that matches
+            best, best_end = _BIG, -1
+            for t in range(i, j):
+                for rank, ln, low, exact, pairs, lo, hi in variants[codes[t] & _KEY_MASK][fid]:
+                    if rank >= best:
+                        break
+                    if ln == _REGEX:
+                        rx = self._rx.get(rank >> _RANK_BITS)
+                        if rx is None:
+                            rx = self._compile(rank >> _RANK_BITS)
+                        m = rx.match(scan.pad(), p + 1)  # as in a cluster
+                        if m is None:
+                            continue
+                        best, best_end = rank, m.end() - 1
+                        break
+                    if low is not None and not scan.fold().startswith(low, p):
                         continue
-                    out.append((p, end, rank >> _RANK_BITS))
+                    if exact is not None and not text.startswith(exact, p):
+                        continue
+                    if pairs is not None and any(text[p + o] != c for o, c in pairs):
+                        continue
+                    end = p + ln
+                    if hi >= 0:  # a word run follows: up to the next SEP
+                        run = g.find(_SEP, end + 1) - 1 - end
+                        if run < lo or run > hi:
+                            continue
+                        end += run
+                    best, best_end = rank, end
                     break
-                if low is not None and not scan.fold().startswith(low, p):
-                    continue
-                if exact is not None and not text.startswith(exact, p):
-                    continue
-                if pairs is not None and any(text[p + j] != c for j, c in pairs):
-                    continue
-                end = p + ln
-                if hi >= 0:  # a word run follows: up to the next SEP
-                    run = g.find(_SEP, end + 1) - 1 - end
-                    if run < lo or run > hi:
-                        continue
-                    end += run
-                out.append((p, end, rank >> _RANK_BITS))
-                break
+            i = j
+            if best_end > p or (best_end == p and not alone):
+                out.append((p, best_end, best >> _RANK_BITS))
+                if best_end > p:
+                    last = best_end
         return out
 
     def hits(self, text: str, lower: str | None = None) -> list[Hit]:
@@ -1339,20 +1357,14 @@ class CompiledField:
     def _hits(self, scan: _Scan) -> list[Hit]:
         text = scan.text
         codes = scan.codes
-        lo, hi = self._codes
-        i = bisect_left(codes, lo)
-        n = bisect_left(codes, hi, i)
-        found = self._found(scan, i, n) if i < n else []
-        cis = self._for(scan)
+        i = bisect_left(codes, self._code_lo)
+        n = bisect_left(codes, self._code_hi, i)
+        cis = self._for(scan) if self._clusters else ()
+        found = self._found(scan, i, n, not cis) if i < n else []
         owner = self._owner
-        out: list[Hit] = []
         if not cis:
-            last = 0
-            for s, e, k in found:
-                if s >= last and e > s:
-                    out.append(Hit(owner[k], s, e, text[s:e]))
-                    last = e
-            return out
+            return [Hit(owner[k], s, e, text[s:e]) for s, e, k in found]
+        out: list[Hit] = []
         padded = scan.pad()  # a match starts at the \W before the word start: its
         # offset in ``padded`` is the word start's offset in ``text``
         # keep each cluster's next match and the next one found through the index;
