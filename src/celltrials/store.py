@@ -977,19 +977,27 @@ class Store:
             # by constant keys, in two steps (trial → record keys → records): DuckDB
             # then reads only those trials' row groups and the records' index entries
             tids = sorted(wanted or ())
-            links = con.execute(
-                "SELECT trial_id, record_key, is_primary FROM trial_records "
-                f"WHERE trial_id IN ({', '.join('?' * len(tids))})",
-                tids,
-            ).fetchall() if tids else []
-            got = {
-                r[0]: r[1:]
-                for r in con.execute(
-                    f"SELECT {cols} FROM records r "
-                    f"WHERE r.record_key IN ({', '.join('?' * len(links))})",
-                    [k for _t, k, _p in links],
+            links = (
+                con.execute(
+                    "SELECT trial_id, record_key, is_primary FROM trial_records "
+                    f"WHERE trial_id IN ({', '.join('?' * len(tids))})",
+                    tids,
                 ).fetchall()
-            } if links else {}
+                if tids
+                else []
+            )
+            got = (
+                {
+                    r[0]: r[1:]
+                    for r in con.execute(
+                        f"SELECT {cols} FROM records r "
+                        f"WHERE r.record_key IN ({', '.join('?' * len(links))})",
+                        [k for _t, k, _p in links],
+                    ).fetchall()
+                }
+                if links
+                else {}
+            )
             rows = [
                 (tid, key, *got[key])
                 for tid, key, _p in sorted(links, key=lambda x: (x[0], not x[2], x[1]))
