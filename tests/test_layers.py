@@ -104,3 +104,17 @@ def test_the_store_knows_no_feature() -> None:
         for m in imports_of(MODULES["celltrials.store"], "celltrials.store")
         if m.startswith(("celltrials.classify", "celltrials.sync", "celltrials.products"))
     }
+
+
+def test_no_module_is_imported_by_name_at_run_time() -> None:
+    # importlib.import_module / __import__ would hide an upward import from the
+    # layer check above (issue 14: no importlib loading of our own modules)
+    found = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                f = node.func
+                called = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                if called in ("import_module", "__import__"):
+                    found.append(f"{name}:{node.lineno}")
+    assert found == []

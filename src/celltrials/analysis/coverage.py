@@ -26,13 +26,14 @@ known end and never mark a year.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from celltrials.quality import coverage_windows
 
 #: a source that supplied at least this share of a series' trials marks the years after its snapshot
 MATERIAL_SHARE = 0.10
@@ -46,44 +47,19 @@ def source_windows(con: Any) -> pd.DataFrame:
     record of the file is dated)."""
     c = getattr(con, "con", con)
     rows: list[dict[str, Any]] = []
-    quality = _quality()
-    if quality is not None:
-        for w in quality.coverage_windows(c):
-            rows.append(
-                {
-                    "source": w.source,
-                    "format": w.format,
-                    "registries": ", ".join(w.registries),
-                    "n_records": int(w.n_records),
-                    "snapshot_date": w.snapshot_date,
-                }
-            )
-    else:
-        for r in c.execute("""
-                SELECT source, any_value(source_format), string_agg(DISTINCT registry, ', ' ORDER BY registry),
-                       count(*), max(last_update)
-                FROM records GROUP BY source ORDER BY source""").fetchall():
-            rows.append(
-                {
-                    "source": r[0],
-                    "format": r[1],
-                    "registries": r[2] or "",
-                    "n_records": int(r[3]),
-                    "snapshot_date": r[4],
-                }
-            )
+    for w in coverage_windows(c):  # the export dates too, not only the records' own
+        rows.append(
+            {
+                "source": w.source,
+                "format": w.format,
+                "registries": ", ".join(w.registries),
+                "n_records": int(w.n_records),
+                "snapshot_date": w.snapshot_date,
+            }
+        )
     return pd.DataFrame(
         rows, columns=["source", "format", "registries", "n_records", "snapshot_date"]
     )
-
-
-def _quality() -> Any:
-    """``celltrials.quality`` when this build has it (its windows also read export dates)."""
-    try:
-        mod = importlib.import_module("celltrials.quality")
-    except ImportError:
-        return None
-    return mod if hasattr(mod, "coverage_windows") else None
 
 
 def _values(v: Any) -> list[str]:
