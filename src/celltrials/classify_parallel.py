@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import itertools
 import marshal
 import multiprocessing as mp
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -127,16 +128,22 @@ def _context() -> Any:
 
 
 def classify_many(
-    texts: Sequence[TrialText],
+    texts: Iterable[TrialText],
     jobs: int | None = None,
     taxonomy: Taxonomy | None = None,
     progress: Callable[[int, int], None] | None = None,
     chunk_size: int = CHUNK,
+    total: int | None = None,
 ) -> Iterator[TrialLabels]:
     """Labels of ``texts``, in order, classified by ``jobs`` processes (see :func:`plan_jobs`).
 
-    ``progress(done, total)`` is called after each chunk."""
-    n = len(texts)
+    ``texts`` may be an iterator (read lazily, a few chunks ahead of the
+    workers); then ``total``, the number of trials it yields at most, sizes
+    the pool and the progress. ``progress(done, total)`` is called after each chunk."""
+    if total is None:
+        texts = texts if isinstance(texts, Sized) else list(texts)
+        total = len(texts)
+    n = total
     workers = plan_jobs(n, jobs)
     if workers == 1:
         clf = Classifier(taxonomy)
@@ -151,17 +158,12 @@ def classify_many(
         max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=(raw, source)
     ) as pool:
         pending: deque[Future[bytes]] = deque()
-        starts = iter(range(0, n, chunk_size))
+        it = iter(texts)
 
         def submit() -> None:
-            start = next(starts, None)
-            if start is not None:
-                pending.append(
-                    pool.submit(
-                        _classify_chunk,
-                        marshal.dumps([_pack(t) for t in texts[start : start + chunk_size]]),
-                    )
-                )
+            chunk = [_pack(t) for t in itertools.islice(it, chunk_size)]
+            if chunk:
+                pending.append(pool.submit(_classify_chunk, marshal.dumps(chunk)))
 
         for _ in range(4 * workers):  # a few chunks in flight per worker
             submit()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,9 @@ from celltrials.evaluate import evaluate, evaluate_many
 from celltrials.progress import Progress, ProgressEvent
 from celltrials.store import Store, label_text
 from celltrials.taxonomy.loader import Taxonomy
+
+#: trials :func:`classify_store` reads, classifies and stages at a time
+CHUNK_TRIALS = 10_000
 
 #: the labels file's columns after ``registry_id`` and ``is_cell_therapy``
 _FILE_LABELS = LABEL_COLUMNS[2:]
@@ -73,6 +76,7 @@ def classify_store(
     progress: Progress | None = None,
     taxonomy: Taxonomy | None = None,
     jobs: int | None = None,
+    chunk_size: int = CHUNK_TRIALS,
 ) -> dict[str, Any]:
     """Classify every trial in ``store`` into tables ``labels`` and ``label_evidence``.
 
@@ -82,40 +86,59 @@ def classify_store(
     ``jobs``: worker processes (None: all cores when the store is large enough;
     1: this process); the labels do not depend on it
     (:func:`celltrials.classify_parallel.classify_many`).
+    ``chunk_size``: trials read, and labels staged, at a time (memory stays
+    bounded; the labels do not depend on it). The stored labels are replaced
+    in one short transaction at the end: a failure leaves them as they were.
     Returns a summary dict.
     """
 
     t0 = time.perf_counter()
     clf = Classifier(taxonomy)
-    texts = store_trial_texts(store)
+    ids = store.sorted_trial_ids()
     existing = store.label_versions() if only_changed else {}
     now = datetime.now(UTC).replace(tzinfo=None)
-    lab_rows: list[dict[str, Any]] = []
-    ev_rows: list[dict[str, Any]] = []
     skipped = 0
+    classified = 0
     counts: dict[str, int] = {}
-    total = len(texts)
-    todo = texts
-    if only_changed:
-        todo = [tt for tt in texts if existing.get(tt.trial_id) != (clf.tax.version, tt.digest())]
-        skipped = total - len(todo)
+    total = len(ids)
+
+    def todo() -> Iterator[TrialText]:
+        # the store's texts chunk by chunk (trial-id ranges, in trial-id order)
+        nonlocal skipped
+        for start in range(0, total, chunk_size):
+            first, last = ids[start], ids[min(start + chunk_size, total) - 1]
+            recs = store.text_records(between=(first, last))
+            for tid, rs in recs.items():
+                tt = TrialText.from_records(rs, tid)
+                if only_changed and existing.get(tid) == (clf.tax.version, tt.digest()):
+                    skipped += 1
+                    continue
+                yield tt
 
     def report(done: int, _n: int) -> None:
         if progress is not None:
             progress(ProgressEvent("classify", "trials", done=skipped + done, total=total))
 
-    for lab in classify_many(todo, jobs=jobs, taxonomy=taxonomy, progress=report):
-        lab_rows.append(_label_row(lab, now))
-        ev_rows.extend({"trial_id": lab.trial_id, **e.to_dict()} for e in lab.evidence)
-        for ct in lab.cell_type:
-            counts[ct] = counts.get(ct, 0) + 1
-    current = {t.trial_id for t in texts}
-    store.write_labels(
-        lab_rows, ev_rows, partial=only_changed, drop=[t for t in existing if t not in current]
-    )
+    with store.label_staging() as stage:
+        lab_rows: list[dict[str, Any]] = []
+        ev_rows: list[dict[str, Any]] = []
+        labs = classify_many(todo(), jobs=jobs, taxonomy=taxonomy, progress=report, total=total)
+        for lab in labs:
+            lab_rows.append(_label_row(lab, now))
+            ev_rows.extend({"trial_id": lab.trial_id, **e.to_dict()} for e in lab.evidence)
+            for ct in lab.cell_type:
+                counts[ct] = counts.get(ct, 0) + 1
+            if len(lab_rows) >= chunk_size:
+                stage.add(lab_rows, ev_rows)
+                classified += len(lab_rows)
+                lab_rows, ev_rows = [], []
+        stage.add(lab_rows, ev_rows)
+        classified += len(lab_rows)
+        current = set(ids)
+        stage.publish(partial=only_changed, drop=[t for t in existing if t not in current])
     return {
         "trials": total,
-        "classified": len(lab_rows),
+        "classified": classified,
         "skipped_unchanged": skipped,
         "cell_therapy_trials": store.n_cell_therapy_trials(),
         "cell_types": dict(sorted(counts.items(), key=lambda kv: -kv[1])),

@@ -877,30 +877,20 @@ class Store:
         lists of strings), ``evidence`` rows the :data:`EVIDENCE_COLUMNS`.
         They replace every stored label, or with ``partial`` only those of
         their trials (and the trials in ``drop`` lose theirs)."""
-        lab = pa.table(
-            {c: pa.array([r[c] for r in labels], type=_LABEL_ARROW[c]) for c in LABEL_TABLE_COLUMNS}
-        )
-        ev = pa.table(
-            {c: pa.array([r[c] for r in evidence], type=_LABEL_ARROW[c]) for c in EVIDENCE_COLUMNS}
-        )
-        self.con.register("_new_labels", lab)
-        self.con.register("_new_evidence", ev)
+        with self.label_staging() as stage:
+            stage.add(labels, evidence)
+            stage.publish(partial=partial, drop=drop)
+
+    @contextlib.contextmanager
+    def label_staging(self) -> Iterator[LabelStaging]:
+        """A :class:`LabelStaging` of this store: labels are added batch by batch
+        to temporary tables (the stored labels are untouched) and published in
+        one short transaction; the temporary tables are dropped on leaving."""
+        stage = LabelStaging(self)
         try:
-            with self.transaction() as con:
-                if partial:
-                    gone = "SELECT trial_id FROM _new_labels UNION ALL SELECT unnest(?::VARCHAR[])"
-                    dropped = [list(drop)]
-                    con.execute(f"DELETE FROM labels WHERE trial_id IN ({gone})", dropped)
-                    con.execute(f"DELETE FROM label_evidence WHERE trial_id IN ({gone})", dropped)
-                else:
-                    con.execute("DELETE FROM labels")
-                    con.execute("DELETE FROM label_evidence")
-                con.execute("INSERT INTO labels BY NAME SELECT * FROM _new_labels")
-                con.execute("INSERT INTO label_evidence BY NAME SELECT * FROM _new_evidence")
+            yield stage
         finally:
-            for name in ("_new_labels", "_new_evidence"):
-                with contextlib.suppress(duckdb.Error):  # inside a failed outer transaction
-                    self.con.unregister(name)
+            stage.close()
 
     def label_rows(self, trial_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Stored labels (of every trial, or of ``trial_ids``), one dict per trial
@@ -960,10 +950,27 @@ class Store:
                 out.setdefault(str(tid), set()).add(str(rid).strip())
         return {tid: sorted(ids) for tid, ids in sorted(out.items())}
 
-    def text_records(self, trial_ids: Iterable[str] | None = None) -> dict[str, list[ParsedRecord]]:
+    def sorted_trial_ids(self) -> list[str]:
+        """Every merged trial's id, sorted."""
+        return [
+            str(r[0])
+            for r in self.con.execute(
+                "SELECT DISTINCT trial_id FROM trial_records ORDER BY trial_id"
+            ).fetchall()
+        ]
+
+    def text_records(
+        self,
+        trial_ids: Iterable[str] | None = None,
+        *,
+        between: tuple[str, str] | None = None,
+    ) -> dict[str, list[ParsedRecord]]:
         """Each trial's current records (primary first) with the texts a
         classifier reads: titles, acronym, summaries, conditions, MeSH terms
-        and ancestors, keywords, interventions and arms (no raw JSON)."""
+        and ancestors, keywords, interventions and arms (no raw JSON).
+
+        ``between`` (first, last): only the trials whose id is in that range
+        (inclusive; filtered in SQL, so a large store can be read chunk by chunk)."""
         con = self.con
         wanted = set(trial_ids) if trial_ids is not None else None
         # a few trials (explain, the dashboard): filter in SQL, not over the whole store
@@ -1004,11 +1011,13 @@ class Store:
                 if key in got
             ]
         else:
+            where = "WHERE tr.trial_id BETWEEN ? AND ?" if between is not None else ""
             rows = con.execute(
                 f"""
                 SELECT tr.trial_id, {cols}
-                FROM trial_records tr JOIN records r USING (record_key)
-                ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key"""
+                FROM trial_records tr JOIN records r USING (record_key) {where}
+                ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""",
+                list(between or ()),
             ).fetchall()
         recs: dict[str, ParsedRecord] = {}
         by_trial: dict[str, list[ParsedRecord]] = {}
@@ -1031,6 +1040,12 @@ class Store:
             by_trial.setdefault(tid, []).append(rec)
         keys_sql = f"WHERE record_key IN ({', '.join('?' * len(recs))})" if few else ""
         keys: list[Any] = list(recs) if few else []
+        if between is not None and not few:
+            keys_sql = (
+                "WHERE record_key IN (SELECT record_key FROM trial_records "
+                "WHERE trial_id BETWEEN ? AND ?)"
+            )
+            keys = list(between)
         if few and not recs:
             return by_trial
         lists = {
@@ -1039,7 +1054,9 @@ class Store:
             "keyword": "keywords",
         }
         for key, cond, kind in con.execute(
-            f"SELECT record_key, condition, kind FROM record_conditions {keys_sql}", keys
+            # in table order (a filtered scan may return rows in another order)
+            f"SELECT record_key, condition, kind FROM record_conditions {keys_sql} ORDER BY rowid",
+            keys,
         ).fetchall():
             crec = recs.get(key)
             if crec is not None and cond:
@@ -1493,6 +1510,70 @@ def _child_rows(child: dict[str, list[tuple[Any, ...]]], rec: ParsedRecord, key:
 
 #: the label columns a reader of a trial wants (not the key, not the run's input hash)
 _LABEL_READ_COLUMNS = tuple(c for c in LABEL_TABLE_COLUMNS if c not in ("trial_id", "input_hash"))
+
+
+class LabelStaging:
+    """Labels written in batches, published all or nothing (see
+    :meth:`Store.label_staging`): :meth:`add` appends rows to temporary
+    tables, :meth:`publish` replaces the stored labels with them in one
+    transaction. Evidence keeps the order it was added in."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        con = store.con
+        con.execute("CREATE OR REPLACE TEMP TABLE _stage_labels AS SELECT * FROM labels LIMIT 0")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _stage_evidence AS SELECT * FROM label_evidence LIMIT 0"
+        )
+        self.n_labels = 0
+
+    def add(
+        self, labels: Sequence[Mapping[str, Any]], evidence: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Append ``labels`` rows (the :data:`LABEL_TABLE_COLUMNS`) and ``evidence``
+        rows (the :data:`EVIDENCE_COLUMNS`) to the staging tables."""
+        lab = pa.table(
+            {c: pa.array([r[c] for r in labels], type=_LABEL_ARROW[c]) for c in LABEL_TABLE_COLUMNS}
+        )
+        ev = pa.table(
+            {c: pa.array([r[c] for r in evidence], type=_LABEL_ARROW[c]) for c in EVIDENCE_COLUMNS}
+        )
+        con = self.store.con
+        for name, table, target in (
+            ("_new_labels", lab, "_stage_labels"),
+            ("_new_evidence", ev, "_stage_evidence"),
+        ):
+            con.register(name, table)
+            try:
+                con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {name}")
+            finally:
+                with contextlib.suppress(duckdb.Error):  # inside a failed outer transaction
+                    con.unregister(name)
+        self.n_labels += len(labels)
+
+    def publish(self, *, partial: bool = False, drop: Iterable[str] = ()) -> None:
+        """Replace every stored label with the staged ones, or with ``partial``
+        only those of the staged trials (and the trials in ``drop`` lose
+        theirs); all or nothing."""
+        with self.store.transaction() as con:
+            if partial:
+                gone = "SELECT trial_id FROM _stage_labels UNION ALL SELECT unnest(?::VARCHAR[])"
+                dropped = [list(drop)]
+                con.execute(f"DELETE FROM labels WHERE trial_id IN ({gone})", dropped)
+                con.execute(f"DELETE FROM label_evidence WHERE trial_id IN ({gone})", dropped)
+            else:
+                con.execute("DELETE FROM labels")
+                con.execute("DELETE FROM label_evidence")
+            con.execute("INSERT INTO labels BY NAME SELECT * FROM _stage_labels")
+            con.execute("INSERT INTO label_evidence BY NAME SELECT * FROM _stage_evidence")
+
+    def close(self) -> None:
+        """Drop the staging tables."""
+        for name in ("_stage_labels", "_stage_evidence"):
+            with contextlib.suppress(duckdb.Error):  # inside a failed outer transaction
+                self.store.con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
 _LABEL_ARROW: dict[str, pa.DataType] = {
     **{c: pa.string() for c in (*LABEL_TABLE_COLUMNS, *EVIDENCE_COLUMNS)},
     **{c: pa.list_(pa.string()) for c in LABEL_LIST_COLUMNS},
