@@ -13,7 +13,9 @@ labels file (:func:`labels_rows`), per-trial explanations
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -70,6 +72,20 @@ def _label_row(lab: TrialLabels, now: datetime) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Texts and labels are acyclic (refcounting frees each chunk's); the cyclic
+    collector would only rescan them: it took ~40 % of the main process's CPU
+    time at 100,000 trials. Paused while classifying a store."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def classify_store(
     store: Store,
     only_changed: bool = False,
@@ -119,7 +135,7 @@ def classify_store(
         if progress is not None:
             progress(ProgressEvent("classify", "trials", done=skipped + done, total=total))
 
-    with store.label_staging() as stage:
+    with _gc_paused(), store.label_staging() as stage:
         lab_rows: list[dict[str, Any]] = []
         ev_rows: list[dict[str, Any]] = []
         labs = classify_many(todo(), jobs=jobs, taxonomy=taxonomy, progress=report, total=total)
