@@ -1053,9 +1053,12 @@ class Store:
             "mesh_ancestor": "mesh_ancestors",
             "keyword": "keywords",
         }
+        # conditions in table order: a plain scan or a filter on literal keys keeps it
+        # (DuckDB preserves insertion order), a semi-join on a range of trials does not;
+        # the dashboard reads through views of sorted copies, which have no rowid
+        order = " ORDER BY rowid" if between is not None and not few else ""
         for key, cond, kind in con.execute(
-            # in table order (a filtered scan may return rows in another order)
-            f"SELECT record_key, condition, kind FROM record_conditions {keys_sql} ORDER BY rowid",
+            f"SELECT record_key, condition, kind FROM record_conditions {keys_sql}{order}",
             keys,
         ).fetchall():
             crec = recs.get(key)
