@@ -1600,10 +1600,16 @@ class LabelStaging:
                 dropped = [list(drop)]
                 con.execute(f"DELETE FROM labels WHERE trial_id IN ({gone})", dropped)
                 con.execute(f"DELETE FROM label_evidence WHERE trial_id IN ({gone})", dropped)
+                con.execute("INSERT INTO labels BY NAME SELECT * FROM _stage_labels")
             else:
-                con.execute("DELETE FROM labels")
+                # a new table rather than DELETE + INSERT: replacing every key of the
+                # primary-key index row by row cost 3.6 s of the commit at 100,000
+                # trials, filling an empty one 0.2 s
+                con.execute(_TYPED_LABELS_DDL.format(name="_labels_new"))
+                con.execute("INSERT INTO _labels_new BY NAME SELECT * FROM _stage_labels")
+                con.execute("DROP TABLE labels")
+                con.execute("ALTER TABLE _labels_new RENAME TO labels")
                 con.execute("DELETE FROM label_evidence")
-            con.execute("INSERT INTO labels BY NAME SELECT * FROM _stage_labels")
             con.execute("INSERT INTO label_evidence BY NAME SELECT * FROM _stage_evidence")
 
     def close(self) -> None:
