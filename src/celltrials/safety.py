@@ -20,7 +20,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from rich.markup import escape
 
 #: first characters that make a spreadsheet cell a formula (OWASP), plus full-width forms
@@ -30,6 +33,13 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d"
 _XLSX_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 _SAFE_SCHEMES = ("http", "https")
+
+#: an http(s) URL urlsplit reads as is: ASCII host without brackets, no space or control
+#: character anywhere (the common case, accepted without splitting; see safe_url)
+_PLAIN_HTTP_URL = re.compile(
+    r"(?i:https?)://[\x21\x22\x24-\x2e\x30-\x3e\x40-\x5a\x5c\x5e-\x7e]+(?:[/?#][\x21-\x7e]*)?"
+)
+_URL_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
 def is_formula_like(value: object) -> bool:
@@ -53,8 +63,31 @@ def safe_xlsx_cell(value: Any) -> Any:
     return value
 
 
+#: a text cell that :func:`is_formula_like` flags, as one RE2/Python pattern
+_FORMULA_START = "^ *[=+\\-@\\t\\r\uff1d\uff0b\uff0d\uff20]"
+
+
 def _safe_seq(values: Any, cell: Any) -> list[Any]:
     return [cell(v) for v in values]
+
+
+def _safe_text_column(s: pd.Series, cell: Any, xlsx: bool) -> list[Any] | None:
+    """:func:`_safe_seq` of an Arrow-backed text column, finding the cells to
+    change with Arrow's regex kernels (one pass in C++ instead of a Python call
+    per cell); None when the column is not Arrow-backed."""
+    try:
+        arr = pa.array(s.array)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None
+    hit = pc.match_substring_regex(arr, _FORMULA_START)
+    if xlsx:
+        hit = pc.or_(hit, pc.match_substring_regex(arr, _XLSX_ILLEGAL.pattern))
+    values = s.tolist()
+    for i in np.flatnonzero(hit.fill_null(False).to_numpy(zero_copy_only=False)).tolist():
+        values[i] = cell(values[i])
+    return values
 
 
 def safe_frame(df: pd.DataFrame, *, xlsx: bool = False) -> pd.DataFrame:
@@ -64,7 +97,9 @@ def safe_frame(df: pd.DataFrame, *, xlsx: bool = False) -> pd.DataFrame:
     for col in out.columns:
         s = out[col]
         if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-            out[col] = pd.Series(_safe_seq(s.tolist(), cell), index=s.index, dtype=object)
+            fast = None if s.dtype == object else _safe_text_column(s, cell, xlsx)
+            values = fast if fast is not None else _safe_seq(s.tolist(), cell)
+            out[col] = pd.Series(values, index=s.index, dtype=object)
     out.columns = [cell(c) if isinstance(c, str) else c for c in out.columns]
     return out
 
@@ -83,7 +118,9 @@ def safe_url(value: object) -> str:
     if not isinstance(value, str):
         return ""
     text = value.strip()
-    if not text or any(ord(c) < 0x21 or c == "\x7f" for c in text):
+    if _PLAIN_HTTP_URL.fullmatch(text):
+        return text
+    if not text or _URL_SPACE_OR_CONTROL.search(text):
         return ""
     try:
         parts = urlsplit(text)

@@ -15,6 +15,7 @@ knows HTML: :mod:`celltrials.report.render` draws the views,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date
 from os.path import commonpath
@@ -29,7 +30,7 @@ from celltrials.analysis import funnel as F
 from celltrials.analysis import landscape as L
 from celltrials.analysis.coverage import source_windows
 from celltrials.errors import StoreError
-from celltrials.quality import check
+from celltrials.quality import CoverageWindow, check, coverage_windows
 from celltrials.report.figures import COLORS, GREY, Chart, Series, palette
 
 TOP_N = 20
@@ -81,12 +82,15 @@ def frame_rows(df: pd.DataFrame) -> Iterator[Any]:
     return it
 
 
-def quality_summary(con: Any) -> dict[str, Any] | None:
+def quality_summary(
+    con: Any, windows: list[CoverageWindow] | None = None
+) -> dict[str, Any] | None:
     """The store-wide `celltrials check` totals for the methods section
-    (None for a store written before raw values were kept beside canonical ones)."""
+    (None for a store written before raw values were kept beside canonical ones).
+    ``windows``: the store's coverage windows, when already read."""
 
     try:
-        return check(con).summary()
+        return check(con, windows=windows).summary()
     except (duckdb.Error, StoreError):
         return None
 
@@ -238,25 +242,60 @@ YEAR_CHARTS = {"start_year_by_family": "families", "product_form_by_year": "prod
 
 
 def year_coverage(
-    sel: pd.DataFrame, dd: date | None, windows: pd.DataFrame
+    sel: pd.DataFrame, dd: date | None, windows: pd.DataFrame, con: Any = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Coverage marks (:func:`celltrials.analysis.coverage.year_coverage`) of
     every per-year chart, over the trials those charts count (dated, starting
-    by the data date), and each series' sources."""
+    by the data date), and each series' sources. With ``con`` (the store
+    ``sel`` was selected from) the store counts the trials per series and source."""
 
-    start = pd.to_datetime(sel["start_date"])
-    keep = start.notna() & (start <= pd.Timestamp(dd) if dd else start.notna())
-    dated = sel[keep]
-    years = (
-        list(range(int(start[keep].dt.year.min()), int(start[keep].dt.year.max()) + 1))
-        if keep.any()
-        else []
-    )
+    if con is not None:
+        years, per_key = _dated_series_sources(con, sel, dd, windows)
+    else:
+        start = pd.to_datetime(sel["start_date"])
+        keep = start.notna() & (start <= pd.Timestamp(dd) if dd else start.notna())
+        dated = sel.loc[keep, ["trial_id", "source", *YEAR_CHARTS.values()]]
+        years = (
+            list(range(int(start[keep].dt.year.min()), int(start[keep].dt.year.max()) + 1))
+            if keep.any()
+            else []
+        )
+        per_key = {key: C.series_sources(dated, key, windows) for key in YEAR_CHARTS.values()}
     marks, sources = [], []
     for chart, key in YEAR_CHARTS.items():
-        marks.append(C.year_coverage(dated, key, windows, years).assign(chart=chart))
-        sources.append(C.series_sources(dated, key, windows).assign(chart=chart))
+        src = per_key[key]
+        marks.append(C.year_coverage(sel.iloc[:0], key, windows, years, src).assign(chart=chart))
+        sources.append(src.assign(chart=chart))
     return pd.concat(marks, ignore_index=True), pd.concat(sources, ignore_index=True)
+
+
+def _dated_series_sources(
+    con: Any, sel: pd.DataFrame, dd: date | None, windows: pd.DataFrame
+) -> tuple[list[int], dict[str, pd.DataFrame]]:
+    """The start years of the dated trials of ``sel`` (starting by the data
+    date) and, per per-year chart key, :func:`celltrials.analysis.coverage.series_sources`
+    of them, counted in the store."""
+    cond = "start_date IS NOT NULL" + (" AND start_date <= ?" if dd else "")
+    params: list[Any] = [dd] if dd else []
+    per_key: dict[str, pd.DataFrame] = {}
+    with L._selected(con, sel):
+        y0, y1 = con.execute(
+            f"SELECT min(year(start_date)), max(year(start_date)) FROM _sel WHERE {cond}", params
+        ).fetchall()[0]
+        years = list(range(int(y0), int(y1) + 1)) if y0 is not None else []
+        for key in YEAR_CHARTS.values():
+            rows = con.execute(
+                f"""
+                WITH k AS (SELECT trial_id, coalesce(source, 'None') AS source,
+                                  unnest({key})::VARCHAR AS series FROM _sel WHERE {cond})
+                SELECT series, source, count(DISTINCT trial_id) FROM k
+                WHERE series IS NOT NULL AND series <> '' GROUP BY ALL""",
+                params,
+            ).fetchall()
+            counts = pd.DataFrame(rows, columns=["series", "source", "n_trials"])
+            counts["n_trials"] = counts["n_trials"].astype("int64")
+            per_key[key] = C.sources_frame(counts, windows)
+    return years, per_key
 
 
 class _YearMarks:
@@ -831,14 +870,21 @@ def funnel_data(
     report's trials, the trial ids behind each stage count, and the table of
     approved products (one row per active substance)."""
     inp = _funnel_input(sel)
-    if not inp["cell_type"].map(len).any():
+    labelled = inp["cell_type"].map(len) > 0
+    if not labelled.any():
         return None, {}, "No funnel: the report's trials carry no cell-type labels.", None
     try:
         links = con.execute("SELECT trial_id, product FROM product_links").df()
     except Exception:  # no product_links table: no product is linked to trials
         links = None
-    fr = F.funnel_frame(inp, links=links)
-    products = F.product_table(inp, links=links)
+    # a trial with no cell type and no product link adds nothing to any stage or product
+    if links is not None:
+        labelled |= inp["trial_id"].isin(links["trial_id"])
+    inp = inp[labelled].copy()
+    inp["start_date"] = F._dates(inp["start_date"])  # parsed once, not per funnel function
+    exploded = F.explode_labels(inp)
+    fr = F.funnel_frame(inp, links=links, exploded=exploded)
+    products = F.product_table(inp, links=links, exploded=exploded)
     # the trials behind each stage count, by the funnel module's own definitions
     stages = {
         "registered": "true",
@@ -1031,6 +1077,8 @@ class SectionData:
     funnel: pd.DataFrame | None
     funnel_ids: dict[str, list[str]]
     funnel_error: str
+    #: :func:`celltrials.quality.coverage_windows` of the store (read once per report)
+    coverage: list[CoverageWindow] | None = None
 
 
 def compute_sections(
@@ -1039,13 +1087,26 @@ def compute_sections(
     """Every section of the report over the selected trials ``sel``: the
     landscape sections, the exclusions, the coverage marks of the per-year
     charts and the development funnel."""
-    secs: dict[str, pd.DataFrame] = {name: fn(con, sel) for name, fn in L.SECTIONS.items()}
-    secs["exclusions"] = L.exclusions(con, filters)
-    dd = L.data_date(con)
+    # the coverage windows parse every record's raw JSON (its export stamp): DuckDB does
+    # that on its own connection while this thread converts the sections' results
+    cursor = con.cursor()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(coverage_windows, cursor)
+        try:
+            secs: dict[str, pd.DataFrame] = {
+                name: fn(con, sel) for name, fn in L.SECTIONS.items()
+            }
+            secs["exclusions"] = L.exclusions(con, filters)
+            dd = L.data_date(con)
+            fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con)
+            coverage = pending.result()
+        finally:
+            pending.cancel()
+            wait([pending])
+            cursor.close()
 
-    windows = source_windows(con)
-    secs["year_coverage"], secs["year_coverage_sources"] = year_coverage(sel, dd, windows)
-    fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con)
+    windows = source_windows(con, coverage)
+    secs["year_coverage"], secs["year_coverage_sources"] = year_coverage(sel, dd, windows, con)
     if fr is not None:
         f_tab = fr.copy()
         f_tab["trial_ids"] = [
@@ -1055,7 +1116,7 @@ def compute_sections(
         secs["funnel"] = f_tab
     if funnel_products is not None:
         secs["funnel_products"] = funnel_products
-    return SectionData(secs, dd, windows, fr, funnel_ids, funnel_error)
+    return SectionData(secs, dd, windows, fr, funnel_ids, funnel_error, coverage)
 
 
 @dataclass
@@ -1131,7 +1192,7 @@ def methods(
         FROM trial_records WHERE n_records > 1""").fetchall()[0]
     counts.add("methods:merged_trials_store", int(merged[0]), None)
     counts.add("methods:merged_records_store", int(merged[1]), None)
-    quality = quality_summary(con)
+    quality = quality_summary(con, data.coverage)
     sql, params = L.selection_sql(filters)
     described = filters.describe()
     if filters.country:  # as the store spells them
