@@ -785,17 +785,33 @@ class Store:
         current record outside it shares an id with one inside.
 
         ``records`` and ``record_ids`` are read once each (the scope's merge
-        columns and ids go to temporary tables). Only records sharing an id
+        columns and ids go to temporary tables; a scope of up to
+        :data:`INDEX_LOOKUP_KEYS` records is found in the key index). Only records sharing an id
         with another record in scope are grouped in memory
         (:func:`group_records`); every other record is a trial of its own and
         goes through in chunks of :data:`MERGE_CHUNK`, so memory stays
         bounded however many records a file brings."""
         con = self.con
-        where = "" if keys_sql is None else f"AND record_key IN ({keys_sql})"
+        where, order, params = "", "", []
+        if keys_sql is not None:
+            rows = con.execute(
+                f"SELECT DISTINCT record_key FROM ({keys_sql}) LIMIT {INDEX_LOOKUP_KEYS + 1}"
+            ).fetchall()
+            if not rows:
+                return
+            if len(rows) <= INDEX_LOOKUP_KEYS:  # a few: looked up in the key index
+                params = [r[0] for r in rows]
+                where = f"AND record_key IN ({', '.join('?' * len(params))})"
+                order = "ORDER BY rowid"  # table order, as a scan gives
+            else:
+                where = f"AND record_key IN ({keys_sql})"
         try:
-            con.execute(f"""
+            con.execute(
+                f"""
                 CREATE OR REPLACE TEMP TABLE _scope AS
-                SELECT {_MERGE_COLUMNS} FROM records WHERE is_current {where}""")
+                SELECT {_MERGE_COLUMNS} FROM records WHERE is_current {where} {order}""",
+                params,
+            )
             con.execute("""
                 CREATE OR REPLACE TEMP TABLE _scope_ids AS
                 SELECT i.record_key, i.id_key FROM record_ids i
