@@ -44,10 +44,15 @@ def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
             continue
         first = next((v for v in out[c] if v is not None), None)
         if isinstance(first, list | np.ndarray):
-            out[c] = [
-                ";".join(map(str, v)) if isinstance(v, list | np.ndarray) else v for v in out[c]
-            ]
+            out[c] = [_joined(v) if isinstance(v, list | np.ndarray) else v for v in out[c]]
     return out
+
+
+def _joined(values: Any) -> str:
+    try:
+        return ";".join(values)  # trial ids: text already
+    except TypeError:
+        return ";".join(map(str, values))
 
 
 def _safe_table(df: pd.DataFrame) -> pa.Table:
