@@ -1075,9 +1075,12 @@ class Classifier:
         """Origin words in the summary sentences that also name cells or a product
         (adds to ``stated``; background mentions skipped)."""
         tax = self.tax
+        origin = tax.origin
         for seg in ctx.summaries:
             text = ctx.masked.force(seg)
             for sm in _SENTENCE.finditer(text):
+                if not origin.may_hit(text, sm.start(), sm.end()):
+                    continue  # (a sentence starts after a non-word character or at 0)
                 sent = sm.group()
                 ohits = list(tax.origin.hits(sent))
                 if not ohits or not (tax.cell_type.search(sent) or tax.products.search(sent)):
