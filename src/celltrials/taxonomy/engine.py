@@ -140,19 +140,23 @@ def _score(literal: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One taxonomy entry: the labels a match implies plus entry options."""
+    """One taxonomy entry: the labels a match implies plus entry options.
+
+    ``value``: the entry's single value (for single-field entries): the first
+    label, else the name."""
 
     name: str
     labels: Mapping[str, tuple[str, ...]]
     options: Mapping[str, Any] = field(default_factory=dict)
+    value: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def value(self) -> str:
-        """The entry's single value (for single-field entries)."""
+    def __post_init__(self) -> None:
+        value = self.name
         for vals in self.labels.values():
             if vals:
-                return vals[0]
-        return self.name
+                value = vals[0]
+                break
+        object.__setattr__(self, "value", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1463,30 +1467,72 @@ class CompiledField:
         i = bisect_left(codes, self._code_lo + (start << _KEY_BITS))
         return i < len(codes) and codes[i] < self._code_lo + (end << _KEY_BITS)
 
+    def _merge_one(self, scan: _Scan, found: list[_Found], ci: int) -> list[Hit]:
+        """:meth:`_hits` when one cluster runs: its matches merged with ``found``."""
+        text, padded, owner = scan.text, scan.pad(), self._owner
+        out: list[Hit] = []
+        n_found = len(found)
+        rx, alt_of = self._clusters[ci]
+        m = rx.search(padded)
+        fi = 0
+        while True:
+            if m is None:
+                if fi >= n_found:
+                    return out
+                s, e, k = found[fi]
+            else:
+                ms = m.start()
+                mk = alt_of[m.lastindex or 0]
+                if fi < n_found and (
+                    found[fi][0] < ms or (found[fi][0] == ms and found[fi][2] < mk)
+                ):
+                    s, e, k = found[fi]
+                else:
+                    s, e, k = ms, m.end() - 1, mk
+            if e == s:  # the first match here is empty: skip the position
+                pos = s + 1
+            else:
+                out.append(Hit(owner[k], s, e, text[s:e]))
+                pos = e
+            while fi < n_found and found[fi][0] < pos:
+                fi += 1
+            if m is not None and ms < pos:
+                m = rx.search(padded, pos)
+
     def _hits(self, scan: _Scan) -> list[Hit]:
         text = scan.text
         codes = scan.codes
         i = bisect_left(codes, self._code_lo)
         n = bisect_left(codes, self._code_hi, i)
+        owner = self._owner
         if not self._clusters:
             if i == n:
                 return []
-            owner = self._owner
             return [Hit(owner[k], s, e, text[s:e]) for s, e, k in self._found(scan, i, n, True)]
-        cis = self._for(scan)
-        found = self._found(scan, i, n, not cis) if i < n else []
-        owner = self._owner
+        present = scan._present
+        if present is None:
+            present = scan.present()
+        present &= self._anchor_mask
+        cis = self._by_present.get(present) if present else self._always
+        if cis is None or len(cis) > 1:
+            cis = self._for(scan)  # (counts the sets of clusters seen, for a union)
         if not cis:
-            return [Hit(owner[k], s, e, text[s:e]) for s, e, k in found]
+            if i == n:
+                return []
+            return [Hit(owner[k], s, e, text[s:e]) for s, e, k in self._found(scan, i, n, True)]
+        found = self._found(scan, i, n, False) if i < n else []
+        if len(cis) == 1:
+            return self._merge_one(scan, found, cis[0])
         out: list[Hit] = []
         padded = scan.pad()  # a match starts at the \W before the word start: its
         # offset in ``padded`` is the word start's offset in ``text``
         # keep each cluster's next match and the next one found through the index;
         # the leftmost wins, on a tie the earlier alternative; a win with an empty
         # match skips its word start; re-search the clusters it overtook
+        n_found = len(found)
         clusters = [self._clusters[ci] for ci in cis]
         nxt = [rx.search(padded) for rx, _ in clusters]
-        fi, n_found = 0, len(found)
+        fi = 0
         while True:
             best = None
             best_s = best_k = _BIG
