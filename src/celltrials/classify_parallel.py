@@ -29,9 +29,9 @@ import marshal
 import multiprocessing as mp
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from celltrials.classify import Classifier, Evidence, Segment, TrialLabels, TrialText
 from celltrials.errors import ConfigError
@@ -44,6 +44,8 @@ CHUNK = 250
 TRIALS_PER_WORKER = 4000
 
 _Packed = tuple[str, tuple[tuple[str, str, str, bool], ...]]
+_P = TypeVar("_P")
+_R = TypeVar("_R")
 
 
 def available_cores() -> int:
@@ -96,6 +98,7 @@ def _decode(vals: tuple[Any, ...]) -> TrialLabels:
 
 
 _WORKER: Classifier | None = None
+_EMPTY = marshal.dumps([])  # an empty chunk: the trials are used up
 
 
 def _init_worker(raw: Any, source: str | None) -> None:
@@ -111,20 +114,62 @@ def warm_up(clf: Classifier) -> None:
     clf.classify(TrialText("warm-up", [Segment("title", "title", "CD19 CAR-T cells")]))
 
 
+def worker_classifier() -> Classifier:
+    """The classifier of this worker process, for the functions :func:`map_chunks` runs."""
+    if _WORKER is None:  # pragma: no cover - the initializer always runs first
+        raise RuntimeError("worker not initialised")
+    return _WORKER
+
+
 def _classify_chunk(blob: bytes) -> bytes:
     """One chunk: marshalled packed trials in, marshalled encoded labels out."""
-    clf = _WORKER
-    if clf is None:  # pragma: no cover - the initializer always runs first
-        raise RuntimeError("worker not initialised")
+    clf = worker_classifier()
     return marshal.dumps([_encode(clf.classify(_unpack(p))) for p in marshal.loads(blob)])
 
 
-def _context() -> Any:
+def _context(preload: Sequence[str] = ()) -> Any:
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
     if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(["celltrials._classify_preload"])
+        # (only the first pool of a process starts the fork server: later preloads
+        # are then imported by each worker on its first task)
+        ctx.set_forkserver_preload(["celltrials._classify_preload", *preload])
     return ctx
+
+
+def map_chunks(
+    fn: Callable[[_P], _R],
+    payloads: Iterable[_P],
+    workers: int,
+    taxonomy: Taxonomy | None = None,
+    in_flight: int = 4,
+    preload: Sequence[str] = (),
+) -> Iterator[_R]:
+    """``fn`` of each payload, in order, computed by ``workers`` processes that each
+    hold a classifier of ``taxonomy`` (:func:`worker_classifier`). ``fn`` must be a
+    module-level function; ``payloads`` is read lazily, ``in_flight`` per worker
+    ahead of the results, so memory stays bounded; ``preload``: modules the fork
+    server imports (those ``fn`` needs)."""
+    raw, source = (None, None) if taxonomy is None else (taxonomy.raw, taxonomy.path)
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=_context(preload),
+        initializer=_init_worker,
+        initargs=(raw, source),
+    ) as pool:
+        pending: deque[Future[_R]] = deque()
+        it = iter(payloads)
+
+        def submit() -> None:
+            for p in itertools.islice(it, 1):
+                pending.append(pool.submit(fn, p))
+
+        for _ in range(in_flight * workers):
+            submit()
+        while pending:
+            result = pending.popleft().result()
+            submit()
+            yield result
 
 
 def classify_many(
@@ -152,25 +197,14 @@ def classify_many(
             if progress is not None and ((i + 1) % chunk_size == 0 or i == n - 1):
                 progress(i + 1, n)
         return
-    raw, source = (None, None) if taxonomy is None else (taxonomy.raw, taxonomy.path)
+    it = iter(texts)
+    blobs = iter(
+        lambda: marshal.dumps([_pack(t) for t in itertools.islice(it, chunk_size)]), _EMPTY
+    )
     done = 0
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=(raw, source)
-    ) as pool:
-        pending: deque[Future[bytes]] = deque()
-        it = iter(texts)
-
-        def submit() -> None:
-            chunk = [_pack(t) for t in itertools.islice(it, chunk_size)]
-            if chunk:
-                pending.append(pool.submit(_classify_chunk, marshal.dumps(chunk)))
-
-        for _ in range(4 * workers):  # a few chunks in flight per worker
-            submit()
-        while pending:
-            labels = [_decode(v) for v in marshal.loads(pending.popleft().result())]
-            submit()
-            yield from labels
-            done += len(labels)
-            if progress is not None:
-                progress(done, n)
+    for blob in map_chunks(_classify_chunk, blobs, workers, taxonomy):
+        labels = [_decode(v) for v in marshal.loads(blob)]
+        yield from labels
+        done += len(labels)
+        if progress is not None:
+            progress(done, n)

@@ -19,9 +19,12 @@ import gc
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from celltrials.classify import (
     LABEL_COLUMNS,
@@ -30,15 +33,24 @@ from celltrials.classify import (
     TrialText,
     unknown_product_names,
 )
-from celltrials.classify_parallel import classify_many
+from celltrials.classify_parallel import map_chunks, plan_jobs, worker_classifier
 from celltrials.errors import ConfigError, StoreError
 from celltrials.evaluate import evaluate, evaluate_many
 from celltrials.progress import Progress, ProgressEvent
-from celltrials.store import Store, label_text
+from celltrials.store import (
+    EVIDENCE_COLUMNS,
+    Store,
+    label_tables,
+    label_text,
+    records_from_text_table,
+)
 from celltrials.taxonomy.loader import Taxonomy
 
-#: trials :func:`classify_store` reads, classifies and stages at a time
-CHUNK_TRIALS = 10_000
+#: trials :func:`classify_store` reads from the store at a time (each read scans the
+#: record tables' keys: fewer, larger reads cost less at 500,000 trials)
+CHUNK_TRIALS = 25_000
+#: trials classified, sent to a worker and staged at a time (a chunk holds several)
+UNIT_TRIALS = 1_000
 
 #: the labels file's columns after ``registry_id`` and ``is_cell_therapy``
 _FILE_LABELS = LABEL_COLUMNS[2:]
@@ -49,27 +61,99 @@ def store_trial_texts(store: Store, trial_ids: Iterable[str] | None = None) -> l
     return [TrialText.from_records(rs, tid) for tid, rs in store.text_records(trial_ids).items()]
 
 
-def _label_row(lab: TrialLabels, now: datetime) -> dict[str, Any]:
-    """A row of the store's ``labels`` table (multi-values as lists: the
-    labels file's sorted, the others in the classifier's order)."""
-    return {
-        "trial_id": lab.trial_id,
-        "is_cell_therapy": lab.is_cell_therapy,
-        "cell_type": sorted(lab.cell_type),
-        "msc_source": sorted(lab.msc_source),
-        "origin": lab.origin,
-        "product_form": sorted(lab.product_form),
-        "indication_group": lab.indication_group,
-        "therapeutic_area": sorted(lab.therapeutic_area),
-        "targets": list(lab.targets),
-        "dose": list(lab.dose),
-        "route": list(lab.route),
-        "combinations": list(lab.combinations),
-        "manufacturing": list(lab.manufacturing),
-        "taxonomy_version": lab.taxonomy_version,
-        "classified_at": now,
-        "input_hash": lab.input_hash,
+def _label_columns(labs: Sequence[TrialLabels], now: datetime) -> tuple[pa.Table, pa.Table]:
+    """The ``labels`` rows (multi-values as lists: the labels file's sorted, the
+    others in the classifier's order) and ``label_evidence`` rows of ``labs``, as
+    Arrow tables (:func:`celltrials.store.label_tables`)."""
+    ev: dict[str, list[Any]] = {c: [] for c in EVIDENCE_COLUMNS}
+    ev_tid, ev_field, ev_value, ev_source, ev_text, ev_start, ev_end = (
+        ev[c] for c in EVIDENCE_COLUMNS
+    )
+    for lab in labs:
+        for e in lab.evidence:
+            ev_tid.append(lab.trial_id)
+            ev_field.append(e.field)
+            ev_value.append(e.value)
+            ev_source.append(e.source_field)
+            ev_text.append(e.text)
+            ev_start.append(e.start)
+            ev_end.append(e.end)
+    labels: dict[str, list[Any]] = {
+        "trial_id": [lab.trial_id for lab in labs],
+        "is_cell_therapy": [lab.is_cell_therapy for lab in labs],
+        "cell_type": [sorted(lab.cell_type) for lab in labs],
+        "msc_source": [sorted(lab.msc_source) for lab in labs],
+        "origin": [lab.origin for lab in labs],
+        "product_form": [sorted(lab.product_form) for lab in labs],
+        "indication_group": [lab.indication_group for lab in labs],
+        "therapeutic_area": [sorted(lab.therapeutic_area) for lab in labs],
+        "targets": [lab.targets for lab in labs],
+        "dose": [lab.dose for lab in labs],
+        "route": [lab.route for lab in labs],
+        "combinations": [lab.combinations for lab in labs],
+        "manufacturing": [lab.manufacturing for lab in labs],
+        "taxonomy_version": [lab.taxonomy_version for lab in labs],
+        "classified_at": [now] * len(labs),
+        "input_hash": [lab.input_hash for lab in labs],
     }
+    return label_tables(labels, ev)
+
+
+_Existing = dict[str, tuple[str, str]]
+
+
+def _label_texts(
+    clf: Classifier, texts: pa.Table, existing: _Existing | None, now: datetime
+) -> tuple[pa.Table, pa.Table, int, dict[str, int]]:
+    """Classify the trials of a :meth:`~celltrials.store.Store.text_table` slice:
+    their labels and evidence tables, how many were skipped as unchanged (their
+    ``existing`` (taxonomy version, input hash) matches), and cell-type counts."""
+    labs: list[TrialLabels] = []
+    skipped = 0
+    counts: dict[str, int] = {}
+    for tid, rs in records_from_text_table(texts).items():
+        tt = TrialText.from_records(rs, tid)
+        if existing is not None and existing.get(tid) == (clf.tax.version, tt.digest()):
+            skipped += 1
+            continue
+        lab = clf.classify(tt)
+        for ct in lab.cell_type:
+            counts[ct] = counts.get(ct, 0) + 1
+        labs.append(lab)
+    lab_table, ev_table = _label_columns(labs, now)
+    return lab_table, ev_table, skipped, counts
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _from_ipc(blob: bytes) -> pa.Table:
+    return pa.ipc.open_stream(blob).read_all()
+
+
+def _label_unit(
+    payload: tuple[bytes, _Existing | None, datetime],
+) -> tuple[bytes, bytes, int, dict[str, int]]:
+    """A worker's task: :func:`_label_texts` on one unit of trials (Arrow IPC in and out)."""
+    blob, existing, now = payload
+    lab, ev, skipped, counts = _label_texts(worker_classifier(), _from_ipc(blob), existing, now)
+    return _ipc(lab), _ipc(ev), skipped, counts
+
+
+def _units(table: pa.Table, size: int) -> Iterator[pa.Table]:
+    """``table`` (rows ordered by trial) in slices of about ``size`` whole trials."""
+    tids = table.column("trial_id").to_pylist()
+    start, n_trials = 0, 0
+    for i in range(1, len(tids) + 1):
+        if i == len(tids) or tids[i] != tids[i - 1]:
+            n_trials += 1
+            if n_trials == size or i == len(tids):
+                yield table.slice(start, i - start)
+                start, n_trials = i, 0
 
 
 @contextlib.contextmanager
@@ -101,7 +185,9 @@ def classify_store(
     :class:`~celltrials.progress.ProgressEvent` now and then.
     ``jobs``: worker processes (None: all cores when the store is large enough;
     1: this process); the labels do not depend on it
-    (:func:`celltrials.classify_parallel.classify_many`).
+    (:func:`celltrials.classify_parallel.map_chunks`: each worker reads a unit of
+    :data:`UNIT_TRIALS` trials' texts as Arrow and returns their labels as Arrow,
+    so this process only queries the store and stages).
     ``chunk_size``: trials read, and labels staged, at a time (memory stays
     bounded; the labels do not depend on it). The stored labels are replaced
     in one short transaction at the end: a failure leaves them as they were.
@@ -113,43 +199,61 @@ def classify_store(
     ids = store.sorted_trial_ids()
     existing = store.label_versions() if only_changed else {}
     now = datetime.now(UTC).replace(tzinfo=None)
-    skipped = 0
-    classified = 0
-    counts: dict[str, int] = {}
     total = len(ids)
+    workers = plan_jobs(total, jobs)
+    unit = max(1, min(chunk_size, UNIT_TRIALS))
 
-    def todo() -> Iterator[TrialText]:
-        # the store's texts chunk by chunk (trial-id ranges, in trial-id order)
-        nonlocal skipped
-        for start in range(0, total, chunk_size):
-            first, last = ids[start], ids[min(start + chunk_size, total) - 1]
-            recs = store.text_records(between=(first, last))
-            for tid, rs in recs.items():
-                tt = TrialText.from_records(rs, tid)
-                if only_changed and existing.get(tid) == (clf.tax.version, tt.digest()):
-                    skipped += 1
-                    continue
-                yield tt
+    ranges = [
+        (ids[start], ids[min(start + chunk_size, total) - 1])
+        for start in range(0, total, chunk_size)
+    ]
 
-    def report(done: int, _n: int) -> None:
-        if progress is not None:
-            progress(ProgressEvent("classify", "trials", done=skipped + done, total=total))
+    def units() -> Iterator[pa.Table]:
+        # the store's texts chunk by chunk (trial-id ranges, in trial-id order), in
+        # units; the next chunk is read by a second connection in a thread (DuckDB
+        # runs without the GIL) while this one's units are classified and staged
+        reader = Store(store.con.cursor(), store.path)
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                nxt = pool.submit(reader.text_table, ranges[0]) if ranges else None
+                for k in range(len(ranges)):
+                    assert nxt is not None
+                    table = nxt.result()
+                    if k + 1 < len(ranges):
+                        nxt = pool.submit(reader.text_table, ranges[k + 1])
+                    yield from _units(table, unit)
+        finally:
+            reader.close()
 
+    def mine(table: pa.Table) -> _Existing | None:
+        if not only_changed:
+            return None
+        tids = table.column("trial_id").to_pylist()
+        return {t: existing[t] for t in tids if t in existing}
+
+    results: Iterator[tuple[pa.Table, pa.Table, int, dict[str, int]]]
+    if workers == 1:
+        results = (_label_texts(clf, t, mine(t), now) for t in units())
+    else:
+        payloads = ((_ipc(t), mine(t), now) for t in units())
+        results = (
+            (_from_ipc(lab), _from_ipc(ev), skipped, counts)
+            for lab, ev, skipped, counts in map_chunks(
+                _label_unit, payloads, workers, taxonomy, preload=("celltrials.labelling",)
+            )
+        )
+    skipped = classified = 0
+    counts: dict[str, int] = {}
     with _gc_paused(), store.label_staging() as stage:
-        lab_rows: list[dict[str, Any]] = []
-        ev_rows: list[dict[str, Any]] = []
-        labs = classify_many(todo(), jobs=jobs, taxonomy=taxonomy, progress=report, total=total)
-        for lab in labs:
-            lab_rows.append(_label_row(lab, now))
-            ev_rows.extend({"trial_id": lab.trial_id, **e.to_dict()} for e in lab.evidence)
-            for ct in lab.cell_type:
-                counts[ct] = counts.get(ct, 0) + 1
-            if len(lab_rows) >= chunk_size:
-                stage.add(lab_rows, ev_rows)
-                classified += len(lab_rows)
-                lab_rows, ev_rows = [], []
-        stage.add(lab_rows, ev_rows)
-        classified += len(lab_rows)
+        for lab_table, ev_table, n_skipped, n_by_type in results:
+            stage.add_tables(lab_table, ev_table)
+            classified += lab_table.num_rows
+            skipped += n_skipped
+            for ct, k in n_by_type.items():
+                counts[ct] = counts.get(ct, 0) + k
+            if progress is not None:
+                done = classified + skipped
+                progress(ProgressEvent("classify", "trials", done=done, total=total))
         current = set(ids)
         stage.publish(partial=only_changed, drop=[t for t in existing if t not in current])
     return {

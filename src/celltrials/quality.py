@@ -278,26 +278,57 @@ def _require_raw_columns(con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
-def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
-    """Audit every record version in the store, per source file and field."""
+def check(
+    store: Store | duckdb.DuckDBPyConnection, *, windows: list[CoverageWindow] | None = None
+) -> CheckReport:
+    """Audit every record version in the store, per source file and field.
+
+    The store aggregates (per source, field, raw and stored value: a count and
+    the first record id), so the audit costs one mapping per distinct raw
+    value, not one per record. ``windows`` are :func:`coverage_windows` of the
+    same store when the caller has them already."""
     reviewed = reviewed_unmappable()
     _require_raw_columns(_con(store))
-    windows = {w.source: w for w in coverage_windows(store)}
+    windows_by = {w.source: w for w in (windows if windows is not None else coverage_windows(store))}
     con = _con(store)
+    per_source = con.execute("""
+        WITH rec AS (
+            SELECT source, source_format, record_id, start_date IS NULL AS no_start,
+                   registration_date IS NULL AS no_reg, last_update IS NULL AS no_upd,
+                   NOT EXISTS (SELECT 1 FROM record_ids i WHERE i.record_key = r.record_key) AS no_ids,
+                   lead_sponsor_raw, lead_sponsor_key,
+                   NOT EXISTS (SELECT 1 FROM record_countries c WHERE c.record_key = r.record_key)
+                     AND NOT EXISTS (SELECT 1 FROM record_regions g WHERE g.record_key = r.record_key)
+                     AS no_place
+            FROM records r)
+        SELECT source, arg_min(source_format, record_id), count(*),
+               count(*) FILTER (WHERE no_start), count(*) FILTER (WHERE no_reg),
+               count(*) FILTER (WHERE no_upd),
+               count(*) FILTER (WHERE no_start AND no_reg AND no_upd),
+               count(*) FILTER (WHERE no_ids),
+               count(DISTINCT lead_sponsor_raw) FILTER (WHERE lead_sponsor_raw <> ''),
+               count(DISTINCT lead_sponsor_key) FILTER (WHERE lead_sponsor_raw <> '')
+                 + coalesce(bool_or(lead_sponsor_key IS NULL) FILTER (WHERE lead_sponsor_raw <> ''), false)::INT,
+               count(*) FILTER (WHERE no_place)
+        FROM rec GROUP BY source ORDER BY source""").fetchall()
+    # (source, field, raw value, stored canonical value): records, first record id
     scalar = con.execute("""
-        SELECT source, source_format, record_id, study_type_raw, study_type, phase_raw, phase,
-               status_raw, status, start_date IS NULL, registration_date IS NULL, last_update IS NULL,
-               NOT EXISTS (SELECT 1 FROM record_ids i WHERE i.record_key = r.record_key),
-               lead_sponsor_raw, lead_sponsor_key,
-               NOT EXISTS (SELECT 1 FROM record_countries c WHERE c.record_key = r.record_key)
-                 AND NOT EXISTS (SELECT 1 FROM record_regions g WHERE g.record_key = r.record_key)
-        FROM records r ORDER BY source, record_id""").fetchall()
-    places = con.execute("""
-        SELECT r.source, r.record_id, c.country_raw, c.country, c.iso2, 'country' AS kind
-        FROM record_countries c JOIN records r USING (record_key)
+        SELECT source, 'study_type', study_type_raw, study_type, count(*), min(record_id)
+        FROM records GROUP BY ALL
         UNION ALL
-        SELECT r.source, r.record_id, g.region_raw, g.region, NULL, 'region'
-        FROM record_regions g JOIN records r USING (record_key)""").fetchall()
+        SELECT source, 'phase', phase_raw, phase, count(*), min(record_id) FROM records GROUP BY ALL
+        UNION ALL
+        SELECT source, 'status', status_raw, status, count(*), min(record_id) FROM records GROUP BY ALL
+        ORDER BY 1, 2, 3, 4""").fetchall()
+    places = con.execute("""
+        SELECT r.source, coalesce(c.country_raw, c.country), c.iso2 IS NOT NULL, count(*), min(r.record_id)
+        FROM record_countries c JOIN records r USING (record_key)
+        WHERE coalesce(c.country_raw, c.country) IS NOT NULL GROUP BY ALL
+        UNION ALL
+        SELECT r.source, coalesce(g.region_raw, g.region), true, count(*), min(r.record_id)
+        FROM record_regions g JOIN records r USING (record_key)
+        WHERE coalesce(g.region_raw, g.region) IS NOT NULL GROUP BY ALL
+        ORDER BY 1, 2, 3""").fetchall()
     repairs = con.execute("""
         SELECT r.source, x.field, k.kind, count(*), min(r.record_id)
         FROM record_text_repairs x JOIN records r USING (record_key), unnest(x.kinds) AS k(kind)
@@ -314,77 +345,39 @@ def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
         "phase": phase_lookup,
         "status": status_lookup,
     }
-    for (
-        source,
-        fmt,
-        rid,
-        st_raw,
-        st,
-        ph_raw,
-        ph,
-        stat_raw,
-        stat,
-        no_start,
-        no_reg,
-        no_upd,
-        no_ids,
-        sp_raw,
-        sp_key,
-        no_place,
-    ) in scalar:
-        s = info.setdefault(
-            source,
-            {
-                "format": fmt,
-                "n": 0,
-                "no_start": 0,
-                "no_reg": 0,
-                "no_upd": 0,
-                "no_any": 0,
-                "no_ids": 0,
-                "sp_raw": set(),
-                "sp_key": set(),
-            },
-        )
-        s["n"] += 1
-        s["no_start"] += bool(no_start)
-        s["no_reg"] += bool(no_reg)
-        s["no_upd"] += bool(no_upd)
-        s["no_any"] += bool(no_start and no_reg and no_upd)
-        s["no_ids"] += bool(no_ids)
-        if sp_raw:
-            s["sp_raw"].add(sp_raw)
-            s["sp_key"].add(sp_key)
-        for name, raw, stored in (
-            ("study_type", st_raw, st),
-            ("phase", ph_raw, ph),
-            ("status", stat_raw, stat),
-        ):
-            t = tally(source, name)
-            if raw is None or not str(raw).strip():
-                t.missing += 1
-                continue
-            mapped = lookups[name](raw)
-            t.add(
-                raw,
-                rid,
-                mapped is not None,
-                (name, raw) in reviewed,
-                stale=mapped is not None and mapped != stored,
-            )
+    for source, fmt, n, no_start, no_reg, no_upd, no_any, no_ids, n_sp_raw, n_sp, no_place in (
+        per_source
+    ):
+        info[source] = {
+            "format": fmt,
+            "n": int(n),
+            "no_start": int(no_start),
+            "no_reg": int(no_reg),
+            "no_upd": int(no_upd),
+            "no_any": int(no_any),
+            "no_ids": int(no_ids),
+            "n_sp_raw": int(n_sp_raw),
+            "n_sp": int(n_sp),
+        }
         if no_place:
-            tally(source, "country").missing += 1
-    for source, rid, raw, canonical, iso2, kind in places:
-        t = tally(source, "country")
-        raw_text = raw if raw is not None else canonical
-        if raw_text is None:
+            tally(source, "country").missing += int(no_place)
+    for source, name, raw, stored, n, rid in scalar:
+        t = tally(source, name)
+        if raw is None or not str(raw).strip():
+            t.missing += int(n)
             continue
+        mapped = lookups[name](raw)
         t.add(
-            raw_text,
+            raw,
             rid,
-            kind == "region" or iso2 is not None,
-            ("country", raw_text) in reviewed,
-            stale=False,
+            mapped is not None,
+            (name, raw) in reviewed,
+            stale=mapped is not None and mapped != stored,
+            n=int(n),
+        )
+    for source, raw_text, mapped, n, rid in places:
+        tally(source, "country").add(
+            raw_text, rid, bool(mapped), ("country", raw_text) in reviewed, stale=False, n=int(n)
         )
 
     repair_rows: dict[str, list[RepairCount]] = {}
@@ -404,15 +397,15 @@ def check(store: Store | duckdb.DuckDBPyConnection) -> CheckReport:
                 n_records=s["n"],
                 fields=fields,
                 repairs=repair_rows.get(source, []),
-                coverage=windows[source],
+                coverage=windows_by[source],
                 n_without_start_date=s["no_start"],
                 n_without_registration_date=s["no_reg"],
                 n_without_last_update=s["no_upd"],
                 n_without_any_date=s["no_any"],
                 n_without_ids=s["no_ids"],
-                n_sponsor_spellings=len(s["sp_raw"]),
-                n_sponsors=len(s["sp_key"]),
-                **_implausible_starts(con, source, windows[source].snapshot_date),
+                n_sponsor_spellings=s["n_sp_raw"],
+                n_sponsors=s["n_sp"],
+                **_implausible_starts(con, source, windows_by[source].snapshot_date),
             )
         )
     return CheckReport(
@@ -453,16 +446,25 @@ class _Tally:
         self.example: dict[str, str] = {}
 
     def add(
-        self, raw: str, record_id: str, mapped: bool, is_reviewed: bool, *, stale: bool
+        self,
+        raw: str,
+        record_id: str,
+        mapped: bool,
+        is_reviewed: bool,
+        *,
+        stale: bool,
+        n: int = 1,
     ) -> None:
-        self.values += 1
+        """``n`` records with the value ``raw``; ``record_id`` the first of them."""
+        self.values += n
         self.raw.add(raw)
-        self.stale += stale
+        self.stale += n if stale else 0
         if mapped:
-            self.mapped += 1
+            self.mapped += n
             return
-        self.example.setdefault(raw, record_id)
-        (self.good_reviewed if is_reviewed else self.bad)[raw] += 1
+        seen = self.example.get(raw)
+        self.example[raw] = record_id if seen is None else min(seen, record_id)
+        (self.good_reviewed if is_reviewed else self.bad)[raw] += n
 
     def result(self, reviewed: dict[tuple[str, str], str]) -> FieldQuality:
         def listing(counter: Counter[str], with_reason: bool) -> list[UnmappedValue]:

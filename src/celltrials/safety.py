@@ -31,6 +31,13 @@ _XLSX_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 _SAFE_SCHEMES = ("http", "https")
 
+#: an http(s) URL urlsplit reads as is: ASCII host without brackets, no space or control
+#: character anywhere (the common case, accepted without splitting; see safe_url)
+_PLAIN_HTTP_URL = re.compile(
+    r"(?i:https?)://[\x21\x22\x24-\x2e\x30-\x3e\x40-\x5a\x5c\x5e-\x7e]+(?:[/?#][\x21-\x7e]*)?"
+)
+_URL_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
 
 def is_formula_like(value: object) -> bool:
     """True for a string a spreadsheet would evaluate (leading spaces ignored)."""
@@ -83,7 +90,9 @@ def safe_url(value: object) -> str:
     if not isinstance(value, str):
         return ""
     text = value.strip()
-    if not text or any(ord(c) < 0x21 or c == "\x7f" for c in text):
+    if _PLAIN_HTTP_URL.fullmatch(text):
+        return text
+    if not text or _URL_SPACE_OR_CONTROL.search(text):
         return ""
     try:
         parts = urlsplit(text)

@@ -31,9 +31,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from celltrials.quality import coverage_windows
+from celltrials.quality import CoverageWindow, coverage_windows
 
 #: a source that supplied at least this share of a series' trials marks the years after its snapshot
 MATERIAL_SHARE = 0.10
@@ -41,13 +42,16 @@ MATERIAL_SHARE = 0.10
 STATUSES = ("covered", "partial", "not_covered")
 
 
-def source_windows(con: Any) -> pd.DataFrame:
+def source_windows(con: Any, windows: list[CoverageWindow] | None = None) -> pd.DataFrame:
     """One row per ingested source file: source, format, registries,
     n_records, snapshot_date (a :class:`datetime.date`, or None when no
-    record of the file is dated)."""
+    record of the file is dated). ``windows``: the store's
+    :func:`~celltrials.quality.coverage_windows` when the caller has them."""
     c = getattr(con, "con", con)
     rows: list[dict[str, Any]] = []
-    for w in coverage_windows(c):  # the export dates too, not only the records' own
+    if windows is None:
+        windows = coverage_windows(c)
+    for w in windows:  # the export dates too, not only the records' own
         rows.append(
             {
                 "source": w.source,
@@ -60,6 +64,33 @@ def source_windows(con: Any) -> pd.DataFrame:
     return pd.DataFrame(
         rows, columns=["source", "format", "registries", "n_records", "snapshot_date"]
     )
+
+
+def _series_rows(trials: pd.DataFrame, key: str) -> pd.DataFrame:
+    """(series, source, trial_id) for every value of ``key``: a text value is
+    one series, a list gives one per non-empty item (None and NaN: none)."""
+    vals = trials[key].tolist()
+    srcs = [str(x) for x in trials["source"].tolist()]
+    tids = trials["trial_id"].tolist()
+    if all(isinstance(v, list | np.ndarray) for v in vals):  # label lists: the usual case
+        lens = np.fromiter(map(len, vals), dtype=np.int64, count=len(vals))
+        at = np.repeat(np.arange(len(vals)), lens)
+        flat = [x for v in vals for x in v]
+        keep = [x is not None and str(x) != "" for x in flat]
+        series = [str(x) for x, k in zip(flat, keep, strict=True) if k]
+        at = at[np.asarray(keep, dtype=bool)] if len(flat) else at
+        src_arr = np.asarray(srcs, dtype=object)
+        tid_arr = np.asarray(tids, dtype=object)
+        return pd.DataFrame(
+            {"series": series, "source": src_arr[at], "trial_id": tid_arr[at]},
+            columns=["series", "source", "trial_id"],
+        )
+    rows = [
+        (x, src, tid)
+        for tid, src, v in zip(tids, srcs, vals, strict=True)
+        for x in _values(v)
+    ]
+    return pd.DataFrame(rows, columns=["series", "source", "trial_id"])
 
 
 def _values(v: Any) -> list[str]:
@@ -76,12 +107,7 @@ def series_sources(trials: pd.DataFrame, key: str, windows: pd.DataFrame) -> pd.
     snapshot date. ``trials`` has columns trial_id, source and ``key`` (a
     value or a list of values per trial)."""
     snap = dict(zip(windows["source"], windows["snapshot_date"], strict=True))
-    rows = [
-        (s, str(src), tid)
-        for tid, src, vals in zip(trials["trial_id"], trials["source"], trials[key], strict=True)
-        for s in _values(vals)
-    ]
-    df = pd.DataFrame(rows, columns=["series", "source", "trial_id"]).drop_duplicates()
+    df = _series_rows(trials, key)  # nunique counts a trial once per series and source
     out = df.groupby(["series", "source"])["trial_id"].nunique().rename("n_trials").reset_index()
     out["share"] = out["n_trials"] / out.groupby("series")["n_trials"].transform("sum")
     out["snapshot_date"] = [snap.get(s) for s in out["source"]]
@@ -91,27 +117,34 @@ def series_sources(trials: pd.DataFrame, key: str, windows: pd.DataFrame) -> pd.
 
 
 def year_coverage(
-    trials: pd.DataFrame, key: str, windows: pd.DataFrame, years: Iterable[int]
+    trials: pd.DataFrame,
+    key: str,
+    windows: pd.DataFrame,
+    years: Iterable[int],
+    sources: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per series and year: ``status`` (``covered``/``partial``/``not_covered``,
     see the module docstring), ``ended_share`` (share of the series' trials
     from sources that ended before the year), ``ending_share`` (from sources
     ending during it) and the file names of those sources (``ended``,
-    ``ending``). ``trials`` are the trials the chart counts."""
-    src = series_sources(trials, key, windows)
+    ``ending``). ``trials`` are the trials the chart counts; ``sources`` their
+    :func:`series_sources`, when the caller has it."""
+    src = series_sources(trials, key, windows) if sources is None else sources
     rows = []
     for series, g in src.groupby("series", sort=True):
         dated = g[g["snapshot_date"].notna()]
+        ends = np.array([d.year for d in dated["snapshot_date"]], dtype=np.int64)
+        shares = dated["share"].reset_index(drop=True)
+        names = [Path(s).name for s in dated["source"]]
         for y in years:
-            ends = [d.year for d in dated["snapshot_date"]]
-            ended = dated[[e < y for e in ends]]
-            ending = dated[[e == y for e in ends]]
-            e, p = float(ended["share"].sum()), float(ending["share"].sum())
+            m_ended, m_ending = ends < y, ends == y
+            e = float(shares[m_ended].sum()) if m_ended.any() else 0.0
+            p = float(shares[m_ending].sum()) if m_ending.any() else 0.0
             status = (
                 "not_covered"
                 if e >= MATERIAL_SHARE
                 else "partial"
-                if e + p >= MATERIAL_SHARE and len(ending)
+                if e + p >= MATERIAL_SHARE and m_ending.any()
                 else "covered"
             )
             rows.append(
@@ -121,8 +154,8 @@ def year_coverage(
                     "status": status,
                     "ended_share": e,
                     "ending_share": p,
-                    "ended": [Path(s).name for s in ended["source"]],
-                    "ending": [Path(s).name for s in ending["source"]],
+                    "ended": [n for n, m in zip(names, m_ended, strict=True) if m],
+                    "ending": [n for n, m in zip(names, m_ending, strict=True) if m],
                 }
             )
     return pd.DataFrame(

@@ -95,16 +95,20 @@ FUNNEL_COLUMNS = (
 
 
 def _values(v: Any) -> list[str]:
-    if v is None or (isinstance(v, float) and pd.isna(v)):
-        return []
     if isinstance(v, str):
         items: list[Any] = v.split(";")
+    elif v is None or (isinstance(v, float) and pd.isna(v)):
+        return []
     else:
         try:
             items = list(v)
         except TypeError:
             items = [v]
-    return [str(x).strip() for x in items if x is not None and str(x).strip()]
+    out = []
+    for x in items:
+        if x is not None and (t := (x if type(x) is str else str(x)).strip()):
+            out.append(t)
+    return out
 
 
 def _dates(s: pd.Series) -> pd.Series:
@@ -128,7 +132,7 @@ def explode_labels(trials: pd.DataFrame) -> pd.DataFrame:
     df = df[df["family"].notna() & (df["family"] != "")]
     df["msc_source"] = [
         (_values(src) or ["unspecified"]) if fam == "msc" else [""]
-        for fam, src in zip(df["family"], df["msc_source"], strict=True)
+        for fam, src in zip(df["family"].tolist(), df["msc_source"].tolist(), strict=True)
     ]
     df = df.explode("msc_source")
     df["phase"] = df["phase"].fillna("UNKNOWN").astype(str)
@@ -275,16 +279,18 @@ def funnel_frame(
     catalog: pd.DataFrame | None = None,
     links: pd.DataFrame | None = None,
     by: Sequence[str] = ("family", "msc_source"),
+    exploded: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The funnel for a trial table (see the module docstring for columns).
 
     Without ``links`` no trial is known to name a product, so every catalog
-    product of a group is ``approved_no_trials``."""
+    product of a group is ``approved_no_trials``. ``exploded``: the
+    :func:`explode_labels` of ``trials``, when the caller has it already."""
     by = list(by)
     if not by:
         raise AnalysisError("funnel needs at least one grouping column")
     cat = _catalog(catalog)
-    df = explode_labels(trials)
+    df = explode_labels(trials) if exploded is None else exploded.copy()
     unknown = [c for c in by if c not in df.columns]
     if unknown:
         raise AnalysisError(f"cannot group the funnel by {unknown}: not input columns")
@@ -307,20 +313,26 @@ def funnel_frame(
     brands = dict(zip(products["substance"], products["products"], strict=True))
     slinks = substance_links(links, cat)
     yta = years_to_approval(trials, links, cat).set_index("substance")
-    # trial ids of each group, and the group's catalog products
-    members = df.groupby(by)["trial_id"].agg(set)
+    # the links of each group's trials, and the group's catalog products
+    group_links = {
+        (k if isinstance(k, tuple) else (k,)): g
+        for k, g in slinks.merge(
+            df[[*by, "trial_id"]].drop_duplicates(), on="trial_id"
+        ).groupby(by, sort=False)
+    }
+    no_links = slinks.iloc[:0]
     if keys:
         group_subs = products.groupby(keys)["substance"].agg(lambda s: sorted(set(s)))
     rows = []
     for rec in out.to_dict("records"):
         gkey = tuple(rec[c] for c in by)
-        ids = members.loc[gkey if len(by) > 1 else gkey[0]]
         if keys:
             k = tuple(rec[c] for c in keys)
             subs = list(group_subs.get(k if len(keys) > 1 else k[0], []))
         else:
             subs = sorted(set(products["substance"]))
-        named = slinks[slinks["trial_id"].isin(ids) & slinks["substance"].isin(subs)]
+        mine = group_links.get(gkey, no_links)
+        named = mine[mine["substance"].isin(subs)]
         with_trials = sorted(set(named["substance"]))
         without = [s for s in subs if s not in set(with_trials)]
         y = yta.reindex(with_trials)
@@ -351,14 +363,16 @@ def product_table(
     *,
     catalog: pd.DataFrame | None = None,
     links: pd.DataFrame | None = None,
+    exploded: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per catalog product (substance) of the groups the trials fill:
     its brands, group, regulators, first approval, the input trials naming it
     (``n_trials``, ``trial_ids``) and the time to approval of
-    :func:`years_to_approval`. Sorted by group, then trials named (most first)."""
+    :func:`years_to_approval`. Sorted by group, then trials named (most first).
+    ``exploded``: the :func:`explode_labels` of ``trials``, when the caller has it."""
 
     cat = _catalog(catalog)
-    df = explode_labels(trials)
+    df = explode_labels(trials) if exploded is None else exploded
     present = set(zip(df["family"], df["msc_source"], strict=True))
     groups = catalog_groups(cat)
     groups = groups[

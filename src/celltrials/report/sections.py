@@ -29,7 +29,7 @@ from celltrials.analysis import funnel as F
 from celltrials.analysis import landscape as L
 from celltrials.analysis.coverage import source_windows
 from celltrials.errors import StoreError
-from celltrials.quality import check
+from celltrials.quality import CoverageWindow, check, coverage_windows
 from celltrials.report.figures import COLORS, GREY, Chart, Series, palette
 
 TOP_N = 20
@@ -81,12 +81,15 @@ def frame_rows(df: pd.DataFrame) -> Iterator[Any]:
     return it
 
 
-def quality_summary(con: Any) -> dict[str, Any] | None:
+def quality_summary(
+    con: Any, windows: list[CoverageWindow] | None = None
+) -> dict[str, Any] | None:
     """The store-wide `celltrials check` totals for the methods section
-    (None for a store written before raw values were kept beside canonical ones)."""
+    (None for a store written before raw values were kept beside canonical ones).
+    ``windows``: the store's coverage windows, when already read."""
 
     try:
-        return check(con).summary()
+        return check(con, windows=windows).summary()
     except (duckdb.Error, StoreError):
         return None
 
@@ -246,7 +249,7 @@ def year_coverage(
 
     start = pd.to_datetime(sel["start_date"])
     keep = start.notna() & (start <= pd.Timestamp(dd) if dd else start.notna())
-    dated = sel[keep]
+    dated = sel.loc[keep, ["trial_id", "source", *YEAR_CHARTS.values()]]
     years = (
         list(range(int(start[keep].dt.year.min()), int(start[keep].dt.year.max()) + 1))
         if keep.any()
@@ -254,8 +257,9 @@ def year_coverage(
     )
     marks, sources = [], []
     for chart, key in YEAR_CHARTS.items():
-        marks.append(C.year_coverage(dated, key, windows, years).assign(chart=chart))
-        sources.append(C.series_sources(dated, key, windows).assign(chart=chart))
+        src = C.series_sources(dated, key, windows)
+        marks.append(C.year_coverage(dated, key, windows, years, src).assign(chart=chart))
+        sources.append(src.assign(chart=chart))
     return pd.concat(marks, ignore_index=True), pd.concat(sources, ignore_index=True)
 
 
@@ -831,14 +835,21 @@ def funnel_data(
     report's trials, the trial ids behind each stage count, and the table of
     approved products (one row per active substance)."""
     inp = _funnel_input(sel)
-    if not inp["cell_type"].map(len).any():
+    labelled = inp["cell_type"].map(len) > 0
+    if not labelled.any():
         return None, {}, "No funnel: the report's trials carry no cell-type labels.", None
     try:
         links = con.execute("SELECT trial_id, product FROM product_links").df()
     except Exception:  # no product_links table: no product is linked to trials
         links = None
-    fr = F.funnel_frame(inp, links=links)
-    products = F.product_table(inp, links=links)
+    # a trial with no cell type and no product link adds nothing to any stage or product
+    if links is not None:
+        labelled |= inp["trial_id"].isin(links["trial_id"])
+    inp = inp[labelled].copy()
+    inp["start_date"] = F._dates(inp["start_date"])  # parsed once, not per funnel function
+    exploded = F.explode_labels(inp)
+    fr = F.funnel_frame(inp, links=links, exploded=exploded)
+    products = F.product_table(inp, links=links, exploded=exploded)
     # the trials behind each stage count, by the funnel module's own definitions
     stages = {
         "registered": "true",
@@ -1031,6 +1042,8 @@ class SectionData:
     funnel: pd.DataFrame | None
     funnel_ids: dict[str, list[str]]
     funnel_error: str
+    #: :func:`celltrials.quality.coverage_windows` of the store (read once per report)
+    coverage: list[CoverageWindow] | None = None
 
 
 def compute_sections(
@@ -1043,7 +1056,8 @@ def compute_sections(
     secs["exclusions"] = L.exclusions(con, filters)
     dd = L.data_date(con)
 
-    windows = source_windows(con)
+    coverage = coverage_windows(con)
+    windows = source_windows(con, coverage)
     secs["year_coverage"], secs["year_coverage_sources"] = year_coverage(sel, dd, windows)
     fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con)
     if fr is not None:
@@ -1055,7 +1069,7 @@ def compute_sections(
         secs["funnel"] = f_tab
     if funnel_products is not None:
         secs["funnel_products"] = funnel_products
-    return SectionData(secs, dd, windows, fr, funnel_ids, funnel_error)
+    return SectionData(secs, dd, windows, fr, funnel_ids, funnel_error, coverage)
 
 
 @dataclass
@@ -1131,7 +1145,7 @@ def methods(
         FROM trial_records WHERE n_records > 1""").fetchall()[0]
     counts.add("methods:merged_trials_store", int(merged[0]), None)
     counts.add("methods:merged_records_store", int(merged[1]), None)
-    quality = quality_summary(con)
+    quality = quality_summary(con, data.coverage)
     sql, params = L.selection_sql(filters)
     described = filters.describe()
     if filters.country:  # as the store spells them
