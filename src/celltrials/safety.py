@@ -20,7 +20,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from rich.markup import escape
 
 #: first characters that make a spreadsheet cell a formula (OWASP), plus full-width forms
@@ -60,8 +63,31 @@ def safe_xlsx_cell(value: Any) -> Any:
     return value
 
 
+#: a text cell that :func:`is_formula_like` flags, as one RE2/Python pattern
+_FORMULA_START = "^ *[=+\\-@\\t\\r\uff1d\uff0b\uff0d\uff20]"
+
+
 def _safe_seq(values: Any, cell: Any) -> list[Any]:
     return [cell(v) for v in values]
+
+
+def _safe_text_column(s: pd.Series, cell: Any, xlsx: bool) -> list[Any] | None:
+    """:func:`_safe_seq` of an Arrow-backed text column, finding the cells to
+    change with Arrow's regex kernels (one pass in C++ instead of a Python call
+    per cell); None when the column is not Arrow-backed."""
+    try:
+        arr = pa.array(s.array)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None
+    hit = pc.match_substring_regex(arr, _FORMULA_START)
+    if xlsx:
+        hit = pc.or_(hit, pc.match_substring_regex(arr, _XLSX_ILLEGAL.pattern))
+    values = s.tolist()
+    for i in np.flatnonzero(hit.fill_null(False).to_numpy(zero_copy_only=False)).tolist():
+        values[i] = cell(values[i])
+    return values
 
 
 def safe_frame(df: pd.DataFrame, *, xlsx: bool = False) -> pd.DataFrame:
@@ -71,7 +97,9 @@ def safe_frame(df: pd.DataFrame, *, xlsx: bool = False) -> pd.DataFrame:
     for col in out.columns:
         s = out[col]
         if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-            out[col] = pd.Series(_safe_seq(s.tolist(), cell), index=s.index, dtype=object)
+            fast = None if s.dtype == object else _safe_text_column(s, cell, xlsx)
+            values = fast if fast is not None else _safe_seq(s.tolist(), cell)
+            out[col] = pd.Series(values, index=s.index, dtype=object)
     out.columns = [cell(c) if isinstance(c, str) else c for c in out.columns]
     return out
 

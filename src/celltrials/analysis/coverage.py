@@ -106,9 +106,16 @@ def series_sources(trials: pd.DataFrame, key: str, windows: pd.DataFrame) -> pd.
     record comes from that source, its share of the series, and the source's
     snapshot date. ``trials`` has columns trial_id, source and ``key`` (a
     value or a list of values per trial)."""
-    snap = dict(zip(windows["source"], windows["snapshot_date"], strict=True))
     df = _series_rows(trials, key)  # nunique counts a trial once per series and source
     out = df.groupby(["series", "source"])["trial_id"].nunique().rename("n_trials").reset_index()
+    return sources_frame(out, windows)
+
+
+def sources_frame(counts: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
+    """:func:`series_sources` from its counts (columns series, source,
+    n_trials: distinct trials per series and source, however counted)."""
+    snap = dict(zip(windows["source"], windows["snapshot_date"], strict=True))
+    out = counts.copy()
     out["share"] = out["n_trials"] / out.groupby("series")["n_trials"].transform("sum")
     out["snapshot_date"] = [snap.get(s) for s in out["source"]]
     return out.sort_values(

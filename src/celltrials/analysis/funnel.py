@@ -373,7 +373,7 @@ def product_table(
 
     cat = _catalog(catalog)
     df = explode_labels(trials) if exploded is None else exploded
-    present = set(zip(df["family"], df["msc_source"], strict=True))
+    present = set(zip(df["family"].tolist(), df["msc_source"].tolist(), strict=True))
     groups = catalog_groups(cat)
     groups = groups[
         [(f, s) in present for f, s in zip(groups["family"], groups["msc_source"], strict=True)]

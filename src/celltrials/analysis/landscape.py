@@ -461,7 +461,13 @@ def select_trials(con: duckdb.DuckDBPyConnection, filters: Filters | None = None
     ensure_label_view(con)
     sql, params = selection_sql(filters)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _sel AS {sql}", params)
-    df: pd.DataFrame = con.sql("SELECT * FROM _sel ORDER BY trial_id").to_arrow_table().to_pandas()
+    # the table was filled in trial_id order, and DuckDB keeps insertion order unless told not to
+    kept = _one(con, "SELECT current_setting('preserve_insertion_order')")
+    df: pd.DataFrame = (
+        con.sql("SELECT * FROM _sel" + ("" if kept is True else " ORDER BY trial_id"))
+        .to_arrow_table()
+        .to_pandas()
+    )
     _remember(con, df)
     return df
 
@@ -597,7 +603,8 @@ def headline(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
             f"coalesce(list(trial_id ORDER BY trial_id) FILTER (WHERE {where}), []) AS ids{i}"
         )
     with _selected(con, trials):
-        row = con.execute(
+        # through Arrow: the id lists (every trial, several times) convert in C++
+        table = con.sql(
             f"""
             WITH s AS (SELECT *, start_date <= ? AS dated FROM _sel),
                  y AS (SELECT min(start_year) FILTER (WHERE dated) AS y0,
@@ -605,8 +612,9 @@ def headline(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
                  c AS (SELECT count(DISTINCT country) AS n FROM countries
                        WHERE trial_id IN (SELECT trial_id FROM _sel) AND country IS NOT NULL)
             SELECT {", ".join(cols)} FROM s, y, c""",
-            [cutoff, cutoff, cutoff],
-        ).fetchall()[0]
+            params=[cutoff, cutoff, cutoff],
+        ).to_arrow_table()
+        row = [table.column(i)[0].as_py() for i in range(table.num_columns)]
     rows = [
         {
             "metric": m,
@@ -972,7 +980,7 @@ def trial_list(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataF
     start date, registry link (ICTRP search link when the record has none)."""
 
     df = trials[["trial_id", "registry", "title", "status", "phase", "start_date", "url"]].copy()
-    df["url"] = [safe_url(u) for u in df["url"]]  # only http(s) links ever reach the page
+    df["url"] = [safe_url(u) for u in df["url"].tolist()]  # only http(s) links ever reach the page
     missing = df["url"].isna() | (df["url"].astype(str).str.strip() == "")
     df.loc[missing, "url"] = "https://trialsearch.who.int/Trial2.aspx?TrialID=" + df.loc[
         missing, "trial_id"

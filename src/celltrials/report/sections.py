@@ -15,6 +15,7 @@ knows HTML: :mod:`celltrials.report.render` draws the views,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date
 from os.path import commonpath
@@ -241,26 +242,60 @@ YEAR_CHARTS = {"start_year_by_family": "families", "product_form_by_year": "prod
 
 
 def year_coverage(
-    sel: pd.DataFrame, dd: date | None, windows: pd.DataFrame
+    sel: pd.DataFrame, dd: date | None, windows: pd.DataFrame, con: Any = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Coverage marks (:func:`celltrials.analysis.coverage.year_coverage`) of
     every per-year chart, over the trials those charts count (dated, starting
-    by the data date), and each series' sources."""
+    by the data date), and each series' sources. With ``con`` (the store
+    ``sel`` was selected from) the store counts the trials per series and source."""
 
-    start = pd.to_datetime(sel["start_date"])
-    keep = start.notna() & (start <= pd.Timestamp(dd) if dd else start.notna())
-    dated = sel.loc[keep, ["trial_id", "source", *YEAR_CHARTS.values()]]
-    years = (
-        list(range(int(start[keep].dt.year.min()), int(start[keep].dt.year.max()) + 1))
-        if keep.any()
-        else []
-    )
+    if con is not None:
+        years, per_key = _dated_series_sources(con, sel, dd, windows)
+    else:
+        start = pd.to_datetime(sel["start_date"])
+        keep = start.notna() & (start <= pd.Timestamp(dd) if dd else start.notna())
+        dated = sel.loc[keep, ["trial_id", "source", *YEAR_CHARTS.values()]]
+        years = (
+            list(range(int(start[keep].dt.year.min()), int(start[keep].dt.year.max()) + 1))
+            if keep.any()
+            else []
+        )
+        per_key = {key: C.series_sources(dated, key, windows) for key in YEAR_CHARTS.values()}
     marks, sources = [], []
     for chart, key in YEAR_CHARTS.items():
-        src = C.series_sources(dated, key, windows)
-        marks.append(C.year_coverage(dated, key, windows, years, src).assign(chart=chart))
+        src = per_key[key]
+        marks.append(C.year_coverage(sel.iloc[:0], key, windows, years, src).assign(chart=chart))
         sources.append(src.assign(chart=chart))
     return pd.concat(marks, ignore_index=True), pd.concat(sources, ignore_index=True)
+
+
+def _dated_series_sources(
+    con: Any, sel: pd.DataFrame, dd: date | None, windows: pd.DataFrame
+) -> tuple[list[int], dict[str, pd.DataFrame]]:
+    """The start years of the dated trials of ``sel`` (starting by the data
+    date) and, per per-year chart key, :func:`celltrials.analysis.coverage.series_sources`
+    of them, counted in the store."""
+    cond = "start_date IS NOT NULL" + (" AND start_date <= ?" if dd else "")
+    params: list[Any] = [dd] if dd else []
+    per_key: dict[str, pd.DataFrame] = {}
+    with L._selected(con, sel):
+        y0, y1 = con.execute(
+            f"SELECT min(year(start_date)), max(year(start_date)) FROM _sel WHERE {cond}", params
+        ).fetchall()[0]
+        years = list(range(int(y0), int(y1) + 1)) if y0 is not None else []
+        for key in YEAR_CHARTS.values():
+            rows = con.execute(
+                f"""
+                WITH k AS (SELECT trial_id, coalesce(source, 'None') AS source,
+                                  unnest({key})::VARCHAR AS series FROM _sel WHERE {cond})
+                SELECT series, source, count(DISTINCT trial_id) FROM k
+                WHERE series IS NOT NULL AND series <> '' GROUP BY ALL""",
+                params,
+            ).fetchall()
+            counts = pd.DataFrame(rows, columns=["series", "source", "n_trials"])
+            counts["n_trials"] = counts["n_trials"].astype("int64")
+            per_key[key] = C.sources_frame(counts, windows)
+    return years, per_key
 
 
 class _YearMarks:
@@ -1052,14 +1087,26 @@ def compute_sections(
     """Every section of the report over the selected trials ``sel``: the
     landscape sections, the exclusions, the coverage marks of the per-year
     charts and the development funnel."""
-    secs: dict[str, pd.DataFrame] = {name: fn(con, sel) for name, fn in L.SECTIONS.items()}
-    secs["exclusions"] = L.exclusions(con, filters)
-    dd = L.data_date(con)
+    # the coverage windows parse every record's raw JSON (its export stamp): DuckDB does
+    # that on its own connection while this thread converts the sections' results
+    cursor = con.cursor()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(coverage_windows, cursor)
+        try:
+            secs: dict[str, pd.DataFrame] = {
+                name: fn(con, sel) for name, fn in L.SECTIONS.items()
+            }
+            secs["exclusions"] = L.exclusions(con, filters)
+            dd = L.data_date(con)
+            fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con)
+            coverage = pending.result()
+        finally:
+            pending.cancel()
+            wait([pending])
+            cursor.close()
 
-    coverage = coverage_windows(con)
     windows = source_windows(con, coverage)
-    secs["year_coverage"], secs["year_coverage_sources"] = year_coverage(sel, dd, windows)
-    fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con)
+    secs["year_coverage"], secs["year_coverage_sources"] = year_coverage(sel, dd, windows, con)
     if fr is not None:
         f_tab = fr.copy()
         f_tab["trial_ids"] = [
