@@ -176,6 +176,51 @@ def test_update_of_a_merged_trial_splits_and_joins_trials(tmp_path: Path, store:
     assert _trial_rows(store) == after
 
 
+def test_several_settles_in_one_transaction_equal_a_full_remerge(tmp_path: Path) -> None:
+    """``add_records`` called again and again inside one transaction (as
+    ``sync`` does for studies fetched by id): each call re-merges trials
+    written earlier in the same, uncommitted transaction (their rows are
+    found and deleted by row id). After a join, a newer version and a split,
+    the trials are what the ids say and equal a full re-merge."""
+    studies = json.loads(GENERAL_JSON.read_text())
+    ident = [s["protocolSection"]["identificationModule"] for s in studies[:6]]
+    a_id, b_id = ident[0]["nctId"], ident[1]["nctId"]
+
+    def version(study: dict[str, object], update: str, names: list[str]) -> object:
+        s = json.loads(json.dumps(study))
+        s["protocolSection"]["identificationModule"]["secondaryIdInfos"] = [
+            {"id": n} for n in names
+        ]
+        s["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"] = {"date": update}
+        return ctgov_json.parse_study(s)
+
+    with celltrials.open(tmp_path / "s.duckdb") as store:
+        with store.transaction():
+            store.add_records([version(s, "2020-01-01", []) for s in studies[:6]], source="t1")
+            assert store.resolve(a_id) != store.resolve(b_id)
+            # b names a: one trial
+            store.add_records([version(studies[1], "2021-01-01", [a_id])], source="t2")
+            assert store.resolve(a_id) == store.resolve(b_id)
+            # a newer version of a: still one trial, of a's and b's current versions
+            store.add_records([version(studies[0], "2022-01-01", [])], source="t3")
+            assert store.resolve(a_id) == store.resolve(b_id)
+            # b drops the id: two trials again
+            store.add_records([version(studies[1], "2023-01-01", [])], source="t4")
+        assert store.resolve(a_id) != store.resolve(b_id)
+        rows = _trial_rows(store)
+        assert len(rows) == 6 and {r[3] for r in rows} == {1}  # six one-record trials
+        current = store.con.execute(
+            "SELECT record_id, last_update FROM records WHERE is_current ORDER BY record_id"
+        ).fetchall()
+        newest = {x["nctId"]: "2020-01-01" for x in ident} | {
+            a_id: "2022-01-01",
+            b_id: "2023-01-01",
+        }
+        assert [(r, str(d)) for r, d in current] == sorted(newest.items())
+        store.merge_trials()
+        assert _trial_rows(store) == rows
+
+
 # ------------------------------------------------------------ streaming, small files
 def test_streamed_json_array_stores_the_same_as_whole_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -652,6 +652,7 @@ class Store:
             self._refresh_current()
             self._merge_touched()
         finally:
+            self.con.execute("DROP TABLE IF EXISTS _versions")
             self.con.execute("DROP TABLE IF EXISTS _touched")
 
     def _insert(self, items: list[Staged]) -> list[bool]:
@@ -700,19 +701,25 @@ class Store:
 
     def _refresh_current(self) -> None:
         """Mark, per touched (channel, record_id), the version in use: latest
-        registry update date, then the richer format, then the latest ingest."""
+        registry update date, then the richer format, then the latest ingest.
+
+        The touched pairs' versions are read in one pass over ``records``
+        into ``_versions`` (row id, key, old and new flag); only rows whose
+        flag changes are updated, found by row id (no second join on keys)."""
         rank_sql = " ".join(f"WHEN '{k}' THEN {f.rank}" for k, f in FORMATS.items() if f.rank)
         self.con.execute(f"""
-            UPDATE records SET is_current = (ranked.rn = 1)
-            FROM (
-                SELECT r.record_key, row_number() OVER (
-                    PARTITION BY r.channel, r.record_id
-                    ORDER BY r.last_update DESC NULLS LAST,
-                             CASE r.source_format {rank_sql} ELSE 0 END DESC,
-                             r.ingested_at DESC, r.record_key DESC) AS rn
-                FROM records r JOIN _touched t USING (channel, record_id)
-            ) ranked
-            WHERE records.record_key = ranked.record_key AND records.is_current IS DISTINCT FROM (ranked.rn = 1)
+            CREATE OR REPLACE TEMP TABLE _versions AS
+            SELECT r.rowid AS rid, r.record_key, r.is_current AS was_current,
+                   row_number() OVER (
+                       PARTITION BY r.channel, r.record_id
+                       ORDER BY r.last_update DESC NULLS LAST,
+                                CASE r.source_format {rank_sql} ELSE 0 END DESC,
+                                r.ingested_at DESC, r.record_key DESC) = 1 AS now_current
+            FROM records r SEMI JOIN _touched t USING (channel, record_id)
+        """)
+        self.con.execute("""
+            UPDATE records SET is_current = v.now_current FROM _versions v
+            WHERE records.rowid = v.rid AND v.was_current IS DISTINCT FROM v.now_current
         """)
 
     def _merge_touched(self) -> None:
@@ -725,69 +732,81 @@ class Store:
         with a touched pair's current record — an untouched record linked to
         one of those was already in the same old trial. So only those trials
         are recomputed and rewritten; the result equals :meth:`merge_trials`.
+
+        Each step reads the big tables once, joined to the small tables the
+        step before made (``_versions`` from :meth:`_refresh_current`), so
+        the work follows the number of touched records and the trials they
+        reach; the old trials' rows are deleted by row id.
         """
-        self.con.execute("""
-            CREATE OR REPLACE TEMP TABLE _affected AS
-            WITH cur AS (
-                SELECT r.record_key FROM records r JOIN _touched USING (channel, record_id) WHERE r.is_current
-            ), old AS (
-                SELECT tr.trial_id FROM trial_records tr JOIN records r USING (record_key)
-                JOIN _touched USING (channel, record_id)
-                UNION
-                SELECT tr.trial_id FROM record_ids i JOIN trial_records tr USING (record_key)
-                WHERE i.id_key IN (SELECT i2.id_key FROM record_ids i2 JOIN cur USING (record_key))
-            )
-            SELECT DISTINCT trial_id, record_key FROM (
-                SELECT trial_id, record_key FROM trial_records WHERE trial_id IN (SELECT trial_id FROM old)
-                UNION ALL
-                SELECT NULL AS trial_id, record_key FROM cur
-            )""")
+        con = self.con
         try:
-            self.con.execute(
-                "DELETE FROM trial_records WHERE trial_id IN (SELECT trial_id FROM _affected WHERE trial_id IS NOT NULL)"
-            )
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE _reached AS
+                WITH cur_ids AS (
+                    SELECT DISTINCT id_key FROM record_ids
+                    WHERE record_key IN (SELECT record_key FROM _versions WHERE now_current)
+                )
+                SELECT record_key FROM _versions
+                UNION
+                SELECT record_key FROM record_ids WHERE id_key IN (SELECT id_key FROM cur_ids)""")
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE _members AS
+                SELECT rowid AS rid, record_key FROM trial_records
+                WHERE trial_id IN (
+                    SELECT trial_id FROM trial_records
+                    WHERE record_key IN (SELECT record_key FROM _reached))""")
+            con.execute("DELETE FROM trial_records WHERE rowid IN (SELECT rid FROM _members)")
             self._write_components(
-                "SELECT record_key FROM records WHERE is_current AND record_key IN (SELECT record_key FROM _affected)"
+                "SELECT record_key FROM _members UNION ALL SELECT record_key FROM _versions WHERE now_current"
             )
         finally:
-            self.con.execute("DROP TABLE IF EXISTS _affected")
+            con.execute("DROP TABLE IF EXISTS _members")
+            con.execute("DROP TABLE IF EXISTS _reached")
 
     def merge_trials(self) -> None:
         """Recompute all trials as connected components of current records sharing ids."""
         self.con.execute("DELETE FROM trial_records")
-        self._write_components("SELECT record_key FROM records WHERE is_current")
+        self._write_components(None)
 
-    def _write_components(self, scope_sql: str) -> None:
-        """Write the trials of the current records ``scope_sql`` selects (a
-        closed set: no record outside it shares an id with one inside).
+    def _write_components(self, keys_sql: str | None) -> None:
+        """Write the trials of the current records among the keys ``keys_sql``
+        selects (all current records for None); they must be a closed set: no
+        current record outside it shares an id with one inside.
 
-        Only records sharing an id with another record in scope are grouped in
-        memory (:func:`group_records`); every other record is a trial of its
-        own and goes through in chunks of :data:`MERGE_CHUNK`, so memory stays
+        ``records`` and ``record_ids`` are read once each (the scope's merge
+        columns and ids go to temporary tables). Only records sharing an id
+        with another record in scope are grouped in memory
+        (:func:`group_records`); every other record is a trial of its own and
+        goes through in chunks of :data:`MERGE_CHUNK`, so memory stays
         bounded however many records a file brings."""
         con = self.con
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _scope AS SELECT DISTINCT record_key FROM ({scope_sql})"
-        )
+        where = "" if keys_sql is None else f"AND record_key IN ({keys_sql})"
         try:
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE _scope AS
+                SELECT {_MERGE_COLUMNS} FROM records WHERE is_current {where}""")
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE _scope_ids AS
+                SELECT i.record_key, i.id_key FROM record_ids i
+                WHERE i.record_key IN (SELECT record_key FROM _scope)""")
             con.execute("""
                 CREATE OR REPLACE TEMP TABLE _linked AS
-                WITH ids AS (SELECT i.record_key, i.id_key FROM record_ids i JOIN _scope USING (record_key)),
-                shared AS (SELECT id_key FROM ids GROUP BY id_key HAVING count(DISTINCT record_key) > 1)
-                SELECT DISTINCT record_key FROM ids JOIN shared USING (id_key)""")
+                WITH shared AS (
+                    SELECT id_key FROM _scope_ids GROUP BY id_key HAVING count(DISTINCT record_key) > 1
+                )
+                SELECT DISTINCT record_key FROM _scope_ids JOIN shared USING (id_key)""")
             recs = con.execute(f"""
-                SELECT {_MERGE_COLUMNS} FROM records
+                SELECT {_MERGE_COLUMNS} FROM _scope
                 WHERE record_key IN (SELECT record_key FROM _linked)""").fetchall()
             ids = con.execute("""
-                SELECT i.record_key, i.id_key FROM record_ids i
-                WHERE i.record_key IN (SELECT record_key FROM _linked)""").fetchall()
+                SELECT record_key, id_key FROM _scope_ids
+                WHERE record_key IN (SELECT record_key FROM _linked)""").fetchall()
             self._write_trials(recs, ids)
             del recs, ids
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE _single AS
-                SELECT row_number() OVER () AS rn, {_MERGE_COLUMNS} FROM records
-                WHERE record_key IN (SELECT record_key FROM _scope)
-                  AND record_key NOT IN (SELECT record_key FROM _linked)""")
+                SELECT row_number() OVER () AS rn, {_MERGE_COLUMNS} FROM _scope
+                WHERE record_key NOT IN (SELECT record_key FROM _linked)""")
             row = con.execute("SELECT count(*) FROM _single").fetchone()
             n = int(row[0]) if row else 0
             for lo in range(0, n, MERGE_CHUNK):
@@ -797,9 +816,8 @@ class Store:
                 ).fetchall()
                 self._write_trials(chunk, [])  # no shared ids: one trial per record
         finally:
-            con.execute("DROP TABLE IF EXISTS _single")
-            con.execute("DROP TABLE IF EXISTS _linked")
-            con.execute("DROP TABLE IF EXISTS _scope")
+            for table in ("_single", "_linked", "_scope_ids", "_scope"):
+                con.execute(f"DROP TABLE IF EXISTS {table}")
 
     def _write_trials(self, recs: list[Any], ids: list[Any]) -> None:
 
