@@ -246,8 +246,56 @@ def test_the_scan_cache_does_not_decide_results() -> None:
     tax = default_taxonomy()
     text = "Autologous CD19 CAR-T cells in relapsed B-ALL"
     first = [_triples(f, text) for f in _fields(tax)]
-    engine._INDEX.cache.clear()
+    engine._INDEX.cache.clear()  # (each field's hits are kept with the scan)
     engine._INDEX.old.clear()
-    for f in _fields(tax):
-        f._last_text = None
     assert [_triples(f, text) for f in _fields(tax)] == first
+
+
+@pytest.mark.unit
+def test_a_literal_before_a_class_is_extended_by_its_members() -> None:
+    # "Th\d+" needs "th" and a digit: th0 ... th9 prune far more than "th"; a text
+    # that is not ASCII may hold another decimal digit there (\d is Unicode-aware)
+    from celltrials.taxonomy.engine import DIGIT, analyse
+
+    assert analyse("Th\\d+").anchors == frozenset(f"th{d}" for d in range(10))
+    assert analyse("Th\\d+(?:/Th\\d+)+").anchors == frozenset(f"/th{d}" for d in range(10))
+    assert analyse("FR[αa]").anchors == frozenset({"frα", "fra"})
+    assert analyse("\\d+ ?(?:x|×)").anchors == frozenset({DIGIT})
+    assert analyse("cells?").anchors == frozenset({"cell"})  # optional: nothing to add
+    assert analyse("CD[0-9]?x").anchors == frozenset({"cd"})
+    alts = [["(?:Th\\d+(?:/Th\\d+)+)"], ["(?:FR[αa])"], ["(?:\\d+ ?(?:x|×))"]]
+    fld = CompiledField([Entry(f"e{i}", {"x": (str(i),)}) for i in range(3)], alts)
+    assert fld.modes == ["searched"] * 3
+    texts = [
+        "Th1/Th17 and Th2/Th22 cells",
+        "Th\u0661/Th\u0667 cells",  # ARABIC-INDIC DIGIT ONE, SEVEN
+        "FRα FRa FR\u0391 FRb fra",
+        "5x \u0665× x10x 10 x",
+        "no digits, no Th/Th here",
+    ]
+    for text in texts:
+        assert _triples(fld, text) == reference(fld, text), text
+    assert len(reference(fld, texts[1])) == 1 and len(reference(fld, texts[3])) == 3
+
+
+@pytest.mark.unit
+def test_may_hit_is_false_only_for_sentences_without_a_hit() -> None:
+    # classify reads origin words sentence by sentence; may_hit lets it skip the
+    # sentences where the text's own scan shows that no key of the field starts
+    from celltrials.classify import _SENTENCE
+
+    tax = default_taxonomy()
+    texts = [t for t in _shared_texts() if "." in t and t.isascii()][:1500]
+    texts += [
+        "Autologous or allo. Cells auto.5 and allo.x; Auto.",
+        "e.g. autologous cells. i.e. allo-HSCT! auto-",
+        "An autologous.allogeneic mix.of cells.",
+    ]
+    skipped = 0
+    for fld in _fields(tax):
+        for text in texts:
+            for sm in _SENTENCE.finditer(text):
+                if not fld.may_hit(text, sm.start(), sm.end()):
+                    skipped += 1
+                    assert fld.hits(sm.group()) == [], (fld.entries[0].name, sm.group())
+    assert skipped > 10_000

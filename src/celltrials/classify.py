@@ -278,15 +278,14 @@ def _mask(text: str, fld: CompiledField) -> str:
     return text if out is None else "".join(out)
 
 
+_UP_TO_LAST_BREAK = re.compile(r".*[.;:,\[\]\n|]", re.S)  # (as _CLAUSE_BREAK)
+
+
 def _is_background(tax: Taxonomy, text: str, start: int) -> bool:
     lo = max(0, start - 80)
-    window = text[lo:start]
     # cut at the last clause break
-    last = -1
-    for m in _CLAUSE_BREAK.finditer(window):
-        last = m.end()
-    if last >= 0:
-        window = window[last:]
+    m = _UP_TO_LAST_BREAK.match(text, lo, start)
+    window = text[lo if m is None else m.end() : start]
     if not window.strip():
         return False
     return tax.background_cue.search(window) is not None
@@ -509,10 +508,11 @@ class Classifier:
                 cell_hits = list(tax.cell_type.hits(text))
             spans: list[tuple[int, int]] = []
             seg_found: list[_Mention] = []
+            same = text is seg.text  # (else a hit's text is the masked one)
             for h in prod_hits:
                 m = _Mention(
                     seg,
-                    Hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
+                    h if same else Hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
                     dict(h.entry.labels),
                 )
                 (background if _is_background(tax, text, h.start) else seg_found).append(m)
@@ -524,7 +524,7 @@ class Classifier:
                     continue  # a named product decides for its own span
                 m = _Mention(
                     seg,
-                    Hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
+                    h if same else Hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
                     dict(h.entry.labels),
                 )
                 (background if _is_background(tax, text, h.start) else seg_found).append(m)
@@ -612,10 +612,11 @@ class Classifier:
                 text = masked.force(seg)
                 if text is not seg.text:
                     hits = fld.hits(text)
+            same = text is seg.text  # (else the hit's text is the masked one)
             for h in hits:
                 if skip_background and _is_background(self.tax, text, h.start):
                     continue
-                out.append((seg, Hit(h.entry, h.start, h.end, seg.text[h.start : h.end])))
+                out.append((seg, h if same else Hit(h.entry, h.start, h.end, seg.text[h.start : h.end])))
         return out
 
     # -- main ------------------------------------------------------------
@@ -1075,9 +1076,12 @@ class Classifier:
         """Origin words in the summary sentences that also name cells or a product
         (adds to ``stated``; background mentions skipped)."""
         tax = self.tax
+        origin = tax.origin
         for seg in ctx.summaries:
             text = ctx.masked.force(seg)
             for sm in _SENTENCE.finditer(text):
+                if not origin.may_hit(text, sm.start(), sm.end()):
+                    continue  # (a sentence starts after a non-word character or at 0)
                 sent = sm.group()
                 ohits = list(tax.origin.hits(sent))
                 if not ohits or not (tax.cell_type.search(sent) or tax.products.search(sent)):

@@ -61,8 +61,9 @@ most 1,000 times. Each cluster's searches move strictly forward and the
 automaton reads a text once, so the work is linear in the length of the text.
 
 A text's pass over the automaton is kept for the next few hundred texts (one
-trial's texts are read by many fields) and each field remembers its last
-text's hits (a text is often asked twice in a row); nothing else is cached.
+trial's texts are read by many fields), and with it each field's hits in that
+text once asked (a trial often asks a field about a text twice); nothing else
+is cached.
 Costs: ``benchmarks/classify.py`` (BENCHMARKS.md). A pattern the parser cannot
 follow (backreference, conditional group, verbose flag) is kept as written, has
 no literal and is run on every text.
@@ -120,25 +121,42 @@ _COMMON = frozenset(
 )
 
 
+#: the "literal" of a pattern that requires a decimal digit (``\\d``) and no
+#: better literal: present when the text has a digit (not an automaton key)
+DIGIT = "\x00\\d"
+_ASCII_DIGITS = tuple("0123456789")
+_MAX_CLASS = 10  # most members of a class that extends a literal
+#: literals made of a literal run and an ASCII digit standing for ``\d``: a text
+#: that is not ASCII may hold another decimal digit there, so they count as present
+_DIGIT_EXTENDED: set[str] = set()
+_HAS_DIGIT = re.compile(r"\d")
+
+
 def _score(literal: str) -> float:
+    if literal == DIGIT:
+        return 1.0
     return 1.5 if literal.strip(" -") in _COMMON else len(literal)
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One taxonomy entry: the labels a match implies plus entry options."""
+    """One taxonomy entry: the labels a match implies plus entry options.
+
+    ``value``: the entry's single value (for single-field entries): the first
+    label, else the name."""
 
     name: str
     labels: Mapping[str, tuple[str, ...]]
     options: Mapping[str, Any] = field(default_factory=dict)
+    value: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def value(self) -> str:
-        """The entry's single value (for single-field entries)."""
+    def __post_init__(self) -> None:
+        value = self.name
         for vals in self.labels.values():
             if vals:
-                return vals[0]
-        return self.name
+                value = vals[0]
+                break
+        object.__setattr__(self, "value", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +254,23 @@ class _Parser:
         while self.i < self.n and self.s[self.i] not in "|)":
             kind, val, r = self.atom()
             q = self.quantifier()
+            if kind == "cls" and (q is None or q[0] >= 1):
+                # a class every match has here: the literal run before it extended by
+                # each member ("Th\d": th0 ... th9), a digit when it is \d
+                piece: list[str] = []
+                for ch in reversed(run):
+                    if not _foldable(ch):
+                        break
+                    piece.append(ch)
+                members: tuple[str, ...] = val
+                if len(piece) + 1 >= _MIN_ANCHOR and all(_foldable(m) for m in members):
+                    stem = "".join(reversed(piece))
+                    ext = frozenset((stem + m).lower() for m in members)
+                    if members is _ASCII_DIGITS:
+                        _DIGIT_EXTENDED.update(ext)
+                    consider(ext)
+                if members is _ASCII_DIGITS:
+                    consider(frozenset({DIGIT}))
             if q is None:
                 if kind == "lit":
                     run.append(val)
@@ -259,8 +294,10 @@ class _Parser:
         if c == "\\":
             return self.escape()
         if c == "[":
+            start = self.i
             self.skip_class()
-            return ("other", None, 1)
+            members = self.class_members(s[start + 1 : self.i - 1])
+            return ("other", None, 1) if members is None else ("cls", members, 1)
         if c == ".":
             self.i += 1
             return ("other", None, 1)
@@ -279,7 +316,10 @@ class _Parser:
         if i >= self.n:
             raise _Bail("trailing backslash")
         c = s[i]
-        if c in "dDsSwW":
+        if c == "d":  # a decimal digit: 0-9 in an ASCII text
+            self.i = i + 1
+            return ("cls", _ASCII_DIGITS, 1)
+        if c in "DsSwW":
             self.i = i + 1
             return ("other", None, 1)
         if c in "bBAZ":
@@ -311,6 +351,27 @@ class _Parser:
             raise _Bail(f"unknown escape \\{c}")
         self.i = i + 1
         return ("lit", c, 1)
+
+    @staticmethod
+    def class_members(body: str) -> tuple[str, ...] | None:
+        """The members of a small class of plain characters (``αa``, ``0-9``), or None
+        (negated, escapes, large ranges, more than ``_MAX_CLASS`` members)."""
+        if not body or body[0] == "^" or "\\" in body or "[" in body:
+            return None
+        out: list[str] = []
+        i = 0
+        while i < len(body):
+            if i + 2 < len(body) and body[i + 1] == "-":
+                lo, hi = ord(body[i]), ord(body[i + 2])
+                if hi < lo or hi - lo >= _MAX_CLASS:
+                    return None
+                out.extend(map(chr, range(lo, hi + 1)))
+                i += 3
+            else:
+                out.append(body[i])
+                i += 1
+        members = tuple(dict.fromkeys(out))
+        return members if len(members) <= _MAX_CLASS else None
 
     def skip_class(self) -> None:
         s, i = self.s, self.i + 1
@@ -947,20 +1008,43 @@ _FIELD_SHIFT = 32 + _KEY_BITS  # texts up to 4 G characters
 SCAN_CACHE = 128
 
 
+# an anchor's occurrence is a candidate too, below every field's (negative):
+# _ANCHOR_BASE + (end << _KEY_BITS | anchor id)
+_ANCHOR_BASE = -(1 << 62)
+
+
 class _Scan:
     """One text's pass over the index: the candidates of every field, as one sorted
-    list of ints (field << _FIELD_SHIFT | start << _KEY_BITS | key id), and the
-    anchors present (a bit mask). Few objects: they are kept for a while."""
+    list of ints (field << _FIELD_SHIFT | start << _KEY_BITS | key id), preceded by
+    the anchors' occurrences (negative, see :meth:`present`), and each field's hits
+    once asked (``memo``, by field id). Few objects: they are kept for a while."""
 
-    __slots__ = ("codes", "folded", "g", "padded", "present", "text")
+    __slots__ = ("_present", "codes", "folded", "g", "memo", "padded", "text")
 
-    def __init__(self, text: str, g: str, codes: list[int], present: int) -> None:
+    def __init__(self, text: str, g: str, codes: list[int]) -> None:
         self.text = text
         self.g = g
         self.codes = codes
-        self.present = present
+        self.memo: dict[int, list[Hit]] = {}
+        self._present: int | None = None
         self.folded: str | None = None
         self.padded: str | None = None
+
+    def present(self) -> int:
+        """The anchors that occur in the text (a bit mask by anchor id)."""
+        p = self._present
+        if p is None:
+            p = 0
+            for c in self.codes:
+                if c >= 0:
+                    break
+                p |= 1 << ((c - _ANCHOR_BASE) & _KEY_MASK)
+            if _INDEX.digit_bit and _HAS_DIGIT.search(self.text):
+                p |= _INDEX.digit_bit
+            if not self.text.isascii():
+                p |= _INDEX.non_ascii_bits
+            self._present = p
+        return p
 
     def fold(self) -> str:
         """The text with each character that matches an ASCII letter case-insensitively
@@ -999,6 +1083,8 @@ class _Index:
         self.anchor_of: list[int] = []  # by key: anchor id or -1
         self.anchors: dict[str, int] = {}
         self.automaton: Any = None
+        self.digit_bit = 0  # the bit of DIGIT
+        self.non_ascii_bits = 0  # anchors present in every text that is not ASCII
         self.n_fields = 0
         self.cache: dict[str, _Scan] = {}
         self.old: dict[str, _Scan] = {}
@@ -1017,13 +1103,17 @@ class _Index:
         self.n_fields += 1
         return self.n_fields - 1
 
-    def add_strings(self, fid: int, k: int, lits: tuple[Literal, ...], regex: bool) -> None:
+    def add_strings(self, fid: int, k: int, lits: tuple[Literal, ...], regex: bool) -> bool:
         """Register alternative ``k`` of field ``fid``: the strings it matches, or
-        (``regex``) the beginnings at which its regex is tried."""
+        (``regex``) the beginnings at which its regex is tried. True when a key ends
+        in two separators (a string ending in a non-word character)."""
+        sep2 = False
         for pref, lit in enumerate(lits):
             low = lit.exact.lower()
             g = _g(low)  # (an ASCII string)
-            kid = self._key(_SEP + g + ("" if lit.run else _SEP))
+            key = _SEP + g + ("" if lit.run else _SEP)
+            sep2 = sep2 or key.endswith(_SEP + _SEP)
+            kid = self._key(key)
             variant: _Variant
             if regex:
                 variant = (k << _RANK_BITS, _REGEX, None, None, None, 0, 0)
@@ -1043,15 +1133,24 @@ class _Index:
         self.automaton = None  # (its build sorts the variants)
         self.cache.clear()
         self.old.clear()
+        return sep2
 
     def anchor_id(self, literal: str) -> int:
         """The id of a required literal (anchor); literals that differ only in their
-        non-word characters share one."""
-        key = "".join(ch if _is_word(ch) else _SEP for ch in literal)
+        non-word characters share one. :data:`DIGIT` is no key: its bit is set when
+        the text has a digit."""
+        key = literal if literal == DIGIT else "".join(ch if _is_word(ch) else _SEP for ch in literal)
         aid = self.anchors.get(key)
         if aid is None:
             aid = self.anchors[key] = len(self.anchors)
-            self.anchor_of[self._key(key)] = aid
+            if key == DIGIT:
+                self.digit_bit = 1 << aid
+            else:
+                self.anchor_of[self._key(key)] = aid
+            self.cache.clear()
+            self.old.clear()
+        if literal in _DIGIT_EXTENDED and not self.non_ascii_bits & 1 << aid:
+            self.non_ascii_bits |= 1 << aid
             self.cache.clear()
             self.old.clear()
         return aid
@@ -1062,14 +1161,13 @@ class _Index:
                 by_field[fid] = sorted(set(vs))  # rank order, each once
         auto = ahocorasick.Automaton()
         for key, kid in self.keys.items():
-            # (back, codes, anchor bit): a key ending at g[end] has its leading SEP at
-            # g[end - back], the offset in the text where the match starts; codes:
-            # its candidate for each field without the start
-            value = (
-                self.key_len[kid] - 1,
-                tuple(fid << _FIELD_SHIFT | kid for fid in self.variants[kid]),
-                1 << self.anchor_of[kid] if self.anchor_of[kid] >= 0 else 0,
-            )
+            # a key ending at g[end] has its leading SEP at g[end - back], the offset in
+            # the text where the match starts: its candidate for each field is the
+            # value's member plus end << _KEY_BITS (and its anchor's occurrence too)
+            back = (self.key_len[kid] - 1) << _KEY_BITS
+            value = tuple((fid << _FIELD_SHIFT | kid) - back for fid in self.variants[kid])
+            if self.anchor_of[kid] >= 0:
+                value = (_ANCHOR_BASE + self.anchor_of[kid], *value)
             auto.add_word(key, value)
         auto.make_automaton()
         self.automaton = auto
@@ -1092,22 +1190,14 @@ class _Index:
 
     def _scan(self, text: str) -> _Scan:
         auto = self.automaton
-        g = _SEP + _g(text) + _SEP
+        g = _g(f" {text} ")  # (SEP + g(text) + SEP)
         if auto is None:
             if not self.keys:
-                return _Scan(text, g, [], 0)
+                return _Scan(text, g, [])
             auto = self._build()
-        codes: list[int] = []
-        add = codes.append
-        present = 0
-        for end, (back, fcodes, bit) in auto.iter(g):
-            if bit:
-                present |= bit
-            start = (end - back) << _KEY_BITS
-            for c in fcodes:
-                add(c | start)
+        codes = [c + (end << _KEY_BITS) for end, value in auto.iter(g) for c in value]
         codes.sort()
-        return _Scan(text, g, codes, present)
+        return _Scan(text, g, codes)
 
 
 _INDEX = _Index()
@@ -1157,6 +1247,7 @@ class CompiledField:
         owner: list[Entry] = []
         groups: dict[frozenset[str] | None, list[int]] = {}
         self._fid = _INDEX.new_field()
+        sep2 = False  # a key ends in two separators (see may_hit)
         for entry, sources in zip(self.entries, self.alternatives, strict=True):
             for src in sources:
                 k = len(infos)
@@ -1164,10 +1255,10 @@ class CompiledField:
                 lits = expand(info.source)
                 starts = None if lits is not None else beginnings(info.source)
                 if lits is not None:
-                    _INDEX.add_strings(self._fid, k, lits, regex=False)
+                    sep2 = _INDEX.add_strings(self._fid, k, lits, regex=False) or sep2
                     modes.append("strings")
                 elif starts is not None and not _GROUP_REF.search(info.source):
-                    _INDEX.add_strings(self._fid, k, starts, regex=True)
+                    sep2 = _INDEX.add_strings(self._fid, k, starts, regex=True) or sep2
                     modes.append("triggered")
                 else:
                     groups.setdefault(info.anchors, []).append(k)
@@ -1207,10 +1298,9 @@ class CompiledField:
         self._by_anchor = by_anchor
         self._anchor_mask = sum(by_anchor)
         self._by_present: dict[int, tuple[int, ...]] = {0: self._always}
-        self._last_text: str | None = None  # the last text asked, and its hits
-        self._last: list[Hit] = []
         self._code_lo = self._fid << _FIELD_SHIFT  # this field's candidates
         self._code_hi = self._code_lo + (1 << _FIELD_SHIFT)
+        self._sep2 = sep2
 
     def _add_cluster(self, ks: list[int]) -> int:
         self._clusters.append(self._cluster(ks))
@@ -1257,7 +1347,7 @@ class CompiledField:
 
     def _for(self, scan: _Scan) -> tuple[int, ...]:
         """The clusters that can match in the scanned text, in order."""
-        present = scan.present & self._anchor_mask
+        present = scan.present() & self._anchor_mask
         if not present:
             return self._always
         got = self._by_present.get(present)
@@ -1342,37 +1432,107 @@ class CompiledField:
 
     def hits(self, text: str, lower: str | None = None) -> list[Hit]:
         """The field's matches in ``text``, left to right (``lower`` is unused)."""
-        if text is not self._last_text:  # a text is often asked twice in a row
-            self._last = self._hits(_INDEX.cache.get(text) or _INDEX.scan(text))
-            self._last_text = text
-        return self._last.copy()
+        scan = _INDEX.cache.get(text) or _INDEX.scan(text)
+        got = scan.memo.get(self._fid)  # one trial's text is often asked twice
+        if got is None:
+            got = scan.memo[self._fid] = self._hits(scan)
+        return got.copy()
 
     def search(self, text: str, lower: str | None = None) -> bool:
         """Whether the field has a hit in ``text``."""
-        if text is not self._last_text:
-            self._last = self._hits(_INDEX.cache.get(text) or _INDEX.scan(text))
-            self._last_text = text
-        return bool(self._last)
+        scan = _INDEX.cache.get(text) or _INDEX.scan(text)
+        got = scan.memo.get(self._fid)
+        if got is None:
+            got = scan.memo[self._fid] = self._hits(scan)
+        return bool(got)
+
+    def may_hit(self, text: str, start: int, end: int) -> bool:
+        """False when ``hits(text[start:end])`` is sure to be empty, judged from the
+        scan of ``text``: no candidate of the field starts in the slice and no anchor
+        of its clusters occurs in ``text``. For a slice that starts at the text's start
+        or after a non-word character, and ends with a non-word character or before
+        one or at the text's end (a sentence): the slice's pass over the index reads
+        the same characters, so its keys occur in the text at the same offsets; but
+        a key ending in two separators may end at the slice's end only (then True
+        when a word character follows the slice). An ASCII text only (lower-casing
+        is not character by character elsewhere)."""
+        if self._always or not text.isascii():
+            return True
+        if self._sep2 and end < len(text) and _is_word(text[end]):
+            return True
+        scan = _INDEX.cache.get(text) or _INDEX.scan(text)
+        if self._clusters and scan.present() & self._anchor_mask:
+            return True
+        codes = scan.codes
+        i = bisect_left(codes, self._code_lo + (start << _KEY_BITS))
+        return i < len(codes) and codes[i] < self._code_lo + (end << _KEY_BITS)
+
+    def _merge_one(self, scan: _Scan, found: list[_Found], ci: int) -> list[Hit]:
+        """:meth:`_hits` when one cluster runs: its matches merged with ``found``."""
+        text, padded, owner = scan.text, scan.pad(), self._owner
+        out: list[Hit] = []
+        n_found = len(found)
+        rx, alt_of = self._clusters[ci]
+        m = rx.search(padded)
+        fi = 0
+        while True:
+            if m is None:
+                if fi >= n_found:
+                    return out
+                s, e, k = found[fi]
+            else:
+                ms = m.start()
+                mk = alt_of[m.lastindex or 0]
+                if fi < n_found and (
+                    found[fi][0] < ms or (found[fi][0] == ms and found[fi][2] < mk)
+                ):
+                    s, e, k = found[fi]
+                else:
+                    s, e, k = ms, m.end() - 1, mk
+            if e == s:  # the first match here is empty: skip the position
+                pos = s + 1
+            else:
+                out.append(Hit(owner[k], s, e, text[s:e]))
+                pos = e
+            while fi < n_found and found[fi][0] < pos:
+                fi += 1
+            if m is not None and ms < pos:
+                m = rx.search(padded, pos)
 
     def _hits(self, scan: _Scan) -> list[Hit]:
         text = scan.text
         codes = scan.codes
         i = bisect_left(codes, self._code_lo)
         n = bisect_left(codes, self._code_hi, i)
-        cis = self._for(scan) if self._clusters else ()
-        found = self._found(scan, i, n, not cis) if i < n else []
         owner = self._owner
+        if not self._clusters:
+            if i == n:
+                return []
+            return [Hit(owner[k], s, e, text[s:e]) for s, e, k in self._found(scan, i, n, True)]
+        present = scan._present
+        if present is None:
+            present = scan.present()
+        present &= self._anchor_mask
+        cis = self._by_present.get(present) if present else self._always
+        if cis is None or len(cis) > 1:
+            cis = self._for(scan)  # (counts the sets of clusters seen, for a union)
         if not cis:
-            return [Hit(owner[k], s, e, text[s:e]) for s, e, k in found]
+            if i == n:
+                return []
+            return [Hit(owner[k], s, e, text[s:e]) for s, e, k in self._found(scan, i, n, True)]
+        found = self._found(scan, i, n, False) if i < n else []
+        if len(cis) == 1:
+            return self._merge_one(scan, found, cis[0])
         out: list[Hit] = []
         padded = scan.pad()  # a match starts at the \W before the word start: its
         # offset in ``padded`` is the word start's offset in ``text``
         # keep each cluster's next match and the next one found through the index;
         # the leftmost wins, on a tie the earlier alternative; a win with an empty
         # match skips its word start; re-search the clusters it overtook
+        n_found = len(found)
         clusters = [self._clusters[ci] for ci in cis]
         nxt = [rx.search(padded) for rx, _ in clusters]
-        fi, n_found = 0, len(found)
+        fi = 0
         while True:
             best = None
             best_s = best_k = _BIG
