@@ -63,8 +63,8 @@ def safe_xlsx_cell(value: Any) -> Any:
     return value
 
 
-#: a text cell that :func:`is_formula_like` flags, as one RE2/Python pattern
-_FORMULA_START = "^ *[=+\\-@\\t\\r\uff1d\uff0b\uff0d\uff20]"
+#: a text cell that :func:`is_formula_like` flags, as one regex (Python and Arrow's RE2)
+FORMULA_START = "^ *[=+\\-@\\t\\r\uff1d\uff0b\uff0d\uff20]"
 
 
 def _safe_seq(values: Any, cell: Any) -> list[Any]:
@@ -81,7 +81,7 @@ def _safe_text_column(s: pd.Series, cell: Any, xlsx: bool) -> list[Any] | None:
         return None
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         return None
-    hit = pc.match_substring_regex(arr, _FORMULA_START)
+    hit = pc.match_substring_regex(arr, FORMULA_START)
     if xlsx:
         hit = pc.or_(hit, pc.match_substring_regex(arr, _XLSX_ILLEGAL.pattern))
     values = s.tolist()
@@ -151,6 +151,7 @@ def escape_markup(value: object) -> str:
 
 __all__ = [
     "FORMULA_PREFIXES",
+    "FORMULA_START",
     "escape_markup",
     "is_formula_like",
     "safe_cell",

@@ -37,6 +37,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow.compute as pc
 import yaml
 
 from celltrials.errors import ConfigError
@@ -460,14 +461,10 @@ def select_trials(con: duckdb.DuckDBPyConnection, filters: Filters | None = None
     filters = filters or Filters()
     ensure_label_view(con)
     sql, params = selection_sql(filters)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _sel AS {sql}", params)
-    # the table was filled in trial_id order, and DuckDB keeps insertion order unless told not to
-    kept = _one(con, "SELECT current_setting('preserve_insertion_order')")
-    df: pd.DataFrame = (
-        con.sql("SELECT * FROM _sel" + ("" if kept is True else " ORDER BY trial_id"))
-        .to_arrow_table()
-        .to_pandas()
-    )
+    # sorted once, when read (sorting the wide rows into the table costs more)
+    unsorted = sql.removesuffix("\nORDER BY t.trial_id")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _sel AS {unsorted}", params)
+    df: pd.DataFrame = con.sql("SELECT * FROM _sel ORDER BY trial_id").to_arrow_table().to_pandas()
     _remember(con, df)
     return df
 
@@ -596,25 +593,26 @@ def headline(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
         ("start_after_data_date", "count(*) FILTER (WHERE start_date > ?)", "start_date > ?"),
         ("merged_trials", "count(*) FILTER (WHERE n_records > 1)", "n_records > 1"),
     ]
-    cols = []
-    for i, (_, value, where) in enumerate(metrics):
-        cols.append(f"{value} AS v{i}")
-        cols.append(
-            f"coalesce(list(trial_id ORDER BY trial_id) FILTER (WHERE {where}), []) AS ids{i}"
-        )
+    values = ", ".join(f"{value} AS v{i}" for i, (_, value, _) in enumerate(metrics))
+    flags = ", ".join(f"({where}) AS f{i}" for i, (_, _, where) in enumerate(metrics))
     with _selected(con, trials):
-        # through Arrow: the id lists (every trial, several times) convert in C++
-        table = con.sql(
-            f"""
+        cte = """
             WITH s AS (SELECT *, start_date <= ? AS dated FROM _sel),
                  y AS (SELECT min(start_year) FILTER (WHERE dated) AS y0,
                               max(start_year) FILTER (WHERE dated) AS y1 FROM s),
                  c AS (SELECT count(DISTINCT country) AS n FROM countries
-                       WHERE trial_id IN (SELECT trial_id FROM _sel) AND country IS NOT NULL)
-            SELECT {", ".join(cols)} FROM s, y, c""",
-            params=[cutoff, cutoff, cutoff],
+                       WHERE trial_id IN (SELECT trial_id FROM _sel) AND country IS NOT NULL)"""
+        got = con.execute(f"{cte} SELECT {values} FROM s, y, c", [cutoff, cutoff]).fetchall()[0]
+        # the trials behind each metric: one sorted read of the flags, filtered by Arrow
+        # (the same lists as list(trial_id ORDER BY trial_id) FILTER (WHERE ...), in C++)
+        table = con.sql(
+            f"{cte} SELECT trial_id, {flags} FROM s, y ORDER BY trial_id",
+            params=[cutoff, cutoff],
         ).to_arrow_table()
-        row = [table.column(i)[0].as_py() for i in range(table.num_columns)]
+    tids = table.column("trial_id")
+    row: list[Any] = []
+    for i in range(len(metrics)):
+        row += [got[i], pc.filter(tids, table.column(f"f{i}")).to_pylist()]
     rows = [
         {
             "metric": m,

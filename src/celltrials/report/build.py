@@ -29,7 +29,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -51,7 +51,7 @@ from celltrials.report.sections import (
     headline_cards,
     methods,
 )
-from celltrials.report.workbook import about_rows, write_tables, write_xlsx
+from celltrials.report.workbook import about_rows, csv_frames, write_csv_files, write_xlsx
 from celltrials.store import Store
 
 __all__ = ["LISTS_FILE", "ReportResult", "build_report", "read_lists_file"]
@@ -188,7 +188,11 @@ def _build(
     # tables/*.csv
     t = step(2, "writing tables")
     trials_list = L.trial_list(con, sel)
-    csv_frames, table_paths = write_tables(out / "tables", {**secs, "trials": trials_list})
+    frames = csv_frames({**secs, "trials": trials_list})
+    # Arrow writes the CSV files (GIL released) while this thread writes the workbook and page
+    csv_pool = ThreadPoolExecutor(max_workers=1)
+    csv_job = csv_pool.submit(write_csv_files, out / "tables", frames)
+    csv_pool.shutdown(wait=False)
     timings["tables"] = time.perf_counter() - t
 
     about = about_rows(
@@ -200,7 +204,7 @@ def _build(
     )
     t = step(3, "writing report.xlsx")
     xlsx = out / "report.xlsx"
-    write_xlsx(xlsx, {k: v for k, v in csv_frames.items() if k != "trials"}, about)
+    write_xlsx(xlsx, {k: v for k, v in frames.items() if k != "trials"}, about)
     timings["workbook"] = time.perf_counter() - t
 
     t = step(4, "writing report.html")
@@ -229,6 +233,9 @@ def _build(
     timings["html"] = time.perf_counter() - t
 
     t = step(5, "finishing figures")
+    table_paths = csv_job.result()
+    timings["tables_wait"] = time.perf_counter() - t
+    t = time.perf_counter()
     fig_paths = drawing.result() if drawing else []
     timings["figures_wait"] = time.perf_counter() - t
     _remove_stale(out, {p.name for p in fig_paths}, {p.name for p in table_paths})

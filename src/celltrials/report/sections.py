@@ -1079,6 +1079,9 @@ class SectionData:
     funnel_error: str
     #: :func:`celltrials.quality.coverage_windows` of the store (read once per report)
     coverage: list[CoverageWindow] | None = None
+    #: :func:`quality_summary` of the store, when already computed (``has_quality``)
+    quality: dict[str, Any] | None = None
+    has_quality: bool = False
 
 
 def compute_sections(
@@ -1087,11 +1090,17 @@ def compute_sections(
     """Every section of the report over the selected trials ``sel``: the
     landscape sections, the exclusions, the coverage marks of the per-year
     charts and the development funnel."""
-    # the coverage windows parse every record's raw JSON (its export stamp): DuckDB does
-    # that on its own connection while this thread converts the sections' results
+    # the store-wide parts (coverage windows: a parse of every record's raw JSON for its
+    # export stamp; the data-quality audit of the methods chapter) run in DuckDB on their
+    # own connection while this thread converts the sections' results
     cursor = con.cursor()
+
+    def store_wide() -> tuple[list[CoverageWindow], dict[str, Any] | None]:
+        windows = coverage_windows(cursor)
+        return windows, quality_summary(cursor, windows)
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(coverage_windows, cursor)
+        pending = pool.submit(store_wide)
         try:
             secs: dict[str, pd.DataFrame] = {
                 name: fn(con, sel) for name, fn in L.SECTIONS.items()
@@ -1099,7 +1108,7 @@ def compute_sections(
             secs["exclusions"] = L.exclusions(con, filters)
             dd = L.data_date(con)
             fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con)
-            coverage = pending.result()
+            coverage, quality = pending.result()
         finally:
             pending.cancel()
             wait([pending])
@@ -1116,7 +1125,9 @@ def compute_sections(
         secs["funnel"] = f_tab
     if funnel_products is not None:
         secs["funnel_products"] = funnel_products
-    return SectionData(secs, dd, windows, fr, funnel_ids, funnel_error, coverage)
+    return SectionData(
+        secs, dd, windows, fr, funnel_ids, funnel_error, coverage, quality, has_quality=True
+    )
 
 
 @dataclass
@@ -1192,7 +1203,7 @@ def methods(
         FROM trial_records WHERE n_records > 1""").fetchall()[0]
     counts.add("methods:merged_trials_store", int(merged[0]), None)
     counts.add("methods:merged_records_store", int(merged[1]), None)
-    quality = quality_summary(con, data.coverage)
+    quality = data.quality if data.has_quality else quality_summary(con, data.coverage)
     sql, params = L.selection_sql(filters)
     described = filters.describe()
     if filters.country:  # as the store spells them

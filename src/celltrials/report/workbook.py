@@ -15,13 +15,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 import celltrials
 from celltrials.report.sections import frame_rows
-from celltrials.safety import safe_frame, safe_xlsx_cell
+from celltrials.safety import FORMULA_START, safe_cell, safe_frame, safe_xlsx_cell
 
-__all__ = ["XLSX_CELL_LIMIT", "about_rows", "csv_frame", "write_csv", "write_tables", "write_xlsx"]
+__all__ = [
+    "XLSX_CELL_LIMIT",
+    "about_rows",
+    "csv_frame",
+    "csv_frames",
+    "write_csv",
+    "write_csv_files",
+    "write_tables",
+    "write_xlsx",
+]
 
 XLSX_CELL_LIMIT = 32_000
 
@@ -34,21 +44,49 @@ def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
             continue
         first = next((v for v in out[c] if v is not None), None)
         if isinstance(first, list | np.ndarray):
-            out[c] = [
-                ";".join(map(str, v)) if isinstance(v, list | np.ndarray) else v for v in out[c]
-            ]
+            out[c] = [_joined(v) if isinstance(v, list | np.ndarray) else v for v in out[c]]
     return out
 
 
-def write_csv(df: pd.DataFrame, path: Path) -> None:
-    """CSV through Arrow's writer (C++; about 20× pandas on long id lists)."""
-
-    df = safe_frame(df)  # registry text: no cell may start a formula
+def _joined(values: Any) -> str:
     try:
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        return ";".join(values)  # trial ids: text already
+    except TypeError:
+        return ";".join(map(str, values))
+
+
+def _safe_table(df: pd.DataFrame) -> pa.Table:
+    """``df`` as an Arrow table with :func:`celltrials.safety.safe_frame`'s
+    changes made by Arrow kernels: a text cell that would start a formula gets
+    a leading quote (column names too). Raises on a column Arrow cannot type."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    columns = []
+    for col in table.columns:
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            hit = pc.match_substring_regex(col, FORMULA_START)
+            if pc.any(hit).as_py():
+                col = pc.if_else(hit, pc.binary_join_element_wise("'", col, ""), col)
+        columns.append(col)
+    names = [
+        safe_cell(n) if isinstance(c, str) else n
+        for n, c in zip(table.column_names, df.columns, strict=True)
+    ]
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """CSV through Arrow's writer (C++; about 20× pandas on long id lists).
+    Registry text: no cell may start a formula (:mod:`celltrials.safety`)."""
+
+    try:
+        table = _safe_table(df)
     except (pa.ArrowException, TypeError, ValueError):  # an odd mixed column: pandas copes
-        df.to_csv(path, index=False)
-        return
+        df = safe_frame(df)
+        try:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError):
+            df.to_csv(path, index=False)
+            return
     pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed"))
 
 
@@ -91,15 +129,25 @@ def write_tables(
 ) -> tuple[dict[str, pd.DataFrame], list[Path]]:
     """Write ``folder/NAME.csv`` for every table; the CSV-ready frames (lists
     joined) by name, for the workbook, and the paths written."""
-    frames: dict[str, pd.DataFrame] = {}
+    frames = csv_frames(tables)
+    return frames, write_csv_files(folder, frames)
+
+
+def csv_frames(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """:func:`csv_frame` of every table, by name."""
+    return {name: csv_frame(df) for name, df in tables.items()}
+
+
+def write_csv_files(folder: Path, frames: dict[str, pd.DataFrame]) -> list[Path]:
+    """Write ``folder/NAME.csv`` for every CSV-ready frame; the paths written.
+    (Arrow does the work with the GIL released: the report runs this in a
+    thread while it writes the workbook and the page.)"""
     paths: list[Path] = []
-    for name, df in tables.items():
-        frame = csv_frame(df)
-        frames[name] = frame
+    for name, frame in frames.items():
         p = folder / f"{name}.csv"
         write_csv(frame, p)
         paths.append(p)
-    return frames, paths
+    return paths
 
 
 def about_rows(
