@@ -39,7 +39,12 @@ one of three paths:
   non-ASCII characters, ``\\d``/``\\s`` at the start). Their *required literals*
   (ASCII strings one of which every match contains, ``"stem"`` for ``stem
   cells?``) are keys that may occur anywhere; an alternative whose literals do
-  not occur is not run. Alternatives with the same literals are compiled
+  not occur is not run. A literal followed by a small class that every match
+  has there is extended by each member (``Th\\d+``: ``th0`` ... ``th9``, which a
+  text that is not ASCII is taken to hold, as ``\\d`` matches any decimal
+  digit; ``FR[αa]``: ``frα``, ``fra``); a pattern whose only requirement is a
+  digit has the literal :data:`DIGIT`, present when the text has a decimal
+  digit. Alternatives with the same literals are compiled
   together into one *cluster* pattern (each in a named group; alternatives
   without a literal join every cluster); a set of clusters that many texts
   need is compiled as one more cluster (bounded per field).
