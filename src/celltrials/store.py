@@ -397,6 +397,9 @@ class AddResult:
 _MERGE_COLUMNS = "record_key, channel, record_id, registry, source_format, last_update, ingested_at"
 #: records that share no id with another are merged this many at a time
 MERGE_CHUNK = 50_000
+#: up to this many record keys are looked up in the index rather than by a scan
+#: (DuckDB's own limit for an index scan is 2,048 matching rows)
+INDEX_LOOKUP_KEYS = 2048
 
 
 def record_key(rec: ParsedRecord, digest: str) -> str:
@@ -663,13 +666,7 @@ class Store:
         keyed: dict[str, int] = {}  # record_key -> item index
         for n, (rec, _, digest, _, _) in enumerate(items):
             keyed.setdefault(record_key(rec, digest), n)
-        existing = {
-            r[0]
-            for r in self.con.execute(
-                "SELECT record_key FROM records WHERE record_key IN (SELECT unnest(?))",
-                [list(keyed)],
-            ).fetchall()
-        }
+        existing = self._stored_keys(list(keyed))
         cols: dict[str, list[Any]] = {c: [] for c in _RECORD_COLUMNS}
         child: dict[str, list[tuple[Any, ...]]] = {t: [] for t in _CHILD_COLUMNS}
         for key, n in keyed.items():
@@ -689,6 +686,20 @@ class Store:
                         {c: list(v) for c, v in zip(_CHILD_COLUMNS[table], columns, strict=True)},
                     )
         return flags
+
+    def _stored_keys(self, keys: list[str]) -> set[str]:
+        """The record keys among ``keys`` that ``records`` holds. A few keys
+        (a small file, an API page) are looked up in the primary-key index
+        (a constant ``IN`` list; its cost does not grow with the store);
+        more are matched in one pass over the key column."""
+        params: list[Any]
+        if len(keys) <= INDEX_LOOKUP_KEYS:
+            marks = ", ".join("?" * len(keys))
+            sql, params = f"SELECT record_key FROM records WHERE record_key IN ({marks})", keys
+        else:
+            sql = "SELECT record_key FROM records WHERE record_key IN (SELECT unnest(?))"
+            params = [keys]
+        return {r[0] for r in self.con.execute(sql, params).fetchall()}
 
     def _append(self, table: str, data: dict[str, list[Any]]) -> None:
         arrow = pa.table({k: _arrow_column(table, k, v) for k, v in data.items()})
@@ -774,17 +785,33 @@ class Store:
         current record outside it shares an id with one inside.
 
         ``records`` and ``record_ids`` are read once each (the scope's merge
-        columns and ids go to temporary tables). Only records sharing an id
+        columns and ids go to temporary tables; a scope of up to
+        :data:`INDEX_LOOKUP_KEYS` records is found in the key index). Only records sharing an id
         with another record in scope are grouped in memory
         (:func:`group_records`); every other record is a trial of its own and
         goes through in chunks of :data:`MERGE_CHUNK`, so memory stays
         bounded however many records a file brings."""
         con = self.con
-        where = "" if keys_sql is None else f"AND record_key IN ({keys_sql})"
+        where, order, params = "", "", []
+        if keys_sql is not None:
+            rows = con.execute(
+                f"SELECT DISTINCT record_key FROM ({keys_sql}) LIMIT {INDEX_LOOKUP_KEYS + 1}"
+            ).fetchall()
+            if not rows:
+                return
+            if len(rows) <= INDEX_LOOKUP_KEYS:  # a few: looked up in the key index
+                params = [r[0] for r in rows]
+                where = f"AND record_key IN ({', '.join('?' * len(params))})"
+                order = "ORDER BY rowid"  # table order, as a scan gives
+            else:
+                where = f"AND record_key IN ({keys_sql})"
         try:
-            con.execute(f"""
+            con.execute(
+                f"""
                 CREATE OR REPLACE TEMP TABLE _scope AS
-                SELECT {_MERGE_COLUMNS} FROM records WHERE is_current {where}""")
+                SELECT {_MERGE_COLUMNS} FROM records WHERE is_current {where} {order}""",
+                params,
+            )
             con.execute("""
                 CREATE OR REPLACE TEMP TABLE _scope_ids AS
                 SELECT i.record_key, i.id_key FROM record_ids i
