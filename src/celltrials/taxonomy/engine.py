@@ -39,7 +39,12 @@ one of three paths:
   non-ASCII characters, ``\\d``/``\\s`` at the start). Their *required literals*
   (ASCII strings one of which every match contains, ``"stem"`` for ``stem
   cells?``) are keys that may occur anywhere; an alternative whose literals do
-  not occur is not run. Alternatives with the same literals are compiled
+  not occur is not run. A literal followed by a small class that every match
+  has there is extended by each member (``Th\\d+``: ``th0`` ... ``th9``, which a
+  text that is not ASCII is taken to hold, as ``\\d`` matches any decimal
+  digit; ``FR[αa]``: ``frα``, ``fra``); a pattern whose only requirement is a
+  digit has the literal :data:`DIGIT`, present when the text has a decimal
+  digit. Alternatives with the same literals are compiled
   together into one *cluster* pattern (each in a named group; alternatives
   without a literal join every cluster); a set of clusters that many texts
   need is compiled as one more cluster (bounded per field).
@@ -79,7 +84,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import ahocorasick
 
@@ -159,8 +164,10 @@ class Entry:
         object.__setattr__(self, "value", value)
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
+    """One match of a field: its entry, its span in the text read and the matched
+    text (an immutable tuple: made by the thousand, cheaply)."""
+
     entry: Entry
     start: int
     end: int
@@ -1139,7 +1146,9 @@ class _Index:
         """The id of a required literal (anchor); literals that differ only in their
         non-word characters share one. :data:`DIGIT` is no key: its bit is set when
         the text has a digit."""
-        key = literal if literal == DIGIT else "".join(ch if _is_word(ch) else _SEP for ch in literal)
+        key = (
+            literal if literal == DIGIT else "".join(ch if _is_word(ch) else _SEP for ch in literal)
+        )
         aid = self.anchors.get(key)
         if aid is None:
             aid = self.anchors[key] = len(self.anchors)
@@ -1269,6 +1278,8 @@ class CompiledField:
         self.modes = modes
         self._owner = owner
         self._rx: dict[int, re.Pattern[str]] = {}  # triggered alternatives, compiled
+        # the variants of several keys found at one word start, in rank order
+        self._merged: dict[tuple[int, ...], list[_Variant]] = {}
         # the alternatives without literals join every cluster (one search per
         # cluster then covers them) and form a cluster of their own for texts
         # where no other cluster can match; one that refers to its own groups
@@ -1382,47 +1393,57 @@ class CompiledField:
         text, g = scan.text, scan.g
         variants = _INDEX.variants
         fid = self._fid
-        pmask = (1 << _FIELD_SHIFT) - 1
+        code_lo = self._code_lo
         out: list[_Found] = []
         last = 0
         while i < n:
-            p = (codes[i] & pmask) >> _KEY_BITS
+            p = (codes[i] - code_lo) >> _KEY_BITS
             j = i + 1
-            while j < n and (codes[j] & pmask) >> _KEY_BITS == p:  # several keys here
+            nxt = code_lo + ((p + 1) << _KEY_BITS)  # the first code of a later start
+            while j < n and codes[j] < nxt:  # several keys here
                 j += 1
             if alone and p < last:  # inside the previous hit
                 i = j
                 continue
-            # the first alternative (lowest rank) that matches here: each key's
-            # variants are in rank order, so per key stop at the first that matches
+            # the first alternative (lowest rank) that matches here: the variants of
+            # the keys found here, in rank order (merged once for several keys)
+            if j == i + 1:
+                vs = variants[codes[i] & _KEY_MASK][fid]
+            else:
+                kids = tuple([codes[t] & _KEY_MASK for t in range(i, j)])
+                got = self._merged.get(kids)
+                if got is None:
+                    if len(self._merged) >= _MAX_CACHED:
+                        self._merged.clear()
+                    got = self._merged[kids] = sorted(
+                        {v for kid in kids for v in variants[kid][fid]}
+                    )
+                vs = got
             best, best_end = _BIG, -1
-            for t in range(i, j):
-                for rank, ln, low, exact, pairs, lo, hi in variants[codes[t] & _KEY_MASK][fid]:
-                    if rank >= best:
-                        break
-                    if ln == _REGEX:
-                        rx = self._rx.get(rank >> _RANK_BITS)
-                        if rx is None:
-                            rx = self._compile(rank >> _RANK_BITS)
-                        m = rx.match(scan.pad(), p + 1)  # as in a cluster
-                        if m is None:
-                            continue
-                        best, best_end = rank, m.end() - 1
-                        break
-                    if low is not None and not scan.fold().startswith(low, p):
+            for rank, ln, low, exact, pairs, lo, hi in vs:
+                if ln == _REGEX:
+                    rx = self._rx.get(rank >> _RANK_BITS)
+                    if rx is None:
+                        rx = self._compile(rank >> _RANK_BITS)
+                    m = rx.match(scan.pad(), p + 1)  # as in a cluster
+                    if m is None:
                         continue
-                    if exact is not None and not text.startswith(exact, p):
-                        continue
-                    if pairs is not None and any(text[p + o] != c for o, c in pairs):
-                        continue
-                    end = p + ln
-                    if hi >= 0:  # a word run follows: up to the next SEP
-                        run = g.find(_SEP, end + 1) - 1 - end
-                        if run < lo or run > hi:
-                            continue
-                        end += run
-                    best, best_end = rank, end
+                    best, best_end = rank, m.end() - 1
                     break
+                if low is not None and not scan.fold().startswith(low, p):
+                    continue
+                if exact is not None and not text.startswith(exact, p):
+                    continue
+                if pairs is not None and any(text[p + o] != c for o, c in pairs):
+                    continue
+                end = p + ln
+                if hi >= 0:  # a word run follows: up to the next SEP
+                    run = g.find(_SEP, end + 1) - 1 - end
+                    if run < lo or run > hi:
+                        continue
+                    end += run
+                best, best_end = rank, end
+                break
             i = j
             if best_end > p or (best_end == p and not alone):
                 out.append((p, best_end, best >> _RANK_BITS))
