@@ -1102,11 +1102,11 @@ def compute_sections(
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(store_wide)
         try:
-            secs: dict[str, pd.DataFrame] = {
-                name: fn(con, sel) for name, fn in L.SECTIONS.items()
-            }
+            with L.holding_data_date(con) as dd:  # read once, not once per section
+                secs: dict[str, pd.DataFrame] = {
+                    name: fn(con, sel) for name, fn in L.SECTIONS.items()
+                }
             secs["exclusions"] = L.exclusions(con, filters)
-            dd = L.data_date(con)
             fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con)
             coverage, quality = pending.result()
         finally:
