@@ -1084,35 +1084,56 @@ class SectionData:
     has_quality: bool = False
 
 
+class StoreWide:
+    """The store-wide parts of a report, which do not depend on its trials:
+    the coverage windows (a parse of every record's raw JSON for its export
+    stamp) and the data-quality audit of the methods chapter. They run in
+    DuckDB on a connection of their own, in a thread, from the moment this is
+    made (a report makes it before it selects its trials) until
+    :meth:`result`; :meth:`close` (always call it) waits for the thread."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._cursor = con.cursor()
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending = self._pool.submit(self._run)
+
+    def _run(self) -> tuple[list[CoverageWindow], dict[str, Any] | None]:
+        windows = coverage_windows(self._cursor)
+        return windows, quality_summary(self._cursor, windows)
+
+    def result(self) -> tuple[list[CoverageWindow], dict[str, Any] | None]:
+        return self._pending.result()
+
+    def close(self) -> None:
+        if not self._pending.done():  # the report failed before it needed them
+            self._pending.cancel()
+            self._cursor.interrupt()
+        wait([self._pending])
+        self._pool.shutdown(wait=True)
+        self._cursor.close()
+
+
 def compute_sections(
-    con: duckdb.DuckDBPyConnection, sel: pd.DataFrame, filters: L.Filters
+    con: duckdb.DuckDBPyConnection,
+    sel: pd.DataFrame,
+    filters: L.Filters,
+    store_wide: StoreWide | None = None,
 ) -> SectionData:
     """Every section of the report over the selected trials ``sel``: the
     landscape sections, the exclusions, the coverage marks of the per-year
-    charts and the development funnel."""
-    # the store-wide parts (coverage windows: a parse of every record's raw JSON for its
-    # export stamp; the data-quality audit of the methods chapter) run in DuckDB on their
-    # own connection while this thread converts the sections' results
-    cursor = con.cursor()
-
-    def store_wide() -> tuple[list[CoverageWindow], dict[str, Any] | None]:
-        windows = coverage_windows(cursor)
-        return windows, quality_summary(cursor, windows)
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(store_wide)
-        try:
-            with L.holding_data_date(con) as dd:  # read once, not once per section
-                secs: dict[str, pd.DataFrame] = {
-                    name: fn(con, sel) for name, fn in L.SECTIONS.items()
-                }
-            secs["exclusions"] = L.exclusions(con, filters)
-            fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con)
-            coverage, quality = pending.result()
-        finally:
-            pending.cancel()
-            wait([pending])
-            cursor.close()
+    charts and the development funnel. ``store_wide``: the store-wide parts,
+    when already started (else they run beside the sections)."""
+    own = store_wide is None
+    running = StoreWide(con) if store_wide is None else store_wide
+    try:
+        with L.holding_data_date(con) as dd:  # read once, not once per section
+            secs: dict[str, pd.DataFrame] = {name: fn(con, sel) for name, fn in L.SECTIONS.items()}
+        secs["exclusions"] = L.exclusions(con, filters)
+        fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con)
+        coverage, quality = running.result()
+    finally:
+        if own:
+            running.close()
 
     windows = source_windows(con, coverage)
     secs["year_coverage"], secs["year_coverage_sources"] = year_coverage(sel, dd, windows, con)
