@@ -863,16 +863,14 @@ def _funnel_input(sel: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-def funnel_data(
-    sel: pd.DataFrame, con: Any
-) -> tuple[pd.DataFrame | None, dict[str, list[str]], str, pd.DataFrame | None]:
-    """The development funnel of :mod:`celltrials.analysis.funnel` over the
-    report's trials, the trial ids behind each stage count, and the table of
-    approved products (one row per active substance)."""
+def funnel_frames(sel: pd.DataFrame, con: Any) -> tuple[pd.DataFrame, pd.DataFrame] | str:
+    """The funnel table and the approved-products table of the report's
+    trials ``sel`` (pandas work, beside one read of ``product_links``
+    through ``con``: any connection to the store), or why there is no funnel."""
     inp = _funnel_input(sel)
     labelled = inp["cell_type"].map(len) > 0
     if not labelled.any():
-        return None, {}, "No funnel: the report's trials carry no cell-type labels.", None
+        return "No funnel: the report's trials carry no cell-type labels."
     try:
         links = con.execute("SELECT trial_id, product FROM product_links").df()
     except Exception:  # no product_links table: no product is linked to trials
@@ -885,6 +883,20 @@ def funnel_data(
     exploded = F.explode_labels(inp)
     fr = F.funnel_frame(inp, links=links, exploded=exploded)
     products = F.product_table(inp, links=links, exploded=exploded)
+    return fr, products
+
+
+def funnel_data(
+    sel: pd.DataFrame, con: Any, frames: tuple[pd.DataFrame, pd.DataFrame] | str | None = None
+) -> tuple[pd.DataFrame | None, dict[str, list[str]], str, pd.DataFrame | None]:
+    """The development funnel of :mod:`celltrials.analysis.funnel` over the
+    report's trials, the trial ids behind each stage count, and the table of
+    approved products (one row per active substance). ``frames``:
+    :func:`funnel_frames` of ``sel``, when already computed."""
+    got = funnel_frames(sel, con) if frames is None else frames
+    if isinstance(got, str):
+        return None, {}, got, None
+    fr, products = got
     # the trials behind each stage count, by the funnel module's own definitions
     stages = {
         "registered": "true",
@@ -1125,13 +1137,22 @@ def compute_sections(
     when already started (else they run beside the sections)."""
     own = store_wide is None
     running = StoreWide(con) if store_wide is None else store_wide
+    # the funnel's pandas work runs in a thread while DuckDB computes the sections here
+    # (the GIL is released during a query); its read of product_links on its own connection
+    cursor = con.cursor()
+    pool = ThreadPoolExecutor(max_workers=1)
+    frames = pool.submit(funnel_frames, sel, cursor)
     try:
         with L.holding_data_date(con) as dd:  # read once, not once per section
             secs: dict[str, pd.DataFrame] = {name: fn(con, sel) for name, fn in L.SECTIONS.items()}
         secs["exclusions"] = L.exclusions(con, filters)
-        fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con)
+        fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con, frames.result())
         coverage, quality = running.result()
     finally:
+        frames.cancel()
+        wait([frames])
+        pool.shutdown(wait=True)
+        cursor.close()
         if own:
             running.close()
 
