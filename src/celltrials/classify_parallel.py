@@ -78,22 +78,19 @@ def _unpack(p: _Packed) -> TrialText:
 
 
 _LABEL_FIELDS = tuple(f.name for f in dataclasses.fields(TrialLabels))
-_EVIDENCE_FIELDS = tuple(f.name for f in dataclasses.fields(Evidence))
 _EVIDENCE_AT = _LABEL_FIELDS.index("evidence")
 
 
 def _encode(labels: TrialLabels) -> tuple[Any, ...]:
     """``labels`` as a tuple of plain values (evidence as tuples): marshal-able."""
     vals = [getattr(labels, f) for f in _LABEL_FIELDS]
-    vals[_EVIDENCE_AT] = tuple(
-        tuple(getattr(e, f) for f in _EVIDENCE_FIELDS) for e in vals[_EVIDENCE_AT]
-    )
+    vals[_EVIDENCE_AT] = tuple(tuple(e) for e in vals[_EVIDENCE_AT])
     return tuple(vals)
 
 
 def _decode(vals: tuple[Any, ...]) -> TrialLabels:
     args = list(vals)
-    args[_EVIDENCE_AT] = [Evidence(*e) for e in args[_EVIDENCE_AT]]
+    args[_EVIDENCE_AT] = [Evidence._make(e) for e in args[_EVIDENCE_AT]]
     return TrialLabels(*args)
 
 

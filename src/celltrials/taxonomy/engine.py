@@ -1146,7 +1146,9 @@ class _Index:
         """The id of a required literal (anchor); literals that differ only in their
         non-word characters share one. :data:`DIGIT` is no key: its bit is set when
         the text has a digit."""
-        key = literal if literal == DIGIT else "".join(ch if _is_word(ch) else _SEP for ch in literal)
+        key = (
+            literal if literal == DIGIT else "".join(ch if _is_word(ch) else _SEP for ch in literal)
+        )
         aid = self.anchors.get(key)
         if aid is None:
             aid = self.anchors[key] = len(self.anchors)
