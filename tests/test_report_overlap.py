@@ -1,6 +1,6 @@
 """The report build's shortcuts at scale keep their meaning: the data date
-read once for the sections is the store's, and the store-wide audit that
-starts before the selection is stopped when the report fails early.
+read once for the sections is the store's, and a report that fails early
+leaves no thread of its own behind.
 
 The data date is checked against the latest registry update read from the
 store's records table directly (max over every primary record), not from
@@ -41,7 +41,7 @@ def test_held_data_date_is_the_stores_and_only_for_its_connection(full_store_pat
         assert L.data_date(con) == latest  # read again once the block is left
 
 
-def test_a_report_that_fails_early_stops_the_store_wide_audit(
+def test_a_report_that_fails_early_leaves_no_thread(
     full_store_path: Path, tmp_path: Path
 ) -> None:
     before = {t.ident for t in threading.enumerate()}
@@ -55,7 +55,7 @@ def test_a_report_that_fails_early_stops_the_store_wide_audit(
             L.Filters(scope="all", title="no title has this text in it 0x5f3759df"),
             figures=False,
         )
-    # the audit's thread has finished (joined by the build), none is left behind
+    # every thread the build started has finished
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         left = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]

@@ -46,7 +46,6 @@ from celltrials.report.figures import Chart, draw_matplotlib, prepare_matplotlib
 from celltrials.report.render import LISTS_FILE, read_lists_file, write_html
 from celltrials.report.sections import (
     Counts,
-    StoreWide,
     build_chapters,
     compute_sections,
     headline_cards,
@@ -155,30 +154,6 @@ def _build(
     t_all: float,
 ) -> ReportResult:
     t = step(0, "selecting trials")
-    # the store-wide audit runs (in DuckDB, on its own connection) from now until the
-    # sections need it: beside the selection's conversion to pandas and the sections
-    store_wide = StoreWide(con)
-    try:
-        return _build_selected(
-            con, out, filters, progress, drawing, steps, step, timings, t_all, t, store_wide
-        )
-    finally:
-        store_wide.close()
-
-
-def _build_selected(
-    con: Any,
-    out: Path,
-    filters: L.Filters,
-    progress: Progress | None,
-    drawing: _Drawing | None,
-    steps: list[str],
-    step: Callable[..., float],
-    timings: dict[str, float],
-    t_all: float,
-    t: float,
-    store_wide: StoreWide,
-) -> ReportResult:
     labelled = L.ensure_label_view(con)
     if filters.scope == "cell_therapy" and not labelled:
         raise AnalysisError(
@@ -194,7 +169,7 @@ def _build_selected(
     timings["select"] = time.perf_counter() - t
 
     t = step(1, "computing sections")
-    data = compute_sections(con, sel, filters, store_wide)
+    data = compute_sections(con, sel, filters)
     secs, dd = data.tables, data.data_date
     timings["sections"] = time.perf_counter() - t
 
