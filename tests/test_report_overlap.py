@@ -41,9 +41,7 @@ def test_held_data_date_is_the_stores_and_only_for_its_connection(full_store_pat
         assert L.data_date(con) == latest  # read again once the block is left
 
 
-def test_a_report_that_fails_early_leaves_no_thread(
-    full_store_path: Path, tmp_path: Path
-) -> None:
+def test_a_report_that_fails_early_leaves_no_thread(full_store_path: Path, tmp_path: Path) -> None:
     before = {t.ident for t in threading.enumerate()}
     with (
         celltrials.open(full_store_path, read_only=True) as store,

@@ -82,9 +82,7 @@ def frame_rows(df: pd.DataFrame) -> Iterator[Any]:
     return it
 
 
-def quality_summary(
-    con: Any, windows: list[CoverageWindow] | None = None
-) -> dict[str, Any] | None:
+def quality_summary(con: Any, windows: list[CoverageWindow] | None = None) -> dict[str, Any] | None:
     """The store-wide `celltrials check` totals for the methods section
     (None for a store written before raw values were kept beside canonical ones).
     ``windows``: the store's coverage windows, when already read."""
