@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from celltrials.report.workbook import write_csv
-from celltrials.safety import FORMULA_PREFIXES, safe_frame, safe_url
+from celltrials.safety import FORMULA_PREFIXES, safe_frame, safe_url, safe_urls
 
 pytestmark = pytest.mark.unit
 
@@ -74,6 +74,16 @@ def test_safe_url_matches_the_rule_on_odd_urls() -> None:
             cases += [prefix + "".join(p) for p in itertools.product(alphabet, repeat=n)]
     for u in cases:
         assert safe_url(u) == reference_url(u), repr(u)
+    # the column form: Arrow's regex pass for text (with None), one by one for the rest
+    cases += [
+        "httpſ://x.org/long-s",  # folds to 's' under Python's re.IGNORECASE
+        "http://\u212a.org/kelvin-sign",
+        "https://x.org/trailing-newline\n",
+        "https://x.org/\x1c",
+    ]
+    text = [u for u in cases if u is None or isinstance(u, str)]
+    assert safe_urls(text) == [reference_url(u) for u in text]
+    assert safe_urls(cases) == [reference_url(u) for u in cases]
 
 
 def _cases() -> list[str | None]:

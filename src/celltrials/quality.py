@@ -289,7 +289,9 @@ def check(
     same store when the caller has them already."""
     reviewed = reviewed_unmappable()
     _require_raw_columns(_con(store))
-    windows_by = {w.source: w for w in (windows if windows is not None else coverage_windows(store))}
+    windows_by = {
+        w.source: w for w in (windows if windows is not None else coverage_windows(store))
+    }
     con = _con(store)
     per_source = con.execute("""
         WITH rec AS (
@@ -345,9 +347,19 @@ def check(
         "phase": phase_lookup,
         "status": status_lookup,
     }
-    for source, fmt, n, no_start, no_reg, no_upd, no_any, no_ids, n_sp_raw, n_sp, no_place in (
-        per_source
-    ):
+    for (
+        source,
+        fmt,
+        n,
+        no_start,
+        no_reg,
+        no_upd,
+        no_any,
+        no_ids,
+        n_sp_raw,
+        n_sp,
+        no_place,
+    ) in per_source:
         info[source] = {
             "format": fmt,
             "n": int(n),

@@ -85,11 +85,7 @@ def _series_rows(trials: pd.DataFrame, key: str) -> pd.DataFrame:
             {"series": series, "source": src_arr[at], "trial_id": tid_arr[at]},
             columns=["series", "source", "trial_id"],
         )
-    rows = [
-        (x, src, tid)
-        for tid, src, v in zip(tids, srcs, vals, strict=True)
-        for x in _values(v)
-    ]
+    rows = [(x, src, tid) for tid, src, v in zip(tids, srcs, vals, strict=True) for x in _values(v)]
     return pd.DataFrame(rows, columns=["series", "source", "trial_id"])
 
 

@@ -316,9 +316,9 @@ def funnel_frame(
     # the links of each group's trials, and the group's catalog products
     group_links = {
         (k if isinstance(k, tuple) else (k,)): g
-        for k, g in slinks.merge(
-            df[[*by, "trial_id"]].drop_duplicates(), on="trial_id"
-        ).groupby(by, sort=False)
+        for k, g in slinks.merge(df[[*by, "trial_id"]].drop_duplicates(), on="trial_id").groupby(
+            by, sort=False
+        )
     }
     no_links = slinks.iloc[:0]
     if keys:

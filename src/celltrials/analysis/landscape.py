@@ -30,6 +30,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from datetime import date
 from importlib.resources import files
@@ -41,7 +42,7 @@ import pyarrow.compute as pc
 import yaml
 
 from celltrials.errors import ConfigError
-from celltrials.safety import safe_url
+from celltrials.safety import safe_urls
 from celltrials.taxonomy.loader import TAXONOMY_VALUES
 
 # ----------------------------------------------------------------- vocabulary
@@ -544,8 +545,31 @@ def _order_by(df: pd.DataFrame, column: str, order: Iterable[str]) -> pd.DataFra
 def data_date(con: duckdb.DuckDBPyConnection) -> date | None:
     """The latest registry update date of any trial in the store: the 'as of'
     date of the data (never the wall clock)."""
+    held = _HELD_DATA_DATE.get()
+    if held is not None and held[0] is con:
+        return held[1]
     v = _one(con, "SELECT max(last_update) FROM trials")
     return v if isinstance(v, date) else None
+
+
+#: (connection, its data date) while :func:`holding_data_date` runs
+_HELD_DATA_DATE: ContextVar[tuple[duckdb.DuckDBPyConnection, date | None] | None] = ContextVar(
+    "_HELD_DATA_DATE", default=None
+)
+
+
+@contextmanager
+def holding_data_date(con: duckdb.DuckDBPyConnection) -> Iterator[date | None]:
+    """Read :func:`data_date` of ``con`` once; inside the block (in this
+    thread) the section functions use it instead of each reading it again
+    (a scan of every trial each time). For a run of sections over a store
+    nothing writes to meanwhile, such as a report's."""
+    dd = data_date(con)
+    token = _HELD_DATA_DATE.set((con, dd))
+    try:
+        yield dd
+    finally:
+        _HELD_DATA_DATE.reset(token)
 
 
 # ------------------------------------------------------------------- sections
@@ -978,7 +1002,7 @@ def trial_list(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataF
     start date, registry link (ICTRP search link when the record has none)."""
 
     df = trials[["trial_id", "registry", "title", "status", "phase", "start_date", "url"]].copy()
-    df["url"] = [safe_url(u) for u in df["url"].tolist()]  # only http(s) links ever reach the page
+    df["url"] = safe_urls(df["url"].tolist())  # only http(s) links ever reach the page
     missing = df["url"].isna() | (df["url"].astype(str).str.strip() == "")
     df.loc[missing, "url"] = "https://trialsearch.who.int/Trial2.aspx?TrialID=" + df.loc[
         missing, "trial_id"
@@ -999,6 +1023,7 @@ __all__ = [
     "data_date",
     "exclusions",
     "headline",
+    "holding_data_date",
     "immune_by_cell_type",
     "label",
     "make_filters",

@@ -82,9 +82,7 @@ def frame_rows(df: pd.DataFrame) -> Iterator[Any]:
     return it
 
 
-def quality_summary(
-    con: Any, windows: list[CoverageWindow] | None = None
-) -> dict[str, Any] | None:
+def quality_summary(con: Any, windows: list[CoverageWindow] | None = None) -> dict[str, Any] | None:
     """The store-wide `celltrials check` totals for the methods section
     (None for a store written before raw values were kept beside canonical ones).
     ``windows``: the store's coverage windows, when already read."""
@@ -863,16 +861,14 @@ def _funnel_input(sel: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-def funnel_data(
-    sel: pd.DataFrame, con: Any
-) -> tuple[pd.DataFrame | None, dict[str, list[str]], str, pd.DataFrame | None]:
-    """The development funnel of :mod:`celltrials.analysis.funnel` over the
-    report's trials, the trial ids behind each stage count, and the table of
-    approved products (one row per active substance)."""
+def funnel_frames(sel: pd.DataFrame, con: Any) -> tuple[pd.DataFrame, pd.DataFrame] | str:
+    """The funnel table and the approved-products table of the report's
+    trials ``sel`` (pandas work, beside one read of ``product_links``
+    through ``con``: any connection to the store), or why there is no funnel."""
     inp = _funnel_input(sel)
     labelled = inp["cell_type"].map(len) > 0
     if not labelled.any():
-        return None, {}, "No funnel: the report's trials carry no cell-type labels.", None
+        return "No funnel: the report's trials carry no cell-type labels."
     try:
         links = con.execute("SELECT trial_id, product FROM product_links").df()
     except Exception:  # no product_links table: no product is linked to trials
@@ -885,6 +881,20 @@ def funnel_data(
     exploded = F.explode_labels(inp)
     fr = F.funnel_frame(inp, links=links, exploded=exploded)
     products = F.product_table(inp, links=links, exploded=exploded)
+    return fr, products
+
+
+def funnel_data(
+    sel: pd.DataFrame, con: Any, frames: tuple[pd.DataFrame, pd.DataFrame] | str | None = None
+) -> tuple[pd.DataFrame | None, dict[str, list[str]], str, pd.DataFrame | None]:
+    """The development funnel of :mod:`celltrials.analysis.funnel` over the
+    report's trials, the trial ids behind each stage count, and the table of
+    approved products (one row per active substance). ``frames``:
+    :func:`funnel_frames` of ``sel``, when already computed."""
+    got = funnel_frames(sel, con) if frames is None else frames
+    if isinstance(got, str):
+        return None, {}, got, None
+    fr, products = got
     # the trials behind each stage count, by the funnel module's own definitions
     stages = {
         "registered": "true",
@@ -1084,35 +1094,67 @@ class SectionData:
     has_quality: bool = False
 
 
+class StoreWide:
+    """The store-wide parts of a report, which do not depend on its trials:
+    the coverage windows (a parse of every record's raw JSON for its export
+    stamp) and the data-quality audit of the methods chapter. They run in
+    DuckDB on a connection of their own, in a thread, from the moment this is
+    made until :meth:`result`; :meth:`close` (always call it) waits for the
+    thread, interrupting its query when the result was never needed. (Started
+    before the selection instead of beside the sections, it cost a 500k-trial
+    report 1.5 CPU-s more, both competing for DuckDB's threads.)"""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._cursor = con.cursor()
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending = self._pool.submit(self._run)
+
+    def _run(self) -> tuple[list[CoverageWindow], dict[str, Any] | None]:
+        windows = coverage_windows(self._cursor)
+        return windows, quality_summary(self._cursor, windows)
+
+    def result(self) -> tuple[list[CoverageWindow], dict[str, Any] | None]:
+        return self._pending.result()
+
+    def close(self) -> None:
+        if not self._pending.done():  # the report failed before it needed them
+            self._pending.cancel()
+            self._cursor.interrupt()
+        wait([self._pending])
+        self._pool.shutdown(wait=True)
+        self._cursor.close()
+
+
 def compute_sections(
-    con: duckdb.DuckDBPyConnection, sel: pd.DataFrame, filters: L.Filters
+    con: duckdb.DuckDBPyConnection,
+    sel: pd.DataFrame,
+    filters: L.Filters,
+    store_wide: StoreWide | None = None,
 ) -> SectionData:
     """Every section of the report over the selected trials ``sel``: the
     landscape sections, the exclusions, the coverage marks of the per-year
-    charts and the development funnel."""
-    # the store-wide parts (coverage windows: a parse of every record's raw JSON for its
-    # export stamp; the data-quality audit of the methods chapter) run in DuckDB on their
-    # own connection while this thread converts the sections' results
+    charts and the development funnel. ``store_wide``: the store-wide parts,
+    when already started (else they run beside the sections)."""
+    own = store_wide is None
+    running = StoreWide(con) if store_wide is None else store_wide
+    # the funnel's pandas work runs in a thread while DuckDB computes the sections here
+    # (the GIL is released during a query); its read of product_links on its own connection
     cursor = con.cursor()
-
-    def store_wide() -> tuple[list[CoverageWindow], dict[str, Any] | None]:
-        windows = coverage_windows(cursor)
-        return windows, quality_summary(cursor, windows)
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(store_wide)
-        try:
-            secs: dict[str, pd.DataFrame] = {
-                name: fn(con, sel) for name, fn in L.SECTIONS.items()
-            }
-            secs["exclusions"] = L.exclusions(con, filters)
-            dd = L.data_date(con)
-            fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con)
-            coverage, quality = pending.result()
-        finally:
-            pending.cancel()
-            wait([pending])
-            cursor.close()
+    pool = ThreadPoolExecutor(max_workers=1)
+    frames = pool.submit(funnel_frames, sel, cursor)
+    try:
+        with L.holding_data_date(con) as dd:  # read once, not once per section
+            secs: dict[str, pd.DataFrame] = {name: fn(con, sel) for name, fn in L.SECTIONS.items()}
+        secs["exclusions"] = L.exclusions(con, filters)
+        fr, funnel_ids, funnel_error, funnel_products = funnel_data(sel, con, frames.result())
+        coverage, quality = running.result()
+    finally:
+        frames.cancel()
+        wait([frames])
+        pool.shutdown(wait=True)
+        cursor.close()
+        if own:
+            running.close()
 
     windows = source_windows(con, coverage)
     secs["year_coverage"], secs["year_coverage_sources"] = year_coverage(sel, dd, windows, con)
