@@ -1016,95 +1016,53 @@ class Store:
 
         ``between`` (first, last): only the trials whose id is in that range
         (inclusive; filtered in SQL, so a large store can be read chunk by chunk)."""
-        con = self.con
         wanted = set(trial_ids) if trial_ids is not None else None
-        # a few trials (explain, the dashboard): filter in SQL, not over the whole store
-        few = wanted is not None and len(wanted) <= 1000
-        cols = (
-            "r.record_key, r.record_id, r.channel, r.source_format, r.registry, "
-            "r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description"
-        )
-        rows: list[Any]
-        if few:
-            # by constant keys, in two steps (trial → record keys → records): DuckDB
-            # then reads only those trials' row groups and the records' index entries
-            tids = sorted(wanted or ())
-            links = (
-                con.execute(
-                    "SELECT trial_id, record_key, is_primary FROM trial_records "
-                    f"WHERE trial_id IN ({', '.join('?' * len(tids))})",
-                    tids,
-                ).fetchall()
-                if tids
-                else []
-            )
-            got = (
-                {
-                    r[0]: r[1:]
-                    for r in con.execute(
-                        f"SELECT {cols} FROM records r "
-                        f"WHERE r.record_key IN ({', '.join('?' * len(links))})",
-                        [k for _t, k, _p in links],
-                    ).fetchall()
-                }
-                if links
-                else {}
-            )
-            rows = [
-                (tid, key, *got[key])
-                for tid, key, _p in sorted(links, key=lambda x: (x[0], not x[2], x[1]))
-                if key in got
-            ]
-        else:
+        if wanted is None or len(wanted) > 1000:
             table = records_from_text_table(self.text_table(between))
             if wanted is not None:
                 return {t: rs for t, rs in table.items() if t in wanted}
             return table
+        # a few trials (explain, the dashboard): filter in SQL, not over the whole
+        # store, by constant keys, in two steps (trial → record keys → records):
+        # DuckDB then reads only those trials' row groups and the records' index entries
+        con = self.con
+        tids = sorted(wanted)
+        if not tids:
+            return {}
+        links = con.execute(
+            "SELECT trial_id, record_key, is_primary FROM trial_records "
+            f"WHERE trial_id IN ({', '.join('?' * len(tids))})",
+            tids,
+        ).fetchall()
+        if not links:
+            return {}
+        got = {
+            r[0]: r[1:]
+            for r in con.execute(
+                "SELECT record_key, record_id, channel, source_format, registry, title, "
+                "official_title, acronym, brief_summary, detailed_description FROM records "
+                f"WHERE record_key IN ({', '.join('?' * len(links))})",
+                [k for _t, k, _p in links],
+            ).fetchall()
+        }
         recs: dict[str, ParsedRecord] = {}
         by_trial: dict[str, list[ParsedRecord]] = {}
-        for tid, key, rid, channel, fmt, registry, title, otitle, acr, summ, desc in rows:
-            if wanted is not None and tid not in wanted:
-                continue
-            rec = ParsedRecord(
-                channel=channel or "",
-                source_format=fmt or "",
-                record_id=rid or "",
-                registry=registry or "",
-                raw={},
-                title=title or "",
-                official_title=otitle or "",
-                acronym=acr or "",
-                brief_summary=summ or "",
-                detailed_description=desc or "",
-            )
-            recs[key] = rec
-            by_trial.setdefault(tid, []).append(rec)
-        keys_sql = f"WHERE record_key IN ({', '.join('?' * len(recs))})" if few else ""
-        keys: list[Any] = list(recs) if few else []
-        if between is not None and not few:
-            keys_sql = (
-                "WHERE record_key IN (SELECT record_key FROM trial_records "
-                "WHERE trial_id BETWEEN ? AND ?)"
-            )
-            keys = list(between)
-        if few and not recs:
+        for tid, key, _p in sorted(links, key=lambda x: (x[0], not x[2], x[1])):
+            if key in got:
+                recs[key] = _text_record(*got[key])
+                by_trial.setdefault(tid, []).append(recs[key])
+        if not recs:
             return by_trial
-        lists = {
-            "mesh": "mesh_terms",
-            "mesh_ancestor": "mesh_ancestors",
-            "keyword": "keywords",
-        }
-        # conditions in table order: a plain scan or a filter on literal keys keeps it
-        # (DuckDB preserves insertion order), a semi-join on a range of trials does not;
-        # the dashboard reads through views of sorted copies, which have no rowid
-        order = " ORDER BY rowid" if between is not None and not few else ""
+        # filters on literal keys keep table order (the order of conditions); the
+        # dashboard reads through views of sorted copies, which have no rowid
+        keys_sql = f"WHERE record_key IN ({', '.join('?' * len(recs))})"
+        keys = list(recs)
         for key, cond, kind in con.execute(
-            f"SELECT record_key, condition, kind FROM record_conditions {keys_sql}{order}",
-            keys,
+            f"SELECT record_key, condition, kind FROM record_conditions {keys_sql}", keys
         ).fetchall():
             crec = recs.get(key)
             if crec is not None and cond:
-                getattr(crec, lists.get(kind, "conditions")).append(cond)
+                getattr(crec, _CONDITION_LISTS.get(kind, "conditions")).append(cond)
         for key, _idx, typ, name, desc, other, arms in con.execute(
             f"SELECT record_key, idx, type, name, description, other_names, arm_labels FROM record_interventions {keys_sql} ORDER BY record_key, idx",
             keys,
@@ -1701,6 +1659,32 @@ def label_text(value: Any) -> Any:
 _CONDITION_LISTS = {"mesh": "mesh_terms", "mesh_ancestor": "mesh_ancestors", "keyword": "keywords"}
 
 
+def _text_record(
+    rid: str | None,
+    channel: str | None,
+    fmt: str | None,
+    registry: str | None,
+    title: str | None,
+    otitle: str | None,
+    acr: str | None,
+    summ: str | None,
+    desc: str | None,
+) -> ParsedRecord:
+    """A record holding only the texts a classifier reads (NULLs as "")."""
+    return ParsedRecord(
+        channel=channel or "",
+        source_format=fmt or "",
+        record_id=rid or "",
+        registry=registry or "",
+        raw={},
+        title=title or "",
+        official_title=otitle or "",
+        acronym=acr or "",
+        brief_summary=summ or "",
+        detailed_description=desc or "",
+    )
+
+
 def records_from_text_table(table: pa.Table) -> dict[str, list[ParsedRecord]]:
     """Each trial's records (primary first) from a :meth:`Store.text_table` (or a
     slice of one that keeps whole trials): the records :meth:`Store.text_records`
@@ -1710,18 +1694,7 @@ def records_from_text_table(table: pa.Table) -> dict[str, list[ParsedRecord]]:
     for tid, rid, channel, fmt, registry, title, otitle, acr, summ, desc, conds, ivs, arms in zip(
         *cols, strict=True
     ):
-        rec = ParsedRecord(
-            channel=channel or "",
-            source_format=fmt or "",
-            record_id=rid or "",
-            registry=registry or "",
-            raw={},
-            title=title or "",
-            official_title=otitle or "",
-            acronym=acr or "",
-            brief_summary=summ or "",
-            detailed_description=desc or "",
-        )
+        rec = _text_record(rid, channel, fmt, registry, title, otitle, acr, summ, desc)
         for c in conds or ():
             if c["condition"]:
                 getattr(rec, _CONDITION_LISTS.get(c["kind"], "conditions")).append(c["condition"])
