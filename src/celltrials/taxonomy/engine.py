@@ -984,13 +984,24 @@ def _fold_ascii() -> dict[int, str]:
     return table
 
 
+@lru_cache(maxsize=1)
+def _lookalikes() -> re.Pattern[str]:
+    """The non-ASCII characters of :func:`_fold_table` (one character class)."""
+    return re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_fold_table())) + "]")
+
+
 def _g(text: str) -> str:
     """``text`` as the index reads it (same length): lower case, the look-alikes of
     ASCII letters as those letters, every non-word character ``_SEP``. A string
     that a pattern matches case-insensitively, ``g`` of it occurs in ``g(text)``."""
     if text.isascii():
         return text.encode("ascii").translate(_G_ASCII).decode("ascii")
-    folded = _NON_WORD.sub(_SEP, text.translate(_fold_ascii()))
+    if _lookalikes().search(text):
+        folded = _NON_WORD.sub(_SEP, text.translate(_fold_ascii()))
+    else:
+        # without look-alikes the table only lowers A-Z, which lower() below does
+        # too: translating a long non-ASCII text cost ~0.5 ms per 10,000 characters
+        folded = _NON_WORD.sub(_SEP, text)
     low = folded.lower()  # for non-ASCII anchors (γδ)
     if len(low) != len(folded):  # pragma: no cover - no such character after the fold table
         low = "".join(c.lower() if len(c.lower()) == 1 else c for c in folded)
@@ -1020,13 +1031,21 @@ SCAN_CACHE = 128
 _ANCHOR_BASE = -(1 << 62)
 
 
+def _fold_slice(text: str, start: int, n: int) -> str:
+    """``_Scan.fold`` of ``text[start : start + n]``, folding only that slice (the fold
+    maps character by character: folding a whole long non-ASCII text through the
+    translation table cost ~0.5 ms per 10,000 characters, once per text)."""
+    s = text[start : start + n]
+    return s.lower() if s.isascii() else s.translate(_fold_ascii())
+
+
 class _Scan:
     """One text's pass over the index: the candidates of every field, as one sorted
     list of ints (field << _FIELD_SHIFT | start << _KEY_BITS | key id), preceded by
     the anchors' occurrences (negative, see :meth:`present`), and each field's hits
     once asked (``memo``, by field id). Few objects: they are kept for a while."""
 
-    __slots__ = ("_present", "codes", "folded", "g", "memo", "padded", "text")
+    __slots__ = ("_present", "codes", "g", "memo", "padded", "text")
 
     def __init__(self, text: str, g: str, codes: list[int]) -> None:
         self.text = text
@@ -1034,7 +1053,6 @@ class _Scan:
         self.codes = codes
         self.memo: dict[int, list[Hit]] = {}
         self._present: int | None = None
-        self.folded: str | None = None
         self.padded: str | None = None
 
     def present(self) -> int:
@@ -1052,15 +1070,6 @@ class _Scan:
                 p |= _INDEX.non_ascii_bits
             self._present = p
         return p
-
-    def fold(self) -> str:
-        """The text with each character that matches an ASCII letter case-insensitively
-        replaced by that lower-case letter (same length)."""
-        f = self.folded
-        if f is None:
-            t = self.text
-            f = self.folded = t.lower() if t.isascii() else t.translate(_fold_ascii())
-        return f
 
     def pad(self) -> str:
         """The text after one space (a cluster's match starts at the non-word
@@ -1430,7 +1439,7 @@ class CompiledField:
                         continue
                     best, best_end = rank, m.end() - 1
                     break
-                if low is not None and not scan.fold().startswith(low, p):
+                if low is not None and _fold_slice(text, p, len(low)) != low:
                     continue
                 if exact is not None and not text.startswith(exact, p):
                     continue
