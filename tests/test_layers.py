@@ -15,7 +15,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "celltrials"
 
 #: bottom to top; a module belongs to the first entry that is a prefix of its name
 LAYERS: list[tuple[str, ...]] = [
-    ("celltrials.errors", "celltrials.models", "celltrials.progress", "celltrials.__init__"),
+    (
+        "celltrials.errors",
+        "celltrials.models",
+        "celltrials.progress",
+        "celltrials.runtime",
+        "celltrials.__init__",
+    ),
     (
         "celltrials.registry_ids",
         "celltrials.normalize",

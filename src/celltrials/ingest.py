@@ -9,7 +9,6 @@ with ``skip_bad=True`` good records go in and bad ones are listed.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
@@ -24,6 +23,7 @@ from celltrials.errors import ConfigError, DataFileError, RecordError, UnknownFo
 from celltrials.fswalk import expand_glob, walk_files
 from celltrials.models import ParsedRecord
 from celltrials.progress import Progress, ProgressEvent, logger
+from celltrials.runtime import gc_paused
 from celltrials.sources import parse_file, sniff
 from celltrials.sources.validate import unstorable_reason
 from celltrials.store import AddResult, Staged, Store, raw_and_digest
@@ -188,19 +188,6 @@ def _sha256(path: Path) -> str:
 SMALL_FILE_BYTES = 8 << 20
 #: a batch of staged records is written once it holds this many bytes of raw JSON
 BATCH_BYTES = 32 << 20
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Parsed records are acyclic (refcounting frees them); the cyclic
-    collector would only rescan the growing heap. Paused while ingesting."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 #: DuckDB checkpoints (rewrites the table's last, partly filled row group)
@@ -371,7 +358,7 @@ def ingest_paths(
     store.discard_unfinished_ingests()  # left by a process killed while staging a file
     known = _Known.load(store)
     group = _Group(store, known, progress, batch_size)
-    with _gc_paused(), _checkpoint_threshold(store, CHECKPOINT_BYTES), _memory_limit(store):
+    with gc_paused(), _checkpoint_threshold(store, CHECKPOINT_BYTES), _memory_limit(store):
         try:
             for index, path in enumerate(files, start=1):
                 _one_file(

@@ -13,9 +13,7 @@ labels file (:func:`labels_rows`), per-trial explanations
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import gc
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,6 +35,7 @@ from celltrials.classify_parallel import map_chunks, plan_jobs, worker_classifie
 from celltrials.errors import ConfigError, StoreError
 from celltrials.evaluate import evaluate, evaluate_many
 from celltrials.progress import Progress, ProgressEvent
+from celltrials.runtime import gc_paused
 from celltrials.store import (
     EVIDENCE_COLUMNS,
     Store,
@@ -156,20 +155,6 @@ def _units(table: pa.Table, size: int) -> Iterator[pa.Table]:
                 start, n_trials = i, 0
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Texts and labels are acyclic (refcounting frees each chunk's); the cyclic
-    collector would only rescan them: it took ~40 % of the main process's CPU
-    time at 100,000 trials. Paused while classifying a store."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def classify_store(
     store: Store,
     only_changed: bool = False,
@@ -244,7 +229,7 @@ def classify_store(
         )
     skipped = classified = 0
     counts: dict[str, int] = {}
-    with _gc_paused(), store.label_staging() as stage:
+    with gc_paused(), store.label_staging() as stage:
         for lab_table, ev_table, n_skipped, n_by_type in results:
             stage.add_tables(lab_table, ev_table)
             classified += lab_table.num_rows

@@ -23,7 +23,6 @@ the figure workers); :mod:`celltrials.report.sections` computes the numbers,
 
 from __future__ import annotations
 
-import gc
 import multiprocessing as mp
 import os
 import platform
@@ -52,6 +51,7 @@ from celltrials.report.sections import (
     methods,
 )
 from celltrials.report.workbook import about_rows, csv_frames, write_csv_files, write_xlsx
+from celltrials.runtime import gc_paused
 from celltrials.store import Store
 
 __all__ = ["LISTS_FILE", "ReportResult", "build_report", "read_lists_file"]
@@ -131,13 +131,10 @@ def build_report(
     drawing = _Drawing(out / "figures", jobs) if figures else None  # workers start importing now
     # millions of trial ids in lists and frames, none in a reference cycle: the cyclic
     # collector would only rescan them (~10 % of the build's CPU at 500,000 trials)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        return _build(con, out, filters, progress, drawing, steps, step, timings, t_all)
+        with gc_paused():
+            return _build(con, out, filters, progress, drawing, steps, step, timings, t_all)
     finally:
-        if gc_was_enabled:
-            gc.enable()
         if drawing:
             drawing.close()
 
