@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,45 @@ def test_gold_negatives_are_not_cell_therapy(rid: str, what: str) -> None:
 def test_in_vivo_car_and_cells_as_study_subject(rid: str, what: str) -> None:
     lab = classify(TrialText.from_record(_records()[rid]))
     assert not lab.is_cell_therapy, (what, lab.cell_type)
+
+
+@pytest.mark.parametrize(
+    ("rid", "what"),
+    [
+        (
+            "NCT05665725",
+            "Siltuximab for the Prevention of CAR T Cell Related Cytokine Release Syndrome",
+        ),
+        ("NCT03954106", "Defibrotide in the Prevention of CAR-T-cell-associated Neurotoxicity"),
+        ("NCT04975555", "Siltuximab in Treatment of CRS and ICANS Related to CAR-T Cell Therapy"),
+        (
+            "NCT05936229",
+            "Interferon-Beta-1a to Prevent Toxicities After CD19-Directed CAR T-Cell Therapy",
+        ),
+        (
+            "NCT07616271",
+            "Diammonium Glycyrrhizinate in Attenuating Toxicity ... of CAR-T Cell Therapy",
+        ),
+        ("NCT07763210", "Lazarus: IT Therapy for ICANS"),
+    ],
+)
+def test_toxicity_management_of_car_t_recipients_is_not_cell_therapy(rid: str, what: str) -> None:
+    # TAXONOMY.md "Which product counts": the drug is the investigational product;
+    # the CAR-T cells the patients get as standard care are background
+    rec = _records()[rid]
+    # no intervention gives cells ("Echocardiography" and "Bone Marrow Aspiration" do not)
+    assert not any(re.search(r"(?i)\bCAR\b|\bcells?\b|leucel", i.name) for i in rec.interventions)
+    lab = classify(TrialText.from_record(rec))
+    assert not lab.is_cell_therapy, (what, lab.cell_type)
+
+
+def test_toxicity_trial_that_lists_the_car_t_product_keeps_it() -> None:
+    # NCT04150913 (anakinra for CAR-T neurotoxicity) lists axicabtagene ciloleucel
+    # among its interventions: the study-subject gate applies only when no
+    # intervention or arm names cells, so the named product still counts
+    rec = _records()["NCT04150913"]
+    assert any(i.name == "Axicabtagene Ciloleucel" for i in rec.interventions)
+    assert classify(TrialText.from_record(rec)).cell_type == ["car_t"]
 
 
 def test_drug_after_autologous_transplant_is_not_hsc() -> None:
