@@ -607,3 +607,22 @@ def test_descriptors_targets_doses_routes_combinations() -> None:
     ctx = run(RUXOLITINIB_WITH_MSC, "label_descriptors")
     assert "targeted_therapy" in ctx.combinations  # ruxolitinib, a JAK inhibitor
     assert ctx.targets == []  # targets only for CAR/TCR/γδ/macrophage products
+
+
+def test_label_origin_reads_a_summary_line_without_final_punctuation() -> None:
+    # the same record with its summary's sentences on separate lines and no
+    # full stop (registry summaries are often lists): each line is a sentence
+    summary = CAR_NK_WITH_BARE_CAR.text_of("brief_summary").replace(
+        "malignancies. JD010", "malignancies\nJD010"
+    ) + "\nPatients are followed for two years"
+    t = trial(
+        "NCT05645601",
+        *[
+            (s.source, s.role, summary if s.source == "brief_summary" else s.text)
+            for s in CAR_NK_WITH_BARE_CAR.segments
+        ],
+    )
+    ctx = run(t, "label_origin")
+    assert ctx.origin == "allogeneic"
+    (e,) = [e for e in ctx.evidence if e.field == "origin"]
+    assert (summary[e.start : e.end], e.text) == ("healthy donor", "healthy donor")

@@ -55,7 +55,7 @@ _CONJUNCTION = re.compile(
 )
 _WS = re.compile(r"\s+")
 _SENTENCE_BREAK = re.compile(r"[;|\n]|[.:](?:\s|$)")
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|(?=\n)|$)")
 _CODE_NAME = re.compile(r"(?<![\w-])[A-Za-z]{1,12}[- ]?\d{2,}[\w-]*")
 _IND_TIER = {CONDITION: 0, MESH: 1, TITLE: 2, MESH_ANCESTOR: 3, KEYWORD: 3, SUMMARY: 4}
 
