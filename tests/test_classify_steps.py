@@ -612,9 +612,12 @@ def test_descriptors_targets_doses_routes_combinations() -> None:
 def test_label_origin_reads_a_summary_line_without_final_punctuation() -> None:
     # the same record with its summary's sentences on separate lines and no
     # full stop (registry summaries are often lists): each line is a sentence
-    summary = CAR_NK_WITH_BARE_CAR.text_of("brief_summary").replace(
-        "malignancies. JD010", "malignancies\nJD010"
-    ) + "\nPatients are followed for two years"
+    summary = (
+        CAR_NK_WITH_BARE_CAR.text_of("brief_summary").replace(
+            "malignancies. JD010", "malignancies\nJD010"
+        )
+        + "\nPatients are followed for two years"
+    )
     t = trial(
         "NCT05645601",
         *[
