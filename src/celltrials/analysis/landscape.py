@@ -545,8 +545,9 @@ def selection_of(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> Select
 
 def id_lists(column: pa.ChunkedArray | pa.Array, sel: Selection | None) -> list[Any]:
     """An Arrow column of trial-id lists as Python lists (a missing list: []).
-    With ``sel``, when every id is one of its trials: :class:`TrialIds` whose
-    text is the selection's own strings (no new string per id)."""
+    With ``sel``, when every id is one of its trials and there are at least as
+    many ids as trials: :class:`TrialIds` whose text is the selection's own
+    strings (no new string per id)."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if isinstance(arr, pa.LargeListArray):
         arr = arr.cast(pa.list_(arr.type.value_type))
@@ -555,7 +556,8 @@ def id_lists(column: pa.ChunkedArray | pa.Array, sel: Selection | None) -> list[
     flat = arr.flatten()  # the ids of the valid lists, in order
     lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
     bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
-    if sel is not None and pa.types.is_string(flat.type):
+    # (a lookup hashes every trial of the selection first: worth it for many ids only)
+    if sel is not None and pa.types.is_string(flat.type) and len(flat) >= len(sel.ids):
         pos = pc.index_in(flat, value_set=sel.arrow)
         if pos.null_count == 0:
             rows = pos.to_numpy(zero_copy_only=False).astype(np.int64)
