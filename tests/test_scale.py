@@ -252,6 +252,7 @@ def test_streamed_json_array_stores_the_same_as_whole_file(
         ).fetchall()
     monkeypatch.setattr(ctgov_json, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr("celltrials.ingest.SMALL_FILE_BYTES", 0)
+    monkeypatch.setattr("celltrials.ingest_parallel.MIN_BYTES", 0)  # workers, if cores allow
     with celltrials.open(tmp_path / "streamed.duckdb") as streamed:
         report = ingest_paths(streamed, [CAR_JSON], batch_size=300)
         assert report.clean and report.n_new == len(json.loads(CAR_JSON.read_text()))
@@ -274,6 +275,7 @@ def test_bad_large_file_changes_nothing(
 ) -> None:
     monkeypatch.setattr(ctgov_json, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr("celltrials.ingest.SMALL_FILE_BYTES", 0)
+    monkeypatch.setattr("celltrials.ingest_parallel.MIN_BYTES", 0)  # workers, if cores allow
     studies = json.loads(CAR_JSON.read_text())
     for k, s in enumerate(studies):
         s["protocolSection"]["identificationModule"]["nctId"] = f"NCT{98000000 + k:08d}"
@@ -331,10 +333,11 @@ def test_many_one_study_files_share_transactions_but_not_fate(tmp_path: Path, st
 _KILL_SCRIPT = """
 import sys
 import celltrials
-from celltrials import ingest
+from celltrials import ingest, ingest_parallel
 from celltrials.sources import ctgov_json
 ctgov_json.STREAM_MIN_BYTES = 0
 ingest.SMALL_FILE_BYTES = 0
+ingest_parallel.MIN_BYTES = 0  # workers parse, if cores allow
 def progress(ev):
     if ev.kind == "records":
         print("BATCH", flush=True)
