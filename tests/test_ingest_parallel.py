@@ -16,9 +16,11 @@ from typing import Any
 
 import duckdb
 import pytest
+from click.testing import CliRunner
 
 import celltrials
 from celltrials import ingest_parallel
+from celltrials.cli import cli
 from celltrials.errors import ConfigError
 from celltrials.ingest import IngestAborted, IngestReport, ingest_paths
 from celltrials.procpool import available_cores
@@ -153,9 +155,16 @@ def test_two_workers_store_the_same_rows_as_one_process(
     assert counts["records"] == n_versions
     n_ids = len({s["protocolSection"]["identificationModule"]["nctId"] for s in _studies()})
     with duckdb.connect(str(tmp_path / "j2.duckdb"), read_only=True) as con:
-        assert con.execute("SELECT count(DISTINCT record_id) FROM records").fetchall()[0][0] == n_ids
+        assert (
+            con.execute("SELECT count(DISTINCT record_id) FROM records").fetchall()[0][0] == n_ids
+        )
     assert counts["trial_records"] == n_ids  # the current version of each study
-    for child in ("record_conditions", "record_interventions", "record_outcomes", "record_sponsors"):
+    for child in (
+        "record_conditions",
+        "record_interventions",
+        "record_outcomes",
+        "record_sponsors",
+    ):
         assert counts[child] > counts["records"] // 2
     # reading it again: nothing new, the same counts
     again = [
@@ -222,3 +231,25 @@ def test_jobs_are_planned_like_classify(tmp_path: Path) -> None:
         ingest_parallel.plan_workers("ctgov_json", path, size, 0)
     with celltrials.open(tmp_path / "s.duckdb") as store, pytest.raises(ConfigError):
         ingest_paths(store, [path], jobs=0)
+
+
+def test_cli_jobs_json_is_the_library_report(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(_bad_corpus(tmp_path)))
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--db",
+            str(tmp_path / "cli.duckdb"),
+            "ingest",
+            "--jobs",
+            "2",
+            "--skip-bad",
+            "--json",
+            str(path),
+        ],
+    )
+    assert res.exit_code == 1, res.output  # bad records were left out
+    expected = _report(_ingest(tmp_path / "lib.duckdb", [path], 1, skip_bad=True))
+    assert json.loads(res.output) == expected and len(expected["findings"]) == 4
+    _tables_equal(tmp_path / "cli.duckdb", tmp_path / "lib.duckdb")

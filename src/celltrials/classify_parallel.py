@@ -30,8 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any, TypeVar
 
 from celltrials.classify import Classifier, Evidence, Segment, TrialLabels, TrialText
-from celltrials.errors import ConfigError
-from celltrials.procpool import available_cores, map_ordered
+from celltrials.procpool import available_cores, check_jobs, map_ordered
 from celltrials.taxonomy.loader import Taxonomy, build_taxonomy
 
 #: trials per task sent to a worker
@@ -48,12 +47,8 @@ _R = TypeVar("_R")
 def plan_jobs(n_trials: int, jobs: int | None) -> int:
     """Worker processes for ``n_trials``: ``jobs`` as given (1 = this process), or with
     None all cores, one per :data:`TRIALS_PER_WORKER` trials."""
+    check_jobs(jobs)
     if jobs is not None:
-        if jobs < 1:
-            raise ConfigError(
-                f"--jobs must be at least 1, got {jobs}",
-                hint="Use --jobs 1 for one core, or leave it out for all cores.",
-            )
         return max(1, min(jobs, -(-n_trials // CHUNK)))
     return max(1, min(available_cores(), n_trials // TRIALS_PER_WORKER))
 

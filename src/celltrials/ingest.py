@@ -23,6 +23,7 @@ from celltrials.errors import ConfigError, DataFileError, RecordError, UnknownFo
 from celltrials.fswalk import expand_glob, walk_files
 from celltrials.ingest_parallel import Unit, concat, parse_units, plan_workers
 from celltrials.models import ParsedRecord
+from celltrials.procpool import check_jobs
 from celltrials.progress import Progress, ProgressEvent, logger
 from celltrials.runtime import gc_paused
 from celltrials.sources import parse_file, sniff
@@ -355,11 +356,7 @@ def ingest_paths(
     :data:`celltrials.ingest_parallel.MIN_BYTES`; 1: this process only); what
     is stored does not depend on it (:mod:`celltrials.ingest_parallel`).
     """
-    if jobs is not None and jobs < 1:
-        raise ConfigError(
-            f"--jobs must be at least 1, got {jobs}",
-            hint="Use --jobs 1 for one core, or leave it out for all cores.",
-        )
+    check_jobs(jobs)
     report = IngestReport()
     files = expand_paths(paths, report)
     explicit = {Path(str(p)).resolve() for p in paths if Path(str(p)).is_file()}

@@ -28,9 +28,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from celltrials.errors import ConfigError, DataFileError, RecordError
+from celltrials.errors import DataFileError, RecordError
 from celltrials.models import ParsedRecord
-from celltrials.procpool import available_cores, from_ipc, map_ordered, to_ipc
+from celltrials.procpool import available_cores, check_jobs, from_ipc, map_ordered, to_ipc
 from celltrials.runtime import gc_paused
 from celltrials.sources import ctgov_json
 from celltrials.sources.validate import unstorable_reason
@@ -56,11 +56,7 @@ def plan_workers(fmt: str, path: Path, size: int, jobs: int | None) -> int:
     ``jobs`` as given (1 = no workers), or with None all cores for a file of
     at least :data:`MIN_BYTES`; only a streamed JSON array or NDJSON file is
     spread, everything else is read in this process."""
-    if jobs is not None and jobs < 1:
-        raise ConfigError(
-            f"--jobs must be at least 1, got {jobs}",
-            hint="Use --jobs 1 for one core, or leave it out for all cores.",
-        )
+    check_jobs(jobs)
     if fmt not in FORMATS:
         return 1
     if fmt == "ctgov_json" and not (
@@ -82,9 +78,7 @@ class Unit:
 
     def __post_init__(self) -> None:
         self.raw_bytes: list[int] = pc.binary_length(self.records.column("raw")).to_pylist()
-        self._owner = {
-            t: tab.column("_rec").to_numpy() for t, tab in self.children.items()
-        }
+        self._owner = {t: tab.column("_rec").to_numpy() for t, tab in self.children.items()}
 
     @property
     def n_good(self) -> int:
@@ -217,9 +211,7 @@ def parse_units(
     )
     try:
         for records, children, findings in results:
-            yield Unit(
-                from_ipc(records), {t: from_ipc(c) for t, c in children.items()}, findings
-            )
+            yield Unit(from_ipc(records), {t: from_ipc(c) for t, c in children.items()}, findings)
     finally:
         results.close()  # (an error or an early stop: the units not started are cancelled)
     if failure:

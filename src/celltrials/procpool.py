@@ -6,6 +6,11 @@ threads, and forking a threaded process is unsafe (Python 3.12+ warns). The
 fork server imports the ``preload`` modules once, so each worker starts with
 them. :func:`map_ordered` runs a module-level function over payloads read
 lazily, a bounded number in flight, and yields the results **in input order**.
+
+A worker ends itself when the process that started the pool is gone (killed
+with ``kill -9``, say): its task queue would never close (each worker holds
+both ends), nor would the fork server, which lives while a worker holds its
+"alive" pipe — without this watch they would wait forever.
 """
 
 from __future__ import annotations
@@ -13,12 +18,17 @@ from __future__ import annotations
 import itertools
 import multiprocessing as mp
 import os
+import select
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 import pyarrow as pa
+
+from celltrials.errors import ConfigError
 
 _P = TypeVar("_P")
 _R = TypeVar("_R")
@@ -32,6 +42,15 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_jobs(jobs: int | None) -> None:
+    """``jobs`` as a caller gave it: None (all cores) or at least 1."""
+    if jobs is not None and jobs < 1:
+        raise ConfigError(
+            f"--jobs must be at least 1, got {jobs}",
+            hint="Use --jobs 1 for one core, or leave it out for all cores.",
+        )
+
+
 def context(preload: Sequence[str] = ()) -> Any:
     """The multiprocessing context workers start from (see module docstring).
     Only the first pool of a process starts the fork server: the preloads of
@@ -41,6 +60,31 @@ def context(preload: Sequence[str] = ()) -> Any:
     if ctx.get_start_method() == "forkserver":
         ctx.set_forkserver_preload(list(preload))
     return ctx
+
+
+def _exit_with(pid: int) -> None:
+    """End this process as soon as process ``pid`` has ended."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux 5.3+, or already gone: poll
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # pragma: no cover - alive, another user's
+                pass
+            time.sleep(1)
+    select.select([fd], [], [])  # readable once the process has ended
+    os._exit(1)
+
+
+def _start_worker(
+    parent: int, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]
+) -> None:
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def map_ordered(
@@ -60,8 +104,8 @@ def map_ordered(
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context(preload),
-        initializer=initializer,
-        initargs=initargs,
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, initargs),
     ) as pool:
         pending: deque[Future[_R]] = deque()
         it = iter(payloads)
@@ -94,4 +138,4 @@ def from_ipc(blob: bytes) -> pa.Table:
     return pa.ipc.open_stream(blob).read_all()
 
 
-__all__ = ["available_cores", "context", "from_ipc", "map_ordered", "to_ipc"]
+__all__ = ["available_cores", "check_jobs", "context", "from_ipc", "map_ordered", "to_ipc"]
