@@ -42,8 +42,9 @@ UNIT = 500
 #: files smaller than this are parsed in this process (starting the workers costs
 #: about a second); tests lower it
 MIN_BYTES = 64 << 20
-#: units in flight per worker
-IN_FLIGHT = 2
+#: units in flight per worker: the workers go on parsing while a batch is
+#: committed (each unit in flight holds ~20 MB of texts and rows)
+IN_FLIGHT = 4
 #: formats this module reads (the JSON array only when it is streamed)
 FORMATS = ("ctgov_json", "ctgov_ndjson")
 
