@@ -114,6 +114,14 @@ def normalize_phase(raw: str | None) -> str:
     ranges (``2020-03-02`` for ``2-3``) are read back; unrecognised text is
     UNKNOWN (and listed by ``celltrials check``).
     """
+    if type(raw) is str:
+        return _phase_of(raw)
+    return phase_lookup(raw) or "UNKNOWN"
+
+
+@functools.lru_cache(maxsize=4096)
+def _phase_of(raw: str) -> str:
+    # registries spell phases a few hundred ways: each spelling is read once
     return phase_lookup(raw) or "UNKNOWN"
 
 
@@ -189,6 +197,14 @@ def normalize_status(raw: str | None) -> str:
     EU-CTR's ``Authorised`` and ICTRP's ``Not Available`` state no
     recruitment status: UNKNOWN (the raw value stays in ``status_raw``).
     """
+    if type(raw) is str:
+        return _status_of(raw)
+    return status_lookup(raw) or "UNKNOWN"
+
+
+@functools.lru_cache(maxsize=4096)
+def _status_of(raw: str) -> str:
+    # a few dozen spellings in any registry: each is read once
     return status_lookup(raw) or "UNKNOWN"
 
 
@@ -228,6 +244,32 @@ def parse_date(raw: str | date | datetime | None) -> PartialDate | None:
     form), ``2020`` and Excel ``datetime`` values. Empty → None. A string that
     looks like a date but is impossible (``2020-02-30``) raises DateError.
     """
+    if type(raw) is str:
+        return _date_of(raw)
+    return _parse_date(raw)
+
+
+@functools.lru_cache(maxsize=16384)
+def _date_of(raw: str) -> PartialDate | None:
+    # registry dates repeat (some thousands of distinct days cover most studies)
+    if raw.isascii() and raw[:4].isdigit():
+        # API v2's own forms, 2020-06-17 and 2020-06: what _parse_date_text's
+        # first and fourth patterns read, without the regexes
+        n = len(raw)
+        if n == 10 and raw[4] == raw[7] == "-" and raw[5:7].isdigit() and raw[8:].isdigit():
+            try:
+                return PartialDate(date(int(raw[:4]), int(raw[5:7]), int(raw[8:])), "day")
+            except ValueError as exc:
+                raise DateError(f"impossible date {raw!r}: {exc}") from None
+        if n == 7 and raw[4] == "-" and raw[5:].isdigit():
+            try:
+                return PartialDate(date(int(raw[:4]), int(raw[5:]), 1), "month")
+            except ValueError as exc:
+                raise DateError(f"impossible date {raw!r}: {exc}") from None
+    return _parse_date(raw)
+
+
+def _parse_date(raw: str | date | datetime | None) -> PartialDate | None:
     if raw is None:
         return None
     if isinstance(raw, datetime):
@@ -584,6 +626,13 @@ def study_type_lookup(raw: str | None) -> str | None:
 def normalize_study_type(raw: str | None) -> str:
     """``interventional`` · ``observational`` · ``expanded_access`` · ``other``
     · ``unknown`` (not stated or not recognised)."""
+    if type(raw) is str:
+        return _study_type_of(raw)
+    return study_type_lookup(raw) or "unknown"
+
+
+@functools.lru_cache(maxsize=4096)
+def _study_type_of(raw: str) -> str:
     return study_type_lookup(raw) or "unknown"
 
 
@@ -693,6 +742,12 @@ def sponsor_key(name: str) -> str:
     """The grouping key of a sponsor name: accents, case, punctuation and
     spacing do not count (``Assistance Publique - Hôpitaux de Paris`` and
     ``Assistance Publique Hopitaux De Paris`` are one sponsor)."""
+    return _sponsor_key(name) if type(name) is str else fold(name)
+
+
+@functools.lru_cache(maxsize=16384)
+def _sponsor_key(name: str) -> str:
+    # the same sponsors recur across a registry (a few per thousand studies are new)
     return fold(name)
 
 
@@ -732,20 +787,32 @@ _PADDING = re.compile(r"[ \t\r\f\v]{2,}|[\t\r\f\v]")
 
 def clean_text(value: object) -> str:
     """Trim and collapse the runs of padding whitespace registries ship."""
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else str(value)
-    text = text.strip()
-    if not text:
-        return ""
+    if type(value) is not str:
+        if value is None:
+            return ""
+        value = value if isinstance(value, str) else str(value)
+    text = value.strip()
     # the same verdict as _PADDING.search (a run of padding has two spaces or
     # one of the other padding characters), from C substring scans: ~5x faster
+    # (and "" has none)
     if "  " in text or "\t" in text or "\r" in text or "\f" in text or "\v" in text:
         return _PADDING.sub(" ", text)
     return text
 
 
 # ------------------------------------------------------------ whole records
+def _resolve_pairs(value: str) -> tuple[tuple[str, Place], ...]:
+    """``(value, place)`` for each place a country-field value names; one
+    ``unmapped`` place (kept as given, name "" for placeholders such as
+    ``??``) when it names none, for `celltrials check`."""
+    resolved = resolve_places(value)
+    if resolved is None:
+        return ((value, Place("unmapped", normalize_country(value) or "")),)
+    return tuple((value, p) for p in resolved)
+
+
+_place_pairs = functools.lru_cache(maxsize=8192)(_resolve_pairs)
+
 #: single-line text fields repaired on every record
 _LINE_FIELDS = ("title", "official_title", "acronym")
 
@@ -794,16 +861,23 @@ def finish_record(rec: ParsedRecord) -> ParsedRecord:
     raw_places = rec.countries_raw or rec.countries
     rec.countries_raw = list(raw_places)
     places: list[tuple[str, Place]] = []
-    for value in raw_places:
-        resolved = resolve_places(value)
-        if resolved is None:
-            # kept as given (name "" for placeholders such as "??") for `celltrials check`
-            places.append((value, Place("unmapped", normalize_country(value) or "")))
-        else:
-            places.extend((value, p) for p in resolved)
+    countries: dict[str, None] = {}
+    regions: dict[str, None] = {}
+    done: set[str] = set()
+    for value in raw_places:  # a study names one country per site: few distinct values
+        pairs = _place_pairs(value) if type(value) is str else _resolve_pairs(value)
+        places += pairs
+        if value in done:
+            continue  # its names are in already (first occurrences keep their order)
+        done.add(value)
+        for _, p in pairs:
+            if p.kind == "region":
+                regions[p.name] = None
+            elif p.name:
+                countries[p.name] = None
     rec.places = places
-    rec.countries = list(dict.fromkeys(p.name for _, p in places if p.kind != "region" and p.name))
-    rec.regions = list(dict.fromkeys(p.name for _, p in places if p.kind == "region"))
+    rec.countries = list(countries)
+    rec.regions = list(regions)
     rec.repairs = repairs
     rec.finished = True
     return rec
