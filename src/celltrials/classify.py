@@ -911,10 +911,13 @@ class Classifier:
             if settled is not None and tier > settled and seg.role == SUMMARY:
                 break  # a summary's passing mention ("without increasing GVHD") cannot outrank a condition
             text = seg.text[:600] if seg.role == SUMMARY else seg.text
+            # (no other field reads conditions, MeSH terms, keywords or a summary's start
+            # before this step: read alone, their passes cost the indications' keys only)
+            alone = seg.role != TITLE
             ind_hits = (
-                self.tax.indications_priority.hits(text)
+                self.tax.indications_priority.hits(text, alone=alone)
                 if settled is not None and tier > settled
-                else self._indication_hits(text, cell_types)
+                else self._indication_hits(text, cell_types, alone)
             )
             for h in ind_hits:
                 key = (
@@ -937,7 +940,7 @@ class Classifier:
         for cseg in ctx.trial.segments:
             if cseg.role != CONDITION:
                 continue
-            for ch in self._indication_hits(cseg.text, ctx.cell_types):
+            for ch in self._indication_hits(cseg.text, ctx.cell_types, True):
                 extra = ch.entry.labels["therapeutic_area"]
                 if (
                     ch.entry.labels["indication_group"][0] == "oncology"
@@ -1088,7 +1091,7 @@ class Classifier:
                 if not origin.may_hit(text, sm.start(), sm.end()):
                     continue  # (a sentence starts after a non-word character or at 0)
                 sent = sm.group()
-                ohits = list(tax.origin.hits(sent))
+                ohits = list(tax.origin.hits(sent, alone=True))
                 if not ohits or not (tax.cell_type.search(sent) or tax.products.search(sent)):
                     continue
                 for h in ohits:
@@ -1253,10 +1256,12 @@ class Classifier:
                 ctx.doses.append(d)
             self._ev(evidence, "dose", d, seg, h)
 
-    def _indication_hits(self, text: str, cell_types: set[str]) -> list[Hit]:
+    def _indication_hits(
+        self, text: str, cell_types: set[str], alone: bool = False
+    ) -> list[Hit]:
         out: list[Hit] = []
         rescan = False
-        for h in self.tax.indications.hits(text):
+        for h in self.tax.indications.hits(text, alone=alone):
             allowed = h.entry.options.get("cell_types")
             if allowed is not None and not (cell_types & allowed):
                 rescan = True
@@ -1265,7 +1270,7 @@ class Classifier:
         if rescan:
             out.extend(
                 h
-                for h in self.tax.indications_unlimited.hits(text)
+                for h in self.tax.indications_unlimited.hits(text, alone=alone)
                 if "cell_types" not in h.entry.options
             )
         return out

@@ -1104,6 +1104,10 @@ class _Index:
         self.n_fields = 0
         self.cache: dict[str, _Scan] = {}
         self.old: dict[str, _Scan] = {}
+        # a field's own automaton (its keys and its clusters' anchors only), for texts
+        # that field reads alone (see CompiledField.hits), and its recent passes
+        self.own: dict[int, Any] = {}
+        self.own_cache: dict[int, dict[str, _Scan]] = {}
 
     def _key(self, key: str) -> int:
         kid = self.keys.get(key)
@@ -1113,6 +1117,7 @@ class _Index:
             self.variants.append({})
             self.anchor_of.append(-1)
             self.automaton = None
+            self.own.clear()
         return kid
 
     def new_field(self) -> int:
@@ -1147,8 +1152,7 @@ class _Index:
                 )
             self.variants[kid].setdefault(fid, []).append(variant)
         self.automaton = None  # (its build sorts the variants)
-        self.cache.clear()
-        self.old.clear()
+        self._forget()
         return sep2
 
     def anchor_id(self, literal: str) -> int:
@@ -1165,30 +1169,47 @@ class _Index:
                 self.digit_bit = 1 << aid
             else:
                 self.anchor_of[self._key(key)] = aid
-            self.cache.clear()
-            self.old.clear()
+            self._forget()
         if literal in _DIGIT_EXTENDED and not self.non_ascii_bits & 1 << aid:
             self.non_ascii_bits |= 1 << aid
-            self.cache.clear()
-            self.old.clear()
+            self._forget()
         return aid
 
-    def _build(self) -> Any:
+    def _forget(self) -> None:
+        """Drop the kept passes and the fields' own automata (the keys changed)."""
+        self.cache.clear()
+        self.old.clear()
+        self.own.clear()
+        self.own_cache.clear()
+
+    def _build(self, fid: int | None = None, anchor_mask: int = 0) -> Any:
+        """The automaton of every field, or (``fid``) of one field: its keys and the
+        anchors in ``anchor_mask`` (a text's pass over it lists what the shared
+        automaton's lists for that field: the same codes, in the same order)."""
         for by_field in self.variants:
-            for fid, vs in by_field.items():
-                by_field[fid] = sorted(set(vs))  # rank order, each once
+            for f, vs in by_field.items():
+                by_field[f] = sorted(set(vs))  # rank order, each once
         auto = ahocorasick.Automaton()
         for key, kid in self.keys.items():
             # a key ending at g[end] has its leading SEP at g[end - back], the offset in
             # the text where the match starts: its candidate for each field is the
             # value's member plus end << _KEY_BITS (and its anchor's occurrence too)
             back = (self.key_len[kid] - 1) << _KEY_BITS
-            value = tuple((fid << _FIELD_SHIFT | kid) - back for fid in self.variants[kid])
-            if self.anchor_of[kid] >= 0:
-                value = (_ANCHOR_BASE + self.anchor_of[kid], *value)
-            auto.add_word(key, value)
+            fids = self.variants[kid] if fid is None else (fid,) * (fid in self.variants[kid])
+            value = tuple((f << _FIELD_SHIFT | kid) - back for f in fids)
+            aid = self.anchor_of[kid]
+            if aid >= 0 and (fid is None or anchor_mask >> aid & 1):
+                value = (_ANCHOR_BASE + aid, *value)
+            if value:
+                auto.add_word(key, value)
+        if fid is not None and not len(auto):
+            self.own[fid] = None  # (a field without keys: every pass is empty)
+            return None
         auto.make_automaton()
-        self.automaton = auto
+        if fid is None:
+            self.automaton = auto
+        else:
+            self.own[fid] = auto
         return auto
 
     def scan(self, text: str) -> _Scan:
@@ -1216,6 +1237,37 @@ class _Index:
         codes = [c + (end << _KEY_BITS) for end, value in auto.iter(g) for c in value]
         codes.sort()
         return _Scan(text, g, codes)
+
+    def own_scan(self, fid: int, anchor_mask: int, text: str) -> _Scan:
+        """The pass over ``text`` for field ``fid`` alone: the shared pass when it is
+        at hand, else a pass over the field's own automaton (a long text that one
+        field reads costs that field's matches, not every field's)."""
+        got = self.cache.get(text) or self.old.get(text)
+        if got is not None:
+            return got
+        kept = self.own_cache.get(fid)
+        if kept is None:
+            kept = self.own_cache[fid] = {}
+        got = kept.get(text)
+        if got is not None:
+            return got
+        if self.automaton is None and self.keys:
+            self._build()  # (sorts the variants)
+        if fid in self.own:
+            auto = self.own[fid]
+        else:
+            auto = self._build(fid, anchor_mask)
+        g = _g(f" {text} ")
+        if auto is None:
+            got = _Scan(text, g, [])
+        else:
+            codes = [c + (end << _KEY_BITS) for end, value in auto.iter(g) for c in value]
+            codes.sort()
+            got = _Scan(text, g, codes)
+        if len(kept) >= SCAN_CACHE:
+            kept.clear()
+        kept[text] = got
+        return got
 
 
 _INDEX = _Index()
@@ -1460,17 +1512,28 @@ class CompiledField:
                     last = best_end
         return out
 
-    def hits(self, text: str, lower: str | None = None) -> list[Hit]:
-        """The field's matches in ``text``, left to right (``lower`` is unused)."""
-        scan = _INDEX.cache.get(text) or _INDEX.scan(text)
+    def hits(self, text: str, lower: str | None = None, *, alone: bool = False) -> list[Hit]:
+        """The field's matches in ``text``, left to right (``lower`` is unused).
+
+        ``alone``: a hint that no other field reads ``text`` (a condition, a MeSH
+        term, a summary sentence read for origin words): unless the shared pass over it is at hand, the
+        text is read with this field's own automaton (same hits; a pass costs the
+        field's matches instead of every field's)."""
+        if alone:
+            scan = _INDEX.own_scan(self._fid, self._anchor_mask, text)
+        else:
+            scan = _INDEX.cache.get(text) or _INDEX.scan(text)
         got = scan.memo.get(self._fid)  # one trial's text is often asked twice
         if got is None:
             got = scan.memo[self._fid] = self._hits(scan)
         return got.copy()
 
-    def search(self, text: str, lower: str | None = None) -> bool:
-        """Whether the field has a hit in ``text``."""
-        scan = _INDEX.cache.get(text) or _INDEX.scan(text)
+    def search(self, text: str, lower: str | None = None, *, alone: bool = False) -> bool:
+        """Whether the field has a hit in ``text`` (``alone``: as in :meth:`hits`)."""
+        if alone:
+            scan = _INDEX.own_scan(self._fid, self._anchor_mask, text)
+        else:
+            scan = _INDEX.cache.get(text) or _INDEX.scan(text)
         got = scan.memo.get(self._fid)
         if got is None:
             got = scan.memo[self._fid] = self._hits(scan)
@@ -1490,7 +1553,7 @@ class CompiledField:
             return True
         if self._sep2 and end < len(text) and _is_word(text[end]):
             return True
-        scan = _INDEX.cache.get(text) or _INDEX.scan(text)
+        scan = _INDEX.own_scan(self._fid, self._anchor_mask, text)
         if self._clusters and scan.present() & self._anchor_mask:
             return True
         codes = scan.codes

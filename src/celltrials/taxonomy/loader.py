@@ -334,7 +334,8 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
             raise ctx.fail(where, "a product must name its cell_type")
         prod_entries.append(Entry(name, labels))
         prod_alts.append(_alternatives(ctx, where, item))
-    products = CompiledField(prod_entries, prod_alts)
+    # (compiled once, below, with the code names: every field compiled joins the
+    # shared index, and each text's scan lists its candidates, asked or not)
 
     # cell types (ordered by precedence)
     ct_raw = raw["cell_type"]
@@ -565,7 +566,7 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
 
     targets = _value_field(ctx, "targets", raw.get("targets") or [], None)
     target_values = {e.value for e in targets.entries}
-    for e in products.entries:
+    for e in prod_entries:
         for tv in e.labels.get("targets", ()):
             if tv not in target_values:
                 raise ctx.fail(
@@ -587,7 +588,9 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
             base_dir / code_names, {e.value for e in targets.entries}
         )
         # YAML products first: at one text position the entry listed first wins
-        products = CompiledField([*prod_entries, *cn_entries], [*prod_alts, *cn_alts])
+        prod_entries = [*prod_entries, *cn_entries]
+        prod_alts = [*prod_alts, *cn_alts]
+    products = CompiledField(prod_entries, prod_alts)
 
     return Taxonomy(
         version=version,
