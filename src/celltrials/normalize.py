@@ -831,7 +831,10 @@ def finish_record(rec: ParsedRecord) -> ParsedRecord:
     repairs: list[TextRepair] = []
 
     def fix(field: str, value: str, *, single_line: bool = True) -> str:
-        if not value:
+        if not value or (
+            # what repair_text leaves alone without a look (most registry text)
+            value.isascii() and "_x" not in value and "<" not in value and "&" not in value
+        ):
             return value
         fixed, kinds = repair_text(value, single_line=single_line)
         if kinds:
