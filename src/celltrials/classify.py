@@ -291,6 +291,9 @@ def _is_background(tax: Taxonomy, text: str, start: int) -> bool:
     window = text[lo if m is None else m.end() : start]
     if not window.strip():
         return False
+    gate = tax.background_gate
+    if gate is not None and not gate.may_match(window):
+        return False  # (no cue's literal: the regex cannot match)
     return tax.background_cue.search(window) is not None
 
 

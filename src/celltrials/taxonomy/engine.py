@@ -1050,6 +1050,48 @@ def _foldable(ch: str) -> bool:
     return all(fold(x) == low for x in re.findall(re.escape(ch), _everything(), re.IGNORECASE))
 
 
+class LiteralGate:
+    """A necessary condition for a pattern to match, checked with plain substring
+    tests: one of the required literals (:func:`analyse`) of each alternative of
+    ``patterns`` must occur in the text (read as the index reads it, :func:`_g`;
+    a literal that starts an alternative, preceded by a separator when the
+    alternatives may match only at a word start, ``word_start``). ``keys`` is None
+    (every text passes) when an alternative has no such literal."""
+
+    __slots__ = ("_auto", "keys")
+
+    def __init__(self, patterns: Sequence[str], word_start: bool = False) -> None:
+        self.keys: tuple[str, ...] | None = None
+        self._auto: Any = None
+        keys: set[str] = set()
+        if not patterns:
+            return  # (an empty alternation matches everywhere)
+        for pat in patterns:
+            info = analyse(f"(?:{pat})")
+            if not info.anchors or DIGIT in info.anchors:
+                return
+            at_start = word_start and info.lead == 0
+            for lit in info.anchors:
+                keys.add((_SEP if at_start else "") + _g(lit))
+        # a key holding another is redundant
+        self.keys = tuple(sorted(k for k in keys if not any(o != k and o in k for o in keys)))
+        self._auto = ahocorasick.Automaton()
+        for k in self.keys:
+            self._auto.add_word(k, k)
+        if self.keys:
+            self._auto.make_automaton()
+
+    def may_match(self, text: str) -> bool:
+        """False when no alternative can match in ``text``."""
+        if self.keys is None:
+            return True
+        if not self.keys:
+            return False
+        for _ in self._auto.iter(_g(" " + text)):
+            return True
+        return False
+
+
 def fold(text: str) -> str:
     """``text`` lower-cased for the prefilter: an ASCII literal that a pattern
     matches case-insensitively in ``text`` occurs in ``fold(text)`` in lower case."""
@@ -1196,6 +1238,9 @@ class _Index:
         self.anchor_of: list[int] = []  # by key: anchor id or -1
         self.anchors: dict[str, int] = {}
         self.anchor_len: list[int] = []  # by anchor id: its key's length
+        self.anchor_key: list[str | None] = []  # by anchor id: its key (DIGIT: None)
+        self.key_str: list[str] = []  # by key id: the key
+        self.field_keys: dict[int, list[int]] = {}  # by field: its keys' ids
         self.automaton: Any = None
         self.digit_bit = 0  # the bit of DIGIT
         self.non_ascii_bits = 0  # anchors present in every text that is not ASCII
@@ -1212,6 +1257,7 @@ class _Index:
         kid = self.keys.get(key)
         if kid is None:
             kid = self.keys[key] = len(self.key_len)
+            self.key_str.append(key)
             self.key_len.append(len(key))
             self.variants.append({})
             self.anchor_of.append(-1)
@@ -1249,6 +1295,8 @@ class _Index:
                     lo,
                     hi,
                 )
+            if fid not in self.variants[kid]:
+                self.field_keys.setdefault(fid, []).append(kid)
             self.variants[kid].setdefault(fid, []).append(variant)
         self.automaton = None  # (its build sorts the variants)
         self._forget()
@@ -1265,6 +1313,7 @@ class _Index:
         if aid is None:
             aid = self.anchors[key] = len(self.anchors)
             self.anchor_len.append(0 if key == DIGIT else len(key))
+            self.anchor_key.append(None if key == DIGIT else key)
             if key == DIGIT:
                 self.digit_bit = 1 << aid
             else:
@@ -1285,7 +1334,9 @@ class _Index:
     def _build(self, fid: int | None = None, anchor_mask: int = 0) -> Any:
         """The automaton of every field, or (``fid``) of one field: its keys and the
         anchors in ``anchor_mask`` (a text's pass over it lists what the shared
-        automaton's lists for that field: the same codes, in the same order)."""
+        automaton's lists for that field: the same codes, sorted the same)."""
+        if fid is not None:
+            return self._build_own(fid, anchor_mask)
         for by_field in self.variants:
             for f, vs in by_field.items():
                 by_field[f] = sorted(set(vs))  # rank order, each once
@@ -1295,21 +1346,37 @@ class _Index:
             # the text where the match starts: its candidate for each field is the
             # value's member plus end << _KEY_BITS (and its anchor's occurrence too)
             back = (self.key_len[kid] - 1) << _KEY_BITS
-            fids = self.variants[kid] if fid is None else (fid,) * (fid in self.variants[kid])
-            value = tuple((f << _FIELD_SHIFT | kid) - back for f in fids)
+            value = tuple((f << _FIELD_SHIFT | kid) - back for f in self.variants[kid])
+            if self.anchor_of[kid] >= 0:
+                value = (_ANCHOR_BASE + self.anchor_of[kid], *value)
+            auto.add_word(key, value)
+        auto.make_automaton()
+        self.automaton = auto
+        return auto
+
+    def _build_own(self, fid: int, anchor_mask: int) -> Any:
+        """:meth:`_build` of one field: its keys and the keys of its anchors only
+        (after the shared build, which sorts the variants)."""
+        kids = set(self.field_keys.get(fid, ()))
+        for aid, key in enumerate(self.anchor_key):
+            if key is not None and anchor_mask >> aid & 1:
+                kids.add(self.keys[key])
+        auto = ahocorasick.Automaton()
+        for kid in kids:
+            back = (self.key_len[kid] - 1) << _KEY_BITS
+            value: tuple[int, ...] = (
+                ((fid << _FIELD_SHIFT | kid) - back,) if fid in self.variants[kid] else ()
+            )
             aid = self.anchor_of[kid]
-            if aid >= 0 and (fid is None or anchor_mask >> aid & 1):
+            if aid >= 0 and anchor_mask >> aid & 1:
                 value = (_ANCHOR_BASE + aid, *value)
             if value:
-                auto.add_word(key, value)
-        if fid is not None and not len(auto):
+                auto.add_word(self.key_str[kid], value)
+        if not len(auto):
             self.own[fid] = None  # (a field without keys: every pass is empty)
             return None
         auto.make_automaton()
-        if fid is None:
-            self.automaton = auto
-        else:
-            self.own[fid] = auto
+        self.own[fid] = auto
         return auto
 
     def scan(self, text: str) -> _Scan:
