@@ -645,15 +645,11 @@ def _ingest_file(
 
         try:
             if workers > 1:
-                _ingest_units(
-                    parse_units(sniffed.format, path, source, ingest_id, workers),
-                    write_units,
-                    path,
-                    result,
-                    report,
-                    skip_bad,
-                    batch_size,
-                )
+                units = parse_units(sniffed.format, path, source, ingest_id, workers)
+                try:
+                    _ingest_units(units, write_units, path, result, report, skip_bad, batch_size)
+                finally:
+                    units.close()  # on an error too: the workers stop now
             else:
                 for item in parse_file(path, sniffed):
                     if _bad(item, path, result, report, skip_bad):
@@ -689,7 +685,7 @@ def _ingest_file(
 
 
 def _ingest_units(
-    units: Iterator[Unit],
+    units: Iterable[Unit],
     write: Callable[[list[tuple[Unit, int, int]]], None],
     path: Path,
     result: FileResult,
