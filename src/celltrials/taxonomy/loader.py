@@ -25,7 +25,7 @@ import yaml
 
 from celltrials.errors import TaxonomyError
 from celltrials.taxonomy.code_names import code_name_entries
-from celltrials.taxonomy.engine import CompiledField, Entry, Hit
+from celltrials.taxonomy.engine import CompiledField, Entry, Hit, LiteralGate
 from celltrials.taxonomy.values import TAXONOMY_VALUES
 
 __all__ = [
@@ -142,6 +142,9 @@ class Taxonomy:
     engineering: Engineering | None = None
     study_subject_cues: CompiledField | None = None
     in_vivo_car: InVivoCar | None = None
+    #: a necessary condition for ``background_cue`` (its cues' literals; see
+    #: engine.LiteralGate): most windows before a mention have none of them
+    background_gate: LiteralGate | None = None
 
     def cell_type_option(self, value: str, option: str) -> Any:
         for e in self.cell_type.entries:
@@ -633,6 +636,8 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
             if raw.get("study_subject_cues") is not None
             else None
         ),
+        # (the cues follow (?<!\w): a literal that starts a cue starts a word)
+        background_gate=LiteralGate(cues, word_start=True),
     )
 
 
