@@ -17,7 +17,15 @@ have among themselves recur in every replica (no giant components); every
 50th study also names the previous study's NCT id as a secondary id, so
 two-record merges happen throughout.
 
-Each measurement runs in a fresh subprocess (peak RSS is that process's):
+Each measurement runs in a fresh subprocess. Its peak memory ("peak MB") is
+that of the subprocess and the worker processes it starts (ingest and
+classify run on every core): the highest sum of their resident sizes,
+sampled twice a second (an upper bound: pages they share count once per
+process), and never less than the subprocess's own ``ru_maxrss``. Its CPU
+seconds ("cpu s") include the workers (their fork server is stopped, so that
+their usage is reaped into the subprocess's ``RUSAGE_CHILDREN``). The
+ingest line also shows the subprocess's own peak and the largest worker's.
+``--ingest-jobs 1`` ingests in one process (the serial path), for comparison.
 
 * ``floor``: DuckDB ``read_json_objects`` of the corpus file + extraction of
   the fields the store keeps (scalars, id/condition/intervention/arm/outcome/
@@ -276,11 +284,13 @@ def _floor(path: str, db: str, threads: int) -> dict[str, Any]:
     return {"seconds": dt, "n": n}
 
 
-def _ingest(db: str, paths: list[str], force: bool) -> dict[str, Any]:
+def _ingest(db: str, paths: list[str], force: bool, jobs: int | None = None) -> dict[str, Any]:
     import celltrials
     from celltrials.ingest import ingest_paths
 
     kw: dict[str, Any] = {"force": True} if force else {}
+    if jobs is not None:
+        kw["jobs"] = jobs
     store = celltrials.open(db)
     t = time.perf_counter()
     report = ingest_paths(store, paths, **kw)
@@ -387,9 +397,64 @@ def worker(spec: dict[str, Any]) -> None:
         "pandas": _pandas_peer,
         "ctgforge": _ctgforge_peer,
     }[kind]
+    tree = _TreeMemory()
     res = fn(**spec)
-    res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tree_mb = tree.stop()
+    _stop_fork_server()
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res["rss_self_mb"] = own.ru_maxrss / 1024
+    res["rss_child_mb"] = children.ru_maxrss / 1024  # the largest worker's peak
+    res["cpu_children"] = children.ru_utime + children.ru_stime
+    res["rss_mb"] = max(res["rss_self_mb"], tree_mb)
     print("RESULT " + json.dumps(res), flush=True)
+
+
+def _stop_fork_server() -> None:
+    """Stop (and reap) the fork server of the worker pools, which reaped the
+    workers: their CPU time and peak memory are then in ``RUSAGE_CHILDREN``."""
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython's, used by its tests
+    if stop is not None:
+        stop()
+
+
+def _tree_kb() -> int:
+    """Resident memory (kB) of this process and all its descendants now."""
+    pids, total = [os.getpid()], 0
+    for pid in pids:  # grows while it is walked: children, grandchildren, ...
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as fh:
+                    pids.extend(int(x) for x in fh.read().split())
+            with open(f"/proc/{pid}/status") as fh:
+                total += next(int(x.split()[1]) for x in fh if x.startswith("VmRSS:"))
+        except (OSError, ValueError, StopIteration):  # gone meanwhile
+            continue
+    return total
+
+
+class _TreeMemory:
+    """The peak of :func:`_tree_kb`, sampled twice a second in a thread."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.5):
+            self.peak = max(self.peak, _tree_kb())
+
+    def stop(self) -> float:
+        """The peak in MB."""
+        self._done.set()
+        self._thread.join()
+        return self.peak / 1024
 
 
 def run(kind: str, **spec: Any) -> dict[str, Any]:
@@ -419,7 +484,13 @@ def _db_mb(path: Path) -> float:
 
 
 def bench_corpus(
-    kind: str, n: int, steps: set[str], work: Path, rows: list[str], checks: list[str]
+    kind: str,
+    n: int,
+    steps: set[str],
+    work: Path,
+    rows: list[str],
+    checks: list[str],
+    ingest_jobs: int | None = None,
 ) -> None:
     t = time.perf_counter()
     corpus = Corpus(kind)
@@ -459,14 +530,18 @@ def bench_corpus(
     big_db = work / "big.duckdb"
     one_file = None
     if "ingest" in steps:
-        r = run("ingest", db=str(big_db), paths=[str(paths["big"])], force=False)
+        r = run(
+            "ingest", db=str(big_db), paths=[str(paths["big"])], force=False, jobs=ingest_jobs
+        )
         one_file = r["seconds"]
         line(
             "ingest (one file)",
             r,
             floor1,
             big_db,
-            f"(x floor all threads: {r['seconds'] / floor_all:.2f})" if floor_all else "",
+            (f"(x floor all threads: {r['seconds'] / floor_all:.2f}) " if floor_all else "")
+            + f"(peak MB: main {r['rss_self_mb']:,.0f}, largest worker {r['rss_child_mb']:,.0f}; "
+            f"workers' cpu s {r['cpu_children']:,.1f})",
         )
         big_trials = r["trials"]
         checks.append(
@@ -642,6 +717,12 @@ def main() -> None:
         "--tmp", type=Path, default=None, help="work folder (default: a temporary folder)"
     )
     ap.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
+    ap.add_argument(
+        "--ingest-jobs",
+        type=int,
+        default=None,
+        help="processes of the one-file ingest step (default: ingest's own choice; 1: serial)",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -650,7 +731,8 @@ def main() -> None:
     steps = set(args.steps.split(","))
     head = [
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {machine()}",
-        f"command: benchmarks/scale.py --n {args.n} --corpora {args.corpora} --steps {args.steps}",
+        f"command: benchmarks/scale.py --n {args.n} --corpora {args.corpora} --steps {args.steps}"
+        + (f" --ingest-jobs {args.ingest_jobs}" if args.ingest_jobs else ""),
         f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine; timings move by ±10-25 %)",
         "",
         f"{'corpus':<9} {'step':<26} {'items':>9} {'seconds':>8} {'cpu s':>7} {'items/s':>10} {'peak MB':>8} {'DB MB':>8} {'/floor1':>7}",
@@ -663,7 +745,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         for kind in args.corpora.split(","):
-            bench_corpus(kind, args.n, steps, work, rows, checks)
+            bench_corpus(kind, args.n, steps, work, rows, checks, args.ingest_jobs)
     finally:
         if not args.tmp:
             shutil.rmtree(work, ignore_errors=True)

@@ -30,6 +30,7 @@ def streaming(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every file takes the large-file path: streamed and written in batches."""
     monkeypatch.setattr(ctgov_json, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr("celltrials.ingest.SMALL_FILE_BYTES", 0)
+    monkeypatch.setattr("celltrials.ingest_parallel.MIN_BYTES", 0)  # workers, if cores allow
 
 
 def _renumbered(path: Path, base: int) -> list[dict[str, object]]:

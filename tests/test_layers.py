@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
         "celltrials.models",
         "celltrials.progress",
         "celltrials.runtime",
+        "celltrials.procpool",
         "celltrials.__init__",
     ),
     (
@@ -31,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     ("celltrials.sources",),
     ("celltrials.dedup", "celltrials.store"),
-    ("celltrials.ingest", "celltrials.sync", "celltrials.taxonomy"),
+    ("celltrials.ingest", "celltrials.ingest_parallel", "celltrials.sync", "celltrials.taxonomy"),
     (
         "celltrials.classify",
         "celltrials._classify_preload",

@@ -252,6 +252,7 @@ def test_streamed_json_array_stores_the_same_as_whole_file(
         ).fetchall()
     monkeypatch.setattr(ctgov_json, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr("celltrials.ingest.SMALL_FILE_BYTES", 0)
+    monkeypatch.setattr("celltrials.ingest_parallel.MIN_BYTES", 0)  # workers, if cores allow
     with celltrials.open(tmp_path / "streamed.duckdb") as streamed:
         report = ingest_paths(streamed, [CAR_JSON], batch_size=300)
         assert report.clean and report.n_new == len(json.loads(CAR_JSON.read_text()))
@@ -274,6 +275,7 @@ def test_bad_large_file_changes_nothing(
 ) -> None:
     monkeypatch.setattr(ctgov_json, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr("celltrials.ingest.SMALL_FILE_BYTES", 0)
+    monkeypatch.setattr("celltrials.ingest_parallel.MIN_BYTES", 0)  # workers, if cores allow
     studies = json.loads(CAR_JSON.read_text())
     for k, s in enumerate(studies):
         s["protocolSection"]["identificationModule"]["nctId"] = f"NCT{98000000 + k:08d}"
@@ -331,17 +333,36 @@ def test_many_one_study_files_share_transactions_but_not_fate(tmp_path: Path, st
 _KILL_SCRIPT = """
 import sys
 import celltrials
-from celltrials import ingest
+from celltrials import ingest, ingest_parallel
 from celltrials.sources import ctgov_json
 ctgov_json.STREAM_MIN_BYTES = 0
 ingest.SMALL_FILE_BYTES = 0
+ingest_parallel.MIN_BYTES = 0  # workers parse, if cores allow
+from multiprocessing import forkserver
 def progress(ev):
     if ev.kind == "records":
-        print("BATCH", flush=True)
+        print("BATCH", forkserver._forkserver._forkserver_pid, flush=True)  # the workers' parent
         sys.stdin.readline()  # wait here to be killed
 with celltrials.open(sys.argv[1]) as store:
     ingest.ingest_paths(store, [sys.argv[2]], batch_size=200, progress=progress)
 """
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(c)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for c in (task / "children").read_text().split()
+    ]
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (ended, not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_kill_9_during_streaming_ingest_leaves_store_as_before(tmp_path: Path) -> None:
@@ -365,14 +386,21 @@ def test_kill_9_during_streaming_ingest_leaves_store_as_before(tmp_path: Path) -
         try:
             assert proc.stdout is not None
             deadline = time.monotonic() + 300
-            while proc.stdout.readline().strip() != "BATCH":
+            while not (line := proc.stdout.readline().split()) or line[0] != "BATCH":
                 assert time.monotonic() < deadline and proc.poll() is None
+            # the worker processes parsing the file (none on a one-core machine)
+            helpers = [] if line[1] == "None" else [int(line[1]), *_children(int(line[1]))]
+            assert len(helpers) != 1  # a fork server has its workers
             proc.send_signal(signal.SIGKILL)  # 200 records written, the file's transaction open
             proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 60
+    while any(_running(pid) for pid in helpers):  # they end when their parent is killed
+        assert time.monotonic() < deadline, [pid for pid in helpers if _running(pid)]
+        time.sleep(0.2)
     import duckdb
 
     con = duckdb.connect(str(db), read_only=True)  # as the killed process left it: one batch staged

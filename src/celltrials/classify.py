@@ -271,10 +271,10 @@ class _Mention:
     values: dict[str, tuple[str, ...]]
 
 
-def _mask(text: str, fld: CompiledField) -> str:
-    """Blank out exclusion matches (keeping offsets)."""
+def _mask(text: str, fld: CompiledField, alone: bool = False) -> str:
+    """Blank out exclusion matches (keeping offsets; ``alone``: see CompiledField.hits)."""
     out = None
-    for h in fld.hits(text):
+    for h in fld.hits(text, alone=alone):
         if out is None:
             out = list(text)
         out[h.start : h.end] = " " * (h.end - h.start)
@@ -291,6 +291,9 @@ def _is_background(tax: Taxonomy, text: str, start: int) -> bool:
     window = text[lo if m is None else m.end() : start]
     if not window.strip():
         return False
+    gate = tax.background_gate
+    if gate is not None and not gate.may_match(window):
+        return False  # (no cue's literal: the regex cannot match)
     return tax.background_cue.search(window) is not None
 
 
@@ -415,7 +418,9 @@ class _Masks:
     def force(self, seg: Segment) -> str:
         t = self.done.get(id(seg))
         if t is None:
-            t = self.done[id(seg)] = _mask(seg.text, self.exclusions)
+            # (a summary is read by few fields unless it names the product: then the
+            # shared pass over it is at hand already, see CompiledField.hits)
+            t = self.done[id(seg)] = _mask(seg.text, self.exclusions, seg.role == SUMMARY)
             self.lazy.discard(id(seg))
         return t
 
@@ -601,20 +606,21 @@ class Classifier:
         segs: Iterable[Segment],
         masked: _Masks | None = None,
         skip_background: bool = True,
+        alone: bool = False,
     ) -> list[tuple[Segment, Hit]]:
         out: list[tuple[Segment, Hit]] = []
         for seg in segs:
             text: str
             if masked is None or id(seg) not in masked.lazy:
                 text = masked.done.get(id(seg), seg.text) if masked is not None else seg.text
-                hits = fld.hits(text)
+                hits = fld.hits(text, alone=alone)
             else:  # as masked.text(), without scanning the raw text twice
-                hits = fld.hits(seg.text)
+                hits = fld.hits(seg.text, alone=alone)
                 if not hits:
                     continue
                 text = masked.force(seg)
                 if text is not seg.text:
-                    hits = fld.hits(text)
+                    hits = fld.hits(text, alone=alone)
             same = text is seg.text  # (else the hit's text is the masked one)
             for h in hits:
                 if skip_background and _is_background(self.tax, text, h.start):
@@ -841,7 +847,7 @@ class Classifier:
                     (s, h)
                     for s in ctx.summaries
                     if s.role == SUMMARY
-                    for h in ivc.summary_cues.hits(s.text)
+                    for h in ivc.summary_cues.hits(s.text, alone=True)
                 ),
                 None,
             )
@@ -911,10 +917,13 @@ class Classifier:
             if settled is not None and tier > settled and seg.role == SUMMARY:
                 break  # a summary's passing mention ("without increasing GVHD") cannot outrank a condition
             text = seg.text[:600] if seg.role == SUMMARY else seg.text
+            # (no other field reads conditions, MeSH terms, keywords or a summary's start
+            # before this step: read alone, their passes cost the indications' keys only)
+            alone = seg.role != TITLE
             ind_hits = (
-                self.tax.indications_priority.hits(text)
+                self.tax.indications_priority.hits(text, alone=alone)
                 if settled is not None and tier > settled
-                else self._indication_hits(text, cell_types)
+                else self._indication_hits(text, cell_types, alone)
             )
             for h in ind_hits:
                 key = (
@@ -937,7 +946,7 @@ class Classifier:
         for cseg in ctx.trial.segments:
             if cseg.role != CONDITION:
                 continue
-            for ch in self._indication_hits(cseg.text, ctx.cell_types):
+            for ch in self._indication_hits(cseg.text, ctx.cell_types, True):
                 extra = ch.entry.labels["therapeutic_area"]
                 if (
                     ch.entry.labels["indication_group"][0] == "oncology"
@@ -1088,7 +1097,7 @@ class Classifier:
                 if not origin.may_hit(text, sm.start(), sm.end()):
                     continue  # (a sentence starts after a non-word character or at 0)
                 sent = sm.group()
-                ohits = list(tax.origin.hits(sent))
+                ohits = list(tax.origin.hits(sent, alone=True))
                 if not ohits or not (tax.cell_type.search(sent) or tax.products.search(sent)):
                     continue
                 for h in ohits:
@@ -1231,7 +1240,9 @@ class Classifier:
         if ctx.cell_types & _IMMUNE_TARGETED:
             hits = self._scan(tax.targets, list(primary), masked, skip_background=False)
             if not hits and ctx.summaries:
-                hits = self._scan(tax.targets, ctx.summaries, masked, skip_background=False)
+                hits = self._scan(
+                    tax.targets, ctx.summaries, masked, skip_background=False, alone=True
+                )
             for seg, h in hits:
                 if h.entry.value not in targets:
                     targets.append(h.entry.value)
@@ -1253,10 +1264,12 @@ class Classifier:
                 ctx.doses.append(d)
             self._ev(evidence, "dose", d, seg, h)
 
-    def _indication_hits(self, text: str, cell_types: set[str]) -> list[Hit]:
+    def _indication_hits(
+        self, text: str, cell_types: set[str], alone: bool = False
+    ) -> list[Hit]:
         out: list[Hit] = []
         rescan = False
-        for h in self.tax.indications.hits(text):
+        for h in self.tax.indications.hits(text, alone=alone):
             allowed = h.entry.options.get("cell_types")
             if allowed is not None and not (cell_types & allowed):
                 rescan = True
@@ -1265,7 +1278,7 @@ class Classifier:
         if rescan:
             out.extend(
                 h
-                for h in self.tax.indications_unlimited.hits(text)
+                for h in self.tax.indications_unlimited.hits(text, alone=alone)
                 if "cell_types" not in h.entry.options
             )
         return out

@@ -26,15 +26,11 @@ import dataclasses
 import gc
 import itertools
 import marshal
-import multiprocessing as mp
-import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
-from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from celltrials.classify import Classifier, Evidence, Segment, TrialLabels, TrialText
-from celltrials.errors import ConfigError
+from celltrials.procpool import available_cores, check_jobs, map_ordered
 from celltrials.taxonomy.loader import Taxonomy, build_taxonomy
 
 #: trials per task sent to a worker
@@ -48,23 +44,11 @@ _P = TypeVar("_P")
 _R = TypeVar("_R")
 
 
-def available_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
-
-
 def plan_jobs(n_trials: int, jobs: int | None) -> int:
     """Worker processes for ``n_trials``: ``jobs`` as given (1 = this process), or with
     None all cores, one per :data:`TRIALS_PER_WORKER` trials."""
+    check_jobs(jobs)
     if jobs is not None:
-        if jobs < 1:
-            raise ConfigError(
-                f"--jobs must be at least 1, got {jobs}",
-                hint="Use --jobs 1 for one core, or leave it out for all cores.",
-            )
         return max(1, min(jobs, -(-n_trials // CHUNK)))
     return max(1, min(available_cores(), n_trials // TRIALS_PER_WORKER))
 
@@ -124,16 +108,6 @@ def _classify_chunk(blob: bytes) -> bytes:
     return marshal.dumps([_encode(clf.classify(_unpack(p))) for p in marshal.loads(blob)])
 
 
-def _context(preload: Sequence[str] = ()) -> Any:
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if ctx.get_start_method() == "forkserver":
-        # (only the first pool of a process starts the fork server: later preloads
-        # are then imported by each worker on its first task)
-        ctx.set_forkserver_preload(["celltrials._classify_preload", *preload])
-    return ctx
-
-
 def map_chunks(
     fn: Callable[[_P], _R],
     payloads: Iterable[_P],
@@ -148,25 +122,15 @@ def map_chunks(
     ahead of the results, so memory stays bounded; ``preload``: modules the fork
     server imports (those ``fn`` needs)."""
     raw, source = (None, None) if taxonomy is None else (taxonomy.raw, taxonomy.path)
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=_context(preload),
+    yield from map_ordered(
+        fn,
+        payloads,
+        workers,
         initializer=_init_worker,
         initargs=(raw, source),
-    ) as pool:
-        pending: deque[Future[_R]] = deque()
-        it = iter(payloads)
-
-        def submit() -> None:
-            for p in itertools.islice(it, 1):
-                pending.append(pool.submit(fn, p))
-
-        for _ in range(in_flight * workers):
-            submit()
-        while pending:
-            result = pending.popleft().result()
-            submit()
-            yield result
+        in_flight=in_flight,
+        preload=("celltrials._classify_preload", *preload),
+    )
 
 
 def classify_many(

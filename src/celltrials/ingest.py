@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +21,9 @@ import duckdb
 
 from celltrials.errors import ConfigError, DataFileError, RecordError, UnknownFormatError
 from celltrials.fswalk import expand_glob, walk_files
+from celltrials.ingest_parallel import Unit, concat, parse_units, plan_workers
 from celltrials.models import ParsedRecord
+from celltrials.procpool import check_jobs
 from celltrials.progress import Progress, ProgressEvent, logger
 from celltrials.runtime import gc_paused
 from celltrials.sources import parse_file, sniff
@@ -339,6 +341,7 @@ def ingest_paths(
     force: bool = False,
     progress: Progress | None = None,
     batch_size: int = 5000,
+    jobs: int | None = None,
 ) -> IngestReport:
     """Ingest files, folders and globs into ``store``; see module docstring.
 
@@ -348,7 +351,12 @@ def ingest_paths(
     ``force=True`` reads it again. Small files are written together, many
     per transaction; each larger file streams in batches inside its own
     transaction. Either way a file is stored whole or not at all.
+    ``jobs``: processes that parse a large ClinicalTrials.gov JSON array or
+    NDJSON file (None: all cores for a file of at least
+    :data:`celltrials.ingest_parallel.MIN_BYTES`; 1: this process only); what
+    is stored does not depend on it (:mod:`celltrials.ingest_parallel`).
     """
+    check_jobs(jobs)
     report = IngestReport()
     files = expand_paths(paths, report)
     explicit = {Path(str(p)).resolve() for p in paths if Path(str(p)).is_file()}
@@ -374,6 +382,7 @@ def ingest_paths(
                     force,
                     progress,
                     batch_size,
+                    jobs,
                 )
         except IngestAborted:
             group.flush()  # the files before the bad one stay
@@ -395,6 +404,7 @@ def _one_file(
     force: bool,
     progress: Progress | None,
     batch_size: int,
+    jobs: int | None = None,
 ) -> None:
     try:
         st = path.stat()
@@ -491,7 +501,7 @@ def _one_file(
         else:
             group.flush()
             _ingest_file(
-                store, path, sniffed, result, report, skip_bad, progress, batch_size, sha, st
+                store, path, sniffed, result, report, skip_bad, progress, batch_size, sha, st, jobs
             )
             if not result.n_bad:
                 known.by_sha.setdefault(sha, (0, result.format, result.n_records))
@@ -585,6 +595,7 @@ def _ingest_file(
     batch_size: int,
     sha: str,
     st: os.stat_result,
+    jobs: int | None = None,
 ) -> None:
     """A large file, staged then published: its batches are committed one by
     one as an unfinished ingest (records no trial shows yet; memory stays
@@ -593,7 +604,9 @@ def _ingest_file(
     record, a broken file or any error deletes what was staged; a process
     killed meanwhile leaves an unfinished ingest that the next writer
     deletes (:meth:`Store.discard_unfinished_ingests`). Either way the store
-    ends as if the file had not been read."""
+    ends as if the file had not been read. With several ``jobs`` the records
+    are parsed by worker processes (:func:`_ingest_units`), with the same result."""
+    workers = plan_workers(sniffed.format, path, st.st_size, jobs)
     source = display_path(path.resolve())
     with store.transaction():
         ingest_id = store.begin_ingest(
@@ -625,21 +638,33 @@ def _ingest_file(
             pending = writer.submit(store.add_staged, batch)
             batch, n_bytes = [], 0
 
+        def write_units(pieces: list[tuple[Unit, int, int]]) -> None:
+            nonlocal pending
+            collect()
+            pending = writer.submit(_add_pieces, store, pieces)
+
         try:
-            for item in parse_file(path, sniffed):
-                if _bad(item, path, result, report, skip_bad):
-                    continue
-                assert isinstance(item, ParsedRecord)
-                prepared = _prepared(item, path, result, report, skip_bad)
-                if prepared is None:
-                    continue
-                rec, raw, digest = prepared
-                batch.append((rec, raw, digest, source, ingest_id))
-                n_bytes += len(raw)
-                if len(batch) >= batch_size or n_bytes >= BATCH_BYTES:
+            if workers > 1:
+                units = parse_units(sniffed.format, path, source, ingest_id, workers)
+                try:
+                    _ingest_units(units, write_units, path, result, report, skip_bad, batch_size)
+                finally:
+                    units.close()  # on an error too: the workers stop now
+            else:
+                for item in parse_file(path, sniffed):
+                    if _bad(item, path, result, report, skip_bad):
+                        continue
+                    assert isinstance(item, ParsedRecord)
+                    prepared = _prepared(item, path, result, report, skip_bad)
+                    if prepared is None:
+                        continue
+                    rec, raw, digest = prepared
+                    batch.append((rec, raw, digest, source, ingest_id))
+                    n_bytes += len(raw)
+                    if len(batch) >= batch_size or n_bytes >= BATCH_BYTES:
+                        write()
+                if batch:
                     write()
-            if batch:
-                write()
             collect()
             total.n_unchanged = total.n_records - total.n_new
             with store.transaction():
@@ -657,6 +682,48 @@ def _ingest_file(
         total.n_unchanged,
     )
     result.committed = True
+
+
+def _ingest_units(
+    units: Iterable[Unit],
+    write: Callable[[list[tuple[Unit, int, int]]], None],
+    path: Path,
+    result: FileResult,
+    report: IngestReport,
+    skip_bad: bool,
+    batch_size: int,
+) -> None:
+    """The serial loop of :func:`_ingest_file` over units parsed by workers:
+    the findings in file order (:func:`_bad`: the first stops a strict run),
+    the good records written in the same batches (slices of units)."""
+    pieces: list[tuple[Unit, int, int]] = []
+    count = n_bytes = 0
+    for unit in units:
+        findings, f, start = unit.findings, 0, 0
+        for g in range(unit.n_good + 1):
+            while f < len(findings) and findings[f][0] == g:
+                _, reason, position, record_id, where = findings[f]
+                error = RecordError(reason, path=where, position=position, record_id=record_id)
+                _bad(error, path, result, report, skip_bad)
+                f += 1
+            if g == unit.n_good:
+                break
+            count += 1
+            n_bytes += unit.raw_bytes[g]
+            if count >= batch_size or n_bytes >= BATCH_BYTES:
+                pieces.append((unit, start, g + 1))
+                start = g + 1
+                write(pieces)
+                pieces, count, n_bytes = [], 0, 0
+        if start < unit.n_good:
+            pieces.append((unit, start, unit.n_good))
+    if pieces:
+        write(pieces)
+
+
+def _add_pieces(store: Store, pieces: list[tuple[Unit, int, int]]) -> list[bool]:
+    records, children = concat(pieces)
+    return store.add_tables(records, children)
 
 
 __all__ = [

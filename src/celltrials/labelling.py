@@ -34,6 +34,8 @@ from celltrials.classify import (
 from celltrials.classify_parallel import map_chunks, plan_jobs, worker_classifier
 from celltrials.errors import ConfigError, StoreError
 from celltrials.evaluate import evaluate, evaluate_many
+from celltrials.procpool import from_ipc as _from_ipc
+from celltrials.procpool import to_ipc as _ipc
 from celltrials.progress import Progress, ProgressEvent
 from celltrials.runtime import gc_paused
 from celltrials.store import (
@@ -121,17 +123,6 @@ def _label_texts(
         labs.append(lab)
     lab_table, ev_table = _label_columns(labs, now)
     return lab_table, ev_table, skipped, counts
-
-
-def _ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
-
-
-def _from_ipc(blob: bytes) -> pa.Table:
-    return pa.ipc.open_stream(blob).read_all()
 
 
 def _label_unit(

@@ -80,7 +80,11 @@ def fold_id(text: str) -> str:
 def canonical_id(raw: str, *, is_primary: bool = False) -> RegistryId | None:
     """The canonical id for ``raw`` if the whole string is a registry id
     (digits of any script count as their ASCII digits)."""
-    text = fold_id(raw.strip())
+    text = raw.strip()
+    if len(text) == 11 and text.isascii() and text[3:].isdigit() and text[:3].upper() == "NCT":
+        # a ClinicalTrials.gov id (what _COMBINED's first pattern matches), without the regex
+        return RegistryId(key=text.upper(), raw=text, registry="ctgov", is_primary=is_primary)
+    text = fold_id(text)
     m = _COMBINED.fullmatch(text)
     if not m:
         return None

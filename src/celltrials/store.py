@@ -51,6 +51,7 @@ import duckdb
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from celltrials.dedup import group_records
 from celltrials.errors import StoreError
@@ -687,6 +688,45 @@ class Store:
                     )
         return flags
 
+    def add_tables(self, records: pa.Table, children: dict[str, pa.Table]) -> list[bool]:
+        """:meth:`add_staged` of rows already built (:func:`staged_tables`, in
+        worker processes): the record versions new to the store are appended
+        (the first of a key repeated in ``records`` wins, as in :meth:`add_staged`),
+        with their child rows (``_rec``: the row of ``records`` they belong to).
+        Returns True for each record version new to the store."""
+        keys = records.column("record_key").to_pylist()
+        keyed: dict[str, int] = {}
+        for n, key in enumerate(keys):
+            keyed.setdefault(key, n)
+        flags = [False] * len(keys)
+        if not keys:
+            return flags
+        with self.transaction():
+            existing = self._stored_keys(list(keyed))
+            for key, n in keyed.items():
+                if key not in existing:
+                    flags[n] = True
+            if not any(flags):
+                return flags
+            mask = pa.array(flags, type=pa.bool_())
+            new = records.filter(mask)
+            raw = new.column("raw").combine_chunks()
+            new = new.set_column(
+                new.schema.get_field_index("raw"),
+                "raw",
+                pa.ExtensionArray.from_storage(pa.json_(), raw.view(pa.string())),
+            )
+            new = new.append_column(
+                "ingested_at", pa.array([_now()] * new.num_rows, type=_ARROW_TYPES["ingested_at"])
+            )
+            self._append_table("records", new)
+            for table, rows in children.items():
+                if rows.num_rows:
+                    keep = rows.filter(pc.take(mask, rows.column("_rec").combine_chunks()))
+                    if keep.num_rows:
+                        self._append_table(table, keep.drop_columns(["_rec"]))
+        return flags
+
     def _stored_keys(self, keys: list[str]) -> set[str]:
         """The record keys among ``keys`` that ``records`` holds. A few keys
         (a small file, an API page) are looked up in the primary-key index
@@ -702,8 +742,10 @@ class Store:
         return {r[0] for r in self.con.execute(sql, params).fetchall()}
 
     def _append(self, table: str, data: dict[str, list[Any]]) -> None:
-        arrow = pa.table({k: _arrow_column(table, k, v) for k, v in data.items()})
-        names = ", ".join(data)
+        self._append_table(table, pa.table({k: _arrow_column(table, k, v) for k, v in data.items()}))
+
+    def _append_table(self, table: str, arrow: pa.Table) -> None:
+        names = ", ".join(arrow.column_names)
         self.con.register("_incoming", arrow)
         try:
             self.con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _incoming")
@@ -1545,6 +1587,43 @@ def _child_rows(child: dict[str, list[tuple[Any, ...]]], rec: ParsedRecord, key:
     child["record_outcomes"].extend(
         (key, o.kind, o.measure, o.time_frame, o.description) for o in rec.outcomes
     )
+
+
+def staged_tables(
+    items: list[tuple[ParsedRecord, bytes, str]], source: str, ingest_id: int | None
+) -> tuple[pa.Table, dict[str, pa.Table]]:
+    """The rows :meth:`Store.add_staged` would write for ``items`` (record, raw
+    JSON, content hash), every one of them, as Arrow: the ``records`` table
+    (``raw`` as plain binary, no ``ingested_at``: :meth:`Store.add_tables`
+    adds both) and each child table with ``_rec``, the row of its record."""
+    cols: dict[str, list[Any]] = {c: [] for c in _RECORD_COLUMNS}
+    child: dict[str, list[tuple[Any, ...]]] = {t: [] for t in _CHILD_COLUMNS}
+    owner: dict[str, list[int]] = {t: [] for t in _CHILD_COLUMNS}
+    now = _now()  # (not stored: the writer's time is)
+    for n, (rec, raw, digest) in enumerate(items):
+        key = record_key(rec, digest)
+        _record_row(cols, rec, key, digest, source, ingest_id, now, raw)
+        before = {t: len(rows) for t, rows in child.items()}
+        _child_rows(child, rec, key)
+        for t, rows in child.items():
+            owner[t].extend([n] * (len(rows) - before[t]))
+    del cols["ingested_at"]
+    records = pa.table(
+        {
+            k: pa.array(v, type=pa.binary()) if k == "raw" else _arrow_column("records", k, v)
+            for k, v in cols.items()
+        }
+    )
+    tables = {}
+    for t, rows in child.items():
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(_CHILD_COLUMNS[t])
+        data = {
+            c: _arrow_column(t, c, list(v))
+            for c, v in zip(_CHILD_COLUMNS[t], columns, strict=True)
+        }
+        data["_rec"] = pa.array(owner[t], type=pa.int32())
+        tables[t] = pa.table(data)
+    return records, tables
 
 
 #: the label columns a reader of a trial wants (not the key, not the run's input hash)

@@ -62,9 +62,20 @@ def _print_report(report: IngestReport, console: Console) -> None:
     help="Read files again even when their content was ingested before (default: skip them).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes parsing a large ClinicalTrials.gov JSON/NDJSON file (default: all cores; 1: no workers). What is stored does not depend on it.",
+)
 @pass_ctx
 def ingest(
-    ctx: Context, paths: tuple[str, ...], skip_bad: bool, force: bool, as_json: bool
+    ctx: Context,
+    paths: tuple[str, ...],
+    skip_bad: bool,
+    force: bool,
+    as_json: bool,
+    jobs: int | None,
 ) -> None:
     """Ingest registry exports: files, folders (recursively), globs, zips.
 
@@ -80,7 +91,7 @@ def ingest(
     try:
         with progress_display(show, console) as progress:
             report = ingest_paths(
-                store, list(paths), skip_bad=skip_bad, force=force, progress=progress
+                store, list(paths), skip_bad=skip_bad, force=force, progress=progress, jobs=jobs
             )
     except IngestAborted as exc:
         if as_json:

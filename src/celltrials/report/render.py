@@ -49,16 +49,34 @@ def json_for_script(obj: Any) -> str:
     return _json_bytes_for_script(obj).decode()
 
 
-def encode_lists(lists: dict[str, list[str]], trial_ids: pd.Index) -> dict[str, np.ndarray]:
-    """Trial lists as delta-encoded positions in the page's (sorted) trial table."""
+def encode_lists(
+    lists: dict[str, list[str]], trial_ids: pd.Index, selection: L.Selection | None = None
+) -> dict[str, np.ndarray]:
+    """Trial lists as delta-encoded positions in the page's (sorted) trial table.
+    ``selection``: the trials of ``trial_ids`` (same order) as a
+    :class:`~celltrials.analysis.landscape.Selection`; a list counted in it
+    (:class:`~celltrials.analysis.landscape.TrialIds`) brings its rows, the
+    others are looked up by id."""
+    if selection is not None and not selection.same_ids(trial_ids):
+        selection = None
     keys = list(lists)
-    lengths = np.fromiter((len(lists[k]) for k in keys), dtype=np.int64, count=len(keys))
-    flat = [t for k in keys for t in lists[k]]
+    known: dict[str, np.ndarray] = {}
+    if selection is not None:
+        for k in keys:
+            v = lists[k]
+            rows = v.rows_in(selection) if isinstance(v, L.TrialIds) else None
+            if rows is not None:
+                known[k] = rows
+    rest = [k for k in keys if k not in known]
+    lengths = np.fromiter((len(lists[k]) for k in rest), dtype=np.int64, count=len(rest))
+    flat = [t for k in rest for t in lists[k]]
     try:  # Arrow's hash lookup: about twice pandas' on millions of ids
         pos = (
             pc.index_in(
                 pa.array(flat, type=pa.string()),
-                value_set=pa.array(trial_ids.to_numpy(dtype=object), type=pa.string()),
+                value_set=selection.arrow
+                if selection is not None
+                else pa.array(trial_ids.to_numpy(dtype=object), type=pa.string()),
             )
             .fill_null(-1)
             .to_numpy()
@@ -70,11 +88,14 @@ def encode_lists(lists: dict[str, list[str]], trial_ids: pd.Index) -> dict[str, 
             if flat
             else np.zeros(0, dtype=np.int64)
         )
-    out: dict[str, np.ndarray] = {}
+    looked_up: dict[str, np.ndarray] = {}
     start = 0
-    for k, n in zip(keys, lengths.tolist(), strict=True):
-        idx = pos[start : start + n]
+    for k, n in zip(rest, lengths.tolist(), strict=True):
+        looked_up[k] = pos[start : start + n]
         start += n
+    out: dict[str, np.ndarray] = {}
+    for k in keys:
+        idx = known[k] if k in known else looked_up[k]
         idx = np.sort(idx[idx >= 0])
         out[k] = np.diff(idx, prepend=0) if idx.size else np.zeros(0, dtype=np.int64)
     return out
@@ -161,6 +182,9 @@ def write_html(
     ``out``): the template filled with ``context``, the page data built from
     ``counts``, ``charts`` and the report's ``trials``."""
     trial_index = pd.Index(trials["trial_id"].astype(str).tolist(), dtype=object)
+    selection = next(
+        (v.selection for v in counts.lists.values() if isinstance(v, L.TrialIds)), None
+    )
     page_data: dict[str, Any] = {
         "version": celltrials.__version__,
         "counts": counts.counts,
@@ -169,7 +193,7 @@ def write_html(
     place_lists(
         out,
         page_data,
-        {"trials": trial_rows(trials), "lists": encode_lists(counts.lists, trial_index)},
+        {"trials": trial_rows(trials), "lists": encode_lists(counts.lists, trial_index, selection)},
     )
     render_html(html, {**context, "page_data": json_for_script(page_data)})
 

@@ -110,8 +110,8 @@ class Counts:
 
     def add(self, cid: str, n: int, trial_ids: Iterable[str] | None) -> str:
         self.counts[cid] = int(n)
-        if trial_ids is not None:
-            self.lists[cid] = list(trial_ids)
+        if trial_ids is not None:  # the section's own list when it knows its rows (L.TrialIds)
+            self.lists[cid] = trial_ids if isinstance(trial_ids, L.TrialIds) else list(trial_ids)
         return cid
 
     def cell(self, cid: str, n: int, trial_ids: Iterable[str] | None) -> Cell:
@@ -907,18 +907,22 @@ def funnel_data(
         for k, w in stages.items()
     )
     with L._selected(con, sel):
-        df = con.execute(f"""
+        table = con.sql(f"""
             WITH f AS (SELECT trial_id, phase, coalesce(status, '') AS status, unnest(cell_type) AS family,
                               msc_source FROM _sel),
                  g AS (SELECT trial_id, phase, status, family,
                               unnest(CASE WHEN family <> 'msc' THEN [''] WHEN len(msc_source) = 0
                                           THEN ['unspecified'] ELSE msc_source END) AS msc_source FROM f)
-            SELECT family, msc_source, {cols} FROM g GROUP BY ALL""").df()
+            SELECT family, msc_source, {cols} FROM g GROUP BY ALL""").to_arrow_table()
+    # the lists as rows of the selection (no new string per id)
+    ids_of = {k: L.id_lists(table.column(k), L.selection_of(con, sel)) for k in stages}
     ids: dict[str, list[str]] = {}
-    for r in frame_rows(df):
-        key = cid_for("funnel", r.family, r.msc_source)
+    for i, (family, msc_source) in enumerate(
+        zip(table.column("family").to_pylist(), table.column("msc_source").to_pylist(), strict=True)
+    ):
+        key = cid_for("funnel", family, msc_source)
         for k in stages:
-            ids[f"{key}|{k}"] = list(getattr(r, k))
+            ids[f"{key}|{k}"] = ids_of[k][i]
     for r in frame_rows(fr):  # the group's trials that name its approved products
         ids[cid_for("funnel", r.family, r.msc_source) + "|approved_products"] = list(
             r.approved_trial_ids

@@ -304,7 +304,15 @@ def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
     streaming); each element's text is parsed with orjson. A malformed or
     truncated file raises :class:`DataFileError` when the reader reaches it.
     """
+    for texts in stream_array_texts(path, batch):
+        # as bytes: orjson parses UTF-8 bytes directly (a str would be re-encoded)
+        for text in texts.to_pylist():
+            yield orjson.loads(text)
 
+
+def stream_array_texts(path: Path, batch: int = 1000) -> Iterator[pa.Array]:
+    """The element texts of a top-level JSON array (UTF-8, as an Arrow binary
+    array), ``batch`` at a time; see :func:`_stream_array`."""
     con = duckdb.connect()
     try:
         con.execute("SET threads = 1")
@@ -326,10 +334,8 @@ def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
             texts = chunk.column(0)
             if isinstance(texts.type, pa.ExtensionType):
                 texts = texts.storage
-            # as bytes: orjson parses UTF-8 bytes directly (a str would be re-encoded)
             as_bytes = pa.large_binary() if pa.types.is_large_string(texts.type) else pa.binary()
-            for text in texts.view(as_bytes).to_pylist():
-                yield orjson.loads(text)
+            yield texts.view(as_bytes)
     finally:
         con.close()
 

@@ -189,11 +189,16 @@ class PatternInfo:
     ``source``: the pattern with bounded repeats (or as written, when the
     analysis bailed out); ``anchors``: lower-case ASCII strings one of which every
     match contains (None: no such literal known); ``reach``: the most characters an
-    attempt at one position can examine ahead (None: unbounded or unknown)."""
+    attempt at one position can examine ahead (None: unbounded or unknown);
+    ``lead``: when every match holds an occurrence of an anchor preceded, within
+    the match, by at most ``lead`` characters, none of them white space, that
+    bound (:data:`_NO_BOUND`: the white space alone bounds it); else None. Such a
+    match starts in the run of non-space characters that holds the occurrence."""
 
     source: str
     anchors: frozenset[str] | None
     reach: int | None
+    lead: int | None = None
 
 
 _ESCAPES = {"a": "\a", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
@@ -203,6 +208,64 @@ _FLAGS = frozenset("aiLmsux")
 # given as the anchors slot's single member), "sub" (a group), "zero" (zero-width),
 # "other" (anything else that consumes)
 _Atom = tuple[str, Any, int | None]
+#: a lead without a bound of its own (see PatternInfo.lead)
+_NO_BOUND = 1 << 40
+# what a parsed piece tells about white space: (the lead of its anchors, see
+# PatternInfo.lead; whether no string it matches holds white space)
+_Lead = tuple[int | None, bool]
+_WS_FREE_ESCAPES = frozenset("wdS")  # never white space
+
+
+def _no_space_in(lo: int, hi: int) -> bool:
+    """Whether no character from ``lo`` to ``hi`` (code points) is white space."""
+    if hi - lo > 0x3100:
+        return False  # (a wide range: not worth checking)
+    return not any(chr(c).isspace() for c in range(lo, hi + 1))
+
+
+def _class_ws_free(body: str) -> bool:
+    """Whether the class ``[body]`` matches no white space (conservative: escapes
+    other than w, d, S and punctuation, nested or negated classes: no)."""
+    if not body or body[0] == "^" or "[" in body:
+        return False
+    chars: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            e = body[i + 1 : i + 2]
+            if e and e in _WS_FREE_ESCAPES:
+                chars.append("")  # (a class escape: no character of its own)
+                i += 2
+                continue
+            if not e or e.isalnum():
+                return False
+            c = e
+            i += 1
+        chars.append(c)
+        i += 1
+    for j, c in enumerate(chars):  # ranges "a-z" (a "-" first or last is itself)
+        if c == "-" and 0 < j < len(chars) - 1 and chars[j - 1] and chars[j + 1]:
+            if not _no_space_in(ord(chars[j - 1]), ord(chars[j + 1])):
+                return False
+        elif c and c.isspace():
+            return False
+    return True
+
+
+def _atom_ws_free(kind: str, val: Any, src: str) -> bool:
+    """Whether no string the atom ``src`` (of ``kind``) matches holds white space."""
+    if kind == "zero":
+        return True
+    if kind == "lit":
+        return not str(val).isspace()
+    if kind == "cls":
+        return not any(m.isspace() for m in val)
+    if src.startswith("\\"):
+        return src[1:2] in _WS_FREE_ESCAPES
+    if src.startswith("[") and src.endswith("]"):
+        return _class_ws_free(src[1:-1])
+    return False  # "." and the like
 
 
 class _Parser:
@@ -211,6 +274,8 @@ class _Parser:
         self.n = len(src)
         self.i = 0
         self.edits: list[tuple[int, int, str]] = []
+        # the _Lead of the last alternation, sequence or group parsed
+        self.info: _Lead = (None, False)
 
     def parse(self) -> tuple[frozenset[str] | None, int | None]:
         out = self.alternation()
@@ -220,9 +285,11 @@ class _Parser:
 
     def alternation(self) -> tuple[frozenset[str] | None, int | None]:
         branches = [self.sequence()]
+        infos = [self.info]
         while self.i < self.n and self.s[self.i] == "|":
             self.i += 1
             branches.append(self.sequence())
+            infos.append(self.info)
         anchors: frozenset[str] | None = None
         if all(a is not None for a, _ in branches):
             anchors = frozenset().union(*(a for a, _ in branches if a is not None))
@@ -230,36 +297,58 @@ class _Parser:
         reach = (
             None if any(r is None for r in reaches) else max(r for r in reaches if r is not None)
         )
+        leads = [ld for ld, _ in infos]
+        lead = None if anchors is None or None in leads else max(x or 0 for x in leads)
+        self.info = (lead, all(free for _, free in infos))
         return anchors, reach
 
     def sequence(self) -> tuple[frozenset[str] | None, int | None]:
         best: frozenset[str] | None = None
         best_score = 0.0
+        best_lead: int | None = None
         run: list[str] = []
         reach: int | None = 0
+        # before the atom being read: whether what the sequence matched so far holds
+        # no white space, and how long it is at most (_NO_BOUND: not bounded)
+        free, length = True, 0
+        run_pre: list[tuple[bool, int]] = []  # (free, length) before each run character
 
-        def consider(cands: frozenset[str] | None) -> None:
-            nonlocal best, best_score
+        def lead_of(pre: tuple[bool, int], inner: int | None = 0) -> int | None:
+            if not pre[0] or inner is None:
+                return None
+            return min(pre[1] + inner, _NO_BOUND)
+
+        def consider(cands: frozenset[str] | None, lead: int | None) -> None:
+            nonlocal best, best_score, best_lead
             if cands:
                 n = min(_score(c) for c in cands)
                 if n > best_score:
                     best, best_score = cands, n
+                    best_lead = None if DIGIT in cands else lead
 
         def flush() -> None:
             # literal runs split at characters whose case folding the prefilter
             # cannot follow (see _foldable)
             piece: list[str] = []
-            for ch in [*run, None]:
+            for k, ch in enumerate([*run, None]):
                 if ch is not None and _foldable(ch):
                     piece.append(ch)
                     continue
                 if len(piece) >= _MIN_ANCHOR:
-                    consider(frozenset({"".join(piece).lower()}))
+                    lead = lead_of(run_pre[k - len(piece)])
+                    consider(frozenset({"".join(piece).lower()}), lead)
                 piece = []
             run.clear()
+            run_pre.clear()
 
         while self.i < self.n and self.s[self.i] not in "|)":
+            at = self.i
             kind, val, r = self.atom()
+            sub_info = self.info if kind == "sub" else (None, False)
+            if kind == "sub":
+                free_atom = sub_info[1]
+            else:
+                free_atom = _atom_ws_free(kind, val, self.s[at : self.i])
             q = self.quantifier()
             if kind == "cls" and (q is None or q[0] >= 1):
                 # a class every match has here: the literal run before it extended by
@@ -275,24 +364,31 @@ class _Parser:
                     ext = frozenset((stem + m).lower() for m in members)
                     if members is _ASCII_DIGITS:
                         _DIGIT_EXTENDED.update(ext)
-                    consider(ext)
+                    # (a digit standing for \d: a text that is not ASCII may hold another
+                    # decimal digit there, with no occurrence of the literal: no lead)
+                    digit = members is _ASCII_DIGITS
+                    consider(ext, None if digit else lead_of(run_pre[len(run) - len(piece)]))
                 if members is _ASCII_DIGITS:
-                    consider(frozenset({DIGIT}))
+                    consider(frozenset({DIGIT}), None)
             if q is None:
                 if kind == "lit":
                     run.append(val)
+                    run_pre.append((free, length))
                 else:
                     flush()
                     if kind == "sub":
-                        consider(val)
+                        consider(val, lead_of((free, length), sub_info[0]))
             else:
                 flush()
                 lo, hi = q
                 if kind == "sub" and lo >= 1:
-                    consider(val)
+                    consider(val, lead_of((free, length), sub_info[0]))
                 r = None if r is None or hi is None else r * hi
             reach = None if reach is None or r is None else reach + r
+            free = free and free_atom
+            length = _NO_BOUND if r is None else min(length + r, _NO_BOUND)
         flush()
+        self.info = (best_lead if best is not None else None, free)
         return best, reach
 
     def atom(self) -> _Atom:
@@ -444,7 +540,7 @@ class _Parser:
                 self.i = j + 1
         anchors, reach = self.alternation()
         self.expect_close()
-        return ("sub", anchors, reach)
+        return ("sub", anchors, reach)  # (its _Lead in self.info)
 
     def brace(self, i: int) -> tuple[int, int | None, int] | None:
         """``{m}``, ``{m,}``, ``{,n}``, ``{m,n}`` at ``i``: (min, max or None, end)."""
@@ -498,6 +594,7 @@ def analyse(pattern: str) -> PatternInfo:
         anchors, reach = p.parse()
     except _Bail:
         return PatternInfo(pattern, None, None)
+    lead = p.info[0] if anchors is not None else None
     out = pattern
     for a, b, rep in sorted(p.edits, reverse=True):
         out = out[:a] + rep + out[b:]
@@ -505,7 +602,7 @@ def analyse(pattern: str) -> PatternInfo:
         re.compile(out)
     except (re.error, OverflowError, RecursionError):  # pragma: no cover - defensive
         return PatternInfo(pattern, anchors, None)
-    return PatternInfo(out, anchors, reach)
+    return PatternInfo(out, anchors, reach, lead)
 
 
 # ---------------------------------------------------------------------------
@@ -953,6 +1050,48 @@ def _foldable(ch: str) -> bool:
     return all(fold(x) == low for x in re.findall(re.escape(ch), _everything(), re.IGNORECASE))
 
 
+class LiteralGate:
+    """A necessary condition for a pattern to match, checked with plain substring
+    tests: one of the required literals (:func:`analyse`) of each alternative of
+    ``patterns`` must occur in the text (read as the index reads it, :func:`_g`;
+    a literal that starts an alternative, preceded by a separator when the
+    alternatives may match only at a word start, ``word_start``). ``keys`` is None
+    (every text passes) when an alternative has no such literal."""
+
+    __slots__ = ("_auto", "keys")
+
+    def __init__(self, patterns: Sequence[str], word_start: bool = False) -> None:
+        self.keys: tuple[str, ...] | None = None
+        self._auto: Any = None
+        keys: set[str] = set()
+        if not patterns:
+            return  # (an empty alternation matches everywhere)
+        for pat in patterns:
+            info = analyse(f"(?:{pat})")
+            if not info.anchors or DIGIT in info.anchors:
+                return
+            at_start = word_start and info.lead == 0
+            for lit in info.anchors:
+                keys.add((_SEP if at_start else "") + _g(lit))
+        # a key holding another is redundant
+        self.keys = tuple(sorted(k for k in keys if not any(o != k and o in k for o in keys)))
+        self._auto = ahocorasick.Automaton()
+        for k in self.keys:
+            self._auto.add_word(k, k)
+        if self.keys:
+            self._auto.make_automaton()
+
+    def may_match(self, text: str) -> bool:
+        """False when no alternative can match in ``text``."""
+        if self.keys is None:
+            return True
+        if not self.keys:
+            return False
+        for _ in self._auto.iter(_g(" " + text)):
+            return True
+        return False
+
+
 def fold(text: str) -> str:
     """``text`` lower-cased for the prefilter: an ASCII literal that a pattern
     matches case-insensitively in ``text`` occurs in ``fold(text)`` in lower case."""
@@ -1098,21 +1237,32 @@ class _Index:
         self.variants: list[dict[int, list[_Variant]]] = []  # by key: by field
         self.anchor_of: list[int] = []  # by key: anchor id or -1
         self.anchors: dict[str, int] = {}
+        self.anchor_len: list[int] = []  # by anchor id: its key's length
+        self.anchor_key: list[str | None] = []  # by anchor id: its key (DIGIT: None)
+        self.key_str: list[str] = []  # by key id: the key
+        self.field_keys: dict[int, list[int]] = {}  # by field: its keys' ids
         self.automaton: Any = None
         self.digit_bit = 0  # the bit of DIGIT
         self.non_ascii_bits = 0  # anchors present in every text that is not ASCII
         self.n_fields = 0
         self.cache: dict[str, _Scan] = {}
         self.old: dict[str, _Scan] = {}
+        # a field's own automaton (its keys and its clusters' anchors only), for texts
+        # that field reads alone (see CompiledField.hits), and its recent passes
+        self.own: dict[int, Any] = {}
+        self.own_cache: dict[int, dict[str, _Scan]] = {}
+        self.own_g: dict[str, str] = {}  # g of the texts read alone lately
 
     def _key(self, key: str) -> int:
         kid = self.keys.get(key)
         if kid is None:
             kid = self.keys[key] = len(self.key_len)
+            self.key_str.append(key)
             self.key_len.append(len(key))
             self.variants.append({})
             self.anchor_of.append(-1)
             self.automaton = None
+            self.own.clear()
         return kid
 
     def new_field(self) -> int:
@@ -1145,10 +1295,11 @@ class _Index:
                     lo,
                     hi,
                 )
+            if fid not in self.variants[kid]:
+                self.field_keys.setdefault(fid, []).append(kid)
             self.variants[kid].setdefault(fid, []).append(variant)
         self.automaton = None  # (its build sorts the variants)
-        self.cache.clear()
-        self.old.clear()
+        self._forget()
         return sep2
 
     def anchor_id(self, literal: str) -> int:
@@ -1161,34 +1312,71 @@ class _Index:
         aid = self.anchors.get(key)
         if aid is None:
             aid = self.anchors[key] = len(self.anchors)
+            self.anchor_len.append(0 if key == DIGIT else len(key))
+            self.anchor_key.append(None if key == DIGIT else key)
             if key == DIGIT:
                 self.digit_bit = 1 << aid
             else:
                 self.anchor_of[self._key(key)] = aid
-            self.cache.clear()
-            self.old.clear()
+            self._forget()
         if literal in _DIGIT_EXTENDED and not self.non_ascii_bits & 1 << aid:
             self.non_ascii_bits |= 1 << aid
-            self.cache.clear()
-            self.old.clear()
+            self._forget()
         return aid
 
-    def _build(self) -> Any:
+    def _forget(self) -> None:
+        """Drop the kept passes and the fields' own automata (the keys changed)."""
+        self.cache.clear()
+        self.old.clear()
+        self.own.clear()
+        self.own_cache.clear()
+
+    def _build(self, fid: int | None = None, anchor_mask: int = 0) -> Any:
+        """The automaton of every field, or (``fid``) of one field: its keys and the
+        anchors in ``anchor_mask`` (a text's pass over it lists what the shared
+        automaton's lists for that field: the same codes, sorted the same)."""
+        if fid is not None:
+            return self._build_own(fid, anchor_mask)
         for by_field in self.variants:
-            for fid, vs in by_field.items():
-                by_field[fid] = sorted(set(vs))  # rank order, each once
+            for f, vs in by_field.items():
+                by_field[f] = sorted(set(vs))  # rank order, each once
         auto = ahocorasick.Automaton()
         for key, kid in self.keys.items():
             # a key ending at g[end] has its leading SEP at g[end - back], the offset in
             # the text where the match starts: its candidate for each field is the
             # value's member plus end << _KEY_BITS (and its anchor's occurrence too)
             back = (self.key_len[kid] - 1) << _KEY_BITS
-            value = tuple((fid << _FIELD_SHIFT | kid) - back for fid in self.variants[kid])
+            value = tuple((f << _FIELD_SHIFT | kid) - back for f in self.variants[kid])
             if self.anchor_of[kid] >= 0:
                 value = (_ANCHOR_BASE + self.anchor_of[kid], *value)
             auto.add_word(key, value)
         auto.make_automaton()
         self.automaton = auto
+        return auto
+
+    def _build_own(self, fid: int, anchor_mask: int) -> Any:
+        """:meth:`_build` of one field: its keys and the keys of its anchors only
+        (after the shared build, which sorts the variants)."""
+        kids = set(self.field_keys.get(fid, ()))
+        for aid, key in enumerate(self.anchor_key):
+            if key is not None and anchor_mask >> aid & 1:
+                kids.add(self.keys[key])
+        auto = ahocorasick.Automaton()
+        for kid in kids:
+            back = (self.key_len[kid] - 1) << _KEY_BITS
+            value: tuple[int, ...] = (
+                ((fid << _FIELD_SHIFT | kid) - back,) if fid in self.variants[kid] else ()
+            )
+            aid = self.anchor_of[kid]
+            if aid >= 0 and anchor_mask >> aid & 1:
+                value = (_ANCHOR_BASE + aid, *value)
+            if value:
+                auto.add_word(self.key_str[kid], value)
+        if not len(auto):
+            self.own[fid] = None  # (a field without keys: every pass is empty)
+            return None
+        auto.make_automaton()
+        self.own[fid] = auto
         return auto
 
     def scan(self, text: str) -> _Scan:
@@ -1217,9 +1405,54 @@ class _Index:
         codes.sort()
         return _Scan(text, g, codes)
 
+    def own_scan(self, fid: int, anchor_mask: int, text: str) -> _Scan:
+        """The pass over ``text`` for field ``fid`` alone: the shared pass when it is
+        at hand, else a pass over the field's own automaton (a long text that one
+        field reads costs that field's matches, not every field's)."""
+        got = self.cache.get(text) or self.old.get(text)
+        if got is not None:
+            return got
+        kept = self.own_cache.get(fid)
+        if kept is None:
+            kept = self.own_cache[fid] = {}
+        got = kept.get(text)
+        if got is not None:
+            return got
+        if self.automaton is None and self.keys:
+            self._build()  # (sorts the variants)
+        if fid in self.own:
+            auto = self.own[fid]
+        else:
+            auto = self._build(fid, anchor_mask)
+        g = self.own_g.get(text)  # (several fields may read a text alone)
+        if g is None:
+            if len(self.own_g) >= SCAN_CACHE:
+                self.own_g.clear()
+            g = self.own_g[text] = _g(f" {text} ")
+        if auto is None:
+            got = _Scan(text, g, [])
+        else:
+            codes = [c + (end << _KEY_BITS) for end, value in auto.iter(g) for c in value]
+            codes.sort()
+            got = _Scan(text, g, codes)
+        if len(kept) >= SCAN_CACHE:
+            kept.clear()
+        kept[text] = got
+        return got
+
 
 _INDEX = _Index()
 _BIG = 1 << 62
+
+
+def _first(rx: re.Pattern[str], padded: str, starts: list[int], pos: int) -> re.Match[str] | None:
+    """``rx.search(padded, pos)`` when ``rx`` can match only at ``starts`` (sorted):
+    the first of them at or after ``pos`` where it matches."""
+    for k in range(bisect_left(starts, pos), len(starts)):
+        m = rx.match(padded, starts[k])
+        if m is not None:
+            return m
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -1298,6 +1531,9 @@ class CompiledField:
         plain = [k for k in plain if k not in alone]
         self._clusters: list[_Cluster] = []
         self._members: list[tuple[int, ...]] = []  # the alternatives of each cluster
+        # each cluster's (lead, anchor bits) when its matches start near its anchors'
+        # occurrences (see _starts), else None
+        self._leads: list[tuple[int, int] | None] = []
         always: list[int] = []
         by_anchor: dict[int, list[int]] = {}  # anchor bit: clusters
         for anchors, ks in sorted(groups.items(), key=lambda kv: kv[1][0]):
@@ -1313,7 +1549,7 @@ class CompiledField:
         # a set of clusters seen often is compiled as one more cluster (one search
         # instead of several); bounded, so diverse texts cannot make it compile much
         self._seen: dict[tuple[int, ...], int] = {}
-        self._unions: dict[tuple[int, ...], int] = {}
+        self._unions: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._always = tuple(always)
         self._by_anchor = by_anchor
         self._anchor_mask = sum(by_anchor)
@@ -1325,13 +1561,76 @@ class CompiledField:
     def _add_cluster(self, ks: list[int]) -> int:
         self._clusters.append(self._cluster(ks))
         self._members.append(tuple(ks))
+        self._leads.append(self._lead(ks))
         return len(self._clusters) - 1
 
+    def _lead(self, ks: list[int]) -> tuple[int, int] | None:
+        """(the longest lead, the anchors' bits) of alternatives ``ks`` when each has a
+        lead (:attr:`PatternInfo.lead`: anchors the index finds where they occur);
+        else None."""
+        lead = mask = 0
+        for k in ks:
+            info = self.infos[k]
+            if info.lead is None or not info.anchors:
+                return None
+            for lit in info.anchors:
+                mask |= 1 << _INDEX.anchor_id(lit)
+            lead = max(lead, info.lead)
+        return lead, mask
+
+    def _starts(self, ci: int, scan: _Scan) -> list[int] | None:
+        """The word starts where cluster ``ci`` can match in the scanned text, in
+        order, or None (it is searched): a match of each of its alternatives starts
+        at most ``lead`` characters, none of them white space, before an occurrence
+        of one of its anchors, which the scan lists (an anchor's key ends at g index
+        ``end``: it starts in the text at ``end`` less its length)."""
+        got = self._leads[ci]
+        if got is None:
+            return None
+        lead, mask = got
+        alen = _INDEX.anchor_len
+        occ: list[int] = []
+        for c in scan.codes:
+            if c >= 0:
+                break
+            v = c - _ANCHOR_BASE
+            aid = v & _KEY_MASK
+            if mask >> aid & 1:
+                occ.append((v >> _KEY_BITS) - alen[aid])
+        if len(occ) > 1:
+            occ.sort()
+        text = scan.text
+        out: list[int] = []
+        prev = -1  # positions up to here were examined for an earlier occurrence
+        for a in occ:
+            lo = a - lead
+            j = a
+            while j > prev:
+                if j == 0:
+                    out.append(0)
+                    break
+                ch = text[j - 1]
+                if ch.isspace():
+                    out.append(j)
+                    break
+                if not (ch.isalnum() or ch == "_"):
+                    out.append(j)  # a word start (if a non-space follows)
+                if j <= lo:
+                    break
+                j -= 1
+            if a > prev:
+                prev = a
+        out.sort()
+        return out
+
     def _union(self, cis: tuple[int, ...]) -> tuple[int, ...]:
-        """``cis``, or the one cluster compiled for them once they are seen often."""
-        u = self._unions.get(cis)
-        if u is not None:
-            return (u,)
+        """``cis``, or the clusters compiled for them once they are seen often: one
+        for those with a lead (tried near their anchors, see _starts) and one for
+        the others (searched), so that a cluster without a lead does not make the
+        others searched too."""
+        got = self._unions.get(cis)
+        if got is not None:
+            return got
         if len(self._unions) >= _MAX_UNIONS or set(cis) & set(self._alone):
             return cis
         n = self._seen[cis] = self._seen.get(cis, 0) + 1
@@ -1339,10 +1638,17 @@ class CompiledField:
             if len(self._seen) >= _MAX_CACHED:
                 self._seen.clear()
             return cis
-        u = self._unions[cis] = self._add_cluster(
-            sorted({k for ci in cis for k in self._members[ci]})
-        )
-        return (u,)
+        out: list[int] = []
+        for part in (
+            [ci for ci in cis if self._leads[ci] is not None],
+            [ci for ci in cis if self._leads[ci] is None],
+        ):
+            if len(part) > 1:
+                out.append(self._add_cluster(sorted({k for ci in part for k in self._members[ci]})))
+            elif part:
+                out.append(part[0])
+        got = self._unions[cis] = tuple(sorted(out))
+        return got
 
     def _cluster(self, ks: list[int]) -> _Cluster:
         if len(ks) == 1:  # no group of ours: a backreference keeps its number
@@ -1460,17 +1766,28 @@ class CompiledField:
                     last = best_end
         return out
 
-    def hits(self, text: str, lower: str | None = None) -> list[Hit]:
-        """The field's matches in ``text``, left to right (``lower`` is unused)."""
-        scan = _INDEX.cache.get(text) or _INDEX.scan(text)
+    def hits(self, text: str, lower: str | None = None, *, alone: bool = False) -> list[Hit]:
+        """The field's matches in ``text``, left to right (``lower`` is unused).
+
+        ``alone``: a hint that few other fields read ``text`` (a condition, a MeSH
+        term, a summary of a trial whose product texts name the product): unless the shared pass over it is at hand, the
+        text is read with this field's own automaton (same hits; a pass costs the
+        field's matches instead of every field's)."""
+        if alone:
+            scan = _INDEX.own_scan(self._fid, self._anchor_mask, text)
+        else:
+            scan = _INDEX.cache.get(text) or _INDEX.scan(text)
         got = scan.memo.get(self._fid)  # one trial's text is often asked twice
         if got is None:
             got = scan.memo[self._fid] = self._hits(scan)
         return got.copy()
 
-    def search(self, text: str, lower: str | None = None) -> bool:
-        """Whether the field has a hit in ``text``."""
-        scan = _INDEX.cache.get(text) or _INDEX.scan(text)
+    def search(self, text: str, lower: str | None = None, *, alone: bool = False) -> bool:
+        """Whether the field has a hit in ``text`` (``alone``: as in :meth:`hits`)."""
+        if alone:
+            scan = _INDEX.own_scan(self._fid, self._anchor_mask, text)
+        else:
+            scan = _INDEX.cache.get(text) or _INDEX.scan(text)
         got = scan.memo.get(self._fid)
         if got is None:
             got = scan.memo[self._fid] = self._hits(scan)
@@ -1490,7 +1807,7 @@ class CompiledField:
             return True
         if self._sep2 and end < len(text) and _is_word(text[end]):
             return True
-        scan = _INDEX.cache.get(text) or _INDEX.scan(text)
+        scan = _INDEX.own_scan(self._fid, self._anchor_mask, text)
         if self._clusters and scan.present() & self._anchor_mask:
             return True
         codes = scan.codes
@@ -1503,7 +1820,8 @@ class CompiledField:
         out: list[Hit] = []
         n_found = len(found)
         rx, alt_of = self._clusters[ci]
-        m = rx.search(padded)
+        starts = self._starts(ci, scan)
+        m = rx.search(padded) if starts is None else _first(rx, padded, starts, 0)
         fi = 0
         while True:
             if m is None:
@@ -1527,7 +1845,7 @@ class CompiledField:
             while fi < n_found and found[fi][0] < pos:
                 fi += 1
             if m is not None and ms < pos:
-                m = rx.search(padded, pos)
+                m = rx.search(padded, pos) if starts is None else _first(rx, padded, starts, pos)
 
     def _hits(self, scan: _Scan) -> list[Hit]:
         text = scan.text
@@ -1561,7 +1879,11 @@ class CompiledField:
         # match skips its word start; re-search the clusters it overtook
         n_found = len(found)
         clusters = [self._clusters[ci] for ci in cis]
-        nxt = [rx.search(padded) for rx, _ in clusters]
+        starts_of = [self._starts(ci, scan) for ci in cis]
+        nxt = [
+            rx.search(padded) if st is None else _first(rx, padded, st, 0)
+            for (rx, _), st in zip(clusters, starts_of, strict=True)
+        ]
         fi = 0
         while True:
             best = None
@@ -1593,4 +1915,6 @@ class CompiledField:
                 fi += 1
             for i, m in enumerate(nxt):
                 if m is not None and m.start() < pos:
-                    nxt[i] = clusters[i][0].search(padded, pos)
+                    st = starts_of[i]
+                    rx = clusters[i][0]
+                    nxt[i] = rx.search(padded, pos) if st is None else _first(rx, padded, st, pos)

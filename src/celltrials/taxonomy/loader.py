@@ -25,7 +25,7 @@ import yaml
 
 from celltrials.errors import TaxonomyError
 from celltrials.taxonomy.code_names import code_name_entries
-from celltrials.taxonomy.engine import CompiledField, Entry, Hit
+from celltrials.taxonomy.engine import CompiledField, Entry, Hit, LiteralGate
 from celltrials.taxonomy.values import TAXONOMY_VALUES
 
 __all__ = [
@@ -142,6 +142,9 @@ class Taxonomy:
     engineering: Engineering | None = None
     study_subject_cues: CompiledField | None = None
     in_vivo_car: InVivoCar | None = None
+    #: a necessary condition for ``background_cue`` (its cues' literals; see
+    #: engine.LiteralGate): most windows before a mention have none of them
+    background_gate: LiteralGate | None = None
 
     def cell_type_option(self, value: str, option: str) -> Any:
         for e in self.cell_type.entries:
@@ -334,7 +337,8 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
             raise ctx.fail(where, "a product must name its cell_type")
         prod_entries.append(Entry(name, labels))
         prod_alts.append(_alternatives(ctx, where, item))
-    products = CompiledField(prod_entries, prod_alts)
+    # (compiled once, below, with the code names: every field compiled joins the
+    # shared index, and each text's scan lists its candidates, asked or not)
 
     # cell types (ordered by precedence)
     ct_raw = raw["cell_type"]
@@ -565,7 +569,7 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
 
     targets = _value_field(ctx, "targets", raw.get("targets") or [], None)
     target_values = {e.value for e in targets.entries}
-    for e in products.entries:
+    for e in prod_entries:
         for tv in e.labels.get("targets", ()):
             if tv not in target_values:
                 raise ctx.fail(
@@ -587,7 +591,9 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
             base_dir / code_names, {e.value for e in targets.entries}
         )
         # YAML products first: at one text position the entry listed first wins
-        products = CompiledField([*prod_entries, *cn_entries], [*prod_alts, *cn_alts])
+        prod_entries = [*prod_entries, *cn_entries]
+        prod_alts = [*prod_alts, *cn_alts]
+    products = CompiledField(prod_entries, prod_alts)
 
     return Taxonomy(
         version=version,
@@ -630,6 +636,8 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
             if raw.get("study_subject_cues") is not None
             else None
         ),
+        # (the cues follow (?<!\w): a literal that starts a cue starts a word)
+        background_gate=LiteralGate(cues, word_start=True),
     )
 
 

@@ -1,0 +1,66 @@
+"""The report encodes its trial lists from the rows the sections counted them
+in (landscape.TrialIds): the same page lists as looking every id up in the
+trial table, on the real classified store."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import celltrials
+from celltrials.analysis import landscape as L
+from celltrials.report.render import encode_lists
+from celltrials.report.sections import Counts, build_chapters, compute_sections
+from tests.conftest_report import classified_store_path
+
+pytestmark = pytest.mark.data
+
+
+def test_lists_from_rows_equal_lists_looked_up(
+    tmp_path_factory: pytest.TempPathFactory, full_store_path: Path
+) -> None:
+    path = classified_store_path(tmp_path_factory, full_store_path)
+    with celltrials.open(path, read_only=True) as store:
+        con = store.con
+        L.ensure_label_view(con)
+        filters = L.Filters(scope="all")
+        sel = L.select_trials(con, filters)
+        data = compute_sections(con, sel, filters)
+        counts = Counts()
+        build_chapters(
+            counts, data.tables, data.data_date, True, data.funnel, data.funnel_ids, data.funnel_error
+        )
+        # the trial ids as the store has them, read independently of the report
+        ids_in_store = {r[0] for r in con.execute("SELECT trial_id FROM trials").fetchall()}
+    index = pd.Index(sel["trial_id"].astype(str).tolist(), dtype=object)
+    rows = [v for v in counts.lists.values() if isinstance(v, L.TrialIds)]
+    assert len(rows) > 30  # the big sections' lists come with their rows
+    selection = rows[0].selection
+    for v in rows:
+        assert v.selection is selection
+        assert [index[i] for i in v.positions] == list(v)  # each row is the id's row
+        assert set(v) <= ids_in_store
+    plain = {k: list(v) for k, v in counts.lists.items()}  # looked up by id
+    fast = encode_lists(counts.lists, index, selection)
+    slow = encode_lists(plain, index)
+    assert fast.keys() == slow.keys()
+    assert all(fast[k].tolist() == slow[k].tolist() for k in slow)
+    # a list changed after it was counted is looked up again, not read from stale rows
+    big = max(rows, key=len)
+    key = next(k for k, v in counts.lists.items() if v is big)
+    dropped = big.pop()
+    changed = encode_lists(counts.lists, index, selection)[key]
+    assert changed.tolist() == encode_lists({key: list(big)}, index)[key].tolist()
+    assert dropped not in big
+    # another trial table (here: one trial fewer) is never read through the rows
+    other = index.delete(0)
+    assert {k: v.tolist() for k, v in encode_lists(counts.lists, other, selection).items()} == {
+        k: v.tolist() for k, v in encode_lists(dict(counts.lists.items()), other).items()
+    }
+    # copies and pickles are plain lists
+    for clone in (copy.copy(rows[0]), copy.deepcopy(rows[0]), pickle.loads(pickle.dumps(rows[0]))):
+        assert type(clone) is list and clone == list(rows[0])
