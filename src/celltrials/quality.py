@@ -38,6 +38,7 @@ from celltrials.normalize import (
     status_lookup,
     study_type_lookup,
 )
+from celltrials.sources import FORMATS
 from celltrials.store import Store
 
 #: fields whose raw values are checked against a vocabulary
@@ -227,20 +228,30 @@ def coverage_windows(store: Store | duckdb.DuckDBPyConnection) -> list[CoverageW
     """Per ingested source file: its registries, record count, first/last
     registration, start and registry-update dates, export stamp and
     snapshot date (see :class:`CoverageWindow`). Sorted by source."""
-    rows = (
-        _con(store)
-        .execute("""
+    con = _con(store)
+    rows = con.execute("""
         SELECT source, any_value(source_format) AS format,
                list(DISTINCT registry ORDER BY registry) AS registries, count(*) AS n,
                min(registration_date), max(registration_date), min(start_date), max(start_date),
-               min(last_update), max(last_update),
-               list(DISTINCT raw->>'$.export_date') FILTER (WHERE raw->>'$.export_date' IS NOT NULL) AS exports
-        FROM records GROUP BY source ORDER BY source""")
-        .fetchall()
+               min(last_update), max(last_update)
+        FROM records GROUP BY source ORDER BY source""").fetchall()
+    # only formats whose records carry an export stamp are parsed for it: reading
+    # every record's raw JSON cost a whole-registry store seconds and gigabytes
+    stamped = [name for name, f in FORMATS.items() if "export_date" in f.volatile_fields]
+    exports_of = dict(
+        con.execute(
+            """
+        SELECT source, list(DISTINCT raw->>'$.export_date')
+                           FILTER (WHERE raw->>'$.export_date' IS NOT NULL)
+        FROM records WHERE source_format IN (SELECT unnest(?)) GROUP BY source""",
+            [stamped],
+        ).fetchall()
     )
     out: list[CoverageWindow] = []
     for r in rows:
-        exports = [d.value for d in (parse_date_lenient(x) for x in r[10] or []) if d]
+        exports = [
+            d.value for d in (parse_date_lenient(x) for x in exports_of.get(r[0]) or []) if d
+        ]
         export_date = max(exports) if exports else None
         candidates = [d for d in (export_date, r[9]) if d is not None]
         out.append(
