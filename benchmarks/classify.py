@@ -16,10 +16,7 @@ process (``--child``), so compiling the taxonomy and starting workers count:
   cache keyed on text can profit from the repetition.
 
 Wall time includes process start-up of the workers; "cpu" is this process's
-CPU time (workers not included); "tree cpu" is the CPU time of the whole
-measurement process tree (``RUSAGE_CHILDREN`` of the parent: the worker processes
-too, but also parsing the data and compiling the taxonomy), for comparing runs
-on a shared machine. The 1-minute load average is printed at the
+CPU time (workers not included). The 1-minute load average is printed at the
 start and the end: the machine may be shared. A second table times one trial whose title
 is a phrase repeated to 100,000 and 200,000 characters (issue 12: quadratic
 before). ``--write`` replaces the section between the markers in BENCHMARKS.md
@@ -33,7 +30,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tarfile
@@ -111,12 +107,8 @@ def child(n: int, jobs: int, mode: str) -> dict[str, object]:
 def _run(src: Path, n: int, jobs: int, mode: str) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": str(src)}
     cmd = [sys.executable, __file__, "--child", mode, "--n", str(n), "--jobs", str(jobs)]
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
-    out["tree"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    return out
+    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def _export(rev: str, into: Path) -> str:
@@ -174,24 +166,20 @@ def main() -> None:
         ]
     lines = [
         f"python benchmarks/classify.py --n {args.n} --before {args.before}",
-        f"{'configuration':<32}{'trials':>9}{'wall s':>9}{'trials/s':>10}{'cpu s':>8}"
-        f"{'trials/cpu-s':>14}{'tree cpu s':>12}{'cell-therapy':>14}",
+        f"{'configuration':<32}{'trials':>9}{'wall s':>9}{'trials/s':>10}{'cpu s':>8}{'trials/cpu-s':>14}{'cell-therapy':>14}",
     ]
     for name, r in runs:
         n, wall, cpu = int(r["n"]), float(r["wall"]), float(r["cpu"])  # type: ignore[arg-type]
         per_cpu = f"{n / cpu:>14,.0f}" if "1 core" in name else f"{'–':>14}"
         lines.append(
             f"{name:<32}{n:>9,}{wall:>9.1f}{n / wall:>10,.0f}{cpu:>8.1f}{per_cpu}"
-            f"{float(r['tree']):>12.1f}{int(r['cell']) / n:>13.1%}"  # type: ignore[arg-type]
+            f"{int(r['cell']) / n:>13.1%}"
         )  # type: ignore[call-overload]
     lines.append(
         f"({runs[0][1]['real']:,} real API-JSON trials, repeated; wall time includes taxonomy compile and worker"
     )
     lines.append(
         " start-up; cpu s: the calling process only, so trials/cpu-s is given for one core;"
-    )
-    lines.append(
-        " tree cpu s: every process of the run, workers included, parsing and compiling too;"
     )
     lines.append(" unique texts: each repetition's texts made distinct, so no cache profits)")
     lines.append("")

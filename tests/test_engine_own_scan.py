@@ -68,9 +68,31 @@ def test_own_pass_lists_what_the_shared_pass_lists_for_the_field() -> None:
         _forget()
         shared = engine._INDEX.scan(text)
         lo, hi = fld._code_lo, fld._code_hi
-        assert [c for c in own.codes if lo <= c < hi] == [c for c in shared.codes if lo <= c < hi]
+        mine = [c for c in shared.codes if lo <= c < hi]
+        if fld._private:  # (not shared: the shared pass lists none of its keys)
+            assert mine == []
+        else:
+            assert [c for c in own.codes if lo <= c < hi] == mine
         assert own.present() & fld._anchor_mask == shared.present() & fld._anchor_mask
         assert all(c < 0 or lo <= c < hi for c in own.codes)  # nothing of other fields
+    # the fields classify reads on their own texts mostly are not shared
+    assert tax.indications._private and tax.indications_unlimited._private
+    assert not tax.cell_type._private and not tax.indications_priority._private
+    own = engine._INDEX.own_scan(tax.indications._fid, tax.indications._anchor_mask, text)
+    assert any(tax.indications._code_lo <= c < tax.indications._code_hi for c in own.codes)
+
+
+@pytest.mark.unit
+def test_a_field_that_is_not_shared_reads_its_own_pass() -> None:
+    # even when the shared pass over the text is at hand
+    tax = default_taxonomy()
+    text = "Relapsed acute lymphoblastic leukaemia and multiple myeloma after CAR-T"
+    _forget()
+    engine._INDEX.scan(text)  # (the shared pass, kept)
+    got = [(h.entry.name, h.start, h.end, h.text) for h in tax.indications.hits(text)]
+    assert got == reference(tax.indications, text)
+    assert got  # (the text names indications)
+    assert tax.indications.search(text)
 
 
 @pytest.mark.unit
@@ -79,9 +101,7 @@ def test_a_kept_shared_pass_answers_an_alone_read() -> None:
     text = "Umbilical cord MSC in knee osteoarthritis"
     _forget()
     shared = engine._INDEX.scan(text)
-    assert engine._INDEX.own_scan(tax.indications._fid, tax.indications._anchor_mask, text) is (
-        shared
-    )
+    assert engine._INDEX.own_scan(tax.origin._fid, tax.origin._anchor_mask, text) is shared
 
 
 @pytest.mark.timeout(1200)

@@ -1241,6 +1241,9 @@ class _Index:
         self.anchor_key: list[str | None] = []  # by anchor id: its key (DIGIT: None)
         self.key_str: list[str] = []  # by key id: the key
         self.field_keys: dict[int, list[int]] = {}  # by field: its keys' ids
+        # fields read only through their own automaton (see CompiledField): the
+        # shared automaton leaves their keys out
+        self.private: set[int] = set()
         self.automaton: Any = None
         self.digit_bit = 0  # the bit of DIGIT
         self.non_ascii_bits = 0  # anchors present in every text that is not ASCII
@@ -1341,15 +1344,19 @@ class _Index:
             for f, vs in by_field.items():
                 by_field[f] = sorted(set(vs))  # rank order, each once
         auto = ahocorasick.Automaton()
+        private = self.private
         for key, kid in self.keys.items():
             # a key ending at g[end] has its leading SEP at g[end - back], the offset in
             # the text where the match starts: its candidate for each field is the
             # value's member plus end << _KEY_BITS (and its anchor's occurrence too)
             back = (self.key_len[kid] - 1) << _KEY_BITS
-            value = tuple((f << _FIELD_SHIFT | kid) - back for f in self.variants[kid])
+            value = tuple(
+                (f << _FIELD_SHIFT | kid) - back for f in self.variants[kid] if f not in private
+            )
             if self.anchor_of[kid] >= 0:
                 value = (_ANCHOR_BASE + self.anchor_of[kid], *value)
-            auto.add_word(key, value)
+            if value:
+                auto.add_word(key, value)
         auto.make_automaton()
         self.automaton = auto
         return auto
@@ -1409,9 +1416,10 @@ class _Index:
         """The pass over ``text`` for field ``fid`` alone: the shared pass when it is
         at hand, else a pass over the field's own automaton (a long text that one
         field reads costs that field's matches, not every field's)."""
-        got = self.cache.get(text) or self.old.get(text)
-        if got is not None:
-            return got
+        if fid not in self.private:
+            got = self.cache.get(text) or self.old.get(text)
+            if got is not None:
+                return got
         kept = self.own_cache.get(fid)
         if kept is None:
             kept = self.own_cache[fid] = {}
@@ -1488,7 +1496,9 @@ class CompiledField:
     into one *cluster* pattern (each in a named group); a text runs the clusters
     whose literals occur in it and merges their matches with the index's."""
 
-    def __init__(self, entries: Sequence[Entry], alternatives: Sequence[list[str]]) -> None:
+    def __init__(
+        self, entries: Sequence[Entry], alternatives: Sequence[list[str]], shared: bool = True
+    ) -> None:
         self.entries = list(entries)
         self.alternatives = [list(a) for a in alternatives]
         parts = [f"(?P<e{i}>{'|'.join(alts)})" for i, alts in enumerate(self.alternatives) if alts]
@@ -1498,6 +1508,11 @@ class CompiledField:
         owner: list[Entry] = []
         groups: dict[frozenset[str] | None, list[int]] = {}
         self._fid = _INDEX.new_field()
+        # not shared: a field read alone (see hits) is read only through its own
+        # automaton, and the shared pass over every text lists none of its keys
+        self._private = not shared
+        if not shared:
+            _INDEX.private.add(self._fid)
         sep2 = False  # a key ends in two separators (see may_hit)
         for entry, sources in zip(self.entries, self.alternatives, strict=True):
             for src in sources:
@@ -1773,7 +1788,7 @@ class CompiledField:
         term, a summary of a trial whose product texts name the product): unless the shared pass over it is at hand, the
         text is read with this field's own automaton (same hits; a pass costs the
         field's matches instead of every field's)."""
-        if alone:
+        if alone or self._private:
             scan = _INDEX.own_scan(self._fid, self._anchor_mask, text)
         else:
             scan = _INDEX.cache.get(text) or _INDEX.scan(text)
@@ -1784,7 +1799,7 @@ class CompiledField:
 
     def search(self, text: str, lower: str | None = None, *, alone: bool = False) -> bool:
         """Whether the field has a hit in ``text`` (``alone``: as in :meth:`hits`)."""
-        if alone:
+        if alone or self._private:
             scan = _INDEX.own_scan(self._fid, self._anchor_mask, text)
         else:
             scan = _INDEX.cache.get(text) or _INDEX.scan(text)

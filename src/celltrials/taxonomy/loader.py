@@ -266,8 +266,8 @@ def _pattern_list(ctx: _Ctx, section: str, data: Any) -> list[str]:
     return [_check_pattern(ctx, f"{section}[{i}]", p) for i, p in enumerate(data)]
 
 
-def _single(name: str, pats: list[str]) -> CompiledField:
-    return CompiledField([Entry(name, {})], [[f"(?:{p})" for p in pats]])
+def _single(name: str, pats: list[str], shared: bool = True) -> CompiledField:
+    return CompiledField([Entry(name, {})], [[f"(?:{p})" for p in pats]], shared)
 
 
 # ---------------------------------------------------------------------------
@@ -468,7 +468,8 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
                 ]
             )
     product_form = CompiledField(pf_entries, pf_alts)
-    product_form_weak = CompiledField(weak_entries, weak_alts)
+    # (fields read on their own texts mostly: not shared, see CompiledField.hits)
+    product_form_weak = CompiledField(weak_entries, weak_alts, shared=False)
     engineered = frozenset(
         _check_value(ctx, "engineered_by_definition", "cell_type", v)
         for v in _as_list(raw.get("engineered_by_definition"))
@@ -519,7 +520,7 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
             )
         )
         ind_alts.append(_alternatives(ctx, where, item))
-    indications = CompiledField(ind_entries, ind_alts)
+    indications = CompiledField(ind_entries, ind_alts, shared=False)
     indications_priority = CompiledField(
         ind_entries,
         [
@@ -534,6 +535,7 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
             a if "cell_types" not in e.options else []
             for e, a in zip(ind_entries, ind_alts, strict=True)
         ],
+        shared=False,
     )
     tcues = _pattern_list(
         ctx, "msc_source_target_cues", raw.get("msc_source_target_cues") or ["for"]
@@ -655,7 +657,9 @@ def _in_vivo_car(ctx: _Ctx, data: Any) -> InVivoCar:
     return InVivoCar(
         cues=_single("in_vivo_car", _pattern_list(ctx, "in_vivo_car.cues", ivc.get("cues"))),
         summary_cues=_single(
-            "in_vivo_car", _pattern_list(ctx, "in_vivo_car.summary_cues", ivc.get("summary_cues"))
+            "in_vivo_car",
+            _pattern_list(ctx, "in_vivo_car.summary_cues", ivc.get("summary_cues")),
+            shared=False,
         ),
         cell_types=cts,
     )
