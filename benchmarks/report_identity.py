@@ -116,9 +116,13 @@ def compare(a: Path, b: Path) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("store", help="a classified store (opened read-only)")
-    ap.add_argument("--base-src", type=Path, required=True, help="the src/ directory to compare with")
+    ap.add_argument(
+        "--base-src", type=Path, required=True, help="the src/ directory to compare with"
+    )
     ap.add_argument("--scope", default="all", choices=["all", "cell_therapy"])
-    ap.add_argument("--keep", type=Path, help="build into this folder (kept) instead of a temporary one")
+    ap.add_argument(
+        "--keep", type=Path, help="build into this folder (kept) instead of a temporary one"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="report-identity-") as tmp:
         root = args.keep or Path(tmp)

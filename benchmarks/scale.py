@@ -530,9 +530,7 @@ def bench_corpus(
     big_db = work / "big.duckdb"
     one_file = None
     if "ingest" in steps:
-        r = run(
-            "ingest", db=str(big_db), paths=[str(paths["big"])], force=False, jobs=ingest_jobs
-        )
+        r = run("ingest", db=str(big_db), paths=[str(paths["big"])], force=False, jobs=ingest_jobs)
         one_file = r["seconds"]
         line(
             "ingest (one file)",

@@ -32,7 +32,13 @@ def test_lists_from_rows_equal_lists_looked_up(
         data = compute_sections(con, sel, filters)
         counts = Counts()
         build_chapters(
-            counts, data.tables, data.data_date, True, data.funnel, data.funnel_ids, data.funnel_error
+            counts,
+            data.tables,
+            data.data_date,
+            True,
+            data.funnel,
+            data.funnel_ids,
+            data.funnel_error,
         )
         # the trial ids as the store has them, read independently of the report
         ids_in_store = {r[0] for r in con.execute("SELECT trial_id FROM trials").fetchall()}

@@ -1264,9 +1264,7 @@ class Classifier:
                 ctx.doses.append(d)
             self._ev(evidence, "dose", d, seg, h)
 
-    def _indication_hits(
-        self, text: str, cell_types: set[str], alone: bool = False
-    ) -> list[Hit]:
+    def _indication_hits(self, text: str, cell_types: set[str], alone: bool = False) -> list[Hit]:
         out: list[Hit] = []
         rescan = False
         for h in self.tax.indications.hits(text, alone=alone):

@@ -742,7 +742,9 @@ class Store:
         return {r[0] for r in self.con.execute(sql, params).fetchall()}
 
     def _append(self, table: str, data: dict[str, list[Any]]) -> None:
-        self._append_table(table, pa.table({k: _arrow_column(table, k, v) for k, v in data.items()}))
+        self._append_table(
+            table, pa.table({k: _arrow_column(table, k, v) for k, v in data.items()})
+        )
 
     def _append_table(self, table: str, arrow: pa.Table) -> None:
         names = ", ".join(arrow.column_names)
@@ -1618,8 +1620,7 @@ def staged_tables(
     for t, rows in child.items():
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(_CHILD_COLUMNS[t])
         data = {
-            c: _arrow_column(t, c, list(v))
-            for c, v in zip(_CHILD_COLUMNS[t], columns, strict=True)
+            c: _arrow_column(t, c, list(v)) for c, v in zip(_CHILD_COLUMNS[t], columns, strict=True)
         }
         data["_rec"] = pa.array(owner[t], type=pa.int32())
         tables[t] = pa.table(data)

@@ -562,10 +562,7 @@ def id_lists(column: pa.ChunkedArray | pa.Array, sel: Selection | None) -> list[
         if pos.null_count == 0:
             rows = pos.to_numpy(zero_copy_only=False).astype(np.int64)
             text = sel.ids[rows]
-            return [
-                TrialIds(text[a:b].tolist(), rows[a:b], sel)
-                for a, b in pairwise(bounds)
-            ]
+            return [TrialIds(text[a:b].tolist(), rows[a:b], sel) for a, b in pairwise(bounds)]
     values = flat.to_pylist()
     return [values[a:b] for a, b in pairwise(bounds)]
 
