@@ -10,7 +10,6 @@ the same own pass."""
 from __future__ import annotations
 
 import re
-from dataclasses import fields, is_dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,20 +18,9 @@ from hypothesis import strategies as st
 from celltrials.taxonomy import engine
 from celltrials.taxonomy.engine import CompiledField, Entry
 from celltrials.taxonomy.loader import build_taxonomy, default_taxonomy
-from tests.test_engine_index import _mangled, _shared_texts, reference
+from tests.test_engine_index import _fields, _mangled, _shared_texts, reference
 
 _Triple = tuple[str, int, int, str]
-
-
-def _fields(obj: object) -> list[CompiledField]:
-    out: list[CompiledField] = []
-    for f in fields(obj):  # type: ignore[arg-type]
-        v = getattr(obj, f.name)
-        if isinstance(v, CompiledField):
-            out.append(v)
-        elif is_dataclass(v) and not isinstance(v, type):
-            out.extend(_fields(v))
-    return out
 
 
 def _forget() -> None:
