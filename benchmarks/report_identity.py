@@ -21,41 +21,18 @@ Prints one line per difference and exits 1 when there is any.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-CHILD = r"""
-import sys
-import celltrials
-from celltrials.analysis.landscape import Filters
-from celltrials.report.build import build_report
-
-def main():
-    db, out, scope = sys.argv[1:4]
-    with celltrials.open(db, read_only=True) as store:
-        build_report(store, out, Filters(scope=scope), figures=True)
-
-if __name__ == "__main__":
-    main()
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_store import run  # noqa: E402  (the same subprocess build, timed)
 
 
 def build(src: Path, db: str, out: Path, scope: str) -> None:
-    env = dict(os.environ, PYTHONPATH=str(src))
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, db, str(out), scope],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode:
-        sys.exit(f"the build with {src} failed:\n{proc.stderr[-4000:]}")
+    run(src, db, scope, out)
 
 
 def workbook_cells(path: Path) -> tuple[list[str], dict[str, list[tuple[object, ...]]], str]:
