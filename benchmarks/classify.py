@@ -10,7 +10,9 @@ process (``--child``), so compiling the taxonomy and starting workers count:
 * ``before``: the source tree of git revision REV (default ``main``) — the
   engine being replaced — on one core, trial by trial;
 * ``after``: this tree's :func:`celltrials.classify_parallel.classify_many`
-  with ``jobs=1`` and with every core;
+  with ``jobs=1`` and with every core, as installed: the classifier compiled
+  by mypyc when ``pip install`` built it (celltrials/native.py), and once on
+  one core as pure Python (``CELLTRIALS_PURE_PYTHON=1``) for comparison;
 * ``unique``: as ``after`` on every core, but every text of every repetition
   made unique (the repetition's number appended to each segment), so that no
   cache keyed on text can profit from the repetition.
@@ -101,11 +103,20 @@ def child(n: int, jobs: int, mode: str) -> dict[str, object]:
 
         cell = sum(lab.is_cell_therapy for lab in classify_many(reps, jobs=jobs))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"real": len(base), "n": n, "wall": wall, "cpu": cpu, "cell": cell}
+    try:
+        from celltrials.native import engine_kind
+    except ImportError:  # a tree from before the compiled build
+        kind = "pure Python"
+    else:
+        kind = engine_kind()
+    return {"real": len(base), "n": n, "wall": wall, "cpu": cpu, "cell": cell, "kind": kind}
 
 
-def _run(src: Path, n: int, jobs: int, mode: str) -> dict[str, object]:
+def _run(src: Path, n: int, jobs: int, mode: str, pure: bool = False) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": str(src)}
+    env.pop("CELLTRIALS_PURE_PYTHON", None)
+    if pure:  # the sources even where a compiled build is fresh (celltrials/native.py)
+        env["CELLTRIALS_PURE_PYTHON"] = "1"
     cmd = [sys.executable, __file__, "--child", mode, "--n", str(n), "--jobs", str(jobs)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -156,6 +167,7 @@ def main() -> None:
         new_src = ROOT / "src"
         runs = [
             (f"before ({sha}), 1 core", _run(old_src, args.n, 1, "before")),
+            ("after, 1 core, pure Python", _run(new_src, args.n, 1, "after", pure=True)),
             ("after, 1 core (--jobs 1)", _run(new_src, args.n, 1, "after")),
             (f"after, {cores} cores (--jobs {cores})", _run(new_src, args.n, cores, "after")),
             ("  same, unique texts", _run(new_src, args.n, cores, "unique")),
@@ -166,14 +178,14 @@ def main() -> None:
         ]
     lines = [
         f"python benchmarks/classify.py --n {args.n} --before {args.before}",
-        f"{'configuration':<32}{'trials':>9}{'wall s':>9}{'trials/s':>10}{'cpu s':>8}{'trials/cpu-s':>14}{'cell-therapy':>14}",
+        f"{'configuration':<32}{'trials':>9}{'wall s':>9}{'trials/s':>10}{'cpu s':>8}{'trials/cpu-s':>14}{'cell-therapy':>14}  engine",
     ]
     for name, r in runs:
         n, wall, cpu = int(r["n"]), float(r["wall"]), float(r["cpu"])  # type: ignore[arg-type]
         per_cpu = f"{n / cpu:>14,.0f}" if "1 core" in name else f"{'–':>14}"
         lines.append(
             f"{name:<32}{n:>9,}{wall:>9.1f}{n / wall:>10,.0f}{cpu:>8.1f}{per_cpu}"
-            f"{int(r['cell']) / n:>13.1%}"
+            f"{int(r['cell']) / n:>13.1%}  {r['kind']}"
         )  # type: ignore[call-overload]
     lines.append(
         f"({runs[0][1]['real']:,} real API-JSON trials, repeated; wall time includes taxonomy compile and worker"
@@ -181,7 +193,9 @@ def main() -> None:
     lines.append(
         " start-up; cpu s: the calling process only, so trials/cpu-s is given for one core;"
     )
-    lines.append(" unique texts: each repetition's texts made distinct, so no cache profits)")
+    lines.append(" unique texts: each repetition's texts made distinct, so no cache profits;")
+    lines.append(" engine: the classifier's modules as mypyc compiled them at install, or their")
+    lines.append(" sources (celltrials/native.py); pure Python is the same code uncompiled)")
     lines.append("")
     lines.append(f"{'one trial, title of':<32}{'100,000 chars':>15}{'200,000 chars':>15}")
     for name, r in long_runs:

@@ -147,3 +147,42 @@ def test_labels_travel_between_processes_unchanged() -> None:
     assert [b.to_dict() for b in back] == [lab.to_dict() for lab in labels]
     moved = [_unpack(p) for p in marshal.loads(marshal.dumps([_pack(t) for t in texts]))]
     assert [(m.trial_id, m.segments) for m in moved] == [(t.trial_id, t.segments) for t in texts]
+
+
+#: classify the reference texts with the cyclic GC off, then count the garbage
+#: only it could free (workers classify with it paused: runtime.gc_paused)
+_CYCLES = """
+import gc, sys
+from celltrials.classify import Classifier, TrialText
+from celltrials.sources import parse_file
+from celltrials.models import ParsedRecord
+texts = [TrialText.from_record(r) for p in sys.argv[1:] for r in parse_file(p) if isinstance(r, ParsedRecord)]
+clf = Classifier()
+clf.classify(texts[0])
+gc.collect()
+gc.disable()
+n = sum(len(clf.classify(t).to_dict()["evidence"]) for t in texts)
+print(len(texts), n, gc.collect())
+"""
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["as installed", "pure Python"])
+def test_classifying_makes_no_reference_cycles(pure: bool) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("CELLTRIALS_PURE_PYTHON", None)
+    if pure:
+        env["CELLTRIALS_PURE_PYTHON"] = "1"
+    out = subprocess.run(
+        [sys.executable, "-c", _CYCLES, str(MSC_CSV), str(ICTRP_CSV), str(CAR_JSON)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    n_texts, n_evidence, unreachable = map(int, out)
+    assert n_texts > 1000 and n_evidence > 1000
+    assert unreachable == 0

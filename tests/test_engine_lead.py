@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from celltrials.taxonomy import engine
 from celltrials.taxonomy.engine import _NO_BOUND, CompiledField, Entry, analyse
-from tests.test_engine_index import reference
+from tests.test_engine_index import _triples, reference
 
 _Triple = tuple[str, int, int, str]
 
@@ -157,3 +157,16 @@ def test_generated_patterns_with_leads_match_the_plain_regex(
         got = [(h.entry.name, h.start, h.end, h.text) for h in fld.hits(text)]
         assert got == reference(fld, text), (patterns, text)
         assert got == [(h.entry.name, h.start, h.end, h.text) for h in general.hits(text)]
+
+
+def test_an_anchor_on_a_key_already_in_the_automaton_is_found() -> None:
+    # hypothesis found it (seed 23): field A's run key " car" (from car\w*) is in
+    # the automaton built by a pass; field B's pattern has the anchor ".car", whose
+    # key is the same string. B's matches start near that anchor's occurrences,
+    # so the automaton must be rebuilt to list it, or B never matches there.
+    a = CompiledField([Entry("a", {"x": ("a",)})], [[r"car\w*"]])
+    assert _triples(a, "careful x.car") == reference(a, "careful x.car")  # builds the automaton
+    b = CompiledField([Entry("b", {"x": ("b",)})], [[r"[a-z]+\.car"]])
+    text = "MSC/careful x.CAR x.CAR"
+    assert reference(b, text) == [("b", 12, 17, "x.CAR"), ("b", 18, 23, "x.CAR")]
+    assert _triples(b, text) == reference(b, text)

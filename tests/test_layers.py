@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
         "celltrials.progress",
         "celltrials.runtime",
         "celltrials.procpool",
+        "celltrials.native",
         "celltrials.__init__",
     ),
     (

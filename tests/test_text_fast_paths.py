@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from celltrials import normalize, registry_ids
+from celltrials.classify import TrialText
 from celltrials.models import ParsedRecord, PartialDate, Place, RegistryId
 from celltrials.normalize import (
     clean_text,
@@ -393,3 +394,30 @@ def test_places_of_shared_records() -> None:
 )
 def test_places_agree_with_resolving_each_value(values: list[str]) -> None:
     assert _outcome(lambda: finish_places(values)) == _outcome(lambda: reference_places(values))
+
+
+# -- TrialText.from_records: a text repeated across merged records is read once
+
+
+_SPACES = st.sampled_from([" ", "\t", "\n", "\u00a0", "\u2003", "\x1c", "\u3000", "\u0085"])
+_WORDISH = st.text(alphabet=st.sampled_from("aAbB\u0130\u03a3\u00df-1"), min_size=0, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(_WORDISH, _SPACES), max_size=8),
+    st.lists(st.one_of(_WORDISH, _SPACES), max_size=8),
+)
+def test_merged_titles_count_once_up_to_case_and_white_space(a: list[str], b: list[str]) -> None:
+    ta, tb = "".join(a), "".join(b)
+    recs = [
+        ParsedRecord(channel="c", source_format="f", record_id=r, registry="x", raw={}, title=t)
+        for r, t in (("A", ta), ("B", tb))
+    ]
+    titles = [s.text for s in TrialText.from_records(recs, "T").segments if s.role == "title"]
+    # the rule, computed independently: case and runs of white space do not count
+    key = [re.sub(r"\s+", " ", t.strip().lower()) for t in (ta, tb)]
+    expected = [t for t, k in zip((ta, tb), key, strict=True) if k]
+    if key[0] and key[0] == key[1]:
+        expected = [ta]
+    assert titles == expected

@@ -15,6 +15,10 @@ __version__ = "0.1.0"
 import os
 from typing import TYPE_CHECKING, Any
 
+from celltrials import native as _native
+
+_native.install()  # before any module: compiled classifier modules only if fresh
+
 if TYPE_CHECKING:
     from celltrials.store import Store
 

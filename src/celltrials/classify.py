@@ -113,7 +113,9 @@ class TrialText:
             if not text:
                 return
             text = str(text)
-            key = (role, _WS.sub(" ", text.strip().lower()))
+            # ≡ _WS.sub(" ", text.strip().lower()): str.split and \s both split at
+            # str.isspace() characters, and lower-casing makes no white space
+            key = (role, " ".join(text.lower().split()))
             if not key[1] or key in seen:
                 return
             seen.add(key)

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from celltrials.classify import Classifier, Evidence, Segment, TrialLabels, TrialText
 from celltrials.procpool import available_cores, check_jobs, map_ordered
+from celltrials.runtime import gc_paused
 from celltrials.taxonomy.loader import Taxonomy, build_taxonomy
 
 #: trials per task sent to a worker
@@ -105,7 +106,8 @@ def worker_classifier() -> Classifier:
 def _classify_chunk(blob: bytes) -> bytes:
     """One chunk: marshalled packed trials in, marshalled encoded labels out."""
     clf = worker_classifier()
-    return marshal.dumps([_encode(clf.classify(_unpack(p))) for p in marshal.loads(blob)])
+    with gc_paused():  # (classifying makes no reference cycles: see gc_paused)
+        return marshal.dumps([_encode(clf.classify(_unpack(p))) for p in marshal.loads(blob)])
 
 
 def map_chunks(
@@ -153,10 +155,17 @@ def classify_many(
     workers = plan_jobs(n, jobs)
     if workers == 1:
         clf = Classifier(taxonomy)
-        for i, tt in enumerate(texts):
-            yield clf.classify(tt)
-            if progress is not None and ((i + 1) % chunk_size == 0 or i == n - 1):
-                progress(i + 1, n)
+        texts_left = iter(texts)
+        done = 0
+        # chunk by chunk with the cyclic GC paused (as in a worker), not while
+        # the caller holds the GIL between labels
+        while chunk := list(itertools.islice(texts_left, chunk_size)):
+            with gc_paused():
+                labels = [clf.classify(tt) for tt in chunk]
+            yield from labels
+            done += len(labels)
+            if progress is not None:
+                progress(done, n)
         return
     it = iter(texts)
     blobs = iter(

@@ -130,7 +130,8 @@ def _label_unit(
 ) -> tuple[bytes, bytes, int, dict[str, int]]:
     """A worker's task: :func:`_label_texts` on one unit of trials (Arrow IPC in and out)."""
     blob, existing, now = payload
-    lab, ev, skipped, counts = _label_texts(worker_classifier(), _from_ipc(blob), existing, now)
+    with gc_paused():  # (classifying makes no reference cycles: see gc_paused)
+        lab, ev, skipped, counts = _label_texts(worker_classifier(), _from_ipc(blob), existing, now)
     return _ipc(lab), _ipc(ev), skipped, counts
 
 

@@ -1321,6 +1321,9 @@ class _Index:
                 self.digit_bit = 1 << aid
             else:
                 self.anchor_of[self._key(key)] = aid
+                # the key may be a field's already: its value in the automaton
+                # must now list the anchor too
+                self.automaton = None
             self._forget()
         if literal in _DIGIT_EXTENDED and not self.non_ascii_bits & 1 << aid:
             self.non_ascii_bits |= 1 << aid
