@@ -192,8 +192,9 @@ SMALL_FILE_BYTES = 8 << 20
 BATCH_BYTES = 32 << 20
 
 
-#: DuckDB checkpoints (rewrites the table's last, partly filled row group)
-#: when its write-ahead log passes this size; 16 MiB by default, i.e. after
+#: DuckDB checkpoints (rewrites the table's last, partly filled row group:
+#: :data:`celltrials.store.STORE_ROW_GROUP_SIZE` rows at most) when its
+#: write-ahead log passes this size; 16 MiB by default, i.e. after
 #: nearly every file — fewer checkpoints while ingesting many files
 CHECKPOINT_BYTES = 256 << 20
 
