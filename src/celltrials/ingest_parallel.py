@@ -3,15 +3,12 @@
 Ingesting a large file is mostly pure Python per study: parse the JSON,
 :func:`~celltrials.sources.ctgov_json.parse_study`, serialise and hash the
 stored JSON, build the rows of every table. Here worker processes do all of
-that for *units* of :data:`UNIT` studies (in: a JSON array's element byte
-ranges, or NDJSON lines as Arrow IPC; Arrow IPC out: the insert-ready tables
-of the unit's good records, from :func:`celltrials.store.staged_tables`, and
-the unit's bad records as findings, in file order). The calling process only
-cuts the file into units (a JSON array by the byte ranges that
-:mod:`celltrials.sources.json_array` finds without parsing it: the workers
-read and parse the texts), keeps their order, and writes
-(:meth:`Store.add_tables`: keys already stored or repeated are dropped there,
-as in :meth:`Store.add_staged`).
+that for *units* of :data:`UNIT` study texts (Arrow IPC in: the texts as the
+reader found them; Arrow IPC out: the insert-ready tables of the unit's good
+records, from :func:`celltrials.store.staged_tables`, and the unit's bad
+records as findings, in file order). The calling process only reads the file
+into units, keeps their order, and writes (:meth:`Store.add_tables`: keys
+already stored or repeated are dropped there, as in :meth:`Store.add_staged`).
 What is stored, and every finding, is the same as with one process
 (:func:`celltrials.ingest._ingest_file` decides how the findings count).
 
@@ -21,8 +18,6 @@ flight, so memory stays bounded whatever the file's size.
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +32,7 @@ from celltrials.errors import DataFileError, RecordError
 from celltrials.models import ParsedRecord
 from celltrials.procpool import available_cores, check_jobs, from_ipc, map_ordered, to_ipc
 from celltrials.runtime import gc_paused
-from celltrials.sources import ctgov_json, json_array
+from celltrials.sources import ctgov_json
 from celltrials.sources.validate import unstorable_reason
 from celltrials.store import raw_and_digest, staged_tables
 
@@ -117,35 +112,14 @@ def concat(pieces: list[tuple[Unit, int, int]]) -> tuple[pa.Table, dict[str, pa.
 
 
 # ------------------------------------------------------------------ worker side
-#: a unit as sent to a worker: (format, path, source, ingest id, position of its
-#: first record, its texts as Arrow IPC (NDJSON) or its byte ranges (a JSON array))
-Payload = tuple[str, str, str, int | None, int, Any]
-
-
-def _unit_texts(fmt: str, path: str, data: Any) -> tuple[list[Any], list[int] | None]:
-    """A unit's texts: an NDJSON unit's lines travel; a JSON array's elements
-    are read here from their byte ranges (the calling process never reads them)."""
-    if fmt == "ctgov_json":
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            buf, offsets = json_array.read_texts(fd, data)
-        finally:
-            os.close(fd)
-        view = memoryview(buf)
-        return [view[a:b] for a, b in itertools.pairwise(offsets.tolist())], None
-    unit = from_ipc(data)
-    return unit.column("text").to_pylist(), unit.column("lineno").to_pylist()
-
-
-def _parse_unit(payload: Payload) -> tuple[Any, ...]:
-    """A worker's task: one unit of study texts in, its tables and findings out
-    (and the reason the file is unreadable, if an element is not JSON: the
-    unit's records before it are returned, as the serial reader gives them)."""
-    fmt, path, source, ingest_id, first, data = payload
-    texts, linenos = _unit_texts(fmt, path, data)
+def _parse_unit(payload: tuple[str, str, str, int | None, int, bytes]) -> tuple[Any, ...]:
+    """A worker's task: one unit of study texts in, its tables and findings out."""
+    fmt, path, source, ingest_id, first, blob = payload
+    unit = from_ipc(blob)
+    texts = unit.column("text").to_pylist()
+    linenos = unit.column("lineno").to_pylist() if fmt == "ctgov_ndjson" else None
     items: list[tuple[ParsedRecord, bytes, str]] = []
     findings: list[FindingRow] = []
-    fatal: str | None = None
     with gc_paused():
         for i, text in enumerate(texts):
             pos = first + i
@@ -157,11 +131,7 @@ def _parse_unit(payload: Payload) -> tuple[Any, ...]:
                     findings.append((len(items), reason, linenos[i], None, path))
                     continue
             else:
-                try:
-                    study = json_array.load_element(text, path, pos)
-                except DataFileError as exc:
-                    fatal = exc.reason
-                    break
+                study = orjson.loads(text)
             try:
                 rec = ctgov_json.parse_study(study, position=pos)
             except RecordError as exc:
@@ -184,33 +154,33 @@ def _parse_unit(payload: Payload) -> tuple[Any, ...]:
                 continue
             rec.raw = {}
             items.append((rec, raw, digest))
-        del texts
         records, children = staged_tables(items, source, ingest_id)
-    return to_ipc(records), {t: to_ipc(c) for t, c in children.items()}, findings, fatal
+    return to_ipc(records), {t: to_ipc(c) for t, c in children.items()}, findings
 
 
 # ------------------------------------------------------------------ calling side
 def _payloads(
     fmt: str, path: Path, source: str, ingest_id: int | None, failure: list[BaseException]
-) -> Iterator[Payload]:
+) -> Iterator[tuple[str, str, str, int | None, int, bytes]]:
     """The file's units; a reading error ends them and is kept in ``failure``
     (raised once the units before it are through, as the serial path would)."""
     first = 1
     try:
-        if fmt == "ctgov_json":
-            for spans in json_array.element_spans(path, UNIT, ctgov_json.STREAM_MAX_OBJECT):
-                yield fmt, str(path), source, ingest_id, first, spans
-                first += len(spans[0])
-            return
-        for texts, linenos in _lines(path):
-            cols: dict[str, pa.Array] = {"text": texts, "lineno": pa.array(linenos, pa.int64())}
+        for texts, linenos in _texts(fmt, path):
+            cols: dict[str, pa.Array] = {"text": texts}
+            if linenos is not None:
+                cols["lineno"] = pa.array(linenos, type=pa.int64())
             yield fmt, str(path), source, ingest_id, first, to_ipc(pa.table(cols))
             first += len(texts)
     except (DataFileError, OSError) as exc:
         failure.append(exc)
 
 
-def _lines(path: Path) -> Iterator[tuple[pa.Array, list[int]]]:
+def _texts(fmt: str, path: Path) -> Iterator[tuple[pa.Array, list[int] | None]]:
+    if fmt == "ctgov_json":
+        for texts in ctgov_json.stream_array_texts(path, UNIT):
+            yield texts, None
+        return
     lines: list[bytes] = []
     linenos: list[int] = []
     with path.open("rb") as fh:  # as ctgov_json.parse_ndjson reads it
@@ -242,12 +212,8 @@ def parse_units(
         preload=("celltrials.ingest_parallel",),
     )
     try:
-        for records, children, findings, fatal in results:
+        for records, children, findings in results:
             yield Unit(from_ipc(records), {t: from_ipc(c) for t, c in children.items()}, findings)
-            if fatal is not None:
-                # before a reading error further on (the units are read ahead)
-                failure.insert(0, DataFileError(fatal, path=str(path)))
-                break
     finally:
         results.close()  # (an error or an early stop: the units not started are cancelled)
     if failure:

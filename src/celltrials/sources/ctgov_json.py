@@ -9,14 +9,13 @@ client uses too.
 
 from __future__ import annotations
 
-import itertools
-import os
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pyarrow as pa
 
@@ -40,7 +39,6 @@ from celltrials.normalize import (
     parse_date,
 )
 from celltrials.registry_ids import canonical_id, find_ids
-from celltrials.sources import json_array
 from celltrials.sources.base import ParseStream
 from celltrials.sources.validate import check_record, check_study_lists, check_study_shape, guard
 
@@ -277,10 +275,10 @@ def load_json_bytes(data: bytes, path: str) -> Any:
         raise DataFileError(reason, path=path) from None
 
 
-#: JSON arrays larger than this are split into studies as they are read
-#: (:mod:`celltrials.sources.json_array`), instead of being loaded whole (bounded memory)
+#: JSON arrays larger than this are split into studies by DuckDB's JSON
+#: reader as they are read, instead of being loaded whole (bounded memory)
 STREAM_MIN_BYTES = 64 << 20
-#: the largest study object the streaming reader accepts (a batch's buffer holds its texts)
+#: the largest study object the streaming reader accepts (its read buffer follows it)
 STREAM_MAX_OBJECT = 16 << 20
 
 
@@ -302,33 +300,46 @@ def _starts_array(path: Path) -> bool:
 def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
     """The elements of a top-level JSON array, parsed one by one.
 
-    :func:`json_array.element_spans` finds the element boundaries (without
-    parsing, streaming); each element's text is parsed with orjson. A
-    malformed or truncated file raises :class:`DataFileError` when the
-    reader reaches it.
+    DuckDB's ``read_json_objects`` finds the element boundaries (in C++,
+    streaming); each element's text is parsed with orjson. A malformed or
+    truncated file raises :class:`DataFileError` when the reader reaches it.
     """
-    pos = 0
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        for spans in json_array.element_spans(path, batch, STREAM_MAX_OBJECT):
-            buf, offsets = json_array.read_texts(fd, spans)
-            view = memoryview(buf)
-            for a, b in itertools.pairwise(offsets.tolist()):
-                pos += 1
-                yield json_array.load_element(view[a:b], str(path), pos)
-    finally:
-        os.close(fd)
+    for texts in stream_array_texts(path, batch):
+        # as bytes: orjson parses UTF-8 bytes directly (a str would be re-encoded)
+        for text in texts.to_pylist():
+            yield orjson.loads(text)
 
 
 def stream_array_texts(path: Path, batch: int = 1000) -> Iterator[pa.Array]:
     """The element texts of a top-level JSON array (UTF-8, as an Arrow binary
-    array; each may end with a blank), ``batch`` at a time; see :func:`_stream_array`."""
-    fd = os.open(path, os.O_RDONLY)
+    array), ``batch`` at a time; see :func:`_stream_array`."""
+    con = duckdb.connect()
     try:
-        for spans in json_array.element_spans(path, batch, STREAM_MAX_OBJECT):
-            yield json_array.texts_array(fd, spans)
+        con.execute("SET threads = 1")
+        literal = "'" + str(path).replace("'", "''") + "'"
+        reader = None
+        while True:
+            try:
+                if reader is None:  # (it reads the first chunk already: a damage there raises)
+                    reader = con.sql(
+                        f"SELECT json FROM read_json_objects({literal}, format = 'array', "
+                        f"maximum_object_size = {STREAM_MAX_OBJECT})"
+                    ).to_arrow_reader(batch)
+                chunk = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (duckdb.Error, OSError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise DataFileError(
+                    f"malformed or truncated JSON ({first})", path=str(path)
+                ) from None
+            texts = chunk.column(0)
+            if isinstance(texts.type, pa.ExtensionType):
+                texts = texts.storage
+            as_bytes = pa.large_binary() if pa.types.is_large_string(texts.type) else pa.binary()
+            yield texts.view(as_bytes)
     finally:
-        os.close(fd)
+        con.close()
 
 
 def iter_studies_checked(obj: Any, path: str) -> Iterator[Any]:
