@@ -389,6 +389,11 @@ def ingest_paths(
             group.flush()  # the files before the bad one stay
             raise
         group.flush()
+        if report.n_new:
+            # the last checkpoint while DuckDB's memory is still capped: left to
+            # closing the store (memory limit reset), it took the ingest's peak from
+            # 1.3 to 1.9 GB (100,000 complete studies)
+            store.checkpoint()
     return report
 
 

@@ -443,6 +443,13 @@ class Store:
     def close(self) -> None:
         self.con.close()
 
+    def checkpoint(self) -> None:
+        """Write the write-ahead log into the file now (outside a transaction;
+        inside one, or while another connection writes, it is left for later)."""
+        if self._depth == 0:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("CHECKPOINT")
+
     def __enter__(self) -> Store:
         return self
 
