@@ -11,7 +11,9 @@
     ├── StoreError                  the DuckDB store is missing, locked or of a newer schema
     ├── FetchError                  the registry API failed after bounded retries
     │   └── PageError               a page came back malformed (names the page)
-    └── AnalysisError               inputs to an analysis are unusable (e.g. meta-analysis columns)
+    ├── AnalysisError               inputs to an analysis are unusable (e.g. meta-analysis columns)
+    ├── OutputError                 an output file or folder cannot be written
+    └── WorkerError                 a worker process of a bulk step (ingest, classify) ended abruptly
 
 The CLI prints ``message`` and ``hint`` and exits non-zero; tracebacks only
 with ``--debug``.
@@ -129,3 +131,14 @@ class OutputError(CelltrialsError):
     def __init__(self, message: str, *, path: str = "", hint: str | None = None) -> None:
         self.path = path
         super().__init__(message, hint=hint)
+
+
+class WorkerError(CelltrialsError):
+    """A worker process of a bulk step (ingest, classify) ended abruptly; the step
+    stopped and changed nothing it had not finished."""
+
+    hint = (
+        "From a script, put the call under `if __name__ == \"__main__\":` (each worker "
+        "imports the script again); else free memory, or run on one core: --jobs 1 "
+        "(jobs=1 in Python)."
+    )

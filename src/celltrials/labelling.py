@@ -34,6 +34,7 @@ from celltrials.classify import (
 from celltrials.classify_parallel import map_chunks, plan_jobs, worker_classifier
 from celltrials.errors import ConfigError, StoreError
 from celltrials.evaluate import evaluate, evaluate_many
+from celltrials.native import engine_kind
 from celltrials.procpool import from_ipc as _from_ipc
 from celltrials.procpool import to_ipc as _ipc
 from celltrials.progress import Progress, ProgressEvent
@@ -240,6 +241,7 @@ def classify_store(
         "cell_therapy_trials": store.n_cell_therapy_trials(),
         "cell_types": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
         "taxonomy_version": clf.tax.version,
+        "engine": engine_kind(),
         "seconds": round(time.perf_counter() - t0, 2),
     }
 

@@ -24,11 +24,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from celltrials.errors import ConfigError
+from celltrials.errors import ConfigError, WorkerError
 
 _P = TypeVar("_P")
 _R = TypeVar("_R")
@@ -118,7 +119,14 @@ def map_ordered(
             for _ in range(in_flight * workers):
                 submit()
             while pending:
-                result = pending.popleft().result()
+                try:
+                    result = pending.popleft().result()
+                except BrokenProcessPool as exc:
+                    raise WorkerError(
+                        f"a worker process ended abruptly ({workers} workers running "
+                        f"{getattr(fn, '__qualname__', fn)}): killed, out of memory, or "
+                        "it could not start"
+                    ) from exc
                 submit()
                 yield result
         finally:

@@ -69,7 +69,7 @@ def classify_cmd(
         f"Classified [bold]{summary['classified']:,}[/bold] of {summary['trials']:,} trials "
         f"({summary['skipped_unchanged']:,} unchanged) in {summary['seconds']} s; "
         f"[bold]{summary['cell_therapy_trials']:,}[/bold] cell-therapy trials "
-        f"(taxonomy {summary['taxonomy_version']})."
+        f"(taxonomy {summary['taxonomy_version']}; classifier {summary['engine']})."
     )
     if summary["cell_types"]:
         t = Table(title="Cell types (trials classified in this run)")
