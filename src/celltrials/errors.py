@@ -138,7 +138,7 @@ class WorkerError(CelltrialsError):
     stopped and changed nothing it had not finished."""
 
     hint = (
-        "From a script, put the call under `if __name__ == \"__main__\":` (each worker "
+        'From a script, put the call under `if __name__ == "__main__":` (each worker '
         "imports the script again); else free memory, or run on one core: --jobs 1 "
         "(jobs=1 in Python)."
     )
