@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import copy
 import marshal
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,10 +171,6 @@ print(len(texts), n, gc.collect())
 
 @pytest.mark.parametrize("pure", [False, True], ids=["as installed", "pure Python"])
 def test_classifying_makes_no_reference_cycles(pure: bool) -> None:
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     env.pop("CELLTRIALS_PURE_PYTHON", None)
     if pure:

@@ -157,8 +157,8 @@ def classify_many(
         clf = Classifier(taxonomy)
         texts_left = iter(texts)
         done = 0
-        # chunk by chunk with the cyclic GC paused (as in a worker), not while
-        # the caller holds the GIL between labels
+        # chunk by chunk with the cyclic GC paused (as in a worker); the caller's
+        # code between chunks runs with the GC as it was
         while chunk := list(itertools.islice(texts_left, chunk_size)):
             with gc_paused():
                 labels = [clf.classify(tt) for tt in chunk]
