@@ -19,16 +19,25 @@ from typing import Any
 
 import duckdb
 
+from celltrials import ingest_parallel
 from celltrials.errors import ConfigError, DataFileError, RecordError, UnknownFormatError
 from celltrials.fswalk import expand_glob, walk_files
-from celltrials.ingest_parallel import Unit, concat, parse_units, plan_workers
+from celltrials.ingest_parallel import (
+    AheadPlan,
+    FilesAhead,
+    ParsedFile,
+    Unit,
+    concat,
+    parse_units,
+    plan_workers,
+)
 from celltrials.models import ParsedRecord
-from celltrials.procpool import check_jobs
+from celltrials.procpool import available_cores, check_jobs, pool
 from celltrials.progress import Progress, ProgressEvent, logger
 from celltrials.runtime import gc_paused
-from celltrials.sources import parse_file, sniff
+from celltrials.sources import ctgov_json, parse_file, sniff
 from celltrials.sources.validate import unstorable_reason
-from celltrials.store import AddResult, Staged, Store, raw_and_digest
+from celltrials.store import AddResult, Staged, Store, raw_and_digest, staged_tables
 
 #: extensions that hold registry data; anything else in a folder is a note and skipped
 DATA_EXTENSIONS = {".json", ".ndjson", ".jsonl", ".csv", ".xml", ".xlsx", ".zip"}
@@ -268,6 +277,17 @@ class _Staged:
     mtime_ns: int
     n_bad: int
     items: list[tuple[ParsedRecord, bytes, str]]
+    unit: Unit | None = None  # instead of ``items``: the file parsed by a worker
+
+    @property
+    def n_items(self) -> int:
+        return self.unit.n_good if self.unit is not None else len(self.items)
+
+    @property
+    def n_bytes(self) -> int:
+        if self.unit is not None:
+            return sum(self.unit.raw_bytes)
+        return sum(len(raw) for _, raw, _ in self.items)
 
 
 class _Group:
@@ -283,8 +303,8 @@ class _Group:
 
     def add(self, staged: _Staged) -> None:
         self.files.append(staged)
-        self.n_items += len(staged.items)
-        self.n_bytes += sum(len(raw) for _, raw, _ in staged.items)
+        self.n_items += staged.n_items
+        self.n_bytes += staged.n_bytes
         if (
             self.n_items >= self.batch_size
             or self.n_bytes >= BATCH_BYTES
@@ -299,16 +319,19 @@ class _Group:
         store = self.store
         with store.transaction():
             ingest_ids = store.new_ingest_ids(len(files))
-            items: list[Staged] = [
-                (rec, raw, digest, display_path(f.path.resolve()), ingest_id)
-                for f, ingest_id in zip(files, ingest_ids, strict=True)
-                for rec, raw, digest in f.items
-            ]
-            flags = store.add_staged(items)
+            if any(f.unit is not None for f in files):
+                flags = self._add_units(files, ingest_ids)
+            else:
+                items: list[Staged] = [
+                    (rec, raw, digest, display_path(f.path.resolve()), ingest_id)
+                    for f, ingest_id in zip(files, ingest_ids, strict=True)
+                    for rec, raw, digest in f.items
+                ]
+                flags = store.add_staged(items)
             store.settle(ingest_ids)
             pos = 0
             for f in files:
-                n = len(f.items)
+                n = f.n_items
                 f.result.n_records, f.result.n_new = n, sum(flags[pos : pos + n])
                 f.result.n_unchanged = n - f.result.n_new
                 pos += n
@@ -333,6 +356,22 @@ class _Group:
             if not f.n_bad:
                 self.known.by_sha.setdefault(f.sha256, (0, f.result.format, f.result.n_records))
 
+    def _add_units(self, files: list[_Staged], ingest_ids: list[int]) -> list[bool]:
+        """The group's records, some parsed by workers, in one
+        :meth:`Store.add_tables` (as one :meth:`Store.add_staged` would: the
+        same rows, the first of a repeated key wins, one ingest time); the
+        files this process parsed are turned into tables here."""
+        pieces: list[tuple[Unit, int, int]] = []
+        for f, ingest_id in zip(files, ingest_ids, strict=True):
+            source = display_path(f.path.resolve())
+            unit = f.unit
+            if unit is None:
+                unit = Unit(*staged_tables(f.items, source, ingest_id), [])
+            if unit.n_good:
+                unit.set_ingest(source, ingest_id)
+                pieces.append((unit, 0, unit.n_good))
+        return _add_pieces(self.store, pieces) if pieces else []
+
 
 def ingest_paths(
     store: Store,
@@ -354,8 +393,9 @@ def ingest_paths(
     transaction. Either way a file is stored whole or not at all.
     ``jobs``: processes that parse a large ClinicalTrials.gov JSON array or
     NDJSON file (None: all cores for a file of at least
-    :data:`celltrials.ingest_parallel.MIN_BYTES`; 1: this process only); what
-    is stored does not depend on it (:mod:`celltrials.ingest_parallel`).
+    :data:`celltrials.ingest_parallel.MIN_BYTES`; 1: this process only), and
+    that parse many smaller ones ahead of the writer (:func:`_files_ahead`);
+    what is stored does not depend on it (:mod:`celltrials.ingest_parallel`).
     """
     check_jobs(jobs)
     report = IngestReport()
@@ -367,7 +407,12 @@ def ingest_paths(
     store.discard_unfinished_ingests()  # left by a process killed while staging a file
     known = _Known.load(store)
     group = _Group(store, known, progress, batch_size)
-    with gc_paused(), _checkpoint_threshold(store, CHECKPOINT_BYTES), _memory_limit(store):
+    with (
+        gc_paused(),
+        _checkpoint_threshold(store, CHECKPOINT_BYTES),
+        _memory_limit(store),
+        _files_ahead(files, known, force, jobs) as ahead,
+    ):
         try:
             for index, path in enumerate(files, start=1):
                 _one_file(
@@ -384,6 +429,7 @@ def ingest_paths(
                     progress,
                     batch_size,
                     jobs,
+                    ahead,
                 )
         except IngestAborted:
             group.flush()  # the files before the bad one stay
@@ -395,6 +441,92 @@ def ingest_paths(
             # 1.3 to 1.9 GB (100,000 complete studies)
             store.checkpoint()
     return report
+
+
+#: the extensions of the files :func:`_files_ahead` hands to workers (a file
+#: is still read by its content; this only spares sniffing, e.g. decoding a CSV, twice)
+_AHEAD_SUFFIXES = {".json", ".ndjson", ".jsonl"}
+
+
+@dataclass
+class _Ahead:
+    files: FilesAhead
+    #: content hashes taken while choosing files to parse ahead, by (path, size, mtime_ns)
+    hashed: dict[tuple[str, int, int], str]
+
+
+def _ahead_workers(files: list[Path], known: _Known, force: bool, jobs: int | None) -> int:
+    """Workers for :func:`_files_ahead`; 1: none, every file is parsed here."""
+    workers = jobs or available_cores()
+    if workers < 2:
+        return 1
+    n = total = 0
+    for path in files:
+        if path.suffix.lower() not in _AHEAD_SUFFIXES:
+            continue
+        try:
+            st = path.stat()
+            key = (display_path(path.resolve()), st.st_size, st.st_mtime_ns)
+        except OSError:
+            continue
+        if st.st_size >= ingest_parallel.AHEAD_MAX_BYTES:
+            continue  # read by this process, or streamed to workers of its own
+        if not force and known.by_stat.get(key) in known.by_sha:
+            continue  # unchanged: skipped without reading it
+        n += 1
+        total += st.st_size
+    # starting the workers costs about a second: not for one file nor a few MB
+    # (:data:`celltrials.ingest_parallel.AHEAD_MIN_BYTES` says why)
+    return workers if n >= 2 and total >= ingest_parallel.AHEAD_MIN_BYTES else 1
+
+
+@contextlib.contextmanager
+def _files_ahead(
+    files: list[Path], known: _Known, force: bool, jobs: int | None
+) -> Iterator[_Ahead | None]:
+    """Worker processes parsing the ClinicalTrials.gov JSON and NDJSON files
+    that this process would parse itself (small ones, written in groups, and
+    ones too small to be streamed to workers), a few files ahead of the one
+    being written (:class:`celltrials.ingest_parallel.FilesAhead`); None
+    (every file parsed here) with ``jobs=1``, on one core, or when there is
+    too little to parse (:func:`_ahead_workers`). :func:`_one_file` decides,
+    in order, what is read and how, as without workers; a file it reads is
+    taken from the workers, with the same records and findings."""
+    workers = 1 if jobs == 1 else _ahead_workers(files, known, force, jobs)
+    if workers < 2:
+        yield None
+        return
+    hashed: dict[tuple[str, int, int], str] = {}
+
+    def choose(i: int) -> AheadPlan:
+        path = files[i]
+        if path.suffix.lower() not in _AHEAD_SUFFIXES:
+            return None
+        try:
+            st = path.stat()
+            if st.st_size >= ingest_parallel.AHEAD_MAX_BYTES:
+                return None
+            key = (display_path(path.resolve()), st.st_size, st.st_mtime_ns)
+            sha = None if force else known.by_stat.get(key)
+            if sha is None:
+                sha = hashed[key] = _sha256(path)  # (taken again by _one_file)
+            if not force and sha in known.by_sha:
+                return None
+            fmt = sniff(path).format
+        except (DataFileError, OSError):
+            return None  # _one_file says why
+        if fmt not in ingest_parallel.FORMATS or (
+            fmt == "ctgov_json" and st.st_size >= ctgov_json.STREAM_MIN_BYTES
+        ):
+            return None  # streamed: read in batches by this process or by workers of its own
+        return fmt, st.st_size, st.st_mtime_ns
+
+    with pool(workers, preload=("celltrials.ingest_parallel",)) as executor:
+        ahead = FilesAhead(executor, workers, files, choose)
+        try:
+            yield _Ahead(ahead, hashed)
+        finally:
+            ahead.close()
 
 
 def _one_file(
@@ -411,13 +543,15 @@ def _one_file(
     progress: Progress | None,
     batch_size: int,
     jobs: int | None = None,
+    ahead: _Ahead | None = None,
 ) -> None:
     try:
         st = path.stat()
         resolved = display_path(path.resolve())
-        sha = None if force else known.by_stat.get((resolved, st.st_size, st.st_mtime_ns))
+        key = (resolved, st.st_size, st.st_mtime_ns)
+        sha = None if force else known.by_stat.get(key)
         if sha is None:
-            sha = _sha256(path)
+            sha = (ahead.hashed.pop(key, None) if ahead else None) or _sha256(path)
     except OSError as exc:
         _unreadable(exc, path, report, skip_bad)
         return
@@ -484,30 +618,51 @@ def _one_file(
             )
         )
     try:
+        parsed = (
+            ahead.files.take(index - 1, sniffed.format, st.st_size, st.st_mtime_ns)
+            if ahead
+            else None
+        )
         if st.st_size <= SMALL_FILE_BYTES:
             staged = _Staged(path, result, sha, st.st_size, st.st_mtime_ns, 0, [])
-            for item in parse_file(path, sniffed):
-                if _bad(item, path, result, report, skip_bad):
-                    continue
-                assert isinstance(item, ParsedRecord)
-                prepared = _prepared(item, path, result, report, skip_bad)
-                if prepared:
-                    staged.items.append(prepared)
+            if parsed is not None:
+                _replay(parsed.unit.findings, path, result, report, skip_bad)
+                if parsed.error is not None:
+                    raise parsed.error
+                staged.unit = parsed.unit
+            else:
+                for item in parse_file(path, sniffed):
+                    if _bad(item, path, result, report, skip_bad):
+                        continue
+                    assert isinstance(item, ParsedRecord)
+                    prepared = _prepared(item, path, result, report, skip_bad)
+                    if prepared:
+                        staged.items.append(prepared)
             staged.n_bad = result.n_bad
-            result.n_records = len(
-                staged.items
-            )  # new/unchanged are known once the group is written
+            # new/unchanged are known once the group is written
+            result.n_records = staged.n_items
             if progress:
                 progress(
                     ProgressEvent(
-                        "ingest", "records", display_path(path), n=len(staged.items) + result.n_bad
+                        "ingest", "records", display_path(path), n=staged.n_items + result.n_bad
                     )
                 )
             group.add(staged)
         else:
             group.flush()
             _ingest_file(
-                store, path, sniffed, result, report, skip_bad, progress, batch_size, sha, st, jobs
+                store,
+                path,
+                sniffed,
+                result,
+                report,
+                skip_bad,
+                progress,
+                batch_size,
+                sha,
+                st,
+                jobs,
+                parsed,
             )
             if not result.n_bad:
                 known.by_sha.setdefault(sha, (0, result.format, result.n_records))
@@ -563,6 +718,20 @@ def _bad(item: Any, path: Path, result: FileResult, report: IngestReport, skip_b
     return True
 
 
+def _replay(
+    findings: list[ingest_parallel.FindingRow],
+    path: Path,
+    result: FileResult,
+    report: IngestReport,
+    skip_bad: bool,
+) -> None:
+    """The findings of a file a worker parsed, counted as :func:`_bad` and
+    :func:`_prepared` count them while parsing (the first stops a strict run)."""
+    for _, reason, position, record_id, where in findings:
+        error = RecordError(reason, path=where, position=position, record_id=record_id)
+        _bad(error, path, result, report, skip_bad)
+
+
 def _prepared(
     rec: ParsedRecord, path: Path, result: FileResult, report: IngestReport, skip_bad: bool
 ) -> tuple[ParsedRecord, bytes, str] | None:
@@ -602,6 +771,7 @@ def _ingest_file(
     sha: str,
     st: os.stat_result,
     jobs: int | None = None,
+    parsed: ParsedFile | None = None,
 ) -> None:
     """A large file, staged then published: its batches are committed one by
     one as an unfinished ingest (records no trial shows yet; memory stays
@@ -611,8 +781,9 @@ def _ingest_file(
     killed meanwhile leaves an unfinished ingest that the next writer
     deletes (:meth:`Store.discard_unfinished_ingests`). Either way the store
     ends as if the file had not been read. With several ``jobs`` the records
-    are parsed by worker processes (:func:`_ingest_units`), with the same result."""
-    workers = plan_workers(sniffed.format, path, st.st_size, jobs)
+    are parsed by worker processes (:func:`_ingest_units`), with the same
+    result; so are they when the file was ``parsed`` whole by a worker ahead."""
+    workers = 1 if parsed is not None else plan_workers(sniffed.format, path, st.st_size, jobs)
     source = display_path(path.resolve())
     with store.transaction():
         ingest_id = store.begin_ingest(
@@ -650,7 +821,10 @@ def _ingest_file(
             pending = writer.submit(_add_pieces, store, pieces)
 
         try:
-            if workers > 1:
+            if parsed is not None:
+                whole = _whole_file(parsed, source, ingest_id)
+                _ingest_units(whole, write_units, path, result, report, skip_bad, batch_size)
+            elif workers > 1:
                 units = parse_units(sniffed.format, path, source, ingest_id, workers)
                 try:
                     _ingest_units(units, write_units, path, result, report, skip_bad, batch_size)
@@ -725,6 +899,15 @@ def _ingest_units(
             pieces.append((unit, start, unit.n_good))
     if pieces:
         write(pieces)
+
+
+def _whole_file(parsed: ParsedFile, source: str, ingest_id: int) -> Iterator[Unit]:
+    """A file parsed whole by a worker as :func:`_ingest_units` takes a
+    file's units: its one unit, then the error that ended the file, if any."""
+    parsed.unit.set_ingest(source, ingest_id)
+    yield parsed.unit
+    if parsed.error is not None:
+        raise parsed.error
 
 
 def _add_pieces(store: Store, pieces: list[tuple[Unit, int, int]]) -> list[bool]:

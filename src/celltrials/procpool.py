@@ -15,6 +15,7 @@ both ends), nor would the fork server, which lives while a worker holds its
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing as mp
 import os
@@ -22,7 +23,7 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -88,6 +89,39 @@ def _start_worker(
         initializer(*initargs)
 
 
+@contextlib.contextmanager
+def pool(
+    workers: int,
+    *,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+    preload: Sequence[str] = (),
+) -> Iterator[ProcessPoolExecutor]:
+    """``workers`` processes started as the module docstring says (each ends
+    itself when this process is gone); for callers that pick their own order
+    of tasks (:func:`map_ordered` is the common case). Shut down on leaving."""
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context(preload),
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, initargs),
+    ) as executor:
+        yield executor
+
+
+def result(future: Future[_R], workers: int, fn: Callable[..., object]) -> _R:
+    """A task's result; a worker that died (killed, out of memory, could not
+    start) raises :class:`WorkerError` naming ``fn``."""
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise WorkerError(
+            f"a worker process ended abruptly ({workers} workers running "
+            f"{getattr(fn, '__qualname__', fn)}): killed, out of memory, or "
+            "it could not start"
+        ) from exc
+
+
 def map_ordered(
     fn: Callable[[_P], _R],
     payloads: Iterable[_P],
@@ -102,33 +136,21 @@ def map_ordered(
     ``fn`` must be a module-level function; ``payloads`` is read lazily,
     ``in_flight`` per worker ahead of the results, so memory stays bounded.
     Closing the iterator early cancels the payloads not yet started."""
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context(preload),
-        initializer=_start_worker,
-        initargs=(os.getpid(), initializer, initargs),
-    ) as pool:
+    with pool(workers, initializer=initializer, initargs=initargs, preload=preload) as executor:
         pending: deque[Future[_R]] = deque()
         it = iter(payloads)
 
         def submit() -> None:
             for p in itertools.islice(it, 1):
-                pending.append(pool.submit(fn, p))
+                pending.append(executor.submit(fn, p))
 
         try:
             for _ in range(in_flight * workers):
                 submit()
             while pending:
-                try:
-                    result = pending.popleft().result()
-                except BrokenProcessPool as exc:
-                    raise WorkerError(
-                        f"a worker process ended abruptly ({workers} workers running "
-                        f"{getattr(fn, '__qualname__', fn)}): killed, out of memory, or "
-                        "it could not start"
-                    ) from exc
+                done = result(pending.popleft(), workers, fn)
                 submit()
-                yield result
+                yield done
         finally:
             for f in pending:
                 f.cancel()
@@ -146,4 +168,13 @@ def from_ipc(blob: bytes) -> pa.Table:
     return pa.ipc.open_stream(blob).read_all()
 
 
-__all__ = ["available_cores", "check_jobs", "context", "from_ipc", "map_ordered", "to_ipc"]
+__all__ = [
+    "available_cores",
+    "check_jobs",
+    "context",
+    "from_ipc",
+    "map_ordered",
+    "pool",
+    "result",
+    "to_ipc",
+]
