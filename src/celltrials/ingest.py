@@ -30,12 +30,13 @@ from celltrials.ingest_parallel import (
     concat,
     parse_units,
     plan_workers,
+    with_ingest,
 )
 from celltrials.models import ParsedRecord
 from celltrials.procpool import available_cores, check_jobs, pool
 from celltrials.progress import Progress, ProgressEvent, logger
 from celltrials.runtime import gc_paused
-from celltrials.sources import ctgov_json, parse_file, sniff
+from celltrials.sources import Sniffed, ctgov_json, parse_file, sniff
 from celltrials.sources.validate import unstorable_reason
 from celltrials.store import AddResult, Staged, Store, raw_and_digest, staged_tables
 
@@ -277,16 +278,17 @@ class _Staged:
     mtime_ns: int
     n_bad: int
     items: list[tuple[ParsedRecord, bytes, str]]
-    unit: Unit | None = None  # instead of ``items``: the file parsed by a worker
+    source: str = ""  # the resolved path, as stored
+    parsed: ParsedFile | None = None  # instead of ``items``: the file parsed by a worker
 
     @property
     def n_items(self) -> int:
-        return self.unit.n_good if self.unit is not None else len(self.items)
+        return self.parsed.n_good if self.parsed is not None else len(self.items)
 
     @property
     def n_bytes(self) -> int:
-        if self.unit is not None:
-            return sum(self.unit.raw_bytes)
+        if self.parsed is not None:
+            return self.parsed.n_bytes
         return sum(len(raw) for _, raw, _ in self.items)
 
 
@@ -319,11 +321,11 @@ class _Group:
         store = self.store
         with store.transaction():
             ingest_ids = store.new_ingest_ids(len(files))
-            if any(f.unit is not None for f in files):
+            if any(f.parsed is not None for f in files):
                 flags = self._add_units(files, ingest_ids)
             else:
                 items: list[Staged] = [
-                    (rec, raw, digest, display_path(f.path.resolve()), ingest_id)
+                    (rec, raw, digest, f.source, ingest_id)
                     for f, ingest_id in zip(files, ingest_ids, strict=True)
                     for rec, raw, digest in f.items
                 ]
@@ -339,7 +341,7 @@ class _Group:
                 [
                     (
                         ingest_id,
-                        display_path(f.path.resolve()),
+                        f.source,
                         f.result.format,
                         f.sha256,
                         f.size,
@@ -362,15 +364,29 @@ class _Group:
         same rows, the first of a repeated key wins, one ingest time); the
         files this process parsed are turned into tables here."""
         pieces: list[tuple[Unit, int, int]] = []
+        sources: list[str] = []
+        ids: list[int] = []
+        counts: list[int] = []
         for f, ingest_id in zip(files, ingest_ids, strict=True):
-            source = display_path(f.path.resolve())
-            unit = f.unit
-            if unit is None:
+            source = f.source
+            if f.parsed is not None:
+                unit, a, b = f.parsed.unit, f.parsed.start, f.parsed.stop
+            else:
                 unit = Unit(*staged_tables(f.items, source, ingest_id), [])
-            if unit.n_good:
-                unit.set_ingest(source, ingest_id)
-                pieces.append((unit, 0, unit.n_good))
-        return _add_pieces(self.store, pieces) if pieces else []
+                a, b = 0, unit.n_good
+            if a == b:
+                continue
+            if pieces and pieces[-1][0] is unit and pieces[-1][2] == a:
+                pieces[-1] = (unit, pieces[-1][1], b)  # files of one worker task, side by side
+            else:
+                pieces.append((unit, a, b))
+            sources.append(source)
+            ids.append(ingest_id)
+            counts.append(b - a)
+        if not pieces:
+            return []
+        records, children = concat(pieces)
+        return self.store.add_tables(with_ingest(records, sources, ids, counts), children)
 
 
 def ingest_paths(
@@ -451,8 +467,17 @@ _AHEAD_SUFFIXES = {".json", ".ndjson", ".jsonl"}
 @dataclass
 class _Ahead:
     files: FilesAhead
-    #: content hashes taken while choosing files to parse ahead, by (path, size, mtime_ns)
-    hashed: dict[tuple[str, int, int], str]
+    #: what was learnt of the files handed to the workers, by index: the size
+    #: and modification time they had, their content hash and format
+    planned: dict[int, tuple[int, int, str, str]]
+
+    def plan(self, i: int, st: os.stat_result) -> tuple[str, str] | None:
+        """File ``i``'s (content hash, format) if it was handed to the
+        workers as it is now (same size and modification time)."""
+        seen = self.planned.pop(i, None)
+        if seen is None or seen[:2] != (st.st_size, st.st_mtime_ns):
+            return None
+        return seen[2], seen[3]
 
 
 def _ahead_workers(files: list[Path], known: _Known, force: bool, jobs: int | None) -> int:
@@ -466,13 +491,14 @@ def _ahead_workers(files: list[Path], known: _Known, force: bool, jobs: int | No
             continue
         try:
             st = path.stat()
-            key = (display_path(path.resolve()), st.st_size, st.st_mtime_ns)
+            if st.st_size >= ingest_parallel.AHEAD_MAX_BYTES:
+                continue  # read by this process, or streamed to workers of its own
+            if not force and known.by_stat:
+                key = (display_path(path.resolve()), st.st_size, st.st_mtime_ns)
+                if known.by_stat.get(key) in known.by_sha:
+                    continue  # unchanged: skipped without reading it
         except OSError:
             continue
-        if st.st_size >= ingest_parallel.AHEAD_MAX_BYTES:
-            continue  # read by this process, or streamed to workers of its own
-        if not force and known.by_stat.get(key) in known.by_sha:
-            continue  # unchanged: skipped without reading it
         n += 1
         total += st.st_size
     # starting the workers costs about a second: not for one file nor a few MB
@@ -496,7 +522,7 @@ def _files_ahead(
     if workers < 2:
         yield None
         return
-    hashed: dict[tuple[str, int, int], str] = {}
+    planned: dict[int, tuple[int, int, str, str]] = {}
 
     def choose(i: int) -> AheadPlan:
         path = files[i]
@@ -506,10 +532,12 @@ def _files_ahead(
             st = path.stat()
             if st.st_size >= ingest_parallel.AHEAD_MAX_BYTES:
                 return None
-            key = (display_path(path.resolve()), st.st_size, st.st_mtime_ns)
-            sha = None if force else known.by_stat.get(key)
+            sha = None
+            if not force and known.by_stat:
+                key = (display_path(path.resolve()), st.st_size, st.st_mtime_ns)
+                sha = known.by_stat.get(key)
             if sha is None:
-                sha = hashed[key] = _sha256(path)  # (taken again by _one_file)
+                sha = _sha256(path)
             if not force and sha in known.by_sha:
                 return None
             fmt = sniff(path).format
@@ -519,12 +547,13 @@ def _files_ahead(
             fmt == "ctgov_json" and st.st_size >= ctgov_json.STREAM_MIN_BYTES
         ):
             return None  # streamed: read in batches by this process or by workers of its own
+        planned[i] = (st.st_size, st.st_mtime_ns, sha, fmt)  # (not found out again by _one_file)
         return fmt, st.st_size, st.st_mtime_ns
 
     with pool(workers, preload=("celltrials.ingest_parallel",)) as executor:
         ahead = FilesAhead(executor, workers, files, choose)
         try:
-            yield _Ahead(ahead, hashed)
+            yield _Ahead(ahead, planned)
         finally:
             ahead.close()
 
@@ -548,10 +577,10 @@ def _one_file(
     try:
         st = path.stat()
         resolved = display_path(path.resolve())
-        key = (resolved, st.st_size, st.st_mtime_ns)
-        sha = None if force else known.by_stat.get(key)
+        sha = None if force else known.by_stat.get((resolved, st.st_size, st.st_mtime_ns))
+        planned = ahead.plan(index - 1, st) if ahead else None
         if sha is None:
-            sha = (ahead.hashed.pop(key, None) if ahead else None) or _sha256(path)
+            sha = planned[0] if planned else _sha256(path)
     except OSError as exc:
         _unreadable(exc, path, report, skip_bad)
         return
@@ -575,7 +604,7 @@ def _one_file(
             )
         return
     try:
-        sniffed = sniff(path)
+        sniffed = Sniffed(planned[1]) if planned else sniff(path)
     except UnknownFormatError as exc:
         if path.resolve() not in explicit and path.suffix.lower() == ".csv" and exc.no_id_column:
             # a CSV that is not a registry export (e.g. a labels table next to the data)
@@ -624,12 +653,12 @@ def _one_file(
             else None
         )
         if st.st_size <= SMALL_FILE_BYTES:
-            staged = _Staged(path, result, sha, st.st_size, st.st_mtime_ns, 0, [])
+            staged = _Staged(path, result, sha, st.st_size, st.st_mtime_ns, 0, [], resolved)
             if parsed is not None:
-                _replay(parsed.unit.findings, path, result, report, skip_bad)
+                _replay(parsed.findings, path, result, report, skip_bad)
                 if parsed.error is not None:
                     raise parsed.error
-                staged.unit = parsed.unit
+                staged.parsed = parsed
             else:
                 for item in parse_file(path, sniffed):
                     if _bad(item, path, result, report, skip_bad):
@@ -904,8 +933,9 @@ def _ingest_units(
 def _whole_file(parsed: ParsedFile, source: str, ingest_id: int) -> Iterator[Unit]:
     """A file parsed whole by a worker as :func:`_ingest_units` takes a
     file's units: its one unit, then the error that ended the file, if any."""
-    parsed.unit.set_ingest(source, ingest_id)
-    yield parsed.unit
+    unit = parsed.own_unit()
+    unit.set_ingest(source, ingest_id)
+    yield unit
     if parsed.error is not None:
         raise parsed.error
 

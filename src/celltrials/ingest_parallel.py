@@ -17,11 +17,11 @@ flight, so memory stays bounded whatever the file's size.
 
 Many smaller files (:class:`FilesAhead`): each ClinicalTrials.gov JSON or
 NDJSON file that the calling process would parse itself (below
-:data:`AHEAD_MAX_BYTES`) is one task, read and parsed whole by a worker with
-the serial reader (:func:`celltrials.sources.parse_file`) into one
-:class:`Unit` with its findings and, if the file breaks off, its error; a few
-files per worker are parsed ahead while the calling process writes the ones
-before. The calling process decides, file by file and in order, what is read
+:data:`AHEAD_MAX_BYTES`) is read and parsed whole by a worker with the
+serial reader (:func:`celltrials.sources.parse_file`) into rows of a
+:class:`Unit`, with its findings and, if the file breaks off, its error
+(small files go several to a task); a few tasks per worker are parsed ahead
+while the calling process writes the files before. The calling process decides, file by file and in order, what is read
 (unchanged files are skipped) and replays the findings as if it had parsed
 the file itself.
 """
@@ -80,11 +80,17 @@ AHEAD_MAX_BYTES = 64 << 20
 #: studies; from 64 MB on (~5,000 complete studies, 3-5 s parsing here) the
 #: workers more than pay for their start. Tests lower it.
 AHEAD_MIN_BYTES = 64 << 20
-#: files in flight per worker (parsing, queued or parsed and waiting for the
-#: writer): enough for the workers to go on while a group of files is written
+#: tasks (:data:`AHEAD_TASK_BYTES`) in flight per worker (parsing, queued or
+#: parsed and waiting for the writer): enough for the workers to go on while a
+#: group of files is written
 AHEAD_IN_FLIGHT = 3
-#: ... and at most this many bytes of files in flight in all (at least one file)
+#: ... and at most this many bytes of files in flight in all (at least one task)
 AHEAD_IN_FLIGHT_BYTES = 256 << 20
+#: consecutive files are parsed by one worker task up to this many bytes or
+#: files: a task costs ~1 ms of this process's time (sending it, reading its
+#: tables), as much as parsing a small study
+AHEAD_TASK_BYTES = 1 << 20
+AHEAD_TASK_FILES = 200
 
 
 def plan_workers(fmt: str, path: Path, size: int, jobs: int | None) -> int:
@@ -133,6 +139,19 @@ class Unit:
         """The child rows of the good records ``start`` to ``stop``."""
         lo, hi = np.searchsorted(self._owner[table], [start, stop])
         return self.children[table].slice(int(lo), int(hi - lo))
+
+
+def with_ingest(
+    records: pa.Table, sources: list[str], ids: list[int], counts: list[int]
+) -> pa.Table:
+    """``records`` (of several files, in order) with each file's ``source``
+    and ``ingest_id``: ``counts[k]`` rows of file ``k`` after those of file ``k - 1``."""
+    which = pa.array(np.repeat(np.arange(len(counts)), counts))
+    for name, values in (("source", sources), ("ingest_id", ids)):
+        at = records.schema.get_field_index(name)
+        column = pc.take(pa.array(values, type=records.schema.field(at).type), which)
+        records = records.set_column(at, name, column)
+    return records
 
 
 def concat(pieces: list[tuple[Unit, int, int]]) -> tuple[pa.Table, dict[str, pa.Table]]:
@@ -214,40 +233,53 @@ def _stage(
 
 #: (reason, path, position, record id) of the error that ended a file
 FileError = tuple[str, str, int | None, str | None]
+#: one file of a task: its good records (how many), findings and error, if any
+#: (another exception than a file's fault travels as it is, raised at the file's turn)
+FileOutcome = tuple[int, list[FindingRow], FileError | Exception | None]
 
 
-def _parse_whole_file(
-    payload: tuple[str, str, str],
-) -> tuple[bytes, dict[str, bytes], list[FindingRow], FileError | None]:
-    """A worker's task: one whole file read by the serial reader; its good
-    records' tables (``source`` and ``ingest_id`` left empty: the writer sets
-    them), its findings in file order and the error that ended it, if any."""
-    cwd, path, fmt = payload
-    if not os.path.isabs(path) and os.getcwd() != cwd:
+def _parse_files(
+    payload: tuple[str, list[tuple[str, str]]],
+) -> tuple[bytes, dict[str, bytes], list[FileOutcome]]:
+    """A worker's task: whole files, each read by the serial reader
+    (:func:`celltrials.sources.parse_file`). Out: the tables of their good
+    records, file after file (``source`` and ``ingest_id`` left empty: the
+    writer sets them), and per file how many, its findings in file order and
+    the error that ended it, if any."""
+    cwd, files = payload
+    if any(not os.path.isabs(path) for path, _ in files) and os.getcwd() != cwd:
         # a relative path as the caller gave it (it is part of the findings' text)
         os.chdir(cwd)
     items: list[tuple[ParsedRecord, bytes, str]] = []
-    findings: list[FindingRow] = []
-    error: FileError | None = None
+    outcomes: list[FileOutcome] = []
     with gc_paused():
-        try:
-            for item in parse_file(Path(path), Sniffed(fmt)):
-                if isinstance(item, RecordError):
-                    # (as celltrials.ingest._bad reports it)
-                    findings.append(
-                        (len(items), item.reason, item.position, item.record_id, item.path or path)
-                    )
-                    continue
-                _stage(item, path, items, findings)
-        except DataFileError as exc:
-            error = (
-                exc.reason,
-                exc.path,
-                getattr(exc, "position", None),
-                getattr(exc, "record_id", None),
-            )
+        for path, fmt in files:
+            own: list[tuple[ParsedRecord, bytes, str]] = []
+            findings: list[FindingRow] = []
+            error: FileError | Exception | None = None
+            try:
+                for item in parse_file(Path(path), Sniffed(fmt)):
+                    if isinstance(item, RecordError):
+                        # (as celltrials.ingest._bad reports it)
+                        where = item.path or path
+                        findings.append(
+                            (len(own), item.reason, item.position, item.record_id, where)
+                        )
+                        continue
+                    _stage(item, path, own, findings)
+            except DataFileError as exc:
+                error = (
+                    exc.reason,
+                    exc.path,
+                    getattr(exc, "position", None),
+                    getattr(exc, "record_id", None),
+                )
+            except Exception as exc:
+                error = exc
+            items.extend(own)
+            outcomes.append((len(own), findings, error))
         records, children = staged_tables(items, "", None)
-    return to_ipc(records), {t: to_ipc(c) for t, c in children.items()}, findings, error
+    return to_ipc(records), {t: to_ipc(c) for t, c in children.items()}, outcomes
 
 
 # ------------------------------------------------------------------ calling side
@@ -314,16 +346,44 @@ def parse_units(
 
 @dataclass
 class ParsedFile:
-    """A whole file parsed by a worker: its good records (one :class:`Unit`,
-    the findings in file order) and the error that ended it, if any."""
+    """A whole file parsed by a worker: its good records (rows ``start`` to
+    ``stop`` of a :class:`Unit` it may share with the files parsed in the
+    same task), its findings in file order and the error that ended it, if any."""
 
     unit: Unit
-    error: DataFileError | None
+    start: int
+    stop: int
+    findings: list[FindingRow]
+    error: Exception | None
+
+    @property
+    def n_good(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def n_bytes(self) -> int:
+        return sum(self.unit.raw_bytes[self.start : self.stop])
+
+    def own_unit(self) -> Unit:
+        """The file's records as a unit of their own (with its findings)."""
+        if self.start == 0 and self.stop == self.unit.n_good:
+            self.unit.findings = self.findings
+            return self.unit  # (any other file of the task has no good records)
+        records, children = concat([(self.unit, self.start, self.stop)])
+        return Unit(records, children, self.findings)
 
 
 #: what :class:`FilesAhead` is told of a file it may parse: (format, size, mtime_ns),
 #: or None for a file the writer will not hand to it
 AheadPlan = tuple[str, int, int] | None
+
+
+@dataclass
+class _Task:
+    future: Future[Any]
+    size: int  # bytes of its files
+    left: int  # its files not yet taken or passed over
+    done: tuple[Unit, list[tuple[int, FileOutcome]]] | None = None  # (unit, (start, outcome))
 
 
 class FilesAhead:
@@ -332,9 +392,11 @@ class FilesAhead:
     ``choose(i)`` says whether file ``i`` of ``paths`` is one to parse (its
     format and the size and modification time it had); it is asked in file
     order, a few files ahead of the writer, so that the workers parse the
-    next files while the current ones are written. :meth:`take` gives the
-    writer file ``i``'s result; files it passed over without taking (skipped
-    as unchanged, say) are dropped."""
+    next files while the current ones are written. Consecutive small files go
+    to a worker together (up to :data:`AHEAD_TASK_BYTES` or
+    :data:`AHEAD_TASK_FILES`): one task, one set of tables, whatever the
+    number of files. :meth:`take` gives the writer file ``i``'s result;
+    files it passed over without taking (skipped as unchanged, say) are dropped."""
 
     def __init__(
         self,
@@ -345,58 +407,85 @@ class FilesAhead:
     ) -> None:
         self._executor, self._workers, self._paths, self._choose = executor, workers, paths, choose
         self._next = 0  # the next file to ask ``choose`` about
-        self._pending: dict[int, tuple[Future[Any], str, int, int]] = {}
+        self._files: dict[int, tuple[_Task, int, str, int, int]] = {}  # (task, k, fmt, size, mtime)
+        self._tasks: list[_Task] = []  # in flight: started, or done and not all taken
         self._bytes = 0
         self._top_up()
 
     def _top_up(self) -> None:
         while self._next < len(self._paths) and (
-            not self._pending
+            not self._tasks
             or (
-                len(self._pending) < AHEAD_IN_FLIGHT * self._workers
+                len(self._tasks) < AHEAD_IN_FLIGHT * self._workers
                 and self._bytes < AHEAD_IN_FLIGHT_BYTES
             )
         ):
-            i = self._next
-            self._next += 1
-            plan = self._choose(i)
-            if plan is None:
-                continue
-            fmt, size, mtime_ns = plan
-            task = (os.getcwd(), str(self._paths[i]), fmt)
-            self._pending[i] = (self._executor.submit(_parse_whole_file, task), fmt, size, mtime_ns)
+            chosen: list[tuple[int, str, int, int]] = []
+            size = 0
+            while (
+                self._next < len(self._paths)
+                and size < AHEAD_TASK_BYTES
+                and len(chosen) < AHEAD_TASK_FILES
+            ):
+                i = self._next
+                self._next += 1
+                plan = self._choose(i)
+                if plan is not None:
+                    chosen.append((i, *plan))
+                    size += plan[1]
+            if not chosen:
+                return
+            payload = (os.getcwd(), [(str(self._paths[i]), fmt) for i, fmt, _, _ in chosen])
+            task = _Task(self._executor.submit(_parse_files, payload), size, len(chosen))
+            self._tasks.append(task)
             self._bytes += size
+            for k, (i, fmt, file_size, mtime_ns) in enumerate(chosen):
+                self._files[i] = (task, k, fmt, file_size, mtime_ns)
 
-    def _drop(self, i: int) -> tuple[Future[Any], str, int, int] | None:
-        entry = self._pending.pop(i, None)
-        if entry is not None:
-            self._bytes -= entry[2]
-        return entry
+    def _release(self, task: _Task) -> None:
+        task.left -= 1
+        if task.left == 0:
+            task.future.cancel()  # (if not started: every file was passed over)
+            task.done = None
+            self._tasks.remove(task)
+            self._bytes -= task.size
 
     def take(self, i: int, fmt: str, size: int, mtime_ns: int) -> ParsedFile | None:
         """File ``i`` parsed, if it was handed to a worker as it is now
         (format, size, modification time); else None: the writer reads it."""
-        for earlier in [k for k in self._pending if k < i]:
-            entry = self._drop(earlier)
-            assert entry is not None
-            entry[0].cancel()
-        entry = self._drop(i)
-        self._top_up()  # the workers go on while this file is written
+        for earlier in [k for k in self._files if k < i]:
+            self._release(self._files.pop(earlier)[0])
+        entry = self._files.pop(i, None)
         if entry is None:
+            self._top_up()
             return None
-        future, *seen = entry
+        task, k, *seen = entry
         if seen != [fmt, size, mtime_ns]:
-            future.cancel()
-            return None  # the file changed since it was handed out
-        records, children, findings, error = result(future, self._workers, _parse_whole_file)
-        unit = Unit(from_ipc(records), {t: from_ipc(c) for t, c in children.items()}, findings)
-        return ParsedFile(unit, _file_error(error) if error else None)
+            self._release(task)  # the file changed since it was handed out
+            self._top_up()
+            return None
+        if task.done is None:
+            records, children, outcomes = result(task.future, self._workers, _parse_files)
+            unit = Unit(from_ipc(records), {t: from_ipc(c) for t, c in children.items()}, [])
+            starts, at = [], 0
+            for outcome in outcomes:
+                starts.append((at, outcome))
+                at += outcome[0]
+            task.done = (unit, starts)
+        unit, starts = task.done
+        start, (n_good, findings, error) = starts[k]
+        self._release(task)
+        self._top_up()  # the workers go on while this file is written
+        if isinstance(error, tuple):
+            error = _file_error(error)
+        return ParsedFile(unit, start, start + n_good, findings, error)
 
     def close(self) -> None:
-        """Cancel the files not started (the pool's owner waits for the rest)."""
-        for entry in self._pending.values():
-            entry[0].cancel()
-        self._pending.clear()
+        """Cancel the tasks not started (the pool's owner waits for the rest)."""
+        for task in self._tasks:
+            task.future.cancel()
+        self._tasks.clear()
+        self._files.clear()
         self._bytes = 0
 
 
@@ -418,4 +507,5 @@ __all__ = [
     "concat",
     "parse_units",
     "plan_workers",
+    "with_ingest",
 ]
