@@ -5,7 +5,9 @@ Workers are started with the ``forkserver`` method where the platform has it
 threads, and forking a threaded process is unsafe (Python 3.12+ warns). The
 fork server imports the ``preload`` modules once, so each worker starts with
 them. :func:`map_ordered` runs a module-level function over payloads read
-lazily, a bounded number in flight, and yields the results **in input order**.
+lazily, a bounded number in flight, and yields the results **in input order**;
+:func:`pool` and :func:`result` serve a caller that submits its own tasks
+(ingest's files parsed ahead, :class:`celltrials.ingest_parallel.FilesAhead`).
 
 A worker ends itself when the process that started the pool is gone (killed
 with ``kill -9``, say): its task queue would never close (each worker holds

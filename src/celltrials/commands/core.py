@@ -66,7 +66,7 @@ def _print_report(report: IngestReport, console: Console) -> None:
     "--jobs",
     type=click.IntRange(min=1),
     default=None,
-    help="Processes parsing a large ClinicalTrials.gov JSON/NDJSON file (default: all cores; 1: no workers). What is stored does not depend on it.",
+    help="Processes parsing a large ClinicalTrials.gov JSON/NDJSON file, or many smaller ones ahead of the writer (default: all cores; 1: no workers). What is stored does not depend on it.",
 )
 @pass_ctx
 def ingest(
