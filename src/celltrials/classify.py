@@ -640,7 +640,10 @@ class Classifier:
                 if skip_background and _is_background(self.tax, text, h.start):
                     continue
                 out.append(
-                    (seg, h if same else new_hit(h.entry, h.start, h.end, seg.text[h.start : h.end]))
+                    (
+                        seg,
+                        h if same else new_hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
+                    )
                 )
         return out
 
