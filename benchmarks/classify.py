@@ -40,6 +40,8 @@ import time
 from io import BytesIO
 from pathlib import Path
 
+from machine_check import describe
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 BEGIN = "<!-- benchmarks/classify.py: begin -->"
@@ -161,6 +163,8 @@ def main() -> None:
     cores = _cores()
     load_start = os.getloadavg()[0]
     print(f"1-minute load average at the start: {load_start:.1f}", flush=True)
+    capacity_start = describe(cores)
+    print(capacity_start, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         sha = _export(args.before, Path(tmp))
         old_src = Path(tmp) / "src"
@@ -203,12 +207,15 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     print(f"1-minute load average at the end: {os.getloadavg()[0]:.1f}")
+    capacity_end = describe(cores)
+    print(capacity_end)
     if args.write:
         machine = (
             f"Machine: {platform.machine()}, {cores} cores visible, Python {platform.python_version()}, "
             f"{platform.system()}; 1-minute load average {load_start:.1f} at the start, "
             f"{os.getloadavg()[0]:.1f} at the end (other jobs share the cores); "
-            f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
+            f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. At the start, {capacity_start}; "
+            f"at the end, {capacity_end} (benchmarks/machine_check.py)."
         )
         section = f"{BEGIN}\n```\n{table}\n```\n\n{machine}\n{END}"
         path = ROOT / "BENCHMARKS.md"

@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from machine_check import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -732,6 +733,7 @@ def main() -> None:
         f"command: benchmarks/scale.py --n {args.n} --corpora {args.corpora} --steps {args.steps}"
         + (f" --ingest-jobs {args.ingest_jobs}" if args.ingest_jobs else ""),
         f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine; timings move by ±10-25 %)",
+        f"at start, {describe()} (benchmarks/machine_check.py)",
         "",
         f"{'corpus':<9} {'step':<26} {'items':>9} {'seconds':>8} {'cpu s':>7} {'items/s':>10} {'peak MB':>8} {'DB MB':>8} {'/floor1':>7}",
     ]
@@ -749,7 +751,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     checks.append(
         f"load average at end: {os.getloadavg()[0]:.2f}; wall {time.perf_counter() - started:,.0f} s "
-        f"for the whole run"
+        f"for the whole run; at end, {describe()}"
     )
     text = "\n".join(["```", *head, *rows, "", *checks, "```"])
     print("\n" + "\n".join(checks))

@@ -30,6 +30,7 @@ from itertools import pairwise
 from typing import Any, NamedTuple
 
 from celltrials.models import ParsedRecord
+from celltrials.taxonomy.engine import new_hit
 from celltrials.taxonomy.loader import CompiledField, Entry, Hit, Taxonomy, default_taxonomy
 
 # segment roles
@@ -209,6 +210,14 @@ class Evidence(NamedTuple):
             "start": self.start,
             "end": self.end,
         }
+
+
+def new_evidence(
+    field: str, value: str, source_field: str, text: str, start: int, end: int
+) -> Evidence:
+    """``Evidence(...)`` without the named tuple's ``__new__`` (see
+    :func:`celltrials.taxonomy.engine.new_hit`)."""
+    return tuple.__new__(Evidence, (field, value, source_field, text, start, end))
 
 
 @dataclass(slots=True)
@@ -480,6 +489,9 @@ class TrialContext:
     catchall: list[Segment] = field(default_factory=list)
     #: segments naming the product, in order (cell_type_evidence)
     product_segs: list[Segment] = field(default_factory=list)
+    #: their ids (segments are distinct objects: identity is cheaper than the
+    #: dataclass's field-by-field ``==`` that ``seg in product_segs`` would call)
+    product_ids: set[int] = field(default_factory=set)
     msc_source: list[str] = field(default_factory=list)  # label_msc_source
     origin: str = ""  # label_origin
     forms: set[str] = field(default_factory=set)  # label_product_form
@@ -522,7 +534,7 @@ class Classifier:
             for h in prod_hits:
                 m = _Mention(
                     seg,
-                    h if same else Hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
+                    h if same else new_hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
                     dict(h.entry.labels),
                 )
                 (background if _is_background(tax, text, h.start) else seg_found).append(m)
@@ -534,7 +546,7 @@ class Classifier:
                     continue  # a named product decides for its own span
                 m = _Mention(
                     seg,
-                    h if same else Hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
+                    h if same else new_hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
                     dict(h.entry.labels),
                 )
                 (background if _is_background(tax, text, h.start) else seg_found).append(m)
@@ -595,12 +607,12 @@ class Classifier:
                 {"cell_type": cts},
                 {"receptor": r.entry.value, "base": base},
             )
-            out.append(_Mention(seg, Hit(entry, s0, s1, seg.text[s0:s1]), {"cell_type": cts}))
+            out.append(_Mention(seg, new_hit(entry, s0, s1, seg.text[s0:s1]), {"cell_type": cts}))
         return out
 
     @staticmethod
     def _ev(out: list[Evidence], fld: str, value: str, seg: Segment, h: Hit) -> None:
-        out.append(Evidence(fld, value, seg.source, seg.text[h.start : h.end], h.start, h.end))
+        out.append(new_evidence(fld, value, seg.source, seg.text[h.start : h.end], h.start, h.end))
 
     def _scan(
         self,
@@ -628,7 +640,10 @@ class Classifier:
                 if skip_background and _is_background(self.tax, text, h.start):
                     continue
                 out.append(
-                    (seg, h if same else Hit(h.entry, h.start, h.end, seg.text[h.start : h.end]))
+                    (
+                        seg,
+                        h if same else new_hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
+                    )
                 )
         return out
 
@@ -1016,7 +1031,7 @@ class Classifier:
             for v in m.values.get("cell_type", ()):
                 if v in cell_types:
                     self._ev(evidence, "cell_type", v, m.seg, m.hit)
-        seen_ids: set[int] = set()
+        seen_ids = ctx.product_ids
         for m in ctx.found:
             if id(m.seg) not in seen_ids:
                 seen_ids.add(id(m.seg))
@@ -1079,7 +1094,7 @@ class Classifier:
         stated: set[str] = set()
         product_segs = ctx.product_segs
         origin_segs = product_segs + [
-            s for s in dict.fromkeys(ctx.catchall) if s not in product_segs
+            s for s in dict.fromkeys(ctx.catchall) if id(s) not in ctx.product_ids
         ]
         for seg, h in self._scan(self.tax.origin, origin_segs, ctx.masked):
             if _describes_other_cells(seg, h, ctx.found, ctx.background):
@@ -1183,7 +1198,7 @@ class Classifier:
         EV/secretome hits by segment id, for telling "cells" from "made from cells"."""
         tax, forms, evidence, product_segs = self.tax, ctx.forms, ctx.evidence, ctx.product_segs
         deriv_segs = product_segs + [
-            s for s in ctx.primary if s not in product_segs and s.role != KEYWORD
+            s for s in ctx.primary if id(s) not in ctx.product_ids and s.role != KEYWORD
         ]
         by_seg: dict[int, list[Hit]] = {}
         for seg, h in self._scan(tax.product_form, deriv_segs, ctx.masked):
@@ -1192,10 +1207,10 @@ class Classifier:
                 by_seg.setdefault(id(seg), []).append(h)
                 forms.add(v)
                 self._ev(evidence, "product_form", v, seg, h)
-            elif v == "composite" and seg in product_segs:
+            elif v == "composite" and id(seg) in ctx.product_ids:
                 forms.add(v)
                 self._ev(evidence, "product_form", v, seg, h)
-            elif v == "gene_modified" and seg in product_segs:
+            elif v == "gene_modified" and id(seg) in ctx.product_ids:
                 weak = tax.product_form_weak.regex.fullmatch(h.text) is not None
                 if weak and ctx.cell_types & tax.engineered_by_definition:
                     continue
@@ -1213,7 +1228,7 @@ class Classifier:
         by_definition = bool(ctx.cell_types & self.tax.engineered_by_definition)
         product_segs = ctx.product_segs
         edit_segs = product_segs + [
-            s for s in ctx.primary if s not in product_segs and s.role != KEYWORD
+            s for s in ctx.primary if id(s) not in ctx.product_ids and s.role != KEYWORD
         ]
         for seg, h in self._scan(eng.edits, edit_segs, ctx.masked):
             if h.entry.options.get("weak") and by_definition:
@@ -1231,7 +1246,7 @@ class Classifier:
         tax, masked, evidence, product_segs = self.tax, ctx.masked, ctx.evidence, ctx.product_segs
         primary = ctx.primary
         desc_segs = product_segs + [
-            s for s in primary if s not in product_segs and s.role in (INTERVENTION, ARM)
+            s for s in primary if id(s) not in ctx.product_ids and s.role in (INTERVENTION, ARM)
         ]
         targets = ctx.targets
         for m in ctx.found:

@@ -1671,6 +1671,12 @@ def staged_tables(
 _LABEL_READ_COLUMNS = tuple(c for c in LABEL_TABLE_COLUMNS if c not in ("trial_id", "input_hash"))
 
 
+#: label and evidence rows a :class:`LabelStaging` holds before inserting them: one
+#: INSERT of 20 units' Arrow tables (1,000 trials, ~13,000 evidence rows each) cost
+#: a third of the CPU of 20 INSERTs (DuckDB's cost per statement); ~15 MB held
+STAGE_ROWS = 200_000
+
+
 class LabelStaging:
     """Labels written in batches, published all or nothing (see
     :meth:`Store.label_staging`): :meth:`add` appends rows to temporary
@@ -1685,6 +1691,9 @@ class LabelStaging:
             "CREATE OR REPLACE TEMP TABLE _stage_evidence AS SELECT * FROM label_evidence LIMIT 0"
         )
         self.n_labels = 0
+        self._labels: list[pa.Table] = []
+        self._evidence: list[pa.Table] = []
+        self._buffered = 0
 
     def add(
         self, labels: Sequence[Mapping[str, Any]], evidence: Sequence[Mapping[str, Any]]
@@ -1699,7 +1708,20 @@ class LabelStaging:
         )
 
     def add_tables(self, labels: pa.Table, evidence: pa.Table) -> None:
-        """Append the Arrow tables of :func:`label_tables` to the staging tables."""
+        """Append the Arrow tables of :func:`label_tables` to the staging tables
+        (held until about :data:`STAGE_ROWS` rows have come, then inserted at once)."""
+        self._labels.append(labels)
+        self._evidence.append(evidence)
+        self._buffered += labels.num_rows + evidence.num_rows
+        self.n_labels += labels.num_rows
+        if self._buffered >= STAGE_ROWS:
+            self._insert()
+
+    def _insert(self) -> None:
+        if not self._labels:
+            return
+        labels, evidence = pa.concat_tables(self._labels), pa.concat_tables(self._evidence)
+        self._labels, self._evidence, self._buffered = [], [], 0
         con = self.store.con
         for name, table, target in (
             ("_new_labels", labels, "_stage_labels"),
@@ -1711,12 +1733,12 @@ class LabelStaging:
             finally:
                 with contextlib.suppress(duckdb.Error):  # inside a failed outer transaction
                     con.unregister(name)
-        self.n_labels += labels.num_rows
 
     def publish(self, *, partial: bool = False, drop: Iterable[str] = ()) -> None:
         """Replace every stored label with the staged ones, or with ``partial``
         only those of the staged trials (and the trials in ``drop`` lose
         theirs); all or nothing."""
+        self._insert()
         with self.store.transaction() as con:
             if partial:
                 gone = "SELECT trial_id FROM _stage_labels UNION ALL SELECT unnest(?::VARCHAR[])"
