@@ -811,8 +811,13 @@ def _ingest_file(
     deletes (:meth:`Store.discard_unfinished_ingests`). Either way the store
     ends as if the file had not been read. With several ``jobs`` the records
     are parsed by worker processes (:func:`_ingest_units`), with the same
-    result; so are they when the file was ``parsed`` whole by a worker ahead."""
-    workers = 1 if parsed is not None else plan_workers(sniffed.format, path, st.st_size, jobs)
+    result; a file ``parsed`` whole by a worker ahead goes to :func:`_ingest_parsed`."""
+    if parsed is not None:
+        _ingest_parsed(
+            store, path, sniffed, result, report, skip_bad, progress, batch_size, sha, st, parsed
+        )
+        return
+    workers = plan_workers(sniffed.format, path, st.st_size, jobs)
     source = display_path(path.resolve())
     with store.transaction():
         ingest_id = store.begin_ingest(
@@ -850,10 +855,7 @@ def _ingest_file(
             pending = writer.submit(_add_pieces, store, pieces)
 
         try:
-            if parsed is not None:
-                whole = _whole_file(parsed, source, ingest_id)
-                _ingest_units(whole, write_units, path, result, report, skip_bad, batch_size)
-            elif workers > 1:
+            if workers > 1:
                 units = parse_units(sniffed.format, path, source, ingest_id, workers)
                 try:
                     _ingest_units(units, write_units, path, result, report, skip_bad, batch_size)
@@ -885,6 +887,52 @@ def _ingest_file(
                     pending.result()
             store.discard_ingests([ingest_id])
             raise
+    result.n_records, result.n_new, result.n_unchanged = (
+        total.n_records,
+        total.n_new,
+        total.n_unchanged,
+    )
+    result.committed = True
+
+
+def _ingest_parsed(
+    store: Store,
+    path: Path,
+    sniffed: Any,
+    result: FileResult,
+    report: IngestReport,
+    skip_bad: bool,
+    progress: Progress | None,
+    batch_size: int,
+    sha: str,
+    st: os.stat_result,
+    parsed: ParsedFile,
+) -> None:
+    """A larger file parsed whole by a worker ahead (:func:`_files_ahead`),
+    written as :func:`_ingest_file` writes it (the same batches, findings,
+    ingest row and merge) but in one transaction: the file's rows are in
+    memory already, so staging them in committed batches would bound nothing,
+    and two commits per file (~25 ms each) are saved. A bad record or any
+    error rolls the whole file back, as deleting its staged batches would."""
+    source = display_path(path.resolve())
+    total = AddResult()
+
+    def write_units(pieces: list[tuple[Unit, int, int]]) -> None:
+        flags = _add_pieces(store, pieces)
+        total.n_records += len(flags)
+        total.n_new += sum(flags)
+        if progress:
+            progress(ProgressEvent("ingest", "records", display_path(path), n=len(flags)))
+
+    with store.transaction():
+        ingest_id = store.begin_ingest(
+            source, sniffed.format, sha, size=st.st_size, mtime_ns=st.st_mtime_ns
+        )
+        whole = _whole_file(parsed, source, ingest_id)
+        _ingest_units(whole, write_units, path, result, report, skip_bad, batch_size)
+        total.n_unchanged = total.n_records - total.n_new
+        store.settle([ingest_id])
+        store.finish_ingest(ingest_id, total, result.n_bad)
     result.n_records, result.n_new, result.n_unchanged = (
         total.n_records,
         total.n_new,
