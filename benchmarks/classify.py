@@ -182,14 +182,17 @@ def main() -> None:
         ]
     lines = [
         f"python benchmarks/classify.py --n {args.n} --before {args.before}",
-        f"{'configuration':<32}{'trials':>9}{'wall s':>9}{'trials/s':>10}{'cpu s':>8}{'trials/cpu-s':>14}{'cell-therapy':>14}  engine",
+        f"{'configuration':<32}{'trials':>9}{'wall s':>9}{'trials/s':>10}{'x before':>9}{'cpu s':>8}{'trials/cpu-s':>14}{'cell-therapy':>14}  engine",
     ]
+    # (trials/s relative to the first row, the engine replaced, in this same run:
+    # the machine's speed drifts between runs, this ratio much less)
+    before_rate = int(runs[0][1]["n"]) / float(runs[0][1]["wall"])  # type: ignore[arg-type]
     for name, r in runs:
         n, wall, cpu = int(r["n"]), float(r["wall"]), float(r["cpu"])  # type: ignore[arg-type]
         per_cpu = f"{n / cpu:>14,.0f}" if "1 core" in name else f"{'–':>14}"
         lines.append(
-            f"{name:<32}{n:>9,}{wall:>9.1f}{n / wall:>10,.0f}{cpu:>8.1f}{per_cpu}"
-            f"{int(r['cell']) / n:>13.1%}  {r['kind']}"
+            f"{name:<32}{n:>9,}{wall:>9.1f}{n / wall:>10,.0f}{n / wall / before_rate:>8.2f}x"
+            f"{cpu:>8.1f}{per_cpu}{int(r['cell']) / n:>13.1%}  {r['kind']}"
         )  # type: ignore[call-overload]
     lines.append(
         f"({runs[0][1]['real']:,} real API-JSON trials, repeated; wall time includes taxonomy compile and worker"
@@ -198,6 +201,7 @@ def main() -> None:
         " start-up; cpu s: the calling process only, so trials/cpu-s is given for one core;"
     )
     lines.append(" unique texts: each repetition's texts made distinct, so no cache profits;")
+    lines.append(" x before: trials/s relative to the first row in this run;")
     lines.append(" engine: the classifier's modules as mypyc compiled them at install, or their")
     lines.append(" sources (celltrials/native.py); pure Python is the same code uncompiled)")
     lines.append("")
