@@ -480,6 +480,26 @@ class _Ahead:
         return seen[2], seen[3]
 
 
+def _ahead_candidate(
+    path: Path, known: _Known, force: bool
+) -> tuple[os.stat_result, str | None] | None:
+    """``path``'s stat and its content hash known by (path, size, modification
+    time), if the workers ahead may parse it: a JSON/NDJSON file under
+    :data:`celltrials.ingest_parallel.AHEAD_MAX_BYTES` (larger ones are read by
+    this process or streamed to workers of their own) not known unchanged."""
+    if path.suffix.lower() not in _AHEAD_SUFFIXES:
+        return None
+    st = path.stat()
+    if st.st_size >= ingest_parallel.AHEAD_MAX_BYTES:
+        return None
+    sha = None
+    if not force and known.by_stat:
+        sha = known.by_stat.get((display_path(path.resolve()), st.st_size, st.st_mtime_ns))
+        if sha in known.by_sha:
+            return None  # unchanged: skipped without reading it
+    return st, sha
+
+
 def _ahead_workers(files: list[Path], known: _Known, force: bool, jobs: int | None) -> int:
     """Workers for :func:`_files_ahead`; 1: none, every file is parsed here."""
     workers = jobs or available_cores()
@@ -487,20 +507,14 @@ def _ahead_workers(files: list[Path], known: _Known, force: bool, jobs: int | No
         return 1
     n = total = 0
     for path in files:
-        if path.suffix.lower() not in _AHEAD_SUFFIXES:
-            continue
         try:
-            st = path.stat()
-            if st.st_size >= ingest_parallel.AHEAD_MAX_BYTES:
-                continue  # read by this process, or streamed to workers of its own
-            if not force and known.by_stat:
-                key = (display_path(path.resolve()), st.st_size, st.st_mtime_ns)
-                if known.by_stat.get(key) in known.by_sha:
-                    continue  # unchanged: skipped without reading it
+            got = _ahead_candidate(path, known, force)
         except OSError:
             continue
+        if got is None:
+            continue
         n += 1
-        total += st.st_size
+        total += got[0].st_size
     # starting the workers costs about a second: not for one file nor a few MB
     # (:data:`celltrials.ingest_parallel.AHEAD_MIN_BYTES` says why)
     return workers if n >= 2 and total >= ingest_parallel.AHEAD_MIN_BYTES else 1
@@ -526,16 +540,11 @@ def _files_ahead(
 
     def choose(i: int) -> AheadPlan:
         path = files[i]
-        if path.suffix.lower() not in _AHEAD_SUFFIXES:
-            return None
         try:
-            st = path.stat()
-            if st.st_size >= ingest_parallel.AHEAD_MAX_BYTES:
+            got = _ahead_candidate(path, known, force)
+            if got is None:
                 return None
-            sha = None
-            if not force and known.by_stat:
-                key = (display_path(path.resolve()), st.st_size, st.st_mtime_ns)
-                sha = known.by_stat.get(key)
+            st, sha = got
             if sha is None:
                 sha = _sha256(path)
             if not force and sha in known.by_sha:
@@ -679,20 +688,34 @@ def _one_file(
             group.add(staged)
         else:
             group.flush()
-            _ingest_file(
-                store,
-                path,
-                sniffed,
-                result,
-                report,
-                skip_bad,
-                progress,
-                batch_size,
-                sha,
-                st,
-                jobs,
-                parsed,
-            )
+            if parsed is not None:
+                _ingest_parsed(
+                    store,
+                    path,
+                    sniffed,
+                    result,
+                    report,
+                    skip_bad,
+                    progress,
+                    batch_size,
+                    sha,
+                    st,
+                    parsed,
+                )
+            else:
+                _ingest_file(
+                    store,
+                    path,
+                    sniffed,
+                    result,
+                    report,
+                    skip_bad,
+                    progress,
+                    batch_size,
+                    sha,
+                    st,
+                    jobs,
+                )
             if not result.n_bad:
                 known.by_sha.setdefault(sha, (0, result.format, result.n_records))
     except DataFileError as exc:
@@ -800,7 +823,6 @@ def _ingest_file(
     sha: str,
     st: os.stat_result,
     jobs: int | None = None,
-    parsed: ParsedFile | None = None,
 ) -> None:
     """A large file, staged then published: its batches are committed one by
     one as an unfinished ingest (records no trial shows yet; memory stays
@@ -811,12 +833,7 @@ def _ingest_file(
     deletes (:meth:`Store.discard_unfinished_ingests`). Either way the store
     ends as if the file had not been read. With several ``jobs`` the records
     are parsed by worker processes (:func:`_ingest_units`), with the same
-    result; a file ``parsed`` whole by a worker ahead goes to :func:`_ingest_parsed`."""
-    if parsed is not None:
-        _ingest_parsed(
-            store, path, sniffed, result, report, skip_bad, progress, batch_size, sha, st, parsed
-        )
-        return
+    result (a file parsed whole by a worker ahead: :func:`_ingest_parsed`)."""
     workers = plan_workers(sniffed.format, path, st.st_size, jobs)
     source = display_path(path.resolve())
     with store.transaction():
