@@ -492,6 +492,7 @@ def bench_corpus(
     rows: list[str],
     checks: list[str],
     ingest_jobs: int | None = None,
+    keep: bool = False,
 ) -> None:
     t = time.perf_counter()
     corpus = Corpus(kind)
@@ -635,6 +636,8 @@ def bench_corpus(
                 _peer_check(kind, ours, r, "ctgforge")
                 + f"; ctgforge rejects {r['rejected']:,} of them (pydantic ValidationError), celltrials none"
             )
+    if keep:
+        return
     for p in work.iterdir():
         if p.is_dir():
             shutil.rmtree(p)
@@ -722,6 +725,11 @@ def main() -> None:
         default=None,
         help="processes of the one-file ingest step (default: ingest's own choice; 1: serial)",
     )
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the corpus files and the big store in --tmp (for profiling; one corpus)",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -745,7 +753,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         for kind in args.corpora.split(","):
-            bench_corpus(kind, args.n, steps, work, rows, checks, args.ingest_jobs)
+            bench_corpus(kind, args.n, steps, work, rows, checks, args.ingest_jobs, args.keep)
     finally:
         if not args.tmp:
             shutil.rmtree(work, ignore_errors=True)
