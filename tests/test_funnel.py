@@ -378,3 +378,66 @@ def test_funnel_on_the_classified_reference_store(
         row = by.loc[key]
         assert row["approved_products"] <= len(row["approved_trial_ids"]) <= row["registered"]
         assert row["approved_no_trials"] == row["catalog_products"] - row["approved_products"] > 0
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("cell_type", "msc_source", "expected"),
+    [
+        # list values (the store's labels), in the list's order
+        (
+            ["msc", "car_t"],
+            ["umbilical_cord", "bone_marrow"],
+            [("msc", "umbilical_cord"), ("msc", "bone_marrow"), ("car_t", "")],
+        ),
+        # ';'-joined text (a CSV of labels), blanks and padding dropped
+        ("msc; ;nk", " adipose ;", [("msc", "adipose"), ("nk", "")]),
+        # MSC without a stated source; missing and empty values
+        (["msc", " "], [], [("msc", "unspecified")]),
+        (None, ["bone_marrow"], []),
+        ([], None, []),
+        (["nk", None], "x", [("nk", "")]),
+        # one (family, source) per trial however often it is named
+        (["msc", "msc"], ["adipose", "adipose"], [("msc", "adipose")]),
+    ],
+)
+def test_explode_labels_rows(
+    cell_type: Any, msc_source: Any, expected: list[tuple[str, str]]
+) -> None:
+    from celltrials.analysis.funnel import explode_labels
+
+    df = pd.DataFrame(
+        {
+            "trial_id": ["T1", "T0"],
+            "cell_type": [cell_type, ["car_t"]],
+            "msc_source": [msc_source, None],
+            "phase": [None, "PHASE1"],
+            "status": [None, "RECRUITING"],
+            "start_date": ["2020-02-03", None],
+        },
+        index=[7, 7],  # any index: rows are exploded by position
+    )
+    got = explode_labels(df)
+    assert list(got[["trial_id", "family", "msc_source"]].itertuples(index=False, name=None)) == [
+        *(("T1", f, s) for f, s in expected),
+        ("T0", "car_t", ""),
+    ]
+    assert list(got.index) == list(range(len(got)))
+    if expected:
+        first = got.iloc[0]
+        assert (first["phase"], first["status"]) == ("UNKNOWN", "")
+        assert first["start_date"] == pd.Timestamp("2020-02-03")
+    assert pd.isna(got.iloc[-1]["start_date"])
+
+
+@pytest.mark.unit
+def test_store_dates_parse_as_their_text() -> None:
+    """Dates as the store returns them (``datetime.date``) take a shortcut; they
+    must come out as the same timestamps, and of the same type, as their text."""
+    from datetime import date
+
+    from celltrials.analysis.funnel import _dates
+
+    days = [date(2019, 12, 31), None, date(2024, 2, 29)]
+    text = pd.Series(["2019-12-31", None, "2024-02-29"], dtype=object)
+    pd.testing.assert_series_equal(_dates(pd.Series(days, dtype=object)), _dates(text))

@@ -50,6 +50,9 @@ def test_lists_from_rows_equal_lists_looked_up(
         assert v.selection is selection
         assert [index[i] for i in v.positions] == list(v)  # each row is the id's row
         assert set(v) <= ids_in_store
+    # the queries leave a list's ids in any order: every list comes out sorted, once each
+    for v in counts.lists.values():
+        assert list(v) == sorted(set(v))
     plain = {k: list(v) for k, v in counts.lists.items()}  # looked up by id
     fast = encode_lists(counts.lists, index, selection)
     slow = encode_lists(plain, index)
@@ -70,3 +73,28 @@ def test_lists_from_rows_equal_lists_looked_up(
     # copies and pickles are plain lists
     for clone in (copy.copy(rows[0]), copy.deepcopy(rows[0]), pickle.loads(pickle.dumps(rows[0]))):
         assert type(clone) is list and clone == list(rows[0])
+
+
+def test_id_lists_sorted_in_an_unsorted_selection(
+    tmp_path_factory: pytest.TempPathFactory, full_store_path: Path
+) -> None:
+    """A selection frame in any row order (here: reversed): the lists still come
+    out in trial-id order, each id with its own row of that frame."""
+    import pyarrow as pa
+
+    path = classified_store_path(tmp_path_factory, full_store_path)
+    with celltrials.open(path, read_only=True) as store:
+        ids = [r[0] for r in store.con.execute("SELECT trial_id FROM trials").fetchall()]
+    frame = pd.DataFrame({"trial_id": sorted(ids, reverse=True)})
+    sel = L.Selection(frame)
+    shuffled = [ids[::-3], ids[1::2], [], ids[::-1], ids[5:6]]
+    column = pa.array([*shuffled, None], type=pa.list_(pa.string()))
+    got = L.id_lists(column, sel)
+    assert [list(v) for v in got] == [*(sorted(x) for x in shuffled), []]
+    for v in got:
+        if isinstance(v, L.TrialIds):
+            assert [frame["trial_id"][i] for i in v.positions] == list(v)
+    assert any(isinstance(v, L.TrialIds) for v in got)  # the rows path ran
+    # fewer ids than trials: looked up as text, still sorted
+    few = L.id_lists(pa.array([ids[:4][::-1]], type=pa.list_(pa.string())), sel)
+    assert few == [sorted(ids[:4])]

@@ -111,9 +111,20 @@ def _values(v: Any) -> list[str]:
     return out
 
 
+def _exploded_values(s: pd.Series) -> pd.Series:
+    """:func:`_values` of every item of ``s``, exploded: one value per row,
+    under the index of its item (items without values have no row)."""
+    lists = s.map(lambda v: v.split(";") if isinstance(v, str) else v)
+    values = lists.explode()
+    values = values[values.notna()].astype(str).str.strip()
+    return values[values != ""]
+
+
 def _dates(s: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(s):
         return s
+    if pd.api.types.infer_dtype(s, skipna=True) == "date":  # the store's dates: no text round trip
+        return pd.to_datetime(s, errors="coerce").astype("datetime64[us]")
     return pd.to_datetime(s.astype("string"), errors="coerce", format="mixed")
 
 
@@ -125,16 +136,24 @@ def explode_labels(trials: pd.DataFrame) -> pd.DataFrame:
             f"funnel input lacks column(s) {missing}",
             hint=f"Pass a DataFrame with columns {list(INPUT_COLUMNS)}.",
         )
-    df = trials.copy()
+    df = trials.reset_index(drop=True)
     df["trial_id"] = df["trial_id"].astype(str)
-    df["family"] = df["cell_type"].map(_values)
-    df = df.explode("family")
-    df = df[df["family"].notna() & (df["family"] != "")]
-    df["msc_source"] = [
-        (_values(src) or ["unspecified"]) if fam == "msc" else [""]
-        for fam, src in zip(df["family"].tolist(), df["msc_source"].tolist(), strict=True)
-    ]
-    df = df.explode("msc_source")
+    # (vectorised: at 500,000 trials a per-row _values took 2 s of a report)
+    family = _exploded_values(df["cell_type"])
+    df = df.take(family.index.to_numpy()).reset_index(drop=True)
+    df["family"] = family.to_numpy()
+    is_msc = (df["family"] == "msc").to_numpy()
+    sources = _exploded_values(df["msc_source"][is_msc])
+    unstated = is_msc & ~df.index.isin(sources.index)
+    msc_source = pd.concat(
+        [
+            pd.Series("", index=df.index[~is_msc], dtype=object),
+            sources,
+            pd.Series("unspecified", index=df.index[unstated], dtype=object),
+        ]
+    ).sort_index(kind="stable")
+    df = df.take(msc_source.index.to_numpy())
+    df["msc_source"] = msc_source.to_numpy()
     df["phase"] = df["phase"].fillna("UNKNOWN").astype(str)
     df["status"] = df["status"].fillna("").astype(str)
     df["start_date"] = _dates(df["start_date"])

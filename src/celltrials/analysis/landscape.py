@@ -487,11 +487,21 @@ class Selection:
     (``ids``, one Python string per trial, shared by every :class:`TrialIds`
     made from it) and the Arrow array the section lists are looked up in."""
 
-    __slots__ = ("arrow", "ids")
+    __slots__ = ("_rank", "arrow", "ids")
 
     def __init__(self, trials: pd.DataFrame) -> None:
         self.ids: np.ndarray = np.asarray(trials["trial_id"].astype(str).tolist(), dtype=object)
         self.arrow = pa.array(self.ids, type=pa.string())
+        self._rank: np.ndarray | None = None
+
+    def rank(self) -> np.ndarray:
+        """Each row's place in trial-id order (the row itself when the ids are sorted,
+        as :func:`select_trials` returns them)."""
+        if self._rank is None:
+            order = pc.sort_indices(self.arrow).to_numpy()
+            self._rank = np.empty(len(order), dtype=np.int64)
+            self._rank[order] = np.arange(len(order), dtype=np.int64)
+        return self._rank
 
     def same_ids(self, trial_ids: pd.Index) -> bool:
         """Are ``trial_ids`` this selection's ids, in the same order?"""
@@ -544,10 +554,14 @@ def selection_of(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> Select
 
 
 def id_lists(column: pa.ChunkedArray | pa.Array, sel: Selection | None) -> list[Any]:
-    """An Arrow column of trial-id lists as Python lists (a missing list: []).
-    With ``sel``, when every id is one of its trials and there are at least as
-    many ids as trials: :class:`TrialIds` whose text is the selection's own
-    strings (no new string per id)."""
+    """An Arrow column of trial-id lists as Python lists, each sorted (a missing
+    list: []). With ``sel``, when every id is one of its trials and there are at
+    least as many ids as trials: :class:`TrialIds` whose text is the selection's
+    own strings (no new string per id).
+
+    The section queries leave the ids of a list unordered: sorting them here (as
+    rows of the selection) costs a fraction of DuckDB's ``list(... ORDER BY
+    trial_id)`` on strings."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if isinstance(arr, pa.LargeListArray):
         arr = arr.cast(pa.list_(arr.type.value_type))
@@ -561,10 +575,12 @@ def id_lists(column: pa.ChunkedArray | pa.Array, sel: Selection | None) -> list[
         pos = pc.index_in(flat, value_set=sel.arrow)
         if pos.null_count == 0:
             rows = pos.to_numpy(zero_copy_only=False).astype(np.int64)
+            which = np.repeat(np.arange(len(lengths)), lengths)
+            rows = rows[np.lexsort((sel.rank()[rows], which))]
             text = sel.ids[rows]
             return [TrialIds(text[a:b].tolist(), rows[a:b], sel) for a, b in pairwise(bounds)]
     values = flat.to_pylist()
-    return [values[a:b] for a, b in pairwise(bounds)]
+    return [sorted(values[a:b]) for a, b in pairwise(bounds)]
 
 
 @contextmanager
@@ -600,7 +616,28 @@ def _selected(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> Iterator[
         _LISTING.reset(listing)
 
 
+_SEL_COUNTRIES: dict[int, str] = {}
+
+
+def _selected_countries(con: duckdb.DuckDBPyConnection) -> str:
+    """The temp table ``_sel_countries``: each (trial, country) of the trials in
+    ``_sel`` (inside :func:`_selected`), built once per selection — the
+    ``countries`` view de-duplicates every trial's countries of the store on each
+    read, and the headline and the countries section read it three times."""
+    token = _SEL_TOKENS.get(id(con))
+    if token is None or _SEL_COUNTRIES.get(id(con)) != token:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _sel_countries AS SELECT DISTINCT trial_id, country "
+            "FROM countries WHERE country IS NOT NULL AND trial_id IN (SELECT trial_id FROM _sel)"
+        )
+        if token is not None:
+            _SEL_COUNTRIES[id(con)] = token
+    return "_sel_countries"
+
+
 def _q(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+    """The result of a section query as a frame; its ``trial_ids`` lists (in any
+    order from the query) sorted (:func:`id_lists`)."""
     listing = _LISTING.get()
     trials = listing[1] if listing is not None and listing[0] is con else None
     rel = con.sql(sql, params=params or None) if trials is not None else None
@@ -614,7 +651,7 @@ def _q(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
         return _counted(df)
     df = rel.df() if rel is not None else con.execute(sql, params or []).df()
     if "trial_ids" in df.columns:
-        df["trial_ids"] = [list(x) if x is not None else [] for x in df["trial_ids"]]
+        df["trial_ids"] = [sorted(x) if x is not None else [] for x in df["trial_ids"]]
     return _counted(df)
 
 
@@ -636,7 +673,7 @@ def _count_by(
         con,
         f"""
         WITH k AS (SELECT trial_id, {inner} AS key FROM _sel WHERE {where})
-        SELECT key, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+        SELECT key, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id) AS trial_ids
         FROM k WHERE key IS NOT NULL GROUP BY key ORDER BY {order}""",
     )
 
@@ -715,7 +752,7 @@ def headline(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
         (
             "countries",
             "any_value(c.n)",
-            "trial_id IN (SELECT trial_id FROM countries WHERE country IS NOT NULL)",
+            "trial_id IN (SELECT trial_id FROM _sel_countries)",
         ),
         ("registries", "count(DISTINCT registry)", "registry IS NOT NULL"),
         ("first_start_year", "any_value(y.y0)", "dated AND start_year = y.y0"),
@@ -727,12 +764,12 @@ def headline(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
     values = ", ".join(f"{value} AS v{i}" for i, (_, value, _) in enumerate(metrics))
     flags = ", ".join(f"({where}) AS f{i}" for i, (_, _, where) in enumerate(metrics))
     with _selected(con, trials):
+        _selected_countries(con)
         cte = """
             WITH s AS (SELECT *, start_date <= ? AS dated FROM _sel),
                  y AS (SELECT min(start_year) FILTER (WHERE dated) AS y0,
                               max(start_year) FILTER (WHERE dated) AS y1 FROM s),
-                 c AS (SELECT count(DISTINCT country) AS n FROM countries
-                       WHERE trial_id IN (SELECT trial_id FROM _sel) AND country IS NOT NULL)"""
+                 c AS (SELECT count(DISTINCT country) AS n FROM _sel_countries)"""
         got = con.execute(f"{cte} SELECT {values} FROM s, y, c", [cutoff, cutoff]).fetchall()[0]
         # the trials behind each metric: one sorted read of the flags, filtered by Arrow
         # (the same lists as list(trial_id ORDER BY trial_id) FILTER (WHERE ...), in C++)
@@ -788,7 +825,7 @@ def snapshots(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFr
                 FROM ingests GROUP BY source),
             upd AS (SELECT source, max(last_update) AS latest_update, string_agg(DISTINCT registry, ', ' ORDER BY registry) AS registries
                     FROM records GROUP BY source),
-            shown AS (SELECT source, count(*) AS n_trials, list(trial_id ORDER BY trial_id) AS trial_ids
+            shown AS (SELECT source, count(*) AS n_trials, list(trial_id) AS trial_ids
                       FROM _sel GROUP BY source)
             SELECT src.source, src.format, upd.registries, src.first_ingested, src.last_ingested,
                    src.n_records_read, src.n_bad, upd.latest_update,
@@ -806,7 +843,7 @@ def immune_by_cell_type(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) ->
             con,
             f"""
             WITH k AS (SELECT trial_id, unnest(cell_type) AS key FROM _sel)
-            SELECT key AS cell_type, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+            SELECT key AS cell_type, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id) AS trial_ids
             FROM k WHERE key IN ({_in(IMMUNE)}) GROUP BY key ORDER BY n_trials DESC, key""",
         )
     return df
@@ -830,7 +867,7 @@ def stem_by_cell_type(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> p
             con,
             f"""
             WITH k AS (SELECT trial_id, unnest(cell_type) AS key FROM _sel)
-            SELECT key AS cell_type, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+            SELECT key AS cell_type, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id) AS trial_ids
             FROM k WHERE key IN ({_in(STEM_STROMAL)}) GROUP BY key ORDER BY n_trials DESC, key""",
         )
 
@@ -860,7 +897,7 @@ def _by_family_and(con: duckdb.DuckDBPyConnection, key_expr: str, name: str) -> 
         f"""
         WITH k AS (SELECT trial_id, {key_expr} AS key, unnest(families) AS family FROM _sel)
         SELECT key AS {name}, family, count(DISTINCT trial_id) AS n_trials,
-               list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+               list(DISTINCT trial_id) AS trial_ids
         FROM k GROUP BY ALL ORDER BY {name}, family""",
     )
 
@@ -879,7 +916,7 @@ def start_year_by_family(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -
             WITH k AS (SELECT trial_id, start_year, unnest(families) AS family FROM _sel
                        WHERE start_date IS NOT NULL AND start_date <= ?)
             SELECT start_year AS year, family, count(DISTINCT trial_id) AS n_trials,
-                   list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+                   list(DISTINCT trial_id) AS trial_ids
             FROM k GROUP BY ALL ORDER BY year, family""",
             [cutoff],
         )
@@ -924,7 +961,7 @@ def stopped_reasons(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.
             f"""
             SELECT * FROM (
                 SELECT status, coalesce(why_stopped, '(no reason given)') AS reason,
-                       count(*) AS n_trials, list(trial_id ORDER BY trial_id) AS trial_ids
+                       count(*) AS n_trials, list(trial_id) AS trial_ids
                 FROM _sel WHERE status IN ({_in(STOPPED)}) GROUP BY ALL)
             ORDER BY status, (reason = '(no reason given)'), n_trials DESC, reason""",
         )
@@ -934,12 +971,12 @@ def stopped_reasons(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.
 def countries(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFrame:
     """Trials by country (a multinational trial counts in each country)."""
     with _selected(con, trials):
+        _selected_countries(con)
         return _q(
             con,
             """
-            SELECT c.country, count(DISTINCT c.trial_id) AS n_trials, list(DISTINCT c.trial_id ORDER BY c.trial_id) AS trial_ids
-            FROM countries c JOIN _sel USING (trial_id) WHERE c.country IS NOT NULL
-            GROUP BY c.country ORDER BY n_trials DESC, c.country""",
+            SELECT country, count(*) AS n_trials, list(trial_id) AS trial_ids
+            FROM _sel_countries GROUP BY country ORDER BY n_trials DESC, country""",
         )
 
 
@@ -963,7 +1000,7 @@ def sponsors(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
                              list(lead_sponsor ORDER BY n DESC, lead_sponsor) AS spellings
                       FROM spelt GROUP BY k)
             SELECT named.name AS lead_sponsor, any_value(s.sponsor_class ORDER BY s.sponsor_class) AS sponsor_class,
-                   count(*) AS n_trials, list(s.trial_id ORDER BY s.trial_id) AS trial_ids,
+                   count(*) AS n_trials, list(s.trial_id) AS trial_ids,
                    any_value(named.spellings) AS spellings
             FROM s JOIN named USING (k)
             GROUP BY s.k, named.name ORDER BY n_trials DESC, lead_sponsor""",
@@ -994,7 +1031,7 @@ def _cell_type_by_area(
                                                     ELSE therapeutic_area END) AS therapeutic_area
                        FROM _sel WHERE list_contains(cell_type, '{cell_type}'))
             SELECT {key}, therapeutic_area, count(DISTINCT trial_id) AS n_trials,
-                   list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+                   list(DISTINCT trial_id) AS trial_ids
             FROM k JOIN a USING (trial_id) GROUP BY ALL ORDER BY {key}, therapeutic_area""",
         )
 
@@ -1021,7 +1058,7 @@ def product_form_by_year(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -
             WITH k AS (SELECT trial_id, start_year, unnest(product_form) AS product_form FROM _sel
                        WHERE start_date IS NOT NULL AND start_date <= ?)
             SELECT start_year AS year, product_form, count(DISTINCT trial_id) AS n_trials,
-                   list(DISTINCT trial_id ORDER BY trial_id) AS trial_ids
+                   list(DISTINCT trial_id) AS trial_ids
             FROM k GROUP BY ALL ORDER BY year, product_form""",
             [dd or date.max],
         )
@@ -1046,7 +1083,7 @@ def exclusions(con: duckdb.DuckDBPyConnection, filters: Filters) -> pd.DataFrame
                     ELSE 'outside the filters' END AS reason
                 FROM trials t LEFT JOIN {LABEL_VIEW} l USING (trial_id)
                 WHERE t.trial_id NOT IN (SELECT trial_id FROM sel))
-        SELECT reason, count(*) AS n_trials, list(trial_id ORDER BY trial_id) AS trial_ids
+        SELECT reason, count(*) AS n_trials, list(trial_id) AS trial_ids
         FROM r GROUP BY reason ORDER BY reason""",
         [*params, filters.scope == "cell_therapy", filters.scope == "cell_therapy"],
     )
@@ -1063,13 +1100,13 @@ def unclassified_fields(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) ->
             con,
             """
             SELECT * FROM (
-              SELECT 'no cell type' AS gap, count(*) AS n_trials, coalesce(list(trial_id ORDER BY trial_id), []) AS trial_ids FROM _sel WHERE len(cell_type) = 0
-              UNION ALL SELECT 'no indication group', count(*), coalesce(list(trial_id ORDER BY trial_id), []) FROM _sel WHERE indication_group IS NULL
-              UNION ALL SELECT 'MSC without a stated source', count(*), coalesce(list(trial_id ORDER BY trial_id), []) FROM _sel
+              SELECT 'no cell type' AS gap, count(*) AS n_trials, coalesce(list(trial_id), []) AS trial_ids FROM _sel WHERE len(cell_type) = 0
+              UNION ALL SELECT 'no indication group', count(*), coalesce(list(trial_id), []) FROM _sel WHERE indication_group IS NULL
+              UNION ALL SELECT 'MSC without a stated source', count(*), coalesce(list(trial_id), []) FROM _sel
                         WHERE list_contains(cell_type, 'msc') AND (len(msc_source) = 0 OR list_contains(msc_source, 'unspecified'))
-              UNION ALL SELECT 'CAR-T without a recognised target', count(*), coalesce(list(trial_id ORDER BY trial_id), []) FROM _sel
+              UNION ALL SELECT 'CAR-T without a recognised target', count(*), coalesce(list(trial_id), []) FROM _sel
                         WHERE list_contains(cell_type, 'car_t') AND len(targets) = 0
-              UNION ALL SELECT 'no start date', count(*), coalesce(list(trial_id ORDER BY trial_id), []) FROM _sel WHERE start_date IS NULL)
+              UNION ALL SELECT 'no start date', count(*), coalesce(list(trial_id), []) FROM _sel WHERE start_date IS NULL)
             """,
         )
 

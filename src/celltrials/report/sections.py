@@ -903,7 +903,7 @@ def funnel_data(
         "stopped": f"status IN ({L._in(sorted(F.STOPPED))})",
     }
     cols = ", ".join(
-        f"coalesce(list(DISTINCT trial_id ORDER BY trial_id) FILTER (WHERE {w}), []) AS {k}"
+        f"coalesce(list(DISTINCT trial_id) FILTER (WHERE {w}), []) AS {k}"
         for k, w in stages.items()
     )
     with L._selected(con, sel):
