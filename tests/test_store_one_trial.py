@@ -71,3 +71,47 @@ def test_evidence_and_texts_of_one_trial_equal_those_of_every_trial(store_path: 
         assert list(several) == ids and all(several[t] == texts[t] for t in ids)
         assert store.text_records(["NO-SUCH-TRIAL"]) == {}
         assert store.text_records([]) == {}
+
+
+#: the classifier's input as DuckDB's own sorted list aggregates and left joins
+#: (what Store.text_table assembles in Arrow from flat, sorted child rows)
+_TEXT_TABLE_SQL = """
+    WITH tr AS (SELECT trial_id, record_key, is_primary FROM trial_records {where}),
+    c AS (SELECT record_key, list(struct_pack(condition := condition, kind := kind) ORDER BY rowid)
+                 AS conditions
+          FROM record_conditions GROUP BY record_key),
+    i AS (SELECT record_key,
+                 list(struct_pack(type := type, name := name, description := description,
+                                  other_names := other_names, arm_labels := arm_labels)
+                      ORDER BY idx) AS interventions
+          FROM record_interventions GROUP BY record_key),
+    a AS (SELECT record_key,
+                 list(struct_pack(label := label, type := type, description := description,
+                                  intervention_names := intervention_names) ORDER BY idx) AS arms
+          FROM record_arms GROUP BY record_key)
+    SELECT tr.trial_id, r.record_id, r.channel, r.source_format, r.registry,
+           r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description,
+           c.conditions, i.interventions, a.arms
+    FROM tr JOIN records r USING (record_key)
+         LEFT JOIN c USING (record_key) LEFT JOIN i USING (record_key) LEFT JOIN a USING (record_key)
+    ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key"""
+
+
+def test_text_table_equals_the_sql_aggregates(store_path: Path) -> None:
+    with celltrials.open(store_path, read_only=True) as store:
+        ids = store.sorted_trial_ids()
+        ranges = [None, (ids[0], ids[99]), (ids[len(ids) // 2], ids[-1]), ("~", "~~")]
+        for between in ranges:
+            where, params = (
+                ("WHERE trial_id BETWEEN ? AND ?", list(between)) if between else ("", [])
+            )
+            want = store.con.sql(
+                _TEXT_TABLE_SQL.format(where=where), params=params
+            ).to_arrow_table()
+            got = store.text_table(between)
+            assert got.schema.equals(want.schema)
+            assert got.equals(want), between
+        # the real records have conditions, interventions and arms, and records without them
+        full = store.text_table()
+        for name in ("conditions", "interventions", "arms"):
+            assert 0 < full.column(name).null_count < full.num_rows

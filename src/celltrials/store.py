@@ -1135,41 +1135,39 @@ class Store:
         return by_trial
 
     def text_table(self, between: tuple[str, str] | None = None) -> pa.Table:
-        """The classifier's input as one Arrow table (built in DuckDB, no Python row
-        objects): a row per (trial, current record), ordered by trial id with the
-        primary record first, holding the record's texts and its ``conditions``
-        (list of {condition, kind} in table order), ``interventions`` and ``arms``
-        (lists of structs in their order). :func:`records_from_text_table` turns it
-        into records. ``between`` (first, last): only the trials in that id range."""
+        """The classifier's input as one Arrow table (built in DuckDB and Arrow, no
+        Python row objects): a row per (trial, current record), ordered by trial id
+        with the primary record first, holding the record's texts and its
+        ``conditions`` (list of {condition, kind} in table order), ``interventions``
+        and ``arms`` (lists of structs in their order). :func:`records_from_text_table`
+        turns it into records. ``between`` (first, last): only the trials in that id range."""
         where, params = ("WHERE trial_id BETWEEN ? AND ?", list(between)) if between else ("", [])
-        keys = "WHERE record_key IN (SELECT record_key FROM tr)"
-        sql = f"""
-            WITH tr AS (SELECT trial_id, record_key, is_primary FROM trial_records {where}),
-            c AS (
-                SELECT record_key,
-                       list(struct_pack(condition := condition, kind := kind) ORDER BY rowid)
-                           AS conditions
-                FROM record_conditions {keys} GROUP BY record_key),
-            i AS (
-                SELECT record_key,
-                       list(struct_pack(type := type, name := name, description := description,
-                                        other_names := other_names, arm_labels := arm_labels)
-                            ORDER BY idx) AS interventions
-                FROM record_interventions {keys} GROUP BY record_key),
-            a AS (
-                SELECT record_key,
-                       list(struct_pack(label := label, type := type, description := description,
-                                        intervention_names := intervention_names)
-                            ORDER BY idx) AS arms
-                FROM record_arms {keys} GROUP BY record_key)
-            SELECT tr.trial_id, r.record_id, r.channel, r.source_format, r.registry,
-                   r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description,
-                   c.conditions, i.interventions, a.arms
+        tr = f"WITH tr AS (SELECT trial_id, record_key, is_primary FROM trial_records {where}) "
+        base = self.con.sql(
+            tr
+            + """
+            SELECT tr.trial_id, r.record_key, r.record_id, r.channel, r.source_format, r.registry,
+                   r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description
             FROM tr JOIN records r USING (record_key)
-                 LEFT JOIN c USING (record_key) LEFT JOIN i USING (record_key)
-                 LEFT JOIN a USING (record_key)
-            ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key"""
-        return self.con.sql(sql, params=params).to_arrow_table()
+            ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""",
+            params=params,
+        ).to_arrow_table()
+        keys = base.column("record_key")
+        lists = {
+            name: _child_lists(
+                self.con.sql(
+                    f"{tr} SELECT record_key, {', '.join(fields)} FROM {table} "
+                    f"WHERE record_key IN (SELECT record_key FROM tr) ORDER BY record_key, {order}",
+                    params=params,
+                ).to_arrow_table(),
+                keys,
+            )
+            for name, (table, fields, order) in _TEXT_TABLE_CHILDREN.items()
+        }
+        base = base.drop_columns(["record_key"])
+        for name, column in lists.items():
+            base = base.append_column(name, column)
+        return base
 
     def trial_title(self, trial_id: str) -> str:
         """The title of a trial's primary record ("" if none)."""
@@ -1825,6 +1823,33 @@ def _text_record(
         brief_summary=summ or "",
         detailed_description=desc or "",
     )
+
+
+#: the list columns of :meth:`Store.text_table`: child table, struct fields, order in a record
+_TEXT_TABLE_CHILDREN: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "conditions": ("record_conditions", ("condition", "kind"), "rowid"),
+    "interventions": (
+        "record_interventions",
+        ("type", "name", "description", "other_names", "arm_labels"),
+        "idx",
+    ),
+    "arms": ("record_arms", ("label", "type", "description", "intervention_names"), "idx"),
+}
+
+
+def _child_lists(rows: pa.Table, keys: pa.ChunkedArray) -> pa.Array:
+    """``rows`` (a child table's ``record_key`` and fields, ordered by record and
+    position) as a list of structs for each of ``keys`` (null: no rows) — what
+    ``list(struct_pack(...) ORDER BY ...) GROUP BY record_key`` and a left join
+    give, at a fraction of DuckDB's cost for a sorted list aggregate."""
+    fields = rows.drop_columns(["record_key"])
+    structs = pa.StructArray.from_arrays(
+        [c.combine_chunks() for c in fields.columns], fields=list(fields.schema)
+    )
+    runs = pc.run_end_encode(rows.column("record_key").combine_chunks())  # one per record
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), runs.run_ends.cast(pa.int32())])
+    grouped = pa.ListArray.from_arrays(offsets, structs, type=pa.list_(pa.field("l", structs.type)))
+    return grouped.take(pc.index_in(keys, value_set=runs.values))
 
 
 def records_from_text_table(table: pa.Table) -> dict[str, list[ParsedRecord]]:
