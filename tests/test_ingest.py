@@ -6,7 +6,7 @@ import csv
 import json
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -182,8 +182,8 @@ def test_show_lists_source_records(full_store: Store) -> None:
 # ------------------------------------------------------------------ bad input
 def snapshot(store: Store) -> tuple[object, ...]:
     return tuple(
-        store.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-        for t in ("records", "trial_records", "record_ids", "record_interventions", "ingests")  # type: ignore[index]
+        store.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+        for t in ("records", "trial_records", "record_ids", "record_interventions", "ingests")
     )
 
 
@@ -327,7 +327,12 @@ def test_cli_stats_show_dups_export(full_store_path: Path, tmp_path: Path) -> No
         assert res.exit_code == 0, res.output
         import pandas as pd
 
-        df = {"csv": pd.read_csv, "parquet": pd.read_parquet, "xlsx": pd.read_excel}[fmt](out)
+        readers: dict[str, Callable[[Path], pd.DataFrame]] = {
+            "csv": pd.read_csv,
+            "parquet": pd.read_parquet,
+            "xlsx": pd.read_excel,
+        }
+        df = readers[fmt](out)
         assert len(df) == stats["trials"] and df["trial_id"].is_unique
     merged = df[df["trial_id"] == "NCT04361942"]["all_ids"].iloc[0]
     assert "EUCTR2020-001682-36-ES" in merged or "EU:2020-001682-36" in merged
