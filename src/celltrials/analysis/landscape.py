@@ -619,7 +619,7 @@ def _selected(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> Iterator[
 _SEL_COUNTRIES: dict[int, str] = {}
 
 
-def _selected_countries(con: duckdb.DuckDBPyConnection) -> str:
+def _selected_countries(con: duckdb.DuckDBPyConnection) -> None:
     """The temp table ``_sel_countries``: each (trial, country) of the trials in
     ``_sel`` (inside :func:`_selected`), built once per selection — the
     ``countries`` view de-duplicates every trial's countries of the store on each
@@ -632,7 +632,6 @@ def _selected_countries(con: duckdb.DuckDBPyConnection) -> str:
         )
         if token is not None:
             _SEL_COUNTRIES[id(con)] = token
-    return "_sel_countries"
 
 
 def _q(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
