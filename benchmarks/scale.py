@@ -44,7 +44,9 @@ ingest line also shows the subprocess's own peak and the largest worker's.
 * ``classify`` and ``report`` (``build_report`` of every trial) on the big store;
 * ``peers``: ``pandas.json_normalize`` + Parquet and ctgforge (PyPI; its
   ``flatten_core`` objects and ``to_dataframe``, + Parquet) of the complete
-  corpus (at most 20,000 studies) beside celltrials on the same file.
+  corpus (at most 20,000 studies) beside celltrials on the same file; the
+  three take turns three times and each line shows the run of median wall
+  time (the host's speed drifts within minutes).
 
 ``--write`` puts the result table with machine and date into BENCHMARKS.md
 (between the ``scale`` markers).
@@ -619,21 +621,45 @@ def bench_corpus(
         )
     if "peers" in steps and kind == "complete":
         peer_db = work / "peer.duckdb"
-        r = run("ingest", db=str(peer_db), paths=[str(paths["peer"])], force=False)
-        line("celltrials (peer file)", r, None, peer_db)
-        ours = r
-        r = run("pandas", path=str(paths["peer"]), out=str(work / "peer.parquet"))
-        line("pandas json_normalize+pq", r, None, None)
-        checks.append(_peer_check(kind, ours, r, "pandas json_normalize + Parquet"))
         try:
             import ctgforge  # noqa: F401  (installed with the dev extra)
         except ImportError:
+            has_ctgforge = False
             checks.append(f"{kind}: ctgforge not installed (pip install ctgforge): not measured")
         else:
-            r = run("ctgforge", path=str(paths["peer"]), out=str(work / "peer-ctg.parquet"))
-            line("ctgforge flatten+df+pq", r, None, None, f"rejects {r['rejected']:,} studies")
+            has_ctgforge = True
+        # the three tools take turns, PEER_ROUNDS times: this host's speed drifts
+        # by ±20 % within minutes, so one run each could favour whoever ran in a fast minute
+        rounds: dict[str, list[dict[str, Any]]] = {"celltrials": [], "pandas": [], "ctgforge": []}
+        for _ in range(PEER_ROUNDS):
+            for p in work.glob("peer.duckdb*"):
+                p.unlink()  # (a fresh store each round: else the file is skipped as unchanged)
+            rounds["celltrials"].append(
+                run("ingest", db=str(peer_db), paths=[str(paths["peer"])], force=False)
+            )
+            rounds["pandas"].append(
+                run("pandas", path=str(paths["peer"]), out=str(work / "peer.parquet"))
+            )
+            if has_ctgforge:
+                rounds["ctgforge"].append(
+                    run("ctgforge", path=str(paths["peer"]), out=str(work / "peer-ctg.parquet"))
+                )
+        ours = _median_run(rounds["celltrials"])
+        line("celltrials (peer file)", ours, None, peer_db, _rounds_text(rounds["celltrials"]))
+        r = _median_run(rounds["pandas"])
+        line("pandas json_normalize+pq", r, None, None, _rounds_text(rounds["pandas"]))
+        checks.append(_peer_check(kind, ours, r, "pandas json_normalize + Parquet", rounds))
+        if has_ctgforge:
+            r = _median_run(rounds["ctgforge"])
+            line(
+                "ctgforge flatten+df+pq",
+                r,
+                None,
+                None,
+                f"rejects {r['rejected']:,} studies " + _rounds_text(rounds["ctgforge"]),
+            )
             checks.append(
-                _peer_check(kind, ours, r, "ctgforge")
+                _peer_check(kind, ours, r, "ctgforge", rounds)
                 + f"; ctgforge rejects {r['rejected']:,} of them (pydantic ValidationError), celltrials none"
             )
     if keep:
@@ -645,11 +671,36 @@ def bench_corpus(
             p.unlink()
 
 
-def _peer_check(kind: str, ours: dict[str, Any], peer: dict[str, Any], name: str) -> str:
+#: each peer tool runs this many times, the three taking turns (see the peers step)
+PEER_ROUNDS = 3
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median wall time (of an odd number of runs: one of them)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
+def _rounds_text(runs: list[dict[str, Any]]) -> str:
+    return "(median of " + " / ".join(f"{r['seconds']:.2f}" for r in runs) + " s)"
+
+
+def _peer_check(
+    kind: str,
+    ours: dict[str, Any],
+    peer: dict[str, Any],
+    name: str,
+    rounds: dict[str, list[dict[str, Any]]],
+) -> str:
+    tool = "pandas" if name.startswith("pandas") else "ctgforge"
+    won = sum(
+        a["seconds"] < b["seconds"] for a, b in zip(rounds["celltrials"], rounds[tool], strict=True)
+    )
     return (
         f"{kind}: celltrials {ours['n'] / ours['seconds']:,.0f}/s ({ours['cpu']:.1f} cpu s) vs {name} "
-        f"{peer['n'] / peer['seconds']:,.0f}/s ({peer['cpu']:.1f} cpu s) on the same {peer['n']:,} studies: "
-        f"{'faster' if ours['seconds'] < peer['seconds'] else 'SLOWER'} in wall time, "
+        f"{peer['n'] / peer['seconds']:,.0f}/s ({peer['cpu']:.1f} cpu s) on the same {peer['n']:,} studies, "
+        f"medians of {len(rounds['celltrials'])} rounds taken in turn: "
+        f"{'faster' if ours['seconds'] < peer['seconds'] else 'SLOWER'} in wall time "
+        f"(faster in {won} of {len(rounds['celltrials'])} rounds), "
         f"{'less' if ours['cpu'] < peer['cpu'] else 'MORE'} CPU"
     )
 
