@@ -42,6 +42,10 @@ ingest line also shows the subprocess's own peak and the largest worker's.
 * ``onefiles``: 10,000 one-study files vs one file with the same 10,000
   studies (issue 12's pathological case);
 * ``classify`` and ``report`` (``build_report`` of every trial) on the big store;
+* ``browser``: the report's report.html in headless Chromium from the folder
+  (Debian's /usr/bin/chromium through Playwright, as the browser tests):
+  seconds until every chart has drawn, then a click on a count until its
+  trial list shows (the first loads report-lists.js), then another;
 * ``peers``: ``pandas.json_normalize`` + Parquet and ctgforge (PyPI; its
   ``flatten_core`` objects and ``to_dataframe``, + Parquet) of the complete
   corpus (at most 20,000 studies) beside celltrials on the same file; the
@@ -350,6 +354,80 @@ def _report(db: str, out: str) -> dict[str, Any]:
     }
 
 
+#: headless Chromium as the browser tests drive it (scripts/ensure_chromium.sh installs it)
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+_ALL_CHARTS_DRAWN = (
+    "document.querySelectorAll('div.chart').length > 0 && "
+    "document.querySelectorAll('div.chart[data-rendered]').length === "
+    "document.querySelectorAll('div.chart').length"
+)
+
+
+def _browser(html: str, n: int) -> dict[str, Any]:
+    """The report in headless Chromium, from the folder (file://, the network
+    blocked): seconds from opening report.html until every chart has drawn;
+    then a click on a count until its trial list shows — the first one loads
+    the lists file beside the page (report-lists.js) — and a click on another
+    count (lists loaded). Console errors and blocked requests are counted."""
+    from playwright.sync_api import sync_playwright
+
+    page_path = Path(html)
+    errors: list[str] = []
+    remote: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+
+            def route(r: Any) -> None:
+                if r.request.url.startswith(("file:", "data:", "blob:", "about:")):
+                    r.continue_()
+                else:
+                    remote.append(r.request.url)
+                    r.abort()
+
+            page.route("**/*", route)
+            t = time.perf_counter()
+            page.goto(page_path.as_uri())
+            page.wait_for_function(_ALL_CHARTS_DRAWN, timeout=600_000)
+            opened = time.perf_counter() - t
+            clicks: list[tuple[float, int]] = []
+            buttons = page.locator("button.count:visible")
+            for k in (0, 1):
+                t = time.perf_counter()
+                buttons.nth(k).click()
+                page.wait_for_selector("dialog#trial-list[open]", timeout=600_000)
+                page.wait_for_function(
+                    "document.querySelectorAll('#tl-items li').length > 0", timeout=600_000
+                )
+                clicks.append((time.perf_counter() - t, page.locator("#tl-items li").count()))
+                page.click("#tl-close")
+                page.wait_for_selector("dialog#trial-list:not([open])", state="attached")
+        finally:
+            browser.close()
+    side = page_path.with_name("report-lists.js")
+    return {
+        "seconds": opened,
+        "n": n,  # the report's trials
+        "first_click": clicks[0][0],
+        "first_items": clicks[0][1],
+        "second_click": clicks[1][0],
+        "lists_mb": side.stat().st_size / 1e6 if side.exists() else 0.0,
+        "errors": len(errors),
+        "remote": len(remote),
+    }
+
+
 def _pandas_peer(path: str, out: str) -> dict[str, Any]:
     import pandas as pd
 
@@ -397,6 +475,7 @@ def worker(spec: dict[str, Any]) -> None:
         "ingest": _ingest,
         "classify": _classify,
         "report": _report,
+        "browser": _browser,
         "pandas": _pandas_peer,
         "ctgforge": _ctgforge_peer,
     }[kind]
@@ -608,17 +687,7 @@ def bench_corpus(
         r = run("classify", db=str(big_db))
         line("classify", r, None, big_db)
     if "report" in steps and big_db.exists():
-        r = run("report", db=str(big_db), out=str(work / "report"))
-        line(
-            "report (all trials)",
-            r,
-            None,
-            None,
-            f"report.html {r['html_mb']:.1f} MB, folder {r['files_mb']:.1f} MB",
-        )
-        checks.append(
-            f"{kind}: report of {r['n']:,} trials {r['seconds']:.1f} s, report.html {r['html_mb']:.1f} MB (target < 25 MB at 560k)"
-        )
+        _report_step(kind, big_db, work, steps, line, checks)
     if "peers" in steps and kind == "complete":
         peer_db = work / "peer.duckdb"
         try:
@@ -669,6 +738,47 @@ def bench_corpus(
             shutil.rmtree(p)
         else:
             p.unlink()
+
+
+def _report_step(
+    kind: str, big_db: Path, work: Path, steps: set[str], line: Any, checks: list[str]
+) -> None:
+    r = run("report", db=str(big_db), out=str(work / "report"))
+    line(
+        "report (all trials)",
+        r,
+        None,
+        None,
+        f"report.html {r['html_mb']:.1f} MB, folder {r['files_mb']:.1f} MB",
+    )
+    checks.append(
+        f"{kind}: report of {r['n']:,} trials {r['seconds']:.1f} s, report.html {r['html_mb']:.1f} MB (target < 25 MB at 560k)"
+    )
+    if "browser" in steps:
+        _browser_step(kind, work / "report" / "report.html", r["n"], line, checks)
+
+
+def _browser_step(kind: str, html: Path, n: int, line: Any, checks: list[str]) -> None:
+    r = run("browser", html=str(html), n=n)
+    lists = (
+        f"loads report-lists.js, {r['lists_mb']:,.0f} MB"
+        if r["lists_mb"]
+        else "lists inside the page"
+    )
+    line(
+        "report.html in Chromium",
+        r,
+        None,
+        None,
+        f"charts drawn; first count clicked: {r['first_click']:.2f} s ({lists}), "
+        f"second: {r['second_click']:.2f} s",
+    )
+    checks.append(
+        f"{kind}: report.html opened in headless Chromium, every chart drawn, in {r['seconds']:.2f} s "
+        f"(target < 5 s); the first click on a count listed its trials in {r['first_click']:.2f} s "
+        f"({lists}), a second in {r['second_click']:.2f} s; "
+        f"{r['errors']} console errors, {r['remote']} network requests (blocked)"
+    )
 
 
 #: each peer tool runs this many times, the three taking turns (see the peers step)
@@ -751,7 +861,7 @@ def write_md(text: str, key: str) -> None:
     BENCHMARKS_MD.write_text(md, encoding="utf-8")
 
 
-ALL_STEPS = "floor,ingest,reingest,incremental,split,onefiles,classify,report,peers"
+ALL_STEPS = "floor,ingest,reingest,incremental,split,onefiles,classify,report,browser,peers"
 
 
 def main() -> None:
