@@ -33,7 +33,7 @@ def _work(k: int, seconds: float) -> int:
         p.start()
     time.sleep(0.5)  # (all started and waiting)
     start.set()
-    total = sum(out.get() for _ in procs)
+    total = sum(int(out.get()) for _ in procs)
     for p in procs:
         p.join()
     return total

@@ -70,6 +70,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -470,7 +471,7 @@ def worker(spec: dict[str, Any]) -> None:
 
     gc.collect()
     kind = spec.pop("kind")
-    fn = {
+    steps: dict[str, Callable[..., dict[str, Any]]] = {
         "floor": _floor,
         "ingest": _ingest,
         "classify": _classify,
@@ -478,7 +479,8 @@ def worker(spec: dict[str, Any]) -> None:
         "browser": _browser,
         "pandas": _pandas_peer,
         "ctgforge": _ctgforge_peer,
-    }[kind]
+    }
+    fn = steps[kind]
     tree = _TreeMemory()
     res = fn(**spec)
     tree_mb = tree.stop()
