@@ -359,16 +359,6 @@ def _report(db: str, out: str) -> dict[str, Any]:
     }
 
 
-#: headless Chromium as the browser tests drive it (scripts/ensure_chromium.sh installs it)
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 _ALL_CHARTS_DRAWN = (
     "document.querySelectorAll('div.chart').length > 0 && "
     "document.querySelectorAll('div.chart[data-rendered]').length === "
@@ -384,11 +374,14 @@ def _browser(html: str, n: int) -> dict[str, Any]:
     count (lists loaded). Console errors and blocked requests are counted."""
     from playwright.sync_api import sync_playwright
 
+    sys.path.insert(0, str(ROOT))  # Chromium as the browser tests launch it
+    from tests.chromium import ARGS, CHROMIUM
+
     page_path = Path(html)
     errors: list[str] = []
     remote: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)

@@ -259,7 +259,7 @@ try:
 except ImportError:  # pragma: no cover
     browser_mod = None
 
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.chromium import CHROMIUM  # noqa: E402
 
 
 @pytest.mark.skipif(

@@ -14,17 +14,8 @@ import pytest
 from playwright import sync_api as playwright_api
 
 from celltrials.report.build import ReportResult
+from tests.chromium import ARGS, CHROMIUM
 from tests.conftest_report import classified_store_path, decode_list, default_report, parse_page
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")

@@ -20,17 +20,8 @@ import httpx
 import pytest
 
 from celltrials.serve.app import ServeConfig, create_app
+from tests.chromium import ARGS, CHROMIUM
 from tests.conftest_report import classified_store_path
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright for Python is not installed"
