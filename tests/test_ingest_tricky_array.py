@@ -63,7 +63,7 @@ def test_tricky_strings_ingest_the_same_with_workers(
         titles = {
             r[0]
             for r in store.con.execute(
-                "SELECT raw->>'$.protocolSection.identificationModule.briefTitle' FROM records"
+                "SELECT raw_json(raw)->>'$.protocolSection.identificationModule.briefTitle' FROM records"
             ).fetchall()
         }
     assert titles == {s["protocolSection"]["identificationModule"]["briefTitle"] for s in studies}

@@ -529,7 +529,7 @@ def _snapshots(con: Any) -> dict[str, date]:
 
     out: dict[str, date] = {}
     for src, upd, stamps in con.execute("""
-            SELECT source, max(last_update), list(DISTINCT raw->>'$.export_date')
+            SELECT source, max(last_update), list(DISTINCT raw_json(raw)->>'$.export_date')
             FROM records GROUP BY source""").fetchall():
         days = [upd] if upd else []
         for st in stamps or []:

@@ -33,6 +33,7 @@ from tests.conftest import (
     MSC_CSV,
     PROCHYMAL_CSV,
     REPO,
+    stored_json,
 )
 from tests.test_ingest import independent_counts, snapshot
 
@@ -266,7 +267,7 @@ def test_streamed_json_array_stores_the_same_as_whole_file(
         for s in json.loads(CAR_JSON.read_text())
     }
     key, _, raw = got[0]
-    assert json.loads(raw) == by_id[key.split(":")[1]]
+    assert stored_json(raw) == by_id[key.split(":")[1]]
 
 
 @pytest.mark.parametrize("cut", ["truncated", "bad record"])

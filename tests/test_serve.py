@@ -306,10 +306,10 @@ def test_trial_page_shows_labels_evidence_and_history(client: Client, store_path
 def test_trial_with_posted_results_shows_them(client: Client, store_path: Path) -> None:
     rows = sql(
         store_path,
-        """SELECT t.trial_id, json_array_length(r.raw,
+        """SELECT t.trial_id, json_array_length(raw_json(r.raw),
                                          '$.resultsSection.outcomeMeasuresModule.outcomeMeasures')
                               FROM trials t JOIN records r ON r.record_key = t.primary_record_key
-                              WHERE json_exists(r.raw, '$.resultsSection.outcomeMeasuresModule') ORDER BY 1 LIMIT 1""",
+                              WHERE json_exists(raw_json(r.raw), '$.resultsSection.outcomeMeasuresModule') ORDER BY 1 LIMIT 1""",
     )
     assert rows, "the shared data has API v2 records with posted results"
     d = client.get(f"/api/trials/{rows[0][0]}").json()

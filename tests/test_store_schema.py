@@ -49,7 +49,7 @@ def test_a_new_store_has_every_table_without_importing_other_modules(tmp_path: P
         "sync_runs",
         "product_links",
     } <= set(tables)
-    assert json.loads(out[1]) == [m.version for m in MIGRATIONS] == [1, 2, 3, 4, 5, 6, 7]
+    assert json.loads(out[1]) == [m.version for m in MIGRATIONS] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert json.loads(out[2]) == []
     assert len({m.name for m in MIGRATIONS}) == len(MIGRATIONS)
 
@@ -69,7 +69,7 @@ def test_a_store_from_before_the_ingest_file_stat_migration_is_upgraded(tmp_path
         con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.name])
     con.close()
     with celltrials.open(db) as store:
-        assert store.schema_version() == MIGRATIONS[-1].version == 7
+        assert store.schema_version() == MIGRATIONS[-1].version == 8
         cols = {r[0] for r in store.con.execute("DESCRIBE ingests").fetchall()}
         assert {"source_size", "source_mtime_ns"} <= cols
         assert ingest_paths(store, [PROCHYMAL_CSV]).n_new == 14

@@ -128,7 +128,7 @@ def test_migration_7_turns_joined_text_into_lists(
     path = tmp_path / "s.duckdb"
     shutil.copy(src, path)
     with celltrials.open(path) as store:
-        assert store.schema_version() == 7
+        assert store.schema_version() == 8
         types = _types(store)
         assert {c: types[c] for c in MULTI} == dict.fromkeys(MULTI, "VARCHAR[]")
         assert types["is_cell_therapy"] == "BOOLEAN"
@@ -322,7 +322,7 @@ def test_a_store_killed_right_after_the_migration_opens(
     code = (
         "import os, sys, celltrials\n"
         "s = celltrials.open(sys.argv[1])\n"
-        "assert s.schema_version() == 7\n"
+        "assert s.schema_version() == 8\n"
         "os._exit(9)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}

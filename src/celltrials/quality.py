@@ -39,7 +39,7 @@ from celltrials.normalize import (
     study_type_lookup,
 )
 from celltrials.sources import FORMATS
-from celltrials.store import Store
+from celltrials.store import Store, register_raw_json
 
 #: fields whose raw values are checked against a vocabulary
 CHECKED_FIELDS = ("study_type", "phase", "status", "country")
@@ -238,11 +238,12 @@ def coverage_windows(store: Store | duckdb.DuckDBPyConnection) -> list[CoverageW
     # only formats whose records carry an export stamp are parsed for it: reading
     # every record's raw JSON cost a whole-registry store seconds and gigabytes
     stamped = [name for name, f in FORMATS.items() if "export_date" in f.volatile_fields]
+    register_raw_json(con)  # (a connection not opened by Store)
     exports_of = dict(
         con.execute(
             """
-        SELECT source, list(DISTINCT raw->>'$.export_date')
-                           FILTER (WHERE raw->>'$.export_date' IS NOT NULL)
+        SELECT source, list(DISTINCT raw_json(raw)->>'$.export_date')
+                           FILTER (WHERE raw_json(raw)->>'$.export_date' IS NOT NULL)
         FROM records WHERE source_format IN (SELECT unnest(?)) GROUP BY source""",
             [stamped],
         ).fetchall()

@@ -3,6 +3,7 @@
 Tables (schema version 1)::
 
     records                every record version ever ingested, raw JSON kept
+                           (zstd-compressed; SQL: ``raw_json(raw)``)
     record_ids             registry ids named by each record version
     record_conditions      conditions, MeSH terms and MeSH ancestors
     record_interventions   type, name, description, other names, arm labels
@@ -27,7 +28,11 @@ Migration 5 keeps raw values beside canonical ones: ``study_type_raw``,
 each country row, ``record_regions`` (continents named in country fields)
 and ``record_text_repairs`` (every repaired text with its raw form).
 Migration 7 stores the classifier's multi-valued labels as ``VARCHAR[]`` lists
-and ``is_cell_therapy`` as BOOLEAN. The features above the store write and
+and ``is_cell_therapy`` as BOOLEAN. Migration 8 keeps ``records.raw`` as a
+zstd frame of the record's JSON (BLOB): compressed in the ingest workers, the
+writer hands DuckDB a third of the bytes (see :func:`compress_raw`); SQL reads
+it through the ``raw_json`` function every :class:`Store` connection has, and
+Python through :meth:`Store.raw_record` or :func:`decode_raw`. The features above the store write and
 read their tables through typed methods (:meth:`Store.text_records`,
 :meth:`Store.write_labels`, :meth:`Store.label_rows`,
 :meth:`Store.label_evidence`, :meth:`Store.write_product_links`,
@@ -48,10 +53,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import duckdb.func
 import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import zstandard
 
 from celltrials.dedup import group_records
 from celltrials.errors import StoreError
@@ -346,6 +353,108 @@ def _v7_typed_labels(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE _labels_typed RENAME TO labels")
 
 
+#: records.raw: each record's JSON as one zstd frame, level 1 (the fastest: the
+#: store's own compression of the column gains another half on top, across records)
+_RAW_COMPRESSOR = zstandard.ZstdCompressor(level=1)
+_RAW_DECOMPRESSOR = zstandard.ZstdDecompressor()
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def compress_raw(raw: bytes) -> bytes:
+    """The stored form of a record's raw JSON (UTF-8 bytes): one zstd frame."""
+    return _RAW_COMPRESSOR.compress(raw)
+
+
+def raw_text(stored: bytes | str | None) -> str | None:
+    """The JSON text of a stored ``records.raw`` value: a zstd frame (migration
+    8), plain JSON bytes (a store from before it, read through
+    :func:`raw_blob_view`) or JSON text as DuckDB returns a JSON column."""
+    if stored is None or isinstance(stored, str):
+        return stored
+    if stored[:4] == _ZSTD_MAGIC:
+        stored = _RAW_DECOMPRESSOR.decompress(stored)
+    return stored.decode("utf-8")
+
+
+def decode_raw(stored: bytes | str | None) -> Any:
+    """The JSON value of a stored ``records.raw`` (see :func:`raw_text`)."""
+    text = raw_text(stored)
+    return None if text is None else orjson.loads(text)
+
+
+def _raw_json_udf(stored: pa.Array) -> pa.Array:
+    texts = pa.array([raw_text(v) for v in stored.to_pylist()], type=pa.string())
+    return pa.ExtensionArray.from_storage(pa.json_(), texts)
+
+
+def register_raw_json(con: duckdb.DuckDBPyConnection) -> None:
+    """``raw_json(raw)`` in SQL on ``con``: the JSON of a stored ``records.raw``
+    (e.g. ``raw_json(raw)->>'$.protocolSection.identificationModule.briefTitle'``)."""
+    with contextlib.suppress(
+        duckdb.CatalogException, duckdb.NotImplementedException
+    ):  # (already there)
+        con.create_function(
+            "raw_json",
+            _raw_json_udf,
+            [duckdb.sqltype("BLOB")],
+            duckdb.sqltype("JSON"),
+            type=duckdb.func.ARROW,
+            null_handling=duckdb.func.SPECIAL,
+        )
+
+
+def _raw_type(con: duckdb.DuckDBPyConnection) -> str | None:
+    rows = con.execute(
+        "SELECT data_type FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'records' AND column_name = 'raw'"
+    ).fetchall()
+    return str(rows[0][0]) if rows else None
+
+
+def _compress_raw_udf(raw: pa.Array) -> pa.Array:
+    return pa.array(
+        [None if v is None else compress_raw(v) for v in raw.cast(pa.binary()).to_pylist()],
+        type=pa.binary(),
+    )
+
+
+def _v8_raw_compressed(con: duckdb.DuckDBPyConnection) -> None:
+    # the column is rewritten through a new one (an UPDATE logs values, not the
+    # function that made them: replaying the log after a crash needs no celltrials)
+    if _raw_type(con) != "JSON":
+        return
+    con.create_function(
+        "_celltrials_compress_raw",
+        _compress_raw_udf,
+        [duckdb.sqltype("VARCHAR")],
+        duckdb.sqltype("BLOB"),
+        type=duckdb.func.ARROW,
+        null_handling=duckdb.func.SPECIAL,
+    )
+    try:
+        con.execute("ALTER TABLE records ADD COLUMN raw_zstd BLOB")
+        con.execute("UPDATE records SET raw_zstd = _celltrials_compress_raw(raw::VARCHAR)")
+        con.execute("ALTER TABLE records DROP COLUMN raw")
+        con.execute("ALTER TABLE records RENAME COLUMN raw_zstd TO raw")
+    finally:
+        con.remove_function("_celltrials_compress_raw")
+
+
+def raw_blob_view(con: duckdb.DuckDBPyConnection) -> bool:
+    """For a store written before migration 8 and read without migrating it:
+    the temp view ``records`` shows ``raw`` as a BLOB (the JSON's UTF-8 bytes,
+    which :func:`raw_text` and ``raw_json`` read too), so readers see one schema.
+    Returns whether it was needed."""
+    if _raw_type(con) != "JSON":
+        return False
+    db = str(con.execute("SELECT current_database()").fetchall()[0][0]).replace('"', '""')
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW records AS "
+        f'SELECT * REPLACE (encode(raw::VARCHAR) AS raw) FROM "{db}".main.records'
+    )
+    return True
+
+
 def typed_labels_view(con: duckdb.DuckDBPyConnection) -> bool:
     """For a store written before migration 7 and read without migrating it
     (opened read-only, or attached read-only as the connection's default
@@ -379,6 +488,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "raw beside canonical", _v5),
     Migration(6, "ingest_file_stat", _v6_ingest_file_stat),
     Migration(7, "typed labels", _v7_typed_labels),
+    Migration(8, "raw compressed", _v8_raw_compressed),
 )
 _MIGRATIONS: dict[int, Migration] = {m.version: m for m in MIGRATIONS}
 
@@ -432,12 +542,14 @@ class Store:
                     hint="Pass --db a path in a folder you can write to.",
                 ) from None
         con = _connect(db, read_only)
+        register_raw_json(con)
         store = cls(con, db)
         if not read_only:
             store.migrate()
             store.discard_unfinished_ingests()  # a file being staged when its process was killed
         else:
             typed_labels_view(con)
+            raw_blob_view(con)
         return store
 
     def close(self) -> None:
@@ -717,12 +829,6 @@ class Store:
                 return flags
             mask = pa.array(flags, type=pa.bool_())
             new = records.filter(mask)
-            raw = new.column("raw").combine_chunks()
-            new = new.set_column(
-                new.schema.get_field_index("raw"),
-                "raw",
-                pa.ExtensionArray.from_storage(pa.json_(), raw.view(pa.string())),
-            )
             new = new.append_column(
                 "ingested_at", pa.array([_now()] * new.num_rows, type=_ARROW_TYPES["ingested_at"])
             )
@@ -1208,11 +1314,15 @@ class Store:
             return pd.DataFrame(columns=list(PRODUCT_LINK_COLUMNS))
 
     def records(self, *, current_only: bool = True, with_raw: bool = False) -> pd.DataFrame:
+        """Record versions (``with_raw``: with ``raw``, the JSON text)."""
         cols = "*" if with_raw else "* EXCLUDE (raw)"
         where = "WHERE is_current" if current_only else ""
-        return self.query(
+        df = self.query(
             f"SELECT {cols} FROM records {where} ORDER BY channel, record_id, ingested_at"
         )
+        if with_raw:
+            df["raw"] = df["raw"].map(raw_text)
+        return df
 
     def table(self, name: str) -> pd.DataFrame:
         """A child view by name: conditions, interventions, arms, countries, sponsors, outcomes, trial_ids."""
@@ -1300,7 +1410,7 @@ class Store:
         row = self.con.execute(
             "SELECT raw FROM records WHERE record_key = ?", [record_key]
         ).fetchone()
-        return orjson.loads(row[0]) if row else None
+        return decode_raw(row[0]) if row else None
 
 
 # ------------------------------------------------------------------ locking
@@ -1516,11 +1626,7 @@ for _c in (
 
 def _arrow_column(table: str, name: str, values: list[Any]) -> pa.Array:
     if table == "records" and name == "raw":
-        # orjson's UTF-8 bytes taken as they are (no per-string decoding) and
-        # typed as JSON, so DuckDB stores them without parsing them again
-        return pa.ExtensionArray.from_storage(
-            pa.json_(), pa.array(values, type=pa.binary()).view(pa.string())
-        )
+        return pa.array(values, type=pa.binary())
     return pa.array(values, type=_ARROW_TYPES.get(name))
 
 
@@ -1584,7 +1690,9 @@ def _record_row(
         "eligibility": rec.eligibility,
         "has_results": rec.has_results,
         "url": rec.url,
-        "raw": raw,  # UTF-8 bytes: Arrow takes them without re-encoding
+        # compressed here, in the ingest worker that parsed it: DuckDB's own
+        # compression of the JSON text cost the single writer a third of its time
+        "raw": compress_raw(raw),
         "study_type_raw": rec.study_type_raw,
         "lead_sponsor_raw": lead.name_raw if lead else None,
         "lead_sponsor_key": lead.key if lead else None,

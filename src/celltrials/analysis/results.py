@@ -48,6 +48,7 @@ from celltrials.errors import AnalysisError, CelltrialsError
 from celltrials.outputs import ensure_dir, write_atomic
 from celltrials.safety import safe_cell
 from celltrials.sources import RESULT_FORMATS, ctgov_v1, ctgov_xml
+from celltrials.store import raw_text
 
 OUTCOME_COLUMNS = [
     "nct_id", "outcome_index", "outcome_type", "outcome_title", "time_frame", "units", "param_type",
@@ -362,7 +363,8 @@ def _connection(con: Any) -> Any:
 
 
 def _load(raw: Any) -> Any:
-    return json.loads(raw) if isinstance(raw, str | bytes) else raw
+    # a stored records.raw (a zstd frame; JSON text from an older store) or the parsed object
+    return json.loads(raw_text(raw) or "null") if isinstance(raw, str | bytes) else raw
 
 
 _FORMATS_SQL = ", ".join(f"'{f}'" for f in RESULT_FORMATS)
