@@ -198,7 +198,8 @@ def _sha256(path: Path) -> str:
 #: files up to this size are parsed whole and written together with their
 #: neighbours (one transaction for many small files); larger files stream
 SMALL_FILE_BYTES = 8 << 20
-#: a batch of staged records is written once it holds this many bytes of raw JSON
+#: a batch of staged records is written once it holds this many bytes of raw
+#: JSON, as held: the workers' units hold it compressed (see ``compress_raw``)
 BATCH_BYTES = 32 << 20
 
 
