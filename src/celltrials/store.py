@@ -32,11 +32,12 @@ and ``is_cell_therapy`` as BOOLEAN. Migration 8 keeps ``records.raw`` as a
 zstd frame of the record's JSON (BLOB): compressed in the ingest workers, the
 writer hands DuckDB a third of the bytes (see :func:`compress_raw`); SQL reads
 it through the ``raw_json`` function every :class:`Store` connection has, and
-Python through :meth:`Store.raw_record` or :func:`decode_raw`. The features above the store write and
-read their tables through typed methods (:meth:`Store.text_records`,
-:meth:`Store.write_labels`, :meth:`Store.label_rows`,
-:meth:`Store.label_evidence`, :meth:`Store.write_product_links`,
-:meth:`Store.product_links`).
+Python through :meth:`Store.raw_record` or :func:`decode_raw`.
+
+The features above the store write and read their tables through typed
+methods (:meth:`Store.text_records`, :meth:`Store.write_labels`,
+:meth:`Store.label_rows`, :meth:`Store.label_evidence`,
+:meth:`Store.write_product_links`, :meth:`Store.product_links`).
 """
 
 from __future__ import annotations
@@ -390,9 +391,8 @@ def _raw_json_udf(stored: pa.Array) -> pa.Array:
 def register_raw_json(con: duckdb.DuckDBPyConnection) -> None:
     """``raw_json(raw)`` in SQL on ``con``: the JSON of a stored ``records.raw``
     (e.g. ``raw_json(raw)->>'$.protocolSection.identificationModule.briefTitle'``)."""
-    with contextlib.suppress(
-        duckdb.CatalogException, duckdb.NotImplementedException
-    ):  # (already there)
+    # (DuckDB raises NotImplementedException for a name already registered)
+    with contextlib.suppress(duckdb.CatalogException, duckdb.NotImplementedException):
         con.create_function(
             "raw_json",
             _raw_json_udf,
