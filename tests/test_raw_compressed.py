@@ -45,8 +45,9 @@ def _raw_type(store: celltrials.Store) -> str:
 
 @pytest.fixture(scope="module")
 def old_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
-    """A store of real records with the pre-migration-8 ``raw JSON`` column;
-    returns its path and each record's JSON text (UTF-8) by record key."""
+    """A store of real records with the pre-migration-8 ``raw JSON`` column and
+    no ``export_date``; returns its path and each record's JSON text (UTF-8) by
+    record key."""
     path = tmp_path_factory.mktemp("rawz") / "old.duckdb"
     with celltrials.open(path) as store:
         report = ingest_paths(store, [GENERAL_JSON, ICTRP_XLSX])
@@ -67,6 +68,7 @@ def old_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
             ),
         )
         con.execute("ALTER TABLE records DROP COLUMN raw")
+        con.execute("ALTER TABLE records DROP COLUMN export_date")
         con.execute("ALTER TABLE records ADD COLUMN raw JSON")
         con.execute(
             "UPDATE records SET raw = o.raw FROM _old o WHERE records.record_key = o.record_key"
@@ -113,6 +115,28 @@ def test_migration_8_compresses_every_record_and_keeps_its_json(
     assert set(got) == set(texts)
     for key, raw in got.items():
         assert raw[:4] == ZSTD_MAGIC and dz.decompress(raw) == texts[key], key
+
+
+def test_the_export_stamp_has_a_column_migrated_as_ingested(
+    old_store: tuple[Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    """``records.export_date``: the ICTRP rows' export date as the export
+    wrote it, NULL for other formats; migration 8 fills it from the JSON as a
+    fresh ingest of the same files does."""
+    src, texts = old_store
+    path = tmp_path / "m.duckdb"
+    shutil.copy(src, path)
+    with celltrials.open(path) as store:
+        migrated = dict(store.con.execute("SELECT record_key, export_date FROM records").fetchall())
+    with celltrials.open(tmp_path / "fresh.duckdb") as store:
+        ingest_paths(store, [GENERAL_JSON, ICTRP_XLSX])
+        fresh = dict(store.con.execute("SELECT record_key, export_date FROM records").fetchall())
+    expected = {
+        k: (None if (d := json.loads(t).get("export_date")) is None else str(d))
+        for k, t in texts.items()
+    }
+    assert migrated == fresh == expected
+    assert sum(v is not None for v in expected.values()) > 1000  # every workbook row has one
 
 
 def test_an_old_store_opened_read_only_reads_as_a_migrated_one(

@@ -38,8 +38,7 @@ from celltrials.normalize import (
     status_lookup,
     study_type_lookup,
 )
-from celltrials.sources import FORMATS
-from celltrials.store import Store, register_raw_json
+from celltrials.store import Store, raw_blob_view
 
 #: fields whose raw values are checked against a vocabulary
 CHECKED_FIELDS = ("study_type", "phase", "status", "country")
@@ -235,18 +234,13 @@ def coverage_windows(store: Store | duckdb.DuckDBPyConnection) -> list[CoverageW
                min(registration_date), max(registration_date), min(start_date), max(start_date),
                min(last_update), max(last_update)
         FROM records GROUP BY source ORDER BY source""").fetchall()
-    # only formats whose records carry an export stamp are parsed for it: reading
-    # every record's raw JSON cost a whole-registry store seconds and gigabytes
-    stamped = [name for name, f in FORMATS.items() if "export_date" in f.volatile_fields]
-    register_raw_json(con)  # (a connection not opened by Store)
+    # the export stamp has a column of its own (migration 8): reading it from every
+    # record's raw JSON cost a whole-registry store seconds and gigabytes
+    raw_blob_view(con)  # (a store from before it, on a connection Store did not open)
     exports_of = dict(
-        con.execute(
-            """
-        SELECT source, list(DISTINCT raw_json(raw)->>'$.export_date')
-                           FILTER (WHERE raw_json(raw)->>'$.export_date' IS NOT NULL)
-        FROM records WHERE source_format IN (SELECT unnest(?)) GROUP BY source""",
-            [stamped],
-        ).fetchall()
+        con.execute("""
+        SELECT source, list(DISTINCT export_date) FILTER (WHERE export_date IS NOT NULL)
+        FROM records WHERE export_date IS NOT NULL GROUP BY source""").fetchall()
     )
     out: list[CoverageWindow] = []
     for r in rows:

@@ -32,7 +32,9 @@ and ``is_cell_therapy`` as BOOLEAN. Migration 8 keeps ``records.raw`` as a
 zstd frame of the record's JSON (BLOB): compressed in the ingest workers, the
 writer hands DuckDB a third of the bytes (see :func:`compress_raw`); SQL reads
 it through the ``raw_json`` function every :class:`Store` connection has, and
-Python through :meth:`Store.raw_record` or :func:`decode_raw`.
+Python through :meth:`Store.raw_record` or :func:`decode_raw`. It also gives
+the ICTRP export stamp a column, ``records.export_date`` (read without
+decompressing anything).
 
 The features above the store write and read their tables through typed
 methods (:meth:`Store.text_records`, :meth:`Store.write_labels`,
@@ -354,6 +356,13 @@ def _v7_typed_labels(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE _labels_typed RENAME TO labels")
 
 
+#: formats whose records carry the export's date stamp (``export_date``, left
+#: out of the content hash), kept in ``records.export_date`` (migration 8)
+_STAMPED_FORMATS = frozenset(
+    name for name, f in FORMATS.items() if "export_date" in f.volatile_fields
+)
+
+
 #: records.raw: each record's JSON as one zstd frame, level 1 (the fastest: the
 #: store's own compression of the column gains another half on top, across records)
 _RAW_COMPRESSOR = zstandard.ZstdCompressor(level=1)
@@ -420,7 +429,9 @@ def _compress_raw_udf(raw: pa.Array) -> pa.Array:
 
 def _v8_raw_compressed(con: duckdb.DuckDBPyConnection) -> None:
     # the column is rewritten through a new one (an UPDATE logs values, not the
-    # function that made them: replaying the log after a crash needs no celltrials)
+    # function that made them: replaying the log after a crash needs no celltrials);
+    # the export stamp is read from the JSON on the way (readers need not decompress)
+    con.execute("ALTER TABLE records ADD COLUMN IF NOT EXISTS export_date VARCHAR")
     if _raw_type(con) != "JSON":
         return
     con.create_function(
@@ -433,24 +444,37 @@ def _v8_raw_compressed(con: duckdb.DuckDBPyConnection) -> None:
     )
     try:
         con.execute("ALTER TABLE records ADD COLUMN raw_zstd BLOB")
-        con.execute("UPDATE records SET raw_zstd = _celltrials_compress_raw(raw::VARCHAR)")
+        con.execute(
+            "UPDATE records SET raw_zstd = _celltrials_compress_raw(raw::VARCHAR), "
+            f"export_date = {_EXPORT_DATE_SQL}"
+        )
         con.execute("ALTER TABLE records DROP COLUMN raw")
         con.execute("ALTER TABLE records RENAME COLUMN raw_zstd TO raw")
     finally:
         con.remove_function("_celltrials_compress_raw")
 
 
+#: ``records.export_date`` of a record whose ``raw`` is still JSON (before migration 8)
+_EXPORT_DATE_SQL = (
+    "CASE WHEN source_format IN ("
+    + ", ".join(f"'{f}'" for f in sorted(_STAMPED_FORMATS))
+    + ") THEN raw->>'$.export_date' END"
+)
+
+
 def raw_blob_view(con: duckdb.DuckDBPyConnection) -> bool:
     """For a store written before migration 8 and read without migrating it:
     the temp view ``records`` shows ``raw`` as a BLOB (the JSON's UTF-8 bytes,
-    which :func:`raw_text` and ``raw_json`` read too), so readers see one schema.
+    which :func:`raw_text` and ``raw_json`` read too) and ``export_date``, so
+    readers see one schema.
     Returns whether it was needed."""
     if _raw_type(con) != "JSON":
         return False
     db = str(con.execute("SELECT current_database()").fetchall()[0][0]).replace('"', '""')
     con.execute(
         "CREATE OR REPLACE TEMP VIEW records AS "
-        f'SELECT * REPLACE (encode(raw::VARCHAR) AS raw) FROM "{db}".main.records'
+        f"SELECT * REPLACE (encode(raw::VARCHAR) AS raw), {_EXPORT_DATE_SQL} AS export_date "
+        f'FROM "{db}".main.records'
     )
     return True
 
@@ -1576,6 +1600,7 @@ _RECORD_COLUMNS = [
     "study_type_raw",
     "lead_sponsor_raw",
     "lead_sponsor_key",
+    "export_date",
 ]
 _CHILD_COLUMNS = {
     "record_ids": ["record_key", "id_key", "id_raw", "registry", "is_primary"],
@@ -1641,6 +1666,13 @@ def raw_and_digest(rec: ParsedRecord) -> tuple[bytes, str]:
     return raw, hashlib.sha256(raw).hexdigest()
 
 
+def _export_date(source_format: str, raw: bytes) -> str | None:
+    if source_format not in _STAMPED_FORMATS:
+        return None
+    stamp = orjson.loads(raw).get("export_date")
+    return None if stamp is None else str(stamp)
+
+
 def _record_row(
     cols: dict[str, list[Any]],
     rec: ParsedRecord,
@@ -1696,6 +1728,7 @@ def _record_row(
         "study_type_raw": rec.study_type_raw,
         "lead_sponsor_raw": lead.name_raw if lead else None,
         "lead_sponsor_key": lead.key if lead else None,
+        "export_date": _export_date(rec.source_format, raw),
     }
     for k, v in values.items():
         cols[k].append(v)

@@ -1100,8 +1100,8 @@ class SectionData:
 
 class StoreWide:
     """The store-wide parts of a report, which do not depend on its trials:
-    the coverage windows (a parse of every record's raw JSON for its export
-    stamp) and the data-quality audit of the methods chapter. They run in
+    the coverage windows (every source's date ranges and export stamps)
+    and the data-quality audit of the methods chapter. They run in
     DuckDB on a connection of their own, in a thread, from the moment this is
     made until :meth:`result`; :meth:`close` (always call it) waits for the
     thread, interrupting its query when the result was never needed. (Started
