@@ -538,11 +538,16 @@ class _TreeMemory:
         return self.peak / 1024
 
 
-def run(kind: str, **spec: Any) -> dict[str, Any]:
+def run(kind: str, src: Path | None = None, **spec: Any) -> dict[str, Any]:
+    """One measured step in a fresh process, importing celltrials from ``src``
+    (default: this checkout's; :mod:`ab_ingest` passes another revision's)."""
     cmd = [sys.executable, __file__, "--worker", json.dumps({"kind": kind, **spec})]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(src or ROOT / "src")},
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
