@@ -59,7 +59,8 @@ def main() -> None:
     )
     try:
         corpus = work / "corpus.json"
-        scale.write_array(corpus, (scale.Corpus(args.corpus).study(i) for i in range(args.n)))
+        studies = scale.Corpus(args.corpus)
+        scale.write_array(corpus, (studies.study(i) for i in range(args.n)))
         sides = {f"base {args.base}": base_tree / "src", f"head {head}": scale.ROOT / "src"}
         print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {scale.machine()}")
         print(f"at start, {describe()}")
