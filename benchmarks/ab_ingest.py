@@ -63,6 +63,10 @@ def main() -> None:
         scale.write_array(corpus, (studies.study(i) for i in range(args.n)))
         sides = {f"base {args.base}": base_tree / "src", f"head {head}": scale.ROOT / "src"}
         print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {scale.machine()}")
+        print(
+            f"command: benchmarks/ab_ingest.py --base {args.base} --corpus {args.corpus} "
+            f"--n {args.n} --rounds {args.rounds}"
+        )
         print(f"at start, {describe()}")
         print(
             f"{args.corpus} corpus, {args.n:,} studies in one file "
