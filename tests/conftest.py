@@ -6,6 +6,8 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,22 @@ def stored_json(raw: bytes) -> Any:
     """A stored ``records.raw`` read back as the format documents it (one zstd
     frame of the record's JSON), with zstandard itself rather than celltrials."""
     return json.loads(zstandard.ZstdDecompressor().decompress(raw))
+
+
+def open_and_kill(path: Path, version: int) -> None:
+    """Open the store at ``path`` for writing (so it migrates) in another
+    process that checks its schema version and dies at once (``os._exit``, no
+    checkpoint): the migration is left in the write-ahead log."""
+    code = (
+        "import os, sys, celltrials\n"
+        "s = celltrials.open(sys.argv[1])\n"
+        f"assert s.schema_version() == {version}\n"
+        "os._exit(9)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    res = subprocess.run([sys.executable, "-c", code, str(path)], env=env, check=False)
+    assert res.returncode == 9
+    assert path.with_name(path.name + ".wal").exists()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

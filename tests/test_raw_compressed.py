@@ -13,10 +13,7 @@ wrote itself."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,7 +26,7 @@ import celltrials
 from celltrials.ingest import ingest_paths
 from celltrials.quality import coverage_windows
 from celltrials.store import compress_raw, decode_raw, raw_text
-from tests.conftest import GENERAL_JSON, ICTRP_XLSX, REPO, stored_json
+from tests.conftest import GENERAL_JSON, ICTRP_XLSX, open_and_kill, stored_json
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # RFC 8878, section 3.1.1
 
@@ -191,16 +188,7 @@ def test_a_store_killed_right_after_migration_8_opens(
     src, texts = old_store
     path = tmp_path / "k.duckdb"
     shutil.copy(src, path)
-    code = (
-        "import os, sys, celltrials\n"
-        "s = celltrials.open(sys.argv[1])\n"
-        "assert s.schema_version() == 8\n"
-        "os._exit(9)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    res = subprocess.run([sys.executable, "-c", code, str(path)], env=env, check=False)
-    assert res.returncode == 9
-    assert path.with_name(path.name + ".wal").exists()
+    open_and_kill(path, 8)
     with celltrials.open(path, read_only=True) as store:
         assert store.schema_version() == 8
         got = dict(store.con.execute("SELECT record_key, raw FROM records").fetchall())

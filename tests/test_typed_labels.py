@@ -13,10 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ from celltrials.ingest import ingest_paths
 from celltrials.labelling import classify_store, explain_trial, labels_rows, store_trial_texts
 from celltrials.serve.queries import prepare
 from celltrials.serve.snapshot import Snapshot
-from tests.conftest import CAR2_JSON, PROCHYMAL_CSV, REPO
+from tests.conftest import CAR2_JSON, PROCHYMAL_CSV, open_and_kill
 
 pytestmark = pytest.mark.data
 
@@ -319,16 +316,7 @@ def test_a_store_killed_right_after_the_migration_opens(
     src, old = old_store
     path = tmp_path / "k.duckdb"
     shutil.copy(src, path)
-    code = (
-        "import os, sys, celltrials\n"
-        "s = celltrials.open(sys.argv[1])\n"
-        "assert s.schema_version() == 8\n"
-        "os._exit(9)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    res = subprocess.run([sys.executable, "-c", code, str(path)], env=env, check=False)
-    assert res.returncode == 9
-    assert path.with_name(path.name + ".wal").exists()
+    open_and_kill(path, 8)
     with celltrials.open(path, read_only=True) as store:
         got = {r["trial_id"]: r["targets"] for r in store.label_rows()}
     for tid, r in old.items():

@@ -400,19 +400,31 @@ def _raw_json_udf(stored: pa.Array) -> pa.Array:
     return pa.ExtensionArray.from_storage(pa.json_(), texts)
 
 
+def _arrow_function(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    fn: Callable[[pa.Array], pa.Array],
+    param: str,
+    returns: str,
+) -> None:
+    """A one-argument Python function in SQL on ``con``, called with Arrow
+    chunks (NULLs included: ``fn`` maps them)."""
+    con.create_function(
+        name,
+        fn,
+        [duckdb.sqltype(param)],
+        duckdb.sqltype(returns),
+        type=duckdb.func.ARROW,
+        null_handling=duckdb.func.SPECIAL,
+    )
+
+
 def register_raw_json(con: duckdb.DuckDBPyConnection) -> None:
     """``raw_json(raw)`` in SQL on ``con``: the JSON of a stored ``records.raw``
     (e.g. ``raw_json(raw)->>'$.protocolSection.identificationModule.briefTitle'``)."""
     # (DuckDB raises NotImplementedException for a name already registered)
     with contextlib.suppress(duckdb.CatalogException, duckdb.NotImplementedException):
-        con.create_function(
-            "raw_json",
-            _raw_json_udf,
-            [duckdb.sqltype("BLOB")],
-            duckdb.sqltype("JSON"),
-            type=duckdb.func.ARROW,
-            null_handling=duckdb.func.SPECIAL,
-        )
+        _arrow_function(con, "raw_json", _raw_json_udf, "BLOB", "JSON")
 
 
 def _raw_type(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -437,14 +449,7 @@ def _v8_raw_compressed(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE records ADD COLUMN IF NOT EXISTS export_date VARCHAR")
     if _raw_type(con) != "JSON":
         return
-    con.create_function(
-        "_celltrials_compress_raw",
-        _compress_raw_udf,
-        [duckdb.sqltype("VARCHAR")],
-        duckdb.sqltype("BLOB"),
-        type=duckdb.func.ARROW,
-        null_handling=duckdb.func.SPECIAL,
-    )
+    _arrow_function(con, "_celltrials_compress_raw", _compress_raw_udf, "VARCHAR", "BLOB")
     try:
         con.execute("ALTER TABLE records ADD COLUMN raw_zstd BLOB")
         con.execute(
