@@ -132,7 +132,8 @@ def build_report(
     # millions of trial ids in lists and frames, none in a reference cycle: the cyclic
     # collector would only rescan them (~10 % of the build's CPU at 500,000 trials)
     try:
-        with gc_paused():
+        # (the data date read once: the selection, the sections and the methods ask for it)
+        with gc_paused(), L.holding_data_date(con):
             return _build(con, out, filters, progress, drawing, steps, step, timings, t_all)
     finally:
         if drawing:

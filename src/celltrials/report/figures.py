@@ -339,9 +339,11 @@ def draw_matplotlib(chart: Chart, out_dir: Path, *, dpi: int = 200) -> list[Path
             )
             engine: Any = fig.get_layout_engine()
             engine.set(rect=(0, extra / (h + extra), 1, 1 - extra / (h + extra)))
-        # lay out once, then freeze it for both files (constrained layout would rerun per save)
+        # lay out once, then freeze it for both files (constrained layout would rerun per
+        # save). No engine at all, not "none": savefig draws the figure once more before
+        # drawing it into the file while any engine (even a placeholder) is set
         fig.draw_without_rendering()
-        fig.set_layout_engine("none")
+        fig.set_layout_engine(None)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = [out_dir / f"{chart.id}.svg", out_dir / f"{chart.id}.png"]
         fig.savefig(paths[0], metadata={"Date": None})
