@@ -98,3 +98,64 @@ def test_id_lists_sorted_in_an_unsorted_selection(
     # fewer ids than trials: looked up as text, still sorted
     few = L.id_lists(pa.array([ids[:4][::-1]], type=pa.list_(pa.string())), sel)
     assert few == [sorted(ids[:4])]
+
+
+def test_selection_frame_converts_label_lists_as_pandas_does(
+    tmp_path_factory: pytest.TempPathFactory, full_store_path: Path
+) -> None:
+    """select_trials converts each distinct label list once (landscape.frame_of);
+    the frame is the one Arrow's own to_pandas makes, cell by cell."""
+    import numpy as np
+
+    path = classified_store_path(tmp_path_factory, full_store_path)
+    with celltrials.open(path, read_only=True) as store:
+        L.ensure_label_view(store.con)
+        sel = L.select_trials(store.con, L.Filters(scope="all"))
+        table = store.con.sql(L.selection_sql(L.Filters(scope="all"))[0]).to_arrow_table()
+    expected = table.to_pandas()
+    assert len(table) > 1000  # enough rows for the distinct-list path
+    assert list(sel.columns) == list(expected.columns)
+    lists = [
+        c for c in expected.columns if len(expected) and isinstance(expected[c][0], np.ndarray)
+    ]
+    assert {"cell_type", "families", "therapeutic_area"} <= set(lists)
+    for c in expected.columns:
+        assert sel[c].dtype == expected[c].dtype, c
+        if c in lists:
+            assert [list(v) for v in sel[c]] == [list(v) for v in expected[c]], c
+            assert all(v.dtype == object for v in sel[c])
+        else:
+            pd.testing.assert_series_equal(sel[c], expected[c], check_names=True)
+
+
+def test_lists_of_a_reordered_copy_of_the_selection(
+    tmp_path_factory: pytest.TempPathFactory, full_store_path: Path
+) -> None:
+    """The section queries list keys of the selection (landscape.SEL_ROW), read back
+    through the frame select_trials made: a reordered copy of that frame (which
+    pandas gives the same mark) still gets each count's own trials."""
+    path = classified_store_path(tmp_path_factory, full_store_path)
+    with celltrials.open(path, read_only=True) as store:
+        con = store.con
+        L.ensure_label_view(con)
+        sel = L.select_trials(con, L.Filters(scope="all"))
+        shuffled = sel.sample(frac=1.0, random_state=7)
+        assert shuffled.attrs == sel.attrs
+        got = L.countries(con, shuffled)
+        # the same counts, read independently by text from the store's countries view
+        want = {
+            country: sorted(ids)
+            for country, ids in con.execute(
+                "SELECT country, list(DISTINCT trial_id) FROM countries GROUP BY country"
+            ).fetchall()
+        }
+        phases = L.phase_by_family(con, shuffled)
+        phase_ids = {
+            (p, f): sorted(ids)
+            for p, f, ids in con.execute(
+                "SELECT phase, family, list(DISTINCT trial_id) FROM "
+                "(SELECT trial_id, phase, unnest(families) AS family FROM _sel) GROUP BY ALL"
+            ).fetchall()
+        }
+    assert {r.country: list(r.trial_ids) for r in got.itertuples()} == want
+    assert {(r.phase, r.family): list(r.trial_ids) for r in phases.itertuples()} == phase_ids

@@ -468,9 +468,19 @@ def select_trials(con: duckdb.DuckDBPyConnection, filters: Filters | None = None
     # sorted once, when read (sorting the wide rows into the table costs more)
     unsorted = sql.removesuffix("\nORDER BY t.trial_id")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _sel AS {unsorted}", params)
-    df = frame_of(con.sql("SELECT * FROM _sel ORDER BY trial_id").to_arrow_table())
-    _remember(con, df)
+    # each row's key: its row id (numbering the rows in trial-id order instead, a
+    # window over the wide rows, cost more than the whole selection)
+    con.execute(f"ALTER TABLE _sel ADD COLUMN {SEL_ROW} INTEGER; UPDATE _sel SET {SEL_ROW} = rowid")
+    table = con.sql("SELECT * FROM _sel ORDER BY trial_id").to_arrow_table()
+    df = frame_of(table.drop_columns([SEL_ROW]))
+    _remember(con, df, table.column(SEL_ROW).to_numpy())
     return df
+
+
+#: the column of ``_sel`` holding each trial's key (an integer): the section queries
+#: list these keys, not the trial ids, behind each count, and :func:`id_lists` reads
+#: the ids from the selection frame through them (no lookup of every id by its text)
+SEL_ROW = "sel_row"
 
 
 def frame_of(table: pa.Table) -> pd.DataFrame:
@@ -478,9 +488,7 @@ def frame_of(table: pa.Table) -> pd.DataFrame:
     list at a time (:func:`_label_lists`): a few dozen distinct lists stand for
     500,000 trials, and pandas would make an array for every row."""
     lists = {n: s for n in table.column_names if (s := _label_lists(table.column(n))) is not None}
-    if not lists:
-        return table.to_pandas()
-    df = table.drop_columns(list(lists)).to_pandas()
+    df: pd.DataFrame = (table.drop_columns(list(lists)) if lists else table).to_pandas()
     for i, name in enumerate(table.column_names):
         if name in lists:
             df.insert(i, name, lists[name])
@@ -519,16 +527,22 @@ def _label_lists(column: pa.ChunkedArray) -> np.ndarray | None:
     for i, key in enumerate(uniques):
         n, _, rest = key.partition(_LIST_SEP)
         distinct[i] = np.array(rest.split(_LIST_SEP) if int(n) else [], dtype=object)
-    return distinct[codes]
+    out: np.ndarray = distinct[codes]
+    return out
 
 
 _SEL_TOKENS: dict[int, str] = {}
 
 
-def _remember(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> None:
+def _remember(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame, keys: np.ndarray) -> None:
+    """Mark ``trials`` as the frame ``_sel`` now holds, with its :class:`Selection`
+    (``keys``: the ``SEL_ROW`` of each of its rows). The mark travels with copies
+    of the frame (pandas keeps ``attrs``), reordered ones too: the Selection made
+    here, not one of a copy, is what the keys are read through."""
     token = uuid.uuid4().hex
     trials.attrs["_landscape_token"] = token
     _SEL_TOKENS[id(con)] = token
+    _SELECTIONS[id(con)] = (token, Selection(trials, keys))
 
 
 class Selection:
@@ -536,12 +550,26 @@ class Selection:
     (``ids``, one Python string per trial, shared by every :class:`TrialIds`
     made from it) and the Arrow array the section lists are looked up in."""
 
-    __slots__ = ("_rank", "arrow", "ids")
+    __slots__ = ("_rank", "_row_of_key", "arrow", "ids")
 
-    def __init__(self, trials: pd.DataFrame) -> None:
+    def __init__(self, trials: pd.DataFrame, keys: np.ndarray | None = None) -> None:
         self.ids: np.ndarray = np.asarray(trials["trial_id"].astype(str).tolist(), dtype=object)
         self.arrow = pa.array(self.ids, type=pa.string())
         self._rank: np.ndarray | None = None
+        self._row_of_key: np.ndarray | None = None
+        if keys is not None and len(keys):
+            self._row_of_key = np.full(int(keys.max()) + 1, -1, dtype=np.int64)
+            self._row_of_key[keys] = np.arange(len(keys), dtype=np.int64)
+
+    def rows(self, keys: np.ndarray) -> np.ndarray:
+        """The rows of the trials whose ``SEL_ROW`` are ``keys`` (made with the
+        keys by :func:`select_trials` or :func:`_selected`)."""
+        if self._row_of_key is None:
+            if len(keys):
+                raise ValueError("this selection has no keys")
+            return np.zeros(0, dtype=np.int64)
+        rows: np.ndarray = self._row_of_key[keys]
+        return rows
 
     def rank(self) -> np.ndarray:
         """Each row's place in trial-id order (the row itself when the ids are sorted,
@@ -606,7 +634,8 @@ def id_lists(column: pa.ChunkedArray | pa.Array, sel: Selection | None) -> list[
     """An Arrow column of trial-id lists as Python lists, each sorted (a missing
     list: []). With ``sel``, when every id is one of its trials and there are at
     least as many ids as trials: :class:`TrialIds` whose text is the selection's
-    own strings (no new string per id).
+    own strings (no new string per id). A column of integer lists holds rows of
+    ``sel`` (the section queries' ``SEL_ROW``), read without any lookup.
 
     The section queries leave the ids of a list unordered: sorting them here (as
     rows of the selection) costs a fraction of DuckDB's ``list(... ORDER BY
@@ -619,15 +648,22 @@ def id_lists(column: pa.ChunkedArray | pa.Array, sel: Selection | None) -> list[
     flat = arr.flatten()  # the ids of the valid lists, in order
     lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
     bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
+    pos: pa.Array | None = None
+    if pa.types.is_integer(flat.type):  # rows of the selection (``SEL_ROW``)
+        if sel is None or flat.null_count:
+            raise ValueError("a list of selection rows needs its selection")
+        pos = flat
     # (a lookup hashes every trial of the selection first: worth it for many ids only)
-    if sel is not None and pa.types.is_string(flat.type) and len(flat) >= len(sel.ids):
+    elif sel is not None and pa.types.is_string(flat.type) and len(flat) >= len(sel.ids):
         pos = pc.index_in(flat, value_set=sel.arrow)
-        if pos.null_count == 0:
-            rows = pos.to_numpy(zero_copy_only=False).astype(np.int64)
-            which = np.repeat(np.arange(len(lengths)), lengths)
-            rows = rows[np.lexsort((sel.rank()[rows], which))]
-            text = sel.ids[rows]
-            return [TrialIds(text[a:b].tolist(), rows[a:b], sel) for a, b in pairwise(bounds)]
+    if sel is not None and pos is not None and pos.null_count == 0:
+        rows = pos.to_numpy(zero_copy_only=False).astype(np.int64)
+        if pos is flat:
+            rows = sel.rows(rows)
+        which = np.repeat(np.arange(len(lengths)), lengths)
+        rows = rows[np.lexsort((sel.rank()[rows], which))]
+        text = sel.ids[rows]
+        return [TrialIds(text[a:b].tolist(), rows[a:b], sel) for a, b in pairwise(bounds)]
     values = flat.to_pylist()
     return [sorted(values[a:b]) for a, b in pairwise(bounds)]
 
@@ -648,16 +684,21 @@ def _selected(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> Iterator[
             fresh = False
     if not fresh:
         ensure_label_view(con)
-        ids = pd.DataFrame({"trial_id": trials["trial_id"].astype(str)})
+        ids = pd.DataFrame(
+            {
+                "trial_id": trials["trial_id"].astype(str),
+                SEL_ROW: np.arange(len(trials), dtype=np.int32),
+            }
+        )
         con.register("_sel_ids", ids)
         try:
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE _sel AS SELECT {SELECT_COLUMNS} "
+                f"CREATE OR REPLACE TEMP TABLE _sel AS SELECT {SELECT_COLUMNS}, s.{SEL_ROW} "
                 f"FROM _sel_ids s JOIN trials t USING (trial_id) LEFT JOIN {LABEL_VIEW} l USING (trial_id)"
             )
         finally:
             con.unregister("_sel_ids")
-        _remember(con, trials)
+        _remember(con, trials, ids[SEL_ROW].to_numpy())
     listing = _LISTING.set((con, trials))
     try:
         yield "_sel"
@@ -678,8 +719,9 @@ def _selected_countries(con: duckdb.DuckDBPyConnection) -> None:
         # (the rows of the countries view, read from its tables: the view's own
         # DISTINCT over every trial of the store cost twice as much at 500,000 trials)
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE _sel_countries AS SELECT DISTINCT tr.trial_id, c.country "
-            "FROM trial_records tr SEMI JOIN _sel s ON s.trial_id = tr.trial_id "
+            "CREATE OR REPLACE TEMP TABLE _sel_countries AS "
+            f"SELECT DISTINCT tr.trial_id, s.{SEL_ROW}, c.country "
+            "FROM trial_records tr JOIN _sel s ON s.trial_id = tr.trial_id "
             "JOIN record_countries c USING (record_key) "
             "WHERE tr.is_primary AND c.country IS NOT NULL"
         )
@@ -724,8 +766,8 @@ def _count_by(
     return _q(
         con,
         f"""
-        WITH k AS (SELECT trial_id, {inner} AS key FROM _sel WHERE {where})
-        SELECT key, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id) AS trial_ids
+        WITH k AS (SELECT sel_row, {inner} AS key FROM _sel WHERE {where})
+        SELECT key, count(DISTINCT sel_row) AS n_trials, list(DISTINCT sel_row) AS trial_ids
         FROM k WHERE key IS NOT NULL GROUP BY key ORDER BY {order}""",
     )
 
@@ -826,21 +868,14 @@ def headline(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
         # the trials behind each metric: one sorted read of the flags, filtered by Arrow
         # (the same lists as list(trial_id ORDER BY trial_id) FILTER (WHERE ...), in C++)
         table = con.sql(
-            f"{cte} SELECT trial_id, {flags} FROM s, y ORDER BY trial_id",
+            f"{cte} SELECT {SEL_ROW}, {flags} FROM s, y ORDER BY trial_id",
             params=[cutoff, cutoff],
         ).to_arrow_table()
-    tids = table.column("trial_id")
     sel = selection_of(con, trials)
-    rows_of = pc.index_in(tids, value_set=sel.arrow)
-    known = rows_of.null_count == 0 and pa.types.is_string(tids.type)
-    at = rows_of.to_numpy(zero_copy_only=False).astype(np.int64) if known else None
+    at = sel.rows(table.column(SEL_ROW).to_numpy())  # (each trial's row in the frame)
     row: list[Any] = []
     for i in range(len(metrics)):
-        flag = table.column(f"f{i}")
-        if at is None:
-            row += [got[i], pc.filter(tids, flag).to_pylist()]
-            continue
-        picked = at[pc.fill_null(flag, False).to_numpy(zero_copy_only=False)]
+        picked = at[pc.fill_null(table.column(f"f{i}"), False).to_numpy(zero_copy_only=False)]
         row += [got[i], TrialIds(sel.ids[picked].tolist(), picked, sel)]
     rows = [
         {
@@ -877,7 +912,7 @@ def snapshots(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFr
                 FROM ingests GROUP BY source),
             upd AS (SELECT source, max(last_update) AS latest_update, string_agg(DISTINCT registry, ', ' ORDER BY registry) AS registries
                     FROM records GROUP BY source),
-            shown AS (SELECT source, count(*) AS n_trials, list(trial_id) AS trial_ids
+            shown AS (SELECT source, count(*) AS n_trials, list(sel_row) AS trial_ids
                       FROM _sel GROUP BY source)
             SELECT src.source, src.format, upd.registries, src.first_ingested, src.last_ingested,
                    src.n_records_read, src.n_bad, upd.latest_update,
@@ -894,8 +929,8 @@ def immune_by_cell_type(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) ->
         df = _q(
             con,
             f"""
-            WITH k AS (SELECT trial_id, unnest(cell_type) AS key FROM _sel)
-            SELECT key AS cell_type, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id) AS trial_ids
+            WITH k AS (SELECT sel_row, unnest(cell_type) AS key FROM _sel)
+            SELECT key AS cell_type, count(DISTINCT sel_row) AS n_trials, list(DISTINCT sel_row) AS trial_ids
             FROM k WHERE key IN ({_in(IMMUNE)}) GROUP BY key ORDER BY n_trials DESC, key""",
         )
     return df
@@ -918,8 +953,8 @@ def stem_by_cell_type(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> p
         return _q(
             con,
             f"""
-            WITH k AS (SELECT trial_id, unnest(cell_type) AS key FROM _sel)
-            SELECT key AS cell_type, count(DISTINCT trial_id) AS n_trials, list(DISTINCT trial_id) AS trial_ids
+            WITH k AS (SELECT sel_row, unnest(cell_type) AS key FROM _sel)
+            SELECT key AS cell_type, count(DISTINCT sel_row) AS n_trials, list(DISTINCT sel_row) AS trial_ids
             FROM k WHERE key IN ({_in(STEM_STROMAL)}) GROUP BY key ORDER BY n_trials DESC, key""",
         )
 
@@ -947,9 +982,9 @@ def _by_family_and(con: duckdb.DuckDBPyConnection, key_expr: str, name: str) -> 
     return _q(
         con,
         f"""
-        WITH k AS (SELECT trial_id, {key_expr} AS key, unnest(families) AS family FROM _sel)
-        SELECT key AS {name}, family, count(DISTINCT trial_id) AS n_trials,
-               list(DISTINCT trial_id) AS trial_ids
+        WITH k AS (SELECT sel_row, {key_expr} AS key, unnest(families) AS family FROM _sel)
+        SELECT key AS {name}, family, count(DISTINCT sel_row) AS n_trials,
+               list(DISTINCT sel_row) AS trial_ids
         FROM k GROUP BY ALL ORDER BY {name}, family""",
     )
 
@@ -965,10 +1000,10 @@ def start_year_by_family(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -
         df = _q(
             con,
             """
-            WITH k AS (SELECT trial_id, start_year, unnest(families) AS family FROM _sel
+            WITH k AS (SELECT sel_row, start_year, unnest(families) AS family FROM _sel
                        WHERE start_date IS NOT NULL AND start_date <= ?)
-            SELECT start_year AS year, family, count(DISTINCT trial_id) AS n_trials,
-                   list(DISTINCT trial_id) AS trial_ids
+            SELECT start_year AS year, family, count(DISTINCT sel_row) AS n_trials,
+                   list(DISTINCT sel_row) AS trial_ids
             FROM k GROUP BY ALL ORDER BY year, family""",
             [cutoff],
         )
@@ -1013,7 +1048,7 @@ def stopped_reasons(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.
             f"""
             SELECT * FROM (
                 SELECT status, coalesce(why_stopped, '(no reason given)') AS reason,
-                       count(*) AS n_trials, list(trial_id) AS trial_ids
+                       count(*) AS n_trials, list(sel_row) AS trial_ids
                 FROM _sel WHERE status IN ({_in(STOPPED)}) GROUP BY ALL)
             ORDER BY status, (reason = '(no reason given)'), n_trials DESC, reason""",
         )
@@ -1027,7 +1062,7 @@ def countries(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFr
         return _q(
             con,
             """
-            SELECT country, count(*) AS n_trials, list(trial_id) AS trial_ids
+            SELECT country, count(*) AS n_trials, list(sel_row) AS trial_ids
             FROM _sel_countries GROUP BY country ORDER BY n_trials DESC, country""",
         )
 
@@ -1043,7 +1078,7 @@ def sponsors(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
             con,
             """
             WITH s AS (
-                SELECT x.trial_id, x.lead_sponsor, x.sponsor_class,
+                SELECT x.sel_row, x.lead_sponsor, x.sponsor_class,
                        coalesce(t.lead_sponsor_key, x.lead_sponsor) AS k
                 FROM _sel x JOIN trials t USING (trial_id)
                 WHERE x.lead_sponsor IS NOT NULL AND trim(x.lead_sponsor) <> ''),
@@ -1052,7 +1087,7 @@ def sponsors(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
                              list(lead_sponsor ORDER BY n DESC, lead_sponsor) AS spellings
                       FROM spelt GROUP BY k)
             SELECT named.name AS lead_sponsor, any_value(s.sponsor_class ORDER BY s.sponsor_class) AS sponsor_class,
-                   count(*) AS n_trials, list(s.trial_id) AS trial_ids,
+                   count(*) AS n_trials, list(s.sel_row) AS trial_ids,
                    any_value(named.spellings) AS spellings
             FROM s JOIN named USING (k)
             GROUP BY s.k, named.name ORDER BY n_trials DESC, lead_sponsor""",
@@ -1076,15 +1111,15 @@ def _cell_type_by_area(
         return _q(
             con,
             f"""
-            WITH k AS (SELECT trial_id,
+            WITH k AS (SELECT sel_row,
                               unnest(CASE WHEN len({column}) = 0 THEN ['unspecified'] ELSE {column} END) AS {key}
                        FROM _sel WHERE list_contains(cell_type, '{cell_type}')),
-                 a AS (SELECT trial_id, unnest(CASE WHEN len(therapeutic_area) = 0 THEN ['not_classified']
+                 a AS (SELECT sel_row, unnest(CASE WHEN len(therapeutic_area) = 0 THEN ['not_classified']
                                                     ELSE therapeutic_area END) AS therapeutic_area
                        FROM _sel WHERE list_contains(cell_type, '{cell_type}'))
-            SELECT {key}, therapeutic_area, count(DISTINCT trial_id) AS n_trials,
-                   list(DISTINCT trial_id) AS trial_ids
-            FROM k JOIN a USING (trial_id) GROUP BY ALL ORDER BY {key}, therapeutic_area""",
+            SELECT {key}, therapeutic_area, count(DISTINCT sel_row) AS n_trials,
+                   list(DISTINCT sel_row) AS trial_ids
+            FROM k JOIN a USING (sel_row) GROUP BY ALL ORDER BY {key}, therapeutic_area""",
         )
 
 
@@ -1107,10 +1142,10 @@ def product_form_by_year(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -
         df = _q(
             con,
             """
-            WITH k AS (SELECT trial_id, start_year, unnest(product_form) AS product_form FROM _sel
+            WITH k AS (SELECT sel_row, start_year, unnest(product_form) AS product_form FROM _sel
                        WHERE start_date IS NOT NULL AND start_date <= ?)
-            SELECT start_year AS year, product_form, count(DISTINCT trial_id) AS n_trials,
-                   list(DISTINCT trial_id) AS trial_ids
+            SELECT start_year AS year, product_form, count(DISTINCT sel_row) AS n_trials,
+                   list(DISTINCT sel_row) AS trial_ids
             FROM k GROUP BY ALL ORDER BY year, product_form""",
             [dd or date.max],
         )
@@ -1152,13 +1187,13 @@ def unclassified_fields(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) ->
             con,
             """
             SELECT * FROM (
-              SELECT 'no cell type' AS gap, count(*) AS n_trials, coalesce(list(trial_id), []) AS trial_ids FROM _sel WHERE len(cell_type) = 0
-              UNION ALL SELECT 'no indication group', count(*), coalesce(list(trial_id), []) FROM _sel WHERE indication_group IS NULL
-              UNION ALL SELECT 'MSC without a stated source', count(*), coalesce(list(trial_id), []) FROM _sel
+              SELECT 'no cell type' AS gap, count(*) AS n_trials, coalesce(list(sel_row), []) AS trial_ids FROM _sel WHERE len(cell_type) = 0
+              UNION ALL SELECT 'no indication group', count(*), coalesce(list(sel_row), []) FROM _sel WHERE indication_group IS NULL
+              UNION ALL SELECT 'MSC without a stated source', count(*), coalesce(list(sel_row), []) FROM _sel
                         WHERE list_contains(cell_type, 'msc') AND (len(msc_source) = 0 OR list_contains(msc_source, 'unspecified'))
-              UNION ALL SELECT 'CAR-T without a recognised target', count(*), coalesce(list(trial_id), []) FROM _sel
+              UNION ALL SELECT 'CAR-T without a recognised target', count(*), coalesce(list(sel_row), []) FROM _sel
                         WHERE list_contains(cell_type, 'car_t') AND len(targets) = 0
-              UNION ALL SELECT 'no start date', count(*), coalesce(list(trial_id), []) FROM _sel WHERE start_date IS NULL)
+              UNION ALL SELECT 'no start date', count(*), coalesce(list(sel_row), []) FROM _sel WHERE start_date IS NULL)
             """,
         )
 

@@ -102,7 +102,7 @@ def build_report(
     this process helps (default: CPUs − 1, at most 3; 0: all drawn here).
     Raises :class:`AnalysisError` when no trial matches the filters.
     """
-    con = getattr(store, "con", store)
+    con = store.con if isinstance(store, Store) else store
     filters = filters or L.Filters()
     out = Path(out_dir)
     timings: dict[str, float] = {}

@@ -903,14 +903,14 @@ def funnel_data(
         "stopped": f"status IN ({L._in(sorted(F.STOPPED))})",
     }
     cols = ", ".join(
-        f"coalesce(list(DISTINCT trial_id) FILTER (WHERE {w}), []) AS {k}"
+        f"coalesce(list(DISTINCT {L.SEL_ROW}) FILTER (WHERE {w}), []) AS {k}"
         for k, w in stages.items()
     )
     with L._selected(con, sel):
         table = con.sql(f"""
-            WITH f AS (SELECT trial_id, phase, coalesce(status, '') AS status, unnest(cell_type) AS family,
+            WITH f AS (SELECT sel_row, phase, coalesce(status, '') AS status, unnest(cell_type) AS family,
                               msc_source FROM _sel),
-                 g AS (SELECT trial_id, phase, status, family,
+                 g AS (SELECT sel_row, phase, status, family,
                               unnest(CASE WHEN family <> 'msc' THEN [''] WHEN len(msc_source) = 0
                                           THEN ['unspecified'] ELSE msc_source END) AS msc_source FROM f)
             SELECT family, msc_source, {cols} FROM g GROUP BY ALL""").to_arrow_table()
