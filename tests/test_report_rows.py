@@ -159,3 +159,23 @@ def test_lists_of_a_reordered_copy_of_the_selection(
         }
     assert {r.country: list(r.trial_ids) for r in got.itertuples()} == want
     assert {(r.phase, r.family): list(r.trial_ids) for r in phases.itertuples()} == phase_ids
+
+
+def test_csv_lists_joined_from_rows_equal_lists_joined_as_text(
+    tmp_path_factory: pytest.TempPathFactory, full_store_path: Path
+) -> None:
+    """A section's trial lists in tables/*.csv: joined by Arrow from the selection's
+    ids when they know their rows, the same text as joining the ids themselves."""
+    from celltrials.report.workbook import csv_frame
+
+    path = classified_store_path(tmp_path_factory, full_store_path)
+    with celltrials.open(path, read_only=True) as store:
+        L.ensure_label_view(store.con)
+        sel = L.select_trials(store.con, L.Filters(scope="all"))
+        frames = [L.countries(store.con, sel), L.phase_by_family(store.con, sel)]
+    for df in frames:
+        assert all(isinstance(v, L.TrialIds) for v in df["trial_ids"])
+        plain = df.assign(trial_ids=[list(v) for v in df["trial_ids"]])
+        got, want = csv_frame(df), csv_frame(plain)
+        assert got["trial_ids"].tolist() == [";".join(v) for v in plain["trial_ids"]]
+        pd.testing.assert_frame_equal(got, want)
