@@ -85,16 +85,22 @@ def test_id_lists_sorted_in_an_unsorted_selection(
     path = classified_store_path(tmp_path_factory, full_store_path)
     with celltrials.open(path, read_only=True) as store:
         ids = [r[0] for r in store.con.execute("SELECT trial_id FROM trials").fetchall()]
-    frame = pd.DataFrame({"trial_id": sorted(ids, reverse=True)})
-    sel = L.Selection(frame)
+    import random
+
     shuffled = [ids[::-3], ids[1::2], [], ids[::-1], ids[5:6]]
     column = pa.array([*shuffled, None], type=pa.list_(pa.string()))
-    got = L.id_lists(column, sel)
-    assert [list(v) for v in got] == [*(sorted(x) for x in shuffled), []]
-    for v in got:
-        if isinstance(v, L.TrialIds):
-            assert [frame["trial_id"][i] for i in v.positions] == list(v)
-    assert any(isinstance(v, L.TrialIds) for v in got)  # the rows path ran
+    permuted = sorted(ids)
+    random.Random(11).shuffle(permuted)
+    # reversed (a permutation that is its own inverse) and shuffled frames
+    for order in (sorted(ids, reverse=True), permuted):
+        frame = pd.DataFrame({"trial_id": order})
+        sel = L.Selection(frame)
+        got = L.id_lists(column, sel)
+        assert [list(v) for v in got] == [*(sorted(x) for x in shuffled), []]
+        for v in got:
+            if isinstance(v, L.TrialIds):
+                assert [frame["trial_id"][i] for i in v.positions] == list(v)
+        assert any(isinstance(v, L.TrialIds) for v in got)  # the rows path ran
     # fewer ids than trials: looked up as text, still sorted
     few = L.id_lists(pa.array([ids[:4][::-1]], type=pa.list_(pa.string())), sel)
     assert few == [sorted(ids[:4])]

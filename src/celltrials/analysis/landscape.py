@@ -550,12 +550,13 @@ class Selection:
     (``ids``, one Python string per trial, shared by every :class:`TrialIds`
     made from it) and the Arrow array the section lists are looked up in."""
 
-    __slots__ = ("_rank", "_row_of_key", "arrow", "ids")
+    __slots__ = ("_order", "_rank", "_row_of_key", "arrow", "ids")
 
     def __init__(self, trials: pd.DataFrame, keys: np.ndarray | None = None) -> None:
         self.ids: np.ndarray = np.asarray(trials["trial_id"].astype(str).tolist(), dtype=object)
         self.arrow = pa.array(self.ids, type=pa.string())
         self._rank: np.ndarray | None = None
+        self._order: np.ndarray | None = None  # the rows in trial-id order (None: sorted)
         self._row_of_key: np.ndarray | None = None
         if keys is not None and len(keys):
             self._row_of_key = np.full(int(keys.max()) + 1, -1, dtype=np.int64)
@@ -575,10 +576,24 @@ class Selection:
         """Each row's place in trial-id order (the row itself when the ids are sorted,
         as :func:`select_trials` returns them)."""
         if self._rank is None:
-            order = pc.sort_indices(self.arrow).to_numpy()
+            order = pc.sort_indices(self.arrow).to_numpy().astype(np.int64)
             self._rank = np.empty(len(order), dtype=np.int64)
             self._rank[order] = np.arange(len(order), dtype=np.int64)
+            if not (order == np.arange(len(order))).all():
+                self._order = order
         return self._rank
+
+    def sort_lists(self, rows: np.ndarray, which: np.ndarray) -> np.ndarray:
+        """``rows`` (of lists one after another: ``which`` numbers each row's list,
+        non-decreasing) with each list's rows in trial-id order. One sort of
+        integer keys (list, rank), not a sort of indices: several times faster
+        on the millions of rows of a large report."""
+        n = len(self.ids)
+        base = which.astype(np.int64) * n
+        keys = base + self.rank()[rows]
+        keys.sort()  # (each list's keys stay in its own range: base is unchanged)
+        ranks: np.ndarray = keys - base
+        return ranks if self._order is None else self._order[ranks]
 
     def same_ids(self, trial_ids: pd.Index) -> bool:
         """Are ``trial_ids`` this selection's ids, in the same order?"""
@@ -660,8 +675,7 @@ def id_lists(column: pa.ChunkedArray | pa.Array, sel: Selection | None) -> list[
         rows = pos.to_numpy(zero_copy_only=False).astype(np.int64)
         if pos is flat:
             rows = sel.rows(rows)
-        which = np.repeat(np.arange(len(lengths)), lengths)
-        rows = rows[np.lexsort((sel.rank()[rows], which))]
+        rows = sel.sort_lists(rows, np.repeat(np.arange(len(lengths)), lengths))
         text = sel.ids[rows]
         return [TrialIds(text[a:b].tolist(), rows[a:b], sel) for a, b in pairwise(bounds)]
     values = flat.to_pylist()
