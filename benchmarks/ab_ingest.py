@@ -18,12 +18,47 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import scale
 from machine_check import describe
+
+
+@contextmanager
+def two_revisions(base: str) -> Iterator[tuple[Path, dict[str, Path]]]:
+    """A temporary folder and the source trees to import, by name: ``base`` checked
+    out into a git worktree there, and this checkout (HEAD); both removed after."""
+    work = Path(tempfile.mkdtemp(prefix="ct-ab-"))
+    base_tree = work / "base"
+    head = subprocess.run(
+        ["git", "-C", str(scale.ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run(
+        ["git", "-C", str(scale.ROOT), "worktree", "add", "-q", "--detach", str(base_tree), base],
+        check=True,
+    )
+    try:
+        yield work, {f"base {base}": base_tree / "src", f"head {head}": scale.ROOT / "src"}
+    finally:
+        subprocess.run(
+            ["git", "-C", str(scale.ROOT), "worktree", "remove", "--force", str(base_tree)],
+            check=False,
+        )
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_head(command: str, what: str) -> None:
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {scale.machine()}")
+    print(f"command: {command}")
+    print(f"at start, {describe()}")
+    print(what + "\n")
 
 
 def main() -> None:
@@ -35,42 +70,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="ct-ab-"))
-    base_tree = work / "base"
-    head = subprocess.run(
-        ["git", "-C", str(scale.ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(scale.ROOT),
-            "worktree",
-            "add",
-            "-q",
-            "--detach",
-            str(base_tree),
-            args.base,
-        ],
-        check=True,
-    )
-    try:
+    with two_revisions(args.base) as (work, sides):
         corpus = work / "corpus.json"
         studies = scale.Corpus(args.corpus)
         scale.write_array(corpus, (studies.study(i) for i in range(args.n)))
-        sides = {f"base {args.base}": base_tree / "src", f"head {head}": scale.ROOT / "src"}
-        print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {scale.machine()}")
-        print(
-            f"command: benchmarks/ab_ingest.py --base {args.base} --corpus {args.corpus} "
-            f"--n {args.n} --rounds {args.rounds}"
-        )
-        print(f"at start, {describe()}")
-        print(
+        print_head(
+            f"benchmarks/ab_ingest.py --base {args.base} --corpus {args.corpus} "
+            f"--n {args.n} --rounds {args.rounds}",
             f"{args.corpus} corpus, {args.n:,} studies in one file "
-            f"({corpus.stat().st_size / 1e6:,.0f} MB); {args.rounds} rounds, the two taking turns\n"
+            f"({corpus.stat().st_size / 1e6:,.0f} MB); {args.rounds} rounds, the two taking turns",
         )
         print(
             f"{'revision':<18} {'round':>5} {'seconds':>8} {'cpu s':>7} {'peak MB':>8} {'DB MB':>7}"
@@ -97,12 +105,6 @@ def main() -> None:
                 f"{statistics.median(r['db_mb'] for r in rs):,.0f} MB store"
             )
         print(f"at end, {describe()}")
-    finally:
-        subprocess.run(
-            ["git", "-C", str(scale.ROOT), "worktree", "remove", "--force", str(base_tree)],
-            check=False,
-        )
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

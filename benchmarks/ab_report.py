@@ -1,0 +1,64 @@
+"""The report of one store by two revisions of celltrials, taking turns.
+
+As :mod:`ab_ingest` for the report step: ``--base REV`` is checked out into
+a temporary git worktree, and the two revisions write the report of the
+store ``--store`` (read-only: both read the same classified store, e.g. the
+big store ``scale.py --keep`` leaves) ``--rounds`` times, alternating. Each
+run is :func:`scale.run`'s ``report`` step (a fresh process; every trial,
+figures drawn; CPU includes the figure workers). Prints every run and the
+medians::
+
+    .venv/bin/python benchmarks/scale.py --n 560000 --corpora mix --steps ingest,classify --keep --tmp /tmp/s560
+    .venv/bin/python benchmarks/ab_report.py --base f866dc2 --store /tmp/s560/big.duckdb
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+from typing import Any
+
+import scale
+from ab_ingest import print_head, two_revisions
+from machine_check import describe
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--base", required=True, help="the revision to compare with (git rev)")
+    ap.add_argument("--store", type=Path, required=True, help="a classified store")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    with two_revisions(args.base) as (work, sides):
+        print_head(
+            f"benchmarks/ab_report.py --base {args.base} --store {args.store} --rounds {args.rounds}",
+            f"store {args.store.name}, {scale._db_mb(args.store):,.0f} MB; "
+            f"{args.rounds} rounds, the two taking turns",
+        )
+        print(
+            f"{'revision':<18} {'round':>5} {'trials':>9} {'seconds':>8} {'cpu s':>7} {'peak MB':>8}"
+        )
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
+        for k in range(args.rounds):
+            for name, src in sides.items():
+                r = scale.run("report", src=src, db=str(args.store), out=str(work / "report"))
+                runs[name].append(r)
+                print(
+                    f"{name:<18} {k + 1:>5} {r['n']:>9,} {r['seconds']:>8.2f} {r['cpu']:>7.1f} "
+                    f"{r['rss_mb']:>8,.0f}",
+                    flush=True,
+                )
+        print()
+        for name, rs in runs.items():
+            print(
+                f"{name:<18} median {statistics.median(r['seconds'] for r in rs):.2f} s, "
+                f"{statistics.median(r['cpu'] for r in rs):.1f} cpu s"
+            )
+        print(f"at end, {describe()}")
+
+
+if __name__ == "__main__":
+    main()
