@@ -18,7 +18,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +61,33 @@ def print_head(command: str, what: str) -> None:
     print(what + "\n")
 
 
+def take_turns(
+    sides: dict[str, Path],
+    rounds: int,
+    measure: Callable[[Path], dict[str, Any]],
+    columns: str,
+    row: Callable[[dict[str, Any]], str],
+    median_more: Callable[[list[dict[str, Any]]], str] = lambda runs: "",
+) -> None:
+    """``measure`` each source tree of ``sides`` in turn, ``rounds`` times; print a
+    line per run (``columns`` its header, ``row`` its values after the revision and
+    round) and each revision's median wall and CPU time (and ``median_more``)."""
+    print(f"{'revision':<18} {'round':>5} {columns}")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
+    for k in range(rounds):
+        for name, src in sides.items():
+            r = measure(src)
+            runs[name].append(r)
+            print(f"{name:<18} {k + 1:>5} {row(r)}", flush=True)
+    print()
+    for name, rs in runs.items():
+        print(
+            f"{name:<18} median {statistics.median(r['seconds'] for r in rs):.2f} s, "
+            f"{statistics.median(r['cpu'] for r in rs):.1f} cpu s{median_more(rs)}"
+        )
+    print(f"at end, {describe()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,31 +107,25 @@ def main() -> None:
             f"{args.corpus} corpus, {args.n:,} studies in one file "
             f"({corpus.stat().st_size / 1e6:,.0f} MB); {args.rounds} rounds, the two taking turns",
         )
-        print(
-            f"{'revision':<18} {'round':>5} {'seconds':>8} {'cpu s':>7} {'peak MB':>8} {'DB MB':>7}"
+
+        def ingest(src: Path) -> dict[str, Any]:
+            db = work / "ab.duckdb"
+            for p in work.glob("ab.duckdb*"):
+                p.unlink() if p.is_file() else shutil.rmtree(p)
+            r = scale.run("ingest", src=src, db=str(db), paths=[str(corpus)], force=False)
+            r["db_mb"] = scale._db_mb(db)
+            return r
+
+        take_turns(
+            sides,
+            args.rounds,
+            ingest,
+            f"{'seconds':>8} {'cpu s':>7} {'peak MB':>8} {'DB MB':>7}",
+            lambda r: (
+                f"{r['seconds']:>8.2f} {r['cpu']:>7.1f} {r['rss_mb']:>8,.0f} {r['db_mb']:>7,.0f}"
+            ),
+            lambda rs: f", {statistics.median(r['db_mb'] for r in rs):,.0f} MB store",
         )
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
-        for k in range(args.rounds):
-            for name, src in sides.items():
-                db = work / "ab.duckdb"
-                for p in work.glob("ab.duckdb*"):
-                    p.unlink() if p.is_file() else shutil.rmtree(p)
-                r = scale.run("ingest", src=src, db=str(db), paths=[str(corpus)], force=False)
-                r["db_mb"] = scale._db_mb(db)
-                runs[name].append(r)
-                print(
-                    f"{name:<18} {k + 1:>5} {r['seconds']:>8.2f} {r['cpu']:>7.1f} "
-                    f"{r['rss_mb']:>8,.0f} {r['db_mb']:>7,.0f}",
-                    flush=True,
-                )
-        print()
-        for name, rs in runs.items():
-            print(
-                f"{name:<18} median {statistics.median(r['seconds'] for r in rs):.2f} s, "
-                f"{statistics.median(r['cpu'] for r in rs):.1f} cpu s, "
-                f"{statistics.median(r['db_mb'] for r in rs):,.0f} MB store"
-            )
-        print(f"at end, {describe()}")
 
 
 if __name__ == "__main__":

@@ -15,13 +15,10 @@ medians::
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
-from typing import Any
 
 import scale
-from ab_ingest import print_head, two_revisions
-from machine_check import describe
+from ab_ingest import print_head, take_turns, two_revisions
 
 
 def main() -> None:
@@ -38,26 +35,13 @@ def main() -> None:
             f"store {args.store.name}, {scale._db_mb(args.store):,.0f} MB; "
             f"{args.rounds} rounds, the two taking turns",
         )
-        print(
-            f"{'revision':<18} {'round':>5} {'trials':>9} {'seconds':>8} {'cpu s':>7} {'peak MB':>8}"
+        take_turns(
+            sides,
+            args.rounds,
+            lambda src: scale.run("report", src=src, db=str(args.store), out=str(work / "report")),
+            f"{'trials':>9} {'seconds':>8} {'cpu s':>7} {'peak MB':>8}",
+            lambda r: f"{r['n']:>9,} {r['seconds']:>8.2f} {r['cpu']:>7.1f} {r['rss_mb']:>8,.0f}",
         )
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
-        for k in range(args.rounds):
-            for name, src in sides.items():
-                r = scale.run("report", src=src, db=str(args.store), out=str(work / "report"))
-                runs[name].append(r)
-                print(
-                    f"{name:<18} {k + 1:>5} {r['n']:>9,} {r['seconds']:>8.2f} {r['cpu']:>7.1f} "
-                    f"{r['rss_mb']:>8,.0f}",
-                    flush=True,
-                )
-        print()
-        for name, rs in runs.items():
-            print(
-                f"{name:<18} median {statistics.median(r['seconds'] for r in rs):.2f} s, "
-                f"{statistics.median(r['cpu'] for r in rs):.1f} cpu s"
-            )
-        print(f"at end, {describe()}")
 
 
 if __name__ == "__main__":
