@@ -748,18 +748,17 @@ def _q(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
     order from the query) sorted (:func:`id_lists`)."""
     listing = _LISTING.get()
     trials = listing[1] if listing is not None and listing[0] is con else None
-    rel = con.sql(sql, params=params or None) if trials is not None else None
-    if rel is not None and trials is not None and "trial_ids" in rel.columns:
-        # the id lists through Arrow, as the selection's rows (:class:`TrialIds`);
-        # the other columns converted by DuckDB as before
-        table = rel.to_arrow_table()
-        ids = id_lists(table.column("trial_ids"), selection_of(con, trials))
-        df = duckdb.from_arrow(table.drop_columns(["trial_ids"]), connection=con).df()
-        df.insert(table.column_names.index("trial_ids"), "trial_ids", pd.Series(ids, dtype=object))
-        return _counted(df)
-    df = rel.df() if rel is not None else con.execute(sql, params or []).df()
-    if "trial_ids" in df.columns:
-        df["trial_ids"] = [sorted(x) if x is not None else [] for x in df["trial_ids"]]
+    rel = con.sql(sql, params=params or None)
+    if "trial_ids" not in rel.columns:
+        return _counted(rel.df())
+    # the id lists through Arrow (as the selection's rows, :class:`TrialIds`, inside
+    # :func:`_selected`); the other columns converted by DuckDB as before
+    table = rel.to_arrow_table()
+    ids = id_lists(
+        table.column("trial_ids"), selection_of(con, trials) if trials is not None else None
+    )
+    df = duckdb.from_arrow(table.drop_columns(["trial_ids"]), connection=con).df()
+    df.insert(table.column_names.index("trial_ids"), "trial_ids", pd.Series(ids, dtype=object))
     return _counted(df)
 
 
