@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -55,6 +56,7 @@ def _ext_modules() -> list[Any]:
         return []
     finally:
         os.chdir(cwd)
+        shutil.rmtree(config.parent, ignore_errors=True)
 
 
 class OptionalBuildExt(build_ext):
