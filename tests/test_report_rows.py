@@ -185,3 +185,45 @@ def test_csv_lists_joined_from_rows_equal_lists_joined_as_text(
         got, want = csv_frame(df), csv_frame(plain)
         assert got["trial_ids"].tolist() == [";".join(v) for v in plain["trial_ids"]]
         pd.testing.assert_frame_equal(got, want)
+
+
+def test_lazy_lists_are_the_trials_read_independently(
+    tmp_path_factory: pytest.TempPathFactory, full_store_path: Path
+) -> None:
+    """Inside lazy_id_lists (how the report computes its sections) a section's lists
+    are TrialRows: rows of the selection whose text is made only when read. Read,
+    compared, pickled or joined for CSV, they are the trials an independent query
+    of the store's views lists under each count."""
+    from celltrials.report.workbook import csv_frame
+
+    path = classified_store_path(tmp_path_factory, full_store_path)
+    with celltrials.open(path, read_only=True) as store:
+        con = store.con
+        L.ensure_label_view(con)
+        sel = L.select_trials(con, L.Filters(scope="all"))
+        with L.lazy_id_lists():
+            got = L.countries(con, sel)
+        eager = L.countries(con, sel)
+        want = {
+            country: sorted(ids)
+            for country, ids in con.execute(
+                "SELECT country, list(DISTINCT trial_id) FROM countries GROUP BY country"
+            ).fetchall()
+        }
+    lists = got["trial_ids"].tolist()
+    assert lists and all(isinstance(v, L.TrialRows) for v in lists)
+    assert not any(isinstance(v, L.TrialRows) for v in eager["trial_ids"])
+    assert {r.country: list(r.trial_ids) for r in got.itertuples()} == want
+    for country, v in zip(got["country"], lists, strict=True):
+        assert v == want[country] and len(v) == len(want[country])
+        assert v[0] == want[country][0] and v[-1:] == want[country][-1:]
+        assert pickle.loads(pickle.dumps(v)) == want[country]
+        assert type(pickle.loads(pickle.dumps(v))) is list
+    assert csv_frame(got)["trial_ids"].tolist() == [";".join(want[c]) for c in got["country"]]
+    # the page's lists: from the rows, the same positions as looking each id up
+    counts = {f"c{i}": v for i, v in enumerate(lists)}
+    index = pd.Index(sel["trial_id"].astype(str).tolist(), dtype=object)
+    by_rows = encode_lists(counts, index, L.selection_of(con, sel))  # type: ignore[arg-type]
+    by_text = encode_lists({k: list(v) for k, v in counts.items()}, index)
+    assert by_rows.keys() == by_text.keys()
+    assert all((by_rows[k] == by_text[k]).all() for k in by_rows)

@@ -167,7 +167,8 @@ def _build(
     timings["select"] = time.perf_counter() - t
 
     t = step(1, "computing sections")
-    data = compute_sections(con, sel, filters)
+    with L.lazy_id_lists():  # the page and the CSV files read the lists' rows, not their text
+        data = compute_sections(con, sel, filters)
     secs, dd = data.tables, data.data_date
     timings["sections"] = time.perf_counter() - t
 

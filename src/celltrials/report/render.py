@@ -63,8 +63,7 @@ def encode_lists(
     known: dict[str, np.ndarray] = {}
     if selection is not None:
         for k in keys:
-            v = lists[k]
-            rows = v.rows_in(selection) if isinstance(v, L.TrialIds) else None
+            rows = L.listed_rows(lists[k], selection)
             if rows is not None:
                 known[k] = rows
     rest = [k for k in keys if k not in known]
@@ -183,7 +182,7 @@ def write_html(
     ``counts``, ``charts`` and the report's ``trials``."""
     trial_index = pd.Index(trials["trial_id"].astype(str).tolist(), dtype=object)
     selection = next(
-        (v.selection for v in counts.lists.values() if isinstance(v, L.TrialIds)), None
+        (s for v in counts.lists.values() if (s := L.listed_selection(v)) is not None), None
     )
     page_data: dict[str, Any] = {
         "version": celltrials.__version__,

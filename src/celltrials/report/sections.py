@@ -110,8 +110,12 @@ class Counts:
 
     def add(self, cid: str, n: int, trial_ids: Iterable[str] | None) -> str:
         self.counts[cid] = int(n)
-        if trial_ids is not None:  # the section's own list when it knows its rows (L.TrialIds)
-            self.lists[cid] = trial_ids if isinstance(trial_ids, L.TrialIds) else list(trial_ids)
+        if trial_ids is not None:  # the section's own list when it knows its rows
+            self.lists[cid] = (
+                trial_ids  # type: ignore[assignment]  # a Sequence[str] that knows its rows
+                if isinstance(trial_ids, L.TrialIds | L.TrialRows)
+                else list(trial_ids)
+            )
         return cid
 
     def cell(self, cid: str, n: int, trial_ids: Iterable[str] | None) -> Cell:

@@ -45,12 +45,15 @@ def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
         if out[c].dtype != object or not len(out):
             continue
         first = next((v for v in out[c] if v is not None), None)
-        if isinstance(first, list | np.ndarray):
+        if isinstance(first, list | np.ndarray | L.TrialRows):
             joined = _joined_rows(out[c].tolist())
             out[c] = (
                 joined
                 if joined is not None
-                else [_joined(v) if isinstance(v, list | np.ndarray) else v for v in out[c]]
+                else [
+                    _joined(v) if isinstance(v, list | np.ndarray | L.TrialRows) else v
+                    for v in out[c]
+                ]
             )
     return out
 
@@ -60,14 +63,15 @@ def _joined_rows(values: list[Any]) -> list[str] | None:
     (:class:`~celltrials.analysis.landscape.TrialIds`), joined by Arrow from the
     selection's ids: millions of ids at 500,000 trials, and none made a Python
     string again. None for any other column."""
-    sel = values[0].selection if values and isinstance(values[0], L.TrialIds) else None
-    if sel is None or not all(
-        isinstance(v, L.TrialIds) and v.rows_in(sel) is not None for v in values
-    ):
+    sel = L.listed_selection(values[0]) if values else None
+    if sel is None:
+        return None
+    known = [r for v in values if (r := L.listed_rows(v, sel)) is not None]
+    if len(known) < len(values):
         return None
     lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
     offsets = pa.array(np.concatenate(([0], np.cumsum(lengths))), type=pa.int64())
-    rows = np.concatenate([v.positions for v in values]).astype(np.int64)
+    rows = np.concatenate(known).astype(np.int64)
     lists = pa.LargeListArray.from_arrays(offsets, sel.arrow.take(pa.array(rows)))
     joined: list[str] = pc.binary_join(lists, ";").to_pylist()
     return joined
