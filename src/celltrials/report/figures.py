@@ -342,7 +342,8 @@ def draw_matplotlib(chart: Chart, out_dir: Path, *, dpi: int = 200) -> list[Path
         # lay out once, then freeze it for both files (constrained layout would rerun per
         # save). No engine at all, not "none": savefig draws the figure once more before
         # drawing it into the file while any engine (even a placeholder) is set
-        fig.draw_without_rendering()
+        engine = fig.get_layout_engine()
+        engine.execute(fig)
         fig.set_layout_engine(None)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = [out_dir / f"{chart.id}.svg", out_dir / f"{chart.id}.png"]
