@@ -177,12 +177,11 @@ def _build(
     chapters = build_chapters(
         counts, secs, dd, labelled, data.funnel, data.funnel_ids, data.funnel_error
     )
+    charts = [s.chart for ch in chapters for s in ch.sections if s.chart is not None]
+    if drawing:  # (before the methods chapter's queries: the workers wait for nothing else)
+        drawing.start([c for c in charts if not c.empty])
     meth = methods(con, counts, data, filters)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-    charts = [s.chart for ch in chapters for s in ch.sections if s.chart is not None]
-    if drawing:
-        drawing.start([c for c in charts if not c.empty])
 
     # tables/*.csv
     t = step(2, "writing tables")
