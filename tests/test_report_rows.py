@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import celltrials
 from celltrials.analysis import landscape as L
@@ -227,3 +229,40 @@ def test_lazy_lists_are_the_trials_read_independently(
     by_text = encode_lists({k: list(v) for k, v in counts.items()}, index)
     assert by_rows.keys() == by_text.keys()
     assert all((by_rows[k] == by_text[k]).all() for k in by_rows)
+
+
+_ITEM = st.one_of(
+    st.none(), st.sampled_from(["", " ", "  ", "msc", "car_t", " nk", "nk", "Ä", "\tx"])
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.lists(_ITEM, max_size=5)), min_size=1, max_size=12))
+def test_label_view_lists_drop_blanks_and_repeats_and_sort(
+    lists: list[list[str | None] | None],
+) -> None:
+    """The label view's multi-value columns: no NULL or blank item (DuckDB's trim:
+    spaces), each item once, sorted; a missing list is empty. Lists of one item take
+    a shorter path in SQL than longer ones: both give what Python computes."""
+    import duckdb
+
+    con = duckdb.connect()
+    cols = ", ".join(f"{c} VARCHAR[]" for c in L._MULTI)
+    con.execute(
+        f"CREATE TABLE labels (trial_id VARCHAR, is_cell_therapy BOOLEAN, {cols}, "
+        "origin VARCHAR, indication_group VARCHAR)"
+    )
+    con.executemany(
+        "INSERT INTO labels VALUES (?, true, ?, ?, ?, ?, ?, NULL, NULL)",
+        [[f"T{i}", *[v] * len(L._MULTI)] for i, v in enumerate(lists)],
+    )
+    assert L.ensure_label_view(con)
+    got = con.execute(
+        f"SELECT trial_id, {', '.join(L._MULTI)} FROM {L.LABEL_VIEW} ORDER BY trial_id"
+    ).fetchall()
+    want = {
+        f"T{i}": sorted({x for x in (v or []) if x is not None and x.strip(" ")})
+        for i, v in enumerate(lists)
+    }
+    assert {r[0]: r[1] for r in got} == want
+    assert all(r[1:] == (r[1],) * len(L._MULTI) for r in got)
