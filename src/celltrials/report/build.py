@@ -59,6 +59,10 @@ __all__ = ["LISTS_FILE", "ReportResult", "build_report", "read_lists_file"]
 
 @dataclass
 class ReportResult:
+    """What :func:`build_report` wrote, and the section tables it counted
+    (``sections``: each count's trials in ``trial_ids``, a sequence of ids
+    (:class:`~celltrials.analysis.landscape.TrialRows`) that makes the text when read)."""
+
     out_dir: Path
     html: Path
     xlsx: Path
