@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -136,6 +137,16 @@ def test_selection_frame_converts_label_lists_as_pandas_does(
             pd.testing.assert_series_equal(sel[c], expected[c], check_names=True)
 
 
+def _countries_by_text(con: Any) -> dict[str, list[str]]:
+    """Each country's trials, read independently by text from the store's countries view."""
+    return {
+        country: sorted(ids)
+        for country, ids in con.execute(
+            "SELECT country, list(DISTINCT trial_id) FROM countries GROUP BY country"
+        ).fetchall()
+    }
+
+
 def test_lists_of_a_reordered_copy_of_the_selection(
     tmp_path_factory: pytest.TempPathFactory, full_store_path: Path
 ) -> None:
@@ -150,13 +161,7 @@ def test_lists_of_a_reordered_copy_of_the_selection(
         shuffled = sel.sample(frac=1.0, random_state=7)
         assert shuffled.attrs == sel.attrs
         got = L.countries(con, shuffled)
-        # the same counts, read independently by text from the store's countries view
-        want = {
-            country: sorted(ids)
-            for country, ids in con.execute(
-                "SELECT country, list(DISTINCT trial_id) FROM countries GROUP BY country"
-            ).fetchall()
-        }
+        want = _countries_by_text(con)
         phases = L.phase_by_family(con, shuffled)
         phase_ids = {
             (p, f): sorted(ids)
@@ -206,12 +211,7 @@ def test_lazy_lists_are_the_trials_read_independently(
         with L.lazy_id_lists():
             got = L.countries(con, sel)
         eager = L.countries(con, sel)
-        want = {
-            country: sorted(ids)
-            for country, ids in con.execute(
-                "SELECT country, list(DISTINCT trial_id) FROM countries GROUP BY country"
-            ).fetchall()
-        }
+        want = _countries_by_text(con)
     lists = got["trial_ids"].tolist()
     assert lists and all(isinstance(v, L.TrialRows) for v in lists)
     assert not any(isinstance(v, L.TrialRows) for v in eager["trial_ids"])
