@@ -342,6 +342,7 @@ def draw_matplotlib(chart: Chart, out_dir: Path, *, dpi: int = 200) -> list[Path
         # lay out once, then freeze it for both files (constrained layout would rerun per
         # save). No engine at all, not "none": savefig draws the figure once more before
         # drawing it into the file while any engine (even a placeholder) is set
+        # (the engine alone: draw_without_rendering also drew every artist, for nothing)
         engine = fig.get_layout_engine()
         engine.execute(fig)
         fig.set_layout_engine(None)
