@@ -113,7 +113,7 @@ class Counts:
         if trial_ids is not None:  # the section's own list when it knows its rows
             self.lists[cid] = (
                 trial_ids  # type: ignore[assignment]  # a Sequence[str] that knows its rows
-                if isinstance(trial_ids, L.TrialIds | L.TrialRows)
+                if L.listed_selection(trial_ids) is not None
                 else list(trial_ids)
             )
         return cid

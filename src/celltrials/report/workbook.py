@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 XLSX_CELL_LIMIT = 32_000
+#: a cell holding a list of trial ids (joined with ';' for CSV and Excel)
+_ID_LISTS = (list, np.ndarray, L.TrialRows)
 
 
 def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -45,15 +47,12 @@ def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
         if out[c].dtype != object or not len(out):
             continue
         first = next((v for v in out[c] if v is not None), None)
-        if isinstance(first, list | np.ndarray | L.TrialRows):
+        if isinstance(first, _ID_LISTS):
             joined = _joined_rows(out[c].tolist())
             out[c] = (
                 joined
                 if joined is not None
-                else [
-                    _joined(v) if isinstance(v, list | np.ndarray | L.TrialRows) else v
-                    for v in out[c]
-                ]
+                else [_joined(v) if isinstance(v, _ID_LISTS) else v for v in out[c]]
             )
     return out
 
