@@ -210,8 +210,14 @@ def test_lazy_lists_are_the_trials_read_independently(
         sel = L.select_trials(con, L.Filters(scope="all"))
         with L.lazy_id_lists():
             got = L.countries(con, sel)
+            head = L.headline(con, sel)
         eager = L.countries(con, sel)
+        eager_head = L.headline(con, sel)
         want = _countries_by_text(con)
+    # the headline's lists too (its own query, not id_lists): rows, the same trials
+    assert all(isinstance(v, L.TrialRows) for v in head["trial_ids"])
+    assert [list(v) for v in head["trial_ids"]] == [list(v) for v in eager_head["trial_ids"]]
+    assert head["trial_ids"][0] == sorted(sel["trial_id"].astype(str))  # "trials": every one
     lists = got["trial_ids"].tolist()
     assert lists and all(isinstance(v, L.TrialRows) for v in lists)
     assert not any(isinstance(v, L.TrialRows) for v in eager["trial_ids"])

@@ -91,6 +91,23 @@ def _start_worker(
         initializer(*initargs)
 
 
+def executor(
+    workers: int,
+    *,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+    preload: Sequence[str] = (),
+) -> ProcessPoolExecutor:
+    """``workers`` processes started as the module docstring says (each ends
+    itself when this process is gone); the caller shuts it down."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context(preload),
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, initargs),
+    )
+
+
 @contextlib.contextmanager
 def pool(
     workers: int,
@@ -99,16 +116,10 @@ def pool(
     initargs: tuple[Any, ...] = (),
     preload: Sequence[str] = (),
 ) -> Iterator[ProcessPoolExecutor]:
-    """``workers`` processes started as the module docstring says (each ends
-    itself when this process is gone); for callers that pick their own order
-    of tasks (:func:`map_ordered` is the common case). Shut down on leaving."""
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context(preload),
-        initializer=_start_worker,
-        initargs=(os.getpid(), initializer, initargs),
-    ) as executor:
-        yield executor
+    """:func:`executor` for callers that pick their own order of tasks
+    (:func:`map_ordered` is the common case). Shut down on leaving."""
+    with executor(workers, initializer=initializer, initargs=initargs, preload=preload) as ex:
+        yield ex
 
 
 def result(future: Future[_R], workers: int, fn: Callable[..., object]) -> _R:
@@ -174,6 +185,7 @@ __all__ = [
     "available_cores",
     "check_jobs",
     "context",
+    "executor",
     "from_ipc",
     "map_ordered",
     "pool",

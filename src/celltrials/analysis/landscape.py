@@ -683,6 +683,14 @@ class TrialRows(Sequence[str]):
         return (list, (self[:],))
 
 
+def listed(rows: np.ndarray, sel: Selection) -> TrialIds | TrialRows:
+    """The trial ids of ``rows`` of ``sel`` (in trial-id order) as a section's list:
+    :class:`TrialRows` inside :func:`lazy_id_lists`, else :class:`TrialIds`."""
+    if _LAZY_LISTS.get():
+        return TrialRows(rows, sel)
+    return TrialIds(sel.ids[rows].tolist(), rows, sel)
+
+
 def listed_rows(ids: object, sel: Selection) -> np.ndarray | None:
     """The rows in ``sel`` of a section's list of trial ids when the list knows
     them (:class:`TrialIds`, :class:`TrialRows` counted in ``sel``), else None."""
@@ -760,10 +768,7 @@ def id_lists(column: pa.ChunkedArray | pa.Array, sel: Selection | None) -> list[
         if pos is flat:
             rows = sel.rows(rows)
         rows = sel.sort_lists(rows, np.repeat(np.arange(len(lengths)), lengths))
-        if _LAZY_LISTS.get():
-            return [TrialRows(rows[a:b], sel) for a, b in pairwise(bounds)]
-        text = sel.ids[rows]
-        return [TrialIds(text[a:b].tolist(), rows[a:b], sel) for a, b in pairwise(bounds)]
+        return [listed(rows[a:b], sel) for a, b in pairwise(bounds)]
     values = flat.to_pylist()
     return [sorted(values[a:b]) for a, b in pairwise(bounds)]
 
@@ -975,7 +980,7 @@ def headline(con: duckdb.DuckDBPyConnection, trials: pd.DataFrame) -> pd.DataFra
     row: list[Any] = []
     for i in range(len(metrics)):
         picked = at[pc.fill_null(table.column(f"f{i}"), False).to_numpy(zero_copy_only=False)]
-        row += [got[i], TrialIds(sel.ids[picked].tolist(), picked, sel)]
+        row += [got[i], listed(picked, sel)]
     rows = [
         {
             "metric": m,

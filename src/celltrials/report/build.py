@@ -23,12 +23,12 @@ the figure workers); :mod:`celltrials.report.sections` computes the numbers,
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import platform
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ import duckdb
 import pandas as pd
 
 import celltrials
+from celltrials import procpool
 from celltrials.analysis import landscape as L
 from celltrials.errors import AnalysisError, ConfigError
 from celltrials.progress import Progress, ProgressEvent
@@ -260,14 +261,18 @@ def _build(
 
 
 class _Drawing:
-    """Matplotlib figures drawn by a :class:`~concurrent.futures.ProcessPoolExecutor`
-    (``forkserver`` processes: the store's DuckDB threads are never forked).
+    """Matplotlib figures drawn by worker processes (:func:`celltrials.procpool.executor`:
+    ``forkserver`` processes, so the store's DuckDB threads are never forked, each
+    ending itself when this process is killed).
     The workers start importing Matplotlib as soon as the report starts; the
     charts are handed to them slowest first (:meth:`start`) while this process
     writes the tables and the HTML; then this process draws, from the other end
     of the list, every chart no worker has started yet (a cancelled future).
-    A chart whose worker failed is drawn here too, so a broken worker costs
-    time, never figures. ``jobs`` = 0 draws everything here."""
+    A chart whose worker failed is drawn here too, and so is every chart when
+    the pool broke before they were handed out (a worker killed, or one that
+    could not start: a script without ``if __name__ == "__main__":`` runs itself
+    again in each worker, up to here): a broken worker costs time, never
+    figures. ``jobs`` = 0 draws everything here."""
 
     def __init__(self, out_dir: Path, jobs: int | None) -> None:
         cpus = os.cpu_count() or 1
@@ -277,11 +282,7 @@ class _Drawing:
         self.futures: list[Future[list[Path]]] = []
         self.pool: ProcessPoolExecutor | None = None
         if n > 0:
-            self.pool = ProcessPoolExecutor(
-                max_workers=n,
-                mp_context=mp.get_context("forkserver"),
-                initializer=prepare_matplotlib,
-            )
+            self.pool = procpool.executor(n, initializer=prepare_matplotlib)
             for _ in range(n):  # start the workers (and their Matplotlib import) now
                 self.pool.submit(os.getpid)
 
@@ -292,7 +293,13 @@ class _Drawing:
             charts, key=lambda c: -(len(c.categories) * max(1, len(c.series)) + 10 * len(c.rows))
         )
         if self.pool is not None:
-            self.futures = [self.pool.submit(draw_matplotlib, c, self.out_dir) for c in self.charts]
+            try:
+                self.futures = [
+                    self.pool.submit(draw_matplotlib, c, self.out_dir) for c in self.charts
+                ]
+            except BrokenProcessPool:  # a worker ended, or could not start: all drawn here
+                self.futures = []
+                self.close()
 
     def close(self) -> None:
         if self.pool is not None:
