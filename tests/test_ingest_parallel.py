@@ -34,11 +34,13 @@ pytestmark = pytest.mark.data
 @pytest.fixture(autouse=True)
 def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every file is streamed, and spread over workers when jobs allow; units of
-    97 studies, so that units and write batches do not line up."""
+    97 studies (NDJSON) or 200 KB (the ranges of an array), so that units and
+    write batches do not line up."""
     monkeypatch.setattr(ctgov_json, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr("celltrials.ingest.SMALL_FILE_BYTES", 0)
     monkeypatch.setattr(ingest_parallel, "MIN_BYTES", 0)
     monkeypatch.setattr(ingest_parallel, "UNIT", 97)
+    monkeypatch.setattr(ctgov_json, "RANGE_BYTES", 200_000)
 
 
 def _studies() -> list[dict[str, Any]]:
@@ -150,7 +152,9 @@ def test_two_workers_store_the_same_rows_as_one_process(
         if jobs == 1:
             assert units == []  # one process: the serial path
     n_studies = len(json.loads(corpus.read_text()))
-    assert sum(units) == n_studies and len(units) == -(-n_studies // 97)
+    # one unit per byte range of the array (each worker read its range from the file)
+    spans = list(ctgov_json.array_ranges(corpus))
+    assert None not in spans and sum(units) == n_studies and len(units) == len(spans) > 10
     counts = _tables_equal(tmp_path / "j1.duckdb", tmp_path / "j2.duckdb")
     assert counts["records"] == n_versions
     n_ids = len({s["protocolSection"]["identificationModule"]["nctId"] for s in _studies()})

@@ -8,11 +8,14 @@ stores nothing."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import celltrials
 from celltrials import ingest_parallel
@@ -30,10 +33,15 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("celltrials.ingest.SMALL_FILE_BYTES", 0)
     monkeypatch.setattr(ingest_parallel, "MIN_BYTES", 0)
     monkeypatch.setattr(ingest_parallel, "UNIT", 37)
+    # ranges of a few studies (workers read their pieces at the default size)
+    monkeypatch.setattr(ctgov_json, "RANGE_BYTES", 30_000)
+    monkeypatch.setattr(ctgov_json, "PIECE_BYTES", 7_000)
 
 
 def _tricky_studies() -> list[dict[str, Any]]:
-    """Real studies whose titles and summaries hold structure-like text."""
+    """Real studies whose titles and summaries hold structure-like text, some
+    with a nested object that begins as a study does (a place where the
+    ranges of a large array are cut by mistake: ctgov_json._NEXT_STUDY)."""
     studies: list[dict[str, Any]] = json.loads(CAR_JSON.read_text())[:150]
     out = []
     for i, s in enumerate(studies):
@@ -42,6 +50,10 @@ def _tricky_studies() -> list[dict[str, Any]]:
         ident["briefTitle"] = ident["briefTitle"] + ' },{"nctId": "NCT0000000' + str(i % 10) + '"}]'
         if i % 3 == 0:
             ident["briefTitle"] += ' \\"[{ \\\\'
+        if i % 4 == 1:
+            ident["briefTitle"] += ' },{"protocolSection": {'
+        if i % 5 == 2:
+            s["annotations"] = [{"note": "x"}, {"protocolSection": {"nested": i}}]
         out.append(s)
     return out
 
@@ -101,3 +113,74 @@ def test_a_malformed_element_fails_the_same_way_with_workers(
         reports[0].get("aborted")
     )
     assert str(path.name) in str(reports[0])
+
+
+# ------------------------------------------------------------------ the reader alone
+_TITLES = st.sampled_from(
+    ["CAR-T", '},{"protocolSection": {', '"}, {"protocolSection"', "\\", "]", "{[", "é ✓", ""]
+)
+
+
+@st.composite
+def _arrays(draw: st.DrawFn) -> tuple[bytes, list[Any]]:
+    """A JSON array of small study-like objects (some with a nested object that
+    begins as a study does), written compact or indented, behind a byte-order
+    mark or not, with blank space around."""
+    studies: list[Any] = []
+    for i in range(draw(st.integers(0, 40))):
+        s: dict[str, Any] = {
+            "protocolSection": {"identificationModule": {"nctId": f"NCT{i:08d}"}},
+            "title": draw(_TITLES) * draw(st.integers(0, 30)),
+        }
+        if draw(st.booleans()):
+            s["annotations"] = [{"k": draw(_TITLES)}, {"protocolSection": {"nested": i}}]
+        studies.append(s)
+    text = json.dumps(studies, indent=draw(st.sampled_from([None, 0, 2])), ensure_ascii=False)
+    lead = draw(st.sampled_from([b"", b"\xef\xbb\xbf", b"\xef\xbb\xbf\n ", b"\n"]))
+    return lead + text.encode() + draw(st.sampled_from([b"", b"\n", b" \r\n"])), studies
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    _arrays(),
+    st.integers(1, 3000),
+    st.integers(1, 800),
+)
+def test_the_streaming_reader_reads_every_element_as_json_does(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    array: tuple[bytes, list[Any]],
+    range_bytes: int,
+    piece_bytes: int,
+) -> None:
+    """Whatever the sizes of the ranges and pieces a large array is read in, and
+    wherever a cut lands by mistake (a nested object that begins as a study
+    does), the streaming reader gives the elements Python's json gives."""
+    data, studies = array
+    monkeypatch.setattr(ctgov_json, "RANGE_BYTES", range_bytes)
+    monkeypatch.setattr(ctgov_json, "PIECE_BYTES", piece_bytes)
+    path = tmp_path / "array.json"
+    path.write_bytes(data)
+    assert list(ctgov_json._stream_array(path, batch=7)) == studies
+
+
+def test_ranges_cover_the_array_and_stop_at_a_truncated_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ctgov_json, "RANGE_BYTES", 30_000)
+    studies = _tricky_studies()
+    text = json.dumps(studies).encode()
+    path = tmp_path / "a.json"
+    path.write_bytes(text)
+    ranges = list(ctgov_json.array_ranges(path))
+    assert None not in ranges and len(ranges) > 1
+    # one range after another, each from a study's start to its end
+    assert ranges[0][0] == 1 and ranges[-1][1] == len(text) - 1
+    for (_, stop), (start, _) in itertools.pairwise(ranges):
+        assert text[stop - 1 : stop] == b"}" and text[stop:start].strip() == b","
+    path.write_bytes(text[:-1])  # no closing bracket: read element by element
+    assert list(ctgov_json.array_ranges(path)) == [None]
+    path.write_bytes(b"[ ]")
+    assert list(ctgov_json.array_ranges(path)) == []

@@ -3,10 +3,13 @@
 Ingesting a large file is mostly pure Python per study: parse the JSON,
 :func:`~celltrials.sources.ctgov_json.parse_study`, serialise and hash the
 stored JSON, build the rows of every table. Here worker processes do all of
-that for *units* of :data:`UNIT` study texts (Arrow IPC in: the texts as the
-reader found them; Arrow IPC out: the insert-ready tables of the unit's good
+that for *units* of studies: a byte range of a JSON array, which the worker
+reads from the file itself (:func:`~celltrials.sources.ctgov_json.array_ranges`),
+or :data:`UNIT` study texts found by the calling process (Arrow IPC in: NDJSON
+lines, and the rest of an array from a range that does not hold whole
+elements on). Out: Arrow IPC, the insert-ready tables of the unit's good
 records, from :func:`celltrials.store.staged_tables`, and the unit's bad
-records as findings, in file order). The calling process only reads the file
+records as findings, in file order. The calling process only cuts the file
 into units, keeps their order, and writes (:meth:`Store.add_tables`: keys
 already stored or repeated are dropped there, as in :meth:`Store.add_staged`).
 What is stored, and every finding, is the same as with one process
@@ -194,20 +197,57 @@ def _parse_unit(payload: tuple[str, str, str, int | None, int, bytes]) -> tuple[
                     continue
             else:
                 study = orjson.loads(text)
-            try:
-                rec = ctgov_json.parse_study(study, position=pos)
-            except RecordError as exc:
-                # as the serial readers report it (the array's reader fills in the
-                # position and a missing path; the NDJSON reader sets the path)
-                if linenos is not None:
-                    at, where = exc.position, path
-                else:
-                    at, where = exc.position or pos, exc.path or path
-                findings.append((len(items), exc.reason, at, exc.record_id, where))
-                continue
-            _stage(rec, path, items, findings)
+            _study(study, pos, path, linenos is not None, items, findings)
         records, children = staged_tables(items, source, ingest_id)
     return to_ipc(records), {t: to_ipc(c) for t, c in children.items()}, findings
+
+
+def _parse_range(payload: tuple[str, str, int | None, int, int]) -> tuple[Any, ...]:
+    """A worker's task: one byte range of a JSON array
+    (:func:`celltrials.sources.ctgov_json.array_ranges`) read from the file,
+    piece by piece (:func:`~celltrials.sources.ctgov_json.range_pieces`).
+    Out: the tables and findings of its elements, positions counted from the
+    range's first element (the caller adds the elements before it), how many
+    elements, and whether they are the whole range (False: the rest of it
+    does not hold whole elements; the caller reads on element by element)."""
+    path, source, ingest_id, start, stop = payload
+    items: list[tuple[ParsedRecord, bytes, str]] = []
+    findings: list[FindingRow] = []
+    n, whole = 0, True
+    with gc_paused():
+        with open(path, "rb") as fh:
+            for piece in ctgov_json.range_pieces(fh, start, stop):
+                if piece is None:
+                    whole = False
+                    break
+                for study in piece:
+                    n += 1
+                    _study(study, n, path, False, items, findings)
+        records, children = staged_tables(items, source, ingest_id)
+    return to_ipc(records), {t: to_ipc(c) for t, c in children.items()}, findings, n, whole
+
+
+def _study(
+    study: Any,
+    pos: int,
+    path: str,
+    ndjson: bool,
+    items: list[tuple[ParsedRecord, bytes, str]],
+    findings: list[FindingRow],
+) -> None:
+    """One parsed study staged (:func:`_stage`), or its finding."""
+    try:
+        rec = ctgov_json.parse_study(study, position=pos)
+    except RecordError as exc:
+        # as the serial readers report it (the array's reader fills in the
+        # position and a missing path; the NDJSON reader sets the path)
+        if ndjson:
+            at, where = exc.position, path
+        else:
+            at, where = exc.position or pos, exc.path or path
+        findings.append((len(items), exc.reason, at, exc.record_id, where))
+        return
+    _stage(rec, path, items, findings)
 
 
 def _stage(
@@ -284,13 +324,19 @@ def _parse_files(
 
 # ------------------------------------------------------------------ calling side
 def _payloads(
-    fmt: str, path: Path, source: str, ingest_id: int | None, failure: list[BaseException]
+    fmt: str,
+    path: Path,
+    source: str,
+    ingest_id: int | None,
+    failure: list[BaseException],
+    skip: int = 0,
 ) -> Iterator[tuple[str, str, str, int | None, int, bytes]]:
-    """The file's units; a reading error ends them and is kept in ``failure``
-    (raised once the units before it are through, as the serial path would)."""
-    first = 1
+    """The file's units (after its first ``skip`` elements); a reading error
+    ends them and is kept in ``failure`` (raised once the units before it are
+    through, as the serial path would)."""
+    first = skip + 1
     try:
-        for texts, linenos in _texts(fmt, path):
+        for texts, linenos in _texts(fmt, path, skip):
             cols: dict[str, pa.Array] = {"text": texts}
             if linenos is not None:
                 cols["lineno"] = pa.array(linenos, type=pa.int64())
@@ -300,9 +346,9 @@ def _payloads(
         failure.append(exc)
 
 
-def _texts(fmt: str, path: Path) -> Iterator[tuple[pa.Array, list[int] | None]]:
+def _texts(fmt: str, path: Path, skip: int = 0) -> Iterator[tuple[pa.Array, list[int] | None]]:
     if fmt == "ctgov_json":
-        for texts in ctgov_json.stream_array_texts(path, UNIT):
+        for texts in ctgov_json.stream_array_texts(path, UNIT, skip=skip):
             yield texts, None
         return
     lines: list[bytes] = []
@@ -326,11 +372,22 @@ def parse_units(
     fmt: str, path: Path, source: str, ingest_id: int | None, workers: int
 ) -> Generator[Unit, None, None]:
     """The file's units parsed by ``workers`` processes, in file order; a
-    file that cannot be read further raises after the units before the damage."""
+    file that cannot be read further raises after the units before the damage.
+
+    A JSON array is read as the serial reader reads it
+    (:func:`celltrials.sources.ctgov_json._stream_array`): each worker reads
+    byte ranges of the file itself (nothing but the range travels to it) up to
+    the first range that does not hold whole elements; from there its element
+    texts are found here and sent to the workers in units."""
+    done = 0
+    if fmt == "ctgov_json":
+        done, whole = yield from _range_units(path, source, ingest_id, workers)
+        if whole:
+            return
     failure: list[BaseException] = []
     results: Generator[tuple[Any, ...], None, None] = map_ordered(
         _parse_unit,
-        _payloads(fmt, path, source, ingest_id, failure),
+        _payloads(fmt, path, source, ingest_id, failure, skip=done),
         workers,
         in_flight=IN_FLIGHT,
         preload=("celltrials.ingest_parallel",),
@@ -342,6 +399,52 @@ def parse_units(
         results.close()  # (an error or an early stop: the units not started are cancelled)
     if failure:
         raise failure[0]
+
+
+def _range_units(
+    path: Path, source: str, ingest_id: int | None, workers: int
+) -> Generator[Unit, None, tuple[int, bool]]:
+    """The units of a JSON array's byte ranges (:func:`_parse_range`), in file
+    order, up to the first range that does not hold whole elements. Returns
+    how many elements they hold and whether they are the whole array."""
+    cut = [True]
+
+    def payloads() -> Iterator[tuple[str, str, int | None, int, int]]:
+        for span in ctgov_json.array_ranges(path):
+            if span is None:
+                cut[0] = False
+                return
+            yield str(path), source, ingest_id, *span
+
+    results: Generator[tuple[Any, ...], None, None] = map_ordered(
+        _parse_range,
+        payloads(),
+        workers,
+        in_flight=IN_FLIGHT,
+        preload=("celltrials.ingest_parallel",),
+    )
+    done = 0
+    try:
+        for records, children, findings, n, whole in results:
+            table = from_ipc(records)
+            at = table.schema.get_field_index("position")
+            table = table.set_column(
+                at,
+                "position",
+                pc.add(table.column(at), pa.scalar(done, table.schema.field(at).type)),
+            )
+            shifted = [
+                (k, reason, None if pos is None else pos + done, rid, where)
+                for k, reason, pos, rid, where in findings
+            ]
+            if n:
+                yield Unit(table, {t: from_ipc(c) for t, c in children.items()}, shifted)
+            done += n
+            if not whole:
+                return done, False
+    finally:
+        results.close()
+    return done, cut[0]
 
 
 @dataclass

@@ -9,11 +9,14 @@ client uses too.
 
 from __future__ import annotations
 
+import mmap
+import os
+import re
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 import orjson
@@ -298,21 +301,133 @@ def _starts_array(path: Path) -> bool:
 
 
 def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
-    """The elements of a top-level JSON array, parsed one by one.
-
-    DuckDB's ``read_json_objects`` finds the element boundaries (in C++,
-    streaming); each element's text is parsed with orjson. A malformed or
-    truncated file raises :class:`DataFileError` when the reader reaches it.
+    """The elements of a top-level JSON array, parsed range by range
+    (:func:`array_ranges`, :func:`range_pieces`), then, from the first range
+    that does not hold whole elements (or where the file cannot be cut),
+    one by one: DuckDB's ``read_json_objects`` finds the element boundaries
+    (in C++, streaming; :func:`stream_array_texts`) and each element's text
+    is parsed with orjson. A malformed or truncated file raises
+    :class:`DataFileError` when that reader reaches it. The worker processes
+    of a large ingest read the same ranges (:mod:`celltrials.ingest_parallel`),
+    so both find the same elements and stop at the same place.
     """
-    for texts in stream_array_texts(path, batch):
+    done = 0
+    with path.open("rb") as fh:
+        for span in array_ranges(path):
+            if span is None:
+                break
+            for items in range_pieces(fh, *span):
+                if items is None:
+                    break
+                done += len(items)
+                yield from items
+            else:
+                continue
+            break
+        else:
+            return
+    for texts in stream_array_texts(path, batch, skip=done):
         # as bytes: orjson parses UTF-8 bytes directly (a str would be re-encoded)
         for text in texts.to_pylist():
             yield orjson.loads(text)
 
 
-def stream_array_texts(path: Path, batch: int = 1000) -> Iterator[pa.Array]:
+#: where one study of a ClinicalTrials.gov download ends and the next begins:
+#: a top-level study object starts with its protocol section (nested objects
+#: never have that key, and a JSON string cannot hold an unescaped quote), so
+#: this is almost always a boundary between elements; a cut anywhere else
+#: leaves a piece that does not parse (an open string, object or array)
+_NEXT_STUDY = re.compile(rb'\}\s*,\s*\{\s*"protocolSection"')
+#: bytes of a large array handed out at a time (to a worker: about 200 complete studies)
+RANGE_BYTES = 4 << 20
+#: ... and parsed at a time within a range (parsing megabytes at once into
+#: objects costs more per study than parsing a few studies at a time)
+PIECE_BYTES = 256 << 10
+#: a range or piece ends at the first boundary after its size, looked for this
+#: far: a file with no boundary there is read element by element from that point
+RANGE_SEARCH_BYTES = 16 << 20
+_BLANK = b" \t\r\n"
+
+
+def array_ranges(path: Path) -> Iterator[tuple[int, int] | None]:
+    """Byte ranges ``(start, stop)`` of a top-level JSON array's elements, one
+    after another, about :data:`RANGE_BYTES` each: cut where one study ends
+    and the next begins (:data:`_NEXT_STUDY`). Each range is a guess until
+    :func:`range_pieces` reads it. Ends with None when the rest of the file
+    cannot be cut (no boundary found within :data:`RANGE_SEARCH_BYTES`, or a
+    file that does not end with ``]``: a truncated one): the caller reads the
+    rest element by element."""
+    with path.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            yield None
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            start = 3 if mm[:3] == b"\xef\xbb\xbf" else 0
+            stop = len(mm)
+            while start < stop and mm[start] in _BLANK:
+                start += 1
+            while stop > start and mm[stop - 1] in _BLANK:
+                stop -= 1
+            if start >= stop or mm[start] != ord("[") or mm[stop - 1] != ord("]"):
+                yield None
+                return
+            yield from _cuts(mm, start + 1, stop - 1, RANGE_BYTES)
+
+
+def _cuts(
+    data: bytes | mmap.mmap, start: int, stop: int, size: int, search: int = RANGE_SEARCH_BYTES
+) -> Iterator[tuple[int, int] | None]:
+    """``data[start:stop]`` (elements of an array) cut into spans of about
+    ``size`` bytes at :data:`_NEXT_STUDY`, each boundary looked for ``search``
+    bytes from the span's start; None when the rest, longer than that, cannot be cut."""
+    while stop - start > size:
+        m = _NEXT_STUDY.search(data, start + size, min(stop, start + search))
+        if m is None:
+            break
+        yield start, m.start() + 1
+        start = m.start() + m.group().index(b"{")
+    if stop - start > search:
+        yield None
+    elif data[start:stop].strip(_BLANK):
+        yield start, stop
+
+
+def range_pieces(fh: BinaryIO, start: int, stop: int) -> Iterator[list[dict[str, Any]] | None]:
+    """The elements in bytes ``start`` to ``stop`` of the open file ``fh`` (a
+    range of :func:`array_ranges`), a few at a time (pieces of about
+    :data:`PIECE_BYTES`, cut as the ranges are). A piece that does not parse
+    is read again with the rest of the range; when that fails too, or an
+    element is not an object, the last item is None: the rest of the range
+    does not hold whole elements (a range cut inside a string or a nested
+    value, or damaged JSON, which the element-by-element reader reports)."""
+    fh.seek(start)
+    data = fh.read(stop - start)
+    for span in _cuts(data, 0, len(data), PIECE_BYTES, search=len(data)):
+        assert span is not None  # (the whole range is searched)
+        items = _objects(data[span[0] : span[1]])
+        if items is None:  # (a wrong cut, or damage: the rest of the range at once)
+            items = _objects(data[span[0] :])
+            yield items
+            return
+        yield items
+
+
+def _objects(text: bytes) -> list[dict[str, Any]] | None:
+    """The JSON objects of ``text`` (elements of an array, separated by
+    commas), or None when that is not what it holds."""
+    try:
+        items: list[dict[str, Any]] = orjson.loads(b"[" + text + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    if not all(type(x) is dict for x in items):
+        return None
+    return items
+
+
+def stream_array_texts(path: Path, batch: int = 1000, skip: int = 0) -> Iterator[pa.Array]:
     """The element texts of a top-level JSON array (UTF-8, as an Arrow binary
-    array), ``batch`` at a time; see :func:`_stream_array`."""
+    array), ``batch`` at a time, after the first ``skip`` (read past, not
+    returned); see :func:`_stream_array`."""
     con = duckdb.connect()
     try:
         con.execute("SET threads = 1")
@@ -336,6 +451,11 @@ def stream_array_texts(path: Path, batch: int = 1000) -> Iterator[pa.Array]:
             texts = chunk.column(0)
             if isinstance(texts.type, pa.ExtensionType):
                 texts = texts.storage
+            if skip:
+                n = min(skip, len(texts))
+                texts, skip = texts.slice(n), skip - n
+                if not len(texts):
+                    continue
             as_bytes = pa.large_binary() if pa.types.is_large_string(texts.type) else pa.binary()
             yield texts.view(as_bytes)
     finally:
