@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from celltrials.analysis.landscape import make_filters
-from celltrials.report.build import build_report
-from tests.conftest_report import classified_store_path
+from tests.conftest_report import classified_store_path, default_report
 
 pytestmark = pytest.mark.data
 
@@ -28,17 +26,15 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 _UNGUARDED = """
 import json, sys, time
 import celltrials
-from celltrials.analysis.landscape import make_filters
+from celltrials.analysis.landscape import Filters
 from celltrials.report.build import build_report
 
 def slow_sections(event):  # (the worker has died by the time the charts are handed out)
     if event.item == "sections":
-        time.sleep(5)
+        time.sleep(4)
 
 with celltrials.open(sys.argv[1], read_only=True) as store:
-    res = build_report(
-        store, sys.argv[2], make_filters(cell_type=["car_t"]), progress=slow_sections, jobs=1
-    )
+    res = build_report(store, sys.argv[2], Filters(), progress=slow_sections, jobs=1)
 print(json.dumps(sorted(p.name for p in res.figures)))
 """
 
@@ -65,16 +61,12 @@ def test_a_script_without_a_main_guard_still_gets_every_figure(
     # the worker ran the script again and stopped where it would start workers itself
     assert "if __name__ == '__main__':" in run.stderr
     names = json.loads(run.stdout.strip().splitlines()[-1])
-    # every figure, drawn in the script's own process: the files of a report drawn
-    # without workers (jobs=0), byte for byte
-    import celltrials
-
-    want_dir = tmp_path / "want"
-    with celltrials.open(store_path, read_only=True) as store:
-        want = build_report(store, want_dir, make_filters(cell_type=["car_t"]), jobs=0)
+    # every figure, drawn in the script's own process: the files of the same
+    # report built in this run (its figures drawn by workers), byte for byte
+    want = default_report(tmp_path_factory, store_path)
     assert names == sorted(p.name for p in want.figures) and len(names) >= 20
-    for name in names:
-        assert (out / "figures" / name).read_bytes() == (want_dir / "figures" / name).read_bytes()
+    for p in want.figures:
+        assert (out / "figures" / p.name).read_bytes() == p.read_bytes()
 
 
 _KILLED = """
