@@ -9,12 +9,11 @@ client uses too.
 
 from __future__ import annotations
 
-import mmap
 import os
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -356,40 +355,66 @@ def array_ranges(path: Path) -> Iterator[tuple[int, int] | None]:
     :func:`range_pieces` reads it. Ends with None when the rest of the file
     cannot be cut (no boundary found within :data:`RANGE_SEARCH_BYTES`, or a
     file that does not end with ``]``: a truncated one): the caller reads the
-    rest element by element."""
+    rest element by element. Only the bytes around each cut are read."""
     with path.open("rb") as fh:
-        if os.fstat(fh.fileno()).st_size == 0:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(_EDGE_BYTES)
+        fh.seek(max(0, size - _EDGE_BYTES))
+        tail = fh.read()
+        at = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+        first = len(head) - len(head[at:].lstrip(_BLANK))  # the "["
+        second = len(head) - len(head[first + 1 :].lstrip(_BLANK))  # the first element
+        stop = size - (len(tail) - len(tail.rstrip(_BLANK)))  # after the "]"
+        if (
+            second >= len(head)  # (blank for kilobytes: the element-by-element reader decides)
+            or head[first : first + 1] != b"["
+            or tail.rstrip(_BLANK)[-1:] != b"]"
+            or stop - 1 <= first
+        ):
             yield None
             return
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            start = 3 if mm[:3] == b"\xef\xbb\xbf" else 0
-            stop = len(mm)
-            while start < stop and mm[start] in _BLANK:
-                start += 1
-            while stop > start and mm[stop - 1] in _BLANK:
-                stop -= 1
-            if start >= stop or mm[start] != ord("[") or mm[stop - 1] != ord("]"):
-                yield None
-                return
-            yield from _cuts(mm, start + 1, stop - 1, RANGE_BYTES)
+        if second == stop - 1:  # "[ ]"
+            return
+
+        def find(pos: int, end: int) -> tuple[int, int] | None:
+            n = 1 << 16  # (a boundary is usually a few kilobytes on)
+            while True:
+                fh.seek(pos)
+                window = fh.read(min(n, end - pos))
+                m = _NEXT_STUDY.search(window)
+                if m is not None:
+                    return pos + m.start() + 1, pos + m.start() + m.group().index(b"{")
+                if pos + len(window) >= end:
+                    return None
+                n *= 16
+
+        yield from _cuts(find, second, stop - 1, RANGE_BYTES, RANGE_SEARCH_BYTES)
+
+
+#: bytes read at each end of a file to find its array's brackets
+_EDGE_BYTES = 4096
 
 
 def _cuts(
-    data: bytes | mmap.mmap, start: int, stop: int, size: int, search: int = RANGE_SEARCH_BYTES
+    find: Callable[[int, int], tuple[int, int] | None],
+    start: int,
+    stop: int,
+    size: int,
+    search: int,
 ) -> Iterator[tuple[int, int] | None]:
-    """``data[start:stop]`` (elements of an array) cut into spans of about
-    ``size`` bytes at :data:`_NEXT_STUDY`, each boundary looked for ``search``
-    bytes from the span's start; None when the rest, longer than that, cannot be cut."""
+    """Bytes ``start`` to ``stop`` (elements of an array, from the first
+    one's start) cut into spans of about ``size`` bytes: ``find(pos, end)``
+    gives the first boundary (:data:`_NEXT_STUDY`) after ``pos`` that ends
+    before ``end``, as (end of the element before it, start of the next), and
+    is asked ``search`` bytes on from a span's start; None when the rest,
+    longer than that, cannot be cut."""
     while stop - start > size:
-        m = _NEXT_STUDY.search(data, start + size, min(stop, start + search))
-        if m is None:
+        got = find(start + size, min(stop, start + search))
+        if got is None:
             break
-        yield start, m.start() + 1
-        start = m.start() + m.group().index(b"{")
-    if stop - start > search:
-        yield None
-    elif data[start:stop].strip(_BLANK):
-        yield start, stop
+        yield start, got[0]
+        start = got[1]
+    yield None if stop - start > search else (start, stop)
 
 
 def range_pieces(fh: BinaryIO, start: int, stop: int) -> Iterator[list[dict[str, Any]] | None]:
@@ -402,7 +427,12 @@ def range_pieces(fh: BinaryIO, start: int, stop: int) -> Iterator[list[dict[str,
     value, or damaged JSON, which the element-by-element reader reports)."""
     fh.seek(start)
     data = fh.read(stop - start)
-    for span in _cuts(data, 0, len(data), PIECE_BYTES, search=len(data)):
+
+    def find(pos: int, end: int) -> tuple[int, int] | None:
+        m = _NEXT_STUDY.search(data, pos, end)
+        return None if m is None else (m.start() + 1, m.start() + m.group().index(b"{"))
+
+    for span in _cuts(find, 0, len(data), PIECE_BYTES, len(data)):
         assert span is not None  # (the whole range is searched)
         items = _objects(data[span[0] : span[1]])
         if items is None:  # (a wrong cut, or damage: the rest of the range at once)
