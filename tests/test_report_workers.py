@@ -43,15 +43,20 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(SRC)}
 
 
+def _script_argv(store_path: Path, tmp_path: Path, name: str, text: str) -> list[str]:
+    """The command line of ``text`` saved as a script, given the store and a report folder."""
+    script = tmp_path / name
+    script.write_text(text, encoding="utf-8")
+    return [sys.executable, str(script), str(store_path), str(tmp_path / "report")]
+
+
 def test_a_script_without_a_main_guard_still_gets_every_figure(
     tmp_path_factory: pytest.TempPathFactory, full_store_path: Path, tmp_path: Path
 ) -> None:
     store_path = classified_store_path(tmp_path_factory, full_store_path)
-    script = tmp_path / "unguarded.py"
-    script.write_text(_UNGUARDED, encoding="utf-8")
     out = tmp_path / "report"
     run = subprocess.run(
-        [sys.executable, str(script), str(store_path), str(out)],
+        _script_argv(store_path, tmp_path, "unguarded.py", _UNGUARDED),
         env=_env(),
         capture_output=True,
         text=True,
@@ -118,10 +123,8 @@ def test_a_report_killed_leaves_no_figure_worker(
     tmp_path_factory: pytest.TempPathFactory, full_store_path: Path, tmp_path: Path
 ) -> None:
     store_path = classified_store_path(tmp_path_factory, full_store_path)
-    script = tmp_path / "killed.py"
-    script.write_text(_KILLED, encoding="utf-8")
     with subprocess.Popen(
-        [sys.executable, str(script), str(store_path), str(tmp_path / "report")],
+        _script_argv(store_path, tmp_path, "killed.py", _KILLED),
         env=_env(),
         stdout=subprocess.PIPE,
         text=True,
