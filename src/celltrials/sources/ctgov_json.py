@@ -311,24 +311,31 @@ def _stream_array(path: Path, batch: int = 1000) -> Iterator[Any]:
     so both find the same elements and stop at the same place.
     """
     done = 0
-    with path.open("rb") as fh:
-        for span in array_ranges(path):
-            if span is None:
-                break
-            for items in range_pieces(fh, *span):
-                if items is None:
-                    break
-                done += len(items)
-                yield from items
-            else:
-                continue
+    for items in _array_pieces(path):
+        if items is None:
             break
-        else:
-            return
+        done += len(items)
+        yield from items
+    else:
+        return
     for texts in stream_array_texts(path, batch, skip=done):
         # as bytes: orjson parses UTF-8 bytes directly (a str would be re-encoded)
         for text in texts.to_pylist():
             yield orjson.loads(text)
+
+
+def _array_pieces(path: Path) -> Iterator[list[dict[str, Any]] | None]:
+    """The pieces of every range of :func:`array_ranges`, in file order; None
+    last when the rest of the file does not hold whole elements or cannot be cut."""
+    with path.open("rb") as fh:
+        for span in array_ranges(path):
+            if span is None:
+                yield None
+                return
+            for items in range_pieces(fh, *span):
+                yield items
+                if items is None:
+                    return
 
 
 #: where one study of a ClinicalTrials.gov download ends and the next begins:
