@@ -332,8 +332,8 @@ def test_ctrl_c_during_ingest_is_a_clean_message(tmp_path: Path) -> None:
     time.sleep(0.2)  # soon after: the files are parsed ahead of the store
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
-    if proc.returncode == 0:  # pragma: no cover - finished before the signal on a fast machine
-        pytest.skip("ingest finished before SIGINT arrived")
+    # (exit 0: the ingest ran to its end, seconds after the signal; a Ctrl-C arriving
+    # while pyarrow imported pandas on its first pa.array was once lost that way)
     assert proc.returncode == 130, err
     assert "Traceback" not in err + out and "Interrupted" in err
     with celltrials.open(db, read_only=True) as store:

@@ -13,7 +13,6 @@ import pytest
 
 from celltrials.errors import CelltrialsError, WorkerError
 from celltrials.procpool import map_ordered
-from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
 
@@ -67,20 +66,3 @@ def test_a_script_without_a_main_guard_gets_the_hint(tmp_path: Path) -> None:
     )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "600"
-
-
-@pytest.mark.unit
-def test_the_workers_modules_import_without_pandas() -> None:
-    """The fork servers of the ingest and classify pools import these modules
-    before their first worker can start; pandas (and what reports and meta-analyses
-    need) would add ~0.5 s to every ingest and classify that starts workers."""
-    code = (
-        "import sys, celltrials.ingest_parallel, celltrials.labelling, celltrials._classify_preload\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'scipy', 'matplotlib', 'openpyxl'}))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    res = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "[]"

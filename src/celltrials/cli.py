@@ -3,8 +3,8 @@
 Each command parses its arguments, calls one library function and renders
 the result; ``--json`` prints exactly what the library returned. Commands
 live in ``celltrials.commands`` (one module per area) and register on the
-group in ``celltrials.commands.base``; importing them here is what puts them
-on the command line.
+group in ``celltrials.commands.base``, which imports a command's module when
+it is run (``COMMAND_MODULES``).
 """
 
 from __future__ import annotations
@@ -15,21 +15,10 @@ import sys
 import click
 import duckdb
 
-from celltrials.commands import (  # noqa: F401  (imported for their @cli.command registrations)
-    classify,
-    core,
-    meta,
-    pipeline,
-    products,
-    quality,
-    report,
-    serve,
-    sync,
-)
-from celltrials.commands.base import Context, cli, echo_json, pass_ctx
+from celltrials.commands.base import Context, cli, echo_json, load_all_commands, pass_ctx
 from celltrials.errors import CelltrialsError, StoreError
 
-__all__ = ["Context", "cli", "echo_json", "main", "pass_ctx"]
+__all__ = ["Context", "cli", "echo_json", "load_all_commands", "main", "pass_ctx"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ from celltrials.classify import (
 )
 from celltrials.classify_parallel import map_chunks, plan_jobs, worker_classifier
 from celltrials.errors import ConfigError, StoreError
+from celltrials.evaluate import evaluate, evaluate_many
 from celltrials.native import engine_kind
 from celltrials.procpool import from_ipc as _from_ipc
 from celltrials.procpool import to_ipc as _ipc
@@ -288,9 +289,6 @@ def store_evidence(store: Store, trial_id: str | None = None) -> dict[str, list[
 
 def evaluate_store(store: Store, gold: Any) -> dict[str, Any]:
     """Evaluate the store's labels against a gold CSV (any registry id of a trial matches)."""
-    # (imported here: it needs pandas, which the classify workers, importing this
-    # module, never do; importing pandas cost each start of their pool ~0.5 s)
-    from celltrials.evaluate import evaluate  # noqa: PLC0415 - needs pandas (see above)
 
     rows, evidence = _rows_with_evidence(store)
     return evaluate(rows, gold, evidence)
@@ -299,7 +297,6 @@ def evaluate_store(store: Store, gold: Any) -> dict[str, Any]:
 def evaluate_store_many(store: Store, golds: Sequence[Any]) -> dict[str, Any]:
     """Evaluate the store's labels against several gold CSVs, each and together
     (see :func:`celltrials.evaluate.evaluate_many`)."""
-    from celltrials.evaluate import evaluate_many  # noqa: PLC0415 - as in evaluate_store
 
     rows, evidence = _rows_with_evidence(store)
     return evaluate_many(rows, golds, evidence)

@@ -17,17 +17,14 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from rich.markup import escape
-
-if TYPE_CHECKING:  # (pandas is imported where a frame is made safe: the ingest and
-    # classify workers import this module and never need it; it costs them ~0.5 s to start)
-    import pandas as pd
 
 #: first characters that make a spreadsheet cell a formula (OWASP), plus full-width forms
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
@@ -96,8 +93,6 @@ def _safe_text_column(s: pd.Series, cell: Any, xlsx: bool) -> list[Any] | None:
 
 def safe_frame(df: pd.DataFrame, *, xlsx: bool = False) -> pd.DataFrame:
     """A copy of ``df`` whose text cells (and column names) are spreadsheet-safe."""
-    import pandas as pd  # noqa: PLC0415 - heavy; the workers import this module (see above)
-
     cell = safe_xlsx_cell if xlsx else safe_cell
     out = df.copy()
     for col in out.columns:

@@ -48,17 +48,21 @@ import contextlib
 import hashlib
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import duckdb.func
 import orjson
+
+# (imported up front, not only where a frame is made: pyarrow imports pandas on its
+# first ``pa.array``, and a Ctrl-C that arrives during that import is swallowed by
+# pyarrow — the command then ran to its end; tests/test_cli_no_traceback.py)
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import zstandard
@@ -70,10 +74,6 @@ from celltrials.normalize import finish_record
 from celltrials.registry_ids import canonical_id, trial_id_for
 from celltrials.sources import FORMATS, volatile_fields
 from celltrials.sources.base import content_hash
-
-if TYPE_CHECKING:  # (pandas is imported by the readers that return frames: the ingest
-    # and classify workers import this module and never need it; it costs them ~0.5 s to start)
-    import pandas as pd
 
 DEFAULT_DB = "celltrials.duckdb"
 
@@ -1323,8 +1323,6 @@ class Store:
     def write_product_links(self, links: pd.DataFrame) -> None:
         """Replace every stored product link with ``links`` (the
         :data:`PRODUCT_LINK_COLUMNS`), all or nothing."""
-        import pandas as pd  # noqa: PLC0415 - heavy; the workers import this module (see above)
-
         table = pa.table(
             {
                 c: pa.array([None if pd.isna(v) else str(v) for v in links[c]], pa.string())
@@ -1349,8 +1347,6 @@ class Store:
                 f"SELECT * FROM product_links {where} ORDER BY trial_id, product, field", params
             )
         except duckdb.CatalogException:  # a read-only store older than migration 4
-            import pandas as pd  # noqa: PLC0415 - as in write_product_links
-
             return pd.DataFrame(columns=list(PRODUCT_LINK_COLUMNS))
 
     def records(self, *, current_only: bool = True, with_raw: bool = False) -> pd.DataFrame:
@@ -2072,10 +2068,9 @@ def _plain(v: Any) -> Any:
         return None
     if isinstance(v, float) and v != v:
         return None
-    pd = sys.modules.get("pandas")  # (no pandas value without pandas imported)
-    if pd is not None and isinstance(v, pd.Timestamp):
+    if isinstance(v, pd.Timestamp):
         return v.date().isoformat() if v == v.normalize() else v.isoformat()
-    if pd is not None and v is pd.NaT:
+    if v is pd.NaT:
         return None
     if hasattr(v, "isoformat"):
         return v.isoformat()

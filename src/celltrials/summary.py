@@ -12,14 +12,9 @@ def store_stats(store: Store) -> dict[str, Any]:
     con = store.con
 
     def rows(sql: str) -> list[dict[str, Any]]:
-        df = con.execute(sql).df()
-        return [
-            {
-                str(k): (int(v) if hasattr(v, "item") and not isinstance(v, str) else v)
-                for k, v in r.items()
-            }
-            for r in df.to_dict("records")
-        ]
+        cur = con.execute(sql)
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     one = con.execute("""
         SELECT (SELECT count(*) FROM records WHERE is_current),

@@ -1,7 +1,10 @@
 """The ``celltrials`` click group and what every command shares.
 
 Command modules (``celltrials.commands.*``) import the group from here and
-register themselves on it; ``celltrials.cli`` imports them all and runs it.
+register themselves on it. The group imports a command's module when the
+command is asked for (:data:`COMMAND_MODULES`), so ``celltrials stats`` does not
+import what ``report`` or ``meta`` need (pandas, SciPy, Matplotlib: seconds of
+start-up); ``celltrials --help`` lists every command and so imports them all.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -23,9 +27,11 @@ from rich.progress import Progress as RichProgress
 
 import celltrials
 from celltrials import __version__
-from celltrials.analysis.landscape import Filters, make_filters
 from celltrials.progress import Progress, ProgressEvent, logger
-from celltrials.store import Store
+
+if TYPE_CHECKING:
+    from celltrials.analysis.landscape import Filters
+    from celltrials.store import Store
 
 
 class Context:
@@ -63,6 +69,9 @@ class FilterOptions:
     def filters(self) -> Filters:
         """The report's :class:`~celltrials.analysis.landscape.Filters`
         (raises :class:`~celltrials.errors.ConfigError` on a bad value)."""
+        # (the analysis needs pandas: imported by the commands that filter trials only)
+        from celltrials.analysis.landscape import make_filters  # noqa: PLC0415
+
         return make_filters(
             country=self.country,
             registry=self.registry,
@@ -162,7 +171,95 @@ def report_filter_options(
     return decorate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: each command's module in ``celltrials.commands`` (tests/test_cli.py checks that
+#: the modules register exactly these)
+COMMAND_MODULES = {
+    "ingest": "core",
+    "stats": "core",
+    "show": "core",
+    "dups": "core",
+    "export": "core",
+    "classify": "classify",
+    "labels": "classify",
+    "evaluate": "classify",
+    "explain": "classify",
+    "meta": "meta",
+    "meta-template": "meta",
+    "results": "meta",
+    "run": "pipeline",
+    "products": "products",
+    "check": "quality",
+    "report": "report",
+    "serve": "serve",
+    "changes": "serve",
+    "fetch": "sync",
+    "update": "sync",
+    "sync-status": "sync",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are registered by their modules, imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            command_module(COMMAND_MODULES[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+
+def command_module(name: str) -> ModuleType:
+    """``celltrials.commands.<name>``, imported: its commands are then registered."""
+    # (a static import per module, not importlib by name: tests/test_layers.py reads them)
+    match name:
+        case "classify":
+            from celltrials.commands import classify  # noqa: PLC0415
+
+            return classify
+        case "core":
+            from celltrials.commands import core  # noqa: PLC0415
+
+            return core
+        case "meta":
+            from celltrials.commands import meta  # noqa: PLC0415
+
+            return meta
+        case "pipeline":
+            from celltrials.commands import pipeline  # noqa: PLC0415
+
+            return pipeline
+        case "products":
+            from celltrials.commands import products  # noqa: PLC0415
+
+            return products
+        case "quality":
+            from celltrials.commands import quality  # noqa: PLC0415
+
+            return quality
+        case "report":
+            from celltrials.commands import report  # noqa: PLC0415
+
+            return report
+        case "serve":
+            from celltrials.commands import serve  # noqa: PLC0415
+
+            return serve
+        case "sync":
+            from celltrials.commands import sync  # noqa: PLC0415
+
+            return sync
+    raise ValueError(f"no command module {name!r}")
+
+
+def load_all_commands() -> None:
+    """Import every command module (their commands are then in ``cli.commands``)."""
+    for module in sorted(set(COMMAND_MODULES.values())):
+        command_module(module)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="celltrials")
 @click.option(
     "--db",

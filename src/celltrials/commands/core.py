@@ -13,7 +13,6 @@ from rich.table import Table
 
 from celltrials.commands.base import Context, cli, echo_json, pass_ctx, progress_display
 from celltrials.errors import ConfigError
-from celltrials.export import export_trials
 from celltrials.ingest import IngestAborted, IngestReport, ingest_paths
 from celltrials.safety import escape_markup as esc
 from celltrials.summary import duplicate_groups, store_stats
@@ -297,6 +296,8 @@ def export(ctx: Context, fmt: str, out: str | None, force: bool) -> None:
 
     Text cells of csv/xlsx are neutralised against formula injection
     (a leading = + - @ tab or CR gets a ' in front)."""
+    # (pandas: imported by this command only, not by every command of this module)
+    from celltrials.export import export_trials  # noqa: PLC0415
 
     with ctx.open_store(read_only=True) as store:
         path = export_trials(store, fmt, out or f"trials.{fmt}", force=force)
