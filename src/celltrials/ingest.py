@@ -33,7 +33,7 @@ from celltrials.ingest_parallel import (
     with_ingest,
 )
 from celltrials.models import ParsedRecord
-from celltrials.procpool import available_cores, check_jobs, pool
+from celltrials.procpool import available_cores, check_jobs, pool, start_fork_server
 from celltrials.progress import Progress, ProgressEvent, logger
 from celltrials.runtime import gc_paused
 from celltrials.sources import Sniffed, ctgov_json, parse_file, sniff
@@ -560,12 +560,21 @@ def _files_ahead(
         planned[i] = (st.st_size, st.st_mtime_ns, sha, fmt)  # (not found out again by _one_file)
         return fmt, st.st_size, st.st_mtime_ns
 
-    with pool(workers, preload=("celltrials.ingest_parallel",)) as executor:
+    with pool(workers, preload=ingest_parallel.PRELOAD) as executor:
         ahead = FilesAhead(executor, workers, files, choose)
         try:
             yield _Ahead(ahead, planned)
         finally:
             ahead.close()
+
+
+def _may_use_workers(size: int, jobs: int | None) -> bool:
+    """Whether a file of ``size`` bytes may be parsed by workers (large enough for
+    them: :func:`celltrials.ingest_parallel.plan_workers` decides once its format
+    is known)."""
+    if jobs == 1 or (jobs is None and available_cores() < 2):
+        return False
+    return size >= min(ingest_parallel.MIN_BYTES, ctgov_json.STREAM_MIN_BYTES)
 
 
 def _one_file(
@@ -589,6 +598,9 @@ def _one_file(
         resolved = display_path(path.resolve())
         sha = None if force else known.by_stat.get((resolved, st.st_size, st.st_mtime_ns))
         planned = ahead.plan(index - 1, st) if ahead else None
+        if sha is None and not planned and _may_use_workers(st.st_size, jobs):
+            # the workers' fork server imports its modules while the file is hashed
+            start_fork_server(ingest_parallel.PRELOAD)
         if sha is None:
             sha = planned[0] if planned else _sha256(path)
     except OSError as exc:

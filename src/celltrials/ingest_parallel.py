@@ -69,6 +69,8 @@ MIN_BYTES = 64 << 20
 IN_FLIGHT = 4
 #: formats this module reads (the JSON array only when it is streamed)
 FORMATS = ("ctgov_json", "ctgov_ndjson")
+#: what the workers' fork server imports (:func:`celltrials.procpool.context`)
+PRELOAD = ("celltrials.ingest_parallel",)
 
 #: (good records before it in the unit, reason, position, record id, path)
 FindingRow = tuple[int, str, int | None, str | None, str]
@@ -390,7 +392,7 @@ def parse_units(
         _payloads(fmt, path, source, ingest_id, failure, skip=done),
         workers,
         in_flight=IN_FLIGHT,
-        preload=("celltrials.ingest_parallel",),
+        preload=PRELOAD,
     )
     try:
         for records, children, findings in results:
@@ -421,7 +423,7 @@ def _range_units(
         payloads(),
         workers,
         in_flight=IN_FLIGHT,
-        preload=("celltrials.ingest_parallel",),
+        preload=PRELOAD,
     )
     done = 0
     try:

@@ -66,6 +66,17 @@ def context(preload: Sequence[str] = ()) -> Any:
     return ctx
 
 
+def start_fork_server(preload: Sequence[str] = ()) -> None:
+    """Start the fork server now (where workers start from it): it imports its
+    ``preload`` modules while this process goes on, instead of the first pool
+    waiting for them (about half a second of one core)."""
+    ctx = context(preload)
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver  # noqa: PLC0415 - Unix only
+
+        forkserver.ensure_running()
+
+
 def _exit_with(pid: int) -> None:
     """End this process as soon as process ``pid`` has ended."""
     try:
