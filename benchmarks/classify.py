@@ -40,6 +40,7 @@ import time
 from io import BytesIO
 from pathlib import Path
 
+import scale
 from machine_check import describe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,15 +222,8 @@ def main() -> None:
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. At the start, {capacity_start}; "
             f"at the end, {capacity_end} (benchmarks/machine_check.py)."
         )
-        section = f"{BEGIN}\n```\n{table}\n```\n\n{machine}\n{END}"
-        path = ROOT / "BENCHMARKS.md"
-        text = path.read_text(encoding="utf-8")
-        if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-        else:
-            raise SystemExit(f"{path}: markers {BEGIN} / {END} not found")
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path}")
+        scale.write_section(BEGIN, END, f"```\n{table}\n```\n\n{machine}")
+        print(f"wrote {scale.BENCHMARKS_MD}")
 
 
 if __name__ == "__main__":

@@ -853,6 +853,16 @@ def machine() -> str:
     )
 
 
+def write_section(begin: str, end: str, body: str) -> None:
+    """Replace what lies between the markers ``begin`` and ``end`` in BENCHMARKS.md
+    with ``body`` (the markers kept); exits when they are not both there."""
+    md = BENCHMARKS_MD.read_text(encoding="utf-8")
+    if begin not in md or end not in md:
+        raise SystemExit(f"{BENCHMARKS_MD}: markers {begin} / {end} not found")
+    md = md[: md.index(begin)] + f"{begin}\n{body}\n{end}" + md[md.index(end) + len(end) :]
+    BENCHMARKS_MD.write_text(md, encoding="utf-8")
+
+
 def write_md(text: str, key: str) -> None:
     """Put ``text`` into BENCHMARKS.md in the block of this run's corpora and
     size (other runs' blocks stay)."""
@@ -864,8 +874,9 @@ def write_md(text: str, key: str) -> None:
     md = BENCHMARKS_MD.read_text(encoding="utf-8")
     block = f"{begin}\n{text}\n{end}"
     if begin in md and end in md:
-        md = md[: md.index(begin)] + block + md[md.index(end) + len(end) :]
-    elif heading in md:
+        write_section(begin, end, text)
+        return
+    if heading in md:
         md = md.rstrip("\n") + "\n\n" + block + "\n"
     else:
         md = md.rstrip("\n") + f"\n\n{heading}\n\n" + block + "\n"

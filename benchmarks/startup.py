@@ -91,13 +91,7 @@ def main() -> None:
     table = "\n".join(head + lines)
     print(table)
     if args.write:
-        path = ROOT / "BENCHMARKS.md"
-        text = path.read_text(encoding="utf-8")
-        if BEGIN not in text or END not in text:
-            raise SystemExit(f"{path}: markers {BEGIN} / {END} not found")
-        section = f"{BEGIN}\n```\n{table}\n```\n{END}"
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-        path.write_text(text, encoding="utf-8")
+        scale.write_section(BEGIN, END, f"```\n{table}\n```")
 
 
 def _measure(sides: dict[str, Path], db: Path, rounds: int) -> list[str]:
