@@ -9,9 +9,11 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pytest
 import zstandard
 
@@ -34,6 +36,18 @@ CAR2_JSON = DATA / "ctgov-v2-json" / "reconstructed" / "car_cell_therapy_part2_2
 ICTRP_CSV = DATA / "ictrp" / "ictrp_covid19_1135_trials.csv"
 ICTRP_XML = DATA / "ictrp" / "ictrp_results_18mar2020.xml"
 ICTRP_XLSX = DATA / "ictrp" / "ictrp_covid19_web_7jul2020.xlsx"
+
+
+@lru_cache(maxsize=2)
+def ictrp_xlsx_rows(data_only: bool = False) -> tuple[tuple[Any, ...], ...]:
+    """Every row of the ICTRP XLSX export (the header first) as openpyxl reads
+    it, once per test process: a read takes seconds, and several tests compare
+    with it. ``data_only``: formula cells as their cached values."""
+    wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True, data_only=data_only)
+    try:
+        return tuple(wb.worksheets[0].iter_rows(values_only=True))
+    finally:
+        wb.close()
 
 
 #: modules that build their cases from the shared exports while being collected;

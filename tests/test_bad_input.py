@@ -24,7 +24,15 @@ import celltrials
 from celltrials.ingest import Finding, IngestAborted, IngestReport, ingest_paths
 from celltrials.registry_ids import canonical_id, fold_id
 from celltrials.sources.validate import MAX_ENROLLMENT
-from tests.conftest import AACT_DIR, GENERAL_JSON, ICTRP_CSV, ICTRP_XLSX, ICTRP_XML, MSC_CSV
+from tests.conftest import (
+    AACT_DIR,
+    GENERAL_JSON,
+    ICTRP_CSV,
+    ICTRP_XLSX,
+    ICTRP_XML,
+    MSC_CSV,
+    ictrp_xlsx_rows,
+)
 
 STUDIES: list[dict[str, Any]] = json.loads(GENERAL_JSON.read_bytes())
 
@@ -207,12 +215,7 @@ def test_absurd_target_sizes_are_findings(tmp_path: Path, size: str) -> None:
 
 
 def test_xlsx_absurd_target_size_is_a_finding(tmp_path: Path) -> None:
-    src = openpyxl.load_workbook(ICTRP_XLSX, read_only=True)
-    rows = [
-        list(r)
-        for _, r in zip(range(4), src.worksheets[0].iter_rows(values_only=True), strict=False)
-    ]
-    src.close()
+    rows = [list(r) for r in ictrp_xlsx_rows()[:4]]
     header = [str(h) for h in rows[0]]
     col = next(i for i, h in enumerate(header) if h.replace("_", " ").lower() == "target size")
     rows[2][col] = 1e30  # a number cell, as Excel stores it
@@ -445,11 +448,10 @@ def test_utf16_xml_is_read(tmp_path: Path) -> None:
 
 
 def test_real_xlsx_named_csv_is_read_by_content(tmp_path: Path) -> None:
+    # (found by the fuzzer: openpyxl rejected a real XLSX for its .csv extension)
     path = tmp_path / "looks_like.csv"
     shutil.copy(ICTRP_XLSX, path)
-    wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True)
-    rows = list(wb.worksheets[0].iter_rows(values_only=True))
-    wb.close()
+    rows = ictrp_xlsx_rows()
     col = [str(h) for h in rows[0]].index("TrialID")
     want = {str(r[col]).strip() for r in rows[1:] if r[col]}
     report, db = ingest(tmp_path, path, skip_bad=False)

@@ -90,7 +90,7 @@ def _shared_texts() -> list[str]:
     return sorted(texts)
 
 
-@pytest.mark.timeout(1200)  # ~50 CPU-seconds: every field's regex over 30,000 texts
+@pytest.mark.timeout(1200)  # ~80 CPU-seconds: every field's regex over 30,000 texts
 def test_every_field_equals_its_plain_regex_on_every_shared_text() -> None:
     tax = default_taxonomy()
     fields = _fields(tax)
@@ -99,8 +99,10 @@ def test_every_field_equals_its_plain_regex_on_every_shared_text() -> None:
     modes = {m for f in fields for m in f.modes}
     assert modes == {"strings", "triggered", "searched"}
     n_hits = 0
-    for fld in fields:
-        for text in texts:
+    # text by text, as classify reads a text with many fields (the engine keeps the
+    # shared pass over the text for the next field: that path is the one tested)
+    for text in texts:
+        for fld in fields:
             want = reference(fld, text)
             assert _triples(fld, text) == want, (fld.entries[0].name, text)
             assert fld.search(text) == bool(want)
@@ -235,10 +237,13 @@ def test_fold_matches_as_the_regex_engine_ignores_case() -> None:
     table = engine._fold_ascii()
     folded = everything.translate(table)
     assert len(folded) == len(everything)
+    folds_to: dict[str, set[str]] = {}
+    for c, f in zip(everything, folded, strict=True):
+        if f.isascii():
+            folds_to.setdefault(f, set()).add(c)
     for a in string.ascii_lowercase + string.digits + string.punctuation + " ":
         want = set(re.findall(re.escape(a), everything, re.IGNORECASE))
-        got = {c for c, f in zip(everything, folded, strict=True) if f == a}
-        assert got == want, a
+        assert folds_to.get(a, set()) == want, a
 
 
 @pytest.mark.unit

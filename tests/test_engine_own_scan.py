@@ -105,12 +105,14 @@ def test_alone_equals_shared_and_the_plain_regex_on_every_shared_text() -> None:
         tax.doses,  # (the DIGIT anchor)
     ]
     texts = _shared_texts()
-    assert len(texts) > 10_000
-    for text in texts[::3]:
+    assert len(texts) > 20_000
+    # (the shared pass equals the plain regex on every one of these texts:
+    # test_engine_index.test_every_field_equals_its_plain_regex_on_every_shared_text;
+    # so the alone pass equals it too, without this test running the regex again)
+    for text in texts:
         for fld in flds:
             got = _alone(fld, text)
             assert got == _shared(fld, text), (fld.entries[0].name, text)
-            assert got == reference(fld, text), (fld.entries[0].name, text)
 
 
 @pytest.mark.unit

@@ -48,10 +48,10 @@ from tests.conftest import (
     DATA,
     GENERAL_JSON,
     ICTRP_CSV,
-    ICTRP_XLSX,
     ICTRP_XML,
     MSC_CSV,
     TESTDATA,
+    ictrp_xlsx_rows,
 )
 
 EXAMPLES = int(os.environ.get("CELLTRIALS_FUZZ_EXAMPLES", "20"))
@@ -82,11 +82,7 @@ def _csv_rows(path: Path, n: int) -> tuple[list[str], list[dict[str, str]]]:
 
 ICTRP_FIELDS, ICTRP_ROWS = _csv_rows(ICTRP_CSV, 30)
 CLASSIC_FIELDS, CLASSIC_ROWS = _csv_rows(MSC_CSV, 30)
-_wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True)
-XLSX_ROWS = [
-    list(r) for _, r in zip(range(21), _wb.worksheets[0].iter_rows(values_only=True), strict=False)
-]
-_wb.close()
+XLSX_ROWS = [list(r) for r in ictrp_xlsx_rows()[:21]]
 XML_TEXT = ICTRP_XML.read_bytes().decode("utf-8-sig")
 
 

@@ -7,10 +7,10 @@ import json
 import re
 import shutil
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-import openpyxl
 import pytest
 from click.testing import CliRunner
 
@@ -29,6 +29,7 @@ from tests.conftest import (
     ICTRP_XML,
     MSC_CSV,
     PROCHYMAL_CSV,
+    ictrp_xlsx_rows,
 )
 
 # ----------------------------------------------------------- independent count
@@ -44,6 +45,7 @@ def _keys(text: str) -> set[str]:
     return keys
 
 
+@lru_cache(maxsize=1)
 def independent_counts() -> tuple[int, int, set[frozenset[str]]]:
     """(records, trials, groups) computed from the raw files with the standard
     library: a record is one (channel, registry id); trials are connected
@@ -74,10 +76,8 @@ def independent_counts() -> tuple[int, int, set[frozenset[str]]]:
             add("ictrp", row["TrialID"], ())
     for t in ET.parse(ICTRP_XML).getroot().iter("Trial"):
         add("ictrp", t.findtext("TrialID") or "", ())
-    wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True)
-    for row in list(wb.worksheets[0].iter_rows(values_only=True))[1:]:
+    for row in ictrp_xlsx_rows()[1:]:
         add("ictrp", str(row[0]), ())
-    wb.close()
     # connected components over shared keys
     parent: dict[str, str] = {}
 
@@ -136,13 +136,7 @@ def test_ctgov_trial_in_ictrp_and_ctgov_file_is_one_trial_two_records(full_store
 
 
 def test_eudract_member_states_are_one_trial(full_store: Store) -> None:
-    wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True)
-    ids = [
-        str(r[0])
-        for r in list(wb.worksheets[0].iter_rows(values_only=True))[1:]
-        if str(r[0]).startswith("EUCTR")
-    ]
-    wb.close()
+    ids = [str(r[0]) for r in ictrp_xlsx_rows()[1:] if str(r[0]).startswith("EUCTR")]
     numbers = {i[5:19] for i in ids}
     eu_trials = full_store.query(
         "SELECT count(DISTINCT tr.trial_id) AS n FROM trial_records tr JOIN records r USING (record_key) WHERE r.registry = 'euctr'"

@@ -14,7 +14,6 @@ import json
 from collections.abc import Iterator
 from xml.etree import ElementTree as ET
 
-import openpyxl
 import pytest
 
 from celltrials.models import ParsedRecord, Sponsor
@@ -33,7 +32,7 @@ from celltrials.normalize import (
     study_type_lookup,
 )
 from celltrials.quality import reviewed_unmappable
-from tests.conftest import DATA, ICTRP_CSV, ICTRP_XLSX, ICTRP_XML
+from tests.conftest import DATA, ICTRP_CSV, ICTRP_XLSX, ICTRP_XML, ictrp_xlsx_rows
 
 # ------------------------------------------------------- independent readers
 Value = tuple[str, str, str]  # (field, raw value, file name)
@@ -45,14 +44,10 @@ def _ictrp_rows() -> Iterator[tuple[str, dict[str, object]]]:
             yield ICTRP_CSV.name, {k.strip().lower().replace(" ", "_"): v for k, v in row.items()}
     for trial in ET.parse(ICTRP_XML).getroot().iter("Trial"):
         yield ICTRP_XML.name, {child.tag.strip().lower(): child.text or "" for child in trial}
-    wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True, data_only=True)
-    try:
-        rows = wb.worksheets[0].iter_rows(values_only=True)
-        header = [str(h).strip().lower().replace(" ", "_") for h in next(rows)]
-        for values in rows:
-            yield ICTRP_XLSX.name, dict(zip(header, values, strict=False))
-    finally:
-        wb.close()
+    rows = ictrp_xlsx_rows(data_only=True)
+    header = [str(h).strip().lower().replace(" ", "_") for h in rows[0]]
+    for values in rows[1:]:
+        yield ICTRP_XLSX.name, dict(zip(header, values, strict=False))
 
 
 def _text(v: object) -> str:
@@ -209,17 +204,13 @@ def test_excel_dated_phases_are_the_ranges_the_csv_and_xml_exports_give() -> Non
         phase = (trial.findtext("Phase") or "").strip()
         if phase in {"1-2", "2-3"}:
             ranges[(trial.findtext("TrialID") or "").strip()] = phase
-    wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True, data_only=True)
     dated: dict[str, dt.datetime] = {}
-    try:
-        rows = wb.worksheets[0].iter_rows(values_only=True)
-        header = list(next(rows))
-        tid, ph = header.index("TrialID"), header.index("Phase")
-        for values in rows:
-            if isinstance(values[ph], dt.datetime):
-                dated[str(values[tid]).strip()] = values[ph]
-    finally:
-        wb.close()
+    rows = ictrp_xlsx_rows(data_only=True)
+    header = list(rows[0])
+    tid, ph = header.index("TrialID"), header.index("Phase")
+    for values in rows[1:]:
+        if isinstance(values[ph], dt.datetime):
+            dated[str(values[tid]).strip()] = values[ph]
     both = sorted(set(ranges) & set(dated))
     assert len(both) >= 9
     for trial_id in both:

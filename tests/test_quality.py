@@ -18,7 +18,7 @@ import celltrials
 from celltrials.cli import main
 from celltrials.normalize import STUDY_TYPES, normalize_study_type
 from celltrials.quality import check, coverage_windows
-from tests.conftest import CAR_JSON, ICTRP_XLSX, MSC_CSV
+from tests.conftest import CAR_JSON, ICTRP_XLSX, MSC_CSV, ictrp_xlsx_rows
 
 
 def _cli(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
@@ -107,14 +107,9 @@ def test_coverage_window_of_the_car_json_and_the_ictrp_export_stamp(full_store_p
         date.fromisoformat(s["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"])
         for s in studies
     ]
-    wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True, data_only=True)
-    try:
-        it = wb.worksheets[0].iter_rows(values_only=True)
-        header = list(next(it))
-        col = header.index("Export date")
-        stamps = {v[col] for v in it if v[col] is not None}
-    finally:
-        wb.close()
+    rows = ictrp_xlsx_rows(data_only=True)
+    col = list(rows[0]).index("Export date")
+    stamps = {v[col] for v in rows[1:] if v[col] is not None}
     with celltrials.open(full_store_path, read_only=True) as store:
         windows = {Path(w.source).name: w for w in coverage_windows(store)}
     car = windows[CAR_JSON.name]
@@ -132,16 +127,11 @@ def test_coverage_window_of_the_car_json_and_the_ictrp_export_stamp(full_store_p
 
 
 def test_study_type_column_is_canonical_with_raw_kept(full_store_path: Path) -> None:
-    wb = openpyxl.load_workbook(ICTRP_XLSX, read_only=True, data_only=True)
-    try:
-        it = wb.worksheets[0].iter_rows(values_only=True)
-        header = list(next(it))
-        col = header.index("Study type")
-        raw_counts: dict[str, int] = {}
-        for v in it:
-            raw_counts[str(v[col] or "")] = raw_counts.get(str(v[col] or ""), 0) + 1
-    finally:
-        wb.close()
+    xlsx = ictrp_xlsx_rows(data_only=True)
+    col = list(xlsx[0]).index("Study type")
+    raw_counts: dict[str, int] = {}
+    for v in xlsx[1:]:
+        raw_counts[str(v[col] or "")] = raw_counts.get(str(v[col] or ""), 0) + 1
     with celltrials.open(full_store_path, read_only=True) as store:
         rows = store.con.execute(
             """
