@@ -332,6 +332,31 @@ def test_cli_stats_show_dups_export(full_store_path: Path, tmp_path: Path) -> No
     assert "EUCTR2020-001682-36-ES" in merged or "EU:2020-001682-36" in merged
 
 
+def test_resolve_finds_every_record_and_spelling(full_store_path: Path) -> None:
+    """Any record's id names its trial, one by one or many at once; so do
+    other spellings of a registry id (space, case, EU-CTR with or without its
+    member-state suffix). Expected: the record's trial by a join on the store's
+    tables, and the canonical key among trial_ids."""
+    with celltrials.open(full_store_path, read_only=True) as s:
+        trial_of = dict(
+            s.con.execute(
+                "SELECT DISTINCT r.record_id, tr.trial_id FROM records r "
+                "JOIN trial_records tr USING (record_key)"
+            ).fetchall()
+        )
+        assert len(trial_of) > 8000
+        assert s.resolve_many(trial_of) == trial_of
+        assert all(s.resolve(rid) == trial_of[rid] for rid in list(trial_of)[::97])
+        nct = "NCT04361942"  # (merged with EudraCT 2020-001682-36's member-state records)
+        eu = s.con.execute(
+            "SELECT DISTINCT trial_id FROM trial_ids WHERE id_key = 'EU:2020-001682-36'"
+        ).fetchall()
+        assert eu == [(trial_of[nct],)]
+        spellings = [f"  {nct} ", nct.lower(), "2020-001682-36", "EUCTR2020-001682-36-ES"]
+        assert s.resolve_many(spellings) == dict.fromkeys(spellings, trial_of[nct])
+        assert s.resolve("NCT00000000") is None and s.resolve_many([]) == {}
+
+
 def test_data_dir_reference_run_is_clean(full_store_path: Path) -> None:
     with celltrials.open(full_store_path, read_only=True) as s:
         sources = set(s.query("SELECT DISTINCT source FROM records")["source"])

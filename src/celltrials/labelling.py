@@ -431,8 +431,9 @@ def third_party_agreement(store: Store, path: Any) -> dict[str, Any]:
     o_n = o_exact = o_both_n = o_both = 0
     iv_n = iv_no = 0
     t_n = t_exact = t_overlap = 0
+    trial_of = store.resolve_many(r["registry_id"].strip() for r in rows)
     for r in rows:
-        tid = store.resolve(r["registry_id"].strip())
+        tid = trial_of[r["registry_id"].strip()]
         if tid is None or tid not in labels:
             missing += 1
             continue

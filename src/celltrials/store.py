@@ -1386,22 +1386,59 @@ class Store:
 
     def resolve(self, any_id: str) -> str | None:
         """The trial id for any registry id (primary or secondary, any spelling)."""
+        return self.resolve_many([any_id])[any_id]
 
-        text = any_id.strip()
-        row = self.con.execute(
-            "SELECT trial_id FROM trial_records tr JOIN records r USING (record_key) WHERE r.record_id = ? OR tr.trial_id = ? LIMIT 1",
-            [text, trial_id_for(text)],
-        ).fetchone()
-        if row:
-            return str(row[0])
-        rid = canonical_id(text)
-        if rid:
-            row = self.con.execute(
-                "SELECT trial_id FROM trial_ids WHERE id_key = ? LIMIT 1", [rid.key]
-            ).fetchone()
-            if row:
-                return str(row[0])
-        return None
+    def resolve_many(self, any_ids: Iterable[str]) -> dict[str, str | None]:
+        """:meth:`resolve` for many ids at once: ``{id: trial id or None}``.
+
+        An id is looked up as a trial's id, then as a record's id, then by its
+        canonical key among every trial's ids (the first trial id in sort order
+        when several trials hold it). Three set queries, each a filter on one
+        column, rather than one query per id: a join filtered by ``a OR b``
+        scans every record, 0.17 s per id at 560,000 trials."""
+        wanted = list(dict.fromkeys(any_ids))
+        out: dict[str, str | None] = dict.fromkeys(wanted)
+        if not wanted:
+            return out
+        con = self.con
+        texts = {i: i.strip() for i in wanted}
+        as_trial = {i: trial_id_for(t) for i, t in texts.items()}
+        found = {
+            str(r[0])
+            for r in con.execute(
+                "SELECT DISTINCT trial_id FROM trial_records WHERE trial_id IN (SELECT unnest(?))",
+                [sorted(set(as_trial.values()))],
+            ).fetchall()
+        }
+        rest = [i for i in wanted if as_trial[i] not in found]
+        for i in wanted:
+            if as_trial[i] in found:
+                out[i] = as_trial[i]
+        if rest:
+            by_record = dict(
+                con.execute(
+                    """
+                    SELECT r.record_id, min(tr.trial_id) FROM records r
+                    JOIN trial_records tr USING (record_key)
+                    WHERE r.record_id IN (SELECT unnest(?)) GROUP BY r.record_id""",
+                    [sorted({texts[i] for i in rest})],
+                ).fetchall()
+            )
+            for i in rest:
+                out[i] = by_record.get(texts[i])
+            rest = [i for i in rest if out[i] is None]
+        keys = {i: rid.key for i in rest if (rid := canonical_id(texts[i])) is not None}
+        if keys:
+            by_key = dict(
+                con.execute(
+                    "SELECT id_key, min(trial_id) FROM trial_ids "
+                    "WHERE id_key IN (SELECT unnest(?)) GROUP BY id_key",
+                    [sorted(set(keys.values()))],
+                ).fetchall()
+            )
+            for i, key in keys.items():
+                out[i] = by_key.get(key)
+        return {i: None if v is None else str(v) for i, v in out.items()}
 
     def trial(self, any_id: str) -> dict[str, Any] | None:
         """A trial with its ids, child rows and every source record (newest first)."""
