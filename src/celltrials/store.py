@@ -1397,9 +1397,8 @@ class Store:
         column, rather than one query per id: a join filtered by ``a OR b``
         scans every record, 0.17 s per id at 560,000 trials."""
         wanted = list(dict.fromkeys(any_ids))
-        out: dict[str, str | None] = dict.fromkeys(wanted)
         if not wanted:
-            return out
+            return {}
         con = self.con
         texts = {i: i.strip() for i in wanted}
         as_trial = {i: trial_id_for(t) for i, t in texts.items()}
@@ -1410,10 +1409,8 @@ class Store:
                 [sorted(set(as_trial.values()))],
             ).fetchall()
         }
-        rest = [i for i in wanted if as_trial[i] not in found]
-        for i in wanted:
-            if as_trial[i] in found:
-                out[i] = as_trial[i]
+        out = {i: as_trial[i] if as_trial[i] in found else None for i in wanted}
+        rest = [i for i in wanted if out[i] is None]
         if rest:
             by_record = dict(
                 con.execute(
@@ -1438,7 +1435,7 @@ class Store:
             )
             for i, key in keys.items():
                 out[i] = by_key.get(key)
-        return {i: None if v is None else str(v) for i, v in out.items()}
+        return out
 
     def trial(self, any_id: str) -> dict[str, Any] | None:
         """A trial with its ids, child rows and every source record (newest first)."""
