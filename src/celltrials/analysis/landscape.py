@@ -373,15 +373,22 @@ def ensure_label_view(con: duckdb.DuckDBPyConnection) -> bool:
     exprs = ["trial_id", "is_cell_therapy"]
     exprs += [f"{_clean_list(c)} AS {c}" for c in _MULTI]
     exprs += [f"nullif(trim({c}), '') AS {c}" for c in ("origin", "indication_group")]
-    fam_case = (
-        "list_sort(list_distinct(list_transform(cell_type, lambda x: CASE "
-        f"WHEN x IN ({_in(IMMUNE)}) THEN 'immune' WHEN x IN ({_in(STEM_STROMAL)}) THEN 'stem_stromal' "
-        "ELSE 'other' END)))"
-    )
+
+    def family(x: str) -> str:
+        return (
+            f"CASE WHEN {x} IN ({_in(IMMUNE)}) THEN 'immune' "
+            f"WHEN {x} IN ({_in(STEM_STROMAL)}) THEN 'stem_stromal' ELSE 'other' END"
+        )
+
+    # (one cell type, as most labelled trials have: its family without the lambda,
+    # which cost a third of a 560,000-trial selection)
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {LABEL_VIEW} AS "
         f"WITH l AS (SELECT {', '.join(exprs)} FROM labels) "
-        f"SELECT *, CASE WHEN len(cell_type) = 0 THEN ['unassigned'] ELSE {fam_case} END AS families FROM l"
+        "SELECT *, CASE WHEN len(cell_type) = 0 THEN ['unassigned'] "
+        f"WHEN len(cell_type) = 1 THEN [{family('cell_type[1]')}] "
+        f"ELSE list_sort(list_distinct(list_transform(cell_type, lambda x: {family('x')}))) "
+        "END AS families FROM l"
     )
     return True
 
