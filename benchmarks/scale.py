@@ -9,7 +9,17 @@ Corpora are built from the real ClinicalTrials.gov API v2 study objects in
   50 general studies, the 13 AACT fixtures, the 90 AML CAR-T studies), i.e.
   what the live API returns;
 * ``mix`` — 75 % complete objects and 25 % of the reconstructed CAR records
-  (subset of modules, ~2 KB), a registry-like mix weighted toward complete ones.
+  (subset of modules, ~2 KB), a registry-like mix weighted toward complete ones;
+* ``registry`` — complete objects in the registry's proportions: 24 of every
+  25 studies from the 63 that were not chosen for being cell therapy (the 50
+  general studies posted 2023 and the 13 AACT fixtures; the classifier labels
+  none of them cell therapy), 1 of 25 (4 %) from the 90 AML CAR-T studies. The
+  two corpora above are 59-67 % cell therapy, and a cell-therapy trial costs
+  the classifier ~3x another; ClinicalTrials.gov's share is a few percent at
+  most (``../shared/data`` alone holds a 2,587-trial snapshot of its CAR
+  trials, and the MSC review counts >1,000 MSC trials, of ~560,000 studies),
+  so 4 % errs toward the slower side. This corpus shows what classifying the
+  whole registry costs; it does not replace the two above.
 
 Secondary ids are kept: each digit run of six or more digits is shifted per
 replica, so registry ids keep their format and the links the real records
@@ -84,11 +94,16 @@ DATA = SHARED / "data"
 EXTRA = SHARED / "data-extra"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
-COMPLETE_SOURCES = [
+#: complete studies not chosen for being cell therapy (the 50 general ones, AACT's fixtures)
+GENERAL_SOURCES = [
     DATA / "ctgov-v2-json" / "ctg-studies-50-general.json",
     *sorted((DATA / "ctgov-v2-json" / "aact-fixtures").glob("NCT*.json")),
-    EXTRA / "aml-cart-v2-json" / "raw_trials.json",
 ]
+#: complete cell-therapy studies
+CELL_SOURCES = [EXTRA / "aml-cart-v2-json" / "raw_trials.json"]
+COMPLETE_SOURCES = [*GENERAL_SOURCES, *CELL_SOURCES]
+#: the ``registry`` corpus takes one study in this many from CELL_SOURCES (4 %)
+REGISTRY_CELL_EVERY = 25
 RECONSTRUCTED_SOURCES = [
     DATA / "ctgov-v2-json" / "reconstructed" / "car_cell_therapy_2026-08-22.json",
     DATA / "ctgov-v2-json" / "reconstructed" / "car_cell_therapy_part2_2026-08-22.json",
@@ -159,9 +174,18 @@ class Corpus:
     """Deterministic study texts: study i of a corpus kind, with NCT id base+i."""
 
     def __init__(self, kind: str) -> None:
-        complete = _studies(COMPLETE_SOURCES)
+        if kind not in ("mix", "complete", "registry"):
+            raise SystemExit(f"unknown corpus {kind!r} (mix, complete, registry)")
         self.kind = kind
-        self.complete = [(_Template(s, False), _Template(s, True)) for s in complete]
+        general = _studies(GENERAL_SOURCES)
+        cell = _studies(CELL_SOURCES)
+        self.complete = [
+            (_Template(s, False), _Template(s, True))
+            for s in (general if kind == "registry" else general + cell)
+        ]
+        self.cell = (
+            [(_Template(s, False), _Template(s, True)) for s in cell] if kind == "registry" else []
+        )
         self.recon = (
             [(_Template(s, False), _Template(s, True)) for s in _studies(RECONSTRUCTED_SOURCES)]
             if kind == "mix"
@@ -169,7 +193,15 @@ class Corpus:
         )
 
     def study(self, i: int, base: int = 10_000_000, update: bool = False) -> str:
-        if self.recon and i % 4 == 3:
+        every = REGISTRY_CELL_EVERY
+        if self.cell:
+            if i % every == every - 1:
+                pool, j = self.cell, (i // every) % len(self.cell)
+                replica = (i // every) // len(self.cell)
+            else:
+                k = i - i // every
+                pool, j, replica = self.complete, k % len(self.complete), k // len(self.complete)
+        elif self.recon and i % 4 == 3:
             pool, j = self.recon, (i // 4) % len(self.recon)
             replica = (i // 4) // len(self.recon)
         else:

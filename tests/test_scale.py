@@ -4,6 +4,7 @@ streaming large files, many small files per transaction, kill -9."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import celltrials
+from celltrials.classify import Classifier, TrialText
 from celltrials.ingest import IngestAborted, ingest_paths
 from celltrials.sources import ctgov_json
 from celltrials.store import INDEX_LOOKUP_KEYS, Store
@@ -420,3 +422,30 @@ def test_kill_9_during_streaming_ingest_leaves_store_as_before(tmp_path: Path) -
         assert snapshot(store) == before
         report = ingest_paths(store, [CAR_JSON])  # a rerun completes
         assert report.clean and report.n_new == len(json.loads(CAR_JSON.read_text()))
+
+
+# ------------------------------------------------------------ the benchmark's corpora
+def test_registry_benchmark_corpus_is_four_percent_cell_therapy() -> None:
+    """``benchmarks/scale.py --corpora registry`` states its make-up: 24 of every
+    25 studies from the general studies and AACT fixtures (none labelled cell
+    therapy), 1 of 25 from the AML CAR-T studies (all labelled cell therapy).
+    The classifier's labels of 2,500 of its studies say whether that holds."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "scale_bench", REPO / "benchmarks" / "scale.py"
+        )
+        assert spec is not None and spec.loader is not None
+        scale = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(scale)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    corpus = scale.Corpus("registry")
+    clf = Classifier()
+    labels = [
+        clf.classify(TrialText.from_record(ctgov_json.parse_study(json.loads(corpus.study(i)))))
+        for i in range(2500)
+    ]
+    assert len({lab.trial_id for lab in labels}) == 2500
+    cell = [i for i, lab in enumerate(labels) if lab.is_cell_therapy]
+    assert cell == list(range(24, 2500, 25))

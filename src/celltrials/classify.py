@@ -72,14 +72,38 @@ LABEL_COLUMNS = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
 class Segment:
-    """One piece of trial text with the field it came from and its role."""
+    """One piece of trial text with the field it came from and its role (a value:
+    compared and hashed by its fields; not changed once made).
 
-    source: str  # e.g. "title", "interventions[0].name", "conditions[1]"
-    role: str
-    text: str
-    procedure: bool = False  # from an intervention of registry type PROCEDURE / DEVICE
+    A plain class, not a dataclass: a dataclass's ``__init__`` is Python code
+    even when mypyc compiles this module (a frozen one's sets each field
+    through ``object.__setattr__``), and every trial makes ~20 segments."""
+
+    __slots__ = ("procedure", "role", "source", "text")
+
+    def __init__(self, source: str, role: str, text: str, procedure: bool = False) -> None:
+        self.source = source  # e.g. "title", "interventions[0].name", "conditions[1]"
+        self.role = role
+        self.text = text
+        self.procedure = procedure  # from an intervention of registry type PROCEDURE / DEVICE
+
+    def _key(self) -> tuple[str, str, str, bool]:
+        return (self.source, self.role, self.text, self.procedure)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Segment):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Segment(source={self.source!r}, role={self.role!r}, text={self.text!r}, "
+            f"procedure={self.procedure!r})"
+        )
 
 
 @dataclass(slots=True)
