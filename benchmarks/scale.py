@@ -18,8 +18,13 @@ Corpora are built from the real ClinicalTrials.gov API v2 study objects in
   the classifier ~3x another; ClinicalTrials.gov's share is a few percent at
   most (``../shared/data`` alone holds a 2,587-trial snapshot of its CAR
   trials, and the MSC review counts >1,000 MSC trials, of ~560,000 studies),
-  so 4 % errs toward the slower side. This corpus shows what classifying the
-  whole registry costs; it does not replace the two above.
+  so 4 % errs toward the slower side. Each replica's long texts (titles,
+  summaries, intervention and arm descriptions) end in `` [replica N]``, so
+  that they differ as a registry's do; the short ones (conditions,
+  intervention names, arm labels) recur, as they do in a registry, though
+  more often. With 63 studies repeated, the classifier's passes kept for
+  recent texts would otherwise serve the replicas' summaries. This corpus shows what
+  classifying the whole registry costs; it does not replace the two above.
 
 Secondary ids are kept: each digit run of six or more digits is shifted per
 replica, so registry ids keep their format and the links the real records
@@ -112,7 +117,26 @@ RECONSTRUCTED_SOURCES = [
 _NCT = "@@NCT@@"
 _SEC = "@@SEC{}@@"
 _PAIR = "@@PAIR@@"
-_PLACEHOLDER = re.compile(r"@@(NCT|SEC\d+|PAIR)@@")
+_REP = "@@REP@@"
+_PLACEHOLDER = re.compile(r"@@(NCT|SEC\d+|PAIR|REP)@@")
+
+
+def _mark_long_texts(protocol: dict[str, Any]) -> None:
+    """Append `` [replica N]`` to a study's titles, summaries and intervention and
+    arm descriptions (see the ``registry`` corpus)."""
+    ident = protocol.get("identificationModule") or {}
+    desc = protocol.get("descriptionModule") or {}
+    arms = protocol.get("armsInterventionsModule") or {}
+    for obj, key in [
+        (ident, "briefTitle"),
+        (ident, "officialTitle"),
+        (desc, "briefSummary"),
+        (desc, "detailedDescription"),
+        *((iv, "description") for iv in arms.get("interventions") or []),
+        *((arm, "description") for arm in arms.get("armGroups") or []),
+    ]:
+        if isinstance(obj.get(key), str) and obj[key]:
+            obj[key] += f" [replica {_REP}]"
 
 
 # ------------------------------------------------------------------ corpora
@@ -127,8 +151,10 @@ def _studies(paths: list[Path]) -> list[dict[str, Any]]:
 class _Template:
     """One real study as JSON text with placeholders for its ids."""
 
-    def __init__(self, study: dict[str, Any], pair: bool) -> None:
+    def __init__(self, study: dict[str, Any], pair: bool, unique_texts: bool = False) -> None:
         s = json.loads(json.dumps(study))
+        if unique_texts:
+            _mark_long_texts(s["protocolSection"])
         ident = s["protocolSection"]["identificationModule"]
         ident["nctId"] = _NCT
         self.secondary: list[str] = []
@@ -154,6 +180,8 @@ class _Template:
                 out.append(nct)
             elif part == "PAIR":
                 out.append(pair_nct)
+            elif part == "REP":
+                out.append(str(replica))
             else:
                 out.append(_shift(self.secondary[int(part[3:])], replica))
         return "".join(out)
@@ -179,12 +207,13 @@ class Corpus:
         self.kind = kind
         general = _studies(GENERAL_SOURCES)
         cell = _studies(CELL_SOURCES)
+        reg = kind == "registry"
         self.complete = [
-            (_Template(s, False), _Template(s, True))
-            for s in (general if kind == "registry" else general + cell)
+            (_Template(s, False, reg), _Template(s, True, reg))
+            for s in (general if reg else general + cell)
         ]
         self.cell = (
-            [(_Template(s, False), _Template(s, True)) for s in cell] if kind == "registry" else []
+            [(_Template(s, False, reg), _Template(s, True, reg)) for s in cell] if reg else []
         )
         self.recon = (
             [(_Template(s, False), _Template(s, True)) for s in _studies(RECONSTRUCTED_SOURCES)]
