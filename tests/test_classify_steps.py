@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from celltrials.classify import (
     CONDITION,
@@ -629,3 +631,23 @@ def test_label_origin_reads_a_summary_line_without_final_punctuation() -> None:
     assert ctx.origin == "allogeneic"
     (e,) = [e for e in ctx.evidence if e.field == "origin"]
     assert (summary[e.start : e.end], e.text) == ("healthy donor", "healthy donor")
+
+
+_FIELDS = st.tuples(st.text(max_size=8), st.text(max_size=8), st.text(max_size=20), st.booleans())
+
+
+@given(_FIELDS, _FIELDS)
+def test_a_segment_is_a_value_of_its_four_fields(a: tuple[Any, ...], b: tuple[Any, ...]) -> None:
+    """Segment compares, hashes and prints as the frozen dataclass it replaced:
+    by its fields, in order (source, role, text, procedure)."""
+    sa, sb = Segment(*a), Segment(*b)
+    assert (sa == sb) == (a == b) and (sa != sb) == (a != b)
+    assert hash(sa) == hash(a)
+    assert (sa.source, sa.role, sa.text, sa.procedure) == a
+    names = ("source", "role", "text", "procedure")
+    assert (
+        repr(sa)
+        == "Segment(" + ", ".join(f"{n}={v!r}" for n, v in zip(names, a, strict=True)) + ")"
+    )
+    assert sa != a  # not a tuple
+    assert Segment(*a[:3]).procedure is False
