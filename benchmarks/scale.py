@@ -15,7 +15,8 @@ Corpora are built from the real ClinicalTrials.gov API v2 study objects in
   general studies posted 2023 and the 13 AACT fixtures; the classifier labels
   none of them cell therapy), 1 of 25 (4 %) from the 90 AML CAR-T studies. The
   two corpora above are 59-67 % cell therapy, and a cell-therapy trial costs
-  the classifier ~3x another; ClinicalTrials.gov's share is a few percent at
+  the classifier three to four times another (``classify_stages.py``);
+  ClinicalTrials.gov's share is a few percent at
   most (``../shared/data`` alone holds a 2,587-trial snapshot of its CAR
   trials, and the MSC review counts >1,000 MSC trials, of ~560,000 studies),
   so 4 % errs toward the slower side. Each replica's long texts (titles,
