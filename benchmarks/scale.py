@@ -213,31 +213,22 @@ class Corpus:
             (_Template(s, False, reg), _Template(s, True, reg))
             for s in (general if reg else general + cell)
         ]
-        self.cell = (
-            [(_Template(s, False, reg), _Template(s, True, reg)) for s in cell] if reg else []
-        )
-        self.recon = (
+        recon = (
             [(_Template(s, False), _Template(s, True)) for s in _studies(RECONSTRUCTED_SOURCES)]
             if kind == "mix"
             else []
         )
+        # the other pool interleaved with the complete studies: one study in ``every``
+        cells = [(_Template(s, False, True), _Template(s, True, True)) for s in cell] if reg else []
+        self.other, self.every = (recon, 4) if recon else (cells, REGISTRY_CELL_EVERY)
 
     def study(self, i: int, base: int = 10_000_000, update: bool = False) -> str:
-        every = REGISTRY_CELL_EVERY
-        if self.cell:
-            if i % every == every - 1:
-                pool, j = self.cell, (i // every) % len(self.cell)
-                replica = (i // every) // len(self.cell)
-            else:
-                k = i - i // every
-                pool, j, replica = self.complete, k % len(self.complete), k // len(self.complete)
-        elif self.recon and i % 4 == 3:
-            pool, j = self.recon, (i // 4) % len(self.recon)
-            replica = (i // 4) // len(self.recon)
+        every = self.every
+        if self.other and i % every == every - 1:
+            pool, k = self.other, i // every
         else:
-            pool = self.complete
-            j = (i - (i // 4 if self.recon else 0)) % len(self.complete)
-            replica = (i - (i // 4 if self.recon else 0)) // len(self.complete)
+            pool, k = self.complete, i - (i // every if self.other else 0)
+        j, replica = k % len(pool), k // len(pool)
         tpl = pool[j][1 if i % 50 == 49 else 0]
         text = tpl.render(f"NCT{base + i:08d}", replica, f"NCT{base + i - 1:08d}")
         if update:  # a newer version of the same study: later update date, another status
