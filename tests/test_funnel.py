@@ -11,8 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import celltrials
 from celltrials.analysis.funnel import funnel, funnel_frame, years_to_approval
@@ -399,6 +402,9 @@ def test_funnel_on_the_classified_reference_store(
         (["nk", None], "x", [("nk", "")]),
         # one (family, source) per trial however often it is named
         (["msc", "msc"], ["adipose", "adipose"], [("msc", "adipose")]),
+        # missing items as pandas reads them (NaN, pd.NA) are no values; arrays are lists
+        (["nk", float("nan"), pd.NA], np.array(["x"], dtype=object), [("nk", "")]),
+        (np.array(["msc"], dtype=object), [pd.NA], [("msc", "unspecified")]),
     ],
 )
 def test_explode_labels_rows(
@@ -428,6 +434,54 @@ def test_explode_labels_rows(
         assert (first["phase"], first["status"]) == ("UNKNOWN", "")
         assert first["start_date"] == pd.Timestamp("2020-02-03")
     assert pd.isna(got.iloc[-1]["start_date"])
+
+
+_FAMILIES = st.lists(st.sampled_from(["msc", "nk", "car_t", " ", ""]), max_size=3)
+
+
+@pytest.mark.unit
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 3), _FAMILIES, st.lists(st.sampled_from(["adipose", "x"]))),
+        max_size=12,
+    )
+)
+def test_explode_labels_reads_shared_lists_as_per_row_values(
+    rows: list[tuple[int, list[str], list[str]]],
+) -> None:
+    """A store's label lists are shared objects (one per distinct list, see
+    ``landscape.frame_of``) and explode_labels reads each object once: the rows
+    must still be each row's own values, as a plain per-row loop gives them."""
+    from celltrials.analysis.funnel import explode_labels
+
+    shared = [["msc", "nk"], ["car_t"], [], ["msc"]]  # the same objects in many rows
+    cell_types = [shared[k] if k < 3 else fams for k, fams, _ in rows]
+    sources = [srcs for _, _, srcs in rows]
+    df = pd.DataFrame(
+        {
+            "trial_id": [f"T{i}" for i in range(len(rows))],
+            "cell_type": pd.Series(cell_types, dtype=object),
+            "msc_source": pd.Series(sources, dtype=object),
+            "phase": "PHASE2",
+            "status": "",
+            "start_date": None,
+        }
+    )
+    expected = []
+    for i, (fams, srcs) in enumerate(zip(cell_types, sources, strict=True)):
+        seen = []
+        for f in (f.strip() for f in fams):
+            if not f:
+                continue
+            for s in (srcs or ["unspecified"]) if f == "msc" else [""]:
+                if (f, s) not in seen:
+                    seen.append((f, s))
+        expected += [(f"T{i}", f, s) for f, s in seen]
+    got = explode_labels(df)
+    assert list(got[["trial_id", "family", "msc_source"]].itertuples(index=False, name=None)) == (
+        expected
+    )
 
 
 @pytest.mark.unit

@@ -58,9 +58,11 @@ not listed.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from celltrials.errors import AnalysisError
@@ -94,10 +96,15 @@ FUNNEL_COLUMNS = (
 )
 
 
+def _missing(v: Any) -> bool:
+    """None, NaN, NaT or pd.NA (a missing value pandas would drop)."""
+    return v is None or (pd.api.types.is_scalar(v) and bool(pd.isna(v)))
+
+
 def _values(v: Any) -> list[str]:
     if isinstance(v, str):
         items: list[Any] = v.split(";")
-    elif v is None or (isinstance(v, float) and pd.isna(v)):
+    elif _missing(v):
         return []
     else:
         try:
@@ -106,18 +113,29 @@ def _values(v: Any) -> list[str]:
             items = [v]
     out = []
     for x in items:
-        if x is not None and (t := (x if type(x) is str else str(x)).strip()):
+        if not _missing(x) and (t := (x if type(x) is str else str(x)).strip()):
             out.append(t)
     return out
 
 
 def _exploded_values(s: pd.Series) -> pd.Series:
     """:func:`_values` of every item of ``s``, exploded: one value per row,
-    under the index of its item (items without values have no row)."""
-    lists = s.map(lambda v: v.split(";") if isinstance(v, str) else v)
-    values = lists.explode()
-    values = values[values.notna()].astype(str).str.strip()
-    return values[values != ""]
+    under the index of its item (items without values have no row).
+
+    Each distinct object is read once: a store's label lists are shared (a few
+    dozen distinct lists stand for 500,000 trials, see
+    :func:`celltrials.analysis.landscape.frame_of`), so exploding them one row
+    at a time cost a second of a report."""
+    items = s.to_numpy(dtype=object)
+    if not len(items):
+        return pd.Series([], index=s.index[:0], dtype=object)
+    keys = np.fromiter(map(id, items), dtype=np.int64, count=len(items))
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    per_item = [_values(items[i]) for i in first]
+    lengths = np.fromiter(map(len, per_item), dtype=np.int64, count=len(per_item))
+    repeat = lengths[inverse]
+    flat = list(itertools.chain.from_iterable(per_item[k] for k in inverse.tolist()))
+    return pd.Series(flat, index=s.index.repeat(repeat), dtype=object)
 
 
 def _dates(s: pd.Series) -> pd.Series:
@@ -249,8 +267,11 @@ def years_to_approval(
         "approved_before_first_trial",
         "years_before",
     ]
-    t = _trial_starts(trials)
-    lk = substance_links(links, cat).merge(t, on="trial_id")
+    slinks = substance_links(links, cat)
+    # (only the linked trials' starts: sorting every input trial by date cost a
+    # tenth of a second per call at 500,000 trials)
+    named = trials[trials["trial_id"].astype(str).isin(slinks["trial_id"])]
+    lk = slinks.merge(_trial_starts(named), on="trial_id")
     if lk.empty:
         return pd.DataFrame(columns=cols)
     groups = catalog_groups(cat).drop_duplicates("substance").set_index("substance")
@@ -299,26 +320,36 @@ def funnel_frame(
     links: pd.DataFrame | None = None,
     by: Sequence[str] = ("family", "msc_source"),
     exploded: pd.DataFrame | None = None,
+    years: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The funnel for a trial table (see the module docstring for columns).
 
     Without ``links`` no trial is known to name a product, so every catalog
-    product of a group is ``approved_no_trials``. ``exploded``: the
-    :func:`explode_labels` of ``trials``, when the caller has it already."""
+    product of a group is ``approved_no_trials``. ``exploded``, ``years``: the
+    :func:`explode_labels` and :func:`years_to_approval` of ``trials`` (with
+    ``links`` and ``catalog``), when the caller has them already."""
     by = list(by)
     if not by:
         raise AnalysisError("funnel needs at least one grouping column")
     cat = _catalog(catalog)
-    df = explode_labels(trials) if exploded is None else exploded.copy()
+    df = explode_labels(trials) if exploded is None else exploded
     unknown = [c for c in by if c not in df.columns]
     if unknown:
         raise AnalysisError(f"cannot group the funnel by {unknown}: not input columns")
-    df["_p2"] = df["phase"].isin(REACHED_PHASE2)
-    df["_p3"] = df["phase"].isin(REACHED_PHASE3)
-    df["_stop"] = df["status"].isin(STOPPED)
+    stage_rows = {
+        "_p2": df["phase"].isin(REACHED_PHASE2),
+        "_p3": df["phase"].isin(REACHED_PHASE3),
+        "_stop": df["status"].isin(STOPPED),
+    }
+
+    # explode_labels' rows are distinct (trial, family, msc_source): grouped by both
+    # keys, a group's rows are its distinct trials
+    rows_are_trials = set(_CATALOG_KEYS) <= set(by)
 
     def distinct(mask_col: str | None) -> pd.Series:
-        sub = df if mask_col is None else df[df[mask_col]]
+        sub = df if mask_col is None else df[stage_rows[mask_col]]
+        if rows_are_trials:
+            return sub.groupby(by).size()
         return sub.groupby(by)["trial_id"].nunique()
 
     out = pd.DataFrame({"registered": distinct(None)})
@@ -331,7 +362,7 @@ def funnel_frame(
     products = catalog_groups(cat)
     brands = dict(zip(products["substance"], products["products"], strict=True))
     slinks = substance_links(links, cat)
-    yta = years_to_approval(trials, links, cat).set_index("substance")
+    yta = (years_to_approval(trials, links, cat) if years is None else years).set_index("substance")
     # the links of each group's trials, and the group's catalog products
     group_links = {
         (k if isinstance(k, tuple) else (k,)): g
@@ -383,12 +414,13 @@ def product_table(
     catalog: pd.DataFrame | None = None,
     links: pd.DataFrame | None = None,
     exploded: pd.DataFrame | None = None,
+    years: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per catalog product (substance) of the groups the trials fill:
     its brands, group, regulators, first approval, the input trials naming it
     (``n_trials``, ``trial_ids``) and the time to approval of
     :func:`years_to_approval`. Sorted by group, then trials named (most first).
-    ``exploded``: the :func:`explode_labels` of ``trials``, when the caller has it."""
+    ``exploded``, ``years``: as for :func:`funnel_frame`."""
 
     cat = _catalog(catalog)
     df = explode_labels(trials) if exploded is None else exploded
@@ -398,10 +430,10 @@ def product_table(
         [(f, s) in present for f, s in zip(groups["family"], groups["msc_source"], strict=True)]
     ]
     subs = substances(cat).set_index("substance")
-    yta = years_to_approval(trials, links, cat).set_index("substance")
+    yta = (years_to_approval(trials, links, cat) if years is None else years).set_index("substance")
+    slinks = substance_links(links, cat)
     ids_of = (
-        substance_links(links, cat)
-        .merge(_trial_starts(trials)[["trial_id"]], on="trial_id")
+        slinks[slinks["trial_id"].isin(trials["trial_id"].astype(str))]
         .groupby("substance")["trial_id"]
         .agg(lambda s: sorted(set(s)))
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from celltrials.analysis import coverage as C
@@ -30,6 +31,7 @@ from celltrials.analysis import funnel as F
 from celltrials.analysis import landscape as L
 from celltrials.analysis.coverage import source_windows
 from celltrials.errors import StoreError
+from celltrials.products import load_catalog
 from celltrials.quality import CoverageWindow, check, coverage_windows
 from celltrials.report.figures import COLORS, GREY, Chart, Series, palette
 
@@ -870,7 +872,10 @@ def funnel_frames(sel: pd.DataFrame, con: Any) -> tuple[pd.DataFrame, pd.DataFra
     trials ``sel`` (pandas work, beside one read of ``product_links``
     through ``con``: any connection to the store), or why there is no funnel."""
     inp = _funnel_input(sel)
-    labelled = inp["cell_type"].map(len) > 0
+    labelled = pd.Series(
+        np.fromiter(map(len, inp["cell_type"].to_numpy(dtype=object)), np.int64, len(inp)) > 0,
+        index=inp.index,
+    )
     if not labelled.any():
         return "No funnel: the report's trials carry no cell-type labels."
     try:
@@ -883,8 +888,10 @@ def funnel_frames(sel: pd.DataFrame, con: Any) -> tuple[pd.DataFrame, pd.DataFra
     inp = inp[labelled].copy()
     inp["start_date"] = F._dates(inp["start_date"])  # parsed once, not per funnel function
     exploded = F.explode_labels(inp)
-    fr = F.funnel_frame(inp, links=links, exploded=exploded)
-    products = F.product_table(inp, links=links, exploded=exploded)
+    catalog = load_catalog()  # (read and validated once, not by each function)
+    years = F.years_to_approval(inp, links, catalog)
+    fr = F.funnel_frame(inp, catalog=catalog, links=links, exploded=exploded, years=years)
+    products = F.product_table(inp, catalog=catalog, links=links, exploded=exploded, years=years)
     return fr, products
 
 
