@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -83,8 +84,6 @@ def test_id_lists_sorted_in_an_unsorted_selection(
 ) -> None:
     """A selection frame in any row order (here: reversed): the lists still come
     out in trial-id order, each id with its own row of that frame."""
-    import pyarrow as pa
-
     path = classified_store_path(tmp_path_factory, full_store_path)
     with celltrials.open(path, read_only=True) as store:
         ids = [r[0] for r in store.con.execute("SELECT trial_id FROM trials").fetchall()]
@@ -135,6 +134,48 @@ def test_selection_frame_converts_label_lists_as_pandas_does(
             assert all(v.dtype == object for v in sel[c])
         else:
             pd.testing.assert_series_equal(sel[c], expected[c], check_names=True)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    kinds=st.lists(
+        st.lists(st.sampled_from(["", " ", "msc", "nk", "car_t", "a\x1fb", "é"]), max_size=4),
+        min_size=1,
+        max_size=6,
+    ),
+    picks=st.lists(st.integers(0, 11), min_size=1000, max_size=1400),
+    offset=st.integers(0, 3),
+    long_lists=st.booleans(),
+)
+def test_label_lists_are_the_lists_arrow_converts(
+    kinds: list[list[str]], picks: list[int], offset: int, long_lists: bool
+) -> None:
+    """landscape._label_lists reads each distinct list once (as integer keys, or as
+    text when a large vocabulary's long lists would not fit an integer): every row
+    must still come out as Arrow's own to_pandas gives it, item by item and in order
+    ([] and [""] apart), also from a sliced array of several chunks."""
+    import numpy as np
+
+    # lists that differ only in order, length or a blank item, beside hypothesis' own
+    fixed = [[], [""], ["msc", "nk"], ["nk", "msc"], ["msc", "msc"], ["nk"]]
+    if long_lists:  # 40 values, 20 in a list: 20 base-41 digits need 108 bits
+        vocab = [f"target_{i}" for i in range(40)]
+        fixed += [vocab[:20], vocab[20:], vocab[19::-1]]
+    kinds = fixed + kinds
+    rows = [kinds[p % len(kinds)] for p in picks]
+    full = pa.array([["x"]] * offset + rows, type=pa.list_(pa.string()))
+    half = (offset + len(rows)) // 2
+    column = pa.chunked_array([full.slice(offset, half - offset), full.slice(half)])
+    got = L._label_lists(column)
+    expected = column.to_pandas()
+    if got is None:  # (converted row by row instead: many distinct lists, or text keys
+        # that an item holding their separator would make ambiguous)
+        assert len({tuple(r) for r in rows}) > len(rows) // 4 or (
+            long_lists and any("\x1f" in x for r in rows for x in r)
+        )
+        return
+    assert [list(v) for v in got] == [list(v) for v in expected] == rows
+    assert all(isinstance(v, np.ndarray) and v.dtype == object for v in got)
 
 
 def _countries_by_text(con: Any) -> dict[str, list[str]]:

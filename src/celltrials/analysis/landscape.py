@@ -511,9 +511,6 @@ def frame_of(table: pa.Table) -> pd.DataFrame:
     return df
 
 
-_LIST_SEP = "\x1f"
-
-
 def _label_lists(column: pa.ChunkedArray) -> np.ndarray | None:
     """A list-of-text column as pandas converts it (an object array of object
     arrays), built from its distinct lists; each row holds its list's array, shared
@@ -522,13 +519,47 @@ def _label_lists(column: pa.ChunkedArray) -> np.ndarray | None:
     if not pa.types.is_list(column.type) or not pa.types.is_string(column.type.value_type):
         return None
     arr = column.combine_chunks()
-    flat = arr.flatten()
-    if (
-        len(arr) < 1000
-        or arr.null_count
-        or flat.null_count
-        or pc.any(pc.match_substring(flat, _LIST_SEP)).as_py()
-    ):
+    if len(arr) < 1000 or arr.null_count:
+        return None
+    flat = arr.flatten()  # (the items of the rows, in order, whatever the array's offset)
+    if flat.null_count:
+        return None
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+    encoded = flat.dictionary_encode()
+    vocab = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    base = len(vocab) + 1
+    if int(lengths.max()) * np.log2(base) >= 62:
+        return _label_lists_by_text(arr, flat)  # (the integer keys would not fit an int64)
+    # each row as one integer: its items' codes in the vocabulary, from 1, as the
+    # digits of a base-(vocabulary + 1) number (no digit is 0: [] is 0, [""] is not);
+    # vectorised, where keys made as text took 0.1 s a column at 500,000 trials
+    item_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64) + 1
+    first_item = np.cumsum(lengths) - lengths
+    place = np.arange(len(flat)) - np.repeat(first_item, lengths)
+    keys = np.zeros(len(arr), dtype=np.int64)
+    filled = lengths > 0
+    if filled.any():
+        keys[filled] = np.add.reduceat(item_codes * np.power(base, place), first_item[filled])
+    codes, uniques = pd.factorize(keys)  # (codes in order of first appearance)
+    if len(uniques) > len(arr) // 4:
+        return None
+    seen = np.maximum.accumulate(codes)
+    first_row = np.flatnonzero(codes > np.concatenate(([-1], seen[:-1])))
+    distinct = np.empty(len(uniques), dtype=object)
+    for i, r in enumerate(first_row.tolist()):
+        lo = int(first_item[r])
+        distinct[i] = np.array(vocab[item_codes[lo : lo + lengths[r]] - 1].tolist(), dtype=object)
+    out: np.ndarray = distinct[codes]
+    return out
+
+
+_LIST_SEP = "\x1f"
+
+
+def _label_lists_by_text(arr: pa.ListArray, flat: pa.Array) -> np.ndarray | None:
+    """:func:`_label_lists` with each row's key as text (long lists of a large
+    vocabulary, whose integer keys would not fit)."""
+    if pc.any(pc.match_substring(flat, _LIST_SEP)).as_py():
         return None
     # the list's length first: [] and [""] differ
     keys = pc.binary_join_element_wise(
