@@ -311,6 +311,9 @@ def test_funnel_from_store(rows: list[dict[str, str]]) -> None:
 def test_funnel_input_errors() -> None:
     with pytest.raises(AnalysisError, match="lacks column"):
         funnel_frame(pd.DataFrame({"trial_id": ["NCT1"], "phase": ["PHASE1"]}))
+    for cols in ({"trial_id": ["NCT1"]}, {"start_date": ["2020-01-01"]}):
+        with pytest.raises(AnalysisError, match="lacks column"):
+            years_to_approval(pd.DataFrame(cols), None)
     df = pd.DataFrame(
         {
             "trial_id": ["A", "B"],

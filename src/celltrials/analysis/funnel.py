@@ -227,14 +227,18 @@ def substance_links(
     return lk[["trial_id", "substance"]].drop_duplicates().reset_index(drop=True)
 
 
-def _trial_starts(trials: pd.DataFrame) -> pd.DataFrame:
-    """trial_id and start_date of every input trial (with or without a cell type)."""
+def _require_start_columns(trials: pd.DataFrame) -> None:
     missing = [c for c in ("trial_id", "start_date") if c not in trials.columns]
     if missing:
         raise AnalysisError(
             f"funnel input lacks column(s) {missing}",
             hint=f"Pass a DataFrame with columns {list(INPUT_COLUMNS)}.",
         )
+
+
+def _trial_starts(trials: pd.DataFrame) -> pd.DataFrame:
+    """trial_id and start_date of every input trial (with or without a cell type)."""
+    _require_start_columns(trials)
     t = pd.DataFrame(
         {"trial_id": trials["trial_id"].astype(str), "start_date": _dates(trials["start_date"])}
     )
@@ -267,6 +271,7 @@ def years_to_approval(
         "approved_before_first_trial",
         "years_before",
     ]
+    _require_start_columns(trials)
     slinks = substance_links(links, cat)
     # (only the linked trials' starts: sorting every input trial by date cost a
     # tenth of a second per call at 500,000 trials)
