@@ -143,12 +143,13 @@ def test_selection_frame_converts_label_lists_as_pandas_does(
         min_size=1,
         max_size=6,
     ),
-    picks=st.lists(st.integers(0, 11), min_size=1000, max_size=1400),
+    picks=st.lists(st.integers(0, 11), min_size=1, max_size=40),
+    n_rows=st.integers(1000, 1400),
     offset=st.integers(0, 3),
     long_lists=st.booleans(),
 )
 def test_label_lists_are_the_lists_arrow_converts(
-    kinds: list[list[str]], picks: list[int], offset: int, long_lists: bool
+    kinds: list[list[str]], picks: list[int], n_rows: int, offset: int, long_lists: bool
 ) -> None:
     """landscape._label_lists reads each distinct list once (as integer keys, or as
     text when a large vocabulary's long lists would not fit an integer): every row
@@ -162,7 +163,8 @@ def test_label_lists_are_the_lists_arrow_converts(
         vocab = [f"target_{i}" for i in range(40)]
         fixed += [vocab[:20], vocab[20:], vocab[19::-1]]
     kinds = fixed + kinds
-    rows = [kinds[p % len(kinds)] for p in picks]
+    # (enough rows for the distinct-list path: the picks, cycled)
+    rows = [kinds[picks[i % len(picks)] % len(kinds)] for i in range(n_rows)]
     full = pa.array([["x"]] * offset + rows, type=pa.list_(pa.string()))
     half = (offset + len(rows)) // 2
     column = pa.chunked_array([full.slice(offset, half - offset), full.slice(half)])
