@@ -341,26 +341,20 @@ def funnel_frame(
     unknown = [c for c in by if c not in df.columns]
     if unknown:
         raise AnalysisError(f"cannot group the funnel by {unknown}: not input columns")
-    stage_rows = {
-        "_p2": df["phase"].isin(REACHED_PHASE2),
-        "_p3": df["phase"].isin(REACHED_PHASE3),
-        "_stop": df["status"].isin(STOPPED),
-    }
-
     # explode_labels' rows are distinct (trial, family, msc_source): grouped by both
     # keys, a group's rows are its distinct trials
     rows_are_trials = set(_CATALOG_KEYS) <= set(by)
 
-    def distinct(mask_col: str | None) -> pd.Series:
-        sub = df if mask_col is None else df[stage_rows[mask_col]]
+    def distinct(rows: pd.Series | None) -> pd.Series:
+        sub = df if rows is None else df[rows]
         if rows_are_trials:
             return sub.groupby(by).size()
         return sub.groupby(by)["trial_id"].nunique()
 
     out = pd.DataFrame({"registered": distinct(None)})
-    out["reached_phase2"] = distinct("_p2")
-    out["reached_phase3"] = distinct("_p3")
-    out["stopped"] = distinct("_stop")
+    out["reached_phase2"] = distinct(df["phase"].isin(REACHED_PHASE2))
+    out["reached_phase3"] = distinct(df["phase"].isin(REACHED_PHASE3))
+    out["stopped"] = distinct(df["status"].isin(STOPPED))
     out = out.fillna(0).astype(int).reset_index()
 
     keys = [c for c in by if c in _CATALOG_KEYS]
