@@ -40,7 +40,9 @@ sampled twice a second (an upper bound: pages they share count once per
 process), and never less than the subprocess's own ``ru_maxrss``. Its CPU
 seconds ("cpu s") include the workers (their fork server is stopped, so that
 their usage is reaped into the subprocess's ``RUSAGE_CHILDREN``). The
-ingest line also shows the subprocess's own peak and the largest worker's.
+ingest and classify lines also show the subprocess's own peak and the largest
+worker's, and the workers' CPU seconds (classify: the subprocess's own too,
+which reads the texts and stages the labels).
 ``--ingest-jobs 1`` ingests in one process (the serial path), for comparison.
 
 * ``floor``: DuckDB ``read_json_objects`` of the corpus file + extraction of
@@ -748,7 +750,9 @@ def bench_corpus(
             r,
             None,
             big_db,
-            f"{r['n_cell_therapy']:,} labelled cell therapy ({share:.0%})",
+            f"{r['n_cell_therapy']:,} labelled cell therapy ({share:.0%}) "
+            + f"(peak MB: main {r['rss_self_mb']:,.0f}, largest worker {r['rss_child_mb']:,.0f}; "
+            f"main cpu s {r['cpu'] - r['cpu_children']:,.1f}, workers' cpu s {r['cpu_children']:,.1f})",
         )
     if "report" in steps and big_db.exists():
         _report_step(kind, big_db, work, steps, line, checks)
