@@ -531,8 +531,17 @@ class Classifier:
 
     def __init__(self, taxonomy: Taxonomy | None = None) -> None:
         self.tax = taxonomy or default_taxonomy()
+        #: _is_background's answers for the trial being classified, by (text, start):
+        #: the hits of several fields start at the same places (cleared per trial)
+        self._background: dict[tuple[str, int], bool] = {}
 
     # -- helpers ---------------------------------------------------------
+    def _is_background(self, text: str, start: int) -> bool:
+        got = self._background.get((text, start))
+        if got is None:
+            got = self._background[(text, start)] = _is_background(self.tax, text, start)
+        return got
+
     def _cell_mentions(
         self, segs: Iterable[Segment], masked: _Masks
     ) -> tuple[list[_Mention], list[_Mention]]:
@@ -561,7 +570,7 @@ class Classifier:
                     h if same else new_hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
                     dict(h.entry.labels),
                 )
-                (background if _is_background(tax, text, h.start) else seg_found).append(m)
+                (background if self._is_background(text, h.start) else seg_found).append(m)
                 spans.append((h.start, h.end))
             for h in cell_hits:
                 # spans are ordered and disjoint: only the last one starting before h.end can overlap
@@ -573,7 +582,7 @@ class Classifier:
                     h if same else new_hit(h.entry, h.start, h.end, seg.text[h.start : h.end]),
                     dict(h.entry.labels),
                 )
-                (background if _is_background(tax, text, h.start) else seg_found).append(m)
+                (background if self._is_background(text, h.start) else seg_found).append(m)
             if seg_found and tax.engineering is not None:
                 seg_found = self._place_receptors(seg, text, seg_found, spans)
             found.extend(seg_found)
@@ -602,7 +611,7 @@ class Classifier:
         ]
         out = list(mentions)
         for r in recs:
-            if _is_background(self.tax, text, r.start):
+            if self._is_background(text, r.start):
                 continue
             base = r.entry.options.get("base")
             s0, s1 = r.start, r.end
@@ -661,7 +670,7 @@ class Classifier:
                     hits = fld.hits(text, alone=alone)
             same = text is seg.text  # (else the hit's text is the masked one)
             for h in hits:
-                if skip_background and _is_background(self.tax, text, h.start):
+                if skip_background and self._is_background(text, h.start):
                     continue
                 out.append(
                     (
@@ -677,6 +686,7 @@ class Classifier:
 
         The steps below run in this order on one :class:`TrialContext`; each
         says which rule of TAXONOMY.md (the labelling guide) it implements."""
+        self._background.clear()
         ctx = self.context(trial)
         # which cells are the investigational product
         self.find_mentions(ctx)
@@ -871,14 +881,13 @@ class Classifier:
             or not any(v in ivc.cell_types for m in found for v in m.values.get("cell_type", ()))
         ):
             return
-        tax = self.tax
         ivc_cue = next(
             (
                 (s, h)
                 for s in ctx.primary
                 if s.role in (TITLE, INTERVENTION)
                 for h in ivc.cues.hits(s.text)
-                if not _is_background(tax, s.text, h.start)
+                if not self._is_background(s.text, h.start)
             ),
             None,
         )
@@ -1142,7 +1151,7 @@ class Classifier:
                 if not ohits or not (tax.cell_type.search(sent) or tax.products.search(sent)):
                     continue
                 for h in ohits:
-                    if _is_background(tax, sent, h.start):
+                    if self._is_background(sent, h.start):
                         continue
                     s0, s1 = sm.start() + h.start, sm.start() + h.end
                     stated.add(h.entry.value)
