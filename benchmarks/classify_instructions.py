@@ -1,0 +1,158 @@
+"""Instructions the compiled classifier executes per trial, counted by valgrind.
+
+Timings on a shared 2-vCPU host move by tens of percent from one minute to the
+next (the same 8,000 trials have taken 347 to 530 us each), and ``perf`` has
+no hardware counters here, so a classifier change worth a few percent cannot be
+timed. Instruction counts barely move between runs: this script counts them with
+valgrind's callgrind, collecting only inside ``Classifier.classify`` (the
+mypyc-compiled function ``CPyDef_classify___Classifier___classify``; so the
+classifier must be compiled, see README "Compiled classifier").
+
+It takes the first ``--n`` trials (by trial id) of each ``--store``, and runs
+two processes under valgrind side by side: one classifies the trials once, the
+other twice. The first pass includes what the engine builds on first use (its
+per-field automata, compiled patterns); the difference of the two is the
+steady cost of a pass, as in a worker that has classified many trials::
+
+    .venv/bin/python benchmarks/classify_instructions.py --store /tmp/s560/big.duckdb --store /tmp/reg/big.duckdb
+
+To compare two revisions, run it in a checkout of each (each compiled).
+``--write`` puts the table into BENCHMARKS.md (between the
+``classify-instructions`` markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from scale import machine, write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCTION = "CPyDef_classify___Classifier___classify"
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def _child(sample: str, passes: int) -> None:
+    """Classify the pickled records ``passes`` times (run under valgrind)."""
+    import gc
+
+    from celltrials.classify import Classifier, TrialText
+    from celltrials.native import compiled_modules
+
+    if "celltrials.classify" not in compiled_modules():
+        raise SystemExit("the classifier is not compiled here (pip install -e . with a C compiler)")
+    with open(sample, "rb") as fh:
+        recs = pickle.load(fh)
+    texts = [TrialText.from_records(rs, tid) for tid, rs in recs.items()]
+    clf = Classifier()
+    gc.disable()  # as in a worker (see celltrials.runtime.gc_paused)
+    for _ in range(passes):
+        for t in texts:
+            clf.classify(t)
+
+
+def _sample(store: Path, n: int, out: Path) -> int:
+    import celltrials
+    from celltrials.store import records_from_text_table
+
+    with celltrials.open(store, read_only=True) as st:
+        ids = st.sorted_trial_ids()
+        n = min(n, len(ids))
+        recs = records_from_text_table(st.text_table((ids[0], ids[n - 1])))
+    with out.open("wb") as fh:
+        pickle.dump(recs, fh)
+    return len(recs)
+
+
+def _count(sample: Path, passes: int) -> int:
+    """Instructions executed inside Classifier.classify in a child classifying
+    ``sample`` ``passes`` times."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--toggle-collect={FUNCTION}",
+                f"--callgrind-out-file={tmp}/callgrind.out",
+                sys.executable,
+                __file__,
+                "--child",
+                str(sample),
+                str(passes),
+            ],
+            capture_output=True,
+            text=True,
+            # (a fixed hash seed: the same set and dict orders in every run)
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONHASHSEED": "0"},
+        )
+    if proc.returncode:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"the valgrind run failed (exit {proc.returncode})")
+    m = _COLLECTED.search(proc.stderr)
+    if m is None:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit("valgrind printed no instruction count")
+    return int(m.group(1))
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        _child(sys.argv[2], int(sys.argv[3]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--store", type=Path, action="append", required=True, help="a store (repeat)")
+    ap.add_argument("--n", type=int, default=600, help="trials of each store (first by id)")
+    ap.add_argument("--write", action="store_true", help="put the table into BENCHMARKS.md")
+    args = ap.parse_args()
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    rev = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    head = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {machine()}"
+    cmd = "command: benchmarks/classify_instructions.py " + " ".join(
+        [f"--store {p.parent.name}/{p.name}" for p in args.store] + [f"--n {args.n}"]
+    )
+    lines = [
+        head,
+        cmd,
+        f"code: {rev}{' with uncommitted changes in src/' if dirty else ''}; "
+        "instructions inside Classifier.classify (valgrind callgrind)",
+        "",
+        f"{'store':<28} {'trials':>7} {'first pass /trial':>18} {'steady pass /trial':>19}",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for store in args.store:
+            sample = Path(tmp) / f"{store.stem}.pickle"
+            n = _sample(store, args.n, sample)
+            with ThreadPoolExecutor(2) as pool:  # two valgrind processes, one per core
+                one, two = pool.map(_count, (sample, sample), (1, 2))
+            label = f"{store.parent.name}/{store.name}"
+            lines.append(f"{label:<28} {n:>7,} {one / n:>18,.0f} {(two - one) / n:>19,.0f}")
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        write_section(
+            "<!-- classify-instructions:begin (written by benchmarks/classify_instructions.py --write) -->",
+            "<!-- classify-instructions:end -->",
+            f"```\n{text}\n```",
+        )
+
+
+if __name__ == "__main__":
+    main()
