@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import celltrials
-from celltrials.classify import TrialText, classify
+from celltrials.classify import Classifier, TrialText, classify
 from celltrials.classify_parallel import (
     CHUNK,
     _decode,
@@ -63,6 +63,17 @@ def test_workers_return_the_labels_of_one_core_in_input_order() -> None:
     assert seen[-1] == (len(texts), len(texts)) and [d for d, _ in seen] == sorted(
         d for d, _ in seen
     )
+
+
+def test_a_classifier_carries_nothing_from_one_trial_to_the_next() -> None:
+    """One Classifier for every trial (as in a worker) labels each trial as a new
+    Classifier does, in either order: what it remembers while labelling a trial
+    (whether a hit follows a background cue, by text and place) stays with that trial."""
+    texts = _texts()
+    fresh = [Classifier().classify(t).to_dict() for t in texts]
+    shared = Classifier()
+    assert [shared.classify(t).to_dict() for t in texts] == fresh
+    assert [shared.classify(t).to_dict() for t in reversed(texts)] == fresh[::-1]
 
 
 def test_workers_use_the_callers_taxonomy() -> None:
