@@ -35,9 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scale import machine, write_section
+from scale import ROOT, machine, write_section
 
-ROOT = Path(__file__).resolve().parent.parent
 FUNCTION = "CPyDef_classify___Classifier___classify"
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
@@ -137,8 +136,8 @@ def main() -> None:
         f"{'store':<28} {'trials':>7} {'first pass /trial':>18} {'steady pass /trial':>19}",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for store in args.store:
-            sample = Path(tmp) / f"{store.stem}.pickle"
+        for i, store in enumerate(args.store):
+            sample = Path(tmp) / f"{i}-{store.stem}.pickle"  # (stores are often all big.duckdb)
             n = _sample(store, args.n, sample)
             with ThreadPoolExecutor(2) as pool:  # two valgrind processes, one per core
                 one, two = pool.map(_count, (sample, sample), (1, 2))
