@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from celltrials.classify import (
     CONDITION,
     INTERVENTION,
+    KEYWORD,
     SUMMARY,
     TITLE,
     Classifier,
@@ -116,6 +117,42 @@ CODE_NAMED_CAR_T = trial(
         "brief_summary",
         SUMMARY,
         "CLDN 18.2 chimeric antigen receptor T cells Clinical research plan for the treatment of recurrent or refractory pancreatic cancer.",
+    ),
+)
+# Drug trials in gastrointestinal stromal tumours (GIST), from the API v1 MSC
+# archive (../shared/data-extra/ctgov-v1-studyfields): the tumour is
+# "mesenchymal", the product a kinase inhibitor
+PONATINIB_IN_GIST = trial(
+    "NCT01874665",
+    (
+        "title",
+        TITLE,
+        "A Phase 2 Trial of Ponatinib in Participants With Metastatic and/or Unresectable Gastrointestinal Stromal Tumor",
+    ),
+    ("interventions[0].name", INTERVENTION, "Ponatinib"),
+    ("interventions[0].description", INTERVENTION, "Ponatinib 45 mg, tablets, orally, once-daily."),
+    ("keywords[1]", KEYWORD, "Gastrointestinal stromal tumor"),
+    ("keywords[2]", KEYWORD, "mesenchymal tumor"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "The purpose of this study is to evaluate the efficacy and safety of ponatinib in participants with metastatic and/or unresectable gastrointestinal stromal tumor (GIST) following failure of prior tyrosine kinase inhibitor (TKI) therapy.",
+    ),
+)
+SELUMETINIB_IN_NF1_GIST = trial(
+    "NCT03109301",
+    (
+        "title",
+        TITLE,
+        "Mitogen Activated Protein Kinase Kinase (MEK1/2) Inhibitor Selumetinib (AZD6244 Hydrogen Sulfate) in People With Neurofibromatosis Type 1 (NF1) Mutated Gastrointestinal Stromal Tumors (GIST)",
+    ),
+    ("interventions[0].name", INTERVENTION, "Selumetinib (AZD6244 hyd sulfate) 50mg/dose"),
+    ("keywords[0]", KEYWORD, "Mesenchymal Neoplasm"),
+    ("conditions[0]", CONDITION, "Neoplasms, Nerve Tissue"),
+    (
+        "detailed_description",
+        SUMMARY,
+        "BACKGROUND:\n\nGastrointestinal stromal tumor (GIST) is the most common mesenchymal neoplasm of the gastrointestinal tract, and traditional cytotoxic chemotherapy is not effective.",
     ),
 )
 BOOST_CELLS = trial(
@@ -405,6 +442,19 @@ def test_study_subject_gate_stays_open_when_an_intervention_gives_cells() -> Non
 def test_cells_named_by_the_condition_are_not_the_product(t: TrialText, why: str) -> None:
     labels = CLF.classify(t)
     assert not labels.is_cell_therapy, why
+    assert labels.cell_type == []
+
+
+@pytest.mark.parametrize(
+    "t", [PONATINIB_IN_GIST, SELUMETINIB_IN_NF1_GIST], ids=lambda t: t.trial_id
+)
+def test_a_mesenchymal_tumour_is_a_condition_not_cells(t: TrialText) -> None:
+    # the code names (AZD6244, "Ponatinib 45") open the summaries, where the
+    # tumour's tissue ("mesenchymal neoplasm") is no MSC product
+    ctx = run(t, "summary_mentions")
+    assert ctx.found == []
+    labels = CLF.classify(t)
+    assert not labels.is_cell_therapy
     assert labels.cell_type == []
 
 
