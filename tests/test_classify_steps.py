@@ -155,6 +155,23 @@ SELUMETINIB_IN_NF1_GIST = trial(
         "BACKGROUND:\n\nGastrointestinal stromal tumor (GIST) is the most common mesenchymal neoplasm of the gastrointestinal tract, and traditional cytotoxic chemotherapy is not effective.",
     ),
 )
+#: a urine test in kidney transplant recipients (v1 MSC archive): the biopsies
+#: show an epithelial-to-mesenchymal transition, a tissue change
+URINE_MRNA_AFTER_KIDNEY_TRANSPLANT = trial(
+    "NCT01380847",
+    (
+        "official_title",
+        TITLE,
+        "Early Prediction of Chronic Allograft Nephropathy by Non Invasive Monitoring of Urinary Cell mRNAs",
+    ),
+    ("interventions[0].name", INTERVENTION, "mRNAs encoding genes"),
+    ("conditions[0]", CONDITION, "Kidney Transplantation"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "The investigators have shown that epithelial-to-mesenchymal transition (EMT) markers in early protocol biopsies of the renal allograft predicts the progression of fibrosis during the first year post-transplantation.",
+    ),
+)
 BOOST_CELLS = trial(
     "NCT04623606",
     (
@@ -446,11 +463,14 @@ def test_cells_named_by_the_condition_are_not_the_product(t: TrialText, why: str
 
 
 @pytest.mark.parametrize(
-    "t", [PONATINIB_IN_GIST, SELUMETINIB_IN_NF1_GIST], ids=lambda t: t.trial_id
+    "t",
+    [PONATINIB_IN_GIST, SELUMETINIB_IN_NF1_GIST, URINE_MRNA_AFTER_KIDNEY_TRANSPLANT],
+    ids=lambda t: t.trial_id,
 )
-def test_a_mesenchymal_tumour_is_a_condition_not_cells(t: TrialText) -> None:
-    # the code names (AZD6244, "Ponatinib 45") open the summaries, where the
-    # tumour's tissue ("mesenchymal neoplasm") is no MSC product
+def test_a_mesenchymal_tumour_or_transition_is_a_condition_not_cells(t: TrialText) -> None:
+    # the code names (AZD6244, "Ponatinib 45") and "Urinary Cell" open the
+    # summaries, where the tumour's tissue ("mesenchymal neoplasm") or a tissue
+    # change ("epithelial-to-mesenchymal transition") is no MSC product
     ctx = run(t, "summary_mentions")
     assert ctx.found == []
     labels = CLF.classify(t)
