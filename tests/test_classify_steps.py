@@ -172,6 +172,33 @@ URINE_MRNA_AFTER_KIDNEY_TRANSPLANT = trial(
         "The investigators have shown that epithelial-to-mesenchymal transition (EMT) markers in early protocol biopsies of the renal allograft predicts the progression of fibrosis during the first year post-transplantation.",
     ),
 )
+# Drugs given after cell therapy: the title names the cells in a background
+# clause ("Post ..."), the summary names them as what the patients had (two of
+# its paragraphs, verbatim)
+SELINEXOR_AFTER_CAR_T = trial(
+    "NCT07200102",
+    ("title", TITLE, "Selinexor Maintenance Post CAR-T Cell Therapy for Multiple Myeloma"),
+    ("interventions[0].name", INTERVENTION, "Selinexor"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "The outcomes in patients with relapsed multiple myeloma refractory to triple-therapy (anti-CD38, immunomodulatory drugs (IMiD) and proteasome inhibitors (PI)) remain poor. These patients are eligible for chimeric antigen receptor T-cells (CAR-T), which rely on redirecting autologous T-cells to clear myeloma cells by targeting B-cell maturation antigen (BCMA).",
+    ),
+)
+GLOFITAMAB_AROUND_ASCT = trial(
+    "NCT07387848",
+    (
+        "title",
+        TITLE,
+        "Glofitamab as a Bridge to and/or Consolidation Post Autologous Stem Cell Transplant in Patients With Relapsed B Cell Lymphomas",
+    ),
+    ("interventions[0].name", INTERVENTION, "Glofitamab"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "Autologous stem cell transplantation is a commonly used treatment in this situation and involves high-dose chemotherapy followed by infusion of your own stem cells, which are collected from your blood several weeks before the transplant.\n\nIn recent years, newer immune-based treatments such as CAR-T cell therapy have shown benefit for patients whose lymphoma does not respond to or returns after chemotherapy.",
+    ),
+)
 BOOST_CELLS = trial(
     "NCT04623606",
     (
@@ -476,6 +503,18 @@ def test_a_mesenchymal_tumour_or_transition_is_a_condition_not_cells(t: TrialTex
     labels = CLF.classify(t)
     assert not labels.is_cell_therapy
     assert labels.cell_type == []
+
+
+@pytest.mark.parametrize(
+    "t", [SELINEXOR_AFTER_CAR_T, GLOFITAMAB_AROUND_ASCT], ids=lambda t: t.trial_id
+)
+def test_cells_named_in_a_background_clause_do_not_open_the_summaries(t: TrialText) -> None:
+    # TAXONOMY.md "Which product counts": a drug given after a transplant or
+    # CAR-T is not a cell-therapy trial; "Post ... Cell" in the title is no cue
+    # that the product is cells, so the summary's cells are not read
+    ctx = run(t, "summary_mentions")
+    assert ctx.found == []
+    assert not CLF.classify(t).is_cell_therapy
 
 
 def test_summary_says_what_a_code_named_product_is() -> None:

@@ -822,8 +822,7 @@ class Classifier:
             return
         tax, primary, masked = self.tax, ctx.primary, ctx.masked
         cue = any(
-            tax.generic_cell_cues.search(masked.text(s, tax.generic_cell_cues) or "")
-            or (s.role == INTERVENTION and _CODE_NAME.search(s.text))
+            self._generic_cue(s, masked) or (s.role == INTERVENTION and _CODE_NAME.search(s.text))
             for s in primary
         )
         codes = (
@@ -853,6 +852,17 @@ class Classifier:
                 if not tax.cell_type_option(m.hit.entry.value, "primary_only")
                 and _names_code(m.seg.text, m.hit.start, codes)
             ]
+
+    def _generic_cue(self, seg: Segment, masked: _Masks) -> bool:
+        """Whether ``seg`` names cells generically ("stem cell product", "cell
+        therapy") outside a background clause: "maintenance post CAR-T cell
+        therapy" or "after autologous stem cell transplant" says what the
+        patients had, not what the product is."""
+        cues = self.tax.generic_cell_cues
+        text = masked.text(seg, cues)
+        if text is None:
+            return False
+        return any(not self._is_background(text, h.start) for h in cues.hits(text))
 
     def generic_mentions(self, ctx: TrialContext) -> None:
         """Still no named cell type: a generic cell-therapy phrase in the product
