@@ -199,6 +199,22 @@ GLOFITAMAB_AROUND_ASCT = trial(
         "Autologous stem cell transplantation is a commonly used treatment in this situation and involves high-dose chemotherapy followed by infusion of your own stem cells, which are collected from your blood several weeks before the transplant.\n\nIn recent years, newer immune-based treatments such as CAR-T cell therapy have shown benefit for patients whose lymphoma does not respond to or returns after chemotherapy.",
     ),
 )
+#: a code-named drug given after CAR-T: the title names the cells in a
+#: background clause, the summary describes them
+NKTR_255_AFTER_CAR_T = trial(
+    "NCT05664217",
+    (
+        "title",
+        TITLE,
+        "NKTR-255 vs Placebo Following CD19-directed CAR-T Therapy in Patients With Relapsed/Refractory Large B-cell Lymphoma",
+    ),
+    ("interventions[0].name", INTERVENTION, "NKTR-255 at 1.5 µg/kg"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "NKTR-255 is an investigational IL-15 receptor agonist designed to boost the immune system's natural ability to fight cancer. T cells are infection fighting blood cells that can kill tumor cells. Chimeric antigen (CAR)-T cell product consists of genetically engineered T-cells, modified to recognize CD19, a protein on the surface of cancer cells.",
+    ),
+)
 BOOST_CELLS = trial(
     "NCT04623606",
     (
@@ -515,6 +531,18 @@ def test_cells_named_in_a_background_clause_do_not_open_the_summaries(t: TrialTe
     ctx = run(t, "summary_mentions")
     assert ctx.found == []
     assert not CLF.classify(t).is_cell_therapy
+
+
+def test_a_code_name_in_a_setting_of_cells_names_a_drug() -> None:
+    # the title's CAR-T cells are background ("Following ..."): they are the
+    # setting, and "NKTR-255" the drug given in it, so its summary's description
+    # of CAR-T cells is not read as the product (CODE_NAMED_CAR_T, whose
+    # texts name no cells, still reads it)
+    ctx = run(NKTR_255_AFTER_CAR_T, "study_subject_gate")
+    assert texts(ctx.background) == ["CAR-T"]
+    CLF.summary_mentions(ctx)
+    assert ctx.found == []
+    assert not CLF.classify(NKTR_255_AFTER_CAR_T).is_cell_therapy
 
 
 def test_summary_says_what_a_code_named_product_is() -> None:

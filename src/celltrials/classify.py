@@ -817,17 +817,23 @@ class Classifier:
         product", a code name of an intervention, an EV/secretome word): then the
         summaries' cell mentions count. A code name in a title alone ("S103 in
         myasthenia gravis") lets only the summary sentences naming it count
-        (TAXONOMY.md: code names count when the product is known)."""
+        (TAXONOMY.md: code names count when the product is known). Cells the
+        product texts name only as background ("NKTR-255 Following CAR-T
+        Therapy") make a code name the name of a drug given after them."""
         if ctx.found or not ctx.summaries or ctx.subject_study:
             return
         tax, primary, masked = self.tax, ctx.primary, ctx.masked
+        # cells the product texts name only as background ("after CAR-T") are the
+        # trial's setting: a code name there names a drug given in it
+        setting = bool(ctx.background)
         cue = any(
-            self._generic_cue(s, masked) or (s.role == INTERVENTION and _CODE_NAME.search(s.text))
+            self._generic_cue(s, masked)
+            or (not setting and s.role == INTERVENTION and _CODE_NAME.search(s.text))
             for s in primary
         )
         codes = (
             []
-            if cue
+            if cue or setting
             else [
                 m.group()
                 for s in primary
