@@ -28,6 +28,7 @@ from celltrials.classify import (
     Segment,
     TrialContext,
     TrialText,
+    _Masks,
 )
 
 pytestmark = pytest.mark.unit
@@ -213,6 +214,63 @@ NKTR_255_AFTER_CAR_T = trial(
         "brief_summary",
         SUMMARY,
         "NKTR-255 is an investigational IL-15 receptor agonist designed to boost the immune system's natural ability to fight cancer. T cells are infection fighting blood cells that can kill tumor cells. Chimeric antigen (CAR)-T cell product consists of genetically engineered T-cells, modified to recognize CD19, a protein on the surface of cancer cells.",
+    ),
+)
+BELANTAMAB_AFTER_CAR_T = trial(
+    "NCT05117008",
+    (
+        "title",
+        TITLE,
+        "Maintenance Belantamab Mafodotin (Blenrep®) After B-cell Maturation Antigen-Directed Chimeric Antigen Receptor T-cell Therapy in Patients With Relapsed and/or Refractory Multiple Myeloma",
+    ),
+    ("interventions[0].name", INTERVENTION, "Belantamab mafodotin"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "This is a multicenter phase II, open-label study evaluating the efficacy and safety of belantamab mafodotin maintenance in participants with relapsed and/or refractory multiple myeloma (RRMM) who have received commercially available anti-BCMA CAR-T-cell therapy. Subjects will be enrolled 60-130 days after chimeric antigen receptor T-cell therapy (CAR-T) and receive belantamab mafodotin as maintenance therapy.",
+    ),
+)
+COGNITION_AFTER_CAR_T = trial(
+    "NCT05416554",
+    (
+        "title",
+        TITLE,
+        "Long-term Cognitive, Neuropsychiatric and Functional Outcomes in Adults Who Have Received Chimeric Antigen-Receptor T-Cell (CAR-T) Therapy for Aggressive Lymphoma at Stanford",
+    ),
+    ("interventions[0].name", INTERVENTION, "Neuropsychological testing"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "This study aims to assess the feasibility of performing neuropsychological testing to measure the cognitive performance of individuals following Axicabtagene ciloleucel CAR-T therapy at Stanford.",
+    ),
+)
+INFLUENZA_VACCINES = trial(
+    "NCT07485855",
+    ("title", TITLE, "Influenza Vaccination Strategy for Patients With Hematologic Malignancy"),
+    (
+        "interventions[0].name",
+        INTERVENTION,
+        "High-dose trivalent inactivated influenza vaccine (HD-IIV3)",
+    ),
+    (
+        "interventions[1].name",
+        INTERVENTION,
+        "MF59-adjuvanted quadrivalent inactivated influenza vaccine (aIIV4)",
+    ),
+    (
+        "brief_summary",
+        SUMMARY,
+        "The study population consists of patients with hematologic malignancies, including those undergoing autologous stem cell transplantation or CAR-T cell therapy. The primary goal is to identify which vaccine strategy elicits the most robust antibody and T cell-mediated immune responses in this severely immunocompromised population",
+    ),
+)
+PALLIATIVE_CARE_IN_CELL_THERAPY = trial(
+    "NCT05190653",
+    ("title", TITLE, "Early Integration of Palliative and Supportive Care in Cellular Therapy"),
+    ("interventions[0].name", INTERVENTION, "Early palliative and supportive care"),
+    (
+        "brief_summary",
+        SUMMARY,
+        "PALS\\_CT will compare early palliative care to standard care for patients and their family caregivers undergoing HSCT or CAR T-cell therapy for blood cancers.",
     ),
 )
 BOOST_CELLS = trial(
@@ -543,6 +601,42 @@ def test_a_code_name_in_a_setting_of_cells_names_a_drug() -> None:
     CLF.summary_mentions(ctx)
     assert ctx.found == []
     assert not CLF.classify(NKTR_255_AFTER_CAR_T).is_cell_therapy
+
+
+def test_an_abbreviation_or_a_conjunct_of_a_background_mention_is_background() -> None:
+    # "after chimeric antigen receptor T-cell therapy (CAR-T)": the abbreviation
+    # names the same background cells; "undergoing autologous stem cell
+    # transplantation or CAR-T cell therapy": the conjunct shares the cue
+    for t, bg in (
+        (BELANTAMAB_AFTER_CAR_T, ["CAR-T-cell", "chimeric antigen receptor T", "CAR-T"]),
+        (INFLUENZA_VACCINES, ["autologous stem cell transplantation", "CAR-T cell"]),
+    ):
+        summaries = [s for s in t.segments if s.role == SUMMARY]
+        found, background = CLF._cell_mentions(summaries, _Masks(CLF.tax.exclusions))
+        assert texts(found) == [], t.trial_id
+        assert texts(background) == bg, t.trial_id
+        assert not CLF.classify(t).is_cell_therapy
+
+
+@pytest.mark.parametrize(
+    "t", [BELANTAMAB_AFTER_CAR_T, COGNITION_AFTER_CAR_T], ids=lambda t: t.trial_id
+)
+def test_the_cell_word_of_a_background_mention_opens_no_summary(t: TrialText) -> None:
+    # "Who Have Received Chimeric Antigen-Receptor T-Cell (CAR-T) Therapy": the
+    # "Cell" of the background CAR-T cells is no generic cue that the product is
+    # cells, so the summary (which names CAR-T cells given before) is not read
+    ctx = run(t, "study_subject_gate")
+    assert ctx.found == []
+    assert ctx.background
+    CLF.summary_mentions(ctx)
+    assert ctx.found == []
+    assert not CLF.classify(t).is_cell_therapy
+
+
+def test_palliative_care_of_cell_therapy_recipients_is_a_study_subject() -> None:
+    ctx = run(PALLIATIVE_CARE_IN_CELL_THERAPY, "study_subject_gate")
+    assert ctx.subject_study
+    assert not CLF.classify(PALLIATIVE_CARE_IN_CELL_THERAPY).is_cell_therapy
 
 
 def test_summary_says_what_a_code_named_product_is() -> None:

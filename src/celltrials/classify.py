@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -57,6 +57,14 @@ _CONJUNCTION = re.compile(
 _WS = re.compile(r"\s+")
 _SENTENCE_BREAK = re.compile(r"[;|\n]|[.:](?:\s|$)")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|(?=\n)|$)")
+#: what joins a mention to the one before it so that it shares that one's role: an
+#: abbreviation in parentheses or a coordination ("after chimeric antigen receptor
+#: T-cell therapy (CAR-T)", "undergoing stem cell transplantation or CAR-T cell
+#: therapy"); at most two words ("therapy", "cell transplantation") may end the first
+_JOINED_TO_PREVIOUS = re.compile(
+    r"[\s-]*(?:[\w-]+[\s-]+){0,2}?(?:\(|(?:and|or|and/or|/)(?!\w))\s*$", re.I
+)
+_ADJOINS = re.compile(r"[\s-]*")  # (a word that continues the mention before it)
 _CODE_NAME = re.compile(r"(?<![\w-])[A-Za-z]{1,12}[- ]?\d{2,}[\w-]*")
 _IND_TIER = {CONDITION: 0, MESH: 1, TITLE: 2, MESH_ANCESTOR: 3, KEYWORD: 3, SUMMARY: 4}
 
@@ -583,10 +591,34 @@ class Classifier:
                     dict(h.entry.labels),
                 )
                 (background if self._is_background(text, h.start) else seg_found).append(m)
+            if seg_found and background and background[-1].seg is seg:
+                seg_found = self._joined_to_background(text, seg_found, background)
             if seg_found and tax.engineering is not None:
                 seg_found = self._place_receptors(seg, text, seg_found, spans)
             found.extend(seg_found)
         return _drop_sources(found), background
+
+    @staticmethod
+    def _joined_to_background(
+        text: str, seg_found: list[_Mention], background: list[_Mention]
+    ) -> list[_Mention]:
+        """Move to ``background`` the mentions of one segment that an abbreviation's
+        parenthesis or a conjunction joins to a background mention just before them
+        (TAXONOMY.md "Which product counts": "enrolled after chimeric antigen
+        receptor T-cell therapy (CAR-T)" names one background product twice)."""
+        seg = seg_found[0].seg
+        ends = sorted(m.hit.end for m in background if m.seg is seg)
+        keep: list[_Mention] = []
+        for m in sorted(seg_found, key=lambda m: m.hit.start):
+            j = bisect_right(ends, m.hit.start) - 1
+            if j >= 0:
+                gap = text[ends[j] : m.hit.start]
+                if len(gap) <= 40 and _JOINED_TO_PREVIOUS.fullmatch(gap):
+                    background.append(m)
+                    insort(ends, m.hit.end)
+                    continue
+            keep.append(m)
+        return keep
 
     def _place_receptors(
         self,
@@ -827,7 +859,7 @@ class Classifier:
         # trial's setting: a code name there names a drug given in it
         setting = bool(ctx.background)
         cue = any(
-            self._generic_cue(s, masked)
+            self._generic_cue(s, masked, ctx.background)
             or (not setting and s.role == INTERVENTION and _CODE_NAME.search(s.text))
             for s in primary
         )
@@ -859,16 +891,25 @@ class Classifier:
                 and _names_code(m.seg.text, m.hit.start, codes)
             ]
 
-    def _generic_cue(self, seg: Segment, masked: _Masks) -> bool:
+    def _generic_cue(self, seg: Segment, masked: _Masks, background: list[_Mention]) -> bool:
         """Whether ``seg`` names cells generically ("stem cell product", "cell
         therapy") outside a background clause: "maintenance post CAR-T cell
         therapy" or "after autologous stem cell transplant" says what the
-        patients had, not what the product is."""
+        patients had, not what the product is; nor does the word of a
+        background mention ("After ... Chimeric Antigen Receptor T-cell
+        Therapy": the "cell therapy" of background CAR-T cells)."""
         cues = self.tax.generic_cell_cues
         text = masked.text(seg, cues)
         if text is None:
             return False
-        return any(not self._is_background(text, h.start) for h in cues.hits(text))
+        spans = [(m.hit.start, m.hit.end) for m in background if m.seg is seg]
+        return any(
+            not self._is_background(text, h.start)
+            and not any(
+                a <= h.start and _ADJOINS.fullmatch(text, b, max(b, h.start)) for a, b in spans
+            )
+            for h in cues.hits(text)
+        )
 
     def generic_mentions(self, ctx: TrialContext) -> None:
         """Still no named cell type: a generic cell-therapy phrase in the product
