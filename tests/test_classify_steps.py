@@ -273,6 +273,25 @@ PALLIATIVE_CARE_IN_CELL_THERAPY = trial(
         "PALS\\_CT will compare early palliative care to standard care for patients and their family caregivers undergoing HSCT or CAR T-cell therapy for blood cancers.",
     ),
 )
+MSC_COUNTS_IN_MARROW_ASPIRATES = trial(
+    "NCT03014037",
+    (
+        "title",
+        TITLE,
+        "Comparing Mesenchymal Stem Cell Counts in Unilateral vs. Bilateral Posterior Superior Iliac Spine Bone Marrow Aspiration",
+    ),
+    ("interventions[0].name", INTERVENTION, "Unilateral Bone Marrow Procurement", True),
+    ("interventions[1].name", INTERVENTION, "Bilateral Bone Marrow Procurement", True),
+)
+CELLS_FOR_XENOGRAFT_STUDIES = trial(
+    "NCT02331134",
+    (
+        "title",
+        TITLE,
+        "Tissue and Hematopoietic/Mesenchymal Stem Cell for Humanized Xenograft Studies in Melanoma and Squamous Head and Neck Cancer",
+    ),
+    ("interventions[0].name", INTERVENTION, "Filgrastim"),
+)
 BOOST_CELLS = trial(
     "NCT04623606",
     (
@@ -554,6 +573,8 @@ def test_study_subject_gate_stays_open_when_an_intervention_gives_cells() -> Non
             ORAL_MUCOSA_FOR_LSCD,
             "limbal stem cell deficiency is the disease, a tissue graft the treatment",
         ),
+        (MSC_COUNTS_IN_MARROW_ASPIRATES, "a cell count is a laboratory measure of an aspirate"),
+        (CELLS_FOR_XENOGRAFT_STUDIES, "cells collected for laboratory (xenograft) studies"),
     ],
     ids=lambda v: v.trial_id if isinstance(v, TrialText) else "",
 )
