@@ -292,6 +292,15 @@ CELLS_FOR_XENOGRAFT_STUDIES = trial(
     ),
     ("interventions[0].name", INTERVENTION, "Filgrastim"),
 )
+CANNABIS_WITHDRAWAL_AROUND_BMT_OR_CAR_T = trial(
+    "NCT07594496",
+    (
+        "title",
+        TITLE,
+        "Prevalence and Clinical Manifestations of Cannabis Withdrawal in Hospitalized Patients With Hematological Malignancies Undergoing Bone Marrow Transplant (BMT) or Chimeric Antigen Receptor T-Cell (CAR-T) Therapy",
+    ),
+    ("interventions[0].name", INTERVENTION, "Non-Interventional Study"),
+)
 BOOST_CELLS = trial(
     "NCT04623606",
     (
@@ -628,12 +637,18 @@ def test_an_abbreviation_or_a_conjunct_of_a_background_mention_is_background() -
     # "after chimeric antigen receptor T-cell therapy (CAR-T)": the abbreviation
     # names the same background cells; "undergoing autologous stem cell
     # transplantation or CAR-T cell therapy": the conjunct shares the cue
-    for t, bg in (
-        (BELANTAMAB_AFTER_CAR_T, ["CAR-T-cell", "chimeric antigen receptor T", "CAR-T"]),
-        (INFLUENZA_VACCINES, ["autologous stem cell transplantation", "CAR-T cell"]),
+    for t, role, bg in (
+        (BELANTAMAB_AFTER_CAR_T, SUMMARY, ["CAR-T-cell", "chimeric antigen receptor T", "CAR-T"]),
+        (INFLUENZA_VACCINES, SUMMARY, ["autologous stem cell transplantation", "CAR-T cell"]),
+        # the first mention's own abbreviation may stand between: "(BMT) or"
+        (
+            CANNABIS_WITHDRAWAL_AROUND_BMT_OR_CAR_T,
+            TITLE,
+            ["Bone Marrow Transplant", "Chimeric Antigen Receptor T", "CAR-T"],
+        ),
     ):
-        summaries = [s for s in t.segments if s.role == SUMMARY]
-        found, background = CLF._cell_mentions(summaries, _Masks(CLF.tax.exclusions))
+        segs = [s for s in t.segments if s.role == role]
+        found, background = CLF._cell_mentions(segs, _Masks(CLF.tax.exclusions))
         assert texts(found) == [], t.trial_id
         assert texts(background) == bg, t.trial_id
         assert not CLF.classify(t).is_cell_therapy

@@ -60,9 +60,11 @@ _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|(?=\n)|$)")
 #: what joins a mention to the one before it so that it shares that one's role: an
 #: abbreviation in parentheses or a coordination ("after chimeric antigen receptor
 #: T-cell therapy (CAR-T)", "undergoing stem cell transplantation or CAR-T cell
-#: therapy"); at most two words ("therapy", "cell transplantation") may end the first
+#: therapy"); at most two words ("therapy", "cell transplantation") and an abbreviation
+#: in parentheses ("Bone Marrow Transplant (BMT) or CAR-T") may end the first
 _JOINED_TO_PREVIOUS = re.compile(
-    r"[\s-]*(?:[\w-]+[\s-]+){0,2}?(?:\(|(?:and|or|and/or|/)(?!\w))\s*$", re.I
+    r"[\s)-]*(?:[\w-]+[\s)-]+){0,2}?(?:\([\w -]{1,20}\)[\s-]*)?(?:\(|(?:and|or|and/or|/)(?!\w))\s*$",
+    re.I,
 )
 _ADJOINS = re.compile(r"[\s-]*")  # (a word that continues the mention before it)
 _CODE_NAME = re.compile(r"(?<![\w-])[A-Za-z]{1,12}[- ]?\d{2,}[\w-]*")
