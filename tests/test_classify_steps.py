@@ -301,6 +301,19 @@ CANNABIS_WITHDRAWAL_AROUND_BMT_OR_CAR_T = trial(
     ),
     ("interventions[0].name", INTERVENTION, "Non-Interventional Study"),
 )
+ENDOTHELIAL_DYSFUNCTION_PROJECT = trial(
+    "NCT05502887",
+    (
+        "title",
+        TITLE,
+        "The Endothelial Cell Dysfunction and Outcome Project for Hematological Neoplasms",
+    ),
+    (
+        "interventions[0].name",
+        INTERVENTION,
+        "Sublingual in vivo microscopy with the Glycocheck microscope",
+    ),
+)
 BOOST_CELLS = trial(
     "NCT04623606",
     (
@@ -584,6 +597,7 @@ def test_study_subject_gate_stays_open_when_an_intervention_gives_cells() -> Non
         ),
         (MSC_COUNTS_IN_MARROW_ASPIRATES, "a cell count is a laboratory measure of an aspirate"),
         (CELLS_FOR_XENOGRAFT_STUDIES, "cells collected for laboratory (xenograft) studies"),
+        (ENDOTHELIAL_DYSFUNCTION_PROJECT, "the patients' own cells' dysfunction, observed"),
     ],
     ids=lambda v: v.trial_id if isinstance(v, TrialText) else "",
 )
