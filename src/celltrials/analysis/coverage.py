@@ -210,9 +210,11 @@ def describe(marks: pd.DataFrame, sources: pd.DataFrame, label: Any = str) -> li
             )
         )
         if len(small):
+            one = len(small) == 1
             why += (
-                f"; {len(small)} smaller source{'s' if len(small) > 1 else ''} "
-                f"({100 * small['share'].sum():.0f} % together) also end by then"
+                f"; {len(small)} smaller source{'' if one else 's'} "
+                f"({100 * small['share'].sum():.0f} % {'of the trials' if one else 'together'}) "
+                f"also end{'s' if one else ''} by then"
             )
         out.append(f"{label(series)}: {', '.join(parts)} — {why}")
     return out
