@@ -342,6 +342,10 @@ def _is_background(tax: Taxonomy, text: str, start: int) -> bool:
     return tax.background_cue.search(window) is not None
 
 
+def _mention_start(m: _Mention) -> int:
+    return m.hit.start
+
+
 def _hit_start(h: Hit) -> int:
     return h.start
 
@@ -610,17 +614,17 @@ class Classifier:
         receptor T-cell therapy (CAR-T)" names one background product twice)."""
         seg = seg_found[0].seg
         ends = sorted(m.hit.end for m in background if m.seg is seg)
-        keep: list[_Mention] = []
-        for m in sorted(seg_found, key=lambda m: m.hit.start):
+        moved: set[int] = set()
+        for m in sorted(seg_found, key=_mention_start):
             j = bisect_right(ends, m.hit.start) - 1
             if j >= 0:
                 gap = text[ends[j] : m.hit.start]
                 if len(gap) <= 40 and _JOINED_TO_PREVIOUS.fullmatch(gap):
                     background.append(m)
                     insort(ends, m.hit.end)
-                    continue
-            keep.append(m)
-        return keep
+                    moved.add(id(m))
+        # (the others keep their order: it is the order of their evidence)
+        return [m for m in seg_found if id(m) not in moved] if moved else seg_found
 
     def _place_receptors(
         self,
