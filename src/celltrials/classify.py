@@ -25,7 +25,7 @@ import hashlib
 import re
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, NamedTuple
 
@@ -116,12 +116,18 @@ class Segment:
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class TrialText:
     """The texts of one trial the classifier reads (one or several merged records)."""
 
     trial_id: str
-    segments: list[Segment] = field(default_factory=list)
+    segments: list[Segment]
+
+    # (written out: a dataclass's generated __init__ is Python code even when mypyc
+    # compiles this module, see Segment; one per trial)
+    def __init__(self, trial_id: str, segments: list[Segment] | None = None) -> None:
+        self.trial_id = trial_id
+        self.segments = [] if segments is None else segments
 
     @classmethod
     def from_record(cls, rec: ParsedRecord, trial_id: str | None = None) -> TrialText:
@@ -254,7 +260,7 @@ def new_evidence(
     return tuple.__new__(Evidence, (field, value, source_field, text, start, end))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class TrialLabels:
     trial_id: str
     is_cell_therapy: bool
@@ -264,14 +270,52 @@ class TrialLabels:
     product_form: list[str]
     indication_group: str
     therapeutic_area: list[str]
-    targets: list[str] = field(default_factory=list)
-    dose: list[str] = field(default_factory=list)
-    route: list[str] = field(default_factory=list)
-    combinations: list[str] = field(default_factory=list)
-    manufacturing: list[str] = field(default_factory=list)
-    evidence: list[Evidence] = field(default_factory=list)
-    taxonomy_version: str = ""
-    input_hash: str = ""
+    targets: list[str]
+    dose: list[str]
+    route: list[str]
+    combinations: list[str]
+    manufacturing: list[str]
+    evidence: list[Evidence]
+    taxonomy_version: str
+    input_hash: str
+
+    # (written out: a dataclass's generated __init__ is Python code even when mypyc
+    # compiles this module, see Segment; one per trial)
+    def __init__(
+        self,
+        trial_id: str,
+        is_cell_therapy: bool,
+        cell_type: list[str],
+        msc_source: list[str],
+        origin: str,
+        product_form: list[str],
+        indication_group: str,
+        therapeutic_area: list[str],
+        targets: list[str] | None = None,
+        dose: list[str] | None = None,
+        route: list[str] | None = None,
+        combinations: list[str] | None = None,
+        manufacturing: list[str] | None = None,
+        evidence: list[Evidence] | None = None,
+        taxonomy_version: str = "",
+        input_hash: str = "",
+    ) -> None:
+        self.trial_id = trial_id
+        self.is_cell_therapy = is_cell_therapy
+        self.cell_type = cell_type
+        self.msc_source = msc_source
+        self.origin = origin
+        self.product_form = product_form
+        self.indication_group = indication_group
+        self.therapeutic_area = therapeutic_area
+        self.targets = [] if targets is None else targets
+        self.dose = [] if dose is None else dose
+        self.route = [] if route is None else route
+        self.combinations = [] if combinations is None else combinations
+        self.manufacturing = [] if manufacturing is None else manufacturing
+        self.evidence = [] if evidence is None else evidence
+        self.taxonomy_version = taxonomy_version
+        self.input_hash = input_hash
 
     def to_row(self, registry_id: str | None = None) -> dict[str, str]:
         """One row of the labels file (multi-values ``;``-joined, sorted)."""
@@ -309,11 +353,18 @@ class TrialLabels:
 # internals
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Mention:
     seg: Segment
     hit: Hit
     values: dict[str, tuple[str, ...]]
+
+    # (written out: a dataclass's generated __init__ is Python code even when mypyc
+    # compiles this module, see Segment; a cell-therapy trial makes several)
+    def __init__(self, seg: Segment, hit: Hit, values: dict[str, tuple[str, ...]]) -> None:
+        self.seg = seg
+        self.hit = hit
+        self.values = values
 
 
 def _mask(text: str, fld: CompiledField, alone: bool = False) -> str:
@@ -498,7 +549,7 @@ def _without_type(found: list[_Mention], value: str) -> list[_Mention]:
     ]
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class TrialContext:
     """What the labelling steps of :meth:`Classifier.classify` know about one trial.
 
@@ -512,32 +563,61 @@ class TrialContext:
     #: summaries and keywords (keywords describe the setting as often as the product)
     summaries: list[Segment]
     masked: _Masks
-    evidence: list[Evidence] = field(default_factory=list)
+    evidence: list[Evidence]
     #: mentions of the investigational product (find_mentions … drop_catch_all_types)
-    found: list[_Mention] = field(default_factory=list)
+    found: list[_Mention]
     #: cell mentions that are not the product (background cues, study subjects, …)
-    background: list[_Mention] = field(default_factory=list)
-    subject_study: bool = False  # study_subject_gate
+    background: list[_Mention]
+    subject_study: bool  # study_subject_gate
     #: the generic-cell scan of the product texts, when summary_mentions ran it
-    generic_hits: list[tuple[Segment, Hit]] | None = None
-    cell_types: set[str] = field(default_factory=set)  # collect_cell_types … drop_catch_all_types
-    group: str = ""  # label_indication
-    areas: list[str] = field(default_factory=list)  # label_indication
+    generic_hits: list[tuple[Segment, Hit]] | None
+    cell_types: set[str]  # collect_cell_types … drop_catch_all_types
+    group: str  # label_indication
+    areas: list[str]  # label_indication
     #: segments of a catch-all name dropped for a specific product (drop_catch_all_types)
-    catchall: list[Segment] = field(default_factory=list)
+    catchall: list[Segment]
     #: segments naming the product, in order (cell_type_evidence)
-    product_segs: list[Segment] = field(default_factory=list)
+    product_segs: list[Segment]
     #: their ids (segments are distinct objects: identity is cheaper than the
     #: dataclass's field-by-field ``==`` that ``seg in product_segs`` would call)
-    product_ids: set[int] = field(default_factory=set)
-    msc_source: list[str] = field(default_factory=list)  # label_msc_source
-    origin: str = ""  # label_origin
-    forms: set[str] = field(default_factory=set)  # label_product_form
-    targets: list[str] = field(default_factory=list)  # label_descriptors
-    doses: list[str] = field(default_factory=list)
-    route: list[str] = field(default_factory=list)
-    combinations: list[str] = field(default_factory=list)
-    manufacturing: list[str] = field(default_factory=list)
+    product_ids: set[int]
+    msc_source: list[str]  # label_msc_source
+    origin: str  # label_origin
+    forms: set[str]  # label_product_form
+    targets: list[str]  # label_descriptors
+    doses: list[str]
+    route: list[str]
+    combinations: list[str]
+    manufacturing: list[str]
+
+    # (written out: a dataclass's generated __init__ is Python code even when mypyc
+    # compiles this module, see Segment)
+    def __init__(
+        self, trial: TrialText, primary: list[Segment], summaries: list[Segment], masked: _Masks
+    ) -> None:
+        self.trial = trial
+        self.primary = primary
+        self.summaries = summaries
+        self.masked = masked
+        self.evidence = []
+        self.found = []
+        self.background = []
+        self.subject_study = False
+        self.generic_hits = None
+        self.cell_types = set()
+        self.group = ""
+        self.areas = []
+        self.catchall = []
+        self.product_segs = []
+        self.product_ids = set()
+        self.msc_source = []
+        self.origin = ""
+        self.forms = set()
+        self.targets = []
+        self.doses = []
+        self.route = []
+        self.combinations = []
+        self.manufacturing = []
 
 
 class Classifier:
