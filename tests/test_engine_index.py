@@ -304,3 +304,51 @@ def test_may_hit_is_false_only_for_sentences_without_a_hit() -> None:
                     skipped += 1
                     assert fld.hits(sm.group()) == [], (fld.entries[0].name, sm.group())
     assert skipped > 10_000
+
+
+def _g_by_definition(text: str) -> str:
+    """What :func:`engine._g` is, read off its docstring with ``re`` alone: each
+    character's ASCII look-alike letter if it has one, the separator for a
+    non-word character, else its lower case when that is one character."""
+    out = []
+    for c in text.translate(engine._fold_ascii()):
+        low = c.lower()
+        if re.fullmatch(r"\w", c) is None:
+            out.append(engine._SEP)
+        else:
+            out.append(low if len(low) == 1 else c)
+    return "".join(out)
+
+
+@pytest.mark.unit
+def test_the_index_reads_every_character_as_its_definition_says() -> None:
+    # every code point, in runs of 500, alone and between ASCII words, '?' (what
+    # a non-ASCII character becomes in the quick reading of a text that is not
+    # ASCII) and capital sigmas (a whole string's lower() makes one at a word's
+    # end a final sigma; the index reads each character alone)
+    chars = [chr(c) for c in range(0x110000)]
+    for i in range(0, len(chars), 500):
+        run = "".join(chars[i : i + 500])
+        text = f"Ab? {run} ?x9 ΣΟΦΙΑΣ"
+        assert engine._g(text) == _g_by_definition(text), i
+
+
+@pytest.mark.unit
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(
+        alphabet=st.sampled_from(list("aZ9_ -?.,\n") + list("éÉſKİıΣσςγδ×±，ßﬁ½²٣Ⅰǅ\u212a\u00a0"))
+        | st.characters(),
+        max_size=40,
+    )
+)
+def test_the_index_reads_generated_texts_as_its_definition_says(text: str) -> None:
+    assert engine._g(text) == _g_by_definition(text)
+    assert engine._has_digit(text) == (re.search(r"\d", text) is not None)
+
+
+@pytest.mark.unit
+def test_a_digit_is_found_as_the_regex_engine_finds_one() -> None:
+    for c in map(chr, range(0x110000)):
+        text = f"ab {c}"
+        assert engine._has_digit(text) == (re.search(r"\d", text) is not None), hex(ord(c))

@@ -1118,7 +1118,6 @@ _REGEX = -1  # a variant's length when the regex decides (a triggered alternativ
 _G_ASCII = bytes(
     ord(_SEP if not _is_word(chr(o)) else chr(o).lower()) if o < 128 else o for o in range(256)
 )
-_NON_WORD = re.compile(r"\W")
 
 
 @lru_cache(maxsize=1)
@@ -1130,28 +1129,55 @@ def _fold_ascii() -> dict[int, str]:
     return table
 
 
-@lru_cache(maxsize=1)
-def _lookalikes() -> re.Pattern[str]:
-    """The non-ASCII characters of :func:`_fold_table` (one character class)."""
-    return re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_fold_table())) + "]")
-
-
 def _g(text: str) -> str:
     """``text`` as the index reads it (same length): lower case, the look-alikes of
-    ASCII letters as those letters, every non-word character ``_SEP``. A string
-    that a pattern matches case-insensitively, ``g`` of it occurs in ``g(text)``."""
+    ASCII letters as those letters, every non-word character ``_SEP``, character
+    by character (:func:`_g_char`). A string that a pattern matches
+    case-insensitively, ``g`` of it occurs in ``g(text)``."""
     if text.isascii():
         return text.encode("ascii").translate(_G_ASCII).decode("ascii")
-    if _lookalikes().search(text):
-        folded = _NON_WORD.sub(_SEP, text.translate(_fold_ascii()))
-    else:
-        # without look-alikes the table only lowers A-Z, which lower() below does
-        # too: translating a long non-ASCII text cost ~0.5 ms per 10,000 characters
-        folded = _NON_WORD.sub(_SEP, text)
-    low = folded.lower()  # for non-ASCII anchors (γδ)
-    if len(low) != len(folded):  # pragma: no cover - no such character after the fold table
-        low = "".join(c.lower() if len(c.lower()) == 1 else c for c in folded)
-    return low
+    # each non-ASCII character encodes as one "?" (a separator after the table);
+    # only the word characters among them are put back: a text is rarely more
+    # than a few percent non-ASCII, and rewriting every non-word character of it
+    # with a regex, as before, cost several times this
+    raw = text.encode("ascii", "replace")
+    out = raw.translate(_G_ASCII).decode("ascii")
+    pieces: list[str] = []
+    last = 0
+    p = raw.find(b"?")
+    while p >= 0:
+        ch = text[p]
+        if ch != "?":
+            gc = _G_CHAR.get(ch)
+            if gc is None:
+                gc = _G_CHAR[ch] = _g_char(ch)
+            if gc != _SEP:
+                pieces.append(out[last:p])
+                pieces.append(gc)
+                last = p + 1
+        p = raw.find(b"?", p + 1)
+    if not pieces:
+        return out
+    pieces.append(out[last:])
+    return "".join(pieces)
+
+
+#: :func:`_g_char` of the non-ASCII characters seen (a few hundred in practice)
+_G_CHAR: dict[str, str] = {}
+
+
+def _g_char(ch: str) -> str:
+    """One character as the index reads it: its ASCII look-alike letter if it has
+    one (:func:`_fold_table`), ``_SEP`` if that is no word character, else its
+    lower case when that is one character. (Character by character: a whole
+    string's ``lower()`` would make a capital sigma at a word's end a final sigma
+    in pure Python but not in the mypyc-compiled module, whose ``str.lower`` does
+    not apply that rule.)"""
+    t = ch.translate(_fold_ascii())
+    if not _is_word(t):
+        return _SEP
+    low = t.lower()
+    return low if len(low) == 1 else t
 
 
 # a variant of a key for one field: (rank, length, lower, exact, pairs, run min,
@@ -1185,6 +1211,14 @@ def _fold_slice(text: str, start: int, n: int) -> str:
     return s.lower() if s.isascii() else s.translate(_fold_ascii())
 
 
+def _has_digit(text: str) -> bool:
+    """Whether ``\\d`` matches in ``text`` (an ASCII text by ten substring searches,
+    which are several times quicker than the regex's scan)."""
+    if text.isascii():
+        return any(d in text for d in "0123456789")
+    return _HAS_DIGIT.search(text) is not None
+
+
 class _Scan:
     """One text's pass over the index: the candidates of every field, as one sorted
     list of ints (field << _FIELD_SHIFT | start << _KEY_BITS | key id), preceded by
@@ -1210,7 +1244,7 @@ class _Scan:
                 if c >= 0:
                     break
                 p |= 1 << ((c - _ANCHOR_BASE) & _KEY_MASK)
-            if _INDEX.digit_bit and _HAS_DIGIT.search(self.text):
+            if _INDEX.digit_bit and _has_digit(self.text):
                 p |= _INDEX.digit_bit
             if not self.text.isascii():
                 p |= _INDEX.non_ascii_bits
