@@ -1,5 +1,5 @@
 """The taxonomy's pattern engine: every field's synonyms matched with the public
-``re`` API, an Aho–Corasick literal prefilter (``pyahocorasick``) and bounded
+``re`` API, an Aho–Corasick literal prefilter (``ahocorasick_rs``) and bounded
 repeats, so that a text costs time linear in its length.
 
 **Matching rule** (what :meth:`CompiledField.hits` returns). A field is an
@@ -24,7 +24,7 @@ one of three paths:
   strings (``urinary tract infections?``, ``CHM[- _]?2101``, ``(?-i:AML)``),
   optionally followed by a word run (``lymphom\\w*``). Their strings, in the order
   the regex engine prefers them, are keys of one Aho–Corasick automaton shared
-  by all fields (``pyahocorasick``), run once per text over a copy of it in which
+  by all fields (``ahocorasick_rs``, a DFA), run once per text over a copy of it in which
   every non-word character is one separator; a key starts and (unless a word
   run follows) ends with that separator, so only matches at a word start that
   end at a word end are reported. Strings that share a key (``chm-2101``,
@@ -86,7 +86,7 @@ from functools import cached_property, lru_cache
 from itertools import chain
 from typing import Any, NamedTuple
 
-import ahocorasick
+import ahocorasick_rs
 
 #: Upper bound that replaces the open end of ``*``, ``+`` and ``{m,}``.
 MAX_REPEAT = 1000
@@ -1069,7 +1069,7 @@ class LiteralGate:
 
     def __init__(self, patterns: Sequence[str], word_start: bool = False) -> None:
         self.keys: tuple[str, ...] | None = None
-        self._auto: Any = None
+        self._auto: _Automaton | None = None
         keys: set[str] = set()
         if not patterns:
             return  # (an empty alternation matches everywhere)
@@ -1082,11 +1082,8 @@ class LiteralGate:
                 keys.add((_SEP if at_start else "") + _g(lit))
         # a key holding another is redundant
         self.keys = tuple(sorted(k for k in keys if not any(o != k and o in k for o in keys)))
-        self._auto = ahocorasick.Automaton()
-        for k in self.keys:
-            self._auto.add_word(k, k)
         if self.keys:
-            self._auto.make_automaton()
+            self._auto = _Automaton(list(self.keys), [()] * len(self.keys))
 
     def may_match(self, text: str) -> bool:
         """False when no alternative can match in ``text``."""
@@ -1094,9 +1091,8 @@ class LiteralGate:
             return True
         if not self.keys:
             return False
-        for _ in self._auto.iter(_g(" " + text)):
-            return True
-        return False
+        assert self._auto is not None
+        return self._auto.occurs(_g(" " + text))
 
 
 def fold(text: str) -> str:
@@ -1260,6 +1256,38 @@ class _Scan:
         return p
 
 
+class _Automaton:
+    """Aho–Corasick over ``words`` (``ahocorasick_rs``, its DFA: a few instructions
+    per character; the index's keys are a few thousand), each word with its
+    ``values``: the candidate codes a match of it adds, less its end."""
+
+    __slots__ = ("_ac", "_values")
+
+    def __init__(self, words: list[str], values: list[tuple[int, ...]]) -> None:
+        self._ac = ahocorasick_rs.AhoCorasick(
+            words,
+            matchkind=ahocorasick_rs.MatchKind.Standard,
+            implementation=ahocorasick_rs.Implementation.DFA,
+        )
+        self._values = values
+
+    def codes(self, g: str) -> list[int]:
+        """Every occurrence's values plus its last character's offset in ``g``
+        (<< _KEY_BITS), sorted."""
+        values = self._values
+        out = [
+            c + ((end - 1) << _KEY_BITS)
+            for k, _start, end in self._ac.find_matches_as_indexes(g, overlapping=True)
+            for c in values[k]
+        ]
+        out.sort()
+        return out
+
+    def occurs(self, g: str) -> bool:
+        """Whether a word occurs in ``g``."""
+        return bool(self._ac.find_matches_as_indexes(g))
+
+
 class _Index:
     """One Aho–Corasick automaton over the keys of every field:
 
@@ -1387,7 +1415,8 @@ class _Index:
         for by_field in self.variants:
             for f, vs in by_field.items():
                 by_field[f] = sorted(set(vs))  # rank order, each once
-        auto = ahocorasick.Automaton()
+        words: list[str] = []
+        values: list[tuple[int, ...]] = []
         private = self.private
         for key, kid in self.keys.items():
             # a key ending at g[end] has its leading SEP at g[end - back], the offset in
@@ -1400,9 +1429,9 @@ class _Index:
             if self.anchor_of[kid] >= 0:
                 value = (_ANCHOR_BASE + self.anchor_of[kid], *value)
             if value:
-                auto.add_word(key, value)
-        auto.make_automaton()
-        self.automaton = auto
+                words.append(key)
+                values.append(value)
+        auto = self.automaton = _Automaton(words, values)
         return auto
 
     def _build_own(self, fid: int, anchor_mask: int) -> Any:
@@ -1412,8 +1441,9 @@ class _Index:
         for aid, key in enumerate(self.anchor_key):
             if key is not None and anchor_mask >> aid & 1:
                 kids.add(self.keys[key])
-        auto = ahocorasick.Automaton()
-        for kid in kids:
+        words: list[str] = []
+        values: list[tuple[int, ...]] = []
+        for kid in sorted(kids):
             back = (self.key_len[kid] - 1) << _KEY_BITS
             value: tuple[int, ...] = (
                 ((fid << _FIELD_SHIFT | kid) - back,) if fid in self.variants[kid] else ()
@@ -1422,12 +1452,12 @@ class _Index:
             if aid >= 0 and anchor_mask >> aid & 1:
                 value = (_ANCHOR_BASE + aid, *value)
             if value:
-                auto.add_word(self.key_str[kid], value)
-        if not len(auto):
+                words.append(self.key_str[kid])
+                values.append(value)
+        if not words:
             self.own[fid] = None  # (a field without keys: every pass is empty)
             return None
-        auto.make_automaton()
-        self.own[fid] = auto
+        auto = self.own[fid] = _Automaton(words, values)
         return auto
 
     def scan(self, text: str) -> _Scan:
@@ -1452,9 +1482,7 @@ class _Index:
             if not self.keys:
                 return _Scan(text, g, [])
             auto = self._build()
-        codes = [c + (end << _KEY_BITS) for end, value in auto.iter(g) for c in value]
-        codes.sort()
-        return _Scan(text, g, codes)
+        return _Scan(text, g, auto.codes(g))
 
     def own_scan(self, fid: int, anchor_mask: int, text: str) -> _Scan:
         """The pass over ``text`` for field ``fid`` alone: the shared pass when it is
@@ -1484,9 +1512,7 @@ class _Index:
         if auto is None:
             got = _Scan(text, g, [])
         else:
-            codes = [c + (end << _KEY_BITS) for end, value in auto.iter(g) for c in value]
-            codes.sort()
-            got = _Scan(text, g, codes)
+            got = _Scan(text, g, auto.codes(g))
         if len(kept) >= SCAN_CACHE:
             kept.clear()
         kept[text] = got
