@@ -6,7 +6,10 @@ no hardware counters here, so a classifier change worth a few percent cannot be
 timed. Instruction counts barely move between runs: this script counts them with
 valgrind's callgrind, collecting only inside ``Classifier.classify`` (the
 mypyc-compiled function ``CPyDef_classify___Classifier___classify``; so the
-classifier must be compiled, see README "Compiled classifier").
+classifier must be compiled, see README "Compiled classifier") and, in a
+column of its own, inside ``TrialText.from_records`` (the trial's records
+merged into the classifier's segments, which a worker does before each
+classification).
 
 It takes the first ``--n`` trials (by trial id) of each ``--store``, and runs
 two processes under valgrind side by side: one classifies the trials once, the
@@ -38,6 +41,7 @@ from pathlib import Path
 from scale import ROOT, machine, write_section
 
 FUNCTION = "CPyDef_classify___Classifier___classify"
+SEGMENTS = "CPyDef_classify___TrialText___from_records"
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
@@ -52,12 +56,11 @@ def _child(sample: str, passes: int) -> None:
         raise SystemExit("the classifier is not compiled here (pip install -e . with a C compiler)")
     with open(sample, "rb") as fh:
         recs = pickle.load(fh)
-    texts = [TrialText.from_records(rs, tid) for tid, rs in recs.items()]
     clf = Classifier()
     gc.disable()  # as in a worker (see celltrials.runtime.gc_paused)
     for _ in range(passes):
-        for t in texts:
-            clf.classify(t)
+        for tid, rs in recs.items():
+            clf.classify(TrialText.from_records(rs, tid))
 
 
 def _sample(store: Path, n: int, out: Path) -> int:
@@ -73,15 +76,30 @@ def _sample(store: Path, n: int, out: Path) -> int:
     return len(recs)
 
 
-def _count(sample: Path, passes: int) -> int:
-    """Instructions executed inside Classifier.classify in a child classifying
-    ``sample`` ``passes`` times."""
+def _inclusive(out: Path, function: str) -> int:
+    """The instructions executed inside ``function`` (and what it calls), from a
+    callgrind output file."""
+    text = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = re.search(rf"^\s*([\d,]+) .*:{function} \[", text, re.M)
+    return int(m.group(1).replace(",", "")) if m else 0
+
+
+def _count(sample: Path, passes: int) -> tuple[int, int]:
+    """Instructions executed inside Classifier.classify and inside
+    TrialText.from_records in a child merging and classifying ``sample``
+    ``passes`` times."""
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
             [
                 "valgrind",
                 "--tool=callgrind",
                 f"--toggle-collect={FUNCTION}",
+                f"--toggle-collect={SEGMENTS}",
                 f"--callgrind-out-file={tmp}/callgrind.out",
                 sys.executable,
                 __file__,
@@ -94,14 +112,18 @@ def _count(sample: Path, passes: int) -> int:
             # (a fixed hash seed: the same set and dict orders in every run)
             env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONHASHSEED": "0"},
         )
-    if proc.returncode:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"the valgrind run failed (exit {proc.returncode})")
-    m = _COLLECTED.search(proc.stderr)
-    if m is None:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit("valgrind printed no instruction count")
-    return int(m.group(1))
+        if proc.returncode:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            raise SystemExit(f"the valgrind run failed (exit {proc.returncode})")
+        m = _COLLECTED.search(proc.stderr)
+        if m is None:
+            sys.stderr.write(proc.stderr)
+            raise SystemExit("valgrind printed no instruction count")
+        out = Path(tmp) / "callgrind.out"
+        classify, segments = _inclusive(out, FUNCTION), _inclusive(out, SEGMENTS)
+    if classify + segments != int(m.group(1)):  # (the two are disjoint)
+        raise SystemExit(f"the functions' counts do not add up to {m.group(1)}")
+    return classify, segments
 
 
 def main() -> None:
@@ -131,18 +153,23 @@ def main() -> None:
         head,
         cmd,
         f"code: {rev}{' with uncommitted changes in src/' if dirty else ''}; "
-        "instructions inside Classifier.classify (valgrind callgrind)",
+        "instructions inside Classifier.classify and (segments) TrialText.from_records"
+        " (valgrind callgrind)",
         "",
-        f"{'store':<28} {'trials':>7} {'first pass /trial':>18} {'steady pass /trial':>19}",
+        f"{'store':<28} {'trials':>7} {'first pass /trial':>18} {'steady pass /trial':>19}"
+        f" {'segments /trial':>16}",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for i, store in enumerate(args.store):
             sample = Path(tmp) / f"{i}-{store.stem}.pickle"  # (stores are often all big.duckdb)
             n = _sample(store, args.n, sample)
             with ThreadPoolExecutor(2) as pool:  # two valgrind processes, one per core
-                one, two = pool.map(_count, (sample, sample), (1, 2))
+                (one, seg_one), (two, seg_two) = pool.map(_count, (sample, sample), (1, 2))
             label = f"{store.parent.name}/{store.name}"
-            lines.append(f"{label:<28} {n:>7,} {one / n:>18,.0f} {(two - one) / n:>19,.0f}")
+            lines.append(
+                f"{label:<28} {n:>7,} {one / n:>18,.0f} {(two - one) / n:>19,.0f}"
+                f" {(seg_two - seg_one) / n:>16,.0f}"
+            )
     text = "\n".join(lines)
     print(text)
     if args.write:

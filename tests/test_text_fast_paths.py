@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from celltrials import normalize, registry_ids
-from celltrials.classify import TrialText
+from celltrials.classify import TrialText, same_text_key
 from celltrials.models import ParsedRecord, PartialDate, Place, RegistryId
 from celltrials.normalize import (
     clean_text,
@@ -421,3 +421,32 @@ def test_merged_titles_count_once_up_to_case_and_white_space(a: list[str], b: li
     if key[0] and key[0] == key[1]:
         expected = [ta]
     assert titles == expected
+
+
+# -- same_text_key: the key that makes two texts one, without splitting ASCII text
+
+
+def _key_rule(text: str) -> str:
+    """The rule written with ``re`` alone: case and runs of white space do not count."""
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+_ASCII_TEXT = st.text(st.characters(max_codepoint=0x7F), max_size=60)
+
+
+def test_same_text_key_on_every_real_value() -> None:
+    for text in REAL:
+        assert same_text_key(text) == _key_rule(text), repr(text)
+
+
+@PROPS
+@given(st.one_of(_ASCII_TEXT, hostile_text, st.lists(st.sampled_from(FRAGMENTS)).map("".join)))
+def test_same_text_key_agrees_with_the_rule(text: str) -> None:
+    assert same_text_key(text) == _key_rule(text)
+
+
+def test_same_text_key_on_every_ascii_character() -> None:
+    for o in range(128):
+        c = chr(o)
+        for text in (c, f"a{c}b", f"{c}{c}x  {c}", f"Ab{c}{c}{c}\t\n{c}C"):
+            assert same_text_key(text) == _key_rule(text), repr(text)

@@ -55,6 +55,9 @@ _CONJUNCTION = re.compile(
     re.I,
 )
 _WS = re.compile(r"\s+")
+#: the ASCII white space of ``str.split()`` (``str.isspace()``: \t \n \v \f \r,
+#: the separators \x1c-\x1f and the space) as spaces, for :func:`same_text_key`
+_ASCII_WS_TO_SPACE = bytes(32 if o < 128 and chr(o).isspace() else o for o in range(256))
 _SENTENCE_BREAK = re.compile(r"[;|\n]|[.:](?:\s|$)")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|(?=\n)|$)")
 #: what joins a mention to the one before it so that it shares that one's role: an
@@ -116,6 +119,23 @@ class Segment:
         )
 
 
+def same_text_key(text: str) -> str:
+    """``" ".join(text.lower().split())``: the text lower-cased with its white space
+    runs as single spaces and none at either end (two texts of a trial that give
+    the same key are one text, see :meth:`TrialText.from_records`).
+
+    ASCII text (nearly all) takes a path that makes no word objects: its white
+    space becomes spaces by a byte table and runs of spaces are halved until none
+    is left; only a text with other characters is split into words."""
+    low = text.lower()
+    if not low.isascii():
+        return " ".join(low.split())
+    b = low.encode("ascii").translate(_ASCII_WS_TO_SPACE)
+    while b"  " in b:
+        b = b.replace(b"  ", b" ")
+    return b.strip(b" ").decode("ascii")
+
+
 @dataclass(slots=True, init=False)
 class TrialText:
     """The texts of one trial the classifier reads (one or several merged records)."""
@@ -156,7 +176,7 @@ class TrialText:
             text = str(text)
             # ≡ _WS.sub(" ", text.strip().lower()): str.split and \s both split at
             # str.isspace() characters, and lower-casing makes no white space
-            key = (role, " ".join(text.lower().split()))
+            key = (role, same_text_key(text))
             if not key[1] or key in seen:
                 return
             seen.add(key)
