@@ -12,10 +12,11 @@ merged into the classifier's segments, which a worker does before each
 classification).
 
 It takes the first ``--n`` trials (by trial id) of each ``--store``, and runs
-two processes under valgrind side by side: one classifies the trials once, the
-other twice. The first pass includes what the engine builds on first use (its
-per-field automata, compiled patterns); the difference of the two is the
-steady cost of a pass, as in a worker that has classified many trials::
+processes under valgrind two at a time: one merges and classifies the trials
+once, another twice (and two more count ``TrialText.from_records``). The
+first pass includes what the engine builds on first use (its per-field
+automata, compiled patterns); the difference of the two is the steady cost
+of a pass, as in a worker that has classified many trials::
 
     .venv/bin/python benchmarks/classify_instructions.py --store /tmp/s560/big.duckdb --store /tmp/reg/big.duckdb
 
@@ -76,30 +77,15 @@ def _sample(store: Path, n: int, out: Path) -> int:
     return len(recs)
 
 
-def _inclusive(out: Path, function: str) -> int:
-    """The instructions executed inside ``function`` (and what it calls), from a
-    callgrind output file."""
-    text = subprocess.run(
-        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    m = re.search(rf"^\s*([\d,]+) .*:{function} \[", text, re.M)
-    return int(m.group(1).replace(",", "")) if m else 0
-
-
-def _count(sample: Path, passes: int) -> tuple[int, int]:
-    """Instructions executed inside Classifier.classify and inside
-    TrialText.from_records in a child merging and classifying ``sample``
-    ``passes`` times."""
+def _count(sample: Path, passes: int, function: str = FUNCTION) -> int:
+    """Instructions executed inside ``function`` in a child merging and
+    classifying ``sample`` ``passes`` times."""
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
             [
                 "valgrind",
                 "--tool=callgrind",
-                f"--toggle-collect={FUNCTION}",
-                f"--toggle-collect={SEGMENTS}",
+                f"--toggle-collect={function}",
                 f"--callgrind-out-file={tmp}/callgrind.out",
                 sys.executable,
                 __file__,
@@ -112,18 +98,14 @@ def _count(sample: Path, passes: int) -> tuple[int, int]:
             # (a fixed hash seed: the same set and dict orders in every run)
             env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONHASHSEED": "0"},
         )
-        if proc.returncode:
-            sys.stderr.write(proc.stdout + proc.stderr)
-            raise SystemExit(f"the valgrind run failed (exit {proc.returncode})")
-        m = _COLLECTED.search(proc.stderr)
-        if m is None:
-            sys.stderr.write(proc.stderr)
-            raise SystemExit("valgrind printed no instruction count")
-        out = Path(tmp) / "callgrind.out"
-        classify, segments = _inclusive(out, FUNCTION), _inclusive(out, SEGMENTS)
-    if classify + segments != int(m.group(1)):  # (the two are disjoint)
-        raise SystemExit(f"the functions' counts do not add up to {m.group(1)}")
-    return classify, segments
+    if proc.returncode:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"the valgrind run failed (exit {proc.returncode})")
+    m = _COLLECTED.search(proc.stderr)
+    if m is None:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit("valgrind printed no instruction count")
+    return int(m.group(1))
 
 
 def main() -> None:
@@ -164,7 +146,9 @@ def main() -> None:
             sample = Path(tmp) / f"{i}-{store.stem}.pickle"  # (stores are often all big.duckdb)
             n = _sample(store, args.n, sample)
             with ThreadPoolExecutor(2) as pool:  # two valgrind processes, one per core
-                (one, seg_one), (two, seg_two) = pool.map(_count, (sample, sample), (1, 2))
+                one, two, seg_one, seg_two = pool.map(
+                    _count, [sample] * 4, (1, 2, 1, 2), (FUNCTION, FUNCTION, SEGMENTS, SEGMENTS)
+                )
             label = f"{store.parent.name}/{store.name}"
             lines.append(
                 f"{label:<28} {n:>7,} {one / n:>18,.0f} {(two - one) / n:>19,.0f}"
