@@ -77,7 +77,7 @@ def _sample(store: Path, n: int, out: Path) -> int:
     return len(recs)
 
 
-def _count(sample: Path, passes: int, function: str = FUNCTION) -> int:
+def _count(sample: Path, passes: int, function: str) -> int:
     """Instructions executed inside ``function`` in a child merging and
     classifying ``sample`` ``passes`` times."""
     with tempfile.TemporaryDirectory() as tmp:
