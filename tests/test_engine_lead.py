@@ -190,3 +190,127 @@ def test_an_anchor_on_a_key_already_in_the_automaton_is_found() -> None:
     text = "MSC/careful x.CAR x.CAR"
     assert reference(b, text) == [("b", 12, 17, "x.CAR"), ("b", 18, 23, "x.CAR")]
     assert _triples(b, text) == reference(b, text)
+
+
+# -- alternatives that begin with a digit (session 23) -------------------------
+# A searched alternative whose every match begins with a digit (``PatternInfo.
+# digit_led``: ``\d+(?:\.\d+)? ?x ?10\^\d+``, a dose) has no anchor the index can
+# place (``\d`` is the flag DIGIT), but its matches start at a word start that is
+# a decimal digit: its cluster is tried only there (``_Scan.digit_starts``).
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("pattern", "digit_led"),
+    [
+        ("\\d+", True),
+        ("\\d+ ?cells/kg", True),
+        ("(?:\\d+ ?(?:-|to) ?)?\\d+ ?million", True),  # an optional part that begins with one
+        ("[0-9]+(?:\\.[0-9]+)?", True),
+        ("(?=\\d)\\d{1,3}", True),  # a lookahead consumes nothing
+        ("\\b\\d", True),
+        ("(?-i:\\d)x", True),
+        ("\\d|\\d+a", True),
+        ("7 days", True),
+        ("a?\\d", False),  # may begin with "a"
+        ("\\d?", False),  # may be empty
+        ("(?:\\d+|)", False),
+        ("\\d*x", False),
+        ("(?:\\d|x)", False),
+        ("[0-9a]", False),
+        ("x5", False),
+        ("\\D\\d", False),
+        (".\\d", False),
+        ("(\\d)\\1", False),  # a backreference: not analysed
+    ],
+)
+def test_digit_led_constructs(pattern: str, digit_led: bool) -> None:
+    assert analyse(pattern).digit_led is digit_led
+
+
+@pytest.mark.unit
+def test_a_cluster_that_begins_with_a_digit_is_tried_at_digit_word_starts() -> None:
+    with _own_index():
+        fld = CompiledField(
+            [Entry("dose", {"x": ("1",)})],
+            [["\\d+(?:\\.\\d+)? ?[x×] ?10\\^?\\d+(?: ?cells)?(?:/| per )kg"]],
+        )
+        assert fld.modes == ["searched"]
+        assert fld._leads == [(0, 0, True)]
+        text = "Phase 1: 2.5 x 10^6 cells/kg (x10 arm_3 ١٠ ×10^8/kg) 3x10^5/kg"
+        scan = engine._INDEX.scan(text)
+        # the word starts that are digits: not the "10" of "x10", the "3" of "arm_3"
+        # or the decimal part of "2.5" (after "." it is one: the regex may try it)
+        want = [i for i, ch in enumerate(text) if ch.isdecimal()]
+        want = [i for i in want if i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")]
+        assert fld._starts(0, scan) == want
+        assert text.index("١٠") in want  # (\d matches any decimal digit)
+        assert _triples(fld, text) == reference(fld, text)
+        assert [h.text for h in fld.hits(text)] == [
+            "2.5 x 10^6 cells/kg",
+            "١٠ ×10^8/kg",
+            "3x10^5/kg",
+        ]
+
+
+_DIGIT_LED = [
+    "\\d+",
+    "\\d+(?:\\.\\d+)? ?x ?10\\^?\\d+",
+    "(?:\\d+ ?(?:-|to) ?)?\\d+ ?(?:mg|million)",
+    "[0-9]{1,3}(?:,[0-9]{3})*",
+    "\\d+(?:st|nd|rd|th)",
+    "(?-i:\\d+[A-Z])",
+]
+_NUMBER_WORDS = [
+    "1",
+    "25",
+    "2.5",
+    "1,000",
+    "10^6",
+    "x10",
+    "3x10^5",
+    "5mg",
+    "5 mg",
+    "1-2 million",
+    "١٠",  # (Arabic-Indic digits: \d matches them)
+    "２",  # (a fullwidth digit)
+    "arm_3",
+    "2nd",
+    "7B",
+    "7b",
+    "to",
+    "CAR",
+    "x",
+]
+
+
+@st.composite
+def _number_texts(draw: st.DrawFn) -> str:
+    parts = []
+    for _ in range(draw(st.integers(1, 8))):
+        parts.append(draw(st.sampled_from(_NUMBER_WORDS + _WORDS)))
+        parts.append(draw(st.sampled_from([" ", "-", "", ", ", "(", "/", ".", "\u00a0"])))
+    return "".join(parts)
+
+
+@pytest.mark.unit
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    patterns=st.tuples(
+        st.lists(st.sampled_from(_DIGIT_LED), min_size=1, max_size=3),
+        st.one_of(st.just([]), _patterns()),  # (with patterns that have a lead)
+    ).map(lambda two: two[0] + two[1]),
+    texts=st.lists(_number_texts(), min_size=1, max_size=4),
+)
+def test_generated_digit_led_patterns_match_the_plain_regex(
+    patterns: list[str], texts: list[str]
+) -> None:
+    entries = [Entry(f"e{i}", {"x": (str(i),)}) for i in range(len(patterns))]
+    with _own_index():
+        fld = CompiledField(entries, [[p] for p in patterns])
+        general = CompiledField(entries, [[p] for p in patterns])
+        general._leads = [None] * len(general._leads)  # every cluster searched
+        for text in texts:
+            got = [(h.entry.name, h.start, h.end, h.text) for h in fld.hits(text)]
+            assert got == reference(fld, text), (patterns, text)
+            assert got == [(h.entry.name, h.start, h.end, h.text) for h in general.hits(text)]
