@@ -27,53 +27,56 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from celltrials.models import ParsedRecord
 from celltrials.taxonomy.engine import new_hit
 from celltrials.taxonomy.loader import CompiledField, Entry, Hit, Taxonomy, default_taxonomy
 
-# segment roles
-TITLE = "title"
-INTERVENTION = "intervention"
-ARM = "arm"
-COMPARATOR = "comparator"
-KEYWORD = "keyword"
-SUMMARY = "summary"
-CONDITION = "condition"
-MESH = "mesh"
-MESH_ANCESTOR = "mesh_ancestor"
+# (module constants are Final: compiled, each use is the value, not a lookup in
+# the module's dict)
 
-_PRIMARY_ROLES = frozenset({TITLE, INTERVENTION, ARM})
-_COMPARATOR_ARM_TYPES = frozenset(
+# segment roles
+TITLE: Final = "title"
+INTERVENTION: Final = "intervention"
+ARM: Final = "arm"
+COMPARATOR: Final = "comparator"
+KEYWORD: Final = "keyword"
+SUMMARY: Final = "summary"
+CONDITION: Final = "condition"
+MESH: Final = "mesh"
+MESH_ANCESTOR: Final = "mesh_ancestor"
+
+_PRIMARY_ROLES: Final = frozenset({TITLE, INTERVENTION, ARM})
+_COMPARATOR_ARM_TYPES: Final = frozenset(
     {"ACTIVE_COMPARATOR", "PLACEBO_COMPARATOR", "SHAM_COMPARATOR", "NO_INTERVENTION"}
 )
-_IMMUNE_TARGETED = frozenset({"car_t", "car_nk", "tcr_t", "macrophage", "gamma_delta_t"})
-_CLAUSE_BREAK = re.compile(r"[.;:,\[\]\n|]")
-_CONJUNCTION = re.compile(
+_IMMUNE_TARGETED: Final = frozenset({"car_t", "car_nk", "tcr_t", "macrophage", "gamma_delta_t"})
+_CLAUSE_BREAK: Final = re.compile(r"[.;:,\[\]\n|]")
+_CONJUNCTION: Final = re.compile(
     r"(?<!\w)(?:and|or|plus|with|versus|vs\.?|combined|combination|together|followed|then|compared)(?!\w)|[,;+&/]",
     re.I,
 )
-_WS = re.compile(r"\s+")
+_WS: Final = re.compile(r"\s+")
 #: the ASCII white space of ``str.split()`` (``str.isspace()``: \t \n \v \f \r,
 #: the separators \x1c-\x1f and the space) as spaces, for :func:`same_text_key`
-_ASCII_WS_TO_SPACE = bytes(32 if o < 128 and chr(o).isspace() else o for o in range(256))
-_SENTENCE_BREAK = re.compile(r"[;|\n]|[.:](?:\s|$)")
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|(?=\n)|$)")
+_ASCII_WS_TO_SPACE: Final = bytes(32 if o < 128 and chr(o).isspace() else o for o in range(256))
+_SENTENCE_BREAK: Final = re.compile(r"[;|\n]|[.:](?:\s|$)")
+_SENTENCE: Final = re.compile(r"[^.!?\n]+(?:[.!?]+|(?=\n)|$)")
 #: what joins a mention to the one before it so that it shares that one's role: an
 #: abbreviation in parentheses or a coordination ("after chimeric antigen receptor
 #: T-cell therapy (CAR-T)", "undergoing stem cell transplantation or CAR-T cell
 #: therapy"); at most two words ("therapy", "cell transplantation") and an abbreviation
 #: in parentheses ("Bone Marrow Transplant (BMT) or CAR-T") may end the first
-_JOINED_TO_PREVIOUS = re.compile(
+_JOINED_TO_PREVIOUS: Final = re.compile(
     r"[\s)-]*(?:[\w-]+[\s)-]+){0,2}?(?:\([\w -]{1,20}\)[\s-]*)?(?:\(|(?:and|or|and/or|/)(?!\w))\s*$",
     re.I,
 )
-_ADJOINS = re.compile(r"[\s-]*")  # (a word that continues the mention before it)
-_CODE_NAME = re.compile(r"(?<![\w-])[A-Za-z]{1,12}[- ]?\d{2,}[\w-]*")
-_IND_TIER = {CONDITION: 0, MESH: 1, TITLE: 2, MESH_ANCESTOR: 3, KEYWORD: 3, SUMMARY: 4}
+_ADJOINS: Final = re.compile(r"[\s-]*")  # (a word that continues the mention before it)
+_CODE_NAME: Final = re.compile(r"(?<![\w-])[A-Za-z]{1,12}[- ]?\d{2,}[\w-]*")
+_IND_TIER: Final = {CONDITION: 0, MESH: 1, TITLE: 2, MESH_ANCESTOR: 3, KEYWORD: 3, SUMMARY: 4}
 
-LABEL_COLUMNS = [
+LABEL_COLUMNS: Final = [
     "registry_id",
     "is_cell_therapy",
     "cell_type",
@@ -397,7 +400,7 @@ def _mask(text: str, fld: CompiledField, alone: bool = False) -> str:
     return text if out is None else "".join(out)
 
 
-_UP_TO_LAST_BREAK = re.compile(r".*[.;:,\[\]\n|]", re.S)  # (as _CLAUSE_BREAK)
+_UP_TO_LAST_BREAK: Final = re.compile(r".*[.;:,\[\]\n|]", re.S)  # (as _CLAUSE_BREAK)
 
 
 def _is_background(tax: Taxonomy, text: str, start: int) -> bool:
@@ -444,7 +447,7 @@ def _derivative_attached(text: str, hit: Hit, derivs: list[Hit]) -> bool:
     return False
 
 
-_NOT_A_CODE = re.compile(
+_NOT_A_CODE: Final = re.compile(
     r"(?i)covid[- ]?19|sars[- ]cov[- ]?2|h1n1|h7n9|ncov[- ]?2019|2019[- ]ncov|phase[- ]?\d+|type[- ]?\d|day[- ]?\d+|week[- ]?\d+|cd\d+|il[- ]?\d+|[a-z]+[- ]?20\d\d"
 )
 
@@ -484,15 +487,15 @@ def _describes_other_cells(
     return best is not None and not best[1]
 
 
-_CAR_ON_OTHER_CELLS = frozenset({"car_nk", "macrophage", "dc"})
-_NAMES_T_CELLS = re.compile(
+_CAR_ON_OTHER_CELLS: Final = frozenset({"car_nk", "macrophage", "dc"})
+_NAMES_T_CELLS: Final = re.compile(
     r"(?i)(?<![a-z])T(?![a-z])|T[- ]?cells?|T[- ]?lymphocytes?|CAR-?T|CART|STAR|TRuC|CTL|γδ|gamma|NKT"
 )
-_VAGUE_CANCER = re.compile(
+_VAGUE_CANCER: Final = re.compile(
     r"(?i)neoplasms?|malignan\w*|tumou?rs?|metasta\w*|oncolog\w*|hematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)|haematologic(?:al)? (?:malignan\w*|cancers?|neoplasms?)"
 )
-_DERIVED = re.compile(r"\s*\)?\s*[-–]?\s*derived\b", re.I)
-_PLURIPOTENT = frozenset({"ipsc_derived", "esc_derived"})
+_DERIVED: Final = re.compile(r"\s*\)?\s*[-–]?\s*derived\b", re.I)
+_PLURIPOTENT: Final = frozenset({"ipsc_derived", "esc_derived"})
 
 
 def _drop_sources(found: list[_Mention]) -> list[_Mention]:

@@ -89,18 +89,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import ahocorasick_rs
 
-#: Upper bound that replaces the open end of ``*``, ``+`` and ``{m,}``.
-MAX_REPEAT = 1000
+# (module constants are Final: compiled, each use is the value, not a lookup in
+# the module's dict; _INDEX and UNION_AFTER are not, tests replace them)
 
-_MIN_ANCHOR = 2  # shortest literal worth prefiltering on
+#: Upper bound that replaces the open end of ``*``, ``+`` and ``{m,}``.
+MAX_REPEAT: Final = 1000
+
+_MIN_ANCHOR: Final = 2  # shortest literal worth prefiltering on
 
 # Literals so frequent in trial texts that they hardly prune: a pattern is
 # prefiltered on one of them only when it requires no other literal.
-_COMMON = frozenset(
+_COMMON: Final = frozenset(
     {
         "cell",
         "cells",
@@ -133,13 +136,13 @@ _COMMON = frozenset(
 
 #: the "literal" of a pattern that requires a decimal digit (``\\d``) and no
 #: better literal: present when the text has a digit (not an automaton key)
-DIGIT = "\x00\\d"
-_ASCII_DIGITS = tuple("0123456789")
-_MAX_CLASS = 10  # most members of a class that extends a literal
+DIGIT: Final = "\x00\\d"
+_ASCII_DIGITS: Final = tuple("0123456789")
+_MAX_CLASS: Final = 10  # most members of a class that extends a literal
 #: literals made of a literal run and an ASCII digit standing for ``\d``: a text
 #: that is not ASCII may hold another decimal digit there, so they count as present
-_DIGIT_EXTENDED: set[str] = set()
-_HAS_DIGIT = re.compile(r"\d")
+_DIGIT_EXTENDED: Final[set[str]] = set()
+_HAS_DIGIT: Final = re.compile(r"\d")
 
 
 def _score(literal: str) -> float:
@@ -216,22 +219,22 @@ class PatternInfo:
     digit_led: bool = False
 
 
-_ESCAPES = {"a": "\a", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-_FLAGS = frozenset("aiLmsux")
+_ESCAPES: Final = {"a": "\a", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_FLAGS: Final = frozenset("aiLmsux")
 
 # an atom: (kind, anchors of a group, reach); kinds: "lit" (one literal character,
 # given as the anchors slot's single member), "sub" (a group), "zero" (zero-width),
 # "other" (anything else that consumes)
 _Atom = tuple[str, Any, int | None]
 #: a lead without a bound of its own (see PatternInfo.lead)
-_NO_BOUND = 1 << 40
+_NO_BOUND: Final = 1 << 40
 # what a parsed piece tells about white space: (the lead of its anchors, see
 # PatternInfo.lead; whether no string it matches holds white space)
 _Lead = tuple[int | None, bool]
 # what it tells about its first character: (every non-empty match begins with an
 # ASCII digit; it may match the empty string)
 _First = tuple[bool, bool]
-_WS_FREE_ESCAPES = frozenset("wdS")  # never white space
+_WS_FREE_ESCAPES: Final = frozenset("wdS")  # never white space
 
 
 def _no_space_in(lo: int, hi: int) -> bool:
@@ -657,10 +660,10 @@ def analyse(pattern: str) -> PatternInfo:
 # strings its matches begin with
 
 #: most strings one alternative is expanded to (beyond that it stays a regex)
-MAX_STRINGS = 2048
+MAX_STRINGS: Final = 2048
 #: characters of a match's beginning used to trigger a regex alternative
-PREFIX_LEN = 6
-_MIN_PREFIX = 3  # a shorter open beginning triggers too often: search instead
+PREFIX_LEN: Final = 6
+_MIN_PREFIX: Final = 3  # a shorter open beginning triggers too often: search instead
 
 # one character of an expanded string: (character, matched case-sensitively)
 _Char = tuple[str, bool]
@@ -668,7 +671,7 @@ _Char = tuple[str, bool]
 # characters (``\w{m,n}``), that run's bounds; in prefix mode (0, -1) marks a
 # string whose continuation is unknown ("open")
 _Str = tuple[tuple[_Char, ...], tuple[int, int] | None]
-_OPEN = (0, -1)
+_OPEN: Final = (0, -1)
 # a parsed item: (node, min, max, lazy); nodes: ("chars", options), ("word",)
 # (\w), ("any",) (consumes what the expansion does not follow), ("look", word)
 # (zero-width; word: a negative lookahead of word characters only), ("group", branches)
@@ -1146,12 +1149,12 @@ def fold(text: str) -> str:
 # ---------------------------------------------------------------------------
 # the shared index: one Aho–Corasick pass per text for every field
 
-_SEP = "\x01"  # stands for every non-word character (and the text's two ends)
-_NO_RUN = -1
-_REGEX = -1  # a variant's length when the regex decides (a triggered alternative)
+_SEP: Final = "\x01"  # stands for every non-word character (and the text's two ends)
+_NO_RUN: Final = -1
+_REGEX: Final = -1  # a variant's length when the regex decides (a triggered alternative)
 
 # ASCII text (as bytes): upper case to lower, non-word characters to _SEP
-_G_ASCII = bytes(
+_G_ASCII: Final = bytes(
     ord(_SEP if not _is_word(chr(o)) else chr(o).lower()) if o < 128 else o for o in range(256)
 )
 
@@ -1199,7 +1202,7 @@ def _g(text: str) -> str:
 
 
 #: :func:`_g_char` of the non-ASCII characters seen (a few hundred in practice)
-_G_CHAR: dict[str, str] = {}
+_G_CHAR: Final[dict[str, str]] = {}
 
 
 def _g_char(ch: str) -> str:
@@ -1224,19 +1227,19 @@ def _g_char(ch: str) -> str:
 _Variant = tuple[
     int, int, "str | None", "str | None", "tuple[tuple[int, str], ...] | None", int, int
 ]
-_RANK_BITS = 12
+_RANK_BITS: Final = 12
 # a candidate is one int: field << _FIELD_SHIFT | start << _KEY_BITS | key id
-_KEY_BITS = 24
-_KEY_MASK = (1 << _KEY_BITS) - 1
-_FIELD_SHIFT = 32 + _KEY_BITS  # texts up to 4 G characters
+_KEY_BITS: Final = 24
+_KEY_MASK: Final = (1 << _KEY_BITS) - 1
+_FIELD_SHIFT: Final = 32 + _KEY_BITS  # texts up to 4 G characters
 #: texts whose scan is kept (two generations of this many: a trial's texts are
 #: read by many fields, one after another)
-SCAN_CACHE = 128
+SCAN_CACHE: Final = 128
 
 
 # an anchor's occurrence is a candidate too, below every field's (negative):
 # _ANCHOR_BASE + (end << _KEY_BITS | anchor id)
-_ANCHOR_BASE = -(1 << 62)
+_ANCHOR_BASE: Final = -(1 << 62)
 
 
 def _fold_slice(text: str, start: int, n: int) -> str:
@@ -1247,7 +1250,7 @@ def _fold_slice(text: str, start: int, n: int) -> str:
     return s.lower() if s.isascii() else s.translate(_fold_ascii())
 
 
-_DIGIT_RUN = re.compile(r"\d+")
+_DIGIT_RUN: Final = re.compile(r"\d+")
 
 
 def _has_digit(text: str) -> bool:
@@ -1577,7 +1580,7 @@ class _Index:
 
 
 _INDEX = _Index()
-_BIG = 1 << 62
+_BIG: Final = 1 << 62
 
 
 def _first(rx: re.Pattern[str], padded: str, starts: list[int], pos: int) -> re.Match[str] | None:
@@ -1594,12 +1597,12 @@ def _first(rx: re.Pattern[str], padded: str, starts: list[int], pos: int) -> re.
 # a field
 
 
-_GROUP_REF = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")  # backreference, conditional group
+_GROUP_REF: Final = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")  # backreference, conditional group
 
-_MAX_CACHED = 8192  # candidate lists kept per field
+_MAX_CACHED: Final = 8192  # candidate lists kept per field
 #: a set of clusters is compiled as one pattern after this many texts needed it
 UNION_AFTER = 5
-_MAX_UNIONS = 96  # such patterns per field (compiling costs milliseconds each)
+_MAX_UNIONS: Final = 96  # such patterns per field (compiling costs milliseconds each)
 
 # a compiled group of alternatives: (pattern, alternative index by group number)
 _Cluster = tuple["re.Pattern[str]", list[int]]
