@@ -47,12 +47,7 @@ one of three paths:
   digit. Alternatives with the same literals are compiled
   together into one *cluster* pattern (each in a named group; alternatives
   without a literal join every cluster); a set of clusters that many texts
-  need is compiled as one more cluster (bounded per field). A cluster is
-  searched over the whole text only when it must be: when each of its
-  alternatives has a *lead* (its matches start a few non-space characters
-  before an anchor's occurrence, which the pass lists) or begins with a digit
-  (a dose: ``\\d+(?:\\.\\d+)? ?x ?10\\^\\d+``), it is tried (``match``) only at the
-  word starts before those occurrences and at the word starts that are digits.
+  need is compiled as one more cluster (bounded per field).
 
 At each word start the candidates of all three paths are merged by the rule
 above (earliest alternative first; an empty first match skips the word start).
@@ -208,15 +203,12 @@ class PatternInfo:
     ``lead``: when every match holds an occurrence of an anchor preceded, within
     the match, by at most ``lead`` characters, none of them white space, that
     bound (:data:`_NO_BOUND`: the white space alone bounds it); else None. Such a
-    match starts in the run of non-space characters that holds the occurrence.
-    ``digit_led``: every match is non-empty and begins with an ASCII digit (so it
-    starts where ``\\d`` matches)."""
+    match starts in the run of non-space characters that holds the occurrence."""
 
     source: str
     anchors: frozenset[str] | None
     reach: int | None
     lead: int | None = None
-    digit_led: bool = False
 
 
 _ESCAPES: Final = {"a": "\a", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
@@ -231,9 +223,6 @@ _NO_BOUND: Final = 1 << 40
 # what a parsed piece tells about white space: (the lead of its anchors, see
 # PatternInfo.lead; whether no string it matches holds white space)
 _Lead = tuple[int | None, bool]
-# what it tells about its first character: (every non-empty match begins with an
-# ASCII digit; it may match the empty string)
-_First = tuple[bool, bool]
 _WS_FREE_ESCAPES: Final = frozenset("wdS")  # never white space
 
 
@@ -297,9 +286,6 @@ class _Parser:
         self.edits: list[tuple[int, int, str]] = []
         # the _Lead of the last alternation, sequence or group parsed
         self.info: _Lead = (None, False)
-        # and its _First: (every non-empty match begins with an ASCII digit, it may
-        # match the empty string)
-        self.first: _First = (False, False)
 
     def parse(self) -> tuple[frozenset[str] | None, int | None]:
         out = self.alternation()
@@ -310,13 +296,10 @@ class _Parser:
     def alternation(self) -> tuple[frozenset[str] | None, int | None]:
         branches = [self.sequence()]
         infos = [self.info]
-        firsts = [self.first]
         while self.i < self.n and self.s[self.i] == "|":
             self.i += 1
             branches.append(self.sequence())
             infos.append(self.info)
-            firsts.append(self.first)
-        self.first = (all(d for d, _ in firsts), any(e for _, e in firsts))
         anchors: frozenset[str] | None = None
         if all(a is not None for a, _ in branches):
             anchors = frozenset().union(*(a for a, _ in branches if a is not None))
@@ -339,9 +322,6 @@ class _Parser:
         # no white space, and how long it is at most (_NO_BOUND: not bounded)
         free, length = True, 0
         run_pre: list[tuple[bool, int]] = []  # (free, length) before each run character
-        # the _First of the items so far; ``opening``: each of them may match the
-        # empty string (so the next item's first character may be the match's)
-        digit_first, opening = True, True
 
         def lead_of(pre: tuple[bool, int], inner: int | None = 0) -> int | None:
             if not pre[0] or inner is None:
@@ -375,16 +355,11 @@ class _Parser:
             at = self.i
             kind, val, r = self.atom()
             sub_info = self.info if kind == "sub" else (None, False)
-            sub_first = self.first if kind == "sub" else (False, False)
             if kind == "sub":
                 free_atom = sub_info[1]
             else:
                 free_atom = _atom_ws_free(kind, val, self.s[at : self.i])
             q = self.quantifier()
-            if opening:
-                item = self.first_of(kind, val, sub_first)
-                digit_first = digit_first and item[0]
-                opening = item[1] or (q is not None and q[0] == 0)
             if kind == "cls" and (q is None or q[0] >= 1):
                 # a class every match has here: the literal run before it extended by
                 # each member ("Th\d": th0 ... th9), a digit when it is \d
@@ -424,21 +399,7 @@ class _Parser:
             length = _NO_BOUND if r is None else min(length + r, _NO_BOUND)
         flush()
         self.info = (best_lead if best is not None else None, free)
-        self.first = (digit_first, opening)
         return best, reach
-
-    @staticmethod
-    def first_of(kind: str, val: Any, sub_first: _First) -> _First:
-        """The _First of one atom (before its quantifier)."""
-        if kind == "zero":
-            return True, True
-        if kind == "sub":
-            return sub_first
-        if kind == "lit":
-            return val in _ASCII_DIGITS, False
-        if kind == "cls":
-            return all(m in _ASCII_DIGITS for m in val), False
-        return False, False
 
     def atom(self) -> _Atom:
         s, i = self.s, self.i
@@ -644,7 +605,6 @@ def analyse(pattern: str) -> PatternInfo:
     except _Bail:
         return PatternInfo(pattern, None, None)
     lead = p.info[0] if anchors is not None else None
-    digit_led = p.first[0] and not p.first[1]
     out = pattern
     for a, b, rep in sorted(p.edits, reverse=True):
         out = out[:a] + rep + out[b:]
@@ -652,7 +612,7 @@ def analyse(pattern: str) -> PatternInfo:
         re.compile(out)
     except (re.error, OverflowError, RecursionError):  # pragma: no cover - defensive
         return PatternInfo(pattern, anchors, None)
-    return PatternInfo(out, anchors, reach, lead, digit_led)
+    return PatternInfo(out, anchors, reach, lead)
 
 
 # ---------------------------------------------------------------------------
@@ -1250,9 +1210,6 @@ def _fold_slice(text: str, start: int, n: int) -> str:
     return s.lower() if s.isascii() else s.translate(_fold_ascii())
 
 
-_DIGIT_RUN: Final = re.compile(r"\d+")
-
-
 def _has_digit(text: str) -> bool:
     """Whether ``\\d`` matches in ``text`` (an ASCII text by ten substring searches,
     which are several times quicker than the regex's scan)."""
@@ -1267,7 +1224,7 @@ class _Scan:
     the anchors' occurrences (negative, see :meth:`present`), and each field's hits
     once asked (``memo``, by field id). Few objects: they are kept for a while."""
 
-    __slots__ = ("_digits", "_present", "codes", "g", "memo", "padded", "text")
+    __slots__ = ("_present", "codes", "g", "memo", "padded", "text")
 
     def __init__(self, text: str, g: str, codes: list[int]) -> None:
         self.text = text
@@ -1276,7 +1233,6 @@ class _Scan:
         self.memo: dict[int, list[Hit]] = {}
         self._present: int | None = None
         self.padded: str | None = None
-        self._digits: list[int] | None = None
 
     def present(self) -> int:
         """The anchors that occur in the text (a bit mask by anchor id)."""
@@ -1293,19 +1249,6 @@ class _Scan:
                 p |= _INDEX.non_ascii_bits
             self._present = p
         return p
-
-    def digit_starts(self) -> list[int]:
-        """The word starts of the text that are decimal digits (where ``\\d``
-        matches), in order."""
-        got = self._digits
-        if got is None:
-            text = self.text
-            got = self._digits = [
-                m.start()
-                for m in _DIGIT_RUN.finditer(text)
-                if m.start() == 0 or not _is_word(text[m.start() - 1])
-            ]
-        return got
 
     def pad(self) -> str:
         """The text after one space (a cluster's match starts at the non-word
@@ -1676,9 +1619,9 @@ class CompiledField:
         plain = [k for k in plain if k not in alone]
         self._clusters: list[_Cluster] = []
         self._members: list[tuple[int, ...]] = []  # the alternatives of each cluster
-        # each cluster's (lead, anchor bits, digits) when its matches start near its
-        # anchors' occurrences or at digits (see _starts), else None
-        self._leads: list[tuple[int, int, bool] | None] = []
+        # each cluster's (lead, anchor bits) when its matches start near its anchors'
+        # occurrences (see _starts), else None
+        self._leads: list[tuple[int, int] | None] = []
         always: list[int] = []
         by_anchor: dict[int, list[int]] = {}  # anchor bit: clusters
         for anchors, ks in sorted(groups.items(), key=lambda kv: kv[1][0]):
@@ -1709,38 +1652,30 @@ class CompiledField:
         self._leads.append(self._lead(ks))
         return len(self._clusters) - 1
 
-    def _lead(self, ks: list[int]) -> tuple[int, int, bool] | None:
-        """(the longest lead, the anchors' bits, whether some match begins with a
-        digit) of alternatives ``ks`` when each has a lead (:attr:`PatternInfo.lead`:
-        anchors the index finds where they occur) or begins with a digit
-        (:attr:`PatternInfo.digit_led`); else None."""
+    def _lead(self, ks: list[int]) -> tuple[int, int] | None:
+        """(the longest lead, the anchors' bits) of alternatives ``ks`` when each has a
+        lead (:attr:`PatternInfo.lead`: anchors the index finds where they occur);
+        else None."""
         lead = mask = 0
-        digits = False
         for k in ks:
             info = self.infos[k]
-            if info.lead is not None and info.anchors:
-                for lit in info.anchors:
-                    mask |= 1 << _INDEX.anchor_id(lit)
-                lead = max(lead, info.lead)
-            elif info.digit_led:
-                digits = True
-            else:
+            if info.lead is None or not info.anchors:
                 return None
-        return lead, mask, digits
+            for lit in info.anchors:
+                mask |= 1 << _INDEX.anchor_id(lit)
+            lead = max(lead, info.lead)
+        return lead, mask
 
     def _starts(self, ci: int, scan: _Scan) -> list[int] | None:
         """The word starts where cluster ``ci`` can match in the scanned text, in
         order, or None (it is searched): a match of each of its alternatives starts
         at most ``lead`` characters, none of them white space, before an occurrence
         of one of its anchors, which the scan lists (an anchor's key ends at g index
-        ``end``: it starts in the text at ``end`` less its length); and, for
-        alternatives that begin with a digit, at the word starts that are digits."""
+        ``end``: it starts in the text at ``end`` less its length)."""
         got = self._leads[ci]
         if got is None:
             return None
-        lead, mask, digits = got
-        if digits and not mask:  # (digits only)
-            return scan.digit_starts()
+        lead, mask = got
         alen = _INDEX.anchor_len
         occ: list[int] = []
         for c in scan.codes:
@@ -1773,9 +1708,6 @@ class CompiledField:
                 j -= 1
             if a > prev:
                 prev = a
-        if digits:
-            out.extend(scan.digit_starts())
-            return sorted(set(out))
         out.sort()
         return out
 
