@@ -392,12 +392,20 @@ class _Mention:
 
 def _mask(text: str, fld: CompiledField, alone: bool = False) -> str:
     """Blank out exclusion matches (keeping offsets; ``alone``: see CompiledField.hits)."""
-    out = None
-    for h in fld.hits(text, alone=alone):
-        if out is None:
-            out = list(text)
-        out[h.start : h.end] = " " * (h.end - h.start)
-    return text if out is None else "".join(out)
+    hits = fld.hits(text, alone=alone)
+    if not hits:
+        return text
+    # (the text between the hits sliced, not the text made a list of characters)
+    parts: list[str] = []
+    done = 0  # blanked or copied up to here
+    for h in hits:
+        start = h.start if h.start > done else done
+        if h.end > start:
+            parts.append(text[done:start])
+            parts.append(" " * (h.end - start))
+            done = h.end
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 _CLAUSE_BREAKS: Final = ".;:,[]\n|"  # (as _CLAUSE_BREAK)
