@@ -102,8 +102,15 @@ _PIECES = [
 ]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=40).map("".join))
+PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _joined(pieces: list[str], max_size: int) -> st.SearchStrategy[str]:
+    return st.lists(st.sampled_from(pieces), min_size=1, max_size=max_size).map("".join)
+
+
+@PROPS
+@given(_joined(_PIECES, 40))
 def test_window_of_every_position_in_generated_texts(text: str) -> None:
     tax = default_taxonomy()
     for start in range(len(text) + 1):
@@ -149,8 +156,8 @@ _MASK_PIECES = [
 ]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.sampled_from(_MASK_PIECES), min_size=1, max_size=30).map("".join))
+@PROPS
+@given(_joined(_MASK_PIECES, 30))
 def test_mask_of_generated_texts(text: str) -> None:
     exclusions = default_taxonomy().exclusions
     for alone in (False, True):
