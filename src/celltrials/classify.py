@@ -52,7 +52,7 @@ _COMPARATOR_ARM_TYPES: Final = frozenset(
     {"ACTIVE_COMPARATOR", "PLACEBO_COMPARATOR", "SHAM_COMPARATOR", "NO_INTERVENTION"}
 )
 _IMMUNE_TARGETED: Final = frozenset({"car_t", "car_nk", "tcr_t", "macrophage", "gamma_delta_t"})
-_CLAUSE_BREAK: Final = re.compile(r"[.;:,\[\]\n|]")
+_CLAUSE_BREAKS: Final = ".;:,[]\n|"  # (where a background cue's clause ends)
 _CONJUNCTION: Final = re.compile(
     r"(?<!\w)(?:and|or|plus|with|versus|vs\.?|combined|combination|together|followed|then|compared)(?!\w)|[,;+&/]",
     re.I,
@@ -406,9 +406,6 @@ def _mask(text: str, fld: CompiledField, alone: bool = False) -> str:
             done = h.end
     parts.append(text[done:])
     return "".join(parts)
-
-
-_CLAUSE_BREAKS: Final = ".;:,[]\n|"  # (as _CLAUSE_BREAK)
 
 
 def _is_background(tax: Taxonomy, text: str, start: int) -> bool:
