@@ -6,13 +6,17 @@ test_classify_parallel), on the real reference store."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import celltrials
-from celltrials.labelling import classify_store
+from celltrials.labelling import _units, classify_store
 from tests.conftest_report import classified_store_path
 
 _LABELS = "SELECT * EXCLUDE (classified_at) FROM {db}.labels"
@@ -62,3 +66,20 @@ def test_small_chunks_give_the_labels_of_one_chunk(
         assert n_ev > 0
         assert _except_both_ways(cmp.con, _LABELS) == (0, 0)
         assert _except_both_ways(cmp.con, _EVIDENCE) == (0, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tids=st.lists(st.sampled_from(["NCT01", "NCT02", "ChiCTR3", "ISRCTN4", "x"]), max_size=40),
+    size=st.integers(1, 9),
+)
+def test_units_are_whole_trials_in_order(tids: list[str], size: int) -> None:
+    """A worker's unit is ``size`` whole trials (the last one fewer), the rows in
+    their order: the trials as runs of equal ids, taken ``size`` at a time."""
+    rows = sorted(tids)  # (text_table orders rows by trial id)
+    table = pa.table({"trial_id": rows, "row": list(range(len(rows)))})
+    trials = [
+        [r for r, _ in run] for _, run in itertools.groupby(enumerate(rows), key=lambda x: x[1])
+    ]
+    want = [list(itertools.chain(*trials[k : k + size])) for k in range(0, len(trials), size)]
+    assert [u.column("row").to_pylist() for u in _units(table, size)] == want

@@ -1285,21 +1285,33 @@ class Store:
         turns it into records. ``between`` (first, last): only the trials in that id range."""
         where, params = ("WHERE trial_id BETWEEN ? AND ?", list(between)) if between else ("", [])
         tr = f"WITH tr AS (SELECT trial_id, record_key, is_primary FROM trial_records {where}) "
+        # the range's record keys also as a key range: DuckDB then skips the row
+        # groups of other records by their min/max statistics, where the join and
+        # IN alone read every row group of records and the child tables (the 22
+        # chunks of a 540,000-trial store: 35 CPU-s without, 14 with)
+        keys_in = ""
+        if between:
+            lo_hi = self.con.execute(
+                f"{tr} SELECT min(record_key), max(record_key) FROM tr", params
+            ).fetchall()[0]
+            keys_in, params = "record_key BETWEEN ? AND ?", [*params, *lo_hi]
         base = self.con.sql(
             tr
-            + """
+            + f"""
             SELECT tr.trial_id, r.record_key, r.record_id, r.channel, r.source_format, r.registry,
                    r.title, r.official_title, r.acronym, r.brief_summary, r.detailed_description
-            FROM tr JOIN records r USING (record_key)
+            FROM tr JOIN records r USING (record_key) {"WHERE r." + keys_in if keys_in else ""}
             ORDER BY tr.trial_id, tr.is_primary DESC, r.record_key""",
             params=params,
         ).to_arrow_table()
         keys = base.column("record_key")
+        also = "AND " + keys_in if keys_in else ""
         lists = {
             name: _child_lists(
                 self.con.sql(
                     f"{tr} SELECT record_key, {', '.join(fields)} FROM {table} "
-                    f"WHERE record_key IN (SELECT record_key FROM tr) ORDER BY record_key, {order}",
+                    f"WHERE record_key IN (SELECT record_key FROM tr) {also} "
+                    f"ORDER BY record_key, {order}",
                     params=params,
                 ).to_arrow_table(),
                 keys,
