@@ -8,7 +8,9 @@ Arrow tables. This script times each of those stages on the first ``--n``
 trials of ``--store`` (by trial id; e.g. the big store ``scale.py --keep``
 leaves), each the best of ``--rounds`` passes with the cyclic GC paused as
 in a worker, and the classification of cell-therapy trials and of the others
-apart. From the per-trial costs it prints what the stages alone would take
+apart; and, once, what ``classify_store``'s own process spends reading the whole
+store's texts (``Store.text_table`` chunk by chunk, CPU seconds of all its
+threads, DuckDB's included, and wall seconds). From the per-trial costs it prints what the stages alone would take
 for every trial of the store on every core, if the cores added up exactly
 (they do not: see ``parallel capacity``), with nothing else (no reading,
 staging or start-up)::
@@ -36,7 +38,7 @@ from scale import machine, write_section
 import celltrials
 from celltrials.classify import Classifier, TrialLabels, TrialText
 from celltrials.classify_parallel import warm_up
-from celltrials.labelling import _label_columns
+from celltrials.labelling import CHUNK_TRIALS, _label_columns
 from celltrials.native import engine_kind
 from celltrials.runtime import gc_paused
 from celltrials.store import records_from_text_table
@@ -61,6 +63,7 @@ def measure(store_path: Path, n: int, rounds: int) -> dict[str, Any]:
         total = len(ids)
         n = min(n, total)
         table = store.text_table((ids[0], ids[n - 1]))
+        reading = read_all(store, ids)
     clf = Classifier()
     warm_up(clf)
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -97,7 +100,20 @@ def measure(store_path: Path, n: int, rounds: int) -> dict[str, Any]:
         "stages": stages,
         "by_kind": by_kind,
         "cores": os.cpu_count() or 1,
+        "reading": reading,
     }
+
+
+def read_all(store: Any, ids: list[str]) -> tuple[int, float, float]:
+    """(chunks, CPU s, wall s) of reading every trial's texts as ``classify_store``
+    does: ``text_table`` of each range of ``CHUNK_TRIALS`` trial ids."""
+    ranges = [
+        (ids[k], ids[min(k + CHUNK_TRIALS, len(ids)) - 1]) for k in range(0, len(ids), CHUNK_TRIALS)
+    ]
+    c0, t0 = time.process_time(), time.perf_counter()
+    for r in ranges:
+        store.text_table(r)
+    return len(ranges), time.process_time() - c0, time.perf_counter() - t0
 
 
 def render(r: dict[str, Any], args: argparse.Namespace) -> str:
@@ -126,6 +142,11 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
     lines.append(
         f"the stages alone for the store's {store_n:,} trials: {total_us * store_n / 1e6:,.0f} "
         f"cpu s, {total_us * store_n / 1e6 / cores:,.0f} s on {cores} cores that add up exactly"
+    )
+    chunks, cpu, wall = r["reading"]
+    lines.append(
+        f"reading the store's texts in classify's own process (Store.text_table, {chunks} "
+        f"chunks of {CHUNK_TRIALS:,} trials): {cpu:,.1f} cpu s, {wall:,.1f} s"
     )
     return "\n".join(lines)
 
