@@ -8,12 +8,12 @@ Arrow tables. This script times each of those stages on the first ``--n``
 trials of ``--store`` (by trial id; e.g. the big store ``scale.py --keep``
 leaves), each the best of ``--rounds`` passes with the cyclic GC paused as
 in a worker, and the classification of cell-therapy trials and of the others
-apart; and, once, what ``classify_store``'s own process spends reading the whole
-store's texts (``Store.text_table`` chunk by chunk, CPU seconds of all its
-threads, DuckDB's included, and wall seconds). From the per-trial costs it prints what the stages alone would take
+apart. From the per-trial costs it prints what the stages alone would take
 for every trial of the store on every core, if the cores added up exactly
 (they do not: see ``parallel capacity``), with nothing else (no reading,
-staging or start-up)::
+staging or start-up); and, last, what ``classify_store``'s own process spends
+reading the whole store's texts (``Store.text_table`` chunk by chunk: CPU
+seconds of all its threads, DuckDB's included, and wall seconds)::
 
     .venv/bin/python benchmarks/scale.py --n 560000 --corpora registry --steps ingest --keep --tmp /tmp/reg
     .venv/bin/python benchmarks/classify_stages.py --store /tmp/reg/big.duckdb [--write]
