@@ -41,8 +41,13 @@ process), and never less than the subprocess's own ``ru_maxrss``. Its CPU
 seconds ("cpu s") include the workers (their fork server is stopped, so that
 their usage is reaped into the subprocess's ``RUSAGE_CHILDREN``). The
 ingest and classify lines also show the subprocess's own peak and the largest
-worker's, and the workers' CPU seconds (classify: the subprocess's own too,
-which reads the texts and stages the labels).
+worker's (the highest resident size of one of its descendant processes, a
+worker or their fork server, sampled twice a second; before session 24 this
+was ``RUSAGE_CHILDREN``'s ``ru_maxrss``, which counts the fork server and the
+resource tracker at the subprocess's own size when it started them, so it
+printed about the main process's size), and the workers' CPU seconds
+(classify: the subprocess's own too, which reads the texts and stages the
+labels).
 ``--ingest-jobs 1`` ingests in one process (the serial path), for comparison.
 
 * ``floor``: DuckDB ``read_json_objects`` of the corpus file + extraction of
@@ -535,12 +540,15 @@ def worker(spec: dict[str, Any]) -> None:
     fn = steps[kind]
     tree = _TreeMemory()
     res = fn(**spec)
-    tree_mb = tree.stop()
+    tree_mb, child_mb = tree.stop()
     _stop_fork_server()
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     res["rss_self_mb"] = own.ru_maxrss / 1024
-    res["rss_child_mb"] = children.ru_maxrss / 1024  # the largest worker's peak
+    # sampled, not RUSAGE_CHILDREN's ru_maxrss: that counts the fork server and the
+    # resource tracker, which this process starts by fork and exec, at this
+    # process's own size when it started them (before session 24 it was printed)
+    res["rss_child_mb"] = child_mb
     res["cpu_children"] = children.ru_utime + children.ru_stime
     res["rss_mb"] = max(res["rss_self_mb"], tree_mb)
     print("RESULT " + json.dumps(res), flush=True)
@@ -556,41 +564,48 @@ def _stop_fork_server() -> None:
         stop()
 
 
-def _tree_kb() -> int:
-    """Resident memory (kB) of this process and all its descendants now."""
-    pids, total = [os.getpid()], 0
+def _tree_kb() -> tuple[int, int]:
+    """Resident memory (kB) now of this process and all its descendants, and of the
+    largest descendant."""
+    me = os.getpid()
+    pids, total, largest = [me], 0, 0
     for pid in pids:  # grows while it is walked: children, grandchildren, ...
         try:
             for task in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{task}/children") as fh:
                     pids.extend(int(x) for x in fh.read().split())
             with open(f"/proc/{pid}/status") as fh:
-                total += next(int(x.split()[1]) for x in fh if x.startswith("VmRSS:"))
+                rss = next(int(x.split()[1]) for x in fh if x.startswith("VmRSS:"))
         except (OSError, ValueError, StopIteration):  # gone meanwhile
             continue
-    return total
+        total += rss
+        if pid != me:
+            largest = max(largest, rss)
+    return total, largest
 
 
 class _TreeMemory:
-    """The peak of :func:`_tree_kb`, sampled twice a second in a thread."""
+    """The peaks of :func:`_tree_kb`, sampled twice a second in a thread."""
 
     def __init__(self) -> None:
         import threading
 
-        self.peak = 0
+        self.peak = self.peak_child = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._done.wait(0.5):
-            self.peak = max(self.peak, _tree_kb())
+            total, largest = _tree_kb()
+            self.peak = max(self.peak, total)
+            self.peak_child = max(self.peak_child, largest)
 
-    def stop(self) -> float:
-        """The peak in MB."""
+    def stop(self) -> tuple[float, float]:
+        """The peaks in MB: of the whole tree, and of its largest descendant."""
         self._done.set()
         self._thread.join()
-        return self.peak / 1024
+        return self.peak / 1024, self.peak_child / 1024
 
 
 def run(kind: str, src: Path | None = None, **spec: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -425,11 +426,8 @@ def test_kill_9_during_streaming_ingest_leaves_store_as_before(tmp_path: Path) -
 
 
 # ------------------------------------------------------------ the benchmark's corpora
-def test_registry_benchmark_corpus_is_four_percent_cell_therapy() -> None:
-    """``benchmarks/scale.py --corpora registry`` states its make-up: 24 of every
-    25 studies from the general studies and AACT fixtures (none labelled cell
-    therapy), 1 of 25 from the AML CAR-T studies (all labelled cell therapy).
-    The classifier's labels of 2,500 of its studies say whether that holds."""
+def _scale_benchmark() -> Any:
+    """``benchmarks/scale.py`` as a module."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         spec = importlib.util.spec_from_file_location(
@@ -440,7 +438,15 @@ def test_registry_benchmark_corpus_is_four_percent_cell_therapy() -> None:
         spec.loader.exec_module(scale)
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    corpus = scale.Corpus("registry")
+    return scale
+
+
+def test_registry_benchmark_corpus_is_four_percent_cell_therapy() -> None:
+    """``benchmarks/scale.py --corpora registry`` states its make-up: 24 of every
+    25 studies from the general studies and AACT fixtures (none labelled cell
+    therapy), 1 of 25 from the AML CAR-T studies (all labelled cell therapy).
+    The classifier's labels of 2,500 of its studies say whether that holds."""
+    corpus = _scale_benchmark().Corpus("registry")
     clf = Classifier()
     labels = [
         clf.classify(TrialText.from_record(ctgov_json.parse_study(json.loads(corpus.study(i)))))
@@ -449,3 +455,27 @@ def test_registry_benchmark_corpus_is_four_percent_cell_therapy() -> None:
     assert len({lab.trial_id for lab in labels}) == 2500
     cell = [i for i, lab in enumerate(labels) if lab.is_cell_therapy]
     assert cell == list(range(24, 2500, 25))
+
+
+def test_scale_benchmark_samples_a_child_at_its_own_size() -> None:
+    """The "largest worker" of ``scale.py``'s lines is the largest descendant's
+    resident size, sampled: a child process holding 100 MB counts as that, not
+    as this process's size, 300 MB more (``RUSAGE_CHILDREN``'s ``ru_maxrss``,
+    printed before, counted a child started by fork and exec at its parent's size)."""
+    scale = _scale_benchmark()
+    held_here = b"x" * (300 << 20)
+    hold = "import sys, time; b = b'x' * (100 << 20); print('ready', flush=True); time.sleep(60)"
+    with subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+            total_kb, largest_kb = scale._tree_kb()
+            own_kb = next(
+                int(line.split()[1])
+                for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmRSS:")
+            )
+        finally:
+            child.kill()
+    assert len(held_here) == 300 << 20 and own_kb > 300 << 10
+    assert 100 << 10 <= largest_kb < 200 << 10  # the child and its interpreter
+    assert total_kb >= own_kb + largest_kb - (50 << 10)  # (this process's size moves a little)
