@@ -545,9 +545,7 @@ def worker(spec: dict[str, Any]) -> None:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     res["rss_self_mb"] = own.ru_maxrss / 1024
-    # sampled, not RUSAGE_CHILDREN's ru_maxrss: that counts the fork server and the
-    # resource tracker, which this process starts by fork and exec, at this
-    # process's own size when it started them (before session 24 it was printed)
+    # sampled, not RUSAGE_CHILDREN's ru_maxrss (see the module docstring)
     res["rss_child_mb"] = child_mb
     res["cpu_children"] = children.ru_utime + children.ru_stime
     res["rss_mb"] = max(res["rss_self_mb"], tree_mb)
