@@ -4,6 +4,7 @@ evidence spans, store integration and CLI, and the dev-gold quality gate."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -572,3 +573,19 @@ def test_classification_work_is_linear_in_text_length() -> None:
         for f in fields:
             f._clusters = saved[id(f)]
     assert calls[1] <= 2 * calls[0] + 50 and calls[2] <= 2 * calls[1] + 50, calls
+
+
+def test_input_hash_is_the_sha256_of_the_segments_one_after_another() -> None:
+    """A trial's input hash (``TrialText.digest``, stored with its labels so that
+    ``classify --changed-only`` skips unchanged trials) is the first 16 hex digits
+    of the SHA-256 of its segments, each ``source 0x1f role 0x1f text 0x1e`` — as
+    hashed segment by segment here, so hashes stored before stay valid."""
+    recs = _records()
+    assert len(recs) > 1000
+    for rid, rs in recs.items():
+        tt = TrialText.from_records(rs, rid)
+        h = hashlib.sha256()
+        for s in tt.segments:
+            h.update(s.source.encode() + b"\x1f" + s.role.encode() + b"\x1f")
+            h.update(s.text.encode() + b"\x1e")
+        assert tt.digest() == h.hexdigest()[:16], rid

@@ -33,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from celltrials import classify as classify_module
 from celltrials import normalize, registry_ids
 from celltrials.classify import TrialText, same_text_key
 from celltrials.models import ParsedRecord, PartialDate, Place, RegistryId
@@ -443,6 +444,31 @@ def test_same_text_key_on_every_real_value() -> None:
 @given(st.one_of(_ASCII_TEXT, hostile_text, st.lists(st.sampled_from(FRAGMENTS)).map("".join)))
 def test_same_text_key_agrees_with_the_rule(text: str) -> None:
     assert same_text_key(text) == _key_rule(text)
+
+
+def test_same_text_key_of_short_texts_is_kept_and_stays_right() -> None:
+    """Short texts' keys are kept (a dictionary, cleared when full): asked again, and
+    after the dictionary has been cleared, a text still gets the rule's key; so do
+    texts on either side of the length limit."""
+    limit, most = classify_module._SHORT_KEY_LEN, classify_module._SHORT_KEYS_MAX
+    texts = [
+        "  Acute  Myeloid\tLeukemia ",
+        "ACUTE MYELOID LEUKEMIA",
+        "x" * (limit - 1) + " Y",
+        "x" * limit,
+        " " * (limit - 1) + "Ab",
+        "Ab  " + "c" * limit,
+        *[t for t in REAL if limit - 3 <= len(t) <= limit + 3][:50],
+    ]
+    first = [same_text_key(t) for t in texts]
+    assert first == [_key_rule(t) for t in texts]
+    assert [same_text_key(t) for t in texts] == first
+    assert first[0] == first[1]
+    # more distinct short texts than are kept: the dictionary is cleared and refilled
+    for k in range(most + 10):
+        assert same_text_key(f"Term {k}  ") == f"term {k}"
+    assert len(classify_module._SHORT_KEYS) <= most
+    assert [same_text_key(t) for t in texts] == first
 
 
 def test_same_text_key_on_every_ascii_character() -> None:

@@ -122,6 +122,13 @@ class Segment:
         )
 
 
+#: :func:`same_text_key` of recent short texts (conditions, MeSH terms, intervention
+#: names and arm labels recur across a registry's trials; cleared when full)
+_SHORT_KEYS: Final[dict[str, str]] = {}
+_SHORT_KEY_LEN: Final = 80
+_SHORT_KEYS_MAX: Final = 16384
+
+
 def same_text_key(text: str) -> str:
     """``" ".join(text.lower().split())``: the text lower-cased with its white space
     runs as single spaces and none at either end (two texts of a trial that give
@@ -129,7 +136,20 @@ def same_text_key(text: str) -> str:
 
     ASCII text (nearly all) takes a path that makes no word objects: its white
     space becomes spaces by a byte table and runs of spaces are halved until none
-    is left; only a text with other characters is split into words."""
+    is left; only a text with other characters is split into words. Short texts'
+    keys are kept: most of a trial's texts are short, and for them the calls
+    cost more than the characters (a dictionary look-up is a fraction of it)."""
+    if len(text) > _SHORT_KEY_LEN:
+        return _text_key(text)
+    got = _SHORT_KEYS.get(text)
+    if got is None:
+        if len(_SHORT_KEYS) >= _SHORT_KEYS_MAX:
+            _SHORT_KEYS.clear()
+        got = _SHORT_KEYS[text] = _text_key(text)
+    return got
+
+
+def _text_key(text: str) -> str:
     low = text.lower()
     if not low.isascii():
         return " ".join(low.split())
@@ -246,10 +266,12 @@ class TrialText:
         return ""
 
     def digest(self) -> str:
-        h = hashlib.sha256()
+        # (one update of the joined texts: the same hash as one per segment, at
+        # a fraction of the calls)
+        parts: list[str] = []
         for s in self.segments:
-            h.update(f"{s.source}\x1f{s.role}\x1f{s.text}\x1e".encode())
-        return h.hexdigest()[:16]
+            parts += (s.source, "\x1f", s.role, "\x1f", s.text, "\x1e")
+        return hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
 
 
 class Evidence(NamedTuple):
