@@ -54,9 +54,14 @@ def test_small_chunks_give_the_labels_of_one_chunk(
         summary_many = classify_store(store, jobs=1, chunk_size=97)
         assert store.label_evidence() == evidence_one
         again = classify_store(store, jobs=1, chunk_size=89, only_changed=True)
+        # two workers (this process compiles no taxonomy): the same version, and
+        # every trial's input hash matches the one stored
+        again_2 = classify_store(store, jobs=2, only_changed=True)
     assert n_trials > 97 * 50  # ~80 chunks (chunks of 7: ~1,200 reads, 1.5 min of the suite)
     assert summary_many["classified"] == n_trials
     assert again["classified"] == 0 and again["skipped_unchanged"] == n_trials
+    assert again_2["classified"] == 0 and again_2["skipped_unchanged"] == n_trials
+    assert again_2["taxonomy_version"] == summary_many["taxonomy_version"]
     assert summary_many["cell_therapy_trials"] == n_cell_therapy > 3000
     assert summary_many["cell_types"] == by_type
     with celltrials.open(tmp_path / "cmp.duckdb") as cmp:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from celltrials.taxonomy.loader import (
     TAXONOMY_VALUES,
     build_taxonomy,
     default_taxonomy,
+    default_taxonomy_version,
     load_taxonomy,
 )
 from tests.conftest import CAR2_JSON, CAR_JSON, GENERAL_JSON, ICTRP_CSV, MSC_CSV, SHARED
@@ -60,6 +63,23 @@ def test_default_taxonomy_loads_with_version() -> None:
     tax = default_taxonomy()
     assert re.fullmatch(r"\d{4}\.\d{1,2}\.\d+", tax.version)
     assert tax.version == RAW["version"]
+
+
+@pytest.mark.unit
+def test_default_taxonomy_version_is_read_without_compiling() -> None:
+    """``classify_store`` hands classifying to workers without compiling the taxonomy
+    itself: in a fresh process the version comes from the file alone, and it is
+    the compiled taxonomy's version."""
+    script = (
+        "from celltrials.taxonomy.loader import _cached, default_taxonomy_version\n"
+        "v = default_taxonomy_version()\n"
+        "assert _cached.cache_info().currsize == 0\n"
+        "print(v)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == default_taxonomy().version == default_taxonomy_version()
 
 
 def test_vocabulary_is_that_of_taxonomy_md() -> None:

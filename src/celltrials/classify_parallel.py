@@ -36,6 +36,8 @@ from celltrials.taxonomy.loader import Taxonomy, build_taxonomy
 
 #: trials per task sent to a worker
 CHUNK = 250
+#: what the workers' fork server imports (see :func:`map_chunks`)
+PRELOAD = ("celltrials._classify_preload",)
 #: with ``jobs=None``, one worker per this many trials at most (starting a worker
 #: costs about a second: small stores are classified in this process)
 TRIALS_PER_WORKER = 4000
@@ -134,7 +136,7 @@ def map_chunks(
         initializer=_init_worker,
         initargs=(raw, source),
         in_flight=in_flight,
-        preload=("celltrials._classify_preload", *preload),
+        preload=(*PRELOAD, *preload),
     )
 
 

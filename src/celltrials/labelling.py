@@ -32,11 +32,12 @@ from celltrials.classify import (
     TrialText,
     unknown_product_names,
 )
-from celltrials.classify_parallel import map_chunks, plan_jobs, worker_classifier
+from celltrials.classify_parallel import PRELOAD, map_chunks, plan_jobs, worker_classifier
 from celltrials.errors import ConfigError, StoreError
 from celltrials.evaluate import evaluate, evaluate_many
 from celltrials.native import engine_kind
 from celltrials.procpool import from_ipc as _from_ipc
+from celltrials.procpool import start_fork_server
 from celltrials.procpool import to_ipc as _ipc
 from celltrials.progress import Progress, ProgressEvent
 from celltrials.runtime import gc_paused
@@ -47,13 +48,16 @@ from celltrials.store import (
     label_text,
     records_from_text_table,
 )
-from celltrials.taxonomy.loader import Taxonomy
+from celltrials.taxonomy.loader import Taxonomy, default_taxonomy_version
 
 #: trials :func:`classify_store` reads from the store at a time (each read scans the
 #: record tables' keys: fewer, larger reads cost less at 500,000 trials)
 CHUNK_TRIALS = 25_000
 #: trials classified, sent to a worker and staged at a time (a chunk holds several)
 UNIT_TRIALS = 1_000
+
+#: what the fork server of :func:`classify_store`'s workers imports besides the classifier
+_PRELOAD = ("celltrials.labelling",)
 
 #: the labels file's columns after ``registry_id`` and ``is_cell_therapy``
 _FILE_LABELS = LABEL_COLUMNS[2:]
@@ -177,12 +181,20 @@ def classify_store(
     """
 
     t0 = time.perf_counter()
-    clf = Classifier(taxonomy)
     ids = store.sorted_trial_ids()
-    existing = store.label_versions() if only_changed else {}
-    now = datetime.now(UTC).replace(tzinfo=None)
     total = len(ids)
     workers = plan_jobs(total, jobs)
+    clf: Classifier | None = None
+    if workers > 1:
+        # the workers' fork server compiles the taxonomy while this process reads
+        # the store; this process compiles none (the workers classify)
+        start_fork_server((*PRELOAD, *_PRELOAD))
+        version = taxonomy.version if taxonomy is not None else default_taxonomy_version()
+    else:
+        clf = Classifier(taxonomy)
+        version = clf.tax.version
+    existing = store.label_versions() if only_changed else {}
+    now = datetime.now(UTC).replace(tzinfo=None)
     unit = max(1, min(chunk_size, UNIT_TRIALS))
 
     ranges = [
@@ -214,14 +226,14 @@ def classify_store(
         return {t: existing[t] for t in tids if t in existing}
 
     results: Iterator[tuple[pa.Table, pa.Table, int, dict[str, int]]]
-    if workers == 1:
+    if clf is not None:
         results = (_label_texts(clf, t, mine(t), now) for t in units())
     else:
         payloads = ((_ipc(t), mine(t), now) for t in units())
         results = (
             (_from_ipc(lab), _from_ipc(ev), skipped, counts)
             for lab, ev, skipped, counts in map_chunks(
-                _label_unit, payloads, workers, taxonomy, preload=("celltrials.labelling",)
+                _label_unit, payloads, workers, taxonomy, preload=_PRELOAD
             )
         )
     skipped = classified = 0
@@ -244,7 +256,7 @@ def classify_store(
         "skipped_unchanged": skipped,
         "cell_therapy_trials": store.n_cell_therapy_trials(),
         "cell_types": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
-        "taxonomy_version": clf.tax.version,
+        "taxonomy_version": version,
         "engine": engine_kind(),
         "seconds": round(time.perf_counter() - t0, 2),
     }

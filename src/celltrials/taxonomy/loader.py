@@ -276,6 +276,16 @@ def _single(name: str, pats: list[str], shared: bool = True) -> CompiledField:
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     """Read, validate and compile a taxonomy YAML file (default: the packaged one)."""
     p = Path(path) if path is not None else DEFAULT_PATH
+    return build_taxonomy(_read_yaml(p), source=str(p))
+
+
+def _check_version(ctx: _Ctx, version: Any) -> str:
+    if not isinstance(version, str) or not re.fullmatch(r"\d{4}\.\d{1,2}\.\d+", version):
+        raise ctx.fail("version", f"version must be a string like '2026.11.1', got {version!r}")
+    return version
+
+
+def _read_yaml(p: Path) -> Any:
     ctx = _Ctx(str(p))
     try:
         text = p.read_text(encoding="utf-8")
@@ -289,7 +299,7 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
         raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise ctx.fail("file", f"not valid YAML: {exc}") from None
-    return build_taxonomy(raw, source=str(p))
+    return raw
 
 
 def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C901 - one check per section of taxonomy.yaml
@@ -303,9 +313,7 @@ def build_taxonomy(raw: Any, source: str = "<taxonomy>") -> Taxonomy:  # noqa: C
     missing = _REQUIRED_KEYS - set(raw)
     if missing:
         raise ctx.fail("top level", f"missing key(s) {', '.join(sorted(missing))}")
-    version = raw["version"]
-    if not isinstance(version, str) or not re.fullmatch(r"\d{4}\.\d{1,2}\.\d+", version):
-        raise ctx.fail("version", f"version must be a string like '2026.11.1', got {version!r}")
+    version = _check_version(ctx, raw["version"])
 
     # values must agree with TAXONOMY.md exactly
     values = _check_keys(ctx, "values", raw["values"], set(TAXONOMY_VALUES))
@@ -757,3 +765,16 @@ def _cached(path: str) -> Taxonomy:
 def default_taxonomy() -> Taxonomy:
     """The packaged taxonomy, loaded once per process."""
     return _cached(str(DEFAULT_PATH))
+
+
+def default_taxonomy_version() -> str:
+    """The packaged taxonomy's version, read without compiling the taxonomy when this
+    process has not loaded it (a process that leaves classifying to its workers
+    needs no more: compiling costs about a second before they can start)."""
+    if _cached.cache_info().currsize:
+        return default_taxonomy().version
+    raw = _read_yaml(DEFAULT_PATH)
+    ctx = _Ctx(str(DEFAULT_PATH))
+    if not isinstance(raw, dict) or "version" not in raw:
+        raise ctx.fail("top level", "missing key(s) version")
+    return _check_version(ctx, raw["version"])
