@@ -141,3 +141,46 @@ def test_pure_python_on_request() -> None:
     files = json.loads(_run(WHICH, pure=True)[0])
     assert not _compiled(files)
     assert files["celltrials.taxonomy.engine"] == str(SRC / "celltrials" / "taxonomy" / "engine.py")
+
+
+def _any_lines(tmp_path: Path, site_packages: bool) -> set[tuple[str, int]]:
+    """The lines of the compiled modules where mypy (which mypyc compiles with)
+    finds an expression of type ``Any``: there mypyc emits generic Python calls."""
+    cfg = tmp_path / "mypy.ini"
+    cfg.write_text("[mypy]\nignore_missing_imports = True\n", encoding="utf-8")  # as setup.py
+    root = SRC.parent
+    files = [native.source_path(m).resolve().relative_to(root).as_posix() for m in native.MODULES]
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(cfg), "--disallow-any-expr"]
+        + ["--cache-dir", str(tmp_path / ("cache-site" if site_packages else "cache-bare"))]
+        + ([] if site_packages else ["--no-site-packages"])
+        + files,
+        capture_output=True,
+        text=True,
+        cwd=root,  # (mypy names files relative to it)
+    )
+    found = set()
+    for line in out.stdout.splitlines():
+        path, _, rest = line.partition(":")
+        if path in files and "has type" in rest:
+            found.add((path, int(rest.split(":", 1)[0])))
+    assert found, out.stdout + out.stderr  # (some Any remains: the check ran)
+    return found
+
+
+def test_compiled_types_do_not_depend_on_installed_packages(tmp_path: Path) -> None:
+    """pip compiles the classifier (setup.py) before it installs the dependencies
+    in a new environment, so mypyc cannot see ahocorasick_rs's types there. What
+    it returns must be declared where it is received: else its Any spreads into
+    the arithmetic around it, which then runs as generic Python calls (5 % more
+    instructions per classified trial than the same source compiled where the
+    package was installed, ``benchmarks/classify_instructions.py``). Without the
+    installed packages, only the lines that call into them may gain an Any."""
+    extra = _any_lines(tmp_path, site_packages=False) - _any_lines(tmp_path, site_packages=True)
+    sources = {p: (SRC.parent / p).read_text(encoding="utf-8").splitlines() for p, _ in extra}
+    spread = [
+        f"{p}:{n}: {sources[p][n - 1].strip()}"
+        for p, n in sorted(extra)
+        if "ahocorasick_rs." not in sources[p][n - 1] and "self._ac." not in sources[p][n - 1]
+    ]
+    assert extra and not spread, "\n".join(spread)

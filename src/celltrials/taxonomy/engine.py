@@ -1278,17 +1278,18 @@ class _Automaton:
         """Every occurrence's values plus its last character's offset in ``g``
         (<< _KEY_BITS), sorted."""
         values = self._values
-        out = [
-            c + ((end - 1) << _KEY_BITS)
-            for k, _start, end in self._ac.find_matches_as_indexes(g, overlapping=True)
-            for c in values[k]
-        ]
+        # (declared: when mypyc compiles this module before ahocorasick_rs is
+        # installed, as pip does in a new environment, the call's result is Any
+        # and every addition and shift below a generic Python call)
+        found: list[tuple[int, int, int]] = self._ac.find_matches_as_indexes(g, overlapping=True)
+        out = [c + ((end - 1) << _KEY_BITS) for k, _start, end in found for c in values[k]]
         out.sort()
         return out
 
     def occurs(self, g: str) -> bool:
         """Whether a word occurs in ``g``."""
-        return bool(self._ac.find_matches_as_indexes(g))
+        found: list[tuple[int, int, int]] = self._ac.find_matches_as_indexes(g)
+        return bool(found)
 
 
 class _Index:
