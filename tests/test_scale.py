@@ -457,6 +457,27 @@ def test_registry_benchmark_corpus_is_four_percent_cell_therapy() -> None:
     assert cell == list(range(24, 2500, 25))
 
 
+@pytest.mark.parametrize(
+    ("seconds", "cpu", "waited"),
+    [
+        # session 27's 1-thread floor at 560k: the JSON file no longer fit in the page cache
+        (571.87, 185.3, "1 thread 185.3 cpu s in 571.87 s (32%)"),
+        (197.76, 188.1, None),  # session 26's, on a host whose cache held the file
+        (514.06, 194.6, "1 thread 194.6 cpu s in 514.06 s (38%)"),
+        (10.0, 5.0, None),  # exactly half: not flagged
+        (10.0, 4.9, "1 thread 4.9 cpu s in 10.00 s (49%)"),
+        (0.0, 0.0, None),
+    ],
+)
+def test_scale_benchmark_flags_a_floor_that_waited(
+    seconds: float, cpu: float, waited: str | None
+) -> None:
+    """A floor whose process used the CPU for under half its wall time waited
+    (on the disk): ``scale.py`` says so under its block, since ingest's ratio
+    to it then flatters ingest."""
+    assert _scale_benchmark()._waited({"seconds": seconds, "cpu": cpu}, "1 thread") == waited
+
+
 #: Run in a process of its own, so that the only descendant is the child it starts
 #: (a pytest worker may still have a browser or a server of another test running).
 _MEASURE_A_CHILD = """
